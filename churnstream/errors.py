@@ -1,0 +1,77 @@
+"""The one exception tree of churnstream.
+
+::
+
+    ChurnstreamError
+    ├── ConfigError                 bad or missing settings
+    ├── InfraError                  local Kafka/Redis could not be installed, started or reached
+    ├── EventError                  one message that cannot be processed (goes to dead_letter)
+    │   ├── DecodeError             not UTF-8, not JSON, too large, not an object
+    │   ├── ValidationError         breaks a rule of the contract
+    │   └── ProcessingError         valid, but could not be applied (e.g. later than the retained history)
+    ├── PublishError                records were not delivered
+    ├── StoreError                  the feature store failed (Redis down, conflicting writer)
+    └── ModelError                  training, registry or scoring problems
+        ├── ModelNotFoundError      no such model version / no current model
+        └── ModelIntegrityError     artifact sha256 does not match its metadata
+
+``EventError`` carries the ``stage`` that ends up in the dead-letter record.
+"""
+
+from __future__ import annotations
+
+
+class ChurnstreamError(Exception):
+    """Root of every error churnstream raises on purpose."""
+
+
+class ConfigError(ChurnstreamError):
+    """A setting is missing or malformed."""
+
+
+class InfraError(ChurnstreamError):
+    """Local infrastructure (Java, Maven, Kafka, Redis) is missing or failed to start."""
+
+
+class EventError(ChurnstreamError):
+    """A single message that cannot be processed; the worker dead-letters it and goes on."""
+
+    stage = "process"
+
+
+class DecodeError(EventError):
+    """The bytes are not a UTF-8 JSON object within the size limit."""
+
+    stage = "decode"
+
+
+class ValidationError(EventError):
+    """The JSON object breaks a rule of the contract."""
+
+    stage = "validate"
+
+
+class ProcessingError(EventError):
+    """A valid event that could not be applied."""
+
+    stage = "process"
+
+
+class PublishError(ChurnstreamError):
+    """Some records were not delivered to Kafka."""
+
+
+class StoreError(ChurnstreamError):
+    """The feature store could not complete an operation."""
+
+
+class ModelError(ChurnstreamError):
+    """Training, loading or scoring a model failed."""
+
+
+class ModelNotFoundError(ModelError):
+    """The requested model version (or a current one) does not exist."""
+
+
+class ModelIntegrityError(ModelError):
+    """An artifact's sha256 does not match the one recorded when it was registered."""

@@ -1,0 +1,270 @@
+"""The one place settings are read: environment variables named ``CHURN_*``.
+
+Every variable of the contract has a field here. Kafka client properties pass through as
+``CHURN_KAFKA_<PROPERTY>`` with dots written as underscores, e.g. ``CHURN_KAFKA_SECURITY_PROTOCOL=SASL_SSL``
+becomes ``security.protocol``; ``CHURN_KAFKA_BOOTSTRAP`` is the bootstrap list. Redis credentials and
+TLS come through ``CHURN_REDIS_URL`` (``rediss://user:pass@host:6379/0``).
+
+>>> s = Settings.from_env({"CHURN_TOPIC_PREFIX": "prod.", "CHURN_KAFKA_SASL_PASSWORD": "hunter2"})
+>>> s.topics.orders
+'prod.orders'
+>>> "hunter2" in repr(s)
+False
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from churnstream.errors import ConfigError
+
+DAY_MS = 86_400_000
+
+_SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names of the contract, with the configured prefix applied."""
+
+    prefix: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def orders(self) -> str:
+        return self._name("orders")
+
+    @property
+    def support_tickets(self) -> str:
+        return self._name("support_tickets")
+
+    @property
+    def customer_profiles(self) -> str:
+        return self._name("customer_profiles")
+
+    @property
+    def churn_labels(self) -> str:
+        return self._name("churn_labels")
+
+    @property
+    def churn_predictions(self) -> str:
+        return self._name("churn_predictions")
+
+    @property
+    def churn_alerts(self) -> str:
+        return self._name("churn_alerts")
+
+    @property
+    def drift_reports(self) -> str:
+        return self._name("drift_reports")
+
+    @property
+    def churn_outcomes(self) -> str:
+        return self._name("churn_outcomes")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._name("dead_letter")
+
+    @property
+    def monitoring_batches(self) -> str:
+        """Internal: one compact columnar record per scorer micro-batch, read by the monitor."""
+        return self._name("churnstream.monitoring_batches")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.orders, self.support_tickets, self.customer_profiles, self.churn_labels)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (
+            self.churn_predictions,
+            self.churn_alerts,
+            self.drift_reports,
+            self.churn_outcomes,
+            self.dead_letter,
+        )
+
+    def kind_of(self, topic: str) -> str:
+        """The contract's base name of a (prefixed) topic, e.g. ``prod.orders`` -> ``orders``."""
+        if self.prefix and topic.startswith(self.prefix):
+            return topic[len(self.prefix) :]
+        return topic
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _is_secret(prop: str) -> bool:
+    return any(word in prop for word in _SECRET_WORDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings of a churnstream process. Build it once in ``main()`` with :meth:`from_env`."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = ""
+    model_dir: Path = Path("var/models")
+    report_dir: Path = Path("var/reports")
+    horizon_days: float = 30.0
+    high_threshold: float = 0.7
+    medium_threshold: float = 0.4
+    alert_cooldown_days: float = 7.0
+    drift_window_rows: int = 5000
+    max_future_skew_hours: float = 24.0
+    # Extensions of the contract.
+    allowed_lateness_days: float = 7.0
+    batch_size: int = 500
+    batch_timeout_ms: int = 200
+    topic_partitions: int = 6
+    consumer_group: str = "churnstream-scorer"
+    metrics_port: int = 0
+    web_host: str = "127.0.0.1"
+    web_port: int = 8088
+    var_dir: Path = Path("var")
+    kafka_properties: Mapping[str, str] = field(default_factory=dict)
+
+    _ENV = {
+        "kafka_bootstrap": "CHURN_KAFKA_BOOTSTRAP",
+        "redis_url": "CHURN_REDIS_URL",
+        "topic_prefix": "CHURN_TOPIC_PREFIX",
+        "model_dir": "CHURN_MODEL_DIR",
+        "report_dir": "CHURN_REPORT_DIR",
+        "horizon_days": "CHURN_HORIZON_DAYS",
+        "high_threshold": "CHURN_HIGH_THRESHOLD",
+        "medium_threshold": "CHURN_MEDIUM_THRESHOLD",
+        "alert_cooldown_days": "CHURN_ALERT_COOLDOWN_DAYS",
+        "drift_window_rows": "CHURN_DRIFT_WINDOW_ROWS",
+        "max_future_skew_hours": "CHURN_MAX_FUTURE_SKEW_HOURS",
+        "allowed_lateness_days": "CHURN_ALLOWED_LATENESS_DAYS",
+        "batch_size": "CHURN_BATCH_SIZE",
+        "batch_timeout_ms": "CHURN_BATCH_TIMEOUT_MS",
+        "topic_partitions": "CHURN_TOPIC_PARTITIONS",
+        "consumer_group": "CHURN_CONSUMER_GROUP",
+        "metrics_port": "CHURN_METRICS_PORT",
+        "web_host": "CHURN_WEB_HOST",
+        "web_port": "CHURN_WEB_PORT",
+        "var_dir": "CHURN_VAR_DIR",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``environ`` (default: the process environment); ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, var in cls._ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "" and name != "topic_prefix":
+                continue
+            values[name] = _convert(var, raw, str(types[name]))
+        reserved = {"CHURN_KAFKA_BOOTSTRAP"}
+        props = {
+            var[len("CHURN_KAFKA_") :].lower().replace("_", "."): value
+            for var, value in env.items()
+            if var.startswith("CHURN_KAFKA_") and var not in reserved
+        }
+        if props:
+            values["kafka_properties"] = props
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot work together."""
+        if not 0.0 < self.medium_threshold <= self.high_threshold <= 1.0:
+            raise ConfigError(
+                "need 0 < CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD <= 1, got "
+                f"{self.medium_threshold} and {self.high_threshold}"
+            )
+        for name in ("horizon_days", "drift_window_rows", "batch_size", "topic_partitions"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self._ENV[name]} must be positive, got {getattr(self, name)}")
+        for name in ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self._ENV[name]} must not be negative, got {getattr(self, name)}")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def horizon_ms(self) -> int:
+        return int(self.horizon_days * DAY_MS)
+
+    @property
+    def cooldown_ms(self) -> int:
+        return int(self.alert_cooldown_days * DAY_MS)
+
+    @property
+    def lateness_ms(self) -> int:
+        return int(self.allowed_lateness_days * DAY_MS)
+
+    @property
+    def redacted_redis_url(self) -> str:
+        return _redact_url(self.redis_url)
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka configuration: bootstrap, pass-through properties, then ``extra``."""
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
+        config.update(self.kafka_properties)
+        config.update(extra)
+        return config
+
+    def risk_category(self, probability: float) -> str:
+        """``HIGH`` / ``MEDIUM`` / ``LOW`` by the contract's thresholds.
+
+        >>> Settings().risk_category(0.7), Settings().risk_category(0.69), Settings().risk_category(0.1)
+        ('HIGH', 'MEDIUM', 'LOW')
+        """
+        if probability >= self.high_threshold:
+            return "HIGH"
+        if probability >= self.medium_threshold:
+            return "MEDIUM"
+        return "LOW"
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value: Any = getattr(self, f.name)
+            if f.name == "redis_url":
+                value = self.redacted_redis_url
+            elif f.name == "kafka_properties":
+                value = {k: ("***" if _is_secret(k) else v) for k, v in value.items()}
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+def _convert(var: str, raw: str, type_name: str) -> Any:
+    try:
+        if "float" in type_name:
+            return float(raw)
+        if "int" in type_name:
+            return int(raw)
+        if "Path" in type_name:
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is not a valid {type_name.split('|')[0].strip()}") from exc
+    return raw

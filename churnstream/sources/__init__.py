@@ -1,0 +1,1 @@
+"""Event sources: the simulator with ground truth and real data sets turned into contract events."""

@@ -1,0 +1,244 @@
+"""Per-customer state: what must be kept so that features as of any recent time t are exact.
+
+The state keeps a log of the customer's recent events (sorted by event time) and folds events older
+than the longest feature window plus the allowed lateness into running totals, so memory stays
+bounded while features as of any t >= ``max_ts - lateness`` remain exact. Event ids of folded events
+are kept a while longer so that a redelivered event is still recognised.
+
+Money and hours are summed as integer micro-units, so totals do not depend on the order in which
+events were applied or folded — the online store and the offline builder get identical numbers.
+
+The state is a plain JSON-serialisable dict (the Redis store keeps it as one JSON value per customer).
+
+>>> from churnstream.events import OrderEvent
+>>> s = new_state()
+>>> apply_event(s, OrderEvent(event_id="e1", customer_id="c", timestamp=1000, order_id="o", amount=2.5),
+...             lateness_ms=0)
+'applied'
+>>> apply_event(s, OrderEvent(event_id="e1", customer_id="c", timestamp=1000, order_id="o", amount=2.5),
+...             lateness_ms=0)
+'duplicate'
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from typing import Any
+
+from churnstream.errors import ProcessingError
+from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent
+
+DAY_MS = 86_400_000
+LONGEST_WINDOW_MS = 90 * DAY_MS
+MICRO = 1_000_000
+STATUS_CODE = {"completed": 0, "returned": 1, "cancelled": 2}
+
+# Log entries (lists, so they round-trip through JSON unchanged):
+#   order:   [ts, event_id, amount_micros, status_code]
+#   ticket:  [ts, event_id, ticket_id, resolution_micros | None, satisfaction | None]
+#   profile: [ts, event_id, {field: value}]
+O_TS, O_ID, O_AMOUNT, O_STATUS = range(4)
+T_TS, T_ID, T_TICKET, T_RES, T_SAT = range(5)
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+
+
+def new_state() -> dict[str, Any]:
+    """An empty customer state."""
+    return {
+        "o": [],  # recent orders
+        "t": [],  # recent ticket events
+        "p": [],  # recent profile updates
+        "first": None,  # earliest event time of any kind (including folded events)
+        "max": None,  # latest event time applied
+        "fu": None,  # folded-until: every event with ts < fu is folded into "f"
+        "f": {
+            "n": 0,  # completed orders
+            "s": 0,  # their amount, micros
+            "r": 0,  # returned orders
+            "fo": None,  # first completed order time
+            "lo": None,  # last completed order time
+            "tn": 0,  # tickets
+            "tneg": 0,  # tickets with satisfaction <= 2
+            "rs": 0,  # resolution hours of tickets with one, micros
+            "rc": 0,  # tickets with a resolution
+            "ss": 0,  # satisfaction sum
+            "sc": 0,  # tickets with a satisfaction score
+            "lt": None,  # last ticket time
+            "prof": {},  # folded profile fields
+        },
+        "seen": {},  # event_id -> ts, for folded events (dedup)
+        "ft": {},  # ticket_id -> ts, for folded tickets (so an update does not count twice)
+    }
+
+
+def is_duplicate(state: dict[str, Any], event_id: str) -> bool:
+    if event_id in state["seen"]:
+        return True
+    return any(e[1] == event_id for key in ("o", "t", "p") for e in state[key])
+
+
+def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str:
+    """Apply one validated event in place; returns ``'applied'`` or ``'duplicate'``.
+
+    Raises :class:`ProcessingError` for an event older than the retained history (it cannot be applied
+    exactly any more) — the caller dead-letters it. Label events do not touch feature state.
+    """
+    ts = event.timestamp
+    if is_duplicate(state, event.event_id):
+        return DUPLICATE
+    fu = state["fu"]
+    if fu is not None and ts < fu:
+        raise ProcessingError(
+            f"event time {ts} ms is older than this customer's retained history (folded before {fu} ms); "
+            f"events may be at most CHURN_ALLOWED_LATENESS_DAYS late"
+        )
+    if isinstance(event, OrderEvent):
+        insort(
+            state["o"], [ts, event.event_id, round(event.amount * MICRO), STATUS_CODE[event.status]], key=_ts_id
+        )
+    elif isinstance(event, TicketEvent):
+        res = event.resolution_time_hours
+        insort(
+            state["t"],
+            [
+                ts,
+                event.event_id,
+                event.ticket_id,
+                None if res is None else round(res * MICRO),
+                event.satisfaction_score,
+            ],
+            key=_ts_id,
+        )
+    elif isinstance(event, ProfileEvent):
+        insort(state["p"], [ts, event.event_id, dict(event.fields)], key=_ts_id)
+    else:
+        return APPLIED
+    if state["first"] is None or ts < state["first"]:
+        state["first"] = ts
+    if state["max"] is None or ts > state["max"]:
+        state["max"] = ts
+    fold(state, lateness_ms=lateness_ms)
+    return APPLIED
+
+
+def _ts_id(entry: list[Any]) -> tuple[int, str]:
+    return entry[0], entry[1]
+
+
+def fold(state: dict[str, Any], *, lateness_ms: int) -> None:
+    """Fold events older than the longest window plus lateness into totals; forget old dedup ids."""
+    if state["max"] is None:
+        return
+    horizon = state["max"] - LONGEST_WINDOW_MS - lateness_ms
+    if state["fu"] is not None and horizon <= state["fu"]:
+        return
+    f = state["f"]
+    seen = state["seen"]
+    orders = state["o"]
+    k = 0
+    while k < len(orders) and orders[k][O_TS] < horizon:
+        ts, eid, amount, status = orders[k]
+        if status == 0:
+            f["n"] += 1
+            f["s"] += amount
+            f["fo"] = ts if f["fo"] is None else min(f["fo"], ts)
+            f["lo"] = ts if f["lo"] is None else max(f["lo"], ts)
+        elif status == 1:
+            f["r"] += 1
+        seen[eid] = ts
+        k += 1
+    del orders[:k]
+    # A ticket folds only when all of its events are old: group the ticket's events first.
+    tickets = state["t"]
+    newest: dict[str, int] = {}
+    for e in tickets:
+        newest[e[T_TICKET]] = max(newest.get(e[T_TICKET], e[T_TS]), e[T_TS])
+    old = {tid for tid, ts in newest.items() if ts < horizon}
+    if old:
+        folded: dict[str, dict[str, Any]] = {}
+        keep = []
+        for e in tickets:
+            if e[T_TICKET] in old:
+                folded.setdefault(e[T_TICKET], {"events": []})["events"].append(e)
+                seen[e[T_ID]] = e[T_TS]
+            else:
+                keep.append(e)
+        state["t"] = keep
+        ft = state["ft"]
+        for tid, group in folded.items():
+            summary = ticket_summary(group["events"])
+            if tid in ft:  # an update to a ticket folded earlier: it was counted then
+                _unfold_ticket_values(f, ft[tid])
+                summary = merge_ticket_summaries(ft[tid], summary)
+            else:
+                f["tn"] += 1
+            ft[tid] = summary
+            _fold_ticket_values(f, summary)
+    profiles = state["p"]
+    k = 0
+    while k < len(profiles) and profiles[k][0] < horizon:
+        f["prof"].update(profiles[k][2])
+        seen[profiles[k][1]] = profiles[k][0]
+        k += 1
+    del profiles[:k]
+    state["fu"] = horizon
+    forget = horizon - lateness_ms
+    for eid in [eid for eid, ts in seen.items() if ts < forget]:
+        del seen[eid]
+    ft = state["ft"]
+    for tid in [tid for tid, summary in ft.items() if summary[1] < forget]:
+        del ft[tid]
+
+
+def ticket_summary(events: list[list[Any]]) -> list[Any]:
+    """``[opened_ts, last_ts, resolution_micros, satisfaction]`` of one ticket from its events.
+
+    The ticket opens at its earliest event; resolution and satisfaction come from the latest event that
+    carries them (an update with null leaves an earlier value in place).
+    """
+    opened = min(e[T_TS] for e in events)
+    last = max(e[T_TS] for e in events)
+    res = sat = None
+    for e in sorted(events, key=_ts_id):
+        if e[T_RES] is not None:
+            res = e[T_RES]
+        if e[T_SAT] is not None:
+            sat = e[T_SAT]
+    return [opened, last, res, sat]
+
+
+def merge_ticket_summaries(old: list[Any], new: list[Any]) -> list[Any]:
+    """One summary of a ticket whose events were summarised in two parts (``new`` is the later part)."""
+    return [
+        min(old[0], new[0]),
+        max(old[1], new[1]),
+        new[2] if new[2] is not None else old[2],
+        new[3] if new[3] is not None else old[3],
+    ]
+
+
+def _fold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
+    _, _, res, sat = summary
+    f["lt"] = summary[0] if f["lt"] is None else max(f["lt"], summary[0])
+    if res is not None:
+        f["rs"] += res
+        f["rc"] += 1
+    if sat is not None:
+        f["ss"] += sat
+        f["sc"] += 1
+        if sat <= 2:
+            f["tneg"] += 1
+
+
+def _unfold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
+    _, _, res, sat = summary
+    if res is not None:
+        f["rs"] -= res
+        f["rc"] -= 1
+    if sat is not None:
+        f["ss"] -= sat
+        f["sc"] -= 1
+        if sat <= 2:
+            f["tneg"] -= 1

@@ -1,0 +1,1 @@
+"""Batch training, the model registry, the online River learner, blending and explanations."""

@@ -1,0 +1,1 @@
+"""Drift windows, Evidently reports, concept-drift detectors and metrics."""
