@@ -15,6 +15,7 @@ SASL listeners, without touching the default one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import os
 import shutil
@@ -196,10 +197,8 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
-    except ChildProcessError:
-        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -427,7 +426,8 @@ def start_kafka(node: KafkaNode, *, timeout: float = 120.0) -> ServiceStatus:
                 if kafka_answers(node, timeout=5):
                     return kafka_status(node)  # another process won the race for the port
                 raise InfraError(
-                    f"Kafka exited with code {proc.returncode} while starting; last lines of {node.log_file}:\n"
+                    f"Kafka exited with code {proc.returncode} while starting; "
+                    f"last lines of {node.log_file}:\n"
                     + _tail(node.log_file)
                     + "\n"
                     + _tail(node.data_dir / "stdout.log", 10)
@@ -443,7 +443,7 @@ def start_kafka(node: KafkaNode, *, timeout: float = 120.0) -> ServiceStatus:
 
 
 def stop_kafka(node: KafkaNode, *, timeout: float = 60.0) -> bool:
-    """Stop the broker this checkout started at ``node`` (SIGTERM, wait, SIGKILL); False if none was running."""
+    """Stop the broker this checkout started at ``node`` (SIGTERM, wait, SIGKILL); False if none ran."""
     with _lock(node.data_dir):
         pid = _recorded_pid(node.pid_file, "kafka.Kafka")
         if pid is None:
