@@ -1,0 +1,261 @@
+"""The validation edge every worker reads through: Kafka messages in, typed events or dead letters out.
+
+- :func:`decode_message` turns one message into an :class:`~churnstream.events.Event` or a
+  :class:`~churnstream.messages.DeadLetter` (stage ``decode`` or ``validate``); it never raises for bad data.
+- :class:`InputReader` consumes the input topics in micro-batches (:meth:`InputReader.poll_batch`) and
+  commits only when told (:meth:`InputReader.commit`), so a worker commits after it has applied a batch.
+- :class:`DeadLetterWriter` produces dead letters to ``dead_letter``, keyed by the original key.
+
+A worker's loop, at-least-once::
+
+    reader = InputReader(settings=settings, group=settings.consumer_group)
+    dead = DeadLetterWriter(settings=settings)
+    while running:
+        batch = reader.poll_batch()
+        for event, where in batch.events:
+            apply(event)
+        for letter in batch.dead_letters:
+            dead.write(letter)
+        dead.flush()                 # dead letters are safe before the offsets move on
+        reader.commit(batch.offsets)
+    reader.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from churnstream.errors import EventError, ValidationError
+from churnstream.events import KINDS, Event, decode_json, now_ms, parse_event
+from churnstream.messages import DeadLetter
+from churnstream.settings import Settings
+from streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, DeliveryTracker, make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+
+class RawMessage(Protocol):
+    """What :func:`decode_message` needs of a message (a ``confluent_kafka.Message`` has all of it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Coordinates:
+    """Where an event came from: topic, partition, offset, and the message key."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+
+
+def decode_message(
+    msg: RawMessage, settings: Settings, *, now: int | None = None
+) -> tuple[Event | None, DeadLetter | None]:
+    """``(event, None)`` for a valid input message, ``(None, dead_letter)`` for anything else.
+
+    The topic decides the event type (``settings.topics.kind_of``); the key, when present, must equal
+    ``customer_id``; timestamps may be at most ``settings.max_future_skew_hours`` ahead of ``now``.
+
+    >>> class M:
+    ...     def __init__(self, v): self.v = v
+    ...     def topic(self): return "orders"
+    ...     def partition(self): return 0
+    ...     def offset(self): return 7
+    ...     def key(self): return b"c1"
+    ...     def value(self): return self.v
+    >>> ok = b'{"event_id":"e","customer_id":"c1","order_id":"o","timestamp":0,"amount":1}'
+    >>> decode_message(M(ok), Settings())[0].order_id
+    'o'
+    >>> letter = decode_message(M(b"{oops"), Settings())[1]
+    >>> letter.stage, letter.offset, letter.error
+    ('decode', 7, 'invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2')
+    """
+    topic = msg.topic() or ""
+    key = msg.key()
+    value = msg.value()
+    current = now_ms() if now is None else now
+    try:
+        kind = settings.topics.kind_of(topic)
+        obj = decode_json(value)
+        if kind not in KINDS:
+            raise ValidationError(f"{topic!r} is not an input topic (expected one of {', '.join(KINDS)})")
+        event = parse_event(
+            kind, obj, key=key, now_ms=current, max_future_skew_hours=settings.max_future_skew_hours
+        )
+    except EventError as exc:
+        letter = DeadLetter(
+            source_topic=topic,
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=key,
+            value=value,
+            error=str(exc),
+            stage=exc.stage,
+            failed_at=current,
+        )
+        return None, letter
+    return event, None
+
+
+def dead_letter_for(msg: RawMessage, error: EventError) -> DeadLetter:
+    """A dead letter for a message that decoded fine but failed later (``stage`` from the error)."""
+    return DeadLetter(
+        source_topic=msg.topic() or "",
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        value=msg.value(),
+        error=str(error),
+        stage=error.stage,
+        failed_at=now_ms(),
+    )
+
+
+@dataclass(slots=True)
+class Batch:
+    """One micro-batch: valid events with their coordinates, dead letters, and the offsets to commit.
+
+    ``offsets`` maps ``(topic, partition)`` to the next offset to read, covering every message of the
+    batch, valid or not; pass it to :meth:`InputReader.commit` once the batch has been applied.
+    """
+
+    events: list[tuple[Event, Coordinates]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + len(self.dead_letters)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class InputReader:
+    """A consumer-group member over the input topics that hands out validated micro-batches.
+
+    Offsets are never committed automatically: call :meth:`commit` with ``batch.offsets`` after the
+    batch's effects (state, outputs, dead letters) are durable.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        group: str | None = None,
+        topics: Iterable[str] | None = None,
+        consumer: Consumer | None = None,
+        on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        **consumer_config: Any,
+    ) -> None:
+        self.settings = settings
+        self.topics = list(topics) if topics is not None else list(settings.topics.inputs)
+        self.consumer = consumer or make_consumer(
+            settings, group or settings.consumer_group, **consumer_config
+        )
+        callbacks: dict[str, Any] = {}
+        if on_assign is not None:
+            callbacks["on_assign"] = on_assign
+        if on_revoke is not None:
+            callbacks["on_revoke"] = on_revoke
+        self.consumer.subscribe(self.topics, **callbacks)
+
+    def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
+        """Up to ``max_messages`` messages (default ``CHURN_BATCH_SIZE``), waiting at most ``timeout`` seconds
+        (default ``CHURN_BATCH_TIMEOUT_MS``); an empty batch when nothing arrived."""
+        limit = max_messages or self.settings.batch_size
+        wait = self.settings.batch_timeout_ms / 1000 if timeout is None else timeout
+        batch = Batch()
+        now = now_ms()
+        for msg in self.consumer.consume(num_messages=limit, timeout=wait):
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error (will retry): %s", error)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            event, letter = decode_message(msg, self.settings, now=now)
+            if event is not None:
+                batch.events.append((event, Coordinates(topic, partition, offset, msg.key())))
+            elif letter is not None:
+                batch.dead_letters.append(letter)
+            position = batch.offsets.get((topic, partition), -1)
+            batch.offsets[(topic, partition)] = max(position, offset + 1)
+        return batch
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit ``offsets`` (``(topic, partition) -> next offset``) synchronously; no-op when empty."""
+        if not offsets:
+            return
+        parts = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        self.consumer.commit(offsets=parts, asynchronous=False)
+
+    def close(self) -> None:
+        """Leave the group (partitions move to other members at once)."""
+        self.consumer.close()
+
+    def __enter__(self) -> InputReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DeadLetterWriter:
+    """Produces :class:`DeadLetter` records as JSON to ``dead_letter``, keyed by the original key."""
+
+    # Room for the JSON envelope around a value that has to be cut to fit the topic's limit.
+    _MAX_VALUE = DEAD_LETTER_TOPIC_MAX_BYTES - 64 * 1024
+
+    def __init__(self, *, settings: Settings, producer: Producer | None = None) -> None:
+        self.topic = settings.topics.dead_letter
+        self.producer = producer or make_producer(settings)
+        self.tracker = DeliveryTracker()
+        self.written = 0
+
+    def write(self, letter: DeadLetter) -> None:
+        """Queue one dead letter; :meth:`flush` waits for it."""
+        record = letter.to_json()
+        payload = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        if len(payload) > self._MAX_VALUE:
+            record["value"] = (record["value"] or "")[: self._MAX_VALUE // 2]
+            record["value_truncated"] = True
+            payload = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, value=payload, key=letter.key, on_delivery=self.tracker.on_delivery
+                )
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+        self.written += 1
+
+    def write_all(self, letters: Iterable[DeadLetter]) -> int:
+        n = 0
+        for letter in letters:
+            self.write(letter)
+            n += 1
+        return n
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued dead letter is acknowledged; :class:`PublishError` if any was lost."""
+        self.tracker.flush_or_raise(self.producer, timeout)
