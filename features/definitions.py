@@ -21,9 +21,6 @@ from typing import Any
 from features.state import (
     DAY_MS,
     MICRO,
-    O_AMOUNT,
-    O_STATUS,
-    O_TS,
     T_TICKET,
     T_TS,
     merge_ticket_summaries,
@@ -88,13 +85,10 @@ def features_as_of(state: dict[str, Any], t: int) -> dict[str, float | int | Non
     last_order = f["lo"]
     n30 = n90 = s30 = s90 = 0
     lo30, lo90 = t - _D30, t - _D90
-    for entry in state["o"]:
-        ts = entry[O_TS]
+    for ts, _, amount, status in state["o"]:
         if ts > t:
             break
-        status = entry[O_STATUS]
         if status == 0:
-            amount = entry[O_AMOUNT]
             n += 1
             spent += amount
             if first_order is None or ts < first_order:
@@ -116,18 +110,24 @@ def features_as_of(state: dict[str, Any], t: int) -> dict[str, float | int | Non
     sat_sum, sat_count = f["ss"], f["sc"]
     last_ticket = f["lt"]
     t30 = t90 = 0
-    open_tickets = 0
+    open_tickets = f["op"]
     groups: dict[str, list[list[Any]]] = {}
     for entry in state["t"]:
         if entry[T_TS] > t:
             break
-        groups.setdefault(entry[T_TICKET], []).append(entry)
+        group = groups.get(entry[T_TICKET])
+        if group is None:
+            groups[entry[T_TICKET]] = [entry]
+        else:
+            group.append(entry)
     folded_tickets = state["ft"]
     for tid, events in groups.items():
         summary = ticket_summary(events)
         old = folded_tickets.get(tid)
         if old is not None:  # an update of a folded ticket: replace its folded values, count it once
-            if old[2] is not None:
+            if old[2] is None:
+                open_tickets -= 1
+            else:
                 res_sum -= old[2]
                 res_count -= 1
             if old[3] is not None:
@@ -155,11 +155,13 @@ def features_as_of(state: dict[str, Any], t: int) -> dict[str, float | int | Non
             if sat <= 2:
                 negative += 1
 
-    profile: dict[str, Any] = dict(f["prof"])
-    for ts, _, fields in state["p"]:
-        if ts > t:
-            break
-        profile.update(fields)
+    profile: dict[str, Any] = f["prof"]
+    if state["p"]:
+        profile = dict(profile)
+        for ts, _, fields in state["p"]:
+            if ts > t:
+                break
+            profile.update(fields)
 
     first = state["first"]
     days = DAY_MS

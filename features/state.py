@@ -22,11 +22,11 @@ The state is a plain JSON-serialisable dict (the Redis store keeps it as one JSO
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from typing import Any
 
 from churnstream.errors import ProcessingError
-from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent
+from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent, format_time
 
 DAY_MS = 86_400_000
 LONGEST_WINDOW_MS = 90 * DAY_MS
@@ -40,6 +40,7 @@ STATUS_CODE = {"completed": 0, "returned": 1, "cancelled": 2}
 O_TS, O_ID, O_AMOUNT, O_STATUS = range(4)
 T_TS, T_ID, T_TICKET, T_RES, T_SAT = range(5)
 
+FOLD_STEP_MS = DAY_MS
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 
@@ -63,6 +64,7 @@ def new_state() -> dict[str, Any]:
             "tneg": 0,  # tickets with satisfaction <= 2
             "rs": 0,  # resolution hours of tickets with one, micros
             "rc": 0,  # tickets with a resolution
+            "op": 0,  # tickets still open (no resolution)
             "ss": 0,  # satisfaction sum
             "sc": 0,  # tickets with a satisfaction score
             "lt": None,  # last ticket time
@@ -73,54 +75,73 @@ def new_state() -> dict[str, Any]:
     }
 
 
-def is_duplicate(state: dict[str, Any], event_id: str) -> bool:
+_LOG_OF = {OrderEvent: "o", TicketEvent: "t", ProfileEvent: "p"}
+
+
+def is_duplicate(state: dict[str, Any], event: Event) -> bool:
+    """Whether this event id was applied before (in the log of its kind, or folded and remembered)."""
+    event_id = event.event_id
     if event_id in state["seen"]:
         return True
-    return any(e[1] == event_id for key in ("o", "t", "p") for e in state[key])
+    log = state[_LOG_OF[type(event)]]
+    ts = event.timestamp
+    i = bisect_left(log, ts, key=_ts)  # a duplicate carries the same timestamp
+    while i < len(log) and log[i][0] == ts:
+        if log[i][1] == event_id:
+            return True
+        i += 1
+    return False
 
 
 def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str:
     """Apply one validated event in place; returns ``'applied'`` or ``'duplicate'``.
 
-    Raises :class:`ProcessingError` for an event older than the retained history (it cannot be applied
-    exactly any more) — the caller dead-letters it. Label events do not touch feature state.
+    Raises :class:`ProcessingError` for an event more than the allowed lateness behind what was already
+    folded (its features could not be exact any more) — the caller dead-letters it.
     """
-    ts = event.timestamp
-    if is_duplicate(state, event.event_id):
-        return DUPLICATE
-    fu = state["fu"]
-    if fu is not None and ts < fu:
-        raise ProcessingError(
-            f"event time {ts} ms is older than this customer's retained history (folded before {fu} ms); "
-            f"events may be at most CHURN_ALLOWED_LATENESS_DAYS late"
-        )
-    if isinstance(event, OrderEvent):
-        insort(
-            state["o"], [ts, event.event_id, round(event.amount * MICRO), STATUS_CODE[event.status]], key=_ts_id
-        )
-    elif isinstance(event, TicketEvent):
-        res = event.resolution_time_hours
-        insort(
-            state["t"],
-            [
-                ts,
-                event.event_id,
-                event.ticket_id,
-                None if res is None else round(res * MICRO),
-                event.satisfaction_score,
-            ],
-            key=_ts_id,
-        )
-    elif isinstance(event, ProfileEvent):
-        insort(state["p"], [ts, event.event_id, dict(event.fields)], key=_ts_id)
-    else:
+    kind = type(event)
+    if kind not in _LOG_OF:  # labels do not touch feature state
         return APPLIED
+    if is_duplicate(state, event):
+        return DUPLICATE
+    ts = event.timestamp
+    fu = state["fu"]
+    if fu is not None and ts < fu + LONGEST_WINDOW_MS:
+        raise ProcessingError(
+            f"event at {format_time(ts)} is older than this customer's retained history "
+            f"(exact from {format_time(fu + LONGEST_WINDOW_MS)} on): an event may be at most "
+            "CHURN_ALLOWED_LATENESS_DAYS behind the customer's latest event"
+        )
+    if kind is OrderEvent:
+        entry: list[Any] = [ts, event.event_id, round(event.amount * MICRO), STATUS_CODE[event.status]]  # type: ignore[union-attr]
+        log = state["o"]
+    elif kind is TicketEvent:
+        res = event.resolution_time_hours  # type: ignore[union-attr]
+        entry = [
+            ts,
+            event.event_id,
+            event.ticket_id,  # type: ignore[union-attr]
+            None if res is None else round(res * MICRO),
+            event.satisfaction_score,  # type: ignore[union-attr]
+        ]
+        log = state["t"]
+    else:
+        entry = [ts, event.event_id, dict(event.fields)]  # type: ignore[union-attr]
+        log = state["p"]
+    if not log or log[-1][0] < ts or (log[-1][0] == ts and log[-1][1] < event.event_id):
+        log.append(entry)  # the common case: in order
+    else:
+        insort(log, entry, key=_ts_id)
     if state["first"] is None or ts < state["first"]:
         state["first"] = ts
     if state["max"] is None or ts > state["max"]:
         state["max"] = ts
-    fold(state, lateness_ms=lateness_ms)
+        fold(state, lateness_ms=lateness_ms)
     return APPLIED
+
+
+def _ts(entry: list[Any]) -> int:
+    return entry[0]  # type: ignore[no-any-return]
 
 
 def _ts_id(entry: list[Any]) -> tuple[int, str]:
@@ -132,7 +153,10 @@ def fold(state: dict[str, Any], *, lateness_ms: int) -> None:
     if state["max"] is None:
         return
     horizon = state["max"] - LONGEST_WINDOW_MS - lateness_ms
-    if state["fu"] is not None and horizon <= state["fu"]:
+    # Folding in steps of a day keeps the per-event cost low; any horizon this far back keeps features exact.
+    if state["fu"] is not None and horizon < state["fu"] + FOLD_STEP_MS:
+        return
+    if state["fu"] is None and not _has_older(state, horizon):
         return
     f = state["f"]
     seen = state["seen"]
@@ -152,10 +176,12 @@ def fold(state: dict[str, Any], *, lateness_ms: int) -> None:
     del orders[:k]
     # A ticket folds only when all of its events are old: group the ticket's events first.
     tickets = state["t"]
-    newest: dict[str, int] = {}
-    for e in tickets:
-        newest[e[T_TICKET]] = max(newest.get(e[T_TICKET], e[T_TS]), e[T_TS])
-    old = {tid for tid, ts in newest.items() if ts < horizon}
+    old: set[str] = set()
+    if tickets and tickets[0][T_TS] < horizon:
+        newest: dict[str, int] = {}
+        for e in tickets:
+            newest[e[T_TICKET]] = max(newest.get(e[T_TICKET], e[T_TS]), e[T_TS])
+        old = {tid for tid, ts in newest.items() if ts < horizon}
     if old:
         folded: dict[str, dict[str, Any]] = {}
         keep = []
@@ -185,11 +211,21 @@ def fold(state: dict[str, Any], *, lateness_ms: int) -> None:
     del profiles[:k]
     state["fu"] = horizon
     forget = horizon - lateness_ms
-    for eid in [eid for eid, ts in seen.items() if ts < forget]:
+    # ids were remembered in (roughly) time order: drop from the oldest until one is still needed
+    while seen:
+        eid = next(iter(seen))
+        if seen[eid] >= forget:
+            break
         del seen[eid]
     ft = state["ft"]
-    for tid in [tid for tid, summary in ft.items() if summary[1] < forget]:
-        del ft[tid]
+    if ft:
+        for tid in [tid for tid, summary in ft.items() if summary[1] < forget]:
+            del ft[tid]
+
+
+def _has_older(state: dict[str, Any], horizon: int) -> bool:
+    o, t, p = state["o"], state["t"], state["p"]
+    return bool((o and o[0][0] < horizon) or (t and t[0][0] < horizon) or (p and p[0][0] < horizon))
 
 
 def ticket_summary(events: list[list[Any]]) -> list[Any]:
@@ -198,6 +234,9 @@ def ticket_summary(events: list[list[Any]]) -> list[Any]:
     The ticket opens at its earliest event; resolution and satisfaction come from the latest event that
     carries them (an update with null leaves an earlier value in place).
     """
+    if len(events) == 1:
+        e = events[0]
+        return [e[T_TS], e[T_TS], e[T_RES], e[T_SAT]]
     opened = min(e[T_TS] for e in events)
     last = max(e[T_TS] for e in events)
     res = sat = None
@@ -222,7 +261,9 @@ def merge_ticket_summaries(old: list[Any], new: list[Any]) -> list[Any]:
 def _fold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
     _, _, res, sat = summary
     f["lt"] = summary[0] if f["lt"] is None else max(f["lt"], summary[0])
-    if res is not None:
+    if res is None:
+        f["op"] += 1
+    else:
         f["rs"] += res
         f["rc"] += 1
     if sat is not None:
@@ -234,7 +275,9 @@ def _fold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
 
 def _unfold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
     _, _, res, sat = summary
-    if res is not None:
+    if res is None:
+        f["op"] -= 1
+    else:
         f["rs"] -= res
         f["rc"] -= 1
     if sat is not None:

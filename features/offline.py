@@ -1,0 +1,202 @@
+"""The offline builder: point-in-time feature tables from event files, by the same code the store runs.
+
+Events are replayed in event-time order through :func:`features.state.apply_event`; at each cutoff t
+every known customer's features come from :func:`features.definitions.features_as_of` — exactly what the
+online store would serve as of t. Labels follow the contract's label rule: churned = 1 when the
+customer has no completed order in (t, t + H], 0 when one arrives; a ``churn_labels`` event in that
+interval overrides; rows whose horizon runs past the end of the data are left out (censored).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from churnstream.errors import ChurnstreamError, EventError
+from churnstream.events import Event, LabelEvent, OrderEvent, parse_event
+from features.definitions import FEATURE_NAMES, features_as_of
+from features.state import apply_event, new_state
+
+EVENT_FILES = ("orders", "support_tickets", "customer_profiles", "churn_labels")
+
+
+@dataclass(slots=True)
+class EventLog:
+    """Validated events of a directory, sorted by event time, and what was rejected."""
+
+    events: list[Event]
+    invalid: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def start(self) -> int:
+        return self.events[0].timestamp
+
+    @property
+    def end(self) -> int:
+        return self.events[-1].timestamp
+
+
+def read_events(
+    directory: str | Path, *, until: int | None = None, max_future_skew_hours: float = 24.0
+) -> EventLog:
+    """Read ``orders.jsonl``, ``support_tickets.jsonl``, ... of ``directory`` (those present)."""
+    root = Path(directory)
+    files = [(kind, root / f"{kind}.jsonl") for kind in EVENT_FILES if (root / f"{kind}.jsonl").exists()]
+    if not files:
+        raise ChurnstreamError(f"no event files ({', '.join(k + '.jsonl' for k in EVENT_FILES)}) in {root}")
+    log = EventLog(events=[])
+    for kind, path in files:
+        with path.open("rb") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    event = parse_event(kind, obj, max_future_skew_hours=max_future_skew_hours)
+                except (ValueError, EventError) as exc:
+                    log.invalid += 1
+                    if len(log.errors) < 20:
+                        log.errors.append(f"{path.name}:{line_no}: {exc}")
+                    continue
+                if until is None or event.timestamp < until:
+                    log.events.append(event)
+    if not log.events:
+        raise ChurnstreamError(f"no valid events in {root}")
+    log.events.sort(key=lambda e: (e.timestamp, e.event_id))
+    return log
+
+
+def replay(events: Iterable[Event], *, lateness_ms: int) -> dict[str, dict[str, Any]]:
+    """Per-customer states after applying ``events`` (any order within the allowed lateness)."""
+    states: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if isinstance(event, LabelEvent):
+            continue
+        state = states.get(event.customer_id)
+        if state is None:
+            state = states[event.customer_id] = new_state()
+        apply_event(state, event, lateness_ms=lateness_ms)
+    return states
+
+
+def snapshot(
+    events: Iterable[Event], t: int, *, lateness_ms: int
+) -> dict[str, dict[str, float | int | None]]:
+    """Features of every customer with an event <= ``t``, as of ``t``."""
+    states = replay((e for e in events if e.timestamp <= t), lateness_ms=lateness_ms)
+    return {cid: features_as_of(state, t) for cid, state in states.items()}
+
+
+@dataclass(slots=True)
+class _Labeler:
+    completed: dict[str, list[int]]
+    explicit: dict[str, list[tuple[int, bool]]]
+    horizon_ms: int
+    data_end: int
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, horizon_ms: int) -> _Labeler:
+        completed: dict[str, list[int]] = {}
+        explicit: dict[str, list[tuple[int, bool]]] = {}
+        for e in events:
+            if isinstance(e, OrderEvent) and e.status == "completed":
+                completed.setdefault(e.customer_id, []).append(e.timestamp)
+            elif isinstance(e, LabelEvent):
+                explicit.setdefault(e.customer_id, []).append((e.timestamp, e.churned))
+        return cls(completed, explicit, horizon_ms, events[-1].timestamp if events else 0)
+
+    def label(self, customer_id: str, t: int) -> tuple[int, str] | None:
+        """(label, source) for a prediction as of t, or None while the label is still unknown."""
+        end = t + self.horizon_ms
+        for ts, churned in self.explicit.get(customer_id, ()):
+            if t < ts <= end:
+                return int(churned), "explicit"
+        times = self.completed.get(customer_id, [])
+        i = bisect_right(times, t)
+        if i < len(times) and times[i] <= end:
+            return 0, "order"
+        if end <= self.data_end:
+            return 1, "inactivity"
+        return None
+
+
+def training_rows(
+    events: Sequence[Event],
+    cutoffs: Sequence[int],
+    *,
+    horizon_ms: int,
+    lateness_ms: int,
+    active_within_ms: int | None = None,
+    progress: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Yield one labelled row per (customer, cutoff): features as of the cutoff plus ``label``.
+
+    ``events`` must be sorted by event time. ``active_within_ms`` keeps only customers with a
+    completed order or any event within that span before the cutoff.
+    """
+    labeler = _Labeler.from_events(events, horizon_ms=horizon_ms)
+    states: dict[str, dict[str, Any]] = {}
+    i = 0
+    bar = _progress(len(cutoffs), "cutoffs") if progress else None
+    for t in sorted(cutoffs):
+        while i < len(events) and events[i].timestamp <= t:
+            event = events[i]
+            i += 1
+            if isinstance(event, LabelEvent):
+                continue
+            state = states.get(event.customer_id)
+            if state is None:
+                state = states[event.customer_id] = new_state()
+            apply_event(state, event, lateness_ms=lateness_ms)
+        for cid, state in states.items():
+            if active_within_ms is not None and state["max"] < t - active_within_ms:
+                continue
+            label = labeler.label(cid, t)
+            if label is None:
+                continue
+            row: dict[str, Any] = {"customer_id": cid, "as_of": t}
+            row.update(features_as_of(state, t))
+            row["label"], row["label_source"] = label
+            yield row
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+def training_table(
+    events: Sequence[Event],
+    cutoffs: Sequence[int],
+    *,
+    horizon_ms: int,
+    lateness_ms: int,
+    active_within_ms: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """:func:`training_rows` as a pandas DataFrame with columns customer_id, as_of, features, label."""
+    import pandas as pd
+
+    rows = list(
+        training_rows(
+            events,
+            cutoffs,
+            horizon_ms=horizon_ms,
+            lateness_ms=lateness_ms,
+            active_within_ms=active_within_ms,
+            progress=progress,
+        )
+    )
+    columns = ["customer_id", "as_of", *FEATURE_NAMES, "label", "label_source"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _progress(total: int, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty())

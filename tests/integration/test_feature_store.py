@@ -1,0 +1,273 @@
+"""The feature store's contract, run against the in-memory store and real Redis alike."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from churnstream.errors import ProcessingError, StoreError
+from churnstream.events import LabelEvent, OrderEvent, ProfileEvent, TicketEvent
+from churnstream.settings import DAY_MS, Settings
+from features.definitions import FEATURE_NAMES, features_as_of
+from features.offline import replay, snapshot
+from features.state import new_state
+from features.store import FeatureStore, MemoryFeatureStore, RedisFeatureStore
+
+LATENESS = 7 * DAY_MS
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+    if request.param == "memory":
+        yield MemoryFeatureStore(lateness_ms=LATENESS)
+        return
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis at {settings.redacted_redis_url} is not reachable ({exc}); run ./run infra up")
+    s = RedisFeatureStore(client=client, namespace=f"test-{uuid.uuid4().hex[:8]}", lateness_ms=LATENESS)
+    yield s
+    s.clear()
+    s.close()
+    client.close()
+
+
+def order(n: int, cid: str, day: float, amount: float = 10.0, status: str = "completed") -> OrderEvent:
+    return OrderEvent(
+        event_id=f"o{n}-{cid}",
+        customer_id=cid,
+        timestamp=T0 + int(day * DAY_MS),
+        order_id=f"ord{n}",
+        amount=amount,
+        status=status,
+    )
+
+
+def ticket(
+    n: int, cid: str, day: float, *, res: float | None = 5.0, sat: int | None = 4, tid: str | None = None
+) -> TicketEvent:
+    return TicketEvent(
+        event_id=f"t{n}-{cid}",
+        customer_id=cid,
+        timestamp=T0 + int(day * DAY_MS),
+        ticket_id=tid or f"tk{n}",
+        resolution_time_hours=res,
+        satisfaction_score=sat,
+    )
+
+
+def history(cid: str = "c1") -> list:
+    return [
+        ProfileEvent(event_id=f"p1-{cid}", customer_id=cid, timestamp=T0 - DAY_MS, fields={"age": 41}),
+        order(1, cid, 0, 20.0),
+        order(2, cid, 40, 30.0),
+        order(3, cid, 70, 15.5, status="returned"),
+        order(4, cid, 100, 50.0),
+        ticket(1, cid, 95, res=10.0, sat=1),
+        ticket(2, cid, 99, res=None, sat=None),
+        order(5, cid, 120, 25.0),
+    ]
+
+
+def test_required_features_have_the_contract_meanings(store: FeatureStore) -> None:
+    results = store.update(history())
+    assert [r.status for r in results] == ["applied"] * 8
+    f = store.features("c1", as_of=T0 + 125 * DAY_MS)
+    assert f is not None
+    assert f["orders_total"] == 4  # the returned one is not a completed order
+    assert f["spent_total"] == pytest.approx(125.0)
+    assert f["avg_order_value"] == pytest.approx(31.25)
+    assert f["recency_days"] == pytest.approx(5.0)
+    assert f["tenure_days"] == pytest.approx(126.0)  # first event is the profile, one day before T0
+    assert f["orders_30d"] == 2  # (95, 125]: days 100 and 120
+    assert f["orders_90d"] == 3  # (35, 125]: days 40, 100, 120
+    assert f["spent_90d"] == pytest.approx(105.0)
+    assert f["mean_days_between_orders"] == pytest.approx(40.0)  # (120 - 0) / 3
+    assert f["returns_total"] == 1
+    assert f["tickets_total"] == 2
+    assert f["tickets_90d"] == 2
+    assert f["negative_tickets_total"] == 1
+    assert f["avg_resolution_hours"] == pytest.approx(10.0)  # the open ticket has none
+    assert f["open_tickets"] == 1
+    assert f["age"] == 41
+    assert set(f) == set(FEATURE_NAMES)
+
+
+def test_features_as_of_use_only_events_up_to_t(store: FeatureStore) -> None:
+    store.update(history()[:-1])  # up to day 100
+    f = store.features("c1", as_of=T0 + 96 * DAY_MS)
+    assert f is not None
+    assert f["orders_total"] == 2  # days 0 and 40; day 100 is after t
+    assert f["returns_total"] == 1
+    assert f["tickets_total"] == 1
+    assert f["avg_resolution_hours"] == pytest.approx(10.0)
+    assert f["recency_days"] == pytest.approx(56.0)
+    with pytest.raises(ProcessingError, match="retained history"):
+        store.features("c1", as_of=T0 + 50 * DAY_MS)  # day 0 is folded: its window can't be rebuilt
+    # and each event's own result is as of its own time
+    results = store.update([order(6, "c2", 10), order(7, "c2", 5)])
+    assert results[0].features["orders_total"] == 1  # type: ignore[index]
+    assert results[1].features["orders_total"] == 1  # as of day 5, the day-10 order is in the future
+    assert results[1].features["recency_days"] == 0.0  # type: ignore[index]
+
+
+def test_redelivered_events_change_nothing(store: FeatureStore) -> None:
+    events = history()
+    first = store.update(events)
+    before = store.features("c1", as_of=T0 + 130 * DAY_MS)
+    again = store.update(events[4:7] + events)
+    assert store.features("c1", as_of=T0 + 130 * DAY_MS) == before
+    assert "applied" not in {r.status for r in again}
+    # a redelivered event reports its features as of its own time, as the store now knows them
+    for r in again:
+        if r.event.timestamp >= T0 + 113 * DAY_MS:  # servable: within the lateness of the latest event
+            assert r.status == "duplicate"
+            assert r.features == store.features("c1", as_of=r.event.timestamp)
+    assert [r.features for r in again[-1:]] == [first[-1].features]
+
+
+def test_shuffled_within_lateness_gives_identical_features(store: FeatureStore) -> None:
+    rng = random.Random(3)
+    events = []
+    for cid in ("a", "b", "c"):
+        for n in range(60):
+            day = n * 3 + rng.random()
+            if n % 4 == 0:
+                events.append(
+                    ticket(n, cid, day, res=rng.choice([None, 2.0, 30.0]), sat=rng.choice([None, 1, 5]))
+                )
+            else:
+                events.append(order(n, cid, day, amount=round(rng.uniform(1, 99), 2)))
+    events.sort(key=lambda e: e.timestamp)
+    # shuffle inside blocks spanning less than the allowed lateness
+    shuffled = []
+    block = 2 * DAY_MS
+    for start in range(0, len(events), 4):
+        chunk = events[start : start + 4]
+        assert chunk[-1].timestamp - chunk[0].timestamp < LATENESS
+        rng.shuffle(chunk)
+        shuffled.extend(chunk)
+    for i in range(0, len(shuffled), 7):
+        store.update(shuffled[i : i + 7])
+    reference = MemoryFeatureStore(lateness_ms=LATENESS)
+    reference.update(events)
+    end = events[-1].timestamp
+    for cid in ("a", "b", "c"):
+        assert store.features(cid, as_of=end) == reference.features(cid, as_of=end)
+    assert block < LATENESS
+
+
+def test_folding_keeps_features_exact_and_state_bounded(store: FeatureStore) -> None:
+    rng = random.Random(5)
+    events = []
+    for n in range(400):  # two years of a weekly buyer with tickets
+        day = n * 1.8
+        events.append(
+            order(
+                n,
+                "c",
+                day,
+                amount=round(rng.uniform(5, 50), 2),
+                status=rng.choice(["completed"] * 9 + ["returned"]),
+            )
+        )
+        if n % 10 == 0:
+            events.append(
+                ticket(n, "c", day + 0.5, res=rng.choice([None, 3.5]), sat=rng.choice([1, 3, 5, None]))
+            )
+    for i in range(0, len(events), 50):
+        store.update(events[i : i + 50])
+    end = events[-1].timestamp
+    unfolded = new_state()
+    for e in events:  # a reference that never folds: lateness longer than the whole history
+        from features.state import apply_event
+
+        apply_event(unfolded, e, lateness_ms=10_000 * DAY_MS)
+    assert unfolded["fu"] is None or unfolded["fu"] < T0
+    for t in (end, end - 3 * DAY_MS):
+        assert store.features("c", as_of=t) == features_as_of(unfolded, t)
+    state = store.states(["c"])["c"]
+    assert len(state["o"]) < 80  # only the last ~97 days of ~1.8-day gaps stay in the log
+    assert len(state["seen"]) < 20
+
+
+def test_event_older_than_retained_history_is_rejected(store: FeatureStore) -> None:
+    store.update([order(1, "c", 100), order(2, "c", 200)])  # folds day 100 (older than 200 - 90 - 7)
+    late = store.update([order(3, "c", 192), order(1, "c", 100), order(4, "c", 194)])
+    assert late[0].status == "rejected"
+    assert "retained history" in str(late[0].error)
+    assert late[1].status == "duplicate"  # its id is still remembered after folding
+    assert late[2].status == "applied"  # 6 days behind the latest: within the allowed lateness
+    f = store.features("c", as_of=T0 + 200 * DAY_MS)
+    assert f is not None and f["orders_total"] == 3
+
+
+def test_ticket_updates_count_one_ticket_with_the_latest_values(store: FeatureStore) -> None:
+    store.update(
+        [
+            ticket(1, "c", 1, res=None, sat=None, tid="T-1"),
+            ticket(2, "c", 3, res=48.0, sat=2, tid="T-1"),
+            ticket(3, "c", 4, res=1.0, sat=5, tid="T-2"),
+        ]
+    )
+    f = store.features("c", as_of=T0 + 5 * DAY_MS)
+    assert f is not None
+    assert (f["tickets_total"], f["negative_tickets_total"], f["open_tickets"]) == (2, 1, 0)
+    assert f["avg_resolution_hours"] == pytest.approx(24.5)
+    g = store.features("c", as_of=T0 + 2 * DAY_MS)  # before the update: open, no score yet
+    assert g is not None
+    assert (g["tickets_total"], g["negative_tickets_total"], g["open_tickets"]) == (1, 0, 1)
+
+
+def test_labels_do_not_touch_features_and_unknown_customers_are_none(store: FeatureStore) -> None:
+    r = store.update([LabelEvent(event_id="l1", customer_id="x", timestamp=T0, churned=True)])
+    assert r[0].status == "applied" and r[0].features is None
+    assert store.features("x", as_of=T0) is None
+
+
+def test_offline_builder_matches_the_store(store: FeatureStore) -> None:
+    events = history("a") + history("b")[:5]
+    for i in range(0, len(events), 3):
+        store.update(events[i : i + 3])
+    t = T0 + 130 * DAY_MS
+    offline = snapshot(sorted(events, key=lambda e: e.timestamp), t, lateness_ms=LATENESS)
+    assert offline == store.features_many(["a", "b"], t)
+    assert set(replay(events, lateness_ms=LATENESS)) == {"a", "b"}
+
+
+def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    mine = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+    zombie = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+    try:
+        mine.update([order(1, "c", 0)])
+        mine.flush()
+        zombie.update([order(2, "c", 1)])  # a worker whose partition moved on, with an old view
+        zombie.flush()
+        mine.update([order(3, "c", 2)])  # cached version 1 is now stale in Redis (version 2)
+        with pytest.raises(StoreError, match="another writer"):
+            mine.flush()
+        mine.update([order(3, "c", 2)])  # after the failure the cache is gone: reload and apply
+        mine.flush()
+        f = mine.features("c", as_of=T0 + 2 * DAY_MS)
+        assert f is not None and f["orders_total"] == 3
+    finally:
+        mine.clear()
+        mine.close()
+        zombie.close()
+
+
+def test_silent_customers_are_listed_oldest_first(store: FeatureStore) -> None:
+    store.update([order(1, "old", 0), order(2, "mid", 10), order(3, "new", 20)])
+    assert store.customers_active_before(T0 + 15 * DAY_MS, limit=10) == ["old", "mid"]
+    assert store.customers_active_before(T0 + 15 * DAY_MS, limit=1) == ["old"]
+    assert store.watermark() == T0 + 20 * DAY_MS
