@@ -184,3 +184,58 @@ class DriftReport:
         }
         out.update(self.extra)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringBatch:
+    """Internal: what one scorer micro-batch saw and said, in columns, for the drift monitor.
+
+    One record per micro-batch on the ``churnstream.monitoring_batches`` topic keeps the monitor's
+    per-message cost independent of the scoring rate. ``predictions`` holds equal-length columns:
+    ``as_of`` (epoch ms), ``customer_id``, ``trigger``, every feature, ``batch_probability``,
+    ``online_probability`` (None until learned) and ``churn_probability``. ``outcomes`` holds the labels
+    resolved in this batch: ``labeled_at``, ``label``, ``source``, and the three probabilities.
+    """
+
+    batch_id: str
+    created_at: int
+    model_version: str
+    feature_names: list[str]
+    predictions: dict[str, list[Any]]
+    outcomes: dict[str, list[Any]]
+
+    @property
+    def rows(self) -> int:
+        return len(self.predictions.get("churn_probability", ()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "created_at": self.created_at,
+            "model_version": self.model_version,
+            "feature_names": list(self.feature_names),
+            "predictions": self.predictions,
+            "outcomes": self.outcomes,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> MonitoringBatch:
+        """Rebuild from :meth:`to_json` output; :class:`ValidationError` when a part is missing or ragged."""
+        from churnstream.errors import ValidationError
+
+        try:
+            batch = cls(
+                batch_id=str(obj["batch_id"]),
+                created_at=int(obj["created_at"]),
+                model_version=str(obj["model_version"]),
+                feature_names=[str(n) for n in obj["feature_names"]],
+                predictions=dict(obj["predictions"]),
+                outcomes=dict(obj["outcomes"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"not a monitoring batch record: {exc!r}") from None
+        for part in (batch.predictions, batch.outcomes):
+            lengths = {len(v) for v in part.values() if isinstance(v, list)}
+            if len(lengths) > 1 or any(not isinstance(v, list) for v in part.values()):
+                raise ValidationError("monitoring batch columns must be lists of equal length")
+        return batch
