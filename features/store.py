@@ -1,14 +1,20 @@
 """The feature store: per-customer state behind one small interface, in memory or in Redis.
 
-:meth:`FeatureStore.update` takes a micro-batch of validated events and, per event, returns the
-customer's features as of that event's time. It is
+A micro-batch is one :class:`Transaction`: :meth:`FeatureStore.begin` loads the customers it touches,
+:meth:`Transaction.apply` applies each event and returns the customer's features as of that event's
+time, and :meth:`FeatureStore.commit` writes everything back at once. Updates are
 
 * idempotent per ``event_id`` — a redelivered event changes nothing (its features are recomputed, so a
   re-emitted prediction carries the same numbers);
 * correct for out-of-order events within the allowed lateness — features as of t use only events <= t;
-* atomic and batched — the Redis store reads every touched customer in one round trip and writes them
-  back in one Lua script that checks each customer's version first (compare-and-set), so a batch is
-  applied whole or not at all, and a zombie worker after a rebalance cannot overwrite newer state.
+* atomic and batched — the Redis store reads every touched customer in one MGET and writes them back in
+  one Lua script that first checks each customer's version (compare-and-set): a batch is applied whole
+  or not at all, and a stale worker after a rebalance cannot overwrite newer state.
+
+A transaction can carry more than features: the scoring worker keeps per-customer data of its own in
+the same state dict (pending predictions, last alert), small ``meta`` values (consumer offsets,
+partition watermarks), named ``blobs`` (the online model's checkpoint) and a ``due`` index — all
+committed in the same atomic write, so a crash can never leave them disagreeing.
 
 Memory stays bounded: old events are folded into totals (see :mod:`features.state`).
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -29,8 +35,6 @@ from features.definitions import features_as_of
 from features.state import DUPLICATE, LONGEST_WINDOW_MS, apply_event, new_state
 
 Features = dict[str, float | int | None]
-
-_MAX_CONFLICT_RETRIES = 5
 
 
 @dataclass(slots=True)
@@ -43,53 +47,95 @@ class UpdateResult:
     error: ProcessingError | None = None
 
 
+@dataclass(slots=True)
+class Transaction:
+    """The reads and pending writes of one micro-batch; commit it with :meth:`FeatureStore.commit`."""
+
+    lateness_ms: int
+    versions: dict[str, int]
+    states: dict[str, dict[str, Any]]
+    changed: set[str] = field(default_factory=set)
+    shards: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    due: dict[str, int | None] = field(default_factory=dict)
+    watermark: int | None = None
+
+    def apply(self, event: Event, *, shard: str = "0") -> UpdateResult:
+        """Apply one event to its customer's state (loaded by ``begin``)."""
+        if isinstance(event, LabelEvent):
+            return UpdateResult(event, "applied", None)
+        state = self.states[event.customer_id]
+        try:
+            status = apply_event(state, event, lateness_ms=self.lateness_ms)
+        except ProcessingError as exc:
+            return UpdateResult(event, "rejected", None, exc)
+        if status == DUPLICATE:
+            if not is_servable(state, event.timestamp):
+                return UpdateResult(event, status, None)
+        else:
+            self.changed.add(event.customer_id)
+            self.shards[event.customer_id] = shard
+            if self.watermark is None or event.timestamp > self.watermark:
+                self.watermark = event.timestamp
+        return UpdateResult(event, status, features_as_of(state, event.timestamp))
+
+    def state(self, customer_id: str) -> dict[str, Any]:
+        return self.states[customer_id]
+
+    def touch(self, customer_id: str) -> None:
+        """Mark a customer's state as changed by the caller (e.g. pending predictions added)."""
+        self.changed.add(customer_id)
+
+    def known(self, customer_id: str) -> bool:
+        """Whether the customer existed before this transaction or has had an event applied in it."""
+        return self.versions.get(customer_id, 0) > 0 or self.states[customer_id]["max"] is not None
+
+
 class FeatureStore(ABC):
-    """Per-customer feature state; subclasses only load and atomically save versioned states."""
+    """Per-customer feature state; subclasses load and atomically save versioned states."""
 
     def __init__(self, *, lateness_ms: int) -> None:
         self.lateness_ms = lateness_ms
 
-    # -- the interface ---------------------------------------------------------------------------
-    def update(self, events: Sequence[Event]) -> list[UpdateResult]:
-        """Apply a micro-batch and return, per event in order, its features as of its own time.
-
-        The write may still be in flight when this returns; :meth:`flush` makes it durable.
-        """
-        customer_ids = {e.customer_id for e in events if not isinstance(e, LabelEvent)}
-        for _ in range(_MAX_CONFLICT_RETRIES):
-            loaded = self._load(customer_ids)
-            states = {cid: state for cid, (_, state) in loaded.items()}
-            try:
-                results = [self._apply(states, e) for e in events]
-            except BaseException:
-                self.reset()  # states may be half-updated in place
-                raise
-            watermark = max((e.timestamp for e in events if not isinstance(e, LabelEvent)), default=None)
-            changed = {
-                cid: (loaded[cid][0], states[cid])
-                for cid in {r.event.customer_id for r in results if r.status == "applied"}
-                if cid in states
-            }
-            if not changed or self._save(changed, watermark):
-                return results
-            self.reset()
-        raise StoreError(
-            f"another writer kept changing the same customers ({len(customer_ids)} in this batch); "
-            "is a second worker consuming the same partitions?"
+    # -- writing ---------------------------------------------------------------------------------
+    def begin(self, customer_ids: Iterable[str]) -> Transaction:
+        """Load the given customers (unknown ones start empty) into a new transaction."""
+        loaded = self._load(set(customer_ids))
+        return Transaction(
+            lateness_ms=self.lateness_ms,
+            versions={cid: v for cid, (v, _) in loaded.items()},
+            states={cid: s for cid, (_, s) in loaded.items()},
         )
 
+    def commit(self, tx: Transaction) -> None:
+        """Write the transaction, all or nothing. It may still be in flight: :meth:`flush` waits."""
+        if tx.changed or tx.meta or tx.blobs or tx.due:
+            self._save(tx)
+
+    def update(self, events: Sequence[Event], *, shard: str = "0") -> list[UpdateResult]:
+        """Apply a micro-batch in one transaction; per event, its features as of its own time."""
+        tx = self.begin(e.customer_id for e in events if not isinstance(e, LabelEvent))
+        try:
+            results = [tx.apply(e, shard=shard) for e in events]
+        except BaseException:
+            self.reset()  # cached states may be half-updated in place
+            raise
+        self.commit(tx)
+        return results
+
     def flush(self) -> None:
-        """Block until every update so far is durable; :class:`StoreError` if any write was refused."""
+        """Block until every commit so far is durable; :class:`StoreError` if any write was refused."""
         return None  # synchronous stores are durable on return
 
     def reset(self) -> None:
         """Forget anything cached in this process (after a rebalance or a failed write)."""
         return None  # nothing cached by default
 
+    # -- reading ---------------------------------------------------------------------------------
     def features(self, customer_id: str, as_of: int | None = None) -> Features | None:
         """Features of one customer as of ``as_of`` (default: the latest event time seen); None if unknown."""
-        loaded = self._load({customer_id})
-        version, state = loaded[customer_id]
+        version, state = self._load({customer_id})[customer_id]
         if version == 0:
             return None
         t = self.watermark() if as_of is None else as_of
@@ -99,7 +145,7 @@ class FeatureStore(ABC):
         return features_as_of(state, t)
 
     def features_many(self, customer_ids: Iterable[str], as_of: int) -> dict[str, Features]:
-        """Features of several known customers as of one time (for sweeps and comparisons)."""
+        """Features of several known customers as of one time (for comparisons)."""
         loaded = self._load(set(customer_ids))
         return {cid: features_as_of(state, as_of) for cid, (v, state) in loaded.items() if v > 0}
 
@@ -112,12 +158,28 @@ class FeatureStore(ABC):
         """The latest event time this store has applied."""
 
     @abstractmethod
-    def customers_active_before(self, before: int, *, limit: int) -> list[str]:
-        """Customers whose latest event time is < ``before``, oldest first (for sweeps)."""
+    def meta(self, name: str) -> str | None:
+        """A small value written through :attr:`Transaction.meta`."""
+
+    @abstractmethod
+    def blob(self, name: str) -> bytes | None:
+        """A value written through :attr:`Transaction.blobs`."""
+
+    @abstractmethod
+    def active_before(self, before: int, *, shard: str = "0", limit: int) -> list[str]:
+        """Customers of ``shard`` whose latest event time is < ``before``, oldest first (for sweeps)."""
+
+    @abstractmethod
+    def due_before(self, t: int, *, limit: int) -> list[str]:
+        """Customers whose ``due`` time is <= ``t`` (e.g. pending predictions to label)."""
+
+    @abstractmethod
+    def customers(self) -> list[str]:
+        """Every known customer (for comparisons and rebuild checks; not for hot paths)."""
 
     @abstractmethod
     def clear(self) -> None:
-        """Forget every customer (for rebuilds)."""
+        """Forget everything (for rebuilds)."""
 
     # -- what subclasses provide -----------------------------------------------------------------
     @abstractmethod
@@ -125,21 +187,8 @@ class FeatureStore(ABC):
         """``{customer_id: (version, state)}``, version 0 and a new state for unknown customers."""
 
     @abstractmethod
-    def _save(self, changed: dict[str, tuple[int, dict[str, Any]]], watermark: int | None) -> bool:
-        """Write states whose stored version still equals the given one, all or none; False on conflict."""
-
-    # -- shared logic ----------------------------------------------------------------------------
-    def _apply(self, states: dict[str, dict[str, Any]], event: Event) -> UpdateResult:
-        if isinstance(event, LabelEvent):
-            return UpdateResult(event, "applied", None)
-        state = states[event.customer_id]
-        try:
-            status = apply_event(state, event, lateness_ms=self.lateness_ms)
-        except ProcessingError as exc:
-            return UpdateResult(event, "rejected", None, exc)
-        if status == DUPLICATE and not is_servable(state, event.timestamp):
-            return UpdateResult(event, status, None)
-        return UpdateResult(event, status, features_as_of(state, event.timestamp))
+    def _save(self, tx: Transaction) -> None:
+        """Write the transaction if every changed customer's stored version is still as loaded."""
 
 
 def is_servable(state: dict[str, Any], t: int) -> bool:
@@ -149,12 +198,17 @@ def is_servable(state: dict[str, Any], t: int) -> bool:
 
 def check_servable(state: dict[str, Any], t: int) -> None:
     """Raise :class:`ProcessingError` when features as of ``t`` can no longer be computed exactly."""
-    fu = state["fu"]
     if not is_servable(state, t):
         raise ProcessingError(
             f"as-of time {t} ms is before the retained history of this customer "
-            f"(exact from {fu + LONGEST_WINDOW_MS} ms on)"
+            f"(exact from {state['fu'] + LONGEST_WINDOW_MS} ms on)"
         )
+
+
+_CONFLICT = (
+    "another writer changed customers this worker was updating (did a rebalance move their partition?); "
+    "the batch was not written"
+)
 
 
 class MemoryFeatureStore(FeatureStore):
@@ -163,7 +217,10 @@ class MemoryFeatureStore(FeatureStore):
     def __init__(self, *, lateness_ms: int) -> None:
         super().__init__(lateness_ms=lateness_ms)
         self._data: dict[str, tuple[int, bytes]] = {}
-        self._watermark: int | None = None
+        self._meta: dict[str, str] = {}
+        self._blobs: dict[str, bytes] = {}
+        self._active: dict[str, tuple[str, int]] = {}
+        self._due: dict[str, int] = {}
 
     def _load(self, customer_ids: set[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         out = {}
@@ -172,59 +229,81 @@ class MemoryFeatureStore(FeatureStore):
             out[cid] = (version, orjson.loads(blob) if blob else new_state())
         return out
 
-    def _save(self, changed: dict[str, tuple[int, dict[str, Any]]], watermark: int | None) -> bool:
-        if any(self._data.get(cid, (0, b""))[0] != v for cid, (v, _) in changed.items()):
-            return False
-        for cid, (v, state) in changed.items():
-            self._data[cid] = (v + 1, orjson.dumps(state))
-        if watermark is not None and (self._watermark is None or watermark > self._watermark):
-            self._watermark = watermark
-        return True
+    def _save(self, tx: Transaction) -> None:
+        if any(self._data.get(cid, (0, b""))[0] != tx.versions.get(cid, 0) for cid in tx.changed):
+            raise StoreError(_CONFLICT)
+        for cid in tx.changed:
+            state = tx.states[cid]
+            self._data[cid] = (tx.versions.get(cid, 0) + 1, orjson.dumps(state))
+            tx.versions[cid] = tx.versions.get(cid, 0) + 1
+            if state["max"] is not None:
+                self._active[cid] = (tx.shards.get(cid, self._active.get(cid, ("0", 0))[0]), state["max"])
+        self._meta.update(tx.meta)
+        self._blobs.update(tx.blobs)
+        for cid, due in tx.due.items():
+            if due is None:
+                self._due.pop(cid, None)
+            else:
+                self._due[cid] = due
+        if tx.watermark is not None and int(self._meta.get("watermark", tx.watermark)) <= tx.watermark:
+            self._meta["watermark"] = str(tx.watermark)
 
     def watermark(self) -> int | None:
-        return self._watermark
+        value = self._meta.get("watermark")
+        return None if value is None else int(value)
 
-    def customers_active_before(self, before: int, *, limit: int) -> list[str]:
-        rows = sorted(
-            (state["max"], cid)
-            for cid, (_, blob) in self._data.items()
-            if (state := orjson.loads(blob))["max"] is not None and state["max"] < before
-        )
+    def meta(self, name: str) -> str | None:
+        return self._meta.get(name)
+
+    def blob(self, name: str) -> bytes | None:
+        return self._blobs.get(name)
+
+    def active_before(self, before: int, *, shard: str = "0", limit: int) -> list[str]:
+        rows = sorted((ts, cid) for cid, (s, ts) in self._active.items() if s == shard and ts < before)
         return [cid for _, cid in rows[:limit]]
 
+    def due_before(self, t: int, *, limit: int) -> list[str]:
+        return [cid for due, cid in sorted((d, c) for c, d in self._due.items() if d <= t)][:limit]
+
+    def customers(self) -> list[str]:
+        return sorted(self._data)
+
     def clear(self) -> None:
-        self._data.clear()
-        self._watermark = None
+        self.__init__(lateness_ms=self.lateness_ms)  # type: ignore[misc]
 
 
-# KEYS: meta, activity index, then one state key per customer ("<version>|<state JSON>").
-# ARGV: watermark ('' for none), a JSON header [[expected version, state length, latest event time,
-# customer_id], ...] and all states concatenated — three arguments, because Redis pays per argument.
+# KEYS: meta hash, due zset, then one state key per changed customer ("<version>|<state JSON>").
+# ARGV[1]: JSON header; ARGV[2]: the states' JSON and the blobs, concatenated (Redis pays per argument,
+# so a batch travels as two arguments, not four per customer). All numbers in the header are strings.
 _SAVE_LUA = """
-local head = cjson.decode(ARGV[2])
-local body = ARGV[3]
-local n = #KEYS - 2
-for i = 1, n do
+local head = cjson.decode(ARGV[1])
+local body = ARGV[2]
+local customers = head['c']
+for i, h in ipairs(customers) do
   local cur = redis.call('GET', KEYS[i + 2])
-  local v = 0
-  if cur then v = tonumber(string.sub(cur, 1, string.find(cur, '|', 1, true) - 1)) end
-  if v ~= head[i][1] then return 0 end
+  local v = '0'
+  if cur then v = string.sub(cur, 1, string.find(cur, '|', 1, true) - 1) end
+  if v ~= h[1] then return 0 end
 end
 local pos = 1
-local zargs = {}
-for i = 1, n do
-  local h = head[i]
-  redis.call('SET', KEYS[i + 2], (h[1] + 1) .. '|' .. string.sub(body, pos, pos + h[2] - 1))
-  pos = pos + h[2]
-  zargs[2 * i - 1] = h[3]
-  zargs[2 * i] = h[4]
+for i, h in ipairs(customers) do
+  local len = tonumber(h[2])
+  redis.call('SET', KEYS[i + 2], (tonumber(h[1]) + 1) .. '|' .. string.sub(body, pos, pos + len - 1))
+  pos = pos + len
+  if h[3] ~= '' then redis.call('ZADD', head['ns'] .. ':active:' .. h[5], h[3], h[4]) end
 end
-for i = 1, #zargs, 400 do
-  redis.call('ZADD', KEYS[2], unpack(zargs, i, math.min(i + 399, #zargs)))
+for _, b in ipairs(head['b']) do
+  local len = tonumber(b[2])
+  redis.call('SET', head['ns'] .. ':blob:' .. b[1], string.sub(body, pos, pos + len - 1))
+  pos = pos + len
 end
-if ARGV[1] ~= '' then
+for name, value in pairs(head['m']) do redis.call('HSET', KEYS[1], name, value) end
+for _, d in ipairs(head['d']) do
+  if d[2] == '' then redis.call('ZREM', KEYS[2], d[1]) else redis.call('ZADD', KEYS[2], d[2], d[1]) end
+end
+if head['w'] ~= '' then
   local w = redis.call('HGET', KEYS[1], 'watermark')
-  if (not w) or tonumber(ARGV[1]) > tonumber(w) then redis.call('HSET', KEYS[1], 'watermark', ARGV[1]) end
+  if (not w) or tonumber(head['w']) > tonumber(w) then redis.call('HSET', KEYS[1], 'watermark', head['w']) end
 end
 return 1
 """
@@ -234,10 +313,10 @@ class RedisFeatureStore(FeatureStore):
     """Feature state in Redis: one string per customer, ``<version>|<state JSON>``.
 
     Keys live under ``churn:{namespace}:`` so deployments with different topic prefixes can share a
-    server. Writes are compare-and-set on each customer's version, in one Lua script per micro-batch,
-    sent from a background thread so that Redis works while this process computes the next batch.
-    The customers this process wrote are cached (write-through), so a worker reads from Redis only
-    customers it has not seen; :meth:`reset` drops the cache (call it when partitions move).
+    server (a single Redis node or a primary with replicas: the batch script touches many keys).
+    Commits are sent from a background thread, one in flight, so Redis writes batch N while this
+    process computes batch N+1. Customers this process wrote are cached (write-through), so a worker
+    reads from Redis only customers it has not seen; :meth:`reset` drops the cache (on rebalance).
     """
 
     def __init__(
@@ -246,13 +325,13 @@ class RedisFeatureStore(FeatureStore):
         super().__init__(lateness_ms=lateness_ms)
         self._redis = client
         self._ns = f"churn:{namespace}"
-        self._meta = f"{self._ns}:meta"
-        self._active = f"{self._ns}:active"
+        self._meta_key = f"{self._ns}:meta"
+        self._due_key = f"{self._ns}:due"
         self._script = client.register_script(_SAVE_LUA)
         self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
         self._cache_size = cache_size
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-store-writer")
-        self._pending: list[Future[bool]] = []
+        self._pending: list[Future[Any]] = []
 
     def _key(self, customer_id: str) -> str:
         return f"{self._ns}:c:{customer_id}"
@@ -280,21 +359,38 @@ class RedisFeatureStore(FeatureStore):
                 out[cid] = (int(version), orjson.loads(body))
         return out
 
-    def _save(self, changed: dict[str, tuple[int, dict[str, Any]]], watermark: int | None) -> bool:
-        keys = [self._meta, self._active]
-        head = []
-        bodies = []
-        for cid, (version, state) in changed.items():
+    def _save(self, tx: Transaction) -> None:
+        keys = [self._meta_key, self._due_key]
+        customers = []
+        parts = []
+        for cid in tx.changed:
+            state = tx.states[cid]
             body = orjson.dumps(state)
+            version = tx.versions.get(cid, 0)
+            latest = "" if state["max"] is None else str(state["max"])
             keys.append(self._key(cid))
-            head.append((version, len(body), state["max"], cid))
-            bodies.append(body)
+            customers.append((str(version), str(len(body)), latest, cid, tx.shards.get(cid, "0")))
+            parts.append(body)
             self._cache[cid] = (version + 1, state)
-        args = ["" if watermark is None else watermark, orjson.dumps(head), b"".join(bodies)]
+            tx.versions[cid] = version + 1
+        blobs = []
+        for name, value in tx.blobs.items():
+            blobs.append((name, str(len(value))))
+            parts.append(value)
+        head = {
+            "ns": self._ns,
+            "c": customers,
+            "b": blobs,
+            "m": tx.meta or {},
+            "d": [(cid, "" if due is None else str(due)) for cid, due in tx.due.items()],
+            "w": "" if tx.watermark is None else str(tx.watermark),
+        }
+        if not head["m"]:
+            head["m"] = {"_": "1"}  # cjson turns an empty object into an array
+        args = [orjson.dumps(head), b"".join(parts)]
         if self._pending:  # one write in flight at a time: Redis overlaps our next batch, no more
             self.flush()
         self._pending.append(self._writer.submit(self._script, keys=keys, args=args))
-        return True
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -309,10 +405,7 @@ class RedisFeatureStore(FeatureStore):
             self._cache.clear()
             if error is not None:
                 raise StoreError(f"writing feature state to Redis failed: {error}") from error
-            raise StoreError(
-                "another writer changed customers this worker was updating (a rebalance moved their "
-                "partition?); the batch was not written"
-            )
+            raise StoreError(_CONFLICT)
         if len(self._cache) > self._cache_size:
             self._cache.clear()
 
@@ -330,14 +423,37 @@ class RedisFeatureStore(FeatureStore):
             self._writer.shutdown(wait=True)
 
     def watermark(self) -> int | None:
-        self.flush()
-        value = self._redis.hget(self._meta, "watermark")
+        value = self.meta("watermark")
         return None if value is None else int(value)
 
-    def customers_active_before(self, before: int, *, limit: int) -> list[str]:
+    def meta(self, name: str) -> str | None:
         self.flush()
-        rows = self._redis.zrangebyscore(self._active, "-inf", f"({before}", start=0, num=limit)
-        return [r.decode() if isinstance(r, bytes) else r for r in rows]
+        value = self._redis.hget(self._meta_key, name)
+        return None if value is None else value.decode()
+
+    def blob(self, name: str) -> bytes | None:
+        self.flush()
+        value: bytes | None = self._redis.get(f"{self._ns}:blob:{name}")
+        return value
+
+    def active_before(self, before: int, *, shard: str = "0", limit: int) -> list[str]:
+        self.flush()
+        rows = self._redis.zrangebyscore(
+            f"{self._ns}:active:{shard}", "-inf", f"({before}", start=0, num=limit
+        )
+        return [r.decode() for r in rows]
+
+    def due_before(self, t: int, *, limit: int) -> list[str]:
+        self.flush()
+        rows = self._redis.zrangebyscore(self._due_key, "-inf", t, start=0, num=limit)
+        return [r.decode() for r in rows]
+
+    def customers(self) -> list[str]:
+        self.flush()
+        prefix = f"{self._ns}:c:"
+        return sorted(
+            k.decode()[len(prefix) :] for k in self._redis.scan_iter(match=f"{prefix}*", count=1000)
+        )
 
     def clear(self) -> None:
         self.reset()

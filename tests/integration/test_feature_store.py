@@ -268,6 +268,30 @@ def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
 
 def test_silent_customers_are_listed_oldest_first(store: FeatureStore) -> None:
     store.update([order(1, "old", 0), order(2, "mid", 10), order(3, "new", 20)])
-    assert store.customers_active_before(T0 + 15 * DAY_MS, limit=10) == ["old", "mid"]
-    assert store.customers_active_before(T0 + 15 * DAY_MS, limit=1) == ["old"]
+    assert store.active_before(T0 + 15 * DAY_MS, limit=10) == ["old", "mid"]
+    assert store.active_before(T0 + 15 * DAY_MS, limit=1) == ["old"]
     assert store.watermark() == T0 + 20 * DAY_MS
+
+
+def test_a_transaction_commits_state_meta_blobs_and_due_together(store: FeatureStore) -> None:
+    tx = store.begin(["a", "b"])
+    tx.apply(order(1, "a", 0), shard="3")
+    tx.state("b")["note"] = "scorer data rides along"
+    tx.touch("b")
+    tx.meta["offset:orders:3"] = "42"
+    tx.blobs["online"] = b"\x00\xffcheckpoint"
+    tx.due["a"] = T0 + 30 * DAY_MS
+    tx.due["b"] = T0 + 10 * DAY_MS
+    store.commit(tx)
+    store.flush()
+    assert store.meta("offset:orders:3") == "42"
+    assert store.blob("online") == b"\x00\xffcheckpoint"
+    assert store.due_before(T0 + 20 * DAY_MS, limit=10) == ["b"]
+    assert store.active_before(T0 + DAY_MS, shard="3", limit=10) == ["a"]
+    assert store.active_before(T0 + DAY_MS, shard="0", limit=10) == []
+    assert store.states(["b"])["b"]["note"] == "scorer data rides along"
+    assert store.customers() == ["a", "b"]
+    tx = store.begin(["b"])
+    tx.due["b"] = None
+    store.commit(tx)
+    assert store.due_before(T0 + 20 * DAY_MS, limit=10) == []
