@@ -7,6 +7,7 @@ internal monitoring topic get the same, so per-customer ordering is kept on ever
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,33 @@ def create_topics(settings: Settings, partitions: int | None = None, timeout: fl
                 result.existing.append(name)  # created concurrently by another process
             else:
                 raise InfraError(f"could not create topic {name}: {error}") from None
+    _wait_until_ready(admin, result.created, timeout)
     return result
+
+
+def _wait_until_ready(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Block until every topic in ``names`` is in the broker's metadata with a leader for each partition.
+
+    CreateTopics returns once the controller has the topic; the broker that serves clients learns of it a
+    moment later, and a producer or consumer that looks in between sees no such topic.
+    """
+    deadline = time.monotonic() + timeout
+    waiting = set(names)
+    while waiting:
+        metadata = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        for name in list(waiting):
+            meta = metadata.topics.get(name)
+            if meta is None or meta.error is not None or not meta.partitions:
+                continue
+            if all(p.leader >= 0 and p.error is None for p in meta.partitions.values()):
+                waiting.discard(name)
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise InfraError(
+                f"topics {', '.join(sorted(waiting))} were created but have no leader after {timeout:g} s"
+            )
+        time.sleep(0.1)
 
 
 def cli(args: Any, settings: Settings) -> int:

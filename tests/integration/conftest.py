@@ -130,35 +130,40 @@ def consume_all(
     settings: Settings, topic: str, expected: int | None = None, timeout: float = 30.0
 ) -> list[Message]:
     """Read ``topic`` from the beginning; see the module docstring."""
-    consumer = make_consumer(settings, f"test-reader-{uuid.uuid4().hex[:10]}")
+    # Partition-EOF events tell when a partition is drained without asking the broker for watermarks,
+    # which would queue behind in-flight fetches.
+    consumer = make_consumer(
+        settings, f"test-reader-{uuid.uuid4().hex[:10]}", **{"enable.partition.eof": True}
+    )
     try:
         marks = end_offsets(consumer, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in marks])
         received: list[Message] = []
+        targets = {p: hi for p, (lo, hi) in marks.items()}
+        position = {p: lo for p, (lo, _hi) in marks.items()}
+        at_end = dict.fromkeys(marks, False)
         deadline = time.monotonic() + timeout
-        targets: dict[int, int] | None = (
-            None if expected is not None else {p: hi for p, (_lo, hi) in marks.items()}
-        )
-        position: dict[int, int] = {p: lo for p, (lo, _hi) in marks.items()}
 
         def done() -> bool:
-            return targets is not None and all(position.get(p, 0) >= hi for p, hi in targets.items())
+            if expected is None:
+                return all(position[p] >= hi for p, hi in targets.items())
+            return len(received) >= expected and all(at_end.values())
 
-        while not done():
-            if time.monotonic() > deadline:
-                break
+        while not done() and time.monotonic() < deadline:
             msg = consumer.poll(0.2)
-            if msg is not None:
-                if msg.error() is not None:
-                    if msg.error().fatal():
-                        raise KafkaException(msg.error())
-                    continue
-                received.append(msg)
-                partition, offset = msg.partition(), msg.offset()
-                assert partition is not None and offset is not None
-                position[partition] = offset + 1
-            if targets is None and expected is not None and len(received) >= expected:
-                targets = {p: hi for p, (_lo, hi) in end_offsets(consumer, topic).items()}
+            if msg is None:
+                continue
+            partition, error = msg.partition(), msg.error()
+            assert partition is not None
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end[partition] = True
+                elif error.fatal():
+                    raise KafkaException(error)
+                continue
+            received.append(msg)
+            at_end[partition] = False
+            position[partition] = (msg.offset() or 0) + 1
         received.sort(key=lambda m: (m.partition() or 0, m.offset() or 0))
         return received
     finally:
