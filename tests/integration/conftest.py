@@ -95,9 +95,10 @@ def topics(settings: Settings) -> Iterator[Topics]:
 def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url)
     yield client
-    keys = list(client.scan_iter(match=f"{settings.topic_prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    for pattern in (f"{settings.topic_prefix}*", f"churn:{settings.topic_prefix}*"):  # the feature store's
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
     client.close()
 
 
