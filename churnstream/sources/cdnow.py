@@ -62,7 +62,7 @@ LICENCE = (
     "stated for the data set itself; it is widely used in research and teaching. Check the terms before "
     "redistributing the data"
 )
-TICKET_MODEL = {
+TICKET_MODEL: dict[str, Any] = {
     "routine_ticket_per_order": 0.05,
     "routine_delay_hours": [1, 72],
     "routine_service_quality": {"distribution": "beta", "a": 5.0, "b": 2.0},

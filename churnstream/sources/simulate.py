@@ -64,7 +64,7 @@ DRIFT_CHANGES = {
     "ticket_dropout_link_factor": 0.25,
 }
 
-MODEL = {
+MODEL: dict[str, Any] = {
     "present_at_start_share": 0.3,
     "first_order_at_signup_share": 0.75,
     "order_rate_per_day": {"distribution": "gamma", "shape": 0.8, "mean": 1 / 14, "max": 2.0},
@@ -219,7 +219,9 @@ class _Tickets:
         return _Tickets(*(np.concatenate([getattr(p, name) for p in parts]) for name in _Tickets.__slots__))
 
 
-def _uniform_times(rng: np.random.Generator, counts: np.ndarray, lo_ms: np.ndarray, hi_ms: int) -> tuple:
+def _uniform_times(
+    rng: np.random.Generator, counts: np.ndarray, lo_ms: np.ndarray, hi_ms: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Customer index and whole-second time, uniform in [lo, hi), of ``counts[i]`` events per customer."""
     idx = np.repeat(np.arange(counts.size), counts)
     span_s = (hi_ms - lo_ms[idx]) // 1000
@@ -298,11 +300,11 @@ def _dropouts(
             np.add.at(frustration, customer[sl], weight[sl])
         drifted = config.drift_at is not None and d >= config.drift_at
         link = _LINK * (DRIFT_CHANGES["ticket_dropout_link_factor"] if drifted else 1.0)
-        u = rng.random(n)
-        leave_s = rng.integers(1, DAY_S, n)
-        leaves = alive & (signup_day < d) & (u < -np.expm1(-(c.base_hazard + link * frustration)))
-        dropout_ms[leaves] = config.start_ms + d * DAY_MS + leave_s[leaves] * 1000
-        alive &= ~leaves
+        at_risk = np.flatnonzero(alive & (signup_day < d))
+        hazard = c.base_hazard[at_risk] + link * frustration[at_risk]
+        leaving = at_risk[rng.random(at_risk.size) < -np.expm1(-hazard)]
+        dropout_ms[leaving] = config.start_ms + d * DAY_MS + rng.integers(1, DAY_S, leaving.size) * 1000
+        alive[leaving] = False
         bar.update(1)
     bar.close()
     return dropout_ms

@@ -157,7 +157,7 @@ def _holdout_auc(x: np.ndarray, y: np.ndarray) -> float:
 def test_churn_is_learnable_from_the_contract_features(
     world_events: dict[str, list[tuple[dict[str, Any], Event]]],
 ) -> None:
-    # Measured over seeds 3..7: AUC 0.83..0.86 on all features, 0.62..0.67 on the ticket features alone.
+    # Measured over seeds 3..7: AUC 0.83..0.87 on all features, 0.65..0.67 on the ticket features alone.
     events = [event for records in world_events.values() for _, event in records]
     x, y = _feature_table(events, START + 150 * DAY_MS)
     assert len(y) > 2000 and 0.3 < y.mean() < 0.7
@@ -166,22 +166,25 @@ def test_churn_is_learnable_from_the_contract_features(
         FEATURE_NAMES.index(name)
         for name in ("tickets_total", "tickets_90d", "negative_tickets_total", "avg_resolution_hours")
     ]
-    assert _holdout_auc(x[:, ticket_features], y) >= 0.56
+    assert _holdout_auc(x[:, ticket_features], y) >= 0.6
 
 
 def _before_after(directory: Path, day: int) -> dict[str, tuple[float, float]]:
-    """Mean order amount, mean items, ticket openings per customer-day alive, and the share of
-    customers who drop out within 30 days after a badly rated ticket: before and after ``day``."""
+    """Before and after ``day``: mean order amount, mean items, tickets opened relative to what the
+    customers' own ticket rates predict for their time alive (1 = as predicted; this removes the
+    survivorship of calm customers), and the share of badly rated tickets followed by the customer's
+    dropout within 30 days."""
     cut = START + day * DAY_MS
     end = START + 240 * DAY_MS
     truth = {t["customer_id"]: t for t in _records(directory, "truth.jsonl")}
     leave = {cid: parse_time(t["dropout"]) if t["dropout"] else None for cid, t in truth.items()}
-    exposure = [0, 0]
+    expected = [0.0, 0.0]
     for cid, t in truth.items():
         signup = parse_time(t["signup"])
         until = leave[cid] or end
-        exposure[0] += max(0, min(until, cut) - signup)
-        exposure[1] += max(0, until - max(signup, cut))
+        rate = t["ticket_rate_per_day"] / DAY_MS
+        expected[0] += rate * max(0, min(until, cut) - signup)
+        expected[1] += rate * max(0, until - max(signup, cut))
     amounts: tuple[list[float], list[float]] = ([], [])
     items: tuple[list[int], list[int]] = ([], [])
     for order in _records(directory, "orders.jsonl"):
@@ -203,7 +206,7 @@ def _before_after(directory: Path, day: int) -> dict[str, tuple[float, float]]:
     return {
         "amount": (float(np.mean(amounts[0])), float(np.mean(amounts[1]))),
         "items": (float(np.mean(items[0])), float(np.mean(items[1]))),
-        "ticket_rate": (opened[0] / exposure[0] * DAY_MS, opened[1] / exposure[1] * DAY_MS),
+        "ticket_rate": (opened[0] / expected[0], opened[1] / expected[1]),
         "dropout_after_bad_ticket": (bad[0][1] / bad[0][0], bad[1][1] / bad[1][0]),
     }
 
@@ -215,20 +218,19 @@ def test_drift_changes_what_it_claims_and_nothing_without_it(drift_pair: tuple[P
         before, after = stats[name]
         return after / before
 
-    # Without drift the world is stationary, up to survivorship (ticket-prone customers leave first).
+    # Without drift the world is stationary.
     assert 0.93 < ratio(plain, "amount") < 1.07
     assert 0.93 < ratio(plain, "items") < 1.07
-    assert 0.75 < ratio(plain, "ticket_rate") < 1.15
-    assert 0.7 < ratio(plain, "dropout_after_bad_ticket") < 1.4
+    assert 0.9 < plain["ticket_rate"][0] < 1.1 and 0.9 < plain["ticket_rate"][1] < 1.1
+    assert 0.6 < ratio(plain, "dropout_after_bad_ticket") < 1.5
     # With drift: amounts x1.4 (same items), tickets x2 as often, and bad tickets drive far fewer dropouts.
     assert ratio(drifted, "amount") / ratio(plain, "amount") == pytest.approx(
         DRIFT_CHANGES["order_amount_factor"], rel=0.07
     )
     assert 0.93 < ratio(drifted, "items") < 1.07
-    assert ratio(drifted, "ticket_rate") / ratio(plain, "ticket_rate") == pytest.approx(
-        DRIFT_CHANGES["ticket_rate_factor"], rel=0.15
-    )
-    assert ratio(drifted, "dropout_after_bad_ticket") < 0.7
+    assert 0.9 < drifted["ticket_rate"][0] < 1.1
+    assert drifted["ticket_rate"][1] == pytest.approx(DRIFT_CHANGES["ticket_rate_factor"], rel=0.1)
+    assert drifted["dropout_after_bad_ticket"][1] < 0.65 * plain["dropout_after_bad_ticket"][1]
 
 
 def test_drift_leaves_everything_before_the_drift_day_untouched(drift_pair: tuple[Path, Path]) -> None:
