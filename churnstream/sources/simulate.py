@@ -5,7 +5,8 @@
 time), ``truth.jsonl`` (one line per customer: signup, true dropout time or null, its parameters) and
 ``manifest.json`` (arguments, counts, the model's parameters and what drift changes).
 
-The world, simulated day by day for all customers at once (numpy, one ``Generator`` per seed):
+The world (numpy, independent seeded streams; orders and tickets are drawn as whole Poisson processes
+and cut at the customer's dropout, which is drawn day by day for all customers at once):
 
 - Customers: 30 % are already customers at the start (signed up up to two years before); the rest sign
   up uniformly over the period and 75 % of them order within half an hour of signing up.
@@ -27,6 +28,10 @@ The world, simulated day by day for all customers at once (numpy, one ``Generato
 With ``--drift-at DAY``, from that day on (see :data:`DRIFT_CHANGES`): order amounts are 1.4x, tickets
 arrive 2x as often, and the link between frustration and dropout is 0.25x as strong (so a model trained
 before the drift overrates tickets). Before that day the world is identical to the run without drift.
+
+Ids: customers ``c000000``...; events ``sim-<seed>-o-<n>`` (orders, order id ``sim-<seed>-order-<n>``),
+``sim-<seed>-s-<n>`` (ticket events, ticket id ``sim-<seed>-ticket-<k>``) and ``sim-<seed>-p-<n>``
+(profiles), numbered in event-time order.
 """
 
 from __future__ import annotations
