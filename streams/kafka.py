@@ -23,7 +23,8 @@ PRODUCER_MAX_BYTES = DEAD_LETTER_TOPIC_MAX_BYTES + 64 * 1024
 
 
 def make_producer(settings: Settings, **extra: Any) -> Producer:
-    """An idempotent producer: ``acks=all``, no duplicates on retry, lz4 batches lingering ~5 ms.
+    """An idempotent producer: ``acks=all``, no duplicates on retry, lz4 batches lingering ~5 ms, keys
+    hashed to partitions like the Java client (murmur2).
 
     ``extra`` uses librdkafka property names with underscores for dots (``linger_ms=50``) or a
     ``config`` dict with dotted names.
@@ -35,6 +36,9 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.max.bytes": PRODUCER_MAX_BYTES,
+            # The Java client's key hashing, so a customer's events share a partition whichever client
+            # (Java, Connect, librdkafka with this setting) produced them.
+            "partitioner": "murmur2_random",
         }
     )
     config.update(_props(extra))
