@@ -132,10 +132,13 @@ class Settings:
     # Extensions of the contract.
     allowed_lateness_days: float = 7.0
     batch_size: int = 500
-    batch_timeout_ms: int = 200
+    batch_timeout_ms: int = 20
     topic_partitions: int = 6
     consumer_group: str = "churnstream-scorer"
-    metrics_port: int = 0
+    metrics_port: int = 9108
+    sweep_interval_days: float = 7.0
+    sweep_max_silence_days: float = 180.0
+    model_poll_seconds: float = 10.0
     web_host: str = "127.0.0.1"
     web_port: int = 8088
     var_dir: Path = Path("var")
@@ -159,6 +162,9 @@ class Settings:
         "topic_partitions": "CHURN_TOPIC_PARTITIONS",
         "consumer_group": "CHURN_CONSUMER_GROUP",
         "metrics_port": "CHURN_METRICS_PORT",
+        "sweep_interval_days": "CHURN_SWEEP_INTERVAL_DAYS",
+        "sweep_max_silence_days": "CHURN_SWEEP_MAX_SILENCE_DAYS",
+        "model_poll_seconds": "CHURN_MODEL_POLL_SECONDS",
         "web_host": "CHURN_WEB_HOST",
         "web_port": "CHURN_WEB_PORT",
         "var_dir": "CHURN_VAR_DIR",
@@ -195,7 +201,7 @@ class Settings:
                 "need 0 < CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD <= 1, got "
                 f"{self.medium_threshold} and {self.high_threshold}"
             )
-        for name in ("horizon_days", "drift_window_rows", "batch_size", "topic_partitions"):
+        for name in ("horizon_days", "drift_window_rows", "batch_size", "topic_partitions", "sweep_interval_days"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self._ENV[name]} must be positive, got {getattr(self, name)}")
         for name in ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours"):

@@ -166,8 +166,10 @@ class FeatureStore(ABC):
         """A value written through :attr:`Transaction.blobs`."""
 
     @abstractmethod
-    def active_before(self, before: int, *, shard: str = "0", limit: int) -> list[str]:
-        """Customers of ``shard`` whose latest event time is < ``before``, oldest first (for sweeps)."""
+    def active_before(
+        self, before: int, *, shard: str = "0", since: int | None = None, offset: int = 0, limit: int
+    ) -> list[str]:
+        """Customers of ``shard`` whose latest event time is in [``since``, ``before``), oldest first."""
 
     @abstractmethod
     def due_before(self, t: int, *, limit: int) -> list[str]:
@@ -258,9 +260,12 @@ class MemoryFeatureStore(FeatureStore):
     def blob(self, name: str) -> bytes | None:
         return self._blobs.get(name)
 
-    def active_before(self, before: int, *, shard: str = "0", limit: int) -> list[str]:
-        rows = sorted((ts, cid) for cid, (s, ts) in self._active.items() if s == shard and ts < before)
-        return [cid for _, cid in rows[:limit]]
+    def active_before(
+        self, before: int, *, shard: str = "0", since: int | None = None, offset: int = 0, limit: int
+    ) -> list[str]:
+        lo = -(2**62) if since is None else since
+        rows = sorted((ts, cid) for cid, (s, ts) in self._active.items() if s == shard and lo <= ts < before)
+        return [cid for _, cid in rows[offset : offset + limit]]
 
     def due_before(self, t: int, *, limit: int) -> list[str]:
         return [cid for due, cid in sorted((d, c) for c, d in self._due.items() if d <= t)][:limit]
@@ -436,11 +441,13 @@ class RedisFeatureStore(FeatureStore):
         value: bytes | None = self._redis.get(f"{self._ns}:blob:{name}")
         return value
 
-    def active_before(self, before: int, *, shard: str = "0", limit: int) -> list[str]:
+    def active_before(
+        self, before: int, *, shard: str = "0", since: int | None = None, offset: int = 0, limit: int
+    ) -> list[str]:
         self.flush()
-        rows = self._redis.zrangebyscore(
-            f"{self._ns}:active:{shard}", "-inf", f"({before}", start=0, num=limit
-        )
+        lo = "-inf" if since is None else since
+        key = f"{self._ns}:active:{shard}"
+        rows = self._redis.zrangebyscore(key, lo, f"({before}", start=offset, num=limit)
         return [r.decode() for r in rows]
 
     def due_before(self, t: int, *, limit: int) -> list[str]:

@@ -1,0 +1,187 @@
+"""Reading the input topics in event-time order across partitions and topics.
+
+A customer's orders, tickets and profile updates travel on different topics. When those topics are
+consumed at different speeds — a backfill, a replay, a worker catching up after downtime — one topic can
+run months ahead of another, and every event of the slower topic would then look late. This reader
+merges its partitions the way Kafka Streams does: each assigned partition is a queue of decoded
+messages, and the batch takes the queue head with the smallest event time next, but only while every
+partition that still has unread messages has something queued (otherwise it fetches more first).
+Partitions whose queue is full are paused, so memory stays bounded. Within a partition, messages are
+released in offset order, so the offsets committed are always contiguous.
+
+Dead letters (no event time) are released as soon as they reach the head of their queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from churnstream.events import Event, now_ms
+from churnstream.messages import DeadLetter
+from churnstream.settings import Settings
+from streams.ingest import Batch, Coordinates, InputReader, decode_message
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[int, Event | None, DeadLetter | None, Coordinates]
+
+
+class EventTimeReader(InputReader):
+    """An :class:`InputReader` whose batches follow event time across all assigned partitions.
+
+    ``max_queued`` bounds the messages held per partition; ``idle_ms`` is how long an empty partition
+    that the broker says has more data may hold the others back before it is skipped for this batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        group: str | None = None,
+        on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        max_queued: int = 5000,
+        idle_ms: int = 500,
+        **consumer_config: Any,
+    ) -> None:
+        self._queues: dict[tuple[str, int], deque[_Item]] = {}
+        self._next: dict[tuple[str, int], int] = {}
+        self._paused: set[tuple[str, int]] = set()
+        self._waiting_since: dict[tuple[str, int], float] = {}
+        self._user_assign = on_assign
+        self._user_revoke = on_revoke
+        self.max_queued = max_queued
+        self.idle_ms = idle_ms
+        consumer_config.setdefault("config", {}).setdefault("fetch.wait.max.ms", 50)
+        super().__init__(
+            settings=settings,
+            group=group,
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            **consumer_config,
+        )
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._queues[(tp.topic, tp.partition)] = deque()
+        if self._user_assign is not None:
+            self._user_assign(consumer, partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._queues.pop(key, None)
+            self._next.pop(key, None)
+            self._paused.discard(key)
+            self._waiting_since.pop(key, None)
+        if self._user_revoke is not None:
+            self._user_revoke(consumer, partitions)
+
+    def rewind(self) -> None:
+        """Drop everything queued and seek each partition back to its last committed offset."""
+        assignment = self.consumer.assignment()
+        for queue in self._queues.values():
+            queue.clear()
+        self._next.clear()
+        if self._paused:
+            self.consumer.resume([TopicPartition(t, p) for t, p in self._paused])
+            self._paused.clear()
+        if assignment:
+            for tp in self.consumer.committed(assignment, timeout=10):
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+    def _fill(self, timeout: float) -> None:
+        now = now_ms()
+        room = max(1, self.max_queued * max(1, len(self._queues)) - self.queued())
+        for msg in self.consumer.consume(
+            num_messages=min(room, self.settings.batch_size * 4), timeout=timeout
+        ):
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error (will retry): %s", error)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            key = (topic, partition)
+            queue = self._queues.get(key)
+            if queue is None:  # a message for a partition revoked meanwhile
+                continue
+            event, letter = decode_message(msg, self.settings, now=now)
+            where = Coordinates(topic, partition, offset, msg.key())
+            ts = event.timestamp if event is not None else -(2**62)
+            queue.append((ts, event, letter, where))
+            self._next[key] = offset + 1
+            if len(queue) >= self.max_queued and key not in self._paused:
+                self.consumer.pause([TopicPartition(topic, partition)])
+                self._paused.add(key)
+
+    def _has_more(self, key: tuple[str, int]) -> bool:
+        """Whether the broker holds messages of this partition that are not queued yet."""
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+        except KafkaException:
+            return True
+        if high < 0:
+            return True  # not known yet
+        position = self._next.get(key)
+        if position is None:
+            return high > low  # nothing read yet; assume the committed offset is behind
+        return position < high
+
+    def _blocking(self) -> list[tuple[str, int]]:
+        """Empty partitions with unread data that must be fetched before the merge can go on."""
+        now = time.monotonic()
+        blocking = []
+        for key, queue in self._queues.items():
+            if queue or not self._has_more(key):
+                self._waiting_since.pop(key, None)
+                continue
+            since = self._waiting_since.setdefault(key, now)
+            if (now - since) * 1000 < self.idle_ms:
+                blocking.append(key)
+        return blocking
+
+    def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
+        limit = max_messages or self.settings.batch_size
+        wait = self.settings.batch_timeout_ms / 1000 if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        self._fill(0 if self.queued() >= limit else wait)
+        while self._blocking() and time.monotonic() < deadline:
+            self._fill(max(0.0, min(0.02, deadline - time.monotonic())))
+        batch = Batch()
+        blocked = set(self._blocking())
+        heap = [(q[0][0], key) for key, q in self._queues.items() if q]
+        heapq.heapify(heap)
+        while heap and batch.size < limit:
+            ts, key = heapq.heappop(heap)
+            if blocked and ts > -(2**62):
+                break  # a partition that may hold older events has nothing queued: wait for it
+            queue = self._queues[key]
+            _, event, letter, where = queue.popleft()
+            if event is not None:
+                batch.events.append((event, where))
+            elif letter is not None:
+                batch.dead_letters.append(letter)
+            batch.offsets[key] = where.offset + 1
+            if queue:
+                heapq.heappush(heap, (queue[0][0], key))
+            elif self._has_more(key):
+                blocked.add(key)
+            if key in self._paused and len(queue) < self.max_queued // 2:
+                self.consumer.resume([TopicPartition(*key)])
+                self._paused.discard(key)
+        return batch
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
