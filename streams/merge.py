@@ -48,13 +48,14 @@ class EventTimeReader(InputReader):
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         max_queued: int = 5000,
-        idle_ms: int = 500,
+        idle_ms: int = 5000,
         **consumer_config: Any,
     ) -> None:
         self._queues: dict[tuple[str, int], deque[_Item]] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
         self._waiting_since: dict[tuple[str, int], float] = {}
+        self._known_end: dict[tuple[str, int], int | None] = {}
         self._user_assign = on_assign
         self._user_revoke = on_revoke
         self.max_queued = max_queued
@@ -71,6 +72,7 @@ class EventTimeReader(InputReader):
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._queues[(tp.topic, tp.partition)] = deque()
+            self._known_end[(tp.topic, tp.partition)] = None
         if self._user_assign is not None:
             self._user_assign(consumer, partitions)
 
@@ -81,6 +83,7 @@ class EventTimeReader(InputReader):
             self._next.pop(key, None)
             self._paused.discard(key)
             self._waiting_since.pop(key, None)
+            self._known_end.pop(key, None)
         if self._user_revoke is not None:
             self._user_revoke(consumer, partitions)
 
@@ -128,15 +131,23 @@ class EventTimeReader(InputReader):
 
     def _has_more(self, key: tuple[str, int]) -> bool:
         """Whether the broker holds messages of this partition that are not queued yet."""
+        tp = TopicPartition(*key)
         try:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:  # not fetched yet: ask the broker once
+                known = self._known_end.get(key)
+                if known is None:
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+                    self._known_end[key] = high
+                else:
+                    low, high = 0, known
         except KafkaException:
             return True
-        if high < 0:
-            return True  # not known yet
         position = self._next.get(key)
         if position is None:
-            return high > low  # nothing read yet; assume the committed offset is behind
+            committed = self.consumer.committed([tp], timeout=5)[0].offset
+            position = committed if committed >= 0 else low
+            self._next[key] = position
         return position < high
 
     def _blocking(self) -> list[tuple[str, int]]:

@@ -1,0 +1,754 @@
+"""``churnstream score``: the scoring worker, a consumer-group member over the input topics.
+
+Per micro-batch (:meth:`ChurnScorer.process`):
+
+1. read and validate (bad messages -> ``dead_letter``);
+2. apply the events to the customers' feature state (:mod:`features.store`) — one transaction;
+3. score every event's features with the batch model and the online model, blend, vectorised;
+4. resolve labels (a completed order, an explicit label, or event time passing the horizon), emit
+   ``churn_outcomes`` and let the online model learn;
+5. raise alerts for customers turning HIGH outside the cooldown, with reasons and actions;
+6. produce predictions, outcomes, alerts, dead letters and one columnar record for the monitor, and
+   wait for the broker's acknowledgements;
+7. commit the state transaction (features, pending predictions, alert state, the online model's
+   checkpoint and the consumer offsets of the batch, in one atomic Redis write), then the Kafka offsets.
+
+Exactly once in effect: the offsets written with the state fence replays — after a crash, messages
+below them are skipped (their outputs were acknowledged before the state was written); messages above
+them are recomputed from unchanged state and re-emitted with the same deterministic ids.
+
+Silent customers: when event time (the minimum over this worker's partitions of the latest event time
+seen) passes a sweep tick (every ``CHURN_SWEEP_INTERVAL_DAYS``, plus the allowed lateness), customers of
+those partitions with no event for at least an interval (and at most ``CHURN_SWEEP_MAX_SILENCE_DAYS``)
+are rescored as of the tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from churnstream.errors import ChurnstreamError, ModelNotFoundError, ProcessingError, PublishError, StoreError
+from churnstream.events import Event, LabelEvent, OrderEvent, now_ms
+from churnstream.messages import Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
+from churnstream.settings import DAY_MS, Settings
+from features.definitions import FEATURE_NAMES, features_as_of
+from features.state import new_state
+from features.store import FeatureStore, RedisFeatureStore, Transaction
+from streams.ingest import Batch, Coordinates, InputReader
+from streams.kafka import DeliveryTracker, make_producer
+from streams.labels import (
+    Resolved,
+    add_pending,
+    due_time,
+    next_completed_order,
+    resolve_by_event,
+    resolve_by_time,
+)
+from streams.merge import EventTimeReader
+
+log = logging.getLogger(__name__)
+
+ID_NAMESPACE = uuid.UUID("6f1c2a3e-7d4b-4c1a-9e8f-3b2d1c0a9f8e")
+ONLINE_BLOB = "online"
+BLENDER_BLOB = "blender"
+SWEEP_CHUNK = 2000
+
+
+def prediction_id_for_event(event_id: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"event:{event_id}"))
+
+
+def prediction_id_for_sweep(customer_id: str, tick: int) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"sweep:{customer_id}:{tick}"))
+
+
+def alert_id_for(prediction_id: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"alert:{prediction_id}"))
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one processed batch did (for logs, metrics and tests)."""
+
+    events: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    predictions: int = 0
+    sweeps: int = 0
+    outcomes: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(slots=True)
+class _Scoring:
+    """Predictions of one batch waiting to be produced, and what they need for alerts and learning."""
+
+    customer_ids: list[str] = field(default_factory=list)
+    as_of: list[int] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    event_ids: list[str | None] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ScorerMetrics:
+    """Prometheus metrics of one worker (a registry of its own, so tests can run several)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.events = Counter("churn_events", "Input events processed", ["topic"], registry=self.registry)
+        self.predictions = Counter(
+            "churn_predictions", "Predictions emitted", ["trigger"], registry=self.registry
+        )
+        self.alerts = Counter("churn_alerts", "Alerts emitted", registry=self.registry)
+        self.outcomes = Counter("churn_outcomes", "Outcomes emitted", ["source"], registry=self.registry)
+        self.dead_letters = Counter("churn_dead_letters", "Dead letters", ["stage"], registry=self.registry)
+        self.duplicates = Counter(
+            "churn_duplicate_events", "Redelivered events ignored", registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "churn_batch_seconds",
+            "Time to process one micro-batch",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "churn_consumer_lag", "Messages behind the end of the input topics", registry=self.registry
+        )
+        self.watermark = Gauge(
+            "churn_event_time_watermark_seconds", "Event-time watermark", registry=self.registry
+        )
+        self.retries = Counter(
+            "churn_retries", "Batches retried after a broker or Redis failure", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
+class ModelSet:
+    """The current batch model plus the online model and the blender, swapped in place on promotion."""
+
+    def __init__(self, *, registry: Any, online: Any, blender: Any) -> None:
+        self.registry = registry
+        self.loaded = registry.load()
+        self.online = online
+        self.blender = blender
+
+    @property
+    def version(self) -> str:
+        return str(self.loaded.version)
+
+    def maybe_reload(self) -> bool:
+        """Load a newly promoted version; True when the model changed."""
+        current = self.registry.current_version()
+        if current is None or current == self.loaded.version:
+            return False
+        self.loaded = self.registry.load(current)
+        log.info("now scoring with model version %s", current)
+        return True
+
+    def score(
+        self, rows: list[dict[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, list[float | None], np.ndarray]:
+        model = self.loaded.model
+        X = model.vectorize(rows)
+        batch_p = np.asarray(model.predict_proba(X), dtype=float)
+        online_p = self.online.predict_many(rows)
+        churn_p = np.asarray(self.blender.blend(batch_p, online_p), dtype=float)
+        return X, batch_p, online_p, churn_p
+
+
+class ChurnScorer:
+    """The scoring worker: wires the input reader, feature store, models and producers together."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: FeatureStore,
+        models: ModelSet,
+        reader: InputReader | None = None,
+        metrics: ScorerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.store = store
+        self.models = models
+        self.metrics = metrics or ScorerMetrics()
+        self.producer = make_producer(settings)
+        self.tracker = DeliveryTracker()
+        self.reader = reader or EventTimeReader(
+            settings=settings,
+            group=settings.consumer_group,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+        self.horizon = settings.horizon_ms
+        self.lateness = settings.lateness_ms
+        self.interval = int(settings.sweep_interval_days * DAY_MS)
+        self.max_silence = int(settings.sweep_max_silence_days * DAY_MS)
+        self.assigned: set[int] = set()
+        self.partition_time: dict[int, int] = {}
+        self.applied: dict[tuple[str, int], int] = {}
+        self.last_sweep: dict[int, int] = {}
+        self.last_batch_at: float | None = None
+        self.totals = BatchReport()
+        self._stop = threading.Event()
+        self._last_model_check = time.monotonic()
+
+    # -- partitions ------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.store.reset()
+        for tp in partitions:
+            self.assigned.add(tp.partition)
+            stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
+            if stored is not None:
+                self.applied[(tp.topic, tp.partition)] = int(stored)
+            wm = self.store.meta(f"wm:{tp.partition}")
+            if wm is not None:
+                self.partition_time[tp.partition] = max(self.partition_time.get(tp.partition, 0), int(wm))
+            sweep = self.store.meta(f"sweep:{tp.partition}")
+            if sweep is not None:
+                self.last_sweep[tp.partition] = int(sweep)
+        log.info("assigned %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self.store.flush()
+        finally:
+            self.store.reset()
+        for tp in partitions:
+            self.applied.pop((tp.topic, tp.partition), None)
+        still = {p for (_, p) in self.applied}
+        self.assigned = still
+        log.info("revoked %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+
+    def watermark(self) -> int | None:
+        """Event time this worker is sure about: the minimum over its partitions of their latest event."""
+        times = [self.partition_time[p] for p in self.assigned if p in self.partition_time]
+        return min(times) if times else None
+
+    # -- the loop --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Process batches until :meth:`stop` (SIGTERM/SIGINT); retries failures with backoff."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                batch = self.reader.poll_batch()
+                self._check_model()
+                if batch.size:
+                    started = time.perf_counter()
+                    self.process(batch)
+                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                self.sweep()
+                backoff = 0.5
+            except (StoreError, PublishError, KafkaException) as exc:
+                self.metrics.retries.inc()
+                log.warning(
+                    "batch failed, rewinding to the last commit and retrying in %.1fs: %s", backoff, exc
+                )
+                self._rewind()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.store.flush()
+        finally:
+            self.reader.close()
+            if isinstance(self.store, RedisFeatureStore):
+                self.store.close()
+
+    def _check_model(self) -> None:
+        now = time.monotonic()
+        if now - self._last_model_check >= self.settings.model_poll_seconds:
+            self._last_model_check = now
+            try:
+                self.models.maybe_reload()
+            except ChurnstreamError as exc:
+                log.error("keeping model %s: the promoted one cannot be loaded: %s", self.models.version, exc)
+
+    def _rewind(self) -> None:
+        """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
+        try:
+            self.store.reset()
+        except StoreError:
+            pass
+        try:
+            if isinstance(self.reader, EventTimeReader):
+                self.reader.rewind()
+            else:
+                consumer = self.reader.consumer
+                assignment = consumer.assignment()
+                if assignment:
+                    for tp in consumer.committed(assignment, timeout=10):
+                        consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+            for tp in self.reader.consumer.assignment():
+                stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
+                if stored is not None:
+                    self.applied[(tp.topic, tp.partition)] = int(stored)
+        except Exception as exc:  # the broker or Redis may still be down; the next poll retries
+            log.warning("rewind incomplete (%s); will retry", exc)
+
+    # -- one batch -------------------------------------------------------------------------------
+    def process(self, batch: Batch) -> BatchReport:
+        """Apply, score and emit one micro-batch, then commit it (see the module docstring)."""
+        report = BatchReport()
+        fresh: list[tuple[Event, Coordinates]] = []
+        for event, where in batch.events:
+            if where.offset < self.applied.get((where.topic, where.partition), -1):
+                report.skipped += 1
+                continue
+            fresh.append((event, where))
+            if not isinstance(event, LabelEvent):
+                p = where.partition
+                if event.timestamp > self.partition_time.get(p, -(2**62)):
+                    self.partition_time[p] = event.timestamp
+        letters = [
+            d
+            for d in batch.dead_letters
+            if d.offset is None or d.offset >= self.applied.get((d.source_topic, d.partition or 0), -1)
+        ]
+        watermark = self.watermark()
+        due: list[str] = []
+        if watermark is not None:
+            due = self.store.due_before(watermark - self.lateness, limit=5000)
+        tx = self.store.begin({e.customer_id for e, _ in fresh} | set(due))
+        scoring = _Scoring()
+        resolved: list[tuple[str, Resolved]] = []
+        for event, where in fresh:
+            self.metrics.events.labels(self.topics.kind_of(where.topic)).inc()
+            report.events += 1
+            cid = event.customer_id
+            if isinstance(event, LabelEvent):
+                resolved += [
+                    (cid, r)
+                    for r in resolve_by_event(
+                        tx.state(cid), event.timestamp, churned=event.churned, horizon_ms=self.horizon
+                    )
+                ]
+                tx.touch(cid)
+                continue
+            result = tx.apply(event, shard=str(where.partition))
+            if result.status == "rejected":
+                assert result.error is not None
+                letters.append(self._dead_letter(event, where, result.error))
+                continue
+            if result.status == "duplicate":
+                report.duplicates += 1
+                self.metrics.duplicates.inc()
+                continue
+            if isinstance(event, OrderEvent) and event.status == "completed":
+                resolved += [
+                    (cid, r)
+                    for r in resolve_by_event(
+                        tx.state(cid), event.timestamp, churned=None, horizon_ms=self.horizon
+                    )
+                ]
+            assert result.features is not None
+            scoring.customer_ids.append(cid)
+            scoring.as_of.append(event.timestamp)
+            scoring.triggers.append("event")
+            scoring.event_ids.append(event.event_id)
+            scoring.rows.append(result.features)
+        if watermark is not None:
+            for cid in due:
+                state = tx.state(cid)
+                resolved += [
+                    (cid, r)
+                    for r in resolve_by_time(
+                        state, watermark, horizon_ms=self.horizon, lateness_ms=self.lateness
+                    )
+                ]
+                tx.due[cid] = due_time(state, horizon_ms=self.horizon)
+                tx.touch(cid)
+        for (topic, partition), offset in batch.offsets.items():
+            tx.meta[f"off:{topic}:{partition}"] = str(offset)
+        for p in self.assigned:
+            if p in self.partition_time:
+                tx.meta[f"wm:{p}"] = str(self.partition_time[p])
+        self._finish(tx, scoring, resolved, letters, report)
+        for key, offset in batch.offsets.items():
+            self.applied[key] = offset
+        self.store.flush()
+        self.reader.commit(batch.offsets)
+        self.last_batch_at = time.time()
+        self._add(report)
+        return report
+
+    def sweep(self) -> int:
+        """Rescore silent customers when event time passes a sweep tick; returns predictions made."""
+        watermark = self.watermark()
+        if watermark is None:
+            return 0
+        made = 0
+        tick = (watermark - self.lateness) // self.interval * self.interval
+        for p in sorted(self.assigned):
+            last = self.last_sweep.get(p)
+            if last is None:  # first time: start sweeping from the next tick on
+                self.last_sweep[p] = tick
+                continue
+            if tick <= last:
+                continue
+            offset = 0
+            while True:
+                silent = self.store.active_before(
+                    tick - self.interval,
+                    shard=str(p),
+                    since=tick - self.max_silence,
+                    offset=offset,
+                    limit=SWEEP_CHUNK,
+                )
+                offset += len(silent)
+                tx = self.store.begin(silent)
+                scoring = _Scoring()
+                for cid in silent:
+                    state = tx.state(cid)
+                    if state["max"] is None:
+                        continue
+                    scoring.customer_ids.append(cid)
+                    scoring.as_of.append(tick)
+                    scoring.triggers.append("sweep")
+                    scoring.event_ids.append(None)
+                    scoring.rows.append(features_as_of(state, tick))
+                last_chunk = len(silent) < SWEEP_CHUNK
+                if last_chunk:
+                    tx.meta[f"sweep:{p}"] = str(tick)
+                report = BatchReport()
+                self._finish(tx, scoring, [], [], report)
+                self.store.flush()
+                made += report.sweeps
+                self._add(report)
+                if last_chunk:
+                    break
+            self.last_sweep[p] = tick
+        return made
+
+    def _finish(
+        self,
+        tx: Transaction,
+        scoring: _Scoring,
+        resolved: list[tuple[str, Resolved]],
+        letters: list[DeadLetter],
+        report: BatchReport,
+    ) -> None:
+        resolved = list(resolved)
+        models = self.models
+        version = models.version
+        scored_at = now_ms()
+        emit = self._emit
+        n = len(scoring.rows)
+        monitoring_cols: dict[str, list[Any]] = {}
+        if n:
+            X, batch_p, online_p, churn_p = models.score(scoring.rows)
+            alerts_rows: list[int] = []
+            predictions: list[Prediction] = []
+            for i in range(n):
+                cid = scoring.customer_ids[i]
+                as_of = scoring.as_of[i]
+                event_id = scoring.event_ids[i]
+                pid = prediction_id_for_event(event_id) if event_id else prediction_id_for_sweep(cid, as_of)
+                bp = round(float(batch_p[i]), 6)
+                op = None if online_p[i] is None else round(float(online_p[i]), 6)
+                cp = round(float(churn_p[i]), 6)
+                risk = self.settings.risk_category(cp)
+                prediction = Prediction(
+                    prediction_id=pid,
+                    customer_id=cid,
+                    as_of=as_of,
+                    scored_at=scored_at,
+                    trigger=scoring.triggers[i],
+                    event_id=event_id,
+                    model_version=version,
+                    batch_probability=bp,
+                    online_probability=op,
+                    churn_probability=cp,
+                    risk_category=risk,
+                    features=scoring.rows[i],
+                )
+                predictions.append(prediction)
+                state = tx.state(cid)
+                vector = [scoring.rows[i][name] for name in FEATURE_NAMES]
+                add_pending(state, pid, as_of, bp, op, cp, vector)
+                # an order already known after as_of (this event arrived late) labels it at once
+                later = next_completed_order(state, as_of)
+                if later is not None:
+                    resolved += [
+                        (cid, r)
+                        for r in resolve_by_event(state, later, churned=None, horizon_ms=self.horizon)
+                    ]
+                tx.due[cid] = due_time(state, horizon_ms=self.horizon)
+                previous = state.get("risk")
+                state["risk"] = risk
+                if risk == "HIGH" and previous != "HIGH":
+                    last = state.get("alerted")
+                    if last is None or as_of - last >= self.settings.cooldown_ms:
+                        state["alerted"] = as_of
+                        alerts_rows.append(i)
+                tx.touch(cid)
+            for prediction in predictions:
+                emit(self.topics.churn_predictions, prediction.customer_id, prediction.to_json())
+                self.metrics.predictions.labels(prediction.trigger).inc()
+                if prediction.trigger == "sweep":
+                    report.sweeps += 1
+                else:
+                    report.predictions += 1
+            if alerts_rows:
+                self._alerts(X, alerts_rows, predictions, scoring, report)
+            monitoring_cols = {
+                "as_of": list(scoring.as_of),
+                "customer_id": list(scoring.customer_ids),
+                "trigger": list(scoring.triggers),
+                **{name: [row[name] for row in scoring.rows] for name in FEATURE_NAMES},
+                "batch_probability": [p.batch_probability for p in predictions],
+                "online_probability": [p.online_probability for p in predictions],
+                "churn_probability": [p.churn_probability for p in predictions],
+            }
+        outcome_cols = self._outcomes(tx, resolved, report)
+        for letter in letters:
+            emit(self.topics.dead_letter, letter.key, letter.to_json())
+            self.metrics.dead_letters.labels(letter.stage).inc()
+            report.dead_letters += 1
+        if n or resolved:
+            record = MonitoringBatch(
+                batch_id=str(uuid.uuid4()),
+                created_at=scored_at,
+                model_version=version,
+                feature_names=list(FEATURE_NAMES),
+                predictions=monitoring_cols,
+                outcomes=outcome_cols,
+            )
+            emit(self.topics.monitoring_batches, version, record.to_json())
+        self.tracker.flush_or_raise(self.producer)
+        self.store.commit(tx)
+
+    def _outcomes(
+        self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
+    ) -> dict[str, list[Any]]:
+        cols: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "labeled_at",
+                "label",
+                "source",
+                "batch_probability",
+                "online_probability",
+                "churn_probability",
+            )
+        }
+        if not resolved:
+            return cols
+        models = self.models
+        rows, labels = [], []
+        for cid, r in resolved:
+            outcome = Outcome(
+                prediction_id=r.prediction_id,
+                customer_id=cid,
+                as_of=r.as_of,
+                labeled_at=r.labeled_at,
+                label=r.label,
+                source=r.source,
+                batch_probability=r.batch_probability,
+                online_probability=r.online_probability,
+                churn_probability=r.churn_probability,
+            )
+            self._emit(self.topics.churn_outcomes, cid, outcome.to_json())
+            self.metrics.outcomes.labels(r.source).inc()
+            report.outcomes += 1
+            models.blender.observe(r.batch_probability, r.online_probability, r.label)
+            rows.append(dict(zip(FEATURE_NAMES, r.features, strict=False)))
+            labels.append(r.label)
+            cols["labeled_at"].append(r.labeled_at)
+            cols["label"].append(r.label)
+            cols["source"].append(r.source)
+            cols["batch_probability"].append(r.batch_probability)
+            cols["online_probability"].append(r.online_probability)
+            cols["churn_probability"].append(r.churn_probability)
+            tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
+        models.online.learn_many(rows, labels)
+        tx.blobs[ONLINE_BLOB] = models.online.to_bytes()
+        tx.blobs[BLENDER_BLOB] = orjson.dumps(models.blender.to_dict())
+        return cols
+
+    def _alerts(
+        self,
+        X: np.ndarray,
+        rows: list[int],
+        predictions: list[Prediction],
+        scoring: _Scoring,
+        report: BatchReport,
+    ) -> None:
+        from models.explain import explain, recommended_actions
+
+        models = self.models
+        reasons = explain(
+            models.loaded.model,
+            models.online,
+            models.blender,
+            X[rows],
+            [scoring.rows[i] for i in rows],
+            top_k=3,
+        )
+        for i, top in zip(rows, reasons, strict=True):
+            p = predictions[i]
+            alert = Alert(
+                alert_id=alert_id_for(p.prediction_id),
+                prediction_id=p.prediction_id,
+                customer_id=p.customer_id,
+                as_of=p.as_of,
+                churn_probability=p.churn_probability,
+                risk_category=p.risk_category,
+                model_version=p.model_version,
+                recommended_actions=recommended_actions(top),
+                top_reasons=list(top),
+            )
+            self._emit(self.topics.churn_alerts, p.customer_id, alert.to_json())
+            self.metrics.alerts.inc()
+            report.alerts += 1
+
+    def _emit(self, topic: str, key: str | bytes | None, value: dict[str, Any]) -> None:
+        payload = orjson.dumps(value)
+        while True:
+            try:
+                self.producer.produce(topic, value=payload, key=key, on_delivery=self.tracker.on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _dead_letter(self, event: Event, where: Coordinates, error: ProcessingError) -> DeadLetter:
+        return DeadLetter(
+            source_topic=where.topic,
+            partition=where.partition,
+            offset=where.offset,
+            key=where.key,
+            value=json.dumps(event.to_json()).encode(),
+            error=str(error),
+            stage=error.stage,
+            failed_at=now_ms(),
+        )
+
+    def _add(self, report: BatchReport) -> None:
+        t = self.totals
+        for name in BatchReport.__slots__:  # type: ignore[attr-defined]
+            setattr(t, name, getattr(t, name) + getattr(report, name))
+        wm = self.watermark()
+        if wm is not None:
+            self.metrics.watermark.set(wm / 1000)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model_version": self.models.version,
+            "partitions": sorted(self.assigned),
+            "watermark": self.watermark(),
+            "last_batch_at": self.last_batch_at,
+            "totals": {name: getattr(self.totals, name) for name in BatchReport.__slots__},  # type: ignore[attr-defined]
+        }
+
+
+def serve_http(host: str, port: int, scorer: ChurnScorer) -> ThreadingHTTPServer:
+    """``/metrics`` (Prometheus) and ``/health`` (JSON) in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path.startswith("/metrics"):
+                body, ctype = scorer.metrics.render(), "text/plain; version=0.0.4"
+            elif self.path.startswith("/health"):
+                body, ctype = json.dumps(scorer.health()).encode(), "application/json"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="scorer-http", daemon=True).start()
+    return server
+
+
+def build_scorer(
+    settings: Settings, *, reader_factory: Callable[..., InputReader] | None = None
+) -> ChurnScorer:
+    """Everything a worker needs, from settings: Redis store, models (with restored online state)."""
+    import redis
+
+    from models.blend import Blender
+    from models.online import OnlineModel
+    from models.registry import ModelRegistry
+    from streams.topics import create_topics
+
+    create_topics(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    store = RedisFeatureStore(
+        client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
+    )
+    registry = ModelRegistry(settings.model_dir)
+    if registry.current_version() is None:
+        raise ModelNotFoundError(
+            f"no current model in {settings.model_dir}: train one first "
+            "(churnstream train --events DIR --out MODEL_DIR) or set CHURN_MODEL_DIR"
+        )
+    online_bytes = store.blob(ONLINE_BLOB)
+    online = OnlineModel.from_bytes(online_bytes) if online_bytes else OnlineModel()
+    blender_bytes = store.blob(BLENDER_BLOB)
+    blender = Blender.from_dict(orjson.loads(blender_bytes)) if blender_bytes else Blender()
+    models = ModelSet(registry=registry, online=online, blender=blender)
+    scorer = ChurnScorer(settings=settings, store=store, models=models)
+    return scorer
+
+
+def cli(args: Any, settings: Settings) -> int:
+    """Run the scoring worker until SIGTERM/SIGINT: finish the batch, commit, exit 0."""
+    scorer = build_scorer(settings)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: finishing the current batch", signum)
+        scorer.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = None
+    if settings.metrics_port >= 0:
+        try:
+            server = serve_http(settings.web_host, settings.metrics_port, scorer)
+            host, port = server.server_address[:2]
+            log.info("metrics on http://%s:%s/metrics, health on /health", host, port)
+        except OSError as exc:
+            log.warning("metrics/health endpoint disabled: %s", exc)
+    log.info("scoring with model %s; settings %r", scorer.models.version, settings)
+    scorer.run()
+    if server is not None:
+        server.shutdown()
+    log.info("stopped: %s", scorer.totals)
+    return 0
+
+
+__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli", "new_state"]

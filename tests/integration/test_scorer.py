@@ -1,0 +1,212 @@
+"""The scoring worker end to end on real Kafka and Redis: predictions, dead letters, sweeps, outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from churnstream.cli import main as churnstream
+from churnstream.events import parse_time
+from churnstream.settings import DAY_MS, Settings, Topics
+from features.offline import read_events, snapshot
+from features.store import RedisFeatureStore
+from streams.publish import publish_file
+from streams.scorer import ChurnScorer, build_scorer
+from tests.integration.conftest import consume_all, produce_raw
+
+CUSTOMERS, DAYS, TRAIN_DAYS = 400, 300, 200
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated business and a batch model trained on its first 200 days."""
+    root = tmp_path_factory.mktemp("world")
+    events = root / "events"
+    assert (
+        churnstream(
+            [
+                "simulate",
+                "--customers",
+                str(CUSTOMERS),
+                "--days",
+                str(DAYS),
+                "--seed",
+                "21",
+                "--out",
+                str(events),
+            ]
+        )
+        == 0
+    )
+    from models.train import train
+
+    settings = Settings.from_env()
+    start = read_events(events).start
+    train(events, root / "models", settings=settings, until=start + TRAIN_DAYS * DAY_MS, progress=False)
+    return root
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def committed_everything(settings: Settings, group: str) -> bool:
+    from confluent_kafka import TopicPartition
+
+    from streams.kafka import end_offsets, make_consumer
+
+    consumer = make_consumer(settings, group)
+    try:
+        for topic in settings.topics.inputs:
+            marks = end_offsets(consumer, topic)
+            parts = [TopicPartition(topic, p) for p in marks]
+            for tp in consumer.committed(parts, timeout=10):
+                high = marks[tp.partition][1]
+                if high > 0 and tp.offset < high:
+                    return False
+        return True
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def scorer_settings(settings: Settings, world: Path) -> Settings:
+    return dataclasses.replace(
+        settings, model_dir=world / "models", metrics_port=-1, sweep_interval_days=14.0
+    )
+
+
+def run_scorer(settings: Settings) -> Iterator[ChurnScorer]:
+    scorer = build_scorer(settings)
+    thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
+    thread.start()
+    try:
+        yield scorer
+    finally:
+        scorer.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the scorer did not stop"
+
+
+def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
+    scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path
+) -> None:
+    settings = scorer_settings
+    events_dir = world / "events"
+    for name in ("customer_profiles", "orders", "support_tickets"):
+        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+    invalid = [
+        (b"c000001", b"{not json"),
+        (
+            b"c000001",
+            json.dumps(
+                {
+                    "event_id": "x1",
+                    "customer_id": "c000001",
+                    "order_id": "o",
+                    "timestamp": "2024-03-01T00:00:00Z",
+                    "amount": -5,
+                }
+            ).encode(),
+        ),
+        (
+            b"someone-else",
+            json.dumps(
+                {
+                    "event_id": "x2",
+                    "customer_id": "c000001",
+                    "order_id": "o",
+                    "timestamp": "2024-03-01T00:00:00Z",
+                    "amount": 5,
+                }
+            ).encode(),
+        ),
+        (b"c000002", b"\xff\xfe not utf-8"),
+    ]
+    produce_raw(settings, settings.topics.orders, invalid)
+    log = read_events(events_dir)
+    valid = {e.event_id for e in log.events}
+
+    gen = run_scorer(settings)
+    scorer = next(gen)
+    try:
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group),
+            240,
+            "the scorer to commit every input",
+        )
+    finally:
+        gen.close()
+
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    by_event = Counter(p["event_id"] for p in predictions if p["trigger"] == "event")
+    assert set(by_event) == valid
+    assert max(by_event.values()) == 1, "an event was scored more than once"
+    assert all(p["model_version"] for p in predictions)
+    assert all(0.0 <= p["churn_probability"] <= 1.0 for p in predictions)
+
+    letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
+    assert len(letters) == len(invalid)
+    assert Counter(d["stage"] for d in letters) == Counter({"decode": 2, "validate": 2})
+    assert any(d.get("value_encoding") == "base64" for d in letters)
+
+    # silent customers get sweep predictions, and some dropped-out customers get alerts from sweeps
+    sweeps = [p for p in predictions if p["trigger"] == "sweep"]
+    assert sweeps, "no sweep predictions"
+    alerts = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_alerts)]
+    assert alerts
+    assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
+    sweep_ids = {p["prediction_id"] for p in sweeps}
+    truth = {
+        json.loads(line)["customer_id"]: json.loads(line)
+        for line in (events_dir / "truth.jsonl").read_text().splitlines()
+    }
+    dropped = {cid for cid, t in truth.items() if t["dropout"] is not None}
+    swept_alerts = [a for a in alerts if a["prediction_id"] in sweep_ids]
+    assert swept_alerts, "no alert came from a sweep"
+    if dropped:
+        assert any(a["customer_id"] in dropped for a in swept_alerts)
+
+    # outcomes: labels by the contract's rule, checked against the event log
+    outcomes = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_outcomes)]
+    assert outcomes
+    completed: dict[str, list[int]] = {}
+    for e in log.events:
+        if getattr(e, "status", None) == "completed":
+            completed.setdefault(e.customer_id, []).append(e.timestamp)
+    horizon = settings.horizon_ms
+    for o in outcomes:
+        t = parse_time(o["as_of"])
+        times = completed.get(o["customer_id"], [])
+        i = bisect_right(times, t)
+        ordered_within = i < len(times) and times[i] <= t + horizon
+        assert o["label"] == (0 if ordered_within else 1), o
+        assert o["source"] == ("order" if ordered_within else "inactivity")
+    assert len({o["prediction_id"] for o in outcomes}) == len(outcomes)
+
+    # features in Redis equal the offline builder's at the watermark
+    store = RedisFeatureStore(
+        client=redis_client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
+    )
+    try:
+        t = store.watermark()
+        assert t == log.end
+        offline = snapshot(log.events, t, lateness_ms=settings.lateness_ms)
+        assert store.features_many(offline, t) == offline
+    finally:
+        store.close()
+    assert scorer.totals.events == len(valid)
