@@ -170,7 +170,7 @@ def publish_file(
                 pending_bytes = 0
                 current = now_ms()
                 producer.poll(0)
-            if not payload.strip():
+            if not payload or payload.isspace():
                 continue
             result.records += 1
             try:
