@@ -1,0 +1,147 @@
+"""Blending the batch and the online model into the one probability that decisions use.
+
+The rule, precisely:
+
+1. While a row has no online probability (the online model has learned from fewer than its
+   ``min_learned`` labels), the blend is the batch probability.
+2. Otherwise ``p = (1 - w) * p_batch + w * p_online``. The online weight ``w`` is chosen from the grid
+   ``0, step, 2*step, ..., 1`` as the one whose blend had the lowest mean log-loss on the last ``window``
+   resolved labels for which both probabilities were known at prediction time (ties go to the smaller
+   ``w``). With fewer than ``min_pairs`` such labels, ``w = 0``.
+
+So the online model earns weight only by having been right on recent outcomes, the weights move toward
+whichever model has lately predicted better, and on the recent window the blend is never worse than either
+model alone. ``observe`` is called once per resolved label with the probabilities the prediction carried.
+
+>>> b = Blender(min_pairs=10)
+>>> b.blend(np.array([0.2, 0.8]), [None, None]).tolist()
+[0.2, 0.8]
+>>> for _ in range(50):
+...     b.observe(0.5, 0.9, 1)
+...     b.observe(0.5, 0.1, 0)
+>>> b.weights()["online"]
+1.0
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from churnstream.errors import ModelIntegrityError
+
+_EPS = 1e-6
+
+
+class Blender:
+    """Batch/online blend with weights from recent log-loss; see the module docstring for the rule."""
+
+    def __init__(self, *, window: int = 2000, min_pairs: int = 200, step: float = 0.05) -> None:
+        if not 0 < step <= 1:
+            raise ValueError(f"step must be in (0, 1], got {step}")
+        self.window = int(window)
+        self.min_pairs = int(min_pairs)
+        self.step = float(step)
+        self._pairs: deque[tuple[float, float, int]] = deque(maxlen=self.window)
+        self.n_observed = 0
+        self._w: float | None = 0.0
+        self._losses: dict[str, float | None] = {"batch": None, "online": None, "blend": None}
+
+    def observe(self, batch_p: float, online_p: float | None, label: int) -> None:
+        """Record a resolved label with the probabilities its prediction carried."""
+        self.n_observed += 1
+        if online_p is None:
+            return
+        self._pairs.append((float(batch_p), float(online_p), int(label)))
+        self._w = None
+
+    def online_weight(self) -> float:
+        if self._w is None:
+            self._refit()
+        assert self._w is not None
+        return self._w
+
+    def blend(self, batch_p: np.ndarray, online_p: Sequence[float | None] | np.ndarray) -> np.ndarray:
+        """Blended P(churn) per row: batch alone where ``online_p`` is None, else the weighted mean."""
+        batch = np.asarray(batch_p, dtype=np.float64)
+        if isinstance(online_p, np.ndarray) and online_p.dtype != object:
+            online = online_p.astype(np.float64)
+        else:
+            online = np.array([np.nan if p is None else p for p in online_p], dtype=np.float64)
+        if online.shape != batch.shape:
+            raise ValueError(
+                f"batch and online probabilities differ in shape: {batch.shape} vs {online.shape}"
+            )
+        w = self.online_weight()
+        if w == 0.0:
+            return batch.copy()
+        return np.where(np.isnan(online), batch, (1.0 - w) * batch + w * np.nan_to_num(online))
+
+    def weights(self) -> dict[str, Any]:
+        """Current weights and the recent log-losses they were chosen by."""
+        w = self.online_weight()
+        return {
+            "batch": 1.0 - w,
+            "online": w,
+            "pairs": len(self._pairs),
+            "observed": self.n_observed,
+            "batch_log_loss": self._losses["batch"],
+            "online_log_loss": self._losses["online"],
+            "blend_log_loss": self._losses["blend"],
+        }
+
+    def _refit(self) -> None:
+        if len(self._pairs) < self.min_pairs:
+            self._w = 0.0
+            self._losses = {"batch": None, "online": None, "blend": None}
+            if self._pairs:
+                arr = np.array(self._pairs, dtype=np.float64)
+                self._losses["batch"] = _mean_log_loss(arr[:, 0], arr[:, 2])
+                self._losses["online"] = _mean_log_loss(arr[:, 1], arr[:, 2])
+            return
+        arr = np.array(self._pairs, dtype=np.float64)
+        pb, po, y = arr[:, 0], arr[:, 1], arr[:, 2]
+        grid = np.round(np.arange(0.0, 1.0 + self.step / 2, self.step), 10)
+        blends = np.clip((1.0 - grid)[:, None] * pb[None, :] + grid[:, None] * po[None, :], _EPS, 1 - _EPS)
+        losses = -np.mean(y * np.log(blends) + (1 - y) * np.log(1 - blends), axis=1)
+        best = int(np.argmin(losses))  # first minimum: the smallest online weight among ties
+        self._w = float(grid[best])
+        self._losses = {"batch": float(losses[0]), "online": float(losses[-1]), "blend": float(losses[best])}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable checkpoint."""
+        return {
+            "format": 1,
+            "window": self.window,
+            "min_pairs": self.min_pairs,
+            "step": self.step,
+            "n_observed": self.n_observed,
+            "pairs": [list(p) for p in self._pairs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Blender:
+        """Restore :meth:`to_dict` output."""
+        if not isinstance(data, dict) or data.get("format") != 1:
+            raise ModelIntegrityError("not a blender checkpoint (format 1)")
+        try:
+            blender = cls(
+                window=int(data["window"]), min_pairs=int(data["min_pairs"]), step=float(data["step"])
+            )
+            blender.n_observed = int(data["n_observed"])
+            blender._pairs.extend((float(b), float(o), int(y)) for b, o, y in data["pairs"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelIntegrityError(f"blender checkpoint is malformed: {exc!r}") from None
+        blender._w = None
+        return blender
+
+    def __repr__(self) -> str:
+        return f"Blender(online_weight={self.online_weight():.2f}, pairs={len(self._pairs)})"
+
+
+def _mean_log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))

@@ -1,0 +1,235 @@
+"""The online model: a River logistic regression that keeps learning from delayed (resolved) labels.
+
+Feature dicts become a dense design matrix: ``sign(x)·log1p(|x|)`` of every feature with missing values
+set to 0, plus a ``<name>__missing`` indicator per feature. A River pipeline
+(``preprocessing.StandardScaler | linear_model.LogisticRegression``) learns from it in small mini-batches
+(``learn_many``), which keeps learning at tens of thousands of labels per second; predictions are computed
+with numpy from the pipeline's own means, variances and weights, identical to
+``pipeline.predict_proba_one`` but vectorised.
+
+Evaluation is prequential: each labelled row is first scored by the model as it was before learning
+that batch, and those scores feed a rolling ROC-AUC and log-loss.
+
+>>> m = OnlineModel(feature_names=["recency_days"], min_learned=2)
+>>> m.predict_many([{"recency_days": 40.0}])
+[None]
+>>> m.learn_many([{"recency_days": 40.0}, {"recency_days": 2.0}] * 50, [1, 0] * 50)
+>>> p = m.predict_many([{"recency_days": 40.0}, {"recency_days": 2.0}])
+>>> m.n_learned, p[0] > 0.5 > p[1]
+(100, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from churnstream.errors import ModelIntegrityError
+from models.batch import signed_log1p
+
+MAGIC = b"CSOM"
+FORMAT_VERSION = 1
+_HEADER = len(MAGIC) + 1 + 32
+
+
+def _default_features() -> list[str]:
+    from features.definitions import FEATURE_NAMES
+
+    return list(FEATURE_NAMES)
+
+
+class OnlineModel:
+    """Online logistic regression over ``feature_names``; see the module docstring.
+
+    ``min_learned``: labels to learn from before :meth:`predict_many` returns probabilities.
+    ``learning_rate`` and ``l2``: of the SGD optimiser (one step per mini-batch of ``chunk_size`` rows).
+    ``window``: resolved labels in the rolling prequential metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_names: Sequence[str] | None = None,
+        min_learned: int = 200,
+        learning_rate: float = 0.5,
+        l2: float = 1e-4,
+        chunk_size: int = 256,
+        window: int = 2000,
+    ) -> None:
+        from river import linear_model, optim, preprocessing
+
+        self.feature_names: list[str] = (
+            list(feature_names) if feature_names is not None else _default_features()
+        )
+        self.min_learned = int(min_learned)
+        self.learning_rate = float(learning_rate)
+        self.l2 = float(l2)
+        self.chunk_size = int(chunk_size)
+        self.window = int(window)
+        self.columns: list[str] = self.feature_names + [f"{n}__missing" for n in self.feature_names]
+        self.pipeline = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+            optimizer=optim.SGD(self.learning_rate), intercept_lr=self.learning_rate, l2=self.l2
+        )
+        self.n_learned = 0
+        self.n_evaluated = 0
+        self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
+
+    # -- scoring ---------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.n_learned >= self.min_learned
+
+    def vectorize(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Feature dicts to a float64 matrix in ``feature_names`` order, NaN for None or absent."""
+        names = self.feature_names
+        return np.array([[row.get(n) for n in names] for row in rows], dtype=np.float64).reshape(
+            len(rows), len(names)
+        )
+
+    def design(self, X: np.ndarray) -> np.ndarray:
+        """The model's input columns (:attr:`columns`) from a raw feature matrix."""
+        missing = np.isnan(X)
+        values = np.where(missing, 0.0, signed_log1p(np.where(missing, 0.0, X)))
+        return np.hstack([values, missing.astype(np.float64)])
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """P(churn) for a raw feature matrix (columns in ``feature_names`` order), whether ready or not."""
+        D = self.design(np.asarray(X, dtype=np.float64))
+        scaler, lr = self.pipeline.steps["StandardScaler"], self.pipeline.steps["LogisticRegression"]
+        means = np.array([scaler.means.get(c, 0.0) for c in self.columns])
+        stds = np.sqrt(np.array([scaler.vars.get(c, 0.0) for c in self.columns]))
+        weights = np.array([lr._weights.get(c, 0.0) for c in self.columns])
+        Z = np.divide(D - means, stds, out=np.zeros_like(D), where=stds > 0)
+        z = np.clip(Z @ weights + lr.intercept, -30.0, 30.0)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> list[float | None]:
+        """P(churn) per feature dict; None for every row until ``min_learned`` labels were learned."""
+        if not self.ready:
+            return [None] * len(rows)
+        return [float(p) for p in self.predict_matrix(self.vectorize(rows))]
+
+    # -- learning --------------------------------------------------------------------------------
+
+    def learn_many(self, rows: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> None:
+        """Learn from resolved labels; the model's prior predictions on them update the metrics first."""
+        if len(rows) != len(labels):
+            raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+        if not rows:
+            return
+        self.learn_matrix(self.vectorize(rows), np.asarray(labels, dtype=np.int64))
+
+    def learn_matrix(self, X: np.ndarray, y: np.ndarray) -> None:
+        """:meth:`learn_many` for a raw feature matrix in ``feature_names`` order."""
+        import pandas as pd
+
+        if self.ready:
+            prior = self.predict_matrix(X)
+            for label, p in zip(y.tolist(), prior.tolist(), strict=True):
+                self._recent.append((int(label), float(p)))
+            self.n_evaluated += len(y)
+        D = self.design(X)
+        for start in range(0, len(D), self.chunk_size):
+            chunk = pd.DataFrame(D[start : start + self.chunk_size], columns=self.columns)
+            self.pipeline.learn_many(chunk, pd.Series(y[start : start + self.chunk_size] == 1))
+        self.n_learned += len(y)
+
+    def metrics(self) -> dict[str, Any]:
+        """Prequential metrics over the last ``window`` resolved labels scored while ready."""
+        labels = np.array([label for label, _ in self._recent], dtype=np.int64)
+        probs = np.clip(np.array([p for _, p in self._recent], dtype=np.float64), 1e-6, 1 - 1e-6)
+        roc_auc = log_loss = None
+        if len(labels):
+            log_loss = float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
+            if 0 < labels.sum() < len(labels):
+                roc_auc = _roc_auc(labels, probs)
+        return {
+            "n_learned": self.n_learned,
+            "n_evaluated": self.n_evaluated,
+            "window_rows": int(len(labels)),
+            "roc_auc": roc_auc,
+            "log_loss": log_loss,
+        }
+
+    # -- checkpointing ---------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """A versioned checkpoint: ``CSOM`` + format version + sha256(payload) + pickled payload."""
+        payload = pickle.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "params": {
+                    "feature_names": self.feature_names,
+                    "min_learned": self.min_learned,
+                    "learning_rate": self.learning_rate,
+                    "l2": self.l2,
+                    "chunk_size": self.chunk_size,
+                    "window": self.window,
+                },
+                "pipeline": self.pipeline,
+                "n_learned": self.n_learned,
+                "n_evaluated": self.n_evaluated,
+                "recent": list(self._recent),
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        return MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(payload).digest() + payload
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OnlineModel:
+        """Restore a checkpoint; :class:`ModelIntegrityError` when it is not one or was corrupted."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ModelIntegrityError(f"online checkpoint must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < _HEADER or data[: len(MAGIC)] != MAGIC:
+            raise ModelIntegrityError("not an online-model checkpoint (bad magic bytes)")
+        version = data[len(MAGIC)]
+        if version != FORMAT_VERSION:
+            raise ModelIntegrityError(
+                f"online checkpoint format {version} is not supported (expected {FORMAT_VERSION})"
+            )
+        digest, payload = data[len(MAGIC) + 1 : _HEADER], data[_HEADER:]
+        if hashlib.sha256(payload).digest() != digest:
+            raise ModelIntegrityError("online checkpoint is corrupted: sha256 of the payload does not match")
+        state = pickle.loads(payload)
+        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+            raise ModelIntegrityError("online checkpoint payload has an unexpected shape")
+        model = cls(**state["params"])
+        model.pipeline = state["pipeline"]
+        model.n_learned = int(state["n_learned"])
+        model.n_evaluated = int(state["n_evaluated"])
+        model._recent.extend(state["recent"])
+        return model
+
+    def __repr__(self) -> str:
+        return f"OnlineModel(features={len(self.feature_names)}, n_learned={self.n_learned})"
+
+
+def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney ROC-AUC with ties counted half.
+
+    >>> _roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    """
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def log_loss_of(label: int, p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return -math.log(p) if label == 1 else -math.log(1 - p)
