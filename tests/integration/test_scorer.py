@@ -210,3 +210,105 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     finally:
         store.close()
     assert scorer.totals.events == len(valid)
+
+
+def committed_total(settings: Settings, group: str) -> int:
+    from confluent_kafka import TopicPartition
+
+    from streams.kafka import end_offsets, make_consumer
+
+    consumer = make_consumer(settings, group)
+    try:
+        total = 0
+        for topic in settings.topics.inputs:
+            parts = [TopicPartition(topic, p) for p in end_offsets(consumer, topic)]
+            total += sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+        return total
+    finally:
+        consumer.close()
+
+
+def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
+    scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    settings = scorer_settings
+    events_dir = world / "events"
+    for name in ("customer_profiles", "orders", "support_tickets"):
+        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+    log = read_events(events_dir)
+    total = len(log.events)
+    env = dict(os.environ)
+    env.update(
+        CHURN_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        CHURN_REDIS_URL=settings.redis_url,
+        CHURN_TOPIC_PREFIX=settings.topic_prefix,
+        CHURN_MODEL_DIR=str(settings.model_dir),
+        CHURN_METRICS_PORT="-1",
+        CHURN_SWEEP_INTERVAL_DAYS=str(settings.sweep_interval_days),
+        CHURN_BATCH_SIZE="100",  # many small batches: more places for a kill to land
+    )
+    command = [sys.executable, "-m", "churnstream.cli", "score"]
+    kills = 0
+    for fraction in (0.2, 0.45, 0.7):
+        worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_until(
+                lambda f=fraction: (
+                    committed_total(settings, settings.consumer_group) >= f * total
+                    or worker.poll() is not None
+                ),
+                180,
+                f"the worker to pass {fraction:.0%} of the stream",
+            )
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(30)
+        kills += 1
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group) or worker.poll() is not None,
+            240,
+            "the last worker to finish",
+        )
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, "SIGTERM should finish the batch and exit 0"
+    assert kills == 3
+
+    # no event lost: every valid event has its prediction (re-emissions carry the same id and numbers)
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    event_preds = [p for p in predictions if p["trigger"] == "event"]
+    assert {p["event_id"] for p in event_preds} == {e.event_id for e in log.events}
+    seen: dict[str, dict] = {}
+    for p in event_preds:
+        body = {k: v for k, v in p.items() if k != "scored_at"}
+        assert seen.setdefault(p["prediction_id"], body) == body, "a re-emitted prediction changed"
+
+    # nothing counted twice: features equal the offline (uninterrupted) result, and the online model
+    # learned from each resolved prediction exactly once
+    store = RedisFeatureStore(
+        client=redis_client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
+    )
+    try:
+        t = store.watermark()
+        offline = snapshot(log.events, t, lateness_ms=settings.lateness_ms)
+        assert store.features_many(offline, t) == offline
+        outcomes = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_outcomes)]
+        labels: dict[str, int] = {}
+        for o in outcomes:
+            assert labels.setdefault(o["prediction_id"], o["label"]) == o["label"]
+        from models.online import OnlineModel
+
+        blob = store.blob("online")
+        assert blob is not None
+        assert OnlineModel.from_bytes(blob).n_learned == len(labels)
+    finally:
+        store.close()
