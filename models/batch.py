@@ -33,6 +33,36 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+class DropEmptyColumns:
+    """A scikit-learn transformer that drops the columns with no value at fit time (all NaN).
+
+    Gradient boosting cannot bin a column without values (e.g. ``age`` when no profiles carry it).
+
+    >>> DropEmptyColumns().fit(np.array([[1.0, np.nan], [2.0, np.nan]])).transform(np.ones((1, 2))).tolist()
+    [[1.0]]
+    """
+
+    def __init__(self) -> None:
+        self.keep_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray, y: Any = None) -> DropEmptyColumns:
+        self.keep_ = np.flatnonzero(~np.all(np.isnan(np.asarray(X, dtype=np.float64)), axis=0))
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        assert self.keep_ is not None, "DropEmptyColumns is not fitted"
+        return np.asarray(X, dtype=np.float64)[:, self.keep_]
+
+    def fit_transform(self, X: np.ndarray, y: Any = None) -> np.ndarray:
+        return self.fit(X, y).transform(X)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {}
+
+    def set_params(self, **params: Any) -> DropEmptyColumns:
+        return self
+
+
 @dataclass(slots=True)
 class Calibration:
     """A monotone map from raw scores to calibrated probabilities.

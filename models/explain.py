@@ -1,10 +1,17 @@
 """Why a customer is at risk, and what to do about it.
 
-:func:`explain` measures each feature's contribution to the *blended* probability by occlusion: the
-feature is replaced by its reference median (a typical customer's value) in the inputs of both the batch
-and the online model, the blend is recomputed, and the contribution is ``p(x) - p(x with the feature
-typical)``. A positive contribution means this feature's value pushes the customer's risk up by that much
-(in probability). Each feature costs one vectorised ``predict_proba`` over all rows.
+:func:`explain` measures each feature's contribution to the *blended* probability by occlusion in log-odds:
+feature j is replaced by its reference median (a typical customer's value) in the inputs of both the batch
+and the online model, the blend is recomputed, and ``d_j = logit p(x) - logit p(x with j typical)``. The
+log-odds effects are turned into probability with the secant slope between the customer and the fully
+typical customer ``t``::
+
+    contribution_j = d_j * (p(x) - p(t)) / (logit p(x) - logit p(t))
+
+(the slope ``p(1 - p)`` when the two log-odds coincide). So a positive contribution means the feature's
+value pushes this customer's risk up; for a model additive in log-odds the contributions add up exactly to
+``p(x) - p(t)``, and unlike differences of probabilities they do not vanish for a customer whose risk is
+saturated by several reasons at once. Each feature costs one vectorised ``predict_proba`` over all rows.
 
 :func:`recommended_actions` turns the reasons that raise risk into retention actions.
 
@@ -45,26 +52,32 @@ def explain(
     if n == 0:
         return []
     k = min(max(top_k, MIN_REASONS), d)
-    use_online = online is not None and online.ready and blender.online_weight() > 0.0
-    X_online = online.vectorize(rows) if use_online and online is not None else None
-    base = _blended(model, online if use_online else None, blender, X, X_online)
-
+    if online is not None and not (online.ready and blender.online_weight() > 0.0):
+        online = None  # the blend is the batch probability alone
     medians = model.median_vector()
-    occluded = np.repeat(X[None, :, :], d, axis=0)  # (d, n, d): block j has feature j set to its median
-    occluded[np.arange(d), :, np.arange(d)] = medians[:, None]
-    occluded_online = None
-    if X_online is not None and online is not None:
-        occluded_online = np.repeat(X_online[None, :, :], d, axis=0)
-        online_index = {name: i for i, name in enumerate(online.feature_names)}
+
+    # One stacked batch: the rows as they are, d blocks with feature j made typical, the typical customer.
+    stacked = np.repeat(X[None, :, :], d + 2, axis=0)
+    stacked[1 + np.arange(d), :, np.arange(d)] = medians[:, None]
+    stacked[d + 1] = medians
+    stacked_online = None
+    if online is not None:
+        X_online = online.vectorize(rows)
+        stacked_online = np.repeat(X_online[None, :, :], d + 2, axis=0)
+        position = {name: i for i, name in enumerate(online.feature_names)}
         for j, name in enumerate(model.feature_names):
-            i = online_index.get(name)
+            i = position.get(name)
             if i is not None:
-                occluded_online[j, :, i] = medians[j]
-        occluded_online = occluded_online.reshape(d * n, -1)
-    p_occluded = _blended(
-        model, online if use_online else None, blender, occluded.reshape(d * n, d), occluded_online
-    ).reshape(d, n)
-    contributions = base[None, :] - p_occluded  # (d, n)
+                stacked_online[1 + j, :, i] = medians[j]
+                stacked_online[d + 1, :, i] = medians[j]
+        stacked_online = stacked_online.reshape((d + 2) * n, -1)
+    p = _blended(model, online, blender, stacked.reshape((d + 2) * n, d), stacked_online).reshape(d + 2, n)
+    base, p_occluded, p_typical = p[0], p[1 : d + 1], p[d + 1]
+
+    logit_gap = _logit(base) - _logit(p_typical)
+    close = np.abs(logit_gap) <= 1e-6
+    slope = np.where(close, base * (1 - base), (base - p_typical) / np.where(close, 1.0, logit_gap))
+    contributions = (_logit(base)[None, :] - _logit(p_occluded)) * slope[None, :]  # (d, n)
 
     explanations: list[list[Reason]] = []
     for r in range(n):
@@ -93,6 +106,11 @@ def _blended(
     if online is None or X_online is None:
         return batch_p
     return blender.blend(batch_p, online.predict_matrix(X_online))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
 
 
 def _value(x: float) -> float | None:

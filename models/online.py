@@ -130,16 +130,17 @@ class OnlineModel:
         """:meth:`learn_many` for a raw feature matrix in ``feature_names`` order."""
         import pandas as pd
 
-        if self.ready:
-            prior = self.predict_matrix(X)
-            for label, p in zip(y.tolist(), prior.tolist(), strict=True):
-                self._recent.append((int(label), float(p)))
-            self.n_evaluated += len(y)
         D = self.design(X)
         for start in range(0, len(D), self.chunk_size):
-            chunk = pd.DataFrame(D[start : start + self.chunk_size], columns=self.columns)
-            self.pipeline.learn_many(chunk, pd.Series(y[start : start + self.chunk_size] == 1))
-        self.n_learned += len(y)
+            stop = start + self.chunk_size
+            if self.ready:
+                prior = self.predict_matrix(X[start:stop])
+                for label, p in zip(y[start:stop].tolist(), prior.tolist(), strict=True):
+                    self._recent.append((int(label), float(p)))
+                self.n_evaluated += len(prior)
+            chunk = pd.DataFrame(D[start:stop], columns=self.columns)
+            self.pipeline.learn_many(chunk, pd.Series(y[start:stop] == 1))
+            self.n_learned += len(chunk)
 
     def metrics(self) -> dict[str, Any]:
         """Prequential metrics over the last ``window`` resolved labels scored while ready."""

@@ -41,7 +41,7 @@ import numpy as np
 from churnstream.errors import ModelError
 from churnstream.events import format_time, parse_time
 from churnstream.settings import DAY_MS, Settings
-from models.batch import BatchModel, Calibration, signed_log1p
+from models.batch import BatchModel, Calibration, DropEmptyColumns, signed_log1p
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +169,19 @@ def _logistic(feature_names: Sequence[str], *, only: Sequence[str] | None = None
 
 def _hgb(max_iter: int, seed: int) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
 
-    return HistGradientBoostingClassifier(
-        max_iter=max_iter,
-        learning_rate=0.07,
-        max_leaf_nodes=31,
-        min_samples_leaf=100,
-        l2_regularization=1.0,
-        early_stopping=False,
-        random_state=seed,
+    return make_pipeline(
+        DropEmptyColumns(),
+        HistGradientBoostingClassifier(
+            max_iter=max_iter,
+            learning_rate=0.07,
+            max_leaf_nodes=31,
+            min_samples_leaf=100,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        ),
     )
 
 

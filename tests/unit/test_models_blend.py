@@ -1,0 +1,75 @@
+"""The blender: batch alone until the online model has a record, then weight toward the better model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from churnstream.errors import ModelIntegrityError
+from models.blend import Blender
+
+
+def _feed(blender: Blender, n: int, *, online_noise: float, batch_noise: float, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.05, 0.95, n)
+    labels = (rng.random(n) < truth).astype(int)
+    online = np.clip(truth + rng.normal(0, online_noise, n), 0.01, 0.99)
+    batch = np.clip(truth + rng.normal(0, batch_noise, n), 0.01, 0.99)
+    for b, o, y in zip(batch, online, labels, strict=True):
+        blender.observe(float(b), float(o), int(y))
+
+
+def test_batch_only_while_the_online_model_has_no_probability() -> None:
+    blender = Blender(min_pairs=10)
+    _feed(blender, 500, online_noise=0.0, batch_noise=0.3)
+    w = blender.weights()["online"]
+    assert w > 0.5
+    blended = blender.blend(np.array([0.2, 0.6, 0.9]), [None, 0.1, None])
+    assert blended[0] == 0.2 and blended[2] == 0.9
+    assert blended[1] == pytest.approx((1 - w) * 0.6 + w * 0.1)
+
+
+def test_batch_only_until_enough_resolved_labels_with_both_predictions() -> None:
+    blender = Blender(min_pairs=200)
+    for _ in range(1000):
+        blender.observe(0.5, None, 1)  # online model not ready yet: does not count
+    _feed(blender, 150, online_noise=0.0, batch_noise=0.4)
+    assert blender.weights()["online"] == 0.0
+    np.testing.assert_array_equal(blender.blend(np.array([0.3, 0.7]), [0.9, 0.1]), [0.3, 0.7])
+    _feed(blender, 100, online_noise=0.0, batch_noise=0.4, seed=1)
+    assert blender.weights()["online"] > 0.5
+    assert blender.weights()["pairs"] == 250 and blender.weights()["observed"] == 1250
+
+
+@pytest.mark.parametrize(("online_noise", "batch_noise"), [(0.02, 0.35), (0.35, 0.02)])
+def test_weights_move_toward_the_better_model(online_noise: float, batch_noise: float) -> None:
+    blender = Blender(min_pairs=100, window=1000)
+    _feed(blender, 1000, online_noise=online_noise, batch_noise=batch_noise)
+    w = blender.weights()
+    better_online = online_noise < batch_noise
+    assert (w["online"] > 0.7) if better_online else (w["online"] < 0.3), w
+    assert w["batch"] + w["online"] == pytest.approx(1.0)
+    assert w["blend_log_loss"] <= min(w["batch_log_loss"], w["online_log_loss"])
+
+
+def test_weights_follow_a_change_in_who_is_better() -> None:
+    blender = Blender(min_pairs=100, window=500)
+    _feed(blender, 500, online_noise=0.35, batch_noise=0.02)
+    assert blender.weights()["online"] < 0.3
+    _feed(blender, 500, online_noise=0.02, batch_noise=0.35, seed=3)  # e.g. the world drifted
+    assert blender.weights()["online"] > 0.7
+
+
+def test_checkpoint_roundtrip_through_json() -> None:
+    blender = Blender(min_pairs=50, window=300)
+    _feed(blender, 400, online_noise=0.1, batch_noise=0.2)
+    restored = Blender.from_dict(json.loads(json.dumps(blender.to_dict())))
+    assert restored.weights() == blender.weights()
+    p = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_array_equal(restored.blend(p, [0.3, None, 0.2]), blender.blend(p, [0.3, None, 0.2]))
+    with pytest.raises(ModelIntegrityError):
+        Blender.from_dict({"format": 1, "window": 10})
+    with pytest.raises(ModelIntegrityError):
+        Blender.from_dict({"format": 2})

@@ -1,0 +1,106 @@
+"""End to end on a small simulated shop: train registers a calibrated model that beats recency alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from churnstream.cli import main
+from churnstream.errors import ModelError
+from churnstream.events import parse_time
+from churnstream.settings import DAY_MS, Settings
+from churnstream.sources.simulate import SimulationConfig, simulate
+from features.definitions import FEATURE_NAMES, REQUIRED_FEATURES
+from models.registry import ModelRegistry
+from models.train import TrainConfig, plan_cutoffs, train
+
+START = parse_time("2024-01-01T00:00:00Z")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop")
+    simulate(SimulationConfig(customers=1500, days=360, seed=5, start_ms=START), out, progress_bar=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def registry(world: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    root = tmp_path_factory.mktemp("models")
+    assert main(["train", "--events", str(world), "--out", str(root)]) == 0
+    return ModelRegistry(root)
+
+
+def test_train_registers_and_promotes_a_model_with_held_out_metrics(registry: ModelRegistry) -> None:
+    loaded = registry.load()
+    meta = loaded.metadata
+    assert registry.current_version() == loaded.version == "v0001"
+    assert meta["horizon_days"] == 30
+    assert meta["feature_names"] == list(FEATURE_NAMES)
+    assert set(meta["metrics"]["candidates"]) == {"logistic_regression", "hist_gradient_boosting"}
+    assert set(meta["metrics"]["baselines"]) == {"recency_only", "lr_required_features", "constant_base_rate"}
+    for metrics in (*meta["metrics"]["candidates"].values(), *meta["metrics"]["baselines"].values()):
+        assert {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "rows"} <= set(metrics)
+    chosen = meta["metrics"]["chosen"]
+    assert chosen == meta["metrics"]["candidates"][meta["chosen"]]
+    assert chosen["pr_auc"] == max(m["pr_auc"] for m in meta["metrics"]["candidates"].values())
+    # held out in time: train < calibration < test, each H apart
+    splits = meta["splits"]
+    assert parse_time(splits["train"]["to"]) + 30 * DAY_MS <= parse_time(splits["calibration"]["from"])
+    assert parse_time(splits["calibration"]["to"]) + 30 * DAY_MS <= parse_time(splits["test"]["from"])
+    assert meta["training_window"]["start"] < meta["training_window"]["end"]
+    assert len(loaded.metadata["sha256"]) == 64
+
+
+def test_the_model_beats_recency_alone_on_held_out_time_and_is_calibrated(registry: ModelRegistry) -> None:
+    meta = registry.load().metadata
+    chosen, recency = meta["metrics"]["chosen"], meta["metrics"]["baselines"]["recency_only"]
+    assert chosen["pr_auc"] > recency["pr_auc"]
+    assert chosen["roc_auc"] > recency["roc_auc"]
+    assert chosen["brier"] < meta["metrics"]["baselines"]["constant_base_rate"]["brier"]
+    assert chosen["ece"] < 0.06
+
+
+def test_reference_sample_and_model_card(registry: ModelRegistry) -> None:
+    loaded = registry.load()
+    reference = loaded.reference
+    assert list(reference.columns) == [*FEATURE_NAMES, "churn_probability"]
+    assert 100 < len(reference) <= 5000
+    assert reference["churn_probability"].between(0, 1).all()
+    card = (loaded.path / "MODEL_CARD.md").read_text()
+    assert "# Churn model v0001" in card and "recency_only" in card
+
+
+def test_the_loaded_model_scores_feature_dicts_with_missing_values(registry: ModelRegistry) -> None:
+    model = registry.load().model
+    rows = [
+        {name: None for name in FEATURE_NAMES},
+        {"orders_total": 5, "recency_days": 2.0, "orders_30d": 3, "tenure_days": 200.0},
+        {"orders_total": 5, "recency_days": 150.0, "orders_30d": 0, "tenure_days": 300.0},
+    ]
+    p = model.predict_proba(model.vectorize(rows))
+    assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+    assert p[2] > p[1]
+    assert set(REQUIRED_FEATURES) <= set(model.medians)
+
+
+def test_no_promote_registers_without_changing_current(world: Path, registry: ModelRegistry) -> None:
+    config = TrainConfig(hgb_max_iter=20, max_rows=20_000)
+    version = train(world, registry.root, settings=Settings(), promote=False, progress=False, config=config)
+    assert version == "v0002"
+    assert registry.current_version() == "v0001"
+    assert (
+        json.loads((registry.root / version / "metadata.json").read_text())["sampling"]["customer_fraction"]
+        < 1
+    )
+
+
+def test_too_little_history_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not enough history"):
+        plan_cutoffs(START, START + 120 * DAY_MS, horizon_ms=30 * DAY_MS, config=TrainConfig())
+    short = tmp_path / "short"
+    simulate(SimulationConfig(customers=50, days=100, seed=1, start_ms=START), short, progress_bar=False)
+    assert main(["train", "--events", str(short), "--out", str(tmp_path / "m")]) == 2
