@@ -2,13 +2,13 @@
 
 Feature dicts become a dense design matrix: ``sign(x)·log1p(|x|)`` of every feature with missing values
 set to 0, plus a ``<name>__missing`` indicator per feature. A River pipeline
-(``preprocessing.StandardScaler | linear_model.LogisticRegression``) learns from it in small mini-batches
-(``learn_many``), which keeps learning at tens of thousands of labels per second; predictions are computed
-with numpy from the pipeline's own means, variances and weights, identical to
-``pipeline.predict_proba_one`` but vectorised.
+(``preprocessing.StandardScaler | linear_model.LogisticRegression``) learns from it in mini-batches of up
+to ``chunk_size`` rows (``learn_many``: one SGD step on the mean gradient per chunk), which keeps learning
+at tens of thousands of labels per second; predictions are computed with numpy from the pipeline's own
+means, variances and weights, identical to ``pipeline.predict_proba_one`` but vectorised.
 
-Evaluation is prequential: each labelled row is first scored by the model as it was before learning
-that batch, and those scores feed a rolling ROC-AUC and log-loss.
+Evaluation is prequential: each chunk is scored by the model as it was before learning that chunk, and
+those scores feed a rolling ROC-AUC and log-loss over the last ``window`` labels.
 
 >>> m = OnlineModel(feature_names=["recency_days"], min_learned=2)
 >>> m.predict_many([{"recency_days": 40.0}])

@@ -401,8 +401,8 @@ def _train(
             raise ModelError(f"the {name} period has no rows of both classes; use more events or customers")
     stage_done("build table")
 
-    medians = _medians(X[masks["production_fit"]], feature_names)
-    eval_medians = _medians(X[masks["train"]], feature_names)
+    medians = feature_medians(X[masks["production_fit"]], feature_names)
+    eval_medians = feature_medians(X[masks["train"]], feature_names)
     results: dict[str, dict[str, Any]] = {}
     fitted: dict[str, BatchModel] = {}
     tried = candidates(config)
@@ -502,7 +502,8 @@ def _bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="train", unit="stage", file=sys.stderr, leave=False)
 
 
-def _medians(X: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+def feature_medians(X: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Median of each column ignoring NaN (NaN for a column without values), for explanations."""
     out: dict[str, float] = {}
     for j, name in enumerate(names):
         col = X[:, j]
