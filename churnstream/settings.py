@@ -142,6 +142,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8088
     var_dir: Path = Path("var")
+    drift_window_days: float = 7.0
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
 
     _ENV = {
@@ -168,6 +169,7 @@ class Settings:
         "web_host": "CHURN_WEB_HOST",
         "web_port": "CHURN_WEB_PORT",
         "var_dir": "CHURN_VAR_DIR",
+        "drift_window_days": "CHURN_DRIFT_WINDOW_DAYS",
     }
 
     @classmethod
@@ -201,7 +203,14 @@ class Settings:
                 "need 0 < CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD <= 1, got "
                 f"{self.medium_threshold} and {self.high_threshold}"
             )
-        for name in ("horizon_days", "drift_window_rows", "batch_size", "topic_partitions", "sweep_interval_days"):
+        for name in (
+            "horizon_days",
+            "drift_window_rows",
+            "drift_window_days",
+            "batch_size",
+            "topic_partitions",
+            "sweep_interval_days",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self._ENV[name]} must be positive, got {getattr(self, name)}")
         for name in ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours"):
@@ -237,6 +246,19 @@ class Settings:
         config.update(extra)
         return config
 
+    def to_env(self) -> dict[str, str]:
+        """The ``CHURN_*`` variables that rebuild these settings in a child process (secrets included).
+
+        >>> s = Settings(topic_prefix="demo.", kafka_properties={"security.protocol": "SSL"})
+        >>> env = s.to_env()
+        >>> env["CHURN_TOPIC_PREFIX"], env["CHURN_KAFKA_SECURITY_PROTOCOL"], Settings.from_env(env) == s
+        ('demo.', 'SSL', True)
+        """
+        env = {var: str(getattr(self, name)) for name, var in self._ENV.items()}
+        for prop, value in self.kafka_properties.items():
+            env["CHURN_KAFKA_" + prop.upper().replace(".", "_")] = str(value)
+        return env
+
     def risk_category(self, probability: float) -> str:
         """``HIGH`` / ``MEDIUM`` / ``LOW`` by the contract's thresholds.
 
@@ -261,6 +283,14 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     __str__ = __repr__
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process that should run with ``settings``: this process's environment
+    (PATH, locale, ...) without its ``CHURN_*`` variables, plus :meth:`Settings.to_env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+    env.update(settings.to_env())
+    return env
 
 
 def _convert(var: str, raw: str, type_name: str) -> Any:
