@@ -312,3 +312,59 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
         assert OnlineModel.from_bytes(blob).n_learned == len(labels)
     finally:
         store.close()
+
+
+def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_answer(
+    scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path, tmp_path: Path
+) -> None:
+    import shutil
+    import urllib.request
+
+    from models.registry import ModelRegistry
+    from streams.scorer import serve_http
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(world / "models", models_dir)
+    settings = dataclasses.replace(scorer_settings, model_dir=models_dir, model_poll_seconds=0.2)
+    registry = ModelRegistry(models_dir)
+    first = registry.current_version()
+    loaded = registry.load()
+    second = registry.register(
+        loaded.model, dict(loaded.metadata, note="same model, new version"), promote=False
+    )
+    assert second != first
+
+    events_dir = world / "events"
+    gen = run_scorer(settings)
+    scorer = next(gen)
+    server = serve_http("127.0.0.1", 0, scorer)
+    try:
+        assert publish_file(events_dir / "customer_profiles.jsonl", settings).ok
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 120, "profiles to be scored"
+        )
+        registry.promote(second)
+        wait_until(lambda: scorer.models.version == second, 30, "the scorer to pick up the promoted model")
+        assert publish_file(events_dir / "orders.jsonl", settings).ok
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 180, "orders to be scored"
+        )
+
+        port = server.server_address[1]
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read())
+        assert health["status"] == "ok" and health["model_version"] == second
+        assert health["totals"]["events"] == scorer.totals.events > 0
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'churn_predictions_total{trigger="event"}' in metrics
+        assert "churn_batch_seconds_bucket" in metrics
+    finally:
+        server.shutdown()
+        gen.close()
+
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    versions = {}
+    for p in predictions:
+        if p["trigger"] == "event":
+            kind = "profile" if p["event_id"].startswith("sim-21-p-") else "order"
+            versions.setdefault(kind, set()).add(p["model_version"])
+    assert versions == {"profile": {first}, "order": {second}}
