@@ -141,6 +141,7 @@ class Settings:
     model_poll_seconds: float = 10.0
     web_host: str = "127.0.0.1"
     web_port: int = 8088
+    drift_share: float = 0.3
     var_dir: Path = Path("var")
     drift_window_days: float = 7.0
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
@@ -168,6 +169,7 @@ class Settings:
         "model_poll_seconds": "CHURN_MODEL_POLL_SECONDS",
         "web_host": "CHURN_WEB_HOST",
         "web_port": "CHURN_WEB_PORT",
+        "drift_share": "CHURN_DRIFT_SHARE",
         "var_dir": "CHURN_VAR_DIR",
         "drift_window_days": "CHURN_DRIFT_WINDOW_DAYS",
     }
@@ -216,6 +218,8 @@ class Settings:
         for name in ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{self._ENV[name]} must not be negative, got {getattr(self, name)}")
+        if not 0.0 < self.drift_share <= 1.0:
+            raise ConfigError(f"CHURN_DRIFT_SHARE must be in (0, 1], got {self.drift_share}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}")
 
