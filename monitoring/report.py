@@ -1,0 +1,216 @@
+"""Evidently data-drift reports: run one, read its verdict, and keep it (HTML, JSON, local workspace).
+
+:func:`run_drift_report` runs Evidently's ``DataDriftPreset`` over the feature columns, plus a separate
+``ValueDrift`` of ``churn_probability`` (prediction drift, not counted in the dataset verdict), and
+extracts per column ``{method, score, threshold, drifted}``, the share of drifted features and the
+dataset verdict (share >= ``drift_share``, Evidently's rule). :class:`ReportStore` writes
+``<report_id>.html`` and ``<report_id>.json`` and adds the run to an Evidently workspace, so
+``evidently ui --workspace <report_dir>/workspace`` shows the history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitoring.reference import PreparedReference
+from monitoring.window import PREDICTION_COLUMN
+
+log = logging.getLogger(__name__)
+
+WORKSPACE_PROJECT = "churnstream"
+
+
+@dataclass(slots=True)
+class DriftResult:
+    """What one Evidently drift run found, plus the snapshot to render or store."""
+
+    columns: dict[str, dict[str, Any]]
+    prediction_drift: dict[str, Any] | None
+    dataset_drift: bool
+    drift_share: float
+    drifted_columns: list[str]
+    skipped_columns: list[str] = field(default_factory=list)
+    snapshot: Any = None
+
+
+def run_drift_report(
+    current: Any,
+    reference: Any,
+    columns: list[str],
+    *,
+    prediction_column: str | None = PREDICTION_COLUMN,
+    drift_share: float = 0.5,
+) -> DriftResult:
+    """Compare ``current`` with ``reference`` (a DataFrame or :class:`PreparedReference`) column by column.
+
+    Columns without any value in either frame are skipped (listed in ``skipped_columns``).
+    """
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    prepared = (
+        reference
+        if isinstance(reference, PreparedReference)
+        else PreparedReference(reference, model_version="", source="frame", max_rows=max(len(reference), 1))
+    )
+    current_values = {
+        c: pd.to_numeric(current[c], errors="coerce").astype("float64") for c in current.columns
+    }
+    present = [c for c in columns if c in current_values and current_values[c].notna().any()]
+    usable = prepared.usable(present)
+    skipped = [c for c in columns if c not in usable]
+    if not usable:
+        raise ValueError(f"no column has values in both the current and the reference data: {columns}")
+    with_prediction = (
+        prediction_column is not None
+        and prediction_column not in usable
+        and prediction_column in current_values
+        and bool(prepared.usable([prediction_column]))
+    )
+    analysed = tuple(usable + ([prediction_column] if with_prediction else []))
+    assert all(c is not None for c in analysed)
+    current_frame = pd.DataFrame({c: current_values[c] for c in analysed})
+    metrics: list[Any] = [DataDriftPreset(columns=list(usable), drift_share=drift_share)]
+    if with_prediction:
+        metrics.append(ValueDrift(column=prediction_column))
+    report = Report(metrics, include_tests=True)
+    with warnings.catch_warnings():
+        # Constant columns make Evidently's correlation widgets divide by a zero deviation.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(
+            Dataset.from_pandas(
+                current_frame, data_definition=DataDefinition(numerical_columns=list(analysed))
+            ),
+            prepared.dataset(analysed),
+        )
+    per_column = _per_column(snapshot.dict())
+    feature_columns = {c: per_column[c] for c in usable if c in per_column}
+    drifted = [c for c, v in feature_columns.items() if v["drifted"]]
+    share = len(drifted) / len(feature_columns) if feature_columns else 0.0
+    return DriftResult(
+        columns=feature_columns,
+        prediction_drift=per_column.get(prediction_column) if with_prediction and prediction_column else None,
+        dataset_drift=bool(feature_columns) and share >= drift_share,
+        drift_share=round(share, 4),
+        drifted_columns=drifted,
+        skipped_columns=skipped,
+        snapshot=snapshot,
+    )
+
+
+def _per_column(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Column -> ``{method, score, threshold, drifted}`` from the ValueDrift metrics and their tests."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in snapshot.get("metrics", []):
+        config = metric.get("config", {})
+        if not str(config.get("type", "")).endswith(":ValueDrift"):
+            continue
+        out[config["column"]] = {
+            "method": config.get("method"),
+            "score": _number(metric.get("value")),
+            "threshold": _number(config.get("threshold")),
+            "drifted": False,
+        }
+    for test in snapshot.get("tests", []):
+        params = test.get("metric_config", {}).get("params", {})
+        if not str(params.get("type", "")).endswith(":ValueDrift"):
+            continue
+        column = params.get("column")
+        if column in out:
+            out[column]["drifted"] = str(test.get("status", "")).upper().endswith("FAIL")
+    return out
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(number, 6) if math.isfinite(number) else None
+
+
+class ReportStore:
+    """Keeps reports under ``root``: ``<id>.html`` (Evidently), ``<id>.json``, and the Evidently workspace."""
+
+    def __init__(self, root: Path, *, project: str = WORKSPACE_PROJECT, workspace: bool = True) -> None:
+        self.root = Path(root)
+        self.project_name = project
+        self.use_workspace = workspace
+        self._workspace: Any = None
+        self._project_id: Any = None
+        self._lock = threading.Lock()
+
+    def html_path(self, report_id: str) -> Path:
+        return self.root / f"{report_id}.html"
+
+    def json_path(self, report_id: str) -> Path:
+        return self.root / f"{report_id}.json"
+
+    @property
+    def workspace_path(self) -> Path:
+        return self.root / "workspace"
+
+    def save(self, report_id: str, message: dict[str, Any], snapshot: Any) -> None:
+        """Write the HTML and the JSON (the drift_reports message plus Evidently's results), then the run."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        html = self.html_path(report_id)
+        tmp = html.with_suffix(".html.tmp")
+        snapshot.save_html(str(tmp))
+        tmp.replace(html)
+        record = dict(message)
+        record["evidently"] = json.loads(snapshot.json())
+        tmp = self.json_path(report_id).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, default=_json_default), encoding="utf-8")
+        tmp.replace(self.json_path(report_id))
+        if self.use_workspace:
+            try:
+                self._add_run(snapshot, report_id)
+            except Exception:  # the workspace is a convenience; the report itself is saved
+                log.exception("could not add report %s to the Evidently workspace", report_id)
+
+    def _add_run(self, snapshot: Any, name: str) -> None:
+        with self._lock:
+            if self._workspace is None:
+                from evidently.ui.workspace import Workspace
+
+                self.workspace_path.mkdir(parents=True, exist_ok=True)
+                workspace = Workspace(str(self.workspace_path))
+                found = workspace.search_project(self.project_name)
+                project = (
+                    found[0]
+                    if found
+                    else workspace.create_project(self.project_name, description="churnstream drift reports")
+                )
+                self._workspace, self._project_id = workspace, project.id
+            self._workspace.add_run(self._project_id, snapshot, name=name)
+
+    def load_messages(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The saved drift_reports messages (without Evidently's part), oldest first."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for path in sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime)[-limit:]:
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and "report_id" in record:
+                record.pop("evidently", None)
+                out.append(record)
+        return out
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)

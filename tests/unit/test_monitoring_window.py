@@ -1,0 +1,106 @@
+"""Drift windows close by row count, by event-time span, and by model version; outcomes ride along."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from churnstream.messages import MonitoringBatch
+from churnstream.settings import DAY_MS
+from monitoring.window import DriftWindow
+
+HOUR = 3_600_000
+
+
+def batch(times: list[int], *, version: str = "v1", labels: int = 0, start: float = 0.0) -> MonitoringBatch:
+    n = len(times)
+    predictions: dict[str, list[Any]] = {
+        "as_of": list(times),
+        "customer_id": [f"c{i}" for i in range(n)],
+        "trigger": ["event"] * n,
+        "spent_total": [start + i for i in range(n)],
+        "batch_probability": [0.2] * n,
+        "online_probability": [None] * n,
+        "churn_probability": [0.3] * n,
+    }
+    outcomes: dict[str, list[Any]] = {
+        "labeled_at": [times[0] if times else 0] * labels,
+        "label": [1] * labels,
+        "source": ["inactivity"] * labels,
+        "batch_probability": [0.5] * labels,
+        "online_probability": [None] * labels,
+        "churn_probability": [0.5] * labels,
+    }
+    return MonitoringBatch("b", 0, version, ["spent_total"], predictions, outcomes)
+
+
+def test_window_closes_at_exactly_max_rows_and_keeps_the_rest() -> None:
+    window = DriftWindow(max_rows=1000)
+    closed = []
+    for k in range(5):  # 5 x 300 rows, one hour apart
+        closed += window.add(batch([k * 300 * HOUR // 300 + i for i in range(300)], start=k * 300))
+    assert [c.rows for c in closed] == [1000]
+    assert closed[0].closed_by == "rows"
+    assert window.rows == 500
+    frame = closed[0].frame()
+    assert list(frame["spent_total"]) == [float(i) for i in range(1000)]
+    assert {"spent_total", "churn_probability", "as_of"} <= set(frame.columns)
+
+
+def test_one_batch_can_close_several_windows() -> None:
+    window = DriftWindow(max_rows=100)
+    closed = window.add(batch(list(range(450))))
+    assert [c.rows for c in closed] == [100, 100, 100, 100]
+    assert window.rows == 50
+    assert (closed[1].start, closed[1].end) == (100, 199)
+
+
+def test_quiet_stream_closes_by_event_time_span() -> None:
+    window = DriftWindow(max_rows=5000, max_span_ms=7 * DAY_MS)
+    day = [d * DAY_MS for d in range(8)]
+    assert window.add(batch(day[:7])) == []
+    assert window.add(batch([7 * DAY_MS])) == []  # exactly 7 days after the first: still inside
+    closed = window.add(batch([7 * DAY_MS + 1, 8 * DAY_MS]))
+    assert len(closed) == 1
+    assert (closed[0].rows, closed[0].closed_by) == (8, "time")
+    assert (closed[0].start, closed[0].end) == (0, 7 * DAY_MS)
+    assert window.rows == 2
+
+
+def test_late_prediction_joins_instead_of_closing() -> None:
+    window = DriftWindow(max_rows=5000, max_span_ms=7 * DAY_MS)
+    window.add(batch([10 * DAY_MS]))
+    assert window.add(batch([4 * DAY_MS])) == []  # six days late: joins, widening the window back
+    closed = window.add(batch([18 * DAY_MS]))
+    assert (closed[0].start, closed[0].end, closed[0].rows) == (4 * DAY_MS, 10 * DAY_MS, 2)
+
+
+def test_model_version_change_closes_the_window() -> None:
+    window = DriftWindow(max_rows=100)
+    window.add(batch([1, 2, 3], version="v1"))
+    closed = window.add(batch([4, 5], version="v2"))
+    assert [(c.model_version, c.rows, c.closed_by) for c in closed] == [("v1", 3, "model_version")]
+    assert (window.model_version, window.rows) == ("v2", 2)
+
+
+def test_outcomes_ride_with_the_open_window() -> None:
+    window = DriftWindow(max_rows=10)
+    window.add(batch([1, 2, 3], labels=4))
+    closed = window.add(batch(list(range(4, 11)), labels=2))
+    assert closed[0].outcome_rows == 6
+    assert window.flush() is None
+
+
+def test_flush_closes_a_partial_window() -> None:
+    window = DriftWindow(max_rows=10)
+    window.add(batch([1, 2]))
+    flushed = window.flush()
+    assert flushed is not None and (flushed.rows, flushed.closed_by) == (2, "flush")
+    assert window.rows == 0
+
+
+@pytest.mark.parametrize("rows, span", [(0, DAY_MS), (10, 0)])
+def test_bounds_must_be_positive(rows: int, span: int) -> None:
+    with pytest.raises(ValueError):
+        DriftWindow(max_rows=rows, max_span_ms=span)
