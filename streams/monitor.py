@@ -390,7 +390,7 @@ def _add_pages(app: Any, service: MonitorService) -> None:
         if not path.is_file():
             return self.notfound(f"no report {report_id}")
         data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
-        return self.bytes(data, content_type="application/json" if as_json else "text/html; charset=utf-8")
+        return self.bytes(data, content_type="application/json" if as_json else "text/html")
 
     @app.page("/")
     async def index(self: Any, request: Any) -> Any:

@@ -286,6 +286,11 @@ def test_shift_is_flagged_in_the_first_full_window_after_it(
         reports = wait_reports(settings, monitor, expected)
         health = monitor.health()
         listing = monitor.get("/")[1].decode()
+        pages = {
+            path: monitor.get(path)
+            for path in (f"/reports/{reports[-1]['report_id']}", f"/reports/{reports[-1]['report_id']}.json")
+        }
+        missing = monitor.get("/reports/no-such-report")[0], monitor.get("/reports/..%2Fmonitor.log")[0]
 
     windows = [(parse_time(r["window_start"]), parse_time(r["window_end"]), r) for r in reports]
     full_before = [r for s, e, r in windows if e < shift_at]
@@ -313,6 +318,10 @@ def test_shift_is_flagged_in_the_first_full_window_after_it(
     assert sorted(letter["stage"] for letter in letters) == ["decode", "validate"]
     assert health["dead_letters"] == 2 and health["windows_reported"] >= expected
     assert first["report_id"] in listing and "DRIFT" in listing
+    html_page, json_page = pages.values()
+    assert html_page[0] == 200 and html_page[1] == Path(reports[-1]["html_path"]).read_bytes()
+    assert json_page[0] == 200 and json.loads(json_page[1])["report_id"] == reports[-1]["report_id"]
+    assert missing == (404, 404)
 
 
 def test_stationary_stream_never_reports_dataset_drift(
