@@ -17,7 +17,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from churnstream.errors import DecodeError, ValidationError
@@ -26,9 +27,7 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 ORDER_STATUSES = ("completed", "returned", "cancelled")
 KINDS = ("orders", "support_tickets", "customer_profiles", "churn_labels")
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def parse_time(value: Any, field: str = "timestamp") -> int:
@@ -68,10 +67,13 @@ def _whole_ms(dt: datetime) -> int:
 
 def format_time(ms: int) -> str:
     """RFC 3339 UTC string of epoch milliseconds, millisecond precision only when needed."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    if ms % 1000:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    seconds, millis = divmod(ms, 1000)
+    if 0 <= seconds < 253_402_300_800:  # years 1970..9999: the fast path
+        t = time.gmtime(seconds)
+        text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    else:
+        text = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
 def now_ms() -> int:
@@ -222,7 +224,9 @@ def _string(obj: dict[str, Any], name: str, *, max_len: int = 128, required: boo
     value = obj.get(name)
     if value is None:
         if required:
-            raise ValidationError(f"{name}: required field is missing" if name not in obj else f"{name}: must not be null")
+            raise ValidationError(
+                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
+            )
         return None
     if not isinstance(value, str):
         raise ValidationError(f"{name}: expected a string, got {_type(value)}")
@@ -235,7 +239,9 @@ def _number(obj: dict[str, Any], name: str, *, required: bool, minimum: float | 
     value = obj.get(name)
     if value is None:
         if required:
-            raise ValidationError(f"{name}: required field is missing" if name not in obj else f"{name}: must not be null")
+            raise ValidationError(
+                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
+            )
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"{name}: expected a number, got {_type(value)}")
@@ -265,7 +271,9 @@ def _boolean(obj: dict[str, Any], name: str, *, required: bool) -> bool | None:
     value = obj.get(name)
     if value is None:
         if required:
-            raise ValidationError(f"{name}: required field is missing" if name not in obj else f"{name}: must not be null")
+            raise ValidationError(
+                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
+            )
         return None
     if not isinstance(value, bool):
         raise ValidationError(f"{name}: expected true or false, got {_type(value)}")
@@ -276,7 +284,9 @@ def _time(obj: dict[str, Any], name: str, *, now: int, skew_ms: int, required: b
     value = obj.get(name)
     if value is None:
         if required:
-            raise ValidationError(f"{name}: required field is missing" if name not in obj else f"{name}: must not be null")
+            raise ValidationError(
+                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
+            )
         return None
     ms = parse_time(value, name)
     if ms < 0:
@@ -331,7 +341,9 @@ def parse_event(
         if status is None:
             status = "completed"
         elif status not in ORDER_STATUSES:
-            raise ValidationError(f"status: must be one of {', '.join(ORDER_STATUSES)}, got {str(status)[:40]!r}")
+            raise ValidationError(
+                f"status: must be one of {', '.join(ORDER_STATUSES)}, got {str(status)[:40]!r}"
+            )
         category = obj.get("category")
         if category is not None and not isinstance(category, str):
             raise ValidationError(f"category: expected a string or null, got {_type(category)}")

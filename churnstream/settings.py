@@ -136,7 +136,8 @@ class Settings:
     topic_partitions: int = 6
     consumer_group: str = "churnstream-scorer"
     metrics_port: int = 9108
-    sweep_interval_days: float = 7.0
+    sweep_interval_days: float = 1.0
+    sweep_milestones_days: str = "7,14,30,60,90,180"
     sweep_max_silence_days: float = 180.0
     model_poll_seconds: float = 10.0
     web_host: str = "127.0.0.1"
@@ -165,6 +166,7 @@ class Settings:
         "consumer_group": "CHURN_CONSUMER_GROUP",
         "metrics_port": "CHURN_METRICS_PORT",
         "sweep_interval_days": "CHURN_SWEEP_INTERVAL_DAYS",
+        "sweep_milestones_days": "CHURN_SWEEP_MILESTONES_DAYS",
         "sweep_max_silence_days": "CHURN_SWEEP_MAX_SILENCE_DAYS",
         "model_poll_seconds": "CHURN_MODEL_POLL_SECONDS",
         "web_host": "CHURN_WEB_HOST",
@@ -221,7 +223,24 @@ class Settings:
         if not 0.0 < self.drift_share <= 1.0:
             raise ConfigError(f"CHURN_DRIFT_SHARE must be in (0, 1], got {self.drift_share}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}")
+            raise ConfigError(
+                f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}"
+            )
+
+    @property
+    def sweep_milestones_ms(self) -> tuple[int, ...]:
+        """Silence lengths at which a silent customer is rescored, up to the maximum silence.
+
+        >>> Settings(sweep_milestones_days="30, 7,400").sweep_milestones_ms == (7 * DAY_MS, 30 * DAY_MS)
+        True
+        """
+        try:
+            days = sorted({float(d) for d in self.sweep_milestones_days.split(",") if d.strip()})
+        except ValueError:
+            raise ConfigError(
+                f"CHURN_SWEEP_MILESTONES_DAYS must be comma-separated numbers of days: {self.sweep_milestones_days!r}"
+            ) from None
+        return tuple(int(d * DAY_MS) for d in days if 0 < d <= self.sweep_max_silence_days)
 
     @property
     def topics(self) -> Topics:

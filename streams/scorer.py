@@ -17,10 +17,11 @@ Exactly once in effect: the offsets written with the state fence replays — aft
 below them are skipped (their outputs were acknowledged before the state was written); messages above
 them are recomputed from unchanged state and re-emitted with the same deterministic ids.
 
-Silent customers: when event time (the minimum over this worker's partitions of the latest event time
-seen) passes a sweep tick (every ``CHURN_SWEEP_INTERVAL_DAYS``, plus the allowed lateness), customers of
-those partitions with no event for at least an interval (and at most ``CHURN_SWEEP_MAX_SILENCE_DAYS``)
-are rescored as of the tick.
+Silent customers: event time here is the minimum over this worker's partitions of the latest event time
+seen. At every sweep tick (each ``CHURN_SWEEP_INTERVAL_DAYS``, once the allowed lateness has passed),
+customers of those partitions whose silence reached one of ``CHURN_SWEEP_MILESTONES_DAYS`` (7, 14, 30,
+60, 90, 180 days by default) since the previous tick are rescored as of the tick: a customer who stops
+buying is rescored a handful of times as the silence grows, not every day forever.
 """
 
 from __future__ import annotations
@@ -171,7 +172,13 @@ class ModelSet:
         model = self.loaded.model
         X = model.vectorize(rows)
         batch_p = np.asarray(model.predict_proba(X), dtype=float)
-        online_p = self.online.predict_many(rows)
+        online = self.online
+        if not online.ready:
+            online_p: list[float | None] = [None] * len(rows)
+        elif list(online.feature_names) == list(model.feature_names):  # one matrix serves both
+            online_p = [float(p) for p in online.predict_matrix(X)]
+        else:
+            online_p = online.predict_many(rows)
         churn_p = np.asarray(self.blender.blend(batch_p, online_p), dtype=float)
         return X, batch_p, online_p, churn_p
 
@@ -204,13 +211,14 @@ class ChurnScorer:
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
         self.interval = int(settings.sweep_interval_days * DAY_MS)
-        self.max_silence = int(settings.sweep_max_silence_days * DAY_MS)
+        self.milestones = settings.sweep_milestones_ms
         self.assigned: set[int] = set()
         self.partition_time: dict[int, int] = {}
         self.applied: dict[tuple[str, int], int] = {}
         self.last_sweep: dict[int, int] = {}
         self.last_batch_at: float | None = None
         self.totals = BatchReport()
+        self._uncommitted: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._last_model_check = time.monotonic()
 
@@ -232,7 +240,7 @@ class ChurnScorer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            self.store.flush()
+            self._commit_previous()
         finally:
             self.store.reset()
         for tp in partitions:
@@ -261,6 +269,8 @@ class ChurnScorer:
                     started = time.perf_counter()
                     self.process(batch)
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                else:
+                    self._commit_previous()
                 self.sweep()
                 backoff = 0.5
             except (StoreError, PublishError, KafkaException) as exc:
@@ -275,7 +285,7 @@ class ChurnScorer:
 
     def close(self) -> None:
         try:
-            self.store.flush()
+            self._commit_previous()
         finally:
             self.reader.close()
             if isinstance(self.store, RedisFeatureStore):
@@ -292,6 +302,7 @@ class ChurnScorer:
 
     def _rewind(self) -> None:
         """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
+        self._uncommitted = {}
         try:
             self.store.reset()
         except StoreError:
@@ -392,14 +403,13 @@ class ChurnScorer:
         self._finish(tx, scoring, resolved, letters, report)
         for key, offset in batch.offsets.items():
             self.applied[key] = offset
-        self.store.flush()
-        self.reader.commit(batch.offsets)
+        self._uncommitted.update(batch.offsets)
         self.last_batch_at = time.time()
         self._add(report)
         return report
 
     def sweep(self) -> int:
-        """Rescore silent customers when event time passes a sweep tick; returns predictions made."""
+        """Rescore customers whose silence reached a milestone since the last tick; returns predictions."""
         watermark = self.watermark()
         if watermark is None:
             return 0
@@ -412,19 +422,27 @@ class ChurnScorer:
                 continue
             if tick <= last:
                 continue
-            offset = 0
-            while True:
-                silent = self.store.active_before(
-                    tick - self.interval,
-                    shard=str(p),
-                    since=tick - self.max_silence,
-                    offset=offset,
-                    limit=SWEEP_CHUNK,
-                )
-                offset += len(silent)
-                tx = self.store.begin(silent)
+            silent: dict[str, None] = {}
+            for milestone in self.milestones:  # silence crossed `milestone` in (last, tick]
+                offset = 0
+                while True:
+                    chunk = self.store.active_before(
+                        tick - milestone,
+                        shard=str(p),
+                        since=last - milestone,
+                        offset=offset,
+                        limit=SWEEP_CHUNK,
+                    )
+                    silent.update(dict.fromkeys(chunk))
+                    offset += len(chunk)
+                    if len(chunk) < SWEEP_CHUNK:
+                        break
+            customers = list(silent)
+            for start in range(0, max(1, len(customers)), SWEEP_CHUNK):
+                part = customers[start : start + SWEEP_CHUNK]
+                tx = self.store.begin(part)
                 scoring = _Scoring()
-                for cid in silent:
+                for cid in part:
                     state = tx.state(cid)
                     if state["max"] is None:
                         continue
@@ -433,16 +451,12 @@ class ChurnScorer:
                     scoring.triggers.append("sweep")
                     scoring.event_ids.append(None)
                     scoring.rows.append(features_as_of(state, tick))
-                last_chunk = len(silent) < SWEEP_CHUNK
-                if last_chunk:
+                if start + SWEEP_CHUNK >= len(customers):
                     tx.meta[f"sweep:{p}"] = str(tick)
                 report = BatchReport()
                 self._finish(tx, scoring, [], [], report)
-                self.store.flush()
                 made += report.sweeps
                 self._add(report)
-                if last_chunk:
-                    break
             self.last_sweep[p] = tick
         return made
 
@@ -542,7 +556,19 @@ class ChurnScorer:
             )
             emit(self.topics.monitoring_batches, version, record.to_json())
         self.tracker.flush_or_raise(self.producer)
+        self._commit_previous()
         self.store.commit(tx)
+
+    def _commit_previous(self) -> None:
+        """Once the previous batch's state write is durable, commit its Kafka offsets.
+
+        Deferring this by one batch lets Redis write batch N while this process computes batch N+1.
+        """
+        self.store.flush()
+        if self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            self.reader.consumer.commit(offsets=parts, asynchronous=False)
 
     def _outcomes(
         self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
@@ -561,7 +587,7 @@ class ChurnScorer:
         if not resolved:
             return cols
         models = self.models
-        rows, labels = [], []
+        vectors, labels = [], []
         for cid, r in resolved:
             outcome = Outcome(
                 prediction_id=r.prediction_id,
@@ -578,7 +604,7 @@ class ChurnScorer:
             self.metrics.outcomes.labels(r.source).inc()
             report.outcomes += 1
             models.blender.observe(r.batch_probability, r.online_probability, r.label)
-            rows.append(dict(zip(FEATURE_NAMES, r.features, strict=False)))
+            vectors.append(r.features)
             labels.append(r.label)
             cols["labeled_at"].append(r.labeled_at)
             cols["label"].append(r.label)
@@ -587,7 +613,11 @@ class ChurnScorer:
             cols["online_probability"].append(r.online_probability)
             cols["churn_probability"].append(r.churn_probability)
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
-        models.online.learn_many(rows, labels)
+        online = models.online
+        X = np.array(vectors, dtype=np.float64).reshape(len(vectors), len(FEATURE_NAMES))
+        if list(online.feature_names) != list(FEATURE_NAMES):
+            X = online.vectorize([dict(zip(FEATURE_NAMES, v, strict=False)) for v in vectors])
+        online.learn_matrix(X, np.asarray(labels, dtype=np.int64))
         tx.blobs[ONLINE_BLOB] = models.online.to_bytes()
         tx.blobs[BLENDER_BLOB] = orjson.dumps(models.blender.to_dict())
         return cols

@@ -85,9 +85,7 @@ def committed_everything(settings: Settings, group: str) -> bool:
 
 @pytest.fixture
 def scorer_settings(settings: Settings, world: Path) -> Settings:
-    return dataclasses.replace(
-        settings, model_dir=world / "models", metrics_port=-1, sweep_interval_days=14.0
-    )
+    return dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
 
 
 def run_scorer(settings: Settings) -> Iterator[ChurnScorer]:
