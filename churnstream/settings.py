@@ -14,6 +14,7 @@ False
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -97,6 +98,11 @@ class Topics:
         if self.prefix and topic.startswith(self.prefix):
             return topic[len(self.prefix) :]
         return topic
+
+
+@functools.lru_cache(maxsize=64)
+def _topics(prefix: str) -> Topics:
+    return Topics(prefix)
 
 
 def _redact_url(url: str) -> str:
@@ -238,13 +244,14 @@ class Settings:
             days = sorted({float(d) for d in self.sweep_milestones_days.split(",") if d.strip()})
         except ValueError:
             raise ConfigError(
-                f"CHURN_SWEEP_MILESTONES_DAYS must be comma-separated numbers of days: {self.sweep_milestones_days!r}"
+                "CHURN_SWEEP_MILESTONES_DAYS must be comma-separated numbers of days: "
+                f"{self.sweep_milestones_days!r}"
             ) from None
         return tuple(int(d * DAY_MS) for d in days if 0 < d <= self.sweep_max_silence_days)
 
     @property
     def topics(self) -> Topics:
-        return Topics(self.topic_prefix)
+        return _topics(self.topic_prefix)
 
     @property
     def horizon_ms(self) -> int:

@@ -26,12 +26,14 @@ buying is rescored a handful of times as the silence grows, not every day foreve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -303,10 +305,8 @@ class ChurnScorer:
     def _rewind(self) -> None:
         """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
         self._uncommitted = {}
-        try:
+        with contextlib.suppress(StoreError):  # the failed write is what we are recovering from
             self.store.reset()
-        except StoreError:
-            pass
         try:
             if isinstance(self.reader, EventTimeReader):
                 self.reader.rewind()
@@ -349,8 +349,9 @@ class ChurnScorer:
         tx = self.store.begin({e.customer_id for e, _ in fresh} | set(due))
         scoring = _Scoring()
         resolved: list[tuple[str, Resolved]] = []
+        topic_counts: Counter[str] = Counter()
         for event, where in fresh:
-            self.metrics.events.labels(self.topics.kind_of(where.topic)).inc()
+            topic_counts[where.topic] += 1
             report.events += 1
             cid = event.customer_id
             if isinstance(event, LabelEvent):
@@ -401,6 +402,8 @@ class ChurnScorer:
             if p in self.partition_time:
                 tx.meta[f"wm:{p}"] = str(self.partition_time[p])
         self._finish(tx, scoring, resolved, letters, report)
+        for topic, count in topic_counts.items():
+            self.metrics.events.labels(self.topics.kind_of(topic)).inc(count)
         for key, offset in batch.offsets.items():
             self.applied[key] = offset
         self._uncommitted.update(batch.offsets)
@@ -522,13 +525,18 @@ class ChurnScorer:
                         state["alerted"] = as_of
                         alerts_rows.append(i)
                 tx.touch(cid)
+            predictions_topic = self.topics.churn_predictions
             for prediction in predictions:
-                emit(self.topics.churn_predictions, prediction.customer_id, prediction.to_json())
-                self.metrics.predictions.labels(prediction.trigger).inc()
+                emit(predictions_topic, prediction.customer_id, prediction.to_json())
                 if prediction.trigger == "sweep":
                     report.sweeps += 1
                 else:
                     report.predictions += 1
+            swept = sum(1 for t in scoring.triggers if t == "sweep")
+            if swept:
+                self.metrics.predictions.labels("sweep").inc(swept)
+            if n - swept:
+                self.metrics.predictions.labels("event").inc(n - swept)
             if alerts_rows:
                 self._alerts(X, alerts_rows, predictions, scoring, report)
             monitoring_cols = {
@@ -543,7 +551,7 @@ class ChurnScorer:
         outcome_cols = self._outcomes(tx, resolved, report)
         for letter in letters:
             emit(self.topics.dead_letter, letter.key, letter.to_json())
-            self.metrics.dead_letters.labels(letter.stage).inc()
+            self.metrics.dead_letters.labels(letter.stage).inc()  # rare: no need to batch
             report.dead_letters += 1
         if n or resolved:
             record = MonitoringBatch(
@@ -588,6 +596,8 @@ class ChurnScorer:
             return cols
         models = self.models
         vectors, labels = [], []
+        sources: Counter[str] = Counter()
+        outcomes_topic = self.topics.churn_outcomes
         for cid, r in resolved:
             outcome = Outcome(
                 prediction_id=r.prediction_id,
@@ -600,8 +610,8 @@ class ChurnScorer:
                 online_probability=r.online_probability,
                 churn_probability=r.churn_probability,
             )
-            self._emit(self.topics.churn_outcomes, cid, outcome.to_json())
-            self.metrics.outcomes.labels(r.source).inc()
+            self._emit(outcomes_topic, cid, outcome.to_json())
+            sources[r.source] += 1
             report.outcomes += 1
             models.blender.observe(r.batch_probability, r.online_probability, r.label)
             vectors.append(r.features)
@@ -613,6 +623,8 @@ class ChurnScorer:
             cols["online_probability"].append(r.online_probability)
             cols["churn_probability"].append(r.churn_probability)
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
+        for source, count in sources.items():
+            self.metrics.outcomes.labels(source).inc(count)
         online = models.online
         X = np.array(vectors, dtype=np.float64).reshape(len(vectors), len(FEATURE_NAMES))
         if list(online.feature_names) != list(FEATURE_NAMES):
@@ -655,8 +667,8 @@ class ChurnScorer:
                 top_reasons=list(top),
             )
             self._emit(self.topics.churn_alerts, p.customer_id, alert.to_json())
-            self.metrics.alerts.inc()
             report.alerts += 1
+        self.metrics.alerts.inc(len(rows))
 
     def _emit(self, topic: str, key: str | bytes | None, value: dict[str, Any]) -> None:
         payload = orjson.dumps(value)
