@@ -21,10 +21,13 @@ import html
 import json
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from churnstream.errors import DecodeError, EventError, ValidationError
 from churnstream.events import format_time, now_ms
@@ -99,12 +102,14 @@ class MonitorService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-report")
         self.reports: list[dict[str, Any]] = monitor.store.load_messages()
         self.records = 0
+        self.delays: deque[float] = deque(maxlen=100_000)
         self.dead_letters = 0
         self.windows_reported = 0
         self.windows_skipped = 0
         self.report_errors = 0
         self.last_report_at: int | None = None
         self.rendering: str | None = None
+        self.warmed_up = False
         self.started_at = now_ms()
 
     @property
@@ -114,10 +119,21 @@ class MonitorService:
         return self._wakeup
 
     async def on_message(
-        self, key: bytes | None, value: bytes | None, topic: str, partition: int | None, offset: int | None
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        timestamp: float | None = None,
     ) -> None:
-        """Decode one record and feed it; a bad record becomes a dead letter."""
+        """Decode one record and feed it; a bad record becomes a dead letter.
+
+        ``timestamp`` (the record's Kafka timestamp, seconds) measures how late the monitor sees records.
+        """
         self.records += 1
+        if timestamp:
+            self.delays.append(time.time() - timestamp)
         try:
             batch = decode_batch(value)
             pending = self.monitor.add(batch)
@@ -166,6 +182,7 @@ class MonitorService:
         loop = asyncio.get_running_loop()
         # Importing Evidently takes seconds: do it now, in the thread, while the agent starts consuming.
         await loop.run_in_executor(self._executor, _warm_up)
+        self.warmed_up = True
         while True:
             while not self._queue:
                 self.wakeup.clear()
@@ -213,7 +230,16 @@ class MonitorService:
             "last_report_at": format_time(self.last_report_at) if self.last_report_at else None,
             "started_at": format_time(self.started_at),
             "window_rows": self.monitor.config.window_rows,
+            "delay_ms": self.delay_ms(),
         }
+
+    def delay_ms(self) -> dict[str, float] | None:
+        """p50/p99/max of how late recent records were seen (Kafka timestamp to agent), in ms."""
+        if not self.delays:
+            return None
+        values = np.asarray(self.delays) * 1000.0
+        p50, p99, top = np.percentile(values, [50, 99, 100])
+        return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(float(top), 1)}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -333,7 +359,9 @@ class MonitorApp:
         async def consume(stream: Any) -> None:
             async for event in stream.events():
                 msg = event.message
-                await service.on_message(msg.key, msg.value, msg.topic, msg.partition, msg.offset)
+                await service.on_message(
+                    msg.key, msg.value, msg.topic, msg.partition, msg.offset, msg.timestamp
+                )
 
         @app.task
         async def reports() -> None:
