@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole story on one machine, end to end")
     demo.add_argument("--customers", type=int, default=None, help="use only this many CDNOW customers")
     demo.add_argument("--keep-running", action="store_true", help="leave Kafka and Redis running at the end")
+    demo.add_argument(
+        "--serve", action="store_true", help="after the summary, keep the workers up until Ctrl-C"
+    )
+    demo.add_argument("--train-until", default=None, help="train before this time (default 1997-10-01)")
+    demo.add_argument("--replay-until", default=None, help="stop the replay at this time (default: the end)")
+    demo.add_argument("--drift-windows", type=int, default=None, help="drift windows to aim for (default 8)")
+    demo.add_argument("--prefix", default=None, help="topic prefix of the demo (default demo.)")
+    demo.add_argument("--work-dir", default=None, help="the demo's directory (default var/demo)")
     return parser
 
 

@@ -1,0 +1,90 @@
+"""The demo end to end on a slice of CDNOW: its summary must match what is really on its topics.
+
+A shortened run (1,500 customers, four drift windows) with real Kafka, Redis, ``churnstream score`` and
+``churnstream monitor`` subprocesses; then every output topic is read independently of the demo and
+compared with the counts the demo printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from churnstream.settings import Settings
+from streams.demo import DemoConfig, DemoResult, Offsets, clear_previous, run_demo
+from tests.integration.conftest import consume_all
+
+
+@pytest.fixture
+def demo_run(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[DemoResult, str, Settings]]:
+    prefix = f"t{uuid.uuid4().hex[:8]}.demo."
+    config = DemoConfig(
+        prefix=prefix,
+        work_dir=tmp_path / "demo",
+        customers=1500,
+        drift_windows=4,
+        progress=False,
+        timeout_s=240,
+    )
+    out = io.StringIO()
+    settings = dataclasses.replace(base_settings, topic_prefix=prefix)
+    try:
+        result = run_demo(config, base_settings, out=out)
+        yield result, out.getvalue(), settings
+    finally:
+        groups = [f"{prefix}churnstream-scorer", f"{prefix}churnstream-monitor"]
+        clear_previous(settings, groups, tmp_path / "demo")
+
+
+def _values(settings: Settings, topic: str) -> list[dict]:
+    return [json.loads(m.value() or b"") for m in consume_all(settings, topic)]
+
+
+def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settings]) -> None:
+    result, text, settings = demo_run
+    topics = settings.topics
+
+    # Every step ran, in order, and the summary is there.
+    steps = [line for line in text.splitlines() if line.startswith("[")]
+    assert len(steps) == 11, text
+    assert "Summary" in text
+
+    predictions = _values(settings, topics.churn_predictions)
+    by_trigger = Counter(p["trigger"] for p in predictions)
+    assert by_trigger == result.predictions
+    assert by_trigger["event"] == result.events_history + result.events_replay  # one per valid event
+    assert by_trigger["sweep"] > 0  # silent customers are rescored
+    assert f"{sum(by_trigger.values()):,}: {by_trigger['event']:,} on events" in text
+
+    alerts = _values(settings, topics.churn_alerts)
+    assert len(alerts) == result.alerts > 0
+    assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
+    assert f"alerts        {len(alerts):,} customers turned HIGH" in text
+
+    letters = _values(settings, topics.dead_letter)
+    assert len(letters) == result.dead_letters == result.broken_sent == 4
+    assert Counter(d["stage"] for d in letters) == {"validate": 3, "decode": 1}
+    assert "dead letters  4 (decode 1, validate 3)" in text
+
+    outcomes = _values(settings, topics.churn_outcomes)
+    assert len(outcomes) == result.outcomes > 0
+    assert all(0.5 < (result.auc[name] or 0) <= 1 for name in ("batch", "blend")), result.auc
+
+    reports = _values(settings, topics.drift_reports)
+    assert result.monitor_started
+    assert len(reports) == len(result.drift_reports) >= 2
+    assert {r["report_id"] for r in reports} == {r["report_id"] for r in result.drift_reports}
+    assert all(Path(r["html_path"]).is_file() for r in reports)
+    assert f"drift         {len(reports)} windows reported" in text
+
+    # The scorer really caught up: its committed offsets are the end offsets of every input topic.
+    offsets = Offsets(settings)
+    ends = offsets.end(list(topics.inputs))
+    assert offsets.committed(f"{settings.topic_prefix}churnstream-scorer", list(ends)) == ends
