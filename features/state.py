@@ -96,8 +96,10 @@ def is_duplicate(state: dict[str, Any], event: Event) -> bool:
 def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str:
     """Apply one validated event in place; returns ``'applied'`` or ``'duplicate'``.
 
-    Raises :class:`ProcessingError` for an event more than the allowed lateness behind what was already
-    folded (its features could not be exact any more) — the caller dead-letters it.
+    Raises :class:`ProcessingError` for an event older than what was already folded into totals (it can
+    no longer be placed in the log) — the caller dead-letters it. Events between the folded-until time
+    and the longest window after it are applied, but features as of their own time are no longer exact
+    (see :func:`features.store.is_servable`).
     """
     kind = type(event)
     if kind not in _LOG_OF:  # labels do not touch feature state
@@ -106,10 +108,10 @@ def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str
         return DUPLICATE
     ts = event.timestamp
     fu = state["fu"]
-    if fu is not None and ts < fu + LONGEST_WINDOW_MS:
+    if fu is not None and ts < fu:
         raise ProcessingError(
-            f"event at {format_time(ts)} is older than this customer's retained history "
-            f"(exact from {format_time(fu + LONGEST_WINDOW_MS)} on): an event may be at most "
+            f"event at {format_time(ts)} is older than this customer's retained history (events before "
+            f"{format_time(fu)} are folded into totals): an event may be at most 90 days plus "
             "CHURN_ALLOWED_LATENESS_DAYS behind the customer's latest event"
         )
     if kind is OrderEvent:

@@ -45,6 +45,7 @@ class UpdateResult:
     status: str
     features: Features | None
     error: ProcessingError | None = None
+    as_of: int | None = None  # the time ``features`` are valid at: the event's own time when exact
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class Transaction:
 
     def apply(self, event: Event, *, shard: str = "0") -> UpdateResult:
         """Apply one event to its customer's state (loaded by ``begin``)."""
+        self.shards.setdefault(event.customer_id, shard)
         if isinstance(event, LabelEvent):
             return UpdateResult(event, "applied", None)
         state = self.states[event.customer_id]
@@ -70,15 +72,14 @@ class Transaction:
             status = apply_event(state, event, lateness_ms=self.lateness_ms)
         except ProcessingError as exc:
             return UpdateResult(event, "rejected", None, exc)
-        if status == DUPLICATE:
-            if not is_servable(state, event.timestamp):
-                return UpdateResult(event, status, None)
-        else:
+        if status != DUPLICATE:
             self.changed.add(event.customer_id)
-            self.shards[event.customer_id] = shard
             if self.watermark is None or event.timestamp > self.watermark:
                 self.watermark = event.timestamp
-        return UpdateResult(event, status, features_as_of(state, event.timestamp))
+        # A very late event is applied, but features as of its own time can no longer be rebuilt
+        # exactly: it is then scored as of the customer's latest event instead.
+        t = event.timestamp if is_servable(state, event.timestamp) else state["max"]
+        return UpdateResult(event, status, features_as_of(state, t), as_of=t)
 
     def state(self, customer_id: str) -> dict[str, Any]:
         return self.states[customer_id]
@@ -172,8 +173,8 @@ class FeatureStore(ABC):
         """Customers of ``shard`` whose latest event time is in [``since``, ``before``), oldest first."""
 
     @abstractmethod
-    def due_before(self, t: int, *, limit: int) -> list[str]:
-        """Customers whose ``due`` time is <= ``t`` (e.g. pending predictions to label)."""
+    def due_before(self, t: int, *, shard: str = "0", limit: int) -> list[str]:
+        """Customers of ``shard`` whose ``due`` time is <= ``t`` (e.g. pending predictions to label)."""
 
     @abstractmethod
     def customers(self) -> list[str]:
@@ -222,7 +223,7 @@ class MemoryFeatureStore(FeatureStore):
         self._meta: dict[str, str] = {}
         self._blobs: dict[str, bytes] = {}
         self._active: dict[str, tuple[str, int]] = {}
-        self._due: dict[str, int] = {}
+        self._due: dict[tuple[str, str], int] = {}
 
     def _load(self, customer_ids: set[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         out = {}
@@ -243,10 +244,11 @@ class MemoryFeatureStore(FeatureStore):
         self._meta.update(tx.meta)
         self._blobs.update(tx.blobs)
         for cid, due in tx.due.items():
+            key = (tx.shards.get(cid, "0"), cid)
             if due is None:
-                self._due.pop(cid, None)
+                self._due.pop(key, None)
             else:
-                self._due[cid] = due
+                self._due[key] = due
         if tx.watermark is not None and int(self._meta.get("watermark", tx.watermark)) <= tx.watermark:
             self._meta["watermark"] = str(tx.watermark)
 
@@ -267,8 +269,9 @@ class MemoryFeatureStore(FeatureStore):
         rows = sorted((ts, cid) for cid, (s, ts) in self._active.items() if s == shard and lo <= ts < before)
         return [cid for _, cid in rows[offset : offset + limit]]
 
-    def due_before(self, t: int, *, limit: int) -> list[str]:
-        return [cid for due, cid in sorted((d, c) for c, d in self._due.items() if d <= t)][:limit]
+    def due_before(self, t: int, *, shard: str = "0", limit: int) -> list[str]:
+        rows = sorted((d, c) for (s, c), d in self._due.items() if s == shard and d <= t)
+        return [cid for _, cid in rows[:limit]]
 
     def customers(self) -> list[str]:
         return sorted(self._data)
@@ -277,7 +280,7 @@ class MemoryFeatureStore(FeatureStore):
         self.__init__(lateness_ms=self.lateness_ms)  # type: ignore[misc]
 
 
-# KEYS: meta hash, due zset, then one state key per changed customer ("<version>|<state JSON>").
+# KEYS: meta hash, then one state key per changed customer ("<version>|<state JSON>").
 # ARGV[1]: JSON header; ARGV[2]: the states' JSON and the blobs, concatenated (Redis pays per argument,
 # so a batch travels as two arguments, not four per customer). All numbers in the header are strings.
 _SAVE_LUA = """
@@ -285,7 +288,7 @@ local head = cjson.decode(ARGV[1])
 local body = ARGV[2]
 local customers = head['c']
 for i, h in ipairs(customers) do
-  local cur = redis.call('GET', KEYS[i + 2])
+  local cur = redis.call('GET', KEYS[i + 1])
   local v = '0'
   if cur then v = string.sub(cur, 1, string.find(cur, '|', 1, true) - 1) end
   if v ~= h[1] then return 0 end
@@ -293,7 +296,7 @@ end
 local pos = 1
 for i, h in ipairs(customers) do
   local len = tonumber(h[2])
-  redis.call('SET', KEYS[i + 2], (tonumber(h[1]) + 1) .. '|' .. string.sub(body, pos, pos + len - 1))
+  redis.call('SET', KEYS[i + 1], (tonumber(h[1]) + 1) .. '|' .. string.sub(body, pos, pos + len - 1))
   pos = pos + len
   if h[3] ~= '' then redis.call('ZADD', head['ns'] .. ':active:' .. h[5], h[3], h[4]) end
 end
@@ -304,7 +307,8 @@ for _, b in ipairs(head['b']) do
 end
 for name, value in pairs(head['m']) do redis.call('HSET', KEYS[1], name, value) end
 for _, d in ipairs(head['d']) do
-  if d[2] == '' then redis.call('ZREM', KEYS[2], d[1]) else redis.call('ZADD', KEYS[2], d[2], d[1]) end
+  local due = head['ns'] .. ':due:' .. d[3]
+  if d[2] == '' then redis.call('ZREM', due, d[1]) else redis.call('ZADD', due, d[2], d[1]) end
 end
 if head['w'] ~= '' then
   local w = redis.call('HGET', KEYS[1], 'watermark')
@@ -331,7 +335,6 @@ class RedisFeatureStore(FeatureStore):
         self._redis = client
         self._ns = f"churn:{namespace}"
         self._meta_key = f"{self._ns}:meta"
-        self._due_key = f"{self._ns}:due"
         self._script = client.register_script(_SAVE_LUA)
         self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
         self._cache_size = cache_size
@@ -365,7 +368,7 @@ class RedisFeatureStore(FeatureStore):
         return out
 
     def _save(self, tx: Transaction) -> None:
-        keys = [self._meta_key, self._due_key]
+        keys = [self._meta_key]
         customers = []
         parts = []
         for cid in tx.changed:
@@ -387,7 +390,9 @@ class RedisFeatureStore(FeatureStore):
             "c": customers,
             "b": blobs,
             "m": tx.meta or {},
-            "d": [(cid, "" if due is None else str(due)) for cid, due in tx.due.items()],
+            "d": [
+                (cid, "" if due is None else str(due), tx.shards.get(cid, "0")) for cid, due in tx.due.items()
+            ],
             "w": "" if tx.watermark is None else str(tx.watermark),
         }
         if not head["m"]:
@@ -450,9 +455,9 @@ class RedisFeatureStore(FeatureStore):
         rows = self._redis.zrangebyscore(key, lo, f"({before}", start=offset, num=limit)
         return [r.decode() for r in rows]
 
-    def due_before(self, t: int, *, limit: int) -> list[str]:
+    def due_before(self, t: int, *, shard: str = "0", limit: int) -> list[str]:
         self.flush()
-        rows = self._redis.zrangebyscore(self._due_key, "-inf", t, start=0, num=limit)
+        rows = self._redis.zrangebyscore(f"{self._ns}:due:{shard}", "-inf", t, start=0, num=limit)
         return [r.decode() for r in rows]
 
     def customers(self) -> list[str]:

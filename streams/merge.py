@@ -37,7 +37,7 @@ class EventTimeReader(InputReader):
     """An :class:`InputReader` whose batches follow event time across all assigned partitions.
 
     ``max_queued`` bounds the messages held per partition; ``idle_ms`` is how long an empty partition
-    that the broker says has more data may hold the others back before it is skipped for this batch.
+    may hold the others back (see :meth:`_blocks`) before it counts as idle.
     """
 
     def __init__(
@@ -48,7 +48,7 @@ class EventTimeReader(InputReader):
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         max_queued: int = 5000,
-        idle_ms: int = 5000,
+        idle_ms: int = 2000,
         **consumer_config: Any,
     ) -> None:
         self._queues: dict[tuple[str, int], deque[_Item]] = {}
@@ -56,6 +56,8 @@ class EventTimeReader(InputReader):
         self._paused: set[tuple[str, int]] = set()
         self._waiting_since: dict[tuple[str, int], float] = {}
         self._known_end: dict[tuple[str, int], int | None] = {}
+        self._last_ts: dict[tuple[str, int], int] = {}
+        self.max_skew_ms = settings.lateness_ms // 2
         self._user_assign = on_assign
         self._user_revoke = on_revoke
         self.max_queued = max_queued
@@ -84,6 +86,7 @@ class EventTimeReader(InputReader):
             self._paused.discard(key)
             self._waiting_since.pop(key, None)
             self._known_end.pop(key, None)
+            self._last_ts.pop(key, None)
         if self._user_revoke is not None:
             self._user_revoke(consumer, partitions)
 
@@ -125,6 +128,7 @@ class EventTimeReader(InputReader):
             ts = event.timestamp if event is not None else -(2**62)
             queue.append((ts, event, letter, where))
             self._next[key] = offset + 1
+            self._waiting_since.pop(key, None)
             if len(queue) >= self.max_queued and key not in self._paused:
                 self.consumer.pause([TopicPartition(topic, partition)])
                 self._paused.add(key)
@@ -150,18 +154,33 @@ class EventTimeReader(InputReader):
             self._next[key] = position
         return position < high
 
-    def _blocking(self) -> list[tuple[str, int]]:
-        """Empty partitions with unread data that must be fetched before the merge can go on."""
+    def _blocks(self, key: tuple[str, int], ts: int, now: float) -> bool:
+        """Whether releasing an event at ``ts`` must wait for the empty partition ``key``.
+
+        It must when the broker says the partition holds unread messages, or when the partition's last
+        event is more than ``max_skew_ms`` behind ``ts`` (its next event may be older than ``ts`` and
+        merely not fetched yet). Either wait ends after ``idle_ms`` of wall time: a partition that stays
+        silent that long is idle, and holds nobody back until it delivers again.
+        """
+        if self._queues[key]:
+            return False
+        last = self._last_ts.get(key)
+        behind = last is not None and last + self.max_skew_ms < ts
+        if not behind and not self._has_more(key):
+            self._waiting_since.pop(key, None)
+            return False
+        since = self._waiting_since.setdefault(key, now)
+        return (now - since) * 1000 < self.idle_ms
+
+    def _blocking(self, ts: int | None = None) -> list[tuple[str, int]]:
+        """Empty partitions that must deliver before events at ``ts`` (default: the oldest queued) go."""
+        if ts is None:
+            heads = [q[0][0] for q in self._queues.values() if q]
+            if not heads:
+                return []
+            ts = min(heads)
         now = time.monotonic()
-        blocking = []
-        for key, queue in self._queues.items():
-            if queue or not self._has_more(key):
-                self._waiting_since.pop(key, None)
-                continue
-            since = self._waiting_since.setdefault(key, now)
-            if (now - since) * 1000 < self.idle_ms:
-                blocking.append(key)
-        return blocking
+        return [key for key in self._queues if self._blocks(key, ts, now)]
 
     def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
         limit = max_messages or self.settings.batch_size
@@ -171,24 +190,27 @@ class EventTimeReader(InputReader):
         while self._blocking() and time.monotonic() < deadline:
             self._fill(max(0.0, min(0.02, deadline - time.monotonic())))
         batch = Batch()
-        blocked = set(self._blocking())
         heap = [(q[0][0], key) for key, q in self._queues.items() if q]
         heapq.heapify(heap)
+        now = time.monotonic()
+        empty = [key for key, q in self._queues.items() if not q]
         while heap and batch.size < limit:
-            ts, key = heapq.heappop(heap)
-            if blocked and ts > -(2**62):
+            ts, key = heap[0]
+            if ts > -(2**62) and any(self._blocks(k, ts, now) for k in empty):
                 break  # a partition that may hold older events has nothing queued: wait for it
+            heapq.heappop(heap)
             queue = self._queues[key]
             _, event, letter, where = queue.popleft()
             if event is not None:
                 batch.events.append((event, where))
+                self._last_ts[key] = max(self._last_ts.get(key, ts), ts)
             elif letter is not None:
                 batch.dead_letters.append(letter)
             batch.offsets[key] = where.offset + 1
             if queue:
                 heapq.heappush(heap, (queue[0][0], key))
-            elif self._has_more(key):
-                blocked.add(key)
+            else:
+                empty.append(key)
             if key in self._paused and len(queue) < self.max_queued // 2:
                 self.consumer.resume([TopicPartition(*key)])
                 self._paused.discard(key)

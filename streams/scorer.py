@@ -196,6 +196,8 @@ class ChurnScorer:
         models: ModelSet,
         reader: InputReader | None = None,
         metrics: ScorerMetrics | None = None,
+        group: str | None = None,
+        quiet: bool = False,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -204,9 +206,10 @@ class ChurnScorer:
         self.metrics = metrics or ScorerMetrics()
         self.producer = make_producer(settings)
         self.tracker = DeliveryTracker()
+        self.quiet = quiet
         self.reader = reader or EventTimeReader(
             settings=settings,
-            group=settings.consumer_group,
+            group=group or settings.consumer_group,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
@@ -243,8 +246,13 @@ class ChurnScorer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             self._commit_previous()
+        except (StoreError, KafkaException) as exc:
+            # Not written, not committed: the partitions' next owner starts from the last commit.
+            log.warning("last batch before the rebalance was not committed: %s", exc)
+            self._uncommitted = {}
         finally:
-            self.store.reset()
+            with contextlib.suppress(StoreError):
+                self.store.reset()
         for tp in partitions:
             self.applied.pop((tp.topic, tp.partition), None)
         still = {p for (_, p) in self.applied}
@@ -305,6 +313,7 @@ class ChurnScorer:
     def _rewind(self) -> None:
         """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
         self._uncommitted = {}
+        self.applied.clear()  # what was applied is what Redis says, reloaded below
         with contextlib.suppress(StoreError):  # the failed write is what we are recovering from
             self.store.reset()
         try:
@@ -343,10 +352,13 @@ class ChurnScorer:
             if d.offset is None or d.offset >= self.applied.get((d.source_topic, d.partition or 0), -1)
         ]
         watermark = self.watermark()
-        due: list[str] = []
+        due: dict[str, str] = {}
         if watermark is not None:
-            due = self.store.due_before(watermark - self.lateness, limit=5000)
+            for p in sorted(self.assigned):
+                for cid in self.store.due_before(watermark - self.lateness, shard=str(p), limit=5000):
+                    due[cid] = str(p)
         tx = self.store.begin({e.customer_id for e, _ in fresh} | set(due))
+        tx.shards.update(due)
         scoring = _Scoring()
         resolved: list[tuple[str, Resolved]] = []
         topic_counts: Counter[str] = Counter()
@@ -381,7 +393,7 @@ class ChurnScorer:
                 ]
             assert result.features is not None
             scoring.customer_ids.append(cid)
-            scoring.as_of.append(event.timestamp)
+            scoring.as_of.append(result.as_of if result.as_of is not None else event.timestamp)
             scoring.triggers.append("event")
             scoring.event_ids.append(event.event_id)
             scoring.rows.append(result.features)
@@ -444,6 +456,7 @@ class ChurnScorer:
             for start in range(0, max(1, len(customers)), SWEEP_CHUNK):
                 part = customers[start : start + SWEEP_CHUNK]
                 tx = self.store.begin(part)
+                tx.shards.update(dict.fromkeys(part, str(p)))
                 scoring = _Scoring()
                 for cid in part:
                     state = tx.state(cid)
@@ -671,6 +684,8 @@ class ChurnScorer:
         self.metrics.alerts.inc(len(rows))
 
     def _emit(self, topic: str, key: str | bytes | None, value: dict[str, Any]) -> None:
+        if self.quiet:
+            return
         payload = orjson.dumps(value)
         while True:
             try:
@@ -736,10 +751,11 @@ def serve_http(host: str, port: int, scorer: ChurnScorer) -> ThreadingHTTPServer
     return server
 
 
-def build_scorer(
-    settings: Settings, *, reader_factory: Callable[..., InputReader] | None = None
-) -> ChurnScorer:
-    """Everything a worker needs, from settings: Redis store, models (with restored online state)."""
+def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = False) -> ChurnScorer:
+    """Everything a worker needs, from settings: Redis store, models (with restored online state).
+
+    ``group`` overrides the consumer group; ``quiet`` rebuilds state without producing any output.
+    """
     import redis
 
     from models.blend import Blender
@@ -763,7 +779,7 @@ def build_scorer(
     blender_bytes = store.blob(BLENDER_BLOB)
     blender = Blender.from_dict(orjson.loads(blender_bytes)) if blender_bytes else Blender()
     models = ModelSet(registry=registry, online=online, blender=blender)
-    scorer = ChurnScorer(settings=settings, store=store, models=models)
+    scorer = ChurnScorer(settings=settings, store=store, models=models, group=group, quiet=quiet)
     return scorer
 
 

@@ -200,13 +200,16 @@ def test_folding_keeps_features_exact_and_state_bounded(store: FeatureStore) -> 
 
 def test_event_older_than_retained_history_is_rejected(store: FeatureStore) -> None:
     store.update([order(1, "c", 100), order(2, "c", 200)])  # folds day 100 (older than 200 - 90 - 7)
-    late = store.update([order(3, "c", 192), order(1, "c", 100), order(4, "c", 194)])
-    assert late[0].status == "rejected"
+    late = store.update([order(3, "c", 50), order(1, "c", 100), order(4, "c", 194), order(5, "c", 150)])
+    assert late[0].status == "rejected"  # before the folded-until time: cannot be placed any more
     assert "retained history" in str(late[0].error)
     assert late[1].status == "duplicate"  # its id is still remembered after folding
-    assert late[2].status == "applied"  # 6 days behind the latest: within the allowed lateness
+    assert late[2].status == "applied" and late[2].as_of == T0 + 194 * DAY_MS  # within the lateness: exact
+    # 50 days late: applied (totals stay exact), but scored as of the customer's latest event
+    assert late[3].status == "applied" and late[3].as_of == T0 + 200 * DAY_MS
     f = store.features("c", as_of=T0 + 200 * DAY_MS)
-    assert f is not None and f["orders_total"] == 3
+    assert f is not None and f["orders_total"] == 4
+    assert late[3].features == f
 
 
 def test_ticket_updates_count_one_ticket_with_the_latest_values(store: FeatureStore) -> None:
