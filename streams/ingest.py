@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from churnstream.errors import EventError, ValidationError
 from churnstream.events import KINDS, Event, decode_json, now_ms, parse_event
@@ -143,6 +143,19 @@ class Batch:
         return self.size
 
 
+def consume_messages(consumer: Consumer, limit: int, timeout: float) -> Iterator[Message]:
+    """Up to ``limit`` messages within ``timeout`` seconds; transient consumer errors are logged and
+    skipped, fatal ones raise :class:`KafkaException`."""
+    for msg in consumer.consume(num_messages=limit, timeout=timeout):
+        error = msg.error()
+        if error is None:
+            yield msg
+        elif error.fatal():
+            raise KafkaException(error)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error (will retry): %s", error)
+
+
 class InputReader:
     """A consumer-group member over the input topics that hands out validated micro-batches.
 
@@ -180,15 +193,7 @@ class InputReader:
         wait = self.settings.batch_timeout_ms / 1000 if timeout is None else timeout
         batch = Batch()
         now = now_ms()
-        for msg in self.consumer.consume(num_messages=limit, timeout=wait):
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if error.fatal():
-                    raise KafkaException(error)
-                log.warning("consumer error (will retry): %s", error)
-                continue
+        for msg in consume_messages(self.consumer, limit, wait):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None
             event, letter = decode_message(msg, self.settings, now=now)

@@ -21,12 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.events import Event, now_ms
 from churnstream.messages import DeadLetter
 from churnstream.settings import Settings
-from streams.ingest import Batch, Coordinates, InputReader, decode_message
+from streams.ingest import Batch, Coordinates, InputReader, consume_messages, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +106,7 @@ class EventTimeReader(InputReader):
     def _fill(self, timeout: float) -> None:
         now = now_ms()
         room = max(1, self.max_queued * max(1, len(self._queues)) - self.queued())
-        for msg in self.consumer.consume(
-            num_messages=min(room, self.settings.batch_size * 4), timeout=timeout
-        ):
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if error.fatal():
-                    raise KafkaException(error)
-                log.warning("consumer error (will retry): %s", error)
-                continue
+        for msg in consume_messages(self.consumer, min(room, self.settings.batch_size * 4), timeout):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None
             key = (topic, partition)

@@ -56,6 +56,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def publish_world(settings: Settings, events_dir: Path) -> None:
+    for name in ("customer_profiles", "orders", "support_tickets"):
+        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+
+
 def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -105,8 +110,7 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
 ) -> None:
     settings = scorer_settings
     events_dir = world / "events"
-    for name in ("customer_profiles", "orders", "support_tickets"):
-        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+    publish_world(settings, events_dir)
     invalid = [
         (b"c000001", b"{not json"),
         (
@@ -236,8 +240,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
 
     settings = scorer_settings
     events_dir = world / "events"
-    for name in ("customer_profiles", "orders", "support_tickets"):
-        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+    publish_world(settings, events_dir)
     log = read_events(events_dir)
     total = len(log.events)
     env = dict(os.environ)
@@ -442,8 +445,7 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
 
     settings = scorer_settings
     events_dir = world / "events"
-    for name in ("customer_profiles", "orders", "support_tickets"):
-        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+    publish_world(settings, events_dir)
     gen = run_scorer(settings)
     next(gen)
     try:
