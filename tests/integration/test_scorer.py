@@ -254,24 +254,24 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
         CHURN_BATCH_SIZE="100",  # many small batches: more places for a kill to land
     )
     command = [sys.executable, "-m", "churnstream.cli", "score"]
+    worker_log = world / f"worker-{settings.topic_prefix}log"
     kills = 0
     for fraction in (0.2, 0.45, 0.7):
-        worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=worker_log.open("ab"))
         try:
             wait_until(
-                lambda f=fraction: (
-                    committed_total(settings, settings.consumer_group) >= f * total
-                    or worker.poll() is not None
+                lambda f=fraction, w=worker: (
+                    committed_total(settings, settings.consumer_group) >= f * total or w.poll() is not None
                 ),
                 180,
                 f"the worker to pass {fraction:.0%} of the stream",
             )
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:] if worker.stderr else ""
+            assert worker.poll() is None, worker_log.read_text()[-2000:]
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait(30)
         kills += 1
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=worker_log.open("ab"))
     try:
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group) or worker.poll() is not None,
