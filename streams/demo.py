@@ -94,6 +94,7 @@ class DemoResult:
     predictions_replay: Counter[str] = field(default_factory=Counter)
     alerts: int = 0
     alerts_replay: int = 0
+    alerted_customers: int = 0
     outcomes: int = 0
     dead_letters: int = 0
     drift_reports: list[dict[str, Any]] = field(default_factory=list)
@@ -814,14 +815,17 @@ class Demo:
                 if p["as_of"] >= split_text:
                     r.predictions_replay[p["trigger"]] += 1
             self.alerts: list[dict[str, Any]] = []
+            alerted: set[str] = set()
             for _key, value in read_topic(self.settings, topics.churn_alerts):
                 a = orjson.loads(value or b"{}")
                 r.alerts += 1
+                alerted.add(a["customer_id"])
                 count += 1
                 if a["as_of"] >= split_text:
                     r.alerts_replay += 1
                     if len(self.alerts) < 2000:
                         self.alerts.append(a)
+            r.alerted_customers = len(alerted)
             self.letters = []
             for _key, value in read_topic(self.settings, topics.dead_letter):
                 self.letters.append(orjson.loads(value or b"{}"))
@@ -871,7 +875,8 @@ class Demo:
             f"(no completed order within {s.horizon_days:g} days = churned)"
         )
         say(
-            f"  alerts        {r.alerts:,} customers turned HIGH (p >= {s.high_threshold:g}), "
+            f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers turning HIGH "
+            f"(p >= {s.high_threshold:g}, at most one per {s.alert_cooldown_days:g} days), "
             f"{r.alerts_replay:,} in the replayed period; for example:"
         )
         for alert in pick_alerts(self.alerts, 3):

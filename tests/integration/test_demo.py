@@ -66,7 +66,9 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     alerts = _values(settings, topics.churn_alerts)
     assert len(alerts) == result.alerts > 0
     assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
-    assert f"alerts        {len(alerts):,} customers turned HIGH" in text
+    customers = len({a["customer_id"] for a in alerts})
+    assert result.alerted_customers == customers
+    assert f"alerts        {len(alerts):,} for {customers:,} customers turning HIGH" in text
 
     letters = _values(settings, topics.dead_letter)
     assert len(letters) == result.dead_letters == result.broken_sent == 4
