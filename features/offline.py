@@ -200,3 +200,47 @@ def _progress(total: int, unit: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty())
+
+
+def serving_rows(
+    events: Sequence[Event],
+    start: int,
+    end: int,
+    *,
+    lateness_ms: int,
+    milestones_ms: Sequence[int],
+    tick_ms: int,
+) -> Iterator[dict[str, Any]]:
+    """The rows a scoring worker would have scored in [``start``, ``end``): one per event, as of its time,
+    and one per silent customer whose silence reached a milestone, as of the sweep tick.
+
+    A drift reference drawn from these rows matches what the monitor will see from the scorer; rows at
+    fixed cutoffs over every customer (the training table) do not — most of those are long gone.
+    ``events`` must be sorted by event time.
+    """
+    states: dict[str, dict[str, Any]] = {}
+    last_seen: dict[str, int] = {}
+    next_tick = (start // tick_ms + 1) * tick_ms
+    previous = next_tick - tick_ms
+    for event in [*events, None]:
+        ts = event.timestamp if event is not None else end
+        while next_tick <= min(ts, end):
+            for cid, seen in last_seen.items():
+                if any(previous - m <= seen < next_tick - m for m in milestones_ms):
+                    row: dict[str, Any] = {"customer_id": cid, "as_of": next_tick, "trigger": "sweep"}
+                    row.update(features_as_of(states[cid], next_tick))
+                    yield row
+            previous, next_tick = next_tick, next_tick + tick_ms
+        if event is None or ts >= end:
+            break
+        if isinstance(event, LabelEvent):
+            continue
+        state = states.get(event.customer_id)
+        if state is None:
+            state = states[event.customer_id] = new_state()
+        apply_event(state, event, lateness_ms=lateness_ms)
+        last_seen[event.customer_id] = max(last_seen.get(event.customer_id, ts), ts)
+        if ts >= start:
+            row = {"customer_id": event.customer_id, "as_of": ts, "trigger": "event"}
+            row.update(features_as_of(state, ts))
+            yield row

@@ -442,7 +442,9 @@ def _train(
     )
     stage_done("production fit")
 
-    reference = _reference(table, masks["test"], feature_names, production, config)
+    reference = _reference(
+        event_log.events, int(as_of[masks["test"]].min()), feature_names, production, config, settings
+    )
     thresholds = _thresholds(settings, y_test, fitted[chosen].predict_proba(X[masks["test"]]))
     metadata = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -524,8 +526,25 @@ def _split_info(as_of: np.ndarray, y: np.ndarray, mask: np.ndarray) -> dict[str,
     }
 
 
-def _reference(table: Any, mask: np.ndarray, names: list[str], model: BatchModel, config: TrainConfig) -> Any:
-    held_out = table.loc[mask, names]
+def _reference(
+    events: Any, start: int, names: list[str], model: BatchModel, config: TrainConfig, settings: Settings
+) -> Any:
+    """A sample of what the scorer serves (event and sweep rows) over the held-out period onwards."""
+    import pandas as pd
+
+    from features.offline import serving_rows
+
+    rows = list(
+        serving_rows(
+            events,
+            start,
+            events[-1].timestamp + 1,
+            lateness_ms=settings.lateness_ms,
+            milestones_ms=settings.sweep_milestones_ms,
+            tick_ms=int(settings.sweep_interval_days * 86_400_000),
+        )
+    )
+    held_out = pd.DataFrame(rows, columns=names)
     if len(held_out) > config.reference_rows:
         held_out = held_out.sample(n=config.reference_rows, random_state=config.seed)
     reference = held_out.astype("float64").reset_index(drop=True)
