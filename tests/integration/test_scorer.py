@@ -69,23 +69,32 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
         time.sleep(0.05)
 
 
-def committed_everything(settings: Settings, group: str) -> bool:
+def committed_positions(settings: Settings, group: str) -> list[tuple[int, int]]:
+    """(committed offset, end offset) of every input partition for ``group``."""
     from confluent_kafka import TopicPartition
 
     from streams.kafka import end_offsets, make_consumer
 
     consumer = make_consumer(settings, group)
     try:
+        out = []
         for topic in settings.topics.inputs:
             marks = end_offsets(consumer, topic)
             parts = [TopicPartition(topic, p) for p in marks]
-            for tp in consumer.committed(parts, timeout=10):
-                high = marks[tp.partition][1]
-                if high > 0 and tp.offset < high:
-                    return False
-        return True
+            out += [
+                (max(tp.offset, 0), marks[tp.partition][1]) for tp in consumer.committed(parts, timeout=10)
+            ]
+        return out
     finally:
         consumer.close()
+
+
+def committed_everything(settings: Settings, group: str) -> bool:
+    return all(done >= end for done, end in committed_positions(settings, group))
+
+
+def committed_total(settings: Settings, group: str) -> int:
+    return sum(done for done, _ in committed_positions(settings, group))
 
 
 @pytest.fixture
@@ -212,22 +221,6 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     finally:
         store.close()
     assert scorer.totals.events == len(valid)
-
-
-def committed_total(settings: Settings, group: str) -> int:
-    from confluent_kafka import TopicPartition
-
-    from streams.kafka import end_offsets, make_consumer
-
-    consumer = make_consumer(settings, group)
-    try:
-        total = 0
-        for topic in settings.topics.inputs:
-            parts = [TopicPartition(topic, p) for p in end_offsets(consumer, topic)]
-            total += sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-        return total
-    finally:
-        consumer.close()
 
 
 def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
