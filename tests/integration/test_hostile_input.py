@@ -119,7 +119,7 @@ _DROP = object()
 
 
 def test_a_thousand_malformed_messages_are_dead_lettered_and_valid_ones_scored(
-    scorer_settings: Settings,
+    scorer_settings: Settings,  # noqa: F811 - the fixture imported above
     topics: Topics,
     redis_client: redis.Redis,
     tmp_path: Path,  # noqa: F811
