@@ -47,7 +47,6 @@ from churnstream.events import Event, LabelEvent, OrderEvent, now_ms
 from churnstream.messages import Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
 from churnstream.settings import DAY_MS, Settings
 from features.definitions import FEATURE_NAMES, features_as_of
-from features.state import new_state
 from features.store import FeatureStore, RedisFeatureStore, Transaction
 from streams.ingest import Batch, Coordinates, InputReader
 from streams.kafka import DeliveryTracker, make_producer
@@ -808,4 +807,4 @@ def cli(args: Any, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli", "new_state"]
+__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli"]
