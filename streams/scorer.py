@@ -253,8 +253,7 @@ class ChurnScorer:
                 self.store.reset()
         for tp in partitions:
             self.applied.pop((tp.topic, tp.partition), None)
-        still = {p for (_, p) in self.applied}
-        self.assigned = still
+        self.assigned -= {tp.partition for tp in partitions}
         log.info("revoked %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
 
     def watermark(self) -> int | None:
