@@ -31,6 +31,8 @@ from streams.ingest import Batch, Coordinates, InputReader, consume_messages, de
 log = logging.getLogger(__name__)
 
 _Item = tuple[int, Event | None, DeadLetter | None, Coordinates]
+_NO_TIME = -(2**62)  # the sort key of a dead letter: released as soon as it is at the head
+_NEVER = 2**62
 
 
 class EventTimeReader(InputReader):
@@ -115,7 +117,7 @@ class EventTimeReader(InputReader):
                 continue
             event, letter = decode_message(msg, self.settings, now=now)
             where = Coordinates(topic, partition, offset, msg.key())
-            ts = event.timestamp if event is not None else -(2**62)
+            ts = event.timestamp if event is not None else _NO_TIME
             queue.append((ts, event, letter, where))
             self._next[key] = offset + 1
             self._waiting_since.pop(key, None)
@@ -162,6 +164,20 @@ class EventTimeReader(InputReader):
         since = self._waiting_since.setdefault(key, now)
         return (now - since) * 1000 < self.idle_ms
 
+    def _release_bound(self, key: tuple[str, int], now: float) -> int:
+        """The latest event time that the empty partition ``key`` surely lets go (:meth:`_blocks`).
+
+        Cheap enough to call once per batch and partition, so releasing a message costs O(1) rather
+        than a look at every empty partition: only a message past the bound takes the exact check.
+        """
+        since = self._waiting_since.get(key)
+        if since is not None and (now - since) * 1000 >= self.idle_ms:
+            return _NEVER  # idle: holds nobody back
+        if self._has_more(key):
+            return _NO_TIME
+        last = self._last_ts.get(key)
+        return _NEVER if last is None else last + self.max_skew_ms
+
     def _blocking(self, ts: int | None = None) -> list[tuple[str, int]]:
         """Empty partitions that must deliver before events at ``ts`` (default: the oldest queued) go."""
         if ts is None:
@@ -184,10 +200,15 @@ class EventTimeReader(InputReader):
         heapq.heapify(heap)
         now = time.monotonic()
         empty = [key for key, q in self._queues.items() if not q]
+        # Events up to `bound` can go without asking the empty partitions again (see _release_bound).
+        bound = min((self._release_bound(k, now) for k in empty), default=_NEVER)
         while heap and batch.size < limit:
             ts, key = heap[0]
-            if ts > -(2**62) and any(self._blocks(k, ts, now) for k in empty):
-                break  # a partition that may hold older events has nothing queued: wait for it
+            if _NO_TIME < ts > bound:
+                if any(self._blocks(k, ts, now) for k in empty):
+                    break  # a partition that may hold older events has nothing queued: wait for it
+                bound = min((self._release_bound(k, now) for k in empty), default=_NEVER)
+                bound = max(bound, ts)  # every empty partition said yes to ts (some are idle)
             heapq.heappop(heap)
             queue = self._queues[key]
             _, event, letter, where = queue.popleft()
@@ -201,6 +222,7 @@ class EventTimeReader(InputReader):
                 heapq.heappush(heap, (queue[0][0], key))
             else:
                 empty.append(key)
+                bound = min(bound, self._release_bound(key, now))
             if key in self._paused and len(queue) < self.max_queued // 2:
                 self.consumer.resume([TopicPartition(*key)])
                 self._paused.discard(key)

@@ -1,0 +1,60 @@
+"""The event-time reader on real Kafka: a backfill of one topic after another still comes out in order."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+from churnstream.settings import DAY_MS, Settings, Topics
+from streams.merge import EventTimeReader
+from tests.integration.conftest import produce_raw
+
+START = 1_700_000_000_000
+
+
+def _records(kind: str, n: int, rng: random.Random) -> list[tuple[bytes, bytes]]:
+    """``n`` events of one topic over 100 days, in event-time order (as a backfill would send them)."""
+    times = sorted(START + rng.randrange(100 * DAY_MS) for _ in range(n))
+    out = []
+    for i, ts in enumerate(times):
+        cid = f"c{rng.randrange(300)}"
+        body: dict[str, object] = {"event_id": f"{kind}-{i}", "customer_id": cid, "timestamp": ts}
+        if kind == "orders":
+            body |= {"order_id": f"o{i}", "amount": 10.0}
+        else:
+            body |= {"ticket_id": f"k{i}"}
+        out.append((cid.encode(), json.dumps(body).encode()))
+    return out
+
+
+def test_topics_backfilled_one_after_another_come_out_in_event_time_order(
+    settings: Settings, topics: Topics
+) -> None:
+    rng = random.Random(5)
+    orders = _records("orders", 3000, rng)
+    tickets = _records("support_tickets", 1500, rng)
+    produce_raw(settings, topics.orders, orders)  # every order first, then every ticket
+    produce_raw(settings, topics.support_tickets, tickets)
+    produce_raw(settings, topics.orders, [(b"c1", b"{broken")])  # a dead letter at the very end
+    reader = EventTimeReader(settings=settings, group=f"merge-{uuid.uuid4().hex[:8]}", idle_ms=60_000)
+    released: list[int] = []
+    letters = 0
+    next_offset: dict[tuple[str, int], int] = {}
+    try:
+        while len(released) < len(orders) + len(tickets) or not letters:
+            batch = reader.poll_batch(timeout=1.0)
+            for event, where in batch.events:
+                released.append(event.timestamp)
+                key = (where.topic, where.partition)
+                assert where.offset == next_offset.get(key, 0), "offsets of a partition must be contiguous"
+                next_offset[key] = where.offset + 1
+            letters += len(batch.dead_letters)
+            for key, offset in batch.offsets.items():
+                next_offset[key] = offset
+    finally:
+        reader.close()
+    assert len(released) == len(orders) + len(tickets)
+    assert letters == 1
+    out_of_order = sum(1 for a, b in zip(released, released[1:], strict=False) if b < a)
+    assert out_of_order == 0, f"{out_of_order} events released before an older one"
