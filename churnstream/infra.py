@@ -9,7 +9,11 @@ this checkout started, by their recorded pid.
 
 A node is described by :class:`KafkaNode` / :class:`RedisNode`, so code and tests can run a second broker
 on another port and directory (``KafkaNode(port=29092, data_dir=...)``) with extra server properties, e.g.
-SASL listeners, without touching the default one.
+SASL listeners, without touching the default one. :func:`sasl_ssl_node` describes such a broker whose only
+client listener is SASL_SSL (SCRAM users created when its storage is formatted, TLS from PEM files that
+:func:`make_tls_files` makes with ``openssl``); a :class:`RedisNode` with a ``password`` starts with
+``requirepass``. Secrets go to files readable only by their owner, never onto a command line that ``ps``
+shows (the SCRAM users of ``kafka-storage format`` excepted, for the second it runs).
 """
 
 from __future__ import annotations
@@ -18,18 +22,19 @@ import base64
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from churnstream.errors import InfraError
 from churnstream.settings import Settings
@@ -51,9 +56,12 @@ class KafkaNode:
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int | None = None
-    server_properties: Mapping[str, str] = field(default_factory=dict)
-    client_config: Mapping[str, str] = field(default_factory=dict)
+    server_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
+    client_config: Mapping[str, str] = field(default_factory=dict, repr=False)
     heap: str = "512m"
+    # SCRAM users (name -> password) written into the metadata log when the storage is formatted.
+    scram_users: Mapping[str, str] = field(default_factory=dict, repr=False)
+    scram_mechanism: str = "SCRAM-SHA-512"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaNode:
@@ -120,6 +128,8 @@ class RedisNode:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 6379
+    # Started with ``requirepass`` when set (from the password of a redis://:pw@host URL).
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisNode:
@@ -133,11 +143,18 @@ class RedisNode:
             data_dir=(settings.var_dir / "redis").absolute(),
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 6379,
+            password=unquote(parts.password) if parts.password else None,
         )
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of this node, with its password when it has one (not for printing)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def pid_file(self) -> Path:
@@ -294,6 +311,22 @@ def _spawn(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (the file may hold a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode otherwise
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _hide(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (for error messages that quote tool output)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 # --- Kafka -----------------------------------------------------------------------------------------
 
 
@@ -391,7 +424,7 @@ def start_kafka(node: KafkaNode, *, timeout: float = 120.0) -> ServiceStatus:
         node.data_dir.mkdir(parents=True, exist_ok=True)
         props = node.properties()
         config = node.data_dir / "server.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        _write_private(config, "".join(f"{k}={v}\n" for k, v in props.items()))  # may hold a JAAS password
         log4j = node.data_dir / "log4j.properties"
         log4j.write_text(
             "log4j.rootLogger=INFO, file\n"
@@ -409,14 +442,14 @@ def start_kafka(node: KafkaNode, *, timeout: float = 120.0) -> ServiceStatus:
         log_dirs = Path(props["log.dirs"])
         if not (log_dirs / "meta.properties").exists():
             fmt = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)]
+                + _scram_format_args(node),
                 capture_output=True,
                 text=True,
             )
             if fmt.returncode != 0:
-                raise InfraError(
-                    f"formatting Kafka storage in {log_dirs} failed:\n{(fmt.stdout + fmt.stderr)[-2000:]}"
-                )
+                output = _hide(fmt.stdout + fmt.stderr, node.scram_users.values())
+                raise InfraError(f"formatting Kafka storage in {log_dirs} failed:\n{output[-2000:]}")
         proc = _spawn([*jvm, "kafka.Kafka", str(config)], node.data_dir / "stdout.log", node.data_dir)
         node.pid_file.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + timeout
@@ -485,7 +518,7 @@ def redis_status(node: RedisNode) -> ServiceStatus:
 
 def start_redis(node: RedisNode, *, url: str | None = None, timeout: float = 30.0) -> ServiceStatus:
     """Start ``node`` (append-only persistence) if its address does not answer yet; wait for PING."""
-    url = url or f"redis://{node.host}:{node.port}/0"
+    url = url or node.url
     with _lock(node.data_dir):
         status = redis_status(node)
         if status.reachable:
@@ -494,7 +527,10 @@ def start_redis(node: RedisNode, *, url: str | None = None, timeout: float = 30.
             return status
         server = _require("redis-server")
         node.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [server, "--bind", node.host, "--port", str(node.port), "--dir", str(node.data_dir)]
+        argv = [server]
+        if node.password:  # from a private file: a --requirepass argument would show in `ps`
+            argv.append(str(_redis_auth_file(node)))
+        argv += ["--bind", node.host, "--port", str(node.port), "--dir", str(node.data_dir)]
         argv += ["--appendonly", "yes", "--daemonize", "no", "--logfile", str(node.log_file)]
         argv += ["--save", "", "--protected-mode", "yes"]
         proc = _spawn(argv, node.data_dir / "stdout.log", node.data_dir)
@@ -529,6 +565,143 @@ def stop_redis(node: RedisNode, *, timeout: float = 30.0) -> bool:
         _stop_pid(pid, "redis", timeout)
         node.pid_file.unlink(missing_ok=True)
         return True
+
+
+# --- secured nodes: SASL/SCRAM over TLS for Kafka, a password for Redis --------------------------------
+
+_SCRAM_SAFE = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+
+
+def _scram_format_args(node: KafkaNode) -> list[str]:
+    """``--add-scram`` arguments of ``kafka-storage format`` for the node's SCRAM users."""
+    args = []
+    for name, password in node.scram_users.items():
+        if not (_SCRAM_SAFE.fullmatch(name) and _SCRAM_SAFE.fullmatch(password)):
+            raise InfraError(
+                f"SCRAM user {name!r}: names and passwords created at format time may use only letters, "
+                "digits and _.@- (create other users with kafka-configs --alter --add-config)"
+            )
+        args += ["--add-scram", f"{node.scram_mechanism}=[name={name},password={password}]"]
+    return args
+
+
+def _redis_auth_file(node: RedisNode) -> Path:
+    password = node.password or ""
+    if any(c in password for c in "\r\n\0"):
+        raise InfraError("a Redis password cannot contain line breaks or NUL")
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    path = node.data_dir / "auth.conf"
+    _write_private(path, f'requirepass "{escaped}"\n')
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files of a private certificate authority and of one server certificate it signed."""
+
+    ca: Path  # the CA certificate: what clients trust (``ssl.ca.location``)
+    keystore: Path  # the server's private key and certificate chain, in one PEM file
+    key: Path  # the server's private key alone
+    certificate: Path  # the server's certificate alone
+
+
+def make_tls_files(
+    directory: Path, *, hosts: Iterable[str] = ("127.0.0.1", "localhost"), days: int = 2
+) -> TlsFiles:
+    """A throwaway CA and a server certificate for ``hosts`` (IP or DNS names), made with ``openssl``.
+
+    For local brokers in tests and experiments; a real deployment uses certificates from its own CA.
+    """
+    openssl = _require("openssl")
+    directory.mkdir(parents=True, exist_ok=True)
+    names = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
+    ca_key, ca, key = directory / "ca.key", directory / "ca.pem", directory / "server.key"
+    csr, cert, ext = directory / "server.csr", directory / "server.pem", directory / "server.ext"
+    ext.write_text(
+        f"subjectAltName={names}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", str(days)]
+        + ["-subj", "/CN=churnstream local CA", "-addext", "basicConstraints=critical,CA:TRUE"]
+        + ["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={next(iter(hosts))}"],
+        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial"]
+        + ["-out", str(cert), "-days", str(days), "-extfile", str(ext)],
+    ]
+    for argv in steps:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InfraError(
+                f"openssl failed ({' '.join(argv[1:3])}):\n{(proc.stdout + proc.stderr)[-2000:]}"
+            )
+    for private in (ca_key, key):
+        private.chmod(0o600)
+    keystore = directory / "server-keystore.pem"
+    _write_private(keystore, key.read_text() + cert.read_text() + ca.read_text())
+    return TlsFiles(ca=ca, keystore=keystore, key=key, certificate=cert)
+
+
+def sasl_ssl_node(
+    data_dir: Path,
+    *,
+    port: int,
+    tls: TlsFiles,
+    users: Mapping[str, str],
+    controller_port: int | None = None,
+    mechanism: str = "SCRAM-SHA-512",
+    heap: str = "512m",
+) -> KafkaNode:
+    """A local broker whose only client listener is SASL_SSL: TLS with ``tls``'s PEM files, SCRAM users
+    ``users`` (name -> password) created when the storage is formatted.
+
+    The first user is the broker's own (inter-broker) identity and the one :func:`kafka_answers` logs in
+    with. The controller listener stays plaintext on ``host``: the node talks to itself there.
+    """
+    if mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise InfraError(f"sasl_ssl_node supports SCRAM-SHA-256 and SCRAM-SHA-512, not {mechanism}")
+    if not users:
+        raise InfraError("sasl_ssl_node needs at least one SCRAM user")
+    admin, admin_password = next(iter(users.items()))
+    host = "127.0.0.1"
+    node = KafkaNode(data_dir=data_dir, host=host, port=port, controller_port=controller_port)
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{admin}" password="{admin_password}";'
+    )
+    server = {
+        "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{node.controller}",
+        "advertised.listeners": f"SASL_SSL://{host}:{port}",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.enabled.mechanisms": mechanism,
+        "sasl.mechanism.inter.broker.protocol": mechanism,
+        f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls.keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls.ca),
+        "ssl.client.auth": "none",
+    }
+    client = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": mechanism,
+        "sasl.username": admin,
+        "sasl.password": admin_password,
+        "ssl.ca.location": str(tls.ca),
+    }
+    return KafkaNode(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        controller_port=controller_port,
+        server_properties=server,
+        client_config=client,
+        heap=heap,
+        scram_users=dict(users),
+        scram_mechanism=mechanism,
+    )
 
 
 # --- the settings-level surface used by the CLI, tests and the demo -----------------------------------
