@@ -20,6 +20,7 @@ import asyncio
 import html
 import json
 import logging
+import os
 import ssl
 import time
 from collections import deque
@@ -379,14 +380,26 @@ def _credentials(settings: Settings) -> Any:
     protocol = props.get("security.protocol", "PLAINTEXT").upper()
     context = None
     if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=props.get("ssl.ca.location"))
+        ca = props.get("ssl.ca.location")
+        is_dir = ca is not None and os.path.isdir(ca)
+        context = ssl.create_default_context(cafile=None if is_dir else ca, capath=ca if is_dir else None)
         if props.get("ssl.certificate.location"):
-            context.load_cert_chain(props["ssl.certificate.location"], props.get("ssl.key.location"))
+            context.load_cert_chain(
+                props["ssl.certificate.location"],
+                props.get("ssl.key.location"),
+                props.get("ssl.key.password"),
+            )
+        # librdkafka's switches for the same checks, so the monitor connects exactly when the scorer does
+        if props.get("ssl.endpoint.identification.algorithm", "https").lower() == "none":
+            context.check_hostname = False
+        if props.get("enable.ssl.certificate.verification", "true").lower() == "false":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
     if protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=props.get("sasl.username"),
             password=props.get("sasl.password"),
-            mechanism=props.get("sasl.mechanism", "PLAIN"),
+            mechanism=(props.get("sasl.mechanism") or props.get("sasl.mechanisms") or "PLAIN").upper(),
             ssl_context=context,
         )
     if context is not None:
