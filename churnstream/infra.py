@@ -492,16 +492,27 @@ def stop_kafka(node: KafkaNode, *, timeout: float = 60.0) -> bool:
 
 def redis_answers(url: str, timeout: float = 2.0) -> bool:
     """True when the Redis at ``url`` answers PING."""
+    return redis_problem(url, timeout) is None
+
+
+def redis_problem(url: str, timeout: float = 2.0) -> str | None:
+    """None when the Redis at ``url`` answers PING, else why not, in words without the URL's password;
+    a refused login reads "authentication failed: ..."."""
     import redis
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
-            return bool(client.ping())
+            client.ping()
+            return None
         finally:
             client.close()
-    except redis.RedisError:
-        return False
+    except redis.RedisError as exc:
+        text = Settings(redis_url=url).redact(str(exc))
+        refused = isinstance(exc, redis.AuthenticationError) or any(
+            word in text for word in ("NOAUTH", "WRONGPASS", "AUTH ")
+        )
+        return f"authentication failed: {text}" if refused else text
 
 
 def redis_status(node: RedisNode) -> ServiceStatus:
@@ -522,7 +533,12 @@ def start_redis(node: RedisNode, *, url: str | None = None, timeout: float = 30.
     with _lock(node.data_dir):
         status = redis_status(node)
         if status.reachable:
-            if not redis_answers(url):
+            problem = redis_problem(url)
+            if problem is not None and problem.startswith("authentication failed"):
+                raise InfraError(
+                    f"Redis at {node.address}: {problem} (check the password in CHURN_REDIS_URL)"
+                )
+            if problem is not None:
                 raise InfraError(f"something listens on {node.address} but does not answer Redis PING")
             return status
         server = _require("redis-server")
@@ -723,11 +739,13 @@ def ensure_redis(settings: Settings, *, timeout: float = 30.0) -> ServiceStatus:
     """Make sure the Redis of ``settings`` answers PING, starting a local server when it is not running."""
     parts = urlsplit(settings.redis_url)
     if parts.scheme != "redis" or not _local(parts.hostname or "127.0.0.1"):
-        if redis_answers(settings.redis_url):
+        problem = redis_problem(settings.redis_url)
+        if problem is None:
             host, port = parts.hostname or "", parts.port or 6379
             return ServiceStatus("redis", f"{host}:{port}", True, None, False)
         raise InfraError(
-            f"Redis at {settings.redacted_redis_url} does not answer and cannot be started locally"
+            f"Redis at {settings.redacted_redis_url} does not answer and cannot be started locally "
+            f"({problem})"
         )
     return start_redis(RedisNode.from_settings(settings), url=settings.redis_url, timeout=timeout)
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from churnstream.errors import ConfigError
 
@@ -106,14 +106,23 @@ def _topics(prefix: str) -> Topics:
 
 
 def _redact_url(url: str) -> str:
+    """``url`` without its password, in the user part or in a query argument (redis-py reads both).
+
+    >>> _redact_url("rediss://app:s3cret@db:6380/0?password=s3cret&ssl_cert_reqs=required")
+    'rediss://app:***@db:6380/0?password=***&ssl_cert_reqs=required'
+    """
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = netloc.rpartition("@")[2]
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = "&".join(
+        f"{arg.partition('=')[0]}=***" if _is_secret(unquote(arg.partition("=")[0]).lower()) else arg
+        for arg in parts.query.split("&")
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _is_secret(prop: str) -> bool:
@@ -268,6 +277,22 @@ class Settings:
     @property
     def redacted_redis_url(self) -> str:
         return _redact_url(self.redis_url)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret of these settings (secret Kafka properties, the Redis password)
+        replaced by ``***``: for messages that quote a client library's words.
+
+        >>> s = Settings(kafka_properties={"sasl.password": "hunter2"}, redis_url="redis://:pw%40x@h/0")
+        >>> s.redact("login with hunter2 failed; AUTH pw@x")
+        'login with *** failed; AUTH ***'
+        """
+        secrets = {v for k, v in self.kafka_properties.items() if _is_secret(k) and v}
+        parts = urlsplit(self.redis_url)
+        if parts.password:
+            secrets |= {parts.password, unquote(parts.password)}
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(str(secret), "***")
+        return text
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap, pass-through properties, then ``extra``."""

@@ -2,17 +2,22 @@
 
 Every client gets ``settings.kafka_config()`` (bootstrap plus pass-through properties such as SASL/TLS),
 then the churnstream defaults, then the caller's ``extra`` properties, which win.
+
+A broker that refuses the client's credentials or TLS certificate makes the client raise
+:class:`InfraError` ("authentication failed", "TLS certificate verification failed") from its next
+``poll``/``flush``/``consume``, like the Java client does, instead of librdkafka's endless retries.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from churnstream.errors import PublishError
+from churnstream.errors import InfraError, PublishError
 from churnstream.settings import Settings
 
 # Input topics accept messages somewhat above the contract's 1 MiB so that oversized ones reach the
@@ -31,6 +36,7 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
     """
     config = settings.kafka_config(
         **{
+            "error_cb": raise_on_refusal(settings),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
@@ -49,6 +55,7 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     """A consumer in ``group`` that commits only explicitly and starts from the earliest offset."""
     config = settings.kafka_config(
         **{
+            "error_cb": raise_on_refusal(settings),
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -57,6 +64,43 @@ def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     )
     config.update(_props(extra))
     return Consumer(config)
+
+
+def refusal(settings: Settings, error: KafkaError) -> InfraError | None:
+    """The :class:`InfraError` to raise when ``error`` says the broker refused our credentials or our
+    TLS check failed (settings must change; retrying cannot help), else None.
+
+    >>> s = Settings(kafka_bootstrap="k:9093", kafka_properties={"sasl.password": "hunter2"})
+    >>> str(refusal(s, KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: hunter2?")))[:44]
+    'Kafka at k:9093: authentication failed (SASL'
+    >>> "hunter2" in str(refusal(s, KafkaError(KafkaError._AUTHENTICATION, "hunter2")))
+    False
+    >>> refusal(s, KafkaError(KafkaError._TRANSPORT, "connection refused")) is None
+    True
+    """
+    text = settings.redact(error.str())
+    if error.code() == KafkaError._AUTHENTICATION:
+        return InfraError(
+            f"Kafka at {settings.kafka_bootstrap}: authentication failed ({text}); check "
+            "CHURN_KAFKA_SASL_MECHANISM, CHURN_KAFKA_SASL_USERNAME and CHURN_KAFKA_SASL_PASSWORD"
+        )
+    if error.code() == KafkaError._SSL and "verify failed" in text:
+        return InfraError(
+            f"Kafka at {settings.kafka_bootstrap}: TLS certificate verification failed ({text}); "
+            "check CHURN_KAFKA_SSL_CA_LOCATION"
+        )
+    return None
+
+
+def raise_on_refusal(settings: Settings) -> Callable[[KafkaError], None]:
+    """An ``error_cb`` that raises :func:`refusal`'s error; other client errors stay librdkafka's to retry."""
+
+    def on_error(error: KafkaError) -> None:
+        refused = refusal(settings, error)
+        if refused is not None:
+            raise refused
+
+    return on_error
 
 
 def _props(extra: dict[str, Any]) -> dict[str, Any]:
@@ -96,11 +140,22 @@ class DeliveryTracker:
 
     def flush_or_raise(self, producer: Producer, timeout: float = 30.0) -> None:
         """Wait for all outstanding deliveries; raise :class:`PublishError` if any failed or timed out."""
-        remaining = producer.flush(timeout)
+        remaining = flush(producer, timeout)
         if remaining:
             raise PublishError(f"{remaining} message(s) still undelivered after {timeout:g} s")
         if self.failed:
             raise PublishError(f"{self.failed} message(s) were not delivered: " + "; ".join(self.errors[:5]))
+
+
+def flush(producer: Producer, timeout: float) -> int:
+    """``producer.flush(timeout)`` in slices of a second, so that an error raised by a callback (a refused
+    login, see :func:`raise_on_refusal`) surfaces within a second instead of after ``timeout``; returns
+    the number of messages still undelivered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining: int = producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+        if remaining == 0 or time.monotonic() >= deadline:
+            return remaining
 
 
 def end_offsets(consumer: Consumer, topic: str, timeout: float = 15.0) -> dict[int, tuple[int, int]]:

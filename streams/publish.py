@@ -26,7 +26,7 @@ from tqdm import tqdm
 from churnstream.errors import ConfigError, EventError, InfraError
 from churnstream.events import KINDS, decode_json, infer_kind, now_ms, parse_event
 from churnstream.settings import Settings
-from streams.kafka import DeliveryTracker, make_producer
+from streams.kafka import DeliveryTracker, flush, make_producer
 from streams.topics import existing_topics
 
 SHOW_INVALID = 20
@@ -193,7 +193,7 @@ def publish_file(
             result.sent += 1
             result.per_topic[name] += 1
         bar.update(pending_bytes)
-        remaining = producer.flush(60)
+        remaining = flush(producer, 60)
     finally:
         bar.close()
         if stream is not sys.stdin.buffer:

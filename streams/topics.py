@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from churnstream.errors import InfraError
 from churnstream.settings import Settings
-from streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, INPUT_TOPIC_MAX_BYTES
+from streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, INPUT_TOPIC_MAX_BYTES, raise_on_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +52,29 @@ def topic_specs(settings: Settings, partitions: int | None = None) -> list[Topic
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_config())
+    """An admin client; its ``poll`` raises :class:`InfraError` once the broker refuses our credentials."""
+    return AdminClient(settings.kafka_config(error_cb=raise_on_refusal(settings)))
 
 
 def existing_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
-    """Topic name -> partition count of every topic the cluster has (internal ones excluded)."""
-    try:
-        metadata = make_admin(settings).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise InfraError(
-            f"Kafka at {settings.kafka_bootstrap} does not answer ({exc.args[0]}); "
-            "start it with: ./run infra up"
-        ) from None
+    """Topic name -> partition count of every topic the cluster has (internal ones excluded).
+
+    Raises :class:`InfraError` when Kafka does not answer within ``timeout``, and within about a second
+    when it refuses our credentials or certificate.
+    """
+    admin = make_admin(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            break
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb: a refused login raises here rather than at the deadline
+            if time.monotonic() >= deadline:
+                raise InfraError(
+                    f"Kafka at {settings.kafka_bootstrap} does not answer ({exc.args[0]}); "
+                    "start it with: ./run infra up"
+                ) from None
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")}
 
 
