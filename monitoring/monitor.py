@@ -1,31 +1,34 @@
-"""The drift monitor's logic without Kafka: batches in, windows out, each window judged and reported.
+"""The drift monitor's logic without Kafka: batches in, windows out, each window judged when it closes.
 
-:meth:`DriftMonitor.add` is cheap (it runs on the event loop): it feeds the window and, when one closes,
-updates the concept-drift detector and the rolling AUCs and returns a :class:`PendingReport`.
-:meth:`DriftMonitor.render` is the slow part (Evidently, seconds): it runs off the event loop and returns
-the :class:`~churnstream.messages.DriftReport` to publish, having written the HTML and JSON.
+:meth:`DriftMonitor.add` runs on the event loop and stays cheap: it feeds the window and, for each window
+that closes, updates the concept-drift detector and the rolling AUCs and judges the window's drift with
+Evidently's tests computed in-process (:mod:`monitoring.stattests`, milliseconds). The result is a
+:class:`PendingReport`, complete but for the Evidently HTML, which :mod:`monitoring.render` draws in
+another process; :meth:`PendingReport.report` then gives the ``drift_reports`` message.
 
 The reference of a model version is prepared once, on its first window. When the reference source has
 none for a version, the first ``bootstrap_windows`` windows of that version become its reference (they
-are not reported), so a monitor without a registered reference still reports drift against its start.
+are not reported), kept in the :class:`~monitoring.state.MonitorState` so a restart reuses it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from churnstream.events import now_ms
+from churnstream.errors import ValidationError
 from churnstream.messages import DriftReport, MonitoringBatch
 from churnstream.settings import DAY_MS
 from monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
 from monitoring.reference import PreparedReference, ReferenceSource
-from monitoring.report import ReportStore, run_drift_report
+from monitoring.report import ReportStore
+from monitoring.state import MonitorState
+from monitoring.stattests import Verdict, window_verdict
 from monitoring.window import PREDICTION_COLUMN, ClosedWindow, DriftWindow
 
 log = logging.getLogger(__name__)
@@ -46,17 +49,61 @@ class MonitorConfig:
 
 @dataclass(slots=True)
 class PendingReport:
-    """A closed window with everything cheap already computed; :meth:`DriftMonitor.render` finishes it."""
+    """A closed, judged window; only the Evidently HTML is missing (see :mod:`monitoring.render`)."""
 
     report_id: str
     window: ClosedWindow
     reference: PreparedReference
+    verdict: Verdict
     concept_drift: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def report(self, *, created_at: int, html_path: str, url: str | None, **extra: Any) -> DriftReport:
+        """The ``drift_reports`` message of this window, its HTML at ``html_path``."""
+        window, verdict = self.window, self.verdict
+        fields = dict(self.extra)
+        if verdict.skipped_columns:
+            fields["skipped_columns"] = verdict.skipped_columns
+        fields.update(extra)
+        return DriftReport(
+            report_id=self.report_id,
+            created_at=created_at,
+            window_start=window.start,
+            window_end=window.end,
+            rows=window.rows,
+            reference_rows=self.reference.rows,
+            model_version=window.model_version,
+            dataset_drift=verdict.dataset_drift,
+            drift_share=verdict.drift_share,
+            drifted_columns=verdict.drifted_columns,
+            columns=verdict.columns,
+            prediction_drift=verdict.prediction_drift,
+            concept_drift=self.concept_drift,
+            html_path=html_path,
+            url=url,
+            extra=fields,
+        )
+
+
+@dataclass(slots=True)
+class Added:
+    """What one :meth:`DriftMonitor.add` did.
+
+    ``segments``: (window number, predictions of the batch in it); ``holds``: the highest window number
+    that got anything of the batch (None: nothing); ``pending``: closed windows to report; ``settled``:
+    closed windows that need no report (they became a reference that is now kept); ``detectors``: the
+    pickled detectors as each window closed, by window number (for :class:`MonitorState`).
+    """
+
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    holds: int | None = None
+    pending: list[PendingReport] = field(default_factory=list)
+    settled: list[int] = field(default_factory=list)
+    detectors: dict[int, bytes] = field(default_factory=dict)
+
 
 class DriftMonitor:
-    """Cuts monitoring batches into windows and turns each window into a drift report."""
+    """Cuts monitoring batches into windows and judges each window against its model's reference."""
 
     def __init__(
         self,
@@ -65,18 +112,28 @@ class DriftMonitor:
         store: ReportStore,
         config: MonitorConfig | None = None,
         url_base: str | None = None,
+        state: MonitorState | None = None,
     ) -> None:
         self.config = config or MonitorConfig()
         self.references = references
         self.store = store
+        self.state = state
         self.url_base = url_base.rstrip("/") if url_base else None
-        self.window = DriftWindow(max_rows=self.config.window_rows, max_span_ms=self.config.max_span_ms)
         self.concept = ConceptDriftDetector(delta=self.config.adwin_delta)
         self.quality = ModelQuality(size=self.config.auc_window)
+        first_seq = 1
+        self.restored = state.load() if state is not None else None
+        if self.restored is not None:
+            first_seq = self.restored.seq + 1
+            if self.restored.detectors:
+                self.concept, self.quality = pickle.loads(self.restored.detectors)
+        self.window = DriftWindow(
+            max_rows=self.config.window_rows, max_span_ms=self.config.max_span_ms, first_seq=first_seq
+        )
         self._prepared: dict[str, PreparedReference] = {}
         self._bootstrap: dict[str, list[ClosedWindow]] = {}
         self._looked_up: set[str] = set()
-        self.windows_closed = 0
+        self.windows_closed = first_seq - 1
         self.rows_seen = 0
 
     @property
@@ -92,58 +149,85 @@ class DriftMonitor:
         prepared = self._prepared.get(model_version)
         return prepared.rows if prepared is not None else None
 
-    def add(self, batch: MonitoringBatch) -> list[PendingReport]:
-        """Feed one batch; returns a pending report for each window it closed (bootstrap windows excepted)."""
-        self.rows_seen += batch.rows
-        out = []
-        for window in self.window.add(batch):
-            pending = self._close(window)
-            if pending is not None:
-                out.append(pending)
-        return out
+    def check(self, batch: MonitoringBatch) -> None:
+        """:class:`ValidationError` when the batch's model version is one the reference source refuses."""
+        unknown = getattr(self.references, "unknown", None)
+        reason = unknown(batch.model_version) if unknown is not None else None
+        if reason:
+            raise ValidationError(reason)
 
-    def flush(self) -> list[PendingReport]:
-        """Close the open window now (shutdown, tests)."""
+    def add(self, batch: MonitoringBatch, *, skip_rows: int = 0) -> Added:
+        """Feed one batch (without its first ``skip_rows`` predictions); see :class:`Added`."""
+        self.rows_seen += max(batch.rows - skip_rows, 0)
+        closed = self.window.add(batch, skip_rows=skip_rows)
+        added = Added(segments=list(self.window.segments))
+        touched = [seq for seq, _ in added.segments]
+        if self.window.outcomes_seq is not None:
+            touched.append(self.window.outcomes_seq)
+        added.holds = max(touched) if touched else None
+        for window in closed:
+            self._close(window, added)
+        return added
+
+    def flush(self) -> Added:
+        """Close the open window now (tests)."""
+        added = Added()
         window = self.window.flush()
-        pending = self._close(window) if window is not None else None
-        return [pending] if pending is not None else []
+        if window is not None:
+            self._close(window, added)
+        return added
 
-    def _close(self, window: ClosedWindow) -> PendingReport | None:
+    def _close(self, window: ClosedWindow, added: Added) -> None:
         self.windows_closed += 1
         errors, times = outcome_errors(window.outcomes)
         self.concept.update(errors, times)
         self.quality.update(window.outcomes)
-        reference = self._reference_for(window)
+        if self.state is not None:
+            added.detectors[window.seq] = pickle.dumps((self.concept, self.quality))
+        reference = self._reference_for(window, added)
         if reference is None:
-            return None
-        return PendingReport(
-            report_id=_report_id(window),
-            window=window,
-            reference=reference,
-            concept_drift=self.concept.state(),
-            extra={
-                "closed_by": window.closed_by,
-                "outcomes": window.outcome_rows,
-                "model_auc": self.quality.auc(),
-                "model_auc_labels": self.quality.counts(),
-                "reference_source": reference.source,
-            },
+            return
+        features = [c for c in window.feature_names if c != PREDICTION_COLUMN]
+        verdict = window_verdict(
+            window.columns(),
+            reference.stats,
+            features,
+            prediction_column=PREDICTION_COLUMN,
+            drift_share=self.config.drift_share,
+        )
+        added.pending.append(
+            PendingReport(
+                report_id=report_id(window),
+                window=window,
+                reference=reference,
+                verdict=verdict,
+                concept_drift=self.concept.state(),
+                extra={
+                    "closed_by": window.closed_by,
+                    "outcomes": window.outcome_rows,
+                    "model_auc": self.quality.auc(),
+                    "model_auc_labels": self.quality.counts(),
+                    "reference_source": reference.source,
+                },
+            )
         )
 
-    def _reference_for(self, window: ClosedWindow) -> PreparedReference | None:
+    def _reference_for(self, window: ClosedWindow, added: Added) -> PreparedReference | None:
         version = window.model_version
         prepared = self._prepared.get(version)
         if prepared is not None:
             return prepared
         if version not in self._looked_up:
             self._looked_up.add(version)
-            frame = self.references.reference(version)
+            frame, source = self.references.reference(version), "registry"
+            if frame is None and self.state is not None:
+                frame, source = self.state.load_reference(version), "stream"
             if frame is not None:
                 prepared = PreparedReference(
-                    frame, model_version=version, source="registry", max_rows=self.config.max_reference_rows
+                    frame, model_version=version, source=source, max_rows=self.config.max_reference_rows
                 )
                 self._prepared[version] = prepared
-                log.info("reference of model %s: %d rows", version, prepared.rows)
+                log.info("reference of model %s (%s): %d rows", version, source, prepared.rows)
                 return prepared
             log.warning(
                 "model %s has no reference data; its first %d window(s) become the reference",
@@ -156,57 +240,28 @@ class DriftMonitor:
             return None
         import pandas as pd
 
-        frame = pd.concat([w.frame() for w in collected], ignore_index=True)
+        frame = pd.concat([w.frame() for w in collected], ignore_index=True).drop(columns="as_of")
         del self._bootstrap[version]
+        if self.state is not None:
+            self.state.save_reference(version, frame)
         self._prepared[version] = PreparedReference(
             frame, model_version=version, source="stream", max_rows=self.config.max_reference_rows
         )
+        added.settled.extend(w.seq for w in collected)
         log.info("reference of model %s taken from its first %d rows", version, len(frame))
         return None
 
-    def render(self, pending: PendingReport) -> DriftReport:
-        """Run Evidently on the window, write HTML/JSON/workspace, and build the drift_reports message."""
-        window = pending.window
-        current = window.frame()
-        features = [c for c in window.feature_names if c != PREDICTION_COLUMN]
-        result = run_drift_report(
-            current,
-            pending.reference,
-            features,
-            prediction_column=PREDICTION_COLUMN,
-            drift_share=self.config.drift_share,
-        )
-        extra = dict(pending.extra)
-        if result.skipped_columns:
-            extra["skipped_columns"] = result.skipped_columns
-        html = self.store.html_path(pending.report_id)
-        report = DriftReport(
-            report_id=pending.report_id,
-            created_at=now_ms(),
-            window_start=window.start,
-            window_end=window.end,
-            rows=window.rows,
-            reference_rows=pending.reference.rows,
-            model_version=window.model_version,
-            dataset_drift=result.dataset_drift,
-            drift_share=result.drift_share,
-            drifted_columns=result.drifted_columns,
-            columns=result.columns,
-            prediction_drift=result.prediction_drift,
-            concept_drift=pending.concept_drift,
-            html_path=str(Path(html).resolve()),
-            url=f"{self.url_base}/reports/{pending.report_id}" if self.url_base else None,
-            extra=extra,
-        )
-        self.store.save(pending.report_id, report.to_json(), result.snapshot)
-        return report
+    def url(self, report_id: str) -> str | None:
+        return f"{self.url_base}/reports/{report_id}" if self.url_base else None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def _report_id(window: ClosedWindow) -> str:
-    """``<window start, compact UTC>-<model version>-<random>``: sortable, file- and URL-safe."""
+def report_id(window: ClosedWindow) -> str:
+    """``<window start, compact UTC>-<model version>-<hash of the first row>``: sortable, file- and URL-safe,
+    and the same when a restarted monitor rebuilds the window from the same records."""
     start = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(window.start / 1000))
     version = _UNSAFE.sub("_", window.model_version)[:40] or "model"
-    return f"{start}-{version}-{uuid.uuid4().hex[:8]}"
+    digest = hashlib.sha1(f"{window.model_version}|{window.first_row}".encode()).hexdigest()
+    return f"{start}-{version}-{digest[:8]}"

@@ -9,17 +9,25 @@ a DataFrame of feature columns and ``churn_probability`` (held-out data), or Non
 from __future__ import annotations
 
 import logging
+import math
+import time
+import uuid
 from typing import Any, Protocol
 
 import numpy as np
 
 from churnstream.errors import ChurnstreamError
+from monitoring.stattests import ReferenceStats
 
 log = logging.getLogger(__name__)
 
 
 class ReferenceSource(Protocol):
-    """Gives the reference DataFrame of a model version, or None."""
+    """Gives the reference DataFrame of a model version, or None.
+
+    A source may also have ``unknown(model_version) -> str | None``: the reason why records of that
+    version are refused (they go to ``dead_letter``), or None when the version is acceptable.
+    """
 
     def reference(self, model_version: str) -> Any | None: ...
 
@@ -38,11 +46,35 @@ class RegistrySource:
     """The ``reference`` of a registered model: ``registry.load(version).reference``.
 
     ``registry`` is anything with ``load(version)`` returning an object with a ``reference`` DataFrame
-    (``models.registry.ModelRegistry``). A version the registry does not have gives None.
+    and ``versions()`` listing the registered versions (``models.registry.ModelRegistry``). A version the
+    registry does not have gives None.
+
+    :meth:`unknown` refuses a version the registry does not list, once it lists any: the scorer only
+    serves registered versions, so such a record is broken or forged. A monitor whose registry is empty
+    (or not mounted) accepts every version and takes each one's reference from its first windows.
     """
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Any, *, relist_seconds: float = 1.0) -> None:
         self.registry = registry
+        self.relist_seconds = relist_seconds
+        self._known: set[str] = set()
+        self._listed_at = -math.inf
+
+    def unknown(self, model_version: str) -> str | None:
+        if model_version in self._known:
+            return None
+        now = time.monotonic()
+        if now - self._listed_at >= self.relist_seconds:  # a version promoted since the last look
+            self._listed_at = now
+            try:
+                self._known = set(self.registry.versions())
+            except (ChurnstreamError, OSError) as exc:
+                log.warning("cannot list the model registry: %s", exc)
+        if not self._known or model_version in self._known:
+            return None
+        listed = sorted(self._known)
+        shown = ", ".join(listed[-5:]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+        return f"unknown model version {model_version!r}: the registry has {shown}"
 
     def reference(self, model_version: str) -> Any | None:
         try:
@@ -77,11 +109,20 @@ class PreparedReference:
         self.frame = pd.DataFrame(numeric).reset_index(drop=True)
         self.model_version = model_version
         self.source = source
+        self.key = f"{model_version}:{source}:{uuid.uuid4().hex[:8]}"
         self._datasets: dict[tuple[str, ...], Any] = {}
+        self._stats: ReferenceStats | None = None
 
     @property
     def rows(self) -> int:
         return len(self.frame)
+
+    @property
+    def stats(self) -> ReferenceStats:
+        """The reference side of the in-process drift tests (sorted columns), built on first use."""
+        if self._stats is None:
+            self._stats = ReferenceStats({c: self.frame[c].to_numpy() for c in self.frame.columns})
+        return self._stats
 
     def usable(self, columns: list[str]) -> list[str]:
         """The columns of ``columns`` that the reference has with at least one value."""

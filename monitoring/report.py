@@ -3,16 +3,19 @@
 :func:`run_drift_report` runs Evidently's ``DataDriftPreset`` over the feature columns, plus a separate
 ``ValueDrift`` of ``churn_probability`` (prediction drift, not counted in the dataset verdict), and
 extracts per column ``{method, score, threshold, drifted}``, the share of drifted features and the
-dataset verdict (share >= ``drift_share``, Evidently's rule). :class:`ReportStore` writes
-``<report_id>.html`` and ``<report_id>.json`` and adds the run to an Evidently workspace, so
-``evidently ui --workspace <report_dir>/workspace`` shows the history.
+dataset verdict (share >= ``drift_share``, Evidently's rule). :class:`ReportStore` keeps the files:
+each window's message as ``<report_id>.json``, each Evidently report as ``<id>.html`` and
+``<id>.evidently.json`` plus a run in an Evidently workspace, so ``evidently ui --workspace
+<report_dir>/workspace`` shows the history.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import logging
 import math
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -76,8 +79,7 @@ def run_drift_report(
         and prediction_column in current_values
         and bool(prepared.usable([prediction_column]))
     )
-    analysed = tuple(usable + ([prediction_column] if with_prediction else []))
-    assert all(c is not None for c in analysed)
+    analysed = tuple(usable + ([prediction_column] if with_prediction and prediction_column else []))
     current_frame = pd.DataFrame({c: current_values[c] for c in analysed})
     metrics: list[Any] = [DataDriftPreset(columns=list(usable), drift_share=drift_share)]
     if with_prediction:
@@ -139,7 +141,9 @@ def _number(value: Any) -> float | None:
 
 
 class ReportStore:
-    """Keeps reports under ``root``: ``<id>.html`` (Evidently), ``<id>.json``, and the Evidently workspace."""
+    """Keeps reports under ``root``: one ``<id>.json`` per window (its drift_reports message), and per
+    Evidently report ``<id>.html``, ``<id>.evidently.json`` (Evidently's results) and a run in the
+    Evidently workspace, so ``evidently ui --workspace <root>/workspace`` shows the history."""
 
     def __init__(self, root: Path, *, project: str = WORKSPACE_PROJECT, workspace: bool = True) -> None:
         self.root = Path(root)
@@ -155,27 +159,45 @@ class ReportStore:
     def json_path(self, report_id: str) -> Path:
         return self.root / f"{report_id}.json"
 
+    def evidently_json_path(self, report_id: str) -> Path:
+        return self.root / f"{report_id}.evidently.json"
+
     @property
     def workspace_path(self) -> Path:
         return self.root / "workspace"
 
-    def save(self, report_id: str, message: dict[str, Any], snapshot: Any) -> None:
-        """Write the HTML and the JSON (the drift_reports message plus Evidently's results), then the run."""
+    def save_message(self, report_id: str, message: dict[str, Any]) -> None:
+        """Write a window's drift_reports message as ``<report_id>.json``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_text(self.json_path(report_id), json.dumps(message, default=_json_default))
+
+    def save_rendered(self, report_id: str, snapshot: Any, *, banner: str | None = None) -> None:
+        """Write an Evidently snapshot: the HTML (``banner`` shown above it), its JSON, a workspace run."""
         self.root.mkdir(parents=True, exist_ok=True)
         html = self.html_path(report_id)
         tmp = html.with_suffix(".html.tmp")
         snapshot.save_html(str(tmp))
+        if banner:
+            page = tmp.read_text(encoding="utf-8")
+            tmp.write_text(_with_banner(page, banner), encoding="utf-8")
         tmp.replace(html)
-        record = dict(message)
-        record["evidently"] = json.loads(snapshot.json())
-        tmp = self.json_path(report_id).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, default=_json_default), encoding="utf-8")
-        tmp.replace(self.json_path(report_id))
+        _write_text(self.evidently_json_path(report_id), snapshot.json())
         if self.use_workspace:
             try:
                 self._add_run(snapshot, report_id)
             except Exception:  # the workspace is a convenience; the report itself is saved
                 log.exception("could not add report %s to the Evidently workspace", report_id)
+
+    def save_error(self, report_id: str, error: str) -> None:
+        """A page in place of an Evidently report that could not be drawn, saying why."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = html_lib.escape(error)
+        _write_text(
+            self.html_path(report_id),
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>report not drawn</title>"
+            f"</head><body><h1>Evidently could not draw this report</h1><pre>{text}</pre>"
+            "<p>The window's verdict is in its drift_reports message and JSON.</p></body></html>\n",
+        )
 
     def _add_run(self, snapshot: Any, name: str) -> None:
         with self._lock:
@@ -194,19 +216,37 @@ class ReportStore:
             self._workspace.add_run(self._project_id, snapshot, name=name)
 
     def load_messages(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The saved drift_reports messages (without Evidently's part), oldest first."""
+        """The saved drift_reports messages, oldest first."""
         if not self.root.is_dir():
             return []
+        paths = [p for p in self.root.glob("*.json") if not p.name.endswith(".evidently.json")]
         out = []
-        for path in sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime)[-limit:]:
+        for path in sorted(paths, key=lambda p: p.stat().st_mtime)[-limit:]:
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(record, dict) and "report_id" in record:
-                record.pop("evidently", None)
                 out.append(record)
         return out
+
+
+def _with_banner(page: str, banner: str) -> str:
+    """``page`` with a note at the top of its body."""
+    note = (
+        "<div id='churnstream-note' style='font-family:system-ui,sans-serif;background:#fff4ce;"
+        f"border:1px solid #e0c060;padding:10px 14px;margin:8px'>{html_lib.escape(banner)}</div>"
+    )
+    match = re.search(r"<body[^>]*>", page)
+    if match is None:
+        return note + page
+    return page[: match.end()] + note + page[match.end() :]
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _json_default(value: Any) -> Any:

@@ -5,20 +5,25 @@ lies more than ``max_span_ms`` after the window's first one (so a quiet stream s
 short window), or when the model version changes (a window describes one model). Outcomes (labels
 that became known) ride along with the window that is open when they arrive.
 
+Windows are numbered (``seq``) in the order they open. After each :meth:`DriftWindow.add`,
+``segments`` says how many of the batch's predictions went into which window (and ``outcomes_seq``
+which window took its outcomes), so the Kafka edge knows when every part of a record has been reported
+and its offset may be committed.
+
 >>> from churnstream.messages import MonitoringBatch
 >>> def batch(times):
 ...     cols = {"as_of": times, "x": [1.0] * len(times), "churn_probability": [0.5] * len(times)}
 ...     return MonitoringBatch("b", 0, "v1", ["x"], cols, {})
 >>> w = DriftWindow(max_rows=3, max_span_ms=10)
->>> [c.rows for c in w.add(batch([1, 2, 3, 4]))], w.rows
-([3], 1)
+>>> [c.rows for c in w.add(batch([1, 2, 3, 4]))], w.rows, w.segments
+([3], 1, [(1, 3), (2, 1)])
 >>> [(c.rows, c.closed_by) for c in w.add(batch([20]))], w.rows
 ([(1, 'time')], 1)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,36 +33,44 @@ from churnstream.messages import MonitoringBatch
 from churnstream.settings import DAY_MS
 
 PREDICTION_COLUMN = "churn_probability"
+PROBABILITY_COLUMNS = ("batch_probability", "online_probability", PREDICTION_COLUMN)
 
 
 @dataclass(slots=True)
 class ClosedWindow:
-    """A finished window: its prediction and outcome columns, event-time bounds and why it closed."""
+    """A finished window: prediction columns (numpy), outcome columns, event-time bounds, why it closed.
+
+    ``first_row`` names the window's first prediction (``<batch_id>:<row>``): a restarted monitor that
+    re-reads the same records builds the same window, and so the same report id.
+    """
 
     model_version: str
     feature_names: list[str]
-    predictions: dict[str, list[Any]]
+    predictions: dict[str, np.ndarray]
     outcomes: dict[str, list[Any]]
     start: int
     end: int
     rows: int
     closed_by: str
+    seq: int = 0
+    first_row: str = ""
 
     @property
     def outcome_rows(self) -> int:
         return len(self.outcomes.get("label", ()))
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """Features and ``churn_probability`` as float arrays (NaN where null)."""
+        names = (*self.feature_names, PREDICTION_COLUMN)
+        return {c: self.predictions[c] for c in names if c in self.predictions}
+
     def frame(self) -> Any:
         """The predictions as a pandas DataFrame: features (floats), ``churn_probability`` and ``as_of``."""
         import pandas as pd
 
-        columns = [c for c in (*self.feature_names, PREDICTION_COLUMN) if c in self.predictions]
-        frame = pd.DataFrame(
-            {c: pd.to_numeric(pd.Series(self.predictions[c]), errors="coerce") for c in columns}
-        )
-        frame = frame.astype("float64")
+        frame = pd.DataFrame(self.columns())
         if "as_of" in self.predictions:
-            frame["as_of"] = np.asarray(self.predictions["as_of"], dtype="int64")
+            frame["as_of"] = self.predictions["as_of"]
         return frame
 
 
@@ -65,12 +78,14 @@ class ClosedWindow:
 class _Open:
     model_version: str
     feature_names: list[str]
-    predictions: dict[str, list[Any]] = field(default_factory=dict)
+    seq: int
+    chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
     outcomes: dict[str, list[Any]] = field(default_factory=dict)
     rows: int = 0
     anchor: int = 0
     start: int = 0
     end: int = 0
+    first_row: str = ""
 
 
 class DriftWindow:
@@ -81,12 +96,15 @@ class DriftWindow:
     smallest and largest ``as_of`` it holds.
     """
 
-    def __init__(self, *, max_rows: int, max_span_ms: int = 7 * DAY_MS) -> None:
+    def __init__(self, *, max_rows: int, max_span_ms: int = 7 * DAY_MS, first_seq: int = 1) -> None:
         if max_rows <= 0 or max_span_ms <= 0:
             raise ValueError("max_rows and max_span_ms must be positive")
         self.max_rows = max_rows
         self.max_span_ms = max_span_ms
+        self._next_seq = first_seq
         self._open: _Open | None = None
+        self.segments: list[tuple[int, int]] = []
+        self.outcomes_seq: int | None = None
 
     @property
     def rows(self) -> int:
@@ -97,21 +115,37 @@ class DriftWindow:
     def model_version(self) -> str | None:
         return self._open.model_version if self._open is not None else None
 
-    def add(self, batch: MonitoringBatch) -> list[ClosedWindow]:
-        """Add one batch; returns the windows it completed (usually none, sometimes one, rarely more)."""
+    @property
+    def open_seq(self) -> int:
+        """The number of the open window (or of the next one to open)."""
+        return self._open.seq if self._open is not None else self._next_seq
+
+    def add(self, batch: MonitoringBatch, *, skip_rows: int = 0) -> list[ClosedWindow]:
+        """Add one batch; returns the windows it completed (usually none, sometimes one, rarely more).
+
+        ``skip_rows`` leaves out the batch's first predictions, and then its outcomes too: a restarted
+        monitor re-reads a record whose first rows (and outcomes) were already reported.
+        """
         closed: list[ClosedWindow] = []
-        if self._open is not None and self._open.model_version != batch.model_version:
+        self.segments = []
+        self.outcomes_seq = None
+        if self._open is None:
+            self._open = self._new(batch)
+        elif self._open.model_version != batch.model_version:
             if self._open.rows:
                 closed.append(self._close("model_version"))
-            self._open = None
-        if self._open is None:
-            self._open = _Open(batch.model_version, list(batch.feature_names))
-        if batch.outcomes:
-            _extend(self._open.outcomes, batch.outcomes, 0, len(next(iter(batch.outcomes.values()))))
+            # the (now empty) open window keeps its number and any outcomes, for the new version
+            self._open.model_version = batch.model_version
+            self._open.feature_names = list(batch.feature_names)
+        if skip_rows == 0 and any(batch.outcomes.values()):
+            _extend(self._open.outcomes, batch.outcomes)
+            self.outcomes_seq = self._open.seq
         n = batch.rows
-        if n == 0:
+        if n <= skip_rows:
             return closed
-        as_of = np.asarray(batch.predictions["as_of"], dtype="int64")
+        columns = _prediction_arrays(batch, skip_rows)
+        as_of = columns["as_of"]
+        n -= skip_rows
         i = 0
         while i < n:
             window = self._open
@@ -119,15 +153,18 @@ class DriftWindow:
             if window.rows == 0:
                 window.anchor = int(as_of[i])
                 window.start = window.end = window.anchor
+                window.first_row = f"{batch.batch_id}:{skip_rows + i}"
             room = self.max_rows - window.rows
             beyond = np.flatnonzero(as_of[i : i + room] > window.anchor + self.max_span_ms)
             take = int(beyond[0]) if beyond.size else min(room, n - i)
             if take:
-                _extend(window.predictions, batch.predictions, i, i + take)
+                for name, values in columns.items():
+                    window.chunks.setdefault(name, []).append(values[i : i + take])
                 chunk = as_of[i : i + take]
                 window.start = min(window.start, int(chunk.min()))
                 window.end = max(window.end, int(chunk.max()))
                 window.rows += take
+                self.segments.append((window.seq, take))
                 i += take
             if window.rows >= self.max_rows:
                 closed.append(self._close("rows"))
@@ -141,22 +178,42 @@ class DriftWindow:
             return None
         return self._close("flush")
 
+    def _new(self, batch: MonitoringBatch) -> _Open:
+        seq = self._next_seq
+        self._next_seq += 1
+        return _Open(batch.model_version, list(batch.feature_names), seq)
+
     def _close(self, reason: str) -> ClosedWindow:
         window = self._open
         assert window is not None
-        self._open = _Open(window.model_version, window.feature_names)
+        self._open = _Open(window.model_version, window.feature_names, self._next_seq)
+        self._next_seq += 1
         return ClosedWindow(
             model_version=window.model_version,
             feature_names=window.feature_names,
-            predictions=window.predictions,
+            predictions={name: np.concatenate(parts) for name, parts in window.chunks.items()},
             outcomes=window.outcomes,
             start=window.start,
             end=window.end,
             rows=window.rows,
             closed_by=reason,
+            seq=window.seq,
+            first_row=window.first_row,
         )
 
 
-def _extend(into: dict[str, list[Any]], columns: dict[str, Sequence[Any]], lo: int, hi: int) -> None:
+def _prediction_arrays(batch: MonitoringBatch, skip: int) -> dict[str, np.ndarray]:
+    """The columns a window keeps, as arrays from row ``skip`` on: ``as_of``, features, probabilities."""
+    predictions = batch.predictions
+    n = batch.rows - skip
+    out = {"as_of": np.asarray(predictions["as_of"][skip:], dtype="int64")}
+    for name in (*batch.feature_names, *PROBABILITY_COLUMNS):
+        values = predictions.get(name)
+        # None becomes NaN; the Kafka edge has checked that every value is a number or null
+        out[name] = np.full(n, np.nan) if values is None else np.array(values[skip:], dtype="float64")
+    return out
+
+
+def _extend(into: dict[str, list[Any]], columns: Mapping[str, Sequence[Any]]) -> None:
     for name, values in columns.items():
-        into.setdefault(name, []).extend(values[lo:hi])
+        into.setdefault(name, []).extend(values)

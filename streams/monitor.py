@@ -1,17 +1,22 @@
 """``churnstream monitor``: the drift monitor as a faust-streaming app, with its web pages.
 
 One agent reads the scorer's monitoring batches (one record per scored micro-batch) from
-``settings.topics.monitoring_batches`` and feeds a :class:`~monitoring.monitor.DriftMonitor`. When a
-window closes, the Evidently report runs in a worker thread (seconds of CPU, off the event loop) and the
-``drift_reports`` message is published keyed by model version. A malformed record goes to
-``dead_letter`` (stage ``decode`` or ``validate``) and the agent goes on.
+``settings.topics.monitoring_batches`` and feeds a :class:`~monitoring.monitor.DriftMonitor`, which
+judges each window as it closes (Evidently's tests, computed in-process). The Evidently HTML of each
+window is drawn in a separate worker process (:mod:`monitoring.render`); when windows close faster than
+reports are drawn, consecutive windows share one report, never dropped. Once a window's HTML exists its
+``drift_reports`` message is published keyed by model version, every window in order. A malformed
+record goes to ``dead_letter`` (stage ``decode`` or ``validate``) and the agent goes on.
+
+Restarts lose nothing: a record's offset is committed only once every prediction and outcome in it has
+been reported, so a restarted monitor reads the open window's records again; the local
+:class:`~monitoring.state.MonitorState` says how many predictions of a record that straddles two windows
+were already reported, so each counts exactly once.
 
 Web pages (faust's web server, bound to ``settings.web_host``:``settings.web_port``):
-``/`` and ``/reports/`` list the reports with their verdicts, ``/reports/<id>`` is the Evidently HTML
-report, ``/reports/<id>.json`` its JSON, ``/health`` the monitor's state as JSON.
-
-The open window lives in memory: a restarted monitor resumes from its committed offsets and starts a
-new window, so predictions of a partly filled window at shutdown are not reported.
+``/`` and ``/reports/`` list the windows with their verdicts, ``/reports/<id>`` is the window's Evidently
+HTML report, ``/reports/<id>.json`` its message, ``/health`` the monitor's state as JSON, ``/metrics``
+the same counters for Prometheus.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import html
 import json
 import logging
 import os
+import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,17 +42,36 @@ from churnstream.errors import DecodeError, EventError, ValidationError
 from churnstream.events import format_time, now_ms
 from churnstream.messages import DeadLetter, DriftReport, MonitoringBatch
 from churnstream.settings import DAY_MS, Settings
-from monitoring.monitor import DriftMonitor, MonitorConfig, PendingReport
+from monitoring.monitor import Added, DriftMonitor, MonitorConfig
 from monitoring.reference import ReferenceSource, RegistrySource
+from monitoring.render import Rendered, RenderJob, RenderQueue, ReportRenderer
 from monitoring.report import ReportStore
+from monitoring.state import MonitorState, Position
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_BYTES = 64 * 1024 * 1024
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_ROWS = 200_000
+MAX_FEATURES = 1000
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
+_RESERVED = {
+    "as_of",
+    "customer_id",
+    "trigger",
+    "batch_probability",
+    "online_probability",
+    "churn_probability",
+}
+_NUMBER = {int, float}
+_NULLABLE_NUMBER = {int, float, type(None)}
 
 
-def decode_batch(value: bytes | None) -> MonitoringBatch:
+def decode_batch(value: bytes | None, *, max_as_of: int | None = None) -> MonitoringBatch:
     """A :class:`MonitoringBatch` from a message value; :class:`DecodeError` / :class:`ValidationError`.
+
+    The checks match what the scorer writes: columns are lists of one length, ``as_of`` and
+    ``labeled_at`` integer epoch ms (not after ``max_as_of``), every listed feature present as numbers
+    or nulls, probabilities in [0, 1], labels 0 or 1.
 
     >>> decode_batch(b"nope")
     Traceback (most recent call last):
@@ -56,60 +83,167 @@ def decode_batch(value: bytes | None) -> MonitoringBatch:
     if value is None:
         raise DecodeError("empty message value")
     if len(value) > MAX_BATCH_BYTES:
-        raise DecodeError(f"monitoring batch of {len(value)} bytes exceeds {MAX_BATCH_BYTES}")
+        raise DecodeError(f"monitoring batch of {len(value):,} bytes exceeds {MAX_BATCH_BYTES:,}")
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise DecodeError("a monitoring batch must be a JSON object")
-    batch = MonitoringBatch.from_json(obj)
-    predictions = batch.predictions
-    if batch.rows and "as_of" not in predictions:
-        raise ValidationError("monitoring batch predictions need an as_of column")
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in predictions.get("as_of", ())):
-        raise ValidationError("as_of must be epoch milliseconds (integers)")
-    for column in ("label",):
-        if not all(v in (0, 1) for v in batch.outcomes.get(column, ())):
+    for name, kind in (
+        ("batch_id", str),
+        ("created_at", int),
+        ("model_version", str),
+        ("feature_names", list),
+        ("predictions", dict),
+        ("outcomes", dict),
+    ):
+        if name not in obj:
+            raise ValidationError(f"monitoring batch lacks {name}")
+        if type(obj[name]) is not kind:
+            raise ValidationError(f"{name} must be a {kind.__name__}, got {type(obj[name]).__name__}")
+    if not 1 <= len(obj["batch_id"]) <= 128:
+        raise ValidationError("batch_id must have 1..128 characters")
+    if not _VERSION_RE.match(obj["model_version"]):
+        raise ValidationError(f"model_version {obj['model_version'][:80]!r} is not a model version name")
+    names = obj["feature_names"]
+    if not 1 <= len(names) <= MAX_FEATURES or not all(type(n) is str and 0 < len(n) <= 128 for n in names):
+        raise ValidationError(f"feature_names must be 1..{MAX_FEATURES} names of 1..128 characters")
+    if len(set(names)) != len(names) or _RESERVED & set(names):
+        raise ValidationError("feature_names must be distinct and not name a prediction column")
+    predictions, outcomes = obj["predictions"], obj["outcomes"]
+    rows = _column_length(predictions, "predictions")
+    if rows:
+        for name in ("as_of", "churn_probability", *names):
+            if name not in predictions:
+                raise ValidationError(f"predictions lack the column {name}")
+        _epoch_ms(predictions["as_of"], "as_of", max_as_of)
+        for name in names:
+            _numbers(predictions[name], name, nullable=True)
+        _probabilities(predictions["churn_probability"], "churn_probability", nullable=False)
+        for name in ("batch_probability", "online_probability"):
+            if name in predictions:
+                _probabilities(predictions[name], name, nullable=True)
+    labels = _column_length(outcomes, "outcomes")
+    if labels:
+        for name in ("label", "labeled_at"):
+            if name not in outcomes:
+                raise ValidationError(f"outcomes lack the column {name}")
+        if not all(type(v) is int and v in (0, 1) for v in outcomes["label"]):
             raise ValidationError("outcome labels must be 0 or 1")
-    for part in (predictions, batch.outcomes):
-        for name, values in part.items():
-            if name.endswith("probability") and not all(
-                v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values
-            ):
-                raise ValidationError(f"{name} must hold numbers or nulls")
-    return batch
+        _epoch_ms(outcomes["labeled_at"], "labeled_at", max_as_of)
+        for name in ("batch_probability", "online_probability", "churn_probability"):
+            if name in outcomes:
+                _probabilities(outcomes[name], f"outcome {name}", nullable=True)
+    return MonitoringBatch.from_json(obj)
+
+
+def _column_length(columns: dict[str, Any], part: str) -> int:
+    lengths = set()
+    for name, values in columns.items():
+        if type(values) is not list:
+            raise ValidationError(f"{part} column {name[:80]!r} must be a list")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise ValidationError(f"{part} columns have unequal lengths {sorted(lengths)[:5]}")
+    rows = lengths.pop() if lengths else 0
+    if rows > MAX_BATCH_ROWS:
+        raise ValidationError(f"{part} hold {rows:,} rows, more than {MAX_BATCH_ROWS:,}")
+    return rows
+
+
+def _numbers(values: list[Any], name: str, *, nullable: bool) -> None:
+    allowed = _NULLABLE_NUMBER if nullable else _NUMBER
+    kinds = set(map(type, values))
+    if not kinds <= allowed:
+        bad = next(type(v).__name__ for v in values if type(v) not in allowed)
+        raise ValidationError(f"{name[:80]} must hold numbers{' or nulls' if nullable else ''}, not {bad}")
+    if int in kinds and any(type(v) is int and abs(v) > 2**53 for v in values):
+        raise ValidationError(f"{name[:80]} holds an integer beyond 2**53")
+
+
+def _probabilities(values: list[Any], name: str, *, nullable: bool) -> None:
+    _numbers(values, name, nullable=nullable)
+    array = np.array(values, dtype="float64")
+    if np.any((array < 0) | (array > 1)):
+        raise ValidationError(f"{name} must lie in [0, 1]")
+
+
+def _epoch_ms(values: list[Any], name: str, upto: int | None) -> None:
+    if not all(type(v) is int for v in values):
+        raise ValidationError(f"{name} must be epoch milliseconds (integers)")
+    if values and (min(values) < 0 or (upto is not None and max(values) > upto)):
+        raise ValidationError(f"{name} must lie between 1970 and the wall clock plus the allowed skew")
+
+
+_IN_FLIGHT = 2**62  # a record being decoded: holds back everything after it
+
+
+@dataclass(slots=True)
+class _Held:
+    """A record whose offset is not committed yet: what of it went into which window."""
+
+    offset: int
+    ack: Callable[[], Any] | None
+    base_rows: int = 0  # predictions reported before a restart
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    holds: int | None = _IN_FLIGHT  # the last window it fed; None: nothing (a dead letter, or reported)
+
+    def rows_reported(self, done: int) -> int:
+        return self.base_rows + sum(rows for seq, rows in self.segments if seq <= done)
 
 
 class MonitorService:
-    """State of a running monitor: the drift monitor, the queue of reports to render, counters, history."""
+    """State of a running monitor: the drift monitor, the report queue, uncommitted records, counters.
+
+    ``committed(topic, partition)`` tells the consumer group's committed offset (for the state file);
+    ``max_jobs`` bounds the jobs waiting for the report worker (see :class:`RenderQueue`).
+    """
 
     def __init__(
         self,
         *,
         settings: Settings,
         monitor: DriftMonitor,
-        publish_report: Callable[[DriftReport], Any],
-        publish_dead_letter: Callable[[DeadLetter], Any],
-        max_pending: int = 16,
+        publish_report: Callable[[DriftReport], Awaitable[Any]],
+        publish_dead_letter: Callable[[DeadLetter], Awaitable[Any]],
+        renderer: ReportRenderer | None = None,
+        max_jobs: int = 1,
+        committed: Callable[[str, int], int | None] | None = None,
     ) -> None:
         self.settings = settings
         self.monitor = monitor
-        self.max_pending = max_pending
+        self.state = monitor.state
+        self.renderer = renderer or ReportRenderer(
+            root=monitor.store.root, drift_share=monitor.config.drift_share
+        )
+        self.queue = RenderQueue(max_jobs=max_jobs, max_rows=max(50_000, 4 * monitor.config.window_rows))
         self._publish_report = publish_report
         self._publish_dead_letter = publish_dead_letter
-        self._queue: deque[PendingReport] = deque()
+        self._committed = committed
         self._wakeup: asyncio.Event | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-report")
+        self._held: dict[tuple[str, int], deque[_Held]] = {}
+        self._next_offset: dict[tuple[str, int], int] = {}
+        self._skip: dict[tuple[str, int], Position] = {}
+        self._done: set[int] = set()
+        self._detectors: dict[int, bytes] = {}
+        restored = monitor.restored
+        self._resume = {_tp_of(key): p for key, p in restored.positions.items()} if restored else {}
+        self.done_upto = monitor.windows_closed
+        counters = dict(restored.counters) if restored else {}
         self.reports: list[dict[str, Any]] = monitor.store.load_messages()
+        self._by_id = {r["report_id"]: r for r in self.reports}
         self.records = 0
+        self.lags: deque[float] = deque(maxlen=100_000)
         self.delays: deque[float] = deque(maxlen=100_000)
+        self.render_seconds: deque[float] = deque(maxlen=1000)
         self.dead_letters = 0
-        self.windows_reported = 0
-        self.windows_skipped = 0
-        self.report_errors = 0
+        self.windows_reported = int(counters.get("windows_reported", 0))
+        self.reports_rendered = int(counters.get("reports_rendered", 0))
+        self.windows_merged = int(counters.get("windows_merged", 0))
+        self.report_errors = int(counters.get("report_errors", 0))
         self.last_report_at: int | None = None
-        self.rendering: str | None = None
+        self.rendering: RenderJob | None = None
         self.warmed_up = False
         self.started_at = now_ms()
 
@@ -127,41 +261,155 @@ class MonitorService:
         partition: int | None,
         offset: int | None,
         timestamp: float | None = None,
+        ack: Callable[[], Any] | None = None,
     ) -> None:
         """Decode one record and feed it; a bad record becomes a dead letter.
 
-        ``timestamp`` (the record's Kafka timestamp, seconds) measures how late the monitor sees records.
+        ``ack`` marks the record's offset as committable; it is called once every prediction of the
+        record has been reported. ``timestamp`` (Kafka's, seconds) measures how late records are seen.
         """
-        self.records += 1
-        if timestamp:
-            self.delays.append(time.time() - timestamp)
+        tp = (topic, partition if partition is not None else -1)
+        skip_rows, reported = 0, False
+        if offset is not None:
+            expected = self._next_offset.get(tp)
+            if expected is None:
+                self._resume_partition(tp, offset)
+            elif offset < expected:
+                return  # delivered again after a rebalance: the first delivery is still held
+            self._next_offset[tp] = offset + 1
+            skip = self._skip.get(tp)
+            if skip is not None:
+                if offset < skip.offset:
+                    reported = True
+                else:
+                    skip_rows = skip.rows if offset == skip.offset else 0
+                    del self._skip[tp]
+        held = _Held(offset if offset is not None else -1, ack, base_rows=skip_rows)
+        self._held.setdefault(tp, deque()).append(held)
+        if reported:
+            held.holds = None
+        else:
+            self.records += 1
+            if timestamp:
+                self.delays.append(time.time() - timestamp)
+            await self._feed(held, key, value, topic, partition, offset, skip_rows)
+        self._release(tp)
+
+    def _resume_partition(self, tp: tuple[str, int], offset: int) -> None:
+        position = self._resume.pop(tp, None)
+        if position is None:
+            return
+        if position.applies_to(offset):
+            if offset < position.offset or position.rows:
+                self._skip[tp] = position
+                log.info(
+                    "%s[%d]: resuming at offset %d, %d predictions of it already reported",
+                    tp[0],
+                    tp[1],
+                    position.offset,
+                    position.rows,
+                )
+        else:
+            log.warning(
+                "%s[%d]: the group's offset %d is not where reporting stopped (%d): offsets were moved; "
+                "reading from %d as they say",
+                tp[0],
+                tp[1],
+                offset,
+                position.offset,
+                offset,
+            )
+
+    async def _feed(
+        self,
+        held: _Held,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        skip_rows: int,
+    ) -> None:
         try:
-            batch = decode_batch(value)
-            pending = self.monitor.add(batch)
+            batch = decode_batch(
+                value, max_as_of=now_ms() + int(self.settings.max_future_skew_hours * 3_600_000)
+            )
+            self.monitor.check(batch)
+            added = self.monitor.add(batch, skip_rows=skip_rows)
         except EventError as exc:
             await self._dead_letter(key, value, topic, partition, offset, str(exc), exc.stage)
+            held.holds = None
             return
-        except (TypeError, ValueError, KeyError) as exc:
-            await self._dead_letter(
-                key, value, topic, partition, offset, f"cannot use batch: {exc!r}", "process"
-            )
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            error = f"cannot use batch: {exc!r}"
+            await self._dead_letter(key, value, topic, partition, offset, error, "process")
+            held.holds = None
             return
-        for item in pending:
-            self._enqueue(item)
+        self.lags.append(now_ms() - batch.created_at)
+        held.segments, held.holds = added.segments, added.holds
+        self._take(added)
 
-    def _enqueue(self, item: PendingReport) -> None:
-        if len(self._queue) >= self.max_pending:
-            dropped = self._queue.popleft()
-            self.windows_skipped += 1
-            log.warning(
-                "reports fall behind (%d pending): skipped the window %s..%s",
-                len(self._queue) + 1,
-                format_time(dropped.window.start),
-                format_time(dropped.window.end),
+    def _take(self, added: Added) -> None:
+        self._detectors.update(added.detectors)
+        for pending in added.pending:
+            self.queue.put(pending)
+            self.wakeup.set()
+        if added.settled:
+            self._settle(added.settled)
+
+    def _settle(self, seqs: list[int]) -> None:
+        """Windows ``seqs`` are reported (or became a kept reference): move the committable point."""
+        self._done.update(seqs)
+        before = self.done_upto
+        while self.done_upto + 1 in self._done:
+            self.done_upto += 1
+            self._done.discard(self.done_upto)
+        if self.done_upto == before:
+            return
+        if self.state is not None:
+            positions = {}
+            for tp, queue in self._held.items():
+                head = next((h for h in queue if h.holds is not None and h.holds > self.done_upto), None)
+                # the first record that stays uncommitted, and how much of it is reported
+                if head is None:
+                    positions[_key_of(tp)] = Position(self._next_offset.get(tp, 0), 0, self._committed_at(tp))
+                else:
+                    rows = head.rows_reported(self.done_upto)
+                    positions[_key_of(tp)] = Position(head.offset, rows, self._committed_at(tp))
+            self.state.save(
+                positions=positions,
+                seq=self.done_upto,
+                detectors=self._detectors.get(self.done_upto),
+                counters=self._counters(),
             )
-        item.extra["windows_skipped"] = self.windows_skipped
-        self._queue.append(item)
-        self.wakeup.set()
+        for seq in [s for s in self._detectors if s <= self.done_upto]:
+            del self._detectors[seq]
+        for tp in self._held:
+            self._release(tp)
+
+    def _release(self, tp: tuple[str, int]) -> None:
+        """Ack the records at the head of ``tp`` that are wholly reported, in offset order."""
+        queue = self._held.get(tp)
+        while queue and (queue[0].holds is None or queue[0].holds <= self.done_upto):
+            held = queue.popleft()
+            if held.ack is not None:
+                held.ack()
+
+    def _committed_at(self, tp: tuple[str, int]) -> int | None:
+        if self._committed is None:
+            return None
+        try:
+            return self._committed(*tp)
+        except Exception:  # only a sharper restart check; never worth failing the write
+            return None
+
+    def _counters(self) -> dict[str, int]:
+        return {
+            "windows_reported": self.windows_reported,
+            "reports_rendered": self.reports_rendered,
+            "windows_merged": self.windows_merged,
+            "report_errors": self.report_errors,
+        }
 
     async def _dead_letter(
         self,
@@ -174,37 +422,87 @@ class MonitorService:
         stage: str,
     ) -> None:
         self.dead_letters += 1
-        log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, error)
+        log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, error[:300])
         letter = DeadLetter(topic, partition, offset, key, value, error, stage, now_ms())
         await self._publish_dead_letter(letter)
 
     async def run_reports(self) -> None:
-        """Render pending reports one at a time in the worker thread and publish them, forever."""
-        loop = asyncio.get_running_loop()
-        # Importing Evidently takes seconds: do it now, in the thread, while the agent starts consuming.
-        await loop.run_in_executor(self._executor, _warm_up)
-        self.warmed_up = True
+        """Draw queued reports one job at a time in the report worker and publish their windows, forever."""
+        warm = asyncio.wrap_future(self.renderer.start())
+        warm.add_done_callback(self._warmed)
         while True:
-            while not self._queue:
+            job = self.queue.take()
+            if job is None:
                 self.wakeup.clear()
                 await self.wakeup.wait()
-            item = self._queue.popleft()
-            self.rendering = item.report_id
-            try:
-                report = await loop.run_in_executor(self._executor, self.monitor.render, item)
-            except Exception:
-                self.report_errors += 1
-                log.exception("drift report %s failed", item.report_id)
                 continue
+            self.rendering = job
+            try:
+                rendered = await self._render(job)
+                await self._publish(job, rendered)
             finally:
                 self.rendering = None
+
+    def _warmed(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.warmed_up = True
+            log.info(
+                "report worker (%s) ready: Evidently imported in %.1f s", self.renderer.mode, future.result()
+            )
+
+    async def _render(self, job: RenderJob) -> Rendered:
+        for attempt in (1, 2):
+            try:
+                rendered = await asyncio.wrap_future(self.renderer.submit(job))
+                break
+            except BrokenProcessPool:
+                self.renderer.restart()
+                if attempt == 2:
+                    rendered = self._error_page(
+                        job, "the report worker process died twice drawing this report"
+                    )
+        self.render_seconds.append(rendered.seconds)
+        if rendered.error:
+            self.report_errors += 1
+        else:
+            self.reports_rendered += 1
+        return rendered
+
+    def _error_page(self, job: RenderJob, error: str) -> Rendered:
+        self.monitor.store.save_error(job.job_id, error)
+        return Rendered(job.job_id, str(self.monitor.store.html_path(job.job_id).resolve()), 0.0, error=error)
+
+    async def _publish(self, job: RenderJob, rendered: Rendered) -> None:
+        shared = len(job.windows) > 1
+        for position, pending in enumerate(job.windows, start=1):
+            extra: dict[str, Any] = {
+                "evidently_report": {
+                    "report_id": job.job_id,
+                    "windows": len(job.windows),
+                    "window": position,
+                    "rows": job.rows,
+                    "rendered_rows": job.rendered_rows,
+                    "shared": shared,
+                },
+                "verdict_by": "Evidently's default tests, computed in-process",
+            }
+            if rendered.error:
+                extra["evidently_report"]["error"] = rendered.error
+            report = pending.report(
+                created_at=now_ms(),
+                html_path=rendered.html_path,
+                url=self.monitor.url(pending.report_id),
+                **extra,
+            )
             await self._publish_report(report)
+            message = report.to_json()
+            self.monitor.store.save_message(report.report_id, message)
             self.windows_reported += 1
             self.last_report_at = report.created_at
-            self.reports.append(report.to_json())
-            del self.reports[:-1000]
+            self.reports.append(message)
+            self._by_id[report.report_id] = message
             log.info(
-                "drift report %s: %d rows %s..%s, dataset drift %s (share %.2f: %s), concept drift %s",
+                "drift report %s: %d rows %s..%s, dataset drift %s (share %.2f: %s), concept drift %s%s",
                 report.report_id,
                 report.rows,
                 format_time(report.window_start),
@@ -213,9 +511,39 @@ class MonitorService:
                 report.drift_share,
                 ", ".join(report.drifted_columns) or "-",
                 (report.concept_drift or {}).get("detected"),
+                f"; HTML shared by {len(job.windows)} windows" if shared else "",
             )
+        if shared:
+            self.windows_merged += len(job.windows)
+        if len(self.reports) > 1000:
+            for old in self.reports[:-1000]:
+                self._by_id.pop(old["report_id"], None)
+            del self.reports[:-1000]
+        self._settle([pending.window.seq for pending in job.windows])
+
+    def html_for(self, report_id: str) -> Path | None:
+        """The HTML file of a window's report (its own or the one it shares), inside the report directory."""
+        store = self.monitor.store
+        message = self._by_id.get(report_id)
+        if message is None:
+            saved = store.json_path(report_id)
+            if saved.is_file():
+                try:
+                    message = json.loads(saved.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    message = None
+        path = (
+            Path(message["html_path"]) if message and message.get("html_path") else store.html_path(report_id)
+        )
+        root = store.root.resolve()
+        try:
+            resolved = path.resolve()
+        except OSError:
+            return None
+        return resolved if resolved.parent == root and resolved.is_file() else None
 
     def health(self) -> dict[str, Any]:
+        waiting = self.queue.windows + (len(self.rendering.windows) if self.rendering else 0)
         return {
             "ok": True,
             "model_version": self.monitor.model_version,
@@ -224,38 +552,96 @@ class MonitorService:
             "rows_pending": self.monitor.rows_pending,
             "windows_done": self.monitor.windows_closed,
             "windows_reported": self.windows_reported,
-            "windows_skipped": self.windows_skipped,
-            "reports_pending": len(self._queue) + (1 if self.rendering else 0),
+            "windows_skipped": 0,  # never: windows that close while reports are drawn share a report
+            "windows_merged": self.windows_merged,
+            "reports_rendered": self.reports_rendered,
+            "reports_pending": waiting,
             "report_errors": self.report_errors,
+            "report_worker": {
+                "mode": self.renderer.mode,
+                "ready": self.warmed_up,
+                "restarts": self.renderer.restarts,
+                "render_seconds": _percentiles(self.render_seconds, scale=1.0),
+            },
             "dead_letters": self.dead_letters,
             "last_report_at": format_time(self.last_report_at) if self.last_report_at else None,
             "started_at": format_time(self.started_at),
             "window_rows": self.monitor.config.window_rows,
+            "lag_ms": _percentiles(self.lags, scale=1.0),
             "delay_ms": self.delay_ms(),
+            "uncommitted_records": sum(len(q) for q in self._held.values()),
         }
 
     def delay_ms(self) -> dict[str, float] | None:
         """p50/p99/max of how late recent records were seen (Kafka timestamp to agent), in ms."""
-        if not self.delays:
-            return None
-        values = np.asarray(self.delays) * 1000.0
-        p50, p99, top = np.percentile(values, [50, 99, 100])
-        return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(float(top), 1)}
+        return _percentiles(self.delays, scale=1000.0)
+
+    def metrics(self) -> str:
+        """The counters in Prometheus' text format."""
+        h = self.health()
+        lines = []
+        for name, kind, value, text in (
+            ("records", "counter", h["records"], "monitoring batch records consumed"),
+            ("rows", "counter", h["rows_seen"], "predictions consumed"),
+            ("rows_pending", "gauge", h["rows_pending"], "predictions in the open window"),
+            ("windows_closed", "counter", h["windows_done"], "drift windows closed"),
+            ("windows_reported", "counter", h["windows_reported"], "drift_reports messages published"),
+            ("windows_merged", "counter", h["windows_merged"], "windows whose Evidently HTML is shared"),
+            ("windows_skipped", "counter", 0, "windows never reported (always 0)"),
+            ("reports_rendered", "counter", h["reports_rendered"], "Evidently reports drawn"),
+            ("reports_pending", "gauge", h["reports_pending"], "closed windows waiting for their report"),
+            ("report_errors", "counter", h["report_errors"], "Evidently reports that could not be drawn"),
+            ("dead_letters", "counter", h["dead_letters"], "records sent to dead_letter"),
+            ("uncommitted_records", "gauge", h["uncommitted_records"], "records held for the open window"),
+        ):
+            lines += [
+                f"# HELP churnstream_monitor_{name} {text}",
+                f"# TYPE churnstream_monitor_{name} {kind}",
+                f"churnstream_monitor_{name} {value}",
+            ]
+        lag = h["lag_ms"] or {}
+        lines += [
+            "# HELP churnstream_monitor_lag_seconds record created_at to consumption",
+            "# TYPE churnstream_monitor_lag_seconds gauge",
+        ]
+        for q in ("p50", "p99"):
+            if q in lag:
+                lines.append(f'churnstream_monitor_lag_seconds{{quantile="{q[1:]}"}} {lag[q] / 1000:.3f}')
+        return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.renderer.close()
 
 
-def _warm_up() -> None:
-    import evidently  # noqa: F401
-    import evidently.presets  # noqa: F401
+def _percentiles(values: deque[float], *, scale: float) -> dict[str, float] | None:
+    if not values:
+        return None
+    array = np.asarray(values, dtype="float64") * scale
+    p50, p99, top = np.percentile(array, [50, 99, 100])
+    return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(float(top), 1)}
+
+
+def _key_of(tp: tuple[str, int]) -> str:
+    return f"{tp[0]}/{tp[1]}"
+
+
+def _tp_of(key: str) -> tuple[str, int]:
+    topic, _, partition = key.rpartition("/")
+    return topic, int(partition)
 
 
 def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}churnstream-monitor"
 
 
-def build_monitor(settings: Settings, *, references: ReferenceSource | None = None) -> DriftMonitor:
+def state_dir(settings: Settings, name: str | None = None) -> Path:
+    """Where the monitor of this consumer group keeps its local state (see :class:`MonitorState`)."""
+    return settings.var_dir / "monitor" / (name or app_id(settings))
+
+
+def build_monitor(
+    settings: Settings, *, references: ReferenceSource | None = None, name: str | None = None
+) -> DriftMonitor:
     """A :class:`DriftMonitor` for these settings; references from the model registry unless given."""
     if references is None:
         references = RegistrySource(_LazyRegistry(settings))
@@ -268,6 +654,7 @@ def build_monitor(settings: Settings, *, references: ReferenceSource | None = No
             drift_share=settings.drift_share,
         ),
         url_base=f"http://{settings.web_host}:{settings.web_port}",
+        state=MonitorState(state_dir(settings, name)),
     )
 
 
@@ -278,14 +665,20 @@ class _LazyRegistry:
         self.root = settings.model_dir
         self._registry: Any = None
 
-    def load(self, version: str) -> Any:
+    def _open(self) -> Any:
         if self._registry is None:
             try:
                 from models.registry import ModelRegistry
             except ImportError as exc:
                 raise FileNotFoundError(f"no model registry available: {exc}") from None
             self._registry = ModelRegistry(self.root)
-        return self._registry.load(version)
+        return self._registry
+
+    def load(self, version: str) -> Any:
+        return self._open().load(version)
+
+    def versions(self) -> list[str]:
+        return list(self._open().versions())
 
 
 class MonitorApp:
@@ -302,9 +695,12 @@ class MonitorApp:
         settings: Settings,
         *,
         monitor: DriftMonitor | None = None,
-        max_pending: int = 16,
+        max_pending: int = 1,
         app_name: str | None = None,
+        render_in_thread: bool = False,
     ) -> MonitorApp:
+        """The app; ``max_pending`` bounds the reports waiting to be drawn (later windows share them),
+        ``render_in_thread`` draws them in a thread of this process instead (the old way; benchmarks)."""
         import faust
 
         name = app_name or app_id(settings)
@@ -332,8 +728,15 @@ class MonitorApp:
             producer_acks=-1,
             producer_max_request_size=8 * 1024 * 1024,
             consumer_max_fetch_size=8 * 1024 * 1024,
+            # the open window's records stay uncommitted on purpose, for as long as the window is open
+            broker_commit_livelock_soft_timeout=30 * 86_400,
         )
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
         batches = app.topic(settings.topics.monitoring_batches, **raw)
         reports_topic = app.topic(settings.topics.drift_reports, **raw)
         dead_topic = app.topic(settings.topics.dead_letter, **raw)
@@ -348,20 +751,34 @@ class MonitorApp:
             delivery = await dead_topic.send(key=letter.key, value=value)
             await delivery
 
+        def committed(topic: str, partition: int) -> int | None:
+            # faust's own record of what it committed (no public accessor)
+            offset = getattr(app.consumer, "_committed_offset", {}).get((topic, partition))
+            return int(offset) if offset is not None else None
+
+        monitor = monitor or build_monitor(settings, name=name)
         service = MonitorService(
             settings=settings,
-            monitor=monitor or build_monitor(settings),
+            monitor=monitor,
             publish_report=publish_report,
             publish_dead_letter=publish_dead_letter,
-            max_pending=max_pending,
+            renderer=ReportRenderer(
+                root=monitor.store.root,
+                drift_share=monitor.config.drift_share,
+                workspace=monitor.store.use_workspace,
+                in_thread=render_in_thread,
+            ),
+            max_jobs=max_pending,
+            committed=committed,
         )
 
         @app.agent(batches, name="monitoring-batches", concurrency=1)
         async def consume(stream: Any) -> None:
-            async for event in stream.events():
+            # acks are manual: a record is acked (its offset committable) once all of it is reported
+            async for event in stream.noack().events():
                 msg = event.message
                 await service.on_message(
-                    msg.key, msg.value, msg.topic, msg.partition, msg.offset, msg.timestamp
+                    msg.key, msg.value, msg.topic, msg.partition, msg.offset, msg.timestamp, ack=event.ack
                 )
 
         @app.task
@@ -408,7 +825,6 @@ def _credentials(settings: Settings) -> Any:
 
 
 def _add_pages(app: Any, service: MonitorService) -> None:
-    store = service.monitor.store
     # faust mounts a {"status": "OK"} index at "/"; the report list takes that place.
     blueprints = app.web.blueprints
     blueprints._enabled = [(p, bp) for p, bp in blueprints._enabled if "production_index" not in str(bp)]
@@ -416,6 +832,10 @@ def _add_pages(app: Any, service: MonitorService) -> None:
     @app.page("/health")
     async def health(self: Any, request: Any) -> Any:
         return self.json(service.health())
+
+    @app.page("/metrics")
+    async def metrics(self: Any, request: Any) -> Any:
+        return self.text(service.metrics(), content_type="text/plain; version=0.0.4")
 
     @app.page("/reports/")
     async def report_list(self: Any, request: Any) -> Any:
@@ -427,8 +847,8 @@ def _add_pages(app: Any, service: MonitorService) -> None:
         report_id = report_id.removesuffix(".json").removesuffix(".html")
         if not report_id or any(c in report_id for c in "/\\") or report_id.startswith("."):
             return self.notfound()
-        path = store.json_path(report_id) if as_json else store.html_path(report_id)
-        if not path.is_file():
+        path = service.monitor.store.json_path(report_id) if as_json else service.html_for(report_id)
+        if path is None or not path.is_file():
             return self.notfound(f"no report {report_id}")
         data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
         return self.bytes(data, content_type="application/json" if as_json else "text/html")
@@ -439,7 +859,7 @@ def _add_pages(app: Any, service: MonitorService) -> None:
 
 
 def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) -> str:
-    """The report list page: one row per report with its window, rows and verdict, newest first."""
+    """The report list page: one row per window with its rows, verdict and report, newest first."""
     rows = []
     for r in reversed(reports):
         rid = html.escape(str(r.get("report_id", "")))
@@ -447,13 +867,21 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
         prediction = r.get("prediction_drift") or {}
         auc = (r.get("model_auc") or {}).get("blend")
         drift = bool(r.get("dataset_drift"))
+        evidently = r.get("evidently_report") or {}
+        if evidently.get("error"):
+            drawn = "not drawn (error)"
+        elif evidently.get("shared"):
+            drawn = f"shared by {evidently.get('windows')} windows ({evidently.get('window')} of them)"
+        else:
+            drawn = "own"
         rows.append(
             "<tr class='{cls}'>"
             "<td><a href='/reports/{rid}'>{rid}</a></td>"
             "<td>{start}<br>{end}</td><td class='num'>{rows}</td><td>{model}</td>"
             "<td class='verdict'>{verdict}</td><td class='num'>{share:.0%}</td><td>{cols}</td>"
             "<td>{pred}</td><td>{concept}</td><td class='num'>{auc}</td>"
-            "<td><a href='/reports/{rid}'>HTML</a> <a href='/reports/{rid}.json'>JSON</a></td></tr>".format(
+            "<td><a href='/reports/{rid}'>HTML</a> <a href='/reports/{rid}.json'>JSON</a></td>"
+            "<td class='drawn'>{drawn}</td></tr>".format(
                 cls="drift" if drift else "ok",
                 rid=rid,
                 start=html.escape(str(r.get("window_start", ""))),
@@ -470,13 +898,17 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
                     else "&ndash;"
                 ),
                 auc="&ndash;" if auc is None else f"{auc:.3f}",
+                drawn=html.escape(drawn),
             )
         )
-    body = "".join(rows) or "<tr><td colspan='11'>No reports yet: a window is still filling.</td></tr>"
+    body = "".join(rows) or "<tr><td colspan='12'>No reports yet: a window is still filling.</td></tr>"
     status = html.escape(
-        f"{health['windows_reported']} reports, {health['windows_done']} windows closed, "
+        f"{health['windows_reported']} windows reported of {health['windows_done']} closed, "
         f"{health['rows_pending']} rows in the open window (of {health['window_rows']}), "
-        f"{health['reports_pending']} reports pending, last report at {health['last_report_at'] or '-'}"
+        f"{health['reports_rendered']} Evidently reports drawn, "
+        f"{health['windows_merged']} windows sharing a report with others (they closed faster than "
+        f"reports are drawn; none is skipped), {health['reports_pending']} windows waiting for their "
+        f"report, last report at {health['last_report_at'] or '-'}"
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>churnstream drift reports</title>
@@ -488,11 +920,11 @@ th {{ background: #f4f4f4; }} td.num {{ text-align: right; }}
 tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{ color: #1b7f3b; }}
 </style></head><body>
 <h1>churnstream drift reports</h1>
-<p id="status">{status} &middot; <a href="/health">health</a></p>
+<p id="status">{status} &middot; <a href="/health">health</a> &middot; <a href="/metrics">metrics</a></p>
 <table id="drift-reports"><thead><tr>
-<th>report</th><th>window (event time)</th><th>rows</th><th>model</th><th>dataset drift</th>
+<th>window</th><th>window (event time)</th><th>rows</th><th>model</th><th>dataset drift</th>
 <th>drift share</th><th>drifted columns</th><th>prediction drift</th><th>concept drift</th>
-<th>AUC (blend)</th><th>links</th></tr></thead>
+<th>AUC (blend)</th><th>links</th><th>Evidently report</th></tr></thead>
 <tbody>{body}</tbody></table>
 </body></html>
 """
@@ -507,11 +939,12 @@ def cli(args: Any, settings: Settings) -> int:
     create_topics(settings)  # faust ignores a source topic that does not exist when it starts
     monitor_app = MonitorApp.build(settings)
     log.info(
-        "drift monitor: %s -> %s, windows of %d rows, reports in %s, pages at http://%s:%d/",
+        "drift monitor: %s -> %s, windows of %d rows, reports in %s, state in %s, pages at http://%s:%d/",
         settings.topics.monitoring_batches,
         settings.topics.drift_reports,
         settings.drift_window_rows,
         settings.report_dir,
+        state_dir(settings),
         settings.web_host,
         settings.web_port,
     )

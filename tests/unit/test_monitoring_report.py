@@ -13,7 +13,9 @@ import pytest
 from churnstream.messages import MonitoringBatch
 from monitoring.monitor import DriftMonitor, MonitorConfig
 from monitoring.reference import FrameSource
+from monitoring.render import RenderQueue, ReportRenderer
 from monitoring.report import ReportStore, run_drift_report
+from monitoring.state import MonitorState
 
 FEATURES = ["spent_total", "avg_order_value", "tickets_90d", "recency_days", "orders_total"]
 
@@ -97,7 +99,9 @@ def _batches(df: pd.DataFrame, version: str, t0: int, size: int = 250) -> list[M
     return out
 
 
-def test_monitor_reports_windows_and_writes_files(tmp_path: Path, reference: pd.DataFrame) -> None:
+def test_monitor_judges_windows_and_the_renderer_writes_files(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
     store = ReportStore(tmp_path / "reports")
     monitor = DriftMonitor(
         references=FrameSource(reference),
@@ -110,21 +114,36 @@ def test_monitor_reports_windows_and_writes_files(tmp_path: Path, reference: pd.
     for batch in _batches(
         pd.concat([frame(1000, seed=6), drifted, frame(100, seed=8)]), "v1", 1_700_000_000_000
     ):
-        pending += monitor.add(batch)
+        pending += monitor.add(batch).pending
     assert len(pending) == 2 and monitor.rows_pending == 100
-    reports = [monitor.render(p) for p in pending]
-    assert [r.dataset_drift for r in reports] == [False, True]
-    message = reports[1].to_json()
-    assert set(message["drifted_columns"]) == {"spent_total", "avg_order_value", "tickets_90d"}
-    assert message["rows"] == 1000 and message["reference_rows"] == 3000
-    assert message["url"] == f"http://127.0.0.1:8088/reports/{message['report_id']}"
-    assert message["concept_drift"]["detector"] == "ADWIN"
-    assert message["model_auc"]["blend"] == 1.0
-    assert Path(message["html_path"]).stat().st_size > 100_000
-    saved = json.loads(store.json_path(message["report_id"]).read_text())
-    assert saved["dataset_drift"] is True and "evidently" in saved
-    assert [m["report_id"] for m in store.load_messages()] == [r.report_id for r in reports]
-    assert (store.workspace_path).is_dir()
+    assert [p.verdict.dataset_drift for p in pending] == [False, True]
+    assert set(pending[1].verdict.drifted_columns) == {"spent_total", "avg_order_value", "tickets_90d"}
+
+    queue = RenderQueue(max_jobs=1)
+    assert [queue.put(p) for p in pending] == [False, True]  # the second window joins the waiting job
+    job = queue.take()
+    assert job is not None and job.rows == 2000 and job.rendered_rows == 2000
+    renderer = ReportRenderer(root=store.root, drift_share=0.5, in_thread=True)
+    try:
+        rendered = renderer.submit(job).result(timeout=120)
+    finally:
+        renderer.close()
+    assert rendered.error is None and rendered.html_path == str(store.html_path(job.job_id).resolve())
+    page = Path(rendered.html_path).read_text()
+    assert len(page) > 100_000 and "covers 2 consecutive drift windows" in page
+    assert store.evidently_json_path(job.job_id).is_file() and store.workspace_path.is_dir()
+
+    message = pending[1].report(
+        created_at=0, html_path=rendered.html_path, url=monitor.url(pending[1].report_id)
+    )
+    out = message.to_json()
+    assert out["rows"] == 1000 and out["reference_rows"] == 3000 and out["dataset_drift"] is True
+    assert out["url"] == f"http://127.0.0.1:8088/reports/{out['report_id']}"
+    assert out["concept_drift"]["detector"] == "ADWIN"
+    assert out["model_auc"]["blend"] == 1.0
+    store.save_message(out["report_id"], out)
+    assert [m["report_id"] for m in store.load_messages()] == [out["report_id"]]
+    assert json.loads(store.json_path(out["report_id"]).read_text())["html_path"] == rendered.html_path
 
 
 def test_bootstrap_reference_when_the_source_has_none(tmp_path: Path) -> None:
@@ -132,15 +151,31 @@ def test_bootstrap_reference_when_the_source_has_none(tmp_path: Path) -> None:
         def reference(self, model_version: str) -> None:
             return None
 
+    state = MonitorState(tmp_path / "state")
     monitor = DriftMonitor(
         references=Nothing(),
         store=ReportStore(tmp_path, workspace=False),
         config=MonitorConfig(window_rows=500),
+        state=state,
     )
-    pending = []
+    pending, settled = [], []
     for batch in _batches(frame(2000, seed=9), "v9", 0):
-        pending += monitor.add(batch)
-    # windows 1 and 2 become the reference; 3 and 4 are reported against it
-    assert len(pending) == 2
+        added = monitor.add(batch)
+        pending += added.pending
+        settled += added.settled
+    # windows 1 and 2 become the reference (kept in the state); 3 and 4 are reported against it
+    assert len(pending) == 2 and settled == [1, 2]
+    assert [p.window.seq for p in pending] == [3, 4]
     assert monitor.reference_rows("v9") == 1000
     assert pending[0].extra["reference_source"] == "stream"
+    assert len(state.load_reference("v9")) == 1000
+    again = DriftMonitor(
+        references=Nothing(),
+        store=ReportStore(tmp_path, workspace=False),
+        config=MonitorConfig(window_rows=500),
+        state=state,
+    )
+    first = []
+    for batch in _batches(frame(500, seed=10), "v9", 0):
+        first += again.add(batch).pending
+    assert len(first) == 1 and first[0].reference.rows == 1000  # a restart reuses the kept reference

@@ -1,0 +1,169 @@
+"""The monitor service's bookkeeping without Kafka: which records it acks (commits) and when, and where a
+restarted monitor resumes. The report worker is replaced by one that draws nothing; the same paths run
+against real Kafka and the real worker in ``tests/integration/test_monitor.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnstream.messages import DeadLetter, DriftReport, MonitoringBatch
+from churnstream.settings import Settings
+from monitoring.monitor import DriftMonitor, MonitorConfig
+from monitoring.reference import FrameSource
+from monitoring.render import Rendered, RenderJob
+from monitoring.report import ReportStore
+from monitoring.state import MonitorState
+from streams.monitor import MonitorService, decode_batch
+
+T0 = 1_717_200_000_000
+TOPIC = "churnstream.monitoring_batches"
+ROWS = 300
+
+
+class DrawsNothing:
+    mode = "fake"
+    restarts = 0
+
+    def __init__(self) -> None:
+        self.jobs: list[RenderJob] = []
+
+    def start(self) -> Future[float]:
+        done: Future[float] = Future()
+        done.set_result(0.0)
+        return done
+
+    def submit(self, job: RenderJob) -> Future[Rendered]:
+        self.jobs.append(job)
+        done: Future[Rendered] = Future()
+        done.set_result(Rendered(job.job_id, f"/nowhere/{job.job_id}.html", 0.0))
+        return done
+
+    def restart(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def record(k: int) -> bytes:
+    """Record ``k``: predictions ``k*ROWS .. (k+1)*ROWS - 1``, ``as_of`` one second apart."""
+    rng = np.random.default_rng(k)
+    first = k * ROWS
+    predictions: dict[str, list[Any]] = {
+        "as_of": [T0 + (first + i) * 1000 for i in range(ROWS)],
+        "x": rng.normal(0, 1, ROWS).tolist(),
+        "churn_probability": rng.uniform(0, 1, ROWS).tolist(),
+    }
+    batch = MonitoringBatch(f"b{k}", T0, "v1", ["x"], predictions, {})
+    return json.dumps(batch.to_json()).encode()
+
+
+class Monitor:
+    """A service over a state directory, with what it acked and published."""
+
+    def __init__(self, tmp: Path) -> None:
+        reference = pd.DataFrame({"x": np.random.default_rng(0).normal(0, 1, 3000), "churn_probability": 0.5})
+        self.monitor = DriftMonitor(
+            references=FrameSource(reference),
+            store=ReportStore(tmp / "reports", workspace=False),
+            config=MonitorConfig(window_rows=1000),
+            state=MonitorState(tmp / "state"),
+        )
+        self.acked: list[int] = []
+        self.reports: list[DriftReport] = []
+        self.letters: list[DeadLetter] = []
+
+        async def publish_report(report: DriftReport) -> None:
+            self.reports.append(report)
+
+        async def publish_dead_letter(letter: DeadLetter) -> None:
+            self.letters.append(letter)
+
+        self.service = MonitorService(
+            settings=Settings(),
+            monitor=self.monitor,
+            publish_report=publish_report,
+            publish_dead_letter=publish_dead_letter,
+            renderer=DrawsNothing(),  # type: ignore[arg-type]
+        )
+
+    def feed(self, offset: int, value: bytes) -> None:
+        asyncio.run(
+            self.service.on_message(b"v1", value, TOPIC, 0, offset, ack=lambda: self.acked.append(offset))
+        )
+
+    def report_all(self) -> None:
+        async def drain() -> None:
+            while (job := self.service.queue.take()) is not None:
+                await self.service._publish(job, await self.service._render(job))
+
+        asyncio.run(drain())
+
+
+def test_records_are_acked_once_reported_and_a_restart_counts_each_row_once(tmp_path: Path) -> None:
+    first = Monitor(tmp_path)
+    for k in range(4):  # rows 0..1199: window 1 is rows 0..999, record 3 straddles it
+        first.feed(k, record(k))
+    first.feed(4, b"{broken")
+    assert first.acked == [] and first.service.queue.windows == 1
+    first.report_all()
+    assert first.acked == [0, 1, 2]  # record 3 holds rows of the open window; the dead letter waits behind it
+    assert [len(r.to_json()) > 0 and r.rows for r in first.reports] == [1000]
+    state = MonitorState(tmp_path / "state").load()
+    assert state is not None and state.seq == 1
+    assert state.positions[f"{TOPIC}/0"].offset == 3 and state.positions[f"{TOPIC}/0"].rows == 100
+    assert [letter.offset for letter in first.letters] == [4]
+
+    # a restart: Kafka delivers again from the committed offset (3); rows 900..999 of record 3 were reported
+    second = Monitor(tmp_path)
+    second.feed(3, record(3))
+    second.feed(4, b"{broken")
+    for k in range(4, 7):
+        second.feed(k + 1, record(k))
+    second.feed(6, record(5))  # delivered twice (a rebalance): ignored
+    second.report_all()
+    window = second.reports[0]
+    assert window.rows == 1000
+    assert (window.window_start, window.window_end) == (T0 + 1000 * 1000, T0 + 1999 * 1000)
+    assert second.acked == [3, 4, 5, 6]  # offset 7 (rows 1800..2099) holds rows of the open window
+    assert second.monitor.rows_pending == 100
+    assert second.service.health()["windows_reported"] == 2
+
+
+def test_report_id_is_the_same_when_a_window_is_rebuilt(tmp_path: Path) -> None:
+    one, two = Monitor(tmp_path / "a"), Monitor(tmp_path / "b")
+    for monitor in (one, two):
+        for k in range(4):
+            monitor.feed(k, record(k))
+        monitor.report_all()
+    assert one.reports[0].report_id == two.reports[0].report_id
+
+
+def test_strict_decoding_names_the_problem() -> None:
+    good: dict[str, Any] = json.loads(record(0))
+    cases: dict[str, dict[str, Any]] = {
+        "as_of must be epoch milliseconds": {"predictions": {**good["predictions"], "as_of": [1.5] * ROWS}},
+        "unequal lengths": {"predictions": {**good["predictions"], "x": [1.0]}},
+        "x must hold numbers or nulls, not str": {"predictions": {**good["predictions"], "x": ["1"] * ROWS}},
+        "churn_probability must lie in [0, 1]": {
+            "predictions": {**good["predictions"], "churn_probability": [2.0] * ROWS}
+        },
+        "lack the column x": {"predictions": {k: v for k, v in good["predictions"].items() if k != "x"}},
+        "lacks model_version": {"model_version": None},
+        "is not a model version name": {"model_version": "../../etc"},
+        "created_at must be a int": {"created_at": True},
+    }
+    for reason, change in cases.items():
+        bad = {k: v for k, v in {**good, **change}.items() if v is not None}
+        try:
+            decode_batch(json.dumps(bad).encode())
+        except Exception as exc:
+            assert reason in str(exc), (reason, str(exc))
+        else:
+            raise AssertionError(f"accepted: {reason}")
+    assert decode_batch(record(0)).rows == ROWS
