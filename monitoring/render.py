@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -208,7 +210,7 @@ class ReportRenderer:
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_init_worker,
-                    initargs=(str(self.root), self.workspace),
+                    initargs=(str(self.root), self.workspace, os.getpid()),
                 )
             self._sent = set()
             self._warm = self._executor.submit(_warm_up)
@@ -254,11 +256,20 @@ class ReportRenderer:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(root: str, workspace: bool) -> None:
+def _init_worker(root: str, workspace: bool, parent: int | None = None) -> None:
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s report-worker %(levelname)s %(message)s")
     _WORKER.clear()
     _WORKER.update(store=ReportStore(Path(root), workspace=workspace), references={})
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the monitor that started it is gone (even killed with SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _warm_up() -> float:

@@ -451,6 +451,7 @@ class MonitorService:
             )
 
     async def _render(self, job: RenderJob) -> Rendered:
+        rendered: Rendered | None = None
         for attempt in (1, 2):
             try:
                 rendered = await asyncio.wrap_future(self.renderer.submit(job))
@@ -461,6 +462,11 @@ class MonitorService:
                     rendered = self._error_page(
                         job, "the report worker process died twice drawing this report"
                     )
+            except Exception as exc:  # the windows are published all the same, with the reason
+                log.exception("drift report %s could not be sent to the report worker", job.job_id)
+                rendered = self._error_page(job, f"{type(exc).__name__}: {exc}")
+                break
+        assert rendered is not None
         self.render_seconds.append(rendered.seconds)
         if rendered.error:
             self.report_errors += 1
@@ -570,6 +576,9 @@ class MonitorService:
             "lag_ms": _percentiles(self.lags, scale=1.0),
             "delay_ms": self.delay_ms(),
             "uncommitted_records": sum(len(q) for q in self._held.values()),
+            # how far the monitor has read ("topic/partition" -> next offset): its committed offsets
+            # stay behind while records of the open window wait to be reported
+            "read_offsets": {_key_of(tp): offset for tp, offset in sorted(self._next_offset.items())},
         }
 
     def delay_ms(self) -> dict[str, float] | None:

@@ -25,12 +25,16 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import Phase, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from churnstream.events import OrderEvent, ProfileEvent, parse_time
 from churnstream.messages import MonitoringBatch
@@ -115,13 +119,15 @@ def prediction_rows(directory: Path, *, horizon_days: float = 30.0) -> tuple[Row
     return Rows(rows), start
 
 
-def monitoring_batches(rows: list[dict[str, Any]], version: str = MODEL_VERSION) -> list[MonitoringBatch]:
+def monitoring_batches(
+    rows: list[dict[str, Any]], version: str = MODEL_VERSION, batch_rows: int = BATCH_ROWS
+) -> list[MonitoringBatch]:
     """Scorer-like records: predictions in chunks, each outcome in the batch during which it resolved."""
     batches = []
     pending = sorted(rows, key=lambda r: r["labeled_at"])
     j = 0
-    for lo in range(0, len(rows), BATCH_ROWS):
-        chunk = rows[lo : lo + BATCH_ROWS]
+    for lo in range(0, len(rows), batch_rows):
+        chunk = rows[lo : lo + batch_rows]
         upto = chunk[-1]["as_of"]
         resolved = []
         while j < len(pending) and pending[j]["labeled_at"] <= upto:
@@ -152,7 +158,12 @@ def monitoring_batches(rows: list[dict[str, Any]], version: str = MODEL_VERSION)
         outcomes["source"] = ["order" if r["label"] == 0 else "inactivity" for r in resolved]
         batches.append(
             MonitoringBatch(
-                uuid.uuid4().hex, int(time.time() * 1000), version, list(FEATURE_NAMES), predictions, outcomes
+                f"{version}-{lo}-{uuid.uuid4().hex[:8]}",
+                int(time.time() * 1000),
+                version,
+                list(FEATURE_NAMES),
+                predictions,
+                outcomes,
             )
         )
     return batches
@@ -341,3 +352,289 @@ def test_stationary_stream_never_reports_dataset_drift(
     assert verdicts == []
     assert all(r["rows"] == WINDOW_ROWS for r in reports)
     assert all(Path(r["html_path"]).is_file() for r in reports)
+
+
+def wait_health(
+    monitor: RunningMonitor, ready: Callable[[dict[str, Any]], bool], timeout: float = 120
+) -> dict[str, Any]:
+    """The monitor's /health once ``ready`` holds for it (polls the monitor's own account)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = monitor.health()
+        if ready(health):
+            return health
+        assert monitor.process.poll() is None, f"monitor died:\n{monitor.log_tail()}"
+        assert time.monotonic() < deadline, f"health never got there: {health}\n{monitor.log_tail()}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_window_open_at_a_restart_counts_every_row_once(
+    settings: Settings, topics: Topics, worlds: dict[str, Any], tmp_path: Path, stop: signal.Signals
+) -> None:
+    rows, start = worlds["stationary"]
+    stream = rows.since(START_DAY, start)[: 4 * WINDOW_ROWS + 700]
+    batches = monitoring_batches(stream, batch_rows=350)  # window bounds fall inside records
+    before = batches[:20]  # 7,000 rows: windows 1-2 (the reference), 3 (reported), 1,000 rows of window 4
+    with run_monitor(settings, tmp_path) as monitor:
+        send_batches(settings, before)
+        (third,) = wait_reports(settings, monitor, 1)
+        wait_health(monitor, lambda h: h["rows_pending"] == 1000 and h["reports_pending"] == 0)
+        monitor.process.send_signal(stop)
+        code = monitor.process.wait(timeout=60)
+        assert code == (0 if stop == signal.SIGTERM else -signal.SIGKILL), monitor.log_tail()
+    with run_monitor(settings, tmp_path) as monitor:
+        send_batches(settings, batches[20:])
+        reports = wait_reports(settings, monitor, 2)
+        health = wait_health(monitor, lambda h: h["rows_pending"] == 700)
+
+    assert [r["report_id"] for r in reports].count(third["report_id"]) == 1, "window 3 reported again"
+    fourth = reports[1]
+    window = stream[3 * WINDOW_ROWS : 4 * WINDOW_ROWS]
+    assert fourth["rows"] == WINDOW_ROWS
+    assert parse_time(fourth["window_start"]) == min(r["as_of"] for r in window)
+    assert parse_time(fourth["window_end"]) == max(r["as_of"] for r in window)
+    # the reference survived the restart: no two more windows spent on a new one
+    assert fourth["reference_rows"] == 2 * WINDOW_ROWS and fourth["reference_source"] == "stream"
+    # outcomes ride with the window open when their record arrives; each counts once, detectors included
+    outcomes = [len(b.outcomes["label"]) for b in batches]
+    opened = [sum(b.rows for b in batches[:k]) // WINDOW_ROWS for k in range(len(batches))]
+    assert fourth["outcomes"] == sum(n for n, w in zip(outcomes, opened, strict=True) if w == 3)
+    assert fourth["concept_drift"]["labels_total"] == sum(
+        n for n, w in zip(outcomes, opened, strict=True) if w <= 3
+    )
+    assert health["windows_reported"] == 2 and health["dead_letters"] == 0
+
+
+# -- hostile input: a generated corpus of malformed records among valid ones ------------------------------
+
+DECODE, VALIDATE = "decode", "validate"
+TOP_LEVEL = {
+    "batch_id": str,
+    "created_at": int,
+    "model_version": str,
+    "feature_names": list,
+    "predictions": dict,
+    "outcomes": dict,
+}
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+def _sample_record(version: str) -> dict[str, Any]:
+    """A small valid record (5 predictions, 2 outcomes) to break in one place."""
+    n = 5
+    predictions: dict[str, list[Any]] = {
+        "as_of": [1_700_000_000_000 + i for i in range(n)],
+        "customer_id": [f"c{i}" for i in range(n)],
+        "trigger": ["event"] * n,
+        **{name: [float(i)] * n for i, name in enumerate(FEATURE_NAMES)},
+        "batch_probability": [0.2] * n,
+        "online_probability": [None] * n,
+        "churn_probability": [0.3] * n,
+    }
+    outcomes = {
+        "labeled_at": [1_700_000_000_000] * 2,
+        "label": [0, 1],
+        "source": ["order", "inactivity"],
+        "batch_probability": [0.4, 0.6],
+        "online_probability": [None, 0.5],
+        "churn_probability": [0.4, 0.6],
+    }
+    return MonitoringBatch(
+        "sample", 1_700_000_000_000, version, list(FEATURE_NAMES), predictions, outcomes
+    ).to_json()
+
+
+@st.composite
+def malformed(draw: st.DrawFn, version: str) -> tuple[str, bytes | None, str]:
+    """(kind, value, expected dead-letter stage) of one record broken in one way."""
+    record = _sample_record(version)
+    kind = draw(
+        st.sampled_from(
+            [
+                "truncated JSON",
+                "random bytes",
+                "not an object",
+                "missing field",
+                "wrong top-level type",
+                "NaN or Infinity",
+                "number out of range",
+                "unequal columns",
+                "wrong value type",
+                "probability outside [0, 1]",
+                "label not 0/1",
+                "as_of not epoch ms",
+                "missing feature column",
+                "bad feature_names",
+                "unknown model version",
+                "malformed model version",
+                "huge payload",
+                "too many rows",
+            ]
+        )
+    )
+    predictions, outcomes = record["predictions"], record["outcomes"]
+    feature = draw(st.sampled_from(list(FEATURE_NAMES)))
+    if kind == "truncated JSON":
+        text = json.dumps(record).encode()
+        return kind, text[: draw(st.integers(0, len(text) - 1))], DECODE
+    if kind == "random bytes":
+        return (
+            kind,
+            draw(
+                st.one_of(st.none(), st.binary(max_size=64).filter(lambda b: not b.strip().startswith(b"{")))
+            ),
+            DECODE,
+        )
+    if kind == "not an object":
+        return (
+            kind,
+            json.dumps(
+                draw(st.one_of(st.lists(st.integers(), max_size=3), st.integers(), st.text(max_size=8)))
+            ).encode(),
+            DECODE,
+        )
+    if kind == "missing field":
+        del record[draw(st.sampled_from(sorted(TOP_LEVEL)))]
+    elif kind == "wrong top-level type":
+        name = draw(st.sampled_from(sorted(TOP_LEVEL)))
+        record[name] = draw(JUNK.filter(lambda v, t=TOP_LEVEL[name]: type(v) is not t))
+    elif kind == "NaN or Infinity":
+        token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999"]))
+        predictions[feature][draw(st.integers(0, 4))] = "@@"
+        return kind, json.dumps(record).replace('"@@"', token).encode(), DECODE
+    elif kind == "number out of range":
+        predictions[feature][0] = draw(st.sampled_from([2**60, -(2**63)]))
+    elif kind == "unequal columns":
+        part = draw(st.sampled_from(["predictions", "outcomes"]))
+        name = draw(st.sampled_from(sorted(record[part])))
+        column = record[part][name]
+        record[part][name] = (
+            column[: draw(st.integers(0, len(column) - 1))] if draw(st.booleans()) else column + column
+        )
+    elif kind == "wrong value type":
+        name = draw(st.sampled_from([feature, "churn_probability", "batch_probability"]))
+        predictions[name][draw(st.integers(0, 4))] = draw(
+            st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2), st.just({}))
+        )
+    elif kind == "probability outside [0, 1]":
+        part = draw(st.sampled_from([predictions, outcomes]))
+        part["churn_probability"][0] = draw(st.one_of(st.floats(1.0001, 1e9), st.floats(-1e9, -0.0001)))
+    elif kind == "label not 0/1":
+        outcomes["label"][1] = draw(
+            st.one_of(st.integers(2, 9), st.just(True), st.just(0.5), st.just("1"), st.none())
+        )
+    elif kind == "as_of not epoch ms":
+        part, name = draw(st.sampled_from([(predictions, "as_of"), (outcomes, "labeled_at")]))
+        part[name][0] = draw(
+            st.one_of(
+                st.just(-1), st.just(32_503_680_000_000), st.floats(0, 1e12), st.just("2024-05-01T10:00:00Z")
+            )
+        )
+    elif kind == "missing feature column":
+        del predictions[feature]
+    elif kind == "bad feature_names":
+        record["feature_names"] = draw(
+            st.sampled_from(
+                [[], [*FEATURE_NAMES, FEATURE_NAMES[0]], [*FEATURE_NAMES, "as_of"], [*FEATURE_NAMES, 7], [""]]
+            )
+        )
+    elif kind == "unknown model version":
+        record["model_version"] = f"v{draw(st.integers(2, 9999)):04d}"
+    elif kind == "malformed model version":
+        record["model_version"] = draw(st.sampled_from(["", "../../etc/passwd", "v" * 65, "v 1", "<script>"]))
+    elif kind == "huge payload":
+        size = draw(st.integers(3 * 2**20, 3 * 2**20 + 100_000))
+        return kind, b'{"batch_id": "' + b"x" * size + b'"}', VALIDATE
+    elif kind == "too many rows":
+        rows = 200_001
+        record["predictions"] = {"as_of": [0] * rows, "churn_probability": [0] * rows}
+    return kind, json.dumps(record).encode(), VALIDATE
+
+
+def registered_model(model_dir: Path, reference: Any) -> str:
+    """Registers a stand-in model with ``reference`` as its reference sample; returns its version."""
+    from models.batch import BatchModel
+    from models.registry import ModelRegistry
+
+    model = BatchModel(estimator=None, feature_names=FEATURE_NAMES, medians=dict.fromkeys(FEATURE_NAMES, 0.0))
+    return ModelRegistry(model_dir).register(
+        model, {"note": "monitor test"}, reference=reference, promote=True
+    )
+
+
+def hostile_corpus(version: str, n: int) -> list[tuple[str, bytes | None, str]]:
+    """``n`` malformed records, as hypothesis generates them for ``n`` runs of a property (seeded)."""
+    corpus: list[tuple[str, bytes | None, str]] = []
+
+    @settings_(max_examples=n, phases=[Phase.generate], derandomize=True, database=None, deadline=None)
+    @given(malformed(version))
+    def collect(item: tuple[str, bytes | None, str]) -> None:
+        corpus.append(item)
+
+    collect()
+    return corpus
+
+
+def test_hostile_records_go_to_dead_letter_and_the_monitor_goes_on(
+    settings: Settings, topics: Topics, worlds: dict[str, Any], tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    rows, start = worlds["stationary"]
+    stream = rows.since(START_DAY, start)
+    reference = pd.DataFrame(stream[: 2 * WINDOW_ROWS])[[*FEATURE_NAMES, "churn_probability"]]
+    version = registered_model(tmp_path / "models", reference)
+    good = monitoring_batches(
+        stream[2 * WINDOW_ROWS : 5 * WINDOW_ROWS + 300], version=version, batch_rows=400
+    )
+    corpus = hostile_corpus(version, 240)
+    assert len(corpus) >= 200
+    slots = np.random.default_rng(8).integers(0, len(good) + 1, len(corpus)).tolist()
+    records: list[tuple[bytes, bytes | None, str | None]] = [
+        (version.encode(), json.dumps(b.to_json()).encode(), None) for b in good
+    ]
+    for (kind, value, stage), slot in sorted(zip(corpus, slots, strict=True), key=lambda x: -x[1]):
+        records.insert(slot, (version.encode(), value, f"{kind}|{stage}"))
+    with run_monitor(settings, tmp_path) as monitor:
+        where = produce_raw(settings, settings.topics.monitoring_batches, [(k, v) for k, v, _ in records])
+        reports = wait_reports(settings, monitor, 3)
+        health = wait_health(monitor, lambda h: h["dead_letters"] == len(corpus) and h["rows_pending"] == 300)
+        letters = [
+            json.loads(m.value())
+            for m in consume_all(settings, settings.topics.dead_letter, expected=len(corpus), timeout=60)
+        ]
+
+    expected = {where[i]: tag for i, (_, _, tag) in enumerate(records) if tag is not None}
+    got = {(letter["partition"], letter["offset"]): letter for letter in letters}
+    assert len(letters) == len(corpus) and set(got) == set(expected)
+    wrong = [
+        (tag, letter["stage"], letter["error"][:120])
+        for tp, tag in expected.items()
+        if (letter := got[tp])["stage"] != tag.split("|")[1] or not letter["error"]
+    ]
+    assert wrong == []
+    kinds = {tag.split("|")[0] for tag in expected.values()}
+    assert len(kinds) >= 15, kinds  # the corpus covers (nearly) every way of breaking a record
+    for letter in letters:
+        assert letter["source_topic"] == settings.topics.monitoring_batches
+    unknown = [got[tp]["error"] for tp, tag in expected.items() if tag.startswith("unknown model version")]
+    assert all("unknown model version" in e and version in e for e in unknown)
+    # every valid prediction is reported once, against the registered model's reference
+    assert [r["rows"] for r in reports] == [WINDOW_ROWS] * 3
+    assert all(
+        r["reference_source"] == "registry" and r["reference_rows"] == 2 * WINDOW_ROWS for r in reports
+    )
+    assert [parse_time(r["window_start"]) for r in reports] == [
+        min(r["as_of"] for r in stream[lo : lo + WINDOW_ROWS])
+        for lo in range(2 * WINDOW_ROWS, 5 * WINDOW_ROWS, WINDOW_ROWS)
+    ]
+    assert health["windows_reported"] == 3 and monitor.process.returncode == 0
