@@ -149,7 +149,7 @@ class Settings:
     batch_size: int = 500
     batch_timeout_ms: int = 20
     topic_partitions: int = 6
-    consumer_group: str = "churnstream-scorer"
+    scorer_group: str = ""  # empty: "<topic prefix>churnstream-scorer" (see consumer_group)
     metrics_port: int = 9108
     sweep_interval_days: float = 1.0
     sweep_milestones_days: str = "7,14,30,60,90,180"
@@ -178,7 +178,7 @@ class Settings:
         "batch_size": "CHURN_BATCH_SIZE",
         "batch_timeout_ms": "CHURN_BATCH_TIMEOUT_MS",
         "topic_partitions": "CHURN_TOPIC_PARTITIONS",
-        "consumer_group": "CHURN_CONSUMER_GROUP",
+        "scorer_group": "CHURN_CONSUMER_GROUP",
         "metrics_port": "CHURN_METRICS_PORT",
         "sweep_interval_days": "CHURN_SWEEP_INTERVAL_DAYS",
         "sweep_milestones_days": "CHURN_SWEEP_MILESTONES_DAYS",
@@ -257,6 +257,18 @@ class Settings:
                 f"{self.sweep_milestones_days!r}"
             ) from None
         return tuple(int(d * DAY_MS) for d in days if 0 < d <= self.sweep_max_silence_days)
+
+    @property
+    def consumer_group(self) -> str:
+        """The scorers' consumer group: CHURN_CONSUMER_GROUP, by default per topic prefix.
+
+        Deployments with different prefixes on one cluster then never share a group (a member joining
+        one would stall the other's consumers in a rebalance).
+
+        >>> Settings(topic_prefix="prod.").consumer_group, Settings(scorer_group="g").consumer_group
+        ('prod.churnstream-scorer', 'g')
+        """
+        return self.scorer_group or f"{self.topic_prefix}churnstream-scorer"
 
     @property
     def topics(self) -> Topics:

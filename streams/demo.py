@@ -447,7 +447,6 @@ class Demo:
         self.settings = replace(
             settings,
             topic_prefix=config.prefix,
-            consumer_group=f"{config.prefix}churnstream-scorer",
             model_dir=work / "models",
             report_dir=work / "reports",
             var_dir=work,
