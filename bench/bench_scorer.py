@@ -251,7 +251,7 @@ def main() -> int:
     scorer = build_scorer(s)
     total = len(records)
     t0 = time.perf_counter()
-    while scorer.totals.events < total:
+    while scorer.totals.events < total or scorer.sweeping:
         batch = scorer.reader.poll_batch()
         if batch.size:
             scorer.process(batch)

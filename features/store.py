@@ -168,13 +168,19 @@ class FeatureStore(ABC):
 
     @abstractmethod
     def active_before(
-        self, before: int, *, shard: str = "0", since: int | None = None, offset: int = 0, limit: int
-    ) -> list[str]:
-        """Customers of ``shard`` whose latest event time is in [``since``, ``before``), oldest first."""
+        self, before: int, *, shards: Sequence[str], since: int | None = None
+    ) -> dict[str, str]:
+        """``{customer: shard}`` of ``shards`` whose latest event time is in [``since``, ``before``).
+
+        Oldest first. Sees every commit so far (it waits for writes in flight).
+        """
 
     @abstractmethod
-    def due_before(self, t: int, *, shard: str = "0", limit: int) -> list[str]:
-        """Customers of ``shard`` whose ``due`` time is <= ``t`` (e.g. pending predictions to label)."""
+    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> dict[str, str]:
+        """``{customer: shard}`` of ``shards`` whose ``due`` time is <= ``t``, at most ``limit`` per shard.
+
+        May miss a commit still in flight (it does not wait): callers ask again with the next batch.
+        """
 
     @abstractmethod
     def customers(self) -> list[str]:
@@ -263,15 +269,21 @@ class MemoryFeatureStore(FeatureStore):
         return self._blobs.get(name)
 
     def active_before(
-        self, before: int, *, shard: str = "0", since: int | None = None, offset: int = 0, limit: int
-    ) -> list[str]:
+        self, before: int, *, shards: Sequence[str], since: int | None = None
+    ) -> dict[str, str]:
         lo = -(2**62) if since is None else since
-        rows = sorted((ts, cid) for cid, (s, ts) in self._active.items() if s == shard and lo <= ts < before)
-        return [cid for _, cid in rows[offset : offset + limit]]
+        wanted = set(shards)
+        rows = sorted(
+            (ts, cid, s) for cid, (s, ts) in self._active.items() if s in wanted and lo <= ts < before
+        )
+        return {cid: s for _, cid, s in rows}
 
-    def due_before(self, t: int, *, shard: str = "0", limit: int) -> list[str]:
-        rows = sorted((d, c) for (s, c), d in self._due.items() if s == shard and d <= t)
-        return [cid for _, cid in rows[:limit]]
+    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for shard in shards:
+            rows = sorted((d, c) for (s, c), d in self._due.items() if s == shard and d <= t)
+            out.update((cid, shard) for _, cid in rows[:limit])
+        return out
 
     def customers(self) -> list[str]:
         return sorted(self._data)
@@ -436,36 +448,49 @@ class RedisFeatureStore(FeatureStore):
         value = self.meta("watermark")
         return None if value is None else int(value)
 
+    def _read(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a read command; any Redis failure (down, auth refused, ...) becomes a :class:`StoreError`."""
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:  # redis-py raises many types; all mean the same here
+            raise StoreError(f"reading from Redis failed: {exc}") from exc
+
     def meta(self, name: str) -> str | None:
         self.flush()
-        value = self._redis.hget(self._meta_key, name)
+        value = self._read(self._redis.hget, self._meta_key, name)
         return None if value is None else value.decode()
 
     def blob(self, name: str) -> bytes | None:
         self.flush()
-        value: bytes | None = self._redis.get(f"{self._ns}:blob:{name}")
+        value: bytes | None = self._read(self._redis.get, f"{self._ns}:blob:{name}")
         return value
 
     def active_before(
-        self, before: int, *, shard: str = "0", since: int | None = None, offset: int = 0, limit: int
-    ) -> list[str]:
+        self, before: int, *, shards: Sequence[str], since: int | None = None
+    ) -> dict[str, str]:
         self.flush()
         lo = "-inf" if since is None else since
-        key = f"{self._ns}:active:{shard}"
-        rows = self._redis.zrangebyscore(key, lo, f"({before}", start=offset, num=limit)
-        return [r.decode() for r in rows]
+        pipe = self._redis.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrangebyscore(f"{self._ns}:active:{shard}", lo, f"({before}", withscores=True)
+        found = self._read(pipe.execute)
+        rows = [(ts, cid.decode(), s) for s, got in zip(shards, found, strict=True) for cid, ts in got]
+        return {cid: s for _, cid, s in sorted(rows)}
 
-    def due_before(self, t: int, *, shard: str = "0", limit: int) -> list[str]:
-        self.flush()
-        rows = self._redis.zrangebyscore(f"{self._ns}:due:{shard}", "-inf", t, start=0, num=limit)
-        return [r.decode() for r in rows]
+    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> dict[str, str]:
+        # No flush: waiting for the write in flight here would serialise Redis and the next batch. A due
+        # entry that write adds is found with the next batch; one it removes is loaded and found not due.
+        pipe = self._redis.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrangebyscore(f"{self._ns}:due:{shard}", "-inf", t, start=0, num=limit)
+        found = self._read(pipe.execute)
+        return {cid.decode(): s for s, got in zip(shards, found, strict=True) for cid in got}
 
     def customers(self) -> list[str]:
         self.flush()
         prefix = f"{self._ns}:c:"
-        return sorted(
-            k.decode()[len(prefix) :] for k in self._redis.scan_iter(match=f"{prefix}*", count=1000)
-        )
+        keys = self._read(lambda: list(self._redis.scan_iter(match=f"{prefix}*", count=1000)))
+        return sorted(k.decode()[len(prefix) :] for k in keys)
 
     def clear(self) -> None:
         self.reset()

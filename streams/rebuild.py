@@ -41,35 +41,46 @@ def end_offsets_of_inputs(settings: Settings) -> dict[tuple[str, int], int]:
 
 
 def _group_is_active(settings: Settings) -> bool:
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import KafkaError, KafkaException
 
-    admin = AdminClient(settings.kafka_config())
+    from churnstream.errors import InfraError
+    from streams.topics import make_admin
+
+    admin = make_admin(settings)
     futures = admin.describe_consumer_groups([settings.consumer_group], request_timeout=10)
     try:
         description = futures[settings.consumer_group].result()
-    except Exception:  # unknown group: nobody is consuming
-        return False
+    except KafkaException as exc:
+        if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError.GROUP_ID_NOT_FOUND:
+            return False
+        raise InfraError(f"cannot tell whether the scorers are stopped: {exc}") from exc
     return bool(description.members)
 
 
 def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
-    """Clear this deployment's Redis state and rebuild it from the input topics; returns totals."""
+    """Clear this deployment's Redis state and rebuild it from the input topics; returns totals.
+
+    Everything that could fail before the replay (Kafka unreachable or refusing us, scorers still
+    running) is checked before anything in Redis is deleted.
+    """
     import redis
 
     from features.store import RedisFeatureStore
     from streams.scorer import build_scorer
+    from streams.topics import existing_topics
 
+    existing_topics(settings)  # InfraError within seconds when Kafka is down or refuses our login
     if _group_is_active(settings):
         raise ChurnstreamError(
             f"consumer group {settings.consumer_group!r} has active members: stop `churnstream score` first"
         )
+    targets = end_offsets_of_inputs(settings)
     client = redis.Redis.from_url(settings.redis_url)
     store = RedisFeatureStore(
         client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
     )
     store.clear()
     store.close()
-    targets = end_offsets_of_inputs(settings)
     total = sum(targets.values())
     scorer = build_scorer(settings, group=f"churnstream-rebuild-{uuid.uuid4().hex[:8]}", quiet=True)
     position: dict[tuple[str, int], int] = {}
@@ -88,6 +99,8 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
                 position.update(batch.offsets)
                 if bar is not None:
                     bar.update(sum(position.values()) - before)
+            scorer.sweep()
+        while scorer.sweeping:
             scorer.sweep()
         scorer.close()
     finally:

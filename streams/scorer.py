@@ -27,6 +27,7 @@ buying is rescored a handful of times as the silence grows, not every day foreve
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -63,21 +64,34 @@ from streams.merge import EventTimeReader
 log = logging.getLogger(__name__)
 
 ID_NAMESPACE = uuid.UUID("6f1c2a3e-7d4b-4c1a-9e8f-3b2d1c0a9f8e")
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
 ONLINE_BLOB = "online"
 BLENDER_BLOB = "blender"
-SWEEP_CHUNK = 2000
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(ID_NAMESPACE, name))``, without building UUID objects (it runs per message).
+
+    >>> _uuid5("event:e1") == str(uuid.uuid5(ID_NAMESPACE, "event:e1"))
+    True
+    """
+    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def prediction_id_for_event(event_id: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, f"event:{event_id}"))
+    return _uuid5(f"event:{event_id}")
 
 
 def prediction_id_for_sweep(customer_id: str, tick: int) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, f"sweep:{customer_id}:{tick}"))
+    return _uuid5(f"sweep:{customer_id}:{tick}")
 
 
 def alert_id_for(prediction_id: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, f"alert:{prediction_id}"))
+    return _uuid5(f"alert:{prediction_id}")
 
 
 @dataclass(slots=True)
@@ -219,6 +233,9 @@ class ChurnScorer:
         self.partition_time: dict[int, int] = {}
         self.applied: dict[tuple[str, int], int] = {}
         self.last_sweep: dict[int, int] = {}
+        self._sweep_queue: list[tuple[str, int, int]] = []  # (customer, partition, tick)
+        self._sweep_done: dict[int, int] = {}  # partition -> tick to record once its queue is empty
+        self._reload_sweeps = False
         self.last_batch_at: float | None = None
         self.totals = BatchReport()
         self._uncommitted: dict[tuple[str, int], int] = {}
@@ -254,6 +271,10 @@ class ChurnScorer:
         for tp in partitions:
             self.applied.pop((tp.topic, tp.partition), None)
         self.assigned -= {tp.partition for tp in partitions}
+        self._sweep_queue = [entry for entry in self._sweep_queue if entry[1] in self.assigned]
+        for p in set(self.last_sweep) - self.assigned:  # reloaded from Redis if assigned again
+            self.last_sweep.pop(p, None)
+            self._sweep_done.pop(p, None)
         log.info("revoked %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
 
     def watermark(self) -> int | None:
@@ -311,6 +332,10 @@ class ChurnScorer:
         """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
         self._uncommitted = {}
         self.applied.clear()  # what was applied is what Redis says, reloaded below
+        # a sweep chunk may have been lost with the failed write: sweep from the recorded ticks again
+        self._sweep_queue.clear()
+        self._sweep_done.clear()
+        self._reload_sweeps = True
         with contextlib.suppress(StoreError):  # the failed write is what we are recovering from
             self.store.reset()
         try:
@@ -350,10 +375,9 @@ class ChurnScorer:
         ]
         watermark = self.watermark()
         due: dict[str, str] = {}
-        if watermark is not None:
-            for p in sorted(self.assigned):
-                for cid in self.store.due_before(watermark - self.lateness, shard=str(p), limit=5000):
-                    due[cid] = str(p)
+        if watermark is not None and self.assigned:
+            shards = [str(p) for p in sorted(self.assigned)]
+            due = self.store.due_before(watermark - self.lateness, shards=shards, limit=5000)
         tx = self.store.begin({e.customer_id for e, _ in fresh} | set(due))
         tx.shards.update(due)
         scoring = _Scoring()
@@ -421,57 +445,77 @@ class ChurnScorer:
         return report
 
     def sweep(self) -> int:
-        """Rescore customers whose silence reached a milestone since the last tick; returns predictions."""
+        """Rescore silent customers due at the latest tick, one chunk per call; returns predictions.
+
+        A tick's customers are listed once (every milestone crossed since the partition's last tick) and
+        rescored a chunk of at most ``CHURN_BATCH_SIZE`` at a time, so event batches keep flowing between
+        chunks. A partition's tick is recorded in Redis with its last chunk; after a crash the tick is
+        swept again, with the same prediction ids.
+        """
+        if not self._sweep_queue:
+            self._plan_sweep()
+        if not self._sweep_queue and not self._sweep_done:
+            return 0
+        part = self._sweep_queue[: self.settings.batch_size]
+        del self._sweep_queue[: len(part)]
+        tx = self.store.begin(cid for cid, *_ in part)
+        scoring = _Scoring()
+        for cid, p, tick in part:
+            tx.shards[cid] = str(p)
+            if tx.state(cid)["max"] is None:
+                continue
+            scoring.customer_ids.append(cid)
+            scoring.as_of.append(tick)
+            scoring.triggers.append("sweep")
+            scoring.event_ids.append(None)
+            scoring.rows.append(features_as_of(tx.state(cid), tick))
+        pending = {p for _, p, _ in self._sweep_queue}
+        for p in [p for p in self._sweep_done if p not in pending]:
+            tx.meta[f"sweep:{p}"] = str(self._sweep_done.pop(p))
+        report = BatchReport()
+        self._finish(tx, scoring, [], [], report)
+        self._add(report)
+        return report.sweeps
+
+    @property
+    def sweeping(self) -> bool:
+        """Whether a tick's sweep is still under way (more chunks to rescore)."""
+        return bool(self._sweep_queue or self._sweep_done)
+
+    def _plan_sweep(self) -> None:
+        """List the customers whose silence reached a milestone between each partition's last tick and now."""
+        if self._reload_sweeps:
+            for p in self.assigned:
+                swept = self.store.meta(f"sweep:{p}")
+                if swept is None:
+                    self.last_sweep.pop(p, None)
+                else:
+                    self.last_sweep[p] = int(swept)
+            self._reload_sweeps = False
         watermark = self.watermark()
         if watermark is None:
-            return 0
-        made = 0
+            return
         tick = (watermark - self.lateness) // self.interval * self.interval
+        due: dict[int, int] = {}
         for p in sorted(self.assigned):
             last = self.last_sweep.get(p)
             if last is None:  # first time: start sweeping from the next tick on
                 self.last_sweep[p] = tick
-                continue
-            if tick <= last:
-                continue
-            silent: dict[str, None] = {}
+            elif tick > last:
+                due[p] = last
+        if not due:
+            return
+        for last in sorted(set(due.values())):
+            shards = [str(p) for p, at in due.items() if at == last]
+            listed: dict[str, str] = {}
             for milestone in self.milestones:  # silence crossed `milestone` in (last, tick]
-                offset = 0
-                while True:
-                    chunk = self.store.active_before(
-                        tick - milestone,
-                        shard=str(p),
-                        since=last - milestone,
-                        offset=offset,
-                        limit=SWEEP_CHUNK,
-                    )
-                    silent.update(dict.fromkeys(chunk))
-                    offset += len(chunk)
-                    if len(chunk) < SWEEP_CHUNK:
-                        break
-            customers = list(silent)
-            for start in range(0, max(1, len(customers)), SWEEP_CHUNK):
-                part = customers[start : start + SWEEP_CHUNK]
-                tx = self.store.begin(part)
-                tx.shards.update(dict.fromkeys(part, str(p)))
-                scoring = _Scoring()
-                for cid in part:
-                    state = tx.state(cid)
-                    if state["max"] is None:
-                        continue
-                    scoring.customer_ids.append(cid)
-                    scoring.as_of.append(tick)
-                    scoring.triggers.append("sweep")
-                    scoring.event_ids.append(None)
-                    scoring.rows.append(features_as_of(state, tick))
-                if start + SWEEP_CHUNK >= len(customers):
-                    tx.meta[f"sweep:{p}"] = str(tick)
-                report = BatchReport()
-                self._finish(tx, scoring, [], [], report)
-                made += report.sweeps
-                self._add(report)
+                listed.update(
+                    self.store.active_before(tick - milestone, shards=shards, since=last - milestone)
+                )
+            self._sweep_queue += [(cid, int(shard), tick) for cid, shard in listed.items()]
+        for p in due:
             self.last_sweep[p] = tick
-        return made
+            self._sweep_done[p] = tick
 
     def _finish(
         self,
@@ -632,6 +676,7 @@ class ChurnScorer:
             cols["batch_probability"].append(r.batch_probability)
             cols["online_probability"].append(r.online_probability)
             cols["churn_probability"].append(r.churn_probability)
+        for cid in {cid for cid, _ in resolved}:
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
         for source, count in sources.items():
             self.metrics.outcomes.labels(source).inc(count)

@@ -271,8 +271,8 @@ def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
 
 def test_silent_customers_are_listed_oldest_first(store: FeatureStore) -> None:
     store.update([order(1, "old", 0), order(2, "mid", 10), order(3, "new", 20)])
-    assert store.active_before(T0 + 15 * DAY_MS, limit=10) == ["old", "mid"]
-    assert store.active_before(T0 + 15 * DAY_MS, limit=1) == ["old"]
+    assert list(store.active_before(T0 + 15 * DAY_MS, shards=["0"])) == ["old", "mid"]
+    assert list(store.active_before(T0 + 15 * DAY_MS, shards=["0"], since=T0 + DAY_MS)) == ["mid"]
     assert store.watermark() == T0 + 20 * DAY_MS
 
 
@@ -289,12 +289,14 @@ def test_a_transaction_commits_state_meta_blobs_and_due_together(store: FeatureS
     store.flush()
     assert store.meta("offset:orders:3") == "42"
     assert store.blob("online") == b"\x00\xffcheckpoint"
-    assert store.due_before(T0 + 20 * DAY_MS, limit=10) == ["b"]
-    assert store.active_before(T0 + DAY_MS, shard="3", limit=10) == ["a"]
-    assert store.active_before(T0 + DAY_MS, shard="0", limit=10) == []
+    assert store.due_before(T0 + 20 * DAY_MS, shards=["0", "3"], limit=10) == {"b": "0"}
+    assert store.due_before(T0 + 40 * DAY_MS, shards=["0", "3"], limit=10) == {"b": "0", "a": "3"}
+    assert store.active_before(T0 + DAY_MS, shards=["3"]) == {"a": "3"}
+    assert store.active_before(T0 + DAY_MS, shards=["0"]) == {}
     assert store.states(["b"])["b"]["note"] == "scorer data rides along"
     assert store.customers() == ["a", "b"]
     tx = store.begin(["b"])
     tx.due["b"] = None
     store.commit(tx)
-    assert store.due_before(T0 + 20 * DAY_MS, limit=10) == []
+    store.flush()  # due_before does not wait for writes in flight
+    assert store.due_before(T0 + 20 * DAY_MS, shards=["0"], limit=10) == {}
