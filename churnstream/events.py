@@ -66,14 +66,31 @@ def _whole_ms(dt: datetime) -> int:
 
 
 def format_time(ms: int) -> str:
-    """RFC 3339 UTC string of epoch milliseconds, millisecond precision only when needed."""
-    seconds, millis = divmod(ms, 1000)
-    if 0 <= seconds < 253_402_300_800:  # years 1970..9999: the fast path
-        t = time.gmtime(seconds)
-        text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    else:
-        text = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+    """RFC 3339 UTC string of epoch milliseconds, millisecond precision only when needed.
+
+    >>> format_time(0), format_time(1_700_000_000_123), format_time(-1000)
+    ('1970-01-01T00:00:00Z', '2023-11-14T22:13:20.123Z', '1969-12-31T23:59:59Z')
+    """
+    day, rest = divmod(ms, 86_400_000)
+    date = _DATES.get(day)
+    if date is None:
+        if 0 <= day < 2_932_897:  # years 1970..9999
+            t = time.gmtime(day * 86_400)
+            date = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        else:
+            date = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)).strftime("%Y-%m-%dT")
+        if len(_DATES) > 100_000:
+            _DATES.clear()
+        _DATES[day] = date
+    seconds, millis = divmod(rest, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if millis:
+        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+
+
+_DATES: dict[int, str] = {}  # day number -> "YYYY-MM-DDT": formatting times is on the scorer's hot path
 
 
 def now_ms() -> int:

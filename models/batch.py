@@ -14,7 +14,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,15 +141,18 @@ class BatchModel:
         self.name = name
         self.n_threads = n_threads
         self._controller: Any = None
+        self._fast: Any = None  # see _fast_path; False when the estimator has none
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_controller"] = None
+        state["_fast"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("n_threads", 1)
         state.setdefault("_controller", None)
+        state["_fast"] = None
         self.__dict__.update(state)
 
     def _limit_threads(self) -> Any:
@@ -166,6 +169,13 @@ class BatchModel:
         X = self._check(X)
         if len(X) == 0:
             return np.zeros(0)
+        if self._fast is None:
+            self._fast = _fast_path(self.estimator, X) or False
+        if self._fast:
+            return self._fast(X)
+        return self._sklearn_score(X)
+
+    def _sklearn_score(self, X: np.ndarray) -> np.ndarray:
         with self._limit_threads():
             return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
 
@@ -201,3 +211,72 @@ class BatchModel:
             f"BatchModel(name={self.name!r}, features={len(self.feature_names)}, "
             f"calibration={self.calibration.method})"
         )
+
+
+def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The same scores as ``estimator.predict_proba(X)[:, 1]`` in plain numpy, or None.
+
+    scikit-learn validates inputs and parameters at every step of every call, ~2 ms per call for our
+    logistic pipeline: more than the arithmetic of a 500-row batch, and a floor under the scorer's
+    latency. For a pipeline made only of the steps below, the arithmetic is redone here; the result
+    is checked against scikit-learn's own on ``X`` (a real batch) and used only if it agrees.
+    """
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    steps = [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
+    *transforms, final = steps
+    if not (isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1):
+        return None
+    ops: list[Callable[[np.ndarray], np.ndarray]] = []
+    for step in transforms:
+        if isinstance(step, FunctionTransformer) and not step.validate and step.func is not None:
+            ops.append(lambda X, f=step.func, kw=step.kw_args or {}: f(X, **kw))
+        elif isinstance(step, DropEmptyColumns):
+            ops.append(step.transform)
+        elif isinstance(step, SimpleImputer) and isinstance(step.missing_values, float):
+            ops.append(_imputer(step))
+        elif isinstance(step, StandardScaler):
+            mean = step.mean_ if step.with_mean else 0.0
+            scale = step.scale_ if step.with_std else 1.0
+            ops.append(lambda X, m=mean, s=scale: (X - m) / s)
+        else:
+            return None
+    coef = np.asarray(final.coef_[0], dtype=np.float64)
+    intercept = float(final.intercept_[0])
+
+    def score(X: np.ndarray) -> np.ndarray:
+        for op in ops:
+            X = op(X)
+        z = X @ coef + intercept
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    # the batch, plus rows that take every branch: all missing, all zero, large negative values
+    probe = np.vstack([X, np.full(X.shape[1], np.nan), np.zeros(X.shape[1]), np.full(X.shape[1], -1e3)])
+    try:
+        expected = np.asarray(estimator.predict_proba(probe)[:, 1], dtype=np.float64)
+        agrees = np.allclose(score(probe), expected, rtol=0, atol=1e-9)
+    except Exception:  # any surprise (shapes, dtypes): scikit-learn itself stays in charge
+        return None
+    return score if agrees else None
+
+
+def _imputer(step: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """SimpleImputer.transform for NaN markers: fill with the fitted statistics, then the indicators."""
+    fill = np.asarray(step.statistics_, dtype=np.float64)
+    keep = np.flatnonzero(~np.isnan(fill)) if not step.keep_empty_features else np.arange(len(fill))
+    fill = np.where(np.isnan(fill), 0.0, fill)[keep]
+    indicator = step.indicator_.features_ if step.add_indicator else None
+
+    def impute(X: np.ndarray) -> np.ndarray:
+        missing = np.isnan(X)
+        out = np.where(missing, fill_full, X)[:, keep]
+        if indicator is None:
+            return out
+        return np.hstack([out, missing[:, indicator].astype(np.float64)])
+
+    fill_full = np.zeros(len(step.statistics_))
+    fill_full[keep] = fill
+    return impute

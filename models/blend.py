@@ -119,7 +119,7 @@ class Blender:
             "min_pairs": self.min_pairs,
             "step": self.step,
             "n_observed": self.n_observed,
-            "pairs": [list(p) for p in self._pairs],
+            "pairs": list(self._pairs),  # tuples serialise as JSON arrays
         }
 
     @classmethod
