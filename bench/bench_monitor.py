@@ -1,16 +1,17 @@
-"""Can the drift monitor keep up with the scorer at full speed? Batched records vs one message per prediction.
+"""Does the drift monitor keep up with the scorer at full speed, Evidently reports and all?
 
-Runs the monitor's faust app in this process (the real :class:`streams.monitor.MonitorApp`, reports and
-all, against a synthetic reference) plus a second agent on a per-row topic, then in two phases produces,
-from a separate process, what a scorer at ``--rate`` predictions/s would send:
+For each way of drawing the Evidently reports (``process``: the monitor's report worker process, as
+shipped; ``thread``: the old way, in a thread of the monitor's own process) this starts the real monitor
+(:class:`streams.monitor.MonitorApp`, against a synthetic reference) as its own process, and then, from
+another process, produces what a scorer at ``--rate`` predictions/s sends: one MonitoringBatch record
+per micro-batch of ``--batch-rows`` predictions, ``created_at`` stamped when sent. Afterwards it waits
+until the monitor has consumed every record and published every closed window, and prints, per mode:
+the monitor's lag (record ``created_at`` to consumption: p50, p99, max), the windows closed, reported
+(``drift_reports`` messages), drawn as Evidently reports, sharing a report with other windows, and
+skipped (never, by design), and how long it took to drain. Needs Kafka (``./run infra up``)::
 
-1. batched: one MonitoringBatch record per scorer micro-batch (``--batch-rows`` rows), as the scorer does;
-2. per row: one JSON message per prediction, through the same faust machinery (decode + window).
-
-and prints, per phase, what was produced and consumed and how late (Kafka timestamp to agent) records
-were seen. Needs Kafka (``./run infra up``)::
-
-    .venv/bin/python bench/bench_monitor.py [--rate 20000] [--seconds 20] [--batch-rows 500]
+    .venv/bin/python bench/bench_monitor.py [--rate 20000] [--seconds 30] [--batch-rows 500] \\
+        [--window-rows 5000] [--modes process,thread]
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from churnstream.messages import MonitoringBatch  # noqa: E402
-from churnstream.settings import Settings  # noqa: E402
+from churnstream.settings import Settings, child_env  # noqa: E402
 from features.definitions import FEATURE_NAMES  # noqa: E402
 
 T0 = 1_717_200_000_000
+VERSION = "bench-v1"
 
 
 def synthetic_rows(n: int, seed: int) -> dict[str, list[Any]]:
@@ -59,203 +63,239 @@ def synthetic_rows(n: int, seed: int) -> dict[str, list[Any]]:
     return cols
 
 
-def produce(
-    kind: str, env: dict[str, str], topic: str, rate: int, batch_rows: int, seconds: float, out: Any
-) -> None:
-    """Producer process: ``rate`` predictions/s for ``seconds``, batched or one message per row."""
+def produce(env: dict[str, str], topic: str, rate: int, batch_rows: int, seconds: float, out: Any) -> None:
+    """Producer process: ``rate`` predictions/s for ``seconds``, one record per ``batch_rows``."""
     from streams.kafka import make_producer
 
     producer = make_producer(Settings.from_env(env), linger_ms=5)
-    cols = synthetic_rows(batch_rows, seed=1)
-    if kind == "batched":
-        batch = MonitoringBatch("b", 0, "bench-v1", list(FEATURE_NAMES), cols, {})
-        payloads = [json.dumps(batch.to_json()).encode()]
-        per_tick_rows = batch_rows
-    else:
-        names = list(cols)
-        payloads = [json.dumps({n: cols[n][i] for n in names}).encode() for i in range(batch_rows)]
-        per_tick_rows = 1
+    batch = MonitoringBatch("@ID@", 0, VERSION, list(FEATURE_NAMES), synthetic_rows(batch_rows, seed=1), {})
+    head, tail = json.dumps(batch.to_json()).encode().split(b'"@ID@", "created_at": 0', 1)
     ticks_per_s = rate / batch_rows
     sent = rows = 0
     start = time.perf_counter()
-    tick = 0
     while True:
-        due = start + tick / ticks_per_s
+        due = start + sent / ticks_per_s
         now = time.perf_counter()
         if now - start >= seconds:
             break
         if due > now:
             time.sleep(due - now)
-        for payload in payloads:
-            while True:
-                try:
-                    producer.produce(topic, key=b"bench-v1", value=payload)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            sent += 1
-            rows += per_tick_rows
+        stamp = f'"b{sent}", "created_at": {int(time.time() * 1000)}'.encode()
+        while True:
+            try:
+                producer.produce(topic, key=VERSION.encode(), value=head + stamp + tail)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        rows += batch_rows
         producer.poll(0)
-        tick += 1
     producer.flush(60)
     out.put({"sent": sent, "rows": rows, "elapsed": time.perf_counter() - start})
 
 
-@dataclasses.dataclass
-class Seen:
-    """What an agent saw: count, rows, and delay (Kafka timestamp to agent) of each message."""
-
-    messages: int = 0
-    rows: int = 0
-    delays: list[float] = dataclasses.field(default_factory=list)
-
-    def see(self, timestamp: float, rows: int) -> None:
-        self.messages += 1
-        self.rows += rows
-        self.delays.append(time.time() - timestamp)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=int, default=20_000, help="scorer predictions per second")
-    parser.add_argument("--batch-rows", type=int, default=500, help="rows per scorer micro-batch")
-    parser.add_argument("--seconds", type=float, default=20.0, help="production time per phase")
-    parser.add_argument("--drain", type=float, default=20.0, help="longest wait for the consumer afterwards")
-    args = parser.parse_args()
-
-    import faust  # noqa: F401
+def serve(mode: str) -> int:
+    """The monitor process of one run: the real app, reference from ``synthetic_rows``, until SIGTERM."""
+    import faust
     import pandas as pd
-    from confluent_kafka.admin import AdminClient, NewTopic
 
     from monitoring.monitor import DriftMonitor, MonitorConfig
     from monitoring.reference import FrameSource
     from monitoring.report import ReportStore
-    from monitoring.window import DriftWindow
-    from streams.monitor import MonitorApp
-    from streams.topics import create_topics, topic_specs
+    from monitoring.state import MonitorState
+    from streams.monitor import MonitorApp, state_dir
 
-    base = Settings.from_env()
-    work = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
-    settings = dataclasses.replace(
-        base,
-        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
-        var_dir=work / "var",
-        report_dir=work / "reports",
-        web_port=18_000 + os.getpid() % 1000,
-    )
-    create_topics(settings)
-    rows_topic = f"{settings.topic_prefix}bench.monitor_rows"
-    admin = AdminClient(settings.kafka_config())
-    for future in admin.create_topics(
-        [NewTopic(rows_topic, num_partitions=settings.topic_partitions)]
-    ).values():
-        future.result()
-
+    settings = Settings.from_env()
     ref = synthetic_rows(20_000, seed=2)
     reference = pd.DataFrame({c: ref[c] for c in (*FEATURE_NAMES, "churn_probability")})
     monitor = DriftMonitor(
         references=FrameSource(reference),
         store=ReportStore(settings.report_dir),
         config=MonitorConfig(window_rows=settings.drift_window_rows, drift_share=settings.drift_share),
+        state=MonitorState(state_dir(settings)),
     )
-    built = MonitorApp.build(settings, monitor=monitor)
-    app = built.app
-    seen = {"batched": Seen(), "per row": Seen()}
-    row_window = DriftWindow(max_rows=settings.drift_window_rows)
-    ready = threading.Event()
-
-    import orjson
-
-    rows_source = app.topic(
-        rows_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-
-    @app.agent(rows_source, name="bench-rows", concurrency=1)
-    async def per_row(stream: Any) -> None:
-        async for event in stream.events():
-            row = orjson.loads(event.message.value)
-            cols = {k: [v] for k, v in row.items()}
-            row_window.add(MonitoringBatch("r", 0, "bench-v1", list(FEATURE_NAMES), cols, {}))
-            seen["per row"].see(event.message.timestamp, 1)
-
-    results: dict[str, dict[str, Any]] = {}
-
-    def count(kind: str) -> int:
-        return built.service.records if kind == "batched" else seen["per row"].messages
-
-    def run_phases() -> None:
-        ready.wait()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (
-            len(app.consumer.assignment()) < 2 * settings.topic_partitions or not built.service.warmed_up
-        ):
-            time.sleep(0.2)  # measure the steady state: partitions assigned and Evidently imported
-        ctx = mp.get_context("spawn")
-        for kind, topic in (("batched", settings.topics.monitoring_batches), ("per row", rows_topic)):
-            out = ctx.Queue()
-            proc = ctx.Process(
-                target=produce,
-                args=(kind, settings.to_env(), topic, args.rate, args.batch_rows, args.seconds, out),
-            )
-            proc.start()
-            t_start = time.monotonic()
-            time.sleep(args.seconds)
-            consumed_at_end = count(kind)
-            produced = out.get()
-            proc.join()
-            deadline = time.monotonic() + args.drain
-            while count(kind) < produced["sent"] and time.monotonic() < deadline:
-                time.sleep(0.2)
-            results[kind] = {
-                **produced,
-                "consumed_in_time": consumed_at_end,
-                "consumed": count(kind),
-                "drain_s": time.monotonic() - t_start - args.seconds,
-                "health": built.service.health() if kind == "batched" else None,
-            }
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    @app.task
-    async def _mark_ready() -> None:
-        ready.set()
-
-    threading.Thread(target=run_phases, daemon=True).start()
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-    with contextlib.suppress(SystemExit):
+    built = MonitorApp.build(settings, monitor=monitor, render_in_thread=mode == "thread")
+    worker = faust.Worker(built.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    try:
         worker.execute_from_commandline()
-    names = [spec.name for spec in topic_specs(settings)] + [rows_topic]
-    for future in admin.delete_topics(names, operation_timeout=30).values():
-        with contextlib.suppress(Exception):
-            future.result()
-    seen["batched"].delays = list(built.service.delays)
-    print_table(results, seen, args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        built.service.close()
     return 0
 
 
-def print_table(results: dict[str, dict[str, Any]], seen: dict[str, Seen], args: Any) -> None:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system, s) of process ``pid`` and of its children, from /proc (0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def of(p: int) -> tuple[int, float]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return -1, 0.0
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+    own = of(pid)[1]
+    children = 0.0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            parent, seconds = of(int(entry.name))
+            if parent == pid:
+                children += seconds
+    return own, children
+
+
+def get_json(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from confluent_kafka.admin import AdminClient
+
+    from streams.topics import create_topics, topic_specs
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-monitor-{mode}-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = dataclasses.replace(
+        base,
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        var_dir=work / "var",
+        report_dir=work / "reports",
+        web_host="127.0.0.1",
+        web_port=port,
+        drift_window_rows=args.window_rows,
+    )
+    create_topics(settings)
+    health_url = f"http://127.0.0.1:{port}/health"
+    log = (work / "monitor.log").open("wb")
+    monitor = subprocess.Popen(
+        [sys.executable, __file__, "--serve-monitor", mode],
+        env=child_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ((h := get_json(health_url)) and h["report_worker"]["ready"]):
+            if monitor.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the monitor did not start; see {work / 'monitor.log'}")
+            time.sleep(0.5)
+        cpu_before, worker_before = cpu_seconds(monitor.pid)
+        started = time.monotonic()
+        out: Any = mp.get_context("spawn").Queue()
+        producer = mp.get_context("spawn").Process(
+            target=produce,
+            args=(
+                settings.to_env(),
+                settings.topics.monitoring_batches,
+                args.rate,
+                args.batch_rows,
+                args.seconds,
+                out,
+            ),
+        )
+        producer.start()
+        produced = out.get()
+        producer.join()
+        at_end = get_json(health_url) or {}
+        ended = time.monotonic()
+        deadline = ended + args.drain
+        while True:
+            health = get_json(health_url) or {}
+            drained = health.get("records", 0) >= produced["sent"] and health.get("reports_pending") == 0
+            if drained or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        cpu_after, worker_after = cpu_seconds(monitor.pid)
+        wall = time.monotonic() - started
+        return {
+            "mode": mode,
+            **produced,
+            "consumed_at_end": at_end.get("records", 0),
+            "drain_s": time.monotonic() - ended if drained else None,
+            "health": health,
+            "monitor_cpu": (cpu_after - cpu_before) / wall,
+            "worker_cpu": (worker_after - worker_before) / wall,
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
+        }
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        try:
+            monitor.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            monitor.kill()
+        log.close()
+        admin = AdminClient(settings.kafka_config())
+        names = [spec.name for spec in topic_specs(settings)]
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result()
+
+
+def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
-    print(f"scorer at {args.rate:,} predictions/s for {args.seconds:g} s; monitor: one faust agent per path")
+    print(
+        f"scorer at {args.rate:,} predictions/s for {args.seconds:g} s as MonitoringBatch records of "
+        f"{args.batch_rows} rows ({args.rate / args.batch_rows:,.0f} records/s); windows of "
+        f"{args.window_rows:,} rows; {os.cpu_count()} cores"
+    )
     header = (
-        f"{'path':<9} {'msgs/s':>8} {'rows/s':>8} {'produced':>9} {'consumed':>9} {'lag at end':>10} "
-        f"{'drained':>8} {'p50 ms':>8} {'p99 ms':>9} {'max ms':>9}"
+        f"{'reports in':<10} {'rows/s':>7} {'records':>8} {'behind':>7} {'lag p50':>8} {'lag p99':>8} "
+        f"{'lag max':>8} {'windows':>8} {'reported':>9} {'drawn':>6} {'shared':>7} {'skipped':>8} "
+        f"{'s/report':>9} {'drained':>8} {'CPU main':>9} {'worker':>7} {'load':>5}"
     )
     print(header)
     print("-" * len(header))
-    for kind, r in results.items():
-        delays = np.asarray(seen[kind].delays) * 1000
-        p50, p99, top = np.percentile(delays, [50, 99, 100]) if len(delays) else (np.nan,) * 3
-        lag = r["sent"] - r["consumed_in_time"]
-        drained = "yes" if r["consumed"] >= r["sent"] else f"no ({r['sent'] - r['consumed']:,} left)"
+    for r in results:
+        h = r["health"]
+        lag = h.get("lag_ms") or {}
+        render = (h.get("report_worker") or {}).get("render_seconds") or {}
+        drained = f"{r['drain_s']:.1f} s" if r["drain_s"] is not None else "no"
         print(
-            f"{kind:<9} {r['sent'] / r['elapsed']:>8,.0f} {r['rows'] / r['elapsed']:>8,.0f} {r['sent']:>9,} "
-            f"{r['consumed_in_time']:>9,} {lag:>10,} {drained:>8} {p50:>8,.0f} {p99:>9,.0f} {top:>9,.0f}"
+            f"{r['mode']:<10} {r['rows'] / r['elapsed']:>7,.0f} {r['sent']:>8,} "
+            f"{r['sent'] - r['consumed_at_end']:>7,} {lag.get('p50', float('nan')):>6,.0f}ms "
+            f"{lag.get('p99', float('nan')):>6,.0f}ms {lag.get('max', float('nan')):>6,.0f}ms "
+            f"{h.get('windows_done', 0):>8,} {h.get('windows_reported', 0):>9,} "
+            f"{h.get('reports_rendered', 0):>6,} {h.get('windows_merged', 0):>7,} "
+            f"{h.get('windows_skipped', 0):>8,} {render.get('p50', float('nan')):>8.1f}s {drained:>8} "
+            f"{r['monitor_cpu']:>9.0%} {r['worker_cpu']:>7.0%} {r['load']:>5.1f}"
         )
-    health = results.get("batched", {}).get("health")
-    if health:
-        print(
-            f"\nbatched path: {health['windows_done']} windows closed, {health['windows_reported']} "
-            f"Evidently reports, {health['windows_skipped']} windows skipped while reports ran behind"
-        )
+    print(
+        "\nbehind: records not yet consumed when the producer stopped; lag: record created_at to "
+        "consumption;\nwindows: closed; reported: drift_reports messages (one per window); drawn: "
+        "Evidently HTML reports;\nshared: windows whose HTML covers more than one window; s/report: "
+        "median time to draw one; drained: until every record was consumed and every window reported;\n"
+        "CPU main / worker: the monitor's process and its report worker, share of one core from the start "
+        "of production to drained; load: the machine's 1-minute load average at the end"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=int, default=20_000, help="scorer predictions per second")
+    parser.add_argument("--batch-rows", type=int, default=500, help="rows per scorer micro-batch")
+    parser.add_argument("--window-rows", type=int, default=5000, help="CHURN_DRIFT_WINDOW_ROWS")
+    parser.add_argument("--seconds", type=float, default=30.0, help="production time per mode")
+    parser.add_argument("--drain", type=float, default=120.0, help="longest wait for the monitor afterwards")
+    parser.add_argument("--modes", default="process,thread", help="comma-separated: process, thread")
+    parser.add_argument("--serve-monitor", choices=("process", "thread"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_monitor:
+        return serve(args.serve_monitor)
+    base = Settings.from_env()
+    results = []
+    for mode in args.modes.split(","):
+        print(f"{mode}: running ({args.seconds:g} s of production) ...", flush=True)
+        results.append(run(mode.strip(), base, args))
+    print_table(results, args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ job, so one Evidently report then covers several consecutive windows (its HTML s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -259,6 +260,9 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(root: str, workspace: bool, parent: int | None = None) -> None:
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+        # reports can wait; the monitor's consumption (and the broker, on a small machine) should not
+        with contextlib.suppress(OSError):
+            os.nice(10)
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s report-worker %(levelname)s %(message)s")
     _WORKER.clear()

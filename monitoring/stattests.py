@@ -22,6 +22,7 @@ False
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -185,13 +186,19 @@ def _n_distinct(reference: ColumnReference, current: np.ndarray) -> int:
 
 
 def _wasserstein(u: np.ndarray, v: np.ndarray) -> float:
-    """First Wasserstein distance of two sorted samples (scipy's ``wasserstein_distance``, presorted)."""
-    both = np.concatenate((u, v))
-    both.sort(kind="mergesort")
-    deltas = np.diff(both)
-    u_cdf = np.searchsorted(u, both[:-1], "right") / u.size
-    v_cdf = np.searchsorted(v, both[:-1], "right") / v.size
-    return float(np.sum(np.abs(u_cdf - v_cdf) * deltas))
+    """First Wasserstein distance of two sorted samples: scipy's ``wasserstein_distance``, as the area
+    between the quantile functions, so a window costs a gather instead of a search (no sorting)."""
+    iu, iv, weights = _quantile_grid(u.size, v.size)
+    return float(np.dot(weights, np.abs(u[iu] - v[iv])))
+
+
+@functools.lru_cache(maxsize=16)
+def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the quantile functions of samples of sizes ``n`` and ``m`` step, in units of 1/(n*m): for
+    each stretch between steps, the index into each sorted sample and the stretch's length."""
+    steps = np.union1d(np.arange(n + 1, dtype=np.int64) * m, np.arange(m + 1, dtype=np.int64) * n)
+    starts = steps[:-1]
+    return starts // m, starts // n, np.diff(steps) / (n * m)
 
 
 def _shares(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
