@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -136,12 +138,52 @@ class NaiveWorker:
         self.store.close()
 
 
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """``churnstream score`` in its own process (as deployed), once it owns the input partitions."""
+    from confluent_kafka.admin import AdminClient
+
+    from churnstream.settings import child_env
+
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "churnstream.cli", "score"],
+            env=child_env(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    admin = AdminClient(settings.kafka_config())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        group = admin.describe_consumer_groups([settings.consumer_group])[settings.consumer_group]
+        try:
+            members = group.result(timeout=10).members
+        except Exception:  # the group does not exist until the worker joins
+            members = []
+        if any(m.assignment.topic_partitions for m in members):
+            return worker
+        time.sleep(0.2)
+    worker.kill()
+    raise SystemExit(f"the worker did not join its group; see {log_path}")
+
+
 def latency_probe(
-    settings: Settings, records: list[Any], rate: int, seconds: float, drain_seconds: float = 30
+    settings: Settings,
+    records: list[Any],
+    rate: int,
+    seconds: float,
+    drain_seconds: float = 30,
+    live: bool = True,
 ) -> dict[str, float]:
-    """Produce ``rate`` events/s for ``seconds``; measure produce -> prediction wall time."""
+    """Produce ``rate`` events/s for ``seconds``; measure produce -> prediction wall time.
+
+    ``live``: each event is stamped with the time it is produced, as in production, where event time
+    advances one second per second. Otherwise the events keep their historical times: a replay in
+    which event time runs days per second, so daily sweeps and label deadlines come many times a second.
+    """
     sent: dict[str, float] = {}
     received: dict[str, float] = {}
+    scored: dict[str, Any] = {}
     consumer = make_consumer(settings, f"probe-{uuid.uuid4().hex[:6]}", auto_offset_reset="latest")
     consumer.subscribe([settings.topics.churn_predictions])
     while not consumer.assignment():
@@ -152,9 +194,11 @@ def latency_probe(
         while not stop.is_set():
             msg = consumer.poll(0.05)
             if msg is not None and msg.error() is None:
-                event_id = orjson.loads(msg.value()).get("event_id")
+                body = orjson.loads(msg.value())
+                event_id = body.get("event_id")
                 if event_id is not None:
                     received.setdefault(event_id, time.time())
+                    scored.setdefault(event_id, body.get("scored_at"))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -168,7 +212,11 @@ def latency_probe(
         delay = due - time.time()
         if delay > 0:
             time.sleep(delay)
-        sent[json.loads(value)["event_id"]] = time.time()
+        obj = json.loads(value)
+        sent[obj["event_id"]] = time.time()
+        if live:
+            obj["timestamp"] = int(sent[obj["event_id"]] * 1000)
+            value = json.dumps(obj).encode()
         producer.produce(getattr(settings.topics, kind), key=key, value=value)
         producer.poll(0)
     producer.flush(30)
@@ -179,6 +227,14 @@ def latency_probe(
     reader.join()
     consumer.close()
     lat = [(received[e] - t) * 1000 for e, t in sent.items() if e in received]
+    from churnstream.events import parse_time
+
+    to_score = [(parse_time(scored[e]) / 1000 - t) * 1000 for e, t in sent.items() if scored.get(e)]
+    print(
+        f"  of which produce -> scored_at p50 {percentile(to_score, 50):.1f} ms, "
+        f"p99 {percentile(to_score, 99):.1f} ms (scored_at has ms resolution)",
+        file=sys.stderr,
+    )
     return {
         "sent": len(sent),
         "scored": len(lat),
@@ -186,6 +242,98 @@ def latency_probe(
         "p99_ms": percentile(lat, 99),
         "max_ms": max(lat) if lat else float("nan"),
     }
+
+
+def run_benchmark(
+    args: argparse.Namespace, records: list[Any], model: Any, settings_for: Any, work: Path
+) -> list[tuple[str, str, dict[str, Any]]]:
+    from streams.scorer import build_scorer
+
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    if args.only != "latency":
+        # -- throughput, micro-batched worker (driven from this thread: poll, process, sweep)
+        s = settings_for("t")
+        produce_backlog(s, records)
+        scorer = build_scorer(s)
+        total = len(records)
+        t0 = time.perf_counter()
+        while scorer.totals.events < total or scorer.sweeping:
+            batch = scorer.reader.poll_batch()
+            if batch.size:
+                scorer.process(batch)
+            scorer.sweep()
+        elapsed = time.perf_counter() - t0
+        scorer.close()
+        rows.append(("churnstream worker", "throughput", {"events": total, "events_per_s": total / elapsed}))
+        print(f"  churnstream worker: {total:,} events in {elapsed:.1f} s; {scorer.totals}", file=sys.stderr)
+
+        # -- throughput, naive worker (a smaller backlog: it is slow)
+        s = settings_for("n")
+        produce_backlog(s, records[: args.baseline_events])
+        naive = NaiveWorker(s, model)
+        thread = threading.Thread(target=naive.run, daemon=True)
+        t0 = time.perf_counter()
+        thread.start()
+        while naive.processed < args.baseline_events:
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        naive.stop.set()
+        thread.join(60)
+        print(f"  naive worker: {args.baseline_events:,} events in {elapsed:.1f} s", file=sys.stderr)
+        rows.append(
+            (
+                "naive per-event worker",
+                "throughput",
+                {"events": args.baseline_events, "events_per_s": args.baseline_events / elapsed},
+            )
+        )
+
+    if args.only != "throughput":
+        # -- latency at a steady rate, both workers; ours as `churnstream score` in a process of its own
+        probe_records = records[len(records) // 2 :]
+        for live in (True, False):
+            s = settings_for("l")
+            worker = start_worker(s, work / "worker.log")
+            lat = latency_probe(s, probe_records, args.rate, args.seconds, live=live)
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+            run = f"{'live' if live else 'replay'} @ {args.rate}/s"
+            rows.append(("churnstream worker", run, lat))
+            print(f"  churnstream worker latency ({run}): {lat}", file=sys.stderr)
+
+        s = settings_for("m")
+        naive = NaiveWorker(s, model)
+        thread = threading.Thread(target=naive.run, daemon=True)
+        thread.start()
+        while naive.processed == 0 and not naive.ready.is_set():
+            time.sleep(0.1)
+        lat = latency_probe(s, probe_records, args.rate, args.seconds, drain_seconds=10)
+        naive.stop.set()
+        thread.join(30)
+        rows.append(("naive per-event worker", f"live @ {args.rate}/s", lat))
+
+    return rows
+
+
+def clean_up(made: list[Settings]) -> None:
+    """Delete the benchmark's topics and Redis keys: thousands of idle partitions slow a broker down."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.topics import topic_specs
+
+    for s in made:
+        admin = AdminClient(s.kafka_config())
+        for future in admin.delete_topics([t.name for t in topic_specs(s)], operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception as exc:
+                print(f"  could not delete a topic: {exc}", file=sys.stderr)
+        client = redis.Redis.from_url(s.redis_url)
+        for pattern in (f"churn:{s.topic_prefix}*",):  # the naive worker's keys too
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            for i in range(0, len(keys), 1000):
+                client.unlink(*keys[i : i + 1000])
+        client.close()
 
 
 def main() -> int:
@@ -199,12 +347,14 @@ def main() -> int:
     parser.add_argument(
         "--baseline-events", type=int, default=10_000, help="backlog size for the naive worker"
     )
+    parser.add_argument(
+        "--only", choices=("throughput", "latency"), help="run one half of the benchmark (default: both)"
+    )
     args = parser.parse_args()
 
     from churnstream.cli import main as churnstream
     from models.registry import ModelRegistry
     from models.train import train
-    from streams.scorer import build_scorer
 
     work = Path(tempfile.mkdtemp(prefix="bench-scorer-"))
     events_dir = work / "events"
@@ -233,7 +383,8 @@ def main() -> int:
     )
     model = ModelRegistry(work / "models").load().model
     records = lines_in_time_order(events_dir)
-    rows = []
+
+    made: list[Settings] = []
 
     def settings_for(tag: str) -> Settings:
         s = dataclasses.replace(
@@ -243,69 +394,13 @@ def main() -> int:
             metrics_port=-1,
         )
         create_topics(s)
+        made.append(s)
         return s
 
-    # -- throughput, micro-batched worker (driven from this thread: poll, process, sweep)
-    s = settings_for("t")
-    produce_backlog(s, records)
-    scorer = build_scorer(s)
-    total = len(records)
-    t0 = time.perf_counter()
-    while scorer.totals.events < total or scorer.sweeping:
-        batch = scorer.reader.poll_batch()
-        if batch.size:
-            scorer.process(batch)
-        scorer.sweep()
-    elapsed = time.perf_counter() - t0
-    scorer.close()
-    rows.append(("churnstream worker", "throughput", {"events": total, "events_per_s": total / elapsed}))
-    print(f"  churnstream worker: {total:,} events in {elapsed:.1f} s; {scorer.totals}", file=sys.stderr)
-
-    # -- throughput, naive worker (a smaller backlog: it is slow)
-    s = settings_for("n")
-    produce_backlog(s, records[: args.baseline_events])
-    naive = NaiveWorker(s, model)
-    thread = threading.Thread(target=naive.run, daemon=True)
-    t0 = time.perf_counter()
-    thread.start()
-    while naive.processed < args.baseline_events:
-        time.sleep(0.1)
-    elapsed = time.perf_counter() - t0
-    naive.stop.set()
-    thread.join(60)
-    print(f"  naive worker: {args.baseline_events:,} events in {elapsed:.1f} s", file=sys.stderr)
-    rows.append(
-        (
-            "naive per-event worker",
-            "throughput",
-            {"events": args.baseline_events, "events_per_s": args.baseline_events / elapsed},
-        )
-    )
-
-    # -- latency at a steady rate, both workers
-    probe_records = records[len(records) // 2 :]
-    s = settings_for("l")
-    scorer = build_scorer(s)
-    thread = threading.Thread(target=scorer.run, daemon=True)
-    thread.start()
-    while not scorer.assigned:
-        time.sleep(0.1)
-    lat = latency_probe(s, probe_records, args.rate, args.seconds)
-    scorer.stop()
-    thread.join(60)
-    rows.append(("churnstream worker", f"latency @ {args.rate}/s", lat))
-    print(f"  churnstream worker latency: {lat}", file=sys.stderr)
-
-    s = settings_for("m")
-    naive = NaiveWorker(s, model)
-    thread = threading.Thread(target=naive.run, daemon=True)
-    thread.start()
-    while naive.processed == 0 and not naive.ready.is_set():
-        time.sleep(0.1)
-    lat = latency_probe(s, probe_records, args.rate, args.seconds, drain_seconds=10)
-    naive.stop.set()
-    thread.join(30)
-    rows.append(("naive per-event worker", f"latency @ {args.rate}/s", lat))
+    try:
+        rows = run_benchmark(args, records, model, settings_for, work)
+    finally:
+        clean_up(made)
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -324,7 +419,8 @@ def main() -> int:
             f"{r.get('p50_ms', float('nan')):>8.1f} {r.get('p99_ms', float('nan')):>8.1f} {r.get('max_ms', float('nan')):>8.1f}"
         )
     print(f"\npeak RSS of the benchmark process: {rss:.0f} MB (both workers, models, data)")
-    print("latency rows: events = predictions that arrived within the probe (+ drain time) of those sent")
+    print("latency rows: events = predictions that arrived within the probe (+ drain time) of those sent;")
+    print("  live = events stamped at produce time (production); replay = historical times, days per second")
     return 0
 
 

@@ -224,6 +224,7 @@ class ChurnScorer:
             group=group or settings.consumer_group,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            config={"on_commit": _log_failed_commit},
         )
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
@@ -260,7 +261,7 @@ class ChurnScorer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            self._commit_previous()
+            self._commit_previous(wait=True)
         except (StoreError, KafkaException) as exc:
             # Not written, not committed: the partitions' next owner starts from the last commit.
             log.warning("last batch before the rebalance was not committed: %s", exc)
@@ -313,7 +314,7 @@ class ChurnScorer:
 
     def close(self) -> None:
         try:
-            self._commit_previous()
+            self._commit_previous(wait=True)
         finally:
             self.reader.close()
             if isinstance(self.store, RedisFeatureStore):
@@ -534,6 +535,11 @@ class ChurnScorer:
         monitoring_cols: dict[str, list[Any]] = {}
         if n:
             X, batch_p, online_p, churn_p = models.score(scoring.rows)
+            # the pending vectors: the batch matrix's rows when it is in FEATURE_NAMES order (NaN -> null)
+            if models.loaded.model.feature_names == list(FEATURE_NAMES):
+                vectors = X.tolist()
+            else:
+                vectors = [[row[name] for name in FEATURE_NAMES] for row in scoring.rows]
             alerts_rows: list[int] = []
             predictions: list[Prediction] = []
             for i in range(n):
@@ -561,8 +567,7 @@ class ChurnScorer:
                 )
                 predictions.append(prediction)
                 state = tx.state(cid)
-                vector = [scoring.rows[i][name] for name in FEATURE_NAMES]
-                add_pending(state, pid, as_of, bp, op, cp, vector)
+                add_pending(state, pid, as_of, bp, op, cp, vectors[i])
                 # an order already known after as_of (this event arrived late) labels it at once
                 later = next_completed_order(state, as_of)
                 if later is not None:
@@ -621,16 +626,18 @@ class ChurnScorer:
         self._commit_previous()
         self.store.commit(tx)
 
-    def _commit_previous(self) -> None:
+    def _commit_previous(self, *, wait: bool = False) -> None:
         """Once the previous batch's state write is durable, commit its Kafka offsets.
 
         Deferring this by one batch lets Redis write batch N while this process computes batch N+1.
+        The commit itself is not waited for (``wait`` on rebalance and shutdown): the applied-offset
+        fence in Redis is what makes a replay harmless, so a lost commit only means re-reading a little.
         """
         self.store.flush()
         if self._uncommitted:
             offsets, self._uncommitted = self._uncommitted, {}
             parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            self.reader.consumer.commit(offsets=parts, asynchronous=False)
+            self.reader.consumer.commit(offsets=parts, asynchronous=not wait)
 
     def _outcomes(
         self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
@@ -765,6 +772,11 @@ class ChurnScorer:
             "last_batch_at": self.last_batch_at,
             "totals": {name: getattr(self.totals, name) for name in BatchReport.__slots__},  # type: ignore[attr-defined]
         }
+
+
+def _log_failed_commit(error: Any, partitions: list[TopicPartition]) -> None:
+    if error is not None:
+        log.warning("committing offsets failed (the Redis fence skips what is re-read): %s", error)
 
 
 def serve_http(host: str, port: int, scorer: ChurnScorer) -> ThreadingHTTPServer:
