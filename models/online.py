@@ -2,15 +2,15 @@
 
 Feature dicts become a dense design matrix: ``sign(x)·log1p(|x|)`` of every feature with missing values
 set to 0, plus a ``<name>__missing`` indicator per feature. A River pipeline
-(``preprocessing.StandardScaler | linear_model.LogisticRegression``) learns from it in mini-batches of up
-to ``chunk_size`` rows (``learn_many``: one SGD step on the mean gradient per chunk), which keeps learning
-at tens of thousands of labels per second; predictions are computed with numpy from the pipeline's own
-means, variances and weights, identical to ``pipeline.predict_proba_one`` but vectorised.
+(``preprocessing.StandardScaler | linear_model.LogisticRegression``) learns from it in mini-batches
+of exactly ``chunk_size`` rows (``learn_many``: one SGD step on the mean gradient per chunk), which keeps
+learning at tens of thousands of labels per second; predictions are computed with numpy from the
+pipeline's own means, variances and weights, identical to ``pipeline.predict_proba_one`` but vectorised.
 
 Evaluation is prequential: each chunk is scored by the model as it was before learning that chunk, and
 those scores feed a rolling ROC-AUC and log-loss over the last ``window`` labels.
 
->>> m = OnlineModel(feature_names=["recency_days"], min_learned=2)
+>>> m = OnlineModel(feature_names=["recency_days"], min_learned=2, chunk_size=50)
 >>> m.predict_many([{"recency_days": 40.0}])
 [None]
 >>> m.learn_many([{"recency_days": 40.0}, {"recency_days": 2.0}] * 50, [1, 0] * 50)
@@ -76,15 +76,17 @@ class OnlineModel:
         self.pipeline = preprocessing.StandardScaler() | linear_model.LogisticRegression(
             optimizer=optim.SGD(self.learning_rate), intercept_lr=self.learning_rate, l2=self.l2
         )
-        self.n_learned = 0
+        self.n_learned = 0  # labels taken in (see learn_matrix: up to chunk_size - 1 wait in a buffer)
         self.n_evaluated = 0
+        self._buffer_X: list[list[float]] = []
+        self._buffer_y: list[int] = []
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
 
     # -- scoring ---------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        return self.n_learned >= self.min_learned
+        return self.n_learned - self.n_waiting >= self.min_learned
 
     def vectorize(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Feature dicts to a float64 matrix in ``feature_names`` order, NaN for None or absent."""
@@ -127,20 +129,39 @@ class OnlineModel:
         self.learn_matrix(self.vectorize(rows), np.asarray(labels, dtype=np.int64))
 
     def learn_matrix(self, X: np.ndarray, y: np.ndarray) -> None:
-        """:meth:`learn_many` for a raw feature matrix in ``feature_names`` order."""
+        """:meth:`learn_many` for a raw feature matrix in ``feature_names`` order.
+
+        Labels are taken in at once (:attr:`n_learned`) and learned in chunks of exactly ``chunk_size``
+        rows; the rest waits in a buffer that is part of the checkpoint. So what the model learns does not
+        depend on how a stream was cut into micro-batches (a rebuild learns exactly what the live worker
+        did), and a stream of small batches does not pay River's per-call cost for every few labels.
+        """
+        X = np.asarray(X, dtype=np.float64).reshape(len(y), len(self.feature_names))
+        self._buffer_X.extend(X.tolist())
+        self._buffer_y.extend(int(v) for v in np.asarray(y).tolist())
+        self.n_learned += len(y)
+        size = self.chunk_size
+        while len(self._buffer_y) >= size:
+            chunk_X = np.array(self._buffer_X[:size], dtype=np.float64)
+            chunk_y = np.array(self._buffer_y[:size], dtype=np.int64)
+            del self._buffer_X[:size], self._buffer_y[:size]
+            self._learn_chunk(chunk_X, chunk_y)
+
+    @property
+    def n_waiting(self) -> int:
+        """Labels taken in but not learned yet (fewer than ``chunk_size``)."""
+        return len(self._buffer_y)
+
+    def _learn_chunk(self, X: np.ndarray, y: np.ndarray) -> None:
         import pandas as pd
 
-        D = self.design(X)
-        for start in range(0, len(D), self.chunk_size):
-            stop = start + self.chunk_size
-            if self.ready:
-                prior = self.predict_matrix(X[start:stop])
-                for label, p in zip(y[start:stop].tolist(), prior.tolist(), strict=True):
-                    self._recent.append((int(label), float(p)))
-                self.n_evaluated += len(prior)
-            chunk = pd.DataFrame(D[start:stop], columns=self.columns)
-            self.pipeline.learn_many(chunk, pd.Series(y[start:stop] == 1))
-            self.n_learned += len(chunk)
+        if self.ready:
+            prior = self.predict_matrix(X)
+            for label, p in zip(y.tolist(), prior.tolist(), strict=True):
+                self._recent.append((int(label), float(p)))
+            self.n_evaluated += len(prior)
+        chunk = pd.DataFrame(self.design(X), columns=self.columns)
+        self.pipeline.learn_many(chunk, pd.Series(y == 1))
 
     def metrics(self) -> dict[str, Any]:
         """Prequential metrics over the last ``window`` resolved labels scored while ready."""
@@ -153,6 +174,7 @@ class OnlineModel:
                 roc_auc = _roc_auc(labels, probs)
         return {
             "n_learned": self.n_learned,
+            "n_waiting": self.n_waiting,
             "n_evaluated": self.n_evaluated,
             "window_rows": int(len(labels)),
             "roc_auc": roc_auc,
@@ -176,8 +198,10 @@ class OnlineModel:
                 },
                 "pipeline": self.pipeline,
                 "n_learned": self.n_learned,
+                "n_waiting": self.n_waiting,
                 "n_evaluated": self.n_evaluated,
                 "recent": list(self._recent),
+                "buffer": (self._buffer_X, self._buffer_y),
             },
             protocol=pickle.HIGHEST_PROTOCOL,
         )
@@ -207,6 +231,8 @@ class OnlineModel:
         model.n_learned = int(state["n_learned"])
         model.n_evaluated = int(state["n_evaluated"])
         model._recent.extend(state["recent"])
+        buffer_X, buffer_y = state.get("buffer", ([], []))  # checkpoints before the buffer had none
+        model._buffer_X, model._buffer_y = list(buffer_X), list(buffer_y)
         return model
 
     def __repr__(self) -> str:

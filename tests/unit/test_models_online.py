@@ -46,7 +46,29 @@ def test_no_prediction_until_min_learned_labels(stream: pd.DataFrame) -> None:
     assert model.n_learned == 150
     assert model.predict_many(rows[:3]) == [None, None, None]
     model.learn_many(_rows(stream.iloc[150:250]), stream["label"].iloc[150:250].tolist())
+    assert model.n_waiting == 250  # fewer than one chunk (256): taken in, not learned yet
+    assert model.predict_many(rows[:3]) == [None, None, None]
+    model.learn_many(_rows(stream.iloc[250:300]), stream["label"].iloc[250:300].tolist())
+    assert model.n_waiting == 300 - 256
     assert all(isinstance(p, float) and 0 < p < 1 for p in model.predict_many(rows[:3]))
+
+
+def test_what_is_learned_does_not_depend_on_how_labels_are_batched(stream: pd.DataFrame) -> None:
+    rows, labels = _rows(stream.iloc[:2000]), stream["label"].iloc[:2000].tolist()
+    whole, pieces = OnlineModel(), OnlineModel()
+    whole.learn_many(rows, labels)
+    start = 0
+    for size in [1, 7, 300, 13, 500, 2, 177] * 10:
+        pieces.learn_many(rows[start : start + size], labels[start : start + size])
+        start += size
+        if start >= len(rows):
+            break
+    pieces.learn_many(rows[start:], labels[start:])
+    held_out = _rows(stream.iloc[-300:])
+    assert pieces.predict_many(held_out) == whole.predict_many(held_out)
+    assert pieces.metrics() == whole.metrics()
+    restored = OnlineModel.from_bytes(pieces.to_bytes())  # the waiting labels travel with the checkpoint
+    assert restored.n_waiting == pieces.n_waiting == 2000 % 256
 
 
 def test_vectorised_predictions_equal_the_river_pipeline(stream: pd.DataFrame) -> None:
@@ -109,7 +131,7 @@ def test_auc_rises_as_labels_arrive(stream: pd.DataFrame) -> None:
     model = OnlineModel(min_learned=200)
     aucs = []
     done = 0
-    for upto in (250, len(training)):
+    for upto in (300, len(training)):  # 300: one chunk of 256 learned, 44 waiting
         model.learn_many(_rows(training.iloc[done:upto]), training["label"].iloc[done:upto].tolist())
         done = upto
         aucs.append(roc_auc_score(later_labels, model.predict_many(later_rows)))
