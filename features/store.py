@@ -22,14 +22,14 @@ Memory stays bounded: old events are folded into totals (see :mod:`features.stat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from churnstream.errors import ProcessingError, StoreError
+from churnstream.errors import ChurnstreamError, ProcessingError, StoreError
 from churnstream.events import Event, LabelEvent
 from features.definitions import features_as_of
 from features.state import DUPLICATE, LONGEST_WINDOW_MS, apply_event, new_state
@@ -46,6 +46,15 @@ class UpdateResult:
     features: Features | None
     error: ProcessingError | None = None
     as_of: int | None = None  # the time ``features`` are valid at: the event's own time when exact
+
+
+@dataclass(slots=True)
+class Due:
+    """What :meth:`FeatureStore.due_before` found: ``{customer: shard}`` due now, and when the next one is
+    due (None: nobody; ``t`` itself when more were due than listed)."""
+
+    customers: dict[str, str]
+    next_due: int | None
 
 
 @dataclass(slots=True)
@@ -109,10 +118,17 @@ class FeatureStore(ABC):
             states={cid: s for cid, (_, s) in loaded.items()},
         )
 
-    def commit(self, tx: Transaction) -> None:
-        """Write the transaction, all or nothing. It may still be in flight: :meth:`flush` waits."""
+    def commit(self, tx: Transaction, *, after: Callable[[], None] | None = None) -> None:
+        """Write the transaction, all or nothing. It may still be in flight: :meth:`flush` waits.
+
+        ``after`` runs first and the write happens only if it returns: the scorer passes "every output
+        of this batch is acknowledged by Kafka", which an asynchronous store waits for off the caller's
+        thread. An exception from it is raised again by :meth:`flush`, and nothing is written.
+        """
         if tx.changed or tx.meta or tx.blobs or tx.due:
-            self._save(tx)
+            self._save(tx, after)
+        elif after is not None:
+            after()
 
     def update(self, events: Sequence[Event], *, shard: str = "0") -> list[UpdateResult]:
         """Apply a micro-batch in one transaction; per event, its features as of its own time."""
@@ -176,8 +192,9 @@ class FeatureStore(ABC):
         """
 
     @abstractmethod
-    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> dict[str, str]:
-        """``{customer: shard}`` of ``shards`` whose ``due`` time is <= ``t``, at most ``limit`` per shard.
+    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> Due:
+        """Customers of ``shards`` whose ``due`` time is <= ``t`` (at most ``limit`` per shard), and the
+        earliest due time after ``t``.
 
         May miss a commit still in flight (it does not wait): callers ask again with the next batch.
         """
@@ -196,8 +213,9 @@ class FeatureStore(ABC):
         """``{customer_id: (version, state)}``, version 0 and a new state for unknown customers."""
 
     @abstractmethod
-    def _save(self, tx: Transaction) -> None:
-        """Write the transaction if every changed customer's stored version is still as loaded."""
+    def _save(self, tx: Transaction, after: Callable[[], None] | None = None) -> None:
+        """Run ``after``, then write the transaction if every changed customer's stored version is
+        still as loaded."""
 
 
 def is_servable(state: dict[str, Any], t: int) -> bool:
@@ -238,7 +256,9 @@ class MemoryFeatureStore(FeatureStore):
             out[cid] = (version, orjson.loads(blob) if blob else new_state())
         return out
 
-    def _save(self, tx: Transaction) -> None:
+    def _save(self, tx: Transaction, after: Callable[[], None] | None = None) -> None:
+        if after is not None:
+            after()
         if any(self._data.get(cid, (0, b""))[0] != tx.versions.get(cid, 0) for cid in tx.changed):
             raise StoreError(_CONFLICT)
         for cid in tx.changed:
@@ -278,12 +298,17 @@ class MemoryFeatureStore(FeatureStore):
         )
         return {cid: s for _, cid, s in rows}
 
-    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> Due:
+        customers: dict[str, str] = {}
+        later: list[int] = []
         for shard in shards:
-            rows = sorted((d, c) for (s, c), d in self._due.items() if s == shard and d <= t)
-            out.update((cid, shard) for _, cid in rows[:limit])
-        return out
+            rows = sorted((d, c) for (s, c), d in self._due.items() if s == shard)
+            now = [cid for d, cid in rows if d <= t]
+            customers.update((cid, shard) for cid in now[:limit])
+            if len(now) >= limit:
+                later.append(t)  # as Redis answers: it cannot tell "exactly limit" from "more"
+            later += [d for d, _ in rows if d > t][:1]
+        return Due(customers, min(later) if later else None)
 
     def customers(self) -> list[str]:
         return sorted(self._data)
@@ -379,7 +404,7 @@ class RedisFeatureStore(FeatureStore):
                 out[cid] = (int(version), orjson.loads(body))
         return out
 
-    def _save(self, tx: Transaction) -> None:
+    def _save(self, tx: Transaction, after: Callable[[], None] | None = None) -> None:
         keys = [self._meta_key]
         customers = []
         parts = []
@@ -412,7 +437,12 @@ class RedisFeatureStore(FeatureStore):
         args = [orjson.dumps(head), b"".join(parts)]
         if self._pending:  # one write in flight at a time: Redis overlaps our next batch, no more
             self.flush()
-        self._pending.append(self._writer.submit(self._script, keys=keys, args=args))
+        self._pending.append(self._writer.submit(self._write, keys, args, after))
+
+    def _write(self, keys: list[str], args: list[bytes], after: Callable[[], None] | None) -> Any:
+        if after is not None:
+            after()
+        return self._script(keys=keys, args=args)
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -425,6 +455,8 @@ class RedisFeatureStore(FeatureStore):
                 error = exc
         if error is not None or refused:
             self._cache.clear()
+            if isinstance(error, ChurnstreamError):  # from `after`: nothing was written
+                raise error
             if error is not None:
                 raise StoreError(f"writing feature state to Redis failed: {error}") from error
             raise StoreError(_CONFLICT)
@@ -477,14 +509,24 @@ class RedisFeatureStore(FeatureStore):
         rows = [(ts, cid.decode(), s) for s, got in zip(shards, found, strict=True) for cid, ts in got]
         return {cid: s for _, cid, s in sorted(rows)}
 
-    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> dict[str, str]:
+    def due_before(self, t: int, *, shards: Sequence[str], limit: int) -> Due:
         # No flush: waiting for the write in flight here would serialise Redis and the next batch. A due
         # entry that write adds is found with the next batch; one it removes is loaded and found not due.
         pipe = self._redis.pipeline(transaction=False)
         for shard in shards:
-            pipe.zrangebyscore(f"{self._ns}:due:{shard}", "-inf", t, start=0, num=limit)
+            key = f"{self._ns}:due:{shard}"
+            pipe.zrangebyscore(key, "-inf", t, start=0, num=limit)
+            pipe.zrangebyscore(key, f"({t}", "+inf", start=0, num=1, withscores=True)
         found = self._read(pipe.execute)
-        return {cid.decode(): s for s, got in zip(shards, found, strict=True) for cid in got}
+        customers: dict[str, str] = {}
+        later: list[int] = []
+        for i, shard in enumerate(shards):
+            now, after = found[2 * i], found[2 * i + 1]
+            customers.update((cid.decode(), shard) for cid in now)
+            if len(now) >= limit:
+                later.append(t)  # more are due than were listed: ask again next time
+            later += [int(score) for _, score in after]
+        return Due(customers, min(later) if later else None)
 
     def customers(self) -> list[str]:
         self.flush()

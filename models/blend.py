@@ -7,7 +7,8 @@ The rule, precisely:
 2. Otherwise ``p = (1 - w) * p_batch + w * p_online``. The online weight ``w`` is chosen from the grid
    ``0, step, 2*step, ..., 1`` as the one whose blend had the lowest mean log-loss on the last ``window``
    resolved labels for which both probabilities were known at prediction time (ties go to the smaller
-   ``w``). With fewer than ``min_pairs`` such labels, ``w = 0``.
+   ``w``). With fewer than ``min_pairs`` such labels, ``w = 0``. ``w`` is chosen again after every
+   ``refit_every`` such labels (100 by default: a 2,000-label window barely moves in fewer).
 
 So the online model earns weight only by having been right on recent outcomes, the weights move toward
 whichever model has lately predicted better, and on the recent window the blend is never worse than either
@@ -39,12 +40,16 @@ _EPS = 1e-6
 class Blender:
     """Batch/online blend with weights from recent log-loss; see the module docstring for the rule."""
 
-    def __init__(self, *, window: int = 2000, min_pairs: int = 200, step: float = 0.05) -> None:
+    def __init__(
+        self, *, window: int = 2000, min_pairs: int = 200, step: float = 0.05, refit_every: int = 100
+    ) -> None:
         if not 0 < step <= 1:
             raise ValueError(f"step must be in (0, 1], got {step}")
         self.window = int(window)
         self.min_pairs = int(min_pairs)
         self.step = float(step)
+        self.refit_every = max(1, int(refit_every))
+        self._since_fit = 0
         self._pairs: deque[tuple[float, float, int]] = deque(maxlen=self.window)
         self.n_observed = 0
         self._w: float | None = 0.0
@@ -56,7 +61,9 @@ class Blender:
         if online_p is None:
             return
         self._pairs.append((float(batch_p), float(online_p), int(label)))
-        self._w = None
+        self._since_fit += 1
+        if self._since_fit >= self.refit_every or len(self._pairs) == self.min_pairs:
+            self._w = None
 
     def online_weight(self) -> float:
         if self._w is None:
@@ -94,6 +101,7 @@ class Blender:
         }
 
     def _refit(self) -> None:
+        self._since_fit = 0
         if len(self._pairs) < self.min_pairs:
             self._w = 0.0
             self._losses = {"batch": None, "online": None, "blend": None}

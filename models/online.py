@@ -80,6 +80,7 @@ class OnlineModel:
         self.n_evaluated = 0
         self._buffer_X: list[list[float]] = []
         self._buffer_y: list[int] = []
+        self._pickled: bytes | None = None
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -162,6 +163,7 @@ class OnlineModel:
             self.n_evaluated += len(prior)
         chunk = pd.DataFrame(self.design(X), columns=self.columns)
         self.pipeline.learn_many(chunk, pd.Series(y == 1))
+        self._pickled = None
 
     def metrics(self) -> dict[str, Any]:
         """Prequential metrics over the last ``window`` resolved labels scored while ready."""
@@ -196,7 +198,7 @@ class OnlineModel:
                     "chunk_size": self.chunk_size,
                     "window": self.window,
                 },
-                "pipeline": self.pipeline,
+                "pipeline": self._pipeline_bytes(),
                 "n_learned": self.n_learned,
                 "n_waiting": self.n_waiting,
                 "n_evaluated": self.n_evaluated,
@@ -206,6 +208,12 @@ class OnlineModel:
             protocol=pickle.HIGHEST_PROTOCOL,
         )
         return MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(payload).digest() + payload
+
+    def _pipeline_bytes(self) -> bytes:
+        """The pickled River pipeline, kept until it learns again (checkpoints are written per batch)."""
+        if self._pickled is None:
+            self._pickled = pickle.dumps(self.pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._pickled
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OnlineModel:
@@ -227,7 +235,8 @@ class OnlineModel:
         if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
             raise ModelIntegrityError("online checkpoint payload has an unexpected shape")
         model = cls(**state["params"])
-        model.pipeline = state["pipeline"]
+        pipeline = state["pipeline"]  # pickled separately since format 1 checkpoints of this code
+        model.pipeline = pickle.loads(pipeline) if isinstance(pipeline, bytes) else pipeline
         model.n_learned = int(state["n_learned"])
         model.n_evaluated = int(state["n_evaluated"])
         model._recent.extend(state["recent"])

@@ -27,6 +27,7 @@ buying is rescored a handful of times as the silence grows, not every day foreve
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 ID_NAMESPACE = uuid.UUID("6f1c2a3e-7d4b-4c1a-9e8f-3b2d1c0a9f8e")
 _NAMESPACE_BYTES = ID_NAMESPACE.bytes
 ONLINE_BLOB = "online"
+_NEVER = 2**62
 BLENDER_BLOB = "blender"
 
 
@@ -237,6 +239,7 @@ class ChurnScorer:
         self._sweep_queue: list[tuple[str, int, int]] = []  # (customer, partition, tick)
         self._sweep_done: dict[int, int] = {}  # partition -> tick to record once its queue is empty
         self._reload_sweeps = False
+        self._next_due: int | None = None  # earliest due time of a pending prediction; None: ask Redis
         self.last_batch_at: float | None = None
         self.totals = BatchReport()
         self._uncommitted: dict[tuple[str, int], int] = {}
@@ -246,6 +249,7 @@ class ChurnScorer:
     # -- partitions ------------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.store.reset()
+        self._next_due = None
         for tp in partitions:
             self.assigned.add(tp.partition)
             stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
@@ -333,6 +337,8 @@ class ChurnScorer:
         """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
         self._uncommitted = {}
         self.applied.clear()  # what was applied is what Redis says, reloaded below
+        self.tracker = DeliveryTracker()  # failures of the abandoned batch are not the next batch's
+        self._next_due = None
         # a sweep chunk may have been lost with the failed write: sweep from the recorded ticks again
         self._sweep_queue.clear()
         self._sweep_done.clear()
@@ -377,8 +383,13 @@ class ChurnScorer:
         watermark = self.watermark()
         due: dict[str, str] = {}
         if watermark is not None and self.assigned:
-            shards = [str(p) for p in sorted(self.assigned)]
-            due = self.store.due_before(watermark - self.lateness, shards=shards, limit=5000)
+            until = watermark - self.lateness
+            # this worker writes every due time of its partitions, so it knows when to ask again
+            if self._next_due is None or self._next_due <= until:
+                shards = [str(p) for p in sorted(self.assigned)]
+                found = self.store.due_before(until, shards=shards, limit=5000)
+                due = found.customers
+                self._next_due = _NEVER if found.next_due is None else found.next_due
         tx = self.store.begin({e.customer_id for e, _ in fresh} | set(due))
         tx.shards.update(due)
         scoring = _Scoring()
@@ -622,9 +633,12 @@ class ChurnScorer:
                 outcomes=outcome_cols,
             )
             emit(self.topics.monitoring_batches, version, record.to_json())
-        self.tracker.flush_or_raise(self.producer)
+        if self._next_due is not None:
+            self._next_due = min([self._next_due, *(d for d in tx.due.values() if d is not None)])
         self._commit_previous()
-        self.store.commit(tx)
+        # the state may be written only once this batch's outputs are acknowledged: the store's writer
+        # waits for that, so the next batch is computed meanwhile
+        self.store.commit(tx, after=functools.partial(self.tracker.flush_or_raise, self.producer))
 
     def _commit_previous(self, *, wait: bool = False) -> None:
         """Once the previous batch's state write is durable, commit its Kafka offsets.

@@ -15,7 +15,7 @@ from churnstream.settings import DAY_MS, Settings
 from features.definitions import FEATURE_NAMES, features_as_of
 from features.offline import replay, snapshot
 from features.state import new_state
-from features.store import FeatureStore, MemoryFeatureStore, RedisFeatureStore
+from features.store import Due, FeatureStore, MemoryFeatureStore, RedisFeatureStore
 
 LATENESS = 7 * DAY_MS
 T0 = 1_700_000_000_000
@@ -289,8 +289,11 @@ def test_a_transaction_commits_state_meta_blobs_and_due_together(store: FeatureS
     store.flush()
     assert store.meta("offset:orders:3") == "42"
     assert store.blob("online") == b"\x00\xffcheckpoint"
-    assert store.due_before(T0 + 20 * DAY_MS, shards=["0", "3"], limit=10) == {"b": "0"}
-    assert store.due_before(T0 + 40 * DAY_MS, shards=["0", "3"], limit=10) == {"b": "0", "a": "3"}
+    assert store.due_before(T0 + 20 * DAY_MS, shards=["0", "3"], limit=10) == Due(
+        {"b": "0"}, T0 + 30 * DAY_MS
+    )
+    assert store.due_before(T0 + 40 * DAY_MS, shards=["0", "3"], limit=10) == Due({"b": "0", "a": "3"}, None)
+    assert store.due_before(T0 + 40 * DAY_MS, shards=["0", "3"], limit=1).next_due == T0 + 40 * DAY_MS
     assert store.active_before(T0 + DAY_MS, shards=["3"]) == {"a": "3"}
     assert store.active_before(T0 + DAY_MS, shards=["0"]) == {}
     assert store.states(["b"])["b"]["note"] == "scorer data rides along"
@@ -299,4 +302,4 @@ def test_a_transaction_commits_state_meta_blobs_and_due_together(store: FeatureS
     tx.due["b"] = None
     store.commit(tx)
     store.flush()  # due_before does not wait for writes in flight
-    assert store.due_before(T0 + 20 * DAY_MS, shards=["0"], limit=10) == {}
+    assert store.due_before(T0 + 20 * DAY_MS, shards=["0"], limit=10) == Due({}, None)
