@@ -1,7 +1,8 @@
 """Does the drift monitor keep up with the scorer at full speed, Evidently reports and all?
 
 For each way of drawing the Evidently reports (``process``: the monitor's report worker process, as
-shipped; ``thread``: the old way, in a thread of the monitor's own process) this starts the real monitor
+shipped; ``thread``: the old way, in a thread of the monitor's own process; ``none``: not drawn at all,
+windows still judged and published, to show what the rest costs) this starts the real monitor
 (:class:`streams.monitor.MonitorApp`, against a synthetic reference) as its own process, and then, from
 another process, produces what a scorer at ``--rate`` predictions/s sends: one MonitoringBatch record
 per micro-batch of ``--batch-rows`` predictions, ``created_at`` stamped when sent. Afterwards it waits
@@ -11,7 +12,7 @@ the monitor's lag (record ``created_at`` to consumption: p50, p99, max), the win
 skipped (never, by design), and how long it took to drain. Needs Kafka (``./run infra up``)::
 
     .venv/bin/python bench/bench_monitor.py [--rate 20000] [--seconds 30] [--batch-rows 500] \\
-        [--window-rows 5000] [--modes process,thread]
+        [--window-rows 5000] [--modes none,process,thread]
 """
 
 from __future__ import annotations
@@ -94,6 +95,33 @@ def produce(env: dict[str, str], topic: str, rate: int, batch_rows: int, seconds
     out.put({"sent": sent, "rows": rows, "elapsed": time.perf_counter() - start})
 
 
+class DrawsNothing:
+    """A stand-in for the report worker that draws nothing: what the monitor costs without Evidently."""
+
+    mode = "none"
+    restarts = 0
+
+    def start(self) -> Any:
+        from concurrent.futures import Future
+
+        done: Future[float] = Future()
+        done.set_result(0.0)
+        return done
+
+    def submit(self, job: Any) -> Any:
+        from concurrent.futures import Future
+
+        from monitoring.render import Rendered
+
+        done: Future[Rendered] = Future()
+        done.set_result(Rendered(job.job_id, "/dev/null", 0.0))
+        return done
+
+    def restart(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def serve(mode: str) -> int:
     """The monitor process of one run: the real app, reference from ``synthetic_rows``, until SIGTERM."""
     import faust
@@ -114,10 +142,21 @@ def serve(mode: str) -> int:
         config=MonitorConfig(window_rows=settings.drift_window_rows, drift_share=settings.drift_share),
         state=MonitorState(state_dir(settings)),
     )
-    built = MonitorApp.build(settings, monitor=monitor, render_in_thread=mode == "thread")
+    built = MonitorApp.build(
+        settings,
+        monitor=monitor,
+        render_in_thread=mode == "thread",
+        renderer=DrawsNothing() if mode == "none" else None,  # type: ignore[arg-type]
+    )
     worker = faust.Worker(built.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    profile = os.environ.get("BENCH_MONITOR_PROFILE")  # a file for cProfile stats of the monitor process
     try:
-        worker.execute_from_commandline()
+        if profile:
+            import cProfile
+
+            cProfile.runctx("worker.execute_from_commandline()", globals(), locals(), profile)
+        else:
+            worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
@@ -173,6 +212,7 @@ def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
         drift_window_rows=args.window_rows,
     )
     create_topics(settings)
+    log_append_time(settings, settings.topics.monitoring_batches)
     health_url = f"http://127.0.0.1:{port}/health"
     log = (work / "monitor.log").open("wb")
     monitor = subprocess.Popen(
@@ -239,41 +279,75 @@ def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 future.result()
 
 
+def log_append_time(settings: Settings, topic: str) -> None:
+    """Let the broker stamp records as it appends them, so the monitor's ``delay_ms`` (Kafka timestamp
+    to consumption) tells the consumer's share of the lag from the producer's and broker's."""
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    entry = ConfigEntry(
+        "message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin = AdminClient(settings.kafka_config())  # must outlive its futures
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    nan = float("nan")
     print()
     print(
         f"scorer at {args.rate:,} predictions/s for {args.seconds:g} s as MonitoringBatch records of "
         f"{args.batch_rows} rows ({args.rate / args.batch_rows:,.0f} records/s); windows of "
         f"{args.window_rows:,} rows; {os.cpu_count()} cores"
     )
+    print("\nlag of the monitor (ms)                 created_at -> consumed   broker append -> consumed")
     header = (
-        f"{'reports in':<10} {'rows/s':>7} {'records':>8} {'behind':>7} {'lag p50':>8} {'lag p99':>8} "
-        f"{'lag max':>8} {'windows':>8} {'reported':>9} {'drawn':>6} {'shared':>7} {'skipped':>8} "
-        f"{'s/report':>9} {'drained':>8} {'CPU main':>9} {'worker':>7} {'load':>5}"
+        f"{'reports in':<10} {'rows/s':>7} {'records':>8} {'behind':>7} {'p50':>7} {'p99':>7} {'max':>7}"
+        f" {'p50':>9} {'p99':>7} {'max':>7} {'CPU main':>9} {'worker':>7} {'load':>5}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         h = r["health"]
-        lag = h.get("lag_ms") or {}
+        lag, cons = h.get("lag_ms") or {}, h.get("delay_ms") or {}
+        print(
+            f"{r['mode']:<10} {r['rows'] / r['elapsed']:>7,.0f} {r['sent']:>8,} "
+            f"{r['sent'] - r['consumed_at_end']:>7,} {lag.get('p50', nan):>7,.0f} "
+            f"{lag.get('p99', nan):>7,.0f} {lag.get('max', nan):>7,.0f} {cons.get('p50', nan):>9,.0f} "
+            f"{cons.get('p99', nan):>7,.0f} {cons.get('max', nan):>7,.0f} {r['monitor_cpu']:>9.0%} "
+            f"{r['worker_cpu']:>7.0%} {r['load']:>5.1f}"
+        )
+    print("\nwindows")
+    header = (
+        f"{'reports in':<10} {'closed':>7} {'reported':>9} {'drawn':>6} {'shared':>7} {'skipped':>8} "
+        f"{'s/report':>9} {'drained':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        h = r["health"]
         render = (h.get("report_worker") or {}).get("render_seconds") or {}
         drained = f"{r['drain_s']:.1f} s" if r["drain_s"] is not None else "no"
         print(
-            f"{r['mode']:<10} {r['rows'] / r['elapsed']:>7,.0f} {r['sent']:>8,} "
-            f"{r['sent'] - r['consumed_at_end']:>7,} {lag.get('p50', float('nan')):>6,.0f}ms "
-            f"{lag.get('p99', float('nan')):>6,.0f}ms {lag.get('max', float('nan')):>6,.0f}ms "
-            f"{h.get('windows_done', 0):>8,} {h.get('windows_reported', 0):>9,} "
+            f"{r['mode']:<10} {h.get('windows_done', 0):>7,} {h.get('windows_reported', 0):>9,} "
             f"{h.get('reports_rendered', 0):>6,} {h.get('windows_merged', 0):>7,} "
-            f"{h.get('windows_skipped', 0):>8,} {render.get('p50', float('nan')):>8.1f}s {drained:>8} "
-            f"{r['monitor_cpu']:>9.0%} {r['worker_cpu']:>7.0%} {r['load']:>5.1f}"
+            f"{h.get('windows_skipped', 0):>8,} {render.get('p50', nan):>8.1f}s {drained:>8}"
         )
     print(
-        "\nbehind: records not yet consumed when the producer stopped; lag: record created_at to "
-        "consumption;\nwindows: closed; reported: drift_reports messages (one per window); drawn: "
-        "Evidently HTML reports;\nshared: windows whose HTML covers more than one window; s/report: "
-        "median time to draw one; drained: until every record was consumed and every window reported;\n"
-        "CPU main / worker: the monitor's process and its report worker, share of one core from the start "
-        "of production to drained; load: the machine's 1-minute load average at the end"
+        "\nbehind: records not yet consumed once the producer had flushed; CPU main / worker: the monitor's "
+        "process and its\nreport worker, share of one core from the start of production until drained; "
+        "load: 1-minute load average\nat the end. closed: windows; reported: drift_reports messages (one "
+        "per window); drawn: Evidently HTML reports;\nshared: windows whose HTML covers more than one "
+        "window; "
+        "s/report: median time to draw one; drained: time after\nthe producer stopped until every record "
+        "was consumed and every window reported."
     )
 
 
@@ -284,8 +358,10 @@ def main() -> int:
     parser.add_argument("--window-rows", type=int, default=5000, help="CHURN_DRIFT_WINDOW_ROWS")
     parser.add_argument("--seconds", type=float, default=30.0, help="production time per mode")
     parser.add_argument("--drain", type=float, default=120.0, help="longest wait for the monitor afterwards")
-    parser.add_argument("--modes", default="process,thread", help="comma-separated: process, thread")
-    parser.add_argument("--serve-monitor", choices=("process", "thread"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--modes", default="none,process,thread", help="comma-separated: none, process, thread"
+    )
+    parser.add_argument("--serve-monitor", choices=("none", "process", "thread"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_monitor:
         return serve(args.serve_monitor)

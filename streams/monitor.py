@@ -707,9 +707,11 @@ class MonitorApp:
         max_pending: int = 1,
         app_name: str | None = None,
         render_in_thread: bool = False,
+        renderer: ReportRenderer | None = None,
     ) -> MonitorApp:
         """The app; ``max_pending`` bounds the reports waiting to be drawn (later windows share them),
-        ``render_in_thread`` draws them in a thread of this process instead (the old way; benchmarks)."""
+        ``render_in_thread`` draws them in a thread of this process instead (the old way; benchmarks),
+        ``renderer`` replaces the report worker altogether."""
         import faust
 
         name = app_name or app_id(settings)
@@ -771,7 +773,8 @@ class MonitorApp:
             monitor=monitor,
             publish_report=publish_report,
             publish_dead_letter=publish_dead_letter,
-            renderer=ReportRenderer(
+            renderer=renderer
+            or ReportRenderer(
                 root=monitor.store.root,
                 drift_share=monitor.config.drift_share,
                 workspace=monitor.store.use_workspace,

@@ -179,3 +179,24 @@ def test_bootstrap_reference_when_the_source_has_none(tmp_path: Path) -> None:
     for batch in _batches(frame(500, seed=10), "v9", 0):
         first += again.add(batch).pending
     assert len(first) == 1 and first[0].reference.rows == 1000  # a restart reuses the kept reference
+
+
+def test_a_full_queue_merges_windows_and_samples_evenly_above_max_rows(reference: pd.DataFrame) -> None:
+    monitor = DriftMonitor(
+        references=FrameSource(reference),
+        store=ReportStore(Path("/nonexistent"), workspace=False),
+        config=MonitorConfig(window_rows=1000),
+    )
+    pending = []
+    for batch in _batches(pd.concat([frame(1000, seed=s) for s in range(6)]), "v1", 0):
+        pending += monitor.add(batch).pending
+    queue = RenderQueue(max_jobs=2, max_rows=2500)
+    assert [queue.put(p) for p in pending] == [False, False, True, True, True, True]
+    first, second = queue.take(), queue.take()
+    assert first is not None and second is not None and queue.take() is None
+    assert [len(first.windows), len(second.windows)] == [1, 5]
+    assert second.rows == 5000 and second.rendered_rows == 2500 and second.sampled
+    assert "covers 5 consecutive drift windows" in (second.banner() or "")
+    assert "an even sample of 2,500" in (second.banner() or "") and first.banner() is None
+    spent = second.columns["spent_total"]
+    assert len(spent) == 2500 and all(len(c) == 2500 for c in second.columns.values())

@@ -104,3 +104,30 @@ def test_flush_closes_a_partial_window() -> None:
 def test_bounds_must_be_positive(rows: int, span: int) -> None:
     with pytest.raises(ValueError):
         DriftWindow(max_rows=rows, max_span_ms=span)
+
+
+def test_segments_say_which_window_took_which_rows_of_a_batch() -> None:
+    window = DriftWindow(max_rows=1000)
+    window.add(batch(list(range(700))))
+    assert window.segments == [(1, 700)] and window.open_seq == 1
+    closed = window.add(batch(list(range(700, 1400)), labels=3))
+    assert [c.seq for c in closed] == [1] and window.segments == [(1, 300), (2, 400)]
+    assert window.outcomes_seq == 1  # outcomes join the window open when the batch arrives
+    assert closed[0].first_row == "b:0"
+
+
+def test_skip_rows_leaves_out_reported_predictions_and_the_batchs_outcomes() -> None:
+    window = DriftWindow(max_rows=1000, first_seq=7)
+    closed = window.add(batch(list(range(500)), labels=2, start=0), skip_rows=200)
+    assert closed == [] and window.rows == 300 and window.outcomes_seq is None
+    assert window.segments == [(7, 300)]
+    closed = window.add(batch(list(range(500, 1200)), start=500))
+    assert [(c.seq, c.rows, c.start) for c in closed] == [(7, 1000, 200)]
+    assert window.open_seq == 8 and window.rows == 0
+
+
+def test_a_new_model_version_reuses_the_empty_window_number() -> None:
+    window = DriftWindow(max_rows=10)
+    window.add(batch([], labels=2, version="v1"))  # outcomes only: window 1 is open, without predictions
+    window.add(batch([1, 2], version="v2"))
+    assert window.open_seq == 1 and window.model_version == "v2" and window.segments == [(1, 2)]
