@@ -367,10 +367,14 @@ class MonitorService:
         if self.done_upto == before:
             return
         if self.state is not None:
-            positions = {}
+            # partitions not read again since a restart, or not yet up to where reporting stopped,
+            # keep their position
+            positions = {_key_of(tp): p for tp, p in (*self._resume.items(), *self._skip.items())}
             for tp, queue in self._held.items():
                 head = next((h for h in queue if h.holds is not None and h.holds > self.done_upto), None)
                 # the first record that stays uncommitted, and how much of it is reported
+                if tp in self._skip:
+                    continue
                 if head is None:
                     positions[_key_of(tp)] = Position(self._next_offset.get(tp, 0), 0, self._committed_at(tp))
                 else:

@@ -19,7 +19,7 @@ from monitoring.monitor import DriftMonitor, MonitorConfig
 from monitoring.reference import FrameSource
 from monitoring.render import Rendered, RenderJob
 from monitoring.report import ReportStore
-from monitoring.state import MonitorState
+from monitoring.state import MonitorState, Position
 from streams.monitor import MonitorService, decode_batch
 
 T0 = 1_717_200_000_000
@@ -167,3 +167,25 @@ def test_strict_decoding_names_the_problem() -> None:
         else:
             raise AssertionError(f"accepted: {reason}")
     assert decode_batch(record(0)).rows == ROWS
+
+
+def test_a_partition_read_again_late_after_a_restart_keeps_its_position(tmp_path: Path) -> None:
+    first = Monitor(tmp_path)
+    first.feed(0, record(0))
+    for k in range(1, 4):  # partition 1 holds records 1..3; record 3 straddles windows 1 and 2
+        asyncio.run(
+            first.service.on_message(b"v1", record(k), TOPIC, 1, k - 1, ack=lambda k=k: first.acked.append(k))
+        )
+    first.report_all()
+    saved = MonitorState(tmp_path / "state").load()
+    assert saved is not None and saved.positions[f"{TOPIC}/1"] == Position(2, 100, None)
+
+    # after the restart, partition 0 brings a whole window before partition 1 is read again
+    second = Monitor(tmp_path)
+    for k in range(10, 14):
+        second.feed(k, record(k))
+    second.report_all()
+    saved = MonitorState(tmp_path / "state").load()
+    assert saved is not None and saved.positions[f"{TOPIC}/1"] == Position(2, 100, None)
+    asyncio.run(second.service.on_message(b"v1", record(3), TOPIC, 1, 2, ack=lambda: None))
+    assert second.monitor.rows_pending == 200 + 200  # record 13's last 200 rows, record 3's last 200
