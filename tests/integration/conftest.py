@@ -21,27 +21,55 @@ Fixtures and helpers, for anyone adding integration tests:
     when called. Import it with ``from tests.integration.conftest import consume_all``.
 ``produce_raw(settings, topic, records)``
     Produces ``(key, value)`` byte pairs exactly as given and returns their ``(partition, offset)``.
+
+For tests that run the scoring worker (``test_scorer``, ``test_faults``, ``test_hostile_input``):
+
+``simulate_world(root, customers=, days=, train_days=, seed=)``
+    A simulated business in ``root/events`` and a batch model trained on its first ``train_days`` in
+    ``root/models``. ``publish_world`` publishes it topic by topic; ``event_time_records`` and
+    ``produce_records`` publish it as a live stream (all topics interleaved in event-time order).
+``wait_until(condition, timeout, what)``, ``committed_everything``, ``committed_total``
+    Wait on real conditions: the worker group's committed offsets against the input topics' end offsets.
+``start_worker(settings, log_path, **env)``, ``stop_worker(worker, log_path)``
+    ``churnstream score`` as a subprocess with ``settings`` (plus ``CHURN_*`` overrides in ``env``);
+    ``stop_worker`` sends SIGTERM, which must finish the batch and exit 0.
+``check_every_event_accounted_for(settings, events)``, ``check_state_equals_offline(settings, events)``
+    The end-to-end promises after a run, however it was interrupted: one answer per valid event (its
+    ``event`` prediction, re-emitted only unchanged, or a dead letter), and the features, outcomes and
+    online model in Redis equal to an uninterrupted offline replay. ``account_for_events`` and
+    ``compare_state`` return the same findings as counts without asserting (for reports).
+``free_port()``
+    A TCP port nobody listens on right now (for a second broker, Redis or web server).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from churnstream.settings import Settings, Topics
+from churnstream.events import Event, LabelEvent, parse_time
+from churnstream.settings import DAY_MS, Settings, Topics, child_env
 from streams.kafka import end_offsets, make_consumer, make_producer
 from streams.topics import create_topics, topic_specs
 
 HINT = "start them with: ./run infra up"
+CHURNSTREAM = str(Path(sys.executable).with_name("churnstream"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -169,3 +197,300 @@ def consume_all(
         return received
     finally:
         consumer.close()
+
+
+# --- running the scoring worker -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+_COORDINATOR_SETTLING = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+)
+
+
+def committed_positions(settings: Settings, group: str, timeout: float = 30.0) -> list[tuple[int, int]]:
+    """(committed offset, end offset) of every input partition for ``group``.
+
+    Retries while the group's coordinator settles (a fresh or just restarted broker).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = make_consumer(settings, group)
+        try:
+            out = []
+            for topic in settings.topics.inputs:
+                marks = end_offsets(consumer, topic)
+                parts = [TopicPartition(topic, p) for p in marks]
+                out += [
+                    (max(tp.offset, 0), marks[tp.partition][1])
+                    for tp in consumer.committed(parts, timeout=10)
+                ]
+            return out
+        except KafkaException as exc:
+            error = exc.args[0]
+            settling = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _COORDINATOR_SETTLING
+            )
+            if not settling or time.monotonic() >= deadline:
+                raise
+        finally:
+            consumer.close()
+        time.sleep(0.2)
+
+
+def committed_everything(settings: Settings, group: str) -> bool:
+    return all(done >= end for done, end in committed_positions(settings, group))
+
+
+def committed_total(settings: Settings, group: str) -> int:
+    return sum(done for done, _ in committed_positions(settings, group))
+
+
+def simulate_world(root: Path, *, customers: int, days: int, train_days: int, seed: int = 21) -> Path:
+    """``root/events`` from ``churnstream simulate`` and, in ``root/models``, a batch model trained on the
+    first ``train_days`` days; returns ``root``."""
+    from churnstream.cli import main as churnstream
+    from features.offline import read_events
+    from models.train import train
+
+    events = root / "events"
+    argv = ["simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed)]
+    assert churnstream([*argv, "--out", str(events)]) == 0
+    start = read_events(events).start
+    until = start + train_days * DAY_MS
+    train(events, root / "models", settings=Settings.from_env(), until=until, progress=False)
+    return root
+
+
+def publish_world(settings: Settings, events_dir: Path) -> None:
+    from streams.publish import publish_file
+
+    for name in ("customer_profiles", "orders", "support_tickets"):
+        assert publish_file(events_dir / f"{name}.jsonl", settings).ok
+
+
+def event_time_records(settings: Settings, events_dir: Path) -> list[tuple[int, str, str, bytes]]:
+    """Every event of ``events_dir`` as ``(timestamp, topic, key, value)``, all topics interleaved in
+    event-time order, as a live business would produce them."""
+    records = []
+    for name in ("customer_profiles", "orders", "support_tickets"):
+        for line in (events_dir / f"{name}.jsonl").read_bytes().splitlines():
+            obj = json.loads(line)
+            records.append(
+                (parse_time(obj["timestamp"]), getattr(settings.topics, name), obj["customer_id"], line)
+            )
+    records.sort()
+    return records
+
+
+def produce_records(settings: Settings, records: Sequence[tuple[int, str, str, bytes]]) -> None:
+    """Produce :func:`event_time_records` (or a slice of them) in order, and wait for every ack."""
+    producer = make_producer(settings)
+    for _, topic, key, value in records:
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def start_worker(settings: Settings, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``churnstream score`` in a subprocess, with ``settings`` and the ``CHURN_*`` overrides in ``env``.
+
+    Its log goes to ``log_path`` (appended): a file, since a full pipe could block the worker.
+    """
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [CHURNSTREAM, "score"],
+            env={**child_env(settings), **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> None:
+    """SIGTERM: the worker must finish its batch, commit and exit 0 (killed if it does not stop)."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        code = worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(30)
+        raise AssertionError(f"the worker did not stop within {timeout:.0f}s of SIGTERM") from None
+    tail = log_path.read_text(errors="replace")[-3000:]
+    assert code == 0, f"SIGTERM should finish the batch and exit 0, got {code}; log ends:\n{tail}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accounting:
+    """What became of a run's valid input events (see :func:`account_for_events`)."""
+
+    events: int  # valid events published
+    accounted: int  # of them, those with one answer: an `event` prediction or a dead letter
+    scored: int  # answered by a prediction
+    dead_lettered: int  # answered by a dead letter
+    deliveries: int  # `event` predictions on the topic, re-emissions included
+    changed: list[str]  # prediction ids re-emitted with a different answer
+    several: list[str]  # events with more than one prediction id
+    unknown: list[str]  # predictions for events never published
+    both: list[str]  # events scored and dead-lettered
+    missing: list[str]  # valid events without an answer
+
+    def problems(self) -> list[str]:
+        found = [
+            (self.changed, "predictions re-emitted with a different answer"),
+            (self.several, "events with more than one prediction id"),
+            (self.unknown, "predictions for events never published"),
+            (self.both, "events both scored and dead-lettered"),
+            (self.missing, "valid events without an answer"),
+        ]
+        return [f"{len(ids)} {what}, e.g. {ids[:3]}" for ids, what in found if ids]
+
+
+def account_for_events(settings: Settings, events: Sequence[Event]) -> Accounting:
+    """Read predictions and dead letters back and say what became of every valid event in ``events``.
+
+    An event's one answer is its ``event`` prediction (delivered more than once only after a failure,
+    and then with the same id and numbers: consumers may see a message twice, never two different
+    answers) or, never both, a dead letter naming it.
+    """
+    valid = {e.event_id for e in events}
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    answers: dict[str, dict[str, Any]] = {}
+    ids: dict[str, set[str]] = {}
+    changed: set[str] = set()
+    deliveries = 0
+    for p in predictions:
+        if p["trigger"] != "event":
+            continue
+        deliveries += 1
+        body = {k: v for k, v in p.items() if k != "scored_at"}
+        if answers.setdefault(p["prediction_id"], body) != body:
+            changed.add(p["prediction_id"])
+        ids.setdefault(p["event_id"], set()).add(p["prediction_id"])
+    letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
+    lettered: set[str] = set()
+    for d in letters:
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+            lettered.add(json.loads(d["value"])["event_id"])
+    scored = set(ids)
+    return Accounting(
+        events=len(valid),
+        accounted=len(valid & (scored | lettered)),
+        scored=len(valid & scored),
+        dead_lettered=len(valid & lettered),
+        deliveries=deliveries,
+        changed=sorted(changed),
+        several=sorted(eid for eid, pids in ids.items() if len(pids) > 1),
+        unknown=sorted(scored - valid),
+        both=sorted(scored & lettered),
+        missing=sorted(valid - scored - lettered),
+    )
+
+
+def check_every_event_accounted_for(settings: Settings, events: Sequence[Event]) -> Accounting:
+    """Assert every valid event has exactly one answer and nothing else was answered (see
+    :func:`account_for_events`)."""
+    accounting = account_for_events(settings, events)
+    assert not accounting.problems(), "; ".join(accounting.problems())
+    return accounting
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateCheck:
+    """How the state in Redis compared with an uninterrupted offline replay (see :func:`compare_state`)."""
+
+    watermark: int | None  # the store's
+    end: int  # the log's last event time
+    customers: int  # in the offline replay
+    mismatches: dict[str, tuple[Any, Any]]  # customer -> (online features, offline features)
+    labels: int  # predictions with an outcome
+    changed_labels: list[str]  # prediction ids whose outcome was emitted with two labels
+    learned: int  # labels the online model learned from
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.watermark != self.end:
+            out.append(f"the store's watermark {self.watermark} is not the log's last event time {self.end}")
+        if self.mismatches:
+            cid, (online, offline) = next(iter(self.mismatches.items()))
+            out.append(
+                f"{len(self.mismatches)} of {self.customers} customers' features differ from the offline "
+                f"builder's, e.g. {cid}: online {online} != offline {offline}"
+            )
+        if self.changed_labels:
+            out.append(
+                f"{len(self.changed_labels)} predictions got two labels, e.g. {self.changed_labels[:3]}"
+            )
+        if self.learned != self.labels:
+            out.append(
+                f"the online model learned from {self.learned} labels, "
+                f"but {self.labels} predictions were labelled"
+            )
+        return out
+
+
+def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
+    """Compare the state in Redis with what an uninterrupted run gives: at the store's watermark (which
+    should be the log's end) every customer's features equal the offline builder's
+    (:func:`features.offline.snapshot`), outcomes never disagree, and the online model learned from each
+    labelled prediction once."""
+    from features.offline import snapshot
+    from features.store import RedisFeatureStore
+    from models.online import OnlineModel
+
+    client = redis.Redis.from_url(settings.redis_url)
+    store = RedisFeatureStore(
+        client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
+    )
+    try:
+        t = store.watermark()
+        end = max(e.timestamp for e in events if not isinstance(e, LabelEvent))
+        offline = snapshot(events, end if t is None else t, lateness_ms=settings.lateness_ms)
+        online = store.features_many(offline, end if t is None else t)
+        mismatches = {cid: (online.get(cid), f) for cid, f in offline.items() if online.get(cid) != f}
+        outcomes = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_outcomes)]
+        labels: dict[str, int] = {}
+        changed = set()
+        for o in outcomes:
+            if labels.setdefault(o["prediction_id"], o["label"]) != o["label"]:
+                changed.add(o["prediction_id"])
+        learned = 0  # every partition's online model (streams.scorer.ModelSet), each label taken in once
+        for partition in range(settings.topic_partitions):
+            blob = store.blob(f"online:{partition}")
+            learned += 0 if blob is None else OnlineModel.from_bytes(blob).n_learned
+        return StateCheck(
+            watermark=t,
+            end=end,
+            customers=len(offline),
+            mismatches=mismatches,
+            labels=len(labels),
+            changed_labels=sorted(changed),
+            learned=learned,
+        )
+    finally:
+        store.close()
+        client.close()
+
+
+def check_state_equals_offline(settings: Settings, events: Sequence[Event]) -> StateCheck:
+    """Assert the state in Redis is what an uninterrupted run gives (see :func:`compare_state`)."""
+    check = compare_state(settings, events)
+    assert not check.problems(), "; ".join(check.problems())
+    return check

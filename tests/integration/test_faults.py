@@ -1,0 +1,216 @@
+"""Faults while the scoring worker runs: the Kafka broker restarts (also after an outage longer than the
+producer's delivery timeout), Redis restarts (append-only file on).
+
+Each test runs the real worker (``churnstream score`` in a subprocess) against a node of its own — a
+second broker or a second Redis on a free port with its own data directory, so the shared services are
+never touched — and feeds it a simulated business as a live stream (all topics interleaved in event
+time). While the worker is in the middle of the stream the node is stopped and started again on the same
+data directory; then the rest of the stream is published and the worker must catch up by itself, without
+a restart. Afterwards the promises of the kill -9 test hold: every valid event has exactly one answer
+(re-emitted only unchanged), the features in Redis equal the offline builder's, and the online model
+learned from each label once. Each test prints one line for the fault table (faults injected, events
+in, events accounted for, mismatches) before it asserts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from churnstream import infra
+from churnstream.settings import Settings, Topics
+from features.offline import read_events
+from streams.topics import create_topics
+from tests.integration.conftest import (
+    account_for_events,
+    committed_everything,
+    committed_total,
+    compare_state,
+    event_time_records,
+    free_port,
+    produce_records,
+    simulate_world,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
+
+# About 1,400 events on two partitions per topic, in micro-batches of ten: the worker needs ~6 s for
+# the stream on two busy cores, so a fault lands while it has work in hand, and a test stays under a
+# minute. (On six partitions this sparse a world spends most of its time in the event-time merge's
+# waits for idle partitions.)
+CUSTOMERS, DAYS, TRAIN_DAYS = 100, 240, 180
+PARTITIONS = 2
+BATCH_SIZE = "10"
+PUBLISHED_FIRST = 0.6  # of the stream, before the faults; the rest after them
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated business and a batch model trained on its first 180 days."""
+    root = tmp_path_factory.mktemp("faults-world")
+    return simulate_world(root, customers=CUSTOMERS, days=DAYS, train_days=TRAIN_DAYS, seed=21)
+
+
+@pytest.fixture
+def settings(settings: Settings, world: Path) -> Settings:
+    """The conftest's per-test settings (also used by its ``topics`` and ``redis_client``), for a worker."""
+    return dataclasses.replace(
+        settings, topic_partitions=PARTITIONS, model_dir=world / "models", metrics_port=-1
+    )
+
+
+@pytest.fixture
+def kafka_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[infra.KafkaNode]:
+    """A broker of this test's own (stopped at the end whatever happened)."""
+    # A small broker's JVM starts a few seconds sooner without the optimising compiler.
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    node = infra.KafkaNode(
+        data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port(), heap="256m"
+    )
+    infra.start_kafka(node, timeout=120)
+    try:
+        yield node
+    finally:
+        infra.stop_kafka(node)
+
+
+@pytest.fixture
+def redis_node(tmp_path: Path) -> Iterator[infra.RedisNode]:
+    """A Redis of this test's own, append-only persistence on (stopped at the end whatever happened)."""
+    node = infra.RedisNode(data_dir=tmp_path / "redis", port=free_port())
+    infra.start_redis(node)
+    try:
+        client = redis.Redis(host=node.host, port=node.port)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        client.close()
+        yield node
+    finally:
+        infra.stop_redis(node)
+
+
+def log_tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:]
+
+
+def run_through_faults(
+    settings: Settings,
+    world: Path,
+    log_path: Path,
+    fault: Callable[[], None],
+    at: tuple[float, ...],
+    name: str,
+    **worker_env: str,
+) -> None:
+    """Stream the world through a worker, call ``fault`` once the worker has committed each fraction
+    ``at`` of the stream, publish the rest, wait until it has committed everything, then check."""
+    events_dir = world / "events"
+    events = read_events(events_dir).events
+    records = event_time_records(settings, events_dir)
+    total = len(records)
+    first = int(total * PUBLISHED_FIRST)
+    assert all(f * total < first for f in at)
+    group = settings.consumer_group
+    produce_records(settings, records[:first])
+    worker = start_worker(settings, log_path, CHURN_BATCH_SIZE=BATCH_SIZE, **worker_env)
+
+    def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            wait_until(lambda: worker.poll() is not None or condition(), timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the worker's log ends:\n{log_tail(log_path)}") from None
+        assert worker.poll() is None, f"the worker exited waiting for {what}:\n{log_tail(log_path)}"
+
+    positions = []
+    try:
+        for fraction in at:
+            wait_for(
+                lambda f=fraction: committed_total(settings, group) >= f * total,
+                120,
+                f"the worker to commit {fraction:.0%} of the stream",
+            )
+            positions.append(committed_total(settings, group))
+            fault()
+            assert worker.poll() is None, f"the worker exited during the fault:\n{log_tail(log_path)}"
+        produce_records(settings, records[first:])
+        wait_for(lambda: committed_everything(settings, group), 90, "the worker to catch up after the faults")
+    finally:
+        stop_worker(worker, log_path)
+
+    accounting = account_for_events(settings, events)
+    state = compare_state(settings, events)
+    retries = log_path.read_text(errors="replace").count("batch failed, rewinding")
+    print(
+        f"\nfault table | {name} | faults {len(at)}, worker had committed {positions} of {first} published | "
+        f"events in {accounting.events} | accounted for {accounting.accounted} "
+        f"(scored {accounting.scored}, dead-lettered {accounting.dead_lettered}, "
+        f"{accounting.deliveries - accounting.scored} re-emitted, "
+        f"{len(accounting.changed)} of them changed) | "
+        f"mismatches {len(state.mismatches)} of {state.customers} customers, online model learned "
+        f"{state.learned} of {state.labels} labels | worker retries {retries}"
+    )
+    problems = accounting.problems() + state.problems()
+    if accounting.dead_lettered:
+        problems.append(f"{accounting.dead_lettered} valid events of an in-order stream were dead-lettered")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_kafka_broker_restarting_mid_stream_loses_nothing_and_counts_nothing_twice(
+    settings: Settings, redis_client: redis.Redis, kafka_node: infra.KafkaNode, tmp_path: Path, world: Path
+) -> None:
+    own = dataclasses.replace(settings, kafka_bootstrap=kafka_node.address)
+    create_topics(own)
+
+    def restart_broker() -> None:
+        assert infra.stop_kafka(kafka_node), "the test's broker was not running"
+        assert not infra.port_open(kafka_node.host, kafka_node.port)
+        assert infra.start_kafka(kafka_node, timeout=120).started_now
+
+    run_through_faults(own, world, tmp_path / "worker.log", restart_broker, (0.1,), "Kafka broker restart")
+
+
+def test_a_broker_outage_longer_than_the_delivery_timeout_loses_nothing_and_counts_nothing_twice(
+    settings: Settings, redis_client: redis.Redis, kafka_node: infra.KafkaNode, tmp_path: Path, world: Path
+) -> None:
+    """The broker stays down until the worker's outputs fail to be delivered (a delivery timeout of 3 s
+    stands in for the default 5 minutes), so the worker rewinds while the broker is still down."""
+    own = dataclasses.replace(settings, kafka_bootstrap=kafka_node.address)
+    create_topics(own)
+    log_path = tmp_path / "worker.log"
+
+    def outage() -> None:
+        assert infra.stop_kafka(kafka_node), "the test's broker was not running"
+        wait_until(
+            lambda: "not delivered" in log_tail(log_path), 60, "the worker to report undelivered outputs"
+        )
+        assert infra.start_kafka(kafka_node, timeout=120).started_now
+
+    run_through_faults(
+        own,
+        world,
+        log_path,
+        outage,
+        (0.1,),
+        "Kafka outage > delivery timeout",
+        CHURN_KAFKA_MESSAGE_TIMEOUT_MS="3000",
+    )
+
+
+def test_redis_restarting_mid_stream_loses_nothing_and_counts_nothing_twice(
+    settings: Settings, topics: Topics, redis_node: infra.RedisNode, tmp_path: Path, world: Path
+) -> None:
+    url = f"redis://{redis_node.host}:{redis_node.port}/0"
+    own = dataclasses.replace(settings, redis_url=url)
+
+    def restart_redis() -> None:
+        assert infra.stop_redis(redis_node), "the test's Redis was not running"
+        assert not infra.port_open(redis_node.host, redis_node.port)
+        assert infra.start_redis(redis_node, url=url).started_now
+
+    run_through_faults(
+        own, world, tmp_path / "worker.log", restart_redis, (0.1, 0.25, 0.4), "Redis restart (AOF)"
+    )
