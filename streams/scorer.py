@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -119,6 +120,7 @@ class _Scoring:
     triggers: list[str] = field(default_factory=list)
     event_ids: list[str | None] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
 
 
 class ScorerMetrics:
@@ -160,14 +162,28 @@ class ScorerMetrics:
         return bytes(generate_latest(self.registry))
 
 
-class ModelSet:
-    """The current batch model plus the online model and the blender, swapped in place on promotion."""
+@dataclass(slots=True)
+class Learner:
+    """The online model and the blender of one partition (see :class:`ModelSet`)."""
 
-    def __init__(self, *, registry: Any, online: Any, blender: Any) -> None:
+    online: Any
+    blender: Any
+
+
+class ModelSet:
+    """The current batch model (swapped in place on promotion) and one :class:`Learner` per partition.
+
+    The online model's state is partitioned like the data: the labels resolved on partition p teach
+    partition p's learner, whose checkpoint (``online:<p>``, ``blender:<p>``) is written in the same atomic
+    write as p's customers. When a partition moves to another worker its learner moves with it, so any
+    number of workers learn every label exactly once and never overwrite each other's checkpoints.
+    """
+
+    def __init__(self, *, registry: Any, load_learner: Callable[[int], Learner]) -> None:
         self.registry = registry
         self.loaded = registry.load()
-        self.online = online
-        self.blender = blender
+        self._load_learner = load_learner
+        self.learners: dict[int, Learner] = {}
 
     @property
     def version(self) -> str:
@@ -182,21 +198,49 @@ class ModelSet:
         log.info("now scoring with model version %s", current)
         return True
 
+    def learner(self, partition: int) -> Learner:
+        """Partition ``partition``'s learner, restored from its checkpoint the first time it is needed."""
+        learner = self.learners.get(partition)
+        if learner is None:
+            learner = self.learners[partition] = self._load_learner(partition)
+        return learner
+
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
+        """Drop learners (all by default): after a failed write or a rebalance they are reloaded."""
+        if partitions is None:
+            self.learners.clear()
+        for p in partitions or ():
+            self.learners.pop(p, None)
+
     def score(
-        self, rows: list[dict[str, Any]]
+        self, rows: list[dict[str, Any]], partitions: list[int]
     ) -> tuple[np.ndarray, np.ndarray, list[float | None], np.ndarray]:
         model = self.loaded.model
         X = model.vectorize(rows)
         batch_p = np.asarray(model.predict_proba(X), dtype=float)
-        online = self.online
-        if not online.ready:
-            online_p: list[float | None] = [None] * len(rows)
-        elif list(online.feature_names) == list(model.feature_names):  # one matrix serves both
-            online_p = [float(p) for p in online.predict_matrix(X)]
-        else:
-            online_p = online.predict_many(rows)
-        churn_p = np.asarray(self.blender.blend(batch_p, online_p), dtype=float)
+        online_p: list[float | None] = [None] * len(rows)
+        churn_p = batch_p.copy()
+        for p, idx in _by_partition(partitions).items():
+            learner = self.learner(p)
+            online = learner.online
+            if not online.ready:
+                continue
+            if list(online.feature_names) == list(model.feature_names):  # one matrix serves both
+                part = online.predict_matrix(X[idx]).tolist()
+            else:
+                part = online.predict_many([rows[i] for i in idx])
+            for i, value in zip(idx, part, strict=True):
+                online_p[i] = float(value)
+            churn_p[idx] = learner.blender.blend(batch_p[idx], [online_p[i] for i in idx])
         return X, batch_p, online_p, churn_p
+
+
+def _by_partition(partitions: Sequence[int]) -> dict[int, list[int]]:
+    """Row indices grouped by partition, in row order."""
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(partitions):
+        groups.setdefault(p, []).append(i)
+    return groups
 
 
 class ChurnScorer:
@@ -276,6 +320,7 @@ class ChurnScorer:
         for tp in partitions:
             self.applied.pop((tp.topic, tp.partition), None)
         self.assigned -= {tp.partition for tp in partitions}
+        self.models.forget(p for p in list(self.models.learners) if p not in self.assigned)
         self._sweep_queue = [entry for entry in self._sweep_queue if entry[1] in self.assigned]
         for p in set(self.last_sweep) - self.assigned:  # reloaded from Redis if assigned again
             self.last_sweep.pop(p, None)
@@ -338,6 +383,7 @@ class ChurnScorer:
         self._uncommitted = {}
         self.applied.clear()  # what was applied is what Redis says, reloaded below
         self.tracker = DeliveryTracker()  # failures of the abandoned batch are not the next batch's
+        self.models.forget()  # they may have learned from the batch that was not written
         self._next_due = None
         # a sweep chunk may have been lost with the failed write: sweep from the recorded ticks again
         self._sweep_queue.clear()
@@ -400,6 +446,7 @@ class ChurnScorer:
             report.events += 1
             cid = event.customer_id
             if isinstance(event, LabelEvent):
+                tx.shards.setdefault(cid, str(where.partition))  # whose learner learns it, whose index
                 resolved += [
                     (cid, r)
                     for r in resolve_by_event(
@@ -430,6 +477,7 @@ class ChurnScorer:
             scoring.triggers.append("event")
             scoring.event_ids.append(event.event_id)
             scoring.rows.append(result.features)
+            scoring.partitions.append(where.partition)
         if watermark is not None:
             for cid in due:
                 state = tx.state(cid)
@@ -481,6 +529,7 @@ class ChurnScorer:
             scoring.triggers.append("sweep")
             scoring.event_ids.append(None)
             scoring.rows.append(features_as_of(tx.state(cid), tick))
+            scoring.partitions.append(p)
         pending = {p for _, p, _ in self._sweep_queue}
         for p in [p for p in self._sweep_done if p not in pending]:
             tx.meta[f"sweep:{p}"] = str(self._sweep_done.pop(p))
@@ -545,7 +594,7 @@ class ChurnScorer:
         n = len(scoring.rows)
         monitoring_cols: dict[str, list[Any]] = {}
         if n:
-            X, batch_p, online_p, churn_p = models.score(scoring.rows)
+            X, batch_p, online_p, churn_p = models.score(scoring.rows, scoring.partitions)
             # the pending vectors: the batch matrix's rows when it is in FEATURE_NAMES order (NaN -> null)
             if models.loaded.model.feature_names == list(FEATURE_NAMES):
                 vectors = X.tolist()
@@ -671,6 +720,7 @@ class ChurnScorer:
             return cols
         models = self.models
         vectors, labels = [], []
+        partitions: list[int] = []
         sources: Counter[str] = Counter()
         outcomes_topic = self.topics.churn_outcomes
         for cid, r in resolved:
@@ -688,7 +738,7 @@ class ChurnScorer:
             self._emit(outcomes_topic, cid, outcome.to_json())
             sources[r.source] += 1
             report.outcomes += 1
-            models.blender.observe(r.batch_probability, r.online_probability, r.label)
+            partitions.append(int(tx.shards.get(cid, "0")))
             vectors.append(r.features)
             labels.append(r.label)
             cols["labeled_at"].append(r.labeled_at)
@@ -701,13 +751,20 @@ class ChurnScorer:
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
         for source, count in sources.items():
             self.metrics.outcomes.labels(source).inc(count)
-        online = models.online
-        X = np.array(vectors, dtype=np.float64).reshape(len(vectors), len(FEATURE_NAMES))
-        if list(online.feature_names) != list(FEATURE_NAMES):
-            X = online.vectorize([dict(zip(FEATURE_NAMES, v, strict=False)) for v in vectors])
-        online.learn_matrix(X, np.asarray(labels, dtype=np.int64))
-        tx.blobs[ONLINE_BLOB] = models.online.to_bytes()
-        tx.blobs[BLENDER_BLOB] = orjson.dumps(models.blender.to_dict())
+        X_all = np.array(vectors, dtype=np.float64).reshape(len(vectors), len(FEATURE_NAMES))
+        y_all = np.asarray(labels, dtype=np.int64)
+        for p, idx in _by_partition(partitions).items():
+            learner = models.learner(p)
+            online = learner.online
+            X = X_all[idx]
+            if list(online.feature_names) != list(FEATURE_NAMES):
+                X = online.vectorize([dict(zip(FEATURE_NAMES, vectors[i], strict=False)) for i in idx])
+            for i in idx:
+                r = resolved[i][1]
+                learner.blender.observe(r.batch_probability, r.online_probability, r.label)
+            online.learn_matrix(X, y_all[idx])
+            tx.blobs[f"{ONLINE_BLOB}:{p}"] = online.to_bytes()
+            tx.blobs[f"{BLENDER_BLOB}:{p}"] = orjson.dumps(learner.blender.to_dict())
         return cols
 
     def _alerts(
@@ -721,15 +778,21 @@ class ChurnScorer:
         from models.explain import explain, recommended_actions
 
         models = self.models
-        reasons = explain(
-            models.loaded.model,
-            models.online,
-            models.blender,
-            X[rows],
-            [scoring.rows[i] for i in rows],
-            top_k=3,
-        )
-        for i, top in zip(rows, reasons, strict=True):
+        reasons: dict[int, list[Any]] = {}
+        for p, idx in _by_partition([scoring.partitions[i] for i in rows]).items():
+            learner = models.learner(p)
+            which = [rows[j] for j in idx]
+            found = explain(
+                models.loaded.model,
+                learner.online,
+                learner.blender,
+                X[which],
+                [scoring.rows[i] for i in which],
+                top_k=3,
+            )
+            reasons.update(zip(which, found, strict=True))
+        for i in rows:
+            top = reasons[i]
             p = predictions[i]
             alert = Alert(
                 alert_id=alert_id_for(p.prediction_id),
@@ -784,6 +847,9 @@ class ChurnScorer:
             "partitions": sorted(self.assigned),
             "watermark": self.watermark(),
             "last_batch_at": self.last_batch_at,
+            "online_labels": {
+                p: learner.online.n_learned for p, learner in sorted(self.models.learners.items())
+            },
             "totals": {name: getattr(self.totals, name) for name in BatchReport.__slots__},  # type: ignore[attr-defined]
         }
 
@@ -842,11 +908,16 @@ def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = 
             f"no current model in {settings.model_dir}: train one first "
             "(churnstream train --events DIR --out MODEL_DIR) or set CHURN_MODEL_DIR"
         )
-    online_bytes = store.blob(ONLINE_BLOB)
-    online = OnlineModel.from_bytes(online_bytes) if online_bytes else OnlineModel()
-    blender_bytes = store.blob(BLENDER_BLOB)
-    blender = Blender.from_dict(orjson.loads(blender_bytes)) if blender_bytes else Blender()
-    models = ModelSet(registry=registry, online=online, blender=blender)
+
+    def load_learner(partition: int) -> Learner:
+        online_bytes = store.blob(f"{ONLINE_BLOB}:{partition}")
+        blender_bytes = store.blob(f"{BLENDER_BLOB}:{partition}")
+        return Learner(
+            online=OnlineModel.from_bytes(online_bytes) if online_bytes else OnlineModel(),
+            blender=Blender.from_dict(orjson.loads(blender_bytes)) if blender_bytes else Blender(),
+        )
+
+    models = ModelSet(registry=registry, load_learner=load_learner)
     scorer = ChurnScorer(settings=settings, store=store, models=models, group=group, quiet=quiet)
     return scorer
 
@@ -877,4 +948,4 @@ def cli(args: Any, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli"]
+__all__ = ["ChurnScorer", "Learner", "ModelSet", "ScorerMetrics", "build_scorer", "cli"]
