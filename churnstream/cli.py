@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = sub.add_parser("publish", help="publish a JSON-lines or CSV file of events")
     publish.add_argument("file", help="a .jsonl/.json or .csv file ('-' for JSON lines on stdin)")
-    publish.add_argument("--topic", help="topic base name (orders, support_tickets, ...); inferred per record")
+    publish.add_argument(
+        "--topic", help="topic base name (orders, support_tickets, ...); inferred per record"
+    )
 
     alerts = sub.add_parser("alerts", help="print churn alerts")
     alerts.add_argument("--follow", "-f", action="store_true", help="keep waiting for new alerts")
