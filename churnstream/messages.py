@@ -186,6 +186,16 @@ class DriftReport:
         return out
 
 
+OUTCOME_COLUMNS = (
+    "labeled_at",
+    "label",
+    "source",
+    "batch_probability",
+    "online_probability",
+    "churn_probability",
+)  # the columns of MonitoringBatch.outcomes
+
+
 @dataclass(frozen=True, slots=True)
 class MonitoringBatch:
     """Internal: what one scorer micro-batch saw and said, in columns, for the drift monitor.

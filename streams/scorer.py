@@ -47,7 +47,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.errors import ChurnstreamError, ModelNotFoundError, ProcessingError, PublishError, StoreError
 from churnstream.events import Event, LabelEvent, OrderEvent, now_ms
-from churnstream.messages import Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
+from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
 from churnstream.settings import DAY_MS, Settings
 from features.definitions import FEATURE_NAMES, features_as_of
 from features.store import FeatureStore, RedisFeatureStore, Transaction
@@ -705,17 +705,7 @@ class ChurnScorer:
     def _outcomes(
         self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
     ) -> dict[str, list[Any]]:
-        cols: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "labeled_at",
-                "label",
-                "source",
-                "batch_probability",
-                "online_probability",
-                "churn_probability",
-            )
-        }
+        cols: dict[str, list[Any]] = {k: [] for k in OUTCOME_COLUMNS}
         if not resolved:
             return cols
         models = self.models

@@ -37,7 +37,7 @@ from confluent_kafka import TopicPartition
 from churnstream import infra
 from churnstream.errors import InfraError, StoreError
 from churnstream.events import OrderEvent, decode_json, infer_kind
-from churnstream.messages import MonitoringBatch
+from churnstream.messages import OUTCOME_COLUMNS, MonitoringBatch
 from churnstream.settings import DAY_MS, Settings, child_env
 from features.definitions import FEATURE_NAMES
 from features.store import RedisFeatureStore
@@ -341,17 +341,7 @@ def _monitoring_batch(rows: int) -> MonitoringBatch:
         "online_probability": [None] * rows,
         "churn_probability": [0.2] * rows,
     }
-    outcomes: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "labeled_at",
-            "label",
-            "source",
-            "batch_probability",
-            "online_probability",
-            "churn_probability",
-        )
-    }
+    outcomes: dict[str, list[Any]] = {name: [] for name in OUTCOME_COLUMNS}
     return MonitoringBatch(
         uuid.uuid4().hex, int(time.time() * 1000), "v-sec", list(FEATURE_NAMES), predictions, outcomes
     )
