@@ -10,7 +10,7 @@ from scipy.stats import wasserstein_distance
 from monitoring.report import run_drift_report
 from monitoring.stattests import ColumnReference, ReferenceStats, _wasserstein, window_verdict
 
-COLUMNS = ["amount", "tickets", "flag", "level", "mostly_empty", "constant"]
+COLUMNS = ["amount", "days", "tenure", "tickets", "flag", "level", "mostly_empty", "constant"]
 
 
 def frame(n: int, seed: int, *, shift: float = 0.0) -> pd.DataFrame:
@@ -23,6 +23,8 @@ def frame(n: int, seed: int, *, shift: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "amount": amount,
+            "days": rng.exponential(20 + 10 * shift, n),  # no missing values: judged with the stacked columns
+            "tenure": rng.gamma(2, 50, n),
             "tickets": rng.poisson(1.0 + shift, n).clip(0, 4).astype(float),
             "flag": (rng.random(n) < 0.3 + shift / 4).astype(float),
             "level": rng.integers(0, 3, n).astype(float) + (rng.random(n) < shift / 2),
@@ -75,7 +77,7 @@ def test_the_methods_cover_each_kind_of_column() -> None:
         drift_share=0.5,
     )
     methods = {c: v["method"] for c, v in verdict.columns.items()}
-    assert methods["amount"] == "Wasserstein distance (normed)"
+    assert methods["amount"] == methods["days"] == "Wasserstein distance (normed)"
     assert methods["tickets"] == methods["flag"] == "Jensen-Shannon distance"
     small = ReferenceStats({c: reference[c].to_numpy()[:500] for c in COLUMNS})
     verdict = window_verdict(
