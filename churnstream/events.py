@@ -242,6 +242,11 @@ def decode_json(value: bytes | str | None) -> dict[str, Any]:
         raise DecodeError("invalid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {_type(obj)}")
+    if "\\u" in text:  # orjson refused it: a lone surrogate escape decodes to a string nothing can encode
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError("invalid JSON: a \\u escape is a lone UTF-16 surrogate, not text") from None
     return obj
 
 

@@ -23,12 +23,12 @@ A worker's loop, at-least-once::
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from churnstream.errors import EventError, ValidationError
@@ -223,11 +223,31 @@ class InputReader:
         self.close()
 
 
+_MAX_DEAD_LETTER = DEAD_LETTER_TOPIC_MAX_BYTES - 64 * 1024  # room for the envelope around the value
+
+
+def dead_letter_payload(letter: DeadLetter) -> bytes:
+    """The JSON of a dead letter, its ``value`` cut (``value_truncated``) when it would not fit the topic.
+
+    JSON escaping can make one character six bytes (``\u0001``), so a value at the input limit can come
+    out several times larger: cut to a sixth of the room, it fits whatever it holds.
+
+    >>> big = DeadLetter("orders", 0, 1, b"k", b"\x01" * 2_000_000, "too big", "decode", 0)
+    >>> payload = dead_letter_payload(big)
+    >>> len(payload) <= DEAD_LETTER_TOPIC_MAX_BYTES, orjson.loads(payload)["value_truncated"]
+    (True, True)
+    """
+    record = letter.to_json()
+    payload = orjson.dumps(record)
+    if len(payload) > _MAX_DEAD_LETTER:
+        record["value"] = (record["value"] or "")[: _MAX_DEAD_LETTER // 6]
+        record["value_truncated"] = True
+        payload = orjson.dumps(record)
+    return payload
+
+
 class DeadLetterWriter:
     """Produces :class:`DeadLetter` records as JSON to ``dead_letter``, keyed by the original key."""
-
-    # Room for the JSON envelope around a value that has to be cut to fit the topic's limit.
-    _MAX_VALUE = DEAD_LETTER_TOPIC_MAX_BYTES - 64 * 1024
 
     def __init__(self, *, settings: Settings, producer: Producer | None = None) -> None:
         self.topic = settings.topics.dead_letter
@@ -237,12 +257,7 @@ class DeadLetterWriter:
 
     def write(self, letter: DeadLetter) -> None:
         """Queue one dead letter; :meth:`flush` waits for it."""
-        record = letter.to_json()
-        payload = json.dumps(record, ensure_ascii=False).encode("utf-8")
-        if len(payload) > self._MAX_VALUE:
-            record["value"] = (record["value"] or "")[: self._MAX_VALUE // 2]
-            record["value_truncated"] = True
-            payload = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        payload = dead_letter_payload(letter)
         while True:
             try:
                 self.producer.produce(

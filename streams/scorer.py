@@ -51,7 +51,7 @@ from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringB
 from churnstream.settings import DAY_MS, Settings
 from features.definitions import FEATURE_NAMES, features_as_of
 from features.store import FeatureStore, RedisFeatureStore, Transaction
-from streams.ingest import Batch, Coordinates, InputReader
+from streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
 from streams.kafka import DeliveryTracker, make_producer
 from streams.labels import (
     Resolved,
@@ -288,6 +288,7 @@ class ChurnScorer:
         self.totals = BatchReport()
         self._uncommitted: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
+        self._rewound = True  # False while a rewind could not reach the broker or Redis
         self._last_model_check = time.monotonic()
 
     # -- partitions ------------------------------------------------------------------------------
@@ -341,6 +342,12 @@ class ChurnScorer:
         backoff = 0.5
         while not self._stop.is_set():
             try:
+                if not self._rewound:  # never read on from where a failed batch left the consumer
+                    self._rewind()
+                    if not self._rewound:
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        continue
                 batch = self.reader.poll_batch()
                 self._check_model()
                 if batch.size:
@@ -380,6 +387,7 @@ class ChurnScorer:
 
     def _rewind(self) -> None:
         """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
+        self._rewound = False
         self._uncommitted = {}
         self.applied.clear()  # what was applied is what Redis says, reloaded below
         self.tracker = DeliveryTracker()  # failures of the abandoned batch are not the next batch's
@@ -404,8 +412,9 @@ class ChurnScorer:
                 stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
                 if stored is not None:
                     self.applied[(tp.topic, tp.partition)] = int(stored)
-        except Exception as exc:  # the broker or Redis may still be down; the next poll retries
-            log.warning("rewind incomplete (%s); will retry", exc)
+            self._rewound = True
+        except Exception as exc:  # the broker or Redis may still be down: retried before reading on
+            log.warning("rewind incomplete (%s); retrying before reading on", exc)
 
     # -- one batch -------------------------------------------------------------------------------
     def process(self, batch: Batch) -> BatchReport:
@@ -669,7 +678,7 @@ class ChurnScorer:
             }
         outcome_cols = self._outcomes(tx, resolved, report)
         for letter in letters:
-            emit(self.topics.dead_letter, letter.key, letter.to_json())
+            emit(self.topics.dead_letter, letter.key, dead_letter_payload(letter))
             self.metrics.dead_letters.labels(letter.stage).inc()  # rare: no need to batch
             report.dead_letters += 1
         if n or resolved:
@@ -799,10 +808,10 @@ class ChurnScorer:
             report.alerts += 1
         self.metrics.alerts.inc(len(rows))
 
-    def _emit(self, topic: str, key: str | bytes | None, value: dict[str, Any]) -> None:
+    def _emit(self, topic: str, key: str | bytes | None, value: dict[str, Any] | bytes) -> None:
         if self.quiet:
             return
-        payload = orjson.dumps(value)
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
         while True:
             try:
                 self.producer.produce(topic, value=payload, key=key, on_delivery=self.tracker.on_delivery)
