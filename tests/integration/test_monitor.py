@@ -512,7 +512,8 @@ def malformed(draw: st.DrawFn, version: str) -> tuple[str, bytes | None, str]:
         predictions[feature][draw(st.integers(0, 4))] = "@@"
         return kind, json.dumps(record).replace('"@@"', token).encode(), DECODE
     elif kind == "number out of range":
-        predictions[feature][0] = draw(st.sampled_from([2**60, -(2**63)]))
+        part, name = draw(st.sampled_from([(predictions, "as_of"), (predictions, "churn_probability")]))
+        part[name][0] = draw(st.sampled_from([2**62, 2**63 - 1, -(2**63)]))
     elif kind == "unequal columns":
         part = draw(st.sampled_from(["predictions", "outcomes"]))
         name = draw(st.sampled_from(sorted(record[part])))
