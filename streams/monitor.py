@@ -298,8 +298,8 @@ class MonitorService:
 
     def _resume_partition(self, tp: tuple[str, int], offset: int) -> None:
         position = self._resume.pop(tp, None)
-        if position is None:
-            return
+        if position is None or (offset > position.offset and position.rows == 0):
+            return  # nothing of the records from here on was reported
         if position.applies_to(offset):
             if offset < position.offset or position.rows:
                 self._skip[tp] = position
