@@ -31,6 +31,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 import signal
 import socket
@@ -203,6 +204,27 @@ class _Worker:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+def stop_leftover_workers(logs: Path) -> list[tuple[str, int]]:
+    """Stop workers a previous demo started and left running (it was killed before it could stop them)."""
+    stopped = []
+    for pid_file in sorted(logs.glob("*.pid")) if logs.is_dir() else []:
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue  # gone (or not Linux): nothing to stop
+        if b"churnstream.cli" not in cmdline:
+            continue  # the pid was reused by something else
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        stopped.append((pid_file.stem, pid))
+    return stopped
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -517,6 +539,8 @@ class Demo:
         from streams.topics import create_topics
 
         with self.console.step("clean start") as notes:
+            for name, pid in stop_leftover_workers(self.config.work_dir / "logs"):
+                notes.append(f"stopped the previous demo's {name} (pid {pid}), still running")
             gone = clear_previous(
                 self.settings, [self.settings.consumer_group, self.monitor_group], self.config.work_dir
             )
@@ -579,6 +603,7 @@ class Demo:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops the workers in order
             )
+        (logs / f"{name}.pid").write_text(str(proc.pid))  # so a later demo can stop it if we are killed
         worker = _Worker(name, proc, log)
         self.workers.append(worker)
         return worker
@@ -771,9 +796,13 @@ class Demo:
             try:
                 while True:
                     monitor.check()
-                    committed = self.offsets.committed(self.monitor_group, list(ends))
-                    done = sum(min(committed.get(tp, 0), end) - start.get(tp, 0) for tp, end in ends.items())
                     state = get_json(health) or {}
+                    # how far it has read: its committed offsets stay behind the window still open
+                    read = {
+                        tp: int(state.get("read_offsets", {}).get(f"{tp[0]}/{tp[1]}", start.get(tp, 0)))
+                        for tp in ends
+                    }
+                    done = sum(min(read[tp], end) - start.get(tp, 0) for tp, end in ends.items())
                     bar.set(
                         done,
                         f"{state.get('windows_reported', 0)} reports, "
@@ -1056,6 +1085,11 @@ def cli(args: Any, settings: Settings) -> int:
     )
     if config.customers is not None and config.customers < 1:
         raise ConfigError("--customers must be at least 1")
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # stop the workers on the way out, as for Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         run_demo(config, settings)
     except ChurnstreamError as exc:
