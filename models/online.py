@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from churnstream.errors import ModelIntegrityError
 from models.batch import signed_log1p
 
 MAGIC = b"CSOM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: JSON payload (1 was a pickle)
 _HEADER = len(MAGIC) + 1 + 32
 
 
@@ -80,7 +80,6 @@ class OnlineModel:
         self.n_evaluated = 0
         self._buffer_X: list[list[float]] = []
         self._buffer_y: list[int] = []
-        self._pickled: bytes | None = None
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -163,7 +162,6 @@ class OnlineModel:
             self.n_evaluated += len(prior)
         chunk = pd.DataFrame(self.design(X), columns=self.columns)
         self.pipeline.learn_many(chunk, pd.Series(y == 1))
-        self._pickled = None
 
     def metrics(self) -> dict[str, Any]:
         """Prequential metrics over the last ``window`` resolved labels scored while ready."""
@@ -186,8 +184,14 @@ class OnlineModel:
     # -- checkpointing ---------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """A versioned checkpoint: ``CSOM`` + format version + sha256(payload) + pickled payload."""
-        payload = pickle.dumps(
+        """A versioned checkpoint: ``CSOM`` + format version + sha256(payload) + JSON payload.
+
+        Plain JSON of the River pipeline's numbers (scaler counts, means and variances; weights,
+        intercept, SGD step count), never a pickle: whoever can write to Redis must not be able to run
+        code in the scorers by forging a checkpoint.
+        """
+        scaler, lr = self._steps()
+        payload = orjson.dumps(
             {
                 "format": FORMAT_VERSION,
                 "params": {
@@ -198,26 +202,33 @@ class OnlineModel:
                     "chunk_size": self.chunk_size,
                     "window": self.window,
                 },
-                "pipeline": self._pipeline_bytes(),
+                "scaler": {
+                    "counts": dict(scaler.counts),
+                    "means": dict(scaler.means),
+                    "vars": dict(scaler.vars),
+                },
+                "logistic": {
+                    "weights": lr._weights.to_dict(),
+                    "intercept": float(lr.intercept),
+                    "n_iterations": int(lr.optimizer.n_iterations),
+                },
                 "n_learned": self.n_learned,
-                "n_waiting": self.n_waiting,
                 "n_evaluated": self.n_evaluated,
                 "recent": list(self._recent),
-                "buffer": (self._buffer_X, self._buffer_y),
+                "buffer": [self._buffer_X, self._buffer_y],
             },
-            protocol=pickle.HIGHEST_PROTOCOL,
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
         return MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(payload).digest() + payload
 
-    def _pipeline_bytes(self) -> bytes:
-        """The pickled River pipeline, kept until it learns again (checkpoints are written per batch)."""
-        if self._pickled is None:
-            self._pickled = pickle.dumps(self.pipeline, protocol=pickle.HIGHEST_PROTOCOL)
-        return self._pickled
+    def _steps(self) -> tuple[Any, Any]:
+        return self.pipeline.steps["StandardScaler"], self.pipeline.steps["LogisticRegression"]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OnlineModel:
         """Restore a checkpoint; :class:`ModelIntegrityError` when it is not one or was corrupted."""
+        from river import utils
+
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ModelIntegrityError(f"online checkpoint must be bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -231,17 +242,25 @@ class OnlineModel:
         digest, payload = data[len(MAGIC) + 1 : _HEADER], data[_HEADER:]
         if hashlib.sha256(payload).digest() != digest:
             raise ModelIntegrityError("online checkpoint is corrupted: sha256 of the payload does not match")
-        state = pickle.loads(payload)
-        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-            raise ModelIntegrityError("online checkpoint payload has an unexpected shape")
-        model = cls(**state["params"])
-        pipeline = state["pipeline"]  # pickled separately since format 1 checkpoints of this code
-        model.pipeline = pickle.loads(pipeline) if isinstance(pipeline, bytes) else pipeline
-        model.n_learned = int(state["n_learned"])
-        model.n_evaluated = int(state["n_evaluated"])
-        model._recent.extend(state["recent"])
-        buffer_X, buffer_y = state.get("buffer", ([], []))  # checkpoints before the buffer had none
-        model._buffer_X, model._buffer_y = list(buffer_X), list(buffer_y)
+        try:
+            state = orjson.loads(payload)
+            model = cls(**state["params"])
+            scaler, lr = model._steps()
+            scaler.counts.update({str(k): int(v) for k, v in state["scaler"]["counts"].items()})
+            scaler.means.update({str(k): float(v) for k, v in state["scaler"]["means"].items()})
+            scaler.vars.update({str(k): float(v) for k, v in state["scaler"]["vars"].items()})
+            logistic = state["logistic"]
+            lr._weights = utils.VectorDict({str(k): float(v) for k, v in logistic["weights"].items()})
+            lr.intercept = float(logistic["intercept"])
+            lr.optimizer.n_iterations = int(logistic["n_iterations"])
+            model.n_learned = int(state["n_learned"])
+            model.n_evaluated = int(state["n_evaluated"])
+            model._recent.extend((int(y), float(p)) for y, p in state["recent"])
+            buffer_X, buffer_y = state["buffer"]
+            model._buffer_X = [[np.nan if v is None else float(v) for v in row] for row in buffer_X]
+            model._buffer_y = [int(y) for y in buffer_y]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelIntegrityError(f"online checkpoint payload has an unexpected shape: {exc!r}") from None
         return model
 
     def __repr__(self) -> str:
