@@ -368,6 +368,29 @@ def wait_health(
         time.sleep(0.2)
 
 
+def wait_committed(settings: Settings, offset: int, timeout: float = 30) -> tuple[int, int]:
+    """(committed, end) offset of the monitor's group on the partition holding the batches, once the
+    committed offset reaches ``offset`` (faust commits every few seconds) or the time is up."""
+    from confluent_kafka import TopicPartition
+
+    from streams.kafka import end_offsets, make_consumer
+    from streams.monitor import app_id
+
+    topic = settings.topics.monitoring_batches
+    consumer = make_consumer(settings, app_id(settings))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            marks = end_offsets(consumer, topic)
+            partition = max(marks, key=lambda p: marks[p][1])  # the batches are keyed by model version
+            (tp,) = consumer.committed([TopicPartition(topic, partition)], timeout=10)
+            if tp.offset >= offset or time.monotonic() > deadline:
+                return tp.offset, marks[partition][1]
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_window_open_at_a_restart_counts_every_row_once(
     settings: Settings, topics: Topics, worlds: dict[str, Any], tmp_path: Path, stop: signal.Signals
@@ -380,6 +403,8 @@ def test_a_window_open_at_a_restart_counts_every_row_once(
         send_batches(settings, before)
         (third,) = wait_reports(settings, monitor, 1)
         wait_health(monitor, lambda h: h["rows_pending"] == 1000 and h["reports_pending"] == 0)
+        # record 17 (rows 5,950..6,299) straddles windows 3 and 4: it and the rest stay uncommitted
+        assert wait_committed(settings, 17) == (17, 20), monitor.log_tail()
         monitor.process.send_signal(stop)
         code = monitor.process.wait(timeout=60)
         assert code == (0 if stop == signal.SIGTERM else -signal.SIGKILL), monitor.log_tail()
