@@ -5,6 +5,7 @@ against real Kafka and the real worker in ``tests/integration/test_monitor.py``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from concurrent.futures import Future
 from pathlib import Path
@@ -174,7 +175,9 @@ def test_a_partition_read_again_late_after_a_restart_keeps_its_position(tmp_path
     first.feed(0, record(0))
     for k in range(1, 4):  # partition 1 holds records 1..3; record 3 straddles windows 1 and 2
         asyncio.run(
-            first.service.on_message(b"v1", record(k), TOPIC, 1, k - 1, ack=lambda k=k: first.acked.append(k))
+            first.service.on_message(
+                b"v1", record(k), TOPIC, 1, k - 1, ack=functools.partial(first.acked.append, k)
+            )
         )
     first.report_all()
     saved = MonitorState(tmp_path / "state").load()
