@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -240,7 +241,7 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
     ops: list[Callable[[np.ndarray], np.ndarray]] = []
     for step in transforms:
         if isinstance(step, FunctionTransformer) and not step.validate and step.func is not None:
-            ops.append(lambda X, f=step.func, kw=step.kw_args or {}: f(X, **kw))
+            ops.append(functools.partial(step.func, **(step.kw_args or {})))
         elif isinstance(step, DropEmptyColumns):
             ops.append(step.transform)
         elif isinstance(step, SimpleImputer) and isinstance(step.missing_values, float):
@@ -248,7 +249,7 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
         elif isinstance(step, StandardScaler):
             mean = step.mean_ if step.with_mean else 0.0
             scale = step.scale_ if step.with_std else 1.0
-            ops.append(lambda X, m=mean, s=scale: (X - m) / s)
+            ops.append(functools.partial(_standardise, mean=mean, scale=scale))
         else:
             return None
     coef = np.asarray(final.coef_[0], dtype=np.float64)
@@ -268,6 +269,10 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
     except Exception:  # any surprise (shapes, dtypes): scikit-learn itself stays in charge
         return None
     return score if agrees else None
+
+
+def _standardise(X: np.ndarray, *, mean: Any, scale: Any) -> np.ndarray:
+    return np.asarray((X - mean) / scale)
 
 
 def _imputer(step: Any) -> Callable[[np.ndarray], np.ndarray]:

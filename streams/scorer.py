@@ -617,7 +617,8 @@ class ChurnScorer:
                 event_id = scoring.event_ids[i]
                 pid = prediction_id_for_event(event_id) if event_id else prediction_id_for_sweep(cid, as_of)
                 bp = round(float(batch_p[i]), 6)
-                op = None if online_p[i] is None else round(float(online_p[i]), 6)
+                online_value = online_p[i]
+                op = None if online_value is None else round(float(online_value), 6)
                 cp = round(float(churn_p[i]), 6)
                 risk = self.settings.risk_category(cp)
                 prediction = Prediction(
@@ -709,7 +710,10 @@ class ChurnScorer:
         if self._uncommitted:
             offsets, self._uncommitted = self._uncommitted, {}
             parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            self.reader.consumer.commit(offsets=parts, asynchronous=not wait)
+            if wait:
+                self.reader.consumer.commit(offsets=parts, asynchronous=False)
+            else:
+                self.reader.consumer.commit(offsets=parts, asynchronous=True)
 
     def _outcomes(
         self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
@@ -778,8 +782,8 @@ class ChurnScorer:
 
         models = self.models
         reasons: dict[int, list[Any]] = {}
-        for p, idx in _by_partition([scoring.partitions[i] for i in rows]).items():
-            learner = models.learner(p)
+        for partition, idx in _by_partition([scoring.partitions[i] for i in rows]).items():
+            learner = models.learner(partition)
             which = [rows[j] for j in idx]
             found = explain(
                 models.loaded.model,
