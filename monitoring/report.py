@@ -18,11 +18,12 @@ import math
 import re
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from monitoring.reference import PreparedReference
+from monitoring.stattests import Verdict
 from monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,10 @@ WORKSPACE_PROJECT = "churnstream"
 
 
 @dataclass(slots=True)
-class DriftResult:
-    """What one Evidently drift run found, plus the snapshot to render or store."""
+class DriftResult(Verdict):
+    """What one Evidently drift run found (the same :class:`Verdict` the monitor computes in-process),
+    plus the snapshot to render or store."""
 
-    columns: dict[str, dict[str, Any]]
-    prediction_drift: dict[str, Any] | None
-    dataset_drift: bool
-    drift_share: float
-    drifted_columns: list[str]
-    skipped_columns: list[str] = field(default_factory=list)
     snapshot: Any = None
 
 
