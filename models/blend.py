@@ -128,6 +128,10 @@ class Blender:
             "step": self.step,
             "n_observed": self.n_observed,
             "pairs": list(self._pairs),  # tuples serialise as JSON arrays
+            # the weight in use and when it is chosen again: a restored blender blends exactly the same
+            "w": self._w,
+            "since_fit": self._since_fit,
+            "losses": self._losses,
         }
 
     @classmethod
@@ -141,9 +145,11 @@ class Blender:
             )
             blender.n_observed = int(data["n_observed"])
             blender._pairs.extend((float(b), float(o), int(y)) for b, o, y in data["pairs"])
+            blender._w = None if data.get("w") is None else float(data["w"])
+            blender._since_fit = int(data.get("since_fit", 0))
+            blender._losses = dict(data.get("losses") or blender._losses)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelIntegrityError(f"blender checkpoint is malformed: {exc!r}") from None
-        blender._w = None
         return blender
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from churnstream.errors import ChurnstreamError
+from churnstream.errors import ChurnstreamError, StoreError
 from churnstream.events import format_time, parse_time
 from churnstream.settings import Settings
 
@@ -35,9 +35,7 @@ def cli(args: Any, settings: Settings) -> int:
         out = {"customer_id": args.customer_id, "as_of": format_time(t), "features": features}
         print(json.dumps(out, indent=2))
         return 0
-    except ChurnstreamError:
-        raise
-    except redis.RedisError as exc:
+    except (redis.RedisError, StoreError) as exc:
         raise ChurnstreamError(f"Redis at {settings.redacted_redis_url}: {exc}") from exc
     finally:
         store.close()

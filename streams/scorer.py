@@ -514,17 +514,23 @@ class ChurnScorer:
         return report
 
     def sweep(self) -> int:
-        """Rescore silent customers due at the latest tick, one chunk per call; returns predictions.
+        """Rescore the customers whose silence reached a milestone by the latest tick; returns predictions.
 
         A tick's customers are listed once (every milestone crossed since the partition's last tick) and
-        rescored a chunk of at most ``CHURN_BATCH_SIZE`` at a time, so event batches keep flowing between
-        chunks. A partition's tick is recorded in Redis with its last chunk; after a crash the tick is
-        swept again, with the same prediction ids.
+        rescored in chunks of at most ``CHURN_BATCH_SIZE``, one transaction each, all before the next event
+        batch: so what the online model has learned when an event is scored does not depend on timing,
+        and an answer re-emitted after a crash is the same answer. A partition's tick is recorded in Redis
+        with its last chunk; after a crash the tick is swept again, with the same prediction ids.
         """
-        if not self._sweep_queue:
-            self._plan_sweep()
-        if not self._sweep_queue and not self._sweep_done:
-            return 0
+        made = 0
+        while True:
+            if not self._sweep_queue:
+                self._plan_sweep()
+            if not self._sweep_queue and not self._sweep_done:
+                return made
+            made += self._sweep_chunk()
+
+    def _sweep_chunk(self) -> int:
         part = self._sweep_queue[: self.settings.batch_size]
         del self._sweep_queue[: len(part)]
         tx = self.store.begin(cid for cid, *_ in part)

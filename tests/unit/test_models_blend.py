@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import orjson
 import pytest
 
 from churnstream.errors import ModelIntegrityError
@@ -73,3 +74,25 @@ def test_checkpoint_roundtrip_through_json() -> None:
         Blender.from_dict({"format": 1, "window": 10})
     with pytest.raises(ModelIntegrityError):
         Blender.from_dict({"format": 2})
+
+
+def test_a_restored_blender_blends_exactly_as_the_original_and_refits_on_the_same_label() -> None:
+    rng = np.random.default_rng(7)
+    original = Blender(min_pairs=50, refit_every=100)
+    batch, online = rng.random(20), rng.random(20)
+    for i in range(490):  # blending as a scorer does between labels: the weight in use is 90 labels old
+        y = int(rng.random() < 0.3)
+        if i < 400:  # the online model is right until label 400, then confidently wrong
+            original.observe(0.3, float(0.8 * y + 0.1), y)
+        else:
+            original.observe(0.3, float(0.9 - 0.8 * y), y)
+        original.blend(batch, online)
+    before = original.blend(batch, online)
+    restored = Blender.from_dict(orjson.loads(orjson.dumps(original.to_dict())))
+    assert restored.blend(batch, online).tolist() == before.tolist()
+    for _ in range(30):
+        y = int(rng.random() < 0.3)
+        p = (float(rng.random()), float(0.5 * y + 0.5 * rng.random()), y)
+        original.observe(*p)
+        restored.observe(*p)
+        assert restored.blend(batch, online).tolist() == original.blend(batch, online).tolist()
