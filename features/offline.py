@@ -76,13 +76,19 @@ def replay(events: Iterable[Event], *, lateness_ms: int) -> dict[str, dict[str, 
     """Per-customer states after applying ``events`` (any order within the allowed lateness)."""
     states: dict[str, dict[str, Any]] = {}
     for event in events:
-        if isinstance(event, LabelEvent):
-            continue
-        state = states.get(event.customer_id)
-        if state is None:
-            state = states[event.customer_id] = new_state()
-        apply_event(state, event, lateness_ms=lateness_ms)
+        _apply(states, event, lateness_ms)
     return states
+
+
+def _apply(states: dict[str, dict[str, Any]], event: Event, lateness_ms: int) -> bool:
+    """Apply a feature event to its customer's state (made when new); False for a label, which has none."""
+    if isinstance(event, LabelEvent):
+        return False
+    state = states.get(event.customer_id)
+    if state is None:
+        state = states[event.customer_id] = new_state()
+    apply_event(state, event, lateness_ms=lateness_ms)
+    return True
 
 
 def snapshot(
@@ -233,14 +239,10 @@ def serving_rows(
             previous, next_tick = next_tick, next_tick + tick_ms
         if event is None or ts >= end:
             break
-        if isinstance(event, LabelEvent):
+        if not _apply(states, event, lateness_ms):
             continue
-        state = states.get(event.customer_id)
-        if state is None:
-            state = states[event.customer_id] = new_state()
-        apply_event(state, event, lateness_ms=lateness_ms)
         last_seen[event.customer_id] = max(last_seen.get(event.customer_id, ts), ts)
         if ts >= start:
             row = {"customer_id": event.customer_id, "as_of": ts, "trigger": "event"}
-            row.update(features_as_of(state, ts))
+            row.update(features_as_of(states[event.customer_id], ts))
             yield row

@@ -99,9 +99,7 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
                 position.update(batch.offsets)
                 if bar is not None:
                     bar.update(sum(position.values()) - before)
-            scorer.sweep()
-        while scorer.sweeping:
-            scorer.sweep()
+            scorer.sweep()  # a tick is swept whole before it returns
         scorer.close()
     finally:
         if bar is not None:

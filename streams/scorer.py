@@ -553,11 +553,6 @@ class ChurnScorer:
         self._add(report)
         return report.sweeps
 
-    @property
-    def sweeping(self) -> bool:
-        """Whether a tick's sweep is still under way (more chunks to rescore)."""
-        return bool(self._sweep_queue or self._sweep_done)
-
     def _plan_sweep(self) -> None:
         """List the customers whose silence reached a milestone between each partition's last tick and now."""
         if self._reload_sweeps:
