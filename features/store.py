@@ -13,7 +13,8 @@ time, and :meth:`FeatureStore.commit` writes everything back at once. Updates ar
 
 A transaction can carry more than features: the scoring worker keeps per-customer data of its own in
 the same state dict (pending predictions, last alert), small ``meta`` values (consumer offsets,
-partition watermarks), named ``blobs`` (the online model's checkpoint) and a ``due`` index — all
+partition watermarks), named ``blobs`` (the online model's checkpoint), ``appends`` to blobs (its log
+since) and a ``due`` index — all
 committed in the same atomic write, so a crash can never leave them disagreeing.
 
 Memory stays bounded: old events are folded into totals (see :mod:`features.state`).
@@ -68,6 +69,7 @@ class Transaction:
     shards: dict[str, str] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    appends: dict[str, bytes] = field(default_factory=dict)  # appended to blobs (after ``blobs`` are set)
     due: dict[str, int | None] = field(default_factory=dict)
     watermark: int | None = None
 
@@ -125,7 +127,7 @@ class FeatureStore(ABC):
         of this batch is acknowledged by Kafka", which an asynchronous store waits for off the caller's
         thread. An exception from it is raised again by :meth:`flush`, and nothing is written.
         """
-        if tx.changed or tx.meta or tx.blobs or tx.due:
+        if tx.changed or tx.meta or tx.blobs or tx.appends or tx.due:
             self._save(tx, after)
         elif after is not None:
             after()
@@ -269,6 +271,8 @@ class MemoryFeatureStore(FeatureStore):
                 self._active[cid] = (tx.shards.get(cid, self._active.get(cid, ("0", 0))[0]), state["max"])
         self._meta.update(tx.meta)
         self._blobs.update(tx.blobs)
+        for name, value in tx.appends.items():
+            self._blobs[name] = self._blobs.get(name, b"") + value
         for cid, due in tx.due.items():
             key = (tx.shards.get(cid, "0"), cid)
             if due is None:
@@ -340,6 +344,11 @@ end
 for _, b in ipairs(head['b']) do
   local len = tonumber(b[2])
   redis.call('SET', head['ns'] .. ':blob:' .. b[1], string.sub(body, pos, pos + len - 1))
+  pos = pos + len
+end
+for _, b in ipairs(head['a']) do
+  local len = tonumber(b[2])
+  redis.call('APPEND', head['ns'] .. ':blob:' .. b[1], string.sub(body, pos, pos + len - 1))
   pos = pos + len
 end
 for name, value in pairs(head['m']) do redis.call('HSET', KEYS[1], name, value) end
@@ -422,10 +431,15 @@ class RedisFeatureStore(FeatureStore):
         for name, value in tx.blobs.items():
             blobs.append((name, str(len(value))))
             parts.append(value)
+        appends = []
+        for name, value in tx.appends.items():
+            appends.append((name, str(len(value))))
+            parts.append(value)
         head = {
             "ns": self._ns,
             "c": customers,
             "b": blobs,
+            "a": appends,
             "m": tx.meta or {},
             "d": [
                 (cid, "" if due is None else str(due), tx.shards.get(cid, "0")) for cid, due in tx.due.items()

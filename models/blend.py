@@ -65,6 +65,11 @@ class Blender:
         if self._since_fit >= self.refit_every or len(self._pairs) == self.min_pairs:
             self._w = None
 
+    @property
+    def refit_due(self) -> bool:
+        """Whether the weight will be chosen again at the next blend (labels since the last choice)."""
+        return self._w is None
+
     def online_weight(self) -> float:
         if self._w is None:
             self._refit()

@@ -78,6 +78,8 @@ class OnlineModel:
         )
         self.n_learned = 0  # labels taken in (see learn_matrix: up to chunk_size - 1 wait in a buffer)
         self.n_evaluated = 0
+        self.n_chunks = 0  # chunks learned by this instance (tells a caller that the model changed)
+        self._params: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
         self._buffer_X: list[list[float]] = []
         self._buffer_y: list[int] = []
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
@@ -104,12 +106,15 @@ class OnlineModel:
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
         """P(churn) for a raw feature matrix (columns in ``feature_names`` order), whether ready or not."""
         D = self.design(np.asarray(X, dtype=np.float64))
-        scaler, lr = self.pipeline.steps["StandardScaler"], self.pipeline.steps["LogisticRegression"]
-        means = np.array([scaler.means.get(c, 0.0) for c in self.columns])
-        stds = np.sqrt(np.array([scaler.vars.get(c, 0.0) for c in self.columns]))
-        weights = np.array([lr._weights.get(c, 0.0) for c in self.columns])
+        if self._params is None:  # the pipeline's numbers change only when a chunk is learned
+            scaler, lr = self._steps()
+            means = np.array([scaler.means.get(c, 0.0) for c in self.columns])
+            stds = np.sqrt(np.array([scaler.vars.get(c, 0.0) for c in self.columns]))
+            weights = np.array([lr._weights.get(c, 0.0) for c in self.columns])
+            self._params = (means, stds, weights, float(lr.intercept))
+        means, stds, weights, intercept = self._params
         Z = np.divide(D - means, stds, out=np.zeros_like(D), where=stds > 0)
-        z = np.clip(Z @ weights + lr.intercept, -30.0, 30.0)
+        z = np.clip(Z @ weights + intercept, -30.0, 30.0)
         return 1.0 / (1.0 + np.exp(-z))
 
     def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> list[float | None]:
@@ -162,6 +167,8 @@ class OnlineModel:
             self.n_evaluated += len(prior)
         chunk = pd.DataFrame(self.design(X), columns=self.columns)
         self.pipeline.learn_many(chunk, pd.Series(y == 1))
+        self.n_chunks += 1
+        self._params = None
 
     def metrics(self) -> dict[str, Any]:
         """Prequential metrics over the last ``window`` resolved labels scored while ready."""

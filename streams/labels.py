@@ -86,7 +86,7 @@ def resolve_by_event(
 def resolve_by_time(
     state: dict[str, Any], watermark: int, *, horizon_ms: int, lateness_ms: int
 ) -> list[Resolved]:
-    """Predictions whose horizon (plus the allowed lateness) ended by ``watermark``: churned, by inactivity."""
+    """Predictions whose horizon plus the allowed lateness ended by ``watermark``: churned, by inactivity."""
     pend = state.get("pend")
     if not pend:
         return []

@@ -51,6 +51,7 @@ from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringB
 from churnstream.settings import DAY_MS, Settings
 from features.definitions import FEATURE_NAMES, features_as_of
 from features.store import FeatureStore, RedisFeatureStore, Transaction
+from models.learner import Learner
 from streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
 from streams.kafka import DeliveryTracker, make_producer
 from streams.labels import (
@@ -67,9 +68,11 @@ log = logging.getLogger(__name__)
 
 ID_NAMESPACE = uuid.UUID("6f1c2a3e-7d4b-4c1a-9e8f-3b2d1c0a9f8e")
 _NAMESPACE_BYTES = ID_NAMESPACE.bytes
-ONLINE_BLOB = "online"
 _NEVER = 2**62
+# A partition's learner in Redis (see models.learner): snapshots of both models, and the log since.
+ONLINE_BLOB = "online"
 BLENDER_BLOB = "blender"
+LEARNER_LOG = "learned"
 
 
 def _uuid5(name: str) -> str:
@@ -160,14 +163,6 @@ class ScorerMetrics:
         from prometheus_client import generate_latest
 
         return bytes(generate_latest(self.registry))
-
-
-@dataclass(slots=True)
-class Learner:
-    """The online model and the blender of one partition (see :class:`ModelSet`)."""
-
-    online: Any
-    blender: Any
 
 
 class ModelSet:
@@ -723,7 +718,7 @@ class ChurnScorer:
         if not resolved:
             return cols
         models = self.models
-        vectors, labels = [], []
+        vectors = []
         partitions: list[int] = []
         sources: Counter[str] = Counter()
         outcomes_topic = self.topics.churn_outcomes
@@ -744,7 +739,6 @@ class ChurnScorer:
             report.outcomes += 1
             partitions.append(int(tx.shards.get(cid, "0")))
             vectors.append(r.features)
-            labels.append(r.label)
             cols["labeled_at"].append(r.labeled_at)
             cols["label"].append(r.label)
             cols["source"].append(r.source)
@@ -755,20 +749,22 @@ class ChurnScorer:
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
         for source, count in sources.items():
             self.metrics.outcomes.labels(source).inc(count)
-        X_all = np.array(vectors, dtype=np.float64).reshape(len(vectors), len(FEATURE_NAMES))
-        y_all = np.asarray(labels, dtype=np.int64)
         for p, idx in _by_partition(partitions).items():
             learner = models.learner(p)
-            online = learner.online
-            X = X_all[idx]
-            if list(online.feature_names) != list(FEATURE_NAMES):
-                X = online.vectorize([dict(zip(FEATURE_NAMES, vectors[i], strict=False)) for i in idx])
-            for i in idx:
-                r = resolved[i][1]
-                learner.blender.observe(r.batch_probability, r.online_probability, r.label)
-            online.learn_matrix(X, y_all[idx])
-            tx.blobs[f"{ONLINE_BLOB}:{p}"] = online.to_bytes()
-            tx.blobs[f"{BLENDER_BLOB}:{p}"] = orjson.dumps(learner.blender.to_dict())
+            done = [resolved[i][1] for i in idx]
+            checkpoint = learner.learn(
+                [vectors[i] for i in idx],
+                [r.label for r in done],
+                [r.batch_probability for r in done],
+                [r.online_probability for r in done],
+                feature_names=FEATURE_NAMES,
+            )
+            log_name = f"{LEARNER_LOG}:{p}"
+            if checkpoint.snapshot:
+                tx.blobs[f"{ONLINE_BLOB}:{p}"], tx.blobs[f"{BLENDER_BLOB}:{p}"] = learner.snapshot_bytes()
+                tx.blobs[log_name] = b""
+            else:
+                tx.appends[log_name] = checkpoint.log
         return cols
 
     def _alerts(
@@ -889,6 +885,15 @@ def serve_http(host: str, port: int, scorer: ChurnScorer) -> ThreadingHTTPServer
     return server
 
 
+def restore_learner(store: FeatureStore, partition: int) -> Learner:
+    """Partition ``partition``'s learner as last committed: its snapshot plus the log since."""
+    return Learner.restore(
+        store.blob(f"{ONLINE_BLOB}:{partition}"),
+        store.blob(f"{BLENDER_BLOB}:{partition}"),
+        store.blob(f"{LEARNER_LOG}:{partition}"),
+    )
+
+
 def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = False) -> ChurnScorer:
     """Everything a worker needs, from settings: Redis store, models (with restored online state).
 
@@ -896,8 +901,6 @@ def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = 
     """
     import redis
 
-    from models.blend import Blender
-    from models.online import OnlineModel
     from models.registry import ModelRegistry
     from streams.topics import create_topics
 
@@ -913,15 +916,7 @@ def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = 
             "(churnstream train --events DIR --out MODEL_DIR) or set CHURN_MODEL_DIR"
         )
 
-    def load_learner(partition: int) -> Learner:
-        online_bytes = store.blob(f"{ONLINE_BLOB}:{partition}")
-        blender_bytes = store.blob(f"{BLENDER_BLOB}:{partition}")
-        return Learner(
-            online=OnlineModel.from_bytes(online_bytes) if online_bytes else OnlineModel(),
-            blender=Blender.from_dict(orjson.loads(blender_bytes)) if blender_bytes else Blender(),
-        )
-
-    models = ModelSet(registry=registry, load_learner=load_learner)
+    models = ModelSet(registry=registry, load_learner=functools.partial(restore_learner, store))
     scorer = ChurnScorer(settings=settings, store=store, models=models, group=group, quiet=quiet)
     return scorer
 
@@ -952,4 +947,4 @@ def cli(args: Any, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["ChurnScorer", "Learner", "ModelSet", "ScorerMetrics", "build_scorer", "cli"]
+__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli", "restore_learner"]

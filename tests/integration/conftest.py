@@ -453,7 +453,7 @@ def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
     labelled prediction once."""
     from features.offline import snapshot
     from features.store import RedisFeatureStore
-    from models.online import OnlineModel
+    from streams.scorer import restore_learner
 
     client = redis.Redis.from_url(settings.redis_url)
     store = RedisFeatureStore(
@@ -473,8 +473,7 @@ def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
                 changed.add(o["prediction_id"])
         learned = 0  # every partition's online model (streams.scorer.ModelSet), each label taken in once
         for partition in range(settings.topic_partitions):
-            blob = store.blob(f"online:{partition}")
-            learned += 0 if blob is None else OnlineModel.from_bytes(blob).n_learned
+            learned += restore_learner(store, partition).online.n_learned
         return StateCheck(
             watermark=t,
             end=end,

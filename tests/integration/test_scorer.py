@@ -19,7 +19,7 @@ from churnstream.settings import Settings, Topics
 from features.offline import read_events, snapshot
 from features.store import RedisFeatureStore
 from streams.publish import publish_file
-from streams.scorer import ChurnScorer, build_scorer
+from streams.scorer import ChurnScorer, build_scorer, restore_learner
 from tests.integration.conftest import (
     check_every_event_accounted_for,
     check_state_equals_offline,
@@ -353,9 +353,8 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
             assert t is not None
             features = store.features_many(ids, t)
             pending = {cid: sorted(p[0] for p in s.get("pend", [])) for cid, s in store.states(ids).items()}
-            blobs = {p: store.blob(f"online:{p}") for p in range(settings.topic_partitions)}
-            models = {p: OnlineModel.from_bytes(b) for p, b in blobs.items() if b is not None}
-            assert models, "no partition's online model was checkpointed"
+            models = {p: restore_learner(store, p).online for p in range(settings.topic_partitions)}
+            assert any(m.n_learned for m in models.values()), "no partition's online model was checkpointed"
             return features, pending, models
         finally:
             store.close()
