@@ -9,7 +9,10 @@ Same run, same data, same model, same Kafka and Redis:
 * latency: events produced at a steady ``--rate`` per second; latency = wall time from produce to the
   prediction arriving on ``churn_predictions`` (p50, p99, max);
 * the baseline is a naive worker: per event one ``json.loads`` + validation, one feature-store call
-  (one read and one write round trip), a one-row DataFrame and one ``predict_proba``, one produce.
+  (one read and one write round trip), a one-row DataFrame and one ``predict_proba``, one produce;
+* a ceiling, the "Kafka + JSON floor": the same backlog consumed and validated, and as many output
+  messages of a prediction's size produced (and acknowledged) as the worker emitted — no Redis, no
+  features, no models. No worker on this machine can beat it.
 
 Prints a table; peak RSS of this process (both workers run in it, one after the other).
 """
@@ -136,6 +139,54 @@ class NaiveWorker:
         self.producer.flush(10)
         self.consumer.close()
         self.store.close()
+
+
+def io_floor(settings: Settings, total: int, outputs: int) -> float:
+    """Events/s of consuming and validating ``total`` events and producing ``outputs`` prediction-sized
+    messages for them (acknowledged per batch of 500): Kafka and JSON only, the ceiling of any worker."""
+    from churnstream.messages import Prediction
+    from features.definitions import FEATURE_NAMES
+
+    template = Prediction(
+        prediction_id=str(uuid.uuid4()),
+        customer_id="c",
+        as_of=1_700_000_000_000,
+        scored_at=1_700_000_000_000,
+        trigger="event",
+        event_id="e",
+        model_version="v",
+        batch_probability=0.123456,
+        online_probability=0.234567,
+        churn_probability=0.345678,
+        risk_category="LOW",
+        features={name: 12.345678 for name in FEATURE_NAMES},
+    ).to_json()
+    consumer = make_consumer(settings, f"floor-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe(list(settings.topics.inputs))
+    producer = make_producer(settings)
+    topic = settings.topics.churn_predictions
+    done = made = 0
+    t0 = None
+    while done < total:
+        messages = consumer.consume(num_messages=500, timeout=0.5)
+        if not messages:
+            continue
+        t0 = t0 or time.perf_counter()
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            event, _ = decode_message(msg, settings)
+            done += 1
+            owed = done * outputs // total - made  # spread the outputs evenly over the events
+            for _ in range(owed):
+                body = dict(template, event_id=None if event is None else event.event_id)
+                producer.produce(topic, key=msg.key(), value=orjson.dumps(body))
+            made += owed
+        producer.flush(30)
+        consumer.commit(asynchronous=True)
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    consumer.close()
+    return total / elapsed
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -266,6 +317,17 @@ def run_benchmark(
         scorer.close()
         rows.append(("churnstream worker", "throughput", {"events": total, "events_per_s": total / elapsed}))
         print(f"  churnstream worker: {total:,} events in {elapsed:.1f} s; {scorer.totals}", file=sys.stderr)
+        t = scorer.totals
+        outputs = t.predictions + t.sweeps + t.outcomes + t.alerts
+        s = settings_for("f")
+        produce_backlog(s, records)
+        rows.append(
+            (
+                "Kafka + JSON floor",
+                "throughput",
+                {"events": total, "events_per_s": io_floor(s, total, outputs), "outputs": outputs},
+            )
+        )
 
         # -- throughput, naive worker (a smaller backlog: it is slow)
         s = settings_for("n")

@@ -73,6 +73,16 @@ def format_time(ms: int) -> str:
     >>> format_time(0), format_time(1_700_000_000_123), format_time(-1000)
     ('1970-01-01T00:00:00Z', '2023-11-14T22:13:20.123Z', '1969-12-31T23:59:59Z')
     """
+    text = _RECENT.get(ms)
+    if text is not None:  # a batch's messages share their scored_at, an outcome its prediction's as_of
+        return text
+    if len(_RECENT) > 4096:
+        _RECENT.clear()
+    text = _RECENT[ms] = _format_time(ms)
+    return text
+
+
+def _format_time(ms: int) -> str:
     day, rest = divmod(ms, 86_400_000)
     date = _DATES.get(day)
     if date is None:
@@ -93,6 +103,7 @@ def format_time(ms: int) -> str:
 
 
 _DATES: dict[int, str] = {}  # day number -> "YYYY-MM-DDT": formatting times is on the scorer's hot path
+_RECENT: dict[int, str] = {}  # epoch ms -> its text, for the last few thousand times formatted
 
 
 def now_ms() -> int:

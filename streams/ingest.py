@@ -144,9 +144,19 @@ class Batch:
 
 
 def consume_messages(consumer: Consumer, limit: int, timeout: float) -> Iterator[Message]:
-    """Up to ``limit`` messages within ``timeout`` seconds; transient consumer errors are logged and
-    skipped, fatal ones raise :class:`KafkaException`."""
-    for msg in consumer.consume(num_messages=limit, timeout=timeout):
+    """Up to ``limit`` messages: waits at most ``timeout`` seconds for the first, then takes what else has
+    arrived, without waiting for more. Transient consumer errors are logged and skipped, fatal ones raise
+    :class:`KafkaException`.
+
+    ``Consumer.consume`` alone waits the whole timeout unless ``limit`` messages arrive, so a steady
+    trickle paid the full batch timeout on every batch. This way a batch is whatever arrived while the
+    previous one was processed: small and quick when traffic is light, large when the worker is behind.
+    """
+    first = consumer.poll(timeout) if timeout > 0 else None
+    messages = [] if first is None else [first]
+    if first is not None or timeout <= 0:
+        messages += consumer.consume(num_messages=max(1, limit - len(messages)), timeout=0)
+    for msg in messages:
         error = msg.error()
         if error is None:
             yield msg

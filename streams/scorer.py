@@ -301,6 +301,8 @@ class ChurnScorer:
             sweep = self.store.meta(f"sweep:{tp.partition}")
             if sweep is not None:
                 self.last_sweep[tp.partition] = int(sweep)
+        for p in sorted({tp.partition for tp in partitions}):
+            self.models.learner(p)  # restored now, not while the first events wait
         log.info("assigned %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
