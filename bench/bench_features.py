@@ -121,7 +121,8 @@ def main() -> int:
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"\nfeature updates: {len(events)} events, {customers} customers, Redis {settings.redacted_redis_url}\n"
+        f"\nfeature updates: {len(events)} events, {customers} customers, "
+        f"Redis {settings.redacted_redis_url}\n"
     )
     header = f"{'run':32} {'events':>8} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'B/customer':>11}"
     print(header)

@@ -466,7 +466,8 @@ def main() -> int:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"\nscorer benchmark: {len(records):,} simulated events ({args.customers:,} customers, {args.days} days)\n"
+        f"\nscorer benchmark: {len(records):,} simulated events "
+        f"({args.customers:,} customers, {args.days} days)\n"
     )
     header = (
         f"{'worker':24} {'run':18} {'events':>8} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
@@ -478,7 +479,8 @@ def main() -> int:
         eps = r.get("events_per_s")
         print(
             f"{name:24} {run:18} {events:>8,.0f} {'' if eps is None else f'{eps:,.0f}':>10} "
-            f"{r.get('p50_ms', float('nan')):>8.1f} {r.get('p99_ms', float('nan')):>8.1f} {r.get('max_ms', float('nan')):>8.1f}"
+            f"{r.get('p50_ms', float('nan')):>8.1f} {r.get('p99_ms', float('nan')):>8.1f} "
+            f"{r.get('max_ms', float('nan')):>8.1f}"
         )
     print(f"\npeak RSS of the benchmark process: {rss:.0f} MB (both workers, models, data)")
     print("latency rows: events = predictions that arrived within the probe (+ drain time) of those sent;")
