@@ -51,7 +51,7 @@ def add_pending(
 ) -> bool:
     """Remember a prediction until its label is known; False when it is already pending."""
     pend = state.setdefault("pend", [])
-    if any(p[P_ID] == prediction_id for p in pend):
+    if prediction_id in [p[P_ID] for p in pend]:
         return False
     pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
     return True

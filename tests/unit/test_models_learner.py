@@ -45,7 +45,8 @@ def test_snapshot_plus_log_restores_the_same_learner() -> None:
         assert restored.online._buffer_y == live.online._buffer_y, step
         assert restored.blender.to_dict() == live.blender.to_dict(), step
         assert restored.blender.online_weight() == live.blender.online_weight(), step
-        np.testing.assert_array_equal(restored.online.predict_matrix(probe), live.online.predict_matrix(probe))
+        expected = live.online.predict_matrix(probe)
+        np.testing.assert_array_equal(restored.online.predict_matrix(probe), expected)
     assert live.online.n_chunks > 5 and snapshots > 5  # both paths were taken many times
     assert live.online.ready and live.blender.weights()["pairs"] > 200
 
