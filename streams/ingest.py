@@ -142,6 +142,33 @@ class Batch:
     def __len__(self) -> int:
         return self.size
 
+    def split(self, k: int) -> tuple[Batch, Batch]:
+        """The first ``k`` events and the rest, as two batches to be applied one after the other.
+
+        Each dead letter goes with the events around it, and each part's offsets cover exactly its own
+        messages, so committing the first part never skips a message of the second.
+        """
+        head = Batch(events=self.events[:k])
+        tail = Batch(events=self.events[k:])
+        first_left: dict[tuple[str, int], int] = {}  # per partition, the first offset left for the tail
+        for _, where in tail.events:
+            key = (where.topic, where.partition)
+            first_left[key] = min(where.offset, first_left.get(key, where.offset))
+        for letter in self.dead_letters:
+            key = (letter.source_topic, letter.partition or 0)
+            later = key in first_left and letter.offset is not None and letter.offset > first_left[key]
+            (tail if later else head).dead_letters.append(letter)
+        for part in (head, tail):
+            keys = {(w.topic, w.partition) for _, w in part.events}
+            keys |= {(d.source_topic, d.partition or 0) for d in part.dead_letters}
+            for key in keys:
+                if key in self.offsets:
+                    part.offsets[key] = self.offsets[key]
+        for key in head.offsets:
+            if key in first_left:
+                head.offsets[key] = first_left[key]
+        return head, tail
+
 
 def consume_messages(consumer: Consumer, limit: int, timeout: float) -> Iterator[Message]:
     """Up to ``limit`` messages: waits at most ``timeout`` seconds for the first, then takes what else has

@@ -230,6 +230,11 @@ class ModelSet:
         return X, batch_p, online_p, churn_p
 
 
+def _add_to(total: BatchReport, part: BatchReport) -> None:
+    for name in BatchReport.__slots__:  # type: ignore[attr-defined]
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
 def _by_partition(partitions: Sequence[int]) -> dict[int, list[int]]:
     """Row indices grouped by partition, in row order."""
     groups: dict[int, list[int]] = {}
@@ -425,7 +430,46 @@ class ChurnScorer:
 
     # -- one batch -------------------------------------------------------------------------------
     def process(self, batch: Batch) -> BatchReport:
-        """Apply, score and emit one micro-batch, then commit it (see the module docstring)."""
+        """Apply, score and emit one micro-batch, then commit it (see the module docstring).
+
+        A batch is cut where its events move the watermark past a sweep tick, and the tick is swept
+        there: so which customers a tick finds silent depends only on the events, never on where the
+        reader happened to end a batch, and a replay after a crash sweeps the same customers.
+        """
+        total = BatchReport()
+        while True:
+            k = self._tick_cut(batch)
+            if k is None:
+                _add_to(total, self._process(batch))
+                return total
+            head, batch = batch.split(k)
+            _add_to(total, self._process(head))
+            _add_to(total, BatchReport(sweeps=self.sweep()))
+
+    def _tick(self, watermark: int) -> int:
+        """The latest sweep tick that a watermark lets go (the allowed lateness after it has passed)."""
+        return (watermark - self.lateness) // self.interval * self.interval
+
+    def _tick_cut(self, batch: Batch) -> int | None:
+        """How many events to apply before sweeping a tick that this batch's events reach (None: all)."""
+        watermark = self.watermark()
+        tick = None if watermark is None else self._tick(watermark)  # None: sweeping starts at the first
+        times = dict(self.partition_time)
+        assigned = self.assigned
+        events = batch.events
+        for i, (event, where) in enumerate(events):
+            p = where.partition
+            if isinstance(event, LabelEvent) or event.timestamp <= times.get(p, event.timestamp - 1):
+                continue
+            if where.offset < self.applied.get((where.topic, where.partition), -1):
+                continue
+            times[p] = event.timestamp
+            moved = min(times[q] for q in assigned if q in times)
+            if tick is None or self._tick(moved) > tick:
+                return i + 1 if i + 1 < len(events) else None
+        return None
+
+    def _process(self, batch: Batch) -> BatchReport:
         report = BatchReport()
         fresh: list[tuple[Event, Coordinates]] = []
         for event, where in batch.events:
@@ -573,12 +617,13 @@ class ChurnScorer:
         watermark = self.watermark()
         if watermark is None:
             return
-        tick = (watermark - self.lateness) // self.interval * self.interval
+        tick = self._tick(watermark)
         due: dict[int, int] = {}
         for p in sorted(self.assigned):
             last = self.last_sweep.get(p)
-            if last is None:  # first time: start sweeping from the next tick on
+            if last is None:  # first time: start sweeping from the next tick on, and say so in Redis
                 self.last_sweep[p] = tick
+                self._sweep_done[p] = tick
             elif tick > last:
                 due[p] = last
         if not due:
@@ -845,9 +890,7 @@ class ChurnScorer:
         )
 
     def _add(self, report: BatchReport) -> None:
-        t = self.totals
-        for name in BatchReport.__slots__:  # type: ignore[attr-defined]
-            setattr(t, name, getattr(t, name) + getattr(report, name))
+        _add_to(self.totals, report)
         wm = self.watermark()
         if wm is not None:
             self.metrics.watermark.set(wm / 1000)

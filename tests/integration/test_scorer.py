@@ -391,3 +391,53 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
         gen.close()
     assert scorer.totals.predictions == 0
     assert len(consume_all(settings, settings.topics.churn_predictions)) == emitted
+
+
+def test_sweeps_and_labels_do_not_depend_on_where_batches_end(
+    scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path
+) -> None:
+    """The same log through workers with batches of 500 and of 7 events: the same customers are swept
+    at the same ticks, and the same predictions get the same labels (a replay after a crash cuts
+    batches elsewhere than the first pass did)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.topics import create_topics, topic_specs
+
+    small = dataclasses.replace(
+        scorer_settings, topic_prefix=scorer_settings.topic_prefix + "b7.", batch_size=7
+    )
+    create_topics(small)
+    answers = []
+    try:
+        for settings in (scorer_settings, small):
+            publish_world(settings, world / "events")
+            gen = run_scorer(settings)
+            next(gen)
+            try:
+                wait_until(
+                    lambda s=settings: committed_everything(s, s.consumer_group), 240, "the scorer to finish"
+                )
+            finally:
+                gen.close()
+            predictions = [
+                orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)
+            ]
+            outcomes = [
+                orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_outcomes)
+            ]
+            answers.append(
+                (
+                    sorted((p["customer_id"], p["as_of"]) for p in predictions if p["trigger"] == "sweep"),
+                    sorted((o["prediction_id"], o["label"], o["labeled_at"]) for o in outcomes),
+                )
+            )
+    finally:
+        admin = AdminClient(small.kafka_config())
+        admin.delete_topics([spec.name for spec in topic_specs(small)], operation_timeout=10)
+        keys = list(redis_client.scan_iter(match=f"churn:{small.topic_prefix}*", count=1000))
+        if keys:
+            redis_client.delete(*keys)
+    (sweeps_500, outcomes_500), (sweeps_7, outcomes_7) = answers
+    assert len(sweeps_500) > 100 and len(outcomes_500) > 1000
+    assert sweeps_7 == sweeps_500
+    assert outcomes_7 == outcomes_500

@@ -97,3 +97,31 @@ def test_broken_messages_become_dead_letters(settings: Settings, msg: Msg, stage
     assert reason in letter.error
     record = letter.to_json()
     assert record["stage"] == stage and record["source_topic"] == msg.t
+
+
+def test_a_split_batch_commits_each_message_with_its_own_part() -> None:
+    """Partition 0: events at offsets 10, 11, 13 and dead letters at 12 and 14; partition 1: a dead letter
+    at 4, events at 5, 6. Cut after the first three events (10, 5, 11)."""
+    from churnstream.messages import DeadLetter
+    from streams.ingest import Batch, Coordinates
+
+    def event(offset: int, partition: int) -> tuple[OrderEvent, Coordinates]:
+        order = OrderEvent(event_id=f"e{offset}", customer_id="c", timestamp=offset, order_id="o", amount=1.0)
+        return order, Coordinates("orders", partition, offset)
+
+    def letter(offset: int, partition: int) -> DeadLetter:
+        return DeadLetter("orders", partition, offset, None, b"{", "invalid JSON", "decode", 0)
+
+    batch = Batch(
+        events=[event(10, 0), event(5, 1), event(11, 0), event(6, 1), event(13, 0)],
+        dead_letters=[letter(4, 1), letter(12, 0), letter(14, 0)],
+        offsets={("orders", 0): 15, ("orders", 1): 7},
+    )
+    head, tail = batch.split(3)
+    assert [w.offset for _, w in head.events] == [10, 5, 11]
+    assert [w.offset for _, w in tail.events] == [6, 13]
+    assert head.dead_letters == [letter(4, 1), letter(12, 0)]  # before the tail's first of their partition
+    assert tail.dead_letters == [letter(14, 0)]
+    assert head.offsets == {("orders", 0): 13, ("orders", 1): 6}  # the next message of each is the tail's
+    assert tail.offsets == {("orders", 0): 15, ("orders", 1): 7}
+    assert head.size + tail.size == batch.size
