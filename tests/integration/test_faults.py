@@ -203,11 +203,10 @@ def test_a_broker_outage_longer_than_the_delivery_timeout_loses_nothing_and_coun
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "known, intermittent (2 CI runs in 5): the online models can hold one label fewer than "
-        "churn_outcomes (1783 of 1784). Likely cause: which silent customers a sweep tick lists depends on "
-        "where batches end (the same world gives 1,776-1,784 labelled predictions from run to run), so a "
-        "sweep prediction labelled in the batches abandoned at the fault may not be made again on the "
-        "replay. Events, features and re-emitted answers are all correct. See issue #7's notes."
+        "known, intermittent (about 1 run in 6): the online models can hold one label fewer than "
+        "churn_outcomes (1802 of 1803). Not the sweeps any more: since a batch is cut at each tick, "
+        "every run labels the same 1,803 predictions (before: 1,776-1,784). Events, features and "
+        "re-emitted answers are all correct. See issue #7's notes."
     ),
 )
 def test_redis_restarting_mid_stream_loses_nothing_and_counts_nothing_twice(
