@@ -343,12 +343,7 @@ for i, h in ipairs(customers) do
 end
 for _, b in ipairs(head['b']) do
   local len = tonumber(b[2])
-  redis.call('SET', head['ns'] .. ':blob:' .. b[1], string.sub(body, pos, pos + len - 1))
-  pos = pos + len
-end
-for _, b in ipairs(head['a']) do
-  local len = tonumber(b[2])
-  redis.call('APPEND', head['ns'] .. ':blob:' .. b[1], string.sub(body, pos, pos + len - 1))
+  redis.call(b[3], head['ns'] .. ':blob:' .. b[1], string.sub(body, pos, pos + len - 1))
   pos = pos + len
 end
 for name, value in pairs(head['m']) do redis.call('HSET', KEYS[1], name, value) end
@@ -427,19 +422,15 @@ class RedisFeatureStore(FeatureStore):
             parts.append(body)
             self._cache[cid] = (version + 1, state)
             tx.versions[cid] = version + 1
-        blobs = []
-        for name, value in tx.blobs.items():
-            blobs.append((name, str(len(value))))
-            parts.append(value)
-        appends = []
-        for name, value in tx.appends.items():
-            appends.append((name, str(len(value))))
-            parts.append(value)
+        blobs = []  # SET before APPEND, as Transaction.appends promises
+        for command, values in (("SET", tx.blobs), ("APPEND", tx.appends)):
+            for name, value in values.items():
+                blobs.append((name, str(len(value)), command))
+                parts.append(value)
         head = {
             "ns": self._ns,
             "c": customers,
             "b": blobs,
-            "a": appends,
             "m": tx.meta or {},
             "d": [
                 (cid, "" if due is None else str(due), tx.shards.get(cid, "0")) for cid, due in tx.due.items()

@@ -81,8 +81,9 @@ class Learner:
         for b, o, y in zip(batch_p, online_p, labels, strict=True):
             self.blender.observe(b, o, y)
         online = self.online
-        X = np.array(vectors, dtype=np.float64).reshape(len(labels), len(feature_names))
-        if list(online.feature_names) != list(feature_names):
+        if list(online.feature_names) == list(feature_names):
+            X = np.array(vectors, dtype=np.float64).reshape(len(labels), len(feature_names))
+        else:
             X = online.vectorize([dict(zip(feature_names, v, strict=True)) for v in vectors])
         online.learn_matrix(X, np.asarray(labels, dtype=np.int64))
 

@@ -331,6 +331,19 @@ class ChurnScorer:
             self._sweep_done.pop(p, None)
         log.info("revoked %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
 
+    def _reload_per_partition(self, name: str, values: dict[int, int]) -> None:
+        """``values[p]`` = what Redis holds as ``name:<p>``, for each assigned partition (dropped if none)."""
+        for p in self.assigned:
+            stored = self.store.meta(f"{name}:{p}")
+            if stored is None:
+                values.pop(p, None)
+            else:
+                values[p] = int(stored)
+
+    def _written(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the message's effects are already in Redis (below the applied-offset fence)."""
+        return offset < self.applied.get((topic, partition), -1)
+
     def watermark(self) -> int | None:
         """Event time this worker is sure about: the minimum over its partitions of their latest event."""
         times = [self.partition_time[p] for p in self.assigned if p in self.partition_time]
@@ -418,12 +431,7 @@ class ChurnScorer:
             # Event time goes back with the state: a watermark left ahead by the abandoned batches would
             # sweep a later tick first, so sweep predictions (and outcomes already emitted for them)
             # would differ from the first pass.
-            for p in self.assigned:
-                wm = self.store.meta(f"wm:{p}")
-                if wm is None:
-                    self.partition_time.pop(p, None)
-                else:
-                    self.partition_time[p] = int(wm)
+            self._reload_per_partition("wm", self.partition_time)
             self._rewound = True
         except Exception as exc:  # the broker or Redis may still be down: retried before reading on
             log.warning("rewind incomplete (%s); retrying before reading on", exc)
@@ -461,7 +469,7 @@ class ChurnScorer:
             p = where.partition
             if isinstance(event, LabelEvent) or event.timestamp <= times.get(p, event.timestamp - 1):
                 continue
-            if where.offset < self.applied.get((where.topic, where.partition), -1):
+            if self._written(where.topic, p, where.offset):
                 continue
             times[p] = event.timestamp
             moved = min(times[q] for q in assigned if q in times)
@@ -473,7 +481,7 @@ class ChurnScorer:
         report = BatchReport()
         fresh: list[tuple[Event, Coordinates]] = []
         for event, where in batch.events:
-            if where.offset < self.applied.get((where.topic, where.partition), -1):
+            if self._written(where.topic, where.partition, where.offset):
                 report.skipped += 1
                 continue
             fresh.append((event, where))
@@ -484,7 +492,7 @@ class ChurnScorer:
         letters = [
             d
             for d in batch.dead_letters
-            if d.offset is None or d.offset >= self.applied.get((d.source_topic, d.partition or 0), -1)
+            if d.offset is None or not self._written(d.source_topic, d.partition or 0, d.offset)
         ]
         watermark = self.watermark()
         due: dict[str, str] = {}
@@ -607,12 +615,7 @@ class ChurnScorer:
     def _plan_sweep(self) -> None:
         """List the customers whose silence reached a milestone between each partition's last tick and now."""
         if self._reload_sweeps:
-            for p in self.assigned:
-                swept = self.store.meta(f"sweep:{p}")
-                if swept is None:
-                    self.last_sweep.pop(p, None)
-                else:
-                    self.last_sweep[p] = int(swept)
+            self._reload_per_partition("sweep", self.last_sweep)
             self._reload_sweeps = False
         watermark = self.watermark()
         if watermark is None:
@@ -763,7 +766,7 @@ class ChurnScorer:
         if self._uncommitted:
             offsets, self._uncommitted = self._uncommitted, {}
             parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            if wait:
+            if wait:  # two calls, not `asynchronous=not wait`: the stubs type each literal separately
                 self.reader.consumer.commit(offsets=parts, asynchronous=False)
             else:
                 self.reader.consumer.commit(offsets=parts, asynchronous=True)
