@@ -365,8 +365,9 @@ class RedisFeatureStore(FeatureStore):
     Keys live under ``churn:{namespace}:`` so deployments with different topic prefixes can share a
     server (a single Redis node or a primary with replicas: the batch script touches many keys).
     Commits are sent from a background thread, one in flight, so Redis writes batch N while this
-    process computes batch N+1. Customers this process wrote are cached (write-through), so a worker
-    reads from Redis only customers it has not seen; :meth:`reset` drops the cache (on rebalance).
+    process computes batch N+1. Customers this process wrote are cached (write-through, as the JSON
+    written), so a worker reads from Redis only customers it has not seen; :meth:`reset` drops the cache
+    (on rebalance).
     """
 
     def __init__(
@@ -377,7 +378,10 @@ class RedisFeatureStore(FeatureStore):
         self._ns = f"churn:{namespace}"
         self._meta_key = f"{self._ns}:meta"
         self._script = client.register_script(_SAVE_LUA)
-        self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        # customer -> (version, state JSON) as last written. Bytes, not dicts: a cache of a few hundred
+        # thousand states as dicts is millions of objects, and each full garbage collection then stalls
+        # the worker for seconds (1.8 s at 200k customers); a state decodes again in ~7 µs.
+        self._cache: dict[str, tuple[int, bytes]] = {}
         self._cache_size = cache_size
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-store-writer")
         self._pending: list[Future[Any]] = []
@@ -388,12 +392,13 @@ class RedisFeatureStore(FeatureStore):
     def _load(self, customer_ids: set[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         out = {}
         missing = []
+        cache = self._cache
         for cid in customer_ids:
-            hit = self._cache.get(cid)
+            hit = cache.get(cid)
             if hit is None:
                 missing.append(cid)
             else:
-                out[cid] = hit
+                out[cid] = (hit[0], orjson.loads(hit[1]))
         if not missing:
             return out
         try:
@@ -420,7 +425,7 @@ class RedisFeatureStore(FeatureStore):
             keys.append(self._key(cid))
             customers.append((str(version), str(len(body)), latest, cid, tx.shards.get(cid, "0")))
             parts.append(body)
-            self._cache[cid] = (version + 1, state)
+            self._cache[cid] = (version + 1, body)
             tx.versions[cid] = version + 1
         blobs = []  # SET before APPEND, as Transaction.appends promises
         for command, values in (("SET", tx.blobs), ("APPEND", tx.appends)):
