@@ -37,6 +37,19 @@ from churnstream.errors import ModelIntegrityError
 _EPS = 1e-6
 
 
+def blend(batch: np.ndarray, online: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
+    """``(1 - w) * batch + w * online`` per row, the batch probability where ``online`` is NaN; ``weight``
+    is one online weight or one per row (rows of several partitions' blenders at once).
+
+    >>> blend(np.array([0.2, 0.4]), np.array([0.6, np.nan]), np.array([0.5, 1.0])).tolist()
+    [0.4, 0.4]
+    """
+    out: np.ndarray = np.where(
+        np.isnan(online), batch, (1.0 - weight) * batch + weight * np.nan_to_num(online)
+    )
+    return out
+
+
 class Blender:
     """Batch/online blend with weights from recent log-loss; see the module docstring for the rule."""
 
@@ -90,7 +103,7 @@ class Blender:
         w = self.online_weight()
         if w == 0.0:
             return batch.copy()
-        return np.where(np.isnan(online), batch, (1.0 - w) * batch + w * np.nan_to_num(online))
+        return blend(batch, online, w)
 
     def weights(self) -> dict[str, Any]:
         """Current weights and the recent log-losses they were chosen by."""

@@ -44,6 +44,20 @@ def _default_features() -> list[str]:
     return list(FEATURE_NAMES)
 
 
+def probabilities(
+    D: np.ndarray, means: np.ndarray, stds: np.ndarray, weights: np.ndarray, intercept: float | np.ndarray
+) -> np.ndarray:
+    """The online model's P(churn) of design rows ``D`` (:meth:`OnlineModel.design`), as River computes
+    it: standardise, weigh, add the intercept, sigmoid. The parameters are either one model's
+    (:meth:`OnlineModel.parameters`) or stacked per row, so that rows of several partitions' models
+    are scored at once, each row exactly as its own model alone would score it.
+    """
+    Z = np.divide(D - means, stds, out=np.zeros_like(D), where=stds > 0)
+    z = np.clip(np.einsum("ij,ij->i", Z, np.broadcast_to(weights, Z.shape)) + intercept, -30.0, 30.0)
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
 class OnlineModel:
     """Online logistic regression over ``feature_names``; see the module docstring.
 
@@ -103,19 +117,20 @@ class OnlineModel:
         values = np.where(missing, 0.0, signed_log1p(np.where(missing, 0.0, X)))
         return np.hstack([values, missing.astype(np.float64)])
 
-    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
-        """P(churn) for a raw feature matrix (columns in ``feature_names`` order), whether ready or not."""
-        D = self.design(np.asarray(X, dtype=np.float64))
+    def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """The scaler's means and standard deviations and the weights, per column of :attr:`columns`, and
+        the intercept: what :func:`probabilities` needs."""
         if self._params is None:  # the pipeline's numbers change only when a chunk is learned
             scaler, lr = self._steps()
             means = np.array([scaler.means.get(c, 0.0) for c in self.columns])
             stds = np.sqrt(np.array([scaler.vars.get(c, 0.0) for c in self.columns]))
             weights = np.array([lr._weights.get(c, 0.0) for c in self.columns])
             self._params = (means, stds, weights, float(lr.intercept))
-        means, stds, weights, intercept = self._params
-        Z = np.divide(D - means, stds, out=np.zeros_like(D), where=stds > 0)
-        z = np.clip(Z @ weights + intercept, -30.0, 30.0)
-        return 1.0 / (1.0 + np.exp(-z))
+        return self._params
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """P(churn) for a raw feature matrix (columns in ``feature_names`` order), whether ready or not."""
+        return probabilities(self.design(np.asarray(X, dtype=np.float64)), *self.parameters())
 
     def predict_many(self, rows: Sequence[Mapping[str, Any]]) -> list[float | None]:
         """P(churn) per feature dict; None for every row until ``min_learned`` labels were learned."""

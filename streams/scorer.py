@@ -52,7 +52,9 @@ from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringB
 from churnstream.settings import DAY_MS, Settings
 from features.definitions import FEATURE_NAMES, features_as_of
 from features.store import FeatureStore, RedisFeatureStore, Transaction
+from models.blend import blend
 from models.learner import Learner
+from models.online import OnlineModel, probabilities
 from streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
 from streams.kafka import DeliveryTracker, make_producer
 from streams.labels import (
@@ -213,24 +215,36 @@ class ModelSet:
     def score(
         self, rows: list[dict[str, Any]], partitions: list[int]
     ) -> tuple[np.ndarray, np.ndarray, list[float | None], np.ndarray]:
+        """Score rows (each of its partition's learner) with the batch model, the online models and the
+        blend: one matrix, and one pass over all partitions' online models (:func:`probabilities`).
+
+        Returns the batch model's matrix, its probabilities, the online ones (None where the partition's
+        online model is not ready) and the blended ones.
+        """
         model = self.loaded.model
         X = model.vectorize(rows)
         batch_p = np.asarray(model.predict_proba(X), dtype=float)
-        online_p: list[float | None] = [None] * len(rows)
-        churn_p = batch_p.copy()
+        online = np.full(len(rows), np.nan)
+        weight = np.zeros(len(rows))
+        shared: list[tuple[list[int], OnlineModel]] = []
         for p, idx in _by_partition(partitions).items():
             learner = self.learner(p)
-            online = learner.online
-            if not online.ready:
+            if not learner.online.ready:
                 continue
-            if list(online.feature_names) == list(model.feature_names):  # one matrix serves both
-                part = online.predict_matrix(X[idx]).tolist()
+            weight[idx] = learner.blender.online_weight()
+            if list(learner.online.feature_names) == list(model.feature_names):  # one matrix serves both
+                shared.append((idx, learner.online))
             else:
-                part = online.predict_many([rows[i] for i in idx])
-            for i, value in zip(idx, part, strict=True):
-                online_p[i] = float(value)
-            churn_p[idx] = learner.blender.blend(batch_p[idx], [online_p[i] for i in idx])
-        return X, batch_p, online_p, churn_p
+                online[idx] = learner.online.predict_many([rows[i] for i in idx])
+        if shared:
+            take = np.concatenate([idx for idx, _ in shared])
+            owner = np.repeat(np.arange(len(shared)), [len(idx) for idx, _ in shared])
+            means, stds, weights, intercepts = (
+                np.stack(c)[owner] for c in zip(*(m.parameters() for _, m in shared), strict=True)
+            )
+            online[take] = probabilities(shared[0][1].design(X[take]), means, stds, weights, intercepts)
+        online_p: list[float | None] = [None if v != v else v for v in online.tolist()]  # NaN: not ready
+        return X, batch_p, online_p, blend(batch_p, online, weight)
 
 
 def _add_to(total: BatchReport, part: BatchReport) -> None:
@@ -757,6 +771,8 @@ class ChurnScorer:
             self._next_due = min([self._next_due, *(d for d in tx.due.values() if d is not None)])
         self._commit_previous()
         self._produce()
+        # learning changes only what later batches score, so this batch's outputs do not wait for it
+        self._learn(tx, resolved)
         # the state may be written only once this batch's outputs are acknowledged: the store's writer
         # waits for that, so the next batch is computed meanwhile
         self.store.commit(tx, after=functools.partial(self.tracker.flush_or_raise, self.producer))
@@ -783,9 +799,6 @@ class ChurnScorer:
         cols: dict[str, list[Any]] = {k: [] for k in OUTCOME_COLUMNS}
         if not resolved:
             return cols
-        models = self.models
-        vectors = []
-        partitions: list[int] = []
         sources: Counter[str] = Counter()
         outcomes_topic = self.topics.churn_outcomes
         for cid, r in resolved:
@@ -803,8 +816,6 @@ class ChurnScorer:
             self._emit(outcomes_topic, cid, outcome.to_json())
             sources[r.source] += 1
             report.outcomes += 1
-            partitions.append(int(tx.shards.get(cid, "0")))
-            vectors.append(r.features)
             cols["labeled_at"].append(r.labeled_at)
             cols["label"].append(r.label)
             cols["source"].append(r.source)
@@ -815,11 +826,16 @@ class ChurnScorer:
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
         for source, count in sources.items():
             self.metrics.outcomes.labels(source).inc(count)
+        return cols
+
+    def _learn(self, tx: Transaction, resolved: list[tuple[str, Resolved]]) -> None:
+        """Teach each partition's learner its resolved labels; its checkpoint goes into ``tx``."""
+        partitions = [int(tx.shards.get(cid, "0")) for cid, _ in resolved]
         for p, idx in _by_partition(partitions).items():
-            learner = models.learner(p)
+            learner = self.models.learner(p)
             done = [resolved[i][1] for i in idx]
             checkpoint = learner.learn(
-                [vectors[i] for i in idx],
+                [r.features for r in done],
                 [r.label for r in done],
                 [r.batch_probability for r in done],
                 [r.online_probability for r in done],
@@ -831,7 +847,6 @@ class ChurnScorer:
                 tx.blobs[log_name] = b""
             else:
                 tx.appends[log_name] = checkpoint.log
-        return cols
 
     def _alerts(
         self,
