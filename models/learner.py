@@ -3,12 +3,13 @@ as a snapshot plus a log of the labels learned since.
 
 Serialising both models after every micro-batch cost about a millisecond per partition (the online
 model's rolling window, the blender's 2,000 recent pairs), paid again for every batch however small.
-So a learner is saved the way a database saves a table: a full **snapshot** only when the models did
-real work (the online model learned a chunk, or the blender is due to choose its weight again), and in
-between a **log** line per batch with just that batch's labels, which the store appends. Restoring
-loads the snapshot and replays the log through the same calls, giving the same models as the live
-worker's: between snapshots the log's labels only fill the online model's buffer and the blender's
-window, whatever batches they came in.
+So a learner is saved the way a database saves a table: a **log** line per batch with just that batch's
+labels, which the store appends, and a full **snapshot** once ``snapshot_every`` labels (1,024) have been
+logged since the last one, which empties the log. Restoring loads the snapshot and replays the log
+through the same calls, giving the same models as the live worker's: every step that depends on when it
+happens — learning a chunk once ``chunk_size`` labels are buffered, choosing the blend weight again once
+``refit_every`` pairs were observed — happens at the end of the batch that made it due, live and on
+replay alike. The snapshot only bounds how much a restore replays.
 
 >>> learner = Learner.restore(None, None, b"")
 >>> line = learner.learn([[1.0, None]], [1], [0.4], [None], feature_names=["a", "b"])
@@ -48,6 +49,8 @@ class Learner:
 
     online: OnlineModel
     blender: Blender
+    snapshot_every: int = 1024  # labels logged since the last snapshot that call for the next one
+    logged: int = 0  # labels in the log since the last snapshot
 
     def learn(
         self,
@@ -60,12 +63,10 @@ class Learner:
     ) -> Checkpoint:
         """Learn from resolved labels (features in ``feature_names`` order, as the predictions carried
         them) and say what to write so a restore gives the same learner."""
-        chunks = self.online.n_chunks
         self._apply(vectors, labels, batch_p, online_p, feature_names)
-        if self.online.n_chunks != chunks or self.blender.refit_due:
-            # choose the blend weight now rather than at the next blend: the same pairs (nothing is
-            # observed in between), and the snapshot then holds the weight in use
-            self.blender.online_weight()
+        self.logged += len(labels)
+        if self.logged >= self.snapshot_every:
+            self.logged = 0
             return Checkpoint(True, b"")
         rows = [[y, b, o, *v] for v, y, b, o in zip(vectors, labels, batch_p, online_p, strict=True)]
         return Checkpoint(False, orjson.dumps([list(feature_names), rows]) + b"\n")
@@ -86,6 +87,8 @@ class Learner:
         else:
             X = online.vectorize([dict(zip(feature_names, v, strict=True)) for v in vectors])
         online.learn_matrix(X, np.asarray(labels, dtype=np.int64))
+        if self.blender.refit_due:  # now, from exactly this batch's pairs, so a replay chooses the same
+            self.blender.online_weight()
 
     def snapshot_bytes(self) -> tuple[bytes, bytes]:
         """The online model's and the blender's checkpoints."""
@@ -108,4 +111,5 @@ class Learner:
             except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
                 raise ModelIntegrityError(f"learner log line is malformed: {exc!r}") from None
             learner._apply(vectors, labels, batch_p, online_p, names)
+            learner.logged += len(labels)
         return learner

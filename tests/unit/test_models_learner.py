@@ -47,7 +47,7 @@ def test_snapshot_plus_log_restores_the_same_learner() -> None:
         assert restored.blender.online_weight() == live.blender.online_weight(), step
         expected = live.online.predict_matrix(probe)
         np.testing.assert_array_equal(restored.online.predict_matrix(probe), expected)
-    assert live.online.n_chunks > 5 and snapshots > 5  # both paths were taken many times
+    assert live.online.n_chunks > 5 and snapshots >= 3  # both paths were taken, chunks between snapshots
     assert live.online.ready and live.blender.weights()["pairs"] > 200
 
 
