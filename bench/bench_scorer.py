@@ -9,6 +9,8 @@ Same run, same data, same model, same Kafka and Redis:
 * latency: events produced at a steady ``--rate`` per second; latency = wall time from produce to the
   prediction arriving on ``churn_predictions`` (p50, p99, max) of the events sent after a warm-up of
   ``--warmup`` seconds at the same rate (the warm-up's own numbers are printed on stderr);
+* scale-out: the same backlog drained by one and by two ``churnstream score`` processes in one consumer
+  group (the clock runs from the first event produced to the last offset committed);
 * the baseline is a naive worker: per event one ``json.loads`` + validation, one feature-store call
   (one read and one write round trip), a one-row DataFrame and one ``predict_proba``, one produce;
 * a ceiling, the "Kafka + JSON floor": the same backlog consumed and validated, and as many output
@@ -190,33 +192,63 @@ def io_floor(settings: Settings, total: int, outputs: int) -> float:
     return total / elapsed
 
 
-def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    """``churnstream score`` in its own process (as deployed), once it owns the input partitions."""
+def start_workers(settings: Settings, log_path: Path, n: int = 1) -> list[subprocess.Popen[bytes]]:
+    """``n`` ``churnstream score`` processes in one group (as deployed), once each owns input partitions."""
     from confluent_kafka.admin import AdminClient
 
     from churnstream.settings import child_env
 
     with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "churnstream.cli", "score"],
-            env=child_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "churnstream.cli", "score"],
+                env=child_env(settings),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            for _ in range(n)
+        ]
     admin = AdminClient(settings.kafka_config())
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and worker.poll() is None:
+    while time.monotonic() < deadline and all(w.poll() is None for w in workers):
         group = admin.describe_consumer_groups([settings.consumer_group])[settings.consumer_group]
         try:
             members = group.result(timeout=10).members
         except Exception:  # the group does not exist until the worker joins
             members = []
-        if any(m.assignment.topic_partitions for m in members):
-            return worker
+        if sum(1 for m in members if m.assignment.topic_partitions) == n:
+            return workers
         time.sleep(0.2)
-    worker.kill()
-    raise SystemExit(f"the worker did not join its group; see {log_path}")
+    for worker in workers:
+        worker.kill()
+    raise SystemExit(f"the workers did not all join their group; see {log_path}")
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(60)
+
+
+def drain_with_processes(settings: Settings, records: list[Any], n: int, log_path: Path) -> float:
+    """Seconds for ``n`` worker processes in one group to process and commit a backlog of ``records``.
+
+    The workers join first (start-up is not counted); the clock runs from the first event produced
+    (producing is ~20x faster than scoring) to the last offset committed.
+    """
+    workers = start_workers(settings, log_path, n)
+    try:
+        t0 = time.perf_counter()
+        produce_backlog(settings, records)
+        while committed(settings, settings.consumer_group)[0] < len(records):
+            if any(w.poll() is not None for w in workers):
+                raise SystemExit(f"a worker exited; see {log_path}")
+            time.sleep(0.25)
+        return time.perf_counter() - t0
+    finally:
+        stop_workers(workers)
 
 
 def latency_probe(
@@ -343,6 +375,18 @@ def run_benchmark(
             )
         )
 
+        # -- scale-out: the same backlog drained by 1 and by 2 `churnstream score` processes in one group
+        for n in (1, 2):
+            elapsed = drain_with_processes(settings_for(f"w{n}"), records, n, work / "worker.log")
+            rows.append(
+                (
+                    f"churnstream x{n} process",
+                    "throughput",
+                    {"events": total, "events_per_s": total / elapsed},
+                )
+            )
+            print(f"  {n} worker process(es): {total:,} events in {elapsed:.1f} s", file=sys.stderr)
+
         # -- throughput, naive worker (a smaller backlog: it is slow)
         s = settings_for("n")
         produce_backlog(s, records[: args.baseline_events])
@@ -369,12 +413,11 @@ def run_benchmark(
         probe_records = records[len(records) // 3 :]
         for live in (True, False):
             s = settings_for("l")
-            worker = start_worker(s, work / "worker.log")
+            workers = start_workers(s, work / "worker.log")
             lat = latency_probe(
                 s, probe_records, args.rate, args.seconds, live=live, warmup_seconds=args.warmup
             )
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(60)
+            stop_workers(workers)
             run = f"{'live' if live else 'replay'} @ {args.rate}/s"
             rows.append(("churnstream worker", run, lat))
             print(f"  churnstream worker latency ({run}): {lat}", file=sys.stderr)
