@@ -92,7 +92,6 @@ class OnlineModel:
         )
         self.n_learned = 0  # labels taken in (see learn_matrix: up to chunk_size - 1 wait in a buffer)
         self.n_evaluated = 0
-        self.n_chunks = 0  # chunks learned by this instance (tells a caller that the model changed)
         self._params: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
         self._buffer_X: list[list[float]] = []
         self._buffer_y: list[int] = []
@@ -182,7 +181,6 @@ class OnlineModel:
             self.n_evaluated += len(prior)
         chunk = pd.DataFrame(self.design(X), columns=self.columns)
         self.pipeline.learn_many(chunk, pd.Series(y == 1))
-        self.n_chunks += 1
         self._params = None
 
     def metrics(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def test_snapshot_plus_log_restores_the_same_learner() -> None:
     restored from what was written blends, predicts and holds exactly what the live one does."""
     rng = random.Random(7)
     live = Learner.restore(None, None, None)
+    live.snapshot_every = 300  # many snapshots in ~4,300 labels, with chunks and refits between them
     written: dict[str, bytes] = {"log": b""}
     probe = np.array(_batch(rng, 50)[0], dtype=np.float64)
     snapshots = 0
@@ -47,7 +48,8 @@ def test_snapshot_plus_log_restores_the_same_learner() -> None:
         assert restored.blender.online_weight() == live.blender.online_weight(), step
         expected = live.online.predict_matrix(probe)
         np.testing.assert_array_equal(restored.online.predict_matrix(probe), expected)
-    assert live.online.n_chunks > 5 and snapshots >= 3  # both paths were taken, chunks between snapshots
+    chunks = (live.online.n_learned - live.online.n_waiting) // live.online.chunk_size
+    assert chunks > 5 and snapshots > 5  # both paths were taken many times
     assert live.online.ready and live.blender.weights()["pairs"] > 200
 
 
