@@ -10,6 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 # Dependencies first (a layer that survives code changes), then the code.
 COPY pyproject.toml README.md ./
+# churnstream/streams, features, models, monitoring are symlinks to the top-level folders copied below.
 COPY churnstream ./churnstream
 COPY streams ./streams
 COPY features ./features

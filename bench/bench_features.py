@@ -3,10 +3,10 @@
     .venv/bin/python bench/bench_features.py [--events DIR] [--limit N] [--batch 500]
 
 Reads validated events from DIR (e.g. written by ``churnstream simulate``) or, without DIR, makes a
-synthetic stream; applies them in event-time order through :class:`features.store.RedisFeatureStore`
-in micro-batches, and — as the baseline, in the same run — through the same store one event per call
-(one read and one write round trip per event, as a naive consumer would). Prints a table of events/s,
-per-batch latency percentiles, peak RSS and Redis memory per customer.
+synthetic stream; applies them in event-time order through
+:class:`churnstream.features.store.RedisFeatureStore` in micro-batches, and — as the baseline, in the same run
+— through the same store one event per call (one read and one write round trip per event, as a naive consumer
+would). Prints a table of events/s, per-batch latency percentiles, peak RSS and Redis memory per customer.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 
 from churnstream.events import Event, OrderEvent, TicketEvent  # noqa: E402
+from churnstream.features.offline import read_events  # noqa: E402
+from churnstream.features.store import RedisFeatureStore  # noqa: E402
 from churnstream.settings import DAY_MS, Settings  # noqa: E402
-from features.offline import read_events  # noqa: E402
-from features.store import RedisFeatureStore  # noqa: E402
 
 
 def synthetic(n_events: int, n_customers: int, seed: int = 1) -> list[Event]:

@@ -3,8 +3,8 @@
 For each way of drawing the Evidently reports (``process``: the monitor's report worker process, as
 shipped; ``thread``: the old way, in a thread of the monitor's own process; ``none``: not drawn at all,
 windows still judged and published, to show what the rest costs) this starts the real monitor
-(:class:`streams.monitor.MonitorApp`, against a synthetic reference) as its own process, and then, from
-another process, produces what a scorer at ``--rate`` predictions/s sends: one MonitoringBatch record
+(:class:`churnstream.streams.monitor.MonitorApp`, against a synthetic reference) as its own process, and then,
+from another process, produces what a scorer at ``--rate`` predictions/s sends: one MonitoringBatch record
 per micro-batch of ``--batch-rows`` predictions, ``created_at`` stamped when sent. Afterwards it waits
 until the monitor has consumed every record and published every closed window, and prints, per mode:
 the monitor's lag (record ``created_at`` to consumption: p50, p99, max), the windows closed, reported
@@ -39,9 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from churnstream.features.definitions import FEATURE_NAMES  # noqa: E402
 from churnstream.messages import MonitoringBatch  # noqa: E402
 from churnstream.settings import Settings, child_env  # noqa: E402
-from features.definitions import FEATURE_NAMES  # noqa: E402
 
 T0 = 1_717_200_000_000
 VERSION = "bench-v1"
@@ -66,7 +66,7 @@ def synthetic_rows(n: int, seed: int) -> dict[str, list[Any]]:
 
 def produce(env: dict[str, str], topic: str, rate: int, batch_rows: int, seconds: float, out: Any) -> None:
     """Producer process: ``rate`` predictions/s for ``seconds``, one record per ``batch_rows``."""
-    from streams.kafka import make_producer
+    from churnstream.streams.kafka import make_producer
 
     producer = make_producer(Settings.from_env(env), linger_ms=5)
     batch = MonitoringBatch("@ID@", 0, VERSION, list(FEATURE_NAMES), synthetic_rows(batch_rows, seed=1), {})
@@ -111,7 +111,7 @@ class DrawsNothing:
     def submit(self, job: Any) -> Any:
         from concurrent.futures import Future
 
-        from monitoring.render import Rendered
+        from churnstream.monitoring.render import Rendered
 
         done: Future[Rendered] = Future()
         done.set_result(Rendered(job.job_id, "/dev/null", 0.0))
@@ -127,11 +127,11 @@ def serve(mode: str) -> int:
     import faust
     import pandas as pd
 
-    from monitoring.monitor import DriftMonitor, MonitorConfig
-    from monitoring.reference import FrameSource
-    from monitoring.report import ReportStore
-    from monitoring.state import MonitorState
-    from streams.monitor import MonitorApp, state_dir
+    from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
+    from churnstream.monitoring.reference import FrameSource
+    from churnstream.monitoring.report import ReportStore
+    from churnstream.monitoring.state import MonitorState
+    from churnstream.streams.monitor import MonitorApp, state_dir
 
     settings = Settings.from_env()
     ref = synthetic_rows(20_000, seed=2)
@@ -196,7 +196,7 @@ def get_json(url: str) -> dict[str, Any] | None:
 def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient
 
-    from streams.topics import create_topics, topic_specs
+    from churnstream.streams.topics import create_topics, topic_specs
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-monitor-{mode}-"))
     with socket.socket() as s:

@@ -11,7 +11,8 @@ does (train, calibration, test; each ``H`` apart) and reports, on the test perio
 - ``online (frozen)``: the River model after learning, prequentially, every label resolved before the
   test period starts; ``online (live)``: the same model, which keeps learning labels as they resolve
   (``as_of + H``) while the test period is scored — what the scorer does;
-- ``blend (live)``: the :class:`models.blend.Blender` over the chosen batch model and the live online
+- ``blend (live)``: the :class:`churnstream.models.blend.Blender` over the chosen batch model and the live
+online
   model, its weights learned from resolved labels since the calibration period;
 - baselines: recency only; a logistic regression on the contract's required features only; the base rate.
 
@@ -35,12 +36,11 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from churnstream.events import parse_time  # noqa: E402
-from churnstream.settings import Settings  # noqa: E402
-from features.definitions import FEATURE_NAMES  # noqa: E402
-from features.offline import read_events  # noqa: E402
-from models.blend import Blender  # noqa: E402
-from models.online import OnlineModel  # noqa: E402
-from models.train import (  # noqa: E402
+from churnstream.features.definitions import FEATURE_NAMES  # noqa: E402
+from churnstream.features.offline import read_events  # noqa: E402
+from churnstream.models.blend import Blender  # noqa: E402
+from churnstream.models.online import OnlineModel  # noqa: E402
+from churnstream.models.train import (  # noqa: E402
     TrainConfig,
     build_table,
     candidates,
@@ -49,6 +49,7 @@ from models.train import (  # noqa: E402
     fit_candidate,
     plan_cutoffs,
 )
+from churnstream.settings import Settings  # noqa: E402
 
 
 def _metrics(y: np.ndarray, p: np.ndarray, active: np.ndarray) -> dict[str, Any]:

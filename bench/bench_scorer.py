@@ -40,12 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 import redis  # noqa: E402
 
+from churnstream.features.offline import read_events  # noqa: E402
+from churnstream.features.store import RedisFeatureStore  # noqa: E402
 from churnstream.settings import DAY_MS, Settings  # noqa: E402
-from features.offline import read_events  # noqa: E402
-from features.store import RedisFeatureStore  # noqa: E402
-from streams.ingest import decode_message  # noqa: E402
-from streams.kafka import end_offsets, make_consumer, make_producer  # noqa: E402
-from streams.topics import create_topics  # noqa: E402
+from churnstream.streams.ingest import decode_message  # noqa: E402
+from churnstream.streams.kafka import end_offsets, make_consumer, make_producer  # noqa: E402
+from churnstream.streams.topics import create_topics  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -147,8 +147,8 @@ class NaiveWorker:
 def io_floor(settings: Settings, total: int, outputs: int) -> float:
     """Events/s of consuming and validating ``total`` events and producing ``outputs`` prediction-sized
     messages for them (acknowledged per batch of 500): Kafka and JSON only, the ceiling of any worker."""
+    from churnstream.features.definitions import FEATURE_NAMES
     from churnstream.messages import Prediction
-    from features.definitions import FEATURE_NAMES
 
     template = Prediction(
         prediction_id=str(uuid.uuid4()),
@@ -344,7 +344,7 @@ def latency_probe(
 def run_benchmark(
     args: argparse.Namespace, records: list[Any], model: Any, settings_for: Any, work: Path
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    from streams.scorer import build_scorer
+    from churnstream.streams.scorer import build_scorer
 
     rows: list[tuple[str, str, dict[str, Any]]] = []
     if args.only != "latency":
@@ -442,7 +442,7 @@ def clean_up(made: list[Settings]) -> None:
     """Delete the benchmark's topics and Redis keys: thousands of idle partitions slow a broker down."""
     from confluent_kafka.admin import AdminClient
 
-    from streams.topics import topic_specs
+    from churnstream.streams.topics import topic_specs
 
     for s in made:
         admin = AdminClient(s.kafka_config())
@@ -479,8 +479,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from churnstream.cli import main as churnstream
-    from models.registry import ModelRegistry
-    from models.train import train
+    from churnstream.models.registry import ModelRegistry
+    from churnstream.models.train import train
 
     work = Path(tempfile.mkdtemp(prefix="bench-scorer-"))
     events_dir = work / "events"

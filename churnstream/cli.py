@@ -18,18 +18,18 @@ from churnstream.settings import Settings
 # subcommand -> "module:function"; the function takes (args, settings) and returns an exit code.
 _HANDLERS = {
     "infra": "churnstream.infra:cli",
-    "topics": "streams.topics:cli",
-    "publish": "streams.publish:cli",
-    "alerts": "streams.alerts:cli",
+    "topics": "churnstream.streams.topics:cli",
+    "publish": "churnstream.streams.publish:cli",
+    "alerts": "churnstream.streams.alerts:cli",
     "simulate": "churnstream.sources.simulate:cli",
     "dataset": "churnstream.sources.cdnow:cli",
-    "features": "streams.feature_lookup:cli",
-    "train": "models.train:cli",
-    "models": "models.registry:cli",
-    "score": "streams.scorer:cli",
-    "monitor": "streams.monitor:cli",
-    "rebuild": "streams.rebuild:cli",
-    "demo": "streams.demo:cli",
+    "features": "churnstream.streams.feature_lookup:cli",
+    "train": "churnstream.models.train:cli",
+    "models": "churnstream.models.registry:cli",
+    "score": "churnstream.streams.scorer:cli",
+    "monitor": "churnstream.streams.monitor:cli",
+    "rebuild": "churnstream.streams.rebuild:cli",
+    "demo": "churnstream.streams.demo:cli",
 }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.state import (
+from churnstream.features.state import (
     DAY_MS,
     MICRO,
     T_TICKET,

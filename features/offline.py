@@ -1,8 +1,8 @@
 """The offline builder: point-in-time feature tables from event files, by the same code the store runs.
 
-Events are replayed in event-time order through :func:`features.state.apply_event`; at each cutoff t
-every known customer's features come from :func:`features.definitions.features_as_of` — exactly what the
-online store would serve as of t. Labels follow the contract's label rule: churned = 1 when the
+Events are replayed in event-time order through :func:`churnstream.features.state.apply_event`; at each cutoff
+t every known customer's features come from :func:`churnstream.features.definitions.features_as_of` — exactly
+what the online store would serve as of t. Labels follow the contract's label rule: churned = 1 when the
 customer has no completed order in (t, t + H], 0 when one arrives; a ``churn_labels`` event in that
 interval overrides; rows whose horizon runs past the end of the data are left out (censored).
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 from churnstream.errors import ChurnstreamError, EventError
 from churnstream.events import Event, LabelEvent, OrderEvent, parse_event
-from features.definitions import FEATURE_NAMES, features_as_of
-from features.state import apply_event, new_state
+from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.state import apply_event, new_state
 
 EVENT_FILES = ("orders", "support_tickets", "customer_profiles", "churn_labels")
 

@@ -99,7 +99,7 @@ def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str
     Raises :class:`ProcessingError` for an event older than what was already folded into totals (it can
     no longer be placed in the log) — the caller dead-letters it. Events between the folded-until time
     and the longest window after it are applied, but features as of their own time are no longer exact
-    (see :func:`features.store.is_servable`).
+    (see :func:`churnstream.features.store.is_servable`).
     """
     kind = type(event)
     if kind not in _LOG_OF:  # labels do not touch feature state

@@ -17,7 +17,7 @@ partition watermarks), named ``blobs`` (the online model's checkpoint), ``append
 since) and a ``due`` index — all
 committed in the same atomic write, so a crash can never leave them disagreeing.
 
-Memory stays bounded: old events are folded into totals (see :mod:`features.state`).
+Memory stays bounded: old events are folded into totals (see :mod:`churnstream.features.state`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import orjson
 
 from churnstream.errors import ChurnstreamError, ProcessingError, StoreError
 from churnstream.events import Event, LabelEvent
-from features.definitions import features_as_of
-from features.state import DUPLICATE, LONGEST_WINDOW_MS, apply_event, new_state
+from churnstream.features.definitions import features_as_of
+from churnstream.features.state import DUPLICATE, LONGEST_WINDOW_MS, apply_event, new_state
 
 Features = dict[str, float | int | None]
 

@@ -123,7 +123,7 @@ class BatchModel:
     """A fitted churn classifier over ``feature_names``: ``predict_proba`` gives calibrated P(churn).
 
     ``medians`` are the reference medians of each feature (from the training rows), used by
-    :func:`models.explain.explain` as the "typical customer" a feature is replaced by.
+    :func:`churnstream.models.explain.explain` as the "typical customer" a feature is replaced by.
     """
 
     def __init__(

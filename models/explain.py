@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from churnstream.messages import Reason
-from models.batch import BatchModel
-from models.blend import Blender
-from models.online import OnlineModel
+from churnstream.models.batch import BatchModel
+from churnstream.models.blend import Blender
+from churnstream.models.online import OnlineModel
 
 MIN_REASONS = 3
 

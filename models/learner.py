@@ -30,8 +30,8 @@ import numpy as np
 import orjson
 
 from churnstream.errors import ModelIntegrityError
-from models.blend import Blender
-from models.online import OnlineModel
+from churnstream.models.blend import Blender
+from churnstream.models.online import OnlineModel
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 
 from churnstream.errors import ModelIntegrityError
-from models.batch import signed_log1p
+from churnstream.models.batch import signed_log1p
 
 MAGIC = b"CSOM"
 FORMAT_VERSION = 2  # 2: JSON payload (1 was a pickle)
@@ -39,7 +39,7 @@ _HEADER = len(MAGIC) + 1 + 32
 
 
 def _default_features() -> list[str]:
-    from features.definitions import FEATURE_NAMES
+    from churnstream.features.definitions import FEATURE_NAMES
 
     return list(FEATURE_NAMES)
 

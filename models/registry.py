@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from churnstream.errors import ModelError, ModelIntegrityError, ModelNotFoundError
-from models.batch import BatchModel
+from churnstream.models.batch import BatchModel
 
 MODEL_FILE = "model.pkl"
 HASH_FILE = "model.sha256"

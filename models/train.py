@@ -5,9 +5,9 @@ The recipe (``churnstream train --events DIR --out MODEL_DIR``):
 1. **Rows.** Cutoffs every ``step`` days (7, or 14 when more than a year of cutoffs is usable), counted back
    from ``end - H`` (the last cutoff whose label is known for everyone) to ``start + warmup``. At each
    cutoff every customer with any event at or before it gets a row of features as of the cutoff
-   (:func:`features.offline.training_table`, the same code the online store runs) and the contract's
-   label with ``H = CHURN_HORIZON_DAYS``. The population is deliberately *every known customer*, because
-   the scorer scores every customer (on their events and on event-time sweeps), so probabilities are
+   (:func:`churnstream.features.offline.training_table`, the same code the online store runs) and the
+   contract's label with ``H = CHURN_HORIZON_DAYS``. The population is deliberately *every known customer*,
+   because the scorer scores every customer (on their events and on event-time sweeps), so probabilities are
    calibrated for exactly the rows they are served on. When customers x cutoffs exceeds ``max_rows``, a
    stable hash sample of customers is used (whole customers, so no customer is split across periods).
 2. **Time split.** With ``P`` the held-out period (about 12 % of the usable span, at least two steps):
@@ -40,8 +40,8 @@ import numpy as np
 
 from churnstream.errors import ModelError
 from churnstream.events import format_time, parse_time
+from churnstream.models.batch import BatchModel, Calibration, DropEmptyColumns, signed_log1p
 from churnstream.settings import DAY_MS, Settings
-from models.batch import BatchModel, Calibration, DropEmptyColumns, signed_log1p
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _hgb(max_iter: int, seed: int) -> Any:
 
 def candidates(config: TrainConfig) -> list[Candidate]:
     """The models tried and the baselines they are compared with."""
-    from features.definitions import REQUIRED_FEATURES
+    from churnstream.features.definitions import REQUIRED_FEATURES
 
     return [
         Candidate(
@@ -300,7 +300,7 @@ def build_table(
     events: Sequence[Any], plan: Plan, *, settings: Settings, config: TrainConfig, progress: bool
 ) -> tuple[Any, dict[str, Any]]:
     """The labelled point-in-time table at the plan's cutoffs (customer-sampled to ``max_rows``)."""
-    from features.offline import training_table
+    from churnstream.features.offline import training_table
 
     fraction, estimate = _sample_fraction(events, plan.cutoffs, config.max_rows)
     if fraction < 1.0:
@@ -364,9 +364,9 @@ def _train(
     config: TrainConfig,
     out: Any,
 ) -> str:
-    from features.definitions import FEATURE_NAMES
-    from features.offline import read_events
-    from models.registry import ModelRegistry
+    from churnstream.features.definitions import FEATURE_NAMES
+    from churnstream.features.offline import read_events
+    from churnstream.models.registry import ModelRegistry
 
     out = out if out is not None else sys.stdout
     until_ms = parse_time(until, "until") if isinstance(until, str) else until
@@ -532,7 +532,7 @@ def _reference(
     """A sample of what the scorer serves (event and sweep rows) over the held-out period onwards."""
     import pandas as pd
 
-    from features.offline import serving_rows
+    from churnstream.features.offline import serving_rows
 
     rows = list(
         serving_rows(

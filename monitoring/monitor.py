@@ -2,13 +2,13 @@
 
 :meth:`DriftMonitor.add` runs on the event loop and stays cheap: it feeds the window and, for each window
 that closes, updates the concept-drift detector and the rolling AUCs and judges the window's drift with
-Evidently's tests computed in-process (:mod:`monitoring.stattests`, milliseconds). The result is a
-:class:`PendingReport`, complete but for the Evidently HTML, which :mod:`monitoring.render` draws in
-another process; :meth:`PendingReport.report` then gives the ``drift_reports`` message.
+Evidently's tests computed in-process (:mod:`churnstream.monitoring.stattests`, milliseconds). The result is a
+:class:`PendingReport`, complete but for the Evidently HTML, which :mod:`churnstream.monitoring.render` draws
+in another process; :meth:`PendingReport.report` then gives the ``drift_reports`` message.
 
 The reference of a model version is prepared once, on its first window. When the reference source has
 none for a version, the first ``bootstrap_windows`` windows of that version become its reference (they
-are not reported), kept in the :class:`~monitoring.state.MonitorState` so a restart reuses it.
+are not reported), kept in the :class:`~churnstream.monitoring.state.MonitorState` so a restart reuses it.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from typing import Any
 
 from churnstream.errors import ValidationError
 from churnstream.messages import DriftReport, MonitoringBatch
+from churnstream.monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
+from churnstream.monitoring.reference import PreparedReference, ReferenceSource
+from churnstream.monitoring.report import ReportStore
+from churnstream.monitoring.state import MonitorState
+from churnstream.monitoring.stattests import Verdict, window_verdict
+from churnstream.monitoring.window import PREDICTION_COLUMN, ClosedWindow, DriftWindow
 from churnstream.settings import DAY_MS
-from monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
-from monitoring.reference import PreparedReference, ReferenceSource
-from monitoring.report import ReportStore
-from monitoring.state import MonitorState
-from monitoring.stattests import Verdict, window_verdict
-from monitoring.window import PREDICTION_COLUMN, ClosedWindow, DriftWindow
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class MonitorConfig:
 
 @dataclass(slots=True)
 class PendingReport:
-    """A closed, judged window; only the Evidently HTML is missing (see :mod:`monitoring.render`)."""
+    """A closed, judged window; only the Evidently HTML is missing (see
+    :mod:`churnstream.monitoring.render`)."""
 
     report_id: str
     window: ClosedWindow

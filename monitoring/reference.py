@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from churnstream.errors import ChurnstreamError
-from monitoring.stattests import ReferenceStats
+from churnstream.monitoring.stattests import ReferenceStats
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class RegistrySource:
     """The ``reference`` of a registered model: ``registry.load(version).reference``.
 
     ``registry`` is anything with ``load(version)`` returning an object with a ``reference`` DataFrame
-    and ``versions()`` listing the registered versions (``models.registry.ModelRegistry``). A version the
-    registry does not have gives None.
+    and ``versions()`` listing the registered versions (``churnstream.models.registry.ModelRegistry``). A
+    version the registry does not have gives None.
 
     :meth:`unknown` refuses a version the registry does not list, once it lists any: the scorer only
     serves registered versions, so such a record is broken or forged. A monitor whose registry is empty

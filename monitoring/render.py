@@ -9,7 +9,7 @@ When windows close faster than reports are drawn, nothing is dropped: :class:`Re
 most ``max_jobs`` jobs waiting, and a window that closes while the queue is full joins the last waiting
 job, so one Evidently report then covers several consecutive windows (its HTML says which; above
 ``max_rows`` predictions it draws an even sample of them). Every window keeps its own verdict and
-``drift_reports`` message (:class:`~monitoring.monitor.PendingReport`); only the HTML is shared.
+``drift_reports`` message (:class:`~churnstream.monitoring.monitor.PendingReport`); only the HTML is shared.
 
 >>> from monitoring.window import ClosedWindow
 >>> import numpy as np
@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 
 from churnstream.events import format_time
-from monitoring.monitor import PendingReport
-from monitoring.reference import PreparedReference
-from monitoring.report import ReportStore, run_drift_report
-from monitoring.window import PREDICTION_COLUMN
+from churnstream.monitoring.monitor import PendingReport
+from churnstream.monitoring.reference import PreparedReference
+from churnstream.monitoring.report import ReportStore, run_drift_report
+from churnstream.monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
 

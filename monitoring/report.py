@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitoring.reference import PreparedReference
-from monitoring.stattests import Verdict
-from monitoring.window import PREDICTION_COLUMN
+from churnstream.monitoring.reference import PreparedReference
+from churnstream.monitoring.stattests import Verdict
+from churnstream.monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from churnstream.errors import InfraError
 from churnstream.settings import Settings
-from streams.kafka import end_offsets, make_consumer
-from streams.topics import existing_topics
+from churnstream.streams.kafka import end_offsets, make_consumer
+from churnstream.streams.topics import existing_topics
 
 # Without progress for this long while the topic still has unread messages, something is wrong.
 STALL_SECONDS = 30.0

@@ -8,7 +8,7 @@ What it does, one numbered line per step (long steps show a progress bar):
 3. prepares the events: CDNOW orders plus simulated tickets and profiles (``churnstream dataset cdnow``),
    optionally a sample of ``--customers N``, split at ``--train-until`` (default 1997-10-01) into the
    *history* the model learns from and the *replay* it is judged on;
-4. trains and promotes the batch model on the history only (:func:`models.train.train`);
+4. trains and promotes the batch model on the history only (:func:`churnstream.models.train.train`);
 5. starts ``churnstream score`` as a subprocess and publishes the history through Kafka, so the scorer
    builds every customer's features from the log, as a fresh deployment would;
 6. starts ``churnstream monitor`` (drift windows from the replay on) and replays the held-out period
@@ -408,7 +408,7 @@ def clear_previous(settings: Settings, groups: list[str], work_dir: Path) -> lis
     import redis
     from confluent_kafka import KafkaException
 
-    from streams.topics import existing_topics
+    from churnstream.streams.topics import existing_topics
 
     prefix = settings.topic_prefix
     if not prefix:
@@ -536,7 +536,7 @@ class Demo:
                     notes.append(f"{name} already running at {status.address}")
 
     def _prepare_topics(self) -> None:
-        from streams.topics import create_topics
+        from churnstream.streams.topics import create_topics
 
         with self.console.step("clean start") as notes:
             for name, pid in stop_leftover_workers(self.config.work_dir / "logs"):
@@ -571,7 +571,7 @@ class Demo:
         return events
 
     def _train(self) -> None:
-        from models.train import train
+        from churnstream.models.train import train
 
         with self.console.step(f"train on events before {self.config.train_until[:10]}") as notes:
             text = io.StringIO()
@@ -634,7 +634,7 @@ class Demo:
         self, events: _Events, lo: int, hi: int, directory: Path, desc: str, *, broken: bool = False
     ) -> None:
         """Publish events ``lo..hi`` as ``churnstream publish`` does, a chunk of event time at a time."""
-        from streams.publish import publish_file
+        from churnstream.streams.publish import publish_file
 
         chunks = write_chunks(events, lo, hi, directory, chunk_ms=int(self.config.chunk_days * DAY_MS))
         bar = self.console.progress(hi - lo, desc)
@@ -657,7 +657,7 @@ class Demo:
 
     def _send_broken(self, events: _Events, lo: int, at: int) -> None:
         """A careless producer (no validation) sends a few broken messages; they must become dead letters."""
-        from streams.kafka import DeliveryTracker, make_producer
+        from churnstream.streams.kafka import DeliveryTracker, make_producer
 
         customer = orjson.loads(events.lines[lo])["customer_id"]
         producer = make_producer(self.settings)
@@ -690,7 +690,7 @@ class Demo:
         import importlib.util
 
         with self.console.step("start the monitor") as notes:
-            if importlib.util.find_spec("streams.monitor") is None:
+            if importlib.util.find_spec("churnstream.streams.monitor") is None:
                 notes.append("streams.monitor is not in this checkout yet: no drift windows this time")
                 return None
             first = events.times[split] if split < len(events.times) else self.train_until
@@ -828,7 +828,7 @@ class Demo:
             )
 
     def _read_outputs(self) -> None:
-        from streams.alerts import read_topic
+        from churnstream.streams.alerts import read_topic
 
         topics = self.settings.topics
         split = self.train_until
@@ -1043,7 +1043,7 @@ def pick_alerts(alerts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 
 def _format_alert(alert: dict[str, Any]) -> str:
-    from streams.alerts import format_alert
+    from churnstream.streams.alerts import format_alert
 
     return format_alert(alert)
 

@@ -14,7 +14,7 @@ from churnstream.settings import Settings
 def cli(args: Any, settings: Settings) -> int:
     import redis
 
-    from features.store import RedisFeatureStore
+    from churnstream.features.store import RedisFeatureStore
 
     client = redis.Redis.from_url(settings.redis_url)
     store = RedisFeatureStore(

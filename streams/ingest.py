@@ -35,7 +35,12 @@ from churnstream.errors import EventError, ValidationError
 from churnstream.events import KINDS, Event, decode_json, now_ms, parse_event
 from churnstream.messages import DeadLetter
 from churnstream.settings import Settings
-from streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, DeliveryTracker, make_consumer, make_producer
+from churnstream.streams.kafka import (
+    DEAD_LETTER_TOPIC_MAX_BYTES,
+    DeliveryTracker,
+    make_consumer,
+    make_producer,
+)
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from churnstream.events import Event, now_ms
 from churnstream.messages import DeadLetter
 from churnstream.settings import Settings
-from streams.ingest import Batch, Coordinates, InputReader, consume_messages, decode_message
+from churnstream.streams.ingest import Batch, Coordinates, InputReader, consume_messages, decode_message
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,17 @@
 """``churnstream monitor``: the drift monitor as a faust-streaming app, with its web pages.
 
 One agent reads the scorer's monitoring batches (one record per scored micro-batch) from
-``settings.topics.monitoring_batches`` and feeds a :class:`~monitoring.monitor.DriftMonitor`, which
-judges each window as it closes (Evidently's tests, computed in-process). The Evidently HTML of each
-window is drawn in a separate worker process (:mod:`monitoring.render`); when windows close faster than
-reports are drawn, consecutive windows share one report, never dropped. Once a window's HTML exists its
+``settings.topics.monitoring_batches`` and feeds a :class:`~churnstream.monitoring.monitor.DriftMonitor`,
+which judges each window as it closes (Evidently's tests, computed in-process). The Evidently HTML of each
+window is drawn in a separate worker process (:mod:`churnstream.monitoring.render`); when windows close faster
+than reports are drawn, consecutive windows share one report, never dropped. Once a window's HTML exists its
 ``drift_reports`` message is published keyed by model version, every window in order. A malformed
 record goes to ``dead_letter`` (stage ``decode`` or ``validate``) and the agent goes on.
 
 Restarts lose nothing: a record's offset is committed only once every prediction and outcome in it has
 been reported, so a restarted monitor reads the open window's records again; the local
-:class:`~monitoring.state.MonitorState` says how many predictions of a record that straddles two windows
-were already reported, so each counts exactly once.
+:class:`~churnstream.monitoring.state.MonitorState` says how many predictions of a record that straddles two
+windows were already reported, so each counts exactly once.
 
 Web pages (faust's web server, bound to ``settings.web_host``:``settings.web_port``):
 ``/`` and ``/reports/`` list the windows with their verdicts, ``/reports/<id>`` is the window's Evidently
@@ -42,12 +42,12 @@ import numpy as np
 from churnstream.errors import DecodeError, EventError, ValidationError
 from churnstream.events import format_time, now_ms
 from churnstream.messages import DeadLetter, DriftReport, MonitoringBatch
+from churnstream.monitoring.monitor import Added, DriftMonitor, MonitorConfig
+from churnstream.monitoring.reference import ReferenceSource, RegistrySource
+from churnstream.monitoring.render import Rendered, RenderJob, RenderQueue, ReportRenderer
+from churnstream.monitoring.report import ReportStore
+from churnstream.monitoring.state import MonitorState, Position
 from churnstream.settings import DAY_MS, Settings
-from monitoring.monitor import Added, DriftMonitor, MonitorConfig
-from monitoring.reference import ReferenceSource, RegistrySource
-from monitoring.render import Rendered, RenderJob, RenderQueue, ReportRenderer
-from monitoring.report import ReportStore
-from monitoring.state import MonitorState, Position
 
 log = logging.getLogger(__name__)
 
@@ -673,7 +673,8 @@ def build_monitor(
 
 
 class _LazyRegistry:
-    """Opens ``models.registry.ModelRegistry`` on first use, so the monitor runs before any model exists."""
+    """Opens ``churnstream.models.registry.ModelRegistry`` on first use, so the monitor runs before any model
+    exists."""
 
     def __init__(self, settings: Settings) -> None:
         self.root = settings.model_dir
@@ -682,7 +683,7 @@ class _LazyRegistry:
     def _open(self) -> Any:
         if self._registry is None:
             try:
-                from models.registry import ModelRegistry
+                from churnstream.models.registry import ModelRegistry
             except ImportError as exc:
                 raise FileNotFoundError(f"no model registry available: {exc}") from None
             self._registry = ModelRegistry(self.root)
@@ -951,7 +952,7 @@ def cli(args: Any, settings: Settings) -> int:
     """``churnstream monitor``: create the topics, then run the monitor until SIGTERM/SIGINT."""
     import faust
 
-    from streams.topics import create_topics
+    from churnstream.streams.topics import create_topics
 
     create_topics(settings)  # faust ignores a source topic that does not exist when it starts
     monitor_app = MonitorApp.build(settings)

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from churnstream.errors import ConfigError, EventError, InfraError
 from churnstream.events import KINDS, decode_json, infer_kind, now_ms, parse_event
 from churnstream.settings import Settings
-from streams.kafka import DeliveryTracker, flush, make_producer
-from streams.topics import existing_topics
+from churnstream.streams.kafka import DeliveryTracker, flush, make_producer
+from churnstream.streams.topics import existing_topics
 
 SHOW_INVALID = 20
 # Contract fields that are text even when a CSV cell looks like a number (e.g. customer_id "00123").

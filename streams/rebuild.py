@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def end_offsets_of_inputs(settings: Settings) -> dict[tuple[str, int], int]:
-    from streams.kafka import end_offsets, make_consumer
+    from churnstream.streams.kafka import end_offsets, make_consumer
 
     consumer = make_consumer(settings, f"churnstream-rebuild-probe-{uuid.uuid4().hex[:6]}")
     try:
@@ -44,7 +44,7 @@ def _group_is_active(settings: Settings) -> bool:
     from confluent_kafka import KafkaError, KafkaException
 
     from churnstream.errors import InfraError
-    from streams.topics import make_admin
+    from churnstream.streams.topics import make_admin
 
     admin = make_admin(settings)
     futures = admin.describe_consumer_groups([settings.consumer_group], request_timeout=10)
@@ -65,9 +65,9 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
     """
     import redis
 
-    from features.store import RedisFeatureStore
-    from streams.scorer import build_scorer
-    from streams.topics import existing_topics
+    from churnstream.features.store import RedisFeatureStore
+    from churnstream.streams.scorer import build_scorer
+    from churnstream.streams.topics import existing_topics
 
     existing_topics(settings)  # InfraError within seconds when Kafka is down or refuses our login
     if _group_is_active(settings):

@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass
 
 from churnstream.events import Event
+from churnstream.features.store import FeatureStore
 from churnstream.settings import Settings
-from features.store import FeatureStore
-from streams.kafka import end_offsets
-from streams.merge import EventTimeReader
+from churnstream.streams.kafka import end_offsets
+from churnstream.streams.merge import EventTimeReader
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Per micro-batch (:meth:`ChurnScorer.process`):
 
 1. read and validate (bad messages -> ``dead_letter``);
-2. apply the events to the customers' feature state (:mod:`features.store`) — one transaction;
+2. apply the events to the customers' feature state (:mod:`churnstream.features.store`) — one transaction;
 3. score every event's features with the batch model and the online model, blend, vectorised;
 4. resolve labels (a completed order, an explicit label, or event time passing the horizon), emit
    ``churn_outcomes`` and let the online model learn;
@@ -48,16 +48,16 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from churnstream.errors import ChurnstreamError, ModelNotFoundError, ProcessingError, PublishError, StoreError
 from churnstream.events import Event, LabelEvent, OrderEvent, now_ms
+from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.store import FeatureStore, RedisFeatureStore, Transaction
 from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
+from churnstream.models.blend import blend
+from churnstream.models.learner import Learner
+from churnstream.models.online import OnlineModel, probabilities
 from churnstream.settings import DAY_MS, Settings
-from features.definitions import FEATURE_NAMES, features_as_of
-from features.store import FeatureStore, RedisFeatureStore, Transaction
-from models.blend import blend
-from models.learner import Learner
-from models.online import OnlineModel, probabilities
-from streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
-from streams.kafka import DeliveryTracker, make_producer
-from streams.labels import (
+from churnstream.streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
+from churnstream.streams.kafka import DeliveryTracker, make_producer
+from churnstream.streams.labels import (
     Resolved,
     add_pending,
     due_time,
@@ -65,7 +65,7 @@ from streams.labels import (
     resolve_by_event,
     resolve_by_time,
 )
-from streams.merge import EventTimeReader
+from churnstream.streams.merge import EventTimeReader
 
 log = logging.getLogger(__name__)
 
@@ -856,7 +856,7 @@ class ChurnScorer:
         scoring: _Scoring,
         report: BatchReport,
     ) -> None:
-        from models.explain import explain, recommended_actions
+        from churnstream.models.explain import explain, recommended_actions
 
         models = self.models
         reasons: dict[int, list[Any]] = {}
@@ -993,8 +993,8 @@ def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = 
     """
     import redis
 
-    from models.registry import ModelRegistry
-    from streams.topics import create_topics
+    from churnstream.models.registry import ModelRegistry
+    from churnstream.streams.topics import create_topics
 
     create_topics(settings)
     client = redis.Redis.from_url(settings.redis_url)

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from churnstream.errors import InfraError
 from churnstream.settings import Settings
-from streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, INPUT_TOPIC_MAX_BYTES, raise_on_refusal
+from churnstream.streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, INPUT_TOPIC_MAX_BYTES, raise_on_refusal
 
 
 @dataclass(frozen=True, slots=True)

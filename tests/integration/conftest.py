@@ -65,8 +65,8 @@ from confluent_kafka.admin import AdminClient
 
 from churnstream.events import Event, LabelEvent, parse_time
 from churnstream.settings import DAY_MS, Settings, Topics, child_env
-from streams.kafka import end_offsets, make_consumer, make_producer
-from streams.topics import create_topics, topic_specs
+from churnstream.streams.kafka import end_offsets, make_consumer, make_producer
+from churnstream.streams.topics import create_topics, topic_specs
 
 HINT = "start them with: ./run infra up"
 CHURNSTREAM = str(Path(sys.executable).with_name("churnstream"))
@@ -266,8 +266,8 @@ def simulate_world(root: Path, *, customers: int, days: int, train_days: int, se
     """``root/events`` from ``churnstream simulate`` and, in ``root/models``, a batch model trained on the
     first ``train_days`` days; returns ``root``."""
     from churnstream.cli import main as churnstream
-    from features.offline import read_events
-    from models.train import train
+    from churnstream.features.offline import read_events
+    from churnstream.models.train import train
 
     events = root / "events"
     argv = ["simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed)]
@@ -279,7 +279,7 @@ def simulate_world(root: Path, *, customers: int, days: int, train_days: int, se
 
 
 def publish_world(settings: Settings, events_dir: Path) -> None:
-    from streams.publish import publish_file
+    from churnstream.streams.publish import publish_file
 
     for name in ("customer_profiles", "orders", "support_tickets"):
         assert publish_file(events_dir / f"{name}.jsonl", settings).ok
@@ -449,11 +449,11 @@ class StateCheck:
 def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
     """Compare the state in Redis with what an uninterrupted run gives: at the store's watermark (which
     should be the log's end) every customer's features equal the offline builder's
-    (:func:`features.offline.snapshot`), outcomes never disagree, and the online model learned from each
-    labelled prediction once."""
-    from features.offline import snapshot
-    from features.store import RedisFeatureStore
-    from streams.scorer import restore_learner
+    (:func:`churnstream.features.offline.snapshot`), outcomes never disagree, and the online model learned
+    from each labelled prediction once."""
+    from churnstream.features.offline import snapshot
+    from churnstream.features.store import RedisFeatureStore
+    from churnstream.streams.scorer import restore_learner
 
     client = redis.Redis.from_url(settings.redis_url)
     store = RedisFeatureStore(

@@ -12,7 +12,7 @@ from confluent_kafka import TopicPartition
 
 from churnstream.events import MAX_MESSAGE_BYTES, now_ms, parse_time
 from churnstream.settings import Settings, Topics
-from streams.ingest import Batch, DeadLetterWriter, InputReader
+from churnstream.streams.ingest import Batch, DeadLetterWriter, InputReader
 from tests.integration.conftest import consume_all, produce_raw
 
 T = "2024-05-01T10:00:00Z"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from churnstream.settings import Settings
-from streams.demo import DemoConfig, DemoResult, Offsets, clear_previous, run_demo
+from churnstream.streams.demo import DemoConfig, DemoResult, Offsets, clear_previous, run_demo
 from tests.integration.conftest import consume_all
 
 

@@ -22,9 +22,9 @@ import pytest
 import redis
 
 from churnstream import infra
+from churnstream.features.offline import read_events
 from churnstream.settings import Settings, Topics
-from features.offline import read_events
-from streams.topics import create_topics
+from churnstream.streams.topics import create_topics
 from tests.integration.conftest import (
     account_for_events,
     committed_everything,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import redis
 
+from churnstream.features.offline import read_events, snapshot
+from churnstream.features.store import RedisFeatureStore
 from churnstream.settings import Settings, Topics
-from features.offline import read_events, snapshot
-from features.store import RedisFeatureStore
-from streams.publish import publish_file
-from streams.replay import replay_features
+from churnstream.streams.publish import publish_file
+from churnstream.streams.replay import replay_features
 from tests.integration.conftest import produce_raw
 
 

@@ -11,11 +11,11 @@ import redis
 
 from churnstream.errors import ProcessingError, StoreError
 from churnstream.events import LabelEvent, OrderEvent, ProfileEvent, TicketEvent
+from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.offline import replay, snapshot
+from churnstream.features.state import new_state
+from churnstream.features.store import Due, FeatureStore, MemoryFeatureStore, RedisFeatureStore
 from churnstream.settings import DAY_MS, Settings
-from features.definitions import FEATURE_NAMES, features_as_of
-from features.offline import replay, snapshot
-from features.state import new_state
-from features.store import Due, FeatureStore, MemoryFeatureStore, RedisFeatureStore
 
 LATENESS = 7 * DAY_MS
 T0 = 1_700_000_000_000
@@ -187,7 +187,7 @@ def test_folding_keeps_features_exact_and_state_bounded(store: FeatureStore) -> 
     end = events[-1].timestamp
     unfolded = new_state()
     for e in events:  # a reference that never folds: lateness longer than the whole history
-        from features.state import apply_event
+        from churnstream.features.state import apply_event
 
         apply_event(unfolded, e, lateness_ms=10_000 * DAY_MS)
     assert unfolded["fu"] is None or unfolded["fu"] < T0

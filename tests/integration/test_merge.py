@@ -7,7 +7,7 @@ import random
 import uuid
 
 from churnstream.settings import DAY_MS, Settings, Topics
-from streams.merge import EventTimeReader
+from churnstream.streams.merge import EventTimeReader
 from tests.integration.conftest import produce_raw
 
 START = 1_700_000_000_000

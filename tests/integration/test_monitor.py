@@ -37,11 +37,11 @@ from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
 from churnstream.events import OrderEvent, ProfileEvent, parse_time
+from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.offline import read_events
+from churnstream.features.state import apply_event, new_state
 from churnstream.messages import MonitoringBatch
 from churnstream.settings import DAY_MS, Settings, Topics, child_env
-from features.definitions import FEATURE_NAMES, features_as_of
-from features.offline import read_events
-from features.state import apply_event, new_state
 from tests.integration.conftest import consume_all, produce_raw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -373,8 +373,8 @@ def wait_committed(settings: Settings, offset: int, timeout: float = 30) -> tupl
     committed offset reaches ``offset`` (faust commits every few seconds) or the time is up."""
     from confluent_kafka import TopicPartition
 
-    from streams.kafka import end_offsets, make_consumer
-    from streams.monitor import app_id
+    from churnstream.streams.kafka import end_offsets, make_consumer
+    from churnstream.streams.monitor import app_id
 
     topic = settings.topics.monitoring_batches
     consumer = make_consumer(settings, app_id(settings))
@@ -588,8 +588,8 @@ def malformed(draw: st.DrawFn, version: str) -> tuple[str, bytes | None, str]:
 
 def registered_model(model_dir: Path, reference: Any) -> str:
     """Registers a stand-in model with ``reference`` as its reference sample; returns its version."""
-    from models.batch import BatchModel
-    from models.registry import ModelRegistry
+    from churnstream.models.batch import BatchModel
+    from churnstream.models.registry import ModelRegistry
 
     model = BatchModel(estimator=None, feature_names=FEATURE_NAMES, medians=dict.fromkeys(FEATURE_NAMES, 0.0))
     return ModelRegistry(model_dir).register(

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from churnstream.errors import ModelIntegrityError
+from churnstream.models.blend import Blender
+from churnstream.models.online import OnlineModel
 from churnstream.settings import Settings
-from models.blend import Blender
-from models.online import OnlineModel
 
 NAMES = ["recency_days", "orders_90d", "negative_tickets_total"]
 

@@ -14,7 +14,7 @@ import pytest
 from churnstream.errors import InfraError
 from churnstream.events import KINDS, infer_kind
 from churnstream.settings import Settings, Topics
-from streams.publish import publish_file
+from churnstream.streams.publish import publish_file
 from tests.integration.conftest import consume_all
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import redis
 
 from churnstream.errors import ChurnstreamError
 from churnstream.settings import Settings, Topics
-from streams.kafka import make_consumer
-from streams.rebuild import rebuild
+from churnstream.streams.kafka import make_consumer
+from churnstream.streams.rebuild import rebuild
 
 
 def test_rebuild_with_kafka_unreachable_keeps_redis_untouched(

@@ -15,11 +15,11 @@ import pytest
 import redis
 
 from churnstream.events import parse_time
+from churnstream.features.offline import read_events, snapshot
+from churnstream.features.store import RedisFeatureStore
 from churnstream.settings import Settings, Topics
-from features.offline import read_events, snapshot
-from features.store import RedisFeatureStore
-from streams.publish import publish_file
-from streams.scorer import ChurnScorer, build_scorer, restore_learner
+from churnstream.streams.publish import publish_file
+from churnstream.streams.scorer import ChurnScorer, build_scorer, restore_learner
 from tests.integration.conftest import (
     check_every_event_accounted_for,
     check_state_equals_offline,
@@ -225,8 +225,8 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
     import shutil
     import urllib.request
 
-    from models.registry import ModelRegistry
-    from streams.scorer import serve_http
+    from churnstream.models.registry import ModelRegistry
+    from churnstream.streams.scorer import serve_http
 
     models_dir = tmp_path / "models"
     shutil.copytree(world / "models", models_dir)
@@ -327,8 +327,8 @@ def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_doub
 def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
     scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path
 ) -> None:
-    from models.online import OnlineModel
-    from streams.rebuild import rebuild
+    from churnstream.models.online import OnlineModel
+    from churnstream.streams.rebuild import rebuild
 
     settings = scorer_settings
     events_dir = world / "events"
@@ -401,7 +401,7 @@ def test_sweeps_and_labels_do_not_depend_on_where_batches_end(
     batches elsewhere than the first pass did)."""
     from confluent_kafka.admin import AdminClient
 
-    from streams.topics import create_topics, topic_specs
+    from churnstream.streams.topics import create_topics, topic_specs
 
     small = dataclasses.replace(
         scorer_settings, topic_prefix=scorer_settings.topic_prefix + "b7.", batch_size=7

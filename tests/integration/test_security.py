@@ -37,13 +37,13 @@ from confluent_kafka import TopicPartition
 from churnstream import infra
 from churnstream.errors import InfraError, StoreError
 from churnstream.events import OrderEvent, decode_json, infer_kind
+from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.features.store import RedisFeatureStore
 from churnstream.messages import OUTCOME_COLUMNS, MonitoringBatch
 from churnstream.settings import DAY_MS, Settings, child_env
-from features.definitions import FEATURE_NAMES
-from features.store import RedisFeatureStore
-from streams.kafka import DeliveryTracker, make_consumer, make_producer
-from streams.publish import publish_file
-from streams.topics import create_topics, existing_topics
+from churnstream.streams.kafka import DeliveryTracker, make_consumer, make_producer
+from churnstream.streams.publish import publish_file
+from churnstream.streams.topics import create_topics, existing_topics
 from tests.integration.conftest import consume_all, produce_raw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,7 +315,7 @@ def test_monitor_app_gets_the_sasl_credentials_and_a_verifying_tls_context(
 
     import faust
 
-    from streams.monitor import MonitorApp
+    from churnstream.streams.monitor import MonitorApp
 
     built = MonitorApp.build(secure_settings)
     credentials = built.app.conf.broker_credentials

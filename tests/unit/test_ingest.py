@@ -9,7 +9,7 @@ import pytest
 
 from churnstream.events import OrderEvent, TicketEvent
 from churnstream.settings import Settings
-from streams.ingest import decode_message
+from churnstream.streams.ingest import decode_message
 
 NOW = 1_800_000_000_000
 ORDER = {
@@ -103,7 +103,7 @@ def test_a_split_batch_commits_each_message_with_its_own_part() -> None:
     """Partition 0: events at offsets 10, 11, 13 and dead letters at 12 and 14; partition 1: a dead letter
     at 4, events at 5, 6. Cut after the first three events (10, 5, 11)."""
     from churnstream.messages import DeadLetter
-    from streams.ingest import Batch, Coordinates
+    from churnstream.streams.ingest import Batch, Coordinates
 
     def event(offset: int, partition: int) -> tuple[OrderEvent, Coordinates]:
         order = OrderEvent(event_id=f"e{offset}", customer_id="c", timestamp=offset, order_id="o", amount=1.0)

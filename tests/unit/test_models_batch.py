@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.batch import BatchModel, _fast_path
-from models.train import _hgb, _logistic
+from churnstream.models.batch import BatchModel, _fast_path
+from churnstream.models.train import _hgb, _logistic
 
 NAMES = [f"f{i}" for i in range(6)]
 

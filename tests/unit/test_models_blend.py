@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from churnstream.errors import ModelIntegrityError
-from models.blend import Blender
+from churnstream.models.blend import Blender
 
 
 def _feed(blender: Blender, n: int, *, online_noise: float, batch_noise: float, seed: int = 0) -> None:

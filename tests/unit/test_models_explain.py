@@ -9,10 +9,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from churnstream.messages import Reason
-from models.batch import BatchModel, Calibration
-from models.blend import Blender
-from models.explain import CHECK_IN, EXPEDITE, SENIOR_SUPPORT, WIN_BACK, explain, recommended_actions
-from models.online import OnlineModel
+from churnstream.models.batch import BatchModel, Calibration
+from churnstream.models.blend import Blender
+from churnstream.models.explain import (
+    CHECK_IN,
+    EXPEDITE,
+    SENIOR_SUPPORT,
+    WIN_BACK,
+    explain,
+    recommended_actions,
+)
+from churnstream.models.online import OnlineModel
 
 NAMES = ["recency_days", "negative_tickets_total", "open_tickets", "spent_90d", "age"]
 MEDIANS = {

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from churnstream.errors import ModelIntegrityError
-from features.definitions import FEATURE_NAMES
-from models.learner import Learner
+from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.models.learner import Learner
 
 
 def _batch(rng: random.Random, n: int) -> tuple[list[list[float | None]], list[int], list[float], list]:

@@ -12,11 +12,11 @@ from sklearn.metrics import roc_auc_score
 
 from churnstream.errors import ModelIntegrityError
 from churnstream.events import parse_time
+from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.features.offline import read_events, training_table
+from churnstream.models.online import OnlineModel
 from churnstream.settings import DAY_MS
 from churnstream.sources.simulate import SimulationConfig, simulate
-from features.definitions import FEATURE_NAMES
-from features.offline import read_events, training_table
-from models.online import OnlineModel
 
 
 @pytest.fixture(scope="module")

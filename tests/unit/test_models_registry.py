@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 
 from churnstream.cli import main
 from churnstream.errors import ModelIntegrityError, ModelNotFoundError
-from models.batch import BatchModel, Calibration
-from models.registry import ModelRegistry
+from churnstream.models.batch import BatchModel, Calibration
+from churnstream.models.registry import ModelRegistry
 
 NAMES = ["recency_days", "orders_90d"]
 

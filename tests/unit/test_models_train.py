@@ -11,11 +11,11 @@ import pytest
 from churnstream.cli import main
 from churnstream.errors import ModelError
 from churnstream.events import parse_time
+from churnstream.features.definitions import FEATURE_NAMES, REQUIRED_FEATURES
+from churnstream.models.registry import ModelRegistry
+from churnstream.models.train import TrainConfig, plan_cutoffs, train
 from churnstream.settings import DAY_MS, Settings
 from churnstream.sources.simulate import SimulationConfig, simulate
-from features.definitions import FEATURE_NAMES, REQUIRED_FEATURES
-from models.registry import ModelRegistry
-from models.train import TrainConfig, plan_cutoffs, train
 
 START = parse_time("2024-01-01T00:00:00Z")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
+from churnstream.monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
 
 
 def test_adwin_detects_a_jump_in_error_rate() -> None:

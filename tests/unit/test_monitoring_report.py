@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from churnstream.messages import MonitoringBatch
-from monitoring.monitor import DriftMonitor, MonitorConfig
-from monitoring.reference import FrameSource
-from monitoring.render import RenderQueue, ReportRenderer
-from monitoring.report import ReportStore, run_drift_report
-from monitoring.state import MonitorState
+from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
+from churnstream.monitoring.reference import FrameSource
+from churnstream.monitoring.render import RenderQueue, ReportRenderer
+from churnstream.monitoring.report import ReportStore, run_drift_report
+from churnstream.monitoring.state import MonitorState
 
 FEATURES = ["spent_total", "avg_order_value", "tickets_90d", "recency_days", "orders_total"]
 

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from churnstream.messages import DeadLetter, DriftReport, MonitoringBatch
+from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
+from churnstream.monitoring.reference import FrameSource
+from churnstream.monitoring.render import Rendered, RenderJob
+from churnstream.monitoring.report import ReportStore
+from churnstream.monitoring.state import MonitorState, Position
 from churnstream.settings import Settings
-from monitoring.monitor import DriftMonitor, MonitorConfig
-from monitoring.reference import FrameSource
-from monitoring.render import Rendered, RenderJob
-from monitoring.report import ReportStore
-from monitoring.state import MonitorState, Position
-from streams.monitor import MonitorService, decode_batch
+from churnstream.streams.monitor import MonitorService, decode_batch
 
 T0 = 1_717_200_000_000
 TOPIC = "churnstream.monitoring_batches"

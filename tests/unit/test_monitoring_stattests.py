@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
 
-from monitoring.report import run_drift_report
-from monitoring.stattests import ColumnReference, ReferenceStats, _wasserstein, window_verdict
+from churnstream.monitoring.report import run_drift_report
+from churnstream.monitoring.stattests import ColumnReference, ReferenceStats, _wasserstein, window_verdict
 
 COLUMNS = ["amount", "days", "tenure", "tickets", "flag", "level", "mostly_empty", "constant"]
 

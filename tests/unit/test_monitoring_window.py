@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from churnstream.messages import MonitoringBatch
+from churnstream.monitoring.window import DriftWindow
 from churnstream.settings import DAY_MS
-from monitoring.window import DriftWindow
 
 HOUR = 3_600_000
 

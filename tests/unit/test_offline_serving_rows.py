@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from churnstream.events import OrderEvent
+from churnstream.features.offline import serving_rows
 from churnstream.settings import DAY_MS
-from features.offline import serving_rows
 
 T0 = 1_700_000_000_000 // DAY_MS * DAY_MS
 

@@ -9,13 +9,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from features.definitions import FEATURE_NAMES
-from models.batch import BatchModel
-from models.blend import Blender
-from models.learner import Learner
-from models.online import OnlineModel
-from models.registry import ModelRegistry
-from streams.scorer import ModelSet
+from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.models.batch import BatchModel
+from churnstream.models.blend import Blender
+from churnstream.models.learner import Learner
+from churnstream.models.online import OnlineModel
+from churnstream.models.registry import ModelRegistry
+from churnstream.streams.scorer import ModelSet
 
 
 def _learner(seed: int, labels: int) -> Learner:

@@ -13,10 +13,10 @@ import pytest
 from churnstream.cli import main
 from churnstream.errors import ConfigError
 from churnstream.events import Event, format_time, parse_event, parse_time
+from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.state import apply_event, new_state
 from churnstream.sources._output import rfc3339_seconds
 from churnstream.sources.simulate import DRIFT_CHANGES, SimulationConfig, simulate
-from features.definitions import FEATURE_NAMES, features_as_of
-from features.state import apply_event, new_state
 
 DAY_MS = 86_400_000
 START = parse_time("2024-01-01T00:00:00Z")
