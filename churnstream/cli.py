@@ -2,6 +2,10 @@
 
 Each subcommand lives beside the code it drives and is imported only when used, so
 ``churnstream alerts`` does not pay for importing Evidently.
+
+Exit codes follow the tools users know: 0 success, 1 a runtime failure (Kafka or Redis unreachable,
+records not delivered, a model that cannot be loaded), 2 a usage or configuration error (a bad flag, a
+malformed ``CHURN_*`` variable), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from churnstream.errors import ChurnstreamError
+from churnstream import __version__
+from churnstream.errors import ChurnstreamError, ConfigError
 from churnstream.settings import Settings
+
+log = logging.getLogger("churnstream")
 
 # subcommand -> "module:function"; the function takes (args, settings) and returns an exit code.
 _HANDLERS = {
-    "infra": "churnstream.infra:cli",
+    "infra": "churnstream.local_infra:cli",
     "topics": "churnstream.streams.topics:cli",
     "publish": "churnstream.streams.publish:cli",
     "alerts": "churnstream.streams.alerts:cli",
@@ -30,37 +37,110 @@ _HANDLERS = {
     "monitor": "churnstream.streams.monitor:cli",
     "rebuild": "churnstream.streams.rebuild:cli",
     "demo": "churnstream.streams.demo:cli",
+    "schema": "churnstream.schemas:cli",
+    "config": "churnstream.settings:cli",
 }
+
+_KAFKA = "CHURN_KAFKA_BOOTSTRAP (and CHURN_KAFKA_<PROPERTY> client properties), CHURN_TOPIC_PREFIX"
+_REDIS = "CHURN_REDIS_URL"
+_MODELS = "CHURN_MODEL_DIR"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and epilogs, which list settings and ports."""
+
+
+def _settings_epilog(*lines: str) -> str:
+    return (
+        "settings and ports:\n"
+        + "\n".join(f"  {line}" for line in lines)
+        + ("\n\nEvery setting is an environment variable; `churnstream config` prints the effective ones.")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churnstream",
         description="Streaming churn scoring and drift monitoring on Kafka and Redis.",
+        epilog="Run `churnstream COMMAND --help` for what a command does and the settings it reads.",
+        formatter_class=_Formatter,
     )
+    parser.add_argument("--version", action="version", version=f"churnstream {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    # -v is accepted after the subcommand too; SUPPRESS keeps a subcommand from resetting the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    infra = sub.add_parser("infra", help="start, stop or show the local Kafka broker and Redis server")
+    def command(name: str, summary: str, description: str, *epilog: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=_settings_epilog(*epilog) if epilog else None,
+            parents=[common],
+            formatter_class=_Formatter,
+        )
+
+    infra = command(
+        "infra",
+        "start, stop or show a local Kafka broker and Redis server (development)",
+        "Development only: start a single-node Kafka (from Maven Central jars, needs Java and Maven) and a\n"
+        "Redis server on this machine, unless their addresses already answer; stop what this command\n"
+        "started; or show what is reachable. Data, logs and pid files go under CHURN_VAR_DIR.",
+        f"{_KAFKA}; the broker listens on the CHURN_KAFKA_BOOTSTRAP port (default 9092)",
+        f"{_REDIS} (default port 6379), CHURN_VAR_DIR (default var)",
+    )
     infra.add_argument("action", choices=["up", "down", "status"])
 
-    topics = sub.add_parser("topics", help="manage topics")
+    topics = command(
+        "topics",
+        "create (idempotent) or list the contract's topics",
+        "`create` makes every input and output topic of the contract that does not exist yet (existing\n"
+        "ones are left as they are); `list` prints them with their partition counts.",
+        _KAFKA,
+        "CHURN_TOPIC_PARTITIONS: partitions of input topics (default 6)",
+    )
     topics.add_argument("action", choices=["create", "list"])
     topics.add_argument("--partitions", type=int, default=None, help="partitions of input topics (default 6)")
 
-    publish = sub.add_parser("publish", help="publish a JSON-lines or CSV file of events")
+    publish = command(
+        "publish",
+        "publish a JSON-lines or CSV file of events",
+        "Validate every record of FILE against the contract and publish the valid ones to their input\n"
+        "topics, keyed by customer_id; invalid records are reported with their line number and not sent.\n"
+        "Exits 1 when a record was invalid or not delivered.",
+        _KAFKA,
+        "CHURN_MAX_FUTURE_SKEW_HOURS: how far ahead of the wall clock a timestamp may be",
+    )
     publish.add_argument("file", help="a .jsonl/.json or .csv file ('-' for JSON lines on stdin)")
     publish.add_argument(
         "--topic", help="topic base name (orders, support_tickets, ...); inferred per record"
     )
 
-    alerts = sub.add_parser("alerts", help="print churn alerts")
+    alerts = command(
+        "alerts",
+        "print churn alerts",
+        "Print the alerts on churn_alerts. Without --follow: every alert on the topic, then exit. With\n"
+        "--follow: like `tail -f`, only alerts that arrive from now on (add --from-beginning to print\n"
+        "the existing ones first). Reads by assignment, so it never moves a worker's offsets.",
+        _KAFKA,
+    )
     alerts.add_argument("--follow", "-f", action="store_true", help="keep waiting for new alerts")
+    alerts.add_argument(
+        "--from-beginning", action="store_true", help="with --follow, print the existing alerts first"
+    )
     alerts.add_argument("--json", action="store_true", help="one JSON object per line")
-    alerts.add_argument("--from-beginning", action="store_true", default=True, help=argparse.SUPPRESS)
     alerts.add_argument("--limit", type=int, default=None, help="stop after this many alerts")
 
-    sim = sub.add_parser("simulate", help="write a simulated business's events with ground truth")
+    sim = command(
+        "simulate",
+        "write a simulated business's events with ground truth",
+        "Write orders.jsonl, support_tickets.jsonl, customer_profiles.jsonl and the ground truth\n"
+        "(truth.jsonl, manifest.json) of a simulated shop to --out. Needs neither Kafka nor Redis.",
+    )
     sim.add_argument("--customers", type=int, required=True)
     sim.add_argument("--days", type=int, required=True)
     sim.add_argument("--seed", type=int, required=True)
@@ -68,32 +148,99 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--drift-at", type=int, default=None, help="day from which the world shifts")
     sim.add_argument("--start", default="2024-01-01T00:00:00Z", help="event time of day 0")
 
-    dataset = sub.add_parser("dataset", help="prepare a real data set as contract events")
+    dataset = command(
+        "dataset",
+        "prepare a real data set as contract events",
+        "Write the real CDNOW order log as orders.jsonl, plus simulated support tickets and profiles for\n"
+        "the same customers, to --out. Needs neither Kafka nor Redis.",
+    )
     dataset.add_argument("name", choices=["cdnow"])
     dataset.add_argument("--out", required=True)
     dataset.add_argument("--seed", type=int, default=7, help="seed of the simulated tickets")
 
-    feats = sub.add_parser("features", help="print a customer's online features as JSON")
+    feats = command(
+        "features",
+        "print a customer's online features as JSON",
+        "Print CUSTOMER_ID's features as the scorers keep them in Redis, as of --as-of (default: the\n"
+        "latest event time the service has seen). Exits 1 for an unknown customer.",
+        f"{_REDIS}, CHURN_TOPIC_PREFIX (the namespace of the Redis keys)",
+    )
     feats.add_argument("customer_id")
     feats.add_argument("--as-of", default=None, help="RFC 3339 time or epoch ms (default: latest event time)")
 
-    train = sub.add_parser("train", help="train and register the batch model from event files")
+    model_dir_help = "model registry directory (default CHURN_MODEL_DIR)"
+    train = command(
+        "train",
+        "train and register the batch model from event files",
+        "Train the batch model from the event files in --events (point-in-time correct: features as of\n"
+        "each cutoff use only earlier events), compare it with its baselines on held-out time, register\n"
+        "it in the model registry and, unless --no-promote, make it the current model.",
+        f"{_MODELS}: the registry (or --model-dir); CHURN_HORIZON_DAYS: the churn horizon",
+    )
     train.add_argument("--events", required=True, help="directory with orders.jsonl, support_tickets.jsonl")
-    train.add_argument("--out", default=None, help="model registry directory (default CHURN_MODEL_DIR)")
+    train.add_argument("--out", "--model-dir", dest="model_dir", default=None, help=model_dir_help)
     train.add_argument("--until", default=None, help="use only events before this time (RFC 3339)")
     train.add_argument("--no-promote", action="store_true", help="register without making it current")
 
-    models = sub.add_parser("models", help="list, promote or roll back model versions")
+    models = command(
+        "models",
+        "list, show, promote or roll back model versions",
+        "Manage the model registry: list the versions, show one (default: the current one), promote a\n"
+        "version to current, or roll back to the previous current one. Workers pick up a change within\n"
+        "CHURN_MODEL_POLL_SECONDS.",
+        f"{_MODELS}: the registry (or --model-dir)",
+    )
     models.add_argument("action", choices=["list", "promote", "rollback", "show"])
     models.add_argument("version", nargs="?")
-    models.add_argument("--dir", default=None, help="model registry directory (default CHURN_MODEL_DIR)")
+    models.add_argument("--model-dir", "--out", dest="model_dir", default=None, help=model_dir_help)
+    models.add_argument("--dir", dest="model_dir", default=None, help=argparse.SUPPRESS)  # its old name
 
-    sub.add_parser("score", help="run the scoring worker until SIGTERM/SIGINT")
-    sub.add_parser("monitor", help="run the drift monitor until SIGTERM/SIGINT")
-    rebuild = sub.add_parser("rebuild", help="rebuild Redis state by replaying the input topics")
+    command(
+        "score",
+        "run the scoring worker until SIGTERM/SIGINT",
+        "Run one scoring worker, a member of the scorers' consumer group: it reads the input topics,\n"
+        "keeps every customer's features in Redis, scores customers on their events and on event-time\n"
+        "sweeps, learns from labels as they become known, and writes churn_predictions, churn_alerts,\n"
+        "churn_outcomes and dead_letter. Start more processes to share the partitions.",
+        _KAFKA,
+        f"{_REDIS}; {_MODELS}: the current model (the worker waits for one)",
+        "CHURN_CONSUMER_GROUP (default <prefix>churnstream-scorer), CHURN_BATCH_SIZE, CHURN_BATCH_TIMEOUT_MS",
+        "CHURN_HORIZON_DAYS, CHURN_HIGH_THRESHOLD, CHURN_MEDIUM_THRESHOLD, CHURN_ALERT_COOLDOWN_DAYS",
+        "CHURN_SWEEP_INTERVAL_DAYS, CHURN_SWEEP_MILESTONES_DAYS, CHURN_SWEEP_MAX_SILENCE_DAYS",
+        "port: /metrics and /health on CHURN_WEB_HOST:CHURN_METRICS_PORT (default 127.0.0.1:9108)",
+    )
+    command(
+        "monitor",
+        "run the drift monitor until SIGTERM/SIGINT",
+        "Run the drift monitor: it reads what the scorers predicted and learned, closes a window every\n"
+        "CHURN_DRIFT_WINDOW_ROWS predictions (or CHURN_DRIFT_WINDOW_DAYS of event time), compares it with\n"
+        "the model's reference data with Evidently, and writes drift_reports plus an HTML report per\n"
+        "window under CHURN_REPORT_DIR.",
+        _KAFKA,
+        f"{_MODELS}: the reference data of each model version; CHURN_REPORT_DIR: the reports",
+        "CHURN_DRIFT_WINDOW_ROWS, CHURN_DRIFT_WINDOW_DAYS, CHURN_DRIFT_SHARE",
+        "port: report pages, /metrics and /health on CHURN_WEB_HOST:CHURN_WEB_PORT (default 127.0.0.1:8088)",
+    )
+    rebuild = command(
+        "rebuild",
+        "rebuild Redis state by replaying the input topics",
+        "Clear this deployment's Redis state (keys under CHURN_TOPIC_PREFIX) and rebuild every customer's\n"
+        "features by replaying the input topics from their beginning. Stop the scorers first.",
+        _KAFKA,
+        _REDIS,
+    )
     rebuild.add_argument("--yes", action="store_true", help="do not ask before clearing state")
 
-    demo = sub.add_parser("demo", help="the whole story on one machine, end to end")
+    demo = command(
+        "demo",
+        "the whole story on one machine, end to end",
+        "Play the real CDNOW customer base through the whole system: train, score the history, replay\n"
+        "the held-out period through Kafka, monitor drift, and print a summary. Uses the Kafka and Redis\n"
+        "at the configured addresses, starting local ones (development tooling) when none answers.",
+        f"{_KAFKA}; topics get the prefix demo. unless --prefix",
+        f"{_REDIS}; CHURN_VAR_DIR",
+        "ports: the scorer's and monitor's HTTP ports (free ones near 9108 and 8088)",
+    )
     demo.add_argument("--customers", type=int, default=None, help="use only this many CDNOW customers")
     demo.add_argument("--keep-running", action="store_true", help="leave Kafka and Redis running at the end")
     demo.add_argument(
@@ -104,7 +251,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--drift-windows", type=int, default=None, help="drift windows to aim for (default 8)")
     demo.add_argument("--prefix", default=None, help="topic prefix of the demo (default demo.)")
     demo.add_argument("--work-dir", default=None, help="the demo's directory (default var/demo)")
+
+    schema = command(
+        "schema",
+        "print the JSON Schema of a topic's messages",
+        "Print the JSON Schema (draft 2020-12) of one topic's messages, or of every topic as one JSON\n"
+        "object keyed by topic. The schemas come from the definitions the code validates with.",
+    )
+    schema.add_argument("topic", nargs="?", help="a topic's base name, e.g. orders or churn_alerts")
+
+    config = command(
+        "config",
+        "print the effective settings, secrets redacted",
+        "Print every setting as the environment variable that sets it, its effective value (secrets as\n"
+        "***) and whether it came from the environment or is the default.",
+    )
+    config.add_argument("--json", action="store_true", help="one JSON object")
     return parser
+
+
+class _LibrdkafkaLog:
+    """librdkafka's own log lines, demoted to DEBUG under ``churnstream.kafka``: the failures that matter
+    reach the user as one error from the command, not as hundreds of ``%3|...|FAIL|`` lines."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("churnstream.kafka.librdkafka")
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        self._log.debug(msg, *args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,13 +289,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        settings = Settings.from_env()
+        for warning in Settings.unknown_variables():
+            log.warning("%s", warning)
+        settings = Settings.from_env(kafka_logger=_LibrdkafkaLog())
         module_name, func_name = _HANDLERS[args.command].split(":")
         handler = getattr(importlib.import_module(module_name), func_name)
         return int(handler(args, settings) or 0)
-    except ChurnstreamError as exc:
+    except ConfigError as exc:
         print(f"churnstream {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ChurnstreamError as exc:
+        print(f"churnstream {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

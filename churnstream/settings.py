@@ -14,7 +14,9 @@ False
 
 from __future__ import annotations
 
+import difflib
 import functools
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -161,6 +163,8 @@ class Settings:
     var_dir: Path = Path("var")
     drift_window_days: float = 7.0
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
+    # Not a setting users make: where librdkafka's own log lines go (``logger`` of every Kafka client).
+    kafka_logger: Any = field(default=None, compare=False)
 
     _ENV = {
         "kafka_bootstrap": "CHURN_KAFKA_BOOTSTRAP",
@@ -214,6 +218,44 @@ class Settings:
         settings = cls(**values)
         settings.check()
         return settings
+
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """A warning for each ``CHURN_*`` variable that no setting reads (a typo is otherwise silent).
+
+        ``CHURN_KAFKA_<PROPERTY>`` variables pass through to librdkafka, which rejects unknown properties
+        itself when a client is built, so they are not checked here.
+
+        >>> Settings.unknown_variables({"CHURN_HORIZON_DAY": "90", "CHURN_KAFKA_ACKS": "all"})
+        ['CHURN_HORIZON_DAY is not a churnstream setting and is ignored; did you mean CHURN_HORIZON_DAYS?']
+        """
+        env = os.environ if environ is None else environ
+        known = set(cls._ENV.values())
+        warnings = []
+        for var in sorted(env):
+            if not var.startswith("CHURN_") or var in known or var.startswith("CHURN_KAFKA_"):
+                continue
+            close = difflib.get_close_matches(var, sorted(known), n=1, cutoff=0.75)
+            hint = f"; did you mean {close[0]}?" if close else "; `churnstream config` lists the settings"
+            warnings.append(f"{var} is not a churnstream setting and is ignored{hint}")
+        return warnings
+
+    def effective(self, environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
+        """``(variable, value, source)`` of every setting, secrets as ``***``; source is ``env`` or
+        ``default``.
+
+        >>> Settings.from_env({"CHURN_HORIZON_DAYS": "90"}).effective({"CHURN_HORIZON_DAYS": "90"})[5]
+        ('CHURN_HORIZON_DAYS', '90.0', 'env')
+        """
+        env = os.environ if environ is None else environ
+        rows = []
+        for name, var in self._ENV.items():
+            value = self.redacted_redis_url if name == "redis_url" else str(getattr(self, name))
+            rows.append((var, value, "env" if env.get(var) not in (None, "") else "default"))
+        for prop, value in sorted(self.kafka_properties.items()):
+            var = "CHURN_KAFKA_" + prop.upper().replace(".", "_")
+            rows.append((var, "***" if _is_secret(prop) else str(value), "env"))
+        return rows
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for settings that cannot work together."""
@@ -309,6 +351,8 @@ class Settings:
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap, pass-through properties, then ``extra``."""
         config: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_logger is not None:
+            config["logger"] = self.kafka_logger
         config.update(self.kafka_properties)
         config.update(extra)
         return config
@@ -341,6 +385,8 @@ class Settings:
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
+            if f.name == "kafka_logger":
+                continue
             value: Any = getattr(self, f.name)
             if f.name == "redis_url":
                 value = self.redacted_redis_url
@@ -350,6 +396,18 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     __str__ = __repr__
+
+
+def cli(args: Any, settings: Settings) -> int:
+    """``churnstream config [--json]``: the effective settings, secrets redacted."""
+    rows = settings.effective()
+    if args.json:
+        print(json.dumps({var: value for var, value, _ in rows}, indent=2))
+        return 0
+    width = max(len(var) for var, _, _ in rows)
+    for var, value, source in rows:
+        print(f"{var:<{width}}  {value}{'  (default)' if source == 'default' else ''}")
+    return 0
 
 
 def child_env(settings: Settings) -> dict[str, str]:

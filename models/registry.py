@@ -347,7 +347,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def cli(args: Any, settings: Any) -> int:
     """``churnstream models [--dir D] list | show [VERSION] | promote VERSION | rollback``."""
-    registry = ModelRegistry(args.dir or settings.model_dir)
+    registry = ModelRegistry(args.model_dir or settings.model_dir)
     action = args.action
     out = sys.stdout
     if action == "list":

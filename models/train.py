@@ -640,7 +640,7 @@ def model_card(metadata: dict[str, Any]) -> str:
 
 def cli(args: Any, settings: Settings) -> int:
     """``churnstream train --events DIR [--out MODEL_DIR] [--until T] [--no-promote]``."""
-    root = args.out or settings.model_dir
+    root = args.model_dir or settings.model_dir
     version = train(
         args.events,
         root,

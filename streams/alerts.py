@@ -1,7 +1,9 @@
-"""``churnstream alerts``: print the churn alerts on ``churn_alerts``, from the beginning.
+"""``churnstream alerts``: print the churn alerts on ``churn_alerts``.
 
 It reads by assignment (no consumer group state is left behind), so it never moves a worker's offsets.
-Without ``--follow`` it stops at the end of the topic as it was when the command started.
+Without ``--follow`` it prints the topic from its beginning and stops at the end as it was when the
+command started; with ``--follow`` it starts at the end, like ``tail -f`` (``--from-beginning`` first
+prints what is there).
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ STALL_SECONDS = 30.0
 
 
 def read_topic(
-    settings: Settings, topic: str, *, follow: bool = False, poll_timeout: float = 0.5
+    settings: Settings,
+    topic: str,
+    *,
+    follow: bool = False,
+    from_beginning: bool = True,
+    poll_timeout: float = 0.5,
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """``(key, value)`` of each message of ``topic`` from the start; stops at the end unless ``follow``."""
+    """``(key, value)`` of each message of ``topic``; stops at the end unless ``follow``.
+
+    ``from_beginning=False`` (only with ``follow``) starts at the end, so only new messages come.
+    """
     consumer = make_consumer(
         settings,
         f"churnstream-reader-{uuid.uuid4().hex[:12]}",
@@ -45,7 +55,11 @@ def read_topic(
             raise InfraError(f"cannot read the end offsets of {topic}: {error}") from None
         partitions = sorted(marks)
         pending = {p: high for p, (low, high) in marks.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        if not from_beginning and follow:
+            pending = {}
+            consumer.assign([TopicPartition(topic, p, marks[p][1]) for p in partitions])
+        else:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         last_progress = time.monotonic()
         while follow or pending:
             msg = consumer.poll(poll_timeout)
@@ -113,6 +127,7 @@ def print_alerts(
     settings: Settings,
     *,
     follow: bool = False,
+    from_beginning: bool = True,
     as_json: bool = False,
     limit: int | None = None,
     out: TextIO | None = None,
@@ -128,7 +143,7 @@ def print_alerts(
     printed = 0
     if limit is not None and limit <= 0:
         return 0
-    for _key, value in read_topic(settings, topic, follow=follow):
+    for _key, value in read_topic(settings, topic, follow=follow, from_beginning=from_beginning):
         try:
             alert = json.loads(value or b"")
         except ValueError:
@@ -146,8 +161,17 @@ def print_alerts(
 
 
 def cli(args: Any, settings: Settings) -> int:
-    """``churnstream alerts [--follow] [--json] [--limit N]``."""
-    printed = print_alerts(settings, follow=args.follow, as_json=args.json, limit=args.limit)
-    if printed == 0 and not args.json:
+    """``churnstream alerts [--follow [--from-beginning]] [--json] [--limit N]``."""
+    if args.follow and not args.json:
+        where = "the beginning" if args.from_beginning else "new alerts"
+        print(f"following {settings.topics.churn_alerts} from {where} (Ctrl-C to stop)", file=sys.stderr)
+    printed = print_alerts(
+        settings,
+        follow=args.follow,
+        from_beginning=args.from_beginning or not args.follow,
+        as_json=args.json,
+        limit=args.limit,
+    )
+    if printed == 0 and not args.json and not args.follow:
         print(f"no alerts on {settings.topics.churn_alerts} yet", file=sys.stderr)
     return 0

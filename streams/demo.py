@@ -2,7 +2,7 @@
 
 What it does, one numbered line per step (long steps show a progress bar):
 
-1. makes sure Kafka and Redis answer (starting local ones with :mod:`churnstream.infra` when needed);
+1. makes sure Kafka and Redis answer (starting local ones with :mod:`churnstream.local_infra` when needed);
 2. clears what a previous demo left: its topics (prefix ``demo.``), consumer groups, Redis keys
    (``churn:demo.:*``) and work directory (``var/demo``), then creates the topics;
 3. prepares the events: CDNOW orders plus simulated tickets and profiles (``churnstream dataset cdnow``),
@@ -524,7 +524,7 @@ class Demo:
         return self.result
 
     def _services(self) -> None:
-        from churnstream.infra import ensure_kafka, ensure_redis
+        from churnstream.local_infra import ensure_kafka, ensure_redis
 
         with self.console.step("Kafka and Redis") as notes:
             for name, ensure in (("Kafka", ensure_kafka), ("Redis", ensure_redis)):
@@ -962,7 +962,7 @@ class Demo:
 
     def _stop(self) -> None:
         """Stop the workers (SIGTERM) and the services this run started, unless told to keep them."""
-        from churnstream.infra import KafkaNode, RedisNode, stop_kafka, stop_redis
+        from churnstream.local_infra import KafkaNode, RedisNode, stop_kafka, stop_redis
 
         stopped = []
         for worker in reversed(self.workers):

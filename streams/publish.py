@@ -129,26 +129,36 @@ def publish_file(
     and failed deliveries are counted in the result, not raised.
     """
     forced_kind = _resolve_topic(settings, topic)
-    needed = [f"{settings.topic_prefix}{forced_kind}"] if forced_kind else list(settings.topics.inputs)
-    have = existing_topics(settings)
-    missing = [name for name in needed if name not in have]
-    if missing:
-        raise InfraError(
-            f"topic(s) {', '.join(missing)} do not exist; create them with: churnstream topics create"
-        )
-
+    # The file is checked before Kafka is contacted: a typo in a path is not a network problem.
     source = str(path)
     is_csv = source.lower().endswith(".csv")
     if source == "-":
         stream: IO[bytes] = sys.stdin.buffer
         total = None
     else:
+        if Path(source).is_dir():
+            raise ConfigError(f"{source} is a directory; give a .jsonl or .csv file of events")
         try:
-            stream = open(source, "rb")  # noqa: SIM115 - closed in the finally below
+            stream = open(source, "rb")  # noqa: SIM115 - closed below or in the finally further down
         except OSError as exc:
             raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
         total = Path(source).stat().st_size
     rows = _csv_rows(stream) if is_csv else _json_lines(stream)
+
+    needed = [f"{settings.topic_prefix}{forced_kind}"] if forced_kind else list(settings.topics.inputs)
+    try:
+        have = existing_topics(settings)
+    except BaseException:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        raise
+    missing = [name for name in needed if name not in have]
+    if missing:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        raise InfraError(
+            f"topic(s) {', '.join(missing)} do not exist; create them with: churnstream topics create"
+        )
 
     result = PublishResult()
     tracker = DeliveryTracker()

@@ -71,9 +71,11 @@ def existing_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]
         except KafkaException as exc:
             admin.poll(0)  # serves error_cb: a refused login raises here rather than at the deadline
             if time.monotonic() >= deadline:
+                error = exc.args[0]
+                reason = error.str() if isinstance(error, KafkaError) else str(error)
                 raise InfraError(
-                    f"Kafka at {settings.kafka_bootstrap} does not answer ({exc.args[0]}); "
-                    "start it with: ./run infra up"
+                    f"Kafka at {settings.kafka_bootstrap} does not answer ({reason}); "
+                    "check CHURN_KAFKA_BOOTSTRAP (for a local development broker: churnstream infra up)"
                 ) from None
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from churnstream import infra
+from churnstream import local_infra as infra
 from churnstream.features.offline import read_events
 from churnstream.settings import Settings, Topics
 from churnstream.streams.topics import create_topics

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from churnstream import infra
+from churnstream import local_infra as infra
 from churnstream.errors import InfraError
 from churnstream.settings import Settings
 

@@ -34,7 +34,7 @@ import pytest
 import redis
 from confluent_kafka import TopicPartition
 
-from churnstream import infra
+from churnstream import local_infra as infra
 from churnstream.errors import InfraError, StoreError
 from churnstream.events import OrderEvent, decode_json, infer_kind
 from churnstream.features.definitions import FEATURE_NAMES
@@ -44,6 +44,7 @@ from churnstream.settings import DAY_MS, Settings, child_env
 from churnstream.streams.kafka import DeliveryTracker, make_consumer, make_producer
 from churnstream.streams.publish import publish_file
 from churnstream.streams.topics import create_topics, existing_topics
+from tests.integration import secured
 from tests.integration.conftest import consume_all, produce_raw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def free_port() -> int:
 @dataclass(frozen=True, slots=True)
 class SecureKafka:
     node: infra.KafkaNode
-    tls: infra.TlsFiles
+    tls: secured.TlsFiles
     admin_password: str
     password: str  # of USER, the account every client here logs in with
 
@@ -84,9 +85,9 @@ class SecureKafka:
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     """A broker whose only client listener is SASL_SSL (SCRAM-SHA-512), for this module only."""
     root = tmp_path_factory.mktemp("sasl-ssl-kafka")
-    tls = infra.make_tls_files(root / "tls")
+    tls = secured.make_tls_files(root / "tls")
     admin_password, password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
-    node = infra.sasl_ssl_node(
+    node = secured.sasl_ssl_node(
         root / "kafka",
         port=free_port(),
         controller_port=free_port(),
@@ -221,7 +222,7 @@ def test_a_wrong_password_fails_fast_with_a_clear_error(secure_kafka: SecureKafk
 
     proc, seconds = run_cli(env, "publish", str(EVENTS))
 
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "churnstream publish: error: Kafka at" in proc.stderr
     assert "authentication failed" in proc.stderr
     assert seconds < 30
@@ -257,7 +258,7 @@ def test_a_wrong_password_fails_fast_with_a_clear_error(secure_kafka: SecureKafk
 
 
 def test_a_certificate_from_another_ca_is_refused_clearly(secure_kafka: SecureKafka, tmp_path: Path) -> None:
-    other = infra.make_tls_files(tmp_path / "other-ca")
+    other = secured.make_tls_files(tmp_path / "other-ca")
     settings = Settings.from_env(secure_kafka.env(ca=other.ca))
 
     started = time.monotonic()
@@ -467,7 +468,7 @@ def test_a_wrong_redis_password_fails_clearly_without_the_password(secure_redis:
     assert "invalid username-password pair" in str(store_error.value)
     assert "authentication failed" in str(infra_error.value)
     assert "CHURN_REDIS_URL" in str(infra_error.value)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "churnstream features: error: Redis at redis://:***@" in proc.stderr
     assert "invalid username-password pair" in proc.stderr
     assert elapsed < 30
@@ -491,7 +492,7 @@ def test_redis_password_never_printed(
     assert status.returncode == 0, status.stdout + status.stderr
     assert "redis" in status.stdout and " reachable " in status.stdout.split("redis", 1)[1]
     assert (
-        features.returncode == 2 and "has seen no events yet" in features.stderr
+        features.returncode == 1 and "has seen no events yet" in features.stderr
     )  # logged in, found nothing
     shown = {
         "repr": repr(secure_redis),

@@ -148,12 +148,12 @@ def test_models_command_lists_promotes_and_rolls_back(
     registry.register(_model(1), {"chosen": "lr", "metrics": {"chosen": {"pr_auc": 0.5}}}, promote=True)
     registry.register(_model(2), {"chosen": "hgb", "metrics": {"chosen": {"pr_auc": 0.7}}})
 
-    assert main(["models", "--dir", str(tmp_path), "promote", "v0002"]) == 0
-    assert main(["models", "--dir", str(tmp_path), "list"]) == 0
+    assert main(["models", "--model-dir", str(tmp_path), "promote", "v0002"]) == 0
+    assert main(["models", "--model-dir", str(tmp_path), "list"]) == 0
     listing = capsys.readouterr().out
     assert "* v0002" in listing and "  v0001" in listing and "0.700" in listing
-    assert main(["models", "--dir", str(tmp_path), "show"]) == 0
+    assert main(["models", "--model-dir", str(tmp_path), "show"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == "v0002"
-    assert main(["models", "--dir", str(tmp_path), "rollback"]) == 0
+    assert main(["models", "--model-dir", str(tmp_path), "rollback"]) == 0
     assert registry.current_version() == "v0001"
-    assert main(["models", "--dir", str(tmp_path), "show", "v0009"]) == 2
+    assert main(["models", "--model-dir", str(tmp_path), "show", "v0009"]) == 1

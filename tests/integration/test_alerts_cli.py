@@ -1,0 +1,63 @@
+"""``churnstream alerts`` against a real topic: a snapshot by default, ``tail -f`` with ``--follow``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from churnstream.settings import Settings, Topics, child_env
+from tests.integration.conftest import CHURNSTREAM, produce_raw
+
+pytestmark = pytest.mark.integration
+
+
+def _alert(n: int) -> bytes:
+    return json.dumps({"alert_id": f"A{n}", "customer_id": f"C{n}", "churn_probability": 0.9}).encode()
+
+
+def _follow(settings: Settings, *extra: str, limit: int = 1) -> list[str]:
+    """Run ``alerts --follow --json --limit N`` and keep producing new alerts until it has printed N."""
+    proc = subprocess.Popen(
+        [CHURNSTREAM, "alerts", "--follow", "--json", "--limit", str(limit), *extra],
+        env=child_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    n = 100
+    deadline = time.monotonic() + 60
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            produce_raw(settings, settings.topics.churn_alerts, [(f"C{n}".encode(), _alert(n))])
+            n += 1
+            try:
+                proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                continue
+        assert proc.poll() == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.stdout is not None
+        return [json.loads(line)["alert_id"] for line in proc.stdout.read().splitlines()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_alerts_prints_the_topic_then_exits_and_follow_starts_at_the_end(
+    settings: Settings, topics: Topics
+) -> None:
+    produce_raw(settings, topics.churn_alerts, [(f"C{n}".encode(), _alert(n)) for n in (1, 2)])
+
+    snapshot = subprocess.run(
+        [CHURNSTREAM, "alerts", "--json"], env=child_env(settings), capture_output=True, text=True, timeout=60
+    )
+    followed = _follow(settings)
+    replayed = _follow(settings, "--from-beginning", limit=3)
+
+    assert snapshot.returncode == 0, snapshot.stderr
+    assert sorted(json.loads(line)["alert_id"] for line in snapshot.stdout.splitlines()) == ["A1", "A2"]
+    assert len(followed) == 1 and followed[0] not in ("A1", "A2")  # like tail -f: only what is new
+    assert len(replayed) == 3 and {"A1", "A2"} <= set(replayed)  # the existing ones as well

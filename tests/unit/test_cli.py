@@ -1,0 +1,142 @@
+"""The command line as a user meets it: help, version, settings, exit codes, errors without noise."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from churnstream import __version__
+from churnstream.cli import build_parser, main
+
+CHURNSTREAM = str(Path(sys.executable).with_name("churnstream"))
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nobody listens once the socket is closed
+
+
+def _subcommands() -> dict[str, object]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return dict(action.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_subcommand_says_what_it_does(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    description = out.split("\n\n", 2)[1]
+    assert len(description.split()) >= 8, f"`churnstream {name} --help` says too little:\n{out}"
+    if name in ("score", "monitor", "publish", "alerts", "topics", "rebuild", "features"):
+        assert "settings and ports:" in out and "CHURN_" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"churnstream {__version__}"
+
+
+def test_verbose_is_accepted_after_the_subcommand_too() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["-v", "config"]).verbose is True
+    assert parser.parse_args(["config", "-v"]).verbose is True
+    assert parser.parse_args(["config"]).verbose is False
+
+
+def test_one_name_for_the_model_directory() -> None:
+    parser = build_parser()
+    train = parser.parse_args(["train", "--events", "e", "--model-dir", "m"])
+    contract = parser.parse_args(["train", "--events", "e", "--out", "m"])
+    listing = parser.parse_args(["models", "list", "--model-dir", "m"])
+    assert train.model_dir == contract.model_dir == listing.model_dir == "m"
+
+
+def test_config_prints_effective_settings_with_secrets_redacted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHURN_HORIZON_DAYS", "90")
+    monkeypatch.setenv("CHURN_KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("CHURN_REDIS_URL", "redis://app:s3cret@db:6379/0")
+    assert main(["config", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["CHURN_HORIZON_DAYS"] == "90.0"
+    assert shown["CHURN_KAFKA_SASL_PASSWORD"] == "***"
+    assert shown["CHURN_REDIS_URL"] == "redis://app:***@db:6379/0"
+    assert main(["config"]) == 0
+    text = capsys.readouterr().out
+    assert "hunter2" not in text and "s3cret" not in text
+    assert "CHURN_ALERT_COOLDOWN_DAYS" in text and "(default)" in text
+
+
+def test_a_misspelt_setting_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHURN_HORIZON_DAY", "90")
+    assert main(["config"]) == 0
+    assert "CHURN_HORIZON_DAY is not a churnstream setting" in caplog.text
+    assert "did you mean CHURN_HORIZON_DAYS?" in caplog.text
+
+
+def test_usage_and_configuration_errors_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHURN_HORIZON_DAYS", "ninety")
+    assert main(["config"]) == 2
+    assert "CHURN_HORIZON_DAYS='ninety' is not a valid float" in capsys.readouterr().err
+    monkeypatch.delenv("CHURN_HORIZON_DAYS")
+    with pytest.raises(SystemExit) as done:
+        main(["score", "--no-such-flag"])
+    assert done.value.code == 2
+
+
+def test_publish_checks_its_file_before_contacting_kafka(tmp_path: Path) -> None:
+    env = {"CHURN_KAFKA_BOOTSTRAP": f"127.0.0.1:{_closed_port()}", "PATH": "/usr/bin:/bin"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [CHURNSTREAM, "publish", str(tmp_path / "missing.jsonl")], env=env, capture_output=True, text=True
+    )
+    assert time.monotonic() - started < 5  # never waited for the broker
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"churnstream publish: error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"
+    )
+
+
+def test_publish_with_kafka_unreachable_prints_one_clear_error_and_exits_1() -> None:
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    proc = subprocess.run(
+        [CHURNSTREAM, "publish", str(EXAMPLES / "events.jsonl")],
+        env={"CHURN_KAFKA_BOOTSTRAP": bootstrap, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 1
+    assert len(lines) <= 3, lines
+    assert lines[-1].startswith(f"churnstream publish: error: Kafka at {bootstrap} does not answer")
+    assert "CHURN_KAFKA_BOOTSTRAP" in lines[-1] and "./run" not in lines[-1]
+    assert not any("|FAIL|" in line for line in lines)
+
+
+def test_the_worker_and_monitor_never_import_the_development_tooling() -> None:
+    code = (
+        "import sys, churnstream.cli, churnstream.streams.scorer, churnstream.streams.monitor; "
+        "print(sorted(m for m in sys.modules if m.startswith('churnstream.local_infra')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
