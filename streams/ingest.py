@@ -100,18 +100,24 @@ def decode_message(
             kind, obj, key=key, now_ms=current, max_future_skew_hours=settings.max_future_skew_hours
         )
     except EventError as exc:
-        letter = DeadLetter(
-            source_topic=topic,
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=key,
-            value=value,
-            error=str(exc),
-            stage=exc.stage,
-            failed_at=current,
-        )
-        return None, letter
-    return event, None
+        error, stage = str(exc), exc.stage
+    except (
+        Exception
+    ) as exc:  # a case the rules above did not foresee: still this message's, never the worker's
+        error, stage = f"could not be validated: {type(exc).__name__}: {exc}"[:1000], "validate"
+    else:
+        return event, None
+    letter = DeadLetter(
+        source_topic=topic,
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=key,
+        value=value,
+        error=error,
+        stage=stage,
+        failed_at=current,
+    )
+    return None, letter
 
 
 def dead_letter_for(msg: RawMessage, error: EventError) -> DeadLetter:

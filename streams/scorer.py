@@ -309,6 +309,8 @@ class ChurnScorer:
         self._stop = threading.Event()
         self._rewound = True  # False while a rewind could not reach the broker or Redis
         self._last_model_check = time.monotonic()
+        # (topic, partition) -> end offset of a batch that failed: read one message at a time up to there
+        self._isolating: dict[tuple[str, int], int] = {}
 
     # -- partitions ------------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -374,6 +376,7 @@ class ChurnScorer:
     def run(self) -> None:
         """Process batches until :meth:`stop` (SIGTERM/SIGINT); retries failures with backoff."""
         backoff = 0.5
+        batch = Batch()
         while not self._stop.is_set():
             try:
                 if not self._rewound:  # never read on from where a failed batch left the consumer
@@ -382,12 +385,17 @@ class ChurnScorer:
                         self._stop.wait(backoff)
                         backoff = min(backoff * 2, 30.0)
                         continue
-                batch = self.reader.poll_batch()
+                # While a poison message is looked for, one message per batch, each committed at once.
+                batch = Batch()  # a poll that fails leaves no earlier batch to be blamed
+                batch = self.reader.poll_batch(1 if self._isolating else None)
                 self._check_model()
                 if batch.size:
                     started = time.perf_counter()
                     self.process(batch)
                     self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                    if self._isolating:
+                        self._commit_previous(wait=True)
+                        self._isolated(batch.offsets)
                 else:
                     self._commit_previous()
                 self.sweep()
@@ -400,7 +408,46 @@ class ChurnScorer:
                 self._rewind()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # not the infrastructure: something about the batch's messages
+                self._poison(batch, exc)
         self.close()
+
+    def _poison(self, batch: Batch, exc: Exception) -> None:
+        """A batch failed for a reason that is not Kafka or Redis: find the message and dead-letter it.
+
+        The worker goes back to its last commit and reads on one message at a time (each committed before
+        the next) up to the end of the failed batch; the one message that fails alone becomes a dead
+        letter (stage ``process``) with the error, its offset is passed, and the events after it are
+        processed normally. Retrying the whole batch would fail the same way for ever.
+        """
+        self._rewind()
+        if not self._isolating or batch.size != 1:
+            log.warning(
+                "a batch failed (%s: %s); looking for the message that causes it", type(exc).__name__, exc
+            )
+            for key, offset in batch.offsets.items():
+                self._isolating[key] = max(offset, self._isolating.get(key, 0))
+            return
+        if batch.events:
+            event, where = batch.events[0]
+            error = ProcessingError(f"could not be processed: {type(exc).__name__}: {exc}"[:1000])
+            letters = [self._dead_letter(event, where, error)]
+        else:
+            letters = batch.dead_letters
+        log.error(
+            "dead-lettering the message that fails alone (%s: %s)", type(exc).__name__, exc, exc_info=exc
+        )
+        self.process(Batch(dead_letters=letters, offsets=batch.offsets))
+        self._commit_previous(wait=True)
+        self._isolated(batch.offsets)
+
+    def _isolated(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Note progress through the messages of a failed batch; back to whole batches past its end."""
+        for key, offset in offsets.items():
+            if offset >= self._isolating.get(key, _NEVER):
+                del self._isolating[key]
+        if not self._isolating:
+            log.info("past the failed batch: back to batches of up to %d messages", self.settings.batch_size)
 
     def close(self) -> None:
         try:

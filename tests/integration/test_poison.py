@@ -1,0 +1,86 @@
+"""A message that breaks processing for a reason nobody foresaw stops neither the worker nor its partition.
+
+The fault is injected into scoring (a model that raises on one customer's row), since every input that
+is known to break the pipeline is now refused by validation; the path under test is the worker's:
+find the one message among its batch, dead-letter it with stage ``process``, go on with the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from churnstream.settings import Settings, Topics
+from churnstream.streams.scorer import build_scorer
+from tests.integration.conftest import (
+    committed_everything,
+    consume_all,
+    produce_raw,
+    simulate_world,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+POISON_AMOUNT = 4242.42
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulate_world(tmp_path_factory.mktemp("world"), customers=80, days=200, train_days=180, seed=5)
+
+
+def _order(n: int, amount: float) -> tuple[bytes, bytes]:
+    event = {
+        "event_id": f"e{n}",
+        "customer_id": f"C{n}",
+        "order_id": f"o{n}",
+        "timestamp": f"2024-09-{1 + n % 28:02d}T10:00:00Z",
+        "amount": amount,
+    }
+    return f"C{n}".encode(), json.dumps(event).encode()
+
+
+def test_a_message_that_fails_alone_is_dead_lettered_and_the_rest_are_scored(
+    settings: Settings, topics: Topics, redis_client: object, world: Path
+) -> None:
+    scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
+    scorer = build_scorer(scorer_settings)
+    score = scorer.models.score
+
+    def score_or_fail(rows: list[dict[str, Any]], partitions: list[int]) -> Any:
+        if any(row["spent_total"] == POISON_AMOUNT for row in rows):
+            raise ValueError("injected: the model cannot take this row")
+        return score(rows, partitions)
+
+    scorer.models.score = score_or_fail  # type: ignore[method-assign]
+    records = [_order(n, POISON_AMOUNT if n == 20 else 10.0 + n) for n in range(41)]
+    produce_raw(settings, topics.orders, records)  # before the worker starts: they come in one batch
+    thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 90, "every offset committed"
+        )
+        after = [_order(n, 5.0) for n in range(41, 46)]
+        produce_raw(settings, topics.orders, after)
+        wait_until(lambda: committed_everything(settings, settings.consumer_group), 60, "the later events")
+        assert thread.is_alive()
+    finally:
+        scorer.stop()
+        thread.join(60)
+
+    predictions = [json.loads(m.value() or b"") for m in consume_all(settings, topics.churn_predictions)]
+    letters = [json.loads(m.value() or b"") for m in consume_all(settings, topics.dead_letter)]
+    scored = sorted({p["event_id"] for p in predictions if p["trigger"] == "event"})
+    assert scored == sorted(f"e{n}" for n in range(46) if n != 20)
+    assert len(letters) == 1, letters
+    (letter,) = letters
+    assert letter["stage"] == "process"
+    assert "ValueError: injected: the model cannot take this row" in letter["error"]
+    assert json.loads(letter["value"])["event_id"] == "e20"
+    assert letter["source_topic"] == topics.orders and letter["key"] == "C20"
