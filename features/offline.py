@@ -9,6 +9,7 @@ interval overrides; rows whose horizon runs past the end of the data are left ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from bisect import bisect_right
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from churnstream.errors import ChurnstreamError, EventError
+from churnstream.errors import ChurnstreamError, EventError, ProcessingError
 from churnstream.events import Event, LabelEvent, OrderEvent, parse_event
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.state import apply_event, new_state
@@ -87,8 +88,15 @@ def _apply(states: dict[str, dict[str, Any]], event: Event, lateness_ms: int) ->
     state = states.get(event.customer_id)
     if state is None:
         state = states[event.customer_id] = new_state()
-    apply_event(state, event, lateness_ms=lateness_ms)
+    apply_customer_event(state, event, lateness_ms=lateness_ms)
     return True
+
+
+def apply_customer_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> None:
+    """:func:`apply_event`, skipping what the online store would dead-letter (a reused ``event_id`` with
+    other content), so a log with such events replays as the workers saw it."""
+    with contextlib.suppress(ProcessingError):
+        apply_event(state, event, lateness_ms=lateness_ms)
 
 
 def snapshot(
@@ -159,7 +167,7 @@ def training_rows(
             state = states.get(event.customer_id)
             if state is None:
                 state = states[event.customer_id] = new_state()
-            apply_event(state, event, lateness_ms=lateness_ms)
+            apply_customer_event(state, event, lateness_ms=lateness_ms)
         for cid, state in states.items():
             if active_within_ms is not None and state["max"] < t - active_within_ms:
                 continue

@@ -79,18 +79,57 @@ _LOG_OF = {OrderEvent: "o", TicketEvent: "t", ProfileEvent: "p"}
 
 
 def is_duplicate(state: dict[str, Any], event: Event) -> bool:
-    """Whether this event id was applied before (in the log of its kind, or folded and remembered)."""
+    """Whether this event id was applied before; :class:`ProcessingError` when it was, with other content.
+
+    Idempotence is per ``event_id`` and customer: the same id again with the same content is a silent
+    duplicate; the same id with another timestamp, kind or content (as far as the state keeps it: an
+    order's amount and status, a ticket's id, resolution and score, a profile's fields) is a conflict.
+    Ids are remembered for the recent log plus, once folded, the allowed lateness (``seen``); a folded id
+    keeps only its timestamp, so a reuse with the same timestamp is then taken as a duplicate.
+    """
     event_id = event.event_id
-    if event_id in state["seen"]:
+    ts = event.timestamp
+    folded = state["seen"].get(event_id)
+    if folded is not None:
+        if folded != ts:
+            raise _conflict(event, f"an event at {format_time(folded)}")
         return True
     log = state[_LOG_OF[type(event)]]
-    ts = event.timestamp
-    i = bisect_left(log, ts, key=_ts)  # a duplicate carries the same timestamp
+    i = bisect_left(log, ts, key=_ts)  # the common duplicate carries the same timestamp
     while i < len(log) and log[i][0] == ts:
         if log[i][1] == event_id:
+            if log[i] != _entry(event):
+                raise _conflict(event, "an event with other content at the same time")
             return True
         i += 1
+    for kind in ("o", "t", "p"):  # the same id elsewhere: another time or another kind of event
+        for entry in state[kind]:
+            if entry[1] == event_id:
+                raise _conflict(event, f"an event at {format_time(entry[0])}")
     return False
+
+
+def _conflict(event: Event, other: str) -> ProcessingError:
+    return ProcessingError(
+        f"event_id {event.event_id!r} was already used by {other} of customer {event.customer_id!r}; "
+        "an event_id may be reused only for the same event (a redelivery)"
+    )
+
+
+def _entry(event: Event) -> list[Any]:
+    """The log entry of an order, ticket or profile event (see the layout above)."""
+    if type(event) is OrderEvent:
+        return [event.timestamp, event.event_id, round(event.amount * MICRO), STATUS_CODE[event.status]]
+    if type(event) is TicketEvent:
+        res = event.resolution_time_hours
+        return [
+            event.timestamp,
+            event.event_id,
+            event.ticket_id,
+            None if res is None else round(res * MICRO),
+            event.satisfaction_score,
+        ]
+    return [event.timestamp, event.event_id, dict(event.fields)]  # type: ignore[union-attr]
 
 
 def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str:
@@ -114,22 +153,8 @@ def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str
             f"{format_time(fu)} are folded into totals): an event may be at most 90 days plus "
             "CHURN_ALLOWED_LATENESS_DAYS behind the customer's latest event"
         )
-    if kind is OrderEvent:
-        entry: list[Any] = [ts, event.event_id, round(event.amount * MICRO), STATUS_CODE[event.status]]  # type: ignore[union-attr]
-        log = state["o"]
-    elif kind is TicketEvent:
-        res = event.resolution_time_hours  # type: ignore[union-attr]
-        entry = [
-            ts,
-            event.event_id,
-            event.ticket_id,  # type: ignore[union-attr]
-            None if res is None else round(res * MICRO),
-            event.satisfaction_score,  # type: ignore[union-attr]
-        ]
-        log = state["t"]
-    else:
-        entry = [ts, event.event_id, dict(event.fields)]  # type: ignore[union-attr]
-        log = state["p"]
+    entry = _entry(event)
+    log = state[_LOG_OF[kind]]
     if not log or log[-1][0] < ts or (log[-1][0] == ts and log[-1][1] < event.event_id):
         log.append(entry)  # the common case: in order
     else:

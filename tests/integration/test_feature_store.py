@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Iterator
@@ -303,3 +304,35 @@ def test_a_transaction_commits_state_meta_blobs_and_due_together(store: FeatureS
     store.commit(tx)
     store.flush()  # due_before does not wait for writes in flight
     assert store.due_before(T0 + 20 * DAY_MS, shards=["0"], limit=10) == Due({}, None)
+
+
+def test_a_reused_event_id_with_other_content_changes_nothing_and_is_rejected(store: FeatureStore) -> None:
+    first = order(1, "c", 10, amount=20.0)
+    store.update([first, ticket(2, "c", 11)])
+    before = store.features("c", as_of=T0 + 12 * DAY_MS)
+
+    results = store.update(
+        [
+            first,  # a redelivery: the same event
+            dataclasses.replace(first, timestamp=T0 + 12 * DAY_MS),  # another time
+            dataclasses.replace(first, amount=99.0),  # another amount at the same time
+            TicketEvent(event_id=first.event_id, customer_id="c", timestamp=T0 + 12 * DAY_MS, ticket_id="x"),
+            dataclasses.replace(order(9, "c", 12), event_id="t2-c"),  # a ticket's id on an order
+        ]
+    )
+
+    assert [r.status for r in results] == ["duplicate", "rejected", "rejected", "rejected", "rejected"]
+    for r in results[1:]:
+        assert "event_id 'o1-c' was already used" in str(r.error) or "event_id 't2-c'" in str(r.error)
+        assert "only for the same event" in str(r.error)
+    assert store.features("c", as_of=T0 + 12 * DAY_MS) == before
+
+
+def test_a_reused_event_id_is_recognised_after_its_event_was_folded(store: FeatureStore) -> None:
+    store.update([order(1, "c", 1), order(2, "c", 100)])  # day 1 is folded into totals by day 100
+    again = store.update(
+        [order(1, "c", 1), dataclasses.replace(order(1, "c", 1), timestamp=T0 + 95 * DAY_MS)]
+    )
+    assert [r.status for r in again] == ["duplicate", "rejected"]
+    f = store.features("c", as_of=T0 + 100 * DAY_MS)
+    assert f is not None and f["orders_total"] == 2

@@ -84,3 +84,36 @@ def test_a_message_that_fails_alone_is_dead_lettered_and_the_rest_are_scored(
     assert "ValueError: injected: the model cannot take this row" in letter["error"]
     assert json.loads(letter["value"])["event_id"] == "e20"
     assert letter["source_topic"] == topics.orders and letter["key"] == "C20"
+
+
+def test_a_reused_event_id_with_other_content_is_dead_lettered_naming_the_conflict(
+    settings: Settings, topics: Topics, redis_client: object, world: Path
+) -> None:
+    scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
+    first = _order(1, 10.0)
+    again = first  # a redelivery: silently the same
+    other_time = (first[0], first[1].replace(b"2024-09-02", b"2024-09-05"))
+    other_amount = (first[0], first[1].replace(b"10.0", b"99.0"))
+    produce_raw(settings, topics.orders, [first, again, other_time, other_amount, _order(2, 3.0)])
+    scorer = build_scorer(scorer_settings)
+    thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 90, "every offset committed"
+        )
+    finally:
+        scorer.stop()
+        thread.join(60)
+
+    predictions = [json.loads(m.value() or b"") for m in consume_all(settings, topics.churn_predictions)]
+    letters = [json.loads(m.value() or b"") for m in consume_all(settings, topics.dead_letter)]
+    assert sorted(p["event_id"] for p in predictions if p["trigger"] == "event") == ["e1", "e2"]
+    assert [(d["stage"], json.loads(d["value"])["timestamp"]) for d in letters] == [
+        ("process", "2024-09-05T10:00:00Z"),
+        ("process", "2024-09-02T10:00:00Z"),
+    ]
+    for letter in letters:
+        assert "event_id 'e1' was already used by" in letter["error"]
+    (e1,) = [p for p in predictions if p["event_id"] == "e1"]
+    assert e1["features"]["spent_total"] == 10.0
