@@ -23,7 +23,7 @@ Memory stays bounded: old events are folded into totals (see :mod:`churnstream.f
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +72,10 @@ class Transaction:
     appends: dict[str, bytes] = field(default_factory=dict)  # appended to blobs (after ``blobs`` are set)
     due: dict[str, int | None] = field(default_factory=dict)
     watermark: int | None = None
+    # meta fields that must still hold exactly these values (None: absent) for the write to happen: the
+    # writer's claim on its partitions and the fences it wrote last, so a writer that lost a partition,
+    # or a Redis that lost recent writes, refuses the batch instead of building on what is not there
+    expect: dict[str, str | None] = field(default_factory=dict)
 
     def apply(self, event: Event, *, shard: str = "0") -> UpdateResult:
         """Apply one event to its customer's state (loaded by ``begin``)."""
@@ -127,7 +131,7 @@ class FeatureStore(ABC):
         of this batch is acknowledged by Kafka", which an asynchronous store waits for off the caller's
         thread. An exception from it is raised again by :meth:`flush`, and nothing is written.
         """
-        if tx.changed or tx.meta or tx.blobs or tx.appends or tx.due:
+        if tx.changed or tx.meta or tx.blobs or tx.appends or tx.due or tx.expect:
             self._save(tx, after)
         elif after is not None:
             after()
@@ -185,6 +189,10 @@ class FeatureStore(ABC):
         """A value written through :attr:`Transaction.blobs`."""
 
     @abstractmethod
+    def write_meta(self, values: Mapping[str, str]) -> None:
+        """Write small values at once, outside any transaction (a worker's claim on its partitions)."""
+
+    @abstractmethod
     def active_before(
         self, before: int, *, shards: Sequence[str], since: int | None = None
     ) -> dict[str, str]:
@@ -235,7 +243,8 @@ def check_servable(state: dict[str, Any], t: int) -> None:
 
 
 _CONFLICT = (
-    "another writer changed customers this worker was updating (did a rebalance move their partition?); "
+    "Redis no longer holds what this worker expects: another writer changed its customers or claimed its "
+    "partitions (a rebalance), or Redis lost writes it had acknowledged (a restart, a failover, a flush); "
     "the batch was not written"
 )
 
@@ -262,6 +271,8 @@ class MemoryFeatureStore(FeatureStore):
         if after is not None:
             after()
         if any(self._data.get(cid, (0, b""))[0] != tx.versions.get(cid, 0) for cid in tx.changed):
+            raise StoreError(_CONFLICT)
+        if any(self._meta.get(name) != value for name, value in tx.expect.items()):
             raise StoreError(_CONFLICT)
         for cid in tx.changed:
             state = tx.states[cid]
@@ -291,6 +302,9 @@ class MemoryFeatureStore(FeatureStore):
 
     def blob(self, name: str) -> bytes | None:
         return self._blobs.get(name)
+
+    def write_meta(self, values: Mapping[str, str]) -> None:
+        self._meta.update(values)
 
     def active_before(
         self, before: int, *, shards: Sequence[str], since: int | None = None
@@ -327,6 +341,12 @@ class MemoryFeatureStore(FeatureStore):
 _SAVE_LUA = """
 local head = cjson.decode(ARGV[1])
 local body = ARGV[2]
+for _, e in ipairs(head['e']) do
+  local cur = redis.call('HGET', KEYS[1], e[1])
+  if e[2] == cjson.null then
+    if cur then return 0 end
+  elseif cur ~= e[2] then return 0 end
+end
 local customers = head['c']
 for i, h in ipairs(customers) do
   local cur = redis.call('GET', KEYS[i + 1])
@@ -441,6 +461,7 @@ class RedisFeatureStore(FeatureStore):
                 (cid, "" if due is None else str(due), tx.shards.get(cid, "0")) for cid, due in tx.due.items()
             ],
             "w": "" if tx.watermark is None else str(tx.watermark),
+            "e": [[name, value] for name, value in tx.expect.items()],
         }
         if not head["m"]:
             head["m"] = {"_": "1"}  # cjson turns an empty object into an array
@@ -506,6 +527,11 @@ class RedisFeatureStore(FeatureStore):
         self.flush()
         value: bytes | None = self._read(self._redis.get, f"{self._ns}:blob:{name}")
         return value
+
+    def write_meta(self, values: Mapping[str, str]) -> None:
+        self.flush()
+        if values:
+            self._read(self._redis.hset, self._meta_key, mapping=dict(values))
 
     def active_before(
         self, before: int, *, shards: Sequence[str], since: int | None = None

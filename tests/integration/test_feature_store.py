@@ -336,3 +336,34 @@ def test_a_reused_event_id_is_recognised_after_its_event_was_folded(store: Featu
     assert [r.status for r in again] == ["duplicate", "rejected"]
     f = store.features("c", as_of=T0 + 100 * DAY_MS)
     assert f is not None and f["orders_total"] == 2
+
+
+def test_a_write_happens_only_while_the_expected_meta_values_hold(store: FeatureStore) -> None:
+    store.write_meta({"own:0": "worker-a"})
+    tx = store.begin(["c"])
+    tx.apply(order(1, "c", 1))
+    tx.meta["off:orders:0"] = "5"
+    tx.expect = {"own:0": "worker-a", "off:orders:0": None}
+    store.commit(tx)
+    store.flush()
+    assert store.meta("off:orders:0") == "5"
+
+    store.write_meta({"own:0": "worker-b"})  # another worker claimed the partition
+    stale = store.begin(["c"])
+    stale.apply(order(2, "c", 2))
+    stale.meta["off:orders:0"] = "6"
+    stale.expect = {"own:0": "worker-a", "off:orders:0": "5"}
+    with pytest.raises(StoreError, match="claimed its partitions"):
+        store.commit(stale)
+        store.flush()
+    assert store.meta("off:orders:0") == "5"
+    f = store.features("c", as_of=T0 + 3 * DAY_MS)
+    assert f is not None and f["orders_total"] == 1
+
+    behind = store.begin(["d"])  # a fence that is not what this writer wrote last: Redis lost writes
+    behind.apply(order(3, "d", 1))
+    behind.expect = {"own:0": "worker-b", "off:orders:0": "9"}
+    with pytest.raises(StoreError, match="lost writes"):
+        store.commit(behind)
+        store.flush()
+    assert store.features("d", as_of=T0 + 3 * DAY_MS) is None
