@@ -1,7 +1,11 @@
 """The event contract: typed input events, their validation, and time handling.
 
-Every rule of the contract's input tables lives in :func:`parse_event`. Times are held as integer
-epoch milliseconds (UTC) and emitted as RFC 3339 strings.
+Every rule of the contract's input tables is declared once in :data:`FIELDS` (one :class:`Field` per
+field of each input topic) and checked by :func:`parse_event`, whose hand-written checks take their
+bounds from there; :mod:`churnstream.schemas` publishes the same table as JSON Schemas. Beyond the
+contract's rules, every number has an upper bound the whole pipeline can hold (``amount`` <= 1e9,
+``items`` <= 100000, ``resolution_time_hours`` <= 1e6). Times are held as integer epoch milliseconds
+(UTC) and emitted as RFC 3339 strings.
 
 >>> e = parse_event("orders", {"event_id": "e1", "customer_id": "c1", "order_id": "o1",
 ...                            "timestamp": "2024-05-01T10:00:00Z", "amount": 12.5}, now_ms=1_800_000_000_000)
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +34,132 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 ORDER_STATUSES = ("completed", "returned", "cancelled")
 KINDS = ("orders", "support_tickets", "customer_profiles", "churn_labels")
 
-_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# Upper bounds that every part of the pipeline can hold. Sums over a customer's lifetime stay finite
+# with room to spare: a million orders of MAX_AMOUNT add up to 1e15, and a square (a variance, a drift
+# statistic) of any one value stays below 1e18, while a float reaches 1.8e308.
+MAX_AMOUNT = 1e9
+MAX_ITEMS = 100_000
+MAX_RESOLUTION_HOURS = 1e6  # 114 years
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of an input topic, as the contract states it.
+
+    :func:`parse_event` takes its checks' bounds from here and :mod:`churnstream.schemas` builds the
+    published JSON Schemas from the same objects, so the two cannot disagree. ``type`` is ``string``,
+    ``number``, ``integer``, ``boolean`` or ``time`` (an RFC 3339 string or integer epoch ms);
+    ``min``/``max`` bound numbers, integers and times; ``min_len``/``max_len`` bound a string's length
+    (longer is rejected) while ``truncate`` keeps only that many characters of free text; ``nullable``
+    means null is accepted and reads as absent; ``default`` is the value an absent or null field takes.
+    """
+
+    name: str
+    type: str
+    description: str
+    required: bool = False
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    min_len: int = 0
+    max_len: int | None = None
+    truncate: int | None = None
+    enum: tuple[str, ...] = ()
+    default: Any = None
+
+
+_EVENT_ID = Field(
+    "event_id",
+    "string",
+    "Unique per event; a redelivery with the same id changes nothing.",
+    required=True,
+    min_len=1,
+    max_len=128,
+)
+_CUSTOMER_ID = Field(
+    "customer_id", "string", "The customer; also the message key.", required=True, min_len=1, max_len=64
+)
+_TIMESTAMP = Field("timestamp", "time", "The event time.", required=True, min=0)
+_ORDER_ID = Field("order_id", "string", "The order.", required=True, min_len=1, max_len=128)
+_AMOUNT = Field(
+    "amount", "number", "The order total, a finite JSON number.", required=True, min=0, max=MAX_AMOUNT
+)
+_ITEMS = Field("items", "integer", "Items in the order.", nullable=True, min=1, max=MAX_ITEMS, default=1)
+_CATEGORY = Field(
+    "category",
+    "string",
+    "Product category; text past 128 characters is dropped.",
+    nullable=True,
+    truncate=128,
+)
+_STATUS = Field(
+    "status",
+    "string",
+    "Only completed orders count as purchases.",
+    nullable=True,
+    enum=ORDER_STATUSES,
+    default="completed",
+)
+_TICKET_ID = Field("ticket_id", "string", "The support ticket.", required=True, min_len=1, max_len=128)
+_RESOLUTION = Field(
+    "resolution_time_hours",
+    "number",
+    "Hours to resolve the ticket; null while it is still open.",
+    nullable=True,
+    min=0,
+    max=MAX_RESOLUTION_HOURS,
+)
+_SATISFACTION = Field(
+    "satisfaction_score",
+    "integer",
+    "The customer's rating; 2 or less counts as negative.",
+    nullable=True,
+    min=1,
+    max=5,
+)
+_CHANNEL = Field(
+    "channel",
+    "string",
+    "Where the ticket came in; text past 128 characters is dropped.",
+    nullable=True,
+    truncate=128,
+)
+_SIGNUP_DATE = Field("signup_date", "time", "When the customer signed up.", nullable=True, min=0)
+_AGE = Field("age", "integer", "The customer's age in years.", nullable=True, min=0, max=130)
+_CITY = Field(
+    "city",
+    "string",
+    "The customer's city; text past 128 characters is dropped.",
+    nullable=True,
+    truncate=128,
+)
+_EMAIL_VERIFIED = Field("email_verified", "boolean", "Whether the e-mail address is verified.", nullable=True)
+_PHONE_VERIFIED = Field("phone_verified", "boolean", "Whether the phone number is verified.", nullable=True)
+_CHURNED = Field(
+    "churned", "boolean", "The explicit outcome; it overrides the inactivity rule.", required=True
+)
+
+_PROFILE = (_SIGNUP_DATE, _AGE, _CITY, _EMAIL_VERIFIED, _PHONE_VERIFIED)
+
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "orders": (_EVENT_ID, _CUSTOMER_ID, _TIMESTAMP, _ORDER_ID, _AMOUNT, _ITEMS, _CATEGORY, _STATUS),
+    "support_tickets": (
+        _EVENT_ID,
+        _CUSTOMER_ID,
+        _TIMESTAMP,
+        _TICKET_ID,
+        _RESOLUTION,
+        _SATISFACTION,
+        _CHANNEL,
+    ),
+    "customer_profiles": (_EVENT_ID, _CUSTOMER_ID, _TIMESTAMP, *_PROFILE),
+    "churn_labels": (_EVENT_ID, _CUSTOMER_ID, _TIMESTAMP, _CHURNED),
+}
+"""Every input topic's fields, in the order the contract lists them: the one definition of its rules."""
+
+# An RFC 3339 time with an offset ("T", "t" or a space between date and time); also in the JSON Schemas.
+TIME_PATTERN = r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(TIME_PATTERN)
 
 
 def parse_time(value: Any, field: str = "timestamp") -> int:
@@ -174,7 +304,7 @@ class TicketEvent:
         }
 
 
-PROFILE_FIELDS = ("signup_date", "age", "city", "email_verified", "phone_verified")
+PROFILE_FIELDS = tuple(f.name for f in _PROFILE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +381,10 @@ def decode_json(value: bytes | str | None) -> dict[str, Any]:
         raise DecodeError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise DecodeError("invalid JSON: nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise DecodeError(
+            f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {_type(obj)}")
     if "\\u" in text:  # orjson refused it: a lone surrogate escape decodes to a string nothing can encode
@@ -261,80 +395,117 @@ def decode_json(value: bytes | str | None) -> dict[str, Any]:
     return obj
 
 
-def _string(obj: dict[str, Any], name: str, *, max_len: int = 128, required: bool = True) -> Any:
-    value = obj.get(name)
+def _absent(obj: dict[str, Any], f: Field) -> None:
+    """Raise when a null or missing value is not allowed for ``f``; an optional field may be left out."""
+    if f.required:
+        raise ValidationError(
+            f"{f.name}: required field is missing" if f.name not in obj else f"{f.name}: must not be null"
+        )
+    if not f.nullable and f.name in obj:
+        raise ValidationError(f"{f.name}: must not be null")
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message; an integer too long to print (10**5000) is described instead."""
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        n = abs(value)
+        digits = int((n.bit_length() - 1) * 0.30102999566398120) + 1  # the fewest 2**(bits-1) can have
+        digits += n >= 10**digits
+        return f"{'-' if value < 0 else ''}an integer of {digits} digits"
+    return f"{value}"
+
+
+def _string(obj: dict[str, Any], f: Field) -> Any:
+    value = obj.get(f.name)
     if value is None:
-        if required:
-            raise ValidationError(
-                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
-            )
-        return None
+        _absent(obj, f)
+        return f.default
     if not isinstance(value, str):
-        raise ValidationError(f"{name}: expected a string, got {_type(value)}")
-    if not 1 <= len(value) <= max_len:
-        raise ValidationError(f"{name}: length {len(value)} is outside 1..{max_len}")
+        raise ValidationError(
+            f"{f.name}: expected a string{' or null' if f.nullable else ''}, got {_type(value)}"
+        )
+    if f.max_len is not None and not f.min_len <= len(value) <= f.max_len:
+        raise ValidationError(f"{f.name}: length {len(value)} is outside {f.min_len}..{f.max_len}")
+    if f.truncate is not None:
+        return value[: f.truncate]
     return value
 
 
-def _number(obj: dict[str, Any], name: str, *, required: bool, minimum: float | None = 0.0) -> float | None:
-    value = obj.get(name)
+def _choice(obj: dict[str, Any], f: Field) -> Any:
+    value = obj.get(f.name)
     if value is None:
-        if required:
-            raise ValidationError(
-                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
-            )
+        _absent(obj, f)
+        return f.default
+    if value not in f.enum:
+        raise ValidationError(f"{f.name}: must be one of {', '.join(f.enum)}, got {_shown(value)[:40]!r}")
+    return value
+
+
+def _number(obj: dict[str, Any], f: Field) -> float | None:
+    """A finite float within ``f``'s bounds; an int too large for a float fails its bound, not float()."""
+    value = obj.get(f.name)
+    if value is None:
+        _absent(obj, f)
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(f"{name}: expected a number, got {_type(value)}")
-    if not math.isfinite(value):
-        raise ValidationError(f"{name}: must be finite, got {value}")
-    if minimum is not None and value < minimum:
-        raise ValidationError(f"{name}: must be >= {minimum:g}, got {value}")
-    return float(value)
+        raise ValidationError(f"{f.name}: expected a number, got {_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(f"{f.name}: must be finite, got {value}")
+    if f.min is not None and value < f.min:
+        raise ValidationError(f"{f.name}: must be >= {f.min:g}, got {_shown(value)}")
+    if f.max is not None and value > f.max:
+        raise ValidationError(f"{f.name}: must be <= {f.max:g}, got {_shown(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # only for a field without a max
+        raise ValidationError(f"{f.name}: {_shown(value)} is too large for a number") from None
 
 
-def _integer(obj: dict[str, Any], name: str, lo: int, hi: int | None) -> int | None:
-    value = obj.get(name)
+def _integer(obj: dict[str, Any], f: Field) -> int | None:
+    value = obj.get(f.name)
     if value is None:
-        return None
+        _absent(obj, f)
+        return f.default
+    number = value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
-            value = int(value)
+            number = int(value)
         else:
-            raise ValidationError(f"{name}: expected an integer, got {_type(value)} {value!r}"[:200])
-    if value < lo or (hi is not None and value > hi):
-        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValidationError(f"{name}: must be {bound}, got {value}")
-    return value
+            raise ValidationError(f"{f.name}: expected an integer, got {_type(value)} {value!r}"[:200])
+    lo, hi = f.min, f.max
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise ValidationError(f"{f.name}: must be {_bounds(lo, hi, number)}, got {_shown(value)}")
+    return number
 
 
-def _boolean(obj: dict[str, Any], name: str, *, required: bool) -> bool | None:
-    value = obj.get(name)
+def _bounds(lo: float | None, hi: float | None, value: float) -> str:
+    """The rule a value broke: a short range reads best whole (``1..5``), a long one by the side broken."""
+    if lo is not None and hi is not None and hi - lo <= 1000:
+        return f"{lo:g}..{hi:g}"
+    return f">= {lo:g}" if lo is not None and value < lo else f"<= {hi:g}"
+
+
+def _boolean(obj: dict[str, Any], f: Field) -> bool | None:
+    value = obj.get(f.name)
     if value is None:
-        if required:
-            raise ValidationError(
-                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
-            )
+        _absent(obj, f)
         return None
     if not isinstance(value, bool):
-        raise ValidationError(f"{name}: expected true or false, got {_type(value)}")
+        raise ValidationError(f"{f.name}: expected true or false, got {_type(value)}")
     return value
 
 
-def _time(obj: dict[str, Any], name: str, *, now: int, skew_ms: int, required: bool = True) -> int | None:
-    value = obj.get(name)
+def _time(obj: dict[str, Any], f: Field, *, now: int, skew_ms: int) -> int | None:
+    value = obj.get(f.name)
     if value is None:
-        if required:
-            raise ValidationError(
-                f"{name}: required field is missing" if name not in obj else f"{name}: must not be null"
-            )
+        _absent(obj, f)
         return None
-    ms = parse_time(value, name)
-    if ms < 0:
-        raise ValidationError(f"{name}: {value} is before 1970-01-01")
+    ms = parse_time(value, f.name)
+    if f.min is not None and ms < f.min:
+        raise ValidationError(f"{f.name}: {_shown(value)} is before {format_time(int(f.min))[:10]}")
     if ms > now + skew_ms:
         raise ValidationError(
-            f"{name}: {value} is more than {skew_ms / 3_600_000:g} h ahead of the wall clock "
+            f"{f.name}: {_shown(value)} is more than {skew_ms / 3_600_000:g} h ahead of the wall clock "
             "(CHURN_MAX_FUTURE_SKEW_HOURS)"
         )
     return ms
@@ -363,11 +534,23 @@ def parse_event(
     now_ms: int | None = None,
     max_future_skew_hours: float = 24.0,
 ) -> Event:
-    """Validate a decoded JSON object against the contract for topic ``kind``; unknown fields are ignored."""
+    """Validate a decoded JSON object against the contract for topic ``kind``; unknown fields are ignored.
+
+    Each check takes its bounds from :data:`FIELDS`. Besides the contract's rules, numbers have upper
+    bounds every stage can hold: ``amount`` <= 1e9, ``items`` <= 100000, ``resolution_time_hours`` <= 1e6
+    (``satisfaction_score`` stays 1..5 and ``age`` 0..130), so no later sum or square overflows a float;
+    an integer too large for a float is rejected for its bound like any other value.
+
+    >>> parse_event("orders", {"event_id": "e1", "customer_id": "c1", "order_id": "o1", "timestamp": 0,
+    ...                        "amount": 10**400})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    churnstream.errors.ValidationError: amount: must be <= 1e+09, got an integer of 401 digits
+    """
     now = _now() if now_ms is None else now_ms
     skew = int(max_future_skew_hours * 3_600_000)
-    event_id = _string(obj, "event_id", max_len=128)
-    customer_id = _string(obj, "customer_id", max_len=64)
+    event_id = _string(obj, _EVENT_ID)
+    customer_id = _string(obj, _CUSTOMER_ID)
     if key is not None:
         key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         if key_text != customer_id:
@@ -375,62 +558,49 @@ def parse_event(
                 f"message key {key_text[:80]!r} differs from customer_id {customer_id!r}; "
                 "key messages by customer_id so a customer's events stay in order"
             )
-    ts = _time(obj, "timestamp", now=now, skew_ms=skew)
+    ts = _time(obj, _TIMESTAMP, now=now, skew_ms=skew)
     assert ts is not None
     if kind == "orders":
-        status = obj.get("status")
-        if status is None:
-            status = "completed"
-        elif status not in ORDER_STATUSES:
-            raise ValidationError(
-                f"status: must be one of {', '.join(ORDER_STATUSES)}, got {str(status)[:40]!r}"
-            )
-        category = obj.get("category")
-        if category is not None and not isinstance(category, str):
-            raise ValidationError(f"category: expected a string or null, got {_type(category)}")
-        items = _integer(obj, "items", 1, None)
-        amount = _number(obj, "amount", required=True)
-        assert amount is not None
+        status = _choice(obj, _STATUS)
+        category = _string(obj, _CATEGORY)
+        items = _integer(obj, _ITEMS)
+        amount = _number(obj, _AMOUNT)
+        assert amount is not None and items is not None
         return OrderEvent(
             event_id=event_id,
             customer_id=customer_id,
             timestamp=ts,
-            order_id=_string(obj, "order_id", max_len=128),
+            order_id=_string(obj, _ORDER_ID),
             amount=amount,
-            items=1 if items is None else items,
-            category=category[:128] if category is not None else None,
+            items=items,
+            category=category,
             status=status,
         )
     if kind == "support_tickets":
-        channel = obj.get("channel")
-        if channel is not None and not isinstance(channel, str):
-            raise ValidationError(f"channel: expected a string or null, got {_type(channel)}")
+        channel = _string(obj, _CHANNEL)
         return TicketEvent(
             event_id=event_id,
             customer_id=customer_id,
             timestamp=ts,
-            ticket_id=_string(obj, "ticket_id", max_len=128),
-            resolution_time_hours=_number(obj, "resolution_time_hours", required=False),
-            satisfaction_score=_integer(obj, "satisfaction_score", 1, 5),
-            channel=channel[:128] if channel is not None else None,
+            ticket_id=_string(obj, _TICKET_ID),
+            resolution_time_hours=_number(obj, _RESOLUTION),
+            satisfaction_score=_integer(obj, _SATISFACTION),
+            channel=channel,
         )
     if kind == "customer_profiles":
         fields: dict[str, Any] = {}
         if "signup_date" in obj:
-            fields["signup_date"] = _time(obj, "signup_date", now=now, skew_ms=skew, required=False)
+            fields["signup_date"] = _time(obj, _SIGNUP_DATE, now=now, skew_ms=skew)
         if "age" in obj:
-            fields["age"] = _integer(obj, "age", 0, 130)
+            fields["age"] = _integer(obj, _AGE)
         if "city" in obj:
-            city = obj["city"]
-            if city is not None and not isinstance(city, str):
-                raise ValidationError(f"city: expected a string, got {_type(city)}")
-            fields["city"] = city[:128] if city is not None else None
-        for name in ("email_verified", "phone_verified"):
-            if name in obj:
-                fields[name] = _boolean(obj, name, required=False)
+            fields["city"] = _string(obj, _CITY)
+        for f in (_EMAIL_VERIFIED, _PHONE_VERIFIED):
+            if f.name in obj:
+                fields[f.name] = _boolean(obj, f)
         return ProfileEvent(event_id=event_id, customer_id=customer_id, timestamp=ts, fields=fields)
     if kind == "churn_labels":
-        churned = _boolean(obj, "churned", required=True)
+        churned = _boolean(obj, _CHURNED)
         assert churned is not None
         return LabelEvent(event_id=event_id, customer_id=customer_id, timestamp=ts, churned=churned)
     raise ValidationError(f"unknown input topic kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -26,23 +26,7 @@ from churnstream.features.state import (
     merge_ticket_summaries,
     ticket_summary,
 )
-
-REQUIRED_FEATURES = (
-    "orders_total",
-    "spent_total",
-    "avg_order_value",
-    "recency_days",
-    "tenure_days",
-    "orders_30d",
-    "orders_90d",
-    "spent_90d",
-    "mean_days_between_orders",
-    "returns_total",
-    "tickets_total",
-    "tickets_90d",
-    "negative_tickets_total",
-    "avg_resolution_hours",
-)
+from churnstream.messages import REQUIRED_FEATURES
 
 EXTRA_FEATURES = (
     "recency_ratio",  # recency relative to the customer's own rhythm: recency_days / mean_days_between_orders

@@ -136,6 +136,7 @@ def test_the_wheel_installs_only_churnstream(installed: Path) -> None:
         "models/train.py",
         "monitoring/monitor.py",
         "py.typed",
+        "jsonschema/orders.json",
     ):
         assert f"churnstream/{sub}" in files
 
