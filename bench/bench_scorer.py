@@ -202,12 +202,13 @@ def start_workers(settings: Settings, log_path: Path, n: int = 1) -> list[subpro
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "churnstream.cli", "score"],
-                env=child_env(settings),
+                # one id per worker: workers of a group that share an id (the host name) fence each other
+                env={**child_env(settings), "CHURN_WORKER_ID": f"bench-{i + 1}"},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-            for _ in range(n)
+            for i in range(n)
         ]
     admin = AdminClient(settings.kafka_config())
     deadline = time.monotonic() + 120

@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         _KAFKA,
         f"{_REDIS}; {_MODELS}: the current model (the worker waits for one)",
         "CHURN_CONSUMER_GROUP (default <prefix>churnstream-scorer), CHURN_BATCH_SIZE, CHURN_BATCH_TIMEOUT_MS",
+        "CHURN_WORKER_ID (default: the host name; distinct per worker of a group on one host),",
+        "CHURN_SESSION_TIMEOUT_MS (default 10000): a restarted worker takes its partitions back at once",
         "CHURN_HORIZON_DAYS, CHURN_HIGH_THRESHOLD, CHURN_MEDIUM_THRESHOLD, CHURN_ALERT_COOLDOWN_DAYS",
         "CHURN_SWEEP_INTERVAL_DAYS, CHURN_SWEEP_MILESTONES_DAYS, CHURN_SWEEP_MAX_SILENCE_DAYS",
         "port: /metrics and /health on CHURN_WEB_HOST:CHURN_METRICS_PORT (default 127.0.0.1:9108)",

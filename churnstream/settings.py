@@ -18,6 +18,8 @@ import difflib
 import functools
 import json
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +31,8 @@ from churnstream.errors import ConfigError
 DAY_MS = 86_400_000
 
 _SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
+# What Kafka accepts in a group.instance.id (the scorer's is "<group>-<worker id>"), with room for the group.
+_WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,8 @@ class Settings:
     drift_share: float = 0.3
     var_dir: Path = Path("var")
     drift_window_days: float = 7.0
+    worker_id: str = ""  # empty: this host's name (see worker_name)
+    session_timeout_ms: int = 10_000
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
     # Not a setting users make: where librdkafka's own log lines go (``logger`` of every Kafka client).
     kafka_logger: Any = field(default=None, compare=False)
@@ -193,6 +199,8 @@ class Settings:
         "drift_share": "CHURN_DRIFT_SHARE",
         "var_dir": "CHURN_VAR_DIR",
         "drift_window_days": "CHURN_DRIFT_WINDOW_DAYS",
+        "worker_id": "CHURN_WORKER_ID",
+        "session_timeout_ms": "CHURN_SESSION_TIMEOUT_MS",
     }
 
     @classmethod
@@ -250,7 +258,12 @@ class Settings:
         env = os.environ if environ is None else environ
         rows = []
         for name, var in self._ENV.items():
-            value = self.redacted_redis_url if name == "redis_url" else str(getattr(self, name))
+            if name == "redis_url":
+                value = self.redacted_redis_url
+            elif name == "worker_id":
+                value = self.worker_name
+            else:
+                value = str(getattr(self, name))
             rows.append((var, value, "env" if env.get(var) not in (None, "") else "default"))
         for prop, value in sorted(self.kafka_properties.items()):
             var = "CHURN_KAFKA_" + prop.upper().replace(".", "_")
@@ -271,6 +284,7 @@ class Settings:
             "batch_size",
             "topic_partitions",
             "sweep_interval_days",
+            "session_timeout_ms",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{self._ENV[name]} must be positive, got {getattr(self, name)}")
@@ -282,6 +296,11 @@ class Settings:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
                 f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}"
+            )
+        if self.worker_id and not _WORKER_ID.fullmatch(self.worker_id):
+            raise ConfigError(
+                "CHURN_WORKER_ID may hold only letters, digits, '.', '_' and '-' (at most 128), "
+                f"got {self.worker_id!r}"
             )
 
     @property
@@ -311,6 +330,24 @@ class Settings:
         ('prod.churnstream-scorer', 'g')
         """
         return self.scorer_group or f"{self.topic_prefix}churnstream-scorer"
+
+    @property
+    def worker_name(self) -> str:
+        """This scorer's identity in its consumer group: CHURN_WORKER_ID, by default the host name.
+
+        Stable across restarts on one host (a container keeps its host name through ``restart``, a
+        systemd unit its machine's), so a restarted worker takes its partitions straight back; two
+        workers on one host need distinct ids (see ``churnstream.streams.kafka.make_consumer``).
+
+        >>> Settings(worker_id="scorer-2").worker_name
+        'scorer-2'
+        >>> _WORKER_ID.fullmatch(Settings().worker_name) is not None
+        True
+        """
+        if self.worker_id:
+            return self.worker_id
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:128].strip(".")
+        return host or "worker"
 
     @property
     def topics(self) -> Topics:

@@ -10,6 +10,7 @@ A broker that refuses the client's credentials or TLS certificate makes the clie
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from churnstream.errors import InfraError, PublishError
+from churnstream.errors import ChurnstreamError, ConfigError, InfraError, PublishError
 from churnstream.settings import Settings
 
 # Input topics accept messages somewhat above the contract's 1 MiB so that oversized ones reach the
@@ -52,18 +53,99 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
 
 
 def make_consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
-    """A consumer in ``group`` that commits only explicitly and starts from the earliest offset."""
-    config = settings.kafka_config(
-        **{
-            "error_cb": raise_on_refusal(settings),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-        }
-    )
+    """A consumer in ``group`` that commits only explicitly and starts from the earliest offset.
+
+    ``extra`` as for :func:`make_producer`; ``worker_id`` (a string) makes it a long-lived worker of the
+    group (the scorer passes ``CHURN_WORKER_ID``). On the classic group protocol, librdkafka's default,
+    it is then a static member (``group.instance.id`` ``<group>-<worker_id>``) with a session of
+    ``CHURN_SESSION_TIMEOUT_MS``, heartbeats every third of it: restarted under the same id, after SIGKILL
+    or SIGTERM alike, it gets its partitions back at once, without a rebalance; gone for good, it keeps
+    them until the session times out. When another process joins under the same id, the broker fences
+    this one, and its next ``poll``/``consume`` raises :class:`ConfigError` naming ``CHURN_WORKER_ID``
+    (librdkafka reports the fence once and then stops consuming without a word).
+
+    With ``CHURN_KAFKA_GROUP_PROTOCOL=consumer`` (KIP-848) the broker sets the session timeout
+    (``group.consumer.session.timeout.ms``, 45 s at least by default) and refuses a static member
+    restarted after a crash until then, so the worker joins as a dynamic member, with the broker's range
+    assignor (partition p of every input topic to one member, as the classic default does). See
+    docs/operations.md.
+    """
+    defaults: dict[str, Any] = {
+        "error_cb": raise_on_refusal(settings),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    }
+    worker_id: str | None = extra.pop("worker_id", None)
+    if worker_id is None:
+        config = settings.kafka_config(**defaults)
+        config.update(_props(extra))
+        return Consumer(config)
+    if str(settings.kafka_properties.get("group.protocol", "classic")).lower() == "consumer":
+        defaults["group.remote.assignor"] = "range"
+    else:
+        instance = re.sub(r"[^A-Za-z0-9._-]", "_", group)[: 248 - len(worker_id)] + "-" + worker_id
+        defaults["group.instance.id"] = instance
+        defaults["session.timeout.ms"] = settings.session_timeout_ms
+        defaults["heartbeat.interval.ms"] = max(1, settings.session_timeout_ms // 3)
+    config = settings.kafka_config(**defaults)
     config.update(_props(extra))
-    return Consumer(config)
+    return _GroupWorker(config, settings=settings, worker_id=worker_id)
+
+
+class _GroupWorker(Consumer):
+    """A group worker's consumer (:func:`make_consumer`): raises from ``poll``/``consume``, then on every
+    later call, once librdkafka reports a group error that no retry can mend."""
+
+    def __init__(self, config: dict[str, Any], *, settings: Settings, worker_id: str) -> None:
+        super().__init__(config)
+        self._settings = settings
+        self._group = str(config["group.id"])
+        self._instance = config.get("group.instance.id")
+        self._worker_id = worker_id
+        self._failed: ChurnstreamError | None = None
+
+    def poll(self, timeout: float = -1) -> Message | None:
+        self._raise_if_failed()
+        msg = super().poll(timeout)
+        if msg is not None and msg.error() is not None:
+            self._check(msg.error())
+        return msg
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        self._raise_if_failed()
+        messages = super().consume(num_messages, timeout)
+        for msg in messages:
+            if msg.error() is not None:
+                self._check(msg.error())
+        return messages
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def _check(self, error: KafkaError | None) -> None:
+        """Raise (and remember) the error to end the worker with when ``error`` is one no retry mends."""
+        if error is None:
+            return
+        text = self._settings.redact(error.str())
+        if error.code() == KafkaError._FATAL and "fenced" in text.lower():
+            self._failed = ConfigError(
+                f"fenced out of consumer group {self._group!r}: another process joined it as the same "
+                f"static member {self._instance!r}. Two workers share CHURN_WORKER_ID={self._worker_id!r} "
+                "(the host name unless set), or a replacement was started while this worker still ran; "
+                "give every worker of a group its own CHURN_WORKER_ID, e.g. scorer-1 and scorer-2 on one host"
+            )
+        elif error.code() == KafkaError.INVALID_SESSION_TIMEOUT:
+            self._failed = ConfigError(
+                f"the broker refuses CHURN_SESSION_TIMEOUT_MS={self._settings.session_timeout_ms}: it "
+                "must lie between the broker's group.min.session.timeout.ms and "
+                "group.max.session.timeout.ms (6000 and 1800000 by default)"
+            )
+        elif error.code() == KafkaError._FATAL:
+            self._failed = InfraError(f"the Kafka consumer of group {self._group!r} failed for good: {text}")
+        self._raise_if_failed()
 
 
 def refusal(settings: Settings, error: KafkaError) -> InfraError | None:

@@ -46,7 +46,15 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from churnstream.errors import ChurnstreamError, ModelNotFoundError, ProcessingError, PublishError, StoreError
+from churnstream.errors import (
+    ChurnstreamError,
+    ConfigError,
+    InfraError,
+    ModelNotFoundError,
+    ProcessingError,
+    PublishError,
+    StoreError,
+)
 from churnstream.events import Event, LabelEvent, OrderEvent, now_ms
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.store import FeatureStore, RedisFeatureStore, Transaction
@@ -273,6 +281,7 @@ class ChurnScorer:
         metrics: ScorerMetrics | None = None,
         group: str | None = None,
         quiet: bool = False,
+        worker_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -288,6 +297,8 @@ class ChurnScorer:
             group=group or settings.consumer_group,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            # a static member of the group: see make_consumer and docs/operations.md
+            worker_id=worker_id,
             config={"on_commit": _log_failed_commit},
         )
         self.horizon = settings.horizon_ms
@@ -408,6 +419,8 @@ class ChurnScorer:
                 self._rewind()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+            except (ConfigError, InfraError):  # a setting or credential to fix (e.g. a fenced worker id)
+                raise
             except Exception as exc:  # not the infrastructure: something about the batch's messages
                 self._poison(batch, exc)
         self.close()
@@ -1033,10 +1046,16 @@ def restore_learner(store: FeatureStore, partition: int) -> Learner:
     )
 
 
-def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = False) -> ChurnScorer:
+def build_scorer(
+    settings: Settings, *, group: str | None = None, quiet: bool = False, worker_id: str | None = None
+) -> ChurnScorer:
     """Everything a worker needs, from settings: Redis store, models (with restored online state).
 
-    ``group`` overrides the consumer group; ``quiet`` rebuilds state without producing any output.
+    ``group`` overrides the consumer group; ``quiet`` rebuilds state without producing any output;
+    ``worker_id`` makes the worker a static member of its group under that id (``churnstream score``
+    passes CHURN_WORKER_ID), so a restart under the same id resumes at once. Without it the worker is a
+    dynamic member that leaves the group when it closes, as a worker embedded in another process (a
+    test, ``churnstream rebuild``) should.
     """
     import redis
 
@@ -1056,13 +1075,15 @@ def build_scorer(settings: Settings, *, group: str | None = None, quiet: bool = 
         )
 
     models = ModelSet(registry=registry, load_learner=functools.partial(restore_learner, store))
-    scorer = ChurnScorer(settings=settings, store=store, models=models, group=group, quiet=quiet)
+    scorer = ChurnScorer(
+        settings=settings, store=store, models=models, group=group, quiet=quiet, worker_id=worker_id
+    )
     return scorer
 
 
 def cli(args: Any, settings: Settings) -> int:
     """Run the scoring worker until SIGTERM/SIGINT: finish the batch, commit, exit 0."""
-    scorer = build_scorer(settings)
+    scorer = build_scorer(settings, worker_id=settings.worker_name)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: finishing the current batch", signum)
@@ -1079,6 +1100,12 @@ def cli(args: Any, settings: Settings) -> int:
         except OSError as exc:
             log.warning("metrics/health endpoint disabled: %s", exc)
     log.info("scoring with model %s; settings %r", scorer.models.version, settings)
+    log.info(
+        "worker %s (CHURN_WORKER_ID) of consumer group %s, session timeout %d ms",
+        settings.worker_name,
+        settings.consumer_group,
+        settings.session_timeout_ms,
+    )
     # What is loaded by now (libraries, models) lives as long as the process: keep it out of the
     # garbage collector's full passes, which otherwise stall a batch by ~90 ms every so often.
     gc.freeze()

@@ -32,7 +32,9 @@ For tests that run the scoring worker (``test_scorer``, ``test_faults``, ``test_
     Wait on real conditions: the worker group's committed offsets against the input topics' end offsets.
 ``start_worker(settings, log_path, **env)``, ``stop_worker(worker, log_path)``
     ``churnstream score`` as a subprocess with ``settings`` (plus ``CHURN_*`` overrides in ``env``);
-    ``stop_worker`` sends SIGTERM, which must finish the batch and exit 0.
+    each call is a new worker with a ``CHURN_WORKER_ID`` of its own unless ``env`` names one (pass the
+    same id to restart a worker as a supervisor would). ``stop_worker`` sends SIGTERM, which must finish
+    the batch and exit 0.
 ``check_every_event_accounted_for(settings, events)``, ``check_state_equals_offline(settings, events)``
     The end-to-end promises after a run, however it was interrupted: one answer per valid event (its
     ``event`` prediction, re-emitted only unchanged, or a dead letter), and the features, outcomes and
@@ -311,8 +313,11 @@ def produce_records(settings: Settings, records: Sequence[tuple[int, str, str, b
 def start_worker(settings: Settings, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
     """``churnstream score`` in a subprocess, with ``settings`` and the ``CHURN_*`` overrides in ``env``.
 
-    Its log goes to ``log_path`` (appended): a file, since a full pipe could block the worker.
+    Without ``CHURN_WORKER_ID`` in ``env`` the worker gets an id of its own: workers of one group that
+    share an id (by default the host name) fence each other out. Its log goes to ``log_path``
+    (appended): a file, since a full pipe could block the worker.
     """
+    env.setdefault("CHURN_WORKER_ID", f"test-worker-{uuid.uuid4().hex[:8]}")
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [CHURNSTREAM, "score"],
