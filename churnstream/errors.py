@@ -11,6 +11,7 @@
     │   └── ProcessingError         valid, but could not be applied (e.g. later than the retained history)
     ├── PublishError                records were not delivered
     ├── StoreError                  the feature store failed (Redis down, conflicting writer)
+    ├── StateLostError              Redis lost state that Kafka says was processed (stops a worker)
     └── ModelError                  training, registry or scoring problems
         ├── ModelNotFoundError      no such model version / no current model
         └── ModelIntegrityError     artifact sha256 does not match its metadata
@@ -75,3 +76,8 @@ class ModelNotFoundError(ModelError):
 
 class ModelIntegrityError(ModelError):
     """An artifact's sha256 does not match the one recorded when it was registered."""
+
+
+class StateLostError(ChurnstreamError):
+    """Redis has no state for partitions that Kafka says were processed: it lost its data. The worker
+    stops rather than carry on without it (``churnstream rebuild`` restores it from the input topics)."""

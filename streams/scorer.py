@@ -39,7 +39,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ from churnstream.errors import (
     ModelNotFoundError,
     ProcessingError,
     PublishError,
+    StateLostError,
     StoreError,
 )
 from churnstream.events import Event, LabelEvent, OrderEvent, now_ms
@@ -63,6 +64,7 @@ from churnstream.models.blend import blend
 from churnstream.models.learner import Learner
 from churnstream.models.online import OnlineModel, probabilities
 from churnstream.settings import DAY_MS, Settings
+from churnstream.streams.health import DependencyProbe, serve_http
 from churnstream.streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
 from churnstream.streams.kafka import DeliveryTracker, make_producer
 from churnstream.streams.labels import (
@@ -80,6 +82,7 @@ log = logging.getLogger(__name__)
 ID_NAMESPACE = uuid.UUID("6f1c2a3e-7d4b-4c1a-9e8f-3b2d1c0a9f8e")
 _NAMESPACE_BYTES = ID_NAMESPACE.bytes
 _NEVER = 2**62
+READY_LOOP_SECONDS = 30.0  # a loop that has not turned for this long makes the worker not ready
 # A partition's learner in Redis (see models.learner): snapshots of both models, and the log since.
 ONLINE_BLOB = "online"
 BLENDER_BLOB = "blender"
@@ -292,9 +295,13 @@ class ChurnScorer:
         self.producer = make_producer(settings, delivery_report_only_error=True)
         self.tracker = DeliveryTracker()
         self.quiet = quiet
+        self.group = group or settings.consumer_group
+        # this worker's claim on the partitions it is assigned, new with every assignment (see _on_assign)
+        self._claim = f"{worker_id or settings.worker_name}:{uuid.uuid4().hex[:12]}"
+        self._claims: dict[int, str] = {}
         self.reader = reader or EventTimeReader(
             settings=settings,
-            group=group or settings.consumer_group,
+            group=self.group,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             # a static member of the group: see make_consumer and docs/operations.md
@@ -320,27 +327,73 @@ class ChurnScorer:
         self._stop = threading.Event()
         self._rewound = True  # False while a rewind could not reach the broker or Redis
         self._last_model_check = time.monotonic()
+        self.last_loop_at = time.monotonic()  # when the loop last began a turn (liveness)
+        # stuck this long: /health says so, and a supervisor restarts the worker
+        self.stuck_after = max(60.0, 6 * settings.session_timeout_ms / 1000)
+        self.lag: int | None = None
+        self._lag_measured_at = 0.0
         # (topic, partition) -> end offset of a batch that failed: read one message at a time up to there
         self._isolating: dict[tuple[str, int], int] = {}
 
     # -- partitions ------------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take over partitions from what Redis says was applied (not from Kafka's committed offsets).
+
+        Redis is the truth of what was applied: each partition starts at its applied-offset fence, so
+        events a Redis that lost its last writes no longer holds are applied again. A partition Kafka
+        says was processed but Redis knows nothing of stops the worker (:class:`StateLostError`), before
+        anything is written. Then this worker claims the partitions: every later write requires the
+        claim to hold, so a worker that lost them without noticing can no longer write.
+        """
         self.store.reset()
         self._next_due = None
+        fences = self._fences(consumer, partitions)
+        self._claim = f"{self._claim.rpartition(':')[0]}:{uuid.uuid4().hex[:12]}"
+        self._claims.update({tp.partition: self._claim for tp in partitions})
+        self.store.write_meta({f"own:{p}": self._claim for p in {tp.partition for tp in partitions}})
         for tp in partitions:
             self.assigned.add(tp.partition)
-            stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
-            if stored is not None:
-                self.applied[(tp.topic, tp.partition)] = int(stored)
+            fence = fences.get((tp.topic, tp.partition))
+            if fence is not None:
+                self.applied[(tp.topic, tp.partition)] = fence
+                tp.offset = fence
             wm = self.store.meta(f"wm:{tp.partition}")
             if wm is not None:
                 self.partition_time[tp.partition] = max(self.partition_time.get(tp.partition, 0), int(wm))
             sweep = self.store.meta(f"sweep:{tp.partition}")
             if sweep is not None:
                 self.last_sweep[tp.partition] = int(sweep)
+        consumer.assign(partitions)  # at the fences
         for p in sorted({tp.partition for tp in partitions}):
             self.models.learner(p)  # restored now, not while the first events wait
         log.info("assigned %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+
+    def _fences(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The applied-offset fence in Redis of each partition that has one; :class:`StateLostError` when
+        Kafka's committed offsets say partitions were processed that Redis has no fence for."""
+        fences = {}
+        for tp in partitions:
+            stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
+            if stored is not None:
+                fences[(tp.topic, tp.partition)] = int(stored)
+        unknown = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in partitions
+            if (tp.topic, tp.partition) not in fences
+        ]
+        if unknown:
+            committed = consumer.committed(unknown, timeout=30)
+            lost = [f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in committed if tp.offset > 0]
+            if lost:
+                raise StateLostError(
+                    f"Redis at {self.settings.redacted_redis_url} has no state for partitions that consumer "
+                    f"group {self.group!r} has processed ({', '.join(sorted(lost)[:6])}"
+                    f"{', ...' if len(lost) > 6 else ''}): Redis lost its data (a flush, a restart without "
+                    "persistence, a failover to an empty replica). Nothing was written. Stop every "
+                    "`churnstream score`, run `churnstream rebuild` to restore the state from the input "
+                    "topics, then start the scorers again"
+                )
+        return fences
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -354,6 +407,7 @@ class ChurnScorer:
                 self.store.reset()
         for tp in partitions:
             self.applied.pop((tp.topic, tp.partition), None)
+            self._claims.pop(tp.partition, None)
         self.assigned -= {tp.partition for tp in partitions}
         self.models.forget(p for p in list(self.models.learners) if p not in self.assigned)
         self._sweep_queue = [entry for entry in self._sweep_queue if entry[1] in self.assigned]
@@ -389,6 +443,7 @@ class ChurnScorer:
         backoff = 0.5
         batch = Batch()
         while not self._stop.is_set():
+            self.last_loop_at = time.monotonic()
             try:
                 if not self._rewound:  # never read on from where a failed batch left the consumer
                     self._rewind()
@@ -410,6 +465,7 @@ class ChurnScorer:
                 else:
                     self._commit_previous()
                 self.sweep()
+                self._measure_lag()
                 backoff = 0.5
             except (StoreError, PublishError, KafkaException) as exc:
                 self.metrics.retries.inc()
@@ -419,7 +475,11 @@ class ChurnScorer:
                 self._rewind()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
-            except (ConfigError, InfraError):  # a setting or credential to fix (e.g. a fenced worker id)
+            except (
+                ConfigError,
+                InfraError,
+                StateLostError,
+            ):  # to fix outside: a setting, a credential, Redis
                 raise
             except Exception as exc:  # not the infrastructure: something about the batch's messages
                 self._poison(batch, exc)
@@ -480,7 +540,13 @@ class ChurnScorer:
                 log.error("keeping model %s: the promoted one cannot be loaded: %s", self.models.version, exc)
 
     def _rewind(self) -> None:
-        """Forget cached state and go back to the last committed offsets (nothing uncommitted is kept)."""
+        """Forget cached state and go back to what Redis says was applied (nothing uncommitted is kept).
+
+        Each partition is read again from its applied-offset fence in Redis (from Kafka's committed
+        offset where Redis has none yet): after a Redis that came back behind, the events it lost are
+        applied again. A claim Redis lost is made again; another worker's claim is left alone (the
+        rebalance that moves the partition away is on its way).
+        """
         self._rewound = False
         self._uncommitted = {}
         self._outbox = []
@@ -495,23 +561,29 @@ class ChurnScorer:
         with contextlib.suppress(StoreError):  # the failed write is what we are recovering from
             self.store.reset()
         try:
+            consumer = self.reader.consumer
             if isinstance(self.reader, EventTimeReader):
                 self.reader.rewind()
             else:
-                consumer = self.reader.consumer
                 assignment = consumer.assignment()
                 if assignment:
                     for tp in consumer.committed(assignment, timeout=10):
                         consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
-            for tp in self.reader.consumer.assignment():
-                stored = self.store.meta(f"off:{tp.topic}:{tp.partition}")
-                if stored is not None:
-                    self.applied[(tp.topic, tp.partition)] = int(stored)
+            assignment = consumer.assignment()
+            for (topic, partition), fence in self._fences(consumer, assignment).items():
+                self.applied[(topic, partition)] = fence
+                consumer.seek(TopicPartition(topic, partition, fence))
+            lost = {
+                f"own:{p}": claim for p, claim in self._claims.items() if self.store.meta(f"own:{p}") is None
+            }
+            self.store.write_meta(lost)
             # Event time goes back with the state: a watermark left ahead by the abandoned batches would
             # sweep a later tick first, so sweep predictions (and outcomes already emitted for them)
             # would differ from the first pass.
             self._reload_per_partition("wm", self.partition_time)
             self._rewound = True
+        except StateLostError:
+            raise
         except Exception as exc:  # the broker or Redis may still be down: retried before reading on
             log.warning("rewind incomplete (%s); retrying before reading on", exc)
 
@@ -637,7 +709,11 @@ class ChurnScorer:
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
                 tx.touch(cid)
         for (topic, partition), offset in batch.offsets.items():
-            tx.meta[f"off:{topic}:{partition}"] = str(offset)
+            name = f"off:{topic}:{partition}"
+            tx.meta[name] = str(offset)
+            previous = self.applied.get((topic, partition))
+            tx.expect[name] = None if previous is None else str(previous)  # what this worker wrote last
+        self._expect_claims(tx)
         for p in self.assigned:
             if p in self.partition_time:
                 tx.meta[f"wm:{p}"] = str(self.partition_time[p])
@@ -650,6 +726,11 @@ class ChurnScorer:
         self.last_batch_at = time.time()
         self._add(report)
         return report
+
+    def _expect_claims(self, tx: Transaction) -> None:
+        """The write happens only while this worker's claims on its partitions hold (see _on_assign)."""
+        for p, claim in self._claims.items():
+            tx.expect[f"own:{p}"] = claim
 
     def sweep(self) -> int:
         """Rescore the customers whose silence reached a milestone by the latest tick; returns predictions.
@@ -686,6 +767,7 @@ class ChurnScorer:
         pending = {p for _, p, _ in self._sweep_queue}
         for p in [p for p in self._sweep_done if p not in pending]:
             tx.meta[f"sweep:{p}"] = str(self._sweep_done.pop(p))
+        self._expect_claims(tx)
         report = BatchReport()
         self._finish(tx, scoring, [], [], report)
         self._add(report)
@@ -992,12 +1074,17 @@ class ChurnScorer:
         if wm is not None:
             self.metrics.watermark.set(wm / 1000)
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: whether the loop turned within the last ``stuck_after`` seconds, and what it did."""
+        age = time.monotonic() - self.last_loop_at
+        alive = age < self.stuck_after
+        return alive, {
+            "status": "ok" if alive else "stuck",
+            "loop_age_seconds": round(age, 3),
             "model_version": self.models.version,
             "partitions": sorted(self.assigned),
             "watermark": self.watermark(),
+            "lag": self.lag,
             "last_batch_at": self.last_batch_at,
             "online_labels": {
                 p: learner.online.n_learned for p, learner in sorted(self.models.learners.items())
@@ -1005,36 +1092,53 @@ class ChurnScorer:
             "totals": {name: getattr(self.totals, name) for name in BatchReport.__slots__},  # type: ignore[attr-defined]
         }
 
+    def ready(self, probe: DependencyProbe) -> tuple[bool, dict[str, Any]]:
+        """Readiness: Kafka and Redis answer now, and the loop turned within the last 30 s."""
+        problems = [why for why in probe.problems().values() if why]
+        age = time.monotonic() - self.last_loop_at
+        if age >= READY_LOOP_SECONDS:
+            problems.append(f"the worker's loop has not turned for {age:.0f} s")
+        last = None if self.last_batch_at is None else round(time.time() - self.last_batch_at, 3)
+        return not problems, {
+            "status": "ready" if not problems else "not ready",
+            "reasons": problems,
+            "partitions": sorted(self.assigned),
+            "lag": self.lag,
+            "last_batch_age_seconds": last,
+        }
+
+    def _measure_lag(self) -> None:
+        """Messages behind the end of the assigned input partitions (from the client's cached ends)."""
+        now = time.monotonic()
+        if now - self._lag_measured_at < 5.0:
+            return
+        self._lag_measured_at = now
+        consumer = self.reader.consumer
+        behind = 0
+        for tp in consumer.position(consumer.assignment()):
+            high = consumer.get_watermark_offsets(tp, cached=True)[1]
+            if tp.offset >= 0 and high >= 0:
+                behind += max(0, high - tp.offset)
+        self.lag = behind
+        self.metrics.lag.set(behind)
+
 
 def _log_failed_commit(error: Any, partitions: list[TopicPartition]) -> None:
     if error is not None:
         log.warning("committing offsets failed (the Redis fence skips what is re-read): %s", error)
 
 
-def serve_http(host: str, port: int, scorer: ChurnScorer) -> ThreadingHTTPServer:
-    """``/metrics`` (Prometheus) and ``/health`` (JSON) in a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path.startswith("/metrics"):
-                body, ctype = scorer.metrics.render(), "text/plain; version=0.0.4"
-            elif self.path.startswith("/health"):
-                body, ctype = json.dumps(scorer.health()).encode(), "application/json"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="scorer-http", daemon=True).start()
-    return server
+def serve(scorer: ChurnScorer, host: str, port: int) -> ThreadingHTTPServer:
+    """The worker's ``/metrics``, ``/health`` and ``/ready`` (:mod:`churnstream.streams.health`)."""
+    probe = DependencyProbe(scorer.settings, redis=True)
+    return serve_http(
+        host,
+        port,
+        metrics=scorer.metrics.render,
+        health=scorer.health,
+        ready=functools.partial(scorer.ready, probe),
+        name="scorer-http",
+    )
 
 
 def restore_learner(store: FeatureStore, partition: int) -> Learner:
@@ -1094,9 +1198,9 @@ def cli(args: Any, settings: Settings) -> int:
     server = None
     if settings.metrics_port >= 0:
         try:
-            server = serve_http(settings.web_host, settings.metrics_port, scorer)
+            server = serve(scorer, settings.web_host, settings.metrics_port)
             host, port = server.server_address[:2]
-            log.info("metrics on http://%s:%s/metrics, health on /health", host, port)
+            log.info("metrics on http://%s:%s/metrics, liveness on /health, readiness on /ready", host, port)
         except OSError as exc:
             log.warning("metrics/health endpoint disabled: %s", exc)
     log.info("scoring with model %s; settings %r", scorer.models.version, settings)
@@ -1116,4 +1220,4 @@ def cli(args: Any, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli", "restore_learner"]
+__all__ = ["ChurnScorer", "ModelSet", "ScorerMetrics", "build_scorer", "cli", "restore_learner", "serve"]

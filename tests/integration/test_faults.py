@@ -10,11 +10,25 @@ a restart. Afterwards the promises of the kill -9 test hold: every valid event h
 (re-emitted only unchanged), the features in Redis equal the offline builder's, and the online model
 learned from each label once. Each test prints one line for the fault table (faults injected, events
 in, events accounted for, mismatches) before it asserts.
+
+Redis losing data is never silent. Redis is the truth of what was applied: the worker starts (and
+rewinds) at the applied-offset fences in Redis, not at Kafka's committed offsets, and every write
+requires Redis to still hold the claims and fences this worker wrote last. A Redis that comes back
+behind what it acknowledged (a failover to a lagging replica, an ``appendfsync everysec`` crash) makes
+the next write fail, and the worker replays from Redis's fences; a Redis that lost everything while
+Kafka says the partitions were processed makes the worker stop with a message naming
+``churnstream rebuild``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -218,3 +232,114 @@ def test_redis_restarting_mid_stream_loses_nothing_and_counts_nothing_twice(
     run_through_faults(
         own, world, tmp_path / "worker.log", restart_redis, (0.1, 0.25, 0.4), "Redis restart (AOF)"
     )
+
+
+def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
+    settings: Settings,
+    topics: Topics,
+    redis_node: infra.RedisNode,
+    tmp_path: Path,
+    world: Path,
+) -> None:
+    """A failover to a replica that lags by a fifth of the stream: at 15% every key is copied, at 35%
+    Redis is replaced by that copy while the worker runs on."""
+    url = f"redis://{redis_node.host}:{redis_node.port}/0"
+    own = dataclasses.replace(settings, redis_url=url)
+    client = redis.Redis.from_url(url)
+    copy: dict[bytes, bytes] = {}
+
+    def lag() -> None:
+        if not copy:
+            copy.update({key: client.dump(key) for key in client.scan_iter(count=1000)})
+            assert copy, "nothing in Redis yet"
+            return
+        pipe = client.pipeline(transaction=True)
+        pipe.flushall()
+        for key, value in copy.items():
+            pipe.restore(key, 0, value)
+        pipe.execute()
+
+    try:
+        run_through_faults(own, world, tmp_path / "worker.log", lag, (0.15, 0.35), "Redis back behind")
+    finally:
+        client.close()
+    assert "Redis no longer holds what this worker expects" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_redis_that_lost_everything_stops_the_worker_with_a_clear_message(
+    settings: Settings,
+    topics: Topics,
+    redis_node: infra.RedisNode,
+    tmp_path: Path,
+    world: Path,
+) -> None:
+    url = f"redis://{redis_node.host}:{redis_node.port}/0"
+    own = dataclasses.replace(settings, redis_url=url)
+    records = event_time_records(own, world / "events")
+    produce_records(own, records[: len(records) // 2])
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(own, log_path, CHURN_BATCH_SIZE=BATCH_SIZE)
+    try:
+        wait_until(
+            lambda: (
+                worker.poll() is not None or committed_total(own, own.consumer_group) >= len(records) // 5
+            ),
+            120,
+            "the worker to commit a fifth of the stream",
+        )
+        assert worker.poll() is None, log_tail(log_path)
+        redis.Redis.from_url(url).flushall()
+        produce_records(own, records[len(records) // 2 :])
+        code = worker.wait(120)
+    finally:
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+    log = log_path.read_text(errors="replace")
+    assert code == 1, log[-3000:]
+    error = log.strip().splitlines()[-1]
+    assert error.startswith("churnstream score: error: Redis"), error
+    assert "churnstream rebuild" in error and "has no state" in error
+
+    # and a worker started afterwards refuses at once, before it changes anything
+    again = start_worker(own, log_path)
+    assert again.wait(120) == 1
+    assert "churnstream rebuild" in log_path.read_text(errors="replace").strip().splitlines()[-1]
+    assert redis.Redis.from_url(url).dbsize() == 0  # refused before writing anything, claims included
+
+
+def test_ready_turns_not_ready_within_seconds_while_redis_hangs(
+    settings: Settings, topics: Topics, redis_node: infra.RedisNode, tmp_path: Path, world: Path
+) -> None:
+    url = f"redis://{redis_node.host}:{redis_node.port}/0"
+    port = free_port()
+    own = dataclasses.replace(settings, redis_url=url, metrics_port=port)
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(own, log_path)
+
+    def get(path: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+        except OSError:
+            return 0, {}
+
+    try:
+        wait_until(lambda: worker.poll() is not None or get("/ready")[0] == 200, 60, "the worker to be ready")
+        assert worker.poll() is None, log_tail(log_path)
+        client = redis.Redis.from_url(url)
+        client.execute_command("CLIENT", "PAUSE", "8000", "ALL")
+        paused = time.monotonic()
+        wait_until(lambda: get("/ready")[0] == 503, 8, "/ready to say not ready")
+        noticed = time.monotonic() - paused
+        status, ready = get("/ready")
+        live, _ = get("/health")
+        wait_until(lambda: get("/ready")[0] == 200, 30, "/ready to recover once Redis answers again")
+        client.close()
+    finally:
+        stop_worker(worker, log_path)
+    print(f"\nready turned 503 {noticed:.1f} s after CLIENT PAUSE")
+    assert status == 503 and any("Redis at" in str(r) for r in ready["reasons"])  # type: ignore[union-attr]
+    assert live == 200  # paused for seconds: not ready, but not stuck

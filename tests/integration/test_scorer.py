@@ -226,7 +226,7 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
     import urllib.request
 
     from churnstream.models.registry import ModelRegistry
-    from churnstream.streams.scorer import serve_http
+    from churnstream.streams.scorer import serve
 
     models_dir = tmp_path / "models"
     shutil.copytree(world / "models", models_dir)
@@ -242,7 +242,7 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
     events_dir = world / "events"
     gen = run_scorer(settings)
     scorer = next(gen)
-    server = serve_http("127.0.0.1", 0, scorer)
+    server = serve(scorer, "127.0.0.1", 0)
     try:
         assert publish_file(events_dir / "customer_profiles.jsonl", settings).ok
         wait_until(
@@ -258,6 +258,8 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
         port = server.server_address[1]
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read())
         assert health["status"] == "ok" and health["model_version"] == second
+        ready = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10).read())
+        assert ready["status"] == "ready" and ready["reasons"] == [] and isinstance(ready["lag"], int)
         assert health["totals"]["events"] == scorer.totals.events > 0
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'churn_predictions_total{trigger="event"}' in metrics
