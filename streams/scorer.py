@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from churnstream.errors import (
     ChurnstreamError,
@@ -66,7 +66,7 @@ from churnstream.models.online import OnlineModel, probabilities
 from churnstream.settings import DAY_MS, Settings
 from churnstream.streams.health import DependencyProbe, serve_http
 from churnstream.streams.ingest import Batch, Coordinates, InputReader, dead_letter_payload
-from churnstream.streams.kafka import DeliveryTracker, make_producer
+from churnstream.streams.kafka import DeliveryTracker, make_producer, refusal
 from churnstream.streams.labels import (
     Resolved,
     add_pending,
@@ -291,8 +291,9 @@ class ChurnScorer:
         self.store = store
         self.models = models
         self.metrics = metrics or ScorerMetrics()
-        # only failures are reported: a Python callback per acknowledged message cost ~6% of the worker
-        self.producer = make_producer(settings, delivery_report_only_error=True)
+        self._producer_failed: str | None = None  # why librdkafka declared the producer broken for good
+        self._replaced_producers: list[float] = []
+        self.producer = self._new_producer()
         self.tracker = DeliveryTracker()
         self.quiet = quiet
         self.group = group or settings.consumer_group
@@ -445,6 +446,9 @@ class ChurnScorer:
         while not self._stop.is_set():
             self.last_loop_at = time.monotonic()
             try:
+                if self._producer_failed is not None:  # reported by librdkafka between batches
+                    self._rewind()
+                    self._replace_producer()
                 if not self._rewound:  # never read on from where a failed batch left the consumer
                     self._rewind()
                     if not self._rewound:
@@ -484,6 +488,41 @@ class ChurnScorer:
             except Exception as exc:  # not the infrastructure: something about the batch's messages
                 self._poison(batch, exc)
         self.close()
+
+    def _new_producer(self) -> Producer:
+        # only failures are reported: a Python callback per acknowledged message cost ~6% of the worker
+        return make_producer(
+            self.settings, delivery_report_only_error=True, config={"error_cb": self._on_producer_error}
+        )
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback: a refused login stops the worker; a fatal error (an idempotent
+        producer fenced or out of sequence, e.g. after the broker behind the address was replaced) is
+        noted, and the next retry gets a fresh producer (retrying with this one would fail for ever)."""
+        refused = refusal(self.settings, error)
+        if refused is not None:
+            raise refused
+        if error.fatal():
+            self._producer_failed = self.settings.redact(error.str())
+
+    def _replace_producer(self) -> None:
+        """A fresh producer after a fatal error, from the last commit (the rewind has just gone back to it);
+        the third within a minute stops the worker for its supervisor, as something is wrong beyond one
+        client."""
+        now = time.monotonic()
+        self._replaced_producers = [t for t in self._replaced_producers if now - t < 60.0] + [now]
+        reason, self._producer_failed = self._producer_failed, None
+        if len(self._replaced_producers) >= 3:
+            raise InfraError(
+                f"the Kafka producer failed for good 3 times within a minute (last: {reason}); exiting so "
+                "that the worker is restarted (check the brokers behind CHURN_KAFKA_BOOTSTRAP)"
+            )
+        log.error(
+            "the Kafka producer failed for good (%s): starting a fresh one from the last commit", reason
+        )
+        with contextlib.suppress(Exception):
+            self.producer.purge()  # what it still holds belongs to batches the rewind gave up
+        self.producer = self._new_producer()
 
     def _poison(self, batch: Batch, exc: Exception) -> None:
         """A batch failed for a reason that is not Kafka or Redis: find the message and dead-letter it.

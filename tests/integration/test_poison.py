@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from churnstream.settings import Settings, Topics
 from churnstream.streams.scorer import build_scorer
@@ -117,3 +118,38 @@ def test_a_reused_event_id_with_other_content_is_dead_lettered_naming_the_confli
         assert "event_id 'e1' was already used by" in letter["error"]
     (e1,) = [p for p in predictions if p["event_id"] == "e1"]
     assert e1["features"]["spent_total"] == 10.0
+
+
+def test_a_producer_broken_for_good_is_replaced_and_nothing_is_lost(
+    settings: Settings, topics: Topics, redis_client: object, world: Path
+) -> None:
+    """librdkafka declares an idempotent producer fatally broken (seen when the broker behind the address
+    was replaced mid-stream); retrying with it fails for ever. The report is injected here, as librdkafka
+    makes it (through the producer's error callback), since a real one cannot be provoked on demand."""
+    scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
+    scorer = build_scorer(scorer_settings)
+    first_producer = scorer.producer
+    thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
+    thread.start()
+    try:
+        produce_raw(settings, topics.orders, [_order(n, 10.0) for n in range(10)])
+        wait_until(lambda: committed_everything(settings, settings.consumer_group), 90, "the first events")
+        fatal = KafkaError(
+            KafkaError._FATAL, "Broker: Broker received an out of order sequence number", fatal=True
+        )
+        scorer._on_producer_error(fatal)
+        produce_raw(settings, topics.orders, [_order(n, 10.0) for n in range(10, 20)])
+        wait_until(lambda: committed_everything(settings, settings.consumer_group), 90, "the later events")
+        assert thread.is_alive()
+    finally:
+        scorer.stop()
+        thread.join(60)
+
+    assert scorer.producer is not first_producer
+    predictions = [json.loads(m.value() or b"") for m in consume_all(settings, topics.churn_predictions)]
+    by_event: dict[str, set[float]] = {}
+    for p in predictions:
+        if p["trigger"] == "event":
+            by_event.setdefault(p["event_id"], set()).add(p["churn_probability"])
+    assert sorted(by_event) == sorted(f"e{n}" for n in range(20))
+    assert all(len(answers) == 1 for answers in by_event.values())  # re-emitted, never changed
