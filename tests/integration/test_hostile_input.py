@@ -4,9 +4,11 @@ Hypothesis strategies build the corpus: every malformed message starts from a va
 unicode text, extra fields, every time format) and breaks the contract in one way — broken JSON,
 non-UTF-8 bytes, wrong types, NaN and Infinity, payloads over 1 MiB and strings over their length
 limit, deep nesting, missing fields (with extra ones), timestamps far in the future or before 1970,
-negative amounts, values out of range, a key that disagrees with ``customer_id``, JSON that is not an
-object, an event sent to another event type's topic. The valid events use the same strategies without
-the break. Examples are drawn with ``derandomize=True``: the same code gives the same corpus (Hypothesis
+negative amounts, values out of range, numbers past the upper bounds (huge floats, integers of
+hundreds of digits: valid JSON the pipeline could not hold), a key that disagrees with ``customer_id``,
+JSON that is not an object, an event sent to another event type's topic. The valid events use the same
+strategies without the break. Examples are drawn with ``derandomize=True``: the same code gives the same
+corpus (Hypothesis
 also tries literals it finds in the project's own modules, so changing those can change the corpus).
 
 The rules are :mod:`churnstream.events` (the spec): at generation every malformed message must be
@@ -142,7 +144,8 @@ def events(draw: st.DrawFn, kind: str, customers: tuple[str, ...] = CUSTOMERS) -
     maybe = draw(st.sets(st.sampled_from(sorted(KNOWN_FIELDS))))
     if kind == "orders":
         obj["order_id"] = draw(_text(1, 128))
-        obj["amount"] = draw(st.integers(0, 10**6) | st.floats(0, 1e6))
+        # up to the bound the whole pipeline can hold, the bound itself included
+        obj["amount"] = draw(st.integers(0, 10**9) | st.floats(0, 1e9) | st.just(1e9))
         if "items" in maybe:
             obj["items"] = draw(st.none() | st.integers(1, 1000) | st.sampled_from((1.0, 2.0)))
         if "category" in maybe:
@@ -152,7 +155,7 @@ def events(draw: st.DrawFn, kind: str, customers: tuple[str, ...] = CUSTOMERS) -
     elif kind == "support_tickets":
         obj["ticket_id"] = draw(_text(1, 128))
         if "resolution_time_hours" in maybe:
-            obj["resolution_time_hours"] = draw(st.none() | st.floats(0, 1e4) | st.integers(0, 10**4))
+            obj["resolution_time_hours"] = draw(st.none() | st.floats(0, 1e6) | st.integers(0, 10**6))
         if "satisfaction_score" in maybe:
             obj["satisfaction_score"] = draw(st.none() | st.integers(1, 5))
         if "channel" in maybe:
@@ -376,6 +379,20 @@ def negative_amount(draw: st.DrawFn) -> Message:
 
 
 @st.composite
+def too_large(draw: st.DrawFn) -> Message:
+    """Finite JSON numbers past the contract's upper bounds: huge floats, integers of hundreds of digits."""
+    kind, obj, key = draw(an_event(("orders", "support_tickets")))
+    field = "amount" if kind == "orders" else "resolution_time_hours"
+    top = 1e9 if kind == "orders" else 1e6
+    if kind == "orders" and draw(st.booleans()):
+        field, top = "items", 100_000
+        obj[field] = draw(st.integers(100_001, 10**400))
+    else:
+        obj[field] = draw(st.floats(top * 1.000001, 1.7e308) | st.integers(int(top) + 1, 10**400))
+    return Message(kind, key, encode(obj), "too large", f"^{field}: must be <= ")
+
+
+@st.composite
 def out_of_range(draw: st.DrawFn) -> Message:
     kind, obj, key = draw(an_event(("orders", "support_tickets", "customer_profiles")))
     bounds: dict[str, list[tuple[str, st.SearchStrategy[Any]]]] = {
@@ -467,6 +484,7 @@ MALFORMED_QUOTAS: list[tuple[st.SearchStrategy[Message], int]] = [
     (bad_times("not a date"), 40),
     (negative_amount(), 60),
     (out_of_range(), 60),
+    (too_large(), 60),
     (too_long(), 50),
     (over_1_mib(), 40),
     (deep_nesting(), 60),
