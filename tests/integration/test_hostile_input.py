@@ -8,8 +8,8 @@ negative amounts, values out of range, numbers past the upper bounds (huge float
 hundreds of digits: valid JSON the pipeline could not hold), a key that disagrees with ``customer_id``,
 JSON that is not an object, an event sent to another event type's topic. The valid events use the same
 strategies without the break. Examples are drawn with ``derandomize=True``: the same code gives the same
-corpus (Hypothesis
-also tries literals it finds in the project's own modules, so changing those can change the corpus).
+corpus (Hypothesis also tries literals it finds in the project's own modules, so changing those can
+change the corpus).
 
 The rules are :mod:`churnstream.events` (the spec): at generation every malformed message must be
 rejected there, with a reason that names what the strategy broke, and every valid event accepted.
