@@ -747,12 +747,11 @@ class ChurnScorer:
                 ]
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
                 tx.touch(cid)
+        self._expect_position(tx)
         for (topic, partition), offset in batch.offsets.items():
             name = f"off:{topic}:{partition}"
             tx.meta[name] = str(offset)
-            previous = self.applied.get((topic, partition))
-            tx.expect[name] = None if previous is None else str(previous)  # what this worker wrote last
-        self._expect_claims(tx)
+            tx.expect.setdefault(name, None)  # a partition this worker has not written yet
         for p in self.assigned:
             if p in self.partition_time:
                 tx.meta[f"wm:{p}"] = str(self.partition_time[p])
@@ -766,10 +765,14 @@ class ChurnScorer:
         self._add(report)
         return report
 
-    def _expect_claims(self, tx: Transaction) -> None:
-        """The write happens only while this worker's claims on its partitions hold (see _on_assign)."""
+    def _expect_position(self, tx: Transaction) -> None:
+        """The write happens only while this worker's claims on its partitions hold (see _on_assign) and
+        Redis is where this worker left it: every fence as this worker wrote it last. A sweep builds on
+        that position as much as a batch does, so it checks it too."""
         for p, claim in self._claims.items():
             tx.expect[f"own:{p}"] = claim
+        for (topic, partition), offset in self.applied.items():
+            tx.expect[f"off:{topic}:{partition}"] = str(offset)
 
     def sweep(self) -> int:
         """Rescore the customers whose silence reached a milestone by the latest tick; returns predictions.
@@ -806,7 +809,7 @@ class ChurnScorer:
         pending = {p for _, p, _ in self._sweep_queue}
         for p in [p for p in self._sweep_done if p not in pending]:
             tx.meta[f"sweep:{p}"] = str(self._sweep_done.pop(p))
-        self._expect_claims(tx)
+        self._expect_position(tx)
         report = BatchReport()
         self._finish(tx, scoring, [], [], report)
         self._add(report)

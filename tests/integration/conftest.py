@@ -351,7 +351,9 @@ class Accounting:
     scored: int  # answered by a prediction
     dead_lettered: int  # answered by a dead letter
     deliveries: int  # `event` predictions on the topic, re-emissions included
-    changed: list[str]  # prediction ids re-emitted with a different answer
+    sweeps: int  # distinct sweep predictions
+    alerts: int  # distinct alerts
+    changed: list[str]  # prediction (event or sweep) and alert ids re-emitted with a different answer
     several: list[str]  # events with more than one prediction id
     unknown: list[str]  # predictions for events never published
     both: list[str]  # events scored and dead-lettered
@@ -359,7 +361,7 @@ class Accounting:
 
     def problems(self) -> list[str]:
         found = [
-            (self.changed, "predictions re-emitted with a different answer"),
+            (self.changed, "predictions or alerts re-emitted with a different answer"),
             (self.several, "events with more than one prediction id"),
             (self.unknown, "predictions for events never published"),
             (self.both, "events both scored and dead-lettered"),
@@ -381,14 +383,20 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
     ids: dict[str, set[str]] = {}
     changed: set[str] = set()
     deliveries = 0
-    for p in predictions:
-        if p["trigger"] != "event":
-            continue
-        deliveries += 1
+    for p in predictions:  # every answer, sweeps included, is re-emitted only unchanged
         body = {k: v for k, v in p.items() if k != "scored_at"}
         if answers.setdefault(p["prediction_id"], body) != body:
             changed.add(p["prediction_id"])
+        if p["trigger"] != "event":
+            continue
+        deliveries += 1
         ids.setdefault(p["event_id"], set()).add(p["prediction_id"])
+    sweeps = len({p["prediction_id"] for p in predictions if p["trigger"] == "sweep"})
+    alerts: dict[str, dict[str, Any]] = {}
+    for m in consume_all(settings, settings.topics.churn_alerts):
+        alert = orjson.loads(m.value())
+        if alerts.setdefault(alert["alert_id"], alert) != alert:
+            changed.add(f"alert {alert['alert_id']}")
     letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
     lettered: set[str] = set()
     for d in letters:
@@ -401,6 +409,8 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
         scored=len(valid & scored),
         dead_lettered=len(valid & lettered),
         deliveries=deliveries,
+        sweeps=sweeps,
+        alerts=len(alerts),
         changed=sorted(changed),
         several=sorted(eid for eid, pids in ids.items() if len(pids) > 1),
         unknown=sorted(scored - valid),
