@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CHURN_SESSION_TIMEOUT_MS (default 10000): a restarted worker takes its partitions back at once",
         "CHURN_HORIZON_DAYS, CHURN_HIGH_THRESHOLD, CHURN_MEDIUM_THRESHOLD, CHURN_ALERT_COOLDOWN_DAYS",
         "CHURN_SWEEP_INTERVAL_DAYS, CHURN_SWEEP_MILESTONES_DAYS, CHURN_SWEEP_MAX_SILENCE_DAYS",
-        "port: /metrics and /health on CHURN_WEB_HOST:CHURN_METRICS_PORT (default 127.0.0.1:9108)",
+        "port: /metrics, /health, /ready on CHURN_WEB_HOST:CHURN_METRICS_PORT (default 127.0.0.1:9108)",
     )
     command(
         "monitor",
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         _KAFKA,
         f"{_MODELS}: the reference data of each model version; CHURN_REPORT_DIR: the reports",
         "CHURN_DRIFT_WINDOW_ROWS, CHURN_DRIFT_WINDOW_DAYS, CHURN_DRIFT_SHARE",
-        "port: report pages, /metrics and /health on CHURN_WEB_HOST:CHURN_WEB_PORT (default 127.0.0.1:8088)",
+        "port: pages, /metrics, /health and /ready on CHURN_WEB_HOST:CHURN_WEB_PORT (default 127.0.0.1:8088)",
     )
     rebuild = command(
         "rebuild",

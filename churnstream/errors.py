@@ -4,6 +4,7 @@
 
     ChurnstreamError
     ├── ConfigError                 bad or missing settings
+    │   └── FencedError             another member took this worker's static group id
     ├── InfraError                  local Kafka/Redis could not be installed, started or reached
     ├── EventError                  one message that cannot be processed (goes to dead_letter)
     │   ├── DecodeError             not UTF-8, not JSON, too large, not an object
@@ -28,6 +29,12 @@ class ChurnstreamError(Exception):
 
 class ConfigError(ChurnstreamError):
     """A setting is missing or malformed."""
+
+
+class FencedError(ConfigError):
+    """The broker fenced this worker out of its consumer group: another member joined under its
+    ``group.instance.id``. Once, it may be the worker's own rejoin after an outage; again, another
+    process has the same ``CHURN_WORKER_ID``."""
 
 
 class InfraError(ChurnstreamError):

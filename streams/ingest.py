@@ -23,6 +23,7 @@ A worker's loop, at-least-once::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -224,15 +225,28 @@ class InputReader:
     ) -> None:
         self.settings = settings
         self.topics = list(topics) if topics is not None else list(settings.topics.inputs)
-        self.consumer = consumer or make_consumer(
-            settings, group or settings.consumer_group, **consumer_config
-        )
-        callbacks: dict[str, Any] = {}
+        self._group = group or settings.consumer_group
+        self._consumer_config = dict(consumer_config)  # make_consumer takes from it; reopen needs it whole
+        self.consumer = consumer or make_consumer(settings, self._group, **dict(consumer_config))
+        self._callbacks: dict[str, Any] = {}
         if on_assign is not None:
-            callbacks["on_assign"] = on_assign
+            self._callbacks["on_assign"] = on_assign
         if on_revoke is not None:
-            callbacks["on_revoke"] = on_revoke
-        self.consumer.subscribe(self.topics, **callbacks)
+            self._callbacks["on_revoke"] = on_revoke
+        self.consumer.subscribe(self.topics, **self._callbacks)
+
+    def reopen(self) -> None:
+        """A fresh consumer in place of one librdkafka gave up on (fenced): the same group, settings and
+        callbacks. Its partitions are revoked first (``on_revoke``), as in a rebalance."""
+        revoke = self._callbacks.get("on_revoke")
+        with contextlib.suppress(Exception):
+            partitions = self.consumer.assignment()
+            if revoke is not None and partitions:
+                revoke(self.consumer, partitions)
+        with contextlib.suppress(Exception):  # it may refuse everything now
+            self.consumer.close()
+        self.consumer = make_consumer(self.settings, self._group, **dict(self._consumer_config))
+        self.consumer.subscribe(self.topics, **self._callbacks)
 
     def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
         """Up to ``max_messages`` messages (default ``CHURN_BATCH_SIZE``), waiting at most ``timeout`` seconds

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from churnstream.errors import ChurnstreamError, ConfigError, InfraError, PublishError
+from churnstream.errors import ChurnstreamError, ConfigError, FencedError, InfraError, PublishError
 from churnstream.settings import Settings
 
 # Input topics accept messages somewhat above the contract's 1 MiB so that oversized ones reach the
@@ -131,7 +131,7 @@ class _GroupWorker(Consumer):
             return
         text = self._settings.redact(error.str())
         if error.code() == KafkaError._FATAL and "fenced" in text.lower():
-            self._failed = ConfigError(
+            self._failed = FencedError(
                 f"fenced out of consumer group {self._group!r}: another process joined it as the same "
                 f"static member {self._instance!r}. Two workers share CHURN_WORKER_ID={self._worker_id!r} "
                 "(the host name unless set), or a replacement was started while this worker still ran; "

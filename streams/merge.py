@@ -92,6 +92,12 @@ class EventTimeReader(InputReader):
         if self._user_revoke is not None:
             self._user_revoke(consumer, partitions)
 
+    def reopen(self) -> None:
+        super().reopen()
+        for state in (self._queues, self._next, self._waiting_since, self._known_end, self._last_ts):
+            state.clear()
+        self._paused.clear()
+
     def rewind(self) -> None:
         """Drop everything queued and seek each partition back to its last committed offset."""
         assignment = self.consumer.assignment()

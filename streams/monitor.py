@@ -13,10 +13,22 @@ been reported, so a restarted monitor reads the open window's records again; the
 :class:`~churnstream.monitoring.state.MonitorState` says how many predictions of a record that straddles two
 windows were already reported, so each counts exactly once.
 
+A dead letter's value is cut to fit the ``dead_letter`` topic exactly as the scorer's are
+(:func:`~churnstream.streams.ingest.dead_letter_payload`), and dead letters waiting to be acked behind an
+uncommitted record are bounded (:data:`MAX_WAITING_ACKS`, :data:`MAX_WAITING_ACK_BYTES`).
+
 Web pages (faust's web server, bound to ``settings.web_host``:``settings.web_port``):
 ``/`` and ``/reports/`` list the windows with their verdicts, ``/reports/<id>`` is the window's Evidently
-HTML report, ``/reports/<id>.json`` its message, ``/health`` the monitor's state as JSON, ``/metrics``
-the same counters for Prometheus.
+HTML report, ``/reports/<id>.json`` its message, ``/metrics`` the counters for Prometheus.
+
+``/health`` is liveness: the monitor's state as JSON, 200 with ``status`` ``ok``, or 503 with ``stuck``
+once input has waited :data:`STUCK_SECONDS` for the agent (records on its partitions beyond what it
+handled, and no record handled since; or one record in hand that long). An idle topic has nothing
+waiting, so it never reads as stuck. ``/ready`` is readiness: 200 while Kafka answers, partitions are
+assigned and no input has waited :data:`READY_STALL_SECONDS`, else 503 with ``reasons``; both say how far
+behind the monitor is (``lag``, records) and how old its last record is (``last_batch_age_seconds``).
+What waits is measured by a Kafka client of the monitor's own (:class:`InputOffsets`), so a stuck faust
+consumer cannot hide it.
 """
 
 from __future__ import annotations
@@ -29,13 +41,14 @@ import logging
 import os
 import re
 import ssl
+import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,6 +61,8 @@ from churnstream.monitoring.render import Rendered, RenderJob, RenderQueue, Repo
 from churnstream.monitoring.report import ReportStore
 from churnstream.monitoring.state import MonitorState, Position
 from churnstream.settings import DAY_MS, Settings
+from churnstream.streams.health import Answer, DependencyProbe
+from churnstream.streams.ingest import dead_letter_payload
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,16 @@ _RESERVED = {
     "online_probability",
     "churn_probability",
 }
+# Input left waiting this long without a record handled makes /health say stuck: longer than a faust
+# rebalance (60 s) plus one slow broker request (90 s), so neither reads as stuck.
+STUCK_SECONDS = 180.0
+READY_STALL_SECONDS = 30.0  # input left waiting this long makes the monitor not ready
+OBSERVE_SECONDS = 5.0  # the input offsets are measured at most this often
+# Dead letters (and records reported before a restart) behind an uncommitted record wait there to be
+# acked in offset order, each keeping its bytes (faust's event) until then; beyond these bounds they are
+# acked at once: faust still commits offsets only in order.
+MAX_WAITING_ACKS = 1000
+MAX_WAITING_ACK_BYTES = 16 * 1024 * 1024
 _NUMBER = {int, float}
 _NULLABLE_NUMBER = {int, float, type(None)}
 
@@ -189,16 +214,83 @@ class _Held:
     base_rows: int = 0  # predictions reported before a restart
     segments: list[tuple[int, int]] = field(default_factory=list)
     holds: int | None = _IN_FLIGHT  # the last window it fed; None: nothing (a dead letter, or reported)
+    waits: int | None = None  # bytes it keeps while it waits to be acked in order (see MAX_WAITING_ACKS)
 
     def rows_reported(self, done: int) -> int:
         return self.base_rows + sum(rows for seq, rows in self.segments if seq <= done)
+
+
+class Marks(NamedTuple):
+    """One partition of the monitoring topic: its first and end offsets, and the monitor group's committed
+    offset (negative when it has none)."""
+
+    start: int
+    end: int
+    committed: int
+
+
+class InputOffsets:
+    """Where this monitor's partitions of the monitoring topic end, and where its group committed, read by
+    a Kafka client of its own that never joins the group (so a stuck faust consumer cannot hide input);
+    every call waits at most ``timeout`` seconds. ``assignment`` gives faust's assigned (topic, partition)
+    pairs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str,
+        assignment: Callable[[], Iterable[tuple[str, int]]],
+        timeout: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topics.monitoring_batches
+        self.group = group
+        self.timeout = timeout
+        self._assignment = assignment
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+
+    def partitions(self) -> list[int] | None:
+        """This monitor's partitions of the monitoring topic; None while its consumer has not started."""
+        try:
+            return sorted(p for topic, p in self._assignment() if topic == self.topic)
+        except Exception:  # faust raises ConsumerNotStarted and the like until its consumer runs
+            return None
+
+    def measure(self, partitions: Iterable[int]) -> dict[int, Marks]:
+        """The :class:`Marks` of ``partitions``; blocks (run it off the event loop), and raises
+        ``KafkaException`` when Kafka does not answer in time."""
+        from confluent_kafka import TopicPartition
+
+        from churnstream.streams.kafka import make_consumer
+
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = make_consumer(self.settings, self.group)
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            if not tps:
+                return {}
+            marks = {}
+            for tp in tps:
+                start, end = self._consumer.get_watermark_offsets(tp, timeout=self.timeout, cached=False)
+                marks[tp.partition] = (start, end)
+            committed = self._consumer.committed(tps, timeout=self.timeout)
+            return {tp.partition: Marks(*marks[tp.partition], tp.offset) for tp in committed}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 class MonitorService:
     """State of a running monitor: the drift monitor, the report queue, uncommitted records, counters.
 
     ``committed(topic, partition)`` tells the consumer group's committed offset (for the state file);
-    ``max_jobs`` bounds the jobs waiting for the report worker (see :class:`RenderQueue`).
+    ``max_jobs`` bounds the jobs waiting for the report worker (see :class:`RenderQueue`); ``offsets``
+    measures the input waiting for the agent (for ``/health`` and ``/ready``; none: never measured).
     """
 
     def __init__(
@@ -211,6 +303,7 @@ class MonitorService:
         renderer: ReportRenderer | None = None,
         max_jobs: int = 1,
         committed: Callable[[str, int], int | None] | None = None,
+        offsets: InputOffsets | None = None,
     ) -> None:
         self.settings = settings
         self.monitor = monitor
@@ -247,6 +340,20 @@ class MonitorService:
         self.rendering: RenderJob | None = None
         self.warmed_up = False
         self.started_at = now_ms()
+        # liveness and readiness (see the module docstring)
+        self.stuck_after = STUCK_SECONDS
+        self.offsets = offsets
+        self.lag: int | None = None  # records on the assigned partitions beyond those handled
+        self.partitions: list[int] | None = None
+        self.last_batch_at: float | None = None  # wall clock when the agent last handled a record
+        self._turned_at = time.monotonic()  # when the agent last handled a record (or the start)
+        self._busy: tuple[float, str] | None = None  # since when the agent holds which record
+        self._waiting_since: float | None = None  # input seen waiting, and no record handled since
+        self._observed_at = -OBSERVE_SECONDS
+        self._observing: asyncio.Task[None] | None = None
+        self._observe_lock: asyncio.Lock | None = None
+        self._waiting_acks = 0
+        self._waiting_ack_bytes = 0
 
     @property
     def wakeup(self) -> asyncio.Event:
@@ -269,6 +376,24 @@ class MonitorService:
         ``ack`` marks the record's offset as committable; it is called once every prediction of the
         record has been reported. ``timestamp`` (Kafka's, seconds) measures how late records are seen.
         """
+        self._busy = (time.monotonic(), f"{topic}[{partition}]@{offset}")
+        try:
+            await self._handle(key, value, topic, partition, offset, timestamp, ack)
+        finally:
+            self._busy, self._waiting_since = None, None
+            self._turned_at = time.monotonic()
+            self.last_batch_at = time.time()
+
+    async def _handle(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        timestamp: float | None,
+        ack: Callable[[], Any] | None,
+    ) -> None:
         tp = (topic, partition if partition is not None else -1)
         skip_rows, reported = 0, False
         if offset is not None:
@@ -295,6 +420,24 @@ class MonitorService:
                 self.delays.append(time.time() - timestamp)
             await self._feed(held, key, value, topic, partition, offset, skip_rows)
         self._release(tp)
+        if held.holds is None:
+            self._wait_for_ack(tp, held, len(key or b"") + len(value or b""))
+
+    def _wait_for_ack(self, tp: tuple[str, int], held: _Held, size: int) -> None:
+        """``held`` (a dead letter, or reported before a restart) waits behind an uncommitted record to be
+        acked in order, within :data:`MAX_WAITING_ACKS` and :data:`MAX_WAITING_ACK_BYTES`; beyond them it
+        is acked now (faust commits in offset order all the same)."""
+        queue = self._held.get(tp)
+        if not queue or queue[-1] is not held:
+            return  # released already
+        if self._waiting_acks < MAX_WAITING_ACKS and self._waiting_ack_bytes + size <= MAX_WAITING_ACK_BYTES:
+            held.waits = size
+            self._waiting_acks += 1
+            self._waiting_ack_bytes += size
+            return
+        queue.pop()
+        if held.ack is not None:
+            held.ack()
 
     def _resume_partition(self, tp: tuple[str, int], offset: int) -> None:
         position = self._resume.pop(tp, None)
@@ -397,6 +540,9 @@ class MonitorService:
         queue = self._held.get(tp)
         while queue and (queue[0].holds is None or queue[0].holds <= self.done_upto):
             held = queue.popleft()
+            if held.waits is not None:
+                self._waiting_acks -= 1
+                self._waiting_ack_bytes -= held.waits
             if held.ack is not None:
                 held.ack()
 
@@ -554,9 +700,18 @@ class MonitorService:
         return resolved if resolved.parent == root and resolved.is_file() else None
 
     def health(self) -> dict[str, Any]:
+        """The monitor's state; ``ok`` (and ``status``) say whether it is alive (see :meth:`live`)."""
         waiting = self.queue.windows + (len(self.rendering.windows) if self.rendering else 0)
+        stalled = self.stalled_seconds()
+        alive = stalled < self.stuck_after
         return {
-            "ok": True,
+            "ok": alive,
+            "status": "ok" if alive else "stuck",
+            "stalled_seconds": round(stalled, 3),
+            "stuck_after_seconds": self.stuck_after,
+            "partitions": self.partitions,
+            "lag": self.lag,
+            "last_batch_age_seconds": self._last_batch_age(),
             "model_version": self.monitor.model_version,
             "records": self.records,
             "rows_seen": self.monitor.rows_seen,
@@ -586,6 +741,99 @@ class MonitorService:
             "read_offsets": {_key_of(tp): offset for tp, offset in sorted(self._next_offset.items())},
         }
 
+    def live(self) -> Answer:
+        """Liveness for ``/health``: alive unless input has waited ``stuck_after`` seconds for the agent."""
+        body = self.health()
+        return bool(body["ok"]), body
+
+    def stalled_seconds(self, now: float | None = None) -> float:
+        """How long the agent has kept input waiting: one record in hand, or records waiting on its
+        partitions (as last measured) and none handled since; 0 when nothing waits."""
+        now = time.monotonic() if now is None else now
+        since = [t for t in (self._busy[0] if self._busy else None, self._waiting_since) if t is not None]
+        return max(0.0, now - min(since)) if since else 0.0
+
+    def readiness(self, problems: Mapping[str, str | None]) -> Answer:
+        """Readiness from the dependencies' ``problems`` (:meth:`DependencyProbe.problems`): ready when
+        none has one, the consumer holds partitions and no input has waited ``READY_STALL_SECONDS``."""
+        reasons = [why for why in problems.values() if why]
+        if self.offsets is not None:
+            self.partitions = self.offsets.partitions()
+            if not self.partitions:
+                reasons.append(f"no partition of {self.offsets.topic} is assigned to this monitor (yet)")
+        stalled = self.stalled_seconds()
+        if stalled >= READY_STALL_SECONDS:
+            if self._busy is not None:
+                reasons.append(f"the agent has been handling the record {self._busy[1]} for {stalled:.0f} s")
+            else:
+                reasons.append(f"{self.lag} records have waited {stalled:.0f} s for the agent, none handled")
+        return not reasons, {
+            "status": "ready" if not reasons else "not ready",
+            "reasons": reasons,
+            "partitions": self.partitions,
+            "lag": self.lag,
+            "last_batch_age_seconds": self._last_batch_age(),
+            "stalled_seconds": round(stalled, 3),
+        }
+
+    async def ready(self, probe: DependencyProbe) -> Answer:
+        """Readiness for ``/ready``: the probe's checks (they block up to its timeout) run in a thread,
+        beside a fresh measurement of the input waiting."""
+        loop = asyncio.get_running_loop()
+        checked, _ = await asyncio.gather(
+            loop.run_in_executor(None, probe.problems), self.observe(), return_exceptions=True
+        )
+        if isinstance(checked, BaseException):
+            checked = {"kafka": f"the Kafka check failed: {type(checked).__name__}: {checked}"}
+        return self.readiness(checked)
+
+    def observe_soon(self) -> None:
+        """Measure the input waiting in the background (``/health`` answers at once, from the last one)."""
+        if self.offsets is not None and (self._observing is None or self._observing.done()):
+            self._observing = asyncio.ensure_future(self.observe())
+
+    async def observe(self) -> None:
+        """Measure how far behind the agent is (at most every ``OBSERVE_SECONDS``), in a thread."""
+        offsets = self.offsets
+        if offsets is None:
+            return
+        if self._observe_lock is None:
+            self._observe_lock = asyncio.Lock()
+        async with self._observe_lock:
+            if time.monotonic() - self._observed_at < OBSERVE_SECONDS:
+                return
+            self.partitions = offsets.partitions()
+            started = time.monotonic()
+            marks: dict[int, Marks] | None = None
+            if self.partitions is not None:
+                try:
+                    marks = await asyncio.get_running_loop().run_in_executor(
+                        None, offsets.measure, self.partitions
+                    )
+                except Exception as exc:  # Kafka's answer is /ready's business; here it is unknown input
+                    log.debug("input offsets not measured: %s", self.settings.redact(str(exc)))
+            self._observed_at = time.monotonic()
+            self.note_input(marks, started=started, finished=self._observed_at)
+
+    def note_input(self, marks: Mapping[int, Marks] | None, *, started: float, finished: float) -> None:
+        """Take a measurement begun at ``started`` (monotonic): the lag, and input seen waiting starts the
+        stall clock unless the agent handled a record since; an unknown measurement stops it."""
+        if marks is None or self.offsets is None:
+            self.lag, self._waiting_since = None, None
+            return
+        behind = 0
+        for partition, m in marks.items():
+            handled = self._next_offset.get((self.offsets.topic, partition), 0)
+            behind += max(0, m.end - max(m.start, m.committed, handled))
+        self.lag = behind
+        if not behind:
+            self._waiting_since = None
+        elif self._waiting_since is None and self._turned_at < started:
+            self._waiting_since = finished
+
+    def _last_batch_age(self) -> float | None:
+        return None if self.last_batch_at is None else round(time.time() - self.last_batch_at, 3)
+
     def delay_ms(self) -> dict[str, float] | None:
         """p50/p99/max of how late recent records were seen (Kafka timestamp to agent), in ms."""
         return _percentiles(self.delays, scale=1000.0)
@@ -613,6 +861,17 @@ class MonitorService:
                 f"# TYPE churnstream_monitor_{name} {kind}",
                 f"churnstream_monitor_{name} {value}",
             ]
+        lines += [
+            "# HELP churnstream_monitor_stalled_seconds how long input has waited for the agent",
+            "# TYPE churnstream_monitor_stalled_seconds gauge",
+            f"churnstream_monitor_stalled_seconds {h['stalled_seconds']}",
+        ]
+        if h["lag"] is not None:
+            lines += [
+                "# HELP churnstream_monitor_behind_records records on the monitor's partitions not yet read",
+                "# TYPE churnstream_monitor_behind_records gauge",
+                f"churnstream_monitor_behind_records {h['lag']}",
+            ]
         lag = h["lag_ms"] or {}
         lines += [
             "# HELP churnstream_monitor_lag_seconds record created_at to consumption",
@@ -625,6 +884,8 @@ class MonitorService:
 
     def close(self) -> None:
         self.renderer.close()
+        if self.offsets is not None:
+            self.offsets.close()
 
 
 def _percentiles(values: deque[float], *, scale: float) -> dict[str, float] | None:
@@ -764,8 +1025,8 @@ class MonitorApp:
             await delivery
 
         async def publish_dead_letter(letter: DeadLetter) -> None:
-            value = json.dumps(letter.to_json(), ensure_ascii=False).encode("utf-8")
-            delivery = await dead_topic.send(key=letter.key, value=value)
+            # the scorer's cap: a value too large for the topic is cut and marked value_truncated
+            delivery = await dead_topic.send(key=letter.key, value=dead_letter_payload(letter))
             await delivery
 
         def committed(topic: str, partition: int) -> int | None:
@@ -788,6 +1049,11 @@ class MonitorApp:
             ),
             max_jobs=max_pending,
             committed=committed,
+            offsets=InputOffsets(
+                settings,
+                group=name,
+                assignment=lambda: [(tp.topic, tp.partition) for tp in app.consumer.assignment()],
+            ),
         )
 
         @app.agent(batches, name="monitoring-batches", concurrency=1)
@@ -803,7 +1069,7 @@ class MonitorApp:
         async def reports() -> None:
             await service.run_reports()
 
-        _add_pages(app, service)
+        _add_pages(app, service, DependencyProbe(settings, redis=False))
         return cls(app, service, batches)
 
 
@@ -842,14 +1108,21 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-def _add_pages(app: Any, service: MonitorService) -> None:
+def _add_pages(app: Any, service: MonitorService, probe: DependencyProbe) -> None:
     # faust mounts a {"status": "OK"} index at "/"; the report list takes that place.
     blueprints = app.web.blueprints
     blueprints._enabled = [(p, bp) for p, bp in blueprints._enabled if "production_index" not in str(bp)]
 
     @app.page("/health")
     async def health(self: Any, request: Any) -> Any:
-        return self.json(service.health())
+        service.observe_soon()
+        ok, body = service.live()
+        return self.json(body, status=200 if ok else 503)
+
+    @app.page("/ready")
+    async def ready(self: Any, request: Any) -> Any:
+        ok, body = await service.ready(probe)
+        return self.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(self: Any, request: Any) -> Any:

@@ -354,6 +354,7 @@ class Accounting:
     sweeps: int  # distinct sweep predictions
     alerts: int  # distinct alerts
     changed: list[str]  # prediction (event or sweep) and alert ids re-emitted with a different answer
+    changed_beyond_learning: list[str]  # of them, those that differ in more than the online model's part
     several: list[str]  # events with more than one prediction id
     unknown: list[str]  # predictions for events never published
     both: list[str]  # events scored and dead-lettered
@@ -370,6 +371,11 @@ class Accounting:
         return [f"{len(ids)} {what}, e.g. {ids[:3]}" for ids, what in found if ids]
 
 
+# What the online model contributes to an answer. It learns at the end of batches, so an answer replayed
+# over a long span, batched differently (after Redis came back far behind), may differ in these alone.
+LEARNED = frozenset({"online_probability", "churn_probability", "risk_category", "top_reasons"})
+
+
 def account_for_events(settings: Settings, events: Sequence[Event]) -> Accounting:
     """Read predictions and dead letters back and say what became of every valid event in ``events``.
 
@@ -383,10 +389,16 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
     ids: dict[str, set[str]] = {}
     changed: set[str] = set()
     deliveries = 0
+    beyond: set[str] = set()
     for p in predictions:  # every answer, sweeps included, is re-emitted only unchanged
         body = {k: v for k, v in p.items() if k != "scored_at"}
-        if answers.setdefault(p["prediction_id"], body) != body:
+        first = answers.setdefault(p["prediction_id"], body)
+        if first != body:
             changed.add(p["prediction_id"])
+            if {k: v for k, v in first.items() if k not in LEARNED} != {
+                k: v for k, v in body.items() if k not in LEARNED
+            }:
+                beyond.add(p["prediction_id"])
         if p["trigger"] != "event":
             continue
         deliveries += 1
@@ -395,8 +407,13 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
     alerts: dict[str, dict[str, Any]] = {}
     for m in consume_all(settings, settings.topics.churn_alerts):
         alert = orjson.loads(m.value())
-        if alerts.setdefault(alert["alert_id"], alert) != alert:
+        first_alert = alerts.setdefault(alert["alert_id"], alert)
+        if first_alert != alert:
             changed.add(f"alert {alert['alert_id']}")
+            if {k: v for k, v in first_alert.items() if k not in LEARNED} != {
+                k: v for k, v in alert.items() if k not in LEARNED
+            }:
+                beyond.add(f"alert {alert['alert_id']}")
     letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
     lettered: set[str] = set()
     for d in letters:
@@ -412,6 +429,7 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
         sweeps=sweeps,
         alerts=len(alerts),
         changed=sorted(changed),
+        changed_beyond_learning=sorted(beyond),
         several=sorted(eid for eid, pids in ids.items() if len(pids) > 1),
         unknown=sorted(scored - valid),
         both=sorted(scored & lettered),

@@ -118,6 +118,7 @@ def run_through_faults(
     fault: Callable[[], None],
     at: tuple[float, ...],
     name: str,
+    replayed_long: bool = False,
     **worker_env: str,
 ) -> None:
     """Stream the world through a worker, call ``fault`` once the worker has committed each fraction
@@ -169,6 +170,10 @@ def run_through_faults(
         f"{state.learned} of {state.labels} labels | worker retries {retries}"
     )
     problems = accounting.problems() + state.problems()
+    if replayed_long:  # see LEARNED: answers replayed far behind may differ in the online model's part alone
+        problems = [p for p in problems if "re-emitted with a different answer" not in p]
+        if accounting.changed_beyond_learning:
+            problems.append(f"{len(accounting.changed_beyond_learning)} answers changed beyond learning")
     if accounting.dead_lettered:
         problems.append(f"{accounting.dead_lettered} valid events of an in-order stream were dead-lettered")
     assert not problems, "\n".join(problems)
@@ -263,7 +268,9 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
     world: Path,
 ) -> None:
     """A failover to a replica that lags by a fifth of the stream: at 15% every key is copied, at 35%
-    Redis is replaced by that copy while the worker runs on."""
+    Redis is replaced by that copy while the worker runs on. Nothing is lost or counted twice; answers
+    replayed over that long a span may differ in what the online model contributes (it learns at batch
+    ends, and the replay is batched differently), never in features or the batch model's probability."""
     url = f"redis://{redis_node.host}:{redis_node.port}/0"
     own = dataclasses.replace(settings, redis_url=url)
     client = redis.Redis.from_url(url)
@@ -285,7 +292,9 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
         pipe.execute()
 
     try:
-        run_through_faults(own, world, tmp_path / "worker.log", lag, (0.15, 0.35), "Redis back behind")
+        run_through_faults(
+            own, world, tmp_path / "worker.log", lag, (0.15, 0.35), "Redis back behind", replayed_long=True
+        )
     finally:
         client.close()
     assert "Redis no longer holds what this worker expects" in (tmp_path / "worker.log").read_text()

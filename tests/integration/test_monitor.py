@@ -664,3 +664,112 @@ def test_hostile_records_go_to_dead_letter_and_the_monitor_goes_on(
         for lo in range(2 * WINDOW_ROWS, 5 * WINDOW_ROWS, WINDOW_ROWS)
     ]
     assert health["windows_reported"] == 3 and monitor.process.returncode == 0
+
+
+# -- liveness, readiness, and dead letters within the dead_letter topic's limit ---------------------------
+
+
+def wait_ready(monitor: RunningMonitor, timeout: float = 60) -> dict[str, Any]:
+    """The monitor's /ready body once it answers 200."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = monitor.get("/ready")
+        if status == 200:
+            return dict(json.loads(body))
+        assert monitor.process.poll() is None, f"monitor died:\n{monitor.log_tail()}"
+        assert time.monotonic() < deadline, (
+            f"/ready never said ready: {status} {body!r}\n{monitor.log_tail()}"
+        )
+        time.sleep(0.3)
+
+
+def sample_records(n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` small valid records (5 predictions each), keyed by model version as the scorer keys them."""
+    return [
+        (
+            MODEL_VERSION.encode(),
+            json.dumps({**_sample_record(MODEL_VERSION), "batch_id": f"ok-{i}"}).encode(),
+        )
+        for i in range(n)
+    ]
+
+
+def test_an_oversized_record_is_dead_lettered_within_the_topic_limit_and_the_monitor_goes_on(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    from churnstream.streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, make_producer
+
+    # 9 MiB of control characters: beyond the monitor's 8 MiB, and six times that once escaped in JSON;
+    # compressed it fits the topic's 4 MiB (the broker checks compressed batches)
+    huge = b"\x01" * (9 * 2**20)
+    producer = make_producer(settings, config={"message.max.bytes": 16 * 2**20, "compression.type": "lz4"})
+    with run_monitor(settings, tmp_path) as monitor:
+        producer.produce(settings.topics.monitoring_batches, key=MODEL_VERSION.encode(), value=huge)
+        assert producer.flush(30) == 0
+        where = produce_raw(settings, settings.topics.monitoring_batches, sample_records(3))
+        health = wait_health(monitor, lambda h: h["records"] == 4 and h["rows_seen"] == 15)
+        letters = consume_all(settings, settings.topics.dead_letter, expected=1)
+        ready = wait_ready(monitor)
+
+    (letter,) = letters
+    assert len(letter.value()) <= DEAD_LETTER_TOPIC_MAX_BYTES
+    body = json.loads(letter.value())
+    assert body["stage"] == "decode" and "exceeds" in body["error"], body["error"]
+    assert body["value_truncated"] is True and 0 < len(body["value"]) < len(huge)
+    assert huge.decode().startswith(body["value"])
+    assert (letter.key(), body["partition"], body["offset"]) == (MODEL_VERSION.encode(), where[0][0], 0)
+    assert health["dead_letters"] == 1 and health["ok"] is True and health["status"] == "ok"
+    assert ready["reasons"] == []
+
+
+HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests read it) ...
+    "ok",
+    "model_version",
+    "records",
+    "rows_seen",
+    "rows_pending",
+    "windows_done",
+    "windows_reported",
+    "windows_skipped",
+    "windows_merged",
+    "reports_rendered",
+    "reports_pending",
+    "report_errors",
+    "report_worker",
+    "dead_letters",
+    "last_report_at",
+    "started_at",
+    "window_rows",
+    "lag_ms",
+    "delay_ms",
+    "uncommitted_records",
+    "read_offsets",
+} | {"status", "stalled_seconds", "stuck_after_seconds", "partitions", "lag", "last_batch_age_seconds"}
+READY_FIELDS = {"status", "reasons", "partitions", "lag", "last_batch_age_seconds", "stalled_seconds"}
+
+
+def test_ready_once_running_and_both_pages_say_how_far_behind(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    with run_monitor(settings, tmp_path) as monitor:
+        first = wait_ready(monitor)
+        produce_raw(settings, settings.topics.monitoring_batches, sample_records(3))
+        wait_health(monitor, lambda h: h["records"] == 3)
+        deadline = time.monotonic() + 30
+        while (ready := wait_ready(monitor))["lag"] != 0:  # measured every few seconds
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.5)
+        status, raw = monitor.get("/health")
+        metrics = monitor.get("/metrics")[1].decode()
+
+    assert set(first) == READY_FIELDS and first["status"] == "ready" and first["reasons"] == []
+    assert first["partitions"] == list(range(6)) and first["last_batch_age_seconds"] is None
+    assert set(ready) == READY_FIELDS and ready["status"] == "ready" and ready["stalled_seconds"] == 0
+    assert 0 <= ready["last_batch_age_seconds"] < 60
+    health = json.loads(raw)
+    assert status == 200 and set(health) == HEALTH_FIELDS
+    assert health["ok"] is True and health["status"] == "ok" and health["stalled_seconds"] == 0
+    assert health["lag"] == 0 and health["partitions"] == list(range(6)) and health["records"] == 3
+    assert health["stuck_after_seconds"] >= 60 and 0 <= health["last_batch_age_seconds"] < 60
+    assert "churnstream_monitor_stalled_seconds 0" in metrics
+    assert "churnstream_monitor_behind_records 0" in metrics
