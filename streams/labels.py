@@ -6,23 +6,44 @@ A prediction for customer c as of t is labelled 0 when a completed order of c ar
 ``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order), so
 they are written atomically with the features that produced them.
 
+A customer keeps a bounded number of them (:func:`add_pending`): a prediction is kept while fewer than
+:data:`OPEN_LIMIT` of the customer's kept predictions are still *open* — not yet answered by a completed
+order and less than H plus the allowed lateness old — and, once half that many are, only when none of
+them is closer in time than (H + lateness) / OPEN_LIMIT, so a burst of events is thinned evenly. The open
+ones are counted from the customer's own history (``"kept"``: their ``as_of`` times, and the last
+completed order as the new prediction's features see it), never from what happens to have been labelled
+already, so the same events keep the same predictions however the stream is cut into batches, and a
+replay teaches the online model the same labels. A prediction not kept is still emitted; it simply never
+gets an outcome. The kept ones are labelled exactly by the rule above.
+
+>>> H = 10
 >>> state = {"pend": []}
->>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0])
+>>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0], horizon_ms=H, lateness_ms=0, recency_days=None)
 True
->>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0])
+>>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0], horizon_ms=H, lateness_ms=0, recency_days=None)
 False
->>> [(r.prediction_id, r.label, r.source) for r in resolve_by_event(state, 5, churned=None, horizon_ms=10)]
+>>> [(r.prediction_id, r.label, r.source) for r in resolve_by_event(state, 5, churned=None, horizon_ms=H)]
 [('p1', 0, 'order')]
->>> due_time(state, horizon_ms=10) is None
+>>> due_time(state, horizon_ms=H) is None
 True
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass
 from typing import Any
 
+from churnstream.settings import DAY_MS
+
 P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES = range(6)
+
+# Kept predictions open at once per customer (see add_pending); from half of it on, they are spaced.
+OPEN_LIMIT = 16
+# Pending predictions per customer, never more. Only reached when event time stalls for more than the
+# horizon plus the allowed lateness (a partition without events holds back the watermark, so nothing is
+# labelled by inactivity): the oldest pending prediction is then dropped.
+MAX_PENDING = 2 * OPEN_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +69,63 @@ def add_pending(
     online_p: float | None,
     churn_p: float,
     features: list[float | None],
+    *,
+    horizon_ms: int,
+    lateness_ms: int,
+    recency_days: float | None,
 ) -> bool:
-    """Remember a prediction until its label is known; False when it is already pending."""
+    """Remember a prediction until its label is known; False when it is already pending or not kept.
+
+    ``recency_days`` is the prediction's own feature (days from the customer's last completed order to
+    ``as_of``): kept predictions that order answered are no longer open. Whether a prediction is kept
+    depends only on the predictions added before it and on its own features, never on which labels are
+    already resolved (that depends on where batches end and on the watermark of other partitions).
+
+    A ticket an hour for 30 days and no order: 8 are kept at once, then one every 45 hours up to 16.
+
+    >>> s, hour, h = {}, 3_600_000, 30 * DAY_MS
+    >>> kept = [add_pending(s, f"t{i}", i * hour, 0.5, None, 0.5, [], horizon_ms=h, lateness_ms=0,
+    ...                     recency_days=None) for i in range(30 * 24)]
+    >>> kept.count(True), [p[P_AS_OF] // hour for p in s["pend"]][6:11]
+    (16, [6, 7, 52, 97, 142])
+
+    An order answers them all; its own prediction (recency 0) sees that none is open any more.
+
+    >>> len(resolve_by_event(s, 720 * hour, churned=None, horizon_ms=h))
+    16
+    >>> add_pending(s, "o1", 720 * hour, 0.5, None, 0.5, [], horizon_ms=h, lateness_ms=0, recency_days=0.0)
+    True
+    >>> s["kept"] == [720 * hour]
+    True
+    """
     pend = state.setdefault("pend", [])
     if prediction_id in [p[P_ID] for p in pend]:
         return False
-    pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
-    return True
+    window = horizon_ms + lateness_ms
+    last_order = None if recency_days is None else as_of - round(recency_days * DAY_MS)
+    kept = [
+        t
+        for t in state.get("kept", ())
+        if t > as_of - window and not (last_order is not None and t < last_order <= t + horizon_ms)
+    ]
+    spacing = window // OPEN_LIMIT
+    take = len(kept) < OPEN_LIMIT and (
+        len(kept) < OPEN_LIMIT // 2 or all(abs(as_of - t) >= spacing for t in kept)
+    )
+    if take:
+        insort(kept, as_of)
+        pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
+        while len(pend) > MAX_PENDING:
+            pend.remove(min(pend, key=_as_of))
+    if kept:
+        state["kept"] = kept
+    else:
+        state.pop("kept", None)
+    return take
+
+
+def _as_of(p: list[Any]) -> int:
+    return p[P_AS_OF]  # type: ignore[no-any-return]
 
 
 def _resolved(p: list[Any], labeled_at: int, label: int, source: str) -> Resolved:

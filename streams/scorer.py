@@ -49,6 +49,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from churnstream.errors import (
     ChurnstreamError,
     ConfigError,
+    FencedError,
     InfraError,
     ModelNotFoundError,
     ProcessingError,
@@ -291,6 +292,7 @@ class ChurnScorer:
         self.store = store
         self.models = models
         self.metrics = metrics or ScorerMetrics()
+        self._fenced_at: float | None = None  # when the broker last fenced this worker out of its group
         self._producer_failed: str | None = None  # why librdkafka declared the producer broken for good
         self._replaced_producers: list[float] = []
         self.producer = self._new_producer()
@@ -479,15 +481,27 @@ class ChurnScorer:
                 self._rewind()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
-            except (
-                ConfigError,
-                InfraError,
-                StateLostError,
-            ):  # to fix outside: a setting, a credential, Redis
+            except FencedError as exc:
+                self._rejoin(exc)
+            except (ConfigError, InfraError, StateLostError):  # to fix outside: a setting, credentials, Redis
                 raise
             except Exception as exc:  # not the infrastructure: something about the batch's messages
                 self._poison(batch, exc)
         self.close()
+
+    def _rejoin(self, exc: FencedError) -> None:
+        """Fenced out of the group: once, rejoin with a fresh consumer (librdkafka fences a static member
+        that rejoined after a broker outage while a request of its old session was in flight); fenced
+        again within a minute, another process has this worker's id, and the worker stops."""
+        now = time.monotonic()
+        if self._fenced_at is not None and now - self._fenced_at < 60.0:
+            raise exc
+        self._fenced_at = now
+        log.warning("%s -- rejoining once with a fresh consumer", exc)
+        self.reader.reopen()
+        self.assigned.clear()
+        self._claims.clear()
+        self._rewind()
 
     def _new_producer(self) -> Producer:
         # only failures are reported: a Python callback per acknowledged message cost ~6% of the worker
@@ -896,7 +910,18 @@ class ChurnScorer:
                 )
                 predictions.append(prediction)
                 state = tx.state(cid)
-                add_pending(state, pid, as_of, bp, op, cp, vectors[i])
+                add_pending(
+                    state,
+                    pid,
+                    as_of,
+                    bp,
+                    op,
+                    cp,
+                    vectors[i],
+                    horizon_ms=self.horizon,
+                    lateness_ms=self.lateness,
+                    recency_days=scoring.rows[i]["recency_days"],
+                )
                 # an order already known after as_of (this event arrived late) labels it at once
                 later = next_completed_order(state, as_of)
                 if later is not None:

@@ -1,0 +1,311 @@
+"""Pending predictions per customer are capped; the kept ones are labelled exactly as without the cap,
+and which ones are kept does not depend on where batches end or on when the due index answers."""
+
+from __future__ import annotations
+
+import functools
+import random
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent
+from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.features.store import Due, MemoryFeatureStore, Transaction
+from churnstream.models.batch import BatchModel
+from churnstream.models.registry import ModelRegistry
+from churnstream.settings import DAY_MS, Settings
+from churnstream.streams import labels
+from churnstream.streams.ingest import Batch, Coordinates
+from churnstream.streams.labels import (
+    MAX_PENDING,
+    OPEN_LIMIT,
+    Resolved,
+    add_pending,
+    resolve_by_event,
+    resolve_by_time,
+)
+from churnstream.streams.scorer import BatchReport, ChurnScorer, ModelSet, restore_learner
+
+HOUR = 3_600_000
+H = 30 * DAY_MS
+LATE = 7 * DAY_MS
+START = 1_700_006_400_000  # a midnight, UTC
+
+
+def _uncapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(labels, "OPEN_LIMIT", 10**9)
+    monkeypatch.setattr(labels, "MAX_PENDING", 10**9)
+
+
+# --- the functions alone -------------------------------------------------------------------------
+
+
+def _label_many(orders: list[int], predictions: list[int]) -> tuple[dict[str, tuple[int, ...]], int]:
+    """One customer's predictions (as_of times) among completed orders, driven as the worker drives them:
+    an order labels what it answers, then the predictions are added, then event time passes.
+
+    Returns ``{prediction: (as_of, label, labeled_at, source)}`` and the most pending at any time."""
+    state: dict[str, Any] = {}
+    as_of: dict[str, int] = {}
+    done: list[Resolved] = []
+    most = 0
+    events = sorted([(t, 0) for t in orders] + [(t, 1) for t in predictions])
+    for i, (t, is_prediction) in enumerate(events):
+        if not is_prediction:
+            done += resolve_by_event(state, t, churned=None, horizon_ms=H)
+            continue
+        last = max((o for o in orders if o <= t), default=None)
+        recency = None if last is None else (t - last) / DAY_MS
+        as_of[f"p{i}"] = t
+        add_pending(
+            state, f"p{i}", t, 0.5, None, 0.5, [], horizon_ms=H, lateness_ms=LATE, recency_days=recency
+        )
+        most = max(most, len(state["pend"]))
+        assert len(state.get("kept", ())) <= labels.OPEN_LIMIT
+        done += resolve_by_time(state, t, horizon_ms=H, lateness_ms=LATE)
+    done += resolve_by_time(state, 2**62, horizon_ms=H, lateness_ms=LATE)
+    assert not state["pend"]
+    out: dict[str, tuple[int, ...]] = {}
+    for r in done:
+        assert r.prediction_id not in out and r.as_of == as_of[r.prediction_id]
+        out[r.prediction_id] = (r.as_of, r.label, r.labeled_at, r.source)
+    return out, most
+
+
+def _by_the_rule(orders: list[int], as_of: int) -> tuple[int, int, str]:
+    """(label, labeled_at, source) of a prediction as of ``as_of``, straight from the contract's rule."""
+    later = [o for o in sorted(orders) if as_of < o <= as_of + H]
+    return (0, later[0], "order") if later else (1, as_of + H, "inactivity")
+
+
+def test_thousands_of_predictions_within_one_horizon_keep_at_most_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(7)
+    # a customer who files 3,000 tickets in a week, orders twice in it and once a month later
+    predictions = sorted(START + rng.randrange(7 * DAY_MS) for _ in range(3000))
+    orders = [START + 2 * DAY_MS, START + 5 * DAY_MS + 1, START + 40 * DAY_MS]
+    predictions += orders  # each order is scored too
+    predictions.sort()
+
+    capped, most = _label_many(orders, predictions)
+    assert most <= MAX_PENDING
+    assert OPEN_LIMIT // 2 < len(capped) < 200  # thinned, not emptied
+
+    _uncapped(monkeypatch)
+    everything, most_uncapped = _label_many(orders, predictions)
+    assert len(everything) == len(predictions) and most_uncapped > 1000
+    # every kept prediction is labelled exactly as it was without the cap
+    assert {p: everything[p] for p in capped} == capped
+    # and by the contract's rule, checked against the orders
+    for as_of, *label in capped.values():
+        assert tuple(label) == _by_the_rule(orders, as_of)
+    assert {source for *_, source in capped.values()} == {"order", "inactivity"}
+
+
+def test_a_customer_with_an_order_every_few_days_keeps_every_prediction() -> None:
+    orders = [START + i * 3 * DAY_MS for i in range(100)]
+    tickets = [START + i * 3 * DAY_MS + 5 * HOUR for i in range(100)]
+    labelled, most = _label_many(orders, sorted(orders + tickets))
+    assert len(labelled) == 200
+    assert most < OPEN_LIMIT // 2
+
+
+def test_when_event_time_stalls_the_oldest_pending_go_first() -> None:
+    state: dict[str, Any] = {}
+    # no order and nothing labelled by inactivity: the watermark of another partition stands still
+    for day in range(0, 400, 2):
+        t = START + day * DAY_MS
+        add_pending(
+            state, f"p{day}", t, 0.5, None, 0.5, [], horizon_ms=H, lateness_ms=LATE, recency_days=None
+        )
+        assert len(state["pend"]) <= MAX_PENDING
+    assert len(state["pend"]) == MAX_PENDING
+    assert [p[1] for p in state["pend"]] == sorted(p[1] for p in state["pend"])
+    assert state["pend"][-1][1] == START + 398 * DAY_MS
+
+
+# --- through the worker --------------------------------------------------------------------------
+
+
+class _RecordingScorer(ChurnScorer):
+    """The worker with every resolved label recorded (it produces nothing: ``quiet``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.labelled: list[tuple[str, Resolved]] = []
+        self.most_pending = 0
+
+    def _outcomes(
+        self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
+    ) -> dict[str, list[Any]]:
+        self.labelled += resolved
+        for state in tx.states.values():
+            self.most_pending = max(self.most_pending, len(state.get("pend", ())))
+        return super()._outcomes(tx, resolved, report)
+
+
+class _Consumer:
+    def commit(self, **kwargs: Any) -> None:
+        """Kafka's offsets do not matter here: the store's fences are the truth."""
+
+
+class _Reader:
+    consumer = _Consumer()
+
+
+class _LaggingStore(MemoryFeatureStore):
+    """A store whose due index misses every other question (as Redis's misses a write in flight)."""
+
+    asked = 0
+
+    def due_before(self, t: int, *, shards: Any, limit: int) -> Due:
+        self.asked += 1
+        if self.asked % 2:
+            return Due({}, t)  # "more than listed": the worker asks again with the next batch
+        return super().due_before(t, shards=shards, limit=limit)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    rng = np.random.default_rng(0)
+    X = rng.exponential(5.0, (400, len(FEATURE_NAMES)))
+    estimator = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression(max_iter=500)).fit(
+        X, (X[:, FEATURE_NAMES.index("recency_days")] > 5).astype(int)
+    )
+    model = BatchModel(
+        estimator=estimator, feature_names=list(FEATURE_NAMES), medians=dict.fromkeys(FEATURE_NAMES, 1.0)
+    )
+    ModelRegistry(root).register(model, {}, promote=True)
+    return root
+
+
+def _world() -> list[Event]:
+    """A storm of ticket events from one customer, ordinary customers around it, in event-time order
+    (a few events a couple of hours late)."""
+    rng = random.Random(3)
+    events: list[Event] = []
+    n = 0
+
+    def order(cid: str, t: int, status: str = "completed") -> None:
+        nonlocal n
+        n += 1
+        events.append(OrderEvent(f"o{n}", cid, t, f"order{n}", round(rng.uniform(5, 80), 2), status=status))
+
+    def ticket(cid: str, t: int) -> None:
+        nonlocal n
+        n += 1
+        events.append(TicketEvent(f"s{n}", cid, t, f"ticket{n}"))
+
+    for day in range(0, 150, 2):
+        order("steady", START + day * DAY_MS + 9 * HOUR)
+        if day % 10 == 0:
+            ticket("steady", START + day * DAY_MS + 15 * HOUR)
+    order("quiet", START + DAY_MS)  # then silence: swept, labelled by inactivity
+    events.append(ProfileEvent("p1", "storm", START, {"age": 40}))
+    for _ in range(700):  # 700 tickets in ten days, then orders now and then
+        ticket("storm", START + 10 * DAY_MS + rng.randrange(10 * DAY_MS))
+    for _ in range(40):
+        order("storm", START + 10 * DAY_MS + rng.randrange(10 * DAY_MS), status="cancelled")
+    for t in (14 * DAY_MS + 20 * HOUR, 17 * DAY_MS + 23 * HOUR, 45 * DAY_MS, 47 * DAY_MS, 100 * DAY_MS):
+        order("storm", START + t)  # late in a day of tickets: in one batch with them, or after them
+    events.sort(key=lambda e: e.timestamp)
+    for _ in range(10):  # late, within the allowed lateness: arrive after later events
+        i = rng.randrange(100, len(events) - 100)
+        events.insert(i + rng.randrange(1, 20), events.pop(i))
+    return events
+
+
+def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: bool = False) -> Any:
+    store = (_LaggingStore if lagging else MemoryFeatureStore)(lateness_ms=settings.lateness_ms)
+    models = ModelSet(
+        registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
+    )
+    scorer = _RecordingScorer(settings=settings, store=store, models=models, reader=_Reader(), quiet=True)  # type: ignore[arg-type]
+    scorer.assigned = {0}
+    offsets: dict[str, int] = {}
+    for start in range(0, len(events), batch_size):
+        batch = Batch()
+        for event in events[start : start + batch_size]:
+            topic = (
+                settings.topics.orders if isinstance(event, OrderEvent) else settings.topics.support_tickets
+            )
+            if isinstance(event, ProfileEvent):
+                topic = settings.topics.customer_profiles
+            offsets[topic] = offsets.get(topic, -1) + 1
+            batch.events.append((event, Coordinates(topic, 0, offsets[topic])))
+            batch.offsets[(topic, 0)] = offsets[topic] + 1
+        scorer.process(batch)
+        scorer.sweep()
+    for _ in range(2):  # polls that find nothing: a due time the index missed is asked for again
+        scorer.process(Batch())
+    states = store.states(store.customers())
+    learner = scorer.models.learner(0)
+    return (
+        {r.prediction_id: (cid, r.as_of, r.label, r.labeled_at, r.source) for cid, r in scorer.labelled},
+        {cid: (s.get("pend", []), s.get("kept")) for cid, s in states.items()},
+        learner.online.n_learned,
+        scorer.most_pending,
+        scorer.totals,
+    )
+
+
+def test_the_worker_keeps_the_same_predictions_however_batches_end(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1",  # nothing listens: the worker produces nothing (quiet)
+        kafka_properties={"log_level": "0"},
+        model_dir=model_dir,
+        metrics_port=-1,
+    )
+    events = _world()
+    # a last order far later: event time passes every horizon, so every kept prediction is labelled
+    events.append(OrderEvent("last", "steady", START + 300 * DAY_MS, "last", 10.0))
+
+    labelled, states, learned, most, totals = _run(settings, events, 500)
+    assert most <= MAX_PENDING
+    assert all(kept is None or len(kept) <= OPEN_LIMIT for _, kept in states.values())
+    assert len(labelled) == learned  # the online model learned each label once
+    predictions = totals.predictions + totals.sweeps
+    assert 100 < len(labelled) < predictions - 500  # the storm was thinned
+
+    # the label rule, checked against the event log, for every kept prediction
+    completed: dict[str, list[int]] = {}
+    for e in events:
+        if isinstance(e, OrderEvent) and e.status == "completed":
+            completed.setdefault(e.customer_id, []).append(e.timestamp)
+    for times in completed.values():
+        times.sort()
+    for cid, as_of, label, at, source in labelled.values():
+        times = completed.get(cid, [])
+        i = bisect_right(times, as_of)
+        if i < len(times) and times[i] <= as_of + settings.horizon_ms:
+            assert (label, at, source) == (0, times[i], "order")
+        else:
+            assert (label, at, source) == (1, as_of + settings.horizon_ms, "inactivity")
+
+    # the same answers however the stream is cut, and when the due index answers late
+    for batch_size, lagging in ((7, False), (1, False), (500, True), (3, True)):
+        again = _run(settings, events, batch_size, lagging=lagging)
+        assert again[0] == labelled, (batch_size, lagging)
+        assert again[1] == states, (batch_size, lagging)
+        assert again[2] == learned
+
+    # without the cap: the same labels for the kept predictions, and the ordinary customers lose nothing
+    _uncapped(monkeypatch)
+    everything, _, _, most_uncapped, _ = _run(settings, events, 500)
+    assert most_uncapped > 5 * MAX_PENDING
+    assert {p: everything[p] for p in labelled} == labelled
+    for cid in ("steady", "quiet"):
+        mine = {p for p, v in labelled.items() if v[0] == cid}
+        assert mine == {p for p, v in everything.items() if v[0] == cid}
