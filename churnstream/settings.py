@@ -166,6 +166,7 @@ class Settings:
     drift_share: float = 0.3
     var_dir: Path = Path("var")
     drift_window_days: float = 7.0
+    public_url: str = ""  # empty: the monitor's own address (see pages_url)
     worker_id: str = ""  # empty: this host's name (see worker_name)
     session_timeout_ms: int = 10_000
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
@@ -199,6 +200,7 @@ class Settings:
         "drift_share": "CHURN_DRIFT_SHARE",
         "var_dir": "CHURN_VAR_DIR",
         "drift_window_days": "CHURN_DRIFT_WINDOW_DAYS",
+        "public_url": "CHURN_PUBLIC_URL",
         "worker_id": "CHURN_WORKER_ID",
         "session_timeout_ms": "CHURN_SESSION_TIMEOUT_MS",
     }
@@ -297,6 +299,8 @@ class Settings:
             raise ConfigError(
                 f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}"
             )
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"CHURN_PUBLIC_URL must be an http:// or https:// URL, got {self.public_url!r}")
         if self.worker_id and not _WORKER_ID.fullmatch(self.worker_id):
             raise ConfigError(
                 "CHURN_WORKER_ID may hold only letters, digits, '.', '_' and '-' (at most 128), "
@@ -330,6 +334,19 @@ class Settings:
         ('prod.churnstream-scorer', 'g')
         """
         return self.scorer_group or f"{self.topic_prefix}churnstream-scorer"
+
+    @property
+    def pages_url(self) -> str:
+        """Where users reach the monitor's pages, for links in messages: CHURN_PUBLIC_URL, else the monitor's
+        own address (a wildcard host, which no browser can open, as 127.0.0.1).
+
+        >>> Settings(web_host="0.0.0.0").pages_url, Settings(public_url="https://drift.example/").pages_url
+        ('http://127.0.0.1:8088', 'https://drift.example')
+        """
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.web_host in ("", "0.0.0.0", "::") else self.web_host
+        return f"http://{host}:{self.web_port}"
 
     @property
     def worker_name(self) -> str:

@@ -928,7 +928,7 @@ def build_monitor(
             max_span_ms=int(settings.drift_window_days * DAY_MS),
             drift_share=settings.drift_share,
         ),
-        url_base=f"http://{settings.web_host}:{settings.web_port}",
+        url_base=settings.pages_url,
         state=MonitorState(state_dir(settings, name)),
     )
 

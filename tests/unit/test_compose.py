@@ -58,6 +58,9 @@ def test_ports_and_paths_match_the_settings(compose: dict[str, Any]) -> None:
     ui = services["evidently-ui"]["entrypoint"]
     settings = Settings.from_env(_resolved(services["monitor"]["environment"]))
     assert ui[ui.index("--workspace") + 1] == str(settings.report_dir / "workspace")
+    host_port = services["monitor"]["ports"][0].split(":")[0]
+    assert settings.pages_url == f"http://localhost:{host_port}"  # links in messages open the pages
+    assert services["evidently-ui"]["environment"]["DO_NOT_TRACK"] == "1"
     mounted = {v.split(":")[1] for v in services["scorer"]["volumes"]}
     assert str(settings.model_dir) in mounted and str(settings.report_dir) in mounted
 
