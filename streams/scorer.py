@@ -299,8 +299,8 @@ class ChurnScorer:
         self.tracker = DeliveryTracker()
         self.quiet = quiet
         self.group = group or settings.consumer_group
-        # this worker's claim on the partitions it is assigned, new with every assignment (see _on_assign)
-        self._claim = f"{worker_id or settings.worker_name}:{uuid.uuid4().hex[:12]}"
+        self._worker = worker_id or settings.worker_name
+        # partition -> this worker's claim on it in Redis, new with every assignment (see _on_assign)
         self._claims: dict[int, str] = {}
         self.reader = reader or EventTimeReader(
             settings=settings,
@@ -351,9 +351,9 @@ class ChurnScorer:
         self.store.reset()
         self._next_due = None
         fences = self._fences(consumer, partitions)
-        self._claim = f"{self._claim.rpartition(':')[0]}:{uuid.uuid4().hex[:12]}"
-        self._claims.update({tp.partition: self._claim for tp in partitions})
-        self.store.write_meta({f"own:{p}": self._claim for p in {tp.partition for tp in partitions}})
+        claim = f"{self._worker}:{uuid.uuid4().hex[:12]}"
+        self._claims.update({tp.partition: claim for tp in partitions})
+        self.store.write_meta({f"own:{p}": claim for p in {tp.partition for tp in partitions}})
         for tp in partitions:
             self.assigned.add(tp.partition)
             fence = fences.get((tp.topic, tp.partition))
