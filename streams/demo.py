@@ -687,12 +687,7 @@ class Demo:
         self.history_totals = totals
 
     def _start_monitor(self, events: _Events, split: int, end: int) -> _Worker | None:
-        import importlib.util
-
         with self.console.step("start the monitor") as notes:
-            if importlib.util.find_spec("churnstream.streams.monitor") is None:
-                notes.append("streams.monitor is not in this checkout yet: no drift windows this time")
-                return None
             first = events.times[split] if split < len(events.times) else self.train_until
             last = events.times[end - 1] if end > split else first
             days = max((last - first) / DAY_MS, 1.0)
