@@ -39,7 +39,9 @@ class EventTimeReader(InputReader):
     """An :class:`InputReader` whose batches follow event time across all assigned partitions.
 
     ``max_queued`` bounds the messages held per partition; ``idle_ms`` is how long an empty partition
-    may hold the others back (see :meth:`_blocks`) before it counts as idle.
+    that may merely be behind holds the others back (see :meth:`_blocks`) before it counts as idle;
+    ``fetch_wait_ms`` is how long one that the broker says holds unread messages may (a fetch that slow
+    means the broker or the machine is overloaded: waiting is still better than reading months ahead).
     """
 
     def __init__(
@@ -51,11 +53,13 @@ class EventTimeReader(InputReader):
         on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         max_queued: int = 5000,
         idle_ms: int = 2000,
+        fetch_wait_ms: int = 15_000,
         **consumer_config: Any,
     ) -> None:
         self._queues: dict[tuple[str, int], deque[_Item]] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
+        self._gave_up: set[tuple[str, int]] = set()  # warned: it held the others back for fetch_wait_ms
         self._waiting_since: dict[tuple[str, int], float] = {}
         self._known_end: dict[tuple[str, int], int | None] = {}
         self._last_ts: dict[tuple[str, int], int] = {}
@@ -64,6 +68,7 @@ class EventTimeReader(InputReader):
         self._user_revoke = on_revoke
         self.max_queued = max_queued
         self.idle_ms = idle_ms
+        self.fetch_wait_ms = fetch_wait_ms
         consumer_config.setdefault("config", {}).setdefault("fetch.wait.max.ms", 50)
         super().__init__(
             settings=settings,
@@ -79,6 +84,9 @@ class EventTimeReader(InputReader):
             self._known_end[(tp.topic, tp.partition)] = None
         if self._user_assign is not None:
             self._user_assign(consumer, partitions)
+        for tp in partitions:  # where the callback placed them (e.g. at an applied-offset fence)
+            if tp.offset >= 0:
+                self._next[(tp.topic, tp.partition)] = tp.offset
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -89,6 +97,7 @@ class EventTimeReader(InputReader):
             self._waiting_since.pop(key, None)
             self._known_end.pop(key, None)
             self._last_ts.pop(key, None)
+            self._gave_up.discard(key)
         if self._user_revoke is not None:
             self._user_revoke(consumer, partitions)
 
@@ -97,6 +106,7 @@ class EventTimeReader(InputReader):
         for state in (self._queues, self._next, self._waiting_since, self._known_end, self._last_ts):
             state.clear()
         self._paused.clear()
+        self._gave_up.clear()
 
     def rewind(self) -> None:
         """Drop everything queued and seek each partition back to its last committed offset."""
@@ -109,7 +119,15 @@ class EventTimeReader(InputReader):
             self._paused.clear()
         if assignment:
             for tp in self.consumer.committed(assignment, timeout=10):
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+                self.seek(tp.topic, tp.partition, max(tp.offset, 0))
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``partition`` of ``topic`` from ``offset`` on, dropping what was queued of it."""
+        key = (topic, partition)
+        if key in self._queues:
+            self._queues[key].clear()
+        self.consumer.seek(TopicPartition(topic, partition, offset))
+        self._next[key] = offset
 
     def _fill(self, timeout: float) -> None:
         now = now_ms()
@@ -127,6 +145,7 @@ class EventTimeReader(InputReader):
             queue.append((ts, event, letter, where))
             self._next[key] = offset + 1
             self._waiting_since.pop(key, None)
+            self._gave_up.discard(key)
             if len(queue) >= self.max_queued and key not in self._paused:
                 self.consumer.pause([TopicPartition(topic, partition)])
                 self._paused.add(key)
@@ -155,20 +174,35 @@ class EventTimeReader(InputReader):
     def _blocks(self, key: tuple[str, int], ts: int, now: float) -> bool:
         """Whether releasing an event at ``ts`` must wait for the empty partition ``key``.
 
-        It must when the broker says the partition holds unread messages, or when the partition's last
-        event is more than ``max_skew_ms`` behind ``ts`` (its next event may be older than ``ts`` and
-        merely not fetched yet). Either wait ends after ``idle_ms`` of wall time: a partition that stays
-        silent that long is idle, and holds nobody back until it delivers again.
+        It must while the broker says the partition holds unread messages: they are on their way, and
+        may be older than ``ts`` (a worker that took the partition over, or caught up after downtime,
+        would otherwise read another topic months ahead and find these events too late to apply). Only
+        a fetch that delivers nothing for ``fetch_wait_ms`` ends that wait, with a warning. It must also
+        wait while the partition's last event is more than ``max_skew_ms`` behind ``ts`` (its next event
+        may be older than ``ts`` and merely not produced yet); that wait ends after ``idle_ms``: a
+        partition silent that long is idle, and holds nobody back until it delivers again.
         """
         if self._queues[key]:
             return False
+        since = self._waiting_since.setdefault(key, now)
+        waited_ms = (now - since) * 1000
+        if self._has_more(key):
+            if waited_ms < self.fetch_wait_ms:
+                return True
+            if key not in self._gave_up:
+                self._gave_up.add(key)
+                log.warning(
+                    "%s/%d holds unread messages but delivered none for %.0f s: reading the other "
+                    "partitions on without it (its events may arrive too late to apply)",
+                    *key,
+                    waited_ms / 1000,
+                )
+            return False
         last = self._last_ts.get(key)
-        behind = last is not None and last + self.max_skew_ms < ts
-        if not behind and not self._has_more(key):
+        if last is None or last + self.max_skew_ms >= ts:
             self._waiting_since.pop(key, None)
             return False
-        since = self._waiting_since.setdefault(key, now)
-        return (now - since) * 1000 < self.idle_ms
+        return waited_ms < self.idle_ms
 
     def _release_bound(self, key: tuple[str, int], now: float) -> int:
         """The latest event time that the empty partition ``key`` surely lets go (:meth:`_blocks`).
@@ -176,11 +210,11 @@ class EventTimeReader(InputReader):
         Cheap enough to call once per batch and partition, so releasing a message costs O(1) rather
         than a look at every empty partition: only a message past the bound takes the exact check.
         """
+        if self._has_more(key):
+            return _NO_TIME
         since = self._waiting_since.get(key)
         if since is not None and (now - since) * 1000 >= self.idle_ms:
             return _NEVER  # idle: holds nobody back
-        if self._has_more(key):
-            return _NO_TIME
         last = self._last_ts.get(key)
         return _NEVER if last is None else last + self.max_skew_ms
 

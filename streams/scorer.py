@@ -625,7 +625,10 @@ class ChurnScorer:
             assignment = consumer.assignment()
             for (topic, partition), fence in self._fences(consumer, assignment).items():
                 self.applied[(topic, partition)] = fence
-                consumer.seek(TopicPartition(topic, partition, fence))
+                if isinstance(self.reader, EventTimeReader):
+                    self.reader.seek(topic, partition, fence)
+                else:
+                    consumer.seek(TopicPartition(topic, partition, fence))
             lost = {
                 f"own:{p}": claim for p, claim in self._claims.items() if self.store.meta(f"own:{p}") is None
             }
