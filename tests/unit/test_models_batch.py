@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from churnstream.models.batch import BatchModel, _fast_path
-from churnstream.models.train import _hgb, _logistic
+from churnstream.models.candidates import _hgb, _logistic
 
 NAMES = [f"f{i}" for i in range(6)]
 

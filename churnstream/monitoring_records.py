@@ -1,0 +1,197 @@
+"""What the drift monitor reads and writes: the scorer's per-batch monitoring records and drift reports.
+
+:class:`DriftReport` is a ``drift_reports`` message of the contract; :class:`MonitoringBatch` is internal
+(the ``churnstream.monitoring_batches`` topic between the scorer and the monitor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from churnstream.message_fields import NUMBER_OR_NULL, OutputField
+from churnstream.timefmt import format_time
+
+_STRINGS = OutputField("array", items=OutputField("string"))
+_COLUMN_DRIFT = OutputField(
+    "object",
+    "The drift test of one column.",
+    properties={
+        "method": OutputField("string", "The statistical test.", nullable=True),
+        "score": OutputField("number", "The test's statistic or p-value.", nullable=True),
+        "threshold": OutputField("number", "The score at which the column counts as drifted.", nullable=True),
+        "drifted": OutputField("boolean"),
+    },
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """What the monitor found in one window of predictions (a ``drift_reports`` message)."""
+
+    FIELDS: ClassVar[Mapping[str, OutputField]] = {
+        "report_id": OutputField("string"),
+        "created_at": OutputField("time"),
+        "window_start": OutputField("time"),
+        "window_end": OutputField("time"),
+        "rows": OutputField("integer", "Predictions in the window.", minimum=0),
+        "reference_rows": OutputField("integer", minimum=0),
+        "model_version": OutputField("string"),
+        "dataset_drift": OutputField("boolean"),
+        "drift_share": OutputField("number", "Share of drifted columns.", minimum=0.0, maximum=1.0),
+        "drifted_columns": _STRINGS,
+        "columns": OutputField("object", "Column name -> its drift test.", values=_COLUMN_DRIFT),
+        "prediction_drift": OutputField(
+            "object",
+            "The drift test of churn_probability.",
+            nullable=True,
+            properties=_COLUMN_DRIFT.properties,
+        ),
+        "concept_drift": OutputField(
+            "object",
+            "The online concept-drift detector's state.",
+            nullable=True,
+            properties={
+                "detector": OutputField("string"),
+                "detected": OutputField("boolean"),
+                "at": OutputField("time", "The event time of the latest detection.", nullable=True),
+            },
+        ),
+        "html_path": OutputField("string", "The Evidently HTML report on disk."),
+        "url": OutputField("string", "Where the report can be viewed.", nullable=True),
+        "estimated_performance": OutputField(
+            "object",
+            "ROC-AUC on this window estimated without labels.",
+            required=False,
+            nullable=True,
+            properties={
+                "metric": OutputField("string"),
+                "value": NUMBER_OR_NULL,
+                "lower": NUMBER_OR_NULL,
+                "upper": NUMBER_OR_NULL,
+            },
+        ),
+        "realized_performance": OutputField(
+            "object",
+            "Realized ROC-AUC of the latest earlier window whose labels are known.",
+            required=False,
+            nullable=True,
+            properties={
+                "metric": OutputField("string"),
+                "value": NUMBER_OR_NULL,
+                "labels": OutputField("integer", minimum=0),
+                "window_start": OutputField("time"),
+                "window_end": OutputField("time"),
+            },
+        ),
+        "action": OutputField(
+            "string", "What the monitor advises.", required=False, enum=("none", "watch", "retrain")
+        ),
+        "evidently_run": OutputField(
+            "string", "This window's run in the Evidently UI project.", required=False, nullable=True
+        ),
+    }
+
+    report_id: str
+    created_at: int
+    window_start: int
+    window_end: int
+    rows: int
+    reference_rows: int
+    model_version: str
+    dataset_drift: bool
+    drift_share: float
+    drifted_columns: list[str]
+    columns: dict[str, dict[str, Any]]
+    prediction_drift: dict[str, Any] | None
+    concept_drift: dict[str, Any] | None
+    html_path: str
+    url: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "report_id": self.report_id,
+            "created_at": format_time(self.created_at),
+            "window_start": format_time(self.window_start),
+            "window_end": format_time(self.window_end),
+            "rows": self.rows,
+            "reference_rows": self.reference_rows,
+            "model_version": self.model_version,
+            "dataset_drift": self.dataset_drift,
+            "drift_share": self.drift_share,
+            "drifted_columns": list(self.drifted_columns),
+            "columns": self.columns,
+            "prediction_drift": self.prediction_drift,
+            "concept_drift": self.concept_drift,
+            "html_path": self.html_path,
+            "url": self.url,
+        }
+        out.update(self.extra)
+        return out
+
+
+OUTCOME_COLUMNS = (
+    "labeled_at",
+    "label",
+    "source",
+    "batch_probability",
+    "online_probability",
+    "churn_probability",
+)  # the columns of MonitoringBatch.outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringBatch:
+    """Internal: what one scorer micro-batch saw and said, in columns, for the drift monitor.
+
+    One record per micro-batch on the ``churnstream.monitoring_batches`` topic keeps the monitor's
+    per-message cost independent of the scoring rate. ``predictions`` holds equal-length columns:
+    ``as_of`` (epoch ms), ``customer_id``, ``trigger``, every feature, ``batch_probability``,
+    ``online_probability`` (None until learned) and ``churn_probability``. ``outcomes`` holds the labels
+    resolved in this batch: ``labeled_at``, ``label``, ``source``, and the three probabilities.
+    """
+
+    batch_id: str
+    created_at: int
+    model_version: str
+    feature_names: list[str]
+    predictions: dict[str, list[Any]]
+    outcomes: dict[str, list[Any]]
+
+    @property
+    def rows(self) -> int:
+        return len(self.predictions.get("churn_probability", ()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "created_at": self.created_at,
+            "model_version": self.model_version,
+            "feature_names": list(self.feature_names),
+            "predictions": self.predictions,
+            "outcomes": self.outcomes,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> MonitoringBatch:
+        """Rebuild from :meth:`to_json` output; :class:`ValidationError` when a part is missing or ragged."""
+        from churnstream.errors import ValidationError
+
+        try:
+            batch = cls(
+                batch_id=str(obj["batch_id"]),
+                created_at=int(obj["created_at"]),
+                model_version=str(obj["model_version"]),
+                feature_names=[str(n) for n in obj["feature_names"]],
+                predictions=dict(obj["predictions"]),
+                outcomes=dict(obj["outcomes"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"not a monitoring batch record: {exc!r}") from None
+        for part in (batch.predictions, batch.outcomes):
+            lengths = {len(v) for v in part.values() if isinstance(v, list)}
+            if len(lengths) > 1 or any(not isinstance(v, list) for v in part.values()):
+                raise ValidationError("monitoring batch columns must be lists of equal length")
+        return batch

@@ -1,0 +1,225 @@
+"""What the scorer says about a customer: predictions, the alerts picked from them, and their outcomes.
+
+The ``churn_predictions``, ``churn_alerts`` and ``churn_outcomes`` messages of the contract; each class's
+``FIELDS`` is the one declaration of its topic's shape (see :mod:`churnstream.messages`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from churnstream.message_fields import NUMBER_OR_NULL, PROBABILITY, OutputField
+from churnstream.timefmt import format_time
+
+# The features every prediction carries, with the contract's names and meanings (the feature code is in
+# churnstream.features.definitions, which adds more).
+REQUIRED_FEATURES = (
+    "orders_total",
+    "spent_total",
+    "avg_order_value",
+    "recency_days",
+    "tenure_days",
+    "orders_30d",
+    "orders_90d",
+    "spent_90d",
+    "mean_days_between_orders",
+    "returns_total",
+    "tickets_total",
+    "tickets_90d",
+    "negative_tickets_total",
+    "avg_resolution_hours",
+)
+
+_SHADOW = {
+    "shadow_model_version": OutputField("string", "The model in shadow.", required=False),
+    "shadow_probability": OutputField(
+        "number",
+        "The shadow model's churn probability.",
+        required=False,
+        nullable=True,
+        minimum=0.0,
+        maximum=1.0,
+    ),
+}
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is twice as slow, and this is per message
+class Prediction:
+    """One scoring of one customer as of an event time (a ``churn_predictions`` message)."""
+
+    FIELDS: ClassVar[Mapping[str, OutputField]] = {
+        "prediction_id": OutputField("string", "Unique per prediction."),
+        "customer_id": OutputField("string"),
+        "as_of": OutputField("time", "The event time the features are valid at."),
+        "scored_at": OutputField("time", "Wall clock time of the scoring."),
+        "trigger": OutputField(
+            "string",
+            "What caused it (request: an answer of the HTTP API).",
+            enum=("event", "sweep", "request"),
+        ),
+        "event_id": OutputField("string", "The triggering event; null for a sweep.", nullable=True),
+        "model_version": OutputField("string"),
+        "batch_probability": PROBABILITY,
+        "online_probability": OutputField(
+            "number", "Null until the online model has learned.", nullable=True, minimum=0.0, maximum=1.0
+        ),
+        "churn_probability": OutputField("number", "The blend that decisions use.", minimum=0.0, maximum=1.0),
+        "risk_category": OutputField("string", enum=("LOW", "MEDIUM", "HIGH")),
+        "features": OutputField(
+            "object",
+            "Feature name -> value (null where undefined).",
+            values=NUMBER_OR_NULL,
+            keys=REQUIRED_FEATURES,
+        ),
+        "value_at_risk": OutputField(
+            "number", "As on alerts: the value expected to be lost.", required=False, nullable=True
+        ),
+        **_SHADOW,
+    }
+
+    prediction_id: str
+    customer_id: str
+    as_of: int
+    scored_at: int
+    trigger: str
+    event_id: str | None
+    model_version: str
+    batch_probability: float
+    online_probability: float | None
+    churn_probability: float
+    risk_category: str
+    features: dict[str, float | None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prediction_id": self.prediction_id,
+            "customer_id": self.customer_id,
+            "as_of": format_time(self.as_of),
+            "scored_at": format_time(self.scored_at),
+            "trigger": self.trigger,
+            "event_id": self.event_id,
+            "model_version": self.model_version,
+            "batch_probability": self.batch_probability,
+            "online_probability": self.online_probability,
+            "churn_probability": self.churn_probability,
+            "risk_category": self.risk_category,
+            "features": self.features,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """How much one feature moved a customer's score (one of an alert's ``top_reasons``)."""
+
+    FIELDS: ClassVar[Mapping[str, OutputField]] = {
+        "feature": OutputField("string"),
+        "value": OutputField("number", "The feature's value.", nullable=True),
+        "contribution": OutputField("number", "In the unit the alert's explanation names."),
+    }
+
+    feature: str
+    value: float | None
+    contribution: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A customer the alert policy picked for a retention action (a ``churn_alerts`` message)."""
+
+    FIELDS: ClassVar[Mapping[str, OutputField]] = {
+        "alert_id": OutputField("string", "Unique per alert."),
+        "prediction_id": OutputField("string", "The prediction that raised it."),
+        "customer_id": OutputField("string"),
+        "as_of": OutputField("time"),
+        "churn_probability": PROBABILITY,
+        "risk_category": OutputField("string", enum=("LOW", "MEDIUM", "HIGH")),
+        "model_version": OutputField("string"),
+        "recommended_actions": OutputField("array", items=OutputField("string"), min_items=1),
+        "top_reasons": OutputField(
+            "array",
+            "The features that moved the score most, largest first.",
+            items=OutputField("object", properties=Reason.FIELDS),
+            min_items=3,
+        ),
+        "value_at_risk": OutputField(
+            "number", "Expected loss, in the unit of order amounts, if the customer churns.", required=False
+        ),
+        "priority": OutputField("number", "Higher is more worth a retention action.", required=False),
+        "policy": OutputField("string", "The alert policy that chose it, with its settings.", required=False),
+        "explanation": OutputField(
+            "object",
+            "The unit of the contributions and the base value they add to.",
+            required=False,
+            properties={"unit": OutputField("string"), "base": OutputField("number")},
+        ),
+        "holdout": OutputField("boolean", "A control customer who must not be contacted.", required=False),
+    }
+
+    alert_id: str
+    prediction_id: str
+    customer_id: str
+    as_of: int
+    churn_probability: float
+    risk_category: str
+    model_version: str
+    recommended_actions: list[str]
+    top_reasons: list[Reason]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "prediction_id": self.prediction_id,
+            "customer_id": self.customer_id,
+            "as_of": format_time(self.as_of),
+            "churn_probability": self.churn_probability,
+            "risk_category": self.risk_category,
+            "model_version": self.model_version,
+            "recommended_actions": list(self.recommended_actions),
+            "top_reasons": [r.to_json() for r in self.top_reasons],
+        }
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is twice as slow, and this is per message
+class Outcome:
+    """The label of a prediction once it became known (a ``churn_outcomes`` message)."""
+
+    FIELDS: ClassVar[Mapping[str, OutputField]] = {
+        "prediction_id": OutputField("string"),
+        "customer_id": OutputField("string"),
+        "as_of": OutputField("time", "The prediction's as_of."),
+        "labeled_at": OutputField("time", "The event time the label became known."),
+        "label": OutputField("integer", "1 = churned within the horizon.", enum=(0, 1)),
+        "source": OutputField("string", "What decided the label.", enum=("inactivity", "order", "explicit")),
+        "batch_probability": PROBABILITY,
+        "online_probability": OutputField("number", nullable=True, minimum=0.0, maximum=1.0),
+        "churn_probability": PROBABILITY,
+        **_SHADOW,
+    }
+
+    prediction_id: str
+    customer_id: str
+    as_of: int
+    labeled_at: int
+    label: int
+    source: str
+    batch_probability: float
+    online_probability: float | None
+    churn_probability: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prediction_id": self.prediction_id,
+            "customer_id": self.customer_id,
+            "as_of": format_time(self.as_of),
+            "labeled_at": format_time(self.labeled_at),
+            "label": self.label,
+            "source": self.source,
+            "batch_probability": self.batch_probability,
+            "online_probability": self.online_probability,
+            "churn_probability": self.churn_probability,
+        }
