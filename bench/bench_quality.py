@@ -39,12 +39,12 @@ from churnstream.events import parse_time  # noqa: E402
 from churnstream.features.definitions import FEATURE_NAMES  # noqa: E402
 from churnstream.features.offline import read_events  # noqa: E402
 from churnstream.models.blend import Blender  # noqa: E402
+from churnstream.models.evaluation import evaluate  # noqa: E402
 from churnstream.models.online import OnlineModel  # noqa: E402
 from churnstream.models.train import (  # noqa: E402
     TrainConfig,
     build_table,
     candidates,
-    evaluate,
     feature_medians,
     fit_candidate,
     plan_cutoffs,

@@ -2,9 +2,10 @@
 
 Events are replayed in event-time order through :func:`churnstream.features.state.apply_event`; at each cutoff
 t every known customer's features come from :func:`churnstream.features.definitions.features_as_of` — exactly
-what the online store would serve as of t. Labels follow the contract's label rule: churned = 1 when the
-customer has no completed order in (t, t + H], 0 when one arrives; a ``churn_labels`` event in that
-interval overrides; rows whose horizon runs past the end of the data are left out (censored).
+what the online store would serve as of t. Labels come from the scoring worker's own label rule
+(:mod:`churnstream.features.labels`): churned = 1 when the customer has no completed order in
+(t, t + H], 0 when one arrives, a ``churn_labels`` event answering first gives its own value; rows whose
+horizon runs past the end of the data are left out (censored).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from churnstream.errors import ChurnstreamError, EventError, ProcessingError
-from churnstream.events import Event, LabelEvent, OrderEvent, parse_event
+from churnstream.events import Event, LabelEvent, parse_event
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.labels import AnswerLog
 from churnstream.features.state import apply_event, new_state
+from churnstream.features.sweep import crossed_milestone, silence_windows
 
 EVENT_FILES = ("orders", "support_tickets", "customer_profiles", "churn_labels")
 
@@ -107,39 +109,6 @@ def snapshot(
     return {cid: features_as_of(state, t) for cid, state in states.items()}
 
 
-@dataclass(slots=True)
-class _Labeler:
-    completed: dict[str, list[int]]
-    explicit: dict[str, list[tuple[int, bool]]]
-    horizon_ms: int
-    data_end: int
-
-    @classmethod
-    def from_events(cls, events: Sequence[Event], *, horizon_ms: int) -> _Labeler:
-        completed: dict[str, list[int]] = {}
-        explicit: dict[str, list[tuple[int, bool]]] = {}
-        for e in events:
-            if isinstance(e, OrderEvent) and e.status == "completed":
-                completed.setdefault(e.customer_id, []).append(e.timestamp)
-            elif isinstance(e, LabelEvent):
-                explicit.setdefault(e.customer_id, []).append((e.timestamp, e.churned))
-        return cls(completed, explicit, horizon_ms, events[-1].timestamp if events else 0)
-
-    def label(self, customer_id: str, t: int) -> tuple[int, str] | None:
-        """(label, source) for a prediction as of t, or None while the label is still unknown."""
-        end = t + self.horizon_ms
-        for ts, churned in self.explicit.get(customer_id, ()):
-            if t < ts <= end:
-                return int(churned), "explicit"
-        times = self.completed.get(customer_id, [])
-        i = bisect_right(times, t)
-        if i < len(times) and times[i] <= end:
-            return 0, "order"
-        if end <= self.data_end:
-            return 1, "inactivity"
-        return None
-
-
 def training_rows(
     events: Sequence[Event],
     cutoffs: Sequence[int],
@@ -154,29 +123,23 @@ def training_rows(
     ``events`` must be sorted by event time. ``active_within_ms`` keeps only customers with a
     completed order or any event within that span before the cutoff.
     """
-    labeler = _Labeler.from_events(events, horizon_ms=horizon_ms)
+    answers = AnswerLog.from_events(events)
     states: dict[str, dict[str, Any]] = {}
     i = 0
     bar = _progress(len(cutoffs), "cutoffs") if progress else None
     for t in sorted(cutoffs):
         while i < len(events) and events[i].timestamp <= t:
-            event = events[i]
+            _apply(states, events[i], lateness_ms)
             i += 1
-            if isinstance(event, LabelEvent):
-                continue
-            state = states.get(event.customer_id)
-            if state is None:
-                state = states[event.customer_id] = new_state()
-            apply_customer_event(state, event, lateness_ms=lateness_ms)
         for cid, state in states.items():
             if active_within_ms is not None and state["max"] < t - active_within_ms:
                 continue
-            label = labeler.label(cid, t)
-            if label is None:
+            known = answers.label(cid, t, horizon_ms=horizon_ms)
+            if known is None:
                 continue
             row: dict[str, Any] = {"customer_id": cid, "as_of": t}
             row.update(features_as_of(state, t))
-            row["label"], row["label_source"] = label
+            row["label"], row["label_source"] = known.label, known.source
             yield row
         if bar is not None:
             bar.update(1)
@@ -239,8 +202,9 @@ def serving_rows(
     for event in [*events, None]:
         ts = event.timestamp if event is not None else end
         while next_tick <= min(ts, end):
+            windows = silence_windows(previous, next_tick, milestones_ms)  # the scorer's sweep rule
             for cid, seen in last_seen.items():
-                if any(previous - m <= seen < next_tick - m for m in milestones_ms):
+                if crossed_milestone(seen, windows):
                     row: dict[str, Any] = {"customer_id": cid, "as_of": next_tick, "trigger": "sweep"}
                     row.update(features_as_of(states[cid], next_tick))
                     yield row

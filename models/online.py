@@ -32,6 +32,7 @@ import orjson
 
 from churnstream.errors import ModelIntegrityError
 from churnstream.models.batch import signed_log1p
+from churnstream.models.evaluation import roc_auc
 
 MAGIC = b"CSOM"
 FORMAT_VERSION = 2  # 2: JSON payload (1 was a pickle)
@@ -137,7 +138,26 @@ class OnlineModel:
             return [None] * len(rows)
         return [float(p) for p in self.predict_matrix(self.vectorize(rows))]
 
+    def predict_proba_one(self, x: Mapping[str, Any]) -> dict[int, float]:
+        """River's ``predict_proba_one``: ``{0: P(stays), 1: P(churns)}`` for one feature dict; empty
+        until the model is ready (River's models answer ``{}`` before they have learned).
+
+        >>> model = OnlineModel(feature_names=["recency_days"], min_learned=2, chunk_size=2)
+        >>> model.predict_proba_one({"recency_days": 3.0})
+        {}
+        >>> model.learn_one({"recency_days": 40.0}, 1); model.learn_one({"recency_days": 1.0}, 0)
+        >>> p = model.predict_proba_one({"recency_days": 40.0})
+        >>> sorted(p), round(p[0] + p[1], 6), p[1] > 0.5
+        ([0, 1], 1.0, True)
+        """
+        (p,) = self.predict_many([x])
+        return {} if p is None else {0: 1.0 - p, 1: p}
+
     # -- learning --------------------------------------------------------------------------------
+
+    def learn_one(self, x: Mapping[str, Any], y: int) -> None:
+        """River's ``learn_one``: learn from one resolved label (:meth:`learn_many` is the batch path)."""
+        self.learn_many([x], [y])
 
     def learn_many(self, rows: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> None:
         """Learn from resolved labels; the model's prior predictions on them update the metrics first."""
@@ -187,17 +207,16 @@ class OnlineModel:
         """Prequential metrics over the last ``window`` resolved labels scored while ready."""
         labels = np.array([label for label, _ in self._recent], dtype=np.int64)
         probs = np.clip(np.array([p for _, p in self._recent], dtype=np.float64), 1e-6, 1 - 1e-6)
-        roc_auc = log_loss = None
+        auc = log_loss = None
         if len(labels):
             log_loss = float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
-            if 0 < labels.sum() < len(labels):
-                roc_auc = _roc_auc(labels, probs)
+            auc = roc_auc(labels, probs)
         return {
             "n_learned": self.n_learned,
             "n_waiting": self.n_waiting,
             "n_evaluated": self.n_evaluated,
             "window_rows": int(len(labels)),
-            "roc_auc": roc_auc,
+            "roc_auc": auc,
             "log_loss": log_loss,
         }
 
@@ -285,24 +304,6 @@ class OnlineModel:
 
     def __repr__(self) -> str:
         return f"OnlineModel(features={len(self.feature_names)}, n_learned={self.n_learned})"
-
-
-def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mann-Whitney ROC-AUC with ties counted half.
-
-    >>> _roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-    0.75
-    """
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    pos = labels == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def log_loss_of(label: int, p: float) -> float:

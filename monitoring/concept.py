@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from churnstream.events import format_time
+from churnstream.models.evaluation import roc_auc
 
 MODELS = {"batch": "batch_probability", "online": "online_probability", "blend": "churn_probability"}
 
@@ -116,24 +117,10 @@ class ModelQuality:
 
     def auc(self) -> dict[str, float | None]:
         """Model -> ROC-AUC over its rolling outcomes (None without both classes)."""
-        return {m: _auc(self._labels[m], self._probs[m]) for m in MODELS}
+        return {m: _round(roc_auc(self._labels[m], self._probs[m])) for m in MODELS}
 
     def counts(self) -> dict[str, int]:
         return {m: len(self._labels[m]) for m in MODELS}
-
-
-def _auc(labels: Sequence[int], probs: Sequence[float]) -> float | None:
-    """ROC-AUC as the Mann-Whitney statistic (ties count half)."""
-    y = np.asarray(labels, dtype="int8")
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    if positives == 0 or negatives == 0:
-        return None
-    import pandas as pd
-
-    ranks = pd.Series(np.asarray(probs, dtype="float64")).rank(method="average").to_numpy()
-    u = ranks[y == 1].sum() - positives * (positives + 1) / 2
-    return round(float(u / (positives * negatives)), 4)
 
 
 def _round(value: float | None) -> float | None:

@@ -15,6 +15,7 @@ from churnstream.errors import ConfigError
 from churnstream.events import Event, format_time, parse_event, parse_time
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.state import apply_event, new_state
+from churnstream.models.evaluation import roc_auc
 from churnstream.sources._output import rfc3339_seconds
 from churnstream.sources.simulate import DRIFT_CHANGES, SimulationConfig, simulate
 
@@ -141,15 +142,6 @@ def _feature_table(events: list[Event], cutoff: int, horizon_days: int = 30) -> 
     return x, y
 
 
-def _roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic (ties count half)."""
-    ordered = np.sort(score)
-    ranks = (np.searchsorted(ordered, score, "left") + np.searchsorted(ordered, score, "right") + 1) / 2
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
 def _holdout_auc(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3) -> float:
     """Fit a ridge logistic regression (Newton steps) on the first half, ROC-AUC on the second half.
 
@@ -168,7 +160,9 @@ def _holdout_auc(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3) -> float:
         gradient = train.T @ (p - target) + penalty @ w
         hessian = (train * (p * (1 - p))[:, None]).T @ train + penalty
         w -= np.linalg.solve(hessian, gradient)
-    return _roc_auc(y[half:], design[half:] @ w)
+    auc = roc_auc(y[half:], design[half:] @ w)
+    assert auc is not None
+    return auc
 
 
 def test_churn_is_learnable_from_the_contract_features(

@@ -16,15 +16,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent
+from churnstream.events import Event, LabelEvent, OrderEvent, ProfileEvent, TicketEvent
+from churnstream.features import labels
 from churnstream.features.definitions import FEATURE_NAMES
-from churnstream.features.store import Due, MemoryFeatureStore, Transaction
-from churnstream.models.batch import BatchModel
-from churnstream.models.registry import ModelRegistry
-from churnstream.settings import DAY_MS, Settings
-from churnstream.streams import labels
-from churnstream.streams.ingest import Batch, Coordinates
-from churnstream.streams.labels import (
+from churnstream.features.labels import (
     MAX_PENDING,
     OPEN_LIMIT,
     Resolved,
@@ -32,7 +27,14 @@ from churnstream.streams.labels import (
     resolve_by_event,
     resolve_by_time,
 )
+from churnstream.features.store import Due, MemoryFeatureStore, Transaction
+from churnstream.models.batch import BatchModel
+from churnstream.models.registry import ModelRegistry
+from churnstream.settings import DAY_MS, Settings
+from churnstream.streams.ingest import Batch, Coordinates
 from churnstream.streams.scorer import BatchReport, ChurnScorer, ModelSet, restore_learner
+from churnstream.streams.scoring import BatchScoring
+from churnstream.streams.worker import Worker
 
 HOUR = 3_600_000
 H = 30 * DAY_MS
@@ -136,21 +138,21 @@ def test_when_event_time_stalls_the_oldest_pending_go_first() -> None:
 # --- through the worker --------------------------------------------------------------------------
 
 
-class _RecordingScorer(ChurnScorer):
-    """The worker with every resolved label recorded (it produces nothing: ``quiet``)."""
+class _RecordingScoring(BatchScoring):
+    """The scorer's outputs with every resolved label recorded (it produces nothing: ``quiet``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.labelled: list[tuple[str, Resolved]] = []
         self.most_pending = 0
 
-    def _outcomes(
+    def outcomes(
         self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
     ) -> dict[str, list[Any]]:
         self.labelled += resolved
         for state in tx.states.values():
             self.most_pending = max(self.most_pending, len(state.get("pend", ())))
-        return super()._outcomes(tx, resolved, report)
+        return super().outcomes(tx, resolved, report)
 
 
 class _Consumer:
@@ -167,11 +169,11 @@ class _LaggingStore(MemoryFeatureStore):
 
     asked = 0
 
-    def due_before(self, t: int, *, shards: Any, limit: int) -> Due:
+    def due_before(self, t: int, *, partitions: Any, limit: int) -> Due:
         self.asked += 1
         if self.asked % 2:
             return Due({}, t)  # "more than listed": the worker asks again with the next batch
-        return super().due_before(t, shards=shards, limit=limit)
+        return super().due_before(t, partitions=partitions, limit=limit)
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +232,18 @@ def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: b
     models = ModelSet(
         registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
     )
-    scorer = _RecordingScorer(settings=settings, store=store, models=models, reader=_Reader(), quiet=True)  # type: ignore[arg-type]
-    scorer.assigned = {0}
+    worker = Worker(
+        settings=settings,
+        store=store,
+        reader=_Reader(),  # type: ignore[arg-type]
+        quiet=True,
+        handler=lambda w: ChurnScorer(worker=w, settings=settings, store=store, models=models),
+    )
+    scorer = worker.handler
+    recording = scorer.scoring = _RecordingScoring(
+        settings=settings, models=models, metrics=scorer.metrics, worker=worker
+    )
+    worker.assigned.add(0)
     offsets: dict[str, int] = {}
     for start in range(0, len(events), batch_size):
         batch = Batch()
@@ -241,6 +253,8 @@ def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: b
             )
             if isinstance(event, ProfileEvent):
                 topic = settings.topics.customer_profiles
+            if isinstance(event, LabelEvent):
+                topic = settings.topics.churn_labels
             offsets[topic] = offsets.get(topic, -1) + 1
             batch.events.append((event, Coordinates(topic, 0, offsets[topic])))
             batch.offsets[(topic, 0)] = offsets[topic] + 1
@@ -251,10 +265,10 @@ def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: b
     states = store.states(store.customers())
     learner = scorer.models.learner(0)
     return (
-        {r.prediction_id: (cid, r.as_of, r.label, r.labeled_at, r.source) for cid, r in scorer.labelled},
+        {r.prediction_id: (cid, r.as_of, r.label, r.labeled_at, r.source) for cid, r in recording.labelled},
         {cid: (s.get("pend", []), s.get("kept")) for cid, s in states.items()},
         learner.online.n_learned,
-        scorer.most_pending,
+        recording.most_pending,
         scorer.totals,
     )
 
@@ -309,3 +323,46 @@ def test_the_worker_keeps_the_same_predictions_however_batches_end(
     for cid in ("steady", "quiet"):
         mine = {p for p, v in labelled.items() if v[0] == cid}
         assert mine == {p for p, v in everything.items() if v[0] == cid}
+
+
+def test_explicit_labels_give_the_same_answers_however_batches_end(model_dir: Path) -> None:
+    """A prediction made after a ``churn_labels`` event arrived (a sweep, an event later in the same batch)
+    is answered by it as one made before it is: the state remembers explicit labels."""
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1",
+        kafka_properties={"log_level": "0"},
+        model_dir=model_dir,
+        metrics_port=-1,
+    )
+    events = _world()
+    for i, (cid, day, churned) in enumerate(
+        [
+            ("quiet", 5, True),
+            ("quiet", 20, False),
+            ("storm", 12, True),
+            ("storm", 60, True),
+            ("steady", 31, False),
+        ]
+    ):
+        events.append(LabelEvent(f"l{i}", cid, START + day * DAY_MS + 3 * HOUR, churned))
+    events.sort(key=lambda e: e.timestamp)
+    events.append(OrderEvent("last", "steady", START + 300 * DAY_MS, "last", 10.0))
+
+    labelled = _run(settings, events, 500)[0]
+    explicit = [v for v in labelled.values() if v[4] == "explicit"]
+    assert len(explicit) >= 3
+    # the first answer in (as_of, as_of + H], an explicit label first at the same instant
+    answers: dict[str, list[tuple[int, int, int, str]]] = {}
+    for e in events:
+        if isinstance(e, OrderEvent) and e.status == "completed":
+            answers.setdefault(e.customer_id, []).append((e.timestamp, 1, 0, "order"))
+        elif isinstance(e, LabelEvent):
+            answers.setdefault(e.customer_id, []).append((e.timestamp, 0, int(e.churned), "explicit"))
+    for cid, as_of, label, at, source in labelled.values():
+        later = sorted(a for a in answers.get(cid, []) if as_of < a[0] <= as_of + settings.horizon_ms)
+        if later:
+            assert (label, at, source) == (later[0][2], later[0][0], later[0][3])
+        else:
+            assert (label, at, source) == (1, as_of + settings.horizon_ms, "inactivity")
+    for batch_size in (1, 7, 64):
+        assert _run(settings, events, batch_size)[0] == labelled, batch_size

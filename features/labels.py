@@ -1,0 +1,372 @@
+"""The label rule, once: for the scoring worker's pending predictions and for the training table.
+
+A prediction for customer c as of t is answered by c's first *answering event* in (t, t + H]: a completed
+order labels it 0 (``order``), a ``churn_labels`` event labels it with its own value (``explicit``); at
+the same instant an explicit label comes first. Unanswered, it is labelled 1 (``inactivity``, labelled at
+t + H) once event time has passed t + H plus the lateness an answer may still arrive with.
+:func:`label_by_event` and :func:`label_by_time` are that rule for one prediction; two drivers apply it:
+
+- online, the worker keeps each customer's pending predictions in its state (:func:`add_pending`) and
+  labels them as answering events arrive (:func:`resolve_by_event`) and as the watermark passes their
+  horizon (:func:`resolve_by_time`);
+- offline, :class:`AnswerLog` labels a training row from the whole event log, which is complete up to its
+  last event (no lateness), and leaves out a row whose horizon runs past it (censored).
+
+With events in event-time order and each prediction made before the events after it, both give the same
+labels (tests/unit/test_features_labels.py). Online, a prediction made after its answer arrived (a late
+event, a sweep, an event in the same batch as the label) is answered by the first answering event the
+state holds (:func:`next_answer`): its completed orders, and the explicit labels it remembers
+(:func:`remember_label`), so the labels never depend on where batches end.
+
+>>> label_by_event(0, 5, churned=None, horizon_ms=10)
+Label(label=0, source='order', labeled_at=5)
+>>> label_by_event(0, 11, churned=True, horizon_ms=10) is None  # after the horizon
+True
+>>> label_by_time(0, 17, horizon_ms=10, lateness_ms=7)
+Label(label=1, source='inactivity', labeled_at=10)
+
+Pending predictions live in the customer's state under ``"pend"`` as
+``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order), so
+they are written atomically with the features that produced them.
+
+A customer keeps a bounded number of them (:func:`add_pending`): a prediction is kept while fewer than
+:data:`OPEN_LIMIT` of the customer's kept predictions are still *open* — not yet answered by a completed
+order and less than H plus the allowed lateness old — and, once half that many are, only when none of
+them is closer in time than (H + lateness) / OPEN_LIMIT, so a burst of events is thinned evenly. The open
+ones are counted from the customer's own history (``"kept"``: their ``as_of`` times, and the last
+completed order as the new prediction's features see it), never from what happens to have been labelled
+already, so the same events keep the same predictions however the stream is cut into batches, and a
+replay teaches the online model the same labels. A prediction not kept is still emitted; it simply never
+gets an outcome. The kept ones are labelled exactly by the rule above.
+
+>>> H = 10
+>>> state = {"pend": []}
+>>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0], horizon_ms=H, lateness_ms=0, recency_days=None)
+True
+>>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0], horizon_ms=H, lateness_ms=0, recency_days=None)
+False
+>>> [(r.prediction_id, r.label, r.source) for r in resolve_by_event(state, 5, churned=None, horizon_ms=H)]
+[('p1', 0, 'order')]
+>>> due_time(state, horizon_ms=H) is None
+True
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from churnstream.events import Event, LabelEvent, OrderEvent
+from churnstream.features.state import O_STATUS, O_TS, STATUS_CODE
+from churnstream.settings import DAY_MS
+
+P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES = range(6)
+
+# Kept predictions open at once per customer (see add_pending); from half of it on, they are spaced.
+OPEN_LIMIT = 16
+# Pending predictions per customer, never more. Only reached when event time stalls for more than the
+# horizon plus the allowed lateness (a partition without events holds back the watermark, so nothing is
+# labelled by inactivity): the oldest pending prediction is then dropped.
+MAX_PENDING = 2 * OPEN_LIMIT
+
+_COMPLETED = STATUS_CODE["completed"]
+
+
+# -- the rule ------------------------------------------------------------------------------------------
+
+
+class Label(NamedTuple):
+    """A prediction's label, why it is known (``order``, ``explicit`` or ``inactivity``) and since when."""
+
+    label: int
+    source: str
+    labeled_at: int
+
+
+def label_by_event(as_of: int, ts: int, *, churned: bool | None, horizon_ms: int) -> Label | None:
+    """The label an answering event at ``ts`` gives a prediction as of ``as_of``: a completed order
+    (``churned=None``) 0, an explicit label its own value; None when ``ts`` is not in (as_of, as_of + H].
+
+    >>> label_by_event(0, 10, churned=True, horizon_ms=10)
+    Label(label=1, source='explicit', labeled_at=10)
+    >>> label_by_event(0, 0, churned=None, horizon_ms=10) is None  # not after the prediction
+    True
+    """
+    if not as_of < ts <= as_of + horizon_ms:
+        return None
+    if churned is None:
+        return Label(0, "order", ts)
+    return Label(int(churned), "explicit", ts)
+
+
+def label_by_time(as_of: int, until: int, *, horizon_ms: int, lateness_ms: int) -> Label | None:
+    """Churned by inactivity, labelled at as_of + H, for a prediction no event answered, once the horizon
+    plus the lateness an answer may still arrive with has ended by event time ``until``; None before.
+
+    >>> label_by_time(0, 16, horizon_ms=10, lateness_ms=7) is None
+    True
+    """
+    end = as_of + horizon_ms
+    if end + lateness_ms <= until:
+        return Label(1, "inactivity", end)
+    return None
+
+
+def answer_of(event: Event) -> tuple[int, bool | None] | None:
+    """``(timestamp, churned)`` of an answering event (``churned`` None for a completed order, the value
+    of an explicit label); None for an event that answers no prediction.
+
+    >>> answer_of(OrderEvent("e1", "c", 5, "o1", 9.5)), answer_of(LabelEvent("e2", "c", 6, True))
+    ((5, None), (6, True))
+    >>> answer_of(OrderEvent("e3", "c", 7, "o2", 9.5, status="cancelled")) is None
+    True
+    """
+    if isinstance(event, LabelEvent):
+        return event.timestamp, event.churned
+    if isinstance(event, OrderEvent) and event.status == "completed":
+        return event.timestamp, None
+    return None
+
+
+# -- offline: labels of training rows, from a whole event log ----------------------------------------
+
+
+@dataclass(slots=True)
+class AnswerLog:
+    """Every customer's answering events of an event log in event time, and where the log ends.
+
+    >>> log = AnswerLog.from_events([OrderEvent("e1", "c", 5, "o1", 9.5), LabelEvent("e2", "c", 8, True),
+    ...                              OrderEvent("e3", "d", 40, "o2", 9.5)])
+    >>> log.label("c", 0, horizon_ms=10), log.label("c", 5, horizon_ms=10)
+    (Label(label=0, source='order', labeled_at=5), Label(label=1, source='explicit', labeled_at=8))
+    >>> log.label("c", 20, horizon_ms=10), log.label("c", 35, horizon_ms=10)  # unanswered; censored
+    (Label(label=1, source='inactivity', labeled_at=30), None)
+    """
+
+    times: dict[str, list[int]] = field(default_factory=dict)
+    churned: dict[str, list[bool | None]] = field(default_factory=dict)
+    end: int = 0
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> AnswerLog:
+        """The answers in ``events`` (sorted by event time; the last one's time is where the log ends)."""
+        answers: dict[str, list[tuple[int, bool, bool | None]]] = {}
+        end = 0
+        for event in events:
+            end = event.timestamp
+            answer = answer_of(event)
+            if answer is not None:
+                ts, churned = answer
+                # an explicit label sorts before an order at the same instant
+                answers.setdefault(event.customer_id, []).append((ts, churned is None, churned))
+        log = cls(end=end)
+        for cid, entries in answers.items():
+            entries.sort(key=lambda a: a[:2])
+            log.times[cid] = [a[0] for a in entries]
+            log.churned[cid] = [a[2] for a in entries]
+        return log
+
+    def label(self, customer_id: str, as_of: int, *, horizon_ms: int) -> Label | None:
+        """The label of a prediction as of ``as_of``; None while the log does not tell it yet (censored)."""
+        times = self.times.get(customer_id, ())
+        i = bisect_right(times, as_of)
+        if i < len(times):
+            known = label_by_event(
+                as_of, times[i], churned=self.churned[customer_id][i], horizon_ms=horizon_ms
+            )
+            if known is not None:
+                return known
+        # the log holds every event up to its end: no answer can still arrive late
+        return label_by_time(as_of, self.end, horizon_ms=horizon_ms, lateness_ms=0)
+
+
+# -- online: the worker's pending predictions, in the customer's state ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A prediction whose label became known."""
+
+    prediction_id: str
+    as_of: int
+    labeled_at: int
+    label: int
+    source: str
+    batch_probability: float
+    online_probability: float | None
+    churn_probability: float
+    features: list[float | None]
+
+
+def add_pending(
+    state: dict[str, Any],
+    prediction_id: str,
+    as_of: int,
+    batch_p: float,
+    online_p: float | None,
+    churn_p: float,
+    features: list[float | None],
+    *,
+    horizon_ms: int,
+    lateness_ms: int,
+    recency_days: float | None,
+) -> bool:
+    """Remember a prediction until its label is known; False when it is already pending or not kept.
+
+    ``recency_days`` is the prediction's own feature (days from the customer's last completed order to
+    ``as_of``): kept predictions that order answered are no longer open. Whether a prediction is kept
+    depends only on the predictions added before it and on its own features, never on which labels are
+    already resolved (that depends on where batches end and on the watermark of other partitions).
+
+    A ticket an hour for 30 days and no order: 8 are kept at once, then one every 45 hours up to 16.
+
+    >>> s, hour, h = {}, 3_600_000, 30 * DAY_MS
+    >>> kept = [add_pending(s, f"t{i}", i * hour, 0.5, None, 0.5, [], horizon_ms=h, lateness_ms=0,
+    ...                     recency_days=None) for i in range(30 * 24)]
+    >>> kept.count(True), [p[P_AS_OF] // hour for p in s["pend"]][6:11]
+    (16, [6, 7, 52, 97, 142])
+
+    An order answers them all; its own prediction (recency 0) sees that none is open any more.
+
+    >>> len(resolve_by_event(s, 720 * hour, churned=None, horizon_ms=h))
+    16
+    >>> add_pending(s, "o1", 720 * hour, 0.5, None, 0.5, [], horizon_ms=h, lateness_ms=0, recency_days=0.0)
+    True
+    >>> s["kept"] == [720 * hour]
+    True
+    """
+    pend = state.setdefault("pend", [])
+    if prediction_id in [p[P_ID] for p in pend]:
+        return False
+    window = horizon_ms + lateness_ms
+    last_order = None if recency_days is None else as_of - round(recency_days * DAY_MS)
+    kept = [
+        t
+        for t in state.get("kept", ())
+        if t > as_of - window and not (last_order is not None and t < last_order <= t + horizon_ms)
+    ]
+    spacing = window // OPEN_LIMIT
+    take = len(kept) < OPEN_LIMIT and (
+        len(kept) < OPEN_LIMIT // 2 or all(abs(as_of - t) >= spacing for t in kept)
+    )
+    if take:
+        insort(kept, as_of)
+        pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
+        while len(pend) > MAX_PENDING:
+            pend.remove(min(pend, key=_as_of))
+    if kept:
+        state["kept"] = kept
+    else:
+        state.pop("kept", None)
+    return take
+
+
+def _as_of(p: list[Any]) -> int:
+    return p[P_AS_OF]  # type: ignore[no-any-return]
+
+
+def _resolved(p: list[Any], known: Label) -> Resolved:
+    return Resolved(
+        p[P_ID],
+        p[P_AS_OF],
+        known.labeled_at,
+        known.label,
+        known.source,
+        p[P_BATCH],
+        p[P_ONLINE],
+        p[P_CHURN],
+        p[P_FEATURES],
+    )
+
+
+def resolve_by_event(
+    state: dict[str, Any], ts: int, *, churned: bool | None, horizon_ms: int
+) -> list[Resolved]:
+    """Labels known from an answering event at ``ts``: a completed order (``churned=None``) or an explicit
+    label (see :func:`label_by_event`). The pending predictions it answers leave the state."""
+    return _take_answered(
+        state, lambda as_of: label_by_event(as_of, ts, churned=churned, horizon_ms=horizon_ms)
+    )
+
+
+def resolve_by_time(
+    state: dict[str, Any], watermark: int, *, horizon_ms: int, lateness_ms: int
+) -> list[Resolved]:
+    """Pending predictions whose horizon plus the allowed lateness ended by ``watermark``: churned, by
+    inactivity (see :func:`label_by_time`). They leave the state."""
+    return _take_answered(
+        state, lambda as_of: label_by_time(as_of, watermark, horizon_ms=horizon_ms, lateness_ms=lateness_ms)
+    )
+
+
+def _take_answered(state: dict[str, Any], answer: Callable[[int], Label | None]) -> list[Resolved]:
+    """The pending predictions ``answer`` (as of -> label or None) labels; they leave the state."""
+    pend = state.get("pend")
+    if not pend:
+        return []
+    done, keep = [], []
+    for p in pend:
+        known = answer(p[P_AS_OF])
+        if known is not None:
+            done.append(_resolved(p, known))
+        else:
+            keep.append(p)
+    state["pend"] = keep
+    return done
+
+
+def next_completed_order(state: dict[str, Any], t: int) -> int | None:
+    """Time of the customer's first completed order after ``t`` that the state already holds, if any."""
+    for entry in state.get("o", ()):
+        if entry[O_TS] > t and entry[O_STATUS] == _COMPLETED:
+            return int(entry[O_TS])
+    return None
+
+
+LABELS_KEPT = 8  # explicit labels a customer's state remembers (the latest by event time)
+
+
+def remember_label(state: dict[str, Any], ts: int, churned: bool) -> None:
+    """Keep an explicit label in the state (``"lab"``: ``[ts, 0 or 1]`` sorted, the latest
+    :data:`LABELS_KEPT`), so a prediction made after it arrived gets the same first answer as one made
+    before it (:func:`next_answer`).
+
+    >>> s = {}
+    >>> for t in (30, 10, 30, 20):
+    ...     remember_label(s, t, churned=t > 15)
+    >>> s["lab"]
+    [[10, 0], [20, 1], [30, 1]]
+    """
+    labels = state.setdefault("lab", [])
+    entry = [ts, int(churned)]
+    if entry not in labels:
+        insort(labels, entry)
+        del labels[:-LABELS_KEPT]
+
+
+def next_answer(state: dict[str, Any], t: int) -> tuple[int, bool | None] | None:
+    """The first answering event after ``t`` the state holds, as ``(timestamp, churned)``: ``churned`` is
+    None for a completed order; at the same instant an explicit label comes first (the rule above).
+
+    >>> s = {"o": [], "lab": [[5, 1]]}
+    >>> next_answer(s, 0), next_answer(s, 5)
+    ((5, True), None)
+    """
+    order = next_completed_order(state, t)
+    best: tuple[int, bool | None] | None = None if order is None else (order, None)
+    for ts, churned in state.get("lab", ()):
+        if ts > t:
+            if best is None or ts <= best[0]:
+                best = (int(ts), bool(churned))
+            break
+    return best
+
+
+def due_time(state: dict[str, Any], *, horizon_ms: int) -> int | None:
+    """When the earliest pending prediction's horizon ends (None when nothing is pending)."""
+    pend = state.get("pend")
+    if not pend:
+        return None
+    return min(p[P_AS_OF] for p in pend) + horizon_ms
