@@ -25,7 +25,7 @@ import redis  # noqa: E402
 
 from churnstream.events import Event, OrderEvent, TicketEvent  # noqa: E402
 from churnstream.features.offline import read_events  # noqa: E402
-from churnstream.features.store import RedisFeatureStore  # noqa: E402
+from churnstream.features.redis_store import RedisFeatureStore  # noqa: E402
 from churnstream.settings import DAY_MS, Settings  # noqa: E402
 
 

@@ -14,7 +14,7 @@ One worker (``churnstream score``, its own topic prefix and consumer group) scor
 in event-time order ``--slice-days`` of event time at a time; after each slice the benchmark waits until
 the worker has committed every input offset, then prints a row:
 
-* ``customers``: customers the worker keeps state for (Redis keys ``churn:<prefix>:c:*``);
+* ``customers``: customers the worker keeps state for (Redis keys ``churn:<prefix>:{p<partition>}:c:*``);
 * ``ns MB``: this deployment's Redis memory, the sum of ``MEMORY USAGE <key> SAMPLES 0`` (exact) over
   every key SCAN finds under ``churn:<prefix>:``; ``blobs MB`` of it are the online models' snapshots
   and logs (per partition, not per customer: a log grows to 1,024 labels, then a snapshot empties it);
@@ -45,12 +45,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
-from bench_scorer import clean_up, committed, produce_backlog, start_workers, stop_workers  # noqa: E402
+from bench_scorer import clean_up, committed, produce_backlog, start_workers  # noqa: E402
 
 from churnstream.events import parse_time  # noqa: E402
-from churnstream.features.store import RedisFeatureStore  # noqa: E402
+from churnstream.features.labels import MAX_PENDING  # noqa: E402
+from churnstream.features.redis_store import RedisFeatureStore  # noqa: E402
 from churnstream.settings import DAY_MS, Settings  # noqa: E402
-from churnstream.streams.labels import MAX_PENDING  # noqa: E402
+from churnstream.streams.processes import stop_workers  # noqa: E402
 from churnstream.streams.topics import create_topics  # noqa: E402
 
 KINDS = ("customer_profiles", "orders", "support_tickets")
@@ -141,11 +142,12 @@ def namespace_bytes(client: redis.Redis, namespace: str) -> dict[str, int]:
     for key in keys:
         pipe.memory_usage(key, samples=0)
     sizes = [size or 0 for size in pipe.execute()]
-    kinds = [key[len(prefix) :].split(b":", 1)[0] for key in keys]
+    # <prefix>{p<partition>}:<kind>:... (see churnstream.features.layout)
+    kinds = [(key[len(prefix) :].split(b":", 2) + [b""])[1] for key in keys]
     return {
         "all": sum(sizes),
         "states": sum(size for kind, size in zip(kinds, sizes, strict=True) if kind == b"c"),
-        "blobs": sum(size for kind, size in zip(kinds, sizes, strict=True) if kind == b"blob"),
+        "blobs": sum(size for kind, size in zip(kinds, sizes, strict=True) if kind == b"learner"),
         "customers": kinds.count(b"c"),
     }
 

@@ -60,13 +60,13 @@ from churnstream.settings import Settings
 
 if TYPE_CHECKING:
     from churnstream.features.definitions import FEATURE_NAMES, features_as_of
-    from churnstream.features.store import RedisFeatureStore
+    from churnstream.features.redis_store import RedisFeatureStore
     from churnstream.models.registry import ModelRegistry
 
 _LAZY = {
     "FEATURE_NAMES": "churnstream.features.definitions",
     "features_as_of": "churnstream.features.definitions",
-    "RedisFeatureStore": "churnstream.features.store",
+    "RedisFeatureStore": "churnstream.features.redis_store",
     "ModelRegistry": "churnstream.models.registry",
 }
 

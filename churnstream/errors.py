@@ -4,7 +4,8 @@
 
     ChurnstreamError
     ├── ConfigError                 bad or missing settings
-    │   └── FencedError             another member took this worker's static group id
+    │   ├── FencedError             another member took this worker's static group id
+    │   └── LayoutError             Redis holds state in another layout (``churnstream rebuild``)
     ├── InfraError                  local Kafka/Redis could not be installed, started or reached
     ├── EventError                  one message that cannot be processed (goes to dead_letter)
     │   ├── DecodeError             not UTF-8, not JSON, too large, not an object
@@ -35,6 +36,11 @@ class FencedError(ConfigError):
     """The broker fenced this worker out of its consumer group: another member joined under its
     ``group.instance.id``. Once, it may be the worker's own rejoin after an outage; again, another
     process has the same ``CHURN_WORKER_ID``."""
+
+
+class LayoutError(ConfigError):
+    """Redis holds feature state in a layout this version does not read (older, newer, or written for
+    another number of input partitions): the message names the command that rebuilds it."""
 
 
 class InfraError(ChurnstreamError):

@@ -295,9 +295,13 @@ class Settings:
                 raise ConfigError(f"{self._ENV[name]} must not be negative, got {getattr(self, name)}")
         if not 0.0 < self.drift_share <= 1.0:
             raise ConfigError(f"CHURN_DRIFT_SHARE must be in (0, 1], got {self.drift_share}")
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        # Extension: redis+cluster:// and rediss+cluster:// name any node of a Redis Cluster
+        if not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        ):
             raise ConfigError(
-                f"CHURN_REDIS_URL must start with redis://, rediss:// or unix://: {self.redacted_redis_url}"
+                "CHURN_REDIS_URL must start with redis://, rediss://, unix://, redis+cluster:// or "
+                f"rediss+cluster://: {self.redacted_redis_url}"
             )
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"CHURN_PUBLIC_URL must be an http:// or https:// URL, got {self.public_url!r}")

@@ -14,13 +14,14 @@ from churnstream.settings import Settings
 def cli(args: Any, settings: Settings) -> int:
     import redis
 
-    from churnstream.features.store import RedisFeatureStore
+    from churnstream.features.redis_store import RedisFeatureStore, redis_client
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     store = RedisFeatureStore(
         client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
     )
     try:
+        store.check_layout()  # knows how many partitions the state was written for
         as_of = None
         if args.as_of is not None:
             raw = args.as_of

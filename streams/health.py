@@ -64,10 +64,10 @@ class DependencyProbe:
         return None
 
     def _redis(self) -> str | None:
-        import redis
+        from churnstream.features.redis_store import redis_client
 
         if self._redis_client is None:
-            self._redis_client = redis.Redis.from_url(
+            self._redis_client = redis_client(
                 self.settings.redis_url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
             )
         try:

@@ -31,6 +31,9 @@ class ReplayResult:
 
 def replay_features(settings: Settings, store: FeatureStore) -> ReplayResult:
     """Apply every valid input event currently on the input topics to ``store``, in event-time order."""
+    from churnstream.streams.topics import input_partitions
+
+    store.check_layout(partitions=input_partitions(settings))
     reader = EventTimeReader(settings=settings, group=f"churnstream-replay-{uuid.uuid4().hex[:8]}")
     result = ReplayResult()
     try:
@@ -45,11 +48,11 @@ def replay_features(settings: Settings, store: FeatureStore) -> ReplayResult:
             position.update(batch.offsets)
             result.messages += batch.size
             result.invalid += len(batch.dead_letters)
-            by_shard: dict[int, list[Event]] = {}
+            by_partition: dict[int, list[Event]] = {}
             for event, where in batch.events:
-                by_shard.setdefault(where.partition, []).append(event)
-            for shard, events in by_shard.items():
-                for r in store.update(events, shard=str(shard)):
+                by_partition.setdefault(where.partition, []).append(event)
+            for partition, events in by_partition.items():
+                for r in store.update(events, partition=partition):
                     if r.status == "applied":
                         result.applied += 1
                     elif r.status == "duplicate":

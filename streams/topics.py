@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from churnstream.errors import InfraError
+from churnstream.errors import ConfigError, InfraError
 from churnstream.settings import Settings
 from churnstream.streams.kafka import DEAD_LETTER_TOPIC_MAX_BYTES, INPUT_TOPIC_MAX_BYTES, raise_on_refusal
 
@@ -78,6 +78,19 @@ def existing_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]
                     "check CHURN_KAFKA_BOOTSTRAP (for a local development broker: churnstream infra up)"
                 ) from None
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")}
+
+
+def input_partitions(settings: Settings) -> int:
+    """The input topics' partition count. A customer's state lives with its partition, so every input
+    topic must be partitioned alike (co-partitioned, as Kafka Streams requires of joined topics)."""
+    counts = existing_topics(settings)
+    found = {name: counts[name] for name in settings.topics.inputs if name in counts}
+    if len(set(found.values())) > 1:
+        raise ConfigError(
+            f"the input topics have different partition counts ({found}): a customer's events must all "
+            "land in one partition; recreate them with one count (churnstream topics create --partitions N)"
+        )
+    return next(iter(found.values()), settings.topic_partitions)
 
 
 def create_topics(settings: Settings, partitions: int | None = None, timeout: float = 30.0) -> TopicsResult:

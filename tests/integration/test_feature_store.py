@@ -10,22 +10,25 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from churnstream.errors import ProcessingError, StoreError
+from churnstream.errors import LayoutError, ProcessingError, StoreError
 from churnstream.events import LabelEvent, OrderEvent, ProfileEvent, TicketEvent
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.layout import KeyLayout, partition_of
 from churnstream.features.offline import replay, snapshot
+from churnstream.features.redis_store import RedisFeatureStore
 from churnstream.features.state import new_state
-from churnstream.features.store import Due, FeatureStore, MemoryFeatureStore, RedisFeatureStore
-from churnstream.settings import DAY_MS, Settings
+from churnstream.features.store import Due, FeatureStore, MemoryFeatureStore
+from churnstream.settings import DAY_MS, Settings, Topics
 
 LATENESS = 7 * DAY_MS
 T0 = 1_700_000_000_000
+PARTITIONS = 4  # customers spread over partitions, located as producers place them
 
 
 @pytest.fixture(params=["memory", "redis"])
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
     if request.param == "memory":
-        yield MemoryFeatureStore(lateness_ms=LATENESS)
+        yield MemoryFeatureStore(lateness_ms=LATENESS, partitions=PARTITIONS)
         return
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
@@ -33,7 +36,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
         client.ping()
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis at {settings.redacted_redis_url} is not reachable ({exc}); run ./run infra up")
-    s = RedisFeatureStore(client=client, namespace=f"test-{uuid.uuid4().hex[:8]}", lateness_ms=LATENESS)
+    s = RedisFeatureStore(
+        client=client, namespace=f"test-{uuid.uuid4().hex[:8]}", lateness_ms=LATENESS, partitions=PARTITIONS
+    )
     yield s
     s.clear()
     s.close()
@@ -272,38 +277,64 @@ def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
 
 def test_silent_customers_are_listed_oldest_first(store: FeatureStore) -> None:
     store.update([order(1, "old", 0), order(2, "mid", 10), order(3, "new", 20)])
-    assert list(store.active_before(T0 + 15 * DAY_MS, shards=["0"])) == ["old", "mid"]
-    assert list(store.active_before(T0 + 15 * DAY_MS, shards=["0"], since=T0 + DAY_MS)) == ["mid"]
+    every = range(PARTITIONS)
+    assert list(store.active_before(T0 + 15 * DAY_MS, partitions=every)) == ["old", "mid"]
+    assert list(store.active_before(T0 + 15 * DAY_MS, partitions=every, since=T0 + DAY_MS)) == ["mid"]
     assert store.watermark() == T0 + 20 * DAY_MS
 
 
-def test_a_transaction_commits_state_meta_blobs_and_due_together(store: FeatureStore) -> None:
-    tx = store.begin(["a", "b"])
-    tx.apply(order(1, "a", 0), shard="3")
-    tx.state("b")["note"] = "scorer data rides along"
-    tx.touch("b")
-    tx.meta["offset:orders:3"] = "42"
-    tx.blobs["online"] = b"\x00\xffcheckpoint"
+def test_a_transaction_commits_state_partition_records_and_due_together(store: FeatureStore) -> None:
+    a, b = store.partition_of("a"), store.partition_of("f")
+    assert a != b  # two partitions: one write each
+    tx = store.begin(["a", "f"])
+    tx.apply(order(1, "a", 0))
+    tx.state("f")["note"] = "scorer data rides along"
+    tx.touch("f")
+    tx.set_fence("orders", a, 42)
+    tx.set_partition_time(a, T0)
+    tx.set_sweep_tick(b, T0 - DAY_MS)
+    tx.save_learner(a, b"\x00\xffonline", b"blender")
+    tx.log_learned(a, b"one|")
     tx.due["a"] = T0 + 30 * DAY_MS
-    tx.due["b"] = T0 + 10 * DAY_MS
+    tx.due["f"] = T0 + 10 * DAY_MS
     store.commit(tx)
     store.flush()
-    assert store.meta("offset:orders:3") == "42"
-    assert store.blob("online") == b"\x00\xffcheckpoint"
-    assert store.due_before(T0 + 20 * DAY_MS, shards=["0", "3"], limit=10) == Due(
-        {"b": "0"}, T0 + 30 * DAY_MS
+    assert (store.fence("orders", a), store.fence("orders", b), store.fence("tickets", a)) == (42, None, None)
+    assert (store.partition_time(a), store.sweep_tick(b), store.sweep_tick(a)) == (T0, T0 - DAY_MS, None)
+    tx = store.begin({})
+    tx.log_learned(a, b"two|")
+    store.commit(tx)
+    checkpoint = store.learner_checkpoint(a)
+    assert (checkpoint.online, checkpoint.blender, checkpoint.learned) == (
+        b"\x00\xffonline",
+        b"blender",
+        b"one|two|",
     )
-    assert store.due_before(T0 + 40 * DAY_MS, shards=["0", "3"], limit=10) == Due({"b": "0", "a": "3"}, None)
-    assert store.due_before(T0 + 40 * DAY_MS, shards=["0", "3"], limit=1).next_due == T0 + 40 * DAY_MS
-    assert store.active_before(T0 + DAY_MS, shards=["3"]) == {"a": "3"}
-    assert store.active_before(T0 + DAY_MS, shards=["0"]) == {}
-    assert store.states(["b"])["b"]["note"] == "scorer data rides along"
-    assert store.customers() == ["a", "b"]
-    tx = store.begin(["b"])
-    tx.due["b"] = None
+    assert store.learner_checkpoint(b).online is None
+    every = [a, b]
+    assert store.due_before(T0 + 20 * DAY_MS, partitions=every, limit=10) == Due({"f": b}, T0 + 30 * DAY_MS)
+    assert store.due_before(T0 + 40 * DAY_MS, partitions=every, limit=10) == Due({"f": b, "a": a}, None)
+    assert store.due_before(T0 + 40 * DAY_MS, partitions=every, limit=1).next_due == T0 + 40 * DAY_MS
+    assert store.active_before(T0 + DAY_MS, partitions=[a]) == {"a": a}
+    assert store.active_before(T0 + DAY_MS, partitions=[b]) == {}
+    assert store.states(["f"])["f"]["note"] == "scorer data rides along"
+    assert store.customers() == ["a", "f"]
+    assert store.watermark() == T0
+    tx = store.begin(["f"])
+    tx.due["f"] = None
     store.commit(tx)
     store.flush()  # due_before does not wait for writes in flight
-    assert store.due_before(T0 + 20 * DAY_MS, shards=["0"], limit=10) == Due({}, None)
+    assert store.due_before(T0 + 20 * DAY_MS, partitions=[b], limit=10) == Due({}, None)
+
+
+def test_a_customer_read_where_it_was_not_written_is_unknown(store: FeatureStore) -> None:
+    """State lives with the partition it was read from: reads locate customers as producers do."""
+    home = store.partition_of("c")
+    store.update([order(1, "c", 0)], partition=(home + 1) % PARTITIONS)
+    assert store.features("c", as_of=T0) is None
+    store.update([order(1, "c", 0)], partition=home)
+    assert store.features("c", as_of=T0) is not None
+    assert home == partition_of("c", PARTITIONS)
 
 
 def test_a_reused_event_id_with_other_content_changes_nothing_and_is_rejected(store: FeatureStore) -> None:
@@ -338,32 +369,123 @@ def test_a_reused_event_id_is_recognised_after_its_event_was_folded(store: Featu
     assert f is not None and f["orders_total"] == 2
 
 
-def test_a_write_happens_only_while_the_expected_meta_values_hold(store: FeatureStore) -> None:
-    store.write_meta({"own:0": "worker-a"})
+def test_a_write_happens_only_while_the_expected_claim_and_fences_hold(store: FeatureStore) -> None:
+    p = store.partition_of("c")
+    assert store.partition_of("e") == p
+    store.write_claims({p: "worker-a"})
+    assert store.claim(p) == "worker-a"
     tx = store.begin(["c"])
     tx.apply(order(1, "c", 1))
-    tx.meta["off:orders:0"] = "5"
-    tx.expect = {"own:0": "worker-a", "off:orders:0": None}
+    tx.set_fence("orders", p, 5)
+    tx.expect_claim(p, "worker-a")
+    tx.expect_fence("orders", p, None)
     store.commit(tx)
     store.flush()
-    assert store.meta("off:orders:0") == "5"
+    assert store.fence("orders", p) == 5
 
-    store.write_meta({"own:0": "worker-b"})  # another worker claimed the partition
+    store.write_claims({p: "worker-b"})  # another worker claimed the partition
     stale = store.begin(["c"])
     stale.apply(order(2, "c", 2))
-    stale.meta["off:orders:0"] = "6"
-    stale.expect = {"own:0": "worker-a", "off:orders:0": "5"}
+    stale.set_fence("orders", p, 6)
+    stale.expect_claim(p, "worker-a")
+    stale.expect_fence("orders", p, 5)
     with pytest.raises(StoreError, match="claimed its partitions"):
         store.commit(stale)
         store.flush()
-    assert store.meta("off:orders:0") == "5"
+    assert store.fence("orders", p) == 5
     f = store.features("c", as_of=T0 + 3 * DAY_MS)
     assert f is not None and f["orders_total"] == 1
 
-    behind = store.begin(["d"])  # a fence that is not what this writer wrote last: Redis lost writes
-    behind.apply(order(3, "d", 1))
-    behind.expect = {"own:0": "worker-b", "off:orders:0": "9"}
+    behind = store.begin(["e"])  # a fence that is not what this writer wrote last: Redis lost writes
+    behind.apply(order(3, "e", 1))
+    behind.expect_claim(p, "worker-b")
+    behind.expect_fence("orders", p, 9)
     with pytest.raises(StoreError, match="lost writes"):
         store.commit(behind)
         store.flush()
-    assert store.features("d", as_of=T0 + 3 * DAY_MS) is None
+    assert store.features("e", as_of=T0 + 3 * DAY_MS) is None
+
+
+def test_each_partition_is_written_whole_or_not_at_all(store: FeatureStore) -> None:
+    """A batch over two partitions, one of them claimed by another worker: the other one is written with
+    its fence (it resumes after the batch), the lost one not at all (its next owner reads it again)."""
+    a, b = store.partition_of("a"), store.partition_of("f")
+    store.write_claims({a: "me", b: "someone else"})
+    tx = store.begin(["a", "f"])
+    tx.apply(order(1, "a", 1))
+    tx.apply(order(2, "f", 1))
+    for p in (a, b):
+        tx.set_fence("orders", p, 10)
+        tx.expect_claim(p, "me")
+    with pytest.raises(StoreError, match="claimed its partitions"):
+        store.commit(tx)
+        store.flush()
+    assert (store.fence("orders", a), store.fence("orders", b)) == (10, None)
+    assert store.features("a", as_of=T0 + DAY_MS) is not None
+    assert store.features("f", as_of=T0 + DAY_MS) is None
+
+
+def test_state_of_another_layout_is_refused_with_the_command_that_rebuilds_it() -> None:
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    keys = KeyLayout(ns)
+    try:
+        client.hset(keys.legacy_meta, "off:orders:0", "5")  # what layout 1 left behind
+        old = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+        assert old.layout_version() == 1
+        with pytest.raises(
+            LayoutError, match=r"layout 1, this churnstream reads layout 2.*churnstream rebuild"
+        ):
+            old.check_layout(partitions=PARTITIONS)
+        with pytest.raises(LayoutError, match="churnstream rebuild"):
+            old.update([order(1, "c", 0)])
+        old.clear()
+        assert old.layout_version() is None
+        fresh = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+        fresh.check_layout(partitions=PARTITIONS)
+        assert fresh.layout_version() == 2
+        with pytest.raises(LayoutError, match="for 4 input partitions, but the input topics have 6"):
+            RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).check_layout(partitions=6)
+        client.set(keys.layout, b'{"version": 3, "partitions": 4}')
+        with pytest.raises(LayoutError, match="layout 3.*upgrade churnstream"):
+            RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).check_layout()
+    finally:
+        RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).clear()
+        client.close()
+
+
+def test_every_key_of_a_partition_shares_its_hash_tag() -> None:
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS, partitions=PARTITIONS)
+    try:
+        p = store.partition_of("c")
+        tx = store.begin(["c"])
+        tx.apply(order(1, "c", 0))
+        tx.due["c"] = T0
+        tx.set_fence("orders", p, 1)
+        tx.save_learner(p, b"o", b"b")
+        store.commit(tx)
+        store.flush()
+        found = sorted(k.decode() for k in client.scan_iter(match=f"churn:{ns}:*"))
+        tagged = [k for k in found if k != f"churn:{ns}:layout"]
+        assert len(tagged) == 7  # customer, meta, due, active, three learner blobs
+        assert all(k.startswith(f"churn:{ns}:{{p{p}}}:") for k in tagged), found
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
+def test_a_worker_refuses_state_of_the_old_layout_before_writing_anything(
+    settings: Settings, topics: Topics, redis_client: redis.Redis
+) -> None:
+    from churnstream.streams.scorer import build_scorer
+
+    keys = KeyLayout(settings.topic_prefix)
+    redis_client.hset(keys.legacy_meta, mapping={"off:orders:0": "5", "own:0": "old-worker"})
+    with pytest.raises(LayoutError, match="churnstream rebuild"):
+        build_scorer(settings)
+    assert sorted(redis_client.scan_iter(match=f"{keys.root}:*")) == [keys.legacy_meta.encode()]

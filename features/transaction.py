@@ -1,0 +1,145 @@
+"""One micro-batch's reads and pending writes: :class:`Transaction` (see :mod:`.store`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from churnstream.errors import ProcessingError
+from churnstream.events import Event, LabelEvent
+from churnstream.features import layout
+from churnstream.features.definitions import features_as_of
+from churnstream.features.layout import fence_field
+from churnstream.features.state import DUPLICATE, LONGEST_WINDOW_MS, apply_event
+
+Features = dict[str, float | int | None]
+
+
+@dataclass(slots=True)
+class UpdateResult:
+    """What one event did: ``status`` is ``applied``, ``duplicate`` or ``rejected`` (see ``error``)."""
+
+    event: Event
+    status: str
+    features: Features | None
+    error: ProcessingError | None = None
+    as_of: int | None = None  # the time ``features`` are valid at: the event's own time when exact
+
+
+@dataclass(slots=True)
+class PartitionWrite:
+    """What a transaction writes to one partition, and what must still hold there for it to happen."""
+
+    customers: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    expect: dict[str, str | None] = field(default_factory=dict)  # None: absent
+    blobs: list[tuple[str, bytes, bool]] = field(default_factory=list)  # (name, value, append)
+    due: dict[str, int | None] = field(default_factory=dict)
+    latest: int | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    """The reads and pending writes of one micro-batch; commit it with :meth:`FeatureStore.commit`."""
+
+    lateness_ms: int
+    versions: dict[str, int]
+    states: dict[str, dict[str, Any]]
+    partitions: dict[str, int]  # customer -> input partition (given to begin)
+    changed: set[str] = field(default_factory=set)
+    due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time (None: none)
+    _writes: dict[int, PartitionWrite] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> UpdateResult:
+        """Apply one event to its customer's state (loaded by ``begin``)."""
+        if isinstance(event, LabelEvent):
+            return UpdateResult(event, "applied", None)
+        state = self.states[event.customer_id]
+        try:
+            status = apply_event(state, event, lateness_ms=self.lateness_ms)
+        except ProcessingError as exc:
+            return UpdateResult(event, "rejected", None, exc)
+        if status != DUPLICATE:
+            self.changed.add(event.customer_id)
+            w = self._write(self.partitions[event.customer_id])
+            if w.latest is None or event.timestamp > w.latest:
+                w.latest = event.timestamp
+        # A very late event is applied, but features as of its own time can no longer be rebuilt
+        # exactly: it is then scored as of the customer's latest event instead.
+        t = event.timestamp if is_servable(state, event.timestamp) else state["max"]
+        return UpdateResult(event, status, features_as_of(state, t), as_of=t)
+
+    def state(self, customer_id: str) -> dict[str, Any]:
+        return self.states[customer_id]
+
+    def touch(self, customer_id: str) -> None:
+        """Mark a customer's state as changed by the caller (e.g. pending predictions added)."""
+        self.changed.add(customer_id)
+
+    def known(self, customer_id: str) -> bool:
+        """Whether the customer existed before this transaction or has had an event applied in it."""
+        return self.versions.get(customer_id, 0) > 0 or self.states[customer_id]["max"] is not None
+
+    # -- what a partition records beside its customers ------------------------------------------------
+    def set_fence(self, topic: str, partition: int, offset: int) -> None:
+        """Record that messages of ``topic``/``partition`` before ``offset`` are applied."""
+        self._write(partition).meta[fence_field(topic)] = str(offset)
+
+    def expect_fence(self, topic: str, partition: int, offset: int | None) -> None:
+        """Write ``partition`` only if its fence of ``topic`` is still ``offset`` (None: none yet): the fence
+        this writer wrote last, so a Redis that lost writes refuses the batch instead of building on them."""
+        self._write(partition).expect[fence_field(topic)] = None if offset is None else str(offset)
+
+    def expect_claim(self, partition: int, claim: str) -> None:
+        """Write ``partition`` only while ``claim`` holds it (see :meth:`FeatureStore.write_claims`)."""
+        self._write(partition).expect[layout.CLAIM] = claim
+
+    def set_partition_time(self, partition: int, t: int) -> None:
+        """Record the caller's latest event time of ``partition``."""
+        self._write(partition).meta[layout.TIME] = str(t)
+
+    def set_sweep_tick(self, partition: int, t: int) -> None:
+        """Record the last sweep tick done in ``partition``."""
+        self._write(partition).meta[layout.SWEEP] = str(t)
+
+    def save_learner(self, partition: int, online: bytes, blender: bytes) -> None:
+        """Replace ``partition``'s learner snapshot; its log of learned labels starts empty again."""
+        self._write(partition).blobs += [
+            (layout.LEARNER_ONLINE, online, False),
+            (layout.LEARNER_BLENDER, blender, False),
+            (layout.LEARNER_LOG, b"", False),
+        ]
+
+    def log_learned(self, partition: int, log: bytes) -> None:
+        """Append to ``partition``'s log of what its learner learned since the snapshot."""
+        self._write(partition).blobs.append((layout.LEARNER_LOG, log, True))
+
+    def _write(self, partition: int) -> PartitionWrite:
+        w = self._writes.get(partition)
+        if w is None:
+            w = self._writes[partition] = PartitionWrite()
+        return w
+
+    def writes(self) -> dict[int, PartitionWrite]:
+        """Everything to write, by partition (what a store commits; one atomic step per partition)."""
+        for cid in self.changed:
+            self._write(self.partitions[cid]).customers.append(cid)
+        for cid, due in self.due.items():
+            self._write(self.partitions[cid]).due[cid] = due
+        writes, self._writes = self._writes, {}
+        self.changed, self.due = set(), {}
+        return writes
+
+
+def is_servable(state: dict[str, Any], t: int) -> bool:
+    """Whether features as of ``t`` can still be computed exactly (nothing folded lies in a window)."""
+    return state["fu"] is None or t >= state["fu"] + LONGEST_WINDOW_MS
+
+
+def check_servable(state: dict[str, Any], t: int) -> None:
+    """Raise :class:`ProcessingError` when features as of ``t`` can no longer be computed exactly."""
+    if not is_servable(state, t):
+        raise ProcessingError(
+            f"as-of time {t} ms is before the retained history of this customer "
+            f"(exact from {state['fu'] + LONGEST_WINDOW_MS} ms on)"
+        )
