@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,10 +39,11 @@ import orjson  # noqa: E402
 import redis  # noqa: E402
 
 from churnstream.features.offline import read_events  # noqa: E402
-from churnstream.features.store import RedisFeatureStore  # noqa: E402
+from churnstream.features.redis_store import RedisFeatureStore  # noqa: E402
 from churnstream.settings import DAY_MS, Settings  # noqa: E402
 from churnstream.streams.ingest import decode_message  # noqa: E402
-from churnstream.streams.kafka import end_offsets, make_consumer, make_producer  # noqa: E402
+from churnstream.streams.kafka import group_offsets, make_consumer, make_producer  # noqa: E402
+from churnstream.streams.processes import WorkerProcess, start_worker, stop_workers  # noqa: E402
 from churnstream.streams.topics import create_topics  # noqa: E402
 
 
@@ -80,19 +79,9 @@ def produce_backlog(settings: Settings, records: list[tuple[str, bytes, bytes, A
 
 
 def committed(settings: Settings, group: str) -> tuple[int, int]:
-    from confluent_kafka import TopicPartition
-
-    consumer = make_consumer(settings, group)
-    try:
-        done = total = 0
-        for topic in settings.topics.inputs:
-            marks = end_offsets(consumer, topic)
-            total += sum(hi for _, hi in marks.values())
-            parts = [TopicPartition(topic, p) for p in marks]
-            done += sum(max(0, tp.offset) for tp in consumer.committed(parts, timeout=10))
-        return done, total
-    finally:
-        consumer.close()
+    """(offsets ``group`` committed, end offsets), summed over the input topics."""
+    positions = group_offsets(settings, group, settings.topics.inputs).values()
+    return sum(done for done, _ in positions), sum(end for _, end in positions)
 
 
 class NaiveWorker:
@@ -192,24 +181,15 @@ def io_floor(settings: Settings, total: int, outputs: int) -> float:
     return total / elapsed
 
 
-def start_workers(settings: Settings, log_path: Path, n: int = 1) -> list[subprocess.Popen[bytes]]:
+def start_workers(settings: Settings, log_path: Path, n: int = 1) -> list[WorkerProcess]:
     """``n`` ``churnstream score`` processes in one group (as deployed), once each owns input partitions."""
     from confluent_kafka.admin import AdminClient
 
-    from churnstream.settings import child_env
-
-    with log_path.open("ab") as log:
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "churnstream.cli", "score"],
-                # one id per worker: workers of a group that share an id (the host name) fence each other
-                env={**child_env(settings), "CHURN_WORKER_ID": f"bench-{i + 1}"},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-            for i in range(n)
-        ]
+    # one id per worker: workers of a group that share an id (the host name) fence each other
+    workers = [
+        start_worker("score", settings, log=log_path, worker_id=f"bench-{i + 1}", stdout="discard")
+        for i in range(n)
+    ]
     admin = AdminClient(settings.kafka_config())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and all(w.poll() is None for w in workers):
@@ -224,13 +204,6 @@ def start_workers(settings: Settings, log_path: Path, n: int = 1) -> list[subpro
     for worker in workers:
         worker.kill()
     raise SystemExit(f"the workers did not all join their group; see {log_path}")
-
-
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        worker.wait(60)
 
 
 def drain_with_processes(settings: Settings, records: list[Any], n: int, log_path: Path) -> float:
@@ -352,16 +325,17 @@ def run_benchmark(
         # -- throughput, micro-batched worker (driven from this thread: poll, process, sweep)
         s = settings_for("t")
         produce_backlog(s, records)
-        scorer = build_scorer(s)
+        worker = build_scorer(s)
+        scorer = worker.handler
         total = len(records)
         t0 = time.perf_counter()
         while scorer.totals.events < total:  # sweep() finishes its tick before returning
-            batch = scorer.reader.poll_batch()
+            batch = worker.reader.poll_batch()
             if batch.size:
                 scorer.process(batch)
             scorer.sweep()
         elapsed = time.perf_counter() - t0
-        scorer.close()
+        worker.close()
         rows.append(("churnstream worker", "throughput", {"events": total, "events_per_s": total / elapsed}))
         print(f"  churnstream worker: {total:,} events in {elapsed:.1f} s; {scorer.totals}", file=sys.stderr)
         t = scorer.totals

@@ -17,10 +17,14 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from churnstream.errors import ChurnstreamError
+from churnstream.errors import ChurnstreamError, LayoutError
 from churnstream.settings import Settings
+
+if TYPE_CHECKING:
+    from churnstream.streams.ingest import Batch
+    from churnstream.streams.scorer import ChurnScorer
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +61,64 @@ def _group_is_active(settings: Settings) -> bool:
     return bool(description.members)
 
 
+class _Replay:
+    """``churnstream rebuild``'s handler: the scorer's own, run silently, stopping the worker once every
+    input partition is read to the end it had when the rebuild started."""
+
+    def __init__(self, scorer: ChurnScorer, *, targets: dict[tuple[str, int], int], bar: Any) -> None:
+        self.scorer = scorer
+        self.targets = targets
+        self.position: dict[tuple[str, int], int] = {}
+        self.bar = bar
+
+    def done(self) -> bool:
+        return not any(self.position.get(k, 0) < hi for k, hi in self.targets.items())
+
+    def process(self, batch: Batch) -> object:
+        report = self.scorer.process(batch)
+        before = sum(self.position.values())
+        for key, offset in batch.offsets.items():
+            self.position[key] = max(offset, self.position.get(key, 0))
+        if self.bar is not None:
+            self.bar.update(sum(self.position.values()) - before)
+        if self.done():
+            self.scorer.worker.stop()  # a tick is swept whole (after_batch) before the worker stops
+        return report
+
+    def on_assign(self, partitions: list[int]) -> None:
+        self.scorer.on_assign(partitions)
+
+    def on_revoke(self, partitions: list[int]) -> None:
+        self.scorer.on_revoke(partitions)
+
+    def on_rewind(self) -> None:
+        self.scorer.on_rewind()
+
+    def after_rewind(self) -> None:
+        self.scorer.after_rewind()
+
+    def before_batch(self) -> None:
+        """The model stays the one current when the rebuild started."""
+
+    def after_batch(self) -> None:
+        self.scorer.after_batch()
+
+    def describe(self) -> dict[str, Any]:
+        return self.scorer.describe()
+
+
 def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
     """Clear this deployment's Redis state and rebuild it from the input topics; returns totals.
 
     Everything that could fail before the replay (Kafka unreachable or refusing us, scorers still
     running) is checked before anything in Redis is deleted.
     """
-    import redis
-
-    from churnstream.features.store import RedisFeatureStore
-    from churnstream.streams.scorer import build_scorer
+    from churnstream.features.layout import LAYOUT_VERSION
+    from churnstream.features.redis_store import RedisFeatureStore, redis_client
+    from churnstream.models.serving import load_models
+    from churnstream.streams.scorer import ChurnScorer, open_store
     from churnstream.streams.topics import existing_topics
+    from churnstream.streams.worker import Worker
 
     existing_topics(settings)  # InfraError within seconds when Kafka is down or refuses our login
     if _group_is_active(settings):
@@ -75,36 +126,46 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
             f"consumer group {settings.consumer_group!r} has active members: stop `churnstream score` first"
         )
     targets = end_offsets_of_inputs(settings)
-    client = redis.Redis.from_url(settings.redis_url)
     store = RedisFeatureStore(
-        client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
+        client=redis_client(settings.redis_url),
+        namespace=settings.topic_prefix,
+        lateness_ms=settings.lateness_ms,
     )
+    version = store.layout_version()  # an older layout is what rebuild replaces; a newer one is not ours
+    if version is not None and version > LAYOUT_VERSION:
+        raise LayoutError(
+            f"Redis at {settings.redacted_redis_url} holds feature state in layout {version}, written by a "
+            f"newer churnstream (this one writes layout {LAYOUT_VERSION}): rebuild with that version"
+        )
     store.clear()
     store.close()
     total = sum(targets.values())
-    scorer = build_scorer(settings, group=f"churnstream-rebuild-{uuid.uuid4().hex[:8]}", quiet=True)
-    position: dict[tuple[str, int], int] = {}
-    started = time.monotonic()
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="msg", file=sys.stderr, desc="rebuild")
+    store = open_store(settings)
+    models = load_models(settings, store)
+    worker = Worker(
+        settings=settings,
+        store=store,
+        group=f"churnstream-rebuild-{uuid.uuid4().hex[:8]}",
+        quiet=True,
+        poll_timeout=0.2,
+        handler=lambda w: _Replay(
+            ChurnScorer(worker=w, settings=settings, store=store, models=models), targets=targets, bar=bar
+        ),
+    )
+    started = time.monotonic()
     try:
-        while any(position.get(k, 0) < hi for k, hi in targets.items()):
-            batch = scorer.reader.poll_batch(timeout=0.2)
-            if batch.size:
-                scorer.process(batch)
-                before = sum(position.values())
-                position.update(batch.offsets)
-                if bar is not None:
-                    bar.update(sum(position.values()) - before)
-            scorer.sweep()  # a tick is swept whole before it returns
-        scorer.close()
+        if worker.handler.done():
+            worker.stop()
+        worker.run()
     finally:
         if bar is not None:
             bar.close()
-    totals = scorer.totals
+    totals = worker.handler.scorer.totals
     return {
         "messages": total,
         "events": totals.events,

@@ -51,14 +51,14 @@ def test_a_message_that_fails_alone_is_dead_lettered_and_the_rest_are_scored(
 ) -> None:
     scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
     scorer = build_scorer(scorer_settings)
-    score = scorer.models.score
+    score = scorer.handler.models.score
 
     def score_or_fail(rows: list[dict[str, Any]], partitions: list[int]) -> Any:
         if any(row["spent_total"] == POISON_AMOUNT for row in rows):
             raise ValueError("injected: the model cannot take this row")
         return score(rows, partitions)
 
-    scorer.models.score = score_or_fail  # type: ignore[method-assign]
+    scorer.handler.models.score = score_or_fail  # type: ignore[method-assign]
     records = [_order(n, POISON_AMOUNT if n == 20 else 10.0 + n) for n in range(41)]
     produce_raw(settings, topics.orders, records)  # before the worker starts: they come in one batch
     thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
@@ -137,7 +137,7 @@ def test_a_producer_broken_for_good_is_replaced_and_nothing_is_lost(
         fatal = KafkaError(
             KafkaError._FATAL, "Broker: Broker received an out of order sequence number", fatal=True
         )
-        scorer._on_producer_error(fatal)
+        scorer.outbox.on_producer_error(fatal)
         produce_raw(settings, topics.orders, [_order(n, 10.0) for n in range(10, 20)])
         wait_until(lambda: committed_everything(settings, settings.consumer_group), 90, "the later events")
         assert thread.is_alive()

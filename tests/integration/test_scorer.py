@@ -16,10 +16,10 @@ import redis
 
 from churnstream.events import parse_time
 from churnstream.features.offline import read_events, snapshot
-from churnstream.features.store import RedisFeatureStore
+from churnstream.features.redis_store import RedisFeatureStore
 from churnstream.settings import Settings, Topics
 from churnstream.streams.publish import publish_file
-from churnstream.streams.scorer import ChurnScorer, build_scorer, restore_learner
+from churnstream.streams.scorer import ScoringWorker, build_scorer, restore_learner
 from tests.integration.conftest import (
     check_every_event_accounted_for,
     check_state_equals_offline,
@@ -51,7 +51,7 @@ def scorer_settings(settings: Settings, world: Path) -> Settings:
     return dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
 
 
-def run_scorer(settings: Settings) -> Iterator[ChurnScorer]:
+def run_scorer(settings: Settings) -> Iterator[ScoringWorker]:
     scorer = build_scorer(settings)
     thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
     thread.start()
@@ -169,7 +169,7 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
         assert store.features_many(offline, t) == offline
     finally:
         store.close()
-    assert scorer.totals.events == len(valid)
+    assert scorer.handler.totals.events == len(valid)
 
 
 def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
@@ -249,7 +249,9 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
             lambda: committed_everything(settings, settings.consumer_group), 120, "profiles to be scored"
         )
         registry.promote(second)
-        wait_until(lambda: scorer.models.version == second, 30, "the scorer to pick up the promoted model")
+        wait_until(
+            lambda: scorer.handler.models.version == second, 30, "the scorer to pick up the promoted model"
+        )
         assert publish_file(events_dir / "orders.jsonl", settings).ok
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group), 180, "orders to be scored"
@@ -260,7 +262,7 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
         assert health["status"] == "ok" and health["model_version"] == second
         ready = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10).read())
         assert ready["status"] == "ready" and ready["reasons"] == [] and isinstance(ready["lag"], int)
-        assert health["totals"]["events"] == scorer.totals.events > 0
+        assert health["totals"]["events"] == scorer.handler.totals.events > 0
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         assert 'churn_predictions_total{trigger="event"}' in metrics
         assert "churn_batch_seconds_bucket" in metrics
@@ -291,7 +293,7 @@ def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_doub
     half = len(records) // 2
     try:
         produce_records(settings, records[:half])
-        wait_until(lambda: a.totals.events > 0, 120, "the first worker to start scoring")
+        wait_until(lambda: a.handler.totals.events > 0, 120, "the first worker to start scoring")
         second = run_scorer(settings)
         b = next(second)
         wait_until(lambda: bool(b.assigned) and len(a.assigned) < 6, 120, "the partitions to be shared")
@@ -300,7 +302,7 @@ def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_doub
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group), 240, "both workers to finish"
         )
-        assert a.totals.predictions > 0 and b.totals.predictions > 0
+        assert a.handler.totals.predictions > 0 and b.handler.totals.predictions > 0
     finally:
         if second is not None:
             second.close()
@@ -391,7 +393,7 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
         )
     finally:
         gen.close()
-    assert scorer.totals.predictions == 0
+    assert scorer.handler.totals.predictions == 0
     assert len(consume_all(settings, settings.topics.churn_predictions)) == emitted
 
 

@@ -1,0 +1,139 @@
+"""The models a scoring worker serves: the current batch model and one online learner per partition.
+
+:class:`ModelSet` scores rows with the batch model, each row's partition's online model and their blend,
+vectorised over all partitions at once. It does no I/O of its own: the registry and the learners'
+checkpoints are reached through what its constructor is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from churnstream.errors import ModelNotFoundError
+from churnstream.models.blend import blend
+from churnstream.models.learner import Learner
+from churnstream.models.online import OnlineModel, probabilities
+
+if TYPE_CHECKING:
+    from churnstream.features.store import FeatureStore
+    from churnstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def by_partition(partitions: Sequence[int]) -> dict[int, list[int]]:
+    """Row indices grouped by partition, in row order.
+
+    >>> by_partition([3, 1, 3, 0])
+    {3: [0, 2], 1: [1], 0: [3]}
+    """
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(partitions):
+        groups.setdefault(p, []).append(i)
+    return groups
+
+
+class ModelSet:
+    """The current batch model (swapped in place on promotion) and one :class:`Learner` per partition.
+
+    The online model's state is partitioned like the data: the labels resolved on partition p teach
+    partition p's learner, whose checkpoint (``online:<p>``, ``blender:<p>``) is written in the same atomic
+    write as p's customers. When a partition moves to another worker its learner moves with it, so any
+    number of workers learn every label exactly once and never overwrite each other's checkpoints.
+    """
+
+    def __init__(self, *, registry: Any, load_learner: Callable[[int], Learner]) -> None:
+        self.registry = registry
+        self.loaded = registry.load()
+        self.loaded.model.warm_up()
+        self._load_learner = load_learner
+        self.learners: dict[int, Learner] = {}
+
+    @property
+    def version(self) -> str:
+        return str(self.loaded.version)
+
+    def maybe_reload(self) -> bool:
+        """Load a newly promoted version; True when the model changed."""
+        current = self.registry.current_version()
+        if current is None or current == self.loaded.version:
+            return False
+        self.loaded = self.registry.load(current)
+        self.loaded.model.warm_up()
+        log.info("now scoring with model version %s", current)
+        return True
+
+    def learner(self, partition: int) -> Learner:
+        """Partition ``partition``'s learner, restored from its checkpoint the first time it is needed."""
+        learner = self.learners.get(partition)
+        if learner is None:
+            learner = self.learners[partition] = self._load_learner(partition)
+        return learner
+
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
+        """Drop learners (all by default): after a failed write or a rebalance they are reloaded."""
+        if partitions is None:
+            self.learners.clear()
+        for p in partitions or ():
+            self.learners.pop(p, None)
+
+    def score(
+        self, rows: list[dict[str, Any]], partitions: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, list[float | None], np.ndarray]:
+        """Score rows (each of its partition's learner) with the batch model, the online models and the
+        blend: one matrix, and one pass over all partitions' online models (:func:`probabilities`).
+
+        Returns the batch model's matrix, its probabilities, the online ones (None where the partition's
+        online model is not ready) and the blended ones.
+        """
+        model = self.loaded.model
+        X = model.vectorize(rows)
+        batch_p = np.asarray(model.predict_proba(X), dtype=float)
+        online = np.full(len(rows), np.nan)
+        weight = np.zeros(len(rows))
+        shared: list[tuple[list[int], OnlineModel]] = []
+        for p, idx in by_partition(partitions).items():
+            learner = self.learner(p)
+            if not learner.online.ready:
+                continue
+            weight[idx] = learner.blender.online_weight()
+            if list(learner.online.feature_names) == list(model.feature_names):  # one matrix serves both
+                shared.append((idx, learner.online))
+            else:
+                online[idx] = learner.online.predict_many([rows[i] for i in idx])
+        if shared:
+            take = np.concatenate([idx for idx, _ in shared])
+            owner = np.repeat(np.arange(len(shared)), [len(idx) for idx, _ in shared])
+            means, stds, weights, intercepts = (
+                np.stack(c)[owner] for c in zip(*(m.parameters() for _, m in shared), strict=True)
+            )
+            online[take] = probabilities(shared[0][1].design(X[take]), means, stds, weights, intercepts)
+        online_p: list[float | None] = [None if v != v else v for v in online.tolist()]  # NaN: not ready
+        return X, batch_p, online_p, blend(batch_p, online, weight)
+
+
+def restore_learner(store: FeatureStore, partition: int) -> Learner:
+    """Partition ``partition``'s learner as last committed: its snapshot plus the log since."""
+    checkpoint = store.learner_checkpoint(partition)
+    return Learner.restore(checkpoint.online, checkpoint.blender, checkpoint.learned)
+
+
+def load_models(settings: Settings, store: FeatureStore) -> ModelSet:
+    """The current batch model from the registry, and learners restored from ``store`` when needed."""
+    from churnstream.models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_dir)
+    if registry.current_version() is None:
+        raise ModelNotFoundError(
+            f"no current model in {settings.model_dir}: train one first "
+            "(churnstream train --events DIR --out MODEL_DIR) or set CHURN_MODEL_DIR"
+        )
+    return ModelSet(registry=registry, load_learner=functools.partial(restore_learner, store))
+
+
+__all__ = ["ModelSet", "by_partition", "load_models", "restore_learner"]

@@ -1,0 +1,311 @@
+"""Scoring a unit of work's rows and queueing its outputs: predictions, alerts, outcomes, dead letters and
+the columnar record for the monitor (:class:`BatchScoring`), and teaching the online learners.
+
+The decisions it applies are plain functions elsewhere: prediction and alert ids
+(:mod:`churnstream.ids`), the alert policy (:func:`churnstream.models.alert_policy.should_alert`), the
+label rule (:mod:`churnstream.features.labels`); the models' maths is
+:class:`~churnstream.models.serving.ModelSet`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from churnstream.events import now_ms
+from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.features.labels import (
+    Resolved,
+    add_pending,
+    due_time,
+    next_answer,
+    resolve_by_event,
+)
+from churnstream.features.store import Transaction
+from churnstream.ids import alert_id_for, prediction_id_for_event, prediction_id_for_sweep
+from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
+from churnstream.models.alert_policy import should_alert
+from churnstream.models.serving import ModelSet, by_partition
+from churnstream.settings import Settings
+from churnstream.streams.ingest import dead_letter_payload
+from churnstream.streams.scorer_metrics import ScorerMetrics
+
+if TYPE_CHECKING:
+    from churnstream.streams.worker import Worker
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one processed batch did (for logs, metrics and tests)."""
+
+    events: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    predictions: int = 0
+    sweeps: int = 0
+    outcomes: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(slots=True)
+class ScoringRows:
+    """Predictions of one batch waiting to be produced, and what they need for alerts and learning."""
+
+    customer_ids: list[str] = field(default_factory=list)
+    as_of: list[int] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+    event_ids: list[str | None] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+
+
+def add_to(total: BatchReport, part: BatchReport) -> None:
+    for name in BatchReport.__slots__:  # type: ignore[attr-defined]
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+class BatchScoring:
+    """Turns a unit's rows and resolved labels into outputs on ``worker`` and learning in its transaction."""
+
+    def __init__(
+        self, *, settings: Settings, models: ModelSet, metrics: ScorerMetrics, worker: Worker[Any]
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.models = models
+        self.metrics = metrics
+        self.worker = worker
+        self.horizon = settings.horizon_ms
+        self.lateness = settings.lateness_ms
+
+    def finish(
+        self,
+        tx: Transaction,
+        scoring: ScoringRows,
+        resolved: list[tuple[str, Resolved]],
+        letters: list[DeadLetter],
+        report: BatchReport,
+    ) -> list[tuple[str, Resolved]]:
+        """Score ``scoring``'s rows, add them as pending predictions, raise alerts, and queue every output
+        of the unit (predictions, alerts, outcomes, dead letters, one record for the monitor) on the
+        worker; returns the labels resolved (those given and those the new predictions find at once).
+        """
+        resolved = list(resolved)
+        models = self.models
+        version = models.version
+        scored_at = now_ms()
+        emit = self.worker.emit
+        n = len(scoring.rows)
+        monitoring_cols: dict[str, list[Any]] = {}
+        if n:
+            X, batch_p, online_p, churn_p = models.score(scoring.rows, scoring.partitions)
+            # the pending vectors: the batch matrix's rows when it is in FEATURE_NAMES order (NaN -> null)
+            if models.loaded.model.feature_names == list(FEATURE_NAMES):
+                vectors = X.tolist()
+            else:
+                vectors = [[row[name] for name in FEATURE_NAMES] for row in scoring.rows]
+            alerts_rows: list[int] = []
+            predictions: list[Prediction] = []
+            for i in range(n):
+                cid = scoring.customer_ids[i]
+                as_of = scoring.as_of[i]
+                event_id = scoring.event_ids[i]
+                pid = prediction_id_for_event(event_id) if event_id else prediction_id_for_sweep(cid, as_of)
+                bp = round(float(batch_p[i]), 6)
+                online_value = online_p[i]
+                op = None if online_value is None else round(float(online_value), 6)
+                cp = round(float(churn_p[i]), 6)
+                risk = self.settings.risk_category(cp)
+                prediction = Prediction(
+                    prediction_id=pid,
+                    customer_id=cid,
+                    as_of=as_of,
+                    scored_at=scored_at,
+                    trigger=scoring.triggers[i],
+                    event_id=event_id,
+                    model_version=version,
+                    batch_probability=bp,
+                    online_probability=op,
+                    churn_probability=cp,
+                    risk_category=risk,
+                    features=scoring.rows[i],
+                )
+                predictions.append(prediction)
+                state = tx.state(cid)
+                add_pending(
+                    state,
+                    pid,
+                    as_of,
+                    bp,
+                    op,
+                    cp,
+                    vectors[i],
+                    horizon_ms=self.horizon,
+                    lateness_ms=self.lateness,
+                    recency_days=scoring.rows[i]["recency_days"],
+                )
+                # an answer already known after as_of (a late event, a sweep, a label earlier in the
+                # batch) labels it at once
+                answer = next_answer(state, as_of)
+                if answer is not None:
+                    resolved += [
+                        (cid, r)
+                        for r in resolve_by_event(
+                            state, answer[0], churned=answer[1], horizon_ms=self.horizon
+                        )
+                    ]
+                tx.due[cid] = due_time(state, horizon_ms=self.horizon)
+                previous = state.get("risk")
+                state["risk"] = risk
+                if should_alert(
+                    risk,
+                    previous_risk=previous,
+                    last_alerted=state.get("alerted"),
+                    as_of=as_of,
+                    cooldown_ms=self.settings.cooldown_ms,
+                ):
+                    state["alerted"] = as_of
+                    alerts_rows.append(i)
+                tx.touch(cid)
+            predictions_topic = self.topics.churn_predictions
+            for prediction in predictions:
+                emit(predictions_topic, prediction.customer_id, prediction.to_json())
+                if prediction.trigger == "sweep":
+                    report.sweeps += 1
+                else:
+                    report.predictions += 1
+            swept = sum(1 for t in scoring.triggers if t == "sweep")
+            if swept:
+                self.metrics.predictions.labels("sweep").inc(swept)
+            if n - swept:
+                self.metrics.predictions.labels("event").inc(n - swept)
+            if alerts_rows:
+                self.alerts(X, alerts_rows, predictions, scoring, report)
+            monitoring_cols = {
+                "as_of": list(scoring.as_of),
+                "customer_id": list(scoring.customer_ids),
+                "trigger": list(scoring.triggers),
+                **{name: [row[name] for row in scoring.rows] for name in FEATURE_NAMES},
+                "batch_probability": [p.batch_probability for p in predictions],
+                "online_probability": [p.online_probability for p in predictions],
+                "churn_probability": [p.churn_probability for p in predictions],
+            }
+        outcome_cols = self.outcomes(tx, resolved, report)
+        for letter in letters:
+            emit(self.topics.dead_letter, letter.key, dead_letter_payload(letter))
+            self.metrics.dead_letters.labels(letter.stage).inc()  # rare: no need to batch
+            report.dead_letters += 1
+        if n or resolved:
+            record = MonitoringBatch(
+                batch_id=str(uuid.uuid4()),
+                created_at=scored_at,
+                model_version=version,
+                feature_names=list(FEATURE_NAMES),
+                predictions=monitoring_cols,
+                outcomes=outcome_cols,
+            )
+            emit(self.topics.monitoring_batches, version, record.to_json())
+        return resolved
+
+    def outcomes(
+        self, tx: Transaction, resolved: list[tuple[str, Resolved]], report: BatchReport
+    ) -> dict[str, list[Any]]:
+        cols: dict[str, list[Any]] = {k: [] for k in OUTCOME_COLUMNS}
+        if not resolved:
+            return cols
+        sources: Counter[str] = Counter()
+        outcomes_topic = self.topics.churn_outcomes
+        for cid, r in resolved:
+            outcome = Outcome(
+                prediction_id=r.prediction_id,
+                customer_id=cid,
+                as_of=r.as_of,
+                labeled_at=r.labeled_at,
+                label=r.label,
+                source=r.source,
+                batch_probability=r.batch_probability,
+                online_probability=r.online_probability,
+                churn_probability=r.churn_probability,
+            )
+            self.worker.emit(outcomes_topic, cid, outcome.to_json())
+            sources[r.source] += 1
+            report.outcomes += 1
+            cols["labeled_at"].append(r.labeled_at)
+            cols["label"].append(r.label)
+            cols["source"].append(r.source)
+            cols["batch_probability"].append(r.batch_probability)
+            cols["online_probability"].append(r.online_probability)
+            cols["churn_probability"].append(r.churn_probability)
+        for cid in {cid for cid, _ in resolved}:
+            tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
+        for source, count in sources.items():
+            self.metrics.outcomes.labels(source).inc(count)
+        return cols
+
+    def learn(self, tx: Transaction, resolved: list[tuple[str, Resolved]]) -> None:
+        """Teach each partition's learner its resolved labels; its checkpoint goes into ``tx``."""
+        partitions = [tx.partitions[cid] for cid, _ in resolved]
+        for p, idx in by_partition(partitions).items():
+            learner = self.models.learner(p)
+            done = [resolved[i][1] for i in idx]
+            checkpoint = learner.learn(
+                [r.features for r in done],
+                [r.label for r in done],
+                [r.batch_probability for r in done],
+                [r.online_probability for r in done],
+                feature_names=FEATURE_NAMES,
+            )
+            if checkpoint.snapshot:
+                tx.save_learner(p, *learner.snapshot_bytes())
+            else:
+                tx.log_learned(p, checkpoint.log)
+
+    def alerts(
+        self,
+        X: np.ndarray,
+        rows: list[int],
+        predictions: list[Prediction],
+        scoring: ScoringRows,
+        report: BatchReport,
+    ) -> None:
+        from churnstream.models.explain import explain, recommended_actions
+
+        models = self.models
+        reasons: dict[int, list[Any]] = {}
+        for partition, idx in by_partition([scoring.partitions[i] for i in rows]).items():
+            learner = models.learner(partition)
+            which = [rows[j] for j in idx]
+            found = explain(
+                models.loaded.model,
+                learner.online,
+                learner.blender,
+                X[which],
+                [scoring.rows[i] for i in which],
+                top_k=3,
+            )
+            reasons.update(zip(which, found, strict=True))
+        for i in rows:
+            top = reasons[i]
+            p = predictions[i]
+            alert = Alert(
+                alert_id=alert_id_for(p.prediction_id),
+                prediction_id=p.prediction_id,
+                customer_id=p.customer_id,
+                as_of=p.as_of,
+                churn_probability=p.churn_probability,
+                risk_category=p.risk_category,
+                model_version=p.model_version,
+                recommended_actions=recommended_actions(top),
+                top_reasons=list(top),
+            )
+            self.worker.emit(self.topics.churn_alerts, p.customer_id, alert.to_json())
+            report.alerts += 1
+        self.metrics.alerts.inc(len(rows))
+
+
+__all__ = ["BatchReport", "BatchScoring", "ScoringRows", "add_to"]

@@ -1,0 +1,129 @@
+"""The scorer's sweeps of silent customers, tick by tick of event time.
+
+The rule (which customers, at which tick) is :mod:`churnstream.features.sweep`, shared with the offline
+path.
+
+A tick's customers are listed once (every milestone crossed since the partition's last tick) and
+rescored in chunks of at most ``CHURN_BATCH_SIZE``, one transaction each, all before the next event
+batch: so what the online model has learned when an event is scored does not depend on timing, and an
+answer re-emitted after a crash is the same answer. A partition's tick is recorded in Redis with its
+last chunk; after a crash the tick is swept again, with the same prediction ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+
+from churnstream.features.definitions import features_as_of
+from churnstream.features.store import FeatureStore, Transaction
+from churnstream.features.sweep import plan_sweep, silence_windows, sweep_tick
+from churnstream.settings import DAY_MS, Settings
+from churnstream.streams.scoring import ScoringRows
+
+
+class Sweeper:
+    """Which customers of the worker's ``assigned`` partitions are still to be swept, and at which tick.
+
+    ``watermark``: the worker's event time (the minimum over its partitions of their latest event).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: FeatureStore,
+        assigned: Collection[int],
+        watermark: Callable[[], int | None],
+    ) -> None:
+        self.store = store
+        self.assigned = assigned
+        self.watermark = watermark
+        self.chunk_size = settings.batch_size
+        self.lateness = settings.lateness_ms
+        self.interval = int(settings.sweep_interval_days * DAY_MS)
+        self.milestones = settings.sweep_milestones_ms
+        self.last_sweep: dict[int, int] = {}
+        self._queue: list[tuple[str, int, int]] = []  # (customer, partition, tick)
+        self._done: dict[int, int] = {}  # partition -> tick to record with its last chunk
+        self._reload = True
+
+    def tick(self, watermark: int) -> int:
+        """The latest sweep tick that a watermark lets go (the allowed lateness after it has passed)."""
+        return sweep_tick(watermark, lateness_ms=self.lateness, interval_ms=self.interval)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a chunk is waiting (planning first when nothing is queued)."""
+        if not self._queue:
+            self._plan()
+        return bool(self._queue or self._done)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Partitions taken over: their last tick as Redis holds it."""
+        for p in partitions:
+            tick = self.store.sweep_tick(p)
+            if tick is not None:
+                self.last_sweep[p] = tick
+
+    def revoke(self) -> None:
+        """Forget partitions no longer assigned (reloaded from Redis if assigned again)."""
+        self._queue = [entry for entry in self._queue if entry[1] in self.assigned]
+        for p in set(self.last_sweep) - set(self.assigned):
+            self.last_sweep.pop(p, None)
+            self._done.pop(p, None)
+
+    def rewind(self) -> None:
+        """A sweep chunk may have been lost with the failed write: sweep from the recorded ticks again."""
+        self._queue.clear()
+        self._done.clear()
+        self._reload = True
+
+    def chunk(self, begin: Callable[[dict[str, int]], Transaction]) -> tuple[Transaction, ScoringRows]:
+        """The next chunk's transaction (recording the ticks of partitions it finishes) and rows to score."""
+        part = self._queue[: self.chunk_size]
+        del self._queue[: len(part)]
+        tx = begin({cid: p for cid, p, _ in part})
+        scoring = ScoringRows()
+        for cid, p, tick in part:
+            if tx.state(cid)["max"] is None:
+                continue
+            scoring.customer_ids.append(cid)
+            scoring.as_of.append(tick)
+            scoring.triggers.append("sweep")
+            scoring.event_ids.append(None)
+            scoring.rows.append(features_as_of(tx.state(cid), tick))
+            scoring.partitions.append(p)
+        pending = {p for _, p, _ in self._queue}
+        for p in [p for p in self._done if p not in pending]:
+            tx.set_sweep_tick(p, self._done.pop(p))
+        return tx, scoring
+
+    def _plan(self) -> None:
+        """List the customers whose silence reached a milestone between each partition's last tick and now."""
+        if self._reload:
+            for p in self.assigned:  # what Redis holds, for each assigned partition (dropped if none)
+                stored = self.store.sweep_tick(p)
+                if stored is None:
+                    self.last_sweep.pop(p, None)
+                else:
+                    self.last_sweep[p] = stored
+            self._reload = False
+        watermark = self.watermark()
+        if watermark is None:
+            return
+        plan = plan_sweep(self.assigned, self.last_sweep, self.tick(watermark))
+        tick = plan.tick
+        for p in plan.starting:  # first time: start sweeping from the next tick on, and say so in Redis
+            self.last_sweep[p] = tick
+            self._done[p] = tick
+        for last, partitions in plan.groups:
+            listed: dict[str, int] = {}
+            for since, before in silence_windows(last, tick, self.milestones):
+                listed.update(self.store.active_before(before, partitions=partitions, since=since))
+            self._queue += [(cid, p, tick) for cid, p in listed.items()]
+        for p in plan.due:
+            self.last_sweep[p] = tick
+            self._done[p] = tick
+
+
+__all__ = ["Sweeper"]

@@ -1,0 +1,402 @@
+"""The worker runtime: consume micro-batches, hand them to a handler, produce, write, commit, rebalance.
+
+A :class:`Worker` runs one :class:`Handler` (the scorer's :class:`~churnstream.streams.scorer.ChurnScorer`,
+or ``churnstream rebuild``'s replay of it), in the spirit of Quix Streams' ``Application`` and Kafka
+Streams' tasks. The worker owns everything about Kafka and the exactly-once protocol; the handler owns
+what a batch means.
+
+Exactly once in effect (:meth:`Worker.write`): a handler's unit of work is one store transaction. Its
+outputs are produced only once the previous unit's Redis write is durable, and the unit is written only
+once its own outputs are acknowledged, in one atomic write with the applied-offset fences of the
+messages it covers. Redis's fences are the truth: after a crash, messages below them are skipped (their
+outputs were acknowledged before the state was written); messages above them are recomputed from
+unchanged state and re-emitted with the same deterministic ids. Kafka's offsets are committed one unit
+late, never waited for, and only say where to start reading.
+
+Ownership: a worker claims the partitions it is assigned in Redis (a fresh claim per assignment), and
+every write requires its claims and the fences it wrote last to hold, so a worker that lost partitions
+without noticing, or a Redis that lost writes, refuses the write instead of building on it.
+
+Failures (:meth:`Worker.run`): Kafka or Redis failing -> rewind to what Redis holds and retry with
+backoff; a batch failing for another reason -> find the one message that fails alone and dead-letter it
+(:meth:`Worker._poison`); fenced out of the group -> rejoin once; a producer broken for good -> a fresh
+one; a setting, credentials or lost Redis state -> stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from churnstream.errors import (
+    ConfigError,
+    FencedError,
+    InfraError,
+    PublishError,
+    StateLostError,
+    StoreError,
+)
+from churnstream.features.redis_store import RedisFeatureStore
+from churnstream.features.store import FeatureStore, Transaction
+from churnstream.settings import Settings
+from churnstream.streams.handler import Handler
+from churnstream.streams.ingest import Batch, InputReader
+from churnstream.streams.merge import EventTimeReader
+from churnstream.streams.outbox import Outbox
+from churnstream.streams.poison import Isolation
+from churnstream.streams.scorer_metrics import ScorerMetrics
+from churnstream.streams.worker_status import WorkerStatus
+
+log = logging.getLogger(__name__)
+
+
+H = TypeVar("H", bound=Handler)
+
+
+class Worker(Generic[H]):
+    """A consumer-group member running ``handler`` (built by ``handler(worker)``) until :meth:`stop`.
+
+    ``group`` overrides the consumer group; ``quiet`` drops every output; ``worker_id`` makes the worker a
+    static member of its group under that id (see ``make_consumer``); ``poll_timeout`` bounds each poll.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: FeatureStore,
+        handler: Callable[[Worker[H]], H],
+        metrics: ScorerMetrics | None = None,
+        reader: InputReader | None = None,
+        group: str | None = None,
+        quiet: bool = False,
+        worker_id: str | None = None,
+        poll_timeout: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics or ScorerMetrics()
+        self.outbox = Outbox(settings=settings, quiet=quiet)
+        self.emit = self.outbox.emit  # queue one output of the unit being finished (produced by write)
+        self.group = group or settings.consumer_group
+        self._name = worker_id or settings.worker_name
+        self._poll_timeout = poll_timeout
+        # partition -> this worker's claim on it in Redis, new with every assignment (see _on_assign)
+        self._claims: dict[int, str] = {}
+        self.reader = reader or EventTimeReader(
+            settings=settings,
+            group=self.group,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            # a static member of the group: see make_consumer and docs/operations.md
+            worker_id=worker_id,
+            config={"on_commit": _log_failed_commit},
+        )
+        self.assigned: set[int] = set()
+        self.applied: dict[tuple[str, int], int] = {}
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._stop = threading.Event()
+        self._rewound = True  # False while a rewind could not reach the broker or Redis
+        self._fenced_at: float | None = None  # when the broker last fenced this worker out of its group
+        self.isolation = Isolation(settings.batch_size)
+        self.status = WorkerStatus(settings=settings, metrics=self.metrics)
+        self.handler = handler(self)
+
+    @property
+    def producer(self) -> Any:
+        return self.outbox.producer
+
+    # -- what a handler uses -----------------------------------------------------------------------
+    def written(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the message's effects are already in Redis (below the applied-offset fence)."""
+        return offset < self.applied.get((topic, partition), -1)
+
+    def write(
+        self,
+        tx: Transaction,
+        *,
+        offsets: Mapping[tuple[str, int], int] | None = None,
+        while_delivering: Callable[[], None] | None = None,
+    ) -> None:
+        """Finish one unit of work: produce its queued outputs, then write ``tx`` (with the fences of
+        ``offsets``, the batch's next offsets) once they are acknowledged.
+
+        The previous unit's write must be durable first (:meth:`commit_previous`); ``while_delivering``
+        runs while the broker acknowledges (learning: it changes only what later units score, so this
+        unit's outputs do not wait for it). The store's writer waits for the acknowledgements, so the
+        next batch is computed meanwhile.
+        """
+        offsets = offsets or {}
+        self._expect_position(tx)
+        for (topic, partition), offset in offsets.items():
+            tx.set_fence(topic, partition, offset)
+            if (topic, partition) not in self.applied:
+                tx.expect_fence(topic, partition, None)  # a partition this worker has not written yet
+        self.commit_previous()
+        self.outbox.produce()
+        if while_delivering is not None:
+            while_delivering()
+        self.store.commit(tx, after=self.outbox.acknowledged())
+        self.applied.update(offsets)
+        self._uncommitted.update(offsets)
+
+    def _expect_position(self, tx: Transaction) -> None:
+        """The write happens only while this worker's claims on its partitions hold (see _on_assign) and
+        Redis is where this worker left it: every fence as this worker wrote it last. A sweep builds on
+        that position as much as a batch does, so it checks it too."""
+        for p, claim in self._claims.items():
+            tx.expect_claim(p, claim)
+        for (topic, partition), offset in self.applied.items():
+            tx.expect_fence(topic, partition, offset)
+
+    def commit_previous(self, *, wait: bool = False) -> None:
+        """Once the previous batch's state write is durable, commit its Kafka offsets.
+
+        Deferring this by one batch lets Redis write batch N while this process computes batch N+1.
+        The commit itself is not waited for (``wait`` on rebalance and shutdown): the applied-offset
+        fence in Redis is what makes a replay harmless, so a lost commit only means re-reading a little.
+        """
+        self.store.flush()
+        if self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            if wait:  # two calls, not `asynchronous=not wait`: the stubs type each literal separately
+                self.reader.consumer.commit(offsets=parts, asynchronous=False)
+            else:
+                self.reader.consumer.commit(offsets=parts, asynchronous=True)
+
+    # -- partitions ------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take over partitions from what Redis says was applied (not from Kafka's committed offsets).
+
+        Redis is the truth of what was applied: each partition starts at its applied-offset fence, so
+        events a Redis that lost its last writes no longer holds are applied again. A partition Kafka
+        says was processed but Redis knows nothing of stops the worker (:class:`StateLostError`), before
+        anything is written. Then this worker claims the partitions: every later write requires the
+        claim to hold, so a worker that lost them without noticing can no longer write.
+        """
+        self.store.reset()
+        fences = self._fences(consumer, partitions)
+        claim = f"{self._name}:{uuid.uuid4().hex[:12]}"
+        numbers = sorted({tp.partition for tp in partitions})
+        self._claims.update({p: claim for p in numbers})
+        self.store.write_claims(dict.fromkeys(numbers, claim))
+        for tp in partitions:
+            self.assigned.add(tp.partition)
+            fence = fences.get((tp.topic, tp.partition))
+            if fence is not None:
+                self.applied[(tp.topic, tp.partition)] = fence
+                tp.offset = fence
+        self.handler.on_assign(numbers)  # its partitions' state restored now, not while events wait
+        consumer.assign(partitions)  # at the fences
+        log.info("assigned %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+
+    def _fences(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The applied-offset fence in Redis of each partition that has one; :class:`StateLostError` when
+        Kafka's committed offsets say partitions were processed that Redis has no fence for."""
+        fences = {}
+        for tp in partitions:
+            stored = self.store.fence(tp.topic, tp.partition)
+            if stored is not None:
+                fences[(tp.topic, tp.partition)] = stored
+        unknown = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in partitions
+            if (tp.topic, tp.partition) not in fences
+        ]
+        if unknown:
+            committed = consumer.committed(unknown, timeout=30)
+            lost = [f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in committed if tp.offset > 0]
+            if lost:
+                raise StateLostError(
+                    f"Redis at {self.settings.redacted_redis_url} has no state for partitions that consumer "
+                    f"group {self.group!r} has processed ({', '.join(sorted(lost)[:6])}"
+                    f"{', ...' if len(lost) > 6 else ''}): Redis lost its data (a flush, a restart without "
+                    "persistence, a failover to an empty replica). Nothing was written. Stop every "
+                    "`churnstream score`, run `churnstream rebuild` to restore the state from the input "
+                    "topics, then start the scorers again"
+                )
+        return fences
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self.commit_previous(wait=True)
+        except (StoreError, KafkaException) as exc:
+            # Not written, not committed: the partitions' next owner starts from the last commit.
+            log.warning("last batch before the rebalance was not committed: %s", exc)
+            self._uncommitted = {}
+        finally:
+            with contextlib.suppress(StoreError):
+                self.store.reset()
+        for tp in partitions:
+            self.applied.pop((tp.topic, tp.partition), None)
+            self._claims.pop(tp.partition, None)
+        self.assigned -= {tp.partition for tp in partitions}
+        self.handler.on_revoke(sorted({tp.partition for tp in partitions}))
+        log.info("revoked %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+
+    # -- the loop --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Process batches until :meth:`stop` (SIGTERM/SIGINT); retries failures with backoff."""
+        backoff = 0.5
+        batch = Batch()
+        handler = self.handler
+        isolation = self.isolation
+        while not self._stop.is_set():
+            self.status.loop_turned()
+            try:
+                if self.outbox.producer_failed is not None:  # reported by librdkafka between batches
+                    self._rewind()
+                    self.outbox.replace_producer()
+                if not self._rewound:  # never read on from where a failed batch left the consumer
+                    self._rewind()
+                    if not self._rewound:
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        continue
+                # While a poison message is looked for, one message per batch, each committed at once.
+                batch = Batch()  # a poll that fails leaves no earlier batch to be blamed
+                batch = self.reader.poll_batch(1 if isolation.active else None, timeout=self._poll_timeout)
+                handler.before_batch()
+                if batch.size:
+                    started = time.perf_counter()
+                    handler.process(batch)
+                    self.status.batch_done()
+                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                    if isolation.active:
+                        self.commit_previous(wait=True)
+                        isolation.passed(batch.offsets)
+                else:
+                    self.commit_previous()
+                handler.after_batch()
+                self.status.measure_lag(self.reader.consumer)
+                backoff = 0.5
+            except (StoreError, PublishError, KafkaException) as exc:
+                self.metrics.retries.inc()
+                log.warning(
+                    "batch failed, rewinding to the last commit and retrying in %.1fs: %s", backoff, exc
+                )
+                self._rewind()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except FencedError as exc:
+                self._rejoin(exc)
+            except (ConfigError, InfraError, StateLostError):  # to fix outside: a setting, credentials, Redis
+                raise
+            except Exception as exc:  # not the infrastructure: something about the batch's messages
+                self._poison(batch, exc)
+        self.close()
+
+    def _rejoin(self, exc: FencedError) -> None:
+        """Fenced out of the group: once, rejoin with a fresh consumer (librdkafka fences a static member
+        that rejoined after a broker outage while a request of its old session was in flight); fenced
+        again within a minute, another process has this worker's id, and the worker stops."""
+        now = time.monotonic()
+        if self._fenced_at is not None and now - self._fenced_at < 60.0:
+            raise exc
+        self._fenced_at = now
+        log.warning("%s -- rejoining once with a fresh consumer", exc)
+        self.reader.reopen()
+        self.assigned.clear()
+        self._claims.clear()
+        self._rewind()
+
+    def _poison(self, batch: Batch, exc: Exception) -> None:
+        """A batch failed for a reason that is not Kafka or Redis: find the message and dead-letter it.
+
+        The worker goes back to its last commit and reads on one message at a time (each committed before
+        the next) up to the end of the failed batch; the one message that fails alone becomes a dead
+        letter (stage ``process``) with the error, its offset is passed, and the events after it are
+        processed normally. Retrying the whole batch would fail the same way for ever.
+        """
+        self._rewind()
+        letters = self.isolation.failed(batch, exc)
+        if letters is None:  # the failed batch is searched one message at a time
+            return
+        self.handler.process(Batch(dead_letters=letters, offsets=batch.offsets))
+        self.status.batch_done()
+        self.commit_previous(wait=True)
+        self.isolation.passed(batch.offsets)
+
+    def close(self) -> None:
+        try:
+            self.commit_previous(wait=True)
+        finally:
+            self.reader.close()
+            if isinstance(self.store, RedisFeatureStore):
+                self.store.close()
+
+    def _rewind(self) -> None:
+        """Forget cached state and go back to what Redis says was applied (nothing uncommitted is kept).
+
+        Each partition is read again from its applied-offset fence in Redis (from Kafka's committed
+        offset where Redis has none yet): after a Redis that came back behind, the events it lost are
+        applied again. A claim Redis lost is made again; another worker's claim is left alone (the
+        rebalance that moves the partition away is on its way).
+        """
+        self._rewound = False
+        self._uncommitted = {}
+        self.outbox.abandon()  # failures of the abandoned batch are not the next batch's
+        self.applied.clear()  # what was applied is what Redis says, reloaded below
+        self.handler.on_rewind()
+        with contextlib.suppress(StoreError):  # the failed write is what we are recovering from
+            self.store.reset()
+        try:
+            consumer = self.reader.consumer
+            if isinstance(self.reader, EventTimeReader):
+                self.reader.rewind()
+            else:
+                assignment = consumer.assignment()
+                if assignment:
+                    for tp in consumer.committed(assignment, timeout=10):
+                        consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+            assignment = consumer.assignment()
+            for (topic, partition), fence in self._fences(consumer, assignment).items():
+                self.applied[(topic, partition)] = fence
+                if isinstance(self.reader, EventTimeReader):
+                    self.reader.seek(topic, partition, fence)
+                else:
+                    consumer.seek(TopicPartition(topic, partition, fence))
+            lost = {p: claim for p, claim in self._claims.items() if self.store.claim(p) is None}
+            self.store.write_claims(lost)
+            self.handler.after_rewind()
+            self._rewound = True
+        except StateLostError:
+            raise
+        except Exception as exc:  # the broker or Redis may still be down: retried before reading on
+            log.warning("rewind incomplete (%s); retrying before reading on", exc)
+
+    # -- health ----------------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: whether the loop turned within the last ``stuck_after`` seconds, and what it did."""
+        return self.status.health(self.assigned, self.handler.describe())
+
+
+def stop_on_signals(worker: Worker[Any]) -> None:
+    """SIGTERM and SIGINT stop ``worker`` once its current batch is finished and committed."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: finishing the current batch", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _log_failed_commit(error: Any, partitions: list[TopicPartition]) -> None:
+    if error is not None:
+        log.warning("committing offsets failed (the Redis fence skips what is re-read): %s", error)
+
+
+__all__ = ["Handler", "Worker", "stop_on_signals"]

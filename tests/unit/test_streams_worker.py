@@ -1,0 +1,220 @@
+"""The worker runtime's exactly-once bookkeeping, with the in-memory store and a recording consumer.
+
+What crosses Kafka and Redis is tested in tests/integration (test_scorer, test_resume, test_poison); here
+the protocol's order: a unit's fences are written with it, Kafka's offsets are committed one unit late,
+a write requires this worker's claims and the fences it wrote last.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from churnstream.errors import StoreError
+from churnstream.events import OrderEvent
+from churnstream.features.store import MemoryFeatureStore
+from churnstream.settings import Settings
+from churnstream.streams.ingest import Batch, Coordinates
+from churnstream.streams.worker import Worker
+
+T0 = 1_700_000_000_000
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[tuple[str, int], int]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.consumer = _Consumer()
+
+
+class _Applier:
+    """A handler that applies each batch's events to the store, one unit per batch."""
+
+    def __init__(self, worker: Worker[Any]) -> None:
+        self.worker = worker
+        self.revoked: list[list[int]] = []
+
+    def process(self, batch: Batch) -> object:
+        fresh = [(e, w) for e, w in batch.events if not self.worker.written(w.topic, w.partition, w.offset)]
+        tx = self.worker.store.begin({e.customer_id: w.partition for e, w in fresh})
+        for event, _ in fresh:
+            tx.apply(event)
+        if fresh:
+            self.worker.emit("out", fresh[-1][0].customer_id, b"{}")  # dropped: the worker is quiet
+        self.worker.write(tx, offsets=batch.offsets)
+        return len(fresh)
+
+    def on_assign(self, partitions: list[int]) -> None: ...
+    def on_revoke(self, partitions: list[int]) -> None:
+        self.revoked.append(partitions)
+
+    def on_rewind(self) -> None: ...
+    def after_rewind(self) -> None: ...
+    def before_batch(self) -> None: ...
+    def after_batch(self) -> None: ...
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+def _batch(first: int, n: int, partition: int = 0) -> Batch:
+    batch = Batch()
+    for offset in range(first, first + n):
+        event = OrderEvent(f"e{offset}", f"C{offset % 3}", T0 + offset, f"o{offset}", 5.0)
+        batch.events.append((event, Coordinates("orders", partition, offset)))
+    batch.offsets[("orders", partition)] = first + n
+    return batch
+
+
+@pytest.fixture
+def worker() -> Worker[_Applier]:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1)
+    store = MemoryFeatureStore(lateness_ms=0)
+    return Worker(settings=settings, store=store, reader=_Reader(), quiet=True, handler=_Applier)  # type: ignore[arg-type]
+
+
+def test_a_unit_writes_its_fences_and_kafka_offsets_are_committed_one_unit_late(
+    worker: Worker[_Applier],
+) -> None:
+    consumer = worker.reader.consumer
+    worker.handler.process(_batch(0, 5))
+    assert worker.store.fence("orders", 0) == 5
+    assert consumer.commits == []  # not before the write is known durable, i.e. with the next unit
+    worker.handler.process(_batch(5, 3))
+    assert consumer.commits == [{("orders", 0): 5}]
+    worker.commit_previous(wait=True)
+    assert consumer.commits[-1] == {("orders", 0): 8}
+    assert worker.written("orders", 0, 7) and not worker.written("orders", 0, 8)
+
+
+def test_messages_below_the_fence_are_not_applied_again(worker: Worker[_Applier]) -> None:
+    assert worker.handler.process(_batch(0, 5)) == 5
+    assert worker.handler.process(_batch(3, 4)) == 2  # 3 and 4 were written with the first unit
+    assert worker.store.fence("orders", 0) == 7
+
+
+def test_a_write_needs_this_workers_claim(worker: Worker[_Applier]) -> None:
+    worker._claims[0] = "me:1"
+    worker.store.write_claims({0: "me:1"})
+    worker.handler.process(_batch(0, 2))
+    worker.store.write_claims({0: "other:2"})  # another worker took the partition over
+    with pytest.raises(StoreError):
+        worker.handler.process(_batch(2, 2))
+        worker.store.flush()
+    assert worker.store.fence("orders", 0) == 2
+
+
+def test_a_write_needs_the_fence_this_worker_wrote_last(worker: Worker[_Applier]) -> None:
+    worker.handler.process(_batch(0, 2))
+    tx = worker.store.begin({})
+    tx.set_fence("orders", 0, 9)  # someone else moved the fence (or Redis came back with other data)
+    worker.store.commit(tx)
+    with pytest.raises(StoreError):
+        worker.handler.process(_batch(2, 2))
+        worker.store.flush()
+    assert worker.store.fence("orders", 0) == 9
+
+
+# --- the loop: poison messages and retries, with a scripted partition ---------------------------------
+
+
+class _Log:
+    """One partition of ``orders`` as a list of events; the worker's consumer and reader over it."""
+
+    def __init__(self, events: list[OrderEvent], stop: Any) -> None:
+        self.events = events
+        self.cursor = 0
+        self.committed_at = 0
+        self.stop = stop  # called once the reader is at the end and idle
+        self.consumer = self
+
+    # the reader
+    def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
+        n = max_messages or 4
+        batch = Batch()
+        for offset in range(self.cursor, min(self.cursor + n, len(self.events))):
+            batch.events.append((self.events[offset], Coordinates("orders", 0, offset)))
+        if batch.events:
+            self.cursor += len(batch.events)
+            batch.offsets[("orders", 0)] = self.cursor
+        else:
+            self.stop()
+        return batch
+
+    def close(self) -> None: ...
+
+    # the consumer
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.committed_at = max(tp.offset for tp in offsets)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("orders", 0)]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition("orders", 0, self.committed_at)]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.cursor = tp.offset
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return []
+
+
+class _Failing(_Applier):
+    """Raises on one customer's events (an unforeseen bug), and once on the first write (Redis away)."""
+
+    def __init__(self, worker: Worker[Any]) -> None:
+        super().__init__(worker)
+        self.dead_lettered: list[int] = []
+        self.store_failed = False
+
+    def process(self, batch: Batch) -> object:
+        written = self.worker.written
+        if any(e.customer_id == "poison" and not written(w.topic, 0, w.offset) for e, w in batch.events):
+            raise ValueError("cannot take this one")  # read again after its dead letter: skipped
+        if not self.store_failed and batch.events:
+            self.store_failed = True
+            raise StoreError("Redis went away")
+        self.dead_lettered += [d.offset for d in batch.dead_letters if d.offset is not None]
+        return super().process(batch)
+
+
+def test_the_loop_dead_letters_the_one_message_that_fails_alone_and_retries_what_redis_refused() -> None:
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
+    )
+    store = MemoryFeatureStore(lateness_ms=0)
+    events = [OrderEvent(f"e{n}", "poison" if n == 6 else f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(11)]
+    log: _Log
+    worker = Worker(
+        settings=settings,
+        store=store,
+        reader=(log := _Log(events, stop=lambda: worker.stop())),  # type: ignore[arg-type]
+        quiet=True,
+        handler=_Failing,
+    )
+    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    worker.run()
+    assert worker.handler.dead_lettered == [6]
+    assert store.fence("orders", 0) == 11 and log.committed_at == 11
+    applied = set(store.customers())
+    assert applied == {f"C{n}" for n in range(11) if n != 6}
+
+
+def _seek_back(worker: Worker[Any], log: _Log) -> Any:
+    """The worker's rewind, then the reader at the fence as the real reader's rewind puts it."""
+    rewind = worker._rewind
+
+    def rewind_and_seek() -> None:
+        rewind()
+        fence = worker.store.fence("orders", 0)
+        log.cursor = 0 if fence is None else fence
+
+    return rewind_and_seek
