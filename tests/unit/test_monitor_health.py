@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from churnstream.settings import Settings
-from churnstream.streams import monitor as monitor_module
+from churnstream.streams import monitor_acks, monitor_health
 from churnstream.streams.health import DependencyProbe
-from churnstream.streams.monitor import STUCK_SECONDS, InputOffsets, Marks
+from churnstream.streams.monitor_health import STUCK_SECONDS, InputOffsets, Marks
 from tests.unit.test_monitoring_service import TOPIC, Monitor, record
 
 
@@ -42,20 +42,20 @@ class Offsets(InputOffsets):
 
 def watched(tmp: Path, offsets: InputOffsets | None = None) -> Monitor:
     monitor = Monitor(tmp)
-    monitor.service.offsets = offsets or Offsets()
+    monitor.service.watch.offsets = offsets or Offsets()
     return monitor
 
 
 def observe(monitor: Monitor, end: int, committed: int = -1001) -> None:
     """A measurement of partition 0 ending at ``end``, taken now."""
     started = time.monotonic()
-    monitor.service.note_input({0: Marks(0, end, committed)}, started=started, finished=started)
+    monitor.service.watch.note_input({0: Marks(0, end, committed)}, started=started, finished=started)
 
 
 def test_ready_needs_kafka_and_says_why_not(tmp_path: Path) -> None:
     monitor = watched(tmp_path)
     settings = Settings()
-    ok, body = asyncio.run(monitor.service.ready(KafkaDown(settings, redis=False)))
+    ok, body = asyncio.run(monitor.service.watch.ready(KafkaDown(settings, redis=False)))
     assert not ok and body["status"] == "not ready"
     assert body["reasons"] == ["Kafka at 127.0.0.1:9 does not answer (timed out)"]
     assert set(body) == {
@@ -67,19 +67,19 @@ def test_ready_needs_kafka_and_says_why_not(tmp_path: Path) -> None:
         "stalled_seconds",
     }
 
-    ok, body = asyncio.run(monitor.service.ready(KafkaUp(settings, redis=False)))
+    ok, body = asyncio.run(monitor.service.watch.ready(KafkaUp(settings, redis=False)))
     assert ok and body["reasons"] == [] and body["partitions"] == [0]
     assert body["lag"] == 0 and body["last_batch_age_seconds"] is None
 
     monitor.feed(0, record(0))
-    ok, body = monitor.service.readiness({"kafka": None})
+    ok, body = monitor.service.watch.readiness({"kafka": None})
     assert ok and 0 <= body["last_batch_age_seconds"] < 5
 
 
 def test_ready_needs_partitions(tmp_path: Path) -> None:
     unassigned = Offsets()
     unassigned._assignment = lambda: []
-    ok, body = watched(tmp_path, unassigned).service.readiness({"kafka": None})
+    ok, body = watched(tmp_path, unassigned).service.watch.readiness({"kafka": None})
     assert not ok and body["reasons"] == [f"no partition of {TOPIC} is assigned to this monitor (yet)"]
 
 
@@ -88,50 +88,53 @@ def test_an_idle_topic_is_never_stuck(tmp_path: Path) -> None:
     service = monitor.service
     monitor.feed(0, record(0))
     observe(monitor, end=1)  # everything on the partition handled
-    assert service.lag == 0 and service.stalled_seconds(now=time.monotonic() + 10 * STUCK_SECONDS) == 0
+    assert (
+        service.watch.lag == 0
+        and service.watch.stalled_seconds(now=time.monotonic() + 10 * STUCK_SECONDS) == 0
+    )
     # a record arriving after a long silence is input waiting from now on, not since the last record
-    service._turned_at -= 3600
+    service.watch._turned_at -= 3600
     observe(monitor, end=2)
-    assert service.lag == 1 and service.stalled_seconds() < 1
+    assert service.watch.lag == 1 and service.watch.stalled_seconds() < 1
     assert service.live()[0] and service.health()["status"] == "ok"
     monitor.feed(1, record(1))  # handled: nothing waits any more
-    assert service.stalled_seconds(now=time.monotonic() + 10 * STUCK_SECONDS) == 0
+    assert service.watch.stalled_seconds(now=time.monotonic() + 10 * STUCK_SECONDS) == 0
 
 
 def test_input_left_waiting_makes_the_monitor_stuck_and_not_ready(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "READY_STALL_SECONDS", 0.1)
+    monkeypatch.setattr(monitor_health, "READY_STALL_SECONDS", 0.1)
     monitor = watched(tmp_path)
     service = monitor.service
-    service.stuck_after = 0.2
+    service.watch.stuck_after = 0.2
     observe(monitor, end=5, committed=2)  # records 2..4 wait; the agent has handled none
-    assert service.lag == 3 and service.live()[0]
+    assert service.watch.lag == 3 and service.live()[0]
     time.sleep(0.25)
     ok, body = service.live()
     assert not ok and body["status"] == "stuck" and body["ok"] is False and body["stalled_seconds"] >= 0.2
     assert body["windows_reported"] == 0 and "read_offsets" in body  # the state is all still there
-    ok, ready = service.readiness({"kafka": None})
+    ok, ready = service.watch.readiness({"kafka": None})
     assert not ok and ready["reasons"] == [
         f"3 records have waited {ready['stalled_seconds']:.0f} s for the agent, none handled"
     ]
     # a measurement that cannot be taken stops the clock: Kafka's state is /ready's business
-    service.note_input(None, started=time.monotonic(), finished=time.monotonic())
-    assert service.live()[0] and service.lag is None
+    service.watch.note_input(None, started=time.monotonic(), finished=time.monotonic())
+    assert service.live()[0] and service.watch.lag is None
     # a record handled while a measurement was under way: that measurement starts no clock
     started = time.monotonic()
     monitor.feed(2, record(2))
-    service.note_input({0: Marks(0, 5, 2)}, started=started, finished=time.monotonic())
-    assert service.lag == 2 and service.stalled_seconds() == 0
+    service.watch.note_input({0: Marks(0, 5, 2)}, started=started, finished=time.monotonic())
+    assert service.watch.lag == 2 and service.watch.stalled_seconds() == 0
 
 
 def test_a_record_held_too_long_makes_the_monitor_stuck(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "READY_STALL_SECONDS", 0.1)
+    monkeypatch.setattr(monitor_health, "READY_STALL_SECONDS", 0.1)
     monitor = watched(tmp_path)
     service = monitor.service
-    service.stuck_after = 0.2
+    service.watch.stuck_after = 0.2
 
     async def run() -> tuple[bool, bool, list[str]]:
         release = asyncio.Event()
@@ -143,7 +146,7 @@ def test_a_record_held_too_long_makes_the_monitor_stuck(
         handling = asyncio.ensure_future(service.on_message(b"v1", b"{broken", TOPIC, 0, 7, ack=lambda: None))
         await asyncio.sleep(0.3)
         alive = service.live()[0]
-        ready, body = service.readiness({"kafka": None})
+        ready, body = service.watch.readiness({"kafka": None})
         release.set()
         await handling
         return alive, service.live()[0], body["reasons"]
@@ -158,8 +161,8 @@ def test_a_record_held_too_long_makes_the_monitor_stuck(
 def test_dead_letters_waiting_to_be_acked_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "MAX_WAITING_ACKS", 3)
-    monkeypatch.setattr(monitor_module, "MAX_WAITING_ACK_BYTES", 1000)
+    monkeypatch.setattr(monitor_acks, "MAX_WAITING_ACKS", 3)
+    monkeypatch.setattr(monitor_acks, "MAX_WAITING_ACK_BYTES", 1000)
     monitor = Monitor(tmp_path)
     for k in range(4):  # record 3 holds rows of the open window: what follows waits behind it
         monitor.feed(k, record(k))
@@ -167,7 +170,9 @@ def test_dead_letters_waiting_to_be_acked_are_bounded(
     for offset in range(5, 10):  # three wait, the rest are acked at once
         monitor.feed(offset, b"{broken")
     assert monitor.acked == [4, 8, 9]
-    assert monitor.service._waiting_acks == 3 and monitor.service.health()["uncommitted_records"] == 7
+    assert (
+        monitor.service.uncommitted.waiting_acks == 3 and monitor.service.health()["uncommitted_records"] == 7
+    )
     assert len(monitor.letters) == 6 and monitor.service.dead_letters == 6
     monitor.report_all()
     assert monitor.acked == [4, 8, 9, 0, 1, 2]  # record 3 still holds the open window
@@ -175,4 +180,6 @@ def test_dead_letters_waiting_to_be_acked_are_bounded(
         monitor.feed(k + 6, record(k))
     monitor.report_all()
     assert monitor.acked == [4, 8, 9, 0, 1, 2, 3, 5, 6, 7, 10, 11]
-    assert monitor.service._waiting_acks == 0 and monitor.service._waiting_ack_bytes == 0
+    assert (
+        monitor.service.uncommitted.waiting_acks == 0 and monitor.service.uncommitted.waiting_ack_bytes == 0
+    )

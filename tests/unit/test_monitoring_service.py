@@ -21,7 +21,8 @@ from churnstream.monitoring.render import Rendered, RenderJob
 from churnstream.monitoring.report import ReportStore
 from churnstream.monitoring.state import MonitorState, Position
 from churnstream.settings import Settings
-from churnstream.streams.monitor import MonitorService, decode_batch
+from churnstream.streams.monitor_service import MonitorService
+from churnstream.streams.monitoring_batches import decode_batch
 
 T0 = 1_717_200_000_000
 TOPIC = "churnstream.monitoring_batches"
@@ -100,8 +101,9 @@ class Monitor:
 
     def report_all(self) -> None:
         async def drain() -> None:
-            while (job := self.service.queue.take()) is not None:
-                await self.service._publish(job, await self.service._render(job))
+            publisher = self.service.publisher
+            while (job := publisher.queue.take()) is not None:
+                await publisher.publish(job, await publisher.render(job))
 
         asyncio.run(drain())
 
@@ -111,7 +113,7 @@ def test_records_are_acked_once_reported_and_a_restart_counts_each_row_once(tmp_
     for k in range(4):  # rows 0..1199: window 1 is rows 0..999, record 3 straddles it
         first.feed(k, record(k))
     first.feed(4, b"{broken")
-    assert first.acked == [] and first.service.queue.windows == 1
+    assert first.acked == [] and first.service.publisher.queue.windows == 1
     first.report_all()
     assert first.acked == [0, 1, 2]  # record 3 holds rows of the open window; the dead letter waits behind it
     assert [len(r.to_json()) > 0 and r.rows for r in first.reports] == [1000]

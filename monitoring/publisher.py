@@ -1,0 +1,214 @@
+"""The drift monitor's report side: windows waiting for their Evidently HTML, drawn one job at a time in the
+report worker (:mod:`churnstream.monitoring.render`), then published as ``drift_reports`` messages in order.
+
+:class:`ReportPublisher` owns the queue of closed windows
+(:class:`~churnstream.monitoring.render.RenderQueue`: when windows close faster than reports are drawn,
+consecutive windows share one report, never dropped), the messages published so far (the monitor's pages
+list them) and the report counters. It publishes through an injected ``publish_report`` and tells
+``settled`` which windows are reported, so the caller can let their records be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from churnstream.events import format_time, now_ms
+from churnstream.messages import DriftReport
+from churnstream.monitoring.monitor import DriftMonitor, PendingReport
+from churnstream.monitoring.render import Rendered, RenderJob, RenderQueue, ReportRenderer
+
+# the monitor's log lines keep the name operators know them by
+log = logging.getLogger("churnstream.streams.monitor")
+
+KEPT_MESSAGES = 1000  # the latest drift_reports messages kept in memory for the pages
+
+
+class ReportPublisher:
+    """Draws the reports of closed windows and publishes each window's message; ``max_jobs`` bounds the
+    jobs waiting for the report worker (see :class:`RenderQueue`), ``counters`` are those saved before a
+    restart."""
+
+    def __init__(
+        self,
+        *,
+        monitor: DriftMonitor,
+        renderer: ReportRenderer,
+        publish_report: Callable[[DriftReport], Awaitable[Any]],
+        settled: Callable[[list[int]], None],
+        max_jobs: int = 1,
+        counters: Mapping[str, int] | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.renderer = renderer
+        self.queue = RenderQueue(max_jobs=max_jobs, max_rows=max(50_000, 4 * monitor.config.window_rows))
+        self._publish_report = publish_report
+        self._settled = settled
+        self._wakeup: asyncio.Event | None = None
+        counters = counters or {}
+        self.reports: list[dict[str, Any]] = monitor.store.load_messages()
+        self._by_id = {r["report_id"]: r for r in self.reports}
+        self.render_seconds: deque[float] = deque(maxlen=1000)
+        self.windows_reported = int(counters.get("windows_reported", 0))
+        self.reports_rendered = int(counters.get("reports_rendered", 0))
+        self.windows_merged = int(counters.get("windows_merged", 0))
+        self.report_errors = int(counters.get("report_errors", 0))
+        self.last_report_at: int | None = None
+        self.rendering: RenderJob | None = None
+        self.warmed_up = False
+
+    @property
+    def wakeup(self) -> asyncio.Event:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        return self._wakeup
+
+    def put(self, pending: PendingReport) -> None:
+        """Queue a closed window for its report (it joins the last waiting job when the queue is full)."""
+        self.queue.put(pending)
+        self.wakeup.set()
+
+    def waiting(self) -> int:
+        """Closed windows waiting for their report, the one being drawn included."""
+        return self.queue.windows + (len(self.rendering.windows) if self.rendering else 0)
+
+    def counters(self) -> dict[str, int]:
+        """The counters a restart keeps (saved with the monitor's state)."""
+        return {
+            "windows_reported": self.windows_reported,
+            "reports_rendered": self.reports_rendered,
+            "windows_merged": self.windows_merged,
+            "report_errors": self.report_errors,
+        }
+
+    async def run(self) -> None:
+        """Draw queued reports one job at a time in the report worker and publish their windows, forever."""
+        warm = asyncio.wrap_future(self.renderer.start())
+        warm.add_done_callback(self._warmed)
+        while True:
+            job = self.queue.take()
+            if job is None:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            self.rendering = job
+            try:
+                rendered = await self.render(job)
+                await self.publish(job, rendered)
+            finally:
+                self.rendering = None
+
+    def _warmed(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.warmed_up = True
+            log.info(
+                "report worker (%s) ready: Evidently imported in %.1f s", self.renderer.mode, future.result()
+            )
+
+    async def render(self, job: RenderJob) -> Rendered:
+        """The job's report drawn by the report worker (restarted once if its process dies), or an error
+        page saying why it could not be."""
+        rendered: Rendered | None = None
+        for attempt in (1, 2):
+            try:
+                rendered = await asyncio.wrap_future(self.renderer.submit(job))
+                break
+            except BrokenProcessPool:
+                self.renderer.restart()
+                if attempt == 2:
+                    rendered = self._error_page(
+                        job, "the report worker process died twice drawing this report"
+                    )
+            except Exception as exc:  # the windows are published all the same, with the reason
+                log.exception("drift report %s could not be sent to the report worker", job.job_id)
+                rendered = self._error_page(job, f"{type(exc).__name__}: {exc}")
+                break
+        assert rendered is not None
+        self.render_seconds.append(rendered.seconds)
+        if rendered.error:
+            self.report_errors += 1
+        else:
+            self.reports_rendered += 1
+        return rendered
+
+    def _error_page(self, job: RenderJob, error: str) -> Rendered:
+        self.monitor.store.save_error(job.job_id, error)
+        return Rendered(job.job_id, str(self.monitor.store.html_path(job.job_id).resolve()), 0.0, error=error)
+
+    async def publish(self, job: RenderJob, rendered: Rendered) -> None:
+        """Publish the message of each window of ``job``, in order, with its ``rendered`` report; then they
+        are settled."""
+        shared = len(job.windows) > 1
+        for position, pending in enumerate(job.windows, start=1):
+            extra: dict[str, Any] = {
+                "evidently_report": {
+                    "report_id": job.job_id,
+                    "windows": len(job.windows),
+                    "window": position,
+                    "rows": job.rows,
+                    "rendered_rows": job.rendered_rows,
+                    "shared": shared,
+                },
+                "verdict_by": "Evidently's default tests, computed in-process",
+            }
+            if rendered.error:
+                extra["evidently_report"]["error"] = rendered.error
+            report = pending.report(
+                created_at=now_ms(),
+                html_path=rendered.html_path,
+                url=self.monitor.url(pending.report_id),
+                **extra,
+            )
+            await self._publish_report(report)
+            message = report.to_json()
+            self.monitor.store.save_message(report.report_id, message)
+            self.windows_reported += 1
+            self.last_report_at = report.created_at
+            self.reports.append(message)
+            self._by_id[report.report_id] = message
+            log.info(
+                "drift report %s: %d rows %s..%s, dataset drift %s (share %.2f: %s), concept drift %s%s",
+                report.report_id,
+                report.rows,
+                format_time(report.window_start),
+                format_time(report.window_end),
+                report.dataset_drift,
+                report.drift_share,
+                ", ".join(report.drifted_columns) or "-",
+                (report.concept_drift or {}).get("detected"),
+                f"; HTML shared by {len(job.windows)} windows" if shared else "",
+            )
+        if shared:
+            self.windows_merged += len(job.windows)
+        if len(self.reports) > KEPT_MESSAGES:
+            for old in self.reports[:-KEPT_MESSAGES]:
+                self._by_id.pop(old["report_id"], None)
+            del self.reports[:-KEPT_MESSAGES]
+        self._settled([pending.window.seq for pending in job.windows])
+
+    def html_for(self, report_id: str) -> Path | None:
+        """The HTML file of a window's report (its own or the one it shares), inside the report directory."""
+        store = self.monitor.store
+        message = self._by_id.get(report_id)
+        if message is None:
+            saved = store.json_path(report_id)
+            if saved.is_file():
+                try:
+                    message = json.loads(saved.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    message = None
+        path = (
+            Path(message["html_path"]) if message and message.get("html_path") else store.html_path(report_id)
+        )
+        root = store.root.resolve()
+        try:
+            resolved = path.resolve()
+        except OSError:
+            return None
+        return resolved if resolved.parent == root and resolved.is_file() else None

@@ -1,0 +1,270 @@
+"""The monitor's liveness and readiness: how long input has waited for its agent, measured from outside faust.
+
+``/health`` is liveness: 503 with ``stuck`` once input has waited :data:`STUCK_SECONDS` for the agent
+(records on its partitions beyond what it handled, and no record handled since; or one record in hand that
+long). An idle topic has nothing waiting, so it never reads as stuck. ``/ready`` is readiness: 200 while
+Kafka answers, partitions are assigned and no input has waited :data:`READY_STALL_SECONDS`, else 503 with
+``reasons``. What waits is measured by a Kafka client of the monitor's own (:class:`InputOffsets`), so a
+stuck faust consumer cannot hide it; :class:`InputWatch` keeps the stall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+from confluent_kafka import TopicPartition
+
+from churnstream.settings import Settings
+from churnstream.streams.health import Answer, DependencyProbe
+from churnstream.streams.kafka import make_consumer, records_behind, watermarks
+
+# the monitor's log lines keep the name operators know them by
+log = logging.getLogger("churnstream.streams.monitor")
+
+# Input left waiting this long without a record handled makes /health say stuck: longer than a faust
+# rebalance (60 s) plus one slow broker request (90 s), so neither reads as stuck.
+STUCK_SECONDS = 180.0
+READY_STALL_SECONDS = 30.0  # input left waiting this long makes the monitor not ready
+OBSERVE_SECONDS = 5.0  # the input offsets are measured at most this often
+
+
+class Marks(NamedTuple):
+    """One partition of the monitoring topic: its first and end offsets, and the monitor group's committed
+    offset (negative when it has none)."""
+
+    start: int
+    end: int
+    committed: int
+
+
+class InputOffsets:
+    """Where this monitor's partitions of the monitoring topic end, and where its group committed, read by
+    a Kafka client of its own that never joins the group (so a stuck faust consumer cannot hide input);
+    every call waits at most ``timeout`` seconds. ``assignment`` gives faust's assigned (topic, partition)
+    pairs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str,
+        assignment: Callable[[], Iterable[tuple[str, int]]],
+        timeout: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topics.monitoring_batches
+        self.group = group
+        self.timeout = timeout
+        self._assignment = assignment
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+
+    def partitions(self) -> list[int] | None:
+        """This monitor's partitions of the monitoring topic; None while its consumer has not started."""
+        try:
+            return sorted(p for topic, p in self._assignment() if topic == self.topic)
+        except Exception:  # faust raises ConsumerNotStarted and the like until its consumer runs
+            return None
+
+    def measure(self, partitions: Iterable[int]) -> dict[int, Marks]:
+        """The :class:`Marks` of ``partitions``; blocks (run it off the event loop), and raises
+        ``KafkaException`` when Kafka does not answer in time."""
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = make_consumer(self.settings, self.group)
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            if not tps:
+                return {}
+            marks = watermarks(self._consumer, tps, timeout=self.timeout)
+            committed = self._consumer.committed(tps, timeout=self.timeout)
+            return {tp.partition: Marks(*marks[(self.topic, tp.partition)], tp.offset) for tp in committed}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+class InputWatch:
+    """The stall clock of the monitor's agent and how far behind it is (``lag``, records), for ``/health``
+    and ``/ready``. ``offsets`` measures the input waiting (none: never measured); ``read_offsets`` is the
+    next offset the agent will handle per (topic, partition)."""
+
+    def __init__(
+        self, *, settings: Settings, offsets: InputOffsets | None, read_offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        self.settings = settings
+        self.stuck_after = STUCK_SECONDS
+        self.offsets = offsets
+        self.lag: int | None = None  # records on the assigned partitions beyond those handled
+        self.partitions: list[int] | None = None
+        self.last_batch_at: float | None = None  # wall clock when the agent last handled a record
+        self._read_offsets = read_offsets
+        self._turned_at = time.monotonic()  # when the agent last handled a record (or the start)
+        self._busy: tuple[float, str] | None = None  # since when the agent holds which record
+        self._waiting_since: float | None = None  # input seen waiting, and no record handled since
+        self._observed_at = -OBSERVE_SECONDS
+        self._observing: asyncio.Task[None] | None = None
+        self._observe_lock: asyncio.Lock | None = None
+
+    def handling(self, record: str) -> None:
+        """The agent took ``record`` ("topic[partition]@offset") in hand."""
+        self._busy = (time.monotonic(), record)
+
+    def handled(self) -> None:
+        """The agent is done with its record: nothing waits for it now."""
+        self._busy, self._waiting_since = None, None
+        self._turned_at = time.monotonic()
+        self.last_batch_at = time.time()
+
+    def stalled_seconds(self, now: float | None = None) -> float:
+        """How long the agent has kept input waiting: one record in hand, or records waiting on its
+        partitions (as last measured) and none handled since; 0 when nothing waits."""
+        now = time.monotonic() if now is None else now
+        since = [t for t in (self._busy[0] if self._busy else None, self._waiting_since) if t is not None]
+        return max(0.0, now - min(since)) if since else 0.0
+
+    def readiness(self, problems: Mapping[str, str | None]) -> Answer:
+        """Readiness from the dependencies' ``problems`` (:meth:`DependencyProbe.problems`): ready when
+        none has one, the consumer holds partitions and no input has waited ``READY_STALL_SECONDS``."""
+        reasons = [why for why in problems.values() if why]
+        if self.offsets is not None:
+            self.partitions = self.offsets.partitions()
+            if not self.partitions:
+                reasons.append(f"no partition of {self.offsets.topic} is assigned to this monitor (yet)")
+        stalled = self.stalled_seconds()
+        if stalled >= READY_STALL_SECONDS:
+            if self._busy is not None:
+                reasons.append(f"the agent has been handling the record {self._busy[1]} for {stalled:.0f} s")
+            else:
+                reasons.append(f"{self.lag} records have waited {stalled:.0f} s for the agent, none handled")
+        return not reasons, {
+            "status": "ready" if not reasons else "not ready",
+            "reasons": reasons,
+            "partitions": self.partitions,
+            "lag": self.lag,
+            "last_batch_age_seconds": self.last_batch_age(),
+            "stalled_seconds": round(stalled, 3),
+        }
+
+    async def ready(self, probe: DependencyProbe) -> Answer:
+        """Readiness for ``/ready``: the probe's checks (they block up to its timeout) run in a thread,
+        beside a fresh measurement of the input waiting."""
+        loop = asyncio.get_running_loop()
+        checked, _ = await asyncio.gather(
+            loop.run_in_executor(None, probe.problems), self.observe(), return_exceptions=True
+        )
+        if isinstance(checked, BaseException):
+            checked = {"kafka": f"the Kafka check failed: {type(checked).__name__}: {checked}"}
+        return self.readiness(checked)
+
+    def observe_soon(self) -> None:
+        """Measure the input waiting in the background (``/health`` answers at once, from the last one)."""
+        if self.offsets is not None and (self._observing is None or self._observing.done()):
+            self._observing = asyncio.ensure_future(self.observe())
+
+    async def observe(self) -> None:
+        """Measure how far behind the agent is (at most every ``OBSERVE_SECONDS``), in a thread."""
+        offsets = self.offsets
+        if offsets is None:
+            return
+        if self._observe_lock is None:
+            self._observe_lock = asyncio.Lock()
+        async with self._observe_lock:
+            if time.monotonic() - self._observed_at < OBSERVE_SECONDS:
+                return
+            self.partitions = offsets.partitions()
+            started = time.monotonic()
+            marks: dict[int, Marks] | None = None
+            if self.partitions is not None:
+                try:
+                    marks = await asyncio.get_running_loop().run_in_executor(
+                        None, offsets.measure, self.partitions
+                    )
+                except Exception as exc:  # Kafka's answer is /ready's business; here it is unknown input
+                    log.debug("input offsets not measured: %s", self.settings.redact(str(exc)))
+            self._observed_at = time.monotonic()
+            self.note_input(marks, started=started, finished=self._observed_at)
+
+    def note_input(self, marks: Mapping[int, Marks] | None, *, started: float, finished: float) -> None:
+        """Take a measurement begun at ``started`` (monotonic): the lag, and input seen waiting starts the
+        stall clock unless the agent handled a record since; an unknown measurement stops it."""
+        if marks is None or self.offsets is None:
+            self.lag, self._waiting_since = None, None
+            return
+        topic = self.offsets.topic
+        ends = {(topic, p): (m.start, m.end) for p, m in marks.items()}
+        read = {(topic, p): max(m.committed, self._read_offsets.get((topic, p), 0)) for p, m in marks.items()}
+        behind = records_behind(ends, read)
+        self.lag = behind
+        if not behind:
+            self._waiting_since = None
+        elif self._waiting_since is None and self._turned_at < started:
+            self._waiting_since = finished
+
+    def last_batch_age(self) -> float | None:
+        return None if self.last_batch_at is None else round(time.time() - self.last_batch_at, 3)
+
+    def close(self) -> None:
+        if self.offsets is not None:
+            self.offsets.close()
+
+
+def percentiles(values: deque[float], *, scale: float) -> dict[str, float] | None:
+    if not values:
+        return None
+    array = np.asarray(values, dtype="float64") * scale
+    p50, p99, top = np.percentile(array, [50, 99, 100])
+    return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(float(top), 1)}
+
+
+def metrics_text(h: Mapping[str, Any]) -> str:
+    """The monitor's counters (its ``/health`` body, ``h``) in Prometheus' text format."""
+    lines = []
+    for name, kind, value, text in (
+        ("records", "counter", h["records"], "monitoring batch records consumed"),
+        ("rows", "counter", h["rows_seen"], "predictions consumed"),
+        ("rows_pending", "gauge", h["rows_pending"], "predictions in the open window"),
+        ("windows_closed", "counter", h["windows_done"], "drift windows closed"),
+        ("windows_reported", "counter", h["windows_reported"], "drift_reports messages published"),
+        ("windows_merged", "counter", h["windows_merged"], "windows whose Evidently HTML is shared"),
+        ("windows_skipped", "counter", 0, "windows never reported (always 0)"),
+        ("reports_rendered", "counter", h["reports_rendered"], "Evidently reports drawn"),
+        ("reports_pending", "gauge", h["reports_pending"], "closed windows waiting for their report"),
+        ("report_errors", "counter", h["report_errors"], "Evidently reports that could not be drawn"),
+        ("dead_letters", "counter", h["dead_letters"], "records sent to dead_letter"),
+        ("uncommitted_records", "gauge", h["uncommitted_records"], "records held for the open window"),
+    ):
+        lines += [
+            f"# HELP churnstream_monitor_{name} {text}",
+            f"# TYPE churnstream_monitor_{name} {kind}",
+            f"churnstream_monitor_{name} {value}",
+        ]
+    lines += [
+        "# HELP churnstream_monitor_stalled_seconds how long input has waited for the agent",
+        "# TYPE churnstream_monitor_stalled_seconds gauge",
+        f"churnstream_monitor_stalled_seconds {h['stalled_seconds']}",
+    ]
+    if h["lag"] is not None:
+        lines += [
+            "# HELP churnstream_monitor_behind_records records on the monitor's partitions not yet read",
+            "# TYPE churnstream_monitor_behind_records gauge",
+            f"churnstream_monitor_behind_records {h['lag']}",
+        ]
+    lag = h["lag_ms"] or {}
+    lines += [
+        "# HELP churnstream_monitor_lag_seconds record created_at to consumption",
+        "# TYPE churnstream_monitor_lag_seconds gauge",
+    ]
+    for q in ("p50", "p99"):
+        if q in lag:
+            lines.append(f'churnstream_monitor_lag_seconds{{quantile="{q[1:]}"}} {lag[q] / 1000:.3f}')
+    return "\n".join(lines) + "\n"
