@@ -23,9 +23,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from churnstream.features.definitions import FEATURE_NAMES  # noqa: E402
 from churnstream.messages import MonitoringBatch  # noqa: E402
-from churnstream.settings import Settings, child_env  # noqa: E402
+from churnstream.settings import Settings  # noqa: E402
+from churnstream.streams.processes import start_worker  # noqa: E402
 
 T0 = 1_717_200_000_000
 VERSION = "bench-v1"
@@ -214,12 +213,8 @@ def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
     create_topics(settings)
     log_append_time(settings, settings.topics.monitoring_batches)
     health_url = f"http://127.0.0.1:{port}/health"
-    log = (work / "monitor.log").open("wb")
-    monitor = subprocess.Popen(
-        [sys.executable, __file__, "--serve-monitor", mode],
-        env=child_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    monitor = start_worker(
+        ["--serve-monitor", mode], settings, log=work / "monitor.log", program=[sys.executable, __file__]
     )
     try:
         deadline = time.monotonic() + 120
@@ -266,12 +261,7 @@ def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
             "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
         }
     finally:
-        monitor.send_signal(signal.SIGTERM)
-        try:
-            monitor.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            monitor.kill()
-        log.close()
+        monitor.stop(60)
         admin = AdminClient(settings.kafka_config())
         names = [spec.name for spec in topic_specs(settings)]
         for future in admin.delete_topics(names, operation_timeout=30).values():

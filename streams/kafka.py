@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -255,10 +255,8 @@ def end_offsets(consumer: Consumer, topic: str, timeout: float = 15.0) -> dict[i
                 raise KafkaException(
                     meta.error if meta is not None else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
                 )
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-                for p in sorted(meta.partitions)
-            }
+            marks = watermarks(consumer, [TopicPartition(topic, p) for p in sorted(meta.partitions)])
+            return {partition: mark for (_topic, partition), mark in marks.items()}
         except KafkaException as exc:
             error = exc.args[0]
             retriable = isinstance(error, KafkaError) and (error.retriable() or error.code() in _SETTLING)
@@ -267,9 +265,94 @@ def end_offsets(consumer: Consumer, topic: str, timeout: float = 15.0) -> dict[i
             time.sleep(0.2)
 
 
+def watermarks(
+    consumer: Consumer, partitions: Iterable[TopicPartition], *, timeout: float = 5.0, cached: bool = False
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (low, high) watermark offsets of ``partitions``, in their order: each asked of
+    the broker within ``timeout`` seconds, or with ``cached`` the values the client last fetched (no
+    request; negative before its first fetch). The one place end offsets are read; raises
+    ``KafkaException`` when the broker does not answer in time."""
+    return {
+        (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout, cached=cached)
+        for tp in partitions
+    }
+
+
+def records_behind(
+    marks: Mapping[tuple[str, int], tuple[int, int]], read: Mapping[tuple[str, int], int]
+) -> int:
+    """How many records lie past where each partition was read: ``high - max(low, read)`` summed over the
+    partitions of ``marks`` (:func:`watermarks`) that have a position in ``read`` and a known end.
+
+    >>> marks = {("t", 0): (0, 10), ("t", 1): (5, 8), ("t", 2): (0, -1001), ("t", 3): (0, 7)}
+    >>> records_behind(marks, {("t", 0): 4, ("t", 1): 2, ("t", 2): 0})
+    9
+    """
+    behind = 0
+    for key, (low, high) in marks.items():
+        position = read.get(key)
+        if position is not None and high >= 0:
+            behind += max(0, high - max(low, position))
+    return behind
+
+
 _SETTLING = (
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._TIMED_OUT,
 )
+_COORDINATOR_SETTLING = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+)
+
+
+def group_offsets(
+    settings: Settings, group: str, topics: Iterable[str], timeout: float = 30.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (offset ``group`` committed, 0 when none; end offset) of every partition of
+    ``topics``: how far a consumer group is, the one answer to "has it committed everything?".
+
+    Asks without joining the group, so its members keep their partitions. Retries while fresh topics elect
+    their leaders and while the group's coordinator settles (a fresh or just restarted broker).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        consumer = make_consumer(settings, group)
+        try:
+            out: dict[tuple[str, int], tuple[int, int]] = {}
+            for topic in topics:
+                marks = end_offsets(consumer, topic)
+                parts = [TopicPartition(topic, p) for p in marks]
+                for tp in consumer.committed(parts, timeout=10):
+                    out[(topic, tp.partition)] = (max(tp.offset, 0), marks[tp.partition][1])
+            return out
+        except KafkaException as exc:
+            error = exc.args[0]
+            settling = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _COORDINATOR_SETTLING
+            )
+            if not settling or time.monotonic() >= deadline:
+                raise
+        finally:
+            consumer.close()
+        time.sleep(0.2)
+
+
+def committed_everything(settings: Settings, group: str, topics: Iterable[str]) -> bool:
+    """Whether ``group`` committed every offset of ``topics`` up to their end (:func:`group_offsets`)."""
+    return all(done >= end for done, end in group_offsets(settings, group, topics).values())
+
+
+def commit_group_offsets(settings: Settings, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit ``offsets`` ((topic, partition) -> offset) for ``group``, which must have no members, like
+    ``kafka-consumer-groups --reset-offsets``."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()

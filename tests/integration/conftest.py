@@ -29,12 +29,13 @@ For tests that run the scoring worker (``test_scorer``, ``test_faults``, ``test_
     ``root/models``. ``publish_world`` publishes it topic by topic; ``event_time_records`` and
     ``produce_records`` publish it as a live stream (all topics interleaved in event-time order).
 ``wait_until(condition, timeout, what)``, ``committed_everything``, ``committed_total``
-    Wait on real conditions: the worker group's committed offsets against the input topics' end offsets.
+    Wait on real conditions: the worker group's committed offsets against the input topics' end offsets
+    (:func:`churnstream.streams.kafka.group_offsets`).
 ``start_worker(settings, log_path, **env)``, ``stop_worker(worker, log_path)``
-    ``churnstream score`` as a subprocess with ``settings`` (plus ``CHURN_*`` overrides in ``env``);
-    each call is a new worker with a ``CHURN_WORKER_ID`` of its own unless ``env`` names one (pass the
-    same id to restart a worker as a supervisor would). ``stop_worker`` sends SIGTERM, which must finish
-    the batch and exit 0.
+    ``churnstream score`` as a subprocess with ``settings`` (plus ``CHURN_*`` overrides in ``env``),
+    launched by :mod:`churnstream.streams.processes`; each call is a new worker with a ``CHURN_WORKER_ID``
+    of its own unless ``env`` names one (pass the same id to restart a worker as a supervisor would).
+    ``stop_worker`` sends SIGTERM, which must finish the batch and exit 0.
 ``check_every_event_accounted_for(settings, events)``, ``check_state_equals_offline(settings, events)``
     The end-to-end promises after a run, however it was interrupted: one answer per valid event (its
     ``event`` prediction, re-emitted only unchanged, or a dead letter), and the features, outcomes and
@@ -49,9 +50,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -66,8 +65,11 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Messag
 from confluent_kafka.admin import AdminClient
 
 from churnstream.events import Event, LabelEvent, parse_time
-from churnstream.settings import DAY_MS, Settings, Topics, child_env
-from churnstream.streams.kafka import end_offsets, make_consumer, make_producer
+from churnstream.settings import DAY_MS, Settings, Topics
+from churnstream.streams import kafka
+from churnstream.streams.kafka import end_offsets, group_offsets, make_consumer, make_producer
+from churnstream.streams.processes import WorkerProcess
+from churnstream.streams.processes import start_worker as launch_worker
 from churnstream.streams.topics import create_topics, topic_specs
 
 HINT = "start them with: ./run infra up"
@@ -219,49 +221,12 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.05)
 
 
-_COORDINATOR_SETTLING = (
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-)
-
-
-def committed_positions(settings: Settings, group: str, timeout: float = 30.0) -> list[tuple[int, int]]:
-    """(committed offset, end offset) of every input partition for ``group``.
-
-    Retries while the group's coordinator settles (a fresh or just restarted broker).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        consumer = make_consumer(settings, group)
-        try:
-            out = []
-            for topic in settings.topics.inputs:
-                marks = end_offsets(consumer, topic)
-                parts = [TopicPartition(topic, p) for p in marks]
-                out += [
-                    (max(tp.offset, 0), marks[tp.partition][1])
-                    for tp in consumer.committed(parts, timeout=10)
-                ]
-            return out
-        except KafkaException as exc:
-            error = exc.args[0]
-            settling = isinstance(error, KafkaError) and (
-                error.retriable() or error.code() in _COORDINATOR_SETTLING
-            )
-            if not settling or time.monotonic() >= deadline:
-                raise
-        finally:
-            consumer.close()
-        time.sleep(0.2)
-
-
 def committed_everything(settings: Settings, group: str) -> bool:
-    return all(done >= end for done, end in committed_positions(settings, group))
+    return kafka.committed_everything(settings, group, settings.topics.inputs)
 
 
 def committed_total(settings: Settings, group: str) -> int:
-    return sum(done for done, _ in committed_positions(settings, group))
+    return sum(done for done, _ in group_offsets(settings, group, settings.topics.inputs).values())
 
 
 def simulate_world(root: Path, *, customers: int, days: int, train_days: int, seed: int = 21) -> Path:
@@ -310,34 +275,24 @@ def produce_records(settings: Settings, records: Sequence[tuple[int, str, str, b
     assert producer.flush(30) == 0
 
 
-def start_worker(settings: Settings, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, log_path: Path, **env: str) -> WorkerProcess:
     """``churnstream score`` in a subprocess, with ``settings`` and the ``CHURN_*`` overrides in ``env``.
 
     Without ``CHURN_WORKER_ID`` in ``env`` the worker gets an id of its own: workers of one group that
-    share an id (by default the host name) fence each other out. Its log goes to ``log_path``
+    share an id (by default the host name) fence each other out. Its stderr goes to ``log_path``
     (appended): a file, since a full pipe could block the worker.
     """
-    env.setdefault("CHURN_WORKER_ID", f"test-worker-{uuid.uuid4().hex[:8]}")
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [CHURNSTREAM, "score"],
-            env={**child_env(settings), **env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    worker_id = env.pop("CHURN_WORKER_ID", f"test-worker-{uuid.uuid4().hex[:8]}")
+    return launch_worker(
+        "score", settings, log=log_path, worker_id=worker_id, env=env, program=[CHURNSTREAM], stdout="discard"
+    )
 
 
-def stop_worker(worker: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> None:
+def stop_worker(worker: WorkerProcess, log_path: Path, timeout: float = 60.0) -> None:
     """SIGTERM: the worker must finish its batch, commit and exit 0 (killed if it does not stop)."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-    try:
-        code = worker.wait(timeout)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait(30)
-        raise AssertionError(f"the worker did not stop within {timeout:.0f}s of SIGTERM") from None
+    code = worker.stop(timeout)
+    if worker.killed:
+        raise AssertionError(f"the worker did not stop within {timeout:.0f}s of SIGTERM")
     tail = log_path.read_text(errors="replace")[-3000:]
     assert code == 0, f"SIGTERM should finish the batch and exit 0, got {code}; log ends:\n{tail}"
 
@@ -485,10 +440,10 @@ def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
     (:func:`churnstream.features.offline.snapshot`), outcomes never disagree, and the online model learned
     from each labelled prediction once."""
     from churnstream.features.offline import snapshot
-    from churnstream.features.store import RedisFeatureStore
+    from churnstream.features.redis_store import RedisFeatureStore, redis_client
     from churnstream.streams.scorer import restore_learner
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     store = RedisFeatureStore(
         client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
     )
@@ -504,7 +459,7 @@ def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
         for o in outcomes:
             if labels.setdefault(o["prediction_id"], o["label"]) != o["label"]:
                 changed.add(o["prediction_id"])
-        learned = 0  # every partition's online model (streams.scorer.ModelSet), each label taken in once
+        learned = 0  # every partition's online model (models.serving.ModelSet), each label taken in once
         for partition in range(settings.topic_partitions):
             learned += restore_learner(store, partition).online.n_learned
         return StateCheck(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from churnstream.settings import Settings, Topics, child_env
+from churnstream.streams.processes import start_worker
 from tests.integration.conftest import CHURNSTREAM, produce_raw
 
 pytestmark = pytest.mark.integration
@@ -18,14 +20,14 @@ def _alert(n: int) -> bytes:
     return json.dumps({"alert_id": f"A{n}", "customer_id": f"C{n}", "churn_probability": 0.9}).encode()
 
 
-def _follow(settings: Settings, *extra: str, limit: int = 1) -> list[str]:
+def _follow(settings: Settings, log: Path, *extra: str, limit: int = 1) -> list[str]:
     """Run ``alerts --follow --json --limit N`` and keep producing new alerts until it has printed N."""
-    proc = subprocess.Popen(
-        [CHURNSTREAM, "alerts", "--follow", "--json", "--limit", str(limit), *extra],
-        env=child_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_worker(
+        ["alerts", "--follow", "--json", "--limit", str(limit), *extra],
+        settings,
+        log=log,
+        program=[CHURNSTREAM],
+        stdout="pipe",
     )
     n = 100
     deadline = time.monotonic() + 60
@@ -37,7 +39,7 @@ def _follow(settings: Settings, *extra: str, limit: int = 1) -> list[str]:
                 proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 continue
-        assert proc.poll() == 0, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() == 0, log.read_text(errors="replace")
         assert proc.stdout is not None
         return [json.loads(line)["alert_id"] for line in proc.stdout.read().splitlines()]
     finally:
@@ -47,15 +49,15 @@ def _follow(settings: Settings, *extra: str, limit: int = 1) -> list[str]:
 
 
 def test_alerts_prints_the_topic_then_exits_and_follow_starts_at_the_end(
-    settings: Settings, topics: Topics
+    settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
     produce_raw(settings, topics.churn_alerts, [(f"C{n}".encode(), _alert(n)) for n in (1, 2)])
 
     snapshot = subprocess.run(
         [CHURNSTREAM, "alerts", "--json"], env=child_env(settings), capture_output=True, text=True, timeout=60
     )
-    followed = _follow(settings)
-    replayed = _follow(settings, "--from-beginning", limit=3)
+    followed = _follow(settings, tmp_path / "follow.log")
+    replayed = _follow(settings, tmp_path / "replay.log", "--from-beginning", limit=3)
 
     assert snapshot.returncode == 0, snapshot.stderr
     assert sorted(json.loads(line)["alert_id"] for line in snapshot.stdout.splitlines()) == ["A1", "A2"]

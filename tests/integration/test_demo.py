@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from churnstream.settings import Settings
-from churnstream.streams.demo import DemoConfig, DemoResult, Offsets, clear_previous, run_demo
+from churnstream.streams.demo import DemoConfig, DemoResult, clear_previous, run_demo
+from churnstream.streams.kafka import group_offsets
 from tests.integration.conftest import consume_all
 
 
@@ -87,6 +88,5 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     assert f"drift         {len(reports)} windows reported" in text
 
     # The scorer really caught up: its committed offsets are the end offsets of every input topic.
-    offsets = Offsets(settings)
-    ends = offsets.end(list(topics.inputs))
-    assert offsets.committed(f"{settings.topic_prefix}churnstream-scorer", list(ends)) == ends
+    positions = group_offsets(settings, f"{settings.topic_prefix}churnstream-scorer", topics.inputs)
+    assert positions and all(committed == end for committed, end in positions.values()), positions

@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 
 from churnstream.features.offline import read_events, snapshot
-from churnstream.features.store import RedisFeatureStore
+from churnstream.features.redis_store import RedisFeatureStore
 from churnstream.settings import Settings, Topics
 from churnstream.streams.publish import publish_file
 from churnstream.streams.replay import replay_features

@@ -41,7 +41,8 @@ from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.offline import read_events
 from churnstream.features.state import apply_event, new_state
 from churnstream.messages import MonitoringBatch
-from churnstream.settings import DAY_MS, Settings, Topics, child_env
+from churnstream.settings import DAY_MS, Settings, Topics
+from churnstream.streams.processes import WorkerProcess, start_worker
 from tests.integration.conftest import consume_all, produce_raw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +200,7 @@ def free_port() -> int:
 
 @dataclass(slots=True)
 class RunningMonitor:
-    process: subprocess.Popen[bytes]
+    process: WorkerProcess
     base_url: str
     report_dir: Path
     log_path: Path
@@ -222,22 +223,18 @@ class RunningMonitor:
 def run_monitor(settings: Settings, tmp: Path, window_rows: int = WINDOW_ROWS) -> Iterator[RunningMonitor]:
     """``churnstream monitor`` in a subprocess until the block ends; then SIGTERM, which must exit 0."""
     port = free_port()
-    env = child_env(
-        dataclasses.replace(
-            settings,
-            report_dir=tmp / "reports",
-            var_dir=tmp / "var",
-            model_dir=tmp / "models",
-            drift_window_rows=window_rows,
-            web_host="127.0.0.1",
-            web_port=port,
-        )
+    own = dataclasses.replace(
+        settings,
+        report_dir=tmp / "reports",
+        var_dir=tmp / "var",
+        model_dir=tmp / "models",
+        drift_window_rows=window_rows,
+        web_host="127.0.0.1",
+        web_port=port,
     )
     log_path = tmp / "monitor.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [CHURNSTREAM, "monitor"], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT
-        )
+    log_path.unlink(missing_ok=True)  # a restarted monitor's log starts afresh
+    process = start_worker("monitor", own, log=log_path, program=[CHURNSTREAM], cwd=tmp)
     monitor = RunningMonitor(process, f"http://127.0.0.1:{port}", tmp / "reports", log_path)
     try:
         deadline = time.monotonic() + 90
@@ -251,12 +248,8 @@ def run_monitor(settings: Settings, tmp: Path, window_rows: int = WINDOW_ROWS) -
         yield monitor
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            code = process.stop(60)
+            if process.killed:
                 pytest.fail(f"monitor did not stop on SIGTERM:\n{monitor.log_tail()}")
             assert code == 0, f"monitor exited with {code} on SIGTERM:\n{monitor.log_tail()}"
 
@@ -371,24 +364,18 @@ def wait_health(
 def wait_committed(settings: Settings, offset: int, timeout: float = 30) -> tuple[int, int]:
     """(committed, end) offset of the monitor's group on the partition holding the batches, once the
     committed offset reaches ``offset`` (faust commits every few seconds) or the time is up."""
-    from confluent_kafka import TopicPartition
-
-    from churnstream.streams.kafka import end_offsets, make_consumer
+    from churnstream.streams.kafka import group_offsets
     from churnstream.streams.monitor import app_id
 
     topic = settings.topics.monitoring_batches
-    consumer = make_consumer(settings, app_id(settings))
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            marks = end_offsets(consumer, topic)
-            partition = max(marks, key=lambda p: marks[p][1])  # the batches are keyed by model version
-            (tp,) = consumer.committed([TopicPartition(topic, partition)], timeout=10)
-            if tp.offset >= offset or time.monotonic() > deadline:
-                return tp.offset, marks[partition][1]
-            time.sleep(0.5)
-    finally:
-        consumer.close()
+    deadline = time.monotonic() + timeout
+    while True:
+        positions = group_offsets(settings, app_id(settings), [topic])
+        # the batches are keyed by model version: one partition holds them all
+        committed, end = max(positions.values(), key=lambda position: position[1])
+        if committed >= offset or time.monotonic() > deadline:
+            return committed, end
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from churnstream.settings import Settings, child_env
+from churnstream.streams.processes import start_worker
 from tests.integration.conftest import consume_all, produce_raw
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,14 +183,14 @@ def test_commands_run_beside_an_application_with_its_own_models_package(
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     assert (app_dir / "registry" / "current").exists()
 
-    log = (tmp_path / "score.log").open("wb")
-    worker = subprocess.Popen(
-        [churnstream, "score"],
+    worker = start_worker(
+        "score",
+        settings,
+        log=tmp_path / "score.log",
+        env={var: env.get(var) for var in ("PYTHONPATH", "PYTHONHOME", "CHURN_MODEL_DIR")},
+        program=[churnstream],
         cwd=app_dir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+        stdout="discard",
     )
     try:
         event = {
@@ -209,7 +209,5 @@ def test_commands_run_beside_an_application_with_its_own_models_package(
         assert worker.poll() is None, (tmp_path / "score.log").read_text()[-3000:]
         assert [p["event_id"] for p in predictions] == ["pkg-1"], (tmp_path / "score.log").read_text()[-3000:]
     finally:
-        worker.send_signal(signal.SIGTERM)
-        code = worker.wait(60)
-        log.close()
+        code = worker.stop(60)
     assert code == 0, (tmp_path / "score.log").read_text()[-3000:]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from churnstream.events import now_ms
 from churnstream.settings import Settings, Topics
 from churnstream.streams.kafka import end_offsets, make_consumer
+from churnstream.streams.processes import WorkerProcess
 from churnstream.streams.topics import make_admin
 from tests.integration.conftest import produce_raw, simulate_world, start_worker, stop_worker, wait_until
 
@@ -145,15 +145,9 @@ def log_tail(log_path: Path) -> str:
     return log_path.read_text(errors="replace")[-3000:]
 
 
-def stop_quietly(worker: subprocess.Popen[bytes]) -> None:
+def stop_quietly(worker: WorkerProcess) -> None:
     """For ``finally`` blocks: end a worker however it is doing, without asserting anything."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(30)
+    worker.stop(60)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
@@ -197,7 +191,7 @@ def test_a_group_of_two_shares_within_seconds_of_a_join_and_takes_over_a_worker_
     group = Group(settings)
     a_log, b_log = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
     a = start_worker(settings, a_log, CHURN_WORKER_ID="resume-a")
-    b: subprocess.Popen[bytes] | None = None
+    b: WorkerProcess | None = None
     customers = [f"c-{i}" for i in range(8)]  # their keys hash to both partitions (asserted below)
     try:
         wait_until(
@@ -253,7 +247,7 @@ def test_a_second_process_under_the_same_worker_id_stops_the_first_with_a_clear_
     group = Group(settings)
     same = {"CHURN_WORKER_ID": "twin"}
     first = start_worker(settings, first_log, **same)
-    second: subprocess.Popen[bytes] | None = None
+    second: WorkerProcess | None = None
     try:
         wait_until(
             lambda: first.poll() is not None or group.owned("twin") == everything,

@@ -38,7 +38,7 @@ from churnstream import local_infra as infra
 from churnstream.errors import InfraError, StoreError
 from churnstream.events import OrderEvent, decode_json, infer_kind
 from churnstream.features.definitions import FEATURE_NAMES
-from churnstream.features.store import RedisFeatureStore
+from churnstream.features.redis_store import RedisFeatureStore
 from churnstream.messages import OUTCOME_COLUMNS, MonitoringBatch
 from churnstream.settings import DAY_MS, Settings, child_env
 from churnstream.streams.kafka import DeliveryTracker, make_consumer, make_producer

@@ -1,0 +1,87 @@
+"""A clean start: stop the workers a killed demo left running, and clear what a previous demo left behind
+(its topics, consumer groups, Redis keys and work directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from churnstream.errors import ConfigError, InfraError
+from churnstream.settings import Settings
+
+
+def stop_leftover_workers(logs: Path) -> list[tuple[str, int]]:
+    """Stop workers a previous demo started and left running (it was killed before it could stop them)."""
+    stopped = []
+    for pid_file in sorted(logs.glob("*.pid")) if logs.is_dir() else []:
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue  # gone (or not Linux): nothing to stop
+        if b"churnstream.cli" not in cmdline:
+            continue  # the pid was reused by something else
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        stopped.append((pid_file.stem, pid))
+    return stopped
+
+
+def clear_previous(settings: Settings, groups: list[str], work_dir: Path) -> list[str]:
+    """Delete the prefix's topics, the groups, the prefix's Redis keys and ``work_dir``; says what went."""
+    import redis
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from churnstream.streams.topics import existing_topics
+
+    prefix = settings.topic_prefix
+    if not prefix:
+        raise ConfigError("the demo needs a topic prefix of its own; it deletes the topics under it")
+    done = []
+    admin = AdminClient(settings.kafka_config())
+    doomed = [name for name in existing_topics(settings) if name.startswith(prefix)]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):
+                future.result()
+        deadline = time.monotonic() + 60
+        while any(name.startswith(prefix) for name in existing_topics(settings)):
+            if time.monotonic() > deadline:
+                raise InfraError(f"topics under {prefix} were not deleted within 60 s")
+            time.sleep(0.2)
+        done.append(f"{len(doomed)} topics")
+    gone = 0
+    for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
+        with contextlib.suppress(KafkaException):  # GROUP_ID_NOT_FOUND: nothing to clear
+            future.result()
+            gone += 1
+    if gone:
+        done.append(f"{gone} consumer groups")
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        keys = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"churn:{prefix}*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                keys += client.unlink(*batch)
+                batch = []
+        if batch:
+            keys += client.unlink(*batch)
+    finally:
+        client.close()
+    if keys:
+        done.append(f"{keys:,} Redis keys churn:{prefix}*")
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+        done.append(str(work_dir))
+    return done

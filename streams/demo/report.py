@@ -1,0 +1,215 @@
+"""The demo's findings: the output topics read back (:func:`read_outputs`), the summary printed from them
+(:func:`print_summary`) and the held-out ROC-AUC of the batch, online and blended probabilities."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from churnstream.events import format_time
+from churnstream.models.evaluation import roc_auc
+from churnstream.settings import Settings
+from churnstream.streams.demo.config import DemoConfig, DemoResult
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What the summary shows beyond the counts of :class:`DemoResult`."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # the replayed period's, 2,000 at most
+    letters: list[dict[str, Any]] = field(default_factory=list)
+    messages: int = 0  # read from every output topic
+
+
+def read_outputs(settings: Settings, split: int, r: DemoResult) -> Outputs:
+    """Read every output topic, count into ``r`` what it holds (the replayed period from ``split`` on
+    apart) and compute the held-out ROC-AUC."""
+    from churnstream.streams.alerts import read_topic
+
+    topics = settings.topics
+    split_text = format_time(split)
+    count = 0
+    for _key, value in read_topic(settings, topics.churn_predictions):
+        p = orjson.loads(value or b"{}")
+        count += 1
+        r.predictions[p["trigger"]] += 1
+        if p["as_of"] >= split_text:
+            r.predictions_replay[p["trigger"]] += 1
+    alerts: list[dict[str, Any]] = []
+    alerted: set[str] = set()
+    for _key, value in read_topic(settings, topics.churn_alerts):
+        a = orjson.loads(value or b"{}")
+        r.alerts += 1
+        alerted.add(a["customer_id"])
+        count += 1
+        if a["as_of"] >= split_text:
+            r.alerts_replay += 1
+            if len(alerts) < 2000:
+                alerts.append(a)
+    r.alerted_customers = len(alerted)
+    letters: list[dict[str, Any]] = []
+    for _key, value in read_topic(settings, topics.dead_letter):
+        letters.append(orjson.loads(value or b"{}"))
+        count += 1
+    r.dead_letters = len(letters)
+    for _key, value in read_topic(settings, topics.drift_reports):
+        r.drift_reports.append(orjson.loads(value or b"{}"))
+        count += 1
+    outcomes: dict[str, tuple[int, float, float | None, float]] = {}
+    for _key, value in read_topic(settings, topics.churn_outcomes):
+        o = orjson.loads(value or b"{}")
+        count += 1
+        r.outcomes += 1
+        if o["as_of"] >= split_text:
+            outcomes[o["prediction_id"]] = (
+                int(o["label"]),
+                o["batch_probability"],
+                o["online_probability"],
+                o["churn_probability"],
+            )
+    r.auc, r.auc_rows = held_out_auc(list(outcomes.values()))
+    return Outputs(alerts=alerts, letters=letters, messages=count)
+
+
+def print_summary(
+    say: Callable[[str], None], config: DemoConfig, s: Settings, r: DemoResult, outputs: Outputs
+) -> None:
+    """The summary at the end of the demo, one ``say`` per line."""
+    split = config.train_until[:10]
+    say("")
+    say(
+        f"Summary ({r.seconds:.0f} s; model {r.model_version} trained on events before {split}, "
+        f"topics {s.topic_prefix}*)"
+    )
+    say(
+        f"  events        {r.events_history + r.events_replay:,} published: "
+        f"{r.events_history:,} history, "
+        f"{r.events_replay:,} replayed; plus {r.broken_sent} broken messages"
+    )
+    say(
+        f"  predictions   {sum(r.predictions.values()):,}: {r.predictions['event']:,} on events, "
+        f"{r.predictions['sweep']:,} on sweeps of silent customers "
+        f"(replayed period: {r.predictions_replay['event']:,} / {r.predictions_replay['sweep']:,})"
+    )
+    say(
+        f"  outcomes      {r.outcomes:,} labels known "
+        f"(no completed order within {s.horizon_days:g} days = churned)"
+    )
+    say(
+        f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers turning HIGH "
+        f"(p >= {s.high_threshold:g}, at most one per {s.alert_cooldown_days:g} days), "
+        f"{r.alerts_replay:,} in the replayed period; for example:"
+    )
+    for alert in pick_alerts(outputs.alerts, 3):
+        say(_indent(_format_alert(alert), 16))
+    stages = Counter(str(letter.get("stage")) for letter in outputs.letters)
+    by_stage = ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
+    say(
+        f"  dead letters  {r.dead_letters} ({by_stage or 'none'}), "
+        f"read them with: kcat -b {s.kafka_bootstrap} -C -t {s.topics.dead_letter} -e"
+    )
+    for letter in outputs.letters[:5]:
+        say(
+            f"{' ' * 16}{letter.get('source_topic')}[{letter.get('partition')}]@{letter.get('offset')} "
+            f"{letter.get('stage')}: {letter.get('error')}"
+        )
+    if not r.monitor_started:
+        say("  drift         no monitor in this checkout (streams/monitor.py): no drift windows")
+    else:
+        reports = sorted(r.drift_reports, key=lambda d: str(d.get("window_start")))
+        drifted = sum(1 for d in reports if d.get("dataset_drift"))
+        skipped = r.monitor_health.get("windows_skipped", 0)
+        say(
+            f"  drift         {len(reports)} windows reported ({drifted} with dataset drift"
+            f"{f', {skipped} skipped while reports fell behind' if skipped else ''}):"
+        )
+        for d in reports:
+            say(f"                {_format_report(d)}")
+        say(
+            f"{' ' * 16}monitor pages: http://{s.web_host}:{s.web_port}/ (up while the monitor runs: --serve)"
+        )
+        say(f"                HTML reports:  {s.report_dir}/*.html")
+        say(f"                Evidently UI:  .venv/bin/evidently ui --workspace {s.report_dir}/workspace")
+    say(
+        f"  ROC-AUC       on the outcomes of predictions as of {split} or later (labels the model never saw):"
+    )
+    for name in ("batch", "online", "blend"):
+        auc = r.auc.get(name)
+        shown = f"{auc:.3f}" if auc is not None else "n/a"
+        say(f"                {name:<7} {shown}  ({r.auc_rows.get(name, 0):,} outcomes)")
+    say(f"  logs          {config.work_dir}/logs/ (scorer.log, monitor.log)")
+
+
+# -- summary helpers -------------------------------------------------------------------------------
+
+
+def held_out_auc(
+    rows: list[tuple[int, float, float | None, float]],
+) -> tuple[dict[str, float | None], dict[str, int]]:
+    """ROC-AUC of the batch, online (where it had learned) and blended probabilities.
+
+    >>> held_out_auc([(1, 0.9, None, 0.8), (0, 0.2, 0.3, 0.1), (1, 0.6, 0.7, 0.7)])[0]
+    {'batch': 1.0, 'online': 1.0, 'blend': 1.0}
+    """
+    import numpy as np
+
+    auc: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
+    for name, column in (("batch", 1), ("online", 2), ("blend", 3)):
+        pairs = [(row[0], row[column]) for row in rows if row[column] is not None]
+        counts[name] = len(pairs)
+        y = np.asarray([p[0] for p in pairs], dtype=np.int64)
+        score = np.asarray([p[1] for p in pairs], dtype=np.float64)
+        value = roc_auc(y, score)
+        auc[name] = None if value is None else round(value, 4)
+    return auc, counts
+
+
+def pick_alerts(alerts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` alerts whose top reasons differ, spread over the period."""
+    picked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    step = max(len(alerts) // (4 * max(n, 1)), 1)
+    for alert in alerts[::step]:
+        reasons = alert.get("top_reasons") or [{}]
+        top = str(reasons[0].get("feature"))
+        if top in seen:
+            continue
+        seen.add(top)
+        picked.append(alert)
+        if len(picked) == n:
+            return picked
+    for alert in alerts:
+        if len(picked) == n:
+            break
+        if alert not in picked:
+            picked.append(alert)
+    return picked
+
+
+def _format_alert(alert: dict[str, Any]) -> str:
+    from churnstream.streams.alerts import format_alert
+
+    return format_alert(alert)
+
+
+def _format_report(report: dict[str, Any]) -> str:
+    verdict = "DRIFT   " if report.get("dataset_drift") else "no drift"
+    columns = list(report.get("drifted_columns") or [])
+    shown = ", ".join(columns[:4]) + (f", +{len(columns) - 4}" if len(columns) > 4 else "")
+    prediction = "yes" if (report.get("prediction_drift") or {}).get("drifted") else "no"
+    concept = (report.get("concept_drift") or {}).get("detected")
+    return (
+        f"{str(report.get('window_start'))[:10]}..{str(report.get('window_end'))[:10]} "
+        f"{int(report.get('rows') or 0):>7,} rows  {verdict} "
+        f"share {float(report.get('drift_share') or 0):.2f}"
+        f" ({shown or '-'}); prediction drift {prediction}; concept drift {'yes' if concept else 'no'}"
+    )
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
