@@ -147,8 +147,6 @@ class RedisFeatureStore(FeatureStore):
     def _save(
         self, tx: Transaction, writes: dict[int, PartitionWrite], after: Callable[[], None] | None
     ) -> None:
-        if not self._layout_known:
-            self.check_layout(partitions=self.partitions)
         calls = []
         for p, w in writes.items():
             keys = [self._keys.meta(p), self._keys.active(p), self._keys.due(p)]
@@ -307,6 +305,11 @@ class RedisFeatureStore(FeatureStore):
     def check_layout(self, *, partitions: int | None = None) -> None:
         super().check_layout(partitions=partitions)
         self._layout_known = True
+
+    def _before_write(self) -> None:
+        if not self._layout_known:
+            self.check_layout(partitions=self.partitions)
+        super()._before_write()
 
     def _legacy(self) -> bool:
         return bool(self._read(self._redis.exists, self._keys.legacy_meta))

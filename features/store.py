@@ -87,6 +87,7 @@ class FeatureStore(ABC):
     def __init__(self, *, lateness_ms: int, partitions: int | None = None) -> None:
         self.lateness_ms = lateness_ms
         self.partitions = partitions
+        self._unrecorded_layout: dict[str, Any] | None = None  # checked, written with the first write
 
     def partition_of(self, customer_id: str) -> int:
         """The input partition of a customer, as producers choose it (see :func:`layout.partition_of`)."""
@@ -125,6 +126,7 @@ class FeatureStore(ABC):
         """
         writes = tx.writes()
         if writes:
+            self._before_write()
             self._save(tx, writes, after)
         elif after is not None:
             after()
@@ -154,6 +156,7 @@ class FeatureStore(ABC):
     def write_claims(self, claims: Mapping[int, str]) -> None:
         """Claim partitions (``{partition: claim}``) outside any transaction (see
         :meth:`Transaction.expect_claim`)."""
+        self._before_write()
         self._write_fields({p: {layout.CLAIM: claim} for p, claim in claims.items()})
 
     # -- reading ---------------------------------------------------------------------------------
@@ -202,14 +205,22 @@ class FeatureStore(ABC):
         return LearnerCheckpoint(online, blender, learned)
 
     def check_layout(self, *, partitions: int | None = None) -> None:
-        """Refuse (:class:`LayoutError`) state in another layout or for another partition count; record
-        this layout (with ``partitions``, the input topics' count) if nothing is stored yet."""
+        """Refuse (:class:`LayoutError`) state in another layout or for another partition count. When
+        nothing is recorded yet, this layout (with ``partitions``, the input topics' count) is recorded
+        with the first write, never by the check itself: a worker that then refuses to start (Redis lost
+        the state Kafka says was processed) leaves Redis as it found it."""
         found = self._layout()
         check_layout(found, legacy=self._legacy(), partitions=partitions, where=self._where())
         recorded = None if found is None else found.get("partitions")
         if found is None or recorded is None and partitions is not None:
-            self._write_layout({"version": layout.LAYOUT_VERSION, "partitions": partitions})
+            self._unrecorded_layout = {"version": layout.LAYOUT_VERSION, "partitions": partitions}
         self.partitions = partitions or recorded or self.partitions
+
+    def _before_write(self) -> None:
+        """Record the layout :meth:`check_layout` found missing, once, before the first write."""
+        if self._unrecorded_layout is not None:
+            self._write_layout(self._unrecorded_layout)
+            self._unrecorded_layout = None
 
     def layout_version(self) -> int | None:
         """The stored layout's version: None when nothing is stored, 1 for the layout without hash tags."""

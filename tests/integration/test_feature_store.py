@@ -444,6 +444,8 @@ def test_state_of_another_layout_is_refused_with_the_command_that_rebuilds_it() 
         assert old.layout_version() is None
         fresh = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
         fresh.check_layout(partitions=PARTITIONS)
+        assert fresh.layout_version() is None  # recorded with the first write, never by a check
+        fresh.update([order(1, "c", 0)])
         assert fresh.layout_version() == 2
         with pytest.raises(LayoutError, match="for 4 input partitions, but the input topics have 6"):
             RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).check_layout(partitions=6)
