@@ -248,6 +248,17 @@ class InputReader:
         self.consumer = make_consumer(self.settings, self._group, **dict(self._consumer_config))
         self.consumer.subscribe(self.topics, **self._callbacks)
 
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``partition`` of ``topic`` from ``offset`` on."""
+        self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def rewind(self) -> None:
+        """Seek each assigned partition back to its last committed offset (its start when none)."""
+        assignment = self.consumer.assignment()
+        if assignment:
+            for tp in self.consumer.committed(assignment, timeout=10):
+                self.seek(tp.topic, tp.partition, max(tp.offset, 0))
+
     def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
         """Up to ``max_messages`` messages (default ``CHURN_BATCH_SIZE``), waiting at most ``timeout`` seconds
         (default ``CHURN_BATCH_TIMEOUT_MS``); an empty batch when nothing arrived."""

@@ -110,23 +110,20 @@ class EventTimeReader(InputReader):
 
     def rewind(self) -> None:
         """Drop everything queued and seek each partition back to its last committed offset."""
-        assignment = self.consumer.assignment()
         for queue in self._queues.values():
             queue.clear()
         self._next.clear()
         if self._paused:
             self.consumer.resume([TopicPartition(t, p) for t, p in self._paused])
             self._paused.clear()
-        if assignment:
-            for tp in self.consumer.committed(assignment, timeout=10):
-                self.seek(tp.topic, tp.partition, max(tp.offset, 0))
+        super().rewind()
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``partition`` of ``topic`` from ``offset`` on, dropping what was queued of it."""
         key = (topic, partition)
         if key in self._queues:
             self._queues[key].clear()
-        self.consumer.seek(TopicPartition(topic, partition, offset))
+        super().seek(topic, partition, offset)
         self._next[key] = offset
 
     def _fill(self, timeout: float) -> None:

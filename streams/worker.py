@@ -354,20 +354,11 @@ class Worker(Generic[H]):
             self.store.reset()
         try:
             consumer = self.reader.consumer
-            if isinstance(self.reader, EventTimeReader):
-                self.reader.rewind()
-            else:
-                assignment = consumer.assignment()
-                if assignment:
-                    for tp in consumer.committed(assignment, timeout=10):
-                        consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+            self.reader.rewind()
             assignment = consumer.assignment()
             for (topic, partition), fence in self._fences(consumer, assignment).items():
                 self.applied[(topic, partition)] = fence
-                if isinstance(self.reader, EventTimeReader):
-                    self.reader.seek(topic, partition, fence)
-                else:
-                    consumer.seek(TopicPartition(topic, partition, fence))
+                self.reader.seek(topic, partition, fence)
             lost = {p: claim for p, claim in self._claims.items() if self.store.claim(p) is None}
             self.store.write_claims(lost)
             self.handler.after_rewind()

@@ -150,6 +150,12 @@ class _Log:
 
     def close(self) -> None: ...
 
+    def rewind(self) -> None:
+        self.cursor = self.committed_at
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.cursor = offset
+
     # the consumer
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.committed_at = max(tp.offset for tp in offsets)
@@ -159,9 +165,6 @@ class _Log:
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [TopicPartition("orders", 0, self.committed_at)]
-
-    def seek(self, tp: TopicPartition) -> None:
-        self.cursor = tp.offset
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return []
