@@ -159,7 +159,8 @@ def measure(settings: Settings, client: redis.Redis, pid: int) -> dict[str, Any]
         client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
     )
     try:
-        pending = {cid: len(s.get("pend", ())) for cid, s in store.states(store.customers()).items()}
+        states = store.states(store.customers())
+        pending = {cid: len(s.get("scoring", {}).get("pend", ())) for cid, s in states.items()}
     finally:
         store.close()
     info = client.info("memory")

@@ -23,6 +23,7 @@ from churnstream.features.state import (
     MICRO,
     T_TICKET,
     T_TS,
+    FeatureState,
     merge_ticket_summaries,
     ticket_summary,
 )
@@ -55,7 +56,7 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
-def features_as_of(state: dict[str, Any], t: int) -> dict[str, float | int | None]:
+def features_as_of(state: FeatureState, t: int) -> dict[str, float | int | None]:
     """Every feature of :data:`FEATURE_NAMES` from the events with timestamp <= ``t`` (epoch ms).
 
     Exact for ``t`` at or after the state's folded-until time plus the longest window; the store

@@ -25,7 +25,8 @@ True
 >>> label_by_time(0, 17, horizon_ms=10, lateness_ms=7)
 Label(label=1, source='inactivity', labeled_at=10)
 
-Pending predictions live in the customer's state under ``"pend"`` as
+Pending predictions live in the scoring part of the customer's state
+(:class:`~churnstream.features.state.ScoringState`, ``"pend"``) as
 ``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order), so
 they are written atomically with the features that produced them.
 
@@ -39,8 +40,9 @@ already, so the same events keep the same predictions however the stream is cut 
 replay teaches the online model the same labels. A prediction not kept is still emitted; it simply never
 gets an outcome. The kept ones are labelled exactly by the rule above.
 
+>>> from churnstream.features.state import new_state
 >>> H = 10
->>> state = {"pend": []}
+>>> state = new_state()
 >>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0], horizon_ms=H, lateness_ms=0, recency_days=None)
 True
 >>> add_pending(state, "p1", 0, 0.2, None, 0.2, [1.0], horizon_ms=H, lateness_ms=0, recency_days=None)
@@ -59,7 +61,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from churnstream.events import Event, LabelEvent, OrderEvent
-from churnstream.features.state import O_STATUS, O_TS, STATUS_CODE
+from churnstream.features.state import (
+    O_STATUS,
+    O_TS,
+    STATUS_CODE,
+    CustomerState,
+    FeatureState,
+    scoring_state,
+)
 from churnstream.settings import DAY_MS
 
 P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES = range(6)
@@ -201,7 +210,7 @@ class Resolved:
 
 
 def add_pending(
-    state: dict[str, Any],
+    state: CustomerState,
     prediction_id: str,
     as_of: int,
     batch_p: float,
@@ -222,10 +231,11 @@ def add_pending(
 
     A ticket an hour for 30 days and no order: 8 are kept at once, then one every 45 hours up to 16.
 
-    >>> s, hour, h = {}, 3_600_000, 30 * DAY_MS
+    >>> from churnstream.features.state import new_state
+    >>> s, hour, h = new_state(), 3_600_000, 30 * DAY_MS
     >>> kept = [add_pending(s, f"t{i}", i * hour, 0.5, None, 0.5, [], horizon_ms=h, lateness_ms=0,
     ...                     recency_days=None) for i in range(30 * 24)]
-    >>> kept.count(True), [p[P_AS_OF] // hour for p in s["pend"]][6:11]
+    >>> kept.count(True), [p[P_AS_OF] // hour for p in s["scoring"]["pend"]][6:11]
     (16, [6, 7, 52, 97, 142])
 
     An order answers them all; its own prediction (recency 0) sees that none is open any more.
@@ -234,17 +244,18 @@ def add_pending(
     16
     >>> add_pending(s, "o1", 720 * hour, 0.5, None, 0.5, [], horizon_ms=h, lateness_ms=0, recency_days=0.0)
     True
-    >>> s["kept"] == [720 * hour]
+    >>> s["scoring"]["kept"] == [720 * hour]
     True
     """
-    pend = state.setdefault("pend", [])
+    scoring = scoring_state(state)
+    pend = scoring.setdefault("pend", [])
     if prediction_id in [p[P_ID] for p in pend]:
         return False
     window = horizon_ms + lateness_ms
     last_order = None if recency_days is None else as_of - round(recency_days * DAY_MS)
     kept = [
         t
-        for t in state.get("kept", ())
+        for t in scoring.get("kept", ())
         if t > as_of - window and not (last_order is not None and t < last_order <= t + horizon_ms)
     ]
     spacing = window // OPEN_LIMIT
@@ -257,9 +268,9 @@ def add_pending(
         while len(pend) > MAX_PENDING:
             pend.remove(min(pend, key=_as_of))
     if kept:
-        state["kept"] = kept
+        scoring["kept"] = kept
     else:
-        state.pop("kept", None)
+        scoring.pop("kept", None)
     return take
 
 
@@ -282,7 +293,7 @@ def _resolved(p: list[Any], known: Label) -> Resolved:
 
 
 def resolve_by_event(
-    state: dict[str, Any], ts: int, *, churned: bool | None, horizon_ms: int
+    state: CustomerState, ts: int, *, churned: bool | None, horizon_ms: int
 ) -> list[Resolved]:
     """Labels known from an answering event at ``ts``: a completed order (``churned=None``) or an explicit
     label (see :func:`label_by_event`). The pending predictions it answers leave the state."""
@@ -292,7 +303,7 @@ def resolve_by_event(
 
 
 def resolve_by_time(
-    state: dict[str, Any], watermark: int, *, horizon_ms: int, lateness_ms: int
+    state: CustomerState, watermark: int, *, horizon_ms: int, lateness_ms: int
 ) -> list[Resolved]:
     """Pending predictions whose horizon plus the allowed lateness ended by ``watermark``: churned, by
     inactivity (see :func:`label_by_time`). They leave the state."""
@@ -301,10 +312,11 @@ def resolve_by_time(
     )
 
 
-def _take_answered(state: dict[str, Any], answer: Callable[[int], Label | None]) -> list[Resolved]:
+def _take_answered(state: CustomerState, answer: Callable[[int], Label | None]) -> list[Resolved]:
     """The pending predictions ``answer`` (as of -> label or None) labels; they leave the state."""
-    pend = state.get("pend")
-    if not pend:
+    scoring = state.get("scoring")
+    pend = None if scoring is None else scoring.get("pend")
+    if scoring is None or not pend:
         return []
     done, keep = [], []
     for p in pend:
@@ -313,13 +325,13 @@ def _take_answered(state: dict[str, Any], answer: Callable[[int], Label | None])
             done.append(_resolved(p, known))
         else:
             keep.append(p)
-    state["pend"] = keep
+    scoring["pend"] = keep
     return done
 
 
-def next_completed_order(state: dict[str, Any], t: int) -> int | None:
+def next_completed_order(state: FeatureState, t: int) -> int | None:
     """Time of the customer's first completed order after ``t`` that the state already holds, if any."""
-    for entry in state.get("o", ()):
+    for entry in state["o"]:
         if entry[O_TS] > t and entry[O_STATUS] == _COMPLETED:
             return int(entry[O_TS])
     return None
@@ -328,35 +340,38 @@ def next_completed_order(state: dict[str, Any], t: int) -> int | None:
 LABELS_KEPT = 8  # explicit labels a customer's state remembers (the latest by event time)
 
 
-def remember_label(state: dict[str, Any], ts: int, churned: bool) -> None:
-    """Keep an explicit label in the state (``"lab"``: ``[ts, 0 or 1]`` sorted, the latest
+def remember_label(state: CustomerState, ts: int, churned: bool) -> None:
+    """Keep an explicit label in the scoring state (``"lab"``: ``[ts, 0 or 1]`` sorted, the latest
     :data:`LABELS_KEPT`), so a prediction made after it arrived gets the same first answer as one made
     before it (:func:`next_answer`).
 
-    >>> s = {}
+    >>> from churnstream.features.state import new_state
+    >>> s = new_state()
     >>> for t in (30, 10, 30, 20):
     ...     remember_label(s, t, churned=t > 15)
-    >>> s["lab"]
+    >>> s["scoring"]["lab"]
     [[10, 0], [20, 1], [30, 1]]
     """
-    labels = state.setdefault("lab", [])
+    labels = scoring_state(state).setdefault("lab", [])
     entry = [ts, int(churned)]
     if entry not in labels:
         insort(labels, entry)
         del labels[:-LABELS_KEPT]
 
 
-def next_answer(state: dict[str, Any], t: int) -> tuple[int, bool | None] | None:
+def next_answer(state: CustomerState, t: int) -> tuple[int, bool | None] | None:
     """The first answering event after ``t`` the state holds, as ``(timestamp, churned)``: ``churned`` is
     None for a completed order; at the same instant an explicit label comes first (the rule above).
 
-    >>> s = {"o": [], "lab": [[5, 1]]}
+    >>> from churnstream.features.state import new_state
+    >>> s = new_state()
+    >>> remember_label(s, 5, churned=True)
     >>> next_answer(s, 0), next_answer(s, 5)
     ((5, True), None)
     """
     order = next_completed_order(state, t)
     best: tuple[int, bool | None] | None = None if order is None else (order, None)
-    for ts, churned in state.get("lab", ()):
+    for ts, churned in state.get("scoring", {}).get("lab", ()):
         if ts > t:
             if best is None or ts <= best[0]:
                 best = (int(ts), bool(churned))
@@ -364,9 +379,9 @@ def next_answer(state: dict[str, Any], t: int) -> tuple[int, bool | None] | None
     return best
 
 
-def due_time(state: dict[str, Any], *, horizon_ms: int) -> int | None:
+def due_time(state: CustomerState, *, horizon_ms: int) -> int | None:
     """When the earliest pending prediction's horizon ends (None when nothing is pending)."""
-    pend = state.get("pend")
+    pend = state.get("scoring", {}).get("pend")
     if not pend:
         return None
     return min(p[P_AS_OF] for p in pend) + horizon_ms

@@ -18,8 +18,9 @@ from typing import Any
 
 from churnstream.errors import LayoutError
 
-LAYOUT_VERSION = 2
-"""1: one meta hash and customer keys without partition (before Redis Cluster); 2: partition hash tags."""
+LAYOUT_VERSION = 3
+"""1: one meta hash and customer keys without partition (before Redis Cluster); 2: partition hash tags;
+3: a customer's scoring state under its own key (``"scoring"``), apart from its feature state."""
 
 # Fields of a partition's meta hash.
 CLAIM = "claim"  # the worker holding the partition, and its assignment
@@ -119,7 +120,11 @@ def check_layout(
     """Raise :class:`LayoutError` unless the stored layout ``found`` is this version's and was written for
     ``partitions`` input partitions (None: any). ``legacy``: layout 1's keys exist (it had no layout key).
 
+    >>> check_layout({"version": 3, "partitions": 6}, legacy=False, partitions=6, where="Redis")
     >>> check_layout({"version": 2, "partitions": 6}, legacy=False, partitions=6, where="Redis")
+    Traceback (most recent call last):
+    ...
+    churnstream.errors.LayoutError: Redis holds feature state in layout 2, this churnstream reads ... 3: ...
     >>> check_layout(None, legacy=True, partitions=6, where="Redis")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

@@ -22,7 +22,7 @@ from churnstream.errors import ChurnstreamError, EventError, ProcessingError
 from churnstream.events import Event, LabelEvent, parse_event
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.labels import AnswerLog
-from churnstream.features.state import apply_event, new_state
+from churnstream.features.state import FeatureState, apply_event, new_state
 from churnstream.features.sweep import crossed_milestone, silence_windows
 
 EVENT_FILES = ("orders", "support_tickets", "customer_profiles", "churn_labels")
@@ -75,15 +75,15 @@ def read_events(
     return log
 
 
-def replay(events: Iterable[Event], *, lateness_ms: int) -> dict[str, dict[str, Any]]:
+def replay(events: Iterable[Event], *, lateness_ms: int) -> dict[str, FeatureState]:
     """Per-customer states after applying ``events`` (any order within the allowed lateness)."""
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, FeatureState] = {}
     for event in events:
         _apply(states, event, lateness_ms)
     return states
 
 
-def _apply(states: dict[str, dict[str, Any]], event: Event, lateness_ms: int) -> bool:
+def _apply(states: dict[str, FeatureState], event: Event, lateness_ms: int) -> bool:
     """Apply a feature event to its customer's state (made when new); False for a label, which has none."""
     if isinstance(event, LabelEvent):
         return False
@@ -94,7 +94,7 @@ def _apply(states: dict[str, dict[str, Any]], event: Event, lateness_ms: int) ->
     return True
 
 
-def apply_customer_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> None:
+def apply_customer_event(state: FeatureState, event: Event, *, lateness_ms: int) -> None:
     """:func:`apply_event`, skipping what the online store would dead-letter (a reused ``event_id`` with
     other content), so a log with such events replays as the workers saw it."""
     with contextlib.suppress(ProcessingError):
@@ -124,7 +124,7 @@ def training_rows(
     completed order or any event within that span before the cutoff.
     """
     answers = AnswerLog.from_events(events)
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, FeatureState] = {}
     i = 0
     bar = _progress(len(cutoffs), "cutoffs") if progress else None
     for t in sorted(cutoffs):
@@ -132,7 +132,8 @@ def training_rows(
             _apply(states, events[i], lateness_ms)
             i += 1
         for cid, state in states.items():
-            if active_within_ms is not None and state["max"] < t - active_within_ms:
+            last = state["max"]  # never None: a customer's first event is always applied
+            if active_within_ms is not None and last is not None and last < t - active_within_ms:
                 continue
             known = answers.label(cid, t, horizon_ms=horizon_ms)
             if known is None:
@@ -195,7 +196,7 @@ def serving_rows(
     fixed cutoffs over every customer (the training table) do not — most of those are long gone.
     ``events`` must be sorted by event time.
     """
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, FeatureState] = {}
     last_seen: dict[str, int] = {}
     next_tick = (start // tick_ms + 1) * tick_ms
     previous = next_tick - tick_ms

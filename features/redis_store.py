@@ -18,7 +18,7 @@ from redis.exceptions import AskError, NoScriptError
 from churnstream.errors import ChurnstreamError, StoreError
 from churnstream.features import layout
 from churnstream.features.layout import KeyLayout
-from churnstream.features.state import new_state
+from churnstream.features.state import CustomerState, new_state
 from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -119,7 +119,7 @@ class RedisFeatureStore(FeatureStore):
             self.partitions = None if found is None else found.get("partitions")
         return super().partition_of(customer_id)
 
-    def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, dict[str, Any]]]:
+    def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         out = {}
         missing = []
         cache = self._cache

@@ -8,7 +8,10 @@ are kept a while longer so that a redelivered event is still recognised.
 Money and hours are summed as integer micro-units, so totals do not depend on the order in which
 events were applied or folded — the online store and the offline builder get identical numbers.
 
-The state is a plain JSON-serialisable dict (the Redis store keeps it as one JSON value per customer).
+The state is a plain JSON-serialisable dict (the Redis store keeps it as one JSON value per customer),
+typed as :class:`CustomerState`: the feature state (:class:`FeatureState`, what the feature functions
+read and write) and, under ``"scoring"``, the scoring worker's own part (:class:`ScoringState`), so
+both are written in one atomic step but neither reads the other's keys by accident.
 
 >>> from churnstream.events import OrderEvent
 >>> s = new_state()
@@ -23,7 +26,7 @@ The state is a plain JSON-serialisable dict (the Redis store keeps it as one JSO
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from churnstream.errors import ProcessingError
 from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent, format_time
@@ -45,40 +48,95 @@ APPLIED = "applied"
 DUPLICATE = "duplicate"
 
 
-def new_state() -> dict[str, Any]:
+class FoldedTotals(TypedDict):
+    """Running totals of the events folded out of the log (see :func:`fold`)."""
+
+    n: int  # completed orders
+    s: int  # their amount, micros
+    r: int  # returned orders
+    fo: int | None  # first completed order time
+    lo: int | None  # last completed order time
+    tn: int  # tickets
+    tneg: int  # tickets with satisfaction <= 2
+    rs: int  # resolution hours of tickets with one, micros
+    rc: int  # tickets with a resolution
+    op: int  # tickets still open (no resolution)
+    ss: int  # satisfaction sum
+    sc: int  # tickets with a satisfaction score
+    lt: int | None  # last ticket time
+    prof: dict[str, Any]  # folded profile fields
+
+
+class FeatureState(TypedDict):
+    """What the feature functions need of a customer: the recent log and the folded totals."""
+
+    o: list[list[Any]]  # recent orders
+    t: list[list[Any]]  # recent ticket events
+    p: list[list[Any]]  # recent profile updates
+    first: int | None  # earliest event time of any kind (including folded events)
+    max: int | None  # latest event time applied
+    fu: int | None  # folded-until: every event with ts < fu is folded into "f"
+    f: FoldedTotals
+    seen: dict[str, int]  # event_id -> ts, for folded events (dedup)
+    ft: dict[str, list[Any]]  # ticket_id -> summary, for folded tickets (so an update does not count twice)
+
+
+class ScoringState(TypedDict, total=False):
+    """The scoring worker's part of a customer's state (see :mod:`churnstream.features.labels`)."""
+
+    pend: list[list[Any]]  # pending predictions: [prediction_id, as_of, batch_p, online_p, churn_p, features]
+    kept: list[int]  # as_of of the kept predictions still open
+    lab: list[list[int]]  # explicit labels remembered: [ts, 0 or 1]
+    risk: str  # risk category of the latest prediction
+    alerted: int  # as_of of the latest alert
+
+
+class CustomerState(FeatureState, total=False):
+    """A customer's whole state, one JSON value in the store: features, and the scorer's part apart."""
+
+    scoring: ScoringState
+
+
+def scoring_state(state: CustomerState) -> ScoringState:
+    """The scoring part of a customer's state, added empty to the state when it has none yet."""
+    return state.setdefault("scoring", {})
+
+
+def new_state() -> CustomerState:
     """An empty customer state."""
     return {
-        "o": [],  # recent orders
-        "t": [],  # recent ticket events
-        "p": [],  # recent profile updates
-        "first": None,  # earliest event time of any kind (including folded events)
-        "max": None,  # latest event time applied
-        "fu": None,  # folded-until: every event with ts < fu is folded into "f"
+        "o": [],
+        "t": [],
+        "p": [],
+        "first": None,
+        "max": None,
+        "fu": None,
         "f": {
-            "n": 0,  # completed orders
-            "s": 0,  # their amount, micros
-            "r": 0,  # returned orders
-            "fo": None,  # first completed order time
-            "lo": None,  # last completed order time
-            "tn": 0,  # tickets
-            "tneg": 0,  # tickets with satisfaction <= 2
-            "rs": 0,  # resolution hours of tickets with one, micros
-            "rc": 0,  # tickets with a resolution
-            "op": 0,  # tickets still open (no resolution)
-            "ss": 0,  # satisfaction sum
-            "sc": 0,  # tickets with a satisfaction score
-            "lt": None,  # last ticket time
-            "prof": {},  # folded profile fields
+            "n": 0,
+            "s": 0,
+            "r": 0,
+            "fo": None,
+            "lo": None,
+            "tn": 0,
+            "tneg": 0,
+            "rs": 0,
+            "rc": 0,
+            "op": 0,
+            "ss": 0,
+            "sc": 0,
+            "lt": None,
+            "prof": {},
         },
-        "seen": {},  # event_id -> ts, for folded events (dedup)
-        "ft": {},  # ticket_id -> ts, for folded tickets (so an update does not count twice)
+        "seen": {},
+        "ft": {},
     }
 
 
-_LOG_OF = {OrderEvent: "o", TicketEvent: "t", ProfileEvent: "p"}
+LogKey = Literal["o", "t", "p"]
+_LOG_OF: dict[type[Event], LogKey] = {OrderEvent: "o", TicketEvent: "t", ProfileEvent: "p"}
 
 
-def is_duplicate(state: dict[str, Any], event: Event) -> bool:
+def is_duplicate(state: FeatureState, event: Event) -> bool:
     """Whether this event id was applied before; :class:`ProcessingError` when it was, with other content.
 
     Idempotence is per ``event_id`` and customer: the same id again with the same content is a silent
@@ -102,7 +160,8 @@ def is_duplicate(state: dict[str, Any], event: Event) -> bool:
                 raise _conflict(event, "an event with other content at the same time")
             return True
         i += 1
-    for kind in ("o", "t", "p"):  # the same id elsewhere: another time or another kind of event
+    kinds: tuple[LogKey, ...] = ("o", "t", "p")
+    for kind in kinds:  # the same id elsewhere: another time or another kind of event
         for entry in state[kind]:
             if entry[1] == event_id:
                 raise _conflict(event, f"an event at {format_time(entry[0])}")
@@ -132,7 +191,7 @@ def _entry(event: Event) -> list[Any]:
     return [event.timestamp, event.event_id, dict(event.fields)]  # type: ignore[union-attr]
 
 
-def apply_event(state: dict[str, Any], event: Event, *, lateness_ms: int) -> str:
+def apply_event(state: FeatureState, event: Event, *, lateness_ms: int) -> str:
     """Apply one validated event in place; returns ``'applied'`` or ``'duplicate'``.
 
     Raises :class:`ProcessingError` for an event older than what was already folded into totals (it can
@@ -175,7 +234,7 @@ def _ts_id(entry: list[Any]) -> tuple[int, str]:
     return entry[0], entry[1]
 
 
-def fold(state: dict[str, Any], *, lateness_ms: int) -> None:
+def fold(state: FeatureState, *, lateness_ms: int) -> None:
     """Fold events older than the longest window plus lateness into totals; forget old dedup ids."""
     if state["max"] is None:
         return
@@ -250,7 +309,7 @@ def fold(state: dict[str, Any], *, lateness_ms: int) -> None:
             del ft[tid]
 
 
-def _has_older(state: dict[str, Any], horizon: int) -> bool:
+def _has_older(state: FeatureState, horizon: int) -> bool:
     o, t, p = state["o"], state["t"], state["p"]
     return bool((o and o[0][0] < horizon) or (t and t[0][0] < horizon) or (p and p[0][0] < horizon))
 
@@ -285,7 +344,7 @@ def merge_ticket_summaries(old: list[Any], new: list[Any]) -> list[Any]:
     ]
 
 
-def _fold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
+def _fold_ticket_values(f: FoldedTotals, summary: list[Any]) -> None:
     _, _, res, sat = summary
     f["lt"] = summary[0] if f["lt"] is None else max(f["lt"], summary[0])
     if res is None:
@@ -300,7 +359,7 @@ def _fold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
             f["tneg"] += 1
 
 
-def _unfold_ticket_values(f: dict[str, Any], summary: list[Any]) -> None:
+def _unfold_ticket_values(f: FoldedTotals, summary: list[Any]) -> None:
     _, _, res, sat = summary
     if res is None:
         f["op"] -= 1

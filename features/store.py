@@ -13,12 +13,14 @@ time, and :meth:`FeatureStore.commit` writes everything back. Updates are
   (compare-and-set), so a stale worker after a rebalance cannot overwrite newer state.
 
 A transaction can carry more than features: the scoring worker keeps per-customer data of its own in
-the same state dict (pending predictions, last alert) and a ``due`` index, and sets its partitions'
-fences, event time, sweep tick and learner checkpoint through named methods — all committed with the
-customers of the same partition, so a crash can never leave them disagreeing.
+the scoring part of the same state (:class:`~churnstream.features.state.ScoringState`: pending
+predictions, last alert) and a ``due`` index, and sets its partitions' fences, event time, sweep tick
+and learner checkpoint through named methods — all committed with the customers of the same partition,
+so a crash can never leave them disagreeing.
 
 Memory stays bounded: old events are folded into totals (see :mod:`churnstream.features.state`).
-The Redis implementation is :class:`churnstream.features.redis_store.RedisFeatureStore`.
+The implementations are :class:`churnstream.features.redis_store.RedisFeatureStore` and, in process,
+:class:`churnstream.features.memory_store.MemoryFeatureStore`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from churnstream.errors import StoreError
 from churnstream.events import Event, LabelEvent
 from churnstream.features import layout
 from churnstream.features.definitions import features_as_of
 from churnstream.features.layout import check_layout, fence_field, partition_of
-from churnstream.features.state import new_state
+from churnstream.features.state import CustomerState
 from churnstream.features.transaction import (
     Features,
     PartitionWrite,
@@ -50,7 +49,6 @@ __all__ = [
     "FeatureStore",
     "Features",
     "LearnerCheckpoint",
-    "MemoryFeatureStore",
     "PartitionWrite",
     "Transaction",
     "UpdateResult",
@@ -176,7 +174,7 @@ class FeatureStore(ABC):
         loaded = self._load({cid: self.partition_of(cid) for cid in customer_ids})
         return {cid: features_as_of(state, as_of) for cid, (v, state) in loaded.items() if v > 0}
 
-    def states(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def states(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         """Raw states of known customers (read-only use)."""
         loaded = self._load({cid: self.partition_of(cid) for cid in customer_ids})
         return {cid: state for cid, (v, state) in loaded.items() if v > 0}
@@ -260,7 +258,7 @@ class FeatureStore(ABC):
 
     # -- what subclasses provide -----------------------------------------------------------------
     @abstractmethod
-    def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, dict[str, Any]]]:
+    def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         """``{customer_id: (version, state)}``, version 0 and a new state for unknown customers."""
 
     @abstractmethod
@@ -308,111 +306,13 @@ CONFLICT = (
 )
 
 
-class MemoryFeatureStore(FeatureStore):
-    """In-process store with the same semantics as the Redis one (tests, offline use)."""
-
-    def __init__(self, *, lateness_ms: int, partitions: int | None = None) -> None:
-        super().__init__(lateness_ms=lateness_ms, partitions=partitions)
-        self._data: dict[tuple[int, str], tuple[int, bytes]] = {}
-        self._meta: dict[int, dict[str, str]] = {}
-        self._blob: dict[tuple[int, str], bytes] = {}
-        self._active: dict[int, dict[str, int]] = {}
-        self._due: dict[int, dict[str, int]] = {}
-        self._layout_record: dict[str, Any] | None = None
-
-    def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, dict[str, Any]]]:
-        out = {}
-        for cid, p in customers.items():
-            version, blob = self._data.get((p, cid), (0, b""))
-            out[cid] = (version, orjson.loads(blob) if blob else new_state())
-        return out
-
-    def _save(
-        self, tx: Transaction, writes: dict[int, PartitionWrite], after: Callable[[], None] | None
-    ) -> None:
-        if after is not None:
-            after()
-        refused = False
-        for p, w in writes.items():
-            meta = self._meta.setdefault(p, {})
-            if any(
-                self._data.get((p, cid), (0, b""))[0] != tx.versions.get(cid, 0) for cid in w.customers
-            ) or any(meta.get(name) != value for name, value in w.expect.items()):
-                refused = True
-                continue
-            for cid in w.customers:
-                state = tx.states[cid]
-                tx.versions[cid] = tx.versions.get(cid, 0) + 1
-                self._data[(p, cid)] = (tx.versions[cid], orjson.dumps(state))
-                if state["max"] is not None:
-                    self._active.setdefault(p, {})[cid] = state["max"]
-            meta.update(w.meta)
-            for name, value, append in w.blobs:
-                self._blob[(p, name)] = (self._blob.get((p, name), b"") if append else b"") + value
-            due = self._due.setdefault(p, {})
-            for cid, t in w.due.items():
-                if t is None:
-                    due.pop(cid, None)
-                else:
-                    due[cid] = t
-            if w.latest is not None and int(meta.get(layout.LATEST, w.latest)) <= w.latest:
-                meta[layout.LATEST] = str(w.latest)
-        if refused:
-            raise StoreError(CONFLICT)
-
-    def watermark(self) -> int | None:
-        times = [int(m[layout.LATEST]) for m in self._meta.values() if layout.LATEST in m]
-        return max(times) if times else None
-
-    def _field(self, partition: int, name: str) -> str | None:
-        return self._meta.get(partition, {}).get(name)
-
-    def _write_fields(self, values: Mapping[int, Mapping[str, str]]) -> None:
-        for p, fields in values.items():
-            self._meta.setdefault(p, {}).update(fields)
-
-    def _blobs(self, partition: int, names: Sequence[str]) -> list[bytes | None]:
-        return [self._blob.get((partition, name)) for name in names]
-
-    def _layout(self) -> dict[str, Any] | None:
-        return self._layout_record
-
-    def _write_layout(self, record: dict[str, Any]) -> None:
-        self._layout_record = dict(record)
-
-    def active_before(
-        self, before: int, *, partitions: Sequence[int], since: int | None = None
-    ) -> dict[str, int]:
-        lo = -(2**62) if since is None else since
-        rows = sorted(
-            (ts, cid, p)
-            for p in partitions
-            for cid, ts in self._active.get(p, {}).items()
-            if lo <= ts < before
-        )
-        return {cid: p for _, cid, p in rows}
-
-    def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
-        customers: dict[str, int] = {}
-        later: list[int] = []
-        for p in partitions:
-            rows = sorted((d, c) for c, d in self._due.get(p, {}).items())
-            now = [cid for d, cid in rows if d <= t]
-            customers.update((cid, p) for cid in now[:limit])
-            if len(now) >= limit:
-                later.append(t)  # as Redis answers: it cannot tell "exactly limit" from "more"
-            later += [d for d, _ in rows if d > t][:1]
-        return Due(customers, min(later) if later else None)
-
-    def customers(self) -> list[str]:
-        return sorted({cid for _, cid in self._data})
-
-    def clear(self) -> None:
-        self.__init__(lateness_ms=self.lateness_ms, partitions=self.partitions)  # type: ignore[misc]
-
-
 def __getattr__(name: str) -> Any:
-    if name == "RedisFeatureStore":  # it lives in redis_store (which imports this module)
+    # the implementations live in their own modules (which import this one)
+    if name == "MemoryFeatureStore":
+        from churnstream.features.memory_store import MemoryFeatureStore
+
+        return MemoryFeatureStore
+    if name == "RedisFeatureStore":
         from churnstream.features.redis_store import RedisFeatureStore
 
         return RedisFeatureStore

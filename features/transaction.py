@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from churnstream.errors import ProcessingError
 from churnstream.events import Event, LabelEvent
 from churnstream.features import layout
 from churnstream.features.definitions import features_as_of
 from churnstream.features.layout import fence_field
-from churnstream.features.state import DUPLICATE, LONGEST_WINDOW_MS, apply_event
+from churnstream.features.state import DUPLICATE, LONGEST_WINDOW_MS, CustomerState, FeatureState, apply_event
 
 Features = dict[str, float | int | None]
 
@@ -44,7 +43,7 @@ class Transaction:
 
     lateness_ms: int
     versions: dict[str, int]
-    states: dict[str, dict[str, Any]]
+    states: dict[str, CustomerState]
     partitions: dict[str, int]  # customer -> input partition (given to begin)
     changed: set[str] = field(default_factory=set)
     due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time (None: none)
@@ -66,10 +65,13 @@ class Transaction:
                 w.latest = event.timestamp
         # A very late event is applied, but features as of its own time can no longer be rebuilt
         # exactly: it is then scored as of the customer's latest event instead.
-        t = event.timestamp if is_servable(state, event.timestamp) else state["max"]
+        latest = state["max"]
+        t = event.timestamp if latest is None or is_servable(state, event.timestamp) else latest
         return UpdateResult(event, status, features_as_of(state, t), as_of=t)
 
-    def state(self, customer_id: str) -> dict[str, Any]:
+    def state(self, customer_id: str) -> CustomerState:
+        """A customer's state as loaded by ``begin``; written back once the customer is marked changed
+        (an applied event, or :meth:`touch`)."""
         return self.states[customer_id]
 
     def touch(self, customer_id: str) -> None:
@@ -131,15 +133,16 @@ class Transaction:
         return writes
 
 
-def is_servable(state: dict[str, Any], t: int) -> bool:
+def is_servable(state: FeatureState, t: int) -> bool:
     """Whether features as of ``t`` can still be computed exactly (nothing folded lies in a window)."""
     return state["fu"] is None or t >= state["fu"] + LONGEST_WINDOW_MS
 
 
-def check_servable(state: dict[str, Any], t: int) -> None:
+def check_servable(state: FeatureState, t: int) -> None:
     """Raise :class:`ProcessingError` when features as of ``t`` can no longer be computed exactly."""
-    if not is_servable(state, t):
+    fu = state["fu"]
+    if fu is not None and t < fu + LONGEST_WINDOW_MS:
         raise ProcessingError(
             f"as-of time {t} ms is before the retained history of this customer "
-            f"(exact from {state['fu'] + LONGEST_WINDOW_MS} ms on)"
+            f"(exact from {fu + LONGEST_WINDOW_MS} ms on)"
         )

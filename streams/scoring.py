@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from churnstream.dead_letter import dead_letter_payload
 from churnstream.events import now_ms
 from churnstream.features.definitions import FEATURE_NAMES
 from churnstream.features.labels import (
@@ -25,13 +26,13 @@ from churnstream.features.labels import (
     next_answer,
     resolve_by_event,
 )
+from churnstream.features.state import scoring_state
 from churnstream.features.store import Transaction
 from churnstream.ids import alert_id_for, prediction_id_for_event, prediction_id_for_sweep
 from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
 from churnstream.models.alert_policy import should_alert
 from churnstream.models.serving import ModelSet, by_partition
 from churnstream.settings import Settings
-from churnstream.streams.ingest import dead_letter_payload
 from churnstream.streams.scorer_metrics import ScorerMetrics
 
 if TYPE_CHECKING:
@@ -160,16 +161,17 @@ class BatchScoring:
                         )
                     ]
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
-                previous = state.get("risk")
-                state["risk"] = risk
+                held = scoring_state(state)  # the scorer's part of the state: risk, last alert, labels
+                previous = held.get("risk")
+                held["risk"] = risk
                 if should_alert(
                     risk,
                     previous_risk=previous,
-                    last_alerted=state.get("alerted"),
+                    last_alerted=held.get("alerted"),
                     as_of=as_of,
                     cooldown_ms=self.settings.cooldown_ms,
                 ):
-                    state["alerted"] = as_of
+                    held["alerted"] = as_of
                     alerts_rows.append(i)
                 tx.touch(cid)
             predictions_topic = self.topics.churn_predictions

@@ -14,10 +14,11 @@ from churnstream.errors import LayoutError, ProcessingError, StoreError
 from churnstream.events import LabelEvent, OrderEvent, ProfileEvent, TicketEvent
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.layout import KeyLayout, partition_of
+from churnstream.features.memory_store import MemoryFeatureStore
 from churnstream.features.offline import replay, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
-from churnstream.features.state import new_state
-from churnstream.features.store import Due, FeatureStore, MemoryFeatureStore
+from churnstream.features.state import new_state, scoring_state
+from churnstream.features.store import Due, FeatureStore
 from churnstream.settings import DAY_MS, Settings, Topics
 
 LATENESS = 7 * DAY_MS
@@ -288,7 +289,7 @@ def test_a_transaction_commits_state_partition_records_and_due_together(store: F
     assert a != b  # two partitions: one write each
     tx = store.begin(["a", "f"])
     tx.apply(order(1, "a", 0))
-    tx.state("f")["note"] = "scorer data rides along"
+    scoring_state(tx.state("f"))["risk"] = "HIGH"  # the scorer's part rides along
     tx.touch("f")
     tx.set_fence("orders", a, 42)
     tx.set_partition_time(a, T0)
@@ -317,7 +318,7 @@ def test_a_transaction_commits_state_partition_records_and_due_together(store: F
     assert store.due_before(T0 + 40 * DAY_MS, partitions=every, limit=1).next_due == T0 + 40 * DAY_MS
     assert store.active_before(T0 + DAY_MS, partitions=[a]) == {"a": a}
     assert store.active_before(T0 + DAY_MS, partitions=[b]) == {}
-    assert store.states(["f"])["f"]["note"] == "scorer data rides along"
+    assert store.states(["f"])["f"]["scoring"] == {"risk": "HIGH"}
     assert store.customers() == ["a", "f"]
     assert store.watermark() == T0
     tx = store.begin(["f"])
@@ -435,7 +436,7 @@ def test_state_of_another_layout_is_refused_with_the_command_that_rebuilds_it() 
         old = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
         assert old.layout_version() == 1
         with pytest.raises(
-            LayoutError, match=r"layout 1, this churnstream reads layout 2.*churnstream rebuild"
+            LayoutError, match=r"layout 1, this churnstream reads layout 3.*churnstream rebuild"
         ):
             old.check_layout(partitions=PARTITIONS)
         with pytest.raises(LayoutError, match="churnstream rebuild"):
@@ -446,7 +447,7 @@ def test_state_of_another_layout_is_refused_with_the_command_that_rebuilds_it() 
         fresh.check_layout(partitions=PARTITIONS)
         assert fresh.layout_version() is None  # recorded with the first write, never by a check
         fresh.update([order(1, "c", 0)])
-        assert fresh.layout_version() == 2
+        assert fresh.layout_version() == 3
         with pytest.raises(LayoutError, match="for 4 input partitions, but the input topics have 6"):
             RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).check_layout(partitions=6)
         client.set(keys.layout, b'{"version": 3, "partitions": 4}')

@@ -356,7 +356,10 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
             t = store.watermark()
             assert t is not None
             features = store.features_many(ids, t)
-            pending = {cid: sorted(p[0] for p in s.get("pend", [])) for cid, s in store.states(ids).items()}
+            pending = {
+                cid: sorted(p[0] for p in s.get("scoring", {}).get("pend", []))
+                for cid, s in store.states(ids).items()
+            }
             models = {p: restore_learner(store, p).online for p in range(settings.topic_partitions)}
             assert any(m.n_learned for m in models.values()), "no partition's online model was checkpointed"
             return features, pending, models
@@ -364,6 +367,7 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
             store.close()
 
     features, pending, online = snapshot_state()
+    assert any(pending.values()), "no pending predictions to compare after the rebuild"
     lost = list(redis_client.scan_iter(match=f"churn:{settings.topic_prefix}*", count=1000))
     assert lost
     redis_client.delete(*lost)  # Redis lost entirely

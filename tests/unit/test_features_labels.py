@@ -8,7 +8,6 @@ time. No Kafka, no Redis."""
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
@@ -25,6 +24,7 @@ from churnstream.features.labels import (
     resolve_by_time,
 )
 from churnstream.features.offline import training_rows
+from churnstream.features.state import new_state
 from churnstream.settings import DAY_MS
 
 H = 30 * DAY_MS
@@ -116,7 +116,7 @@ def _history(rng: random.Random, customer: str) -> tuple[list[Event], list[int]]
 def _online(events: list[Event], predictions: list[int], end: int) -> tuple[dict[int, Label], set[int]]:
     """The worker's labels of one customer's predictions, event time passing as the events arrive: at each
     instant the answering events first, then the predictions as of it, then the watermark."""
-    state: dict[str, Any] = {}
+    state = new_state()
     done: dict[int, Label] = {}
 
     def record(resolved: list[labels.Resolved]) -> None:
@@ -140,7 +140,7 @@ def _online(events: list[Event], predictions: list[int], end: int) -> tuple[dict
             )
         record(resolve_by_time(state, t, horizon_ms=H, lateness_ms=LATE))
     record(resolve_by_time(state, end, horizon_ms=H, lateness_ms=LATE))
-    return done, {p[labels.P_AS_OF] for p in state.get("pend", ())}
+    return done, {p[labels.P_AS_OF] for p in state.get("scoring", {}).get("pend", ())}
 
 
 def test_online_and_offline_label_every_prediction_alike(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,9 @@ from churnstream.features.labels import (
     resolve_by_event,
     resolve_by_time,
 )
-from churnstream.features.store import Due, MemoryFeatureStore, Transaction
+from churnstream.features.memory_store import MemoryFeatureStore
+from churnstream.features.state import new_state
+from churnstream.features.store import Due, Transaction
 from churnstream.models.batch import BatchModel
 from churnstream.models.registry import ModelRegistry
 from churnstream.settings import DAY_MS, Settings
@@ -55,7 +57,7 @@ def _label_many(orders: list[int], predictions: list[int]) -> tuple[dict[str, tu
     an order labels what it answers, then the predictions are added, then event time passes.
 
     Returns ``{prediction: (as_of, label, labeled_at, source)}`` and the most pending at any time."""
-    state: dict[str, Any] = {}
+    state = new_state()
     as_of: dict[str, int] = {}
     done: list[Resolved] = []
     most = 0
@@ -70,11 +72,11 @@ def _label_many(orders: list[int], predictions: list[int]) -> tuple[dict[str, tu
         add_pending(
             state, f"p{i}", t, 0.5, None, 0.5, [], horizon_ms=H, lateness_ms=LATE, recency_days=recency
         )
-        most = max(most, len(state["pend"]))
-        assert len(state.get("kept", ())) <= labels.OPEN_LIMIT
+        most = max(most, len(state["scoring"]["pend"]))
+        assert len(state["scoring"].get("kept", ())) <= labels.OPEN_LIMIT
         done += resolve_by_time(state, t, horizon_ms=H, lateness_ms=LATE)
     done += resolve_by_time(state, 2**62, horizon_ms=H, lateness_ms=LATE)
-    assert not state["pend"]
+    assert not state["scoring"]["pend"]
     out: dict[str, tuple[int, ...]] = {}
     for r in done:
         assert r.prediction_id not in out and r.as_of == as_of[r.prediction_id]
@@ -122,17 +124,18 @@ def test_a_customer_with_an_order_every_few_days_keeps_every_prediction() -> Non
 
 
 def test_when_event_time_stalls_the_oldest_pending_go_first() -> None:
-    state: dict[str, Any] = {}
+    state = new_state()
     # no order and nothing labelled by inactivity: the watermark of another partition stands still
     for day in range(0, 400, 2):
         t = START + day * DAY_MS
         add_pending(
             state, f"p{day}", t, 0.5, None, 0.5, [], horizon_ms=H, lateness_ms=LATE, recency_days=None
         )
-        assert len(state["pend"]) <= MAX_PENDING
-    assert len(state["pend"]) == MAX_PENDING
-    assert [p[1] for p in state["pend"]] == sorted(p[1] for p in state["pend"])
-    assert state["pend"][-1][1] == START + 398 * DAY_MS
+        assert len(state["scoring"]["pend"]) <= MAX_PENDING
+    pending = state["scoring"]["pend"]
+    assert len(pending) == MAX_PENDING
+    assert [p[1] for p in pending] == sorted(p[1] for p in pending)
+    assert pending[-1][1] == START + 398 * DAY_MS
 
 
 # --- through the worker --------------------------------------------------------------------------
@@ -151,7 +154,7 @@ class _RecordingScoring(BatchScoring):
     ) -> dict[str, list[Any]]:
         self.labelled += resolved
         for state in tx.states.values():
-            self.most_pending = max(self.most_pending, len(state.get("pend", ())))
+            self.most_pending = max(self.most_pending, len(state.get("scoring", {}).get("pend", ())))
         return super().outcomes(tx, resolved, report)
 
 
@@ -266,7 +269,10 @@ def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: b
     learner = scorer.models.learner(0)
     return (
         {r.prediction_id: (cid, r.as_of, r.label, r.labeled_at, r.source) for cid, r in recording.labelled},
-        {cid: (s.get("pend", []), s.get("kept")) for cid, s in states.items()},
+        {
+            cid: (s.get("scoring", {}).get("pend", []), s.get("scoring", {}).get("kept"))
+            for cid, s in states.items()
+        },
         learner.online.n_learned,
         recording.most_pending,
         scorer.totals,

@@ -1,0 +1,128 @@
+"""The feature store in this process's memory: the same semantics as the Redis one, for tests and
+offline use (customers kept as the JSON a Redis store would hold, so both round-trip states alike).
+
+>>> from churnstream.events import OrderEvent
+>>> store = MemoryFeatureStore(lateness_ms=0)
+>>> order = OrderEvent("e1", "c", 5, "o1", 9.5)
+>>> [r.status for r in store.update([order, order])]  # the same event twice
+['applied', 'duplicate']
+>>> store.features("c")["orders_total"], store.watermark(), store.customers()
+(1, 5, ['c'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from churnstream.errors import StoreError
+from churnstream.features import layout
+from churnstream.features.state import CustomerState, new_state
+from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
+
+__all__ = ["MemoryFeatureStore"]
+
+
+class MemoryFeatureStore(FeatureStore):
+    """In-process store with the same semantics as the Redis one (tests, offline use)."""
+
+    def __init__(self, *, lateness_ms: int, partitions: int | None = None) -> None:
+        super().__init__(lateness_ms=lateness_ms, partitions=partitions)
+        self._data: dict[tuple[int, str], tuple[int, bytes]] = {}
+        self._meta: dict[int, dict[str, str]] = {}
+        self._blob: dict[tuple[int, str], bytes] = {}
+        self._active: dict[int, dict[str, int]] = {}
+        self._due: dict[int, dict[str, int]] = {}
+        self._layout_record: dict[str, Any] | None = None
+
+    def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
+        out = {}
+        for cid, p in customers.items():
+            version, blob = self._data.get((p, cid), (0, b""))
+            out[cid] = (version, orjson.loads(blob) if blob else new_state())
+        return out
+
+    def _save(
+        self, tx: Transaction, writes: dict[int, PartitionWrite], after: Callable[[], None] | None
+    ) -> None:
+        if after is not None:
+            after()
+        refused = False
+        for p, w in writes.items():
+            meta = self._meta.setdefault(p, {})
+            if any(
+                self._data.get((p, cid), (0, b""))[0] != tx.versions.get(cid, 0) for cid in w.customers
+            ) or any(meta.get(name) != value for name, value in w.expect.items()):
+                refused = True
+                continue
+            for cid in w.customers:
+                state = tx.states[cid]
+                tx.versions[cid] = tx.versions.get(cid, 0) + 1
+                self._data[(p, cid)] = (tx.versions[cid], orjson.dumps(state))
+                if state["max"] is not None:
+                    self._active.setdefault(p, {})[cid] = state["max"]
+            meta.update(w.meta)
+            for name, value, append in w.blobs:
+                self._blob[(p, name)] = (self._blob.get((p, name), b"") if append else b"") + value
+            due = self._due.setdefault(p, {})
+            for cid, t in w.due.items():
+                if t is None:
+                    due.pop(cid, None)
+                else:
+                    due[cid] = t
+            if w.latest is not None and int(meta.get(layout.LATEST, w.latest)) <= w.latest:
+                meta[layout.LATEST] = str(w.latest)
+        if refused:
+            raise StoreError(CONFLICT)
+
+    def watermark(self) -> int | None:
+        times = [int(m[layout.LATEST]) for m in self._meta.values() if layout.LATEST in m]
+        return max(times) if times else None
+
+    def _field(self, partition: int, name: str) -> str | None:
+        return self._meta.get(partition, {}).get(name)
+
+    def _write_fields(self, values: Mapping[int, Mapping[str, str]]) -> None:
+        for p, fields in values.items():
+            self._meta.setdefault(p, {}).update(fields)
+
+    def _blobs(self, partition: int, names: Sequence[str]) -> list[bytes | None]:
+        return [self._blob.get((partition, name)) for name in names]
+
+    def _layout(self) -> dict[str, Any] | None:
+        return self._layout_record
+
+    def _write_layout(self, record: dict[str, Any]) -> None:
+        self._layout_record = dict(record)
+
+    def active_before(
+        self, before: int, *, partitions: Sequence[int], since: int | None = None
+    ) -> dict[str, int]:
+        lo = -(2**62) if since is None else since
+        rows = sorted(
+            (ts, cid, p)
+            for p in partitions
+            for cid, ts in self._active.get(p, {}).items()
+            if lo <= ts < before
+        )
+        return {cid: p for _, cid, p in rows}
+
+    def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
+        customers: dict[str, int] = {}
+        later: list[int] = []
+        for p in partitions:
+            rows = sorted((d, c) for c, d in self._due.get(p, {}).items())
+            now = [cid for d, cid in rows if d <= t]
+            customers.update((cid, p) for cid in now[:limit])
+            if len(now) >= limit:
+                later.append(t)  # as Redis answers: it cannot tell "exactly limit" from "more"
+            later += [d for d, _ in rows if d > t][:1]
+        return Due(customers, min(later) if later else None)
+
+    def customers(self) -> list[str]:
+        return sorted({cid for _, cid in self._data})
+
+    def clear(self) -> None:
+        self.__init__(lateness_ms=self.lateness_ms, partitions=self.partitions)  # type: ignore[misc]

@@ -1,0 +1,82 @@
+"""The customer state's typed shape: feature state and the scorer's part, apart in one JSON value."""
+
+from __future__ import annotations
+
+import orjson
+
+from churnstream.events import OrderEvent, TicketEvent
+from churnstream.features.definitions import features_as_of
+from churnstream.features.labels import (
+    add_pending,
+    due_time,
+    next_answer,
+    remember_label,
+    resolve_by_event,
+    resolve_by_time,
+)
+from churnstream.features.state import (
+    CustomerState,
+    FeatureState,
+    FoldedTotals,
+    ScoringState,
+    apply_event,
+    new_state,
+    scoring_state,
+)
+from churnstream.settings import DAY_MS
+
+H = 30 * DAY_MS
+
+
+def test_a_new_state_has_exactly_the_keys_its_types_declare() -> None:
+    s = new_state()
+    assert set(s) == FeatureState.__required_keys__ == CustomerState.__required_keys__
+    assert set(s["f"]) == FoldedTotals.__required_keys__
+    assert CustomerState.__optional_keys__ == {"scoring"}
+    assert ScoringState.__optional_keys__ == {"pend", "kept", "lab", "risk", "alerted"}
+    assert orjson.loads(orjson.dumps(s)) == s  # one JSON value per customer in the store
+
+
+def _customer() -> CustomerState:
+    s = new_state()
+    for i, event in enumerate(
+        [
+            OrderEvent("e0", "c", 0, "o0", 10.0),
+            TicketEvent("e1", "c", DAY_MS, "t1", satisfaction_score=2),
+            OrderEvent("e2", "c", 3 * DAY_MS, "o2", 5.0),
+        ]
+    ):
+        assert apply_event(s, event, lateness_ms=0) == "applied", i
+    return s
+
+
+def test_the_scorers_part_lives_under_scoring_and_leaves_the_features_alone() -> None:
+    s = _customer()
+    features = features_as_of(s, 3 * DAY_MS)
+    feature_part = orjson.dumps({k: v for k, v in s.items() if k != "scoring"})
+    assert add_pending(s, "p1", DAY_MS, 0.5, None, 0.5, [1.0], horizon_ms=H, lateness_ms=0, recency_days=1.0)
+    remember_label(s, 2 * DAY_MS, churned=True)
+    scoring_state(s)["risk"] = "HIGH"
+    assert set(s) == FeatureState.__required_keys__ | {"scoring"}
+    assert set(s["scoring"]) == {"pend", "kept", "lab", "risk"}
+    assert orjson.dumps({k: v for k, v in s.items() if k != "scoring"}) == feature_part
+    assert features_as_of(s, 3 * DAY_MS) == features
+    # the first answer after the prediction: the remembered label, before the order at 3 days
+    assert next_answer(s, DAY_MS) == (2 * DAY_MS, True)
+    assert due_time(s, horizon_ms=H) == DAY_MS + H
+    done = resolve_by_event(s, 2 * DAY_MS, churned=True, horizon_ms=H)
+    assert [(r.prediction_id, r.label, r.source) for r in done] == [("p1", 1, "explicit")]
+    assert s["scoring"]["pend"] == [] and due_time(s, horizon_ms=H) is None
+
+
+def test_reading_a_customer_without_a_scoring_part_adds_none() -> None:
+    s = _customer()
+    before = orjson.dumps(s)
+    assert resolve_by_time(s, 10**13, horizon_ms=H, lateness_ms=0) == []
+    assert resolve_by_event(s, 3 * DAY_MS, churned=None, horizon_ms=H) == []
+    assert due_time(s, horizon_ms=H) is None
+    assert next_answer(s, DAY_MS) == (3 * DAY_MS, None)  # the completed order the feature state holds
+    assert orjson.dumps(s) == before
+    assert "scoring" not in s
+    remember_label(s, 4 * DAY_MS, churned=False)
+    assert s["scoring"] == {"lab": [[4 * DAY_MS, 0]]}
