@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import resource
 import sys
 import tempfile
@@ -452,6 +453,12 @@ def main() -> int:
         "--only", choices=("throughput", "latency"), help="run one half of the benchmark (default: both)"
     )
     args = parser.parse_args()
+    # The table and the progress lines are the output. The workers this process runs log every rebalance
+    # ("assigned ...", "revoked ...") at INFO: only warnings and errors of the libraries get through.
+    # Set first, so the CLI's own logging.basicConfig (simulate, below) finds it and leaves it alone.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
     from churnstream.cli import main as churnstream
     from churnstream.models.registry import ModelRegistry

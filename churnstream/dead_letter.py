@@ -1,18 +1,50 @@
-"""A message that could not be processed (a ``dead_letter`` message of the contract).
+"""A message that could not be processed (a ``dead_letter`` message of the contract), the one place
+dead letters are made and serialised, whichever worker finds them.
 
->>> DeadLetter("orders", 0, 7, b"c1", b"\\xff", "not UTF-8", "decode", 0).to_json()["value"]
-'/w=='
+- :func:`dead_letter_for_message`: a Kafka message that could not be decoded or validated (its bytes);
+- :func:`dead_letter_for_event`: an event that was decoded but could not be processed (its JSON);
+- :func:`dead_letter_for_bytes`: raw bytes read at a place (the monitor's records);
+- :func:`dead_letter_payload`: the bytes produced to ``dead_letter``, within the topic's
+  :data:`TOPIC_MAX_BYTES`.
+
+The stage (``decode``, ``validate``, ``process``) comes from the error
+(:class:`~churnstream.errors.EventError`).
+
+>>> from churnstream.errors import DecodeError
+>>> class Message:  # what a confluent_kafka.Message offers
+...     def topic(self): return "orders"
+...     def partition(self): return 0
+...     def offset(self): return 7
+...     def key(self): return b"c1"
+...     def value(self): return b"\\xff"
+>>> letter = dead_letter_for_message(Message(), DecodeError("not UTF-8"), failed_at=0)
+>>> letter.to_json()["value"], letter.to_json()["value_encoding"], letter.stage
+('/w==', 'base64', 'decode')
+>>> dead_letter_payload(letter)[:40]
+b'{"source_topic":"orders","partition":0,"'
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import orjson
+
+from churnstream.errors import EventError
 from churnstream.message_fields import OutputField
-from churnstream.timefmt import format_time
+from churnstream.timefmt import format_time, now_ms
+
+if TYPE_CHECKING:
+    from churnstream.events import Event
+
+# max.message.bytes of the dead_letter topic: base64 can grow a value by a third, and a value may be as
+# large as an input topic accepts (above the contract's 1 MiB, so that oversized messages get here)
+TOPIC_MAX_BYTES = 4 * 1024 * 1024
+_ROOM = TOPIC_MAX_BYTES - 64 * 1024  # for the value, with room for the envelope around it
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +100,102 @@ def _text(raw: bytes | None) -> tuple[str | None, str | None]:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+class RawMessage(Protocol):
+    """What a dead letter needs of a message (a ``confluent_kafka.Message`` has all of it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+
+
+class Where(Protocol):
+    """Where something was read: topic, partition, offset and the message key."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int | None: ...
+    @property
+    def offset(self) -> int | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+
+
+def dead_letter_for_bytes(
+    value: bytes | None, where: Where, error: EventError, *, failed_at: int | None = None
+) -> DeadLetter:
+    """The dead letter of ``value`` read at ``where`` (``failed_at`` defaults to now)."""
+    return _letter(where.topic, where.partition, where.offset, where.key, value, error, failed_at)
+
+
+def dead_letter_for_message(
+    msg: RawMessage, error: EventError, *, failed_at: int | None = None
+) -> DeadLetter:
+    """The dead letter of a Kafka message, with its original bytes (``failed_at`` defaults to now)."""
+    topic, partition, offset, key = msg.topic() or "", msg.partition(), msg.offset(), msg.key()
+    return _letter(topic, partition, offset, key, msg.value(), error, failed_at)
+
+
+def _letter(
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    error: EventError,
+    failed_at: int | None,
+) -> DeadLetter:
+    failed_at = now_ms() if failed_at is None else failed_at
+    return DeadLetter(topic, partition, offset, key, value, str(error), error.stage, failed_at)
+
+
+def dead_letter_for_event(
+    event: Event, where: Where, error: EventError, *, failed_at: int | None = None
+) -> DeadLetter:
+    """The dead letter of a decoded event that could not be processed: its JSON, where it was read.
+
+    >>> from churnstream.errors import ProcessingError
+    >>> from churnstream.events import OrderEvent
+    >>> from types import SimpleNamespace
+    >>> where = SimpleNamespace(topic="orders", partition=2, offset=40, key=b"c1")
+    >>> letter = dead_letter_for_event(OrderEvent("e1", "c1", 0, "o1", 9.5), where, ProcessingError("no"))
+    >>> letter.partition, letter.offset, letter.stage, letter.value[:30]
+    (2, 40, 'process', b'{"event_id": "e1", "customer_i')
+    """
+    return dead_letter_for_bytes(json.dumps(event.to_json()).encode(), where, error, failed_at=failed_at)
+
+
+def dead_letter_payload(letter: DeadLetter) -> bytes:
+    """The JSON of a dead letter, its ``value`` cut (``value_truncated``) when it would not fit the topic.
+
+    JSON escaping can make one character six bytes (``\\u0001``), so a value at the input limit can come
+    out several times larger: cut to a sixth of the room, it fits whatever it holds.
+
+    >>> big = DeadLetter("orders", 0, 1, b"k", b"\\x01" * 2_000_000, "too big", "decode", 0)
+    >>> payload = dead_letter_payload(big)
+    >>> len(payload) <= TOPIC_MAX_BYTES, orjson.loads(payload)["value_truncated"]
+    (True, True)
+    """
+    record = letter.to_json()
+    payload = orjson.dumps(record)
+    if len(payload) > _ROOM:
+        record["value"] = (record["value"] or "")[: _ROOM // 6]
+        record["value_truncated"] = True
+        payload = orjson.dumps(record)
+    return payload
+
+
+__all__ = [
+    "TOPIC_MAX_BYTES",
+    "DeadLetter",
+    "RawMessage",
+    "Where",
+    "dead_letter_for_bytes",
+    "dead_letter_for_event",
+    "dead_letter_for_message",
+    "dead_letter_payload",
+]

@@ -3,7 +3,8 @@
 Every variable of the contract has a field here. Kafka client properties pass through as
 ``CHURN_KAFKA_<PROPERTY>`` with dots written as underscores, e.g. ``CHURN_KAFKA_SECURITY_PROTOCOL=SASL_SSL``
 becomes ``security.protocol``; ``CHURN_KAFKA_BOOTSTRAP`` is the bootstrap list. Redis credentials and
-TLS come through ``CHURN_REDIS_URL`` (``rediss://user:pass@host:6379/0``).
+TLS come through ``CHURN_REDIS_URL`` (``rediss://user:pass@host:6379/0``). Settings are defined here
+(fields, defaults, variables); how they are read, checked and redacted is the private ``_settings_env``.
 
 >>> s = Settings.from_env({"CHURN_TOPIC_PREFIX": "prod.", "CHURN_KAFKA_SASL_PASSWORD": "hunter2"})
 >>> s.topics.orders
@@ -14,25 +15,20 @@ False
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
+from churnstream import _settings_env as env_vars
 from churnstream.errors import ConfigError
 
 DAY_MS = 86_400_000
-
-_SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
-# What Kafka accepts in a group.instance.id (the scorer's is "<group>-<worker id>"), with room for the group.
-_WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,30 +107,6 @@ def _topics(prefix: str) -> Topics:
     return Topics(prefix)
 
 
-def _redact_url(url: str) -> str:
-    """``url`` without its password, in the user part or in a query argument (redis-py reads both).
-
-    >>> _redact_url("rediss://app:s3cret@db:6380/0?password=s3cret&ssl_cert_reqs=required")
-    'rediss://app:***@db:6380/0?password=***&ssl_cert_reqs=required'
-    """
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = netloc.rpartition("@")[2]
-        netloc = f"{parts.username or ''}:***@{host}"
-    query = "&".join(
-        f"{arg.partition('=')[0]}=***" if _is_secret(unquote(arg.partition("=")[0]).lower()) else arg
-        for arg in parts.query.split("&")
-    )
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _is_secret(prop: str) -> bool:
-    return any(word in prop for word in _SECRET_WORDS)
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """All settings of a churnstream process. Build it once in ``main()`` with :meth:`from_env`."""
@@ -208,22 +180,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read settings from ``environ`` (default: the process environment); ``overrides`` win."""
-        env = os.environ if environ is None else environ
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, var in cls._ENV.items():
-            raw = env.get(var)
-            if raw is None or raw == "" and name != "topic_prefix":
-                continue
-            values[name] = _convert(var, raw, str(types[name]))
-        reserved = {"CHURN_KAFKA_BOOTSTRAP"}
-        props = {
-            var[len("CHURN_KAFKA_") :].lower().replace("_", "."): value
-            for var, value in env.items()
-            if var.startswith("CHURN_KAFKA_") and var not in reserved
-        }
-        if props:
-            values["kafka_properties"] = props
+        values = env_vars.read_env(cls, os.environ if environ is None else environ)
         values.update(overrides)
         settings = cls(**values)
         settings.check()
@@ -239,16 +196,7 @@ class Settings:
         >>> Settings.unknown_variables({"CHURN_HORIZON_DAY": "90", "CHURN_KAFKA_ACKS": "all"})
         ['CHURN_HORIZON_DAY is not a churnstream setting and is ignored; did you mean CHURN_HORIZON_DAYS?']
         """
-        env = os.environ if environ is None else environ
-        known = set(cls._ENV.values())
-        warnings = []
-        for var in sorted(env):
-            if not var.startswith("CHURN_") or var in known or var.startswith("CHURN_KAFKA_"):
-                continue
-            close = difflib.get_close_matches(var, sorted(known), n=1, cutoff=0.75)
-            hint = f"; did you mean {close[0]}?" if close else "; `churnstream config` lists the settings"
-            warnings.append(f"{var} is not a churnstream setting and is ignored{hint}")
-        return warnings
+        return env_vars.unknown_variables(cls._ENV.values(), os.environ if environ is None else environ)
 
     def effective(self, environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
         """``(variable, value, source)`` of every setting, secrets as ``***``; source is ``env`` or
@@ -257,59 +205,11 @@ class Settings:
         >>> Settings.from_env({"CHURN_HORIZON_DAYS": "90"}).effective({"CHURN_HORIZON_DAYS": "90"})[5]
         ('CHURN_HORIZON_DAYS', '90.0', 'env')
         """
-        env = os.environ if environ is None else environ
-        rows = []
-        for name, var in self._ENV.items():
-            if name == "redis_url":
-                value = self.redacted_redis_url
-            elif name == "worker_id":
-                value = self.worker_name
-            else:
-                value = str(getattr(self, name))
-            rows.append((var, value, "env" if env.get(var) not in (None, "") else "default"))
-        for prop, value in sorted(self.kafka_properties.items()):
-            var = "CHURN_KAFKA_" + prop.upper().replace(".", "_")
-            rows.append((var, "***" if _is_secret(prop) else str(value), "env"))
-        return rows
+        return env_vars.effective(self, os.environ if environ is None else environ)
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for settings that cannot work together."""
-        if not 0.0 < self.medium_threshold <= self.high_threshold <= 1.0:
-            raise ConfigError(
-                "need 0 < CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD <= 1, got "
-                f"{self.medium_threshold} and {self.high_threshold}"
-            )
-        for name in (
-            "horizon_days",
-            "drift_window_rows",
-            "drift_window_days",
-            "batch_size",
-            "topic_partitions",
-            "sweep_interval_days",
-            "session_timeout_ms",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{self._ENV[name]} must be positive, got {getattr(self, name)}")
-        for name in ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{self._ENV[name]} must not be negative, got {getattr(self, name)}")
-        if not 0.0 < self.drift_share <= 1.0:
-            raise ConfigError(f"CHURN_DRIFT_SHARE must be in (0, 1], got {self.drift_share}")
-        # Extension: redis+cluster:// and rediss+cluster:// name any node of a Redis Cluster
-        if not self.redis_url.startswith(
-            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
-        ):
-            raise ConfigError(
-                "CHURN_REDIS_URL must start with redis://, rediss://, unix://, redis+cluster:// or "
-                f"rediss+cluster://: {self.redacted_redis_url}"
-            )
-        if self.public_url and not self.public_url.startswith(("http://", "https://")):
-            raise ConfigError(f"CHURN_PUBLIC_URL must be an http:// or https:// URL, got {self.public_url!r}")
-        if self.worker_id and not _WORKER_ID.fullmatch(self.worker_id):
-            raise ConfigError(
-                "CHURN_WORKER_ID may hold only letters, digits, '.', '_' and '-' (at most 128), "
-                f"got {self.worker_id!r}"
-            )
+        env_vars.check(self)
 
     @property
     def sweep_milestones_ms(self) -> tuple[int, ...]:
@@ -362,7 +262,7 @@ class Settings:
 
         >>> Settings(worker_id="scorer-2").worker_name
         'scorer-2'
-        >>> _WORKER_ID.fullmatch(Settings().worker_name) is not None
+        >>> env_vars.WORKER_ID.fullmatch(Settings().worker_name) is not None
         True
         """
         if self.worker_id:
@@ -388,7 +288,7 @@ class Settings:
 
     @property
     def redacted_redis_url(self) -> str:
-        return _redact_url(self.redis_url)
+        return env_vars.redact_url(self.redis_url)
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of these settings (secret Kafka properties, the Redis password)
@@ -398,13 +298,7 @@ class Settings:
         >>> s.redact("login with hunter2 failed; AUTH pw@x")
         'login with *** failed; AUTH ***'
         """
-        secrets = {v for k, v in self.kafka_properties.items() if _is_secret(k) and v}
-        parts = urlsplit(self.redis_url)
-        if parts.password:
-            secrets |= {parts.password, unquote(parts.password)}
-        for secret in sorted(secrets, key=len, reverse=True):
-            text = text.replace(str(secret), "***")
-        return text
+        return env_vars.redact(self, text)
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration: bootstrap, pass-through properties, then ``extra``."""
@@ -423,10 +317,7 @@ class Settings:
         >>> env["CHURN_TOPIC_PREFIX"], env["CHURN_KAFKA_SECURITY_PROTOCOL"], Settings.from_env(env) == s
         ('demo.', 'SSL', True)
         """
-        env = {var: str(getattr(self, name)) for name, var in self._ENV.items()}
-        for prop, value in self.kafka_properties.items():
-            env["CHURN_KAFKA_" + prop.upper().replace(".", "_")] = str(value)
-        return env
+        return env_vars.to_env(self)
 
     def risk_category(self, probability: float) -> str:
         """``HIGH`` / ``MEDIUM`` / ``LOW`` by the contract's thresholds.
@@ -441,17 +332,7 @@ class Settings:
         return "LOW"
 
     def __repr__(self) -> str:
-        shown = []
-        for f in fields(self):
-            if f.name == "kafka_logger":
-                continue
-            value: Any = getattr(self, f.name)
-            if f.name == "redis_url":
-                value = self.redacted_redis_url
-            elif f.name == "kafka_properties":
-                value = {k: ("***" if _is_secret(k) else v) for k, v in value.items()}
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+        return env_vars.describe(self)
 
     __str__ = __repr__
 
@@ -474,16 +355,3 @@ def child_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
     env.update(settings.to_env())
     return env
-
-
-def _convert(var: str, raw: str, type_name: str) -> Any:
-    try:
-        if "float" in type_name:
-            return float(raw)
-        if "int" in type_name:
-            return int(raw)
-        if "Path" in type_name:
-            return Path(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{var}={raw!r} is not a valid {type_name.split('|')[0].strip()}") from exc
-    return raw

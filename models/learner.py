@@ -1,6 +1,16 @@
 """What one partition learns from its resolved labels: the online model and the blender, checkpointed
 as a snapshot plus a log of the labels learned since.
 
+A :class:`Learner` is the partition's whole online half. Its :class:`~churnstream.models.online.OnlineModel`
+is the River model (a logistic regression learning from feature dicts); its
+:class:`~churnstream.models.blend.Blender` weighs that model against the batch model by how both did on
+recent labels. The learner follows River's conventions, one dict per event — :meth:`Learner.learn_one`
+and :meth:`Learner.predict_proba_one` — with the fast batch path beside them: :meth:`Learner.learn` (what
+the scoring worker calls, one micro-batch of a partition at once) and, for predictions,
+:meth:`ModelSet.score <churnstream.models.serving.ModelSet.score>` (all partitions' rows in one pass).
+The one-dict methods go through the batch ones (no second implementation of either), and the online
+model learns the same whether its labels come one at a time or in batches.
+
 Serialising both models after every micro-batch cost about a millisecond per partition (the online
 model's rolling window, the blender's 2,000 recent pairs), paid again for every batch however small.
 So a learner is saved the way a database saves a table: a **log** line per batch with just that batch's
@@ -22,7 +32,7 @@ replay alike. The snapshot only bounds how much a restore replays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +80,47 @@ class Learner:
             return Checkpoint(True, b"")
         rows = [[y, b, o, *v] for v, y, b, o in zip(vectors, labels, batch_p, online_p, strict=True)]
         return Checkpoint(False, orjson.dumps([list(feature_names), rows]) + b"\n")
+
+    # -- River's conventions: one dict per event ---------------------------------------------------
+
+    def predict_proba_one(self, x: Mapping[str, Any], *, batch_p: float | None = None) -> dict[int, float]:
+        """``{0: P(stays), 1: P(churns)}`` for one feature dict, as River's classifiers answer.
+
+        With ``batch_p`` (the batch model's P(churn) of ``x``) it is the blend the worker serves: the batch
+        probability alone until the online model is ready and has earned weight. Without it, the online
+        model's own answer: ``{}`` until it is ready, as River's models answer before they have learned.
+        """
+        if batch_p is None:
+            return self.online.predict_proba_one(x)
+        (p,) = self.blender.blend(np.array([batch_p], dtype=np.float64), self.online.predict_many([x]))
+        return {0: 1.0 - float(p), 1: float(p)}
+
+    def learn_one(
+        self, x: Mapping[str, Any], y: int, *, batch_p: float, online_p: float | None
+    ) -> Checkpoint:
+        """Learn one resolved label ``y`` of the prediction made from feature dict ``x``; :meth:`learn`
+        for one row, so it returns what to write as that does.
+
+        ``batch_p`` and ``online_p`` are the probabilities that prediction carried (the online one None
+        while the online model was not ready): the blender weighs the two models by them. In a
+        prequential loop — predict, then learn — they are the ones just predicted:
+
+        >>> learner = Learner(
+        ...     OnlineModel(feature_names=["recency_days"], min_learned=4, chunk_size=4),
+        ...     Blender(min_pairs=8, refit_every=8),
+        ... )
+        >>> for days, churned in [(40.0, 1), (2.0, 0)] * 30:
+        ...     x = {"recency_days": days}
+        ...     online_p = learner.predict_proba_one(x).get(1)  # None until the online model is ready
+        ...     checkpoint = learner.learn_one(x, churned, batch_p=0.5, online_p=online_p)
+        >>> learner.online.n_learned, learner.blender.weights()["online"]
+        (60, 1.0)
+        >>> stays = learner.predict_proba_one({"recency_days": 2.0}, batch_p=0.5)
+        >>> sorted(stays), stays[1] < 0.5 < stays[0]
+        ([0, 1], True)
+        """
+        names = list(x)
+        return self.learn([[x[n] for n in names]], [int(y)], [batch_p], [online_p], feature_names=names)
 
     def _apply(
         self,

@@ -10,6 +10,10 @@ pipeline's own means, variances and weights, identical to ``pipeline.predict_pro
 Evaluation is prequential: each chunk is scored by the model as it was before learning that chunk, and
 those scores feed a rolling ROC-AUC and log-loss over the last ``window`` labels.
 
+Each partition's model lives in that partition's :class:`~churnstream.models.learner.Learner`, beside the
+blender that weighs it against the batch model; the worker learns and checkpoints through the learner.
+Both follow River's conventions (``learn_one`` / ``predict_proba_one``) beside their batch paths.
+
 >>> m = OnlineModel(feature_names=["recency_days"], min_learned=2, chunk_size=50)
 >>> m.predict_many([{"recency_days": 40.0}])
 [None]

@@ -4,7 +4,8 @@
   :class:`~churnstream.messages.DeadLetter` (stage ``decode`` or ``validate``); it never raises for bad data.
 - :class:`InputReader` consumes the input topics in micro-batches (:meth:`InputReader.poll_batch`) and
   commits only when told (:meth:`InputReader.commit`), so a worker commits after it has applied a batch.
-- :class:`DeadLetterWriter` produces dead letters to ``dead_letter``, keyed by the original key.
+- :class:`DeadLetterWriter` produces dead letters to ``dead_letter``, keyed by the original key (they are
+  made and serialised in :mod:`churnstream.dead_letter`, whichever worker finds them).
 
 A worker's loop, at-least-once::
 
@@ -27,33 +28,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from churnstream.dead_letter import DeadLetter, RawMessage, dead_letter_for_message, dead_letter_payload
 from churnstream.errors import EventError, ValidationError
 from churnstream.events import KINDS, Event, decode_json, now_ms, parse_event
-from churnstream.messages import DeadLetter
 from churnstream.settings import Settings
-from churnstream.streams.kafka import (
-    DEAD_LETTER_TOPIC_MAX_BYTES,
-    DeliveryTracker,
-    make_consumer,
-    make_producer,
-)
+from churnstream.streams.kafka import DeliveryTracker, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
-
-
-class RawMessage(Protocol):
-    """What :func:`decode_message` needs of a message (a ``confluent_kafka.Message`` has all of it)."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,38 +86,12 @@ def decode_message(
             kind, obj, key=key, now_ms=current, max_future_skew_hours=settings.max_future_skew_hours
         )
     except EventError as exc:
-        error, stage = str(exc), exc.stage
-    except (
-        Exception
-    ) as exc:  # a case the rules above did not foresee: still this message's, never the worker's
-        error, stage = f"could not be validated: {type(exc).__name__}: {exc}"[:1000], "validate"
+        error = exc
+    except Exception as exc:  # a case the rules did not foresee: still this message's, never the worker's
+        error = ValidationError(f"could not be validated: {type(exc).__name__}: {exc}"[:1000])
     else:
         return event, None
-    letter = DeadLetter(
-        source_topic=topic,
-        partition=msg.partition(),
-        offset=msg.offset(),
-        key=key,
-        value=value,
-        error=error,
-        stage=stage,
-        failed_at=current,
-    )
-    return None, letter
-
-
-def dead_letter_for(msg: RawMessage, error: EventError) -> DeadLetter:
-    """A dead letter for a message that decoded fine but failed later (``stage`` from the error)."""
-    return DeadLetter(
-        source_topic=msg.topic() or "",
-        partition=msg.partition(),
-        offset=msg.offset(),
-        key=msg.key(),
-        value=msg.value(),
-        error=str(error),
-        stage=error.stage,
-        failed_at=now_ms(),
-    )
+    return None, dead_letter_for_message(msg, error, failed_at=current)
 
 
 @dataclass(slots=True)
@@ -294,29 +253,6 @@ class InputReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_MAX_DEAD_LETTER = DEAD_LETTER_TOPIC_MAX_BYTES - 64 * 1024  # room for the envelope around the value
-
-
-def dead_letter_payload(letter: DeadLetter) -> bytes:
-    """The JSON of a dead letter, its ``value`` cut (``value_truncated``) when it would not fit the topic.
-
-    JSON escaping can make one character six bytes (``\u0001``), so a value at the input limit can come
-    out several times larger: cut to a sixth of the room, it fits whatever it holds.
-
-    >>> big = DeadLetter("orders", 0, 1, b"k", b"\x01" * 2_000_000, "too big", "decode", 0)
-    >>> payload = dead_letter_payload(big)
-    >>> len(payload) <= DEAD_LETTER_TOPIC_MAX_BYTES, orjson.loads(payload)["value_truncated"]
-    (True, True)
-    """
-    record = letter.to_json()
-    payload = orjson.dumps(record)
-    if len(payload) > _MAX_DEAD_LETTER:
-        record["value"] = (record["value"] or "")[: _MAX_DEAD_LETTER // 6]
-        record["value_truncated"] = True
-        payload = orjson.dumps(record)
-    return payload
 
 
 class DeadLetterWriter:

@@ -18,13 +18,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from churnstream.dead_letter import TOPIC_MAX_BYTES as DEAD_LETTER_TOPIC_MAX_BYTES
 from churnstream.errors import ChurnstreamError, ConfigError, FencedError, InfraError, PublishError
 from churnstream.settings import Settings
 
 # Input topics accept messages somewhat above the contract's 1 MiB so that oversized ones reach the
 # workers and are dead-lettered; dead letters (base64 can grow a value by a third) get more room still.
 INPUT_TOPIC_MAX_BYTES = 2 * 1024 * 1024
-DEAD_LETTER_TOPIC_MAX_BYTES = 4 * 1024 * 1024
 PRODUCER_MAX_BYTES = DEAD_LETTER_TOPIC_MAX_BYTES + 64 * 1024
 
 

@@ -14,7 +14,7 @@ been reported, so a restarted monitor reads the open window's records again; the
 windows were already reported, so each counts exactly once.
 
 A dead letter's value is cut to fit the ``dead_letter`` topic exactly as the scorer's are
-(:func:`~churnstream.streams.ingest.dead_letter_payload`), and dead letters waiting to be acked behind an
+(:func:`~churnstream.dead_letter.dead_letter_payload`), and dead letters waiting to be acked behind an
 uncommitted record are bounded (:data:`~churnstream.streams.monitor_acks.MAX_WAITING_ACKS`,
 :data:`~churnstream.streams.monitor_acks.MAX_WAITING_ACK_BYTES`).
 
@@ -51,7 +51,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from churnstream.messages import DeadLetter, DriftReport
+from churnstream.dead_letter import DeadLetter, dead_letter_payload
+from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
 from churnstream.monitoring.pages import render_report_list
 from churnstream.monitoring.reference import ReferenceSource, RegistrySource
@@ -60,7 +61,6 @@ from churnstream.monitoring.report import ReportStore
 from churnstream.monitoring.state import MonitorState
 from churnstream.settings import DAY_MS, Settings
 from churnstream.streams.health import DependencyProbe
-from churnstream.streams.ingest import dead_letter_payload
 from churnstream.streams.monitor_health import InputOffsets
 from churnstream.streams.monitor_service import MonitorService
 

@@ -19,9 +19,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-from churnstream.errors import EventError
+from churnstream.dead_letter import DeadLetter, dead_letter_for_bytes
+from churnstream.errors import EventError, ProcessingError
 from churnstream.events import format_time, now_ms
-from churnstream.messages import DeadLetter, DriftReport
+from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import Added, DriftMonitor
 from churnstream.monitoring.publisher import ReportPublisher
 from churnstream.monitoring.render import ReportRenderer
@@ -135,11 +136,11 @@ class MonitorService:
             self.monitor.check(batch)
             added = self.monitor.add(batch, skip_rows=held.base_rows)
         except EventError as exc:
-            await self._dead_letter(record, str(exc), exc.stage)
+            await self._dead_letter(record, exc)
             held.holds = None
             return
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            await self._dead_letter(record, f"cannot use batch: {exc!r}", "process")
+            await self._dead_letter(record, ProcessingError(f"cannot use batch: {exc!r}"))
             held.holds = None
             return
         self.lags.append(now_ms() - batch.created_at)
@@ -177,12 +178,11 @@ class MonitorService:
         except Exception:  # only a sharper restart check; never worth failing the write
             return None
 
-    async def _dead_letter(self, record: _Record, error: str, stage: str) -> None:
+    async def _dead_letter(self, record: _Record, error: EventError) -> None:
         self.dead_letters += 1
-        key, value, topic, partition, offset = record
-        log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, error[:300])
-        letter = DeadLetter(topic, partition, offset, key, value, error, stage, now_ms())
-        await self._publish_dead_letter(letter)
+        topic, partition, offset = record.topic, record.partition, record.offset
+        log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, str(error)[:300])
+        await self._publish_dead_letter(dead_letter_for_bytes(record.value, record, error))
 
     def health(self) -> dict[str, Any]:
         """The monitor's state; ``ok`` (and ``status``) say whether it is alive (see :meth:`live`)."""

@@ -14,30 +14,14 @@ False
 
 from __future__ import annotations
 
-import json
 import logging
 
+from churnstream.dead_letter import DeadLetter, dead_letter_for_event
 from churnstream.errors import ProcessingError
-from churnstream.events import Event, now_ms
-from churnstream.messages import DeadLetter
-from churnstream.streams.ingest import Batch, Coordinates
+from churnstream.streams.ingest import Batch
 
 log = logging.getLogger(__name__)
 _NEVER = 2**62
-
-
-def event_dead_letter(event: Event, where: Coordinates, error: ProcessingError) -> DeadLetter:
-    """The dead letter of a decoded event that could not be processed, with where it was read."""
-    return DeadLetter(
-        source_topic=where.topic,
-        partition=where.partition,
-        offset=where.offset,
-        key=where.key,
-        value=json.dumps(event.to_json()).encode(),
-        error=str(error),
-        stage=error.stage,
-        failed_at=now_ms(),
-    )
 
 
 class Isolation:
@@ -64,7 +48,7 @@ class Isolation:
         if batch.events:
             event, where = batch.events[0]
             error = ProcessingError(f"could not be processed: {type(exc).__name__}: {exc}"[:1000])
-            letters = [event_dead_letter(event, where, error)]
+            letters = [dead_letter_for_event(event, where, error)]
         else:
             letters = batch.dead_letters
         log.error(
@@ -83,4 +67,4 @@ class Isolation:
             log.info("past the failed batch: back to batches of up to %d messages", self.batch_size)
 
 
-__all__ = ["Isolation", "event_dead_letter"]
+__all__ = ["Isolation"]

@@ -6,7 +6,8 @@ polling, rebalancing, rewinds, poison messages, producing, committing); this mod
 Per micro-batch (:meth:`ChurnScorer.process`):
 
 1. read and validate (bad messages -> ``dead_letter``);
-2. apply the events to the customers' feature state (:mod:`churnstream.features.store`) — one transaction;
+2. apply the events to the customers' feature state (:mod:`churnstream.features.store`) — one transaction
+   (:mod:`churnstream.streams.apply`);
 3. score every event's features with the batch model and the online model, blend, vectorised;
 4. resolve labels (a completed order, an explicit label, or event time passing the horizon), emit
    ``churn_outcomes`` and let the online model learn;
@@ -31,19 +32,18 @@ import functools
 import gc
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from churnstream.errors import ChurnstreamError
-from churnstream.events import Event, LabelEvent, OrderEvent
-from churnstream.features.labels import Resolved, due_time, remember_label, resolve_by_event, resolve_by_time
+from churnstream.events import Event, LabelEvent
+from churnstream.features.labels import Resolved
 from churnstream.features.redis_store import RedisFeatureStore, redis_client
 from churnstream.features.store import FeatureStore, Transaction
 from churnstream.messages import DeadLetter
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.settings import Settings
+from churnstream.streams.apply import apply_events, label_overdue
 from churnstream.streams.ingest import Batch, Coordinates
-from churnstream.streams.poison import event_dead_letter
 from churnstream.streams.scorer_metrics import ScorerMetrics
 from churnstream.streams.scoring import BatchReport, BatchScoring, ScoringRows, add_to
 from churnstream.streams.sweeper import Sweeper
@@ -211,62 +211,20 @@ class ChurnScorer:
         for e, w in fresh:
             where_of.setdefault(e.customer_id, w.partition)
         tx = self.store.begin(where_of)
-        scoring = ScoringRows()
-        resolved: list[tuple[str, Resolved]] = []
-        topic_counts: Counter[str] = Counter()
-        for event, where in fresh:
-            topic_counts[where.topic] += 1
-            report.events += 1
-            cid = event.customer_id
-            if isinstance(event, LabelEvent):
-                remember_label(tx.state(cid), event.timestamp, event.churned)
-                resolved += [
-                    (cid, r)
-                    for r in resolve_by_event(
-                        tx.state(cid), event.timestamp, churned=event.churned, horizon_ms=self.horizon
-                    )
-                ]
-                tx.touch(cid)
-                continue
-            result = tx.apply(event)
-            if result.status == "rejected":
-                assert result.error is not None
-                letters.append(event_dead_letter(event, where, result.error))
-                continue
-            if result.status == "duplicate":
-                report.duplicates += 1
-                self.metrics.duplicates.inc()
-                continue
-            if isinstance(event, OrderEvent) and event.status == "completed":
-                resolved += [
-                    (cid, r)
-                    for r in resolve_by_event(
-                        tx.state(cid), event.timestamp, churned=None, horizon_ms=self.horizon
-                    )
-                ]
-            assert result.features is not None
-            scoring.customer_ids.append(cid)
-            scoring.as_of.append(result.as_of if result.as_of is not None else event.timestamp)
-            scoring.triggers.append("event")
-            scoring.event_ids.append(event.event_id)
-            scoring.rows.append(result.features)
-            scoring.partitions.append(where.partition)
+        applied = apply_events(tx, fresh, horizon_ms=self.horizon)
+        report.events += len(fresh)
+        report.duplicates += applied.duplicates
+        if applied.duplicates:
+            self.metrics.duplicates.inc(applied.duplicates)
+        letters += applied.dead_letters
+        resolved = applied.resolved
         if watermark is not None:
-            for cid in due:
-                state = tx.state(cid)
-                resolved += [
-                    (cid, r)
-                    for r in resolve_by_time(
-                        state, watermark, horizon_ms=self.horizon, lateness_ms=self.lateness
-                    )
-                ]
-                tx.due[cid] = due_time(state, horizon_ms=self.horizon)
-                tx.touch(cid)
+            resolved += label_overdue(tx, due, watermark, horizon_ms=self.horizon, lateness_ms=self.lateness)
         for p in self.assigned:
             if p in self.partition_time:
                 tx.set_partition_time(p, self.partition_time[p])
-        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets)
-        for topic, count in topic_counts.items():
+        self._finish(tx, applied.scoring, resolved, letters, report, offsets=batch.offsets)
+        for topic, count in applied.per_topic.items():
             self.metrics.events.labels(self.topics.kind_of(topic)).inc(count)
         self._add(report)
         return report

@@ -77,17 +77,21 @@ def redis_answers(url: str, timeout: float = 2.0) -> bool:
 
 def redis_problem(url: str, timeout: float = 2.0) -> str | None:
     """None when the Redis at ``url`` answers PING, else why not, in words without the URL's password;
-    a refused login reads "authentication failed: ..."."""
+    a refused login reads "authentication failed: ...". A ``redis+cluster://`` URL is reached as the
+    workers reach it (:func:`~churnstream.features.redis_store.redis_client`): any node of the cluster."""
     import redis
+    from redis.exceptions import RedisClusterException
+
+    from churnstream.features.redis_store import redis_client
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
             client.ping()
             return None
         finally:
             client.close()
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         text = Settings(redis_url=url).redact(str(exc))
         refused = isinstance(exc, redis.AuthenticationError) or any(
             word in text for word in ("NOAUTH", "WRONGPASS", "AUTH ")

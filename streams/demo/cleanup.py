@@ -36,11 +36,15 @@ def stop_leftover_workers(logs: Path) -> list[tuple[str, int]]:
 
 
 def clear_previous(settings: Settings, groups: list[str], work_dir: Path) -> list[str]:
-    """Delete the prefix's topics, the groups, the prefix's Redis keys and ``work_dir``; says what went."""
-    import redis
+    """Delete the prefix's topics, the groups, the prefix's Redis keys and ``work_dir``; says what went.
+
+    Redis is reached as the workers reach it (:func:`~churnstream.features.redis_store.redis_client`), so
+    a ``redis+cluster://`` URL clears the prefix's keys on every node of the cluster.
+    """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
+    from churnstream.features.redis_store import redis_client
     from churnstream.streams.topics import existing_topics
 
     prefix = settings.topic_prefix
@@ -66,7 +70,7 @@ def clear_previous(settings: Settings, groups: list[str], work_dir: Path) -> lis
             gone += 1
     if gone:
         done.append(f"{gone} consumer groups")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     try:
         keys = 0
         batch: list[bytes] = []

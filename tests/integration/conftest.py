@@ -43,6 +43,9 @@ For tests that run the scoring worker (``test_scorer``, ``test_faults``, ``test_
     ``compare_state`` return the same findings as counts without asserting (for reports).
 ``free_port()``
     A TCP port nobody listens on right now (for a second broker, Redis or web server).
+``redis_cluster(root, ports)``
+    A context manager: a real Redis Cluster (one ``redis-server`` per port in cluster mode), its
+    ``redis+cluster://`` URL while the block runs.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -219,6 +224,65 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def redis_cluster(root: Path, ports: Sequence[int]) -> Iterator[str]:
+    """A Redis Cluster of one ``redis-server`` per port in cluster mode (no replicas, no persistence, its
+    files and logs under ``root``), stopped on leaving; yields its ``redis+cluster://`` URL. Each port's
+    cluster bus port (port + 10000) must be free too. Skips where redis-server is not installed."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server (and redis-cli) are not installed")
+
+    def up(port: int) -> bool:
+        try:
+            return bool(redis.Redis(port=port, socket_connect_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def ready(port: int) -> bool:
+        return redis.Redis(port=port).cluster("INFO").get("cluster_state") == "ok"
+
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            with (root / f"node-{port}.log").open("wb") as log:
+                nodes.append(
+                    subprocess.Popen(
+                        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root)]
+                        + [
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            str(root / f"nodes-{port}.conf"),
+                        ]
+                        + ["--save", "", "--appendonly", "no"],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for port in ports:
+            wait_until(lambda port=port: up(port), 30, f"redis-server on {port}")
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for port in ports:
+            wait_until(lambda port=port: ready(port), 60, f"the cluster to be ready on {port}")
+        yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            try:
+                node.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
 
 
 def committed_everything(settings: Settings, group: str) -> bool:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from tests.integration.conftest import (
     check_state_equals_offline,
     committed_everything,
     publish_world,
+    redis_cluster,
     simulate_world,
     wait_until,
 )
@@ -37,58 +36,11 @@ from tests.integration.conftest import (
 PORTS = (6401, 6402, 6403)
 
 
-def _node_up(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-def _cluster_ok(port: int) -> bool:
-    return redis.Redis(port=port).cluster("INFO").get("cluster_state") == "ok"
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A three-node Redis Cluster on ports 6401-6403 (no replicas, no persistence); its URL."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
-        pytest.skip("redis-server (and redis-cli) are not installed")
-    root = tmp_path_factory.mktemp("redis-cluster")
-    nodes: list[subprocess.Popen[bytes]] = []
-    try:
-        for i, port in enumerate(PORTS, 1):
-            with (root / f"node-{i}.log").open("wb") as log:
-                nodes.append(
-                    subprocess.Popen(
-                        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root)]
-                        + ["--cluster-enabled", "yes", "--cluster-config-file", str(root / f"nodes-{i}.conf")]
-                        + ["--save", "", "--appendonly", "no"],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        for port in PORTS:
-            wait_until(lambda port=port: _node_up(port), 30, f"redis-server on {port}")
-        subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in PORTS)]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        for port in PORTS:
-            wait_until(lambda port=port: _cluster_ok(port), 60, f"the cluster to be ready on {port}")
-        yield f"redis+cluster://127.0.0.1:{PORTS[0]}/0"
-    finally:
-        for node in nodes:
-            node.terminate()
-        for node in nodes:
-            try:
-                node.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster"), PORTS) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 from churnstream.errors import ModelIntegrityError
 from churnstream.features.definitions import FEATURE_NAMES
+from churnstream.models.batch import BatchModel
 from churnstream.models.learner import Learner
+from churnstream.models.registry import ModelRegistry
+from churnstream.models.serving import ModelSet
 
 
 def _batch(rng: random.Random, n: int) -> tuple[list[list[float | None]], list[int], list[float], list]:
@@ -66,3 +73,78 @@ def test_a_log_is_much_smaller_than_a_snapshot() -> None:
 def test_a_malformed_log_is_a_clear_error() -> None:
     with pytest.raises(ModelIntegrityError, match="learner log"):
         Learner.restore(None, None, b'[["a"], [["x"]]]\n')
+
+
+# --- River's conventions: one dict per event ------------------------------------------------------
+
+
+def _rows(vectors: list[list[float | None]], rng: random.Random) -> list[dict[str, float | None]]:
+    """Feature dicts, each with its keys in its own order (a dict's order must not matter)."""
+    out = []
+    for v in vectors:
+        pairs = list(zip(FEATURE_NAMES, v, strict=True))
+        rng.shuffle(pairs)
+        out.append(dict(pairs))
+    return out
+
+
+def test_learning_one_dict_at_a_time_teaches_the_online_model_what_batches_do() -> None:
+    rng = random.Random(3)
+    one, batched = Learner.restore(None, None, None), Learner.restore(None, None, None)
+    log = b""
+    for _ in range(12):
+        vectors, labels, batch_p, online_p = _batch(rng, rng.choice([1, 30, 90]))
+        batched.learn(vectors, labels, batch_p, online_p, feature_names=FEATURE_NAMES)
+        for x, y, b, o in zip(_rows(vectors, rng), labels, batch_p, online_p, strict=True):
+            checkpoint = one.learn_one(x, y, batch_p=b, online_p=o)
+            assert not checkpoint.snapshot  # snapshot_every (1,024) is not reached: all of it is in the log
+            log += checkpoint.log
+    assert one.online.ready and one.online.n_learned == batched.online.n_learned > 500
+    probe = np.array(_batch(rng, 40)[0], dtype=np.float64)
+    np.testing.assert_array_equal(one.online.predict_matrix(probe), batched.online.predict_matrix(probe))
+    assert one.blender.n_observed == batched.blender.n_observed
+    restored = Learner.restore(None, None, log)  # what learn_one wrote restores the same learner
+    np.testing.assert_array_equal(restored.online.predict_matrix(probe), one.online.predict_matrix(probe))
+    assert restored.blender.to_dict() == one.blender.to_dict()
+
+
+def test_predict_proba_one_is_the_online_model_alone_or_the_blend() -> None:
+    rng = random.Random(5)
+    learner = Learner.restore(None, None, None)
+    x = _rows(_batch(rng, 1)[0], rng)[0]
+    assert learner.predict_proba_one(x) == {}  # nothing learned yet, as River answers
+    assert learner.predict_proba_one(x, batch_p=0.25) == {0: 0.75, 1: 0.25}
+    for _ in range(10):
+        learner.learn(*_batch(rng, 100), feature_names=FEATURE_NAMES)
+    assert learner.online.ready and 0.0 < learner.blender.online_weight() < 1.0
+    vector = np.array([[x[n] for n in FEATURE_NAMES]], dtype=np.float64)
+    online = float(learner.online.predict_matrix(vector)[0])
+    assert learner.predict_proba_one(x) == {0: 1.0 - online, 1: online}
+    w = learner.blender.online_weight()
+    blended = learner.predict_proba_one(x, batch_p=0.25)
+    assert blended[1] == pytest.approx((1 - w) * 0.25 + w * online, abs=1e-12)
+    assert blended[0] == pytest.approx(1.0 - blended[1], abs=1e-12) and blended[1] != 0.25
+
+
+def test_predict_proba_one_is_what_the_worker_serves(tmp_path: Path) -> None:
+    """The one-dict prediction equals the batch path the worker scores with (ModelSet.score)."""
+    rng = random.Random(11)
+    learner = Learner.restore(None, None, None)
+    for _ in range(10):
+        learner.learn(*_batch(rng, 100), feature_names=FEATURE_NAMES)
+    vectors, labels, _, _ = _batch(rng, 300)
+    X = np.array(vectors, dtype=np.float64)
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression(C=0.01, max_iter=500)).fit(X, labels)
+    model = BatchModel(
+        estimator=estimator, feature_names=list(FEATURE_NAMES), medians=dict.fromkeys(FEATURE_NAMES, 1.0)
+    )
+    ModelRegistry(tmp_path).register(model, {}, promote=True)
+    models = ModelSet(registry=ModelRegistry(tmp_path), load_learner=lambda p: learner)
+    rows = _rows(_batch(rng, 50)[0], rng)
+    _, batch_p, online_p, churn_p = models.score(rows, [0] * len(rows))
+    assert 0.0 < learner.blender.online_weight() < 1.0
+    for i, x in enumerate(rows):
+        assert learner.predict_proba_one(x).get(1) == online_p[i]
+        assert learner.predict_proba_one(x, batch_p=float(batch_p[i]))[1] == pytest.approx(
+            churn_p[i], abs=1e-12
+        )
