@@ -130,8 +130,8 @@ class Settings:
     scorer_group: str = ""  # empty: "<topic prefix>churnstream-scorer" (see consumer_group)
     metrics_port: int = 9108
     sweep_interval_days: float = 1.0
-    sweep_milestones_days: str = "7,14,30,60,90,180"
-    sweep_max_silence_days: float = 180.0
+    sweep_milestones_days: str = "7,14,30,60,90,180,270,365"
+    sweep_max_silence_days: float = 365.0
     model_poll_seconds: float = 10.0
     web_host: str = "127.0.0.1"
     web_port: int = 8088
