@@ -12,10 +12,13 @@ trained on and what it is served are computed by the same code.
 >>> f = features_as_of(s, 40 * DAY_MS)
 >>> f["orders_total"], f["spent_total"], f["recency_days"], f["orders_30d"], f["mean_days_between_orders"]
 (3, 30.0, 10.0, 1, 15.0)
+>>> round(f["order_gap_cv"], 4), f["recency_gap_z"]  # gaps of 10 and 20 days: sd 5; (10 - 15) / 5
+(0.3333, -1.0)
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from churnstream.features.state import (
@@ -24,6 +27,7 @@ from churnstream.features.state import (
     T_TICKET,
     T_TS,
     FeatureState,
+    gap_minutes,
     merge_ticket_summaries,
     ticket_summary,
 )
@@ -42,6 +46,8 @@ EXTRA_FEATURES = (
     "age",
     "email_verified",
     "phone_verified",
+    "order_gap_cv",  # regularity: std / mean of the days between consecutive completed orders (>= 2 gaps)
+    "recency_gap_z",  # silence in the customer's own rhythm: (recency - mean gap) / max(std of gaps, 1 day)
 )
 
 FEATURE_NAMES = REQUIRED_FEATURES + EXTRA_FEATURES
@@ -68,6 +74,7 @@ def features_as_of(state: FeatureState, t: int) -> dict[str, float | int | None]
     returns = f["r"]
     first_order = f["fo"]
     last_order = f["lo"]
+    gap_sq = f.get("gq")  # None: folded before this total existed (see state._fold_gap)
     n30 = n90 = s30 = s90 = 0
     lo30, lo90 = t - _D30, t - _D90
     for ts, _, amount, status in state["o"]:
@@ -79,6 +86,8 @@ def features_as_of(state: FeatureState, t: int) -> dict[str, float | int | None]
             if first_order is None or ts < first_order:
                 first_order = ts
             if last_order is None or ts > last_order:
+                if last_order is not None and gap_sq is not None:
+                    gap_sq += gap_minutes(last_order, ts) ** 2
                 last_order = ts
             if ts > lo90:
                 n90 += 1
@@ -152,6 +161,7 @@ def features_as_of(state: FeatureState, t: int) -> dict[str, float | int | None]
     days = DAY_MS
     recency = (t - last_order) / days if last_order is not None else None
     mean_gap = (last_order - first_order) / (n - 1) / days if n > 1 else None  # type: ignore[operator]
+    gap_sd = _gap_sd(gap_sq, n - 1, mean_gap)
     spent_total = spent / MICRO
     prev60_monthly = (n90 - n30) / 2
     return {
@@ -181,7 +191,19 @@ def features_as_of(state: FeatureState, t: int) -> dict[str, float | int | None]
         "age": profile.get("age"),
         "email_verified": _flag(profile.get("email_verified")),
         "phone_verified": _flag(profile.get("phone_verified")),
+        "order_gap_cv": gap_sd / mean_gap if gap_sd is not None and mean_gap else None,
+        "recency_gap_z": (recency - mean_gap) / max(gap_sd, 1.0)  # type: ignore[operator]
+        if gap_sd is not None and recency is not None
+        else None,
     }
+
+
+def _gap_sd(gap_sq_minutes: int | None, gaps: int, mean_gap_days: float | None) -> float | None:
+    """Standard deviation (days) of ``gaps`` gaps between orders, from their sum of squared whole minutes."""
+    if gap_sq_minutes is None or gaps < 2 or mean_gap_days is None:
+        return None
+    mean_square = gap_sq_minutes / gaps / (24 * 60) ** 2
+    return math.sqrt(max(mean_square - mean_gap_days**2, 0.0))
 
 
 def _flag(value: Any) -> int | None:

@@ -239,6 +239,8 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+    from churnstream.models.btyd_features import BTYDFeatures
+
     steps = [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
     *transforms, final = steps
     if not (isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1):
@@ -247,7 +249,9 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
     for step in transforms:
         if isinstance(step, FunctionTransformer) and not step.validate and step.func is not None:
             ops.append(functools.partial(step.func, **(step.kw_args or {})))
-        elif isinstance(step, DropEmptyColumns):
+        elif isinstance(step, DropEmptyColumns) or (
+            isinstance(step, BTYDFeatures) and step.fitted_ is not None
+        ):
             ops.append(step.transform)
         elif isinstance(step, SimpleImputer) and isinstance(step.missing_values, float):
             ops.append(_imputer(step))

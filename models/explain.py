@@ -135,6 +135,8 @@ ACTION_FOR_FEATURE = {
     "orders_30d": WIN_BACK,
     "orders_90d": WIN_BACK,
     "orders_trend": WIN_BACK,
+    "order_gap_cv": WIN_BACK,
+    "recency_gap_z": WIN_BACK,
     "negative_tickets_total": SENIOR_SUPPORT,
     "negative_ticket_share": SENIOR_SUPPORT,
     "avg_satisfaction": SENIOR_SUPPORT,

@@ -58,6 +58,9 @@ def test_online_features_equal_offline_features_for_every_customer(
         online = store.features_many(offline, t)
         mismatches = [cid for cid in offline if online.get(cid) != offline[cid]]
         assert mismatches == [], f"{len(mismatches)} customers differ, e.g. {mismatches[:3]}"
+        # the comparison covers the gap features over folded history, not only their missing values
+        with_gaps = [c for c in offline if offline[c]["recency_gap_z"] is not None]
+        assert len(with_gaps) > 1000, len(with_gaps)
         # and at an earlier time every customer can still be served exactly: within the allowed lateness
         earlier = t - settings.lateness_ms // 2
         offline_earlier = snapshot(log.events, earlier, lateness_ms=settings.lateness_ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import redis
 from churnstream.errors import LayoutError, ProcessingError, StoreError
 from churnstream.events import LabelEvent, OrderEvent, ProfileEvent, TicketEvent
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
-from churnstream.features.layout import KeyLayout, partition_of
+from churnstream.features.layout import LAYOUT_VERSION, KeyLayout, partition_of
 from churnstream.features.memory_store import MemoryFeatureStore
 from churnstream.features.offline import replay, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
@@ -200,6 +201,7 @@ def test_folding_keeps_features_exact_and_state_bounded(store: FeatureStore) -> 
     assert unfolded["fu"] is None or unfolded["fu"] < T0
     for t in (end, end - 3 * DAY_MS):
         assert store.features("c", as_of=t) == features_as_of(unfolded, t)
+        assert features_as_of(unfolded, t)["order_gap_cv"] is not None  # the folded gaps are compared too
     state = store.states(["c"])["c"]
     assert len(state["o"]) < 80  # only the last ~97 days of ~1.8-day gaps stay in the log
     assert len(state["seen"]) < 20
@@ -436,7 +438,7 @@ def test_state_of_another_layout_is_refused_with_the_command_that_rebuilds_it() 
         old = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
         assert old.layout_version() == 1
         with pytest.raises(
-            LayoutError, match=r"layout 1, this churnstream reads layout 3.*churnstream rebuild"
+            LayoutError, match=rf"layout 1, this churnstream reads layout {LAYOUT_VERSION}.*rebuild"
         ):
             old.check_layout(partitions=PARTITIONS)
         with pytest.raises(LayoutError, match="churnstream rebuild"):
@@ -447,11 +449,12 @@ def test_state_of_another_layout_is_refused_with_the_command_that_rebuilds_it() 
         fresh.check_layout(partitions=PARTITIONS)
         assert fresh.layout_version() is None  # recorded with the first write, never by a check
         fresh.update([order(1, "c", 0)])
-        assert fresh.layout_version() == 3
+        assert fresh.layout_version() == LAYOUT_VERSION
         with pytest.raises(LayoutError, match="for 4 input partitions, but the input topics have 6"):
             RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).check_layout(partitions=6)
-        client.set(keys.layout, b'{"version": 3, "partitions": 4}')
-        with pytest.raises(LayoutError, match="layout 3.*upgrade churnstream"):
+        newer = LAYOUT_VERSION + 1
+        client.set(keys.layout, json.dumps({"version": newer, "partitions": 4}).encode())
+        with pytest.raises(LayoutError, match=f"layout {newer}.*upgrade churnstream"):
             RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).check_layout()
     finally:
         RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS).clear()
