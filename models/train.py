@@ -13,21 +13,26 @@ The recipe (``churnstream train --events DIR --out MODEL_DIR``):
 2. **Time split.** With ``P`` the held-out period (about 12 % of the usable span, at least two steps):
    ``test`` = cutoffs in the last ``P``; ``calibration`` = the ``P`` before it, ending ``H`` earlier;
    ``train`` = cutoffs ending ``H`` before calibration. The ``H`` gaps make sure no training label
-   looks into the period it is evaluated on, exactly as in deployment.
-3. **Selection.** Candidates (logistic regression with median imputation, missing indicators and
-   ``signed_log1p`` scaling; histogram gradient boosting) are fitted on ``train``, calibrated on
-   ``calibration`` and scored on ``test``; the best PR-AUC on ``test`` wins. Baselines (recency only; a
-   logistic regression on the contract's required features only; the constant base rate) are evaluated the
-   same way. These held-out metrics go into the metadata.
-4. **Production fit.** The winner is refitted on every cutoff up to ``H`` before ``test`` and calibrated on
-   ``test`` — the evaluated recipe shifted one period later, so the served model uses the newest labels.
+   looks into the period it is evaluated on, exactly as in deployment. Shorter histories get a smaller
+   plan (one held-out period, or none with customer cross-fitting) instead of a refusal; the plan, and
+   what it could not check, is logged, printed and recorded (:class:`~churnstream.models.time_split.Plan`).
+3. **Selection.** A few model families with a small grid each (logistic regression, histogram gradient
+   boosting, a random forest) run through the plan's rolling-origin splits: each split is
+   scored by the model fitted on every cutoff at least ``H`` before it, and the best mean ``PR-AUC`` over
+   the splits wins. Baselines (recency only; a logistic regression on the contract's required features
+   only; the constant base rate) run the same way. Held-out metrics (fitted on ``train``, calibrated on
+   ``calibration``, scored on ``test``) of every model go into the metadata
+   (:mod:`~churnstream.models.selection`).
+4. **Production fit.** The winner fitted on every cutoff up to ``H`` before ``test`` (its last split's
+   model) is calibrated on ``test`` — the evaluated recipe shifted one period later, so the served model
+   uses the newest labels.
 5. **Register** the model, metadata, a reference sample (held-out rows with the production model's
    ``churn_probability``) and a model card, and promote it.
 
 This module runs the recipe (:func:`train`, ``churnstream train``); its parts are
 :mod:`~churnstream.models.time_split` (cutoffs, splits, the table), :mod:`~churnstream.models.candidates`
-(the models tried and how one is fitted) and :mod:`~churnstream.models.train_report` (the printed table and
-the model card).
+(the models tried and how one is fitted), :mod:`~churnstream.models.selection` (one candidate through the
+plan) and :mod:`~churnstream.models.train_report` (the printed table and the model card).
 """
 
 from __future__ import annotations
@@ -45,9 +50,20 @@ import numpy as np
 from churnstream.errors import ModelError
 from churnstream.events import format_time, parse_time
 from churnstream.models.batch import BatchModel
-from churnstream.models.candidates import SELECTION_METRIC, candidates, fit_candidate
+from churnstream.models.candidates import DEFAULT_CANDIDATE, SELECTION_METRIC, candidates, fit_candidate
 from churnstream.models.evaluation import evaluate
-from churnstream.models.time_split import TrainConfig, build_table, plan_cutoffs
+from churnstream.models.selection import Rows, choose, run_candidate
+from churnstream.models.time_split import (
+    FULL,
+    NO_PERIOD,
+    ONE_PERIOD,
+    Plan,
+    TrainConfig,
+    build_table,
+    crossfit_folds,
+    history_needed,
+    plan_cutoffs,
+)
 from churnstream.models.train_report import model_card, split_summary, summary_table, threshold_summary
 from churnstream.settings import DAY_MS, Settings
 
@@ -139,61 +155,57 @@ def _train(
     X = table[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
     y = table["label"].to_numpy(dtype=np.int64)
     as_of = table["as_of"].to_numpy(dtype=np.int64)
+    plan = usable_plan(plan, y, as_of)
     masks = plan.masks(as_of)
-    for name in ("train", "calibration", "test"):
-        if masks[name].sum() == 0 or len(np.unique(y[masks[name]])) < 2:
-            raise ModelError(f"the {name} period has no rows of both classes; use more events or customers")
+    described = {
+        **plan.describe(),
+        "history_days": {
+            "events": round((event_log.end - event_log.start) / DAY_MS, 1),
+            **history_needed(settings.horizon_ms, config),
+        },
+    }
+    log.info("training plan %s: %s", plan.kind, described["summary"])
+    for what in described["unchecked"]:
+        log.warning(
+            "training on %.0f days of events could not check %s", described["history_days"]["events"], what
+        )
     stage_done("build table")
 
     medians = feature_medians(X[masks["production_fit"]], feature_names)
-    eval_medians = feature_medians(X[masks["train"]], feature_names)
-    results: dict[str, dict[str, Any]] = {}
-    fitted: dict[str, BatchModel] = {}
+    rows = Rows(
+        X=X,
+        y=y,
+        masks=masks,
+        folds=crossfit_folds(table["customer_id"].tolist(), config.crossfit_folds, config.seed),
+        feature_names=feature_names,
+        medians=medians,
+        eval_medians=feature_medians(X[masks["train"]], feature_names),
+    )
     tried = candidates(config)
+    if plan.kind == NO_PERIOD:  # no time split to choose on: the default model, compared with the baselines
+        tried = [c for c in tried if c.role == "baseline" or c.name == DEFAULT_CANDIDATE]
+    trials = {}
     for cand in tried:
-        started = time.perf_counter()
-        model = fit_candidate(
-            cand,
-            feature_names,
-            X[masks["train"]],
-            y[masks["train"]],
-            X[masks["calibration"]],
-            y[masks["calibration"]],
-            eval_medians,
-        )
-        metrics = evaluate(y[masks["test"]], model.predict_proba(X[masks["test"]]))
-        metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
-        metrics["calibration"] = model.calibration.describe()
-        results[cand.name] = metrics
-        fitted[cand.name] = model
-    y_test = y[masks["test"]]
+        trials[cand.name] = run_candidate(cand, plan, rows)
+        log.info("%s: %s", cand.name, _brief(trials[cand.name].metrics))
+    results: dict[str, dict[str, Any]] = {name: trial.metrics for name, trial in trials.items()}
+    held_out_y = trials[tried[0].name].held_out_y
     train_rate = float(y[masks["train"]].mean())
-    results["constant_base_rate"] = evaluate(y_test, np.full(len(y_test), train_rate))
-    chosen = max(
-        (c for c in tried if c.role == "candidate"),
-        key=lambda c: results[c.name][SELECTION_METRIC] or -1.0,
-    ).name
+    results["constant_base_rate"] = evaluate(held_out_y, np.full(len(held_out_y), train_rate))
+    chosen = choose(list(trials.values()))
     stage_done("fit candidates")
 
-    production = fit_candidate(
-        next(c for c in tried if c.name == chosen),
-        feature_names,
-        X[masks["production_fit"]],
-        y[masks["production_fit"]],
-        X[masks["test"]],
-        y[masks["test"]],
-        medians,
-    )
+    production = trials[chosen].served
     stage_done("production fit")
 
-    reference = _reference(
-        event_log.events, int(as_of[masks["test"]].min()), feature_names, production, config, settings
-    )
-    thresholds = threshold_summary(settings, y_test, fitted[chosen].predict_proba(X[masks["test"]]))
+    reference_from = int(as_of[masks["test"]].min()) if masks["test"].any() else plan.cutoffs[-1]
+    reference = _reference(event_log.events, reference_from, feature_names, production, config, settings)
+    thresholds = threshold_summary(settings, held_out_y, trials[chosen].held_out_p)
     metadata = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "chosen": chosen,
-        "selection": f"highest {SELECTION_METRIC} on the latest held-out period (test)",
+        "selection": _SELECTION[plan.kind],
+        "plan": described,
         "horizon_days": settings.horizon_days,
         "training_window": {"start": format_time(event_log.start), "end": format_time(event_log.end)},
         "events": {"dir": str(events_dir), "count": len(event_log.events), "invalid": event_log.invalid},
@@ -213,14 +225,21 @@ def _train(
                 **{c.name: results[c.name] for c in tried if c.role == "baseline"},
                 "constant_base_rate": results["constant_base_rate"],
             },
-            "evaluated_on": "test period; each model fitted on train and calibrated on calibration",
+            "evaluated_on": _EVALUATED_ON[plan.kind],
+            "splits": [name for name, _, _ in plan.folds()],
         },
         "calibration": {
             **production.calibration.describe(),
-            "fitted_on": "test period (production model fitted on every cutoff up to H before it)",
+            "fitted_on": (
+                "out-of-fold scores of every cutoff (customer cross-fitting; no later period)"
+                if plan.kind == NO_PERIOD
+                else "test period (production model fitted on every cutoff up to H before it)"
+            ),
         },
         "thresholds": thresholds,
-        "candidates": [{"name": c.name, "role": c.role, "description": c.description} for c in tried],
+        "candidates": [
+            {"name": c.name, "role": c.role, "family": c.family, "description": c.description} for c in tried
+        ],
         "medians": {k: (None if np.isnan(v) else v) for k, v in medians.items()},
         "train_config": asdict(config),
         "timings_seconds": timings,
@@ -238,6 +257,47 @@ def _train(
         bar.close()
     print(summary_table(metadata, version, promoted=promote), file=out)
     return version
+
+
+_SELECTION = {
+    FULL: f"highest mean {SELECTION_METRIC} over the calibration and test periods, each scored by the "
+    "model fitted on every cutoff at least H before it",
+    ONE_PERIOD: f"highest {SELECTION_METRIC} on the test period, scored by the model fitted on every cutoff "
+    "at least H before it",
+    NO_PERIOD: f"none: no held-out period to compare on, the default candidate ({DEFAULT_CANDIDATE})",
+}
+_EVALUATED_ON = {
+    FULL: "test period; each model fitted on train and calibrated on calibration",
+    ONE_PERIOD: "test period; each model fitted on train, calibrated by cross-fitting over train's customers",
+    NO_PERIOD: "every cutoff, cross-fitted over customers (in-period: nothing held out in time)",
+}
+
+
+def usable_plan(plan: Plan, y: np.ndarray, as_of: np.ndarray) -> Plan:
+    """``plan``, or the first fallback whose periods all hold rows of both classes (:class:`ModelError` if
+    even fitting on every cutoff has one class only)."""
+    while True:
+        masks = plan.masks(as_of)
+        periods = {FULL: ("train", "calibration", "test"), ONE_PERIOD: ("train", "test")}.get(
+            plan.kind, ("train",)
+        )
+        lacking = [name for name in periods if len(np.unique(y[masks[name]])) < 2]
+        if not lacking:
+            return plan
+        fallback = plan.fallback()
+        if fallback is None:
+            raise ModelError(
+                f"no labelled rows of both classes to learn from ({len(y)} rows at {len(plan.cutoffs)} "
+                "cutoffs); use more events or customers"
+            )
+        log.warning("the %s period has rows of one class only: plan %s instead", lacking[0], fallback.kind)
+        plan = fallback
+
+
+def _brief(metrics: dict[str, Any]) -> str:
+    splits = ", ".join(f"{name} {s[SELECTION_METRIC]}" for name, s in metrics["splits"].items())
+    auc = "-" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+    return f"{SELECTION_METRIC} by split: {splits or '-'}; held out ROC-AUC {auc}"
 
 
 def _bar(total: int, enabled: bool) -> Any:

@@ -1,4 +1,5 @@
-"""End to end on a small simulated shop: train registers a calibrated model that beats recency alone."""
+"""End to end on a small simulated shop: train registers a calibrated model that beats recency alone,
+chosen among every candidate on the time splits; short histories train under a smaller plan."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from churnstream.cli import main
 from churnstream.errors import ModelError
 from churnstream.events import parse_time
 from churnstream.features.definitions import FEATURE_NAMES, REQUIRED_FEATURES
+from churnstream.models.candidates import candidates
 from churnstream.models.registry import ModelRegistry
 from churnstream.models.train import TrainConfig, plan_cutoffs, train
+from churnstream.models.train_report import summary_table
 from churnstream.settings import DAY_MS, Settings
 from churnstream.sources.simulate import SimulationConfig, simulate
 
@@ -40,13 +43,23 @@ def test_train_registers_and_promotes_a_model_with_held_out_metrics(registry: Mo
     assert registry.current_version() == loaded.version == "v0001"
     assert meta["horizon_days"] == 30
     assert meta["feature_names"] == list(FEATURE_NAMES)
-    assert set(meta["metrics"]["candidates"]) == {"logistic_regression", "hist_gradient_boosting"}
+    assert meta["plan"]["kind"] == "full" and meta["plan"]["unchecked"] == []
+    tried = [c["name"] for c in meta["candidates"] if c["role"] == "candidate"]
+    assert list(meta["metrics"]["candidates"]) == tried  # every candidate tried is reported
+    assert [c.name for c in candidates(TrainConfig()) if c.role == "candidate"] == tried[:5]
+    assert {"logistic_regression", "hist_gradient_boosting", "random_forest"} <= set(tried)
     assert set(meta["metrics"]["baselines"]) == {"recency_only", "lr_required_features", "constant_base_rate"}
     for metrics in (*meta["metrics"]["candidates"].values(), *meta["metrics"]["baselines"].values()):
         assert {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "rows"} <= set(metrics)
     chosen = meta["metrics"]["chosen"]
     assert chosen == meta["metrics"]["candidates"][meta["chosen"]]
-    assert chosen["pr_auc"] == max(m["pr_auc"] for m in meta["metrics"]["candidates"].values())
+    # chosen by the mean of the selection metric over the two rolling-origin splits
+    assert meta["metrics"]["splits"] == ["calibration", "test"]
+    for metrics in meta["metrics"]["candidates"].values():
+        by_split = [metrics["splits"][name]["pr_auc"] for name in ("calibration", "test")]
+        assert metrics["selection_score"] == pytest.approx(np.mean(by_split), abs=1e-4)
+    scores = [m["selection_score"] for m in meta["metrics"]["candidates"].values()]
+    assert chosen["selection_score"] == max(scores)
     # held out in time: train < calibration < test, each H apart
     splits = meta["splits"]
     assert parse_time(splits["train"]["to"]) + 30 * DAY_MS <= parse_time(splits["calibration"]["from"])
@@ -64,6 +77,17 @@ def test_the_model_beats_recency_alone_on_held_out_time_and_is_calibrated(regist
     assert chosen["ece"] < 0.06
 
 
+def test_the_table_shows_every_candidate_by_split(registry: ModelRegistry) -> None:
+    loaded = registry.load()
+    table = summary_table(loaded.metadata, loaded.version, promoted=True).splitlines()
+    for name, metrics in loaded.metadata["metrics"]["candidates"].items():
+        mark = "*" if name == loaded.metadata["chosen"] else ""
+        row = next(line for line in table if line.startswith(f"{name}{mark} "))
+        cells = row.split()
+        by_split = [metrics["splits"][s]["pr_auc"] for s in ("calibration", "test")]
+        assert cells[2:5] == [f"{v:.4f}" for v in (*by_split, metrics["selection_score"])]
+
+
 def test_reference_sample_and_model_card(registry: ModelRegistry) -> None:
     loaded = registry.load()
     reference = loaded.reference
@@ -71,7 +95,8 @@ def test_reference_sample_and_model_card(registry: ModelRegistry) -> None:
     assert 100 < len(reference) <= 5000
     assert reference["churn_probability"].between(0, 1).all()
     card = (loaded.path / "MODEL_CARD.md").read_text()
-    assert "# Churn model v0001" in card and "recency_only" in card
+    assert "# Churn model v0001" in card and "recency_only" in card and "random_forest" in card
+    assert "**Plan** `full`" in card
 
 
 def test_the_loaded_model_scores_feature_dicts_with_missing_values(registry: ModelRegistry) -> None:
@@ -98,9 +123,14 @@ def test_no_promote_registers_without_changing_current(world: Path, registry: Mo
     )
 
 
-def test_too_little_history_is_a_clear_error(tmp_path: Path) -> None:
+def test_too_little_history_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ModelError, match="not enough history"):
-        plan_cutoffs(START, START + 120 * DAY_MS, horizon_ms=30 * DAY_MS, config=TrainConfig())
+        plan_cutoffs(START, START + 100 * DAY_MS, horizon_ms=90 * DAY_MS, config=TrainConfig())
     short = tmp_path / "short"
-    simulate(SimulationConfig(customers=50, days=100, seed=1, start_ms=START), short, progress_bar=False)
+    simulate(SimulationConfig(customers=50, days=50, seed=1, start_ms=START), short, progress_bar=False)
+    capsys.readouterr()
     assert main(["train", "--events", str(short), "--out", str(tmp_path / "m")]) == 1
+    error = capsys.readouterr().err
+    assert "not enough history to build a single labelled example" in error
+    assert "need at least 60 (a 30-day warm-up and one 30-day horizon)" in error
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("v*"))
