@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("name", choices=["cdnow"])
     dataset.add_argument("--out", required=True)
     dataset.add_argument("--seed", type=int, default=7, help="seed of the simulated tickets")
+    dataset.add_argument(
+        "--tickets",
+        choices=["simulated", "none"],
+        default="simulated",
+        help="simulated support tickets (default), or none: the real orders alone",
+    )
 
     feats = command(
         "features",

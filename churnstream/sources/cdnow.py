@@ -20,6 +20,8 @@ completed order leads to a routine, mostly well-handled ticket with probability 
 files a badly handled "trouble" ticket between 14 days before and 3 days after the last purchase
 with probability 35 % when that purchase is more than 180 days before the end of the log (the
 customer lapsed) and 7 % otherwise — so tickets carry a planted, plausible signal about churn.
+The planted signal is this project's invention (and it looks at the whole log, future included), so
+``--tickets none`` writes an empty ``support_tickets.jsonl``: the real orders alone.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ LICENCE = (
     "stated for the data set itself; it is widely used in research and teaching. Check the terms before "
     "redistributing the data"
 )
+TICKETS = ("simulated", "none")
 TICKET_MODEL: dict[str, Any] = {
     "routine_ticket_per_order": 0.05,
     "routine_delay_hours": [1, 72],
@@ -182,8 +185,13 @@ def _tickets(
     return cust, opened, hours, score, channel
 
 
-def convert_cdnow(out: str | Path, *, seed: int = 7, source: Path | None = None) -> dict[str, Any]:
-    """Write CDNOW orders, simulated tickets, profiles and ``manifest.json`` to ``out``; returns it."""
+def convert_cdnow(
+    out: str | Path, *, seed: int = 7, source: Path | None = None, tickets: str = "simulated"
+) -> dict[str, Any]:
+    """Write CDNOW orders, tickets (``simulated``, or ``none``: an empty file), profiles and
+    ``manifest.json`` to ``out``; returns it."""
+    if tickets not in TICKETS:
+        raise ChurnstreamError(f"tickets must be one of {', '.join(TICKETS)}, got {tickets!r}")
     path = cdnow_path() if source is None else source
     rows = _Rows(path)
     out_dir = prepare_out_dir(out)
@@ -215,6 +223,8 @@ def convert_cdnow(out: str | Path, *, seed: int = 7, source: Path | None = None)
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 100]))
     t_cust, t_ms, hours, score, channel = _tickets(rng, rows.customer, ms, end_ms)
+    if tickets == "none":  # the same draws, none kept: orders and profiles stay byte-identical
+        t_cust, t_ms, hours, score, channel = (a[:0] for a in (t_cust, t_ms, hours, score, channel))
     ticket_events, n_tickets, still_open = ticket_lines(
         prefix="cdnow",
         customer_ids=[str(i) for i in range(n_customers)],
@@ -232,6 +242,7 @@ def convert_cdnow(out: str | Path, *, seed: int = 7, source: Path | None = None)
     manifest = {
         "generator": "churnstream.sources.cdnow",
         "seed": seed,
+        "tickets": tickets,
         "source": {
             "file": path.name,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -264,9 +275,9 @@ def convert_cdnow(out: str | Path, *, seed: int = 7, source: Path | None = None)
             "items": "number_of_cds; omitted when 0 (the contract needs >= 1; no such row in the file)",
             "status": "completed",
             "customer_profiles": "one event per customer at the first purchase, signup_date = that time",
-            "support_tickets": "simulated, see tickets_model",
+            "support_tickets": "simulated, see tickets_model" if tickets == "simulated" else "none",
         },
-        "tickets_model": TICKET_MODEL,
+        "tickets_model": TICKET_MODEL if tickets == "simulated" else None,
         "files": ["orders.jsonl", "support_tickets.jsonl", "customer_profiles.jsonl"],
     }
     write_json(out_dir / "manifest.json", manifest)
@@ -275,7 +286,7 @@ def convert_cdnow(out: str | Path, *, seed: int = 7, source: Path | None = None)
 
 def cli(args: argparse.Namespace, settings: Settings) -> int:
     """``churnstream dataset cdnow``: convert the CDNOW log and say what was written."""
-    manifest = convert_cdnow(args.out, seed=args.seed)
+    manifest = convert_cdnow(args.out, seed=args.seed, tickets=getattr(args, "tickets", "simulated"))
     counts = manifest["counts"]
     print(
         f"wrote {counts['orders']:,} CDNOW orders of {counts['customers']:,} customers "

@@ -177,3 +177,24 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(cdnow.importlib.metadata, "distribution", not_found)
     with pytest.raises(ChurnstreamError, match=r"pip install --no-deps lifetimes==0\.11\.3"):
         cdnow_path()
+
+
+def test_tickets_none_writes_the_same_orders_and_no_tickets(
+    converted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = tmp_path / "bare"
+    assert main(["dataset", "cdnow", "--out", str(bare), "--tickets", "none"]) == 0
+    assert "69,659 CDNOW orders of 23,570 customers (1997-01-01 to 1998-06-30), 0 simulated" in (
+        capsys.readouterr().out
+    )
+    assert (bare / "support_tickets.jsonl").read_bytes() == b""
+    for name in ("orders.jsonl", "customer_profiles.jsonl"):
+        assert (bare / name).read_bytes() == (converted / name).read_bytes(), name
+    manifest = json.loads((bare / "manifest.json").read_text())
+    assert (manifest["tickets"], manifest["counts"]["tickets"], manifest["tickets_model"]) == (
+        "none",
+        0,
+        None,
+    )
+    with pytest.raises(ChurnstreamError, match="tickets must be one of simulated, none"):
+        convert_cdnow(tmp_path / "bad", tickets="planted")
