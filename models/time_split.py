@@ -33,6 +33,7 @@ class TrainConfig:
     hgb_max_iter: int = 150
     search: bool = True  # False: only the two default candidates (logistic regression, gradient boosting)
     crossfit_folds: int = 3  # customer folds when calibration or evaluation must be cross-fitted
+    refit_on_every_label: bool = True  # serve the winner fitted on every labelled row, test too
     threads: int = 1  # BLAS/OpenMP threads while fitting: thread pools oversubscribe shared cores badly
     seed: int = 0
 

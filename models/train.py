@@ -52,7 +52,7 @@ from churnstream.events import format_time, parse_time
 from churnstream.models.batch import BatchModel
 from churnstream.models.candidates import DEFAULT_CANDIDATE, SELECTION_METRIC, candidates, fit_candidate
 from churnstream.models.evaluation import evaluate
-from churnstream.models.selection import Rows, choose, run_candidate
+from churnstream.models.selection import Rows, choose, refit_on_every_label, run_candidate
 from churnstream.models.time_split import (
     FULL,
     NO_PERIOD,
@@ -195,7 +195,9 @@ def _train(
     chosen = choose(list(trials.values()))
     stage_done("fit candidates")
 
-    production = trials[chosen].served
+    chosen_candidate = next(c for c in tried if c.name == chosen)
+    refit = refit_on_every_label(chosen_candidate, plan, rows) if config.refit_on_every_label else None
+    production = refit if refit is not None else trials[chosen].served
     stage_done("production fit")
 
     reference_from = int(as_of[masks["test"]].min()) if masks["test"].any() else plan.cutoffs[-1]
@@ -233,7 +235,16 @@ def _train(
             "fitted_on": (
                 "out-of-fold scores of every cutoff (customer cross-fitting; no later period)"
                 if plan.kind == NO_PERIOD
+                else "out-of-fold scores of the test period (customer cross-fitting)"
+                if refit is not None
                 else "test period (production model fitted on every cutoff up to H before it)"
+            ),
+        },
+        "served_model": {
+            "fitted_on": (
+                "every labelled cutoff, the test period included (held-out metrics are the evaluated model's)"
+                if refit is not None
+                else "every cutoff up to H before the test period"
             ),
         },
         "thresholds": thresholds,

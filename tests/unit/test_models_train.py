@@ -66,6 +66,7 @@ def test_train_registers_and_promotes_a_model_with_held_out_metrics(registry: Mo
     assert parse_time(splits["calibration"]["to"]) + 30 * DAY_MS <= parse_time(splits["test"]["from"])
     assert meta["training_window"]["start"] < meta["training_window"]["end"]
     assert len(loaded.metadata["sha256"]) == 64
+    assert meta["served_model"]["fitted_on"].startswith("every labelled cutoff, the test period included")
 
 
 def test_the_model_beats_recency_alone_on_held_out_time_and_is_calibrated(registry: ModelRegistry) -> None:
@@ -134,3 +135,45 @@ def test_too_little_history_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     assert "not enough history to build a single labelled example" in error
     assert "need at least 60 (a 30-day warm-up and one 30-day horizon)" in error
     assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("v*"))
+
+
+def test_the_served_model_is_fitted_on_every_labelled_row_the_newest_period_included() -> None:
+    from churnstream.models.selection import Rows, _fit, refit_on_every_label
+    from churnstream.models.time_split import FULL, Plan
+
+    rng = np.random.default_rng(3)
+    n = 600
+    X = rng.normal(size=(n, 2))
+    y = (X[:, 0] + rng.normal(scale=0.5, size=n) > 0).astype(np.int64)
+    test = np.arange(n) >= 400
+    rows = Rows(
+        X=X,
+        y=y,
+        masks={"train": ~test, "test": test, "production_fit": np.arange(n) < 300},
+        folds=np.arange(n) % 3,
+        feature_names=["a", "b"],
+        medians={"a": 0.0, "b": 0.0},
+        eval_medians={"a": 0.0, "b": 0.0},
+    )
+    plan = Plan(
+        cutoffs=[0],
+        step_ms=DAY_MS,
+        horizon_ms=DAY_MS,
+        test_from=0,
+        cal_from=0,
+        cal_to=0,
+        train_to=0,
+        prod_fit_to=0,
+    )
+    assert plan.kind == FULL
+    cand = next(c for c in candidates(TrainConfig()) if c.name == "logistic_regression")
+    served = refit_on_every_label(cand, plan, rows)
+    assert served is not None
+    on_everything = _fit(cand, rows, np.ones(n, dtype=bool), rows.medians)
+    on_older = _fit(cand, rows, rows.masks["production_fit"], rows.medians)
+    assert np.allclose(served.raw_score(X), on_everything.raw_score(X))
+    assert not np.allclose(served.raw_score(X), on_older.raw_score(X))
+    p = served.predict_proba(X)
+    order = np.argsort(served.raw_score(X))
+    assert np.all(np.diff(p[order]) >= -1e-12)  # calibration keeps the ranking
+    assert p.min() > 0.0 and p.max() < 1.0
