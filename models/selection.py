@@ -130,16 +130,13 @@ def refit_on_every_label(candidate: Candidate, plan: Plan, rows: Rows) -> BatchM
     none): each fold's customers scored by the candidate fitted on every other customer's rows.
     """
     everything = np.ones(len(rows.y), dtype=bool)
-    idx = np.flatnonzero(everything if plan.kind == NO_PERIOD else rows.masks["test"])
-    scores = np.empty(len(idx))
-    for k in np.unique(rows.folds[idx]):
-        others = rows.folds != k
-        if len(np.unique(rows.y[others])) < 2:
-            return None
-        inside = rows.folds[idx] == k
-        scores[inside] = _fit(candidate, rows, others, rows.medians).raw_score(rows.X[idx[inside]])
+    latest = everything if plan.kind == NO_PERIOD else rows.masks["test"]
+    try:
+        scores = out_of_fold(candidate, rows, latest, fit_on=everything, medians=rows.medians)
+    except ModelError:
+        return None
     served = _fit(candidate, rows, everything, rows.medians)
-    y_latest = rows.y[idx]
+    y_latest = rows.y[latest]
     served.calibration = Calibration.fit(scores, y_latest, calibration_method(y_latest))
     return served
 
@@ -166,20 +163,30 @@ def _fit(candidate: Candidate, rows: Rows, mask: np.ndarray, medians: dict[str, 
     )
 
 
-def out_of_fold(candidate: Candidate, rows: Rows, mask: np.ndarray) -> np.ndarray:
-    """Raw scores of the rows in ``mask``, each from the candidate fitted on the other folds' customers."""
+def out_of_fold(
+    candidate: Candidate,
+    rows: Rows,
+    mask: np.ndarray,
+    *,
+    fit_on: np.ndarray | None = None,
+    medians: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Raw scores of the rows in ``mask``, each from the candidate fitted on the other folds' customers
+    among the rows in ``fit_on`` (default: ``mask`` itself), with ``medians`` (default: train's)."""
     idx = np.flatnonzero(mask)
     folds = rows.folds[idx]
     present = np.unique(folds)
-    if len(present) < 2:
+    if fit_on is None and len(present) < 2:
         raise ModelError(f"too few customers to cross-fit ({len(idx)} rows, all in one fold)")
+    pool = mask if fit_on is None else fit_on
     scores = np.empty(len(idx))
     for k in present:
         inside = folds == k
-        fit_idx = idx[~inside]
+        fit_idx = np.flatnonzero(pool & (rows.folds != k))
         if len(np.unique(rows.y[fit_idx])) < 2:
             raise ModelError("too few customers of both classes to cross-fit; use more events or customers")
-        scores[inside] = _fit(candidate, rows, fit_idx, rows.eval_medians).raw_score(rows.X[idx[inside]])
+        model = _fit(candidate, rows, fit_idx, rows.eval_medians if medians is None else medians)
+        scores[inside] = model.raw_score(rows.X[idx[inside]])
     return scores
 
 
