@@ -69,8 +69,13 @@ class DropEmptyColumns:
 class Calibration:
     """A monotone map from raw scores to calibrated probabilities.
 
-    ``method`` is ``isotonic`` (piecewise-linear through the isotonic fit's thresholds), ``sigmoid``
-    (Platt scaling on the logit of the score) or ``identity``.
+    ``method`` is ``isotonic`` (piecewise-linear through the centres of the isotonic fit's blocks),
+    ``sigmoid`` (Platt scaling on the logit of the score) or ``identity``.
+
+    Isotonic regression is a step function: interpolating through its thresholds keeps each step flat, so
+    every customer in a step gets the same probability and the ranking between them is lost (on CDNOW's
+    real orders at 1998-03-31, 23,465 of 23,570 customers tied and ROC-AUC fell from 0.8381 to 0.8370).
+    Through the steps' centres the map is strictly increasing between the first and last centre.
     """
 
     method: str = "identity"
@@ -88,7 +93,8 @@ class Calibration:
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(y_min=P_MIN, y_max=P_MAX, out_of_bounds="clip").fit(scores, labels)
-            return cls(method="isotonic", xs=np.asarray(iso.X_thresholds_), ys=np.asarray(iso.y_thresholds_))
+            xs, ys = _block_centres(np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_))
+            return cls(method="isotonic", xs=xs, ys=ys)
         if method == "sigmoid":
             from sklearn.linear_model import LogisticRegression
 
@@ -112,6 +118,17 @@ class Calibration:
         if self.method == "sigmoid":
             return {"method": "sigmoid", "a": self.a, "b": self.b}
         return {"method": self.method, "knots": int(len(self.xs))}
+
+
+def _block_centres(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One knot per flat step of an isotonic fit, at the middle of the step's scores.
+
+    >>> _block_centres(np.array([0.1, 0.3, 0.4, 0.8]), np.array([0.2, 0.2, 0.5, 0.5]))
+    (array([0.2, 0.6]), array([0.2, 0.5]))
+    """
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    ends = np.r_[starts[1:] - 1, len(ys) - 1]
+    return (xs[starts] + xs[ends]) / 2.0, ys[starts]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
