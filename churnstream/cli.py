@@ -39,6 +39,7 @@ _HANDLERS = {
     "demo": "churnstream.streams.demo:cli",
     "schema": "churnstream.schemas:cli",
     "config": "churnstream.settings:cli",
+    "forget": "churnstream.streams.forget:cli",
 }
 
 _KAFKA = "CHURN_KAFKA_BOOTSTRAP (and CHURN_KAFKA_<PROPERTY> client properties), CHURN_TOPIC_PREFIX"
@@ -229,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
         "CHURN_DRIFT_WINDOW_ROWS, CHURN_DRIFT_WINDOW_DAYS, CHURN_DRIFT_SHARE",
         "port: pages, /metrics, /health and /ready on CHURN_WEB_HOST:CHURN_WEB_PORT (default 127.0.0.1:8088)",
     )
+    forget = command(
+        "forget",
+        "remove what the service keeps about a customer",
+        "Remove CUSTOMER_ID's state from Redis (features, event ids, pending predictions, risk, alert\n"
+        "cooldown) and say what remains in Kafka topics until their retention expires. A later event of\n"
+        "the customer starts from nothing. Safe while scorers run. Exits 1 when nothing was kept.",
+        f"{_REDIS}, CHURN_TOPIC_PREFIX (the namespace of the Redis keys)",
+    )
+    forget.add_argument("customer_id")
+    forget.add_argument("--json", action="store_true", help="print what was done as JSON")
+
     rebuild = command(
         "rebuild",
         "rebuild Redis state by replaying the input topics",

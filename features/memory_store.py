@@ -77,6 +77,13 @@ class MemoryFeatureStore(FeatureStore):
         if refused:
             raise StoreError(CONFLICT)
 
+    def forget(self, customer_id: str) -> bool:
+        p = self.partition_of(customer_id)
+        found = self._data.pop((p, customer_id), None) is not None
+        for index in (self._active, self._due):
+            found = index.get(p, {}).pop(customer_id, None) is not None or found
+        return found
+
     def watermark(self) -> int | None:
         times = [int(m[layout.LATEST]) for m in self._meta.values() if layout.LATEST in m]
         return max(times) if times else None

@@ -78,6 +78,13 @@ return 1
 """
 _SAVE_SHA = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
 
+# KEYS: the customer's state key, its partition's activity and due indexes (one hash tag, one slot).
+# ARGV[1]: the customer id. Returns how many of the three held the customer.
+_FORGET_LUA = """
+local n = redis.call('DEL', KEYS[1])
+return n + redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
+"""
+
 
 class RedisFeatureStore(FeatureStore):
     """Feature state in Redis: one string per customer, ``<version>|<state JSON>``.
@@ -353,6 +360,17 @@ class RedisFeatureStore(FeatureStore):
         pattern = self._keys.customers_pattern
         keys = self._read(lambda: list(self._redis.scan_iter(match=pattern, count=1000)))
         return sorted({self._keys.customer_id(k.decode()) for k in keys})
+
+    def forget(self, customer_id: str) -> bool:
+        self.flush()
+        p = self.partition_of(customer_id)
+        self._cache.pop(customer_id, None)
+        keys = [self._keys.customer(p, customer_id), self._keys.active(p), self._keys.due(p)]
+        try:
+            removed = self._redis.eval(_FORGET_LUA, len(keys), *keys, customer_id)
+        except Exception as exc:  # redis-py raises many types; all mean the same here
+            raise StoreError(f"forgetting customer {customer_id!r} in Redis failed: {exc}") from exc
+        return int(removed) > 0
 
     def clear(self) -> None:
         self.reset()

@@ -256,6 +256,17 @@ class FeatureStore(ABC):
     def clear(self) -> None:
         """Forget everything, layout included (for rebuilds)."""
 
+    @abstractmethod
+    def forget(self, customer_id: str) -> bool:
+        """Remove everything kept about ``customer_id``: its state (features, remembered event ids, pending
+        predictions, risk and alert cooldown) and its entries in its partition's activity and due indexes,
+        in one atomic step. True when there was something to remove.
+
+        Safe while scorers run: a scorer holding the customer in its cache finds its next write of the
+        customer refused (the version it expects is gone), rewinds to its last commit and reads the
+        customer afresh, so a later event of the customer starts from nothing.
+        """
+
     # -- what subclasses provide -----------------------------------------------------------------
     @abstractmethod
     def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:

@@ -330,6 +330,52 @@ def test_a_transaction_commits_state_partition_records_and_due_together(store: F
     assert store.due_before(T0 + 20 * DAY_MS, partitions=[b], limit=10) == Due({}, None)
 
 
+def test_a_forgotten_customer_is_gone_everywhere_and_a_later_event_starts_from_nothing(
+    store: FeatureStore,
+) -> None:
+    store.update([order(1, "gone", 0, amount=50.0), order(2, "gone", 3), order(3, "kept", 1)])
+    p = store.partition_of("gone")
+    tx = store.begin(["gone"])
+    scoring_state(tx.state("gone"))["alerted"] = T0  # an alert cooldown
+    tx.due["gone"] = T0 + 30 * DAY_MS
+    store.commit(tx)
+    store.flush()
+    assert store.forget("gone") is True
+    assert store.customers() == ["kept"]
+    assert store.features("gone") is None
+    assert "gone" not in store.active_before(T0 + 100 * DAY_MS, partitions=range(PARTITIONS))
+    assert store.due_before(T0 + 100 * DAY_MS, partitions=[p], limit=10).customers == {}
+    assert store.forget("gone") is False
+    store.update([order(2, "gone", 5, amount=7.0)])  # the same event id again: new, not a duplicate
+    f = store.features("gone", as_of=T0 + 5 * DAY_MS)
+    assert f is not None and (f["orders_total"], f["spent_total"]) == (1, 7.0)
+    assert scoring_state(store.states(["gone"])["gone"]) == {}
+    assert store.features("kept", as_of=T0 + 5 * DAY_MS)["orders_total"] == 1
+
+
+def test_a_scorer_caching_a_forgotten_customer_rereads_it_instead_of_writing_it_back() -> None:
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    scorer = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+    operator = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+    try:
+        scorer.update([order(1, "c", 0), order(2, "c", 1)])
+        scorer.flush()  # the scorer now caches c at version 1
+        assert operator.forget("c")
+        scorer.update([order(3, "c", 2)])
+        with pytest.raises(StoreError, match="another writer"):
+            scorer.flush()  # its cached view is refused, not written back over the forgetting
+        scorer.update([order(3, "c", 2)])  # the retry after the rewind reads Redis: nothing
+        scorer.flush()
+        f = operator.features("c", as_of=T0 + 2 * DAY_MS)
+        assert f is not None and f["orders_total"] == 1
+    finally:
+        scorer.clear()
+        scorer.close()
+        operator.close()
+
+
 def test_a_customer_read_where_it_was_not_written_is_unknown(store: FeatureStore) -> None:
     """State lives with the partition it was read from: reads locate customers as producers do."""
     home = store.partition_of("c")
@@ -495,3 +541,29 @@ def test_a_worker_refuses_state_of_the_old_layout_before_writing_anything(
     with pytest.raises(LayoutError, match="churnstream rebuild"):
         build_scorer(settings)
     assert sorted(redis_client.scan_iter(match=f"{keys.root}:*")) == [keys.legacy_meta.encode()]
+
+
+def test_forget_command_removes_the_customer_and_says_what_remains_in_kafka(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from churnstream.cli import main
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    prefix = f"test-{uuid.uuid4().hex[:8]}."
+    store = RedisFeatureStore(client=client, namespace=prefix, lateness_ms=LATENESS, partitions=PARTITIONS)
+    monkeypatch.setenv("CHURN_TOPIC_PREFIX", prefix)
+    try:
+        store.update([order(1, "C1", 0), order(2, "C2", 1)])
+        store.flush()
+        assert main(["forget", "C1"]) == 0
+        out = capsys.readouterr().out
+        assert "forgot customer 'C1'" in out and f"{prefix}orders" in out and "rebuild" in out
+        fresh = RedisFeatureStore(client=client, namespace=prefix, lateness_ms=LATENESS)  # no cache
+        assert fresh.states(["C1", "C2"]).keys() == {"C2"}
+        assert main(["forget", "C1", "--json"]) == 1  # nothing left to forget
+        assert json.loads(capsys.readouterr().out)["removed"] is False
+    finally:
+        store.clear()
+        store.close()
+        client.close()
