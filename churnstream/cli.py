@@ -40,6 +40,7 @@ _HANDLERS = {
     "schema": "churnstream.schemas:cli",
     "config": "churnstream.settings:cli",
     "forget": "churnstream.streams.forget:cli",
+    "report": "churnstream.streams.report:cli",
 }
 
 _KAFKA = "CHURN_KAFKA_BOOTSTRAP (and CHURN_KAFKA_<PROPERTY> client properties), CHURN_TOPIC_PREFIX"
@@ -57,6 +58,16 @@ def _settings_epilog(*lines: str) -> str:
         + "\n".join(f"  {line}" for line in lines)
         + ("\n\nEvery setting is an environment variable; `churnstream config` prints the effective ones.")
     )
+
+
+def _day(text: str) -> str:
+    """An argparse type: a UTC day, YYYY-MM-DD."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     forget.add_argument("customer_id")
     forget.add_argument("--json", action="store_true", help="print what was done as JSON")
+
+    report = command(
+        "report",
+        "print the daily report",
+        "Per day of event time: predictions by trigger and risk, predicted churn rate, alerts with their\n"
+        "value at risk, outcomes labelled and realized ROC-AUC so far, dead letters by stage, scoring\n"
+        "latency p50/p95/p99; read from the output topics (and the inputs' timestamps). Exits 1 when\n"
+        "--day names a day with nothing in it.",
+        _KAFKA,
+    )
+    report.add_argument("--day", type=_day, default=None, help="only this day, YYYY-MM-DD (UTC)")
+    report.add_argument("--json", action="store_true", help="print the records as JSON")
 
     rebuild = command(
         "rebuild",
