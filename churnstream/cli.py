@@ -31,7 +31,7 @@ _HANDLERS = {
     "simulate": "churnstream.sources.simulate:cli",
     "dataset": "churnstream.sources.cdnow:cli",
     "features": "churnstream.streams.feature_lookup:cli",
-    "train": "churnstream.models.train:cli",
+    "train": "churnstream.streams.train_topics:cli",
     "models": "churnstream.models.registry:cli",
     "score": "churnstream.streams.scorer:cli",
     "monitor": "churnstream.streams.monitor:cli",
@@ -190,13 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     train = command(
         "train",
         "train and register the batch model from event files",
-        "Train the batch model from the event files in --events (point-in-time correct: features as of\n"
-        "each cutoff use only earlier events), compare it with its baselines on held-out time, register\n"
-        "it in the model registry and, unless --no-promote, make it the current model.",
+        "Train the batch model from the event files in --events, or from the input topics themselves\n"
+        "with --from-topics (point-in-time correct: features as of each cutoff use only earlier events),\n"
+        "compare it with its baselines on held-out time, register it in the model registry and, unless\n"
+        "--no-promote, make it the current model.",
         f"{_MODELS}: the registry (or --model-dir); CHURN_HORIZON_DAYS: the churn horizon",
     )
-    train.add_argument("--events", required=True, help="directory with orders.jsonl, support_tickets.jsonl")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", help="directory with orders.jsonl, support_tickets.jsonl")
+    source.add_argument(
+        "--from-topics",
+        action="store_true",
+        help="read the input topics (to their current ends) instead of files; needs "
+        "CHURN_KAFKA_BOOTSTRAP, CHURN_TOPIC_PREFIX",
+    )
     train.add_argument("--out", "--model-dir", dest="model_dir", default=None, help=model_dir_help)
+    train.add_argument("--since", default=None, help="with --from-topics: only events at or after this time")
     train.add_argument("--until", default=None, help="use only events before this time (RFC 3339)")
     train.add_argument("--no-promote", action="store_true", help="register without making it current")
 
