@@ -33,6 +33,9 @@ _POSITIVE = (
     "topic_partitions",
     "sweep_interval_days",
     "session_timeout_ms",
+    "api_threads",
+    "api_max_connections",
+    "api_max_batch",
 )
 _NOT_NEGATIVE = ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours")
 
@@ -116,6 +119,10 @@ def effective(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str
             value = settings.redacted_redis_url
         elif name == "worker_id":
             value = settings.worker_name
+        elif name == "api_token":
+            value = "***" if settings.api_token else ""
+        elif getattr(settings, name) is None:
+            value = "(unset)"
         else:
             value = str(getattr(settings, name))
         rows.append((var, value, "env" if env.get(var) not in (None, "") else "default"))
@@ -127,11 +134,20 @@ def effective(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str
 
 def check(s: Settings) -> None:
     """Raise :class:`ConfigError` for settings that cannot work together (see ``Settings.check``)."""
-    if not 0.0 < s.medium_threshold <= s.high_threshold <= 1.0:
+    # unset ones are checked as the contract's defaults (a model's own thresholds are checked at training)
+    medium = 0.4 if s.medium_threshold is None else s.medium_threshold
+    high = 0.7 if s.high_threshold is None else s.high_threshold
+    if not 0.0 < medium <= high <= 1.0:
         raise ConfigError(
             "need 0 < CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD <= 1, got "
             f"{s.medium_threshold} and {s.high_threshold}"
         )
+    if s.alert_policy not in ("value_at_risk", "high_risk"):
+        raise ConfigError(f"CHURN_ALERT_POLICY must be value_at_risk or high_risk, got {s.alert_policy!r}")
+    if not 0.0 < s.alert_budget_share <= 1.0:
+        raise ConfigError(f"CHURN_ALERT_BUDGET_SHARE must be in (0, 1], got {s.alert_budget_share}")
+    if not 0.0 <= s.alert_holdout_share < 1.0:
+        raise ConfigError(f"CHURN_ALERT_HOLDOUT_SHARE must be in [0, 1), got {s.alert_holdout_share}")
     for name in _POSITIVE:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{s._ENV[name]} must be positive, got {getattr(s, name)}")
@@ -150,6 +166,8 @@ def check(s: Settings) -> None:
         )
     if s.public_url and not s.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"CHURN_PUBLIC_URL must be an http:// or https:// URL, got {s.public_url!r}")
+    if not 0 <= s.api_port <= 65535:
+        raise ConfigError(f"CHURN_API_PORT must be a TCP port (0..65535), got {s.api_port}")
     if s.worker_id and not WORKER_ID.fullmatch(s.worker_id):
         raise ConfigError(
             "CHURN_WORKER_ID may hold only letters, digits, '.', '_' and '-' (at most 128), "
@@ -160,6 +178,8 @@ def check(s: Settings) -> None:
 def redact(settings: Settings, text: str) -> str:
     """``text`` with every secret of ``settings`` replaced by ``***`` (see ``Settings.redact``)."""
     secrets = {v for k, v in settings.kafka_properties.items() if is_secret(k) and v}
+    if settings.api_token:
+        secrets.add(settings.api_token)
     parts = urlsplit(settings.redis_url)
     if parts.password:
         secrets |= {parts.password, unquote(parts.password)}
@@ -170,7 +190,11 @@ def redact(settings: Settings, text: str) -> str:
 
 def to_env(settings: Settings) -> dict[str, str]:
     """The ``CHURN_*`` variables that rebuild ``settings`` (see ``Settings.to_env``)."""
-    env = {var: str(getattr(settings, name)) for name, var in settings._ENV.items()}
+    env = {
+        var: str(getattr(settings, name))
+        for name, var in settings._ENV.items()
+        if getattr(settings, name) is not None  # unset: the child reads it unset too
+    }
     for prop, value in settings.kafka_properties.items():
         env[KAFKA_PREFIX + prop.upper().replace(".", "_")] = str(value)
     return env
@@ -185,6 +209,8 @@ def describe(settings: Settings) -> str:
         value: Any = getattr(settings, f.name)
         if f.name == "redis_url":
             value = settings.redacted_redis_url
+        elif f.name == "api_token":
+            value = "***" if value else ""
         elif f.name == "kafka_properties":
             value = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
         shown.append(f"{f.name}={value!r}")

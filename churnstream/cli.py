@@ -39,6 +39,7 @@ _HANDLERS = {
     "demo": "churnstream.streams.demo:cli",
     "schema": "churnstream.schemas:cli",
     "config": "churnstream.settings:cli",
+    "serve": "churnstream.streams.api:cli",
     "forget": "churnstream.streams.forget:cli",
     "report": "churnstream.streams.report:cli",
 }
@@ -158,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, required=True)
     sim.add_argument("--out", required=True)
     sim.add_argument("--drift-at", type=int, default=None, help="day from which the world shifts")
+    sim.add_argument(
+        "--drift-kind",
+        choices=("both", "inputs", "link", "loyalty"),
+        default="both",
+        help="what shifts at --drift-at: both (default); inputs (amounts, ticket rates) alone; link "
+        "(the ticket-to-churn relation) alone; or loyalty (frequent buyers start to leave)",
+    )
+    sim.add_argument(
+        "--link-factor",
+        type=float,
+        default=None,
+        help="what the ticket-to-churn link is multiplied by at --drift-at (default 0.25; negative: "
+        "tickets then keep customers)",
+    )
     sim.add_argument("--start", default="2024-01-01T00:00:00Z", help="event time of day 0")
 
     dataset = command(
@@ -234,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         "CHURN_CONSUMER_GROUP (default <prefix>churnstream-scorer), CHURN_BATCH_SIZE, CHURN_BATCH_TIMEOUT_MS",
         "CHURN_WORKER_ID (default: the host name; distinct per worker of a group on one host),",
         "CHURN_SESSION_TIMEOUT_MS (default 10000): a restarted worker takes its partitions back at once",
-        "CHURN_HORIZON_DAYS, CHURN_HIGH_THRESHOLD, CHURN_MEDIUM_THRESHOLD, CHURN_ALERT_COOLDOWN_DAYS",
+        "CHURN_HORIZON_DAYS, CHURN_HIGH_THRESHOLD, CHURN_MEDIUM_THRESHOLD (unset: the model's own)",
+        "CHURN_ALERT_POLICY (value_at_risk | high_risk), CHURN_ALERT_BUDGET_SHARE (0.1 of the active",
+        "customers a month), CHURN_ALERT_HOLDOUT_SHARE (0), CHURN_ALERT_COOLDOWN_DAYS",
         "CHURN_SWEEP_INTERVAL_DAYS, CHURN_SWEEP_MILESTONES_DAYS, CHURN_SWEEP_MAX_SILENCE_DAYS",
         "port: /metrics, /health, /ready on CHURN_WEB_HOST:CHURN_METRICS_PORT (default 127.0.0.1:9108)",
     )
@@ -248,8 +265,32 @@ def build_parser() -> argparse.ArgumentParser:
         _KAFKA,
         f"{_MODELS}: the reference data of each model version; CHURN_REPORT_DIR: the reports",
         "CHURN_DRIFT_WINDOW_ROWS, CHURN_DRIFT_WINDOW_DAYS, CHURN_DRIFT_SHARE",
+        "CHURN_MONITOR_AUC_DROP_WATCH, CHURN_MONITOR_AUC_DROP_RETRAIN (the verdict), "
+        "CHURN_MONITOR_MIN_LABELS, CHURN_HORIZON_DAYS + CHURN_ALLOWED_LATENESS_DAYS (when a window's labels "
+        "are all known)",
         "port: pages, /metrics, /health and /ready on CHURN_WEB_HOST:CHURN_WEB_PORT (default 127.0.0.1:8088)",
     )
+    serve = command(
+        "serve",
+        "run the HTTP API until SIGTERM/SIGINT",
+        "Answer HTTP requests about customers from the state the scorers keep in Redis and the model\n"
+        "registry: GET /customers/ID (features, latest prediction), POST /customers/ID/score and\n"
+        "POST /score (fresh predictions), /health, /ready, /metrics; OpenAPI docs on /docs. Reads only.\n"
+        "Without CHURN_API_TOKEN it refuses a non-loopback CHURN_API_HOST unless --allow-unauthenticated.",
+        f"{_REDIS}, CHURN_TOPIC_PREFIX (the namespace of the Redis keys); {_MODELS}",
+        "CHURN_API_TOKEN: bearer token required on every request but /health, /ready, /metrics, /docs",
+        "CHURN_API_THREADS (default 8), CHURN_API_MAX_CONNECTIONS (default 256), CHURN_API_MAX_BATCH "
+        "(default 1000)",
+        "CHURN_MODEL_POLL_SECONDS: how often a promoted model and the online learners are picked up",
+        f"{_KAFKA}: checked by /ready",
+        "port: CHURN_API_HOST:CHURN_API_PORT (default 127.0.0.1:8080)",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback CHURN_API_HOST without CHURN_API_TOKEN (something else guards it)",
+    )
+
     forget = command(
         "forget",
         "remove what the service keeps about a customer",

@@ -117,8 +117,8 @@ class Settings:
     model_dir: Path = Path("var/models")
     report_dir: Path = Path("var/reports")
     horizon_days: float = 30.0
-    high_threshold: float = 0.7
-    medium_threshold: float = 0.4
+    high_threshold: float | None = None  # None: the model's own (chosen at training), else 0.7
+    medium_threshold: float | None = None  # None: the model's own, else 0.4
     alert_cooldown_days: float = 7.0
     drift_window_rows: int = 5000
     max_future_skew_hours: float = 24.0
@@ -138,9 +138,25 @@ class Settings:
     drift_share: float = 0.3
     var_dir: Path = Path("var")
     drift_window_days: float = 7.0
+    # The monitor's verdict (``action`` of drift_reports, see churnstream.monitoring.performance.advise):
+    # ROC-AUC drops below the reference that give ``watch`` and ``retrain``, and the labels a window needs
+    # before its realized ROC-AUC is reported.
+    monitor_auc_drop_watch: float = 0.03
+    monitor_auc_drop_retrain: float = 0.05
+    monitor_min_labels: int = 100
     public_url: str = ""  # empty: the monitor's own address (see pages_url)
     worker_id: str = ""  # empty: this host's name (see worker_name)
     session_timeout_ms: int = 10_000
+    # The HTTP API (``churnstream serve``): address, optional bearer token, bounded pool, request limits.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = ""  # empty: no authentication, and then only a loopback host is served by default
+    api_threads: int = 8  # threads answering requests (each holds at most one Redis connection)
+    api_max_connections: int = 256  # open connections at most; more are answered 503 at once
+    api_max_batch: int = 1000  # customers per POST /score at most; more: 413
+    alert_policy: str = "value_at_risk"  # or "high_risk" (see churnstream.models.alert_policy)
+    alert_budget_share: float = 0.1  # at most this share of the active customers alerted per month
+    alert_holdout_share: float = 0.0  # this share of picked customers held back as a control group
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
     # Not a setting users make: where librdkafka's own log lines go (``logger`` of every Kafka client).
     kafka_logger: Any = field(default=None, compare=False)
@@ -155,6 +171,9 @@ class Settings:
         "high_threshold": "CHURN_HIGH_THRESHOLD",
         "medium_threshold": "CHURN_MEDIUM_THRESHOLD",
         "alert_cooldown_days": "CHURN_ALERT_COOLDOWN_DAYS",
+        "alert_policy": "CHURN_ALERT_POLICY",
+        "alert_budget_share": "CHURN_ALERT_BUDGET_SHARE",
+        "alert_holdout_share": "CHURN_ALERT_HOLDOUT_SHARE",
         "drift_window_rows": "CHURN_DRIFT_WINDOW_ROWS",
         "max_future_skew_hours": "CHURN_MAX_FUTURE_SKEW_HOURS",
         "allowed_lateness_days": "CHURN_ALLOWED_LATENESS_DAYS",
@@ -172,9 +191,18 @@ class Settings:
         "drift_share": "CHURN_DRIFT_SHARE",
         "var_dir": "CHURN_VAR_DIR",
         "drift_window_days": "CHURN_DRIFT_WINDOW_DAYS",
+        "monitor_auc_drop_watch": "CHURN_MONITOR_AUC_DROP_WATCH",
+        "monitor_auc_drop_retrain": "CHURN_MONITOR_AUC_DROP_RETRAIN",
+        "monitor_min_labels": "CHURN_MONITOR_MIN_LABELS",
         "public_url": "CHURN_PUBLIC_URL",
         "worker_id": "CHURN_WORKER_ID",
         "session_timeout_ms": "CHURN_SESSION_TIMEOUT_MS",
+        "api_host": "CHURN_API_HOST",
+        "api_port": "CHURN_API_PORT",
+        "api_token": "CHURN_API_TOKEN",
+        "api_threads": "CHURN_API_THREADS",
+        "api_max_connections": "CHURN_API_MAX_CONNECTIONS",
+        "api_max_batch": "CHURN_API_MAX_BATCH",
     }
 
     @classmethod
@@ -319,15 +347,32 @@ class Settings:
         """
         return env_vars.to_env(self)
 
-    def risk_category(self, probability: float) -> str:
-        """``HIGH`` / ``MEDIUM`` / ``LOW`` by the contract's thresholds.
+    def risk_thresholds(self, model: Mapping[str, Any] | None = None) -> tuple[float, float]:
+        """``(high, medium)``: each set explicitly wins, else the model's own (its metadata's
+        ``risk_thresholds``, chosen at training), else the contract's 0.7 / 0.4.
+
+        >>> Settings().risk_thresholds(), Settings().risk_thresholds({"high": 0.9, "medium": 0.8})
+        ((0.7, 0.4), (0.9, 0.8))
+        >>> Settings(high_threshold=0.95).risk_thresholds({"high": 0.9, "medium": 0.8})
+        (0.95, 0.8)
+        """
+        model = model or {}
+        high = self.high_threshold if self.high_threshold is not None else model.get("high", 0.7)
+        medium = self.medium_threshold if self.medium_threshold is not None else model.get("medium", 0.4)
+        return float(high), float(min(medium, high))
+
+    def risk_category(self, probability: float, model: Mapping[str, Any] | None = None) -> str:
+        """``HIGH`` / ``MEDIUM`` / ``LOW`` by :meth:`risk_thresholds` (``model``: the model's own).
 
         >>> Settings().risk_category(0.7), Settings().risk_category(0.69), Settings().risk_category(0.1)
         ('HIGH', 'MEDIUM', 'LOW')
+        >>> Settings().risk_category(0.7, {"high": 0.9, "medium": 0.6})
+        'MEDIUM'
         """
-        if probability >= self.high_threshold:
+        high, medium = self.risk_thresholds(model)
+        if probability >= high:
             return "HIGH"
-        if probability >= self.medium_threshold:
+        if probability >= medium:
             return "MEDIUM"
         return "LOW"
 

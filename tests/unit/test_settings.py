@@ -18,7 +18,8 @@ def test_defaults_match_the_contract() -> None:
     assert s.topic_prefix == ""
     assert s.model_dir == Path("var/models")
     assert s.report_dir == Path("var/reports")
-    assert (s.horizon_days, s.high_threshold, s.medium_threshold) == (30.0, 0.7, 0.4)
+    assert (s.horizon_days, s.high_threshold, s.medium_threshold) == (30.0, None, None)
+    assert s.risk_thresholds() == (0.7, 0.4)  # unset and no model thresholds: the contract's
     assert (s.alert_cooldown_days, s.drift_window_rows, s.max_future_skew_hours) == (7.0, 5000, 24.0)
     assert s.topics.orders == "orders"
     assert s.topics.dead_letter == "dead_letter"
@@ -36,6 +37,9 @@ def test_defaults_match_the_contract() -> None:
         ("CHURN_HIGH_THRESHOLD", "0.8", "high_threshold", 0.8),
         ("CHURN_MEDIUM_THRESHOLD", "0.5", "medium_threshold", 0.5),
         ("CHURN_ALERT_COOLDOWN_DAYS", "0", "alert_cooldown_days", 0.0),
+        ("CHURN_ALERT_POLICY", "high_risk", "alert_policy", "high_risk"),
+        ("CHURN_ALERT_BUDGET_SHARE", "0.05", "alert_budget_share", 0.05),
+        ("CHURN_ALERT_HOLDOUT_SHARE", "0.2", "alert_holdout_share", 0.2),
         ("CHURN_DRIFT_WINDOW_ROWS", "100", "drift_window_rows", 100),
         ("CHURN_MAX_FUTURE_SKEW_HOURS", "1.5", "max_future_skew_hours", 1.5),
         ("CHURN_TOPIC_PARTITIONS", "3", "topic_partitions", 3),
@@ -116,6 +120,9 @@ def test_secrets_are_redacted_in_repr_and_str() -> None:
         ({"CHURN_HIGH_THRESHOLD": "0.3"}, "CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD"),
         ({"CHURN_HIGH_THRESHOLD": "1.5"}, "<= 1"),
         ({"CHURN_MEDIUM_THRESHOLD": "0"}, "0 < CHURN_MEDIUM_THRESHOLD"),
+        ({"CHURN_ALERT_POLICY": "loudest"}, "CHURN_ALERT_POLICY must be"),
+        ({"CHURN_ALERT_BUDGET_SHARE": "0"}, "CHURN_ALERT_BUDGET_SHARE must be in"),
+        ({"CHURN_ALERT_HOLDOUT_SHARE": "1"}, "CHURN_ALERT_HOLDOUT_SHARE must be in"),
         ({"CHURN_REDIS_URL": "http://x"}, "CHURN_REDIS_URL must start with"),
     ],
 )
