@@ -1,7 +1,10 @@
 """Benchmark: the churn-scoring protocol of issue #19 on the real CDNOW orders, anchors in the same run.
 
     .venv/bin/python bench/bench_quality.py [--skip-live] [--tickets both|simulated|none]
-                                            [--resamples 1000] [--seed 7]
+                                            [--resamples 1000] [--seed 7] [--alerts-only]
+
+At the end (or alone, ``--alerts-only``) the alert policies of issue #20: ``bench/alert_value.py``'s tables
+(offline, and live through Kafka unless ``--skip-live``) and ``docs/profit_curve.png``.
 
 The task (``CHURN_HORIZON_DAYS=90``): at a scoring cutoff S, rank every customer with an event at or before
 S by churn risk, using only the events up to S; churned = 1 when the customer has no completed order in
@@ -506,7 +509,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tickets", choices=("both", "simulated", "none"), default="both")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=7, help="seed of the tickets, the bootstrap and HistGB")
+    parser.add_argument("--alerts-only", action="store_true", help="only the alert policies (alert_value.py)")
     args = parser.parse_args(argv)
+    from alert_value import main as alerts_main  # the alerts tables and the profit curve (issue #20)
+
+    alert_argv = [
+        "--tickets",
+        "simulated" if args.tickets == "simulated" else "none",
+        "--seed",
+        str(args.seed),
+    ]
+    alert_argv += [] if args.skip_live else ["--live"]
+    if args.alerts_only:
+        return alerts_main(alert_argv)
 
     import sklearn.ensemble  # noqa: F401  (load OpenMP before limiting its threads)
     from threadpoolctl import threadpool_limits
@@ -522,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.tickets in ("both", tickets):
                 convert_cdnow(work / f"cdnow-{tickets}", seed=args.seed, tickets=tickets)
                 run(name, work / f"cdnow-{tickets}", settings, args, work)
-    return 0
+    return alerts_main(alert_argv)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ class Prediction:
     churn_probability: float
     risk_category: str
     features: dict[str, float | None]
+    value_at_risk: float | None = None  # churnstream.models.value
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,7 @@ class Prediction:
             "churn_probability": self.churn_probability,
             "risk_category": self.risk_category,
             "features": self.features,
+            "value_at_risk": self.value_at_risk,
         }
 
 
@@ -139,7 +141,9 @@ class Alert:
         "churn_probability": PROBABILITY,
         "risk_category": OutputField("string", enum=("LOW", "MEDIUM", "HIGH")),
         "model_version": OutputField("string"),
-        "recommended_actions": OutputField("array", items=OutputField("string"), min_items=1),
+        "recommended_actions": OutputField(
+            "array", "What to do; empty for a held-back control customer.", items=OutputField("string")
+        ),
         "top_reasons": OutputField(
             "array",
             "The features that moved the score most, largest first.",
@@ -169,9 +173,14 @@ class Alert:
     model_version: str
     recommended_actions: list[str]
     top_reasons: list[Reason]
+    value_at_risk: float | None = None
+    priority: float | None = None
+    policy: str | None = None
+    explanation: dict[str, Any] | None = None
+    holdout: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "alert_id": self.alert_id,
             "prediction_id": self.prediction_id,
             "customer_id": self.customer_id,
@@ -181,7 +190,14 @@ class Alert:
             "model_version": self.model_version,
             "recommended_actions": list(self.recommended_actions),
             "top_reasons": [r.to_json() for r in self.top_reasons],
+            "holdout": self.holdout,
         }
+        # extension fields with no value are left out (their schemas allow no null)
+        for name in ("value_at_risk", "priority", "policy", "explanation"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        return body
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is twice as slow, and this is per message

@@ -90,6 +90,7 @@ class ScoringState(TypedDict, total=False):
     lab: list[list[int]]  # explicit labels remembered: [ts, 0 or 1]
     risk: str  # risk category of the latest prediction
     alerted: int  # as_of of the latest alert
+    au: int  # active until (last completed order + 365 d), as the alert budget counted the customer
 
 
 class CustomerState(FeatureState, total=False):

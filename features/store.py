@@ -191,6 +191,10 @@ class FeatureStore(ABC):
         """The sweep tick last recorded with :meth:`Transaction.set_sweep_tick`."""
         return _int(self._field(partition, layout.SWEEP))
 
+    def alert_budget(self, partition: int) -> str | None:
+        """The alert budget counts last recorded with :meth:`Transaction.set_alert_budget`."""
+        return self._field(partition, layout.ALERT_BUDGET)
+
     def claim(self, partition: int) -> str | None:
         """Who holds ``partition`` (see :meth:`write_claims`)."""
         return self._field(partition, layout.CLAIM)

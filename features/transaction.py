@@ -104,6 +104,10 @@ class Transaction:
         """Record the last sweep tick done in ``partition``."""
         self._write(partition).meta[layout.SWEEP] = str(t)
 
+    def set_alert_budget(self, partition: int, text: str) -> None:
+        """Record ``partition``'s alert budget counts (:class:`churnstream.models.alert_policy.Budget`)."""
+        self._write(partition).meta[layout.ALERT_BUDGET] = text
+
     def save_learner(self, partition: int, online: bytes, blender: bytes) -> None:
         """Replace ``partition``'s learner snapshot; its log of learned labels starts empty again."""
         self._write(partition).blobs += [

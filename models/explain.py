@@ -1,19 +1,31 @@
 """Why a customer is at risk, and what to do about it.
 
-:func:`explain` measures each feature's contribution to the *blended* probability by occlusion in log-odds:
-feature j is replaced by its reference median (a typical customer's value) in the inputs of both the batch
-and the online model, the blend is recomputed, and ``d_j = logit p(x) - logit p(x with j typical)``. The
-log-odds effects are turned into probability with the secant slope between the customer and the fully
-typical customer ``t``::
+:func:`explain` splits a customer's score into additive contributions, in ``log-odds`` of the *blended*
+probability (the one decisions use): for each row ``x``, with ``f = logit p`` and ``r`` the reference
+customer (every feature at its training median, :meth:`~churnstream.models.batch.BatchModel.median_vector`)::
 
-    contribution_j = d_j * (p(x) - p(t)) / (logit p(x) - logit p(t))
+    base + sum(contributions) == f(x),    base = f(r)
 
-(the slope ``p(1 - p)`` when the two log-odds coincide). So a positive contribution means the feature's
-value pushes this customer's risk up; for a model additive in log-odds the contributions add up exactly to
-``p(x) - p(t)``, and unlike differences of probabilities they do not vanish for a customer whose risk is
-saturated by several reasons at once. Each feature costs one vectorised ``predict_proba`` over all rows.
+to float precision. The contributions are baseline Shapley values against ``r`` (the players are the
+reasons, below): each is the mean, over a fixed set of orderings, of what setting that reason's features
+from the reference to the customer's values adds to ``f`` when the reasons before it in the ordering are
+already set. Each ordering's marginal contributions telescope to ``f(x) - f(r)``, so the mean is exactly
+additive whatever the model; the orderings come in antithetic pairs (one and its reverse) from a fixed
+seed (so the same customer gets the same reasons in every run and every batch), and every ordering is
+used when there are no more than ``permutations`` (:data:`PERMUTATIONS`). A reason whose features equal
+the reference contributes exactly 0. For a model additive in log-odds every ordering gives the same,
+exact, contributions. The inputs of the batch and the online model move together, and the whole batch of
+rows is one vectorised ``predict_proba`` per model.
 
-:func:`recommended_actions` turns the reasons that raise risk into retention actions.
+Correlated features share their credit unpredictably, so a reason is a *group* of features that measure
+one thing (:data:`REASON_GROUPS`), named after its lead feature, with the lead feature's value: e.g. the
+reason ``recency_days`` carries how overdue the customer is (days since the last order, and the same
+against their own order rhythm) and ``orders_total`` what they bought in all (orders, spend, order value).
+Features in no group are a reason of their own; ``groups=()`` gives one reason per feature.
+
+:func:`recommended_actions` turns the reasons that raise risk into retention actions, and weighs what the
+customer is worth: a valuable customer with bad tickets gets a call and a goodwill credit, a one-time
+buyer gone quiet a nudge toward a second order.
 
 >>> from churnstream.messages import Reason
 >>> for action in recommended_actions([Reason("recency_ratio", 3.2, 0.21), Reason("open_tickets", 2, 0.08)]):
@@ -24,8 +36,10 @@ apologise and expedite open tickets
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +50,35 @@ from churnstream.models.blend import Blender
 from churnstream.models.online import OnlineModel
 
 MIN_REASONS = 3
+UNIT = "log-odds"
+PERMUTATIONS = 8  # orderings per explanation: 4 antithetic pairs
+SEED = 20
+_CHUNK_ROWS = 40_000  # model inputs scored at once: bounds memory, not results
+
+REASON_GROUPS: tuple[tuple[str, ...], ...] = (
+    # how overdue the next order is: days since the last one, against the customer's own rhythm
+    ("recency_days", "recency_ratio", "recency_gap_z", "mean_days_between_orders", "order_gap_cv"),
+    # what the customer has bought in all
+    ("orders_total", "spent_total", "avg_order_value"),
+    # what they bought lately
+    ("orders_90d", "orders_30d", "spent_90d", "spent_30d", "orders_trend"),
+    ("negative_tickets_total", "negative_ticket_share", "avg_satisfaction"),
+    ("tickets_total", "tickets_90d", "tickets_30d", "days_since_last_ticket"),
+    ("open_tickets", "avg_resolution_hours"),
+    ("return_rate", "returns_total"),
+    ("email_verified", "phone_verified"),
+)
+"""The reasons: groups of features credited together, each named after its first feature in the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    """One customer's explanation: ``reasons`` largest |contribution| first (at least 3), and the ``base``
+    value that all the reasons' contributions add up to the score with, both in ``unit``."""
+
+    reasons: list[Reason]
+    base: float
+    unit: str
 
 
 def explain(
@@ -45,67 +88,117 @@ def explain(
     X: np.ndarray,
     rows: Sequence[Mapping[str, Any]],
     top_k: int = 3,
-) -> list[list[Reason]]:
-    """The ``top_k`` (at least 3) features that move each row's blended probability most, largest first."""
+    *,
+    groups: Sequence[Sequence[str]] = REASON_GROUPS,
+    permutations: int = PERMUTATIONS,
+    seed: int = SEED,
+) -> list[Explained]:
+    """The ``top_k`` (at least 3) reasons with the largest |contribution| to each row's blended log-odds.
+
+    ``X`` holds the rows in ``model.feature_names`` order, ``rows`` the same rows as feature dicts (for the
+    online model). See the module docstring for the rule.
+    """
     X = np.asarray(X, dtype=np.float64)
     n, d = X.shape
     if n == 0:
         return []
-    k = min(max(top_k, MIN_REASONS), d)
     if online is not None and not (online.ready and blender.online_weight() > 0.0):
         online = None  # the blend is the batch probability alone
-    medians = model.median_vector()
+    players = _players(model.feature_names, groups)
+    n_players = len(players)
+    player_of = np.empty(d, dtype=np.intp)
+    for i, (_, columns) in enumerate(players):
+        player_of[columns] = i
+    k = min(max(top_k, MIN_REASONS), n_players)
+    orders = _orderings(n_players, permutations, seed)
+    m = len(orders)
+    rank = np.argsort(orders, axis=1)  # rank[i, p]: the position of player p in ordering i
 
-    # One stacked batch: the rows as they are, d blocks with feature j made typical, the typical customer.
-    stacked = np.repeat(X[None, :, :], d + 2, axis=0)
-    stacked[1 + np.arange(d), :, np.arange(d)] = medians[:, None]
-    stacked[d + 1] = medians
-    stacked_online = None
+    # The states to score: the reference, the customer, and each ordering's states in between (the first
+    # s players of the ordering set to the customer's values).
+    steps = np.arange(1, n_players)
+    states = np.vstack(
+        [
+            np.zeros((1, n_players), dtype=bool),
+            np.ones((1, n_players), dtype=bool),
+            (rank[:, None, :] < steps[None, :, None]).reshape(-1, n_players),
+        ]
+    )
+    reference = model.median_vector()
+    take = states[:, player_of]  # (states, d): which batch columns hold the customer's values
     if online is not None:
         X_online = online.vectorize(rows)
-        stacked_online = np.repeat(X_online[None, :, :], d + 2, axis=0)
-        position = {name: i for i, name in enumerate(online.feature_names)}
-        for j, name in enumerate(model.feature_names):
-            i = position.get(name)
-            if i is not None:
-                stacked_online[1 + j, :, i] = medians[j]
-                stacked_online[d + 1, :, i] = medians[j]
-        stacked_online = stacked_online.reshape((d + 2) * n, -1)
-    p = _blended(model, online, blender, stacked.reshape((d + 2) * n, d), stacked_online).reshape(d + 2, n)
-    base, p_occluded, p_typical = p[0], p[1 : d + 1], p[d + 1]
-
-    logit_gap = _logit(base) - _logit(p_typical)
-    close = np.abs(logit_gap) <= 1e-6
-    slope = np.where(close, base * (1 - base), (base - p_typical) / np.where(close, 1.0, logit_gap))
-    contributions = (_logit(base)[None, :] - _logit(p_occluded)) * slope[None, :]  # (d, n)
-
-    explanations: list[list[Reason]] = []
-    for r in range(n):
-        order = np.argsort(-contributions[:, r], kind="stable")[:k]
-        explanations.append(
-            [
-                Reason(
-                    feature=model.feature_names[j],
-                    value=_value(X[r, j]),
-                    contribution=round(float(contributions[j, r]), 4),
-                )
-                for j in order
-            ]
+        position = {name: j for j, name in enumerate(model.feature_names)}
+        mapped = [position.get(name) for name in online.feature_names]
+        ref_online = np.array([np.nan if j is None else reference[j] for j in mapped])
+        take_online = np.column_stack(
+            [np.ones(len(states), dtype=bool) if j is None else take[:, j] for j in mapped]
         )
+    f = np.empty((len(states), n))
+    step = max(1, _CHUNK_ROWS // len(states))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        batch_in = np.where(take[:, None, :], X[None, lo:hi], reference)
+        prob = model.predict_proba(batch_in.reshape(-1, d))
+        if online is not None:
+            online_in = np.where(take_online[:, None, :], X_online[None, lo:hi], ref_online)
+            prob = blender.blend(prob, online.predict_matrix(online_in.reshape(-1, X_online.shape[1])))
+        f[:, lo:hi] = _logit(prob).reshape(len(states), hi - lo)
+
+    # f along each ordering, from the reference (step 0) to the customer (step n_players)
+    along = np.empty((m, n_players + 1, n))
+    along[:, 0] = f[0]
+    along[:, n_players] = f[1]
+    along[:, 1:n_players] = f[2:].reshape(m, n_players - 1, n)
+    marginal = np.diff(along, axis=1)  # (m, n_players, n): what the ordering's step-th player added
+    contributions = marginal[np.arange(m)[:, None], rank].mean(axis=0)  # (n_players, n)
+
+    explanations: list[Explained] = []
+    for r in range(n):
+        order = np.argsort(-np.abs(contributions[:, r]), kind="stable")[:k]
+        reasons = [
+            Reason(
+                feature=players[p][0],
+                value=_value(X[r, players[p][1][0]]),
+                contribution=float(contributions[p, r]),
+            )
+            for p in order
+        ]
+        explanations.append(Explained(reasons=reasons, base=float(f[0, r]), unit=UNIT))
     return explanations
 
 
-def _blended(
-    model: BatchModel,
-    online: OnlineModel | None,
-    blender: Blender,
-    X: np.ndarray,
-    X_online: np.ndarray | None,
-) -> np.ndarray:
-    batch_p = model.predict_proba(X)
-    if online is None or X_online is None:
-        return batch_p
-    return blender.blend(batch_p, online.predict_matrix(X_online))
+def _players(names: Sequence[str], groups: Sequence[Sequence[str]]) -> list[tuple[str, list[int]]]:
+    """The reasons over ``names``: (name, columns, lead first) of each group present, then each feature in
+    no group, in ``names`` order."""
+    position = {name: j for j, name in enumerate(names)}
+    taken: set[str] = set()
+    players: list[tuple[str, list[int]]] = []
+    for group in groups:
+        members = [g for g in group if g in position and g not in taken]
+        if members:
+            taken.update(members)
+            players.append((members[0], [position[g] for g in members]))
+    players.extend((name, [j]) for j, name in enumerate(names) if name not in taken)
+    return players
+
+
+def _orderings(n_players: int, permutations: int, seed: int) -> np.ndarray:
+    """Every ordering of the players when there are no more than ``permutations``, else ``permutations``
+    (rounded up to even) seeded random ones in antithetic pairs: an ordering, then its reverse.
+
+    >>> _orderings(3, 8, 0).shape, _orderings(5, 3, 0).shape
+    ((6, 3), (4, 5))
+    >>> o = _orderings(5, 4, 0); bool((o[1] == o[0][::-1]).all() and (o[3] == o[2][::-1]).all())
+    True
+    """
+    if n_players <= 1:
+        return np.zeros((1, n_players), dtype=np.intp)
+    if math.factorial(n_players) <= permutations:
+        return np.array(list(itertools.permutations(range(n_players))), dtype=np.intp)
+    rng = np.random.default_rng(seed)
+    pairs = [rng.permutation(n_players) for _ in range(max(1, (permutations + 1) // 2))]
+    return np.array([o for first in pairs for o in (first, first[::-1])], dtype=np.intp)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -119,8 +212,14 @@ def _value(x: float) -> float | None:
     return int(x) if float(x).is_integer() else round(float(x), 4)
 
 
+HIGH_VALUE_AT_RISK = 50.0
+"""The value at risk (in the unit of order amounts) from which a customer is worth a person's time."""
+
 WIN_BACK = "win-back offer timed to their usual order rhythm"
+PERSONAL_WIN_BACK = "personal call from an account manager with a loyalty offer before they lapse"
+SECOND_ORDER = "second-order nudge: a first-repeat discount on what they bought"
 SENIOR_SUPPORT = "call from a senior support agent about their recent tickets"
+SERVICE_RECOVERY = "service recovery: an account manager settles their tickets and offers a goodwill credit"
 EXPEDITE = "apologise and expedite open tickets"
 DISCOUNT = "personalised discount on their usual category"
 RETURNS = "review their recent returns and offer a hassle-free exchange"
@@ -128,48 +227,90 @@ ONBOARDING = "onboarding follow-up: a welcome offer on their next order"
 VERIFY = "ask them to confirm their contact details so offers reach them"
 CHECK_IN = "personal check-in from customer success to ask how we can help"
 
-ACTION_FOR_FEATURE = {
-    "recency_days": WIN_BACK,
-    "recency_ratio": WIN_BACK,
-    "mean_days_between_orders": WIN_BACK,
-    "orders_30d": WIN_BACK,
-    "orders_90d": WIN_BACK,
-    "orders_trend": WIN_BACK,
-    "order_gap_cv": WIN_BACK,
-    "recency_gap_z": WIN_BACK,
-    "negative_tickets_total": SENIOR_SUPPORT,
-    "negative_ticket_share": SENIOR_SUPPORT,
-    "avg_satisfaction": SENIOR_SUPPORT,
-    "tickets_total": SENIOR_SUPPORT,
-    "tickets_90d": SENIOR_SUPPORT,
-    "tickets_30d": SENIOR_SUPPORT,
-    "days_since_last_ticket": SENIOR_SUPPORT,
-    "avg_resolution_hours": EXPEDITE,
-    "open_tickets": EXPEDITE,
-    "spent_90d": DISCOUNT,
-    "spent_30d": DISCOUNT,
-    "spent_total": DISCOUNT,
-    "avg_order_value": DISCOUNT,
-    "returns_total": RETURNS,
-    "return_rate": RETURNS,
-    "tenure_days": ONBOARDING,
-    "orders_total": ONBOARDING,
-    "email_verified": VERIFY,
-    "phone_verified": VERIFY,
+_KIND_OF_FEATURE = {
+    **dict.fromkeys(
+        (
+            "recency_days",
+            "recency_ratio",
+            "recency_gap_z",
+            "mean_days_between_orders",
+            "order_gap_cv",
+            "orders_90d",
+            "orders_30d",
+            "orders_trend",
+        ),
+        "quiet",
+    ),
+    **dict.fromkeys(("orders_total", "tenure_days"), "new"),
+    **dict.fromkeys(("spent_total", "spent_90d", "spent_30d", "avg_order_value"), "spend"),
+    **dict.fromkeys(
+        (
+            "negative_tickets_total",
+            "negative_ticket_share",
+            "avg_satisfaction",
+            "tickets_total",
+            "tickets_90d",
+            "tickets_30d",
+            "days_since_last_ticket",
+        ),
+        "tickets",
+    ),
+    **dict.fromkeys(("open_tickets", "avg_resolution_hours"), "open_tickets"),
+    **dict.fromkeys(("returns_total", "return_rate"), "returns"),
+    **dict.fromkeys(("email_verified", "phone_verified"), "contact"),
 }
 
 
-def recommended_actions(reasons: Sequence[Reason]) -> list[str]:
+def _action(kind: str, *, valuable: bool, one_time: bool) -> str:
+    if kind == "quiet":
+        return PERSONAL_WIN_BACK if valuable else SECOND_ORDER if one_time else WIN_BACK
+    if kind == "new":
+        return SECOND_ORDER if one_time else ONBOARDING
+    if kind == "tickets":
+        return SERVICE_RECOVERY if valuable else SENIOR_SUPPORT
+    if kind == "open_tickets":
+        return SERVICE_RECOVERY if valuable else EXPEDITE
+    return {"spend": DISCOUNT, "returns": RETURNS, "contact": VERIFY}[kind]
+
+
+def recommended_actions(
+    reasons: Sequence[Reason],
+    *,
+    value_at_risk: float | None = None,
+    orders_total: float | None = None,
+    high_value_at_risk: float = HIGH_VALUE_AT_RISK,
+) -> list[str]:
     """Actions for the reasons that raise risk, most important first; always at least one.
 
+    What the customer is worth changes the action: with ``value_at_risk`` of at least
+    ``high_value_at_risk`` a person calls (an account manager for a customer going quiet, service recovery
+    with a goodwill credit for one with bad tickets); a one-time buyer (``orders_total`` <= 1) going quiet
+    gets a nudge toward a second order (``orders_total`` defaults to the value of an ``orders_total``
+    reason). Without them, the reasons alone decide.
+
+    >>> tickets = [Reason("negative_tickets_total", 3, 1.2), Reason("recency_days", 40, 0.3)]
+    >>> for action in recommended_actions(tickets, value_at_risk=240.0, orders_total=14):
+    ...     print(action)
+    service recovery: an account manager settles their tickets and offers a goodwill credit
+    personal call from an account manager with a loyalty offer before they lapse
+    >>> quiet = [Reason("recency_days", 200, 1.5), Reason("orders_total", 1, 0.6)]
+    >>> recommended_actions(quiet, value_at_risk=4.5, orders_total=1)
+    ['second-order nudge: a first-repeat discount on what they bought']
     >>> recommended_actions([])
     ['personal check-in from customer success to ask how we can help']
     """
+    valuable = value_at_risk is not None and value_at_risk >= high_value_at_risk
+    if orders_total is None:
+        orders_total = next((r.value for r in reasons if r.feature == "orders_total"), None)
+    one_time = orders_total is not None and orders_total <= 1
     actions: list[str] = []
     for reason in reasons:
         if reason.contribution <= 0:
             continue
-        action = ACTION_FOR_FEATURE.get(reason.feature)
-        if action is not None and action not in actions:
+        kind = _KIND_OF_FEATURE.get(reason.feature)
+        if kind is None:
+            continue
+        action = _action(kind, valuable=valuable, one_time=one_time)
+        if action not in actions:
             actions.append(action)
     return actions or [CHECK_IN]

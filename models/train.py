@@ -41,7 +41,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ import numpy as np
 
 from churnstream.errors import ModelError
 from churnstream.events import format_time, parse_time
+from churnstream.models.alert_policy import fit_priority_thresholds, is_active, risk_thresholds
 from churnstream.models.batch import BatchModel
 from churnstream.models.candidates import DEFAULT_CANDIDATE, SELECTION_METRIC, candidates, fit_candidate
 from churnstream.models.evaluation import evaluate
@@ -201,8 +202,14 @@ def _train(
     stage_done("production fit")
 
     reference_from = int(as_of[masks["test"]].min()) if masks["test"].any() else plan.cutoffs[-1]
-    reference = _reference(event_log.events, reference_from, feature_names, production, config, settings)
-    thresholds = threshold_summary(settings, held_out_y, trials[chosen].held_out_p)
+    reference, alert_fit = _reference(
+        event_log.events, reference_from, feature_names, production, config, settings
+    )
+    risk = risk_thresholds(trials[chosen].held_out_p)  # used where CHURN_*_THRESHOLD are unset
+    high, medium = settings.risk_thresholds(risk)
+    thresholds = threshold_summary(
+        replace(settings, high_threshold=high, medium_threshold=medium), held_out_y, trials[chosen].held_out_p
+    )
     metadata = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "chosen": chosen,
@@ -248,6 +255,8 @@ def _train(
             ),
         },
         "thresholds": thresholds,
+        "risk_thresholds": risk,
+        "alert_policy": alert_fit,
         "candidates": [
             {"name": c.name, "role": c.role, "family": c.family, "description": c.description} for c in tried
         ],
@@ -331,8 +340,10 @@ def feature_medians(X: np.ndarray, names: Sequence[str]) -> dict[str, float]:
 
 def _reference(
     events: Any, start: int, names: list[str], model: BatchModel, config: TrainConfig, settings: Settings
-) -> Any:
-    """A sample of what the scorer serves (event and sweep rows) over the held-out period onwards."""
+) -> tuple[Any, dict[str, Any]]:
+    """A sample of what the scorer serves (event and sweep rows) over the held-out period onwards, and the
+    value_at_risk alert policy's priority thresholds fitted on all of them
+    (:func:`~churnstream.models.alert_policy.fit_priority_thresholds`)."""
     import pandas as pd
 
     from churnstream.features.offline import serving_rows
@@ -348,11 +359,31 @@ def _reference(
         )
     )
     held_out = pd.DataFrame(rows, columns=names)
+    alert_fit = _alert_fit(rows, held_out, names, model, settings)
     if len(held_out) > config.reference_rows:
         held_out = held_out.sample(n=config.reference_rows, random_state=config.seed)
     reference = held_out.astype("float64").reset_index(drop=True)
     reference["churn_probability"] = model.predict_proba(reference[names].to_numpy(dtype=np.float64))
-    return reference
+    return reference, alert_fit
+
+
+def _alert_fit(
+    rows: list[dict[str, Any]], table: Any, names: list[str], model: BatchModel, settings: Settings
+) -> dict[str, Any]:
+    from churnstream.models.value import value_at_risk
+
+    if not rows:
+        return {}
+    p = model.predict_proba(table[names].to_numpy(dtype=np.float64))
+    h = settings.horizon_days
+    priority = [value_at_risk(round(float(pi), 6), r, horizon_days=h) for pi, r in zip(p, rows, strict=True)]
+    fit = fit_priority_thresholds(
+        [r["customer_id"] for r in rows],
+        [r["as_of"] for r in rows],
+        priority,
+        [is_active(r["recency_days"]) for r in rows],
+    )
+    return {**fit, "fitted_on": "rows the scorer would serve over the held-out period, batch model"}
 
 
 def cli(args: Any, settings: Settings) -> int:

@@ -89,7 +89,8 @@ def read_topic(
 
 
 def format_alert(alert: dict[str, Any]) -> str:
-    """A readable two-to-three-line rendering of one alert.
+    """A readable two-to-four-line rendering of one alert: priority and value at risk first when it has
+    them, and the policy that picked it.
 
     >>> print(format_alert({"customer_id": "C1", "churn_probability": 0.83, "risk_category": "HIGH",
     ...     "as_of": "2024-05-01T00:00:00Z", "model_version": "v1",
@@ -98,11 +99,23 @@ def format_alert(alert: dict[str, Any]) -> str:
     C1  churn 0.83 HIGH  as of 2024-05-01T00:00:00Z  (model v1)
       reasons: recency_days=45 (+0.12)
       actions: send a win-back offer
+    >>> print(format_alert({"customer_id": "C2", "churn_probability": 0.5, "risk_category": "MEDIUM",
+    ...     "as_of": "2024-05-01T00:00:00Z", "model_version": "v1", "priority": 61.5, "value_at_risk": 61.5,
+    ...     "policy": "value_at_risk budget=0.1/month", "holdout": True, "top_reasons": [],
+    ...     "recommended_actions": []}))
+    C2  priority 61.50  value at risk 61.50  churn 0.50 MEDIUM  as of 2024-05-01T00:00:00Z  (model v1)
+      policy: value_at_risk budget=0.1/month
+      holdout: a control customer, do not contact
     """
     probability = alert.get("churn_probability")
     shown = f"{probability:.2f}" if isinstance(probability, (int, float)) else str(probability)
+    worth = ""
+    for field, label in (("priority", "priority"), ("value_at_risk", "value at risk")):
+        value = alert.get(field)
+        if isinstance(value, (int, float)):
+            worth += f"  {label} {value:.2f}"
     head = (
-        f"{alert.get('customer_id')}  churn {shown} {alert.get('risk_category', '')}  "
+        f"{alert.get('customer_id')}{worth}  churn {shown} {alert.get('risk_category', '')}  "
         f"as of {alert.get('as_of')}  (model {alert.get('model_version')})"
     )
     reasons = []
@@ -115,11 +128,15 @@ def format_alert(alert: dict[str, Any]) -> str:
         contrib_text = f"{contribution:+.2f}" if isinstance(contribution, (int, float)) else str(contribution)
         reasons.append(f"{reason.get('feature')}={value_text} ({contrib_text})")
     lines = [head]
+    if alert.get("policy"):
+        lines.append(f"  policy: {alert['policy']}")
     if reasons:
         lines.append("  reasons: " + ", ".join(reasons))
     actions = alert.get("recommended_actions") or []
     if actions:
         lines.append("  actions: " + "; ".join(str(a) for a in actions))
+    if alert.get("holdout"):
+        lines.append("  holdout: a control customer, do not contact")
     return "\n".join(lines)
 
 

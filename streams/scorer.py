@@ -102,10 +102,12 @@ class ChurnScorer:
 
     def on_revoke(self, partitions: list[int]) -> None:
         self.models.forget(p for p in list(self.models.learners) if p not in self.assigned)
+        self.scoring.forget_budgets()
         self.sweeper.revoke()
 
     def on_rewind(self) -> None:
         self.models.forget()  # they may have learned from the batch that was not written
+        self.scoring.forget_budgets()  # they may count alerts of the batch that was not written
         self._next_due = None
         self.sweeper.rewind()
 

@@ -2,9 +2,9 @@
 the columnar record for the monitor (:class:`BatchScoring`), and teaching the online learners.
 
 The decisions it applies are plain functions elsewhere: prediction and alert ids
-(:mod:`churnstream.ids`), the alert policy (:func:`churnstream.models.alert_policy.should_alert`), the
-label rule (:mod:`churnstream.features.labels`); the models' maths is
-:class:`~churnstream.models.serving.ModelSet`.
+(:mod:`churnstream.ids`), the value at risk (:mod:`churnstream.models.value`), the alert policies
+(:mod:`churnstream.models.alert_policy`, chosen by ``CHURN_ALERT_POLICY``), the label rule
+(:mod:`churnstream.features.labels`); the models' maths is :class:`~churnstream.models.serving.ModelSet`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,16 @@ from churnstream.features.state import scoring_state
 from churnstream.features.store import Transaction
 from churnstream.ids import alert_id_for, prediction_id_for_event, prediction_id_for_sweep
 from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
-from churnstream.models.alert_policy import should_alert
+from churnstream.models.alert_policy import (
+    Budget,
+    is_holdout,
+    month_of,
+    pick_under_budget,
+    should_alert,
+    threshold_for,
+)
 from churnstream.models.serving import ModelSet, by_partition
+from churnstream.models.value import value_at_risk
 from churnstream.settings import Settings
 from churnstream.streams.scorer_metrics import ScorerMetrics
 
@@ -65,6 +73,32 @@ class ScoringRows:
     partitions: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """The alert policy in force for one unit of work: the settings' choice with the model's thresholds."""
+
+    name: str  # "value_at_risk" or "high_risk"
+    threshold: float | None  # the priority threshold (value_at_risk)
+    describe: str  # the alerts' ``policy`` field
+
+    @classmethod
+    def of(cls, settings: Settings, metadata: dict[str, Any]) -> AlertRule:
+        """``CHURN_ALERT_POLICY`` with the served model's priority threshold for the budget share; a model
+        without one (trained before the budget existed) falls back to ``high_risk``, saying so."""
+        cooldown = f"cooldown={settings.alert_cooldown_days:g}d"
+        high, _ = settings.risk_thresholds(metadata.get("risk_thresholds"))
+        if settings.alert_policy == "value_at_risk":
+            share = settings.alert_budget_share
+            threshold = threshold_for(metadata.get("alert_policy"), share)
+            if threshold is not None:
+                text = f"value_at_risk budget={share:g}/month threshold={threshold:g} {cooldown}"
+                return cls("value_at_risk", threshold, text)
+            return cls(
+                "high_risk", None, f"high_risk high={high:g} {cooldown} (model has no value threshold)"
+            )
+        return cls("high_risk", None, f"high_risk high={high:g} {cooldown}")
+
+
 def add_to(total: BatchReport, part: BatchReport) -> None:
     for name in BatchReport.__slots__:  # type: ignore[attr-defined]
         setattr(total, name, getattr(total, name) + getattr(part, name))
@@ -83,6 +117,19 @@ class BatchScoring:
         self.worker = worker
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
+        self.budgets: dict[int, Budget] = {}  # the partitions' alert budgets as this worker last wrote them
+
+    def budget(self, partition: int) -> Budget:
+        """``partition``'s alert budget: read from the store the first time, then kept here as written (so a
+        batch does not wait for the previous one's write to read it back)."""
+        budget = self.budgets.get(partition)
+        if budget is None:
+            budget = self.budgets[partition] = Budget.from_text(self.worker.store.alert_budget(partition))
+        return budget
+
+    def forget_budgets(self) -> None:
+        """Drop the kept budgets (after a failed write or a rebalance they are read again)."""
+        self.budgets.clear()
 
     def finish(
         self,
@@ -105,6 +152,14 @@ class BatchScoring:
         monitoring_cols: dict[str, list[Any]] = {}
         if n:
             X, batch_p, online_p, churn_p = models.score(scoring.rows, scoring.partitions)
+            metadata = models.loaded.metadata
+            model_risk = metadata.get("risk_thresholds")
+            rule = AlertRule.of(self.settings, metadata)
+            horizon_days = self.settings.horizon_days
+            share = self.settings.alert_budget_share
+            budgets: dict[int, Budget] = {}
+            if rule.threshold is not None:  # the partitions' counts, as last committed
+                budgets = {p: self.budget(p) for p in set(scoring.partitions)}
             # the pending vectors: the batch matrix's rows when it is in FEATURE_NAMES order (NaN -> null)
             if models.loaded.model.feature_names == list(FEATURE_NAMES):
                 vectors = X.tolist()
@@ -121,7 +176,8 @@ class BatchScoring:
                 online_value = online_p[i]
                 op = None if online_value is None else round(float(online_value), 6)
                 cp = round(float(churn_p[i]), 6)
-                risk = self.settings.risk_category(cp)
+                risk = self.settings.risk_category(cp, model_risk)
+                var = value_at_risk(cp, scoring.rows[i], horizon_days=horizon_days)
                 prediction = Prediction(
                     prediction_id=pid,
                     customer_id=cid,
@@ -135,6 +191,7 @@ class BatchScoring:
                     churn_probability=cp,
                     risk_category=risk,
                     features=scoring.rows[i],
+                    value_at_risk=var,
                 )
                 predictions.append(prediction)
                 state = tx.state(cid)
@@ -164,16 +221,33 @@ class BatchScoring:
                 held = scoring_state(state)  # the scorer's part of the state: risk, last alert, labels
                 previous = held.get("risk")
                 held["risk"] = risk
-                if should_alert(
-                    risk,
-                    previous_risk=previous,
-                    last_alerted=held.get("alerted"),
-                    as_of=as_of,
-                    cooldown_ms=self.settings.cooldown_ms,
-                ):
+                if rule.threshold is not None:
+                    picked = pick_under_budget(
+                        held,
+                        budgets[scoring.partitions[i]],
+                        priority=var,
+                        as_of=as_of,
+                        recency_days=scoring.rows[i]["recency_days"],
+                        threshold=rule.threshold,
+                        share=share,
+                        cooldown_ms=self.settings.cooldown_ms,
+                    )
+                else:
+                    picked = should_alert(
+                        risk,
+                        previous_risk=previous,
+                        last_alerted=held.get("alerted"),
+                        as_of=as_of,
+                        cooldown_ms=self.settings.cooldown_ms,
+                    )
+                if picked:
                     held["alerted"] = as_of
                     alerts_rows.append(i)
                 tx.touch(cid)
+            latest = month_of(max(scoring.as_of))
+            for p, budget in budgets.items():
+                budget.prune(latest)
+                tx.set_alert_budget(p, budget.to_text())
             predictions_topic = self.topics.churn_predictions
             for prediction in predictions:
                 emit(predictions_topic, prediction.customer_id, prediction.to_json())
@@ -187,7 +261,7 @@ class BatchScoring:
             if n - swept:
                 self.metrics.predictions.labels("event").inc(n - swept)
             if alerts_rows:
-                self.alerts(X, alerts_rows, predictions, scoring, report)
+                self.alerts(X, alerts_rows, predictions, scoring, report, rule)
             monitoring_cols = {
                 "as_of": list(scoring.as_of),
                 "customer_id": list(scoring.customer_ids),
@@ -237,6 +311,7 @@ class BatchScoring:
             self.worker.emit(outcomes_topic, cid, outcome.to_json())
             sources[r.source] += 1
             report.outcomes += 1
+            cols["as_of"].append(r.as_of)
             cols["labeled_at"].append(r.labeled_at)
             cols["label"].append(r.label)
             cols["source"].append(r.source)
@@ -274,11 +349,12 @@ class BatchScoring:
         predictions: list[Prediction],
         scoring: ScoringRows,
         report: BatchReport,
+        rule: AlertRule,
     ) -> None:
         from churnstream.models.explain import explain, recommended_actions
 
         models = self.models
-        reasons: dict[int, list[Any]] = {}
+        reasons: dict[int, Any] = {}
         for partition, idx in by_partition([scoring.partitions[i] for i in rows]).items():
             learner = models.learner(partition)
             which = [rows[j] for j in idx]
@@ -291,9 +367,11 @@ class BatchScoring:
                 top_k=3,
             )
             reasons.update(zip(which, found, strict=True))
+        holdout_share = self.settings.alert_holdout_share
         for i in rows:
-            top = reasons[i]
+            top = reasons[i].reasons
             p = predictions[i]
+            held_back = is_holdout(p.customer_id, month_of(p.as_of), holdout_share)
             alert = Alert(
                 alert_id=alert_id_for(p.prediction_id),
                 prediction_id=p.prediction_id,
@@ -302,12 +380,23 @@ class BatchScoring:
                 churn_probability=p.churn_probability,
                 risk_category=p.risk_category,
                 model_version=p.model_version,
-                recommended_actions=recommended_actions(top),
+                recommended_actions=[]
+                if held_back
+                else recommended_actions(
+                    top,
+                    value_at_risk=p.value_at_risk,
+                    orders_total=scoring.rows[i].get("orders_total"),
+                ),
                 top_reasons=list(top),
+                value_at_risk=p.value_at_risk,
+                priority=p.value_at_risk,
+                policy=rule.describe,
+                explanation={"unit": reasons[i].unit, "base": reasons[i].base},
+                holdout=held_back,
             )
             self.worker.emit(self.topics.churn_alerts, p.customer_id, alert.to_json())
             report.alerts += 1
         self.metrics.alerts.inc(len(rows))
 
 
-__all__ = ["BatchReport", "BatchScoring", "ScoringRows", "add_to"]
+__all__ = ["AlertRule", "BatchReport", "BatchScoring", "ScoringRows", "add_to"]

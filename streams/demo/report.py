@@ -99,12 +99,16 @@ def print_summary(
         f"  outcomes      {r.outcomes:,} labels known "
         f"(no completed order within {s.horizon_days:g} days = churned)"
     )
+    picked_by = _alerts_policy(outputs.alerts)
+    say(f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers; {picked_by}")
+    held = sum(1 for a in outputs.alerts if a.get("holdout"))
+    at_risk = sum(float(a.get("value_at_risk") or 0.0) for a in outputs.alerts)
     say(
-        f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers turning HIGH "
-        f"(p >= {s.high_threshold:g}, at most one per {s.alert_cooldown_days:g} days), "
-        f"{r.alerts_replay:,} in the replayed period; for example:"
+        f"{' ' * 16}{r.alerts_replay:,} in the replayed period, value at risk {at_risk:,.2f}"
+        f"{f', {held} held back as a control group' if held else ''}; the highest priorities, for example:"
     )
-    for alert in pick_alerts(outputs.alerts, 3):
+    by_priority = sorted(outputs.alerts, key=lambda a: -float(a.get("priority") or 0.0))
+    for alert in pick_alerts(by_priority[:50], 3):
         say(_indent(_format_alert(alert), 16))
     stages = Counter(str(letter.get("stage")) for letter in outputs.letters)
     by_stage = ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
@@ -133,7 +137,8 @@ def print_summary(
             f"{' ' * 16}monitor pages: http://{s.web_host}:{s.web_port}/ (up while the monitor runs: --serve)"
         )
         say(f"                HTML reports:  {s.report_dir}/*.html")
-        say(f"                Evidently UI:  .venv/bin/evidently ui --workspace {s.report_dir}/workspace")
+        ui = f"DO_NOT_TRACK=1 .venv/bin/evidently ui --workspace {s.report_dir}/workspace"
+        say(f"                Evidently UI:  {ui}")
     say(
         f"  ROC-AUC       on the outcomes of predictions as of {split} or later (labels the model never saw):"
     )
@@ -189,6 +194,20 @@ def pick_alerts(alerts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
         if alert not in picked:
             picked.append(alert)
     return picked
+
+
+def _alerts_policy(alerts: list[dict[str, Any]]) -> str:
+    """What picked the alerts, from the alerts themselves (their ``policy``).
+
+    >>> _alerts_policy([{"policy": "value_at_risk budget=0.1/month"}])
+    'picked by value_at_risk budget=0.1/month'
+    >>> _alerts_policy([])
+    'none in the replayed period'
+    """
+    policies = Counter(str(a.get("policy") or "high_risk") for a in alerts)
+    if not policies:
+        return "none in the replayed period"
+    return "picked by " + "; ".join(policy for policy, _ in policies.most_common(2))
 
 
 def _format_alert(alert: dict[str, Any]) -> str:

@@ -69,7 +69,12 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
     customers = len({a["customer_id"] for a in alerts})
     assert result.alerted_customers == customers
-    assert f"alerts        {len(alerts):,} for {customers:,} customers turning HIGH" in text
+    assert (
+        f"alerts        {len(alerts):,} for {customers:,} customers; picked by value_at_risk budget=0.1"
+        in text
+    )
+    assert all(a["priority"] == a["value_at_risk"] > 0 for a in alerts)
+    assert "value at risk" in text and "priority" in text  # the examples show what they are worth
 
     letters = _values(settings, topics.dead_letter)
     assert len(letters) == result.dead_letters == result.broken_sent == 4

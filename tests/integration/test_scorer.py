@@ -66,7 +66,11 @@ def run_scorer(settings: Settings) -> Iterator[ScoringWorker]:
 def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path
 ) -> None:
-    settings = scorer_settings
+    # the original alert rule (turns HIGH at 0.7), whose alerts from sweeps this test checks; the default
+    # policy's are in test_alert_budget.py
+    settings = dataclasses.replace(
+        scorer_settings, alert_policy="high_risk", high_threshold=0.7, medium_threshold=0.4
+    )
     events_dir = world / "events"
     publish_world(settings, events_dir)
     invalid = [

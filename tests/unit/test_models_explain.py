@@ -1,6 +1,9 @@
-"""Explanations: occlusion contributions to the blended probability, largest first, and their actions."""
+"""Explanations: additive contributions to the blended log-odds, largest first, and their actions."""
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +17,11 @@ from churnstream.models.blend import Blender
 from churnstream.models.explain import (
     CHECK_IN,
     EXPEDITE,
+    PERSONAL_WIN_BACK,
+    SECOND_ORDER,
     SENIOR_SUPPORT,
+    SERVICE_RECOVERY,
+    UNIT,
     WIN_BACK,
     explain,
     recommended_actions,
@@ -29,6 +36,14 @@ MEDIANS = {
     "spent_90d": 100.0,
     "age": 40.0,
 }
+ROWS = np.array(
+    [
+        [60.0, 4.0, 0.0, 100.0, 40.0],
+        [45.0, 0.0, 3.0, 20.0, np.nan],
+        [12.0, 1.0, 1.0, 90.0, 30.0],
+        [1.0, 0.0, 0.0, 400.0, 25.0],
+    ]
+)
 
 
 def _world(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,83 +84,127 @@ def _rows(X: np.ndarray) -> list[dict[str, float | None]]:
     return [{n: (None if np.isnan(v) else v) for n, v in zip(NAMES, x, strict=True)} for x in X.tolist()]
 
 
-def _blended(models: tuple[BatchModel, OnlineModel, Blender], X: np.ndarray) -> np.ndarray:
+def _log_odds(models: tuple[BatchModel, OnlineModel, Blender], X: np.ndarray) -> np.ndarray:
     batch, online, blender = models
-    return blender.blend(batch.predict_proba(X), online.predict_many(_rows(X)))
+    p = blender.blend(batch.predict_proba(X), online.predict_many(_rows(X)))
+    return np.asarray(np.log(p / (1 - p)))
 
 
-def _logit(p: float) -> float:
-    return float(np.log(p / (1 - p)))
+def _exact_shapley(models: tuple, x: np.ndarray) -> dict[str, float]:
+    """Baseline Shapley values of one row against the medians, the slow way: every coalition, weighted."""
+    reference = np.array([MEDIANS[n] for n in NAMES])
+    d = len(NAMES)
+    coalitions = list(itertools.product([False, True], repeat=d))
+    inputs = np.array([np.where(np.array(c), x, reference) for c in coalitions])
+    value = dict(zip(coalitions, _log_odds(models, inputs), strict=True))
+    out = {}
+    for j, name in enumerate(NAMES):
+        total = 0.0
+        for c in coalitions:
+            if not c[j]:
+                with_j = tuple(True if i == j else v for i, v in enumerate(c))
+                s = sum(c)
+                weight = math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d)
+                total += weight * (value[with_j] - value[c])
+        out[name] = total
+    return out
 
 
-def _occlusion(models: tuple, x: np.ndarray, feature: str) -> float:
-    """The documented rule, computed the slow way for one row and one feature."""
-    typical_one = x.copy()
-    typical_one[NAMES.index(feature)] = MEDIANS[feature]
-    typical_all = np.array([MEDIANS[n] for n in NAMES])
-    p, p_one, p_all = _blended(models, np.vstack([x, typical_one, typical_all]))
-    slope = (p - p_all) / (_logit(p) - _logit(p_all))
-    return (_logit(p) - _logit(p_one)) * slope
+def test_contributions_and_base_add_up_to_the_blended_log_odds(models: tuple) -> None:
+    explained = explain(*models, ROWS, _rows(ROWS), top_k=len(NAMES))
+    reference = np.array([[MEDIANS[n] for n in NAMES]])
+    for e, log_odds in zip(explained, _log_odds(models, ROWS), strict=True):
+        assert e.unit == UNIT == "log-odds"
+        assert e.base == pytest.approx(_log_odds(models, reference)[0], abs=1e-12)
+        assert len(e.reasons) == len(NAMES)
+        assert e.base + sum(r.contribution for r in e.reasons) == pytest.approx(log_odds, abs=1e-9)
 
 
-def test_reasons_are_honest_occlusion_contributions_largest_first(models: tuple) -> None:
-    X = np.array(
-        [[60.0, 4.0, 0.0, 100.0, 40.0], [45.0, 0.0, 3.0, 20.0, np.nan], [12.0, 1.0, 1.0, 90.0, 30.0]]
-    )
-    explanations = explain(*models, X, _rows(X), top_k=1)
-    assert [len(r) for r in explanations] == [3, 3, 3]  # at least three reasons, whatever top_k says
-    assert {r.feature for r in explanations[0][:2]} == {"recency_days", "negative_tickets_total"}
-    assert explanations[0][1].contribution > 0.05
-    assert explanations[1][0].feature == "recency_days"
-    assert {r.feature for r in explanations[1][:2]} == {"recency_days", "open_tickets"}
-    base = _blended(models, X)
-    for i, reasons in enumerate(explanations):
-        contributions = [r.contribution for r in reasons]
-        assert contributions == sorted(contributions, reverse=True)
-        for reason in reasons:
-            j = NAMES.index(reason.feature)
-            assert reason.contribution == pytest.approx(_occlusion(models, X[i], reason.feature), abs=1e-4)
-            assert reason.value == (None if np.isnan(X[i, j]) else X[i, j])
-        assert sum(r.contribution > 0 for r in reasons) >= 1 and base[i] > 0
+def test_with_every_ordering_the_contributions_are_exact_shapley_values(models: tuple) -> None:
+    explained = explain(*models, ROWS, _rows(ROWS), top_k=len(NAMES), groups=(), permutations=120)
+    for e, x in zip(explained, ROWS, strict=True):
+        exact = _exact_shapley(models, x)
+        assert {r.feature: r.contribution for r in e.reasons} == pytest.approx(exact, abs=1e-9)
 
 
-def test_contributions_sum_to_about_the_distance_from_a_typical_customer(models: tuple) -> None:
-    X = np.array([[50.0, 3.0, 2.0, 30.0, 50.0], [1.0, 0.0, 0.0, 400.0, 25.0]])
-    typical = np.array([[MEDIANS[n] for n in NAMES]])
-    explanations = explain(*models, X, _rows(X), top_k=len(NAMES))
-    gap = _blended(models, X) - _blended(models, typical)[0]
-    for reasons, distance in zip(explanations, gap, strict=True):
-        total = sum(r.contribution for r in reasons)
-        assert np.sign(total) == np.sign(distance)
-        assert total == pytest.approx(distance, rel=0.5)  # the blend is not additive in log-odds...
+def test_sampled_orderings_stay_close_to_exact_shapley_values(models: tuple) -> None:
+    explained = explain(*models, ROWS, _rows(ROWS), top_k=len(NAMES), groups=())
+    for e, x in zip(explained, ROWS, strict=True):
+        exact = _exact_shapley(models, x)
+        spread = sum(abs(v) for v in exact.values())
+        for r in e.reasons:
+            assert r.contribution == pytest.approx(exact[r.feature], abs=0.1 * spread)
 
 
-def test_contributions_add_up_exactly_for_a_model_additive_in_log_odds(models: tuple) -> None:
+def test_reasons_are_largest_first_with_the_customers_values(models: tuple) -> None:
+    explained = explain(*models, ROWS, _rows(ROWS), top_k=1)
+    assert [len(e.reasons) for e in explained] == [3, 3, 3, 3]  # at least three, whatever top_k says
+    assert {r.feature for r in explained[0].reasons[:2]} == {"recency_days", "negative_tickets_total"}
+    assert explained[0].reasons[0].contribution > 1.0  # 50 days overdue moves the log-odds a lot
+    assert {r.feature for r in explained[1].reasons[:2]} == {"recency_days", "open_tickets"}
+    assert explained[3].reasons[0].feature == "recency_days" and explained[3].reasons[0].contribution < 0
+    for e, x in zip(explained, ROWS, strict=True):
+        sizes = [abs(r.contribution) for r in e.reasons]
+        assert sizes == sorted(sizes, reverse=True)
+        for r in e.reasons:
+            v = x[NAMES.index(r.feature)]
+            assert r.value == (None if np.isnan(v) else v)
+
+
+def test_the_same_customer_gets_the_same_reasons_alone_or_in_a_batch(models: tuple) -> None:
+    together = explain(*models, ROWS, _rows(ROWS))
+    for i in range(len(ROWS)):
+        alone = explain(*models, ROWS[i : i + 1], _rows(ROWS[i : i + 1]))[0]
+        assert [r.feature for r in alone.reasons] == [r.feature for r in together[i].reasons]
+        assert [r.contribution for r in alone.reasons] == pytest.approx(
+            [r.contribution for r in together[i].reasons], abs=1e-12
+        )
+    other_seed = explain(*models, ROWS, _rows(ROWS), groups=(), seed=1)
+    same_seed = explain(*models, ROWS, _rows(ROWS), groups=())
+    assert same_seed == explain(*models, ROWS, _rows(ROWS), groups=())
+    assert [e.reasons for e in other_seed] != [e.reasons for e in same_seed]  # the seed matters
+
+
+def test_a_model_additive_in_log_odds_gets_its_exact_terms_and_groups_add_their_members(
+    models: tuple,
+) -> None:
     batch, _, _ = models
     additive = BatchModel(estimator=batch.estimator, feature_names=NAMES, medians=MEDIANS)  # uncalibrated LR
-    X = np.array([[50.0, 3.0, 2.0, 30.0, 50.0], [1.0, 0.0, 0.0, 400.0, 25.0]])
-    typical = np.array([[MEDIANS[n] for n in NAMES]])
-    gap = additive.predict_proba(X) - additive.predict_proba(typical)[0]
-    for reasons, distance in zip(explain(additive, None, Blender(), X, _rows(X), top_k=5), gap, strict=True):
-        assert sum(r.contribution for r in reasons) == pytest.approx(distance, abs=1e-3)
+    imputer, lr = batch.estimator[0], batch.estimator[-1]
+    reference = np.array([MEDIANS[n] for n in NAMES])
+    X = ROWS[:2]
+    terms = lr.coef_[0] * (np.where(np.isnan(X), imputer.statistics_, X) - reference)
+    single = explain(additive, None, Blender(), X, _rows(X), top_k=5, groups=())
+    grouped = explain(additive, None, Blender(), X, _rows(X), top_k=5, groups=[("spent_90d", "age")])
+    for r, (one, two) in enumerate(zip(single, grouped, strict=True)):
+        assert {x.feature: x.contribution for x in one.reasons} == pytest.approx(
+            dict(zip(NAMES, terms[r], strict=True)), abs=1e-9
+        )
+        by_name = {x.feature: x for x in two.reasons}
+        assert set(by_name) == {"recency_days", "negative_tickets_total", "open_tickets", "spent_90d"}
+        assert by_name["spent_90d"].contribution == pytest.approx(terms[r, 3] + terms[r, 4], abs=1e-9)
+        assert by_name["spent_90d"].value == X[r, 3]  # a group shows its lead feature's value
 
 
 def test_a_typical_customer_has_no_contributions(models: tuple) -> None:
     X = np.array([[MEDIANS[n] for n in NAMES]])
-    reasons = explain(*models, X, _rows(X))[0]
-    assert all(r.contribution == 0 for r in reasons) and len(reasons) == 3
-    assert recommended_actions(reasons) == [CHECK_IN]
+    (e,) = explain(*models, X, _rows(X))
+    assert all(r.contribution == 0 for r in e.reasons) and len(e.reasons) == 3
+    assert e.base == pytest.approx(_log_odds(models, X)[0], abs=1e-12)
+    assert recommended_actions(e.reasons) == [CHECK_IN]
 
 
 def test_batch_only_explanations_without_an_online_model(models: tuple) -> None:
     batch, _, _ = models
     X = np.array([[70.0, 0.0, 0.0, 100.0, 40.0]])
-    reasons = explain(batch, None, Blender(), X, _rows(X))[0]
-    assert reasons[0].feature == "recency_days"
+    (e,) = explain(batch, None, Blender(), X, _rows(X))
     # with only recency atypical, its contribution is the whole distance from the typical customer
     typical = np.array([[MEDIANS[n] for n in NAMES]])
-    expected = batch.predict_proba(X)[0] - batch.predict_proba(typical)[0]
-    assert reasons[0].contribution == pytest.approx(expected, abs=1e-4)
+    p, p_typical = batch.predict_proba(X)[0], batch.predict_proba(typical)[0]
+    expected = math.log(p / (1 - p)) - math.log(p_typical / (1 - p_typical))
+    assert e.reasons[0].feature == "recency_days"
+    assert e.reasons[0].contribution == pytest.approx(expected, abs=1e-12) and expected > 1.0
+    assert [r.contribution for r in e.reasons[1:]] == [0.0, 0.0]
     assert explain(batch, None, Blender(), np.zeros((0, len(NAMES))), []) == []
 
 
@@ -158,3 +217,16 @@ def test_recommended_actions_follow_the_reasons() -> None:
     ]
     assert recommended_actions(reasons) == [SENIOR_SUPPORT, WIN_BACK, EXPEDITE]
     assert recommended_actions([Reason("age", 30, 0.2)]) == [CHECK_IN]
+
+
+def test_recommended_actions_weigh_what_the_customer_is_worth() -> None:
+    tickets = [Reason("negative_tickets_total", 3, 1.1), Reason("recency_days", 30.0, 0.4)]
+    assert recommended_actions(tickets, value_at_risk=400.0, orders_total=12) == [
+        SERVICE_RECOVERY,
+        PERSONAL_WIN_BACK,
+    ]
+    assert recommended_actions(tickets, value_at_risk=10.0, orders_total=12) == [SENIOR_SUPPORT, WIN_BACK]
+    quiet = [Reason("recency_days", 200.0, 1.6), Reason("orders_total", 1, 0.5)]
+    assert recommended_actions(quiet, value_at_risk=3.0) == [SECOND_ORDER]  # one order, from the reason
+    assert recommended_actions(quiet, value_at_risk=3.0, orders_total=6) != [SECOND_ORDER]
+    assert recommended_actions(tickets, value_at_risk=60.0, high_value_at_risk=100.0)[0] == SENIOR_SUPPORT
