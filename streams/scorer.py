@@ -31,6 +31,8 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import signal
+import threading
 import time
 from typing import Any
 
@@ -324,8 +326,37 @@ def build_scorer(
     )
 
 
+def wait_for_model(settings: Settings, stop: threading.Event) -> bool:
+    """Wait until the registry has a current model (True), or ``stop`` is set first (False).
+
+    A worker without a model has nothing to do; waiting, rather than exiting, keeps a fresh deployment
+    (workers started before the first ``churnstream train``) from restarting in a loop.
+    """
+    from churnstream.models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_dir)
+    if registry.current_version() is not None:
+        return True
+    log.warning(
+        "no current model in %s yet: waiting for one (checking every %.0f s); train and promote one with "
+        "`churnstream train --events DIR` or `churnstream train --from-topics`",
+        settings.model_dir,
+        settings.model_poll_seconds,
+    )
+    while not stop.wait(settings.model_poll_seconds):
+        if registry.current_version() is not None:
+            log.info("model %s is current: starting", registry.current_version())
+            return True
+    return False
+
+
 def cli(args: Any, settings: Settings) -> int:
     """Run the scoring worker until SIGTERM/SIGINT: finish the batch, commit, exit 0."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if not wait_for_model(settings, stop):
+        return 0
     worker = build_scorer(settings, worker_id=settings.worker_name)
     scorer = worker.handler
     stop_on_signals(worker)

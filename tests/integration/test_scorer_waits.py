@@ -1,0 +1,59 @@
+"""``churnstream score`` started before any model exists waits for one instead of exiting (and restarting
+in a loop under Docker), then scores with the first model promoted."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from churnstream.cli import main
+from churnstream.models.train import train
+from churnstream.settings import Settings, Topics
+from churnstream.streams.processes import start_worker
+from churnstream.streams.publish import publish_file
+from tests.integration.conftest import CHURNSTREAM, committed_everything, wait_until
+
+
+def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    events = tmp_path / "events"
+    assert main(["simulate", "--customers", "60", "--days", "120", "--seed", "3", "--out", str(events)]) == 0
+    models = tmp_path / "models"
+    log = tmp_path / "scorer.log"
+    worker = start_worker(
+        "score",
+        settings,
+        log=log,
+        worker_id=f"test-{uuid.uuid4().hex[:8]}",
+        env={"CHURN_MODEL_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "0.2", "CHURN_METRICS_PORT": "-1"},
+        program=[CHURNSTREAM],
+        stdout="discard",
+    )
+    try:
+        wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
+        assert worker.poll() is None  # still running, not exited
+        train(events, models, settings=Settings.from_env(), progress=False)
+        wait_until(lambda: "scoring with model v0001" in log.read_text(), 60, "the scorer to start scoring")
+        assert publish_file(events / "orders.jsonl", settings).ok
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 120, "orders to be scored"
+        )
+    finally:
+        code = worker.stop(60)
+    assert code == 0 and not worker.killed, log.read_text()[-2000:]
+
+
+def test_a_scorer_waiting_for_a_model_stops_cleanly_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "scorer.log"
+    worker = start_worker(
+        "score",
+        settings,
+        log=log,
+        worker_id=f"test-{uuid.uuid4().hex[:8]}",
+        env={"CHURN_MODEL_DIR": str(tmp_path / "none"), "CHURN_METRICS_PORT": "-1"},
+        program=[CHURNSTREAM],
+        stdout="discard",
+    )
+    wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
+    assert worker.stop(30) == 0 and not worker.killed
