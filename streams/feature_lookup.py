@@ -1,14 +1,60 @@
-"""``churnstream features CUSTOMER_ID [--as-of T]``: a customer's online features as JSON."""
+"""``churnstream features CUSTOMER_ID [--as-of T]``: a customer's online features as JSON.
+
+:func:`lookup` is the one read of a customer's features as of a time from the feature store, shared by
+this command and the HTTP API (:mod:`churnstream.streams.api`): exact or refused, never approximate.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from churnstream.errors import ChurnstreamError, StoreError
 from churnstream.events import format_time, parse_time
+from churnstream.features.definitions import features_as_of
+from churnstream.features.state import CustomerState
+from churnstream.features.store import Features, FeatureStore, check_servable
 from churnstream.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A known customer's features as of ``as_of``, the partition it lives in and its raw state."""
+
+    customer_id: str
+    partition: int
+    as_of: int
+    features: Features
+    state: CustomerState
+
+
+def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
+    """``customer_id``'s features as of ``as_of`` (one read); None for a customer the store does not know.
+
+    :class:`~churnstream.errors.ProcessingError` when they can no longer be computed exactly (``as_of``
+    lies before the history the store still holds for the customer).
+
+    >>> from churnstream.events import OrderEvent
+    >>> from churnstream.features.store import MemoryFeatureStore
+    >>> store = MemoryFeatureStore(lateness_ms=0)
+    >>> _ = store.update([OrderEvent("e1", "c1", 86_400_000, "o1", 20.0)])
+    >>> found = lookup(store, "c1", 2 * 86_400_000)
+    >>> found.features["orders_total"], found.features["recency_days"], lookup(store, "c2", 0)
+    (1, 1.0, None)
+    """
+    state = store.states([customer_id]).get(customer_id)
+    if state is None:
+        return None
+    check_servable(state, as_of)
+    return Lookup(
+        customer_id=customer_id,
+        partition=store.partition_of(customer_id),
+        as_of=as_of,
+        features=features_as_of(state, as_of),
+        state=state,
+    )
 
 
 def cli(args: Any, settings: Settings) -> int:
@@ -29,11 +75,11 @@ def cli(args: Any, settings: Settings) -> int:
         t = store.watermark() if as_of is None else as_of
         if t is None:
             raise ChurnstreamError("the service has seen no events yet (is the scorer running?)")
-        features = store.features(args.customer_id, as_of=t)
-        if features is None:
+        found = lookup(store, args.customer_id, t)
+        if found is None:
             print(f"churnstream features: unknown customer {args.customer_id!r}", file=sys.stderr)
             return 1
-        out = {"customer_id": args.customer_id, "as_of": format_time(t), "features": features}
+        out = {"customer_id": args.customer_id, "as_of": format_time(t), "features": found.features}
         print(json.dumps(out, indent=2))
         return 0
     except (redis.RedisError, StoreError) as exc:

@@ -1,0 +1,459 @@
+"""``churnstream serve``: the HTTP API of docs/CONTRACT.md ("HTTP API") over the workers' Redis state and
+model registry, with FastAPI on uvicorn.
+
+===========================================  =====================================================
+``GET /customers/{customer_id}``             features as of the event time the customer's partition
+                                             has reached, and the newest prediction the state holds
+``POST /customers/{customer_id}/score``      a fresh prediction (``trigger`` = ``request``), body
+                                             ``{"as_of": time}`` optional
+``POST /score``                              ``{"customer_ids": [...], "as_of": time}``: a list, in
+                                             request order; an unknown customer or a time the store
+                                             cannot answer is an ``{customer_id, error, detail}`` item
+``GET /health``, ``GET /ready``              liveness; readiness (Redis, model, Kafka) with reasons
+``GET /metrics``                             Prometheus (``churn_api_*``); OpenAPI at ``/docs``
+===========================================  =====================================================
+
+The answers are :class:`~churnstream.streams.api_service.CustomerService`'s; this module is HTTP only.
+Errors are JSON ``{error, detail}``: 401 without the bearer token (when ``CHURN_API_TOKEN`` is set), 404
+unknown customer or path, 413 too many customers or too large a body, 422 a bad body or time, 503 Redis
+unreachable or no model yet; never a stack trace. Every request is answered by a bounded pool of
+``CHURN_API_THREADS`` threads, and uvicorn answers 503 beyond ``CHURN_API_MAX_CONNECTIONS`` open
+connections, so a burst queues here and never reaches the workers, which are other processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hmac
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from churnstream import __version__
+from churnstream.errors import ChurnstreamError, ConfigError, StoreError
+from churnstream.settings import Settings
+from churnstream.streams.api_service import (
+    CustomerService,
+    RequestError,
+    TooManyCustomersError,
+    parse_as_of,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+OPEN_PATHS = frozenset(
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+)
+"""Answered without the bearer token: probes, metrics (counts, like the workers' ``/metrics``) and the
+API's own description; no customer data."""
+
+
+class ApiMetrics:
+    """The API's Prometheus metrics, in a registry of their own (``churn_api_*``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "churn_api_requests_total",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "churn_api_request_seconds",
+            "Time to answer a request, by route template.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.scored = Counter(
+            "churn_api_predictions_total", "Customers scored on request.", registry=self.registry
+        )
+        self.reloads = Counter(
+            "churn_api_model_reloads_total", "Newly promoted models loaded.", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# -- request bodies (their schemas are what /docs shows) -----------------------------------------------
+
+
+class ScoreOne(BaseModel):
+    """Body of ``POST /customers/{customer_id}/score`` (optional)."""
+
+    as_of: StrictStr | StrictInt | None = Field(
+        default=None,
+        description="RFC 3339 time with an offset or integer epoch ms (default: the event time the "
+        "customer's partition has reached)",
+        examples=["2024-05-01T00:00:00Z"],
+    )
+
+
+class ScoreMany(BaseModel):
+    """Body of ``POST /score``."""
+
+    customer_ids: list[StrictStr] = Field(min_length=1, description="at most CHURN_API_MAX_BATCH ids")
+    as_of: StrictStr | StrictInt | None = Field(
+        default=None, description="as for one customer; one time for all of them"
+    )
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+class _Gate:
+    """Pure ASGI middleware around every request: the bearer token, the body size limit and the metrics
+    (pure ASGI: Starlette's ``BaseHTTPMiddleware`` costs a task and a queue per request)."""
+
+    def __init__(self, app: ASGIApp, *, token: str, max_body: int, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, sending)
+                return
+            await self.app(scope, self._limited(receive), sending)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(name, scope["method"], str(status[0])).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+    def _refusal(self, scope: Scope) -> JSONResponse | None:
+        headers = dict(scope["headers"])
+        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                why = "send the API token as 'Authorization: Bearer <token>'"
+                response = _error(401, "unauthorized", why)
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return _error(413, "body_too_large", f"request bodies are at most {self.max_body} bytes")
+        return None
+
+    def _limited(self, receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """``receive`` that refuses a body (chunked, without a length) growing past the limit."""
+        seen = [0]
+
+        async def limited() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > self.max_body:
+                    raise StarletteHTTPException(413, f"request bodies are at most {self.max_body} bytes")
+            return message
+
+        return limited
+
+
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def create_app(
+    service: CustomerService,
+    *,
+    settings: Settings,
+    metrics: ApiMetrics | None = None,
+    ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
+    refresh_in_background: bool = True,
+) -> FastAPI:
+    """The API over ``service``. ``ready``: the readiness check (default: :func:`readiness` with a
+    :class:`~churnstream.streams.health.DependencyProbe` of Kafka and Redis)."""
+    metrics = metrics or ApiMetrics()
+    limiter = anyio.CapacityLimiter(settings.api_threads)
+    if ready is None:
+        from churnstream.streams.health import DependencyProbe
+
+        probe = DependencyProbe(settings, redis=True)
+        ready = lambda: readiness(service, probe.problems())  # noqa: E731 - a one-line closure
+
+    def refresh() -> None:
+        try:
+            if service.refresh():
+                metrics.reloads.inc()
+                log.info("now serving model version %s", service.model_version)
+        except ChurnstreamError as exc:
+            log.warning("keeping the models as they are: %s", settings.redact(str(exc)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if refresh_in_background:
+
+            def loop() -> None:
+                while not stop.wait(settings.model_poll_seconds):
+                    refresh()
+
+            thread = threading.Thread(target=loop, name="api-model-refresh", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=10)
+
+    app = FastAPI(
+        title="churnstream",
+        version=__version__,
+        description="A customer's features and churn risk, from the state the scoring workers keep.",
+        lifespan=lifespan,
+    )
+
+    async def blocking(func: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+
+    def reply(body: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> Response:
+        return _error(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        return _error(503, "store_unavailable", settings.redact(str(exc)))
+
+    @app.exception_handler(ChurnstreamError)
+    async def unavailable(request: Request, exc: ChurnstreamError) -> Response:
+        # e.g. Redis holding state in another layout (LayoutError): nothing the caller can fix
+        return _error(503, "unavailable", settings.redact(str(exc)))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
+        return _error(422, "invalid_request", "; ".join(problems) or "the request body is not valid")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, _CODES.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("answering %s %s failed", request.method, request.url.path)
+        return _error(500, "internal_error", "the request failed on the server; its log says why")
+
+    @app.get("/customers/{customer_id}", summary="A customer's features and latest prediction")
+    async def get_customer(customer_id: str) -> Response:
+        return reply(await blocking(service.customer, customer_id))
+
+    @app.post("/customers/{customer_id}/score", summary="Score a customer now")
+    async def score_customer(
+        customer_id: str, body: ScoreOne | None = None, reasons: bool = True
+    ) -> Response:
+        """``?reasons=false`` leaves out ``top_reasons`` and ``explanation`` (they cost one model pass per
+        feature)."""
+        as_of = parse_as_of(None if body is None else body.as_of)
+        scored = await blocking(functools.partial(service.score, reasons=reasons), customer_id, as_of)
+        metrics.scored.inc()
+        return reply(scored.to_json())
+
+    @app.post("/score", summary="Score several customers as of one time")
+    async def score_many(body: ScoreMany, reasons: bool = True) -> Response:
+        if len(body.customer_ids) > settings.api_max_batch:
+            raise TooManyCustomersError(
+                f"{len(body.customer_ids)} customers in one request; at most {settings.api_max_batch} "
+                "(CHURN_API_MAX_BATCH)"
+            )
+        as_of = parse_as_of(body.as_of)
+        answers = await blocking(_score_list, service, body.customer_ids, as_of, reasons)
+        metrics.scored.inc(sum(1 for a in answers if "error" not in a))
+        return reply(answers)
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> Response:
+        return reply({"status": "ok", "model_version": service.model_version})
+
+    @app.get("/ready", summary="Readiness: Redis, the model and Kafka, with reasons")
+    async def get_ready() -> Response:
+        ok, body = await blocking(ready)
+        return reply(body, 200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def get_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    max_body = max(64 * 1024, settings.api_max_batch * 256)
+    app.add_middleware(_Gate, token=settings.api_token, max_body=max_body, metrics=metrics)
+    app.state.metrics = metrics
+    return app
+
+
+def _score_list(
+    service: CustomerService, customer_ids: list[str], as_of: int | None, reasons: bool
+) -> list[dict[str, Any]]:
+    """One answer per requested id, in order: a prediction, or ``{customer_id, error, detail}``."""
+    found = {}
+    failed: dict[str, dict[str, Any]] = {}
+    for cid in dict.fromkeys(customer_ids):
+        try:
+            found[cid] = service.find(cid, as_of)
+        except RequestError as exc:
+            failed[cid] = {"customer_id": cid, "error": exc.code, "detail": str(exc)}
+    scored = dict(zip(found, service.score_many(list(found.values()), reasons=reasons), strict=True))
+    return [scored[cid].to_json() if cid in scored else failed[cid] for cid in customer_ids]
+
+
+def readiness(service: CustomerService, problems: dict[str, str | None]) -> tuple[bool, dict[str, Any]]:
+    """Ready when Redis and Kafka answer (``problems``, from a dependency probe) and a model is loaded."""
+    reasons = [why for why in problems.values() if why]
+    try:
+        version: str | None = service.models.version
+    except RequestError as exc:
+        version = None
+        reasons.append(str(exc))
+    except ChurnstreamError as exc:
+        version = None
+        reasons.append(f"the current model cannot be loaded: {service.settings.redact(str(exc))}")
+    return not reasons, {
+        "status": "ready" if not reasons else "not ready",
+        "reasons": reasons,
+        "model_version": version,
+    }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, *, allow_unauthenticated: bool) -> None:
+    """Refuse to serve customer data without a token on an address other machines reach, unless asked to.
+
+    >>> check_exposure(Settings(api_host="0.0.0.0"), allow_unauthenticated=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    churnstream.errors.ConfigError: CHURN_API_HOST=0.0.0.0 is not a loopback address and CHURN_API_TOKEN ...
+    >>> check_exposure(Settings(api_host="0.0.0.0", api_token="t"), allow_unauthenticated=False)
+    """
+    if settings.api_token or allow_unauthenticated or is_loopback(settings.api_host):
+        return
+    raise ConfigError(
+        f"CHURN_API_HOST={settings.api_host} is not a loopback address and CHURN_API_TOKEN is not set: "
+        "anyone who reaches this host could read every customer's features. Set CHURN_API_TOKEN, or pass "
+        "--allow-unauthenticated when something in front of the API (a proxy, a private network) guards it"
+    )
+
+
+def build_service(settings: Settings) -> CustomerService:
+    """A :class:`CustomerService` over the Redis feature store (layout checked when Redis answers) and the
+    registry's current model (loaded when there is one)."""
+    from churnstream.errors import ModelNotFoundError
+    from churnstream.features.redis_store import RedisFeatureStore, redis_client
+    from churnstream.models.serving import load_models
+
+    client = redis_client(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    store = RedisFeatureStore(
+        client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
+    )
+    try:
+        store.check_layout()
+    except StoreError as exc:
+        why = settings.redact(str(exc))
+        log.warning("Redis at %s does not answer yet: %s", settings.redacted_redis_url, why)
+    try:
+        models = load_models(settings, store)
+    except ModelNotFoundError as exc:
+        log.warning("serving features only until a model is promoted: %s", exc)
+        models = None
+    return CustomerService(settings=settings, store=store, models=models)
+
+
+def cli(args: Any, settings: Settings) -> int:
+    """Serve the API until SIGTERM/SIGINT (uvicorn finishes the requests in flight, then exits 0)."""
+    import uvicorn
+
+    check_exposure(settings, allow_unauthenticated=args.allow_unauthenticated)
+    service = build_service(settings)
+    app = create_app(service, settings=settings)
+    log.info(
+        "HTTP API on http://%s:%d (docs on /docs), %s, model %s",
+        settings.api_host,
+        settings.api_port,
+        "bearer token required" if settings.api_token else "no authentication",
+        service.model_version,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        limit_concurrency=settings.api_max_connections,
+        access_log=False,
+        log_config=None,  # churnstream's logging (stderr), not uvicorn's own
+        server_header=False,
+    )
+    # uvicorn handles SIGTERM/SIGINT (finishing the requests in flight), then restores the handlers it
+    # found and raises the signal again: these make that a clean exit 0, as for the other workers.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
+    uvicorn.Server(config).run()  # exits 1 itself when it cannot listen
+    return 0
+
+
+def _stopped(sig: int, frame: Any) -> None:
+    """The signal uvicorn raises again once it has stopped: nothing left to do."""
+
+
+__all__ = [
+    "OPEN_PATHS",
+    "ApiMetrics",
+    "ScoreMany",
+    "ScoreOne",
+    "build_service",
+    "check_exposure",
+    "cli",
+    "create_app",
+    "is_loopback",
+    "readiness",
+]

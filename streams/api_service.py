@@ -1,0 +1,363 @@
+"""What the HTTP API answers, without HTTP: a customer's features and latest prediction, and fresh scores.
+
+:class:`CustomerService` reads the same Redis state and model registry the scoring workers use and never
+writes either. Features come from :func:`churnstream.streams.feature_lookup.lookup` (the one read of
+features as of a time, shared with ``churnstream features``), probabilities from
+:meth:`ModelSet.score <churnstream.models.serving.ModelSet.score>` with each partition's online learner
+restored read-only from its committed checkpoint, so a score as of the time of one of the stream's
+predictions carries the same features and batch probability as that prediction (the online part is
+today's learner's). :mod:`churnstream.streams.api` puts HTTP around it.
+
+Errors a caller can fix are :class:`RequestError` subclasses carrying their HTTP status::
+
+    RequestError (ChurnstreamError)
+    ├── UnknownCustomerError   404: the store holds nothing about the customer
+    ├── AsOfError              422: a time the store cannot answer exactly, or not a time at all
+    ├── TooManyCustomersError  413: more customers than CHURN_API_MAX_BATCH in one request
+    └── NoModelError           503: no current model in the registry yet (features still answer)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from churnstream.errors import ChurnstreamError, EventError, ModelNotFoundError
+from churnstream.events import format_time, now_ms, parse_time
+from churnstream.features.labels import P_AS_OF, P_BATCH, P_CHURN, P_ID, P_ONLINE
+from churnstream.features.store import FeatureStore
+from churnstream.messages import Prediction
+from churnstream.models.serving import ModelSet, load_models, restore_learner
+from churnstream.models.value import value_at_risk
+from churnstream.settings import Settings
+from churnstream.streams.feature_lookup import Lookup, lookup
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(ChurnstreamError):
+    """A request the service cannot answer as asked; ``status`` is its HTTP status, ``code`` its name."""
+
+    status = 400
+    code = "bad_request"
+
+
+class UnknownCustomerError(RequestError):
+    status = 404
+    code = "unknown_customer"
+
+
+class AsOfError(RequestError):
+    status = 422
+    code = "invalid_as_of"
+
+
+class TooManyCustomersError(RequestError):
+    status = 413
+    code = "too_many_customers"
+
+
+class NoModelError(RequestError):
+    status = 503
+    code = "no_model"
+
+
+def parse_as_of(value: Any) -> int | None:
+    """An ``as_of`` of a request as epoch ms: an RFC 3339 string or integer epoch ms; None when absent.
+
+    >>> parse_as_of("2024-05-01T00:00:00Z"), parse_as_of(1000), parse_as_of(None)
+    (1714521600000, 1000, None)
+    >>> parse_as_of("yesterday")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    AsOfError: as_of: 'yesterday' is not an RFC 3339 time with an offset ...
+    """
+    if value is None:
+        return None
+    try:
+        return parse_time(value, "as_of")
+    except EventError as exc:
+        raise AsOfError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One customer scored as of a time: the prediction, and what explains it where that is known."""
+
+    prediction: Prediction
+    value_at_risk: float | None
+    reasons: list[Any] | None  # Reason objects, largest contribution first
+    explanation: dict[str, Any] | None  # {unit, base} of the contributions
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.prediction.to_json()
+        out["value_at_risk"] = self.value_at_risk
+        out["top_reasons"] = None if self.reasons is None else [r.to_json() for r in self.reasons]
+        out["explanation"] = self.explanation
+        return out
+
+
+def latest_prediction(
+    found: Lookup, settings: Settings, model: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The newest prediction the customer's state still holds, or None.
+
+    The store does not keep every prediction: the scorer keeps a customer's recent predictions until
+    their label is known (a bounded, thinned set), so this is the newest of those still open, with its
+    probabilities as the stream emitted them; ``churn_predictions`` holds them all. ``model``: the
+    model's metadata, whose risk thresholds apply where no setting overrides them.
+    """
+    pending = found.state.get("scoring", {}).get("pend") or []
+    if not pending:
+        return None
+    p = max(pending, key=lambda row: row[P_AS_OF])
+    return {
+        "prediction_id": p[P_ID],
+        "as_of": format_time(p[P_AS_OF]),
+        "batch_probability": p[P_BATCH],
+        "online_probability": p[P_ONLINE],
+        "churn_probability": p[P_CHURN],
+        "risk_category": settings.risk_category(p[P_CHURN], _thresholds(model)),
+        "status": "pending",
+    }
+
+
+class CustomerService:
+    """Read-only answers about customers from a feature store and the model registry (see the module).
+
+    ``models``: None loads the registry's current model on first use (and again until there is one).
+    Models and the partitions' online learners are refreshed every ``CHURN_MODEL_POLL_SECONDS``
+    (:meth:`refresh`), the way the workers pick up a promoted model.
+    """
+
+    def __init__(self, *, settings: Settings, store: FeatureStore, models: ModelSet | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._models = models
+        self._lock = (
+            threading.Lock()
+        )  # scoring, one batch at a time (scikit-learn's thread limits are global)
+        self._loading = threading.Lock()
+        self._queued: list[tuple[list[Lookup], bool, Future[list[Scored]]]] = []  # see score_many
+        self._queued_lock = threading.Lock()
+        self._refreshed = time.monotonic()
+
+    # -- models ------------------------------------------------------------------------------------
+    @property
+    def models(self) -> ModelSet:
+        """The models, loaded now if none were (:class:`NoModelError` while the registry has none)."""
+        models = self._models
+        if models is None:
+            with self._loading:
+                if self._models is None:
+                    try:
+                        self._models = load_models(self.settings, self.store)
+                    except ModelNotFoundError as exc:
+                        raise NoModelError(str(exc)) from None
+                models = self._models
+        return models
+
+    @property
+    def model_version(self) -> str | None:
+        return None if self._models is None else self._models.version
+
+    def refresh(self) -> bool:
+        """Load a newly promoted model and restore the learners again from their latest checkpoints (built
+        aside, then swapped in, so requests meanwhile use the previous ones); True when the model changed.
+        """
+        self._refreshed = time.monotonic()
+        if self._models is None:
+            try:
+                _ = self.models
+            except NoModelError:
+                return False
+            return True
+        models = self._models
+        changed = models.maybe_reload()
+        fresh = {p: restore_learner(self.store, p) for p in list(models.learners)}
+        with self._lock:
+            models.learners = fresh
+        return changed
+
+    def refresh_due(self) -> bool:
+        return time.monotonic() - self._refreshed >= self.settings.model_poll_seconds
+
+    # -- reads -------------------------------------------------------------------------------------
+    def reached(self, partition: int) -> int | None:
+        """The event time ``partition`` has reached: the scorer's, else the latest the store applied."""
+        t = self.store.partition_time(partition)
+        return self.store.watermark() if t is None else t
+
+    def find(self, customer_id: str, as_of: int | None = None) -> Lookup:
+        """The customer's features as of ``as_of`` (default: the event time its partition has reached).
+
+        404 for an unknown customer; 422 for an ``as_of`` the store cannot answer exactly: before the
+        history it still holds for the customer, before the customer's first event, or after the event time
+        its partition has reached (events up to then may not have arrived yet).
+        """
+        if self.store.partitions is None:
+            self.store.check_layout()  # learns the partition count once the scorer recorded it
+        partition = self.store.partition_of(customer_id)
+        reached = self.reached(partition)
+        if reached is None:
+            raise UnknownCustomerError(
+                f"unknown customer {customer_id!r}: the service has seen no events yet"
+            )
+        t = reached if as_of is None else as_of
+        if t > reached:
+            raise AsOfError(
+                f"as_of {format_time(t)} is after the event time the customer's partition has reached "
+                f"({format_time(reached)}): events up to as_of may not have arrived yet; omit as_of for "
+                "the latest"
+            )
+        try:
+            found = lookup(self.store, customer_id, t)
+        except EventError as exc:
+            raise AsOfError(f"as_of {format_time(t)}: {exc}") from None
+        if found is None:
+            raise UnknownCustomerError(f"unknown customer {customer_id!r}")
+        first = found.state["first"]
+        if first is not None and t < first:
+            raise AsOfError(
+                f"as_of {format_time(t)} is before the customer's first event ({format_time(first)})"
+            )
+        return found
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        """``{customer_id, as_of, features, latest_prediction}`` as of the partition's event time."""
+        found = self.find(customer_id)
+        models = self._models
+        return {
+            "customer_id": customer_id,
+            "as_of": format_time(found.as_of),
+            "features": found.features,
+            "latest_prediction": latest_prediction(
+                found, self.settings, None if models is None else models.loaded.metadata
+            ),
+        }
+
+    def score(self, customer_id: str, as_of: int | None = None, *, reasons: bool = True) -> Scored:
+        """A fresh prediction of one customer (see :meth:`score_many`)."""
+        return self.score_many([self.find(customer_id, as_of)], reasons=reasons)[0]
+
+    def score_many(self, found: Sequence[Lookup], *, reasons: bool = True) -> list[Scored]:
+        """Predictions shaped like ``churn_predictions`` (``trigger`` = ``request``, a random
+        ``prediction_id``: a request is not an event and is never replayed).
+
+        Requests arriving together are scored together: each joins a queue, and whichever thread holds
+        the scoring lock next scores everything queued in one pass of the models (a model pass costs
+        about the same for one row as for fifty), so the rate of scores grows with the load instead of
+        queueing behind one model call per request.
+        """
+        if not found:
+            return []
+        models = self.models
+        mine: Future[list[Scored]] = Future()
+        with self._queued_lock:
+            self._queued.append((list(found), reasons, mine))
+        with self._lock:
+            if not mine.done():
+                with self._queued_lock:
+                    batch, self._queued = self._queued, []
+                self._score_batch(models, batch)
+        return mine.result()
+
+    def _score_batch(
+        self, models: ModelSet, batch: list[tuple[list[Lookup], bool, Future[list[Scored]]]]
+    ) -> None:
+        """Score every queued request in one pass and answer each (its error, should scoring fail)."""
+        found = [f for lookups, _, _ in batch for f in lookups]
+        explain = [want for lookups, want, _ in batch for _ in lookups]
+        try:
+            rows = [f.features for f in found]
+            partitions = [f.partition for f in found]
+            X, batch_p, online_p, churn_p = models.score(rows, partitions)
+            which = [i for i, want in enumerate(explain) if want]
+            explained: list[Any] = [None] * len(found)
+            if which:
+                got = self._explain(
+                    models, X[which], [rows[i] for i in which], [partitions[i] for i in which]
+                )
+                for i, e in zip(which, got, strict=True):
+                    explained[i] = e
+            version = models.version
+            thresholds = _thresholds(models.loaded.metadata)
+            scored_at = now_ms()
+            out = []
+            for i, f in enumerate(found):
+                online = online_p[i]
+                cp = round(float(churn_p[i]), 6)
+                prediction = Prediction(
+                    prediction_id=str(uuid.uuid4()),
+                    customer_id=f.customer_id,
+                    as_of=f.as_of,
+                    scored_at=scored_at,
+                    trigger="request",
+                    event_id=None,
+                    model_version=version,
+                    batch_probability=round(float(batch_p[i]), 6),
+                    online_probability=None if online is None else round(float(online), 6),
+                    churn_probability=cp,
+                    risk_category=self.settings.risk_category(cp, thresholds),
+                    features=dict(f.features),  # type: ignore[arg-type]
+                )
+                why = explained[i]
+                out.append(
+                    Scored(
+                        prediction=prediction,
+                        value_at_risk=value_at_risk(cp, f.features, horizon_days=self.settings.horizon_days),
+                        reasons=None if why is None else list(getattr(why, "reasons", why)),
+                        explanation=_explanation(why),
+                    )
+                )
+        except BaseException as exc:
+            for _, _, future in batch:
+                future.set_exception(exc)
+            return
+        start = 0
+        for lookups, _, future in batch:
+            future.set_result(out[start : start + len(lookups)])
+            start += len(lookups)
+
+    @staticmethod
+    def _explain(models: ModelSet, X: Any, rows: list[Any], partitions: list[int]) -> list[Any]:
+        from churnstream.models.explain import explain
+        from churnstream.models.serving import by_partition
+
+        found: list[Any] = [None] * len(rows)
+        for p, idx in by_partition(partitions).items():
+            learner = models.learner(p)
+            got = explain(
+                models.loaded.model, learner.online, learner.blender, X[idx], [rows[i] for i in idx], top_k=3
+            )
+            for i, e in zip(idx, got, strict=True):
+                found[i] = e
+        return found
+
+
+def _thresholds(model: Mapping[str, Any] | None) -> Any:
+    return None if model is None else model.get("risk_thresholds")
+
+
+def _explanation(why: Any) -> dict[str, Any] | None:
+    if why is None or not hasattr(why, "unit"):
+        return None
+    return {"unit": why.unit, "base": round(float(why.base), 6)}
+
+
+__all__ = [
+    "AsOfError",
+    "CustomerService",
+    "NoModelError",
+    "RequestError",
+    "Scored",
+    "TooManyCustomersError",
+    "UnknownCustomerError",
+    "latest_prediction",
+    "parse_as_of",
+]

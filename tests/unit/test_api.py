@@ -1,0 +1,285 @@
+"""The HTTP API's request handling, in process over a feature store in memory (the same answers through
+real Kafka, Redis and a server process are tests/integration/test_api.py)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from churnstream.cli import build_parser
+from churnstream.errors import ConfigError
+from churnstream.events import OrderEvent, TicketEvent, format_time
+from churnstream.features.definitions import FEATURE_NAMES, features_as_of
+from churnstream.features.labels import add_pending
+from churnstream.features.store import MemoryFeatureStore
+from churnstream.models.batch import BatchModel
+from churnstream.models.registry import ModelRegistry
+from churnstream.models.serving import ModelSet, restore_learner
+from churnstream.settings import DAY_MS, Settings
+from churnstream.streams.api import check_exposure, create_app
+from churnstream.streams.api_service import CustomerService
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+REACHED = 200 * DAY_MS  # the event time the partitions have reached
+
+
+def _registry(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    X = rng.exponential(5.0, (300, len(FEATURE_NAMES)))
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=500)).fit(
+        X, (X[:, 3] > 5).astype(int)
+    )
+    model = BatchModel(
+        estimator=estimator, feature_names=list(FEATURE_NAMES), medians=dict.fromkeys(FEATURE_NAMES, 1.0)
+    )
+    ModelRegistry(root).register(model, {}, promote=True)
+    return root
+
+
+def _store(settings: Settings) -> MemoryFeatureStore:
+    """c1 orders every 10 days from day 100; c2 orders once on day 10, so day 10 is folded by day 200."""
+    store = MemoryFeatureStore(lateness_ms=settings.lateness_ms, partitions=6)
+    events: list[Any] = [OrderEvent(f"a{i}", "c1", (100 + 10 * i) * DAY_MS, f"o{i}", 25.0) for i in range(9)]
+    events += [TicketEvent("t1", "c1", 150 * DAY_MS, "k1", 2.0, 1)]
+    events += [
+        OrderEvent("b0", "c2", 10 * DAY_MS, "p0", 40.0),
+        OrderEvent("b1", "c2", 199 * DAY_MS, "p1", 5.0),
+    ]
+    tx = store.begin(["c1", "c2"])
+    for e in events:
+        tx.apply(e)
+    state = tx.state("c1")
+    add_pending(state, "pred-old", 150 * DAY_MS, 0.2, None, 0.2, [], horizon_ms=settings.horizon_ms,
+                lateness_ms=0, recency_days=None)  # fmt: skip
+    add_pending(state, "pred-new", 180 * DAY_MS, 0.8, 0.6, 0.75, [], horizon_ms=settings.horizon_ms,
+                lateness_ms=0, recency_days=None)  # fmt: skip
+    tx.touch("c1")
+    for p in range(6):
+        tx.set_partition_time(p, REACHED)
+    store.commit(tx)
+    return store
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(model_dir=_registry(tmp_path / "models"), api_max_batch=3, api_token="")
+
+
+def _client(settings: Settings, store: MemoryFeatureStore, **kwargs: Any) -> TestClient:
+    models = ModelSet(
+        registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
+    )
+    service = CustomerService(settings=settings, store=store, models=models)
+    ready = kwargs.pop("ready", lambda: (True, {"status": "ready", "reasons": []}))
+    return TestClient(create_app(service, settings=settings, ready=ready, refresh_in_background=False))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with _client(settings, _store(settings)) as c:
+        yield c
+
+
+def test_get_customer_answers_features_at_the_partitions_time_and_the_newest_held_prediction(
+    client: TestClient, settings: Settings
+) -> None:
+    body = client.get("/customers/c1").json()
+    state = _store(settings).states(["c1"])["c1"]
+    assert body["as_of"] == format_time(REACHED)
+    assert body["features"] == features_as_of(state, REACHED)
+    assert body["features"]["orders_total"] == 9 and body["features"]["negative_tickets_total"] == 1
+    assert body["latest_prediction"] == {
+        "prediction_id": "pred-new",
+        "as_of": format_time(180 * DAY_MS),
+        "batch_probability": 0.8,
+        "online_probability": 0.6,
+        "churn_probability": 0.75,
+        "risk_category": "HIGH",
+        "status": "pending",
+    }
+    assert client.get("/customers/c2").json()["latest_prediction"] is None
+
+
+def test_a_score_is_a_prediction_of_the_contract_with_the_models_probability(
+    client: TestClient, settings: Settings
+) -> None:
+    answer = client.post("/customers/c1/score", json={"as_of": "1970-06-20T00:00:00Z"}).json()
+    t = 170 * DAY_MS
+    assert answer["as_of"] == format_time(t) and answer["trigger"] == "request" and answer["event_id"] is None
+    features = features_as_of(_store(settings).states(["c1"])["c1"], t)
+    assert answer["features"] == features
+    model = ModelRegistry(settings.model_dir).load().model
+    expected = round(float(model.predict_proba(model.vectorize([features]))[0]), 6)
+    assert answer["batch_probability"] == expected
+    assert answer["online_probability"] is None and answer["churn_probability"] == expected  # nothing learned
+    assert answer["model_version"] == "v0001" and answer["value_at_risk"] is not None
+    assert len(answer["top_reasons"]) >= 3 and {"feature", "value", "contribution"} <= set(
+        answer["top_reasons"][0]
+    )
+    assert client.post("/customers/c1/score").json()["as_of"] == format_time(REACHED)  # the default
+    assert client.post("/customers/c1/score", json={"as_of": t}).json()["features"] == features  # epoch ms
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("get", "/customers/nobody", None, 404, "unknown_customer"),
+        ("post", "/customers/nobody/score", None, 404, "unknown_customer"),
+        ("post", "/customers/c1/score", {"as_of": "next tuesday"}, 422, "invalid_as_of"),
+        ("post", "/customers/c1/score", {"as_of": 1.5}, 422, "invalid_request"),
+        ("post", "/customers/c1/score", {"as_of": format_time(REACHED + 1)}, 422, "invalid_as_of"),
+        ("post", "/customers/c1/score", {"as_of": format_time(50 * DAY_MS)}, 422, "invalid_as_of"),
+        ("post", "/customers/c2/score", {"as_of": format_time(20 * DAY_MS)}, 422, "invalid_as_of"),
+        ("post", "/score", {"customer_ids": ["c1", "c2", "c1", "c2"]}, 413, "too_many_customers"),
+        ("post", "/score", {"customer_ids": []}, 422, "invalid_request"),
+        ("post", "/score", {"customer_ids": "c1"}, 422, "invalid_request"),
+        ("post", "/score", {}, 422, "invalid_request"),
+        ("get", "/nowhere", None, 404, "not_found"),
+        ("delete", "/customers/c1", None, 405, "method_not_allowed"),
+    ],
+)
+def test_bad_requests_get_a_json_error_and_a_4xx_status(
+    client: TestClient, method: str, path: str, body: Any, status: int, error: str
+) -> None:
+    answer = client.request(method.upper(), path, json=body)
+    assert answer.status_code == status, answer.text
+    assert set(answer.json()) == {"error", "detail"} and answer.json()["error"] == error
+    assert answer.json()["detail"] and "Traceback" not in answer.text
+
+
+def test_the_422s_say_why(client: TestClient) -> None:
+    later = client.post("/customers/c1/score", json={"as_of": format_time(REACHED + 1)}).json()["detail"]
+    assert "after the event time the customer's partition has reached" in later
+    first = client.post("/customers/c1/score", json={"as_of": format_time(50 * DAY_MS)}).json()["detail"]
+    assert "before the customer's first event" in first
+    folded = client.post("/customers/c2/score", json={"as_of": format_time(20 * DAY_MS)}).json()["detail"]
+    assert "before the retained history" in folded
+
+
+def test_score_many_answers_in_request_order_with_errors_in_place(client: TestClient) -> None:
+    answer = client.post("/score", json={"customer_ids": ["c2", "nobody", "c1"]})
+    assert answer.status_code == 200
+    items = answer.json()
+    assert [i["customer_id"] for i in items] == ["c2", "nobody", "c1"]
+    assert items[1] == {
+        "customer_id": "nobody",
+        "error": "unknown_customer",
+        "detail": "unknown customer 'nobody'",
+    }
+    one = client.post("/customers/c1/score").json()
+    assert (
+        items[2]["features"] == one["features"] and items[2]["batch_probability"] == one["batch_probability"]
+    )
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(client: TestClient) -> None:
+    answer = client.post("/score", content=b"[" + b" " * 1_000_000 + b"]")
+    assert answer.status_code == 413 and answer.json()["error"] == "body_too_large"
+
+
+def test_the_token_guards_everything_but_the_probes_metrics_and_docs(settings: Settings) -> None:
+    secured = Settings(model_dir=settings.model_dir, api_token="t0ken")
+    with _client(secured, _store(secured)) as client:
+        for path in ("/customers/c1", "/customers/c1?x=1"):
+            refused = client.get(path, headers={"Authorization": "Bearer nope"})
+            assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+            assert refused.headers["www-authenticate"] == "Bearer"
+        assert client.post("/score", json={"customer_ids": ["c1"]}).status_code == 401
+        assert client.get("/customers/c1", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        for path in ("/health", "/ready", "/metrics", "/docs", "/openapi.json"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_ready_is_503_with_the_reasons_when_a_dependency_is_down(settings: Settings) -> None:
+    down = (False, {"status": "not ready", "reasons": ["Redis at redis://x does not answer"]})
+    with _client(settings, _store(settings), ready=lambda: down) as client:
+        answer = client.get("/ready")
+    assert answer.status_code == 503 and answer.json()["reasons"] == down[1]["reasons"]
+
+
+def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
+    client.get("/customers/c1")
+    client.get("/customers/nobody")
+    client.post("/customers/c1/score")
+    text = client.get("/metrics").text
+    assert 'churn_api_requests_total{method="GET",route="/customers/{customer_id}",status="200"} 1.0' in text
+    assert 'churn_api_requests_total{method="GET",route="/customers/{customer_id}",status="404"} 1.0' in text
+    assert "churn_api_predictions_total 1.0" in text
+    assert 'churn_api_request_seconds_count{route="/customers/{customer_id}/score"} 1.0' in text
+
+
+def test_without_a_model_features_still_answer_and_scores_say_why(tmp_path: Path) -> None:
+    settings = Settings(model_dir=tmp_path / "empty")
+    store = _store(settings)
+    service = CustomerService(settings=settings, store=store, models=None)
+    app = create_app(service, settings=settings, ready=lambda: (True, {}), refresh_in_background=False)
+    with TestClient(app) as client:
+        assert client.get("/customers/c1").status_code == 200
+        answer = client.post("/customers/c1/score")
+        assert answer.status_code == 503 and answer.json()["error"] == "no_model"
+        _registry(tmp_path / "empty")
+        assert client.post("/customers/c1/score").status_code == 200  # picked up once promoted
+
+
+def test_a_public_host_needs_a_token_or_an_explicit_flag() -> None:
+    with pytest.raises(ConfigError, match="CHURN_API_TOKEN"):
+        check_exposure(Settings(api_host="0.0.0.0"), allow_unauthenticated=False)
+    check_exposure(Settings(api_host="0.0.0.0"), allow_unauthenticated=True)
+    check_exposure(Settings(api_host="0.0.0.0", api_token="t"), allow_unauthenticated=False)
+    check_exposure(Settings(api_host="127.0.0.1"), allow_unauthenticated=False)
+    args = build_parser().parse_args(["serve", "--allow-unauthenticated"])
+    assert args.command == "serve" and args.allow_unauthenticated
+
+
+def test_the_token_is_a_secret_of_the_settings() -> None:
+    s = Settings.from_env({"CHURN_API_TOKEN": "hunter2", "CHURN_API_PORT": "9000"})
+    assert s.api_token == "hunter2" and s.api_port == 9000
+    assert "hunter2" not in repr(s) and s.redact("token hunter2") == "token ***"
+    assert dict((var, value) for var, value, _ in s.effective())["CHURN_API_TOKEN"] == "***"
+    with pytest.raises(ConfigError, match="CHURN_API_PORT"):
+        Settings.from_env({"CHURN_API_PORT": "70000"})
+    with pytest.raises(ConfigError, match="CHURN_API_MAX_BATCH"):
+        Settings.from_env({"CHURN_API_MAX_BATCH": "0"})
+
+
+def test_concurrent_scores_are_combined_and_each_gets_its_own_answer(settings: Settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = _store(settings)
+    models = ModelSet(
+        registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
+    )
+    service = CustomerService(settings=settings, store=store, models=models)
+    asks = [("c1", 170 * DAY_MS), ("c2", REACHED), ("c1", REACHED), ("c2", 199 * DAY_MS)] * 10
+    alone = {ask: service.score(*ask, reasons=False).to_json() for ask in set(asks)}
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda ask: (ask, service.score(*ask, reasons=ask[0] == "c1")), asks))
+    assert (
+        len({alone[ask]["batch_probability"] for ask in alone}) > 1
+    )  # the answers differ, so a mix-up shows
+    for ask, scored in together:
+        answer = scored.to_json()
+        assert (answer["customer_id"], answer["as_of"]) == (ask[0], format_time(ask[1]))
+        assert answer["features"] == alone[ask]["features"]
+        assert answer["batch_probability"] == alone[ask]["batch_probability"]
+        assert (answer["top_reasons"] is not None) == (ask[0] == "c1")
+
+
+def test_a_promoted_model_is_served_after_a_refresh(settings: Settings) -> None:
+    store = _store(settings)
+    service = CustomerService(settings=settings, store=store, models=None)
+    assert service.score("c1", reasons=False).prediction.model_version == "v0001"
+    assert service.refresh() is False  # nothing new
+    _registry(settings.model_dir)  # registers and promotes v0002
+    assert service.refresh() is True
+    assert service.score("c1", reasons=False).prediction.model_version == "v0002"
