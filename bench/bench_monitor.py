@@ -1,8 +1,29 @@
-"""Does the drift monitor keep up with the scorer at full speed, Evidently reports and all?
+"""Does the drift monitor say what to do, and does it keep up with the scorer at full speed?
 
-For each way of drawing the Evidently reports (``process``: the monitor's report worker process, as
-shipped; ``thread``: the old way, in a thread of the monitor's own process; ``none``: not drawn at all,
-windows still judged and published, to show what the rest costs) this starts the real monitor
+``verdicts`` (the default) prints the table of issue #21. Four simulated shops
+(:mod:`churnstream.sources.simulate`, same seed): a stationary one; one whose inputs alone shift on the drift
+day (``--drift-kind inputs``: amounts x1.4, tickets x2; the model still ranks well); one whose
+ticket-to-churn link alone changes (``--drift-kind link --link-factor F``, default 0.25); and one where
+frequent buyers start to leave (``--drift-kind loyalty``: the relation the model leans on most breaks). In
+this simulator the ticket link hardly moves the model's ranking (the label, no order within the horizon,
+depends mostly on how often a customer buys): with factors 0.25, -1 and 10 its realized ROC-AUC did not
+fall, so there ``none`` is the right answer; the loyalty shift is the one that makes the model rank
+worse. For each, ``churnstream train --until`` learns the days before
+``--train-days``; then every event is scored in this process by the real scorer
+(:class:`churnstream.streams.scorer.ChurnScorer`: features, labels, sweeps, online learners and blend, on an
+in-memory feature store, one partition), and the ``monitoring_batches`` records it would produce for the
+predictions after the training end go to the real :class:`~churnstream.monitoring.monitor.DriftMonitor`
+built by :func:`churnstream.streams.monitor.build_monitor` (reference from the registry, weekly windows),
+without Kafka and without drawing Evidently HTML (what the monitor decides does not depend on either). The
+table says, per world, how many windows drifted and got each action, how far each window's estimated
+ROC-AUC was from its realized one, and whether the issue's expectation holds::
+
+    .venv/bin/python bench/bench_monitor.py [verdicts] [--customers 8000] [--days 330] [--train-days 150] \\
+        [--drift-day 190] [--link-factor 0.25] [--seed 7] [--worlds stationary,inputs only,...]
+
+``throughput``: for each way of drawing the Evidently reports (``process``: the monitor's report worker
+process, as shipped; ``thread``: the old way, in a thread of the monitor's own process; ``none``: not drawn
+at all, windows still judged and published, to show what the rest costs) this starts the real monitor
 (:class:`churnstream.streams.monitor.MonitorApp`, against a synthetic reference) as its own process, and then,
 from another process, produces what a scorer at ``--rate`` predictions/s sends: one MonitoringBatch record
 per micro-batch of ``--batch-rows`` predictions, ``created_at`` stamped when sent. Afterwards it waits
@@ -11,7 +32,7 @@ the monitor's lag (record ``created_at`` to consumption: p50, p99, max), the win
 (``drift_reports`` messages), drawn as Evidently reports, sharing a report with other windows, and
 skipped (never, by design), and how long it took to drain. Needs Kafka (``./run infra up``)::
 
-    .venv/bin/python bench/bench_monitor.py [--rate 20000] [--seconds 30] [--batch-rows 500] \\
+    .venv/bin/python bench/bench_monitor.py throughput [--rate 20000] [--seconds 30] [--batch-rows 500] \\
         [--window-rows 5000] [--modes none,process,thread]
 """
 
@@ -20,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import multiprocessing as mp
 import os
@@ -39,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from churnstream.features.definitions import FEATURE_NAMES  # noqa: E402
 from churnstream.messages import MonitoringBatch  # noqa: E402
-from churnstream.settings import Settings  # noqa: E402
+from churnstream.settings import DAY_MS, Settings  # noqa: E402
 from churnstream.streams.processes import start_worker  # noqa: E402
 
 T0 = 1_717_200_000_000
@@ -341,8 +363,291 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     )
 
 
+# -- the verdict table (issue #21): does the monitor's action say what to do? ----------------------------
+
+WORLDS = (
+    ("stationary", None),
+    ("inputs only", "inputs"),
+    ("link only", "link"),
+    ("loyalty only", "loyalty"),
+)
+
+
+@dataclasses.dataclass
+class World:
+    name: str
+    reports: list[dict[str, Any]]
+    drift_ms: int | None
+    model: str
+    predictions: int
+    seconds: float
+
+
+def score_offline(events: list[Any], settings: Settings, *, batch_size: int = 500) -> list[MonitoringBatch]:
+    """The scorer's monitoring records for ``events``: the real :class:`ChurnScorer` (its scoring, labels,
+    sweeps, online learners and blend) run in-process on an in-memory feature store, one partition,
+    ``batch_size`` events a batch, what it would produce on ``monitoring_batches`` kept in order."""
+    import functools
+
+    import orjson
+
+    from churnstream.events import LabelEvent, OrderEvent, ProfileEvent
+    from churnstream.features.memory_store import MemoryFeatureStore
+    from churnstream.models.registry import ModelRegistry
+    from churnstream.streams.ingest import Batch, Coordinates
+    from churnstream.streams.scorer import ChurnScorer, ModelSet, restore_learner
+    from churnstream.streams.worker import Worker
+
+    class _Consumer:
+        def commit(self, **kwargs: Any) -> None: ...
+
+    class _Reader:
+        consumer = _Consumer()
+
+    store = MemoryFeatureStore(lateness_ms=settings.lateness_ms)
+    models = ModelSet(
+        registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
+    )
+    worker = Worker(
+        settings=settings,
+        store=store,
+        reader=_Reader(),  # type: ignore[arg-type]
+        quiet=True,
+        handler=lambda w: ChurnScorer(worker=w, settings=settings, store=store, models=models),
+    )
+    records: list[MonitoringBatch] = []
+    topic = settings.topics.monitoring_batches
+
+    def emit(to: str, key: Any, value: Any) -> None:
+        if to == topic:
+            records.append(MonitoringBatch.from_json(orjson.loads(orjson.dumps(value))))
+
+    worker.emit = emit  # type: ignore[method-assign,assignment]
+    scorer = worker.handler
+    worker.assigned.add(0)
+    topics = settings.topics
+    offsets: dict[str, int] = {}
+    for start in range(0, len(events), batch_size):
+        batch = Batch()
+        for event in events[start : start + batch_size]:
+            if isinstance(event, OrderEvent):
+                name = topics.orders
+            elif isinstance(event, ProfileEvent):
+                name = topics.customer_profiles
+            elif isinstance(event, LabelEvent):
+                name = topics.churn_labels
+            else:
+                name = topics.support_tickets
+            offsets[name] = offsets.get(name, -1) + 1
+            batch.events.append((event, Coordinates(name, 0, offsets[name])))
+            batch.offsets[(name, 0)] = offsets[name] + 1
+        scorer.process(batch)
+        scorer.sweep()
+    return records
+
+
+def run_world(name: str, kind: str | None, base: Settings, args: argparse.Namespace, work: Path) -> World:
+    """Simulate, train on the days before ``--train-days``, score every event offline, and feed the
+    monitoring records of the predictions after the training end to the drift monitor, in process."""
+    from churnstream.events import parse_time
+    from churnstream.features.offline import read_events
+    from churnstream.models.train import train
+    from churnstream.sources.simulate import SimulationConfig, simulate
+    from churnstream.streams.monitor import build_monitor
+
+    began = time.perf_counter()
+    here = work / name.replace(" ", "-")
+    start = parse_time("2024-01-01T00:00:00Z")
+    config = SimulationConfig(
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        start_ms=start,
+        drift_at=args.drift_day if kind else None,
+        drift_kind=kind or "both",
+        link_factor=args.link_factor if kind == "link" else None,
+    )
+    simulate(config, here / "events", progress_bar=False)
+    settings = dataclasses.replace(
+        base,
+        model_dir=here / "models",
+        report_dir=here / "reports",
+        var_dir=here / "var",
+        drift_window_rows=10**6,  # windows of a week of event time (CHURN_DRIFT_WINDOW_DAYS)
+        drift_window_days=7.0,
+    )
+    train_end = start + args.train_days * DAY_MS
+    out = io.StringIO()
+    version = train(
+        here / "events", settings.model_dir, settings=settings, until=train_end, progress=False, out=out
+    )
+    events = read_events(here / "events").events
+    records = score_offline(events, settings)
+    monitor = build_monitor(settings)
+    reports: list[dict[str, Any]] = []
+    predictions = 0
+    for record in records:
+        as_of = record.predictions.get("as_of") or []
+        if as_of and min(as_of) < train_end:
+            continue  # the model's training period: not monitored
+        predictions += len(as_of)
+        for pending in monitor.add(record).pending:
+            reports.append(pending.report(created_at=0, html_path="", url=None).to_json())
+    return World(name, reports, config.drift_ms, version, predictions, time.perf_counter() - began)
+
+
+def verdict_rows(world: World) -> dict[str, Any]:
+    """What the table shows of one world: counts of verdicts, estimate against realized, and (with a
+    drift day) when the first post-drift window's labels were known and when ``retrain`` first came."""
+    from churnstream.events import format_time
+
+    reports = world.reports
+    actions = [r["action"] for r in reports]
+    estimates = {(r["window_start"], r["window_end"]): r["estimated_performance"] for r in reports}
+    gaps: dict[tuple[str, str], float] = {}  # window -> its estimate minus its realized ROC-AUC
+    for r in reports:
+        realized = r.get("realized_performance")
+        if realized is None:
+            continue
+        window = (realized["window_start"], realized["window_end"])
+        est = estimates.get(window)
+        if est is not None and est["value"] is not None and realized["value"] is not None:
+            gaps[window] = est["value"] - realized["value"]
+    row: dict[str, Any] = {
+        "windows": len(reports),
+        "drift": sum(bool(r["dataset_drift"]) for r in reports),
+        "none": actions.count("none"),
+        "watch": actions.count("watch"),
+        "retrain": actions.count("retrain"),
+        "labelled": len(gaps),
+        "max_gap": max((abs(g) for g in gaps.values()), default=None),
+        "close": sum(abs(g) <= 0.03 for g in gaps.values()),
+        "mean_gap": float(np.mean(list(gaps.values()))) if gaps else None,
+        "reference": reports[-1].get("performance_reference") if reports else None,
+    }
+    late = [r["realized_performance"]["value"] for r in reports if r.get("realized_performance")][-5:]
+    row["realized_late"] = float(np.mean(late)) if late else None
+    if world.drift_ms is not None:
+        cut = format_time(world.drift_ms)
+        after = [i for i, r in enumerate(reports) if r["window_start"] >= cut]
+        row["windows_after"] = len(after)
+        row["drift_after"] = sum(bool(reports[i]["dataset_drift"]) for i in after)
+        known = [
+            i
+            for i, r in enumerate(reports)
+            if r.get("realized_performance") and r["realized_performance"]["window_end"] >= cut
+        ]
+        row["labels_after"] = known[0] if known else None
+        row["first_retrain"] = actions.index("retrain") if "retrain" in actions else None
+    return row
+
+
+def _holds(world: World, r: dict[str, Any]) -> tuple[str, bool]:
+    if world.drift_ms is None:
+        return "none in >= 10 of 10, |gap| <= 0.03", (
+            r["windows"] >= 10
+            and r["none"] == r["windows"]
+            and r["max_gap"] is not None
+            and r["max_gap"] <= 0.03
+        )
+    if world.name.startswith("inputs"):
+        return "drift, not retrain", r["drift_after"] > 0 and r["retrain"] == 0
+    first, labels = r["first_retrain"], r["labels_after"]
+    return (
+        "retrain <= 2 windows after labels",
+        first is not None and labels is not None and first - labels <= 2,
+    )
+
+
+def _f(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def verdict_table(worlds: list[World], args: argparse.Namespace) -> None:
+    print(
+        f"\nsimulated shop: {args.customers:,} customers over {args.days} days (seed {args.seed}); the model "
+        f"learns days < {args.train_days}; the world shifts (if it does) on day {args.drift_day}, the "
+        f"link-only world's ticket-to-churn link by x{args.link_factor:g}; windows of 7 days; a window's "
+        "labels are known "
+        "horizon + lateness after it"
+    )
+    header = (
+        f"{'world':<12} {'windows':>7} {'drift':>6} {'none':>5} {'watch':>6} {'retrain':>8} {'labelled':>9} "
+        f"{'<=0.03':>7} {'|est-real| max':>15} {'mean':>7} {'real. late':>10}  {'expected':<35} {'holds':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for world in worlds:
+        r = verdict_rows(world)
+        expected, holds = _holds(world, r)
+        print(
+            f"{world.name:<12} {r['windows']:>7} {r['drift']:>6} {r['none']:>5} {r['watch']:>6} "
+            f"{r['retrain']:>8} {r['labelled']:>9} {r['close']:>7} {_f(r['max_gap']):>15} "
+            f"{_f(r['mean_gap']):>7} {_f(r.get('realized_late')):>10}  "
+            f"{expected:<35} {'yes' if holds else 'NO':>5}"
+        )
+    print(
+        "\ndrift: windows with dataset drift; labelled: windows whose realized ROC-AUC became known; "
+        "|est-real|: a window's estimated\nROC-AUC (at its close, no labels) against its realized one (once "
+        "its labels are known): windows within 0.03, largest gap,\nmean signed gap; real. late: mean "
+        "realized ROC-AUC of the last 5 windows whose labels are known (after any shift).\n"
+    )
+    for world in worlds:
+        r = verdict_rows(world)
+        ref = r["reference"] or {}
+        print(
+            f"{world.name}: model {world.model}, {world.predictions:,} predictions monitored in "
+            f"{world.seconds:.0f} s; "
+            f"reference ROC-AUC estimated {_f(ref.get('estimated'))}, realized {_f(ref.get('realized'))}"
+        )
+        if world.drift_ms is not None:
+            print(
+                f"  drift in {r['drift_after']} of {r['windows_after']} windows from the drift day; the "
+                "labels of the first "
+                f"window with post-drift predictions known at window #{r['labels_after']}, first retrain at "
+                f"#{r['first_retrain']}; realized ROC-AUC of the last 5 labelled windows "
+                f"{_f(r['realized_late'])}"
+            )
+        cells = []
+        for i, rep in enumerate(world.reports):
+            est = (rep.get("estimated_performance") or {}).get("value")
+            real = (rep.get("realized_performance") or {}).get("value")
+            cells.append(f"{i}:{rep['action'][0].upper()} {_f(est, '.2f')}/{_f(real, '.2f')}")
+        for lo in range(0, len(cells), 8):
+            print("  " + "  ".join(cells[lo : lo + 8]))
+    print(
+        "\nper window: #:action (N none, W watch, R retrain) estimated/realized ROC-AUC, the realized one "
+        "being "
+        "that of the\nmost recent earlier window whose labels are known"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "table",
+        nargs="?",
+        choices=("verdicts", "throughput"),
+        default="verdicts",
+        help="verdicts (default): the monitor's action on simulated worlds; throughput: keeping up with "
+        "Kafka",
+    )
+    parser.add_argument("--customers", type=int, default=8000, help="verdicts: simulated customers")
+    parser.add_argument("--days", type=int, default=330, help="verdicts: simulated days")
+    parser.add_argument("--train-days", type=int, default=150, help="verdicts: the model learns days before")
+    parser.add_argument("--drift-day", type=int, default=190, help="verdicts: the day the world shifts")
+    parser.add_argument("--seed", type=int, default=7, help="verdicts: the simulation's seed")
+    parser.add_argument(
+        "--link-factor",
+        type=float,
+        default=0.25,
+        help="verdicts: the link-only world's ticket-to-churn factor",
+    )
+    parser.add_argument(
+        "--worlds",
+        default=",".join(name for name, _ in WORLDS),
+        help="verdicts: which worlds (comma-separated)",
+    )
     parser.add_argument("--rate", type=int, default=20_000, help="scorer predictions per second")
     parser.add_argument("--batch-rows", type=int, default=500, help="rows per scorer micro-batch")
     parser.add_argument("--window-rows", type=int, default=5000, help="CHURN_DRIFT_WINDOW_ROWS")
@@ -356,6 +661,16 @@ def main() -> int:
     if args.serve_monitor:
         return serve(args.serve_monitor)
     base = Settings.from_env()
+    if args.table == "verdicts":
+        chosen = [w.strip() for w in args.worlds.split(",")]
+        work = Path(tempfile.mkdtemp(prefix="bench-monitor-verdicts-"))
+        worlds = []
+        for name, kind in WORLDS:
+            if name in chosen:
+                print(f"{name}: simulating, training, scoring, monitoring ...", flush=True)
+                worlds.append(run_world(name, kind, base, args, work))
+        verdict_table(worlds, args)
+        return 0
     results = []
     for mode in args.modes.split(","):
         print(f"{mode}: running ({args.seconds:g} s of production) ...", flush=True)

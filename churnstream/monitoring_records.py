@@ -109,6 +109,9 @@ class DriftReport:
     html_path: str
     url: str | None
     extra: dict[str, Any] = field(default_factory=dict)
+    estimated_performance: dict[str, Any] | None = None
+    realized_performance: dict[str, Any] | None = None
+    action: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -127,12 +130,28 @@ class DriftReport:
             "concept_drift": self.concept_drift,
             "html_path": self.html_path,
             "url": self.url,
+            "estimated_performance": self.estimated_performance,
+            "realized_performance": _timed(self.realized_performance),
         }
+        if self.action is not None:
+            out["action"] = self.action
         out.update(self.extra)
         return out
 
 
+def _timed(performance: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``realized_performance`` with its window bounds as RFC 3339 times (they are epoch ms inside)."""
+    if performance is None:
+        return None
+    out = dict(performance)
+    for name in ("window_start", "window_end"):
+        if isinstance(out.get(name), int):
+            out[name] = format_time(out[name])
+    return out
+
+
 OUTCOME_COLUMNS = (
+    "as_of",
     "labeled_at",
     "label",
     "source",
@@ -150,7 +169,8 @@ class MonitoringBatch:
     per-message cost independent of the scoring rate. ``predictions`` holds equal-length columns:
     ``as_of`` (epoch ms), ``customer_id``, ``trigger``, every feature, ``batch_probability``,
     ``online_probability`` (None until learned) and ``churn_probability``. ``outcomes`` holds the labels
-    resolved in this batch: ``labeled_at``, ``label``, ``source``, and the three probabilities.
+    resolved in this batch: the labelled prediction's ``as_of`` (so the monitor finds the window it fell in),
+    ``labeled_at``, ``label``, ``source``, and the three probabilities.
     """
 
     batch_id: str

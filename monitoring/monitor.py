@@ -6,6 +6,10 @@ Evidently's tests computed in-process (:mod:`churnstream.monitoring.stattests`, 
 :class:`PendingReport`, complete but for the Evidently HTML, which :mod:`churnstream.monitoring.render` draws
 in another process; :meth:`PendingReport.report` then gives the ``drift_reports`` message.
 
+Each window also gets the model's ROC-AUC estimated from its own probabilities, the realized ROC-AUC of
+the most recent earlier window whose labels are all known (outcomes are counted, by their prediction's
+``as_of``, in the window it fell in), and an ``action`` (:mod:`churnstream.monitoring.performance`).
+
 The reference of a model version is prepared once, on its first window. When the reference source has
 none for a version, the first ``bootstrap_windows`` windows of that version become its reference (they
 are not reported), kept in the :class:`~churnstream.monitoring.state.MonitorState` so a restart reuses it.
@@ -22,11 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from churnstream.errors import ValidationError
+from churnstream.events import format_time
 from churnstream.messages import DriftReport, MonitoringBatch
 from churnstream.monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
+from churnstream.monitoring.performance import LabelBook, Thresholds, advise, estimate_roc_auc
 from churnstream.monitoring.reference import PreparedReference, ReferenceSource
 from churnstream.monitoring.report import ReportStore
-from churnstream.monitoring.state import MonitorState
+from churnstream.monitoring.state import MonitorState, SavedState
 from churnstream.monitoring.stattests import Verdict, window_verdict
 from churnstream.monitoring.window import PREDICTION_COLUMN, ClosedWindow, DriftWindow
 from churnstream.settings import DAY_MS
@@ -45,6 +51,12 @@ class MonitorConfig:
     bootstrap_windows: int = 2
     auc_window: int = 5000
     adwin_delta: float = 0.002
+    # performance and the verdict (see churnstream.monitoring.performance)
+    label_delay_ms: int = 37 * DAY_MS  # horizon plus allowed lateness: a window's labels are all known
+    min_labels: int = 100
+    auc_drop_watch: float = 0.03
+    auc_drop_retrain: float = 0.05
+    estimate_samples: int = 200
 
 
 @dataclass(slots=True)
@@ -58,6 +70,9 @@ class PendingReport:
     verdict: Verdict
     concept_drift: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    estimated_performance: dict[str, Any] | None = None
+    realized_performance: dict[str, Any] | None = None
+    action: str = "none"
 
     def report(self, *, created_at: int, html_path: str, url: str | None, **extra: Any) -> DriftReport:
         """The ``drift_reports`` message of this window, its HTML at ``html_path``."""
@@ -83,6 +98,9 @@ class PendingReport:
             html_path=html_path,
             url=url,
             extra=fields,
+            estimated_performance=self.estimated_performance,
+            realized_performance=self.realized_performance,
+            action=self.action,
         )
 
 
@@ -120,22 +138,33 @@ class DriftMonitor:
         self.store = store
         self.state = state
         self.url_base = url_base.rstrip("/") if url_base else None
-        self.concept = ConceptDriftDetector(delta=self.config.adwin_delta)
-        self.quality = ModelQuality(size=self.config.auc_window)
-        first_seq = 1
-        self.restored = state.load() if state is not None else None
-        if self.restored is not None:
-            first_seq = self.restored.seq + 1
-            if self.restored.detectors:
-                self.concept, self.quality = pickle.loads(self.restored.detectors)
-        self.window = DriftWindow(
-            max_rows=self.config.window_rows, max_span_ms=self.config.max_span_ms, first_seq=first_seq
-        )
         self._prepared: dict[str, PreparedReference] = {}
         self._bootstrap: dict[str, list[ClosedWindow]] = {}
         self._looked_up: set[str] = set()
-        self.windows_closed = first_seq - 1
+        self._reference_estimates: dict[str, float | None] = {}
         self.rows_seen = 0
+        self.restore(state.load() if state is not None else None)
+
+    def restore(self, saved: SavedState | None) -> None:
+        """Continue where ``saved`` stopped (window numbers, detectors, label book); before any batch."""
+        self.restored = saved
+        self.concept = ConceptDriftDetector(delta=self.config.adwin_delta)
+        self.quality = ModelQuality(size=self.config.auc_window)
+        self.labels = LabelBook(delay_ms=self.config.label_delay_ms, min_labels=self.config.min_labels)
+        first_seq = 1
+        if saved is not None:
+            first_seq = saved.seq + 1
+            if saved.detectors:
+                detectors = pickle.loads(saved.detectors)
+                self.concept, self.quality = detectors[0], detectors[1]
+                if len(detectors) > 2:  # saved before the label book existed: it starts empty
+                    self.labels = detectors[2]
+                    self.labels.delay_ms = self.config.label_delay_ms
+                    self.labels.min_labels = self.config.min_labels
+        self.window = DriftWindow(
+            max_rows=self.config.window_rows, max_span_ms=self.config.max_span_ms, first_seq=first_seq
+        )
+        self.windows_closed = first_seq - 1
 
     @property
     def rows_pending(self) -> int:
@@ -183,8 +212,11 @@ class DriftMonitor:
         errors, times = outcome_errors(window.outcomes)
         self.concept.update(errors, times)
         self.quality.update(window.outcomes)
+        self.labels.open(window.seq, window.model_version, window.start, window.end)
+        self.labels.add(window.outcomes)
+        self.labels.advance(window.end)
         if self.state is not None:
-            added.detectors[window.seq] = pickle.dumps((self.concept, self.quality))
+            added.detectors[window.seq] = pickle.dumps((self.concept, self.quality, self.labels))
         reference = self._reference_for(window, added)
         if reference is None:
             return
@@ -195,6 +227,21 @@ class DriftMonitor:
             features,
             prediction_column=PREDICTION_COLUMN,
             drift_share=self.config.drift_share,
+        )
+        estimated = estimate_roc_auc(
+            window.predictions.get(PREDICTION_COLUMN, ()), samples=self.config.estimate_samples
+        )
+        reference_estimate = self._reference_estimate(reference)
+        realized = self.labels.latest.get(window.model_version)
+        baseline = self.labels.baseline.get(window.model_version)
+        drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
+        action, reason = advise(
+            drifted=drifted,
+            estimated=estimated["value"] if estimated else None,
+            estimated_reference=reference_estimate,
+            realized=realized["value"] if realized else None,
+            realized_reference=baseline["value"] if baseline else None,
+            thresholds=Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain),
         )
         added.pending.append(
             PendingReport(
@@ -209,9 +256,28 @@ class DriftMonitor:
                     "model_auc": self.quality.auc(),
                     "model_auc_labels": self.quality.counts(),
                     "reference_source": reference.source,
+                    "action_reason": reason,
+                    "performance_reference": {
+                        "metric": "roc_auc",
+                        "estimated": reference_estimate,
+                        "realized": baseline["value"] if baseline else None,
+                        "realized_window_start": format_time(baseline["window_start"]) if baseline else None,
+                        "realized_window_end": format_time(baseline["window_end"]) if baseline else None,
+                    },
                 },
+                estimated_performance=estimated,
+                realized_performance=dict(realized) if realized else None,
+                action=action,
             )
         )
+
+    def _reference_estimate(self, reference: PreparedReference) -> float | None:
+        """The estimated ROC-AUC of the reference's own ``churn_probability`` (once per reference)."""
+        if reference.key not in self._reference_estimates:
+            column = reference.frame.get(PREDICTION_COLUMN)
+            found = None if column is None else estimate_roc_auc(column.to_numpy(), samples=0)
+            self._reference_estimates[reference.key] = found["value"] if found else None
+        return self._reference_estimates[reference.key]
 
     def _reference_for(self, window: ClosedWindow, added: Added) -> PreparedReference | None:
         version = window.model_version

@@ -1,11 +1,14 @@
-"""The drift monitor's report side: windows waiting for their Evidently HTML, drawn one job at a time in the
-report worker (:mod:`churnstream.monitoring.render`), then published as ``drift_reports`` messages in order.
+"""The drift monitor's report side: windows waiting for their Evidently report, drawn one window at a time
+in the report worker (:mod:`churnstream.monitoring.render`), then published as ``drift_reports`` messages in
+order.
 
 :class:`ReportPublisher` owns the queue of closed windows
-(:class:`~churnstream.monitoring.render.RenderQueue`: when windows close faster than reports are drawn,
-consecutive windows share one report, never dropped), the messages published so far (the monitor's pages
-list them) and the report counters. It publishes through an injected ``publish_report`` and tells
-``settled`` which windows are reported, so the caller can let their records be committed.
+(:class:`~churnstream.monitoring.render.RenderQueue`: when windows close faster than full reports are drawn,
+the others get a light page and run of their own, drifted windows drawn in full first; none is dropped or
+shared), the messages published so far (the monitor's pages list them) and the report counters. Each
+message names the window's run in the Evidently UI (``evidently_run``). It publishes through an injected
+``publish_report`` and tells ``settled`` which windows are reported, so the caller can let their records
+be committed.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ class ReportPublisher:
     ) -> None:
         self.monitor = monitor
         self.renderer = renderer
-        self.queue = RenderQueue(max_jobs=max_jobs, max_rows=max(50_000, 4 * monitor.config.window_rows))
+        self.queue = RenderQueue(
+            max_jobs=max_jobs,
+            max_rows=max(50_000, 4 * monitor.config.window_rows),
+            topic_prefix=monitor.store.topic_prefix,
+        )
         self._publish_report = publish_report
         self._settled = settled
         self._wakeup: asyncio.Event | None = None
@@ -57,7 +64,8 @@ class ReportPublisher:
         self.render_seconds: deque[float] = deque(maxlen=1000)
         self.windows_reported = int(counters.get("windows_reported", 0))
         self.reports_rendered = int(counters.get("reports_rendered", 0))
-        self.windows_merged = int(counters.get("windows_merged", 0))
+        self.windows_merged = int(counters.get("windows_merged", 0))  # by monitors before one run per window
+        self.windows_light = int(counters.get("windows_light", 0))
         self.report_errors = int(counters.get("report_errors", 0))
         self.last_report_at: int | None = None
         self.rendering: RenderJob | None = None
@@ -70,7 +78,7 @@ class ReportPublisher:
         return self._wakeup
 
     def put(self, pending: PendingReport) -> None:
-        """Queue a closed window for its report (it joins the last waiting job when the queue is full)."""
+        """Queue a closed window for its report (drawn light when ``max_jobs`` full reports wait)."""
         self.queue.put(pending)
         self.wakeup.set()
 
@@ -84,6 +92,7 @@ class ReportPublisher:
             "windows_reported": self.windows_reported,
             "reports_rendered": self.reports_rendered,
             "windows_merged": self.windows_merged,
+            "windows_light": self.windows_light,
             "report_errors": self.report_errors,
         }
 
@@ -133,67 +142,68 @@ class ReportPublisher:
         self.render_seconds.append(rendered.seconds)
         if rendered.error:
             self.report_errors += 1
-        else:
+        elif rendered.drawn == "full":
             self.reports_rendered += 1
         return rendered
 
     def _error_page(self, job: RenderJob, error: str) -> Rendered:
-        self.monitor.store.save_error(job.job_id, error)
-        return Rendered(job.job_id, str(self.monitor.store.html_path(job.job_id).resolve()), 0.0, error=error)
+        """The window's own page, saying why its report is missing (no run: Evidently is in the worker)."""
+        store = self.monitor.store
+        note = f"This window's report could not be drawn ({error}); this page is the window's own."
+        store.save_page(job.job_id, job.light_page(note))
+        return Rendered(
+            job.job_id, str(store.html_path(job.job_id).resolve()), 0.0, error=error, drawn="light"
+        )
 
     async def publish(self, job: RenderJob, rendered: Rendered) -> None:
-        """Publish the message of each window of ``job``, in order, with its ``rendered`` report; then they
-        are settled."""
-        shared = len(job.windows) > 1
-        for position, pending in enumerate(job.windows, start=1):
-            extra: dict[str, Any] = {
-                "evidently_report": {
-                    "report_id": job.job_id,
-                    "windows": len(job.windows),
-                    "window": position,
-                    "rows": job.rows,
-                    "rendered_rows": job.rendered_rows,
-                    "shared": shared,
-                },
-                "verdict_by": "Evidently's default tests, computed in-process",
-            }
-            if rendered.error:
-                extra["evidently_report"]["error"] = rendered.error
-            report = pending.report(
-                created_at=now_ms(),
-                html_path=rendered.html_path,
-                url=self.monitor.url(pending.report_id),
-                **extra,
-            )
-            await self._publish_report(report)
-            message = report.to_json()
-            self.monitor.store.save_message(report.report_id, message)
-            self.windows_reported += 1
-            self.last_report_at = report.created_at
-            self.reports.append(message)
-            self._by_id[report.report_id] = message
-            log.info(
-                "drift report %s: %d rows %s..%s, dataset drift %s (share %.2f: %s), concept drift %s%s",
-                report.report_id,
-                report.rows,
-                format_time(report.window_start),
-                format_time(report.window_end),
-                report.dataset_drift,
-                report.drift_share,
-                ", ".join(report.drifted_columns) or "-",
-                (report.concept_drift or {}).get("detected"),
-                f"; HTML shared by {len(job.windows)} windows" if shared else "",
-            )
-        if shared:
-            self.windows_merged += len(job.windows)
+        """Publish the message of the window of ``job`` with its ``rendered`` page and run; then it is
+        settled."""
+        pending = job.pending
+        evidently: dict[str, Any] = {"drawn": rendered.drawn, "rows": job.rows}
+        if rendered.drawn == "full":
+            evidently.update(rendered_rows=job.rendered_rows, sampled=job.sampled)
+        if rendered.error:
+            evidently["error"] = rendered.error
+        report = pending.report(
+            created_at=now_ms(),
+            html_path=rendered.html_path,
+            url=self.monitor.url(pending.report_id),
+            evidently_report=evidently,
+            evidently_run=rendered.run_id,
+            verdict_by="Evidently's default tests, computed in-process",
+        )
+        await self._publish_report(report)
+        message = report.to_json()
+        self.monitor.store.save_message(report.report_id, message)
+        self.windows_reported += 1
+        if rendered.drawn == "light":
+            self.windows_light += 1
+        self.last_report_at = report.created_at
+        self.reports.append(message)
+        self._by_id[report.report_id] = message
+        log.info(
+            "drift report %s: %d rows %s..%s, dataset drift %s (share %.2f: %s), concept drift %s, "
+            "action %s; %s",
+            report.report_id,
+            report.rows,
+            format_time(report.window_start),
+            format_time(report.window_end),
+            report.dataset_drift,
+            report.drift_share,
+            ", ".join(report.drifted_columns) or "-",
+            (report.concept_drift or {}).get("detected"),
+            message.get("action"),
+            "full Evidently report" if rendered.drawn == "full" else "light page and run",
+        )
         if len(self.reports) > KEPT_MESSAGES:
             for old in self.reports[:-KEPT_MESSAGES]:
                 self._by_id.pop(old["report_id"], None)
             del self.reports[:-KEPT_MESSAGES]
-        self._settled([pending.window.seq for pending in job.windows])
+        self._settled([pending.window.seq])
 
     def html_for(self, report_id: str) -> Path | None:
-        """The HTML file of a window's report (its own or the one it shares), inside the report directory."""
+        """The HTML file of a window's page (its Evidently report or its light page), inside the report
+        directory."""
         store = self.monitor.store
         message = self._by_id.get(report_id)
         if message is None:

@@ -5,31 +5,35 @@ monitor's consumption. :class:`ReportRenderer` keeps one worker process (spawned
 Evidently once and keeps each model version's reference prepared, Evidently datasets and all) and sends
 it :class:`RenderJob` objects; ``in_thread=True`` gives the old in-thread rendering (benchmarks only).
 
-When windows close faster than reports are drawn, nothing is dropped: :class:`RenderQueue` keeps at
-most ``max_jobs`` jobs waiting, and a window that closes while the queue is full joins the last waiting
-job, so one Evidently report then covers several consecutive windows (its HTML says which; above
-``max_rows`` predictions it draws an even sample of them). Every window keeps its own verdict and
-``drift_reports`` message (:class:`~churnstream.monitoring.monitor.PendingReport`); only the HTML is shared.
+When windows close faster than reports are drawn, nothing is dropped and nothing is shared: every window
+is a job of its own (:class:`RenderQueue`), and at most ``max_jobs`` of the waiting jobs draw the full
+Evidently report; the others are *light*: the window's run in the Evidently UI (the numbers behind its
+dashboard, milliseconds) and a page of its own with its verdict and every column's test. Drifted windows
+are drawn in full first: a drifted window that closes while the queue is full takes the place of the
+latest non-drifted window waiting. Above ``max_rows`` predictions a window's report draws an even sample.
+Every window keeps its own verdict, ``drift_reports`` message, page and run.
 
 >>> from monitoring.window import ClosedWindow
+>>> from monitoring.stattests import Verdict
 >>> import numpy as np
 >>> from monitoring.reference import PreparedReference
 >>> import pandas as pd
 >>> ref = PreparedReference(pd.DataFrame({"x": [1.0, 2.0]}), model_version="v1", source="frame")
->>> def pending(seq):
-...     w = ClosedWindow("v1", ["x"], {"x": np.ones(10)}, {}, 0, 1, 10, "rows", seq)
-...     return PendingReport(f"r{seq}", w, ref, None, {})
+>>> def pending(seq, drift):
+...     w = ClosedWindow("v1", ["x"], {"x": np.ones(10)}, {}, seq, seq + 1, 10, "rows", seq)
+...     verdict = Verdict({}, None, drift, 1.0 if drift else 0.0, ["x"] if drift else [], [])
+...     return PendingReport(f"r{seq}", w, ref, verdict, {})
 >>> queue = RenderQueue(max_jobs=1)
->>> [queue.put(pending(s)) for s in (1, 2, 3)]
+>>> [queue.put(pending(s, drift)) for s, drift in ((1, False), (2, True), (3, False))]
 [False, True, True]
->>> job = queue.take()
->>> [w.report_id for w in job.windows], job.rows, queue.take() is None
-(['r1', 'r2', 'r3'], 30, True)
+>>> [(job.job_id, job.full) for job in queue.jobs()]
+[('r1', False), ('r2', True), ('r3', False)]
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -45,60 +49,92 @@ from typing import Any
 
 import numpy as np
 
-from churnstream.events import format_time
 from churnstream.monitoring.monitor import PendingReport
+from churnstream.monitoring.pages import render_window_page, window_banner
 from churnstream.monitoring.reference import PreparedReference
 from churnstream.monitoring.report import ReportStore, run_drift_report
+from churnstream.monitoring.ui import WindowRun, window_run
 from churnstream.monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
 
+LIGHT_NOTE = (
+    "The full Evidently report of this window was not drawn: windows closed faster than reports are drawn, "
+    "and drifted windows are drawn first. This page and the window's run in the Evidently UI are its own; "
+    "its verdict comes from Evidently's tests, computed in-process."
+)
+
 
 @dataclass(slots=True)
 class RenderJob:
-    """One Evidently report to draw, for one window or several consecutive ones of one model version."""
+    """One window's report: the full Evidently report (``full``), or its light run and page."""
 
-    job_id: str
-    reference: PreparedReference
-    feature_names: list[str]
-    windows: list[PendingReport]
+    pending: PendingReport
+    message: dict[str, Any]
+    run: WindowRun
+    full: bool
     columns: dict[str, np.ndarray]
     rows: int
     sampled: bool = False
     queued_at: float = field(default_factory=time.monotonic)
 
     @property
+    def job_id(self) -> str:
+        return self.pending.report_id
+
+    @property
+    def windows(self) -> list[PendingReport]:
+        return [self.pending]
+
+    @property
+    def reference(self) -> PreparedReference:
+        return self.pending.reference
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.pending.window.feature_names)
+
+    @property
     def rendered_rows(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
-    def banner(self) -> str | None:
-        """What the HTML says above the report when it covers more than one window."""
-        if len(self.windows) == 1:
-            return None
-        first, last = self.windows[0].window, self.windows[-1].window
-        sample = f" (an even sample of {self.rendered_rows:,} of them)" if self.sampled else ""
-        return (
-            f"This Evidently report covers {len(self.windows)} consecutive drift windows "
-            f"({format_time(first.start)} .. {format_time(last.end)}, {self.rows:,} predictions{sample}): "
-            "they closed faster than reports could be drawn, so they share one report. Each window's own "
-            "verdict is in its drift_reports message and on the monitor's report list: "
-            + ", ".join(w.report_id for w in self.windows)
+    @property
+    def drifted(self) -> bool:
+        return bool(self.message.get("dataset_drift"))
+
+    def banner(self) -> str:
+        """What the HTML says above the full report: which window it is, and its verdict."""
+        sample = (
+            f" The report draws an even sample of {self.rendered_rows:,} of them." if self.sampled else ""
         )
+        return window_banner(self.message) + sample
+
+    def light_page(self, note: str = LIGHT_NOTE) -> str:
+        return render_window_page(self.message, note=note)
+
+    def lighten(self) -> None:
+        """Draw this window light: its predictions are no longer needed (nor kept)."""
+        self.full, self.columns, self.sampled = False, {}, False
+        window = self.pending.window
+        self.pending.window = dataclasses.replace(window, predictions={}, outcomes={})
 
 
 class RenderQueue:
-    """Closed windows waiting for Evidently, as jobs: at most ``max_jobs`` wait; later windows merge.
+    """Closed windows waiting for Evidently, one job each; at most ``max_jobs`` of them draw the full report.
 
-    A window joins the last waiting job when the queue is full and the job is for the same reference
-    (model version); otherwise it starts a job of its own, so a model change can exceed the bound by one.
-    A job keeps at most ``max_rows`` predictions, an even sample of its windows beyond that.
+    A window that closes while ``max_jobs`` full jobs wait is drawn light, unless it drifted and a
+    non-drifted window waits in full: that one is drawn light instead. A full job keeps at most
+    ``max_rows`` predictions, an even sample beyond that. ``topic_prefix`` tags the windows' runs.
     """
 
-    def __init__(self, *, max_jobs: int = 1, max_rows: int = 50_000, seed: int = 0) -> None:
+    def __init__(
+        self, *, max_jobs: int = 1, max_rows: int = 50_000, seed: int = 0, topic_prefix: str = ""
+    ) -> None:
         if max_jobs < 1 or max_rows < 1:
             raise ValueError("max_jobs and max_rows must be positive")
         self.max_jobs = max_jobs
         self.max_rows = max_rows
+        self.topic_prefix = topic_prefix
         self._jobs: deque[RenderJob] = deque()
         self._rng = np.random.default_rng(seed)
 
@@ -107,50 +143,42 @@ class RenderQueue:
 
     @property
     def windows(self) -> int:
-        """Windows waiting (in all jobs)."""
-        return sum(len(job.windows) for job in self._jobs)
+        """Windows waiting."""
+        return len(self._jobs)
+
+    def jobs(self) -> list[RenderJob]:
+        """The waiting jobs, oldest first."""
+        return list(self._jobs)
 
     def put(self, pending: PendingReport) -> bool:
-        """Queue a judged window; True when it joined a waiting job instead of starting one."""
-        columns = pending.window.columns()
-        last = self._jobs[-1] if self._jobs else None
-        if (
-            last is not None
-            and len(self._jobs) >= self.max_jobs
-            and last.reference is pending.reference
-            and last.feature_names == pending.window.feature_names
-        ):
-            self._merge(last, pending, columns)
-            return True
+        """Queue a judged window; True when a window (this one or a waiting one) is drawn light for it."""
+        message = pending.report(created_at=0, html_path="", url=None).to_json()
+        probabilities = pending.window.predictions.get(PREDICTION_COLUMN)
+        mean = (
+            float(np.nanmean(probabilities))
+            if probabilities is not None and len(probabilities) and not np.isnan(probabilities).all()
+            else None
+        )
         job = RenderJob(
-            job_id=pending.report_id,
-            reference=pending.reference,
-            feature_names=list(pending.window.feature_names),
-            windows=[pending],
-            columns=columns,
+            pending=pending,
+            message=message,
+            run=window_run(message, topic_prefix=self.topic_prefix, mean_probability=mean),
+            full=True,
+            columns=pending.window.columns(),
             rows=pending.window.rows,
         )
-        if job.rendered_rows > self.max_rows:
-            job.columns, job.sampled = self._sample(columns, self.max_rows), True
+        full = [j for j in self._jobs if j.full]
+        lightened = len(full) >= self.max_jobs
+        if lightened:
+            instead = next((j for j in reversed(full) if not j.drifted), None) if job.drifted else None
+            (instead or job).lighten()
+        if job.full and job.rendered_rows > self.max_rows:
+            job.columns, job.sampled = self._sample(job.columns, self.max_rows), True
         self._jobs.append(job)
-        return False
+        return lightened
 
     def take(self) -> RenderJob | None:
         return self._jobs.popleft() if self._jobs else None
-
-    def _merge(self, job: RenderJob, pending: PendingReport, columns: dict[str, np.ndarray]) -> None:
-        total = job.rows + pending.window.rows
-        if job.rendered_rows + pending.window.rows <= self.max_rows:
-            job.columns = {c: np.concatenate((job.columns[c], columns[c])) for c in job.columns}
-        else:  # keep max_rows, each window represented in proportion to its predictions
-            keep_new = max(1, round(self.max_rows * pending.window.rows / total))
-            keep_old = self.max_rows - keep_new
-            old = self._sample(job.columns, keep_old)
-            new = self._sample(columns, keep_new)
-            job.columns = {c: np.concatenate((old[c], new[c])) for c in job.columns}
-            job.sampled = True
-        job.windows.append(pending)
-        job.rows = total
 
     def _sample(self, columns: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         size = len(next(iter(columns.values())))
@@ -162,7 +190,8 @@ class RenderQueue:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A drawn report: where its HTML is, how long it took, and Evidently's own dataset verdict."""
+    """A drawn window: where its page is, how long it took, its run in the Evidently UI, whether the full
+    report (``drawn`` ``full``) or the light page and run (``light``) were drawn, Evidently's verdict."""
 
     job_id: str
     html_path: str
@@ -170,6 +199,8 @@ class Rendered:
     dataset_drift: bool | None = None
     drifted_columns: list[str] = field(default_factory=list)
     error: str | None = None
+    run_id: str | None = None
+    drawn: str = "full"
 
 
 class ReportRenderer:
@@ -223,6 +254,8 @@ class ReportRenderer:
         assert self._executor is not None
         reference = job.reference
         try:
+            if not job.full:
+                return self._executor.submit(_render_light, job.job_id, job.run, job.light_page())
             if reference.key not in self._sent:
                 self._executor.submit(_prepare_reference, reference.key, reference.frame)
                 self._sent.add(reference.key)
@@ -234,6 +267,8 @@ class ReportRenderer:
                 [c for c in job.feature_names if c != PREDICTION_COLUMN],
                 self.drift_share,
                 job.banner(),
+                job.run,
+                job.message,
             )
         except BrokenProcessPool:
             self.restart()
@@ -299,6 +334,8 @@ def _render(
     features: list[str],
     drift_share: float,
     banner: str | None,
+    run: WindowRun,
+    message: dict[str, Any],
 ) -> Rendered:
     import pandas as pd
 
@@ -312,13 +349,19 @@ def _render(
             prediction_column=PREDICTION_COLUMN,
             drift_share=drift_share,
         )
-        store.save_rendered(job_id, result.snapshot, banner=banner)
+        run_id = store.save_rendered(job_id, result.snapshot, banner=banner, run=run)
     except Exception as exc:  # a report that cannot be drawn must not stop the reports after it
         logging.getLogger(__name__).exception("drift report %s could not be drawn", job_id)
         error = f"{type(exc).__name__}: {exc}"
-        store.save_error(job_id, error)
+        note = f"Evidently could not draw this window's report ({error}); this page is the window's own."
+        run_id = store.save_light(job_id, run, render_window_page(message, note=note))
         return Rendered(
-            job_id, str(store.html_path(job_id).resolve()), time.perf_counter() - started, error=error
+            job_id,
+            str(store.html_path(job_id).resolve()),
+            time.perf_counter() - started,
+            error=error,
+            run_id=run_id,
+            drawn="light",
         )
     return Rendered(
         job_id,
@@ -326,4 +369,18 @@ def _render(
         time.perf_counter() - started,
         dataset_drift=result.dataset_drift,
         drifted_columns=list(result.drifted_columns),
+        run_id=run_id,
+    )
+
+
+def _render_light(job_id: str, run: WindowRun, page: str) -> Rendered:
+    store: ReportStore = _WORKER["store"]
+    started = time.perf_counter()
+    run_id = store.save_light(job_id, run, page)
+    return Rendered(
+        job_id,
+        str(store.html_path(job_id).resolve()),
+        time.perf_counter() - started,
+        run_id=run_id,
+        drawn="light",
     )

@@ -4,13 +4,16 @@
 ``ValueDrift`` of ``churn_probability`` (prediction drift, not counted in the dataset verdict), and
 extracts per column ``{method, score, threshold, drifted}``, the share of drifted features and the
 dataset verdict (share >= ``drift_share``, Evidently's rule). :class:`ReportStore` keeps the files:
-each window's message as ``<report_id>.json``, each Evidently report as ``<id>.html`` and
-``<id>.evidently.json`` plus a run in an Evidently workspace, so ``evidently ui --workspace
-<report_dir>/workspace`` shows the history.
+each window's message as ``<report_id>.json``, its page as ``<report_id>.html`` (the Evidently report, or
+the window's own light page when the report was not drawn), Evidently's results as
+``<id>.evidently.json``, and one run per window in an Evidently workspace
+(:mod:`churnstream.monitoring.ui`), so ``evidently ui --workspace <report_dir>/workspace`` shows the
+history on a dashboard over event time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html as html_lib
 import json
 import logging
@@ -24,11 +27,12 @@ from typing import Any
 
 from churnstream.monitoring.reference import PreparedReference
 from churnstream.monitoring.stattests import Verdict
+from churnstream.monitoring.ui import PROJECT, WindowRun, ensure_project, light_snapshot, with_window_values
 from churnstream.monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
 
-WORKSPACE_PROJECT = "churnstream"
+WORKSPACE_PROJECT = PROJECT
 
 
 @dataclass(slots=True)
@@ -137,14 +141,24 @@ def _number(value: Any) -> float | None:
 
 
 class ReportStore:
-    """Keeps reports under ``root``: one ``<id>.json`` per window (its drift_reports message), and per
-    Evidently report ``<id>.html``, ``<id>.evidently.json`` (Evidently's results) and a run in the
-    Evidently workspace, so ``evidently ui --workspace <root>/workspace`` shows the history."""
+    """Keeps reports under ``root``: one ``<id>.json`` per window (its drift_reports message), its page
+    ``<id>.html``, Evidently's results ``<id>.evidently.json`` when the full report was drawn, and one run
+    per window in the Evidently workspace, so ``evidently ui --workspace <root>/workspace`` shows the
+    history (``<id>.run`` names it, so a window drawn again after a restart replaces its run).
+    ``topic_prefix`` tags the runs (several deployments may share a workspace)."""
 
-    def __init__(self, root: Path, *, project: str = WORKSPACE_PROJECT, workspace: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        project: str = WORKSPACE_PROJECT,
+        workspace: bool = True,
+        topic_prefix: str = "",
+    ) -> None:
         self.root = Path(root)
         self.project_name = project
         self.use_workspace = workspace
+        self.topic_prefix = topic_prefix
         self._workspace: Any = None
         self._project_id: Any = None
         self._lock = threading.Lock()
@@ -167,8 +181,11 @@ class ReportStore:
         self.root.mkdir(parents=True, exist_ok=True)
         _write_text(self.json_path(report_id), json.dumps(message, default=_json_default))
 
-    def save_rendered(self, report_id: str, snapshot: Any, *, banner: str | None = None) -> None:
-        """Write an Evidently snapshot: the HTML (``banner`` shown above it), its JSON, a workspace run."""
+    def save_rendered(
+        self, report_id: str, snapshot: Any, *, banner: str | None = None, run: WindowRun | None = None
+    ) -> str | None:
+        """Write an Evidently snapshot: the HTML (``banner`` shown above it), its JSON, and a workspace run
+        (stamped as the window's ``run``, its numbers merged in, when given); the run's id."""
         self.root.mkdir(parents=True, exist_ok=True)
         html = self.html_path(report_id)
         tmp = html.with_suffix(".html.tmp")
@@ -178,38 +195,46 @@ class ReportStore:
             tmp.write_text(_with_banner(page, banner), encoding="utf-8")
         tmp.replace(html)
         _write_text(self.evidently_json_path(report_id), snapshot.json())
-        if self.use_workspace:
-            try:
-                self._add_run(snapshot, report_id)
-            except Exception:  # the workspace is a convenience; the report itself is saved
-                log.exception("could not add report %s to the Evidently workspace", report_id)
-
-    def save_error(self, report_id: str, error: str) -> None:
-        """A page in place of an Evidently report that could not be drawn, saying why."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        text = html_lib.escape(error)
-        _write_text(
-            self.html_path(report_id),
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>report not drawn</title>"
-            f"</head><body><h1>Evidently could not draw this report</h1><pre>{text}</pre>"
-            "<p>The window's verdict is in its drift_reports message and JSON.</p></body></html>\n",
+        return self._try_add_run(
+            lambda: snapshot if run is None else with_window_values(snapshot, run), report_id
         )
 
-    def _add_run(self, snapshot: Any, name: str) -> None:
+    def save_light(self, report_id: str, run: WindowRun, page: str) -> str | None:
+        """A window without its full Evidently report: its own ``page`` as its HTML, and its light run (the
+        numbers behind the dashboard) in the workspace; the run's id."""
+        self.save_page(report_id, page)
+        return self._try_add_run(lambda: light_snapshot(run), report_id)
+
+    def save_page(self, report_id: str, page: str) -> None:
+        """Write a window's own page (HTML) as its ``<report_id>.html``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_text(self.html_path(report_id), page)
+
+    def _try_add_run(self, snapshot: Any, name: str) -> str | None:
+        if not self.use_workspace:
+            return None
+        try:
+            return self._add_run(snapshot(), name)
+        except Exception:  # the workspace is a convenience; the window's page is saved
+            log.exception("could not add report %s to the Evidently workspace", name)
+            return None
+
+    def _add_run(self, snapshot: Any, name: str) -> str:
         with self._lock:
             if self._workspace is None:
                 from evidently.ui.workspace import Workspace
 
                 self.workspace_path.mkdir(parents=True, exist_ok=True)
                 workspace = Workspace(str(self.workspace_path))
-                found = workspace.search_project(self.project_name)
-                project = (
-                    found[0]
-                    if found
-                    else workspace.create_project(self.project_name, description="churnstream drift reports")
-                )
-                self._workspace, self._project_id = workspace, project.id
-            self._workspace.add_run(self._project_id, snapshot, name=name)
+                self._project_id = ensure_project(workspace, self.project_name)
+                self._workspace = workspace
+            marker = self.root / f"{name}.run"
+            if marker.is_file():  # drawn again after a restart: the window keeps one run
+                with contextlib.suppress(Exception):
+                    self._workspace.delete_run(self._project_id, marker.read_text(encoding="utf-8").strip())
+            run_id = str(self._workspace.add_run(self._project_id, snapshot, name=name).id)
+            _write_text(marker, run_id)
+            return run_id
 
     def load_messages(self, limit: int = 500) -> list[dict[str, Any]]:
         """The saved drift_reports messages, oldest first."""

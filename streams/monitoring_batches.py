@@ -99,6 +99,8 @@ def decode_batch(value: bytes | None, *, max_as_of: int | None = None) -> Monito
         if not all(type(v) is int and v in (0, 1) for v in outcomes["label"]):
             raise ValidationError("outcome labels must be 0 or 1")
         _epoch_ms(outcomes["labeled_at"], "labeled_at", max_as_of)
+        if "as_of" in outcomes:  # the labelled prediction's (records written before it was added lack it)
+            _epoch_ms(outcomes["as_of"], "outcome as_of", max_as_of)
         for name in ("batch_probability", "online_probability", "churn_probability"):
             if name in outcomes:
                 _probabilities(outcomes[name], f"outcome {name}", nullable=True)

@@ -1,6 +1,7 @@
 """A generative online shop whose customers buy, complain and quietly leave, with the hidden truth.
 
-``churnstream simulate --customers N --days D --seed S --out DIR [--drift-at DAY] [--start T]`` writes
+``churnstream simulate --customers N --days D --seed S --out DIR [--drift-at DAY [--drift-kind K]]
+[--start T]`` writes
 ``orders.jsonl``, ``support_tickets.jsonl``, ``customer_profiles.jsonl`` (contract events sorted by event
 time), ``truth.jsonl`` (one line per customer: signup, true dropout time or null, its parameters) and
 ``manifest.json`` (arguments, counts, the model's parameters and what drift changes).
@@ -28,6 +29,12 @@ and cut at the customer's dropout, which is drawn day by day for all customers a
 With ``--drift-at DAY``, from that day on (see :data:`DRIFT_CHANGES`): order amounts are 1.4x, tickets
 arrive 2x as often, and the link between frustration and dropout is 0.25x as strong (so a model trained
 before the drift overrates tickets). Before that day the world is identical to the run without drift.
+``--drift-kind`` picks what shifts (:data:`DRIFT_KINDS`): ``both`` (the default, all of the above),
+``inputs`` (amounts and ticket rates alone: the features move, the relation between them and churn does
+not, so a model trained before still ranks well), ``link`` (the frustration-to-dropout link alone, times
+``--link-factor``, default 0.25: the inputs keep their distribution) or ``loyalty`` (frequent buyers start
+to leave: the hazard rises by :data:`LOYALTY_LINK` times the order rate, so the model's main signal, that
+customers who buy often stay, breaks). Each kind draws the same random numbers.
 
 Ids: customers ``c000000``...; events ``sim-<seed>-o-<n>`` (orders, order id ``sim-<seed>-order-<n>``),
 ``sim-<seed>-s-<n>`` (ticket events, ticket id ``sim-<seed>-ticket-<k>``) and ``sim-<seed>-p-<n>``
@@ -93,6 +100,16 @@ MODEL: dict[str, Any] = {
     "last_complaint_share": 0.3,
 }
 
+DRIFT_KINDS = {
+    "both": tuple(DRIFT_CHANGES),
+    "inputs": ("order_amount_factor", "ticket_rate_factor"),
+    "link": ("ticket_dropout_link_factor",),
+    "loyalty": ("order_rate_dropout_link",),
+}
+# ``--drift-kind loyalty``: from the drift day a customer's daily dropout hazard rises by this times their
+# order rate (a competitor takes the best buyers), so buying often no longer means staying.
+LOYALTY_LINK = 0.5
+
 _LINK = 0.012
 _DECAY = float(np.exp(-1.0 / 30.0))
 
@@ -106,6 +123,8 @@ class SimulationConfig:
     seed: int
     start_ms: int
     drift_at: int | None = None
+    drift_kind: str = "both"
+    link_factor: float | None = None  # replaces DRIFT_CHANGES' link factor (negative: tickets keep customers)
 
     def check(self, *, wall_clock_ms: int) -> None:
         """Raise :class:`ConfigError` for a configuration that cannot give valid contract events."""
@@ -117,6 +136,10 @@ class SimulationConfig:
             raise ConfigError(f"--seed must not be negative, got {self.seed}")
         if self.drift_at is not None and not 0 <= self.drift_at < self.days:
             raise ConfigError(f"--drift-at must be a day in 0..{self.days - 1}, got {self.drift_at}")
+        if self.drift_kind not in DRIFT_KINDS:
+            raise ConfigError(
+                f"--drift-kind must be one of {', '.join(DRIFT_KINDS)}, got {self.drift_kind!r}"
+            )
         if self.start_ms % 1000:
             raise ConfigError("--start must be a whole second")
         if self.start_ms < 0:
@@ -134,6 +157,20 @@ class SimulationConfig:
     @property
     def drift_ms(self) -> int | None:
         return None if self.drift_at is None else self.start_ms + self.drift_at * DAY_MS
+
+    @property
+    def drift_changes(self) -> dict[str, float]:
+        """The changes of :data:`DRIFT_CHANGES` this run makes from the drift day (none without one)."""
+        if self.drift_at is None:
+            return {}
+        known = {**DRIFT_CHANGES, "order_rate_dropout_link": LOYALTY_LINK}
+        changes = {name: known[name] for name in DRIFT_KINDS[self.drift_kind]}
+        if self.link_factor is not None and "ticket_dropout_link_factor" in changes:
+            changes["ticket_dropout_link_factor"] = self.link_factor
+        return changes
+
+    def factor(self, name: str) -> float:
+        return self.drift_changes.get(name, 1.0)
 
 
 # Independent random streams, so that e.g. drawing drift-only tickets does not shift anything else.
@@ -245,7 +282,7 @@ def _draw_orders(config: SimulationConfig, c: _Customers) -> _Orders:
     items = 1 + rng.poisson(c.extra_items[idx])
     amount = items * c.unit_price[idx] * np.exp(rng.normal(0.0, 0.3, m))
     if config.drift_ms is not None:
-        amount *= np.where(ms >= config.drift_ms, DRIFT_CHANGES["order_amount_factor"], 1.0)
+        amount *= np.where(ms >= config.drift_ms, config.factor("order_amount_factor"), 1.0)
     u = rng.random(m)
     cancelled = MODEL["cancelled_share"]
     status = np.where(u < cancelled, 2, np.where(u < cancelled + c.returned_share[idx], 1, 0))
@@ -266,8 +303,8 @@ def _draw_tickets(
 def _all_tickets(config: SimulationConfig, c: _Customers) -> _Tickets:
     """Routine tickets of customers who never left; after the drift day, extra ones from their own stream."""
     parts = [_draw_tickets(_rng(config, _TICKETS), c, c.ticket_rate, c.signup_ms, config.end_ms)]
-    if config.drift_ms is not None:
-        extra = c.ticket_rate * (DRIFT_CHANGES["ticket_rate_factor"] - 1.0)
+    if config.drift_ms is not None and config.factor("ticket_rate_factor") != 1.0:
+        extra = c.ticket_rate * (config.factor("ticket_rate_factor") - 1.0)
         lo = np.maximum(c.signup_ms, config.drift_ms)
         parts.append(_draw_tickets(_rng(config, _DRIFT_TICKETS), c, extra, lo, config.end_ms))
     return _Tickets.concat(parts)
@@ -304,9 +341,11 @@ def _dropouts(
             sl = slice(bounds[d - 1], bounds[d])
             np.add.at(frustration, customer[sl], weight[sl])
         drifted = config.drift_at is not None and d >= config.drift_at
-        link = _LINK * (DRIFT_CHANGES["ticket_dropout_link_factor"] if drifted else 1.0)
+        link = _LINK * (config.factor("ticket_dropout_link_factor") if drifted else 1.0)
         at_risk = np.flatnonzero(alive & (signup_day < d))
-        hazard = c.base_hazard[at_risk] + link * frustration[at_risk]
+        hazard = np.maximum(c.base_hazard[at_risk] + link * frustration[at_risk], 0.0)
+        if drifted:
+            hazard += config.drift_changes.get("order_rate_dropout_link", 0.0) * c.order_rate[at_risk]
         leaving = at_risk[rng.random(at_risk.size) < -np.expm1(-hazard)]
         dropout_ms[leaving] = config.start_ms + d * DAY_MS + rng.integers(1, DAY_S, leaving.size) * 1000
         alive[leaving] = False
@@ -453,6 +492,8 @@ def simulate(
             "seed": config.seed,
             "start": format_time(config.start_ms),
             "drift_at": config.drift_at,
+            "drift_kind": config.drift_kind,
+            "link_factor": config.link_factor,
         },
         "seed": config.seed,
         "start": format_time(config.start_ms),
@@ -477,12 +518,11 @@ def simulate(
         else {
             "day": config.drift_at,
             "at": format_time(config.start_ms + config.drift_at * DAY_MS),
-            "changes": dict(DRIFT_CHANGES),
-            "description": (
-                "from this time on: order amounts x1.4 (same items, pricier baskets), support tickets "
-                "arrive x2 as often, and the frustration-to-dropout link is x0.25 as strong; "
-                "events before this time are identical to the run without drift"
-            ),
+            "kind": config.drift_kind,
+            "changes": config.drift_changes,
+            "description": "from this time on: "
+            + ", ".join(_DESCRIBED[name].format(factor=f) for name, f in config.drift_changes.items())
+            + "; events before this time are identical to the run without drift",
         },
         "model": MODEL,
         "files": {
@@ -498,6 +538,14 @@ def simulate(
     return manifest
 
 
+_DESCRIBED = {
+    "order_amount_factor": "order amounts x1.4 (same items, pricier baskets)",
+    "ticket_rate_factor": "support tickets arrive x2 as often",
+    "ticket_dropout_link_factor": "the frustration-to-dropout link is x{factor:g} as strong",
+    "order_rate_dropout_link": "the daily dropout hazard rises by {factor:g} times the order rate",
+}
+
+
 def cli(args: argparse.Namespace, settings: Settings) -> int:
     """``churnstream simulate``: write the files and print how many events per second it made."""
     config = SimulationConfig(
@@ -506,6 +554,8 @@ def cli(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         start_ms=parse_time(args.start, "--start"),
         drift_at=args.drift_at,
+        drift_kind=getattr(args, "drift_kind", "both"),
+        link_factor=getattr(args, "link_factor", None),
     )
     began = time.perf_counter()
     manifest = simulate(config, args.out)

@@ -1,26 +1,37 @@
-"""The monitor's web pages in a real browser: headless Chromium opens the report list and one report.
+"""The monitor's web pages and the Evidently UI in a real browser (headless Chromium).
 
-Chromium renders the pages (Evidently's report is drawn by JavaScript), ``--dump-dom`` gives the DOM
-after rendering, and screenshots of both pages are kept under ``artifacts/`` for people to look at.
+Chromium renders the pages (Evidently's report and UI are drawn by JavaScript), ``--dump-dom`` gives the
+DOM after rendering, and screenshots are kept under ``artifacts/`` for people to look at; the Evidently
+dashboard's is ``docs/evidently_dashboard.png`` (the README shows it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from churnstream.events import parse_time
 from churnstream.messages import MonitoringBatch
+from churnstream.monitoring.ui import WINDOW_VALUES
 from churnstream.settings import DAY_MS, Settings, Topics
 from tests.integration.conftest import produce_raw
-from tests.integration.test_monitor import ROOT, run_monitor, wait_reports
+from tests.integration.test_monitor import ROOT, free_port, run_monitor, wait_reports
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -58,6 +69,23 @@ def _batches(seed: int, *, shifted: bool, t0: int) -> list[MonitoringBatch]:
         churn_probability=probability.tolist(),
     )
     return [MonitoringBatch(f"b{seed}", 0, "browser-v1", FEATURES, predictions, {})]
+
+
+def _labelled(batch: MonitoringBatch, earlier: MonitoringBatch, seed: int) -> MonitoringBatch:
+    """``batch`` carrying the labels of ``earlier``'s predictions (drawn from their own probabilities, so
+    the model is calibrated), known as of ``batch``'s first prediction."""
+    rng = np.random.default_rng(seed)
+    probability = np.asarray(earlier.predictions["churn_probability"])
+    outcomes: dict[str, list[Any]] = {
+        "as_of": list(earlier.predictions["as_of"]),
+        "labeled_at": [batch.predictions["as_of"][0]] * len(probability),
+        "label": [int(x) for x in rng.random(len(probability)) < probability],
+        "source": ["inactivity"] * len(probability),
+        "batch_probability": probability.tolist(),
+        "online_probability": [None] * len(probability),
+        "churn_probability": probability.tolist(),
+    }
+    return dataclasses.replace(batch, outcomes=outcomes)
 
 
 def chromium(*args: str, timeout: float = 120) -> str:
@@ -129,3 +157,142 @@ def test_report_list_and_report_render_in_chromium(
     assert re.search(r"<td[^>]*>(?:<[^>]+>)*avg_order_value<", page)
     assert (artifacts / "monitor_report.png").stat().st_size > 10_000
     assert (artifacts / "monitor_reports.png").stat().st_size > 5_000
+
+
+@contextlib.contextmanager
+def evidently_ui(workspace: Path, log: Path) -> Iterator[str]:
+    """``evidently ui`` on ``workspace`` (telemetry off, as docker-compose runs it) until the block ends."""
+    port = free_port()
+    program = str(Path(sys.executable).with_name("evidently"))
+    command = [program, "ui", "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DO_NOT_TRACK": "1"}
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "evidently ui never answered:\n" + log.read_text()[-3000:]
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(base + "/api/projects", timeout=5) as answer,
+            ):
+                if answer.status == 200:
+                    break
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+
+def _panels(dom: str) -> dict[str, str]:
+    """The dashboard's panels, by title: the DOM from each title to the next."""
+    titles = sorted((dom.index(t + "</h5>"), t) for t in WINDOW_VALUES.values() if t + "</h5>" in dom)
+    ends = [at for at, _ in titles[1:]] + [len(dom)]
+    return {title: dom[at:end] for (at, title), end in zip(titles, ends, strict=True)}
+
+
+def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
+    browser: str, settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    shifted = [False, True, False, True, True, False]
+    # windows 8 days apart, each carrying the labels of the one before: once the horizon has passed in
+    # event time, windows report the realized ROC-AUC of an earlier one
+    days = 8 * DAY_MS
+    batches = [
+        *_batches(1, shifted=False, t0=T0),
+        *_batches(2, shifted=False, t0=T0 + days),  # these two become the reference
+        *[
+            b
+            for i, shift in enumerate(shifted)
+            for b in _batches(10 + i, shifted=shift, t0=T0 + (2 + i) * days)
+        ],
+    ]
+    batches = batches[:1] + [_labelled(b, batches[i], seed=i) for i, b in enumerate(batches[1:])]
+    with run_monitor(settings, tmp_path, window_rows=ROWS) as monitor:
+        produce_raw(
+            settings,
+            settings.topics.monitoring_batches,
+            [(b.model_version.encode(), json.dumps(b.to_json()).encode()) for b in batches],
+        )
+        reports = wait_reports(settings, monitor, len(shifted))
+        pages = {
+            r["report_id"]: chromium("--virtual-time-budget=3000", "--dump-dom", r["url"]) for r in reports
+        }
+    assert [r["dataset_drift"] for r in reports] == shifted
+
+    # every link shows its own window: its bounds, and the full report or a page of its own
+    drawn = {r["report_id"]: r["evidently_report"]["drawn"] for r in reports}
+    assert set(drawn.values()) <= {"full", "light"} and drawn[reports[1]["report_id"]] == "full"
+    for r in reports:
+        page = pages[r["report_id"]]
+        assert f"{r['window_start']} .. {r['window_end']}" in page, r["report_id"]
+        others = [o for o in reports if o is not r]
+        assert not any(f"{o['window_start']} .. {o['window_end']}" in page for o in others)
+        assert ("was not drawn" in page) == (drawn[r["report_id"]] == "light")
+        assert Path(r["html_path"]).name == f"{r['report_id']}.html"
+
+    # every window is one run of the Evidently project, stamped with its end in event time
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(tmp_path / "reports" / "workspace"))
+    (project,) = workspace.search_project("churnstream")
+    runs = {str(i): workspace.get_run(project.id, i) for i in workspace.list_runs(project.id)}
+    assert sorted(runs) == sorted(str(r["evidently_run"]) for r in reports)
+    for r in reports:
+        run = runs[str(r["evidently_run"])]
+        assert run is not None and run.name == r["report_id"]
+        end = dt.datetime.fromtimestamp(parse_time(r["window_end"]) / 1000, dt.UTC).replace(tzinfo=None)
+        assert run.timestamp == end
+        assert run.tags == [f"model:{r['model_version']}", f"prefix:{settings.topic_prefix}", drift_tag(r)]
+        assert run.metadata["window_start"] == r["window_start"] and run.metadata["rows"] == str(ROWS)
+
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with evidently_ui(tmp_path / "reports" / "workspace", tmp_path / "evidently-ui.log") as ui:
+        dashboard = f"{ui}/projects/{project.id}"
+        dom = chromium("--virtual-time-budget=20000", "--window-size=1400,1600", "--dump-dom", dashboard)
+        chromium(
+            "--virtual-time-budget=20000",
+            "--window-size=1400,1600",
+            "--hide-scrollbars",
+            "--force-prefers-reduced-motion",  # the charts drawn whole, not mid-animation
+            f"--screenshot={ROOT / 'docs' / 'evidently_dashboard.png'}",
+            dashboard,
+        )
+
+    # the dashboard: a panel per number, one point per window that has it, on an event-time axis
+    panels = _panels(dom)
+    assert list(panels) == list(WINDOW_VALUES.values()), list(panels)
+    expected = {
+        "drift_share": len(reports),
+        "drifted_columns": len(reports),
+        "mean_churn_probability": len(reports),
+        "prediction_drift": sum(
+            1 for r in reports if (r.get("prediction_drift") or {}).get("score") is not None
+        ),
+        "estimated_roc_auc": sum(
+            1 for r in reports if (r.get("estimated_performance") or {}).get("value") is not None
+        ),
+        "realized_roc_auc": sum(
+            1 for r in reports if (r.get("realized_performance") or {}).get("value") is not None
+        ),
+    }
+    first, last = reports[0]["window_end"][:10], reports[-1]["window_end"][:10]
+    for column, title in WINDOW_VALUES.items():
+        assert panels[title].count("MuiMarkElement-root") == expected[column], (title, expected[column])
+        if expected[column]:
+            ticks = re.findall(r"<tspan[^>]*>(\d{4}-\d{2}-\d{2})[ T]", panels[title])
+            assert ticks and all(first <= t <= last for t in ticks), (title, ticks, first, last)
+    assert (ROOT / "docs" / "evidently_dashboard.png").stat().st_size > 30_000
+
+
+def drift_tag(report: dict[str, Any]) -> str:
+    return "drift" if report["dataset_drift"] else "no drift"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import pytest
 
 from churnstream.messages import MonitoringBatch
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
+from churnstream.monitoring.pages import window_banner
 from churnstream.monitoring.reference import FrameSource
 from churnstream.monitoring.render import RenderQueue, ReportRenderer
 from churnstream.monitoring.report import ReportStore, run_drift_report
 from churnstream.monitoring.state import MonitorState
+from churnstream.monitoring.ui import WINDOW_VALUE_METRIC, WINDOW_VALUES, ensure_project
 
 FEATURES = ["spent_total", "avg_order_value", "tickets_90d", "recency_days", "orders_total"]
 
@@ -119,19 +122,67 @@ def test_monitor_judges_windows_and_the_renderer_writes_files(
     assert [p.verdict.dataset_drift for p in pending] == [False, True]
     assert set(pending[1].verdict.drifted_columns) == {"spent_total", "avg_order_value", "tickets_90d"}
 
-    queue = RenderQueue(max_jobs=1)
-    assert [queue.put(p) for p in pending] == [False, True]  # the second window joins the waiting job
-    job = queue.take()
-    assert job is not None and job.rows == 2000 and job.rendered_rows == 2000
+    queue = RenderQueue(max_jobs=1, topic_prefix="t.")
+    # the drifted window takes the full report; the first one, waiting, is drawn light
+    assert [queue.put(p) for p in pending] == [False, True]
+    light, job = queue.take(), queue.take()
+    assert light is not None and job is not None and queue.take() is None
+    assert (light.full, job.full) == (False, True) and light.columns == {} and job.rendered_rows == 1000
     renderer = ReportRenderer(root=store.root, drift_share=0.5, in_thread=True)
     try:
+        drawn_light = renderer.submit(light).result(timeout=120)
         rendered = renderer.submit(job).result(timeout=120)
     finally:
         renderer.close()
     assert rendered.error is None and rendered.html_path == str(store.html_path(job.job_id).resolve())
+    assert (drawn_light.drawn, rendered.drawn) == ("light", "full")
     page = Path(rendered.html_path).read_text()
-    assert len(page) > 100_000 and "covers 2 consecutive drift windows" in page
+    assert len(page) > 100_000 and window_banner(job.message) in page
     assert store.evidently_json_path(job.job_id).is_file() and store.workspace_path.is_dir()
+    light_page = Path(drawn_light.html_path).read_text()  # its own page: its bounds, its verdict
+    assert drawn_light.html_path == str(store.html_path(light.job_id).resolve())
+    assert f"{light.message['window_start']} .. {light.message['window_end']}" in light_page
+    assert "no drift" in light_page and "was not drawn" in light_page
+    assert not store.evidently_json_path(light.job_id).exists()
+
+    # one run per window in the Evidently project: event time, tags, metadata, the dashboard's numbers
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(store.workspace_path))
+    (project,) = workspace.search_project("churnstream")
+    assert sorted(str(r) for r in workspace.list_runs(project.id)) == sorted(
+        [str(drawn_light.run_id), str(rendered.run_id)]
+    )
+    for done, queued, drift in ((drawn_light, light, "no drift"), (rendered, job, "drift")):
+        run = workspace.get_run(project.id, str(done.run_id))
+        assert run is not None and run.name == queued.job_id
+        assert run.timestamp == dt.datetime.fromtimestamp(queued.pending.window.end / 1000, dt.UTC).replace(
+            tzinfo=None
+        )
+        assert run.tags == ["model:v1", "prefix:t.", drift]
+        assert run.metadata["window_start"] == queued.message["window_start"]
+        assert run.metadata["rows"] == "1000" and run.metadata["verdict"] == drift
+        assert run.metadata["report"] == ("light" if done is drawn_light else "full")
+        means = {
+            r.metric_value_location.metric.params["column"]: r.value
+            for r in run.metric_results.values()
+            if r.metric_value_location.metric.params["type"] == WINDOW_VALUE_METRIC
+        }
+        assert means["drift_share"] == pytest.approx(queued.message["drift_share"])
+        assert means["drifted_columns"] == len(queued.message["drifted_columns"])
+        assert 0 < means["mean_churn_probability"] < 1 and "prediction_drift" in means
+    full_run = workspace.get_run(project.id, str(rendered.run_id))
+    assert full_run is not None and len(full_run.widgets) > 5  # the drift report itself, not just numbers
+    titles = [panel.title for panel in workspace.get_dashboard(project.id).panels]
+    assert titles == list(WINDOW_VALUES.values())
+    ensure_project(workspace)  # again, as after a restart: nothing doubles
+    assert len(workspace.get_dashboard(project.id).panels) == len(WINDOW_VALUES)
+    assert len(workspace.search_project("churnstream")) == 1
+
+    # a window drawn again (by a monitor restarted before its records were committed): still one run
+    again = ReportStore(store.root).save_light(light.job_id, light.run, light.light_page())
+    runs = {str(r) for r in workspace.list_runs(project.id)}
+    assert again is not None and runs == {again, str(rendered.run_id)}
 
     message = pending[1].report(
         created_at=0, html_path=rendered.html_path, url=monitor.url(pending[1].report_id)
@@ -181,22 +232,29 @@ def test_bootstrap_reference_when_the_source_has_none(tmp_path: Path) -> None:
     assert len(first) == 1 and first[0].reference.rows == 1000  # a restart reuses the kept reference
 
 
-def test_a_full_queue_merges_windows_and_samples_evenly_above_max_rows(reference: pd.DataFrame) -> None:
+def test_a_full_queue_draws_later_windows_light_drifted_first_and_samples_above_max_rows(
+    reference: pd.DataFrame,
+) -> None:
     monitor = DriftMonitor(
         references=FrameSource(reference),
         store=ReportStore(Path("/nonexistent"), workspace=False),
         config=MonitorConfig(window_rows=1000),
     )
+    shifted = {"spent_total": 1.6, "avg_order_value": 1.6, "tickets_90d": 2.5}
+    frames = [frame(1000, seed=s, shift=shifted if s == 4 else None) for s in range(6)]
     pending = []
-    for batch in _batches(pd.concat([frame(1000, seed=s) for s in range(6)]), "v1", 0):
+    for batch in _batches(pd.concat(frames), "v1", 0):
         pending += monitor.add(batch).pending
-    queue = RenderQueue(max_jobs=2, max_rows=2500)
+    assert [p.verdict.dataset_drift for p in pending] == [False, False, False, False, True, False]
+    queue = RenderQueue(max_jobs=2, max_rows=600)
     assert [queue.put(p) for p in pending] == [False, False, True, True, True, True]
-    first, second = queue.take(), queue.take()
-    assert first is not None and second is not None and queue.take() is None
-    assert [len(first.windows), len(second.windows)] == [1, 5]
-    assert second.rows == 5000 and second.rendered_rows == 2500 and second.sampled
-    assert "covers 5 consecutive drift windows" in (second.banner() or "")
-    assert "an even sample of 2,500" in (second.banner() or "") and first.banner() is None
-    spent = second.columns["spent_total"]
-    assert len(spent) == 2500 and all(len(c) == 2500 for c in second.columns.values())
+    jobs = queue.jobs()
+    assert [j.job_id for j in jobs] == [p.report_id for p in pending]  # one job per window, in order
+    # the drifted window took the place of the latest non-drifted one waiting in full
+    assert [j.full for j in jobs] == [True, False, False, False, True, False]
+    assert all(j.columns == {} and j.pending.window.predictions == {} for j in jobs if not j.full)
+    assert all(j.rows == 1000 for j in jobs)
+    full = jobs[4]
+    assert full.rendered_rows == 600 and full.sampled and "an even sample of 600" in full.banner()
+    assert full.banner().startswith(f"Drift window {full.job_id}: ")
+    assert all(len(c) == 600 for c in full.columns.values())

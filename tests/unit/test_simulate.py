@@ -273,6 +273,8 @@ def test_cli_writes_files_and_reports_speed(tmp_path: Path, capsys: pytest.Captu
         "seed": 1,
         "start": "2024-01-01T00:00:00Z",
         "drift_at": None,
+        "drift_kind": "both",
+        "link_factor": None,
     }
 
 
@@ -290,3 +292,63 @@ def test_bad_configuration_is_a_config_error(kwargs: dict[str, int], tmp_path: P
     args = {"customers": 10, "days": 30, "seed": 1, **kwargs}
     with pytest.raises(ConfigError):
         _run(tmp_path, **args)
+
+
+def test_drift_kinds_shift_the_inputs_alone_or_the_link_alone(
+    tmp_path_factory: pytest.TempPathFactory, drift_pair: tuple[Path, Path]
+) -> None:
+    def world(kind: str) -> Path:
+        return _run(
+            tmp_path_factory.mktemp(kind), customers=3000, days=240, seed=5, drift_at=120, drift_kind=kind
+        )
+
+    plain = _before_after(drift_pair[0], 120)
+    inputs, link = _before_after(world("inputs"), 120), _before_after(world("link"), 120)
+
+    def ratio(stats: dict[str, tuple[float, float]], name: str) -> float:
+        before, after = stats[name]
+        return after / before
+
+    # inputs: amounts x1.4 and tickets x2, the link untouched
+    assert ratio(inputs, "amount") / ratio(plain, "amount") == pytest.approx(1.4, rel=0.07)
+    assert inputs["ticket_rate"][1] == pytest.approx(2.0, rel=0.1)
+    assert inputs["dropout_after_bad_ticket"][1] > 0.75 * plain["dropout_after_bad_ticket"][1]
+    # link: amounts and ticket rates as without drift, far fewer dropouts after a bad ticket
+    assert ratio(link, "amount") / ratio(plain, "amount") == pytest.approx(1.0, abs=0.07)
+    assert 0.9 < link["ticket_rate"][1] < 1.1
+    assert link["dropout_after_bad_ticket"][1] < 0.65 * plain["dropout_after_bad_ticket"][1]
+    manifest = json.loads((tmp_path_factory.getbasetemp() / "link0" / "manifest.json").read_text())
+    assert manifest["drift"]["kind"] == "link"
+    assert manifest["drift"]["changes"] == {"ticket_dropout_link_factor": 0.25}
+    with pytest.raises(ConfigError, match="--drift-kind"):
+        SimulationConfig(customers=1, days=2, seed=1, start_ms=START, drift_at=1, drift_kind="x").check(
+            wall_clock_ms=START + 10 * DAY_MS
+        )
+
+
+def test_the_loyalty_shift_makes_frequent_buyers_leave_and_nothing_else(tmp_path: Path) -> None:
+    plain = _run(tmp_path / "plain", customers=3000, days=120, seed=9)
+    loyal = _run(tmp_path / "loyal", customers=3000, days=120, seed=9, drift_at=60, drift_kind="loyalty")
+    cut = START + 60 * DAY_MS
+
+    def left_after_cut(directory: Path) -> dict[bool, float]:
+        gone: dict[bool, list[bool]] = {True: [], False: []}
+        for t in _records(directory, "truth.jsonl"):
+            if t["dropout"] is not None and parse_time(t["dropout"]) < cut:
+                continue
+            gone[t["order_rate_per_day"] > 1 / 14].append(t["dropout"] is not None)
+        return {frequent: float(np.mean(flags)) for frequent, flags in gone.items()}
+
+    before, after = left_after_cut(plain), left_after_cut(loyal)
+    assert after[True] > 0.5 and before[True] < 0.3  # frequent buyers now leave
+    assert after[True] > after[False] + 0.2
+    # the inputs are drawn alike: every event before the cut is identical
+    for kind in EVENT_FILES:
+        a = (plain / f"{kind}.jsonl").read_text().splitlines()
+        b = (loyal / f"{kind}.jsonl").read_text().splitlines()
+        early = [line for line in a if json.loads(line)["timestamp"] < format_time(cut)]
+        assert early and b[: len(early)] == early
+    manifest = json.loads((loyal / "manifest.json").read_text())
+    assert manifest["drift"]["kind"] == "loyalty" and manifest["drift"]["changes"] == {
+        "order_rate_dropout_link": 0.5
+    }

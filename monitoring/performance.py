@@ -1,0 +1,307 @@
+"""The model's ROC-AUC per window: estimated without labels, realized once labels are known, and the verdict.
+
+**Estimated** (:func:`estimate_roc_auc`): confidence-based performance estimation, the method of NannyML's
+CBPE (NannyML docs, "Confidence-based Performance Estimation"): when the model's probabilities are
+calibrated, a prediction of probability p is a positive with probability p, so at every threshold the
+expected true-positive count is the sum of p over the predictions above it and the expected
+false-positive count the sum of 1 - p. Those give the expected ROC curve; its area is the estimate. The
+interval is the spread of the AUC over label vectors drawn from the probabilities (seeded, so a replay
+gives the same numbers). It holds while calibration holds: a change in the relation between features and
+churn (concept drift) is invisible to it, and only labels show it. NannyML itself is not used: it pins
+plotly < 6, lightgbm, FLAML, s3fs, gcsfs, kaleido and segment's telemetry client beside this stack.
+
+**Realized** (:class:`LabelBook`): outcomes arrive a horizon after their predictions, carrying the
+prediction's ``as_of`` and probability. The book keeps, for every closed window whose labels are not
+all known yet, a histogram of its labelled predictions' probabilities by class (so the monitor's saved
+state stays small); once event time has passed the window's end by the label delay (horizon plus allowed
+lateness) its realized ROC-AUC is known, provided it has ``min_labels`` labels of both classes.
+
+**Action** (:func:`advise`): see its docstring.
+
+>>> p = [0.1, 0.2, 0.3, 0.6, 0.8, 0.9]
+>>> est = estimate_roc_auc(p, samples=200)
+>>> est["metric"], est["value"], est["lower"] <= est["value"] <= est["upper"]
+('roc_auc', 0.8393, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METRIC = "roc_auc"
+ACTIONS = ("none", "watch", "retrain")
+
+
+def estimate_roc_auc(
+    probabilities: Sequence[float] | np.ndarray,
+    *,
+    samples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    max_rows: int = 20_000,
+) -> dict[str, Any] | None:
+    """``{metric, value, lower, upper}``: the ROC-AUC expected of calibrated ``probabilities`` (CBPE) and
+    the central ``level`` interval of the AUC over ``samples`` label vectors drawn from them; None when
+    fewer than two finite probabilities or no expected positive or negative.
+
+    >>> estimate_roc_auc([0.0, 0.0, 1.0, 1.0])["value"]
+    1.0
+    >>> estimate_roc_auc([0.5] * 10)["value"], estimate_roc_auc([]) is None
+    (0.5, True)
+    """
+    p = np.asarray(probabilities, dtype="float64")
+    p = np.clip(p[np.isfinite(p)], 0.0, 1.0)
+    if p.size > max_rows:  # an even sample: the estimate of a large window needs no more
+        p = p[np.linspace(0, p.size - 1, max_rows).astype(np.int64)]
+    if p.size < 2:
+        return None
+    value = expected_roc_auc(p)
+    if value is None:
+        return None
+    lower = upper = None
+    if samples > 0:
+        aucs = _sampled_aucs(p, samples, seed)
+        if aucs.size:
+            tail = (1.0 - level) / 2.0
+            lower, upper = (float(q) for q in np.quantile(aucs, [tail, 1.0 - tail]))
+    return {"metric": METRIC, "value": _round(value), "lower": _round(lower), "upper": _round(upper)}
+
+
+def expected_roc_auc(p: np.ndarray) -> float | None:
+    """The area under the expected ROC curve of calibrated probabilities ``p`` (CBPE), or None."""
+    ps = np.sort(p)[::-1]
+    tp = np.cumsum(ps)
+    fp = np.cumsum(1.0 - ps)
+    positives, negatives = tp[-1], fp[-1]
+    if positives <= 0.0 or negatives <= 0.0:
+        return None
+    last = np.r_[np.flatnonzero(np.diff(ps)), ps.size - 1]  # one point per distinct threshold
+    tpr = np.r_[0.0, tp[last] / positives]
+    fpr = np.r_[0.0, fp[last] / negatives]
+    return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def _sampled_aucs(p: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(p)
+    rng = np.random.default_rng(seed)
+    labels = rng.random((samples, p.size)) < p
+    n1 = labels.sum(axis=1).astype("float64")
+    n0 = p.size - n1
+    ok = (n1 > 0) & (n0 > 0)
+    rank_sums = labels.astype("float64") @ ranks
+    return ((rank_sums - n1 * (n1 + 1) / 2.0)[ok]) / (n1[ok] * n0[ok])
+
+
+def binned_roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float | None:
+    """ROC-AUC from per-bin counts of positives and negatives (bins in increasing probability; a pair in
+    one bin counts one half), or None without both classes.
+
+    >>> binned_roc_auc(np.array([0, 0, 2]), np.array([1, 1, 0])), binned_roc_auc(np.array([1]), np.array([1]))
+    (1.0, 0.5)
+    """
+    pos, neg = positives.astype("float64"), negatives.astype("float64")
+    n1, n0 = pos.sum(), neg.sum()
+    if n1 == 0 or n0 == 0:
+        return None
+    below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (below + neg / 2.0)) / (n1 * n0))
+
+
+@dataclass(slots=True)
+class _Open:
+    """A closed window whose labels are still arriving: per-bin counts of its labelled predictions."""
+
+    seq: int
+    model_version: str
+    start: int
+    end: int
+    positives: np.ndarray
+    negatives: np.ndarray
+
+
+@dataclass(slots=True)
+class LabelBook:
+    """Labels of closed windows as they arrive; the realized ROC-AUC of each window once they are known.
+
+    ``delay_ms``: how long after a window's last prediction (in event time) its labels are all known, the
+    horizon plus the allowed lateness; ``min_labels``: fewer labels than this (or one class only) and
+    the window's realized performance is not reported. ``latest`` holds, per model version, the realized
+    performance of its most recent window whose labels are known; ``baseline`` that of its first
+    ``baseline_windows`` such windows pooled (the realized reference: one window alone is noisy).
+
+    >>> book = LabelBook(delay_ms=10, min_labels=2)
+    >>> book.open(1, "v1", 0, 5)
+    >>> book.add({"as_of": [1, 2, 3, 9], "label": [0, 1, 1, 1], "churn_probability": [0.2, 0.9, 0.7, 0.5]})
+    3
+    >>> book.advance(14), book.advance(15)
+    ([], [1])
+    >>> book.latest["v1"]["value"], book.latest["v1"]["labels"]
+    (1.0, 3)
+    """
+
+    delay_ms: int
+    min_labels: int = 100
+    bins: int = 200
+    max_open: int = 400
+    baseline_windows: int = 3
+    clock: int = 0
+    opened: list[_Open] = field(default_factory=list)
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _pooled: dict[str, tuple[int, _Open]] = field(default_factory=dict)
+
+    def open(self, seq: int, model_version: str, start: int, end: int) -> None:
+        """Start collecting the labels of window ``seq`` (its predictions' ``as_of`` in [start, end])."""
+        zeros = np.zeros(self.bins, dtype=np.uint32)
+        entry = _Open(seq, model_version, start, end, zeros, zeros.copy())
+        starts = [e.start for e in self.opened]
+        self.opened.insert(bisect.bisect_right(starts, start), entry)
+        if len(self.opened) > self.max_open:
+            oldest = min(self.opened, key=lambda e: e.seq)
+            self.opened.remove(oldest)
+            log.warning(
+                "labels of window %d are no longer collected: %d windows wait", oldest.seq, self.max_open
+            )
+
+    def add(self, outcomes: dict[str, list[Any]]) -> int:
+        """Count outcomes (``as_of``, ``label``, ``churn_probability`` columns) in the windows their
+        predictions fell in; returns how many found one (those of older records, without ``as_of``, or of
+        windows no longer collected, do not)."""
+        as_of, labels = outcomes.get("as_of"), outcomes.get("label")
+        probs = outcomes.get("churn_probability")
+        if not as_of or not labels or not probs or not self.opened:
+            return 0
+        starts = np.array([e.start for e in self.opened], dtype=np.int64)
+        counted = 0
+        for t, label, p in zip(as_of, labels, probs, strict=False):
+            if t is None or label is None or p is None:
+                continue
+            i = int(np.searchsorted(starts, int(t), side="right")) - 1
+            # windows can overlap a little (a late prediction joins the open window): look one back too
+            for entry in (self.opened[j] for j in (i, i - 1) if 0 <= j < len(self.opened)):
+                if entry.start <= t <= entry.end:
+                    b = min(max(int(float(p) * self.bins), 0), self.bins - 1)
+                    (entry.positives if label else entry.negatives)[b] += 1
+                    counted += 1
+                    break
+        return counted
+
+    def advance(self, clock: int) -> list[int]:
+        """Event time is now ``clock``: windows whose labels are all known leave the book; returns their
+        numbers (those with enough labels now give ``latest`` of their model version)."""
+        self.clock = max(self.clock, clock)
+        done = [e for e in self.opened if e.end + self.delay_ms <= self.clock]
+        if not done:
+            return []
+        self.opened = [e for e in self.opened if e.end + self.delay_ms > self.clock]
+        for entry in sorted(done, key=lambda e: e.seq):
+            labels = int(entry.positives.sum() + entry.negatives.sum())
+            value = binned_roc_auc(entry.positives, entry.negatives)
+            if labels < self.min_labels or value is None:
+                log.info("window %d: %d labels, too few for its realized performance", entry.seq, labels)
+                continue
+            realized = {
+                "metric": METRIC,
+                "value": _round(value),
+                "labels": labels,
+                "window_start": entry.start,
+                "window_end": entry.end,
+            }
+            self.latest[entry.model_version] = realized
+            self._pool(entry)
+        return [e.seq for e in done]
+
+    def _pool(self, entry: _Open) -> None:
+        version = entry.model_version
+        windows, pool = self._pooled.get(version, (0, None))
+        if windows >= self.baseline_windows:
+            return
+        if pool is None:
+            pool = _Open(entry.seq, version, entry.start, entry.end, entry.positives, entry.negatives)
+        else:
+            pool.end = max(pool.end, entry.end)
+            pool.positives = pool.positives + entry.positives
+            pool.negatives = pool.negatives + entry.negatives
+        self._pooled[version] = (windows + 1, pool)
+        self.baseline[version] = {
+            "metric": METRIC,
+            "value": _round(binned_roc_auc(pool.positives, pool.negatives)),
+            "labels": int(pool.positives.sum() + pool.negatives.sum()),
+            "window_start": pool.start,
+            "window_end": pool.end,
+            "windows": windows + 1,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Drops of ROC-AUC below the reference at which the monitor advises ``watch`` and ``retrain``."""
+
+    watch: float = 0.03
+    retrain: float = 0.05
+
+
+def advise(
+    *,
+    drifted: bool,
+    estimated: float | None,
+    estimated_reference: float | None,
+    realized: float | None,
+    realized_reference: float | None,
+    thresholds: Thresholds,
+) -> tuple[str, str]:
+    """``(action, reason)`` for one window.
+
+    - ``retrain``: the realized ROC-AUC (labels known) lies ``thresholds.retrain`` or more below the
+      realized reference (the first windows of the model version whose labels are known, pooled, or the
+      reference estimate before any): the model ranks worse on what really happened.
+    - ``watch``: the realized ROC-AUC lies ``thresholds.watch`` or more below it; or the window drifted
+      (dataset or prediction drift) and its estimated ROC-AUC lies ``thresholds.watch`` or more below the
+      reference's estimated one.
+    - ``none`` otherwise: feature drift alone, with performance holding, asks for nothing; and without
+      labels the monitor never says ``retrain`` (the estimate assumes the relation between features and
+      churn still holds, so only labels can show that it broke).
+
+    >>> t = Thresholds(watch=0.03, retrain=0.05)
+    >>> advise(drifted=True, estimated=0.80, estimated_reference=0.81, realized=None,
+    ...        realized_reference=None, thresholds=t)[0]
+    'none'
+    >>> advise(drifted=True, estimated=0.75, estimated_reference=0.81, realized=0.80,
+    ...        realized_reference=0.81, thresholds=t)[0]
+    'watch'
+    >>> advise(drifted=False, estimated=0.80, estimated_reference=0.81, realized=0.70,
+    ...        realized_reference=0.81, thresholds=t)
+    ('retrain', 'realized ROC-AUC 0.700 is 0.110 below the reference 0.810')
+    """
+    base = realized_reference if realized_reference is not None else estimated_reference
+    if realized is not None and base is not None:
+        drop = base - realized
+        said = f"realized ROC-AUC {realized:.3f} is {drop:.3f} below the reference {base:.3f}"
+        if drop >= thresholds.retrain:
+            return "retrain", said
+        if drop >= thresholds.watch:
+            return "watch", said
+    if drifted and estimated is not None and estimated_reference is not None:
+        drop = estimated_reference - estimated
+        if drop >= thresholds.watch:
+            return "watch", (
+                f"drift, and estimated ROC-AUC {estimated:.3f} is {drop:.3f} below the reference's "
+                f"{estimated_reference:.3f}"
+            )
+    if drifted:
+        return "none", "drift, but performance holds"
+    return "none", "no drift, performance holds"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)

@@ -1,0 +1,208 @@
+"""The Evidently UI project of the drift monitor: one run per window, on a dashboard over event time.
+
+Every window becomes one run of the project (:func:`window_run` says what it carries): stamped with the
+window's end in event time, tagged with the model version, the topic prefix and ``drift``/``no drift``,
+with the window's bounds, rows and verdict as metadata. Each run holds the window's numbers
+(:data:`WINDOW_VALUES`) as Evidently metrics: Evidently 0.7's dashboards plot metric results only, so
+each number is a ``WindowValue``, a custom single-value metric (Evidently's documented way) that reads a
+one-row column and shows as a counter. The monitor has judged the window already (its verdict is
+Evidently's tests, computed in-process), so this light run costs a few hundredths of a second. A window
+whose full drift report is drawn gets that report with the same numbers merged in
+(:func:`with_window_values`), still one run.
+
+:func:`ensure_project` creates the project and its dashboard (:func:`dashboard_panels`) once; run again,
+on a restart, it adds only what is missing.
+
+>>> message = {"report_id": "r1", "model_version": "v1", "window_start": "2024-06-01T00:00:00Z",
+...     "window_end": "2024-06-02T00:00:00Z", "rows": 10, "dataset_drift": True, "drift_share": 0.6,
+...     "drifted_columns": ["a", "b", "c"], "prediction_drift": {"score": 0.2}, "action": "watch",
+...     "estimated_performance": {"metric": "roc_auc", "value": 0.81, "lower": 0.78, "upper": 0.84}}
+>>> run = window_run(message, topic_prefix="demo.", mean_probability=0.25)
+>>> run.tags, run.timestamp.isoformat()
+(['model:v1', 'prefix:demo.', 'drift'], '2024-06-02T00:00:00')
+>>> list(run.values.items())  # doctest: +NORMALIZE_WHITESPACE
+[('drift_share', 0.6), ('drifted_columns', 3.0), ('prediction_drift', 0.2),
+ ('mean_churn_probability', 0.25), ('estimated_roc_auc', 0.81)]
+>>> run.metadata["window_end"], run.metadata["verdict"], run.metadata["action"]
+('2024-06-02T00:00:00Z', 'drift', 'watch')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from churnstream.events import parse_time
+
+PROJECT = "churnstream"
+DASHBOARD_TAB = "Drift over event time"
+WINDOW_VALUE_METRIC = "evidently:metric_v2:churnstream.WindowValue"
+
+# the window's numbers, as one-row columns of each run: column -> panel title
+WINDOW_VALUES: dict[str, str] = {
+    "drift_share": "Share of drifted columns",
+    "drifted_columns": "Number of drifted columns",
+    "prediction_drift": "Prediction drift (drift score of churn_probability)",
+    "mean_churn_probability": "Mean churn probability",
+    "estimated_roc_auc": "Estimated ROC-AUC (without labels)",
+    "realized_roc_auc": "Realized ROC-AUC (latest window with labels)",
+}
+
+
+@dataclass(slots=True)
+class WindowRun:
+    """What a window's run in the Evidently UI says: name, event time, tags, metadata and numbers."""
+
+    name: str
+    timestamp: dt.datetime
+    tags: list[str]
+    metadata: dict[str, str]
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: float | None) -> WindowRun:
+    """The run of the window whose ``drift_reports`` message is ``message`` (its JSON shape)."""
+    drift = bool(message.get("dataset_drift"))
+    estimated = message.get("estimated_performance") or {}
+    realized = message.get("realized_performance") or {}
+    values: dict[str, Any] = {
+        "drift_share": message.get("drift_share"),
+        "drifted_columns": len(message.get("drifted_columns") or []),
+        "prediction_drift": (message.get("prediction_drift") or {}).get("score"),
+        "mean_churn_probability": mean_probability,
+        "estimated_roc_auc": estimated.get("value"),
+        "realized_roc_auc": realized.get("value"),
+    }
+    metadata = {
+        "report_id": str(message.get("report_id", "")),
+        "model_version": str(message.get("model_version", "")),
+        "window_start": str(message.get("window_start", "")),
+        "window_end": str(message.get("window_end", "")),
+        "rows": str(message.get("rows", "")),
+        "verdict": "drift" if drift else "no drift",
+        "drift_share": str(message.get("drift_share", "")),
+        "drifted_columns": ", ".join(message.get("drifted_columns") or []) or "-",
+    }
+    if message.get("action") is not None:
+        metadata["action"] = str(message["action"])
+    if estimated.get("value") is not None:
+        bounds = f" [{estimated.get('lower')}, {estimated.get('upper')}]" if estimated.get("lower") else ""
+        metadata["estimated_roc_auc"] = f"{estimated['value']}{bounds}"
+    if realized.get("value") is not None:
+        metadata["realized_roc_auc"] = (
+            f"{realized['value']} ({realized.get('labels')} labels of the window from "
+            f"{realized.get('window_start')} to {realized.get('window_end')})"
+        )
+    end = parse_time(str(message["window_end"]))
+    return WindowRun(
+        name=str(message.get("report_id", "")),
+        timestamp=dt.datetime.fromtimestamp(end / 1000, tz=dt.UTC).replace(tzinfo=None),
+        tags=[
+            f"model:{message.get('model_version', '')}",
+            f"prefix:{topic_prefix or '(none)'}",
+            "drift" if drift else "no drift",
+        ],
+        metadata=metadata,
+        values={k: float(v) for k, v in values.items() if _finite(v)},
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@functools.cache
+def window_value_metric() -> type:
+    """The ``WindowValue`` metric: the value of a one-row column, shown as a counter titled after it.
+
+    Defined on first use, so that importing this module does not import Evidently.
+    """
+    from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
+
+    class WindowValue(SingleValueMetric):
+        class Config:
+            type_alias = WINDOW_VALUE_METRIC
+
+        column: str
+
+    class WindowValueCalculation(SingleValueCalculation[WindowValue]):  # type: ignore[misc]
+        def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
+            return self.result(float(current_data.column(self.metric.column).data.iloc[0]))
+
+        def display_name(self) -> str:
+            return WINDOW_VALUES.get(self.metric.column, self.metric.column)
+
+    return WindowValue
+
+
+def light_snapshot(run: WindowRun) -> Any:
+    """An Evidently snapshot of the window's numbers alone (a ``WindowValue`` of a one-row column each)."""
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+
+    columns = list(run.values)
+    metric = window_value_metric()
+    report = Report([metric(column=c) for c in columns])
+    frame = pd.DataFrame({c: [run.values[c]] for c in columns})
+    dataset = Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=columns))
+    metadata = {**run.metadata, "report": "light"}
+    return report.run(dataset, None, timestamp=run.timestamp, tags=list(run.tags), metadata=metadata)
+
+
+def with_window_values(snapshot: Any, run: WindowRun) -> Any:
+    """``snapshot`` (a full drift report) stamped as the window's run, its numbers' metrics merged in.
+
+    The numbers' widgets are left out: the report shows its own drift tables and plots.
+    """
+    from evidently.core.report import Snapshot
+
+    model = snapshot.to_snapshot_model()
+    light = light_snapshot(run).to_snapshot_model()
+    model.metric_results = {**model.metric_results, **light.metric_results}
+    model.top_level_metrics = [*model.top_level_metrics, *light.top_level_metrics]
+    model.name, model.timestamp = run.name, run.timestamp
+    model.tags, model.metadata = list(run.tags), {**run.metadata, "report": "full"}
+    return Snapshot.load_model(model)
+
+
+def dashboard_panels() -> list[Any]:
+    """The dashboard's panels: one line plot over event time per window number."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+
+    return [
+        line_plot_panel(
+            title=title,
+            values=[PanelMetric(legend=column, metric=WINDOW_VALUE_METRIC, metric_labels={"column": column})],
+            size="half",
+        )
+        for column, title in WINDOW_VALUES.items()
+    ]
+
+
+def ensure_project(workspace: Any, name: str = PROJECT) -> Any:
+    """The id of project ``name`` in ``workspace``, created with its dashboard if missing; panels
+    missing from an existing project's dashboard are added (never twice)."""
+    from evidently.sdk.models import DashboardModel, DashboardTabModel
+
+    found = workspace.search_project(name)
+    project = (
+        found[0]
+        if found
+        else workspace.create_project(name, description="churnstream drift windows, one run per window")
+    )
+    dashboard = workspace.get_dashboard(project.id) or DashboardModel(tabs=[], panels=[])
+    have = {panel.title for panel in dashboard.panels}
+    missing = [panel for panel in dashboard_panels() if panel.title not in have]
+    if missing:
+        tab = next((t for t in dashboard.tabs if t.title == DASHBOARD_TAB), None)
+        if tab is None:
+            tab = DashboardTabModel(title=DASHBOARD_TAB, panels=[])
+            dashboard.tabs.append(tab)
+        dashboard.panels.extend(missing)
+        tab.panels.extend(panel.id for panel in missing)
+        workspace.save_dashboard(project.id, dashboard)
+    return project.id

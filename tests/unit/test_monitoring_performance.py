@@ -1,0 +1,252 @@
+"""Performance estimation without labels (CBPE), realized performance from labels, and the verdict."""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from churnstream.events import format_time
+from churnstream.messages import OUTCOME_COLUMNS, MonitoringBatch
+from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
+from churnstream.monitoring.performance import (
+    LabelBook,
+    Thresholds,
+    advise,
+    binned_roc_auc,
+    estimate_roc_auc,
+)
+from churnstream.monitoring.reference import FrameSource
+from churnstream.monitoring.report import ReportStore
+from churnstream.monitoring.state import MonitorState
+
+
+def test_the_estimate_matches_the_auc_of_labels_drawn_from_calibrated_probabilities() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.beta(0.8, 3.0, 5000)
+    est = estimate_roc_auc(p)
+    assert est is not None
+    realized = [roc_auc_score(rng.random(p.size) < p, p) for _ in range(50)]
+    assert est["value"] == pytest.approx(np.mean(realized), abs=0.005)
+    assert est["lower"] < np.mean(realized) < est["upper"]
+    # the interval holds most realizations and is not absurdly wide
+    inside = np.mean([est["lower"] <= r <= est["upper"] for r in realized])
+    assert inside >= 0.85 and est["upper"] - est["lower"] < 0.06
+
+
+def test_the_estimate_is_the_same_for_the_same_window_and_tracks_how_well_probabilities_separate() -> None:
+    rng = np.random.default_rng(2)
+    sharp = np.where(rng.random(3000) < 0.2, rng.uniform(0.7, 1.0, 3000), rng.uniform(0.0, 0.2, 3000))
+    vague = rng.uniform(0.3, 0.5, 3000)
+    assert estimate_roc_auc(sharp) == estimate_roc_auc(sharp)
+    sharp_auc, vague_auc = estimate_roc_auc(sharp)["value"], estimate_roc_auc(vague)["value"]  # type: ignore[index]
+    assert sharp_auc > 0.85 and 0.5 < vague_auc < 0.6
+
+
+def test_no_estimate_without_expected_positives_or_negatives() -> None:
+    assert estimate_roc_auc([0.0, 0.0, 0.0]) is None
+    assert estimate_roc_auc([1.0, 1.0]) is None
+    assert estimate_roc_auc([np.nan, 0.3]) is None
+
+
+def test_binned_auc_agrees_with_the_exact_one() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, 4000)
+    y = rng.random(4000) < p**2
+    bins = 200
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    pos = np.bincount(idx[y], minlength=bins)
+    neg = np.bincount(idx[~y], minlength=bins)
+    assert binned_roc_auc(pos, neg) == pytest.approx(roc_auc_score(y, p), abs=0.002)
+    assert binned_roc_auc(pos, np.zeros(bins)) is None
+
+
+def _outcomes(as_of: list[int], labels: list[int], probs: list[float]) -> dict[str, list[object]]:
+    return {"as_of": as_of, "label": labels, "churn_probability": probs, "labeled_at": as_of}
+
+
+def test_labels_go_to_the_window_their_prediction_fell_in_and_are_known_after_the_delay() -> None:
+    book = LabelBook(delay_ms=100, min_labels=4)
+    book.open(1, "v1", 0, 10)
+    book.open(2, "v1", 11, 20)
+    assert book.add(_outcomes([1, 2, 15, 30], [1, 0, 1, 1], [0.9, 0.1, 0.8, 0.5])) == 3  # 30: no window
+    assert book.advance(109) == [] and book.latest == {}
+    book.add(_outcomes([3, 4, 5], [1, 0, 0], [0.2, 0.3, 0.05]))
+    assert book.advance(110) == [1]
+    first = book.latest["v1"]
+    exact = roc_auc_score([1, 0, 1, 0, 0], [0.9, 0.1, 0.2, 0.3, 0.05])
+    assert first == {"metric": "roc_auc", "value": pytest.approx(exact, abs=0.01), "labels": 5,
+                     "window_start": 0, "window_end": 10}  # fmt: skip
+    # window 2 has too few labels: known, but not reported; the latest stays window 1's
+    assert book.advance(200) == [2]
+    assert book.latest["v1"] is first
+    assert book.baseline["v1"] == {**first, "windows": 1}  # one window known so far
+    assert book.opened == []
+
+
+def test_the_book_survives_a_pickle_round_trip_as_the_monitor_state_keeps_it() -> None:
+    book = LabelBook(delay_ms=100, min_labels=1)
+    book.open(1, "v1", 0, 10)
+    book.add(_outcomes([1, 2], [1, 0], [0.9, 0.1]))
+    again = pickle.loads(pickle.dumps(book))
+    assert again.advance(110) == [1] and again.latest["v1"]["value"] == 1.0
+    assert len(pickle.dumps(book)) < 4000  # a window's labels are two small histograms
+
+
+def test_the_verdict_rule() -> None:
+    t = Thresholds(watch=0.03, retrain=0.05)
+    common = {"estimated_reference": 0.80, "thresholds": t}
+    # feature drift alone, performance holding: nothing to do
+    assert advise(drifted=True, estimated=0.79, realized=None, realized_reference=None, **common)[0] == "none"
+    # drift that lowers the estimate: watch, never retrain without labels
+    assert (
+        advise(drifted=True, estimated=0.60, realized=None, realized_reference=None, **common)[0] == "watch"
+    )
+    assert (
+        advise(drifted=False, estimated=0.60, realized=None, realized_reference=None, **common)[0] == "none"
+    )
+    # labels decide retrain, against the realized reference when there is one
+    assert (
+        advise(drifted=False, estimated=0.80, realized=0.74, realized_reference=0.80, **common)[0]
+        == "retrain"
+    )
+    assert (
+        advise(drifted=False, estimated=0.80, realized=0.76, realized_reference=0.80, **common)[0] == "watch"
+    )
+    assert advise(drifted=True, estimated=0.80, realized=0.70, realized_reference=0.71, **common)[0] == "none"
+    # before a realized reference exists, the reference's estimate stands in for it
+    assert (
+        advise(drifted=False, estimated=0.80, realized=0.70, realized_reference=None, **common)[0]
+        == "retrain"
+    )
+
+
+# --- through the DriftMonitor --------------------------------------------------------------------
+
+T0 = 1_700_006_400_000
+DAY = 86_400_000
+HORIZON = 10 * DAY
+PER_DAY = 200
+
+
+def _world(days: int, *, break_at: int | None = None, seed: int = 5) -> list[MonitoringBatch]:
+    """One batch a day of PER_DAY calibrated predictions (churn_probability = sigmoid(x), the label drawn
+    from it); each prediction's outcome rides in the batch of the day its horizon ends. From ``break_at``
+    on, the labels no longer depend on x (the link broke; the inputs and the probabilities did not move)."""
+    rng = np.random.default_rng(seed)
+    made: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+    batches = []
+    for day in range(days):
+        x = rng.normal(0.0, 1.5, PER_DAY)
+        p = np.round(1 / (1 + np.exp(-x)), 6)
+        truth = p if break_at is None or day < break_at else np.full(PER_DAY, 0.5)
+        y = (rng.random(PER_DAY) < truth).astype(int)
+        as_of = [T0 + day * DAY + i * 60_000 for i in range(PER_DAY)]
+        made.append((as_of, p, y))
+        outcomes: dict[str, list[Any]] = {name: [] for name in OUTCOME_COLUMNS}
+        if day >= 10:
+            old_as_of, old_p, old_y = made[day - 10]
+            outcomes["as_of"] = list(old_as_of)
+            outcomes["labeled_at"] = [t + HORIZON for t in old_as_of]
+            outcomes["label"] = old_y.tolist()
+            outcomes["source"] = ["inactivity"] * PER_DAY
+            outcomes["batch_probability"] = old_p.tolist()
+            outcomes["online_probability"] = [None] * PER_DAY
+            outcomes["churn_probability"] = old_p.tolist()
+        predictions = {"as_of": as_of, "x": x.tolist(), "churn_probability": p.tolist()}
+        batches.append(MonitoringBatch(f"d{day}", 0, "v1", ["x"], predictions, outcomes))
+    return batches
+
+
+def _monitor(state: MonitorState | None = None) -> DriftMonitor:
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 1.5, 4000)
+    reference = pd.DataFrame({"x": x, "churn_probability": 1 / (1 + np.exp(-x))})
+    return DriftMonitor(
+        references=FrameSource(reference),
+        store=ReportStore(Path(tempfile.mkdtemp())),
+        config=MonitorConfig(window_rows=5 * PER_DAY, label_delay_ms=HORIZON, min_labels=200),
+        state=state,
+    )
+
+
+def _reports(monitor: DriftMonitor, batches: list[MonitoringBatch]) -> list[dict[str, Any]]:
+    out = []
+    for batch in batches:
+        for pending in monitor.add(batch).pending:
+            out.append(pending.report(created_at=0, html_path="x.html", url=None).to_json())
+    return out
+
+
+def test_each_window_says_its_estimate_the_realized_auc_of_an_earlier_window_and_none_when_stable() -> None:
+    reports = _reports(_monitor(), _world(60))
+    assert len(reports) == 12  # 5-day windows
+    for r in reports:
+        est = r["estimated_performance"]
+        assert est["metric"] == "roc_auc" and est["lower"] < est["value"] < est["upper"]
+        assert r["action"] == "none", r["action_reason"]
+    # a window's labels are all known 10 days after its end: the first realized one comes with window 3
+    assert [r["realized_performance"] is None for r in reports[:3]] == [True, True, False]
+    for earlier, later in zip(reports, reports[2:], strict=False):
+        realized = later["realized_performance"]
+        assert (realized["window_start"], realized["window_end"]) == (
+            earlier["window_start"],
+            earlier["window_end"],
+        )
+        assert realized["labels"] == 5 * PER_DAY
+        assert abs(realized["value"] - earlier["estimated_performance"]["value"]) < 0.05
+    # the realized reference: the first three windows whose labels are known, pooled
+    reference = reports[5]["performance_reference"]
+    assert (reference["realized_window_start"], reference["realized_window_end"]) == (
+        reports[0]["window_start"],
+        reports[2]["window_end"],
+    )
+    first_three = [r["realized_performance"]["value"] for r in reports[2:5]]
+    assert min(first_three) - 0.01 <= reference["realized"] <= max(first_three) + 0.01
+
+
+def test_when_the_link_breaks_the_labels_say_retrain_and_the_estimate_cannot() -> None:
+    reports = _reports(_monitor(), _world(60, break_at=25))  # windows from day 25 on: labels are noise
+    broken = [i for i, r in enumerate(reports) if r["window_start"] >= format_time(T0 + 25 * DAY)]
+    first_broken = broken[0]
+    assert all(r["action"] == "none" for r in reports[: first_broken + 2])  # its labels are not known yet
+    # its labels are known with the window two later: retrain from then on
+    assert (
+        reports[first_broken + 2]["realized_performance"]["window_start"]
+        == reports[first_broken]["window_start"]
+    )
+    assert [r["action"] for r in reports[first_broken + 2 :]] == ["retrain"] * (
+        len(reports) - first_broken - 2
+    )
+    assert all(r["dataset_drift"] is False for r in reports)
+    # the estimate did not move: it cannot see a broken link
+    values = [r["estimated_performance"]["value"] for r in reports]
+    assert max(values) - min(values) < 0.05
+
+
+def test_a_restarted_monitor_keeps_the_labels_of_open_windows(tmp_path: Path) -> None:
+    batches = _world(60, break_at=25)
+    whole = _reports(_monitor(), batches)
+
+    state = MonitorState(tmp_path)
+    first = _monitor(state)
+    detectors: dict[int, bytes] = {}
+    reports: list[dict[str, Any]] = []
+    for batch in batches[:33]:
+        added = first.add(batch)
+        detectors.update(added.detectors)
+        reports += [p.report(created_at=0, html_path="x.html", url=None).to_json() for p in added.pending]
+    done = first.windows_closed
+    # what the monitor service saves once a window is reported; the open window's records are read again
+    state.save(positions={}, seq=done, detectors=detectors[done], counters={})
+    again = _monitor(MonitorState(tmp_path))
+    assert again.labels.opened and again.window.open_seq == done + 1
+    reports += _reports(again, batches[30:])  # the open window's days (from day 30) come again
+    assert [r["realized_performance"] for r in reports] == [r["realized_performance"] for r in whole]
+    assert [r["action"] for r in reports] == [r["action"] for r in whole]
