@@ -68,6 +68,8 @@ class DailyReport:
 
     def __init__(self) -> None:
         self._days: dict[str, _Day] = defaultdict(_Day)
+        self._alerted: dict[str, tuple[str, bool]] = {}  # prediction id -> (alert day, held back)
+        self._labels: dict[str, int] = {}  # prediction id -> its label, once known
 
     def add_prediction(self, prediction: dict[str, Any], *, latency_ms: float | None = None) -> None:
         day = self._days[day_of(parse_time(prediction["as_of"], "as_of"))]
@@ -79,7 +81,10 @@ class DailyReport:
             day.latencies.append(latency_ms)
 
     def add_alert(self, alert: dict[str, Any]) -> None:
-        day = self._days[day_of(parse_time(alert["as_of"], "as_of"))]
+        name = day_of(parse_time(alert["as_of"], "as_of"))
+        day = self._days[name]
+        if alert.get("prediction_id"):
+            self._alerted[str(alert["prediction_id"])] = (name, bool(alert.get("holdout")))
         day.alerts += 1
         day.holdouts += bool(alert.get("holdout"))
         day.alert_value += float(alert.get("value_at_risk") or 0.0)
@@ -88,6 +93,8 @@ class DailyReport:
         day = self._days[day_of(parse_time(outcome["labeled_at"], "labeled_at"))]
         label = int(outcome["label"])
         day.outcomes[label] += 1
+        if outcome.get("prediction_id"):
+            self._labels[str(outcome["prediction_id"])] = label
         p = outcome.get("churn_probability")
         if p is not None:
             b = min(int(float(p) * BINS), BINS - 1)
@@ -99,6 +106,12 @@ class DailyReport:
     def days(self, only: str | None = None) -> list[dict[str, Any]]:
         """One record per day (just ``only``'s, a ``YYYY-MM-DD``, when given)."""
         out = []
+        followed: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+        for pid, (name, held) in self._alerted.items():
+            group = followed[name]["holdout" if held else "contacted"]
+            label = self._labels.get(pid)
+            group["labelled"] += label is not None
+            group["churned"] += label == 1
         positives = np.zeros(BINS, dtype=np.int64)
         negatives = np.zeros(BINS, dtype=np.int64)
         for name in sorted(self._days):
@@ -121,6 +134,14 @@ class DailyReport:
                         "sent": d.alerts,
                         "holdout": d.holdouts,
                         "value_at_risk": round(d.alert_value, 2),
+                        # what the alerted customers did next: contacted against held back (a control)
+                        "outcomes": {
+                            group: {
+                                "labelled": followed[name][group]["labelled"],
+                                "churned": followed[name][group]["churned"],
+                            }
+                            for group in ("contacted", "holdout")
+                        },
                     },
                     "outcomes": {
                         "labelled": sum(d.outcomes.values()),

@@ -52,10 +52,20 @@ def test_the_daily_report_adds_up_what_the_service_published(
         _prediction(3, D1 + 3 * HOUR, trigger="sweep", risk="HIGH", p=0.8, scored_at=arrived + 50),
     ]
     _produce(settings, topics.churn_predictions, [(p["customer_id"], p, None) for p in predictions])
-    alerts = [{"customer_id": "c0", "as_of": format_time(D1 + HOUR), "value_at_risk": 9.0, "holdout": False}]
+    alerts = [
+        {"prediction_id": "p0", "customer_id": "c0", "as_of": format_time(D1 + HOUR), "value_at_risk": 9.0},
+        {"prediction_id": "p3", "customer_id": "c3", "as_of": format_time(D1 + 3 * HOUR), "holdout": True},
+    ]
     _produce(settings, topics.churn_alerts, [("c0", a, None) for a in alerts])
     outcomes = [
-        {"customer_id": "c0", "labeled_at": format_time(D1 + 5 * HOUR), "label": 1, "churn_probability": 0.9},
+        {"prediction_id": "p3", "customer_id": "c3", "labeled_at": format_time(D1 + 4 * HOUR), "label": 0},
+        {
+            "prediction_id": "p0",
+            "customer_id": "c0",
+            "labeled_at": format_time(D1 + 5 * HOUR),
+            "label": 1,
+            "churn_probability": 0.9,
+        },
         {"customer_id": "c1", "labeled_at": format_time(D1 + 6 * HOUR), "label": 0, "churn_probability": 0.1},
         {
             "customer_id": "c2",
@@ -81,8 +91,13 @@ def test_the_daily_report_adds_up_what_the_service_published(
         "by_risk": {"HIGH": 2, "LOW": 1},
     }
     assert first["predicted_churn_rate"] == pytest.approx((0.9 + 0.1 + 0.8) / 3, abs=1e-4)
-    assert first["alerts"] == {"sent": 1, "holdout": 0, "value_at_risk": 9.0}
-    assert first["outcomes"] == {"labelled": 2, "churned": 1, "realized_roc_auc_so_far": 1.0}
+    assert first["alerts"] == {
+        "sent": 2,
+        "holdout": 1,
+        "value_at_risk": 9.0,
+        "outcomes": {"contacted": {"labelled": 1, "churned": 1}, "holdout": {"labelled": 1, "churned": 0}},
+    }
+    assert first["outcomes"] == {"labelled": 3, "churned": 1, "realized_roc_auc_so_far": 1.0}
     assert second["outcomes"]["realized_roc_auc_so_far"] == 0.5  # c2 churned at the lowest probability
     assert first["scoring_latency_ms"]["p50"] == pytest.approx(15.0)  # 10 and 20 ms after arrival
     assert second["scoring_latency_ms"]["p99"] == pytest.approx(40.0)
