@@ -285,8 +285,9 @@ def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         monitor.stop(60)
         admin = AdminClient(settings.kafka_config())
-        names = [spec.name for spec in topic_specs(settings)]
-        for future in admin.delete_topics(names, operation_timeout=30).values():
+        names = {spec.name for spec in topic_specs(settings)}  # and the monitor's changelog topic
+        names |= {t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)}
+        for future in admin.delete_topics(sorted(names), operation_timeout=30).values():
             with contextlib.suppress(Exception):
                 future.result()
 

@@ -1,16 +1,29 @@
-"""The monitor's local state: where reporting stopped, the detectors at that point, bootstrapped references.
+"""The monitor's durable state: where reporting stopped, the detectors at that point, bootstrapped references.
 
 The open window itself is not stored: its records stay uncommitted in Kafka, so a restarted monitor
-reads them again. What Kafka offsets cannot say is kept here, in ``state.json`` (replaced atomically):
+reads them again. What Kafka offsets cannot say is kept in one value (replaced whole, so a crash never
+leaves half of it): in a table backed by a changelog topic when one is given (the running monitor's faust
+table, :data:`STATE_KEY`; a monitor on a fresh machine reads it back from Kafka), else in the local
+``state.json`` (replaced atomically; also read once when the table has nothing yet):
 
 - per partition, the first record that is not yet wholly reported and how many of its predictions
   are (a record can straddle two windows), plus the offset known to be committed at that moment;
-- the last reported window's number, and the concept-drift detector and rolling AUCs as they were
-  when it closed (so the next window's ``concept_drift`` and ``model_auc`` continue where they were);
+- the last reported window's number, and the concept-drift detector, rolling AUCs and the label book
+  (:class:`~churnstream.monitoring.performance.LabelBook`: per window whose labels are still arriving,
+  two small histograms) as they were when it closed (so the next window's ``concept_drift``,
+  ``model_auc`` and ``realized_performance`` continue where they were);
 - counters shown on the monitor's pages.
 
-A model version whose reference was taken from its first windows keeps it in ``references/``, so a
-restart does not spend two more windows on a new one.
+A model version whose reference was taken from its first windows keeps it as a Parquet file in the
+``references`` directory (the running monitor's is beside its reports, ``<report dir>/references/<app
+id>/``; never in the table: a reference is far larger than a Kafka message), so a restart does not spend two
+more windows on a new one.
+
+The value is zlib-compressed JSON: the rolling AUCs hold at most 3 x 5,000 outcomes (about 170 KiB
+pickled, 130 KiB in the value when full), the concept-drift detector about 2 KiB and the label book a few
+histograms per window still waiting for labels (7 to 11 KiB on the tests' runs, whose values are 26 to 70
+KiB), so it stays far below Kafka's default 1 MiB message limit; one over :data:`MAX_VALUE_BYTES` is
+refused with an error rather than lost by the broker.
 
 >>> import tempfile
 >>> state = MonitorState(Path(tempfile.mkdtemp()))
@@ -21,6 +34,11 @@ True
 >>> saved = state.load()
 >>> saved.positions["t/0"], saved.seq, saved.detectors
 (Position(offset=7, rows=120, committed=5), 3, b'x')
+>>> table = {}
+>>> in_table = MonitorState(Path(tempfile.mkdtemp()), table=table)
+>>> in_table.save(positions={"t/0": position}, seq=4, detectors=b"y" * 1000, counters={"n": 1})
+>>> list(table), len(table[STATE_KEY]) < 1000, in_table.load().seq, in_table.path.exists()
+(['state'], True, 4, False)
 """
 
 from __future__ import annotations
@@ -31,6 +49,8 @@ import logging
 import os
 import re
 import uuid
+import zlib
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +58,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+STATE_KEY = "state"  # the key of the state in the monitor's table
+MAX_VALUE_BYTES = 900 * 1024  # below the broker's default message.max.bytes (1 MiB)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -68,22 +90,38 @@ class SavedState:
 
 
 class MonitorState:
-    """Reads and writes the files of one monitor (one consumer group) under ``directory``."""
+    """Reads and writes the state of one monitor (one consumer group): in ``table`` (a mapping of bytes,
+    such as a faust table backed by a changelog topic) when given, else in ``directory``; its references in
+    ``references`` (default: ``directory/references``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        table: MutableMapping[str, bytes] | None = None,
+        references: Path | None = None,
+    ) -> None:
         self.directory = Path(directory)
+        self.table = table
+        self.references = Path(references) if references is not None else self.directory / "references"
 
     @property
     def path(self) -> Path:
         return self.directory / STATE_FILE
 
     def load(self) -> SavedState | None:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring the unreadable monitor state %s: %s", self.path, exc)
+        """The saved state: the table's when it has one, else the local file's; None when neither has."""
+        raw: dict[str, Any] | None = None
+        if self.table is not None:
+            value = self.table.get(STATE_KEY)
+            if value is not None:
+                try:
+                    raw = json.loads(zlib.decompress(value))
+                except (zlib.error, ValueError) as exc:
+                    log.warning("ignoring the unreadable monitor state in the table: %s", exc)
+        if raw is None:
+            raw = self._load_file()
+        if raw is None:
             return None
         detectors = raw.get("detectors")
         return SavedState(
@@ -104,7 +142,7 @@ class MonitorState:
         detectors: bytes | None,
         counters: dict[str, Any],
     ) -> None:
-        """Replace the state file atomically (write, fsync, rename)."""
+        """Replace the state whole: the table's value, or the local file atomically (write, fsync, rename)."""
         record = {
             "positions": {
                 key: {"offset": p.offset, "rows": p.rows, "committed": p.committed}
@@ -114,10 +152,30 @@ class MonitorState:
             "detectors": base64.b64encode(detectors).decode("ascii") if detectors else None,
             "counters": counters,
         }
-        _atomic_write(self.path, json.dumps(record).encode("utf-8"))
+        data = json.dumps(record).encode("utf-8")
+        if self.table is None:
+            _atomic_write(self.path, data)
+            return
+        value = zlib.compress(data, 6)
+        if len(value) > MAX_VALUE_BYTES:
+            raise ValueError(
+                f"the monitor's state is {len(value)} bytes compressed, more than a Kafka message may hold "
+                f"({MAX_VALUE_BYTES}); lower the rolling AUC window"
+            )
+        self.table[STATE_KEY] = value
+
+    def _load_file(self) -> dict[str, Any] | None:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the unreadable monitor state %s: %s", self.path, exc)
+            return None
+        return raw if isinstance(raw, dict) else None
 
     def reference_path(self, model_version: str) -> Path:
-        return self.directory / "references" / f"{_UNSAFE.sub('_', model_version)}.parquet"
+        return self.references / f"{_UNSAFE.sub('_', model_version)}.parquet"
 
     def save_reference(self, model_version: str, frame: Any) -> None:
         path = self.reference_path(model_version)

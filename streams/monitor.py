@@ -4,23 +4,29 @@ One agent reads the scorer's monitoring batches (one record per scored micro-bat
 ``settings.topics.monitoring_batches`` and feeds a :class:`~churnstream.monitoring.monitor.DriftMonitor`,
 which judges each window as it closes (Evidently's tests, computed in-process). The Evidently HTML of each
 window is drawn in a separate worker process (:mod:`churnstream.monitoring.render`); when windows close faster
-than reports are drawn, consecutive windows share one report, never dropped. Once a window's HTML exists its
+than reports are drawn, the others get a light page and Evidently run of their own, never dropped or shared
+(drifted windows drawn in full first). Once a window's page exists its
 ``drift_reports`` message is published keyed by model version, every window in order. A malformed
 record goes to ``dead_letter`` (stage ``decode`` or ``validate``) and the agent goes on.
 
 Restarts lose nothing: a record's offset is committed only once every prediction and outcome in it has
-been reported, so a restarted monitor reads the open window's records again; the local
+been reported, so a restarted monitor reads the open window's records again; the
 :class:`~churnstream.monitoring.state.MonitorState` says how many predictions of a record that straddles two
-windows were already reported, so each counts exactly once.
+windows were already reported, so each counts exactly once. That state (per-partition progress, detectors,
+label book, window number, counters) is one value in a faust table (:data:`STATE_TABLE`) backed by a
+compacted changelog topic that faust creates and writes before it commits offsets, so a monitor on a fresh
+machine, without its old local directory, resumes exactly where it was; references taken from the stream
+are files beside the reports (:func:`references_dir`). faust's exactly-once mode is not used.
 
 A dead letter's value is cut to fit the ``dead_letter`` topic exactly as the scorer's are
 (:func:`~churnstream.dead_letter.dead_letter_payload`), and dead letters waiting to be acked behind an
 uncommitted record are bounded (:data:`~churnstream.streams.monitor_acks.MAX_WAITING_ACKS`,
 :data:`~churnstream.streams.monitor_acks.MAX_WAITING_ACK_BYTES`).
 
-Web pages (faust's web server, bound to ``settings.web_host``:``settings.web_port``):
-``/`` and ``/reports/`` list the windows with their verdicts, ``/reports/<id>`` is the window's Evidently
-HTML report, ``/reports/<id>.json`` its message, ``/metrics`` the counters for Prometheus.
+Web pages (:class:`MonitorPages`, an aiohttp server faust runs with the app, bound to
+``settings.web_host``:``settings.web_port``): ``/`` and ``/reports/`` list the windows with their verdicts,
+``/reports/<id>`` is the window's Evidently HTML report, ``/reports/<id>.json`` its message, ``/metrics``
+the metrics for Prometheus (:class:`~churnstream.streams.monitor_health.MonitorMetrics`, ``churn_monitor_*``).
 
 ``/health`` is liveness: the monitor's state as JSON, 200 with ``status`` ``ok``, or 503 with ``stuck``
 once input has waited :data:`~churnstream.streams.monitor_health.STUCK_SECONDS` for the agent (records on
@@ -51,6 +57,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from churnstream.dead_letter import DeadLetter, dead_letter_payload
 from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
@@ -67,13 +75,23 @@ from churnstream.streams.monitor_service import MonitorService
 log = logging.getLogger(__name__)
 
 
+STATE_TABLE = "monitor-state"  # changelog topic: "<app id>-monitor-state-changelog"
+
+
 def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}churnstream-monitor"
 
 
 def state_dir(settings: Settings, name: str | None = None) -> Path:
-    """Where the monitor of this consumer group keeps its local state (see :class:`MonitorState`)."""
+    """Where a monitor of this consumer group kept its local state before the state moved into its faust
+    table (read once, when the table has none yet; see :class:`MonitorState`)."""
     return settings.var_dir / "monitor" / (name or app_id(settings))
+
+
+def references_dir(settings: Settings, name: str | None = None) -> Path:
+    """Where the monitor keeps the references it took from a model's first windows: beside the reports
+    (a volume of its own in ``docker-compose.yml``), since a reference is too large for its table."""
+    return settings.report_dir / "references" / (name or app_id(settings))
 
 
 def build_monitor(
@@ -84,14 +102,18 @@ def build_monitor(
         references = RegistrySource(_LazyRegistry(settings))
     return DriftMonitor(
         references=references,
-        store=ReportStore(settings.report_dir),
+        store=ReportStore(settings.report_dir, topic_prefix=settings.topic_prefix),
         config=MonitorConfig(
             window_rows=settings.drift_window_rows,
             max_span_ms=int(settings.drift_window_days * DAY_MS),
             drift_share=settings.drift_share,
+            label_delay_ms=settings.horizon_ms + settings.lateness_ms,
+            min_labels=settings.monitor_min_labels,
+            auc_drop_watch=settings.monitor_auc_drop_watch,
+            auc_drop_retrain=settings.monitor_auc_drop_retrain,
         ),
         url_base=settings.pages_url,
-        state=MonitorState(state_dir(settings, name)),
+        state=MonitorState(state_dir(settings, name), references=references_dir(settings, name)),
     )
 
 
@@ -137,10 +159,12 @@ class MonitorApp:
         app_name: str | None = None,
         render_in_thread: bool = False,
         renderer: ReportRenderer | None = None,
+        replication: int = 1,
     ) -> MonitorApp:
         """The app; ``max_pending`` bounds the reports waiting to be drawn (later windows share them),
         ``render_in_thread`` draws them in a thread of this process instead (the old way; benchmarks),
-        ``renderer`` replaces the report worker altogether."""
+        ``renderer`` replaces the report worker altogether; ``replication`` is the replication factor faust
+        gives the state table's changelog topic when it creates it (:func:`replication_of`)."""
         import faust
 
         name = app_name or app_id(settings)
@@ -151,15 +175,13 @@ class MonitorApp:
             broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
             broker_credentials=_credentials(settings),
             datadir=str(datadir),
-            web_enabled=True,
-            web_bind=settings.web_host,
+            web_enabled=True,  # the pages: MonitorPages, registered with app.web_server
             web_host=settings.web_host,
             web_port=settings.web_port,
-            web_router_enabled=False,
-            web_tables_enabled=False,
-            web_stats_enabled=False,
-            web_graph_enabled=False,
-            topic_allow_declare=False,
+            # faust declares only its internal topics, the state table's changelog; the monitor's source
+            # topics are created before the worker starts (churnstream topics create, or cli below)
+            topic_allow_declare=True,
+            topic_replication_factor=replication,
             topic_disable_leader=True,
             consumer_auto_offset_reset="earliest",
             autodiscover=False,
@@ -170,6 +192,7 @@ class MonitorApp:
             consumer_max_fetch_size=8 * 1024 * 1024,
             # the open window's records stay uncommitted on purpose, for as long as the window is open
             broker_commit_livelock_soft_timeout=30 * 86_400,
+            Table=_state_table_class(),
         )
         raw: dict[str, Any] = {
             "key_type": bytes,
@@ -191,12 +214,23 @@ class MonitorApp:
             delivery = await dead_topic.send(key=letter.key, value=dead_letter_payload(letter))
             await delivery
 
-        def committed(topic: str, partition: int) -> int | None:
-            # faust's own record of what it committed (no public accessor)
-            offset = getattr(app.consumer, "_committed_offset", {}).get((topic, partition))
-            return int(offset) if offset is not None else None
-
+        # the monitor's bookkeeping: one value, in a table whose changelog topic faust creates (compacted)
+        # and writes before it commits any offset of the monitoring topic
+        bookkeeping = app.Table(
+            STATE_TABLE,
+            key_type=str,  # keys in JSON
+            value_type=bytes,  # values raw: MonitorState's compressed bytes
+            partitions=1,
+            help="the drift monitor's progress per partition, detectors and counters",
+        )
         monitor = monitor or build_monitor(settings, name=name)
+        if monitor.state is not None:
+            monitor.state.table = bookkeeping
+        offsets = InputOffsets(
+            settings,
+            group=name,
+            assignment=lambda: [(tp.topic, tp.partition) for tp in app.consumer.assignment()],
+        )
         service = MonitorService(
             settings=settings,
             monitor=monitor,
@@ -210,12 +244,8 @@ class MonitorApp:
                 in_thread=render_in_thread,
             ),
             max_jobs=max_pending,
-            committed=committed,
-            offsets=InputOffsets(
-                settings,
-                group=name,
-                assignment=lambda: [(tp.topic, tp.partition) for tp in app.consumer.assignment()],
-            ),
+            committed=offsets.committed,
+            offsets=offsets,
         )
 
         @app.agent(batches, name="monitoring-batches", concurrency=1)
@@ -231,8 +261,34 @@ class MonitorApp:
         async def reports() -> None:
             await service.publisher.run()
 
-        _add_pages(app, service, DependencyProbe(settings, redis=False))
+        pages = MonitorPages(
+            service, DependencyProbe(settings, redis=False), host=settings.web_host, port=settings.web_port
+        )
+        app.web_server(pages.as_service())
         return cls(app, service, batches)
+
+
+def replication_of(settings: Settings) -> int:
+    """The monitoring topic's replication factor (the broker's default, as ``churnstream topics create``
+    leaves it), for the changelog topic faust creates beside it."""
+    from churnstream.streams.topics import make_admin
+
+    topic = settings.topics.monitoring_batches
+    metadata = make_admin(settings).list_topics(topic, timeout=30)
+    partitions = metadata.topics[topic].partitions
+    return max((len(p.replicas) for p in partitions.values()), default=1)
+
+
+def _state_table_class() -> Any:
+    """faust's ``Table`` whose changes go to partition 0 of its one-partition changelog, from any task
+    (faust would otherwise take the partition of the record in hand, and the reports task has none)."""
+    import faust
+
+    class StateTable(faust.Table):  # type: ignore[misc]
+        def partition_for_key(self, key: Any) -> int | None:
+            return 0
+
+    return StateTable
 
 
 def _credentials(settings: Settings) -> Any:
@@ -270,47 +326,83 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-def _add_pages(app: Any, service: MonitorService, probe: DependencyProbe) -> None:
-    # faust mounts a {"status": "OK"} index at "/"; the report list takes that place.
-    blueprints = app.web.blueprints
-    blueprints._enabled = [(p, bp) for p, bp in blueprints._enabled if "production_index" not in str(bp)]
+class MonitorPages:
+    """The monitor's pages on an aiohttp server of their own, which faust starts and stops with the app
+    (registered with ``faust.App.web_server``, the public way to replace faust's own web stack, whose index
+    page would take ``/``)."""
 
-    @app.page("/health")
-    async def health(self: Any, request: Any) -> Any:
-        service.watch.observe_soon()
-        ok, body = service.live()
-        return self.json(body, status=200 if ok else 503)
+    def __init__(self, service: MonitorService, probe: DependencyProbe, *, host: str, port: int) -> None:
+        self.service = service
+        self.probe = probe
+        self.host = host
+        self.port = port
 
-    @app.page("/ready")
-    async def ready(self: Any, request: Any) -> Any:
-        ok, body = await service.watch.ready(probe)
-        return self.json(body, status=200 if ok else 503)
+    def application(self) -> Any:
+        from aiohttp import web
 
-    @app.page("/metrics")
-    async def metrics(self: Any, request: Any) -> Any:
-        return self.text(service.metrics(), content_type="text/plain; version=0.0.4")
+        service = self.service
 
-    @app.page("/reports/")
-    async def report_list(self: Any, request: Any) -> Any:
-        return self.html(render_report_list(service.publisher.reports, service.health()))
+        async def health(request: web.Request) -> web.Response:
+            service.watch.observe_soon()
+            ok, body = service.live()
+            return web.json_response(body, status=200 if ok else 503)
 
-    @app.page("/reports/{report_id}")
-    async def report_page(self: Any, request: Any, report_id: str) -> Any:
-        as_json = report_id.endswith(".json")
-        report_id = report_id.removesuffix(".json").removesuffix(".html")
-        if not report_id or any(c in report_id for c in "/\\") or report_id.startswith("."):
-            return self.notfound()
-        path = (
-            service.monitor.store.json_path(report_id) if as_json else service.publisher.html_for(report_id)
-        )
-        if path is None or not path.is_file():
-            return self.notfound(f"no report {report_id}")
-        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
-        return self.bytes(data, content_type="application/json" if as_json else "text/html")
+        async def ready(request: web.Request) -> web.Response:
+            ok, body = await service.watch.ready(self.probe)
+            return web.json_response(body, status=200 if ok else 503)
 
-    @app.page("/")
-    async def index(self: Any, request: Any) -> Any:
-        return self.html(render_report_list(service.publisher.reports, service.health()))
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=service.metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def report_list(request: web.Request) -> web.Response:
+            page = render_report_list(service.publisher.reports, service.health())
+            return web.Response(text=page, content_type="text/html")
+
+        async def report_page(request: web.Request) -> web.Response:
+            report_id = request.match_info["report_id"]
+            as_json = report_id.endswith(".json")
+            report_id = report_id.removesuffix(".json").removesuffix(".html")
+            if not report_id or any(c in report_id for c in "/\\") or report_id.startswith("."):
+                raise web.HTTPNotFound()
+            path = (
+                service.monitor.store.json_path(report_id)
+                if as_json
+                else service.publisher.html_for(report_id)
+            )
+            if path is None or not path.is_file():
+                raise web.HTTPNotFound(text=f"no report {report_id}")
+            data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+            return web.Response(body=data, content_type="application/json" if as_json else "text/html")
+
+        application = web.Application()
+        application.router.add_get("/health", health)
+        application.router.add_get("/ready", ready)
+        application.router.add_get("/metrics", metrics)
+        application.router.add_get("/reports/", report_list)
+        application.router.add_get("/reports/{report_id}", report_page)
+        application.router.add_get("/", report_list)
+        return application
+
+    def as_service(self) -> Any:
+        """A ``mode.Service`` serving the pages while it runs (what ``faust.App.web_server`` takes)."""
+        from aiohttp import web
+        from mode import Service
+
+        pages = self
+
+        class PagesService(Service):
+            runner: web.AppRunner | None = None
+
+            async def on_start(self) -> None:
+                self.runner = web.AppRunner(pages.application(), access_log=None)
+                await self.runner.setup()
+                await web.TCPSite(self.runner, pages.host, pages.port).start()
+
+            async def on_stop(self) -> None:
+                if self.runner is not None:
+                    await self.runner.cleanup()
+
+        return PagesService()
 
 
 def cli(args: Any, settings: Settings) -> int:
@@ -320,7 +412,7 @@ def cli(args: Any, settings: Settings) -> int:
     from churnstream.streams.topics import create_topics
 
     create_topics(settings)  # faust ignores a source topic that does not exist when it starts
-    monitor_app = MonitorApp.build(settings)
+    monitor_app = MonitorApp.build(settings, replication=replication_of(settings))
     log.info(
         "drift monitor: %s -> %s, windows of %d rows, reports in %s, state in %s, pages at http://%s:%d/",
         settings.topics.monitoring_batches,

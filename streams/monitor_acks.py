@@ -74,6 +74,16 @@ class UncommittedRecords:
         self._done: set[int] = set()
         self._resume = {tp_of(key): p for key, p in resume.items()}
 
+    def resume_from(self, resume: Mapping[str, Position], done_upto: int) -> None:
+        """Start again from ``resume`` and ``done_upto`` (the state read back from the monitor's table once
+        faust recovered it); only before the first record is admitted."""
+        if self.next_offset or self._held:
+            raise RuntimeError("the monitor's state can only be restored before its first record")
+        self.done_upto = done_upto
+        self._done.clear()
+        self._skip.clear()
+        self._resume = {tp_of(key): p for key, p in resume.items()}
+
     def admit(self, tp: PartitionId, offset: int | None, ack: Callable[[], Any] | None) -> HeldRecord | None:
         """Hold the record at ``offset`` of ``tp``; None when it was delivered again after a rebalance
         (the first delivery is still held). Its ``base_rows`` predictions were reported before a restart;

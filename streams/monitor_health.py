@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -85,6 +85,19 @@ class InputOffsets:
             marks = watermarks(self._consumer, tps, timeout=self.timeout)
             committed = self._consumer.committed(tps, timeout=self.timeout)
             return {tp.partition: Marks(*marks[(self.topic, tp.partition)], tp.offset) for tp in committed}
+
+    def committed(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets of ``partitions`` ((topic, partition) pairs), as the broker has
+        them (partitions without one are left out); blocks up to ``timeout`` and raises ``KafkaException``
+        when Kafka does not answer."""
+        tps = [TopicPartition(topic, partition) for topic, partition in partitions]
+        if not tps:
+            return {}
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = make_consumer(self.settings, self.group)
+            answer = self._consumer.committed(tps, timeout=self.timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in answer if tp.offset >= 0}
 
     def close(self) -> None:
         with self._lock:
@@ -226,45 +239,111 @@ def percentiles(values: deque[float], *, scale: float) -> dict[str, float] | Non
     return {"p50": round(float(p50), 1), "p99": round(float(p99), 1), "max": round(float(top), 1)}
 
 
-def metrics_text(h: Mapping[str, Any]) -> str:
-    """The monitor's counters (its ``/health`` body, ``h``) in Prometheus' text format."""
-    lines = []
-    for name, kind, value, text in (
-        ("records", "counter", h["records"], "monitoring batch records consumed"),
-        ("rows", "counter", h["rows_seen"], "predictions consumed"),
-        ("rows_pending", "gauge", h["rows_pending"], "predictions in the open window"),
-        ("windows_closed", "counter", h["windows_done"], "drift windows closed"),
-        ("windows_reported", "counter", h["windows_reported"], "drift_reports messages published"),
-        ("windows_merged", "counter", h["windows_merged"], "windows whose Evidently HTML is shared"),
-        ("windows_skipped", "counter", 0, "windows never reported (always 0)"),
-        ("reports_rendered", "counter", h["reports_rendered"], "Evidently reports drawn"),
-        ("reports_pending", "gauge", h["reports_pending"], "closed windows waiting for their report"),
-        ("report_errors", "counter", h["report_errors"], "Evidently reports that could not be drawn"),
-        ("dead_letters", "counter", h["dead_letters"], "records sent to dead_letter"),
-        ("uncommitted_records", "gauge", h["uncommitted_records"], "records held for the open window"),
-    ):
-        lines += [
-            f"# HELP churnstream_monitor_{name} {text}",
-            f"# TYPE churnstream_monitor_{name} {kind}",
-            f"churnstream_monitor_{name} {value}",
-        ]
-    lines += [
-        "# HELP churnstream_monitor_stalled_seconds how long input has waited for the agent",
-        "# TYPE churnstream_monitor_stalled_seconds gauge",
-        f"churnstream_monitor_stalled_seconds {h['stalled_seconds']}",
-    ]
-    if h["lag"] is not None:
-        lines += [
-            "# HELP churnstream_monitor_behind_records records on the monitor's partitions not yet read",
-            "# TYPE churnstream_monitor_behind_records gauge",
-            f"churnstream_monitor_behind_records {h['lag']}",
-        ]
-    lag = h["lag_ms"] or {}
-    lines += [
-        "# HELP churnstream_monitor_lag_seconds record created_at to consumption",
-        "# TYPE churnstream_monitor_lag_seconds gauge",
-    ]
-    for q in ("p50", "p99"):
-        if q in lag:
-            lines.append(f'churnstream_monitor_lag_seconds{{quantile="{q[1:]}"}} {lag[q] / 1000:.3f}')
-    return "\n".join(lines) + "\n"
+class MonitorMetrics:
+    """The monitor's Prometheus metrics (a registry of its own, so tests can run several), named like the
+    scorer's (:mod:`~churnstream.streams.scorer_metrics`): ``churn_monitor_*``, ``_total`` on counters.
+
+    The values live in the monitor (its ``/health`` body and the messages it published), so they are read
+    when Prometheus scrapes: ``health`` gives the body, ``reports`` the published messages in window order.
+
+    >>> metrics = MonitorMetrics(health=lambda: _SAMPLE_HEALTH, reports=lambda: _SAMPLE_REPORTS)
+    >>> text = metrics.render().decode()
+    >>> 'churn_monitor_windows_total{verdict="drift"} 1.0' in text
+    True
+    >>> 'churn_monitor_action{action="watch"} 1.0' in text, 'churn_monitor_realized_auc 0.7' in text
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        *,
+        health: Callable[[], Mapping[str, Any]],
+        reports: Callable[[], Sequence[Mapping[str, Any]]],
+    ) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self._health = health
+        self._reports = reports
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def describe(self) -> list[Any]:
+        return []  # values are read at scrape time; nothing to describe up front
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        h, reports = self._health(), self._reports()
+
+        def counter(name: str, text: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"churn_monitor_{name}", text, value=value)
+
+        def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"churn_monitor_{name}", text, value=value)
+
+        yield counter("records", "Monitoring batch records consumed", h["records"])
+        yield counter("rows", "Predictions consumed", h["rows_seen"])
+        windows = CounterMetricFamily(
+            "churn_monitor_windows", "Drift windows reported, by verdict", labels=["verdict"]
+        )
+        drifted = sum(1 for r in reports if r.get("dataset_drift"))
+        windows.add_metric(["drift"], drifted)
+        windows.add_metric(["no_drift"], len(reports) - drifted)
+        yield windows
+        yield counter("reports", "Evidently reports drawn", h["reports_rendered"])
+        yield counter("report_errors", "Evidently reports that could not be drawn", h["report_errors"])
+        yield counter("dead_letters", "Records sent to dead_letter", h["dead_letters"])
+        yield gauge("rows_pending", "Predictions in the open window", h["rows_pending"])
+        yield gauge("reports_waiting", "Closed windows waiting for their report", h["reports_pending"])
+        last = reports[-1] if reports else None
+        if last is not None:
+            yield gauge("drift_share", "Share of drifted columns in the last window", last["drift_share"])
+            estimated = last.get("estimated_performance") or {}
+            if estimated.get("value") is not None:
+                yield gauge("estimated_auc", "Estimated ROC-AUC of the last window", estimated["value"])
+            action = GaugeMetricFamily(
+                "churn_monitor_action", "The last window's action (1) and the others (0)", labels=["action"]
+            )
+            for name in ACTIONS:
+                action.add_metric([name], 1.0 if last.get("action") == name else 0.0)
+            yield action
+        realized = next(
+            (r["realized_performance"] for r in reversed(reports) if r.get("realized_performance")), None
+        )
+        if realized and realized.get("value") is not None:
+            yield gauge("realized_auc", "Last known realized ROC-AUC", realized["value"])
+        if h["lag"] is not None:
+            yield gauge("behind_records", "Records on the monitor's partitions not yet read", h["lag"])
+        lag = GaugeMetricFamily(
+            "churn_monitor_lag_seconds", "Record created_at to consumption", labels=["quantile"]
+        )
+        for q, value in (h["lag_ms"] or {}).items():
+            if q in ("p50", "p99"):
+                lag.add_metric([f"0.{q[1:]}"], value / 1000)
+        yield lag
+        yield gauge("stalled_seconds", "How long input has waited for the agent", h["stalled_seconds"])
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
+ACTIONS = ("none", "watch", "retrain")
+
+_SAMPLE_HEALTH: dict[str, Any] = {  # doctest data: a /health body
+    "records": 3,
+    "rows_seen": 900,
+    "rows_pending": 100,
+    "reports_rendered": 2,
+    "report_errors": 0,
+    "dead_letters": 0,
+    "reports_pending": 0,
+    "lag": 0,
+    "lag_ms": {"p50": 120.0, "p99": 480.0, "max": 500.0},
+    "stalled_seconds": 0.0,
+}
+_SAMPLE_REPORTS: list[dict[str, Any]] = [  # doctest data: two drift_reports messages
+    {"dataset_drift": False, "drift_share": 0.0, "action": "none", "realized_performance": {"value": 0.7}},
+    {"dataset_drift": True, "drift_share": 0.6, "action": "watch", "estimated_performance": {"value": 0.68}},
+]

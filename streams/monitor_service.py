@@ -6,8 +6,11 @@
 :class:`~churnstream.monitoring.publisher.ReportPublisher`. A malformed record goes to ``dead_letter``
 (stage ``decode``, ``validate`` or ``process``) and the agent goes on. A record's offset is acked
 (committable) only once every prediction in it has been reported
-(:class:`~churnstream.streams.monitor_acks.UncommittedRecords`); each time reporting moves on, the local
-:class:`~churnstream.monitoring.state.MonitorState` saves where, so a restart counts each prediction once.
+(:class:`~churnstream.streams.monitor_acks.UncommittedRecords`); each time reporting moves on, the
+:class:`~churnstream.monitoring.state.MonitorState` saves where (in the monitor's faust table, whose
+changelog faust writes before it commits any offset), so a restart counts each prediction once. A state kept
+in a table is read back when the first record arrives: faust hands records to the agent only once it has
+recovered its tables from their changelog topics.
 The stall clock behind ``/health`` and ``/ready`` is :class:`~churnstream.streams.monitor_health.InputWatch`.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 from churnstream.dead_letter import DeadLetter, dead_letter_for_bytes
@@ -29,7 +32,7 @@ from churnstream.monitoring.render import ReportRenderer
 from churnstream.settings import Settings
 from churnstream.streams.health import Answer
 from churnstream.streams.monitor_acks import HeldRecord, PartitionId, UncommittedRecords, key_of
-from churnstream.streams.monitor_health import InputOffsets, InputWatch, metrics_text, percentiles
+from churnstream.streams.monitor_health import InputOffsets, InputWatch, MonitorMetrics, percentiles
 from churnstream.streams.monitoring_batches import decode_batch
 
 # the monitor's log lines keep the name operators know them by
@@ -49,7 +52,8 @@ class _Record(NamedTuple):
 class MonitorService:
     """State of a running monitor: the drift monitor, its report publisher, uncommitted records, counters.
 
-    ``committed(topic, partition)`` tells the consumer group's committed offset (for the state file);
+    ``committed(partitions)`` tells the consumer group's committed offsets of these (topic, partition)
+    pairs, as the broker has them (for the saved state: a restart checks its offsets were not moved);
     ``max_jobs`` bounds the jobs waiting for the report worker (see
     :class:`~churnstream.monitoring.render.RenderQueue`); ``offsets`` measures the input waiting for the
     agent (for ``/health`` and ``/ready``; none: never measured).
@@ -64,7 +68,7 @@ class MonitorService:
         publish_dead_letter: Callable[[DeadLetter], Awaitable[Any]],
         renderer: ReportRenderer | None = None,
         max_jobs: int = 1,
-        committed: Callable[[str, int], int | None] | None = None,
+        committed: Callable[[list[PartitionId]], Mapping[PartitionId, int]] | None = None,
         offsets: InputOffsets | None = None,
     ) -> None:
         self.settings = settings
@@ -92,6 +96,9 @@ class MonitorService:
         self.delays: deque[float] = deque(maxlen=100_000)
         self.dead_letters = 0
         self.started_at = now_ms()
+        # a state kept in a table is known once faust has recovered it, before the first record
+        self._resumed = self.state is None or self.state.table is None
+        self.prometheus = MonitorMetrics(health=self.health, reports=lambda: self.publisher.reports)
 
     async def on_message(
         self,
@@ -115,6 +122,8 @@ class MonitorService:
             self.watch.handled()
 
     async def _handle(self, record: _Record, timestamp: float | None, ack: Callable[[], Any] | None) -> None:
+        if not self._resumed:
+            self._resume()
         tp = (record.topic, record.partition if record.partition is not None else -1)
         held = self.uncommitted.admit(tp, record.offset, ack)
         if held is None:
@@ -147,6 +156,23 @@ class MonitorService:
         held.segments, held.holds = added.segments, added.holds
         self._take(added)
 
+    def _resume(self) -> None:
+        """Continue from the state in the monitor's table, recovered by faust from its changelog topic."""
+        self._resumed = True
+        assert self.state is not None
+        saved = self.state.load()
+        self.monitor.restore(saved)
+        self.uncommitted.resume_from(saved.positions if saved else {}, self.monitor.windows_closed)
+        counters = saved.counters if saved else {}
+        publisher = self.publisher
+        publisher.windows_reported = int(counters.get("windows_reported", 0))
+        publisher.reports_rendered = int(counters.get("reports_rendered", 0))
+        publisher.windows_merged = int(counters.get("windows_merged", 0))
+        publisher.windows_light = int(counters.get("windows_light", 0))
+        publisher.report_errors = int(counters.get("report_errors", 0))
+        if saved is not None:
+            log.info("resuming after window %d, from the state in the monitor's table", saved.seq)
+
     def _take(self, added: Added) -> None:
         self._detectors.update(added.detectors)
         for pending in added.pending:
@@ -160,8 +186,9 @@ class MonitorService:
             return
         done_upto = self.uncommitted.done_upto
         if self.state is not None:
+            committed = self._committed_offsets()
             self.state.save(
-                positions=self.uncommitted.positions(self._committed_at),
+                positions=self.uncommitted.positions(committed.get),
                 seq=done_upto,
                 detectors=self._detectors.get(done_upto),
                 counters=self.publisher.counters(),
@@ -170,13 +197,13 @@ class MonitorService:
             del self._detectors[seq]
         self.uncommitted.release_all()
 
-    def _committed_at(self, tp: PartitionId) -> int | None:
+    def _committed_offsets(self) -> Mapping[PartitionId, int]:
         if self._committed is None:
-            return None
+            return {}
         try:
-            return self._committed(*tp)
+            return self._committed(sorted(self.uncommitted.next_offset))
         except Exception:  # only a sharper restart check; never worth failing the write
-            return None
+            return {}
 
     async def _dead_letter(self, record: _Record, error: EventError) -> None:
         self.dead_letters += 1
@@ -237,9 +264,9 @@ class MonitorService:
         """p50/p99/max of how late recent records were seen (Kafka timestamp to agent), in ms."""
         return percentiles(self.delays, scale=1000.0)
 
-    def metrics(self) -> str:
-        """The counters in Prometheus' text format."""
-        return metrics_text(self.health())
+    def metrics(self) -> bytes:
+        """The metrics in Prometheus' text format (:class:`MonitorMetrics`)."""
+        return self.prometheus.render()
 
     def close(self) -> None:
         self.publisher.renderer.close()

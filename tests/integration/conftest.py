@@ -122,8 +122,10 @@ def topics(settings: Settings) -> Iterator[Topics]:
     create_topics(settings)
     yield settings.topics
     admin = AdminClient(settings.kafka_config())
-    names = [spec.name for spec in topic_specs(settings)]
-    for future in admin.delete_topics(names, operation_timeout=10).values():
+    names = {spec.name for spec in topic_specs(settings)}
+    if settings.topic_prefix:  # and those the workers made under the test's prefix (faust's changelogs)
+        names |= {t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)}
+    for future in admin.delete_topics(sorted(names), operation_timeout=10).values():
         with contextlib.suppress(KafkaException):  # already gone: nothing to clean
             future.result()
 

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,12 +36,14 @@ import pytest
 from hypothesis import Phase, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from churnstream.events import OrderEvent, ProfileEvent, parse_time
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
 from churnstream.features.offline import read_events
 from churnstream.features.state import apply_event, new_state
 from churnstream.messages import MonitoringBatch
+from churnstream.monitoring.performance import estimate_roc_auc
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.processes import WorkerProcess, start_worker
 from tests.integration.conftest import consume_all, produce_raw
@@ -149,6 +152,7 @@ def monitoring_batches(
         outcomes = {
             name: [r[name] for r in resolved]
             for name in (
+                "as_of",
                 "labeled_at",
                 "label",
                 "batch_probability",
@@ -189,6 +193,7 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         args = ["simulate", "--customers", str(CUSTOMERS), "--days", str(DAYS), "--seed", str(SEED)]
         subprocess.run([CHURNSTREAM, *args, "--out", str(directory), *extra], check=True, capture_output=True)
         out[name] = prediction_rows(directory)
+        out[f"{name} directory"] = directory
     return out
 
 
@@ -347,6 +352,46 @@ def test_stationary_stream_never_reports_dataset_drift(
     assert all(Path(r["html_path"]).is_file() for r in reports)
 
 
+def test_each_report_estimates_performance_and_names_the_window_whose_labels_are_known(
+    settings: Settings, topics: Topics, worlds: dict[str, Any], tmp_path: Path
+) -> None:
+    # a 3-day horizon, so labels are known within the stream: a window's are all in 3 days after its end
+    rows, start = prediction_rows(worlds["stationary directory"], horizon_days=3.0)
+    stream = rows.since(START_DAY, start)[: 10 * WINDOW_ROWS]
+    short = dataclasses.replace(settings, horizon_days=3.0, allowed_lateness_days=0.0)
+    with run_monitor(short, tmp_path) as monitor:
+        send_batches(short, monitoring_batches(stream))
+        reports = wait_reports(short, monitor, 8)  # windows 1 and 2 become the reference
+    windows = [stream[i * WINDOW_ROWS : (i + 1) * WINDOW_ROWS] for i in range(10)]
+    bounds = [(w[0]["as_of"], w[-1]["as_of"]) for w in windows]
+    realized_seen = 0
+    for i, report in enumerate(reports, start=2):
+        assert (parse_time(report["window_start"]), parse_time(report["window_end"])) == bounds[i]
+        est = report["estimated_performance"]
+        assert est["metric"] == "roc_auc" and est["lower"] <= est["value"] <= est["upper"]
+        # the window's own probabilities, through Kafka: the same estimate as computed here
+        assert est == estimate_roc_auc([r["churn_probability"] for r in windows[i]])
+        assert report["action"] in ("none", "watch", "retrain") and report["action_reason"]
+        realized = report["realized_performance"]
+        if realized is None:
+            continue
+        realized_seen += 1
+        # names an earlier window whose every prediction was labelled 3 days after its end
+        j = bounds.index((parse_time(realized["window_start"]), parse_time(realized["window_end"])))
+        assert j < i and bounds[j][1] + 3 * DAY_MS <= bounds[i][1]
+        assert realized["labels"] == WINDOW_ROWS
+        assert realized["value"] == pytest.approx(_roc_auc(windows[j]), abs=0.01)
+        # the most recent such window
+        assert j + 1 == i or bounds[j + 1][1] + 3 * DAY_MS > bounds[i][1]
+    assert realized_seen >= 3
+
+
+def _roc_auc(rows: list[dict[str, Any]]) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score([r["label"] for r in rows], [r["churn_probability"] for r in rows]))
+
+
 def wait_health(
     monitor: RunningMonitor, ready: Callable[[dict[str, Any]], bool], timeout: float = 120
 ) -> dict[str, Any]:
@@ -378,10 +423,22 @@ def wait_committed(settings: Settings, offset: int, timeout: float = 30) -> tupl
         time.sleep(0.5)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    ("stop", "wipe"),
+    [(signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGKILL, True)],
+    ids=["sigterm", "sigkill", "sigkill-fresh-machine"],
+)
 def test_a_window_open_at_a_restart_counts_every_row_once(
-    settings: Settings, topics: Topics, worlds: dict[str, Any], tmp_path: Path, stop: signal.Signals
+    settings: Settings,
+    topics: Topics,
+    worlds: dict[str, Any],
+    tmp_path: Path,
+    stop: signal.Signals,
+    wipe: bool,
 ) -> None:
+    """``wipe``: the local directory (``var``: faust's data, the old state file) is gone at the restart,
+    as on a new machine or container; the state comes back from the monitor's changelog topic and the
+    references from the report directory (a volume)."""
     rows, start = worlds["stationary"]
     stream = rows.since(START_DAY, start)[: 4 * WINDOW_ROWS + 700]
     batches = monitoring_batches(stream, batch_rows=350)  # window bounds fall inside records
@@ -395,10 +452,14 @@ def test_a_window_open_at_a_restart_counts_every_row_once(
         monitor.process.send_signal(stop)
         code = monitor.process.wait(timeout=60)
         assert code == (0 if stop == signal.SIGTERM else -signal.SIGKILL), monitor.log_tail()
+    assert not list((tmp_path / "var").rglob("state.json")), "the state belongs in the monitor's table"
+    if wipe:
+        shutil.rmtree(tmp_path / "var")
     with run_monitor(settings, tmp_path) as monitor:
         send_batches(settings, batches[20:])
         reports = wait_reports(settings, monitor, 2)
         health = wait_health(monitor, lambda h: h["rows_pending"] == 700)
+        resumed = monitor.log_tail()
 
     assert [r["report_id"] for r in reports].count(third["report_id"]) == 1, "window 3 reported again"
     fourth = reports[1]
@@ -416,6 +477,17 @@ def test_a_window_open_at_a_restart_counts_every_row_once(
         n for n, w in zip(outcomes, opened, strict=True) if w <= 3
     )
     assert health["windows_reported"] == 2 and health["dead_letters"] == 0
+    assert "resuming after window 3, from the state in the monitor's table" in resumed
+    # faust created the table's changelog topic itself, as a compacted topic of one partition
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from churnstream.streams.monitor import STATE_TABLE, app_id
+
+    changelog = f"{app_id(settings)}-{STATE_TABLE}-changelog"
+    admin = AdminClient(settings.kafka_config())
+    assert len(admin.list_topics(changelog, timeout=10).topics[changelog].partitions) == 1
+    (described,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, changelog)]).values()
+    assert described.result()["cleanup.policy"].value == "compact"
 
 
 # -- hostile input: a generated corpus of malformed records among valid ones ------------------------------
@@ -758,5 +830,14 @@ def test_ready_once_running_and_both_pages_say_how_far_behind(
     assert health["ok"] is True and health["status"] == "ok" and health["stalled_seconds"] == 0
     assert health["lag"] == 0 and health["partitions"] == list(range(6)) and health["records"] == 3
     assert health["stuck_after_seconds"] >= 60 and 0 <= health["last_batch_age_seconds"] < 60
-    assert "churnstream_monitor_stalled_seconds 0" in metrics
-    assert "churnstream_monitor_behind_records 0" in metrics
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    }
+    assert samples[("churn_monitor_stalled_seconds", ())] == 0
+    assert samples[("churn_monitor_behind_records", ())] == 0
+    assert samples[("churn_monitor_records_total", ())] == 3
+    assert samples[("churn_monitor_rows_total", ())] == health["rows_seen"] > 0
+    assert samples[("churn_monitor_rows_pending", ())] == health["rows_pending"]
+    assert not any(name.startswith("churnstream_") for name, _ in samples)

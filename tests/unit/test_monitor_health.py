@@ -183,3 +183,72 @@ def test_dead_letters_waiting_to_be_acked_are_bounded(
     assert (
         monitor.service.uncommitted.waiting_acks == 0 and monitor.service.uncommitted.waiting_ack_bytes == 0
     )
+
+
+def test_metrics_are_named_like_the_scorers_and_follow_the_last_window() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from churnstream.streams.monitor_health import MonitorMetrics
+
+    health = {
+        "records": 4,
+        "rows_seen": 1200,
+        "rows_pending": 200,
+        "reports_rendered": 3,
+        "report_errors": 1,
+        "dead_letters": 2,
+        "reports_pending": 1,
+        "lag": None,
+        "lag_ms": None,
+        "stalled_seconds": 1.5,
+    }
+    reports: list[dict[str, object]] = []
+    metrics = MonitorMetrics(health=lambda: health, reports=lambda: reports)
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = metrics.render().decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    before = samples()
+    assert before[("churn_monitor_records_total", ())] == 4
+    assert before[("churn_monitor_rows_total", ())] == 1200
+    assert before[("churn_monitor_reports_total", ())] == 3
+    assert before[("churn_monitor_report_errors_total", ())] == 1
+    assert before[("churn_monitor_dead_letters_total", ())] == 2
+    assert before[("churn_monitor_rows_pending", ())] == 200
+    assert before[("churn_monitor_reports_waiting", ())] == 1
+    assert before[("churn_monitor_stalled_seconds", ())] == 1.5
+    assert before[("churn_monitor_windows_total", (("verdict", "drift"),))] == 0
+    absent = ("churn_monitor_drift_share", "churn_monitor_behind_records")
+    assert not any(name in absent for name, _ in before)
+
+    reports += [
+        {
+            "dataset_drift": True,
+            "drift_share": 0.5,
+            "action": "watch",
+            "realized_performance": {"value": 0.71},
+        },
+        {
+            "dataset_drift": False,
+            "drift_share": 0.1,
+            "action": "retrain",
+            "estimated_performance": {"value": 0.66},
+            "realized_performance": None,
+        },
+    ]
+    health.update(lag=7, lag_ms={"p50": 250.0, "p99": 900.0, "max": 1000.0})
+    after = samples()
+    assert after[("churn_monitor_windows_total", (("verdict", "drift"),))] == 1
+    assert after[("churn_monitor_windows_total", (("verdict", "no_drift"),))] == 1
+    assert after[("churn_monitor_drift_share", ())] == 0.1
+    assert after[("churn_monitor_estimated_auc", ())] == 0.66
+    assert after[("churn_monitor_realized_auc", ())] == 0.71  # the last one known
+    actions = {dict(labels)["action"]: v for (n, labels), v in after.items() if n == "churn_monitor_action"}
+    assert actions == {"none": 0, "watch": 0, "retrain": 1}
+    assert after[("churn_monitor_behind_records", ())] == 7
+    assert after[("churn_monitor_lag_seconds", (("quantile", "0.99"),))] == 0.9

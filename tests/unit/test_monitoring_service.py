@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from churnstream.messages import DeadLetter, DriftReport, MonitoringBatch
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
@@ -66,15 +67,16 @@ def record(k: int) -> bytes:
 
 
 class Monitor:
-    """A service over a state directory, with what it acked and published."""
+    """A service over a state directory (or a table, as faust's, and the directory ``local``), with what it
+    acked and published."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, table: dict[str, bytes] | None = None, local: str = "state") -> None:
         reference = pd.DataFrame({"x": np.random.default_rng(0).normal(0, 1, 3000), "churn_probability": 0.5})
         self.monitor = DriftMonitor(
             references=FrameSource(reference),
             store=ReportStore(tmp / "reports", workspace=False),
             config=MonitorConfig(window_rows=1000),
-            state=MonitorState(tmp / "state"),
+            state=MonitorState(tmp / local, table=table),
         )
         self.acked: list[int] = []
         self.reports: list[DriftReport] = []
@@ -108,8 +110,14 @@ class Monitor:
         asyncio.run(drain())
 
 
-def test_records_are_acked_once_reported_and_a_restart_counts_each_row_once(tmp_path: Path) -> None:
-    first = Monitor(tmp_path)
+@pytest.mark.parametrize("kept_in", ["file", "table"])
+def test_records_are_acked_once_reported_and_a_restart_counts_each_row_once(
+    tmp_path: Path, kept_in: str
+) -> None:
+    """``table``: the state is kept in a table (faust's, in the running monitor) and the restarted monitor
+    has a new, empty local directory."""
+    table: dict[str, bytes] | None = {} if kept_in == "table" else None
+    first = Monitor(tmp_path, table)
     for k in range(4):  # rows 0..1199: window 1 is rows 0..999, record 3 straddles it
         first.feed(k, record(k))
     first.feed(4, b"{broken")
@@ -117,13 +125,14 @@ def test_records_are_acked_once_reported_and_a_restart_counts_each_row_once(tmp_
     first.report_all()
     assert first.acked == [0, 1, 2]  # record 3 holds rows of the open window; the dead letter waits behind it
     assert [len(r.to_json()) > 0 and r.rows for r in first.reports] == [1000]
-    state = MonitorState(tmp_path / "state").load()
+    state = MonitorState(tmp_path / "state", table=table).load()
     assert state is not None and state.seq == 1
     assert state.positions[f"{TOPIC}/0"].offset == 3 and state.positions[f"{TOPIC}/0"].rows == 100
     assert [letter.offset for letter in first.letters] == [4]
+    assert (tmp_path / "state" / "state.json").exists() == (table is None)
 
     # a restart: Kafka delivers again from the committed offset (3); rows 900..999 of record 3 were reported
-    second = Monitor(tmp_path)
+    second = Monitor(tmp_path, table, local="fresh" if table is not None else "state")
     second.feed(3, record(3))
     second.feed(4, b"{broken")
     for k in range(4, 7):
