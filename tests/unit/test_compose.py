@@ -32,13 +32,13 @@ def _resolved(environment: dict[str, Any]) -> dict[str, str]:
 
 def test_every_service_runs_a_command_the_cli_has(compose: dict[str, Any]) -> None:
     services = _ours(compose)
-    assert {"topics", "scorer", "monitor"} <= set(services)
+    assert {"topics", "scorer", "monitor", "api"} <= set(services)
     parser = build_parser()
     for name, service in services.items():
         if service.get("entrypoint"):  # e.g. the Evidently UI: another program in the same image
             continue
         args = parser.parse_args([str(a) for a in service["command"]])  # exits on an unknown command
-        assert args.command in ("topics", "score", "monitor"), name
+        assert args.command in ("topics", "score", "monitor", "serve"), name
 
 
 def test_every_variable_is_a_setting_and_the_defaults_are_valid(compose: dict[str, Any]) -> None:
@@ -47,6 +47,10 @@ def test_every_variable_is_a_setting_and_the_defaults_are_valid(compose: dict[st
         assert Settings.unknown_variables(env) == []
         settings = Settings.from_env(env)  # raises ConfigError on a malformed value
         assert settings.model_dir == Path("/data/models") and settings.report_dir == Path("/data/reports")
+        # risk thresholds are not pinned: the model's own apply unless the user sets them
+        assert (settings.high_threshold, settings.medium_threshold) == (None, None)
+        assert Settings.from_env({**env, "CHURN_HIGH_THRESHOLD": "0.8"}).high_threshold == 0.8
+        assert (settings.alert_policy, settings.alert_budget_share) == ("value_at_risk", 0.1)
 
 
 def test_ports_and_paths_match_the_settings(compose: dict[str, Any]) -> None:
@@ -65,8 +69,93 @@ def test_ports_and_paths_match_the_settings(compose: dict[str, Any]) -> None:
     assert str(settings.model_dir) in mounted and str(settings.report_dir) in mounted
 
 
+def test_what_the_monitor_keeps_on_disk_is_on_a_volume(compose: dict[str, Any]) -> None:
+    from churnstream.streams.monitor import references_dir
+
+    services = _ours(compose)
+    settings = Settings.from_env(_resolved(services["monitor"]["environment"]))
+    volumes = dict(v.split(":")[:2] for v in services["monitor"]["volumes"])
+    named = set(compose.get("volumes") or {})
+    on_volumes = {Path(path) for name, path in volumes.items() if name in named}
+    # reports and workspace, the references it takes from the stream, the registry's references
+    for needed in (settings.report_dir, references_dir(settings), settings.model_dir):
+        assert any(needed == root or root in needed.parents for root in on_volumes), needed
+
+
 def test_the_image_holds_the_package_and_runs_the_cli() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for folder in ("churnstream", "streams", "features", "models", "monitoring"):
         assert re.search(rf"^COPY {folder} \./{folder}$", dockerfile, re.M), folder
     assert 'ENTRYPOINT ["churnstream"]' in dockerfile
+
+
+def test_the_api_service_serves_on_its_settings_port_with_a_token_variable(
+    compose: dict[str, Any],
+) -> None:
+    from churnstream.streams.api import check_exposure
+
+    api = _ours(compose)["api"]
+    args = build_parser().parse_args([str(a) for a in api["command"]])
+    assert args.command == "serve"
+    env = _resolved(api["environment"])
+    assert "CHURN_API_TOKEN" in env and "${CHURN_API_TOKEN" in str(api["environment"]["CHURN_API_TOKEN"])
+    settings = Settings.from_env(env)
+    assert settings.api_host == "0.0.0.0"  # reachable through the published port
+    check_exposure(settings, allow_unauthenticated=args.allow_unauthenticated)  # it starts without a token
+    published = api["ports"][0].rsplit(":", 2)
+    assert published[0] == "127.0.0.1", "without a token the API is published on the host's loopback only"
+    assert int(published[-1]) == settings.api_port
+    check = " ".join(api["healthcheck"]["test"])
+    assert f"127.0.0.1:{settings.api_port}/health" in check
+    assert set(api["depends_on"]) >= {"redis"}
+    mounted = {v.split(":")[1] for v in api["volumes"]}
+    assert str(settings.model_dir) in mounted  # the models it scores with
+
+
+def test_prometheus_scrapes_every_service_on_its_settings_port(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["observability"]
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in services["prometheus"]["volumes"]}
+    config = yaml.safe_load(
+        (ROOT / mounted["./deploy/prometheus.yml"].replace("/etc/prometheus", "deploy")).read_text()
+    )
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    defaults = Settings()
+    scorer = jobs["churnstream-scorer"]["dns_sd_configs"][0]
+    assert scorer["names"] == ["scorer"] and scorer["port"] == defaults.metrics_port
+    api_env = _resolved(services["api"]["environment"])
+    assert jobs["churnstream-monitor"]["static_configs"][0]["targets"] == [f"monitor:{defaults.web_port}"]
+    assert jobs["churnstream-api"]["static_configs"][0]["targets"] == [f"api:{api_env['CHURN_API_PORT']}"]
+    for job in jobs.values():
+        target = job.get("dns_sd_configs", job.get("static_configs"))[0]
+        name = target["names"][0] if "names" in target else target["targets"][0].split(":")[0]
+        assert name in services, job["job_name"]
+
+
+def test_the_grafana_dashboard_plots_only_metrics_the_services_export() -> None:
+    import json
+
+    from churnstream.streams import monitor_health
+    from churnstream.streams.api import ApiMetrics
+    from churnstream.streams.scorer_metrics import ScorerMetrics
+
+    exported = set()
+    monitor = monitor_health.MonitorMetrics(
+        health=lambda: monitor_health._SAMPLE_HEALTH, reports=lambda: monitor_health._SAMPLE_REPORTS
+    )
+    for registry in (ScorerMetrics().registry, ApiMetrics().registry, monitor.registry):
+        for family in registry.collect():  # labelled families have no samples yet: names by type
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+            exported |= {family.name + s for s in suffixes.get(family.type, [""])}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/churnstream.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    names = {n for e in exprs for n in re.findall(r"\b(churn_[a-z_]+)", e)}
+    assert len(names) >= 15
+    for name in sorted(names):
+        assert name in exported, name
+    provisioned = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert {d["uid"] for d in provisioned["datasources"]} >= {
+        p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p
+    }
