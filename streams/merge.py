@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 _Item = tuple[int, Event | None, DeadLetter | None, Coordinates]
 _NO_TIME = -(2**62)  # the sort key of a dead letter: released as soon as it is at the head
 _NEVER = 2**62
+# How long the end offset the broker gave for a partition not fetched yet is trusted: an end asked for
+# before the partition's first messages were produced would otherwise let the other topics run ahead of it.
+KNOWN_END_SECONDS = 0.5
 
 
 class EventTimeReader(InputReader):
@@ -61,7 +64,8 @@ class EventTimeReader(InputReader):
         self._paused: set[tuple[str, int]] = set()
         self._gave_up: set[tuple[str, int]] = set()  # warned: it held the others back for fetch_wait_ms
         self._waiting_since: dict[tuple[str, int], float] = {}
-        self._known_end: dict[tuple[str, int], int | None] = {}
+        # the end the broker gave for a partition not fetched yet, and when it was asked
+        self._known_end: dict[tuple[str, int], tuple[int, float] | None] = {}
         self._last_ts: dict[tuple[str, int], int] = {}
         self.max_skew_ms = settings.lateness_ms // 2
         self._user_assign = on_assign
@@ -152,13 +156,13 @@ class EventTimeReader(InputReader):
         tp = TopicPartition(*key)
         try:
             low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:  # not fetched yet: ask the broker once
+            if high < 0:  # not fetched yet: ask the broker, again after a while (it may have grown since)
                 known = self._known_end.get(key)
-                if known is None:
+                if known is None or time.monotonic() - known[1] > KNOWN_END_SECONDS:
                     low, high = self.consumer.get_watermark_offsets(tp, timeout=5)
-                    self._known_end[key] = high
+                    self._known_end[key] = (high, time.monotonic())
                 else:
-                    low, high = 0, known
+                    low, high = 0, known[0]
         except KafkaException:
             return True
         position = self._next.get(key)
