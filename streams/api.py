@@ -10,15 +10,18 @@ model registry, with FastAPI on uvicorn.
                                              request order; an unknown customer or a time the store
                                              cannot answer is an ``{customer_id, error, detail}`` item
 ``GET /health``, ``GET /ready``              liveness; readiness (Redis, model, Kafka) with reasons
-``GET /metrics``                             Prometheus (``churn_api_*``); OpenAPI at ``/docs``
+``GET /metrics``                             Prometheus (``churn_api_*``)
+``GET /docs``, ``GET /redoc``                the OpenAPI description in Swagger UI and ReDoc, their
+                                             files served from ``/docs/static`` (no internet needed)
 ===========================================  =====================================================
 
 The answers are :class:`~churnstream.streams.api_service.CustomerService`'s; this module is HTTP only.
 Errors are JSON ``{error, detail}``: 401 without the bearer token (when ``CHURN_API_TOKEN`` is set), 404
 unknown customer or path, 413 too many customers or too large a body, 422 a bad body or time, 503 Redis
-unreachable or no model yet; never a stack trace. Every request is answered by a bounded pool of
-``CHURN_API_THREADS`` threads, and uvicorn answers 503 beyond ``CHURN_API_MAX_CONNECTIONS`` open
-connections, so a burst queues here and never reaches the workers, which are other processes.
+unreachable, no model yet or too many requests at once; never a stack trace. Every request is answered by
+a bounded pool of ``CHURN_API_THREADS`` threads, and beyond ``CHURN_API_MAX_CONNECTIONS`` requests in
+progress more are answered 503 at once (by this module, in JSON, not by uvicorn's own plain-text cap), so
+a burst queues here and never reaches the workers, which are other processes.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi_offline import FastAPIOffline
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -62,7 +73,15 @@ OPEN_PATHS = frozenset(
     {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 )
 """Answered without the bearer token: probes, metrics (counts, like the workers' ``/metrics``) and the
-API's own description; no customer data."""
+API's own description (with the files under :data:`DOCS_STATIC`); no customer data."""
+
+DOCS_STATIC = "/docs/static"
+"""Where Swagger UI's and ReDoc's files are served from, by the API itself (``fastapi-offline`` ships
+them): the docs pages need no CDN, so they work where the machine has no internet."""
+
+UNCAPPED_PATHS = frozenset({"/health", "/metrics"})
+"""Answered however many requests are in progress, and not counted among them: liveness and metrics cost
+nothing, and an overloaded API should neither look dead to its supervisor nor go dark on its dashboard."""
 
 
 class ApiMetrics:
@@ -88,6 +107,11 @@ class ApiMetrics:
         )
         self.reloads = Counter(
             "churn_api_model_reloads_total", "Newly promoted models loaded.", registry=self.registry
+        )
+        self.in_progress = Gauge(
+            "churn_api_requests_in_progress",
+            "Requests being answered now (at most CHURN_API_MAX_CONNECTIONS; more are answered 503).",
+            registry=self.registry,
         )
 
     def render(self) -> bytes:
@@ -122,13 +146,21 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 
 
 class _Gate:
-    """Pure ASGI middleware around every request: the bearer token, the body size limit and the metrics
-    (pure ASGI: Starlette's ``BaseHTTPMiddleware`` costs a task and a queue per request)."""
+    """Pure ASGI middleware around every request: the cap on requests in progress, the bearer token, the
+    body size limit and the metrics (pure ASGI: Starlette's ``BaseHTTPMiddleware`` costs a task and a
+    queue per request).
 
-    def __init__(self, app: ASGIApp, *, token: str, max_body: int, metrics: ApiMetrics) -> None:
+    The cap is here rather than uvicorn's ``limit_concurrency``, which answers its 503 in plain text and
+    also counts idle keep-alive connections: requests in progress are what cost threads and memory."""
+
+    def __init__(
+        self, app: ASGIApp, *, token: str, max_body: int, max_in_progress: int, metrics: ApiMetrics
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body = max_body
+        self.max_in_progress = max_in_progress
+        self.in_progress = 0  # one event loop runs every request: no lock needed
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
@@ -143,21 +175,41 @@ class _Gate:
                 status[0] = message["status"]
             await send(message)
 
+        capped = scope["path"] not in UNCAPPED_PATHS
+        overloaded = capped and self.in_progress >= self.max_in_progress
+        counted = capped and not overloaded
+        if counted:
+            self.in_progress += 1
+            self.metrics.in_progress.inc()
         try:
-            refusal = self._refusal(scope)
+            refusal = self._overloaded() if overloaded else self._refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, sending)
                 return
             await self.app(scope, self._limited(receive), sending)
         finally:
+            if counted:
+                self.in_progress -= 1
+                self.metrics.in_progress.dec()
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(name, scope["method"], str(status[0])).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
+    def _overloaded(self) -> JSONResponse:
+        why = (
+            f"more than {self.max_in_progress} requests in progress (CHURN_API_MAX_CONNECTIONS); "
+            "retry shortly"
+        )
+        response = _error(503, "overloaded", why)
+        response.headers["Retry-After"] = "1"
+        response.headers["Connection"] = "close"  # as uvicorn's own cap: the client sheds a connection
+        return response
+
     def _refusal(self, scope: Scope) -> JSONResponse | None:
         headers = dict(scope["headers"])
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+        path = scope["path"]
+        if self.expected is not None and path not in OPEN_PATHS and not path.startswith(DOCS_STATIC + "/"):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 why = "send the API token as 'Authorization: Bearer <token>'"
@@ -232,11 +284,13 @@ def create_app(
             if thread is not None:
                 thread.join(timeout=10)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with /docs and /redoc on files it serves itself (DOCS_STATIC)
         title="churnstream",
         version=__version__,
         description="A customer's features and churn risk, from the state the scoring workers keep.",
         lifespan=lifespan,
+        static_url=DOCS_STATIC,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask validator.swagger.io
     )
 
     async def blocking(func: Callable[..., Any], *args: Any) -> Any:
@@ -316,7 +370,13 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     max_body = max(64 * 1024, settings.api_max_batch * 256)
-    app.add_middleware(_Gate, token=settings.api_token, max_body=max_body, metrics=metrics)
+    app.add_middleware(
+        _Gate,
+        token=settings.api_token,
+        max_body=max_body,
+        max_in_progress=settings.api_max_connections,
+        metrics=metrics,
+    )
     app.state.metrics = metrics
     return app
 
@@ -428,7 +488,7 @@ def cli(args: Any, settings: Settings) -> int:
         app,
         host=settings.api_host,
         port=settings.api_port,
-        limit_concurrency=settings.api_max_connections,
+        limit_concurrency=None,  # _Gate caps requests in progress at CHURN_API_MAX_CONNECTIONS, in JSON
         access_log=False,
         log_config=None,  # churnstream's logging (stderr), not uvicorn's own
         server_header=False,
@@ -446,7 +506,9 @@ def _stopped(sig: int, frame: Any) -> None:
 
 
 __all__ = [
+    "DOCS_STATIC",
     "OPEN_PATHS",
+    "UNCAPPED_PATHS",
     "ApiMetrics",
     "ScoreMany",
     "ScoreOne",

@@ -37,6 +37,7 @@ from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.models.value import value_at_risk
 from churnstream.settings import Settings
 from churnstream.streams.feature_lookup import Lookup, lookup
+from churnstream.streams.feature_lookup import reached as partition_reached
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,6 @@ class CustomerService:
         return time.monotonic() - self._refreshed >= self.settings.model_poll_seconds
 
     # -- reads -------------------------------------------------------------------------------------
-    def reached(self, partition: int) -> int | None:
-        """The event time ``partition`` has reached: the scorer's, else the latest the store applied."""
-        t = self.store.partition_time(partition)
-        return self.store.watermark() if t is None else t
-
     def find(self, customer_id: str, as_of: int | None = None) -> Lookup:
         """The customer's features as of ``as_of`` (default: the event time its partition has reached).
 
@@ -202,8 +198,7 @@ class CustomerService:
         """
         if self.store.partitions is None:
             self.store.check_layout()  # learns the partition count once the scorer recorded it
-        partition = self.store.partition_of(customer_id)
-        reached = self.reached(partition)
+        reached = partition_reached(self.store, customer_id)  # the default, as for `churnstream features`
         if reached is None:
             raise UnknownCustomerError(
                 f"unknown customer {customer_id!r}: the service has seen no events yet"

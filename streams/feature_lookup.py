@@ -1,7 +1,8 @@
 """``churnstream features CUSTOMER_ID [--as-of T]``: a customer's online features as JSON.
 
 :func:`lookup` is the one read of a customer's features as of a time from the feature store, shared by
-this command and the HTTP API (:mod:`churnstream.streams.api`): exact or refused, never approximate.
+this command and the HTTP API (:mod:`churnstream.streams.api`): exact or refused, never approximate. Both
+default to the same time, :func:`reached`: the event time the customer's partition has reached.
 """
 
 from __future__ import annotations
@@ -57,6 +58,31 @@ def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
     )
 
 
+def reached(store: FeatureStore, customer_id: str) -> int | None:
+    """The event time ``customer_id``'s partition has reached: the default ``as_of`` of a read.
+
+    The scorer records it per partition; before it has, the latest event time the store applied. None
+    before any event. A later time, such as the latest over all partitions, could count on events of the
+    customer that are still on their way.
+
+    >>> from churnstream.events import OrderEvent
+    >>> from churnstream.features.store import MemoryFeatureStore
+    >>> store = MemoryFeatureStore(lateness_ms=0, partitions=2)
+    >>> reached(store, "c1") is None
+    True
+    >>> _ = store.update([OrderEvent("e1", "c1", 86_400_000, "o1", 20.0)])
+    >>> reached(store, "c1")
+    86400000
+    >>> tx = store.begin([])
+    >>> tx.set_partition_time(store.partition_of("c1"), 5_000)
+    >>> store.commit(tx)
+    >>> reached(store, "c1")
+    5000
+    """
+    t = store.partition_time(store.partition_of(customer_id))
+    return store.watermark() if t is None else t
+
+
 def cli(args: Any, settings: Settings) -> int:
     import redis
 
@@ -72,7 +98,7 @@ def cli(args: Any, settings: Settings) -> int:
         if args.as_of is not None:
             raw = args.as_of
             as_of = parse_time(int(raw) if raw.lstrip("-").isdigit() else raw, "--as-of")
-        t = store.watermark() if as_of is None else as_of
+        t = reached(store, args.customer_id) if as_of is None else as_of
         if t is None:
             raise ChurnstreamError("the service has seen no events yet (is the scorer running?)")
         found = lookup(store, args.customer_id, t)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
+import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,7 +31,7 @@ from fastapi.testclient import TestClient
 from churnstream.events import format_time, parse_time
 from churnstream.features.offline import read_events, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
-from churnstream.settings import Settings
+from churnstream.settings import Settings, child_env
 from churnstream.streams.api import create_app
 from churnstream.streams.api_service import CustomerService
 from churnstream.streams.processes import WorkerProcess
@@ -371,3 +374,114 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_the_features_command_defaults_to_the_time_the_api_answers_for(stream: Stream) -> None:
+    settings = stream.settings
+    service, store = _service(settings)
+    try:
+        latest = store.watermark()
+        behind = [c for c in sorted(stream.latest) if store.partition_time(store.partition_of(c)) != latest]
+        assert behind, "every partition reached the latest event time: the two defaults cannot differ here"
+        with TestClient(create_app(service, settings=settings, refresh_in_background=False)) as client:
+            for cid in [*behind[:2], sorted(stream.latest)[0]]:
+                api = client.get(f"/customers/{cid}").json()
+                done = subprocess.run(
+                    [CHURNSTREAM, "features", cid],
+                    env={**os.environ, **child_env(settings)},
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert done.returncode == 0, done.stderr
+                shown = orjson.loads(done.stdout)
+                assert shown == {"customer_id": cid, "as_of": api["as_of"], "features": api["features"]}
+                assert api["as_of"] == format_time(store.partition_time(store.partition_of(cid)))
+    finally:
+        store.close()
+
+
+def _in_progress(base: str) -> float:
+    """The server's ``churn_api_requests_in_progress``."""
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("churn_api_requests_in_progress "):
+            return float(line.split()[1])
+    raise AssertionError("churn_api_requests_in_progress is not among the metrics")
+
+
+def test_past_the_cap_a_real_server_answers_json_503_and_idle_connections_do_not_count(
+    stream: Stream, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    proc, base = _serve(stream.settings, log, CHURN_API_MAX_CONNECTIONS="3")
+    port = int(base.rsplit(":", 1)[1])
+    cid = sorted(stream.latest)[0]
+    body = orjson.dumps({"customer_ids": [cid]})
+    held: list[http.client.HTTPConnection] = []
+    idle: list[http.client.HTTPConnection] = []
+    try:
+        for _ in range(3):  # three requests whose bodies have not all arrived: in progress until they do
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.putrequest("POST", "/score?reasons=false")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body[:5])
+            held.append(conn)
+        wait_until(lambda: _in_progress(base) == 3, 60, "three requests in progress")
+
+        refused = httpx.get(f"{base}/customers/{cid}", timeout=10)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/json"
+        assert set(refused.json()) == {"error", "detail"} and refused.json()["error"] == "overloaded"
+        assert "CHURN_API_MAX_CONNECTIONS" in refused.json()["detail"]
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200  # probes are never refused
+
+        for conn in held:
+            conn.send(body[5:])
+            answer = conn.getresponse()
+            assert answer.status == 200
+            assert [item["customer_id"] for item in orjson.loads(answer.read())] == [cid]
+        wait_until(lambda: _in_progress(base) == 0, 60, "the held requests to finish")
+
+        # more open keep-alive connections than the cap, idle: they cost no thread and are not refused
+        for _ in range(5):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/health")
+            assert conn.getresponse().read()
+            idle.append(conn)
+        answer = httpx.get(f"{base}/customers/{cid}", timeout=10)
+        assert answer.status_code == 200, answer.text
+    finally:
+        for conn in held + idle:
+            conn.close()
+        code = proc.stop(30)
+    assert code == 0, log.read_text()[-2000:]
+
+
+def test_the_docs_pages_render_offline_in_chromium(stream: Stream, tmp_path: Path) -> None:
+    """/docs and /redoc draw the API's operations from files the server itself serves: the browser runs
+    with every other host unreachable."""
+    browser = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(browser).exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium) and cannot be installed here")
+    log = tmp_path / "serve.log"
+    proc, base = _serve(stream.settings, log)
+    try:
+        for page, drawn in (
+            ("/docs", 'data-path="/customers/{customer_id}/score"'),
+            ("/redoc", "Score a customer now"),
+        ):
+            with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+                done = subprocess.run(
+                    [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
+                    + ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+                    + ["--virtual-time-budget=15000", "--dump-dom", f"{base}{page}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert drawn in done.stdout, f"{page} did not render: {done.stdout[-1500:]}"
+    finally:
+        code = proc.stop(30)
+    assert code == 0, log.read_text()[-2000:]

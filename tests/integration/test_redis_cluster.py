@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from churnstream.events import format_time
 from churnstream.features.offline import read_events, snapshot
 from churnstream.features.redis_store import RedisFeatureStore, redis_client
 from churnstream.settings import Settings, Topics
@@ -89,14 +90,17 @@ def test_the_scorer_on_a_redis_cluster_equals_the_offline_reference(
         assert len(customers) == state.customers
         t = store.watermark()
         assert t == log.end
+        cid = customers[len(customers) // 2]
+        reached = store.partition_time(store.partition_of(cid))  # the default as_of, as the API's
+        assert reached is not None
     finally:
         store.close()
         client.close()
-    cid = customers[len(customers) // 2]
     capsys.readouterr()
     assert features_cli(argparse.Namespace(customer_id=cid, as_of=None), settings) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["features"] == snapshot(log.events, t, lateness_ms=settings.lateness_ms)[cid]
+    assert shown["as_of"] == format_time(reached)
+    assert shown["features"] == snapshot(log.events, reached, lateness_ms=settings.lateness_ms)[cid]
 
     # `churnstream rebuild` clears every node and restores the same state from the input topics
     client = redis_client(cluster)

@@ -3,11 +3,15 @@ real Kafka, Redis and a server process are tests/integration/test_api.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
-from collections.abc import Iterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -25,7 +29,7 @@ from churnstream.models.batch import BatchModel
 from churnstream.models.registry import ModelRegistry
 from churnstream.models.serving import ModelSet, restore_learner
 from churnstream.settings import DAY_MS, Settings
-from churnstream.streams.api import check_exposure, create_app
+from churnstream.streams.api import DOCS_STATIC, check_exposure, create_app
 from churnstream.streams.api_service import CustomerService
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -283,3 +287,72 @@ def test_a_promoted_model_is_served_after_a_refresh(settings: Settings) -> None:
     _registry(settings.model_dir)  # registers and promotes v0002
     assert service.refresh() is True
     assert service.score("c1", reasons=False).prediction.model_version == "v0002"
+
+
+def test_docs_work_offline_on_files_the_api_serves_itself(settings: Settings) -> None:
+    secured = Settings(model_dir=settings.model_dir, api_token="t0ken")  # the docs need no token
+    with _client(secured, _store(secured)) as client:
+        for page, script in (("/docs", "SwaggerUIBundle"), ("/redoc", "Redoc")):
+            html = client.get(page)
+            assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+            assert not re.search(r"https?:|//[a-z]", html.text), f"{page} names another host"
+            named = re.findall(r'(?:src|href)="([^"]+)"', html.text) + re.findall(
+                r"url: '([^']+)'", html.text
+            )
+            scripts = [url for url in named if url.endswith(".js")]
+            assert scripts and all(url.startswith(f"{DOCS_STATIC}/") for url in scripts), named
+            for url in named:
+                assert url.startswith("/") and not url.startswith("//"), url
+                asset = client.get(url)
+                assert asset.status_code == 200 and asset.content, url
+            assert script in client.get(scripts[0]).text
+        assert client.get(f"{DOCS_STATIC}/nothing.js").json()["error"] == "not_found"
+
+
+def test_past_the_cap_requests_get_a_json_503_at_once_and_probes_still_answer(settings: Settings) -> None:
+    capped = dataclasses.replace(settings, api_max_connections=2)
+    store = _store(capped)
+    service = CustomerService(settings=capped, store=store, models=None)
+    app = create_app(service, settings=capped, ready=lambda: (True, {}), refresh_in_background=False)
+
+    async def exercise() -> dict[str, Any]:
+        release = asyncio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield b'{"customer_ids": '
+            await release.wait()
+            yield b'["c1"]}'
+
+        seen: dict[str, Any] = {}
+        transport = httpx.ASGITransport(app=app)
+        json_type = {"content-type": "application/json"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=json_type) as http:
+            held = [
+                asyncio.create_task(http.post("/score?reasons=false", content=slow_body())) for _ in range(2)
+            ]
+            for _ in range(10_000):  # until both are in progress, reading their bodies
+                if "churn_api_requests_in_progress 2.0" in (await http.get("/metrics")).text:
+                    break
+                await asyncio.sleep(0)
+            else:
+                raise AssertionError("the two slow requests never were in progress together")
+            seen["refused"] = await http.get("/customers/c1")
+            seen["health"] = await http.get("/health")
+            release.set()
+            seen["held"] = await asyncio.gather(*held)
+            seen["after"] = await http.get("/customers/c1")
+            seen["metrics"] = (await http.get("/metrics")).text
+        return seen
+
+    seen = asyncio.run(exercise())
+    refused = seen["refused"]
+    assert refused.status_code == 503 and refused.headers["content-type"] == "application/json"
+    assert set(refused.json()) == {"error", "detail"} and refused.json()["error"] == "overloaded"
+    assert "CHURN_API_MAX_CONNECTIONS" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "1"
+    assert seen["health"].status_code == 200  # the probes are never refused
+    assert [r.status_code for r in seen["held"]] == [200, 200], seen["held"][0].text
+    assert all(r.json()[0]["customer_id"] == "c1" for r in seen["held"])
+    assert seen["after"].status_code == 200  # the cap frees as requests finish
+    assert "churn_api_requests_in_progress 0.0" in seen["metrics"]
+    assert 'churn_api_requests_total{method="GET",route="unmatched",status="503"} 1.0' in seen["metrics"]
