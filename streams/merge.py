@@ -67,6 +67,8 @@ class EventTimeReader(InputReader):
         # the end the broker gave for a partition not fetched yet, and when it was asked
         self._known_end: dict[tuple[str, int], tuple[int, float] | None] = {}
         self._last_ts: dict[tuple[str, int], int] = {}
+        # when a partition that has not delivered since it was assigned first held back a backlog's event
+        self._backlog_since: dict[tuple[str, int], float] = {}
         self.max_skew_ms = settings.lateness_ms // 2
         self._user_assign = on_assign
         self._user_revoke = on_revoke
@@ -101,6 +103,7 @@ class EventTimeReader(InputReader):
             self._waiting_since.pop(key, None)
             self._known_end.pop(key, None)
             self._last_ts.pop(key, None)
+            self._backlog_since.pop(key, None)
             self._gave_up.discard(key)
         if self._user_revoke is not None:
             self._user_revoke(consumer, partitions)
@@ -109,6 +112,7 @@ class EventTimeReader(InputReader):
         super().reopen()
         for state in (self._queues, self._next, self._waiting_since, self._known_end, self._last_ts):
             state.clear()
+        self._backlog_since.clear()
         self._paused.clear()
         self._gave_up.clear()
 
@@ -146,6 +150,7 @@ class EventTimeReader(InputReader):
             queue.append((ts, event, letter, where))
             self._next[key] = offset + 1
             self._waiting_since.pop(key, None)
+            self._backlog_since.pop(key, None)
             self._gave_up.discard(key)
             if len(queue) >= self.max_queued and key not in self._paused:
                 self.consumer.pause([TopicPartition(topic, partition)])
@@ -200,7 +205,15 @@ class EventTimeReader(InputReader):
                 )
             return False
         last = self._last_ts.get(key)
-        if last is None or last + self.max_skew_ms >= ts:
+        if last is None:
+            # Nothing known of it: its first events may be on their way (produced a moment after the
+            # other topics' events, which Kafka does not order across partitions). An event of a backlog
+            # (older than max_skew_ms by the clock) waits idle_ms from the first that had to; a live one
+            # does not wait.
+            if ts >= now_ms() - self.max_skew_ms:
+                return False
+            return (now - self._backlog_since.setdefault(key, now)) * 1000 < self.idle_ms
+        if last + self.max_skew_ms >= ts:
             self._waiting_since.pop(key, None)
             return False
         return waited_ms < self.idle_ms
@@ -213,11 +226,16 @@ class EventTimeReader(InputReader):
         """
         if self._has_more(key):
             return _NO_TIME
+        last = self._last_ts.get(key)
+        if last is None:  # see _blocks: live events go, a backlog's wait a while for it: ask per event
+            backlog = self._backlog_since.get(key)
+            if backlog is not None and (now - backlog) * 1000 >= self.idle_ms:
+                return _NEVER
+            return _NO_TIME
         since = self._waiting_since.get(key)
         if since is not None and (now - since) * 1000 >= self.idle_ms:
             return _NEVER  # idle: holds nobody back
-        last = self._last_ts.get(key)
-        return _NEVER if last is None else last + self.max_skew_ms
+        return last + self.max_skew_ms
 
     def _blocking(self, ts: int | None = None) -> list[tuple[str, int]]:
         """Empty partitions that must deliver before events at ``ts`` (default: the oldest queued) go."""
