@@ -14,6 +14,7 @@ from confluent_kafka import TopicPartition
 
 from churnstream.settings import Settings
 from churnstream.streams.merge import EventTimeReader
+from churnstream.timefmt import now_ms
 
 DAY = 86_400_000
 
@@ -50,10 +51,16 @@ def test_a_partition_with_unread_messages_waits_past_the_idle_time() -> None:
     assert not reader._blocks(profiles, ts, now=15.5)  # a fetch this slow: read on (with a warning)
 
 
-def test_a_caught_up_partition_holds_nobody_back() -> None:
+def test_a_caught_up_partition_that_never_delivered_holds_a_backlog_only_the_idle_time() -> None:
+    """Its first events may be produced a moment after the other topics' (Kafka does not order
+    partitions): a backlog's event waits idle_ms for it; a live event (stamped about now) does not."""
     reader = _reader({("orders", 3): 100, ("profiles", 3): 14})
     reader._next[("profiles", 3)] = 14  # everything read
-    assert not reader._blocks(("profiles", 3), 180 * DAY, now=0.0)
+    assert reader._blocks(("profiles", 3), 180 * DAY, now=0.0)
+    assert not reader._blocks(("profiles", 3), 180 * DAY, now=2.5)
+    fresh = _reader({("orders", 3): 100, ("profiles", 3): 14})
+    fresh._next[("profiles", 3)] = 14
+    assert not fresh._blocks(("profiles", 3), now_ms(), now=0.0)
 
 
 def test_a_caught_up_partition_far_behind_waits_only_the_idle_time() -> None:
@@ -72,4 +79,5 @@ def test_the_position_a_partition_was_assigned_at_counts_not_the_older_commit() 
     reader = _reader({("orders", 3): 100})
     reader._queues.clear()
     reader._assigned(reader.consumer, [TopicPartition("orders", 3, 100)])
-    assert not reader._blocks(("orders", 3), 180 * DAY, now=0.0)
+    assert reader._blocks(("orders", 3), 180 * DAY, now=0.0)  # a backlog: the idle time, as above
+    assert not reader._blocks(("orders", 3), 180 * DAY, now=2.5)  # not the 15 s of unread messages
