@@ -195,11 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
         "features",
         "print a customer's online features as JSON",
         "Print CUSTOMER_ID's features as the scorers keep them in Redis, as of --as-of (default: the\n"
-        "latest event time the service has seen). Exits 1 for an unknown customer.",
+        "event time the customer's partition has reached, as for the HTTP API). Exits 1 for an unknown\n"
+        "customer.",
         f"{_REDIS}, CHURN_TOPIC_PREFIX (the namespace of the Redis keys)",
     )
     feats.add_argument("customer_id")
-    feats.add_argument("--as-of", default=None, help="RFC 3339 time or epoch ms (default: latest event time)")
+    feats.add_argument(
+        "--as-of", default=None, help="RFC 3339 time or epoch ms (default: the partition's event time)"
+    )
 
     model_dir_help = "model registry directory (default CHURN_MODEL_DIR)"
     train = command(

@@ -126,6 +126,7 @@ class Settings:
     allowed_lateness_days: float = 7.0
     batch_size: int = 500
     batch_timeout_ms: int = 20
+    state_cache_customers: int = 200_000  # customer states a worker keeps in memory (least recent evicted)
     topic_partitions: int = 6
     scorer_group: str = ""  # empty: "<topic prefix>churnstream-scorer" (see consumer_group)
     metrics_port: int = 9108
@@ -152,7 +153,7 @@ class Settings:
     api_port: int = 8080
     api_token: str = ""  # empty: no authentication, and then only a loopback host is served by default
     api_threads: int = 8  # threads answering requests (each holds at most one Redis connection)
-    api_max_connections: int = 256  # open connections at most; more are answered 503 at once
+    api_max_connections: int = 256  # requests in progress at most; more are answered 503 at once
     api_max_batch: int = 1000  # customers per POST /score at most; more: 413
     alert_policy: str = "value_at_risk"  # or "high_risk" (see churnstream.models.alert_policy)
     alert_budget_share: float = 0.1  # at most this share of the active customers alerted per month
@@ -178,6 +179,7 @@ class Settings:
         "max_future_skew_hours": "CHURN_MAX_FUTURE_SKEW_HOURS",
         "allowed_lateness_days": "CHURN_ALLOWED_LATENESS_DAYS",
         "batch_size": "CHURN_BATCH_SIZE",
+        "state_cache_customers": "CHURN_STATE_CACHE_CUSTOMERS",
         "batch_timeout_ms": "CHURN_BATCH_TIMEOUT_MS",
         "topic_partitions": "CHURN_TOPIC_PARTITIONS",
         "scorer_group": "CHURN_CONSUMER_GROUP",

@@ -104,17 +104,21 @@ class MemoryFeatureStore(FeatureStore):
     def _write_layout(self, record: dict[str, Any]) -> None:
         self._layout_record = dict(record)
 
-    def active_before(
-        self, before: int, *, partitions: Sequence[int], since: int | None = None
-    ) -> dict[str, int]:
-        lo = -(2**62) if since is None else since
-        rows = sorted(
-            (ts, cid, p)
-            for p in partitions
-            for cid, ts in self._active.get(p, {}).items()
-            if lo <= ts < before
-        )
-        return {cid: p for _, cid, p in rows}
+    def _active_rows(
+        self, windows: Sequence[tuple[int | None, int]], partitions: Sequence[int], *, wait: bool
+    ) -> list[list[tuple[int, str, int]]]:
+        out = []
+        for since, before in windows:
+            lo = -(2**62) if since is None else since
+            out.append(
+                [
+                    (ts, cid, p)
+                    for p in partitions
+                    for cid, ts in self._active.get(p, {}).items()
+                    if lo <= ts < before
+                ]
+            )
+        return out
 
     def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
         customers: dict[str, int] = {}

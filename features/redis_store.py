@@ -8,6 +8,7 @@ cluster. A batch's scripts travel in one pipeline (on a cluster, redis-py groups
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -118,6 +119,9 @@ class RedisFeatureStore(FeatureStore):
         self._cache_size = cache_size
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-store-writer")
         self._pending: list[Future[Any]] = []
+        # partition -> customer -> latest event time (None: no event), as the write in flight leaves the
+        # activity index: what active_in(wait=False) lays over what Redis answers before that write
+        self._in_flight_active_index: dict[int, dict[str, int | None]] = {}
 
     def partition_of(self, customer_id: str) -> int:
         if self.partitions is None and not self._count_read:
@@ -131,10 +135,11 @@ class RedisFeatureStore(FeatureStore):
         missing = []
         cache = self._cache
         for cid, p in customers.items():
-            hit = cache.get(cid)
+            hit = cache.pop(cid, None)  # and put back last: the cache evicts the least recently used
             if hit is None or hit[0] != p:
                 missing.append(cid)
             else:
+                cache[cid] = hit
                 out[cid] = (hit[1], orjson.loads(hit[2]))
         if not missing:
             return out
@@ -155,7 +160,10 @@ class RedisFeatureStore(FeatureStore):
         self, tx: Transaction, writes: dict[int, PartitionWrite], after: Callable[[], None] | None
     ) -> None:
         calls = []
+        if self._pending:  # one write in flight at a time: Redis overlaps our next batch, no more
+            self.flush()
         for p, w in writes.items():
+            active = self._in_flight_active_index.setdefault(p, {})
             keys = [self._keys.meta(p), self._keys.active(p), self._keys.due(p)]
             customers = []
             parts = []
@@ -167,8 +175,10 @@ class RedisFeatureStore(FeatureStore):
                 keys.append(self._keys.customer(p, cid))
                 customers.append((str(version), str(len(body)), latest, cid))
                 parts.append(body)
+                self._cache.pop(cid, None)
                 self._cache[cid] = (p, version + 1, body)
                 tx.versions[cid] = version + 1
+                active[cid] = state["max"]
             blobs = []
             for name, value, append in w.blobs:
                 keys.append(self._keys.blob(p, name))
@@ -183,8 +193,6 @@ class RedisFeatureStore(FeatureStore):
                 "e": [[name, value] for name, value in w.expect.items()],
             }
             calls.append((keys, [orjson.dumps(head), b"".join(parts)]))
-        if self._pending:  # one write in flight at a time: Redis overlaps our next batch, no more
-            self.flush()
         self._pending.append(self._writer.submit(self._write, calls, after))
 
     def _write(self, calls: list[tuple[list[str], list[bytes]]], after: Callable[[], None] | None) -> bool:
@@ -233,6 +241,7 @@ class RedisFeatureStore(FeatureStore):
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._in_flight_active_index = {}  # written now, or failed (then the worker rewinds and asks again)
         refused = 0
         error: BaseException | None = None
         for future in pending:
@@ -247,8 +256,10 @@ class RedisFeatureStore(FeatureStore):
             if error is not None:
                 raise StoreError(f"writing feature state to Redis failed: {error}") from error
             raise StoreError(CONFLICT)
-        if len(self._cache) > self._cache_size:
-            self._cache.clear()
+        excess = len(self._cache) - self._cache_size
+        if excess > 0:  # whole customers, least recently used first (read again from Redis when needed)
+            for cid in list(itertools.islice(self._cache, excess)):
+                del self._cache[cid]
 
     def reset(self) -> None:
         try:
@@ -324,17 +335,21 @@ class RedisFeatureStore(FeatureStore):
     def _where(self) -> str:
         return f"Redis (namespace {self._keys.root!r})"
 
-    def active_before(
-        self, before: int, *, partitions: Sequence[int], since: int | None = None
-    ) -> dict[str, int]:
-        self.flush()
-        lo = "-inf" if since is None else since
-        pipe = self._redis.pipeline(transaction=False)
-        for p in partitions:
-            pipe.zrangebyscore(self._keys.active(p), lo, f"({before}", withscores=True)
-        found = self._read(pipe.execute)
-        rows = [(ts, cid.decode(), p) for p, got in zip(partitions, found, strict=True) for cid, ts in got]
-        return {cid: p for _, cid, p in sorted(rows)}
+    def _active_rows(
+        self, windows: Sequence[tuple[int | None, int]], partitions: Sequence[int], *, wait: bool
+    ) -> list[list[tuple[int, str, int]]]:
+        if wait:
+            self.flush()
+        pipe = self._redis.pipeline(transaction=False)  # every window in one round trip
+        for since, before in windows:
+            for p in partitions:
+                lo = "-inf" if since is None else since
+                pipe.zrangebyscore(self._keys.active(p), lo, f"({before}", withscores=True)
+        found = iter(self._read(pipe.execute))
+        return [[(int(ts), cid.decode(), p) for p in partitions for cid, ts in next(found)] for _ in windows]
+
+    def _in_flight_active(self) -> dict[int, dict[str, int | None]]:
+        return self._in_flight_active_index
 
     def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
         # No flush: waiting for the write in flight here would serialise Redis and the next batch. A due

@@ -92,14 +92,26 @@ class FeatureStore(ABC):
         return partition_of(customer_id, self.partitions or 1)
 
     # -- writing ---------------------------------------------------------------------------------
-    def begin(self, customers: Mapping[str, int] | Iterable[str]) -> Transaction:
+    def begin(
+        self, customers: Mapping[str, int] | Iterable[str], *, into: Transaction | None = None
+    ) -> Transaction:
         """Load the given customers (``{customer: partition}``; a plain list: located by
-        :meth:`partition_of`) into a new transaction; unknown ones start empty."""
+        :meth:`partition_of`) into a new transaction; unknown ones start empty.
+
+        ``into``: load those not in that open transaction into it instead (a unit of work that grows:
+        the scorer sweeps a tick in the transaction of the events that reached it)."""
         where = (
             dict(customers)
             if isinstance(customers, Mapping)
             else {cid: self.partition_of(cid) for cid in customers}
         )
+        if into is not None:
+            where = {cid: p for cid, p in where.items() if cid not in into.states}
+            loaded = self._load(where)
+            into.versions.update({cid: v for cid, (v, _) in loaded.items()})
+            into.states.update({cid: s for cid, (_, s) in loaded.items()})
+            into.partitions.update(where)
+            return into
         loaded = self._load(where)
         return Transaction(
             lateness_ms=self.lateness_ms,
@@ -235,14 +247,60 @@ class FeatureStore(ABC):
     def watermark(self) -> int | None:
         """The latest event time this store has applied (over all partitions)."""
 
-    @abstractmethod
     def active_before(
-        self, before: int, *, partitions: Sequence[int], since: int | None = None
+        self, before: int, *, partitions: Sequence[int], since: int | None = None, wait: bool = True
     ) -> dict[str, int]:
-        """``{customer: partition}`` of ``partitions`` whose latest event time is in [``since``, ``before``).
+        """``{customer: partition}`` of ``partitions`` whose latest event time is in [``since``, ``before``),
+        oldest first: :meth:`active_in` of one window."""
+        return self.active_in([(since, before)], partitions=partitions, wait=wait)
 
-        Oldest first. Sees every commit so far (it waits for writes in flight).
+    def active_in(
+        self,
+        windows: Sequence[tuple[int | None, int]],
+        *,
+        partitions: Sequence[int],
+        wait: bool = True,
+        pending: Transaction | None = None,
+    ) -> dict[str, int]:
+        """``{customer: partition}`` of ``partitions`` whose latest event time is in one of the
+        ``[since, before)`` windows: each window's customers oldest first, windows in turn (a customer in
+        two where the first put it).
+
+        Sees every commit so far: it waits for the write in flight unless ``wait`` is False, and then lays
+        what that write changes over what the store answers, so the answer is the same, sooner. With
+        ``pending``, that open transaction's changes are laid over too (as if it were written).
         """
+        overlay: dict[int, dict[str, int | None]] = {}
+        for p, latest in () if wait else self._in_flight_active().items():
+            overlay.setdefault(p, {}).update(latest)
+        if pending is not None:
+            for cid in pending.changed:
+                overlay.setdefault(pending.partitions[cid], {})[cid] = pending.states[cid]["max"]
+        found = self._active_rows(windows, partitions, wait=wait)
+        out: dict[str, int] = {}
+        for (since, before), rows in zip(windows, found, strict=True):
+            lo = -(2**62) if since is None else since
+            kept = [(ts, cid, p) for ts, cid, p in rows if cid not in overlay.get(p, {})]
+            for p in partitions:
+                kept += [
+                    (ts, cid, p)
+                    for cid, ts in overlay.get(p, {}).items()
+                    if ts is not None and lo <= ts < before
+                ]
+            for _, cid, p in sorted(kept):
+                out.setdefault(cid, p)
+        return out
+
+    @abstractmethod
+    def _active_rows(
+        self, windows: Sequence[tuple[int | None, int]], partitions: Sequence[int], *, wait: bool
+    ) -> list[list[tuple[int, str, int]]]:
+        """Per window, ``(latest event time, customer, partition)`` of ``partitions`` in it, as committed
+        (``wait``: after the write in flight)."""
+
+    def _in_flight_active(self) -> dict[int, dict[str, int | None]]:
+        """Partition -> customer -> latest event time (None: none) as the write in flight leaves them."""
+        return {}
 
     @abstractmethod
     def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:

@@ -92,18 +92,25 @@ def explain(
     groups: Sequence[Sequence[str]] = REASON_GROUPS,
     permutations: int = PERMUTATIONS,
     seed: int = SEED,
+    learners: Sequence[tuple[OnlineModel | None, Blender]] | None = None,
+    learner_of: Sequence[int] | None = None,
 ) -> list[Explained]:
     """The ``top_k`` (at least 3) reasons with the largest |contribution| to each row's blended log-odds.
 
     ``X`` holds the rows in ``model.feature_names`` order, ``rows`` the same rows as feature dicts (for the
     online model). See the module docstring for the rule.
+
+    Rows of several online learners (a worker's partitions) are explained in one call, with one
+    ``predict_proba`` of the batch model for all: ``learners`` lists their ``(online, blender)`` and
+    ``learner_of`` gives each row's index into it (``online`` and ``blender`` are then not used).
     """
     X = np.asarray(X, dtype=np.float64)
     n, d = X.shape
     if n == 0:
         return []
-    if online is not None and not (online.ready and blender.online_weight() > 0.0):
-        online = None  # the blend is the batch probability alone
+    if learners is None or learner_of is None:
+        learners, learner_of = [(online, blender)], [0] * n
+    which = np.asarray(learner_of, dtype=np.intp)
     players = _players(model.feature_names, groups)
     n_players = len(players)
     player_of = np.empty(d, dtype=np.intp)
@@ -126,24 +133,33 @@ def explain(
     )
     reference = model.median_vector()
     take = states[:, player_of]  # (states, d): which batch columns hold the customer's values
-    if online is not None:
-        X_online = online.vectorize(rows)
-        position = {name: j for j, name in enumerate(model.feature_names)}
-        mapped = [position.get(name) for name in online.feature_names]
-        ref_online = np.array([np.nan if j is None else reference[j] for j in mapped])
-        take_online = np.column_stack(
-            [np.ones(len(states), dtype=bool) if j is None else take[:, j] for j in mapped]
-        )
-    f = np.empty((len(states), n))
+    prob = np.empty((len(states), n))
     step = max(1, _CHUNK_ROWS // len(states))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         batch_in = np.where(take[:, None, :], X[None, lo:hi], reference)
-        prob = model.predict_proba(batch_in.reshape(-1, d))
-        if online is not None:
+        prob[:, lo:hi] = model.predict_proba(batch_in.reshape(-1, d)).reshape(len(states), hi - lo)
+    for j, (learner_online, learner_blender) in enumerate(learners):
+        if learner_online is None or not (learner_online.ready and learner_blender.online_weight() > 0.0):
+            continue  # the blend is the batch probability alone
+        mine = np.flatnonzero(which == j)
+        if not len(mine):
+            continue
+        X_online = learner_online.vectorize([rows[int(i)] for i in mine])
+        position = {name: c for c, name in enumerate(model.feature_names)}
+        mapped = [position.get(name) for name in learner_online.feature_names]
+        ref_online = np.array([np.nan if c is None else reference[c] for c in mapped])
+        take_online = np.column_stack(
+            [np.ones(len(states), dtype=bool) if c is None else take[:, c] for c in mapped]
+        )
+        for lo in range(0, len(mine), step):
+            hi = min(len(mine), lo + step)
+            cols = mine[lo:hi]
             online_in = np.where(take_online[:, None, :], X_online[None, lo:hi], ref_online)
-            prob = blender.blend(prob, online.predict_matrix(online_in.reshape(-1, X_online.shape[1])))
-        f[:, lo:hi] = _logit(prob).reshape(len(states), hi - lo)
+            online_prob = learner_online.predict_matrix(online_in.reshape(-1, X_online.shape[1]))
+            blended = learner_blender.blend(prob[:, cols].reshape(-1), online_prob)
+            prob[:, cols] = np.asarray(blended).reshape(len(states), hi - lo)
+    f = _logit(prob)
 
     # f along each ordering, from the reference (step 0) to the customer (step n_players)
     along = np.empty((m, n_players + 1, n))

@@ -21,6 +21,11 @@ happens — learning a chunk once ``chunk_size`` labels are buffered, choosing t
 ``refit_every`` pairs were observed — happens at the end of the batch that made it due, live and on
 replay alike. The snapshot only bounds how much a restore replays.
 
+The scoring worker hands labels over with :meth:`Learner.wait` as batches resolve them and has them
+learned with :meth:`Learner.learn_waiting` at each sweep tick, sorted by their keys: what a learner has
+learned when a prediction is scored then depends on the events alone, never on where batches ended
+(docs/models.md, "When a learner learns").
+
 >>> learner = Learner.restore(None, None, b"")
 >>> line = learner.learn([[1.0, None]], [1], [0.4], [None], feature_names=["a", "b"])
 >>> line.snapshot, line.log.count(b"\\n")
@@ -32,8 +37,9 @@ replay alike. The snapshot only bounds how much a restore replays.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +48,9 @@ import orjson
 from churnstream.errors import ModelIntegrityError
 from churnstream.models.blend import Blender
 from churnstream.models.online import OnlineModel
+
+WAIT = "wait"  # a log line of labels taken in, to be learned at the next LEARN line
+LEARN = "learn"  # a log line: the waiting labels were learned here
 
 
 @dataclass(slots=True)
@@ -61,6 +70,11 @@ class Learner:
     blender: Blender
     snapshot_every: int = 1024  # labels logged since the last snapshot that call for the next one
     logged: int = 0  # labels in the log since the last snapshot
+    # Labels taken in but not learned yet (:meth:`wait`): (key, feature names, vector, label, batch p,
+    # online p), learned in key order by :meth:`learn_waiting`.
+    waiting: list[tuple[list[Any], tuple[str, ...], list[float | None], int, float, float | None]] = field(
+        default_factory=list
+    )
 
     def learn(
         self,
@@ -80,6 +94,43 @@ class Learner:
             return Checkpoint(True, b"")
         rows = [[y, b, o, *v] for v, y, b, o in zip(vectors, labels, batch_p, online_p, strict=True)]
         return Checkpoint(False, orjson.dumps([list(feature_names), rows]) + b"\n")
+
+    def wait(
+        self,
+        keys: Sequence[list[Any]],
+        vectors: Sequence[Sequence[float | None]],
+        labels: Sequence[int],
+        batch_p: Sequence[float],
+        online_p: Sequence[float | None],
+        *,
+        feature_names: Sequence[str],
+    ) -> bytes:
+        """Take resolved labels in, to be learned by the next :meth:`learn_waiting` in the order of their
+        ``keys`` (whatever order they came in); the log line to append, so a restore has them too."""
+        names = tuple(feature_names)
+        rows = []
+        for k, v, y, b, o in zip(keys, vectors, labels, batch_p, online_p, strict=True):
+            self.waiting.append((list(k), names, list(v), int(y), float(b), None if o is None else float(o)))
+            rows.append([list(k), int(y), b, o, *v])
+        return orjson.dumps([WAIT, list(names), rows]) + b"\n"
+
+    def learn_waiting(self) -> Checkpoint:
+        """Learn every waiting label, in key order: the same models whichever batches brought them. What
+        to write: a snapshot once ``snapshot_every`` labels were logged since the last, else the log line
+        that marks the learning (none when nothing waited)."""
+        if not self.waiting:
+            return Checkpoint(False, b"")
+        waiting, self.waiting = sorted(self.waiting, key=lambda w: w[0]), []
+        for names, run in itertools.groupby(waiting, key=lambda w: w[1]):
+            rows = list(run)
+            self._apply(
+                [w[2] for w in rows], [w[3] for w in rows], [w[4] for w in rows], [w[5] for w in rows], names
+            )
+        self.logged += len(waiting)
+        if self.logged >= self.snapshot_every:
+            self.logged = 0
+            return Checkpoint(True, b"")
+        return Checkpoint(False, orjson.dumps([LEARN]) + b"\n")
 
     # -- River's conventions: one dict per event ---------------------------------------------------
 
@@ -154,13 +205,23 @@ class Learner:
         )
         for line in (log or b"").splitlines():
             try:
-                names, rows = orjson.loads(line)
+                entry = orjson.loads(line)
+                if entry == [LEARN]:
+                    learner.learn_waiting()
+                    continue
+                waits = entry[0] == WAIT
+                names, rows = entry[1:] if waits else entry
+                keys = [row[0] for row in rows] if waits else []
+                rows = [row[1:] for row in rows] if waits else rows
                 vectors = [row[3:] for row in rows]
                 labels = [int(row[0]) for row in rows]
                 batch_p = [float(row[1]) for row in rows]
                 online_p: list[Any] = [None if row[2] is None else float(row[2]) for row in rows]
             except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
                 raise ModelIntegrityError(f"learner log line is malformed: {exc!r}") from None
-            learner._apply(vectors, labels, batch_p, online_p, names)
-            learner.logged += len(labels)
+            if waits:
+                learner.wait(keys, vectors, labels, batch_p, online_p, feature_names=names)
+            else:  # learned as it was logged (the log of a worker before labels waited for ticks)
+                learner._apply(vectors, labels, batch_p, online_p, names)
+                learner.logged += len(labels)
         return learner

@@ -159,12 +159,18 @@ class ChurnScorer:
             if k is None:
                 add_to(total, self._process(batch))
                 return total
-            head, batch = batch.split(k)
-            add_to(total, self._process(head))
+            # The events up to the one reaching the tick, and the tick's first chunk, in one write: the
+            # same wherever the reader ended the batch, so the online model learns in the same order.
+            last = k == len(batch.events)
+            head, batch = (batch, batch) if last else batch.split(k)
+            add_to(total, self._process(head, sweep=True))
             add_to(total, BatchReport(sweeps=self.sweep()))
+            if last:
+                return total
 
     def _tick_cut(self, batch: Batch) -> int | None:
-        """How many events to apply before sweeping a tick that this batch's events reach (None: all)."""
+        """How many events to apply before sweeping a tick that this batch's events reach (None: no tick
+        is reached)."""
         written = self.worker.written
         watermark = self.watermark()
         # None: sweeping starts at the first tick
@@ -181,10 +187,12 @@ class ChurnScorer:
             times[p] = event.timestamp
             moved = min(times[q] for q in assigned if q in times)
             if tick is None or self.sweeper.tick(moved) > tick:
-                return i + 1 if i + 1 < len(events) else None
+                return i + 1
         return None
 
-    def _process(self, batch: Batch) -> BatchReport:
+    def _process(self, batch: Batch, *, sweep: bool = False) -> BatchReport:
+        """Apply, score and write ``batch``; with ``sweep``, the first chunk of the sweep tick its events
+        reached goes into the same transaction, scored after the events (one write, not two)."""
         written = self.worker.written
         report = BatchReport()
         fresh: list[tuple[Event, Coordinates]] = []
@@ -227,7 +235,12 @@ class ChurnScorer:
         for p in self.assigned:
             if p in self.partition_time:
                 tx.set_partition_time(p, self.partition_time[p])
-        self._finish(tx, applied.scoring, resolved, letters, report, offsets=batch.offsets)
+        scoring = applied.scoring
+        if sweep and self.sweeper.ready(tx):
+            _, swept = self.sweeper.chunk(functools.partial(self.store.begin, into=tx))
+            for name in ScoringRows.__dataclass_fields__:
+                getattr(scoring, name).extend(getattr(swept, name))
+        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, tick=sweep)
         for topic, count in applied.per_topic.items():
             self.metrics.events.labels(self.topics.kind_of(topic)).inc(count)
         self._add(report)
@@ -256,13 +269,19 @@ class ChurnScorer:
         report: BatchReport,
         *,
         offsets: dict[tuple[str, int], int] | None = None,
+        tick: bool = False,
     ) -> None:
-        """Score and queue the unit's outputs, then write it through the worker (learning meanwhile)."""
+        """Score and queue the unit's outputs, then write it through the worker (learning meanwhile:
+        the resolved labels are taken in, and learned when the unit reached a sweep ``tick``)."""
         resolved = self.scoring.finish(tx, scoring, resolved, letters, report)
         if self._next_due is not None:
             self._next_due = min([self._next_due, *(d for d in tx.due.values() if d is not None)])
         self.worker.write(
-            tx, offsets=offsets, while_delivering=functools.partial(self.scoring.learn, tx, resolved)
+            tx,
+            offsets=offsets,
+            while_delivering=functools.partial(
+                self.scoring.learn, tx, resolved, partitions=sorted(self.assigned) if tick else ()
+            ),
         )
 
     def _add(self, report: BatchReport) -> None:
@@ -298,6 +317,7 @@ def open_store(settings: Settings) -> RedisFeatureStore:
         client=redis_client(settings.redis_url),
         namespace=settings.topic_prefix,
         lateness_ms=settings.lateness_ms,
+        cache_size=settings.state_cache_customers,
     )
     store.check_layout(partitions=input_partitions(settings))
     return store

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -324,22 +325,34 @@ class BatchScoring:
             self.metrics.outcomes.labels(source).inc(count)
         return cols
 
-    def learn(self, tx: Transaction, resolved: list[tuple[str, Resolved]]) -> None:
-        """Teach each partition's learner its resolved labels; its checkpoint goes into ``tx``."""
-        partitions = [tx.partitions[cid] for cid, _ in resolved]
-        for p, idx in by_partition(partitions).items():
+    def learn(
+        self, tx: Transaction, resolved: list[tuple[str, Resolved]], *, partitions: Iterable[int] = ()
+    ) -> None:
+        """Hand each partition's learner its resolved labels (logged in ``tx``), and let the learners of
+        ``partitions`` learn what waits (the unit of work that reached a sweep tick passes every assigned
+        partition): so the online model learns at ticks of event time, in the labels' own order, and
+        answers the same whichever batches the stream came in."""
+        where = [tx.partitions[cid] for cid, _ in resolved]
+        for p, idx in by_partition(where).items():
             learner = self.models.learner(p)
             done = [resolved[i][1] for i in idx]
-            checkpoint = learner.learn(
-                [r.features for r in done],
-                [r.label for r in done],
-                [r.batch_probability for r in done],
-                [r.online_probability for r in done],
-                feature_names=FEATURE_NAMES,
+            tx.log_learned(
+                p,
+                learner.wait(
+                    [[r.as_of, r.prediction_id] for r in done],
+                    [r.features for r in done],
+                    [r.label for r in done],
+                    [r.batch_probability for r in done],
+                    [r.online_probability for r in done],
+                    feature_names=FEATURE_NAMES,
+                ),
             )
+        for p in partitions:
+            learner = self.models.learner(p)
+            checkpoint = learner.learn_waiting()
             if checkpoint.snapshot:
                 tx.save_learner(p, *learner.snapshot_bytes())
-            else:
+            elif checkpoint.log:
                 tx.log_learned(p, checkpoint.log)
 
     def alerts(
@@ -351,22 +364,23 @@ class BatchScoring:
         report: BatchReport,
         rule: AlertRule,
     ) -> None:
+        from churnstream.models.blend import Blender
         from churnstream.models.explain import explain, recommended_actions
 
         models = self.models
-        reasons: dict[int, Any] = {}
-        for partition, idx in by_partition([scoring.partitions[i] for i in rows]).items():
-            learner = models.learner(partition)
-            which = [rows[j] for j in idx]
-            found = explain(
-                models.loaded.model,
-                learner.online,
-                learner.blender,
-                X[which],
-                [scoring.rows[i] for i in which],
-                top_k=3,
-            )
-            reasons.update(zip(which, found, strict=True))
+        partitions = sorted({scoring.partitions[i] for i in rows})
+        learners = [models.learner(p) for p in partitions]
+        found = explain(  # every partition's rows at once: one batch-model call
+            models.loaded.model,
+            None,
+            Blender(),
+            X[rows],
+            [scoring.rows[i] for i in rows],
+            top_k=3,
+            learners=[(learner.online, learner.blender) for learner in learners],
+            learner_of=[partitions.index(scoring.partitions[i]) for i in rows],
+        )
+        reasons: dict[int, Any] = dict(zip(rows, found, strict=True))
         holdout_share = self.settings.alert_holdout_share
         for i in rows:
             top = reasons[i].reasons

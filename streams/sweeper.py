@@ -4,7 +4,8 @@ The rule (which customers, at which tick) is :mod:`churnstream.features.sweep`, 
 path.
 
 A tick's customers are listed once (every milestone crossed since the partition's last tick) and
-rescored in chunks of at most ``CHURN_BATCH_SIZE``, one transaction each, all before the next event
+rescored in chunks of at most ``CHURN_BATCH_SIZE``, one transaction each (the scorer puts the first into
+the transaction of the events that reached the tick, :meth:`Sweeper.ready`), all before the next event
 batch: so what the online model has learned when an event is scored does not depend on timing, and an
 answer re-emitted after a crash is the same answer. A partition's tick is recorded in Redis with its
 last chunk; after a crash the tick is swept again, with the same prediction ids.
@@ -16,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from churnstream.features.definitions import features_as_of
 from churnstream.features.store import FeatureStore, Transaction
-from churnstream.features.sweep import plan_sweep, silence_windows, sweep_tick
+from churnstream.features.sweep import crossed_milestone, plan_sweep, silence_windows, sweep_tick
 from churnstream.settings import DAY_MS, Settings
 from churnstream.streams.scoring import ScoringRows
 
@@ -43,7 +44,8 @@ class Sweeper:
         self.interval = int(settings.sweep_interval_days * DAY_MS)
         self.milestones = settings.sweep_milestones_ms
         self.last_sweep: dict[int, int] = {}
-        self._queue: list[tuple[str, int, int]] = []  # (customer, partition, tick)
+        # (customer, partition, tick, the tick's silence windows of the customer's partition group)
+        self._queue: list[tuple[str, int, int, list[tuple[int, int]]]] = []
         self._done: dict[int, int] = {}  # partition -> tick to record with its last chunk
         self._reload = True
 
@@ -54,8 +56,13 @@ class Sweeper:
     @property
     def pending(self) -> bool:
         """Whether a chunk is waiting (planning first when nothing is queued)."""
+        return self.ready()
+
+    def ready(self, open_tx: Transaction | None = None) -> bool:
+        """:attr:`pending`, planning as if ``open_tx`` (the events that reached the tick, not written
+        yet) were written."""
         if not self._queue:
-            self._plan()
+            self._plan(open_tx)
         return bool(self._queue or self._done)
 
     def assign(self, partitions: Iterable[int]) -> None:
@@ -82,23 +89,24 @@ class Sweeper:
         """The next chunk's transaction (recording the ticks of partitions it finishes) and rows to score."""
         part = self._queue[: self.chunk_size]
         del self._queue[: len(part)]
-        tx = begin({cid: p for cid, p, _ in part})
+        tx = begin({cid: p for cid, p, _, _ in part})
         scoring = ScoringRows()
-        for cid, p, tick in part:
-            if tx.state(cid)["max"] is None:
-                continue
+        for cid, p, tick, windows in part:
+            latest = tx.state(cid)["max"]
+            if latest is None or not crossed_milestone(latest, windows):
+                continue  # forgotten, or active again since it was listed
             scoring.customer_ids.append(cid)
             scoring.as_of.append(tick)
             scoring.triggers.append("sweep")
             scoring.event_ids.append(None)
             scoring.rows.append(features_as_of(tx.state(cid), tick))
             scoring.partitions.append(p)
-        pending = {p for _, p, _ in self._queue}
+        pending = {p for _, p, _, _ in self._queue}
         for p in [p for p in self._done if p not in pending]:
             tx.set_sweep_tick(p, self._done.pop(p))
         return tx, scoring
 
-    def _plan(self) -> None:
+    def _plan(self, open_tx: Transaction | None = None) -> None:
         """List the customers whose silence reached a milestone between each partition's last tick and now."""
         if self._reload:
             for p in self.assigned:  # what Redis holds, for each assigned partition (dropped if none)
@@ -117,10 +125,11 @@ class Sweeper:
             self.last_sweep[p] = tick
             self._done[p] = tick
         for last, partitions in plan.groups:
-            listed: dict[str, int] = {}
-            for since, before in silence_windows(last, tick, self.milestones):
-                listed.update(self.store.active_before(before, partitions=partitions, since=since))
-            self._queue += [(cid, p, tick) for cid, p in listed.items()]
+            windows = silence_windows(last, tick, self.milestones)
+            # Not waiting for the write in flight, which would serialise Redis and this worker: the store
+            # lays what that write changes over what Redis answers.
+            listed = self.store.active_in(windows, partitions=partitions, wait=False, pending=open_tx)
+            self._queue += [(cid, p, tick, windows) for cid, p in listed.items()]
         for p in plan.due:
             self.last_sweep[p] = tick
             self._done[p] = tick

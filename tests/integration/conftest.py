@@ -525,9 +525,10 @@ def compare_state(settings: Settings, events: Sequence[Event]) -> StateCheck:
         for o in outcomes:
             if labels.setdefault(o["prediction_id"], o["label"]) != o["label"]:
                 changed.add(o["prediction_id"])
-        learned = 0  # every partition's online model (models.serving.ModelSet), each label taken in once
-        for partition in range(settings.topic_partitions):
-            learned += restore_learner(store, partition).online.n_learned
+        learned = 0  # every partition's online model (models.serving.ModelSet), each label taken in once:
+        for partition in range(settings.topic_partitions):  # learned, or waiting for the next sweep tick
+            learner = restore_learner(store, partition)
+            learned += learner.online.n_learned + len(learner.waiting)
         return StateCheck(
             watermark=t,
             end=end,

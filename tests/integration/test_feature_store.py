@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -254,6 +255,30 @@ def test_offline_builder_matches_the_store(store: FeatureStore) -> None:
     assert set(replay(events, lateness_ms=LATENESS)) == {"a", "b"}
 
 
+def test_the_state_cache_keeps_the_most_recent_customers_and_never_serves_a_stale_one() -> None:
+    """A worker keeps at most CHURN_STATE_CACHE_CUSTOMERS states in memory, dropping the least recently
+    used whole; one dropped is read again from Redis, so every answer stays exact."""
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    store = RedisFeatureStore(
+        client=client, namespace=f"test-{uuid.uuid4().hex[:8]}", lateness_ms=LATENESS, cache_size=2
+    )
+    try:
+        for day, cid in enumerate(["a", "b", "c", "a", "d"]):
+            store.update([order(day + 1, cid, day)])
+            store.flush()
+        assert list(store._cache) == ["a", "d"]  # b and c least recently used; a was used again
+        store.update([order(10, "b", 6)])  # b read from Redis, its first order kept
+        store.flush()
+        f = store.features("b", as_of=T0 + 6 * DAY_MS)
+        assert f is not None and f["orders_total"] == 2
+        assert list(store._cache) == ["d", "b"]
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
 def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
@@ -284,6 +309,39 @@ def test_silent_customers_are_listed_oldest_first(store: FeatureStore) -> None:
     assert list(store.active_before(T0 + 15 * DAY_MS, partitions=every)) == ["old", "mid"]
     assert list(store.active_before(T0 + 15 * DAY_MS, partitions=every, since=T0 + DAY_MS)) == ["mid"]
     assert store.watermark() == T0 + 20 * DAY_MS
+
+
+def test_silent_customers_listed_without_waiting_include_the_write_in_flight(store: FeatureStore) -> None:
+    """The sweeper asks without waiting for the write in flight (wait=False): that write's changes to
+    customers' latest event times are laid over what Redis still answers, so the list is the same."""
+    store.update([order(1, "old", 0), order(2, "mid", 10), order(3, "back", 5)])
+    store.flush()
+    every = range(PARTITIONS)
+    release = threading.Event()
+    tx = store.begin(["late", "back"])
+    tx.apply(order(4, "late", 2))  # a customer whose first event is old: now in the window
+    tx.apply(order(5, "back", 30))  # was in the window, active again: no longer
+    store.commit(tx, after=lambda: release.wait(30) or None)  # in flight until released
+    try:
+        listed = store.active_before(T0 + 15 * DAY_MS, partitions=every, wait=False)
+        assert list(listed) == ["old", "late", "mid"]
+        windows = [(T0 + 9 * DAY_MS, T0 + 40 * DAY_MS), (None, T0 + 3 * DAY_MS)]  # asked at once
+        assert list(store.active_in(windows, partitions=every, wait=False)) == ["mid", "back", "old", "late"]
+    finally:
+        release.set()
+        store.flush()
+    assert list(store.active_before(T0 + 15 * DAY_MS, partitions=every)) == ["old", "late", "mid"]
+    # an open transaction's changes, laid over as if written (the scorer sweeps inside the unit of work)
+    open_tx = store.begin(["first", "mid"])
+    open_tx.apply(order(6, "first", 1))
+    open_tx.apply(order(7, "mid", 25))
+    window = [(None, T0 + 15 * DAY_MS)]
+    assert list(store.active_in(window, partitions=every, wait=False, pending=open_tx)) == [
+        "old",
+        "first",
+        "late",
+    ]
+    assert list(store.active_in(window, partitions=every)) == ["old", "late", "mid"]  # nothing written
 
 
 def test_a_transaction_commits_state_partition_records_and_due_together(store: FeatureStore) -> None:

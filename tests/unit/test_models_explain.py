@@ -230,3 +230,20 @@ def test_recommended_actions_weigh_what_the_customer_is_worth() -> None:
     assert recommended_actions(quiet, value_at_risk=3.0) == [SECOND_ORDER]  # one order, from the reason
     assert recommended_actions(quiet, value_at_risk=3.0, orders_total=6) != [SECOND_ORDER]
     assert recommended_actions(tickets, value_at_risk=60.0, high_value_at_risk=100.0)[0] == SENIOR_SUPPORT
+
+
+def test_rows_of_several_learners_explained_at_once_are_explained_as_each_alone(models: tuple) -> None:
+    """The scorer explains every partition's alerts in one call (one batch-model prediction for all):
+    each row gets what its own learner alone gives it; a learner not ready leaves the batch model alone."""
+    batch, online, blender = models
+    not_ready = OnlineModel(feature_names=NAMES, min_learned=100)
+    learners = [(online, blender), (not_ready, Blender()), (None, Blender())]
+    learner_of = [i % 3 for i in range(len(ROWS))]
+    together = explain(batch, None, Blender(), ROWS, _rows(ROWS), learners=learners, learner_of=learner_of)
+    for i, j in enumerate(learner_of):
+        alone = explain(batch, *learners[j], ROWS[i : i + 1], _rows(ROWS[i : i + 1]))[0]
+        assert together[i].base == pytest.approx(alone.base, abs=1e-12)
+        assert [(r.feature, r.contribution) for r in together[i].reasons] == [
+            (r.feature, pytest.approx(r.contribution, abs=1e-12)) for r in alone.reasons
+        ]
+    assert together[0].base != pytest.approx(together[1].base)  # the blend, against the batch model alone

@@ -60,6 +60,59 @@ def test_snapshot_plus_log_restores_the_same_learner() -> None:
     assert live.online.ready and live.blender.weights()["pairs"] > 200
 
 
+def _ticks(rng: random.Random, cuts: list[int], rows: list) -> tuple[Learner, dict[str, bytes]]:
+    """Labels handed over in batches ending at ``cuts`` and learned at every tick (each 200th label),
+    written as the worker writes them."""
+    learner = Learner.restore(None, None, None)
+    learner.snapshot_every = 500
+    written: dict[str, bytes] = {"log": b""}
+    bounds = sorted({*cuts, *range(200, len(rows) + 1, 200), len(rows)})
+    lo = 0
+    for hi in bounds:
+        part = rows[lo:hi]
+        if part:
+            keys, vectors, labels, batch_p, online_p = (list(c) for c in zip(*part, strict=True))
+            written["log"] += learner.wait(
+                keys, vectors, labels, batch_p, online_p, feature_names=FEATURE_NAMES
+            )
+        if hi % 200 == 0:
+            checkpoint = learner.learn_waiting()
+            if checkpoint.snapshot:
+                written["online"], written["blender"] = learner.snapshot_bytes()
+                written["log"] = b""
+            else:
+                written["log"] += checkpoint.log
+        lo = hi
+    return learner, written
+
+
+def test_labels_learned_at_ticks_give_the_same_learner_whatever_batches_brought_them() -> None:
+    """The worker hands labels to its learners as batches resolve them and has them learned at sweep
+    ticks, in the labels' own order: batches cut anywhere (and labels arriving in another order between
+    two ticks) give the same models, and a restore from what was written has the same labels waiting."""
+    rng = random.Random(3)
+    vectors, labels, batch_p, online_p = _batch(rng, 1150)
+    rows = [
+        ([i // 7, f"p{i:05d}"], v, y, b, o)
+        for i, (v, y, b, o) in enumerate(zip(vectors, labels, batch_p, online_p, strict=True))
+    ]
+    one, written = _ticks(rng, list(range(0, 1150, 37)), rows)
+    shuffled = [
+        r for lo in range(0, 1150, 200) for r in rng.sample(rows[lo : lo + 200], len(rows[lo : lo + 200]))
+    ]
+    other, _ = _ticks(rng, list(range(0, 1150, 5)), shuffled)
+    assert (
+        one.online.n_learned == other.online.n_learned == 1000
+        and len(one.waiting) == len(other.waiting) == 150
+    )
+    assert one.blender.to_dict() == other.blender.to_dict()
+    probe = np.array(_batch(rng, 50)[0], dtype=np.float64)
+    np.testing.assert_array_equal(one.online.predict_matrix(probe), other.online.predict_matrix(probe))
+    restored = Learner.restore(written.get("online"), written.get("blender"), written["log"])
+    assert restored.online.n_learned == 1000 and restored.waiting == one.waiting
+    np.testing.assert_array_equal(restored.online.predict_matrix(probe), one.online.predict_matrix(probe))
+
+
 def test_a_log_is_much_smaller_than_a_snapshot() -> None:
     rng = random.Random(1)
     learner = Learner.restore(None, None, None)

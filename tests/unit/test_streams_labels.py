@@ -273,7 +273,7 @@ def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: b
             cid: (s.get("scoring", {}).get("pend", []), s.get("scoring", {}).get("kept"))
             for cid, s in states.items()
         },
-        learner.online.n_learned,
+        learner.online.n_learned + len(learner.waiting),  # learned, or waiting for the next sweep tick
         recording.most_pending,
         scorer.totals,
     )
