@@ -221,9 +221,39 @@ def drain_with_processes(settings: Settings, records: list[Any], n: int, log_pat
             if any(w.poll() is not None for w in workers):
                 raise SystemExit(f"a worker exited; see {log_path}")
             time.sleep(0.25)
-        return time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        PEAK_RSS_MB[n] = max(peak_rss_mb(w.pid) for w in workers)
+        return elapsed
     finally:
         stop_workers(workers)
+
+
+REDIS_PER_CUSTOMER: list[tuple[int, float]] = []  # (customers, bytes each) after the x1 run
+PEAK_RSS_MB: dict[int, float] = {}  # workers in the group -> the largest worker's peak RSS (MB)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A running process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def redis_bytes_per_customer(settings: Settings) -> tuple[int, float]:
+    """(customers, bytes of every Redis key of the run per customer): what one customer costs in Redis,
+    their state plus their share of the partitions' records and indexes."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"churn:{settings.topic_prefix}*", count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        total = sum(size or 0 for size in pipe.execute())
+        customers = sum(1 for key in keys if b"}:c:" in key)
+    finally:
+        client.close()
+    return customers, total / max(customers, 1)
 
 
 def latency_probe(
@@ -316,11 +346,56 @@ def latency_probe(
     }
 
 
+def in_process_throughput(settings: Settings, records: list[Any]) -> float:
+    """Events/s of one in-process worker draining ``records`` (as the throughput row)."""
+    from churnstream.streams.scorer import build_scorer
+
+    produce_backlog(settings, records)
+    worker = build_scorer(settings)
+    scorer = worker.handler
+    t0 = time.perf_counter()
+    while scorer.totals.events < len(records):
+        batch = worker.reader.poll_batch()
+        if batch.size:
+            scorer.process(batch)
+        scorer.sweep()
+    elapsed = time.perf_counter() - t0
+    worker.close()
+    return len(records) / elapsed
+
+
+def shadow_cost(
+    args: argparse.Namespace, records: list[Any], settings_for: Any, work: Path
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``--only shadow`` (#24): the in-process throughput without and with a model in shadow (a second
+    version of the same model: the same cost as a candidate of its kind), alternated, twice each."""
+    from churnstream.models.registry import ModelRegistry
+
+    registry = ModelRegistry(work / "models")
+    shadow = registry.register(registry.load().model, {"note": "bench: shadow of the current model"})
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for with_shadow in (False, True, False, True):
+        registry.shadow(shadow if with_shadow else None)
+        rates[with_shadow].append(in_process_throughput(settings_for("s"), records))
+        print(f"  shadow={with_shadow}: {rates[with_shadow][-1]:,.0f} events/s", file=sys.stderr)
+    registry.shadow(None)
+    return [
+        (
+            f"churnstream worker{' + shadow' if with_shadow else ''}",
+            "throughput",
+            {"events": len(records), "events_per_s": max(rates[with_shadow])},
+        )
+        for with_shadow in (False, True)
+    ]
+
+
 def run_benchmark(
     args: argparse.Namespace, records: list[Any], model: Any, settings_for: Any, work: Path
 ) -> list[tuple[str, str, dict[str, Any]]]:
     from churnstream.streams.scorer import build_scorer
 
+    if args.only == "shadow":
+        return shadow_cost(args, records, settings_for, work)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     if args.only != "latency":
         # -- throughput, micro-batched worker (driven from this thread: poll, process, sweep)
@@ -329,6 +404,12 @@ def run_benchmark(
         worker = build_scorer(s)
         scorer = worker.handler
         total = len(records)
+        profiler = None
+        if args.profile:  # the row then counts the profiler's overhead too: compare profiles, not rates
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         t0 = time.perf_counter()
         while scorer.totals.events < total:  # sweep() finishes its tick before returning
             batch = worker.reader.poll_batch()
@@ -336,6 +417,10 @@ def run_benchmark(
                 scorer.process(batch)
             scorer.sweep()
         elapsed = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+            print(f"  profile of the throughput run: {args.profile} (python -m pstats)", file=sys.stderr)
         worker.close()
         rows.append(("churnstream worker", "throughput", {"events": total, "events_per_s": total / elapsed}))
         print(f"  churnstream worker: {total:,} events in {elapsed:.1f} s; {scorer.totals}", file=sys.stderr)
@@ -353,7 +438,8 @@ def run_benchmark(
 
         # -- scale-out: the same backlog drained by 1 and by 2 `churnstream score` processes in one group
         for n in (1, 2):
-            elapsed = drain_with_processes(settings_for(f"w{n}"), records, n, work / "worker.log")
+            s = settings_for(f"w{n}")
+            elapsed = drain_with_processes(s, records, n, work / "worker.log")
             rows.append(
                 (
                     f"churnstream x{n} process",
@@ -361,6 +447,8 @@ def run_benchmark(
                     {"events": total, "events_per_s": total / elapsed},
                 )
             )
+            if n == 1:
+                REDIS_PER_CUSTOMER.append(redis_bytes_per_customer(s))
             print(f"  {n} worker process(es): {total:,} events in {elapsed:.1f} s", file=sys.stderr)
 
         # -- throughput, naive worker (a smaller backlog: it is slow)
@@ -450,7 +538,12 @@ def main() -> int:
         "--baseline-events", type=int, default=10_000, help="backlog size for the naive worker"
     )
     parser.add_argument(
-        "--only", choices=("throughput", "latency"), help="run one half of the benchmark (default: both)"
+        "--only",
+        choices=("throughput", "latency", "shadow"),
+        help="run one half of the benchmark (default: both); shadow: the cost of a model in shadow",
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="write a cProfile of the worker's throughput run to FILE"
     )
     args = parser.parse_args()
     # The table and the progress lines are the output. The workers this process runs log every rebalance
@@ -529,6 +622,12 @@ def main() -> int:
             f"{r.get('max_ms', float('nan')):>8.1f}"
         )
     print(f"\npeak RSS of the benchmark process: {rss:.0f} MB (both workers, models, data)")
+    for n, mb in sorted(PEAK_RSS_MB.items()):
+        print(f"peak RSS of one `churnstream score` process (x{n} run): {mb:.0f} MB")
+    for customers, each in REDIS_PER_CUSTOMER:
+        print(
+            f"Redis memory per customer (x1 run, every key / {customers:,} customers): {each / 1024:.1f} KiB"
+        )
     print("latency rows: events = predictions that arrived within the probe (+ drain time) of those sent")
     print(f"  after {args.warmup:g} s of warm-up at the same rate;")
     print("  live = events stamped at produce time (production); replay = historical times, days per second")

@@ -32,7 +32,8 @@ _HANDLERS = {
     "dataset": "churnstream.sources.cdnow:cli",
     "features": "churnstream.streams.feature_lookup:cli",
     "train": "churnstream.streams.train_topics:cli",
-    "models": "churnstream.models.registry:cli",
+    "models": "churnstream.streams.retrain:models_cli",
+    "retrain": "churnstream.streams.retrain:cli",
     "score": "churnstream.streams.scorer:cli",
     "monitor": "churnstream.streams.monitor:cli",
     "rebuild": "churnstream.streams.rebuild:cli",
@@ -229,16 +230,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = command(
         "models",
-        "list, show, promote or roll back model versions",
-        "Manage the model registry: list the versions, show one (default: the current one), promote a\n"
-        "version to current, or roll back to the previous current one. Workers pick up a change within\n"
+        "list, show, promote, shadow or roll back model versions",
+        "Manage the model registry: list the versions (champion, shadow, evidence), show one (default: the\n"
+        "current one), promote a version to current, roll back to the previous current one, or put a\n"
+        "version in shadow (scored beside the current one on every prediction, deciding nothing; --clear\n"
+        "empties the slot). Promoting the version in shadow shows the evidence read from churn_outcomes\n"
+        "and refuses a shadow that scored worse unless --force. Workers pick up a change within\n"
         "CHURN_MODEL_POLL_SECONDS.",
-        f"{_MODELS}: the registry (or --model-dir)",
+        f"{_MODELS}: the registry (or --model-dir); {_KAFKA} (the evidence)",
     )
-    models.add_argument("action", choices=["list", "promote", "rollback", "show"])
+    models.add_argument("action", choices=["list", "promote", "rollback", "show", "shadow"])
     models.add_argument("version", nargs="?")
+    models.add_argument("--clear", action="store_true", help="with shadow: no model in shadow")
+    models.add_argument("--force", action="store_true", help="with promote: promote despite worse evidence")
+    models.add_argument(
+        "--no-evidence", action="store_true", help="with promote: do not read churn_outcomes for evidence"
+    )
     models.add_argument("--model-dir", "--out", dest="model_dir", default=None, help=model_dir_help)
     models.add_argument("--dir", dest="model_dir", default=None, help=argparse.SUPPRESS)  # its old name
+
+    retrain = command(
+        "retrain",
+        "train a candidate from the topics and put it in shadow",
+        "Close the loop: train from the input topics (as `train --from-topics`), register the model\n"
+        "without promoting it, and put it in shadow, so the workers score every prediction with it and the\n"
+        "monitor gathers evidence; promote it with `churnstream models promote VERSION` (or by\n"
+        "CHURN_AUTO_PROMOTE_MARGIN). Runs on demand, from cron, or from the monitor\n"
+        "(CHURN_RETRAIN_ON_ADVICE).",
+        f"{_KAFKA}; {_MODELS}: the registry (or --model-dir); CHURN_HORIZON_DAYS",
+    )
+    retrain.add_argument("--model-dir", "--out", dest="model_dir", default=None, help=model_dir_help)
+    retrain.add_argument("--since", default=None, help="only events at or after this time (RFC 3339)")
+    retrain.add_argument("--until", default=None, help="only events before this time (RFC 3339)")
 
     command(
         "score",

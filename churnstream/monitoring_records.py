@@ -91,6 +91,12 @@ class DriftReport:
         "evidently_run": OutputField(
             "string", "This window's run in the Evidently UI project.", required=False, nullable=True
         ),
+        "evidence": OutputField(
+            "object",
+            "While a model is in shadow: it against the current model on the same labelled predictions "
+            "(churnstream.monitoring.evidence).",
+            required=False,
+        ),
     }
 
     report_id: str

@@ -92,9 +92,11 @@ class Prediction:
     risk_category: str
     features: dict[str, float | None]
     value_at_risk: float | None = None  # churnstream.models.value
+    shadow_model_version: str | None = None  # while a model is in shadow (#24)
+    shadow_probability: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "prediction_id": self.prediction_id,
             "customer_id": self.customer_id,
             "as_of": format_time(self.as_of),
@@ -109,6 +111,10 @@ class Prediction:
             "features": self.features,
             "value_at_risk": self.value_at_risk,
         }
+        if self.shadow_model_version is not None:  # the shadow's fields only while a model is in shadow
+            body["shadow_model_version"] = self.shadow_model_version
+            body["shadow_probability"] = self.shadow_probability
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +232,11 @@ class Outcome:
     batch_probability: float
     online_probability: float | None
     churn_probability: float
+    shadow_model_version: str | None = None  # copied from the pending prediction (#24)
+    shadow_probability: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "prediction_id": self.prediction_id,
             "customer_id": self.customer_id,
             "as_of": format_time(self.as_of),
@@ -239,3 +247,7 @@ class Outcome:
             "online_probability": self.online_probability,
             "churn_probability": self.churn_probability,
         }
+        if self.shadow_model_version is not None:
+            body["shadow_model_version"] = self.shadow_model_version
+            body["shadow_probability"] = self.shadow_probability
+        return body

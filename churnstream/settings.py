@@ -158,6 +158,12 @@ class Settings:
     alert_policy: str = "value_at_risk"  # or "high_risk" (see churnstream.models.alert_policy)
     alert_budget_share: float = 0.1  # at most this share of the active customers alerted per month
     alert_holdout_share: float = 0.0  # this share of picked customers held back as a control group
+    # Closing the loop (#24, churnstream.streams.retrain): the monitor promotes the model in shadow when its
+    # realized ROC-AUC beats the current one's by at least the margin (the whole bootstrap interval of the
+    # difference above it) over at least that many labels, and rolls back the same way; unset: never.
+    auto_promote_margin: float | None = None
+    auto_promote_min_labels: int = 1000
+    retrain_on_advice: int = 0  # 1: the monitor runs `churnstream retrain` (one at a time) on `retrain`
     kafka_properties: Mapping[str, str] = field(default_factory=dict)
     # Not a setting users make: where librdkafka's own log lines go (``logger`` of every Kafka client).
     kafka_logger: Any = field(default=None, compare=False)
@@ -205,6 +211,9 @@ class Settings:
         "api_threads": "CHURN_API_THREADS",
         "api_max_connections": "CHURN_API_MAX_CONNECTIONS",
         "api_max_batch": "CHURN_API_MAX_BATCH",
+        "auto_promote_margin": "CHURN_AUTO_PROMOTE_MARGIN",
+        "auto_promote_min_labels": "CHURN_AUTO_PROMOTE_MIN_LABELS",
+        "retrain_on_advice": "CHURN_RETRAIN_ON_ADVICE",
     }
 
     @classmethod

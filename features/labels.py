@@ -71,7 +71,7 @@ from churnstream.features.state import (
 )
 from churnstream.settings import DAY_MS
 
-P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES = range(6)
+P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES, P_SHADOW = range(7)
 
 # Kept predictions open at once per customer (see add_pending); from half of it on, they are spaced.
 OPEN_LIMIT = 16
@@ -207,6 +207,7 @@ class Resolved:
     online_probability: float | None
     churn_probability: float
     features: list[float | None]
+    shadow: list[Any] | None = None  # [shadow_model_version, shadow_probability] while a model is in shadow
 
 
 def add_pending(
@@ -221,8 +222,10 @@ def add_pending(
     horizon_ms: int,
     lateness_ms: int,
     recency_days: float | None,
+    shadow: list[Any] | None = None,
 ) -> bool:
     """Remember a prediction until its label is known; False when it is already pending or not kept.
+    ``shadow`` ([version, probability], while a model is in shadow) is kept for its outcome.
 
     ``recency_days`` is the prediction's own feature (days from the customer's last completed order to
     ``as_of``): kept predictions that order answered are no longer open. Whether a prediction is kept
@@ -265,6 +268,8 @@ def add_pending(
     if take:
         insort(kept, as_of)
         pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
+        if shadow is not None:  # an optional seventh item: pending lists written before stay valid
+            pend[-1].append(shadow)
         while len(pend) > MAX_PENDING:
             pend.remove(min(pend, key=_as_of))
     if kept:
@@ -289,6 +294,7 @@ def _resolved(p: list[Any], known: Label) -> Resolved:
         p[P_ONLINE],
         p[P_CHURN],
         p[P_FEATURES],
+        p[P_SHADOW] if len(p) > P_SHADOW else None,
     )
 
 

@@ -4,6 +4,8 @@ Layout of a registry root::
 
     root/
       current              one line: the current version (replaced atomically by rename)
+      shadow               one line: the version in shadow, scored beside the current one (absent: none)
+      evidence.json        the latest champion-vs-shadow evidence (churnstream.monitoring.evidence)
       history.json         versions that were current before, newest last (for rollback), and a log
       v0001/
         model.pkl          the pickled BatchModel
@@ -49,6 +51,8 @@ HASH_FILE = "model.sha256"
 METADATA_FILE = "metadata.json"
 CARD_FILE = "MODEL_CARD.md"
 CURRENT_FILE = "current"
+SHADOW_FILE = "shadow"
+EVIDENCE_FILE = "evidence.json"
 HISTORY_FILE = "history.json"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
@@ -110,6 +114,26 @@ class ModelRegistry:
         except FileNotFoundError:
             return None
         return text or None
+
+    def shadow_version(self) -> str | None:
+        """The version in shadow (scored beside the current one, deciding nothing), or None."""
+        try:
+            text = (self.root / SHADOW_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def evidence(self) -> dict[str, Any] | None:
+        """The latest recorded champion-vs-shadow evidence (see :meth:`record_evidence`), or None."""
+        try:
+            found = json.loads((self.root / EVIDENCE_FILE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def log(self) -> list[dict[str, Any]]:
+        """The registry's log of promotions, rollbacks and shadow changes, oldest first."""
+        return list(self._read_history()["log"])
 
     def versions(self) -> list[str]:
         """Every complete version, oldest first."""
@@ -216,10 +240,28 @@ class ModelRegistry:
         return version
 
     def promote(self, version: str) -> None:
-        """Make ``version`` current (after verifying its artifact); the previous one is kept for rollback."""
+        """Make ``version`` current (after verifying its artifact); the previous one is kept for rollback.
+        Promoting the version in shadow empties the shadow slot (it would shadow itself)."""
         self.verify(version)
         with self._lock():
             self._set_current(version, action="promote")
+            if self.shadow_version() == version:
+                self._set_shadow(None, reason="promoted")
+
+    def shadow(self, version: str | None, *, reason: str | None = None) -> None:
+        """Put ``version`` in shadow (after verifying its artifact), or empty the slot with None; logged in
+        the history like a promotion. Workers score every prediction with it beside the current model."""
+        if version is not None:
+            self.verify(version)
+        with self._lock():
+            self._set_shadow(version, reason=reason)
+
+    def record_evidence(self, evidence: dict[str, Any]) -> None:
+        """Keep the latest champion-vs-shadow evidence (``models list`` shows it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(
+            self.root / EVIDENCE_FILE, json.dumps(evidence, indent=1, default=_json_default).encode()
+        )
 
     def rollback(self) -> str:
         """Make the previously current version current again and return it."""
@@ -285,6 +327,26 @@ class ModelRegistry:
         _atomic_write(self.root / HISTORY_FILE, json.dumps(hist, indent=1).encode())
         _atomic_write(self.root / CURRENT_FILE, f"{version}\n".encode())
 
+    def _set_shadow(self, version: str | None, *, reason: str | None = None) -> None:
+        hist = self._read_history()
+        previous = self.shadow_version()
+        entry: dict[str, Any] = {
+            "at": _now_iso(),
+            "action": "shadow",
+            "version": version,
+            "previous": previous,
+        }
+        if reason:
+            entry["reason"] = reason
+        hist["log"].append(entry)
+        hist["log"] = hist["log"][-200:]
+        _atomic_write(self.root / HISTORY_FILE, json.dumps(hist, indent=1).encode())
+        if version is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.root / SHADOW_FILE)
+        else:
+            _atomic_write(self.root / SHADOW_FILE, f"{version}\n".encode())
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -345,17 +407,39 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "-" if value is None else str(value)
 
 
+def evidence_text(evidence: dict[str, Any]) -> str:
+    """A few lines for people: the champion-vs-shadow evidence as :mod:`churnstream.monitoring.evidence`
+    computes it (its ``cumulative`` part)."""
+    cum = evidence.get("cumulative") or {}
+    lines = [
+        f"evidence: shadow {evidence.get('shadow_version')} vs champion {evidence.get('champion_version')} "
+        f"on {cum.get('labels', 0)} labels ({cum.get('positives', 0)} churned): "
+        f"verdict {cum.get('verdict', '-')}"
+    ]
+    for metric in ("roc_auc", "pr_auc", "alert_value"):
+        m = cum.get(metric) or {}
+        low, high = m.get("interval") or (None, None)
+        lines.append(
+            f"  {metric:<12} champion {_fmt(m.get('champion'))}  shadow {_fmt(m.get('shadow'))}  "
+            f"difference {_fmt(m.get('difference'))} [{_fmt(low)}, {_fmt(high)}]"
+        )
+    return "\n".join(lines)
+
+
 def cli(args: Any, settings: Any) -> int:
-    """``churnstream models [--dir D] list | show [VERSION] | promote VERSION | rollback``."""
+    """``churnstream models [--dir D] list | show [VERSION] | promote VERSION | rollback | shadow VERSION``
+    (``shadow --clear`` empties the shadow slot)."""
     registry = ModelRegistry(args.model_dir or settings.model_dir)
     action = args.action
     out = sys.stdout
     if action == "list":
         current = registry.current_version()
+        shadow = registry.shadow_version()
         versions = registry.versions()
         if not versions:
             print(f"no model versions in {registry.root}", file=out)
             return 0
+        print(f"champion: {current or '-'}   shadow: {shadow or '-'}   (* champion, s shadow)", file=out)
         print(
             f"{'':2}{'version':<8} {'created_at':<21} {'model':<24} {'PR-AUC':>7} {'ROC-AUC':>7} {'ECE':>6}",
             file=out,
@@ -367,12 +451,32 @@ def cli(args: Any, settings: Any) -> int:
                 print(f"  {v:<8} unreadable: {exc}", file=out)
                 continue
             m = meta.get("metrics", {}).get("chosen", {})
-            mark = "*" if v == current else " "
+            mark = "*" if v == current else "s" if v == shadow else " "
             print(
                 f"{mark} {v:<8} {meta.get('created_at', ''):<21} {meta.get('chosen', ''):<24} "
                 f"{_fmt(m.get('pr_auc')):>7} {_fmt(m.get('roc_auc')):>7} {_fmt(m.get('ece')):>6}",
                 file=out,
             )
+        evidence = registry.evidence()
+        if shadow is not None and evidence is not None and evidence.get("shadow_version") == shadow:
+            print(evidence_text(evidence), file=out)
+        return 0
+    if action == "shadow":
+        if getattr(args, "clear", False):
+            if args.version:
+                raise ModelError("models shadow takes a VERSION or --clear, not both")
+            registry.shadow(None, reason="cleared")
+            print("no model in shadow", file=out)
+            return 0
+        if not args.version:
+            raise ModelError("models shadow needs a VERSION (or --clear; see `churnstream models list`)")
+        if args.version == registry.current_version():
+            raise ModelError(f"{args.version} is the current model: shadow another version")
+        registry.shadow(args.version)
+        print(
+            f"{args.version} is now in shadow beside {registry.current_version() or 'no current model'}",
+            file=out,
+        )
         return 0
     if action == "show":
         version = args.version or registry.current_version()

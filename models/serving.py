@@ -53,13 +53,17 @@ class ModelSet:
         self.loaded.model.warm_up()
         self._load_learner = load_learner
         self.learners: dict[int, Learner] = {}
+        self.shadow: Any = None  # shadow (#24): the LoadedModel in the registry's shadow slot, or None
+        self._shadow_refused: str | None = None  # a shadow version that failed to load (not retried)
+        self._reload_shadow()
 
     @property
     def version(self) -> str:
         return str(self.loaded.version)
 
     def maybe_reload(self) -> bool:
-        """Load a newly promoted version; True when the model changed."""
+        """Load a newly promoted version (and a new shadow); True when the current model changed."""
+        self._reload_shadow()
         current = self.registry.current_version()
         if current is None or current == self.loaded.version:
             return False
@@ -67,6 +71,42 @@ class ModelSet:
         self.loaded.model.warm_up()
         log.info("now scoring with model version %s", current)
         return True
+
+    # -- shadow (#24): a second batch model scored beside the current one; it decides nothing -----------
+
+    def _reload_shadow(self) -> None:
+        """Follow the registry's shadow slot; a shadow that cannot be loaded is logged and not scored."""
+        wanted = getattr(self.registry, "shadow_version", lambda: None)()
+        if wanted == self.loaded.version:
+            wanted = None
+        if wanted == (self.shadow.version if self.shadow is not None else None) or (
+            wanted is not None and wanted == self._shadow_refused
+        ):
+            return
+        if wanted is None:
+            self.shadow = None
+            log.info("no model in shadow any more")
+            return
+        try:
+            shadow = self.registry.load(wanted)
+            shadow.model.warm_up()
+        except Exception:  # a broken shadow must never stop the scoring of the current model
+            log.exception("cannot load model %s for shadow scoring; scoring without a shadow", wanted)
+            self.shadow, self._shadow_refused = None, wanted
+            return
+        self.shadow = shadow
+        log.info("scoring model version %s in shadow", wanted)
+
+    def shadow_score(self, rows: list[dict[str, Any]], X: np.ndarray) -> np.ndarray | None:
+        """The shadow model's batch probabilities for ``rows`` (``X``: the current model's matrix, reused
+        when both models use the same features), or None without a shadow."""
+        shadow = self.shadow
+        if shadow is None or not rows:
+            return None
+        model = shadow.model
+        if list(model.feature_names) != list(self.loaded.model.feature_names):
+            X = model.vectorize(rows)
+        return np.asarray(model.predict_proba(X), dtype=float)
 
     def learner(self, partition: int) -> Learner:
         """Partition ``partition``'s learner, restored from its checkpoint the first time it is needed."""

@@ -153,6 +153,10 @@ class BatchScoring:
         monitoring_cols: dict[str, list[Any]] = {}
         if n:
             X, batch_p, online_p, churn_p = models.score(scoring.rows, scoring.partitions)
+            # shadow (#24): the shadow's batch probabilities, one vectorised call; decisions ignore them
+            shadow_p = models.shadow_score(scoring.rows, X)
+            shadow_version = models.shadow.version if shadow_p is not None else None
+            shadow_list = None if shadow_p is None else np.round(shadow_p, 6).tolist()
             metadata = models.loaded.metadata
             model_risk = metadata.get("risk_thresholds")
             rule = AlertRule.of(self.settings, metadata)
@@ -194,6 +198,11 @@ class BatchScoring:
                     features=scoring.rows[i],
                     value_at_risk=var,
                 )
+                shadow = None
+                if shadow_list is not None:
+                    shadow = [shadow_version, shadow_list[i]]
+                    prediction.shadow_model_version = shadow_version
+                    prediction.shadow_probability = shadow_list[i]
                 predictions.append(prediction)
                 state = tx.state(cid)
                 add_pending(
@@ -207,6 +216,7 @@ class BatchScoring:
                     horizon_ms=self.horizon,
                     lateness_ms=self.lateness,
                     recency_days=scoring.rows[i]["recency_days"],
+                    shadow=shadow,
                 )
                 # an answer already known after as_of (a late event, a sweep, a label earlier in the
                 # batch) labels it at once
@@ -309,6 +319,8 @@ class BatchScoring:
                 online_probability=r.online_probability,
                 churn_probability=r.churn_probability,
             )
+            if r.shadow is not None:
+                outcome.shadow_model_version, outcome.shadow_probability = r.shadow
             self.worker.emit(outcomes_topic, cid, outcome.to_json())
             sources[r.source] += 1
             report.outcomes += 1

@@ -1,0 +1,308 @@
+"""Closing the loop (#24): retrain from the topics into shadow, gather evidence, promote on it.
+
+- ``churnstream retrain [--since T] [--until T]`` (:func:`cli`): train from the input topics (as ``train
+  --from-topics``), register the model without promoting it, put it in shadow. Each step is logged and the
+  registry's history records the shadow.
+- ``churnstream models promote VERSION`` (:func:`models_cli`): when VERSION is or was in shadow, the
+  evidence is read from ``churn_outcomes`` (:func:`read_outcomes`,
+  :func:`churnstream.monitoring.evidence.evidence_from_outcomes`) and shown; a shadow the evidence says is
+  worse is refused unless ``--force``. The other ``models`` actions are the registry's own.
+- The monitor (:class:`LoopWatch`, called on each drift report): while a model is in shadow it adds the
+  evidence to the report (``evidence``), promotes the shadow when ``CHURN_AUTO_PROMOTE_MARGIN`` is set and
+  the evidence says better by that margin over ``CHURN_AUTO_PROMOTE_MIN_LABELS`` labels (the demoted model
+  goes into shadow, so the same rule rolls back), and with ``CHURN_RETRAIN_ON_ADVICE=1`` starts
+  ``churnstream retrain`` in a subprocess (one at a time) when the report's action is ``retrain`` and no
+  model is in shadow.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from churnstream.errors import ChurnstreamError, ModelError
+from churnstream.models.registry import ModelRegistry, evidence_text
+from churnstream.models.registry import cli as registry_cli
+from churnstream.monitoring.evidence import evidence_from_outcomes
+from churnstream.settings import Settings
+from churnstream.timefmt import parse_time
+
+log = logging.getLogger(__name__)
+
+
+def _outcome(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(value or b"")
+        if not isinstance(obj, dict) or obj.get("shadow_probability") is None:
+            return None
+        return {
+            "as_of": parse_time(obj["as_of"]),
+            "label": int(obj["label"]),
+            "batch_probability": float(obj["batch_probability"]),
+            "shadow_probability": float(obj["shadow_probability"]),
+            "shadow_model_version": str(obj["shadow_model_version"]),
+        }
+    except Exception:  # not an outcome this reader can use: counted by nobody, like a foreign message
+        return None
+
+
+def read_outcomes(settings: Settings) -> list[dict[str, Any]]:
+    """The outcomes on ``churn_outcomes`` (up to its current end) that carry a shadow probability."""
+    from churnstream.streams.reading import read_to_end
+
+    found = []
+    for msg in read_to_end(settings, [settings.topics.churn_outcomes]):
+        row = _outcome(msg.value())
+        if row is not None:
+            found.append(row)
+    return found
+
+
+def evidence_for(settings: Settings, registry: ModelRegistry, version: str) -> dict[str, Any]:
+    """The evidence for ``version`` against the current model, from ``churn_outcomes``."""
+    return evidence_from_outcomes(
+        read_outcomes(settings),
+        shadow_version=version,
+        champion_version=registry.current_version(),
+        margin=0.0,
+        min_labels=settings.monitor_min_labels,
+        share=settings.alert_budget_share,
+    )
+
+
+def _was_shadow(registry: ModelRegistry, version: str) -> bool:
+    return registry.shadow_version() == version or any(
+        e.get("action") == "shadow" and e.get("version") == version for e in registry.log()
+    )
+
+
+def models_cli(args: Any, settings: Settings) -> int:
+    """``churnstream models ...``: the registry's command, with the evidence shown (and heeded) on promote."""
+    if args.action != "promote" or not args.version or getattr(args, "no_evidence", False):
+        return registry_cli(args, settings)
+    registry = ModelRegistry(args.model_dir or settings.model_dir)
+    version = args.version
+    if not _was_shadow(registry, version):
+        print(f"{version} was never in shadow: no evidence on live predictions", file=sys.stdout)
+        return registry_cli(args, settings)
+    try:
+        evidence = evidence_for(settings, registry, version)
+    except ChurnstreamError as exc:
+        if not args.force:
+            raise ModelError(
+                f"cannot read the evidence for {version} from {settings.topics.churn_outcomes}: {exc}; "
+                "promote with --force (or --no-evidence) to go ahead without it"
+            ) from None
+        print(f"no evidence ({exc}); promoting anyway (--force)", file=sys.stdout)
+        return registry_cli(args, settings)
+    print(evidence_text(evidence), file=sys.stdout)
+    verdict = evidence["cumulative"]["verdict"]
+    if registry.shadow_version() == version:
+        registry.record_evidence(evidence)
+    if verdict == "worse" and not args.force:
+        raise ModelError(
+            f"refusing to promote {version}: on the labelled live predictions it scored worse than "
+            f"{registry.current_version()} (see above); --force promotes it anyway"
+        )
+    return registry_cli(args, settings)
+
+
+def retrain(
+    settings: Settings,
+    *,
+    model_dir: str | Path | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    progress: bool = True,
+) -> str:
+    """Train from the input topics, register (not promoted), put in shadow; returns the new version."""
+    from churnstream.models.train import train
+    from churnstream.streams.train_topics import export_topics
+
+    root = Path(model_dir or settings.model_dir)
+    log.info("retrain: reading the input topics (since %s, until %s)", since, until)
+    with tempfile.TemporaryDirectory(prefix="churnstream-retrain-") as tmp:
+        export = export_topics(settings, Path(tmp), since=since, until=until, progress=progress)
+        for line in export.lost:
+            log.warning("history the topics no longer hold: %s", line)
+        if not export.written.get("orders"):
+            raise ChurnstreamError(
+                "the input topics hold no orders in the chosen time range: nothing to train on"
+            )
+        log.info(
+            "retrain: read %s; training",
+            ", ".join(f"{n:,} {kind}" for kind, n in sorted(export.written.items())),
+        )
+        version = train(tmp, root, settings=settings, promote=False, progress=progress)
+    registry = ModelRegistry(root)
+    log.info("retrain: registered %s (not promoted; current is %s)", version, registry.current_version())
+    registry.shadow(version, reason="retrain")
+    log.info("retrain: %s is in shadow; workers score it within CHURN_MODEL_POLL_SECONDS", version)
+    return version
+
+
+def cli(args: Any, settings: Settings) -> int:
+    """``churnstream retrain [--model-dir D] [--since T] [--until T]``."""
+    since = None if args.since is None else parse_time(args.since, "--since")
+    until = None if args.until is None else parse_time(args.until, "--until")
+    version = retrain(settings, model_dir=args.model_dir, since=since, until=until, progress=True)
+    print(f"{version} is in shadow; promote it with `churnstream models promote {version}`")
+    return 0
+
+
+class OutcomeFollower:
+    """The outcomes that carry a shadow probability, read incrementally from ``churn_outcomes`` by
+    assignment (no consumer group): each :meth:`poll` adds what was published since the last."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rows: list[dict[str, Any]] = []
+        self._consumer: Any = None
+
+    def poll(self, *, max_seconds: float = 5.0) -> int:
+        from churnstream.streams.kafka import end_offsets, make_consumer
+
+        topic = self.settings.topics.churn_outcomes
+        if self._consumer is None:
+            self._consumer = make_consumer(
+                self.settings,
+                f"churnstream-evidence-{uuid.uuid4().hex[:12]}",
+                **{"enable.partition.eof": True},
+            )
+            marks = end_offsets(self._consumer, topic)
+            self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in marks])
+        added = 0
+        deadline = time.monotonic() + max_seconds
+        eof: set[int] = set()
+        partitions = len(self._consumer.assignment())
+        while time.monotonic() < deadline and len(eof) < partitions:
+            msg = self._consumer.poll(0.2)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition() or 0)
+                continue
+            row = _outcome(msg.value())
+            if row is not None:
+                self.rows.append(row)
+                added += 1
+        return added
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class LoopWatch:
+    """What the monitor does about the loop on each drift report (see the module docstring); the outcomes
+    and the retrain process are injected so a test can drive it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        outcomes: Callable[[], list[dict[str, Any]]] | None = None,
+        start_retrain: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(settings.model_dir)
+        self._follower: OutcomeFollower | None = None
+        self._outcomes = outcomes
+        self._start_retrain = start_retrain or self._spawn
+        self.retraining: Any = None  # the running retrain process
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        if self._outcomes is not None:
+            return self._outcomes()
+        if self._follower is None:
+            self._follower = OutcomeFollower(self.settings)
+        self._follower.poll()
+        return self._follower.rows
+
+    def on_report(self, action: str | None) -> dict[str, Any] | None:
+        """Evidence for the report (None without a shadow); promotes or retrains when the settings say."""
+        shadow = self.registry.shadow_version()
+        evidence = None
+        if shadow is not None:
+            evidence = self.evidence(shadow)
+            self.maybe_promote(evidence)
+        elif action == "retrain" and self.settings.retrain_on_advice:
+            self.maybe_retrain()
+        return evidence
+
+    def evidence(self, shadow: str) -> dict[str, Any]:
+        s = self.settings
+        evidence = evidence_from_outcomes(
+            self.outcomes(),
+            shadow_version=shadow,
+            champion_version=self.registry.current_version(),
+            margin=s.auto_promote_margin or 0.0,
+            min_labels=max(
+                s.auto_promote_min_labels if s.auto_promote_margin is not None else 0, s.monitor_min_labels
+            ),
+            share=s.alert_budget_share,
+        )
+        try:  # for `models list`; the report carries the evidence either way
+            self.registry.record_evidence(evidence)
+        except OSError as exc:
+            log.warning("cannot keep the evidence in %s: %s", self.registry.root, exc)
+        return evidence
+
+    def maybe_promote(self, evidence: dict[str, Any]) -> bool:
+        """Promote the shadow when the auto-promotion policy allows; the demoted model becomes the shadow."""
+        if self.settings.auto_promote_margin is None or evidence["cumulative"]["verdict"] != "better":
+            return False
+        shadow, champion = evidence["shadow_version"], self.registry.current_version()
+        if shadow != self.registry.shadow_version():
+            return False
+        log.info(
+            "auto-promotion: %s beats %s (ROC-AUC difference %s over %d labels); promoting it",
+            shadow,
+            champion,
+            evidence["cumulative"]["roc_auc"]["interval"],
+            evidence["cumulative"]["labels"],
+        )
+        self.registry.promote(shadow)
+        if champion is not None:
+            self.registry.shadow(champion, reason="demoted by auto-promotion")
+        return True
+
+    def maybe_retrain(self) -> bool:
+        """Start one retrain unless one is running; True when started."""
+        if self.retraining is not None and self.retraining.poll() is None:
+            return False
+        log.info("the monitor advises retrain: starting `churnstream retrain`")
+        self.retraining = self._start_retrain()
+        return True
+
+    def _spawn(self) -> Any:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from churnstream.cli import main; sys.exit(main(sys.argv[1:]))",
+                "retrain",
+                "--model-dir",
+                str(self.settings.model_dir),
+            ]
+        )
+
+    def close(self) -> None:
+        if self._follower is not None:
+            self._follower.close()
+
+
+__all__ = ["LoopWatch", "OutcomeFollower", "cli", "evidence_for", "models_cli", "read_outcomes", "retrain"]
