@@ -1,5 +1,7 @@
 """The drift monitor's own pages: the report list (one row per window, newest first), the page of a window
-whose full Evidently report was not drawn, and the note above a drawn one; each names its window.
+whose full Evidently report was not drawn, and the note above a drawn one; each names its window. Beside
+them, the current top alerts (:func:`render_alerts_page`) and the daily report (:func:`render_report_page`,
+the records of :class:`~churnstream.monitoring.daily.DailyReport`).
 
 >>> page = render_report_list([], {"windows_reported": 0, "windows_done": 0, "rows_pending": 5,
 ...     "window_rows": 10, "reports_rendered": 0, "windows_merged": 0, "reports_pending": 0,
@@ -21,6 +23,7 @@ model v1: DRIFT (share 50%: x), action watch.
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 
@@ -92,7 +95,8 @@ th {{ background: #f4f4f4; }} td.num {{ text-align: right; }}
 tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{ color: #1b7f3b; }}
 </style></head><body>
 <h1>churnstream drift reports</h1>
-<p id="status">{status} &middot; <a href="/health">health</a> &middot; <a href="/metrics">metrics</a></p>
+<p id="status">{status} &middot; <a href="/alerts">top alerts</a> &middot; <a href="/report">daily report</a>
+&middot; <a href="/health">health</a> &middot; <a href="/metrics">metrics</a></p>
 <table id="drift-reports"><thead><tr>
 <th>window</th><th>window (event time)</th><th>rows</th><th>model</th><th>dataset drift</th>
 <th>drift share</th><th>drifted columns</th><th>prediction drift</th><th>concept drift</th>
@@ -100,6 +104,189 @@ tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{
 <tbody>{body}</tbody></table>
 </body></html>
 """
+
+
+_STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 14px; margin-bottom: 1.5em; }
+th, td { border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; } p.error { color: #b00020; }
+</style>"""
+
+_NAV = (
+    "<p><a href='/'>drift reports</a> &middot; <a href='/alerts'>top alerts</a> &middot; "
+    "<a href='/report'>daily report</a></p>"
+)
+
+
+def render_alerts_page(
+    month: str | None, alerts: list[dict[str, Any]], *, scanned: int, error: str | None = None
+) -> str:
+    """The current top alerts: ``alerts`` (of event-time ``month``, highest priority first) as a work list,
+    one row per customer with what a retention team acts on; ``scanned`` says how many were looked at.
+
+    >>> page = render_alerts_page("2024-05", [{"customer_id": "C<1>", "as_of": "2024-05-02T00:00:00Z",
+    ...     "churn_probability": 0.8, "value_at_risk": 120.0, "priority": 120.0, "policy": "value_at_risk",
+    ...     "holdout": False, "top_reasons": [{"feature": "recency_days", "value": 60, "contribution": 0.9}],
+    ...     "recommended_actions": ["call"]}], scanned=7)
+    >>> "data-customer='C&lt;1&gt;'" in page, "recency_days=60 (+0.90)" in page, "of 7 alerts" in page
+    (True, True, True)
+    """
+    esc = html.escape
+    rows = []
+    for rank, a in enumerate(alerts, 1):
+        reasons = ", ".join(
+            f"{r.get('feature')}={_value(r.get('value'))} ({_signed(r.get('contribution'))})"
+            for r in a.get("top_reasons") or []
+        )
+        holdout = bool(a.get("holdout"))
+        rows.append(
+            f"<tr data-customer='{esc(str(a.get('customer_id')))}' "
+            f"data-priority='{esc(str(a.get('priority')))}'>"
+            f"<td class='num'>{rank}</td><td>{esc(str(a.get('customer_id')))}</td>"
+            f"<td>{esc(str(a.get('as_of')))}</td><td class='num'>{_fixed(a.get('churn_probability'), 3)}</td>"
+            f"<td class='num'>{_fixed(a.get('value_at_risk'), 2)}</td>"
+            f"<td class='num'>{_fixed(a.get('priority'), 2)}</td>"
+            f"<td>{esc(str(a.get('policy') or '-'))}</td>"
+            f"<td>{'held back: do not contact' if holdout else 'no'}</td>"
+            f"<td>{esc(reasons) or '-'}</td>"
+            f"<td>{esc('; '.join(str(x) for x in a.get('recommended_actions') or [])) or '-'}</td></tr>"
+        )
+    if error:
+        status = f"<p class='error' id='status'>{esc(error)}</p>"
+    elif month is None:
+        status = f"<p id='status'>No alerts yet (of {scanned:,} alerts read).</p>"
+    else:
+        status = (
+            f"<p id='status'>The {len(alerts)} alerts of highest priority in {esc(month)} (event time), "
+            f"one per customer, of {scanned:,} alerts read from the end of the alerts topic.</p>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>churnstream top alerts</title>
+{_STYLE}</head><body>
+<h1>Top alerts{"" if month is None else " of " + esc(month)}</h1>
+{_NAV}
+{status}
+<table id="top-alerts"><thead><tr><th>#</th><th>customer</th><th>as of</th><th>churn probability</th>
+<th>value at risk</th><th>priority</th><th>policy</th><th>holdout</th><th>top reasons</th><th>actions</th>
+</tr></thead><tbody>{"".join(rows)}</tbody></table>
+</body></html>
+"""
+
+
+def render_report_page(
+    days: list[dict[str, Any]], *, day: str | None = None, error: str | None = None
+) -> str:
+    """The daily report: the latest days (newest first, each linking to its own view), or with ``day`` every
+    figure of that day; ``days`` are :meth:`DailyReport.days`' records, as ``churnstream report --json``.
+
+    >>> from churnstream.monitoring.daily import DailyReport
+    >>> report = DailyReport()
+    >>> report.add_prediction({"as_of": "2024-05-01T10:00:00Z", "trigger": "event", "risk_category": "HIGH",
+    ...     "churn_probability": 0.8}, latency_ms=12.0)
+    >>> page = render_report_page(report.days())
+    >>> "href='/report?day=2024-05-01'" in page, "field='predictions.by_risk.HIGH' data-value='1'" in page
+    (True, True)
+    >>> one = render_report_page(report.days(), day="2024-05-01")
+    >>> "data-field='scoring_latency_ms.p50' data-value='12.0'" in one
+    True
+    """
+    esc = html.escape
+    if error:
+        body = f"<p class='error' id='status'>{esc(error)}</p>"
+    elif day is not None:
+        found = [d for d in days if d.get("day") == day]
+        if not found:
+            body = f"<p id='status'>Nothing happened on {esc(day)}.</p>"
+        else:
+            facts = "".join(
+                f"<tr><th>{esc(name)}</th>{_cell(name, value)}</tr>" for name, value in _flatten(found[0])
+            )
+            body = f"<p id='status'>Every figure of {esc(day)}.</p><table id='day'>{facts}</table>"
+    elif not days:
+        body = "<p id='status'>No predictions, alerts, outcomes or dead letters yet.</p>"
+    else:
+        head = "".join(f"<th>{esc(label)}</th>" for _, label in _REPORT_COLUMNS)
+        rows = []
+        for d in list(reversed(days))[:REPORT_DAYS]:
+            flat = dict(_flatten(d))
+            name = esc(str(d.get("day")))
+            cells = "".join(_cell(field, flat.get(field, 0)) for field, _ in _REPORT_COLUMNS[1:])
+            rows.append(f"<tr data-day='{name}'><td><a href='/report?day={name}'>{name}</a></td>{cells}</tr>")
+        body = (
+            f"<p id='status'>The latest {len(rows)} of {len(days)} days (UTC days of event time), newest "
+            "first; a day's link shows all its figures.</p>"
+            f"<table id='days'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    title = "Daily report" + ("" if day is None else f" of {esc(day)}")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>churnstream {title.lower()}</title>
+{_STYLE}</head><body>
+<h1>{title}</h1>
+{_NAV}
+{body}
+<p>What each figure means: <code>churnstream report --help</code> and docs/monitor.md; the same records
+as JSON: <a href="/report.json{"" if day is None else "?day=" + esc(day)}">report.json</a>.</p>
+</body></html>
+"""
+
+
+REPORT_DAYS = 31  # days listed on the report page; older ones by ?day=
+
+_REPORT_COLUMNS = [
+    ("day", "day"),
+    ("predictions.total", "predictions"),
+    ("predictions.by_trigger.event", "event"),
+    ("predictions.by_trigger.sweep", "sweep"),
+    ("predictions.by_risk.HIGH", "HIGH"),
+    ("predictions.by_risk.MEDIUM", "MEDIUM"),
+    ("predictions.by_risk.LOW", "LOW"),
+    ("predicted_churn_rate", "predicted churn rate"),
+    ("alerts.sent", "alerts"),
+    ("alerts.holdout", "held back"),
+    ("alerts.value_at_risk", "value at risk"),
+    ("outcomes.labelled", "labelled"),
+    ("outcomes.churned", "churned"),
+    ("outcomes.realized_roc_auc_so_far", "ROC-AUC so far"),
+    ("dead_letters.total", "dead letters"),
+    ("scoring_latency_ms.p50", "latency p50 ms"),
+    ("scoring_latency_ms.p95", "p95 ms"),
+    ("scoring_latency_ms.p99", "p99 ms"),
+]
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted name, value)`` of every figure of a day's record; dead letters also get their total."""
+    out: list[tuple[str, Any]] = []
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if name == "dead_letters":
+                out.append(("dead_letters.total", sum(value.values())))
+            out.extend(_flatten(value, name + "."))
+        elif name != "day":
+            out.append((name, value))
+    return out
+
+
+def _cell(name: str, value: Any) -> str:
+    shown = "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+    return (
+        f"<td class='num' data-field='{html.escape(name)}' "
+        f"data-value='{html.escape(json.dumps(value))}'>{html.escape(shown)}</td>"
+    )
+
+
+def _fixed(value: Any, digits: int) -> str:
+    return f"{value:,.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+.2f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _value(value: Any) -> str:
+    return "null" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def window_banner(message: dict[str, Any]) -> str:

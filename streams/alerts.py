@@ -3,89 +3,86 @@
 It reads by assignment (no consumer group state is left behind), so it never moves a worker's offsets.
 Without ``--follow`` it prints the topic from its beginning and stops at the end as it was when the
 command started; with ``--follow`` it starts at the end, like ``tail -f`` (``--from-beginning`` first
-prints what is there).
+prints what is there). Reading is :mod:`churnstream.streams.reading`'s, as for every command that reads what
+the service published.
+
+:func:`top_alerts` picks the current top alerts (the latest month's, by priority) that the monitor's
+``/alerts`` page lists, from the tail of the topic (:func:`recent_alerts`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any, TextIO
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+import orjson
 
 from churnstream.errors import InfraError
+from churnstream.models.alert_policy import month_of
 from churnstream.settings import Settings
-from churnstream.streams.kafka import end_offsets, make_consumer
+from churnstream.streams.reading import read_to_end, read_topic
 from churnstream.streams.topics import existing_topics
+from churnstream.timefmt import parse_time
 
-# Without progress for this long while the topic still has unread messages, something is wrong.
-STALL_SECONDS = 30.0
+# How far back from its end each partition of churn_alerts is read for the current top alerts.
+ALERTS_SCANNED = 2_000
 
 
-def read_topic(
-    settings: Settings,
-    topic: str,
-    *,
-    follow: bool = False,
-    from_beginning: bool = True,
-    poll_timeout: float = 0.5,
-) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """``(key, value)`` of each message of ``topic``; stops at the end unless ``follow``.
+def top_alerts(
+    alerts: Iterable[dict[str, Any]], *, limit: int = 20
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """The latest event-time month among ``alerts`` and its ``limit`` alerts of highest priority, one per
+    customer (their highest), highest first; ties go to the higher churn probability, then the later alert.
 
-    ``from_beginning=False`` (only with ``follow``) starts at the end, so only new messages come.
+    >>> month, top = top_alerts([
+    ...     {"customer_id": "A", "as_of": "2024-05-03T00:00:00Z", "priority": 10.0, "churn_probability": 0.4},
+    ...     {"customer_id": "B", "as_of": "2024-05-09T00:00:00Z", "priority": 30.0, "churn_probability": 0.2},
+    ...     {"customer_id": "A", "as_of": "2024-05-20T00:00:00Z", "priority": 50.0, "churn_probability": 0.5},
+    ...     {"customer_id": "C", "as_of": "2024-04-30T00:00:00Z", "priority": 99.0, "churn_probability": 0.9},
+    ...     {"customer_id": "D", "as_of": "2024-05-01T00:00:00Z", "churn_probability": 0.9}], limit=2)
+    >>> month, [(a["customer_id"], a["priority"]) for a in top]
+    ('2024-05', [('A', 50.0), ('B', 30.0)])
     """
-    consumer = make_consumer(
-        settings,
-        f"churnstream-reader-{uuid.uuid4().hex[:12]}",
-        **{"enable.partition.eof": True},
-    )
-    try:
+    by_month: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
         try:
-            marks = end_offsets(consumer, topic)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise InfraError(
-                    f"topic {topic} does not exist; create it with: churnstream topics create"
-                ) from None
-            raise InfraError(f"cannot read the end offsets of {topic}: {error}") from None
-        partitions = sorted(marks)
-        pending = {p: high for p, (low, high) in marks.items() if high > low}
-        if not from_beginning and follow:
-            pending = {}
-            consumer.assign([TopicPartition(topic, p, marks[p][1]) for p in partitions])
-        else:
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        last_progress = time.monotonic()
-        while follow or pending:
-            msg = consumer.poll(poll_timeout)
-            if msg is None:
-                if not follow and time.monotonic() - last_progress > STALL_SECONDS:
-                    raise InfraError(
-                        f"no progress reading {topic} for {STALL_SECONDS:.0f} s; is Kafka still up?"
-                    )
-                continue
-            error = msg.error()
-            partition = msg.partition()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    if partition is not None:
-                        pending.pop(partition, None)
-                    continue
-                if error.fatal():
-                    raise KafkaException(error)
-                continue
-            last_progress = time.monotonic()
-            offset = msg.offset()
-            if partition in pending and offset is not None and offset + 1 >= pending[partition]:
-                del pending[partition]
-            yield msg.key(), msg.value()
-    finally:
-        consumer.close()
+            by_month.setdefault(month_of(parse_time(alert["as_of"], "as_of")), []).append(alert)
+        except (KeyError, TypeError, ValueError):
+            continue  # not an alert this version understands: churnstream alerts shows it as it is
+    if not by_month:
+        return None, []
+    month = max(by_month)
+    best: dict[str, tuple[tuple[float, float, int], dict[str, Any]]] = {}
+    for alert in by_month[month]:
+        rank = (
+            _number(alert.get("priority")),
+            _number(alert.get("churn_probability")),
+            parse_time(alert["as_of"]),
+        )
+        customer = str(alert.get("customer_id"))
+        if customer not in best or rank > best[customer][0]:
+            best[customer] = (rank, alert)
+    ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]), reverse=True)
+    return month, [alert for _, (_, alert) in ranked[:limit]]
+
+
+def recent_alerts(settings: Settings, *, per_partition: int = ALERTS_SCANNED) -> list[dict[str, Any]]:
+    """The last ``per_partition`` alerts of each partition of ``churn_alerts`` (by assignment)."""
+    alerts = []
+    for msg in read_to_end(settings, [settings.topics.churn_alerts], last=per_partition):
+        try:
+            alert = orjson.loads(msg.value() or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(alert, dict):
+            alerts.append(alert)
+    return alerts
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 def format_alert(alert: dict[str, Any]) -> str:

@@ -27,6 +27,10 @@ Web pages (:class:`MonitorPages`, an aiohttp server faust runs with the app, bou
 ``settings.web_host``:``settings.web_port``): ``/`` and ``/reports/`` list the windows with their verdicts,
 ``/reports/<id>`` is the window's Evidently HTML report, ``/reports/<id>.json`` its message, ``/metrics``
 the metrics for Prometheus (:class:`~churnstream.streams.monitor_health.MonitorMetrics`, ``churn_monitor_*``).
+``/alerts`` lists the current top alerts (the latest event-time month's, by priority, one per customer) and
+``/report`` the daily report's latest days (``?day=YYYY-MM-DD``: every figure of one day), with
+``/alerts.json`` and ``/report.json`` (what ``churnstream report --json`` prints); both are read from the
+published topics in a process of their own, on request (:mod:`~churnstream.streams.monitor_views`).
 
 ``/health`` is liveness: the monitor's state as JSON, 200 with ``status`` ``ok``, or 503 with ``stuck``
 once input has waited :data:`~churnstream.streams.monitor_health.STUCK_SECONDS` for the agent (records on
@@ -53,6 +57,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -60,9 +65,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from churnstream.dead_letter import DeadLetter, dead_letter_payload
+from churnstream.errors import ChurnstreamError
 from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
-from churnstream.monitoring.pages import render_report_list
+from churnstream.monitoring.pages import render_alerts_page, render_report_list, render_report_page
 from churnstream.monitoring.reference import ReferenceSource, RegistrySource
 from churnstream.monitoring.render import ReportRenderer
 from churnstream.monitoring.report import ReportStore
@@ -71,6 +77,8 @@ from churnstream.settings import DAY_MS, Settings
 from churnstream.streams.health import DependencyProbe
 from churnstream.streams.monitor_health import InputOffsets
 from churnstream.streams.monitor_service import MonitorService
+from churnstream.streams.monitor_views import PublishedViews
+from churnstream.streams.retrain import LoopWatch
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +212,18 @@ class MonitorApp:
         reports_topic = app.topic(settings.topics.drift_reports, **raw)
         dead_topic = app.topic(settings.topics.dead_letter, **raw)
 
+        loop_watch = LoopWatch(settings)  # #24: evidence while a model is in shadow, auto-promotion, retrain
+
         async def publish_report(report: DriftReport) -> None:
+            try:  # reads churn_outcomes and the registry: off the event loop; never stops the report
+                evidence = await asyncio.get_running_loop().run_in_executor(
+                    None, loop_watch.on_report, report.action
+                )
+            except Exception:
+                log.exception("the shadow evidence, auto-promotion or retrain failed for this report")
+                evidence = None
+            if evidence is not None:
+                report.extra["evidence"] = evidence
             value = json.dumps(report.to_json(), ensure_ascii=False).encode("utf-8")
             delivery = await reports_topic.send(key=report.model_version.encode("utf-8"), value=value)
             await delivery
@@ -262,7 +281,11 @@ class MonitorApp:
             await service.publisher.run()
 
         pages = MonitorPages(
-            service, DependencyProbe(settings, redis=False), host=settings.web_host, port=settings.web_port
+            service,
+            DependencyProbe(settings, redis=False),
+            host=settings.web_host,
+            port=settings.web_port,
+            views=PublishedViews(settings),
         )
         app.web_server(pages.as_service())
         return cls(app, service, batches)
@@ -331,11 +354,20 @@ class MonitorPages:
     (registered with ``faust.App.web_server``, the public way to replace faust's own web stack, whose index
     page would take ``/``)."""
 
-    def __init__(self, service: MonitorService, probe: DependencyProbe, *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        service: MonitorService,
+        probe: DependencyProbe,
+        *,
+        host: str,
+        port: int,
+        views: PublishedViews | None = None,
+    ) -> None:
         self.service = service
         self.probe = probe
         self.host = host
         self.port = port
+        self.views = views or PublishedViews(service.settings)
 
     def application(self) -> Any:
         from aiohttp import web
@@ -374,7 +406,51 @@ class MonitorPages:
             data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
             return web.Response(body=data, content_type="application/json" if as_json else "text/html")
 
+        views = self.views
+
+        async def alerts_page(request: web.Request) -> web.Response:
+            try:
+                found = await views.alerts()
+            except ChurnstreamError as exc:
+                page = render_alerts_page(None, [], scanned=0, error=f"cannot read the alerts: {exc}")
+                return web.Response(text=page, content_type="text/html", status=503)
+            page = render_alerts_page(found["month"], found["alerts"], scanned=found["scanned"])
+            return web.Response(text=page, content_type="text/html")
+
+        async def alerts_json(request: web.Request) -> web.Response:
+            try:
+                return web.json_response(await views.alerts())
+            except ChurnstreamError as exc:
+                return web.json_response({"error": str(exc)}, status=503)
+
+        def asked_day(request: web.Request) -> str | None:
+            day = request.query.get("day")
+            if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+                raise web.HTTPBadRequest(text=f"day must be YYYY-MM-DD, not {day!r}")
+            return day
+
+        async def report_page_(request: web.Request) -> web.Response:
+            day = asked_day(request)
+            try:
+                days = await views.report()
+            except ChurnstreamError as exc:
+                page = render_report_page([], day=day, error=f"cannot read the report: {exc}")
+                return web.Response(text=page, content_type="text/html", status=503)
+            return web.Response(text=render_report_page(days, day=day), content_type="text/html")
+
+        async def report_json(request: web.Request) -> web.Response:
+            day = asked_day(request)
+            try:
+                days = await views.report()
+            except ChurnstreamError as exc:
+                return web.json_response({"error": str(exc)}, status=503)
+            return web.json_response([d for d in days if day is None or d["day"] == day])
+
         application = web.Application()
+        application.router.add_get("/alerts", alerts_page)
+        application.router.add_get("/alerts.json", alerts_json)
+        application.router.add_get("/report", report_page_)
+        application.router.add_get("/report.json", report_json)
         application.router.add_get("/health", health)
         application.router.add_get("/ready", ready)
         application.router.add_get("/metrics", metrics)
@@ -401,6 +477,7 @@ class MonitorPages:
             async def on_stop(self) -> None:
                 if self.runner is not None:
                     await self.runner.cleanup()
+                pages.views.close()
 
         return PagesService()
 

@@ -1,8 +1,9 @@
-"""Reading topics to their end by assignment, leaving no consumer group state behind.
+"""Reading topics by assignment, leaving no consumer group state behind.
 
-Commands that look at what the service published (``churnstream alerts``, ``churnstream report``) read
-this way, so they never move a worker's offsets: every partition from its beginning up to the end it had
-when reading started.
+Commands that look at what the service published (``churnstream alerts``, ``churnstream report``, the
+monitor's pages) read this way, so they never move a worker's offsets. :func:`read_to_end` reads every
+partition up to the end it had when reading started, from its beginning or just its last messages;
+:func:`read_messages` can also go on following new messages, like ``tail -f``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from churnstream.errors import InfraError
 from churnstream.settings import Settings
@@ -20,9 +22,32 @@ from churnstream.streams.kafka import end_offsets, make_consumer
 # Without progress for this long while a topic still has unread messages, something is wrong.
 STALL_SECONDS = 30.0
 
+Start = Literal["beginning", "end"] | int
 
-def read_to_end(settings: Settings, topics: Sequence[str], *, poll_timeout: float = 0.5) -> Iterator[Message]:
-    """Every message of ``topics`` up to their current ends (per partition in offset order)."""
+
+def read_to_end(
+    settings: Settings, topics: Sequence[str], *, last: int | None = None, poll_timeout: float = 0.5
+) -> Iterator[Message]:
+    """Every message of ``topics`` up to their current ends (per partition in offset order); with ``last``,
+    only the last ``last`` offsets of each partition (fewer messages where some are transaction markers)."""
+    start: Start = "beginning" if last is None else max(0, last)
+    return read_messages(settings, topics, start=start, poll_timeout=poll_timeout)
+
+
+def read_messages(
+    settings: Settings,
+    topics: Sequence[str],
+    *,
+    start: Start = "beginning",
+    follow: bool = False,
+    poll_timeout: float = 0.5,
+) -> Iterator[Message]:
+    """The messages of ``topics`` from ``start`` (``"beginning"``, ``"end"``, or a count: that many offsets
+    before each partition's end), up to the ends they had when reading started; with ``follow``, on and on.
+
+    Raises :class:`~churnstream.errors.InfraError` when a topic does not exist, or when, not following,
+    messages known to be there stop coming for :data:`STALL_SECONDS`.
+    """
     # partition EOF: the last offsets below a high watermark may be transaction markers, never delivered
     consumer = make_consumer(
         settings, f"churnstream-reader-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
@@ -31,27 +56,25 @@ def read_to_end(settings: Settings, topics: Sequence[str], *, poll_timeout: floa
         pending: dict[tuple[str, int], int] = {}
         assignment = []
         for topic in topics:
-            try:
-                marks = end_offsets(consumer, topic)
-            except KafkaException as exc:
-                error = exc.args[0]
-                if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise InfraError(
-                        f"topic {topic} does not exist; create it with: churnstream topics create"
-                    ) from None
-                raise InfraError(f"cannot read the end offsets of {topic}: {error}") from None
-            for p, (low, high) in marks.items():
-                if high > low:
+            for p, (low, high) in sorted(_end_offsets(consumer, topic).items()):
+                if start == "beginning":
+                    first, offset = low, OFFSET_BEGINNING
+                elif start == "end":
+                    first = offset = high
+                else:
+                    first = offset = max(low, high - start)
+                if high > first:
                     pending[(topic, p)] = high
-                    assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                if high > first or follow:
+                    assignment.append(TopicPartition(topic, p, offset))
         if not assignment:
             return
         consumer.assign(assignment)
         last_progress = time.monotonic()
-        while pending:
+        while follow or pending:
             msg = consumer.poll(poll_timeout)
             if msg is None:
-                if time.monotonic() - last_progress > STALL_SECONDS:
+                if not follow and time.monotonic() - last_progress > STALL_SECONDS:
                     raise InfraError(
                         f"no progress reading {', '.join(topics)} for {STALL_SECONDS:.0f} s; "
                         "is Kafka still up?"
@@ -67,14 +90,44 @@ def read_to_end(settings: Settings, topics: Sequence[str], *, poll_timeout: floa
                 continue
             last_progress = time.monotonic()
             key = (msg.topic() or "", msg.partition() or 0)
-            offset = msg.offset()
-            if key not in pending:
+            at = msg.offset()
+            if key in pending:
+                if at is not None and at + 1 >= pending[key]:
+                    del pending[key]
+            elif not follow:
                 continue
-            if offset is not None and offset + 1 >= pending[key]:
-                del pending[key]
             yield msg
     finally:
         consumer.close()
 
 
-__all__ = ["STALL_SECONDS", "read_to_end"]
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    follow: bool = False,
+    from_beginning: bool = True,
+    poll_timeout: float = 0.5,
+) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """``(key, value)`` of each message of ``topic``; stops at the end unless ``follow``.
+
+    ``from_beginning=False`` (only with ``follow``) starts at the end, so only new messages come.
+    """
+    start: Start = "end" if follow and not from_beginning else "beginning"
+    for msg in read_messages(settings, [topic], start=start, follow=follow, poll_timeout=poll_timeout):
+        yield msg.key(), msg.value()
+
+
+def _end_offsets(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    try:
+        return end_offsets(consumer, topic)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise InfraError(
+                f"topic {topic} does not exist; create it with: churnstream topics create"
+            ) from None
+        raise InfraError(f"cannot read the end offsets of {topic}: {error}") from None
+
+
+__all__ = ["STALL_SECONDS", "read_messages", "read_to_end", "read_topic"]

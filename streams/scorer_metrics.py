@@ -20,6 +20,23 @@ class ScorerMetrics:
             "churn_predictions", "Predictions emitted", ["trigger"], registry=self.registry
         )
         self.alerts = Counter("churn_alerts", "Alerts emitted", registry=self.registry)
+        # the daily report's figures for the dashboard: risk categories, mean probability, alerts' value
+        self.predictions_by_risk = Counter(
+            "churn_predictions_by_risk",
+            "Predictions emitted, by risk category",
+            ["risk"],
+            registry=self.registry,
+        )
+        self.probability = Counter(
+            "churn_predicted_probability",
+            "Sum of the churn probabilities of the predictions emitted (over churn_predictions: the mean)",
+            registry=self.registry,
+        )
+        self.alert_value = Counter(
+            "churn_alert_value_at_risk",
+            "Sum of the value at risk of the alerts emitted",
+            registry=self.registry,
+        )
         self.outcomes = Counter("churn_outcomes", "Outcomes emitted", ["source"], registry=self.registry)
         self.dead_letters = Counter("churn_dead_letters", "Dead letters", ["stage"], registry=self.registry)
         self.duplicates = Counter(

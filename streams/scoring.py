@@ -271,6 +271,9 @@ class BatchScoring:
                 self.metrics.predictions.labels("sweep").inc(swept)
             if n - swept:
                 self.metrics.predictions.labels("event").inc(n - swept)
+            for risk, count in Counter(p.risk_category for p in predictions).items():
+                self.metrics.predictions_by_risk.labels(risk).inc(count)
+            self.metrics.probability.inc(sum(p.churn_probability for p in predictions))
             if alerts_rows:
                 self.alerts(X, alerts_rows, predictions, scoring, report, rule)
             monitoring_cols = {
@@ -423,6 +426,7 @@ class BatchScoring:
             self.worker.emit(self.topics.churn_alerts, p.customer_id, alert.to_json())
             report.alerts += 1
         self.metrics.alerts.inc(len(rows))
+        self.metrics.alert_value.inc(sum(predictions[i].value_at_risk or 0.0 for i in rows))
 
 
 __all__ = ["AlertRule", "BatchReport", "BatchScoring", "ScoringRows", "add_to"]

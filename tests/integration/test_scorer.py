@@ -281,6 +281,26 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
             kind = "profile" if p["event_id"].startswith("sim-21-p-") else "order"
             versions.setdefault(kind, set()).add(p["model_version"])
     assert versions == {"profile": {first}, "order": {second}}
+    # the daily figures the dashboard plots (#22) add up to what was published
+    from collections import Counter
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    }
+    risks = Counter(p["risk_category"] for p in predictions)
+    assert {k[1][0][1]: v for k, v in samples.items() if k[0] == "churn_predictions_by_risk_total"} == risks
+    assert samples[("churn_predicted_probability_total", ())] == pytest.approx(
+        sum(p["churn_probability"] for p in predictions), rel=1e-4
+    )
+    alerts = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_alerts)]
+    assert samples[("churn_alerts_total", ())] == len(alerts)
+    assert samples[("churn_alert_value_at_risk_total", ())] == pytest.approx(
+        sum(a["value_at_risk"] or 0.0 for a in alerts), rel=1e-4
+    )
 
 
 def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_double_counting(

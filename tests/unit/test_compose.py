@@ -159,3 +159,30 @@ def test_the_grafana_dashboard_plots_only_metrics_the_services_export() -> None:
     assert {d["uid"] for d in provisioned["datasources"]} >= {
         p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p
     }
+
+
+def test_the_dashboard_has_a_daily_row_with_the_daily_reports_figures() -> None:
+    import json
+
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/churnstream.json").read_text())
+    panels = dashboard["panels"]
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"].startswith("Daily"))
+    daily = [p for p in panels[start + 1 :] if p["type"] != "row"]
+    exprs = [t["expr"] for p in daily for t in p["targets"]]
+    # counters and histograms per day; gauges (the monitor's ROC-AUC) as their value at the day's end
+    assert all("[1d]" in e for e in exprs)
+    for figure in (
+        "by (trigger) (increase(churn_predictions_total",
+        "by (risk) (increase(churn_predictions_by_risk_total",
+        "increase(churn_predicted_probability_total",
+        "increase(churn_alerts_total",
+        "increase(churn_alert_value_at_risk_total",
+        "by (source) (increase(churn_outcomes_total",
+        "churn_monitor_realized_auc",
+        "by (stage) (increase(churn_dead_letters_total",
+        "histogram_quantile(0.99, sum by (le) (increase(churn_batch_seconds_bucket",
+    ):
+        assert any(figure in e for e in exprs), figure
+    assert {p["interval"] for p in daily} == {"1d"}
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
