@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="what the ticket-to-churn link is multiplied by at --drift-at (default 0.25; negative: "
-        "tickets then keep customers)",
+        "tickets then keep customers); with --drift-kind link, the rest (1 - factor) of its hazard "
+        "follows ticket outcomes the features do not show",
     )
     sim.add_argument("--start", default="2024-01-01T00:00:00Z", help="event time of day 0")
 

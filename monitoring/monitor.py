@@ -29,7 +29,13 @@ from churnstream.errors import ValidationError
 from churnstream.events import format_time
 from churnstream.messages import DriftReport, MonitoringBatch
 from churnstream.monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
-from churnstream.monitoring.performance import LabelBook, Thresholds, advise, estimate_roc_auc
+from churnstream.monitoring.performance import (
+    LabelBook,
+    Thresholds,
+    advise,
+    as_of_spans,
+    estimate_roc_auc,
+)
 from churnstream.monitoring.reference import PreparedReference, ReferenceSource
 from churnstream.monitoring.report import ReportStore
 from churnstream.monitoring.state import MonitorState, SavedState
@@ -212,7 +218,8 @@ class DriftMonitor:
         errors, times = outcome_errors(window.outcomes)
         self.concept.update(errors, times)
         self.quality.update(window.outcomes)
-        self.labels.open(window.seq, window.model_version, window.start, window.end)
+        spans = as_of_spans(window.predictions.get("as_of", ()))
+        self.labels.open(window.seq, window.model_version, window.start, window.end, spans)
         self.labels.add(window.outcomes)
         self.labels.advance(window.end)
         if self.state is not None:

@@ -15,6 +15,10 @@ prediction's ``as_of`` and probability. The book keeps, for every closed window 
 all known yet, a histogram of its labelled predictions' probabilities by class (so the monitor's saved
 state stays small); once event time has passed the window's end by the label delay (horizon plus allowed
 lateness) its realized ROC-AUC is known, provided it has ``min_labels`` labels of both classes.
+Windows overlap in ``as_of``: the scorer's sweep predictions reach the monitor a lateness after their
+time, so a window holds its own events and the previous week's sweep ticks. A label therefore goes to
+the window whose ``as_of`` values (covered by a few spans, :func:`as_of_spans`) hold its prediction's
+time, not to the one whose bounds do, so each window's realized ROC-AUC is that of its own predictions.
 
 **Action** (:func:`advise`): see its docstring.
 
@@ -117,9 +121,30 @@ def binned_roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float | None
     return float(np.sum(pos * (below + neg / 2.0)) / (n1 * n0))
 
 
+def as_of_spans(as_of: Sequence[int] | np.ndarray, *, limit: int = 32) -> list[tuple[int, int]]:
+    """At most ``limit`` disjoint ``(first, last)`` spans, in order, covering every time in ``as_of``
+    and as little else as they can: cut at the largest gaps between the sorted distinct times.
+
+    >>> as_of_spans([50, 10, 11, 12, 30, 30], limit=3)
+    [(10, 12), (30, 30), (50, 50)]
+    >>> as_of_spans([50, 10, 11, 12, 30], limit=2), as_of_spans([])
+    ([(10, 30), (50, 50)], [])
+    """
+    times = np.unique(np.asarray(as_of, dtype=np.int64))
+    if times.size == 0:
+        return []
+    gaps = np.diff(times)
+    cuts = np.sort(np.argsort(-gaps, kind="stable")[: max(limit - 1, 0)])
+    cuts = cuts[gaps[cuts] > 0]
+    firsts = np.r_[times[0], times[cuts + 1]]
+    lasts = np.r_[times[cuts], times[-1]]
+    return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
+
+
 @dataclass(slots=True)
 class _Open:
-    """A closed window whose labels are still arriving: per-bin counts of its labelled predictions."""
+    """A closed window whose labels are still arriving: per-bin counts of its labelled predictions, and
+    the spans of ``as_of`` its predictions cover (empty: all of ``start``..``end``)."""
 
     seq: int
     model_version: str
@@ -127,6 +152,20 @@ class _Open:
     end: int
     positives: np.ndarray
     negatives: np.ndarray
+    spans: np.ndarray | None = None  # (n, 2) int64
+
+    def widths(self, times: np.ndarray) -> np.ndarray:
+        """Per time, the length of this window's span that holds it (int64 max when none does)."""
+        out = np.full(times.size, np.iinfo(np.int64).max)
+        inside = (times >= self.start) & (times <= self.end)
+        spans = getattr(self, "spans", None)  # None in a book saved before spans existed
+        if spans is None or not len(spans):
+            out[inside] = self.end - self.start
+            return out
+        i = np.searchsorted(spans[:, 0], times, side="right") - 1
+        held = inside & (i >= 0) & (times <= spans[np.maximum(i, 0), 1])
+        out[held] = (spans[:, 1] - spans[:, 0])[i[held]]
+        return out
 
 
 @dataclass(slots=True)
@@ -160,10 +199,19 @@ class LabelBook:
     baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
     _pooled: dict[str, tuple[int, _Open]] = field(default_factory=dict)
 
-    def open(self, seq: int, model_version: str, start: int, end: int) -> None:
-        """Start collecting the labels of window ``seq`` (its predictions' ``as_of`` in [start, end])."""
+    def open(
+        self,
+        seq: int,
+        model_version: str,
+        start: int,
+        end: int,
+        spans: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        """Start collecting the labels of window ``seq``: its predictions' ``as_of`` lie in [start, end],
+        within ``spans`` when given (:func:`as_of_spans`)."""
         zeros = np.zeros(self.bins, dtype=np.uint32)
-        entry = _Open(seq, model_version, start, end, zeros, zeros.copy())
+        covered = np.asarray(spans, dtype=np.int64).reshape(-1, 2) if spans else None
+        entry = _Open(seq, model_version, start, end, zeros, zeros.copy(), covered)
         starts = [e.start for e in self.opened]
         self.opened.insert(bisect.bisect_right(starts, start), entry)
         if len(self.opened) > self.max_open:
@@ -176,25 +224,33 @@ class LabelBook:
     def add(self, outcomes: dict[str, list[Any]]) -> int:
         """Count outcomes (``as_of``, ``label``, ``churn_probability`` columns) in the windows their
         predictions fell in; returns how many found one (those of older records, without ``as_of``, or of
-        windows no longer collected, do not)."""
+        windows no longer collected, do not). When the spans of two windows hold a time (a sweep tick
+        inside the previous window's events), the narrower span wins: a tick is a span of its own."""
         as_of, labels = outcomes.get("as_of"), outcomes.get("label")
         probs = outcomes.get("churn_probability")
         if not as_of or not labels or not probs or not self.opened:
             return 0
-        starts = np.array([e.start for e in self.opened], dtype=np.int64)
-        counted = 0
-        for t, label, p in zip(as_of, labels, probs, strict=False):
-            if t is None or label is None or p is None:
-                continue
-            i = int(np.searchsorted(starts, int(t), side="right")) - 1
-            # windows can overlap a little (a late prediction joins the open window): look one back too
-            for entry in (self.opened[j] for j in (i, i - 1) if 0 <= j < len(self.opened)):
-                if entry.start <= t <= entry.end:
-                    b = min(max(int(float(p) * self.bins), 0), self.bins - 1)
-                    (entry.positives if label else entry.negatives)[b] += 1
-                    counted += 1
-                    break
-        return counted
+        rows = zip(as_of, labels, probs, strict=False)
+        keep = [k for k, (t, y, q) in enumerate(rows) if t is not None and y is not None and q is not None]
+        if not keep:
+            return 0
+        times = np.array([as_of[k] for k in keep], dtype=np.int64)
+        best = np.full(times.size, -1)
+        narrowest = np.full(times.size, np.iinfo(np.int64).max)
+        for j, entry in enumerate(self.opened):
+            width = entry.widths(times)
+            better = width < narrowest
+            best[better], narrowest[better] = j, width[better]
+        found = np.flatnonzero(best >= 0)
+        bins = np.array([float(probs[k]) for k in keep], dtype="float64")[found] * self.bins
+        bins = np.clip(bins.astype(np.int64), 0, self.bins - 1)
+        positive = np.array([bool(labels[k]) for k in keep], dtype=bool)[found]
+        for j in np.unique(best[found]).tolist():
+            mine = best[found] == j
+            entry = self.opened[j]
+            np.add.at(entry.positives, bins[mine & positive], 1)
+            np.add.at(entry.negatives, bins[mine & ~positive], 1)
+        return int(found.size)
 
     def advance(self, clock: int) -> list[int]:
         """Event time is now ``clock``: windows whose labels are all known leave the book; returns their

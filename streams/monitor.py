@@ -240,6 +240,9 @@ class MonitorApp:
             key_type=str,  # keys in JSON
             value_type=bytes,  # values raw: MonitorState's compressed bytes
             partitions=1,
+            # set, not left to the broker's default: MonitorState refuses values over 900 KiB, so 1 MiB
+            # holds any value it writes, whatever message.max.bytes the broker was given
+            extra_topic_configs={"max.message.bytes": str(1024 * 1024)},
             help="the drift monitor's progress per partition, detectors and counters",
         )
         monitor = monitor or build_monitor(settings, name=name)

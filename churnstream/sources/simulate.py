@@ -15,16 +15,18 @@ and cut at the customer's dropout, which is drawn day by day for all customers a
   14 days, heavy-tailed). Items are 1 + Poisson with a per-customer mean; the amount is items times a
   lognormal per-customer unit price times lognormal noise. 4 % of orders are cancelled and a
   per-customer share (mean 5 %) returned; the rest are completed.
-- Support: tickets arrive as a Poisson process with a gamma-distributed rate (mean one per 75 days).
-  Each customer gets service of a hidden quality; poor service means slow resolution and low
+- Support: tickets arrive as a Poisson process whose rate is a gamma-distributed part (mean one per 60
+  days) plus half a ticket per order the customer places on average (frequent buyers ask more). Each
+  customer gets service of a hidden quality (beta(2, 2)); poor service means slow resolution and low
   satisfaction. A ticket is written as an opening event (``resolution_time_hours`` null) and, if it is
   resolved before the end, a resolution event with the hours and the score (null when not rated).
 - Dropout: each customer leaves for good at a hidden time, with a daily hazard of
-  ``base + link * frustration``. ``base`` is lognormal (mean about 0.1 % a day, 1.6x for unverified
-  e-mail); ``frustration`` rises by 0.3 per opened ticket and, at resolution, by 0.3 plus 1.5 for a
-  score <= 2 plus 0.7 for a resolution over 48 h, and decays with a 30-day time constant;
-  ``link`` is 0.012 a day. A customer who left places no more orders and files no more routine tickets;
-  30 % file one last complaint within three days after leaving.
+  ``base + link * frustration``. ``base`` is lognormal (median 0.04 % a day, 1.6x for unverified
+  e-mail); ``frustration`` rises, at a ticket's resolution, by 2 for a score <= 2 and by 1 for a
+  resolution over 48 h, and decays with a 15-day time constant; ``link`` is 0.05 a day, so a badly
+  handled ticket is the commonest reason to leave, and a model learns to read the ticket features. A
+  customer who left places no more orders and files no more routine tickets; 30 % file one last
+  complaint within three days after leaving.
 
 With ``--drift-at DAY``, from that day on (see :data:`DRIFT_CHANGES`): order amounts are 1.4x, tickets
 arrive 2x as often, and the link between frustration and dropout is 0.25x as strong (so a model trained
@@ -32,9 +34,13 @@ before the drift overrates tickets). Before that day the world is identical to t
 ``--drift-kind`` picks what shifts (:data:`DRIFT_KINDS`): ``both`` (the default, all of the above),
 ``inputs`` (amounts and ticket rates alone: the features move, the relation between them and churn does
 not, so a model trained before still ranks well), ``link`` (the frustration-to-dropout link alone, times
-``--link-factor``, default 0.25: the inputs keep their distribution) or ``loyalty`` (frequent buyers start
-to leave: the hazard rises by :data:`LOYALTY_LINK` times the order rate, so the model's main signal, that
-customers who buy often stay, breaks). Each kind draws the same random numbers.
+``--link-factor``, default 0.25, while the rest of that hazard follows what the features do not show: the
+same tickets handled with another, hidden quality; customers keep leaving after contacts, but the
+ratings and resolution times no longer say who, so a model trained before ranks worse; the inputs keep
+their distribution) or ``loyalty`` (frequent buyers start to leave: the hazard rises by
+:data:`LOYALTY_LINK` times the order rate, so the model's main signal, that customers who buy often
+stay, breaks). Each kind draws the same random numbers (``link`` draws its hidden ticket outcomes from a
+stream of its own).
 
 Ids: customers ``c000000``...; events ``sim-<seed>-o-<n>`` (orders, order id ``sim-<seed>-order-<n>``),
 ``sim-<seed>-s-<n>`` (ticket events, ticket id ``sim-<seed>-ticket-<k>``) and ``sim-<seed>-p-<n>``
@@ -84,34 +90,31 @@ MODEL: dict[str, Any] = {
     "unit_price": {"distribution": "lognormal", "median": 17.0, "sigma": 0.45, "order_noise_sigma": 0.3},
     "cancelled_share": 0.04,
     "returned_share": {"distribution": "beta", "a": 1.0, "b": 19.0},
-    "ticket_rate_per_day": {"distribution": "gamma", "shape": 0.8, "mean": 1 / 75},
-    "service_quality": {"distribution": "beta", "a": 5.0, "b": 2.0},
+    "ticket_rate_per_day": {"distribution": "gamma", "shape": 0.8, "mean": 1 / 60, "per_order": 0.5},
+    "service_quality": {"distribution": "beta", "a": 2.0, "b": 2.0},
     "satisfaction_rated_share": 0.7,
-    "base_hazard_per_day": {"distribution": "lognormal", "median": 0.0008, "sigma": 0.6},
+    "base_hazard_per_day": {"distribution": "lognormal", "median": 0.0004, "sigma": 0.6},
     "unverified_email_hazard_factor": 1.6,
     "frustration": {
-        "per_opened_ticket": 0.3,
-        "per_resolved_ticket": 0.3,
-        "score_le_2": 1.5,
-        "resolution_over_48h": 0.7,
-        "decay_time_constant_days": 30.0,
+        "per_opened_ticket": 0.0,
+        "per_resolved_ticket": 0.0,
+        "score_le_2": 2.0,
+        "resolution_over_48h": 1.0,
+        "decay_time_constant_days": 15.0,
     },
-    "ticket_dropout_link_per_day": 0.012,
+    "ticket_dropout_link_per_day": 0.05,
     "last_complaint_share": 0.3,
 }
 
 DRIFT_KINDS = {
     "both": tuple(DRIFT_CHANGES),
     "inputs": ("order_amount_factor", "ticket_rate_factor"),
-    "link": ("ticket_dropout_link_factor",),
+    "link": ("ticket_dropout_link_factor", "hidden_dropout_link_share"),
     "loyalty": ("order_rate_dropout_link",),
 }
 # ``--drift-kind loyalty``: from the drift day a customer's daily dropout hazard rises by this times their
 # order rate (a competitor takes the best buyers), so buying often no longer means staying.
 LOYALTY_LINK = 0.5
-
-_LINK = 0.012
-_DECAY = float(np.exp(-1.0 / 30.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +166,12 @@ class SimulationConfig:
         """The changes of :data:`DRIFT_CHANGES` this run makes from the drift day (none without one)."""
         if self.drift_at is None:
             return {}
-        known = {**DRIFT_CHANGES, "order_rate_dropout_link": LOYALTY_LINK}
+        known = {**DRIFT_CHANGES, "order_rate_dropout_link": LOYALTY_LINK, "hidden_dropout_link_share": 0.0}
         changes = {name: known[name] for name in DRIFT_KINDS[self.drift_kind]}
         if self.link_factor is not None and "ticket_dropout_link_factor" in changes:
             changes["ticket_dropout_link_factor"] = self.link_factor
+        if "hidden_dropout_link_share" in changes:
+            changes["hidden_dropout_link_share"] = max(1.0 - changes["ticket_dropout_link_factor"], 0.0)
         return changes
 
     def factor(self, name: str) -> float:
@@ -174,7 +179,7 @@ class SimulationConfig:
 
 
 # Independent random streams, so that e.g. drawing drift-only tickets does not shift anything else.
-_CUSTOMERS, _ORDERS, _TICKETS, _DRIFT_TICKETS, _DROPOUT, _LAST_COMPLAINT = range(6)
+_CUSTOMERS, _ORDERS, _TICKETS, _DRIFT_TICKETS, _DROPOUT, _LAST_COMPLAINT, _HIDDEN = range(7)
 
 
 def _rng(config: SimulationConfig, stream: int) -> np.random.Generator:
@@ -211,19 +216,28 @@ def _draw_customers(config: SimulationConfig) -> _Customers:
     signup_ms = config.start_ms + signup_day * DAY_MS + signup_s * 1000
     before_s = rng.integers(DAY_S, 730 * DAY_S, n)
     email_verified = rng.random(n) < 0.85
+    first_order = ~present & (rng.random(n) < MODEL["first_order_at_signup_share"])
+    first_order_delay_s = rng.integers(60, 1800, n)
+    order_rate = np.minimum(rng.gamma(0.8, (1 / 14) / 0.8, n), 2.0)
     return _Customers(
         signup_ms=signup_ms,
         signup_date_ms=np.where(present, config.start_ms - before_s * 1000, signup_ms),
         present=present,
-        first_order=~present & (rng.random(n) < MODEL["first_order_at_signup_share"]),
-        first_order_delay_s=rng.integers(60, 1800, n),
-        order_rate=np.minimum(rng.gamma(0.8, (1 / 14) / 0.8, n), 2.0),
+        first_order=first_order,
+        first_order_delay_s=first_order_delay_s,
+        order_rate=order_rate,
         extra_items=rng.gamma(1.2, 1.0, n),
         unit_price=np.exp(np.log(17.0) + rng.normal(0.0, 0.45, n)),
         returned_share=rng.beta(1.0, 19.0, n),
-        ticket_rate=rng.gamma(0.8, (1 / 75) / 0.8, n),
-        quality=rng.beta(5.0, 2.0, n),
-        base_hazard=np.exp(np.log(0.0008) + rng.normal(0.0, 0.6, n)) * np.where(email_verified, 1.0, 1.6),
+        ticket_rate=rng.gamma(
+            MODEL["ticket_rate_per_day"]["shape"],
+            MODEL["ticket_rate_per_day"]["mean"] / MODEL["ticket_rate_per_day"]["shape"],
+            n,
+        )
+        + MODEL["ticket_rate_per_day"]["per_order"] * order_rate,
+        quality=rng.beta(MODEL["service_quality"]["a"], MODEL["service_quality"]["b"], n),
+        base_hazard=np.exp(np.log(MODEL["base_hazard_per_day"]["median"]) + rng.normal(0.0, 0.6, n))
+        * np.where(email_verified, 1.0, 1.6),
         favourite=rng.integers(0, len(CATEGORIES), n),
         age=np.clip(np.rint(rng.normal(38.0, 12.0, n)), 18, 90).astype(np.int64),
         city=rng.choice(len(CITIES), n, p=CITY_SHARES),
@@ -310,42 +324,69 @@ def _all_tickets(config: SimulationConfig, c: _Customers) -> _Tickets:
     return _Tickets.concat(parts)
 
 
-def _dropouts(
-    config: SimulationConfig, c: _Customers, tickets: _Tickets, *, progress_bar: bool
-) -> np.ndarray:
-    """Each customer's dropout time (-1 = stays), drawn day by day from the frustration-driven hazard."""
-    rng = _rng(config, _DROPOUT)
-    n = config.customers
+def _frustration_steps(
+    config: SimulationConfig, tickets: _Tickets, hours: np.ndarray, score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per day (``bounds[d - 1]:bounds[d]``), the customers whose frustration rises and by how much, for
+    tickets resolved after ``hours`` with ``score``."""
     f = MODEL["frustration"]
-    resolved_ms = tickets.ms + np.round(tickets.hours * 3600.0).astype(np.int64) * 1000
-    bad = (tickets.score > 0) & (tickets.score <= 2)
+    resolved_ms = tickets.ms + np.round(hours * 3600.0).astype(np.int64) * 1000
+    bad = (score > 0) & (score <= 2)
     weight_resolved = (
-        f["per_resolved_ticket"] + f["score_le_2"] * bad + f["resolution_over_48h"] * (tickets.hours > 48.0)
+        f["per_resolved_ticket"] + f["score_le_2"] * bad + f["resolution_over_48h"] * (hours > 48.0)
     )
     day = np.concatenate([tickets.ms, resolved_ms]) - config.start_ms
     day //= DAY_MS
     customer = np.concatenate([tickets.customer, tickets.customer])
     weight = np.concatenate([np.full(tickets.ms.size, f["per_opened_ticket"]), weight_resolved])
     order = np.argsort(day, kind="stable")
-    day, customer, weight = day[order], customer[order], weight[order]
-    bounds = np.searchsorted(day, np.arange(config.days + 1), side="left")
+    bounds = np.searchsorted(day[order], np.arange(config.days + 1), side="left")
+    return customer[order], weight[order], bounds
+
+
+def _hidden_outcomes(
+    config: SimulationConfig, c: _Customers, tickets: _Tickets
+) -> tuple[np.ndarray, np.ndarray]:
+    """What ``--drift-kind link`` makes drive dropout after the drift day instead of the tickets' visible
+    outcomes: the same tickets handled with another, hidden quality (its own random stream)."""
+    rng = _rng(config, _HIDDEN)
+    quality = rng.beta(MODEL["service_quality"]["a"], MODEL["service_quality"]["b"], config.customers)
+    return ticket_outcomes(rng, quality[tickets.customer], rated_share=MODEL["satisfaction_rated_share"])
+
+
+def _dropouts(
+    config: SimulationConfig, c: _Customers, tickets: _Tickets, *, progress_bar: bool
+) -> np.ndarray:
+    """Each customer's dropout time (-1 = stays), drawn day by day from the frustration-driven hazard."""
+    rng = _rng(config, _DROPOUT)
+    n = config.customers
+    base_link = MODEL["ticket_dropout_link_per_day"]
+    decay = float(np.exp(-1.0 / MODEL["frustration"]["decay_time_constant_days"]))
+    customer, weight, bounds = _frustration_steps(config, tickets, tickets.hours, tickets.score)
+    hidden = config.drift_changes.get("hidden_dropout_link_share", 0.0)
+    steps = [(customer, weight, bounds)]
+    if hidden:
+        steps.append(_frustration_steps(config, tickets, *_hidden_outcomes(config, c, tickets)))
 
     signup_day = (c.signup_ms - config.start_ms) // DAY_MS
-    frustration = np.zeros(n)
+    frustration = np.zeros((len(steps), n))  # row 0: from what the tickets show; row 1: hidden
     alive = np.ones(n, dtype=bool)
     dropout_ms = np.full(n, -1, dtype=np.int64)
     bar = progress(config.days, "simulate", "day", enabled=progress_bar)
     for d in range(config.days):
-        frustration *= _DECAY
+        frustration *= decay
         if d:
-            sl = slice(bounds[d - 1], bounds[d])
-            np.add.at(frustration, customer[sl], weight[sl])
+            for row, (who, how_much, at) in zip(frustration, steps, strict=True):
+                sl = slice(at[d - 1], at[d])
+                np.add.at(row, who[sl], how_much[sl])
         drifted = config.drift_at is not None and d >= config.drift_at
-        link = _LINK * (config.factor("ticket_dropout_link_factor") if drifted else 1.0)
+        link = base_link * (config.factor("ticket_dropout_link_factor") if drifted else 1.0)
         at_risk = np.flatnonzero(alive & (signup_day < d))
-        hazard = np.maximum(c.base_hazard[at_risk] + link * frustration[at_risk], 0.0)
+        hazard = np.maximum(c.base_hazard[at_risk] + link * frustration[0, at_risk], 0.0)
         if drifted:
             hazard += config.drift_changes.get("order_rate_dropout_link", 0.0) * c.order_rate[at_risk]
+            if hidden:
+                hazard += base_link * hidden * frustration[1, at_risk]
         leaving = at_risk[rng.random(at_risk.size) < -np.expm1(-hazard)]
         dropout_ms[leaving] = config.start_ms + d * DAY_MS + rng.integers(1, DAY_S, leaving.size) * 1000
         alive[leaving] = False
@@ -543,6 +584,8 @@ _DESCRIBED = {
     "ticket_rate_factor": "support tickets arrive x2 as often",
     "ticket_dropout_link_factor": "the frustration-to-dropout link is x{factor:g} as strong",
     "order_rate_dropout_link": "the daily dropout hazard rises by {factor:g} times the order rate",
+    "hidden_dropout_link_share": "{factor:g} of the link's hazard follows the same tickets handled with "
+    "a hidden quality the features do not show",
 }
 
 

@@ -19,6 +19,7 @@ from churnstream.monitoring.performance import (
     LabelBook,
     Thresholds,
     advise,
+    as_of_spans,
     binned_roc_auc,
     estimate_roc_auc,
 )
@@ -250,3 +251,58 @@ def test_a_restarted_monitor_keeps_the_labels_of_open_windows(tmp_path: Path) ->
     reports += _reports(again, batches[30:])  # the open window's days (from day 30) come again
     assert [r["realized_performance"] for r in reports] == [r["realized_performance"] for r in whole]
     assert [r["action"] for r in reports] == [r["action"] for r in whole]
+
+
+def test_a_label_goes_to_the_window_that_held_its_prediction_when_windows_overlap() -> None:
+    book = LabelBook(delay_ms=1000, min_labels=1)
+    book.open(1, "v1", 0, 100, as_of_spans([0, 30, 60, 100]))  # events 0..100
+    book.open(2, "v1", 20, 200, as_of_spans([20, 20, 40, 110, 150, 200], limit=3))  # late ticks 20, 40
+    assert book.opened[1].start == 20  # its bounds hold 30 and 60 too
+    assert book.add(_outcomes([30, 60, 20, 40, 150], [1, 1, 0, 0, 0], [0.9, 0.8, 0.1, 0.2, 0.3])) == 5
+    first, second = book.opened
+    assert (int(first.positives.sum()), int(first.negatives.sum())) == (2, 0)
+    assert (int(second.positives.sum()), int(second.negatives.sum())) == (0, 3)
+
+
+def test_every_window_realizes_the_labels_of_its_own_predictions_when_sweeps_arrive_late() -> None:
+    """The scorer's sweep predictions reach the monitor a lateness after their time, so windows overlap in
+    ``as_of``; each window's realized ROC-AUC must still count exactly its own predictions' labels."""
+    rng = np.random.default_rng(8)
+    lateness, labels_after = 3, 10
+    made: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+    batches = []
+    for day in range(40):
+        parts = [[T0 + day * DAY + 1000 + i * 60_000 for i in range(PER_DAY)]]
+        if day >= lateness:
+            parts.append([T0 + (day - lateness) * DAY] * 50)  # the sweep tick of `lateness` days ago
+        for k, as_of in enumerate(parts):
+            x = rng.normal(0.0, 1.5, len(as_of))
+            p = np.round(1 / (1 + np.exp(-x)), 6)
+            y = (rng.random(len(as_of)) < p).astype(int)
+            made.append((as_of, p, y))
+            outcomes: dict[str, list[Any]] = {name: [] for name in OUTCOME_COLUMNS}
+            for old_as_of, old_p, old_y in made[:-1]:
+                if old_as_of[0] // DAY == (T0 + (day - labels_after) * DAY) // DAY and k == 0:
+                    outcomes["as_of"] += old_as_of
+                    outcomes["label"] += old_y.tolist()
+                    outcomes["churn_probability"] += old_p.tolist()
+            outcomes["labeled_at"] = list(outcomes["as_of"])
+            n = len(outcomes["as_of"])
+            outcomes["source"], outcomes["batch_probability"] = ["inactivity"] * n, [None] * n
+            outcomes["online_probability"] = [None] * n
+            predictions = {"as_of": as_of, "x": x.tolist(), "churn_probability": p.tolist()}
+            batches.append(MonitoringBatch(f"d{day}-{k}", 0, "v1", ["x"], predictions, outcomes))
+    monitor = _monitor()
+    monitor.config = MonitorConfig(
+        window_rows=10**6, max_span_ms=5 * DAY, label_delay_ms=labels_after * DAY + DAY, min_labels=50
+    )
+    monitor.restore(None)
+    reports = _reports(monitor, batches)
+    windows = {(r["window_start"], r["window_end"]): r["rows"] for r in reports}
+    realized = [r["realized_performance"] for r in reports if r["realized_performance"]]
+    assert len(realized) >= 3
+    # the windows do overlap: each holds the sweep ticks of days the previous one covers
+    assert all(a["window_end"] > b["window_start"] for a, b in zip(reports, reports[1:], strict=False))
+    for r in realized:
+        window = (r["window_start"], r["window_end"])
+        assert r["labels"] == windows[window], window
