@@ -332,10 +332,21 @@ def event_time_records(settings: Settings, events_dir: Path) -> list[tuple[int, 
     return records
 
 
-def produce_records(settings: Settings, records: Sequence[tuple[int, str, str, bytes]]) -> None:
-    """Produce :func:`event_time_records` (or a slice of them) in order, and wait for every ack."""
+def produce_records(
+    settings: Settings, records: Sequence[tuple[int, str, str, bytes]], *, as_they_happen: bool = False
+) -> None:
+    """Produce :func:`event_time_records` (or a slice of them) in order, and wait for every ack.
+
+    ``as_they_happen``: each record is in the broker before a record of another topic is produced, as when
+    producers publish events as they happen (a profile minutes before the first order). Otherwise a burst
+    lets a later order of one topic reach the broker before the earlier profile of another, and a worker
+    reading meanwhile may apply them in either order: its answer then depends on what it read first."""
     producer = make_producer(settings)
+    topic_before = None
     for _, topic, key, value in records:
+        if as_they_happen and topic != topic_before:
+            assert producer.flush(30) == 0
+            topic_before = topic
         producer.produce(topic, key=key, value=value)
         producer.poll(0)
     assert producer.flush(30) == 0
@@ -416,10 +427,19 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
         first = answers.setdefault(p["prediction_id"], body)
         if first != body:
             changed.add(p["prediction_id"])
-            if {k: v for k, v in first.items() if k not in LEARNED} != {
-                k: v for k, v in body.items() if k not in LEARNED
-            }:
-                beyond.add(p["prediction_id"])
+            fields = sorted(
+                k for k in first.keys() | body.keys() if k not in LEARNED and first.get(k) != body.get(k)
+            )
+            if fields:
+                why = ", ".join(fields)
+                if "features" in fields:  # which features, first answer -> second
+                    a, b = first.get("features") or {}, body.get("features") or {}
+                    why += "; " + ", ".join(
+                        f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(a) if a.get(k) != b.get(k)
+                    )
+                beyond.add(
+                    f"{p['prediction_id']} ({p['trigger']} of {p['customer_id']} as of {p['as_of']}: {why})"
+                )
         if p["trigger"] != "event":
             continue
         deliveries += 1
@@ -431,10 +451,13 @@ def account_for_events(settings: Settings, events: Sequence[Event]) -> Accountin
         first_alert = alerts.setdefault(alert["alert_id"], alert)
         if first_alert != alert:
             changed.add(f"alert {alert['alert_id']}")
-            if {k: v for k, v in first_alert.items() if k not in LEARNED} != {
-                k: v for k, v in alert.items() if k not in LEARNED
-            }:
-                beyond.add(f"alert {alert['alert_id']}")
+            fields = sorted(
+                k
+                for k in first_alert.keys() | alert.keys()
+                if k not in LEARNED and first_alert.get(k) != alert.get(k)
+            )
+            if fields:
+                beyond.add(f"alert {alert['alert_id']} ({', '.join(fields)})")
     letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
     lettered: set[str] = set()
     for d in letters:

@@ -151,7 +151,7 @@ def run_through_faults(
             positions.append(committed_total(settings, group))
             fault()
             assert worker.poll() is None, f"the worker exited during the fault:\n{log_tail(log_path)}"
-        produce_records(settings, records[first:])
+        produce_records(settings, records[first:], as_they_happen=True)  # read while it is produced
         wait_for(lambda: committed_everything(settings, group), 90, "the worker to catch up after the faults")
     finally:
         stop_worker(worker, log_path)
@@ -173,7 +173,8 @@ def run_through_faults(
     if replayed_long:  # see LEARNED: answers replayed far behind may differ in the online model's part alone
         problems = [p for p in problems if "re-emitted with a different answer" not in p]
         if accounting.changed_beyond_learning:
-            problems.append(f"{len(accounting.changed_beyond_learning)} answers changed beyond learning")
+            changed = accounting.changed_beyond_learning
+            problems.append(f"{len(changed)} answers changed beyond learning, e.g. {changed[:3]}")
         # Which customers a sweep tick finds silent can differ by one or two when a customer's event on a
         # partition running ahead is applied before the tick in one pass and after it in the other (the
         # event-time merge's order across partitions is not fixed); a sweep labelled in the first pass is
