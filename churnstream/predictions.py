@@ -220,6 +220,15 @@ class Outcome:
         "batch_probability": PROBABILITY,
         "online_probability": OutputField("number", nullable=True, minimum=0.0, maximum=1.0),
         "churn_probability": PROBABILITY,
+        "customer_value": OutputField(
+            "number",
+            "What the customer was expected to bring over the horizon if they stayed, as of the prediction "
+            "(its value_at_risk is this times churn_probability): for weighing any model's probabilities, "
+            "as the shadow's evidence does.",
+            required=False,
+            nullable=True,
+            minimum=0.0,
+        ),
         **_SHADOW,
     }
 
@@ -234,6 +243,7 @@ class Outcome:
     churn_probability: float
     shadow_model_version: str | None = None  # copied from the pending prediction (#24)
     shadow_probability: float | None = None
+    customer_value: float | None = None  # churnstream.models.value.value_over_horizon of its features
 
     def to_json(self) -> dict[str, Any]:
         body = {
@@ -246,6 +256,7 @@ class Outcome:
             "batch_probability": self.batch_probability,
             "online_probability": self.online_probability,
             "churn_probability": self.churn_probability,
+            "customer_value": self.customer_value,
         }
         if self.shadow_model_version is not None:
             body["shadow_model_version"] = self.shadow_model_version

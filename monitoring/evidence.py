@@ -199,6 +199,7 @@ def evidence_from_outcomes(
             [o["batch_probability"] for o in part],
             [o["shadow_probability"] for o in part],
             as_of=times,
+            values=[o.get("customer_value") for o in part],  # the policy's priority: probability x value
             **options,
         )
 

@@ -40,7 +40,7 @@ from churnstream.models.alert_policy import (
     threshold_for,
 )
 from churnstream.models.serving import ModelSet, by_partition
-from churnstream.models.value import value_at_risk
+from churnstream.models.value import value_at_risk, value_over_horizon
 from churnstream.settings import Settings
 from churnstream.streams.scorer_metrics import ScorerMetrics
 
@@ -310,6 +310,8 @@ class BatchScoring:
             return cols
         sources: Counter[str] = Counter()
         outcomes_topic = self.topics.churn_outcomes
+        horizon_days = self.settings.horizon_days
+        spent, tenure = FEATURE_NAMES.index("spent_total"), FEATURE_NAMES.index("tenure_days")
         for cid, r in resolved:
             outcome = Outcome(
                 prediction_id=r.prediction_id,
@@ -321,6 +323,10 @@ class BatchScoring:
                 batch_probability=r.batch_probability,
                 online_probability=r.online_probability,
                 churn_probability=r.churn_probability,
+                customer_value=value_over_horizon(
+                    {"spent_total": r.features[spent], "tenure_days": r.features[tenure]},
+                    horizon_days=horizon_days,
+                ),
             )
             if r.shadow is not None:
                 outcome.shadow_model_version, outcome.shadow_probability = r.shadow

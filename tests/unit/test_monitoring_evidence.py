@@ -145,3 +145,25 @@ def test_retrain_on_advice_starts_one_retrain_at_a_time_without_a_shadow(tmp_pat
     ModelRegistry(tmp_path).shadow("v0002")
     watch.on_report("retrain")  # a candidate is in shadow already: its evidence comes first
     assert len(started) == 2
+
+
+def test_the_alert_value_replays_the_policy_on_probability_times_the_customers_value() -> None:
+    """Outcomes carry customer_value, so the replayed policy picks by value at risk as the real one does:
+    a valuable churner with a low probability outranks cheap likely churners."""
+    labels, champion, values = [1, 0, 0, 1], [0.9, 0.8, 0.1, 0.2], [1.0, 1.0, 1.0, 100.0]
+    outcomes = [
+        {
+            "as_of": 1_700_000_000_000 + i,
+            "label": y,
+            "batch_probability": p,
+            "shadow_model_version": "v2",
+            "shadow_probability": p,
+            "customer_value": v,
+        }
+        for i, (y, p, v) in enumerate(zip(labels, champion, values, strict=True))
+    ]
+    by_value = evidence_from_outcomes(outcomes, shadow_version="v2", share=0.5, samples=10)
+    assert by_value["cumulative"]["alert_value"]["champion"] == 1.0  # rows 3 (value 100) and 0: both churned
+    unknown = [{k: v for k, v in o.items() if k != "customer_value"} for o in outcomes]
+    by_probability = evidence_from_outcomes(unknown, shadow_version="v2", share=0.5, samples=10)
+    assert by_probability["cumulative"]["alert_value"]["champion"] == 0.5  # rows 0 and 1
