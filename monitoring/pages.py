@@ -18,6 +18,15 @@ model v1: DRIFT (share 50%: x), action watch.
 >>> page = render_window_page(message, note="drawn light")
 >>> "2024-06-01T00:00:00Z .. 2024-06-02T00:00:00Z" in page, "<td>x</td>" in page
 (True, True)
+
+While a model is in shadow the report carries its ``evidence`` (:mod:`churnstream.monitoring.evidence`): the
+list, the banner and the window's page show it, cumulative and per week of labelled predictions.
+
+>>> auc = {"champion": 0.8, "shadow": 0.86, "difference": 0.06, "interval": [0.04, 0.08]}
+>>> message["evidence"] = {"champion_version": "v1", "shadow_version": "v2", "cumulative": {"labels": 1200,
+...     "positives": 300, "roc_auc": auc, "verdict": "better"}, "windows": []}
+>>> evidence_summary(message["evidence"])
+'shadow v2 vs champion v1 on 1,200 labels: better (ROC-AUC 0.800 vs 0.860, +0.060 [+0.040, +0.080])'
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
+
+from churnstream.errors import ChurnstreamError
+from churnstream.timefmt import format_time, parse_time
 
 
 def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) -> str:
@@ -35,6 +47,7 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
         concept = r.get("concept_drift") or {}
         prediction = r.get("prediction_drift") or {}
         auc = (r.get("model_auc") or {}).get("blend")
+        evidence = r.get("evidence") or {}
         drift = bool(r.get("dataset_drift"))
         evidently = r.get("evidently_report") or {}
         if evidently.get("error"):
@@ -53,6 +66,7 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
             "<td>{start}<br>{end}</td><td class='num'>{rows}</td><td>{model}</td>"
             "<td class='verdict'>{verdict}</td><td class='num'>{share:.0%}</td><td>{cols}</td>"
             "<td>{pred}</td><td>{concept}</td><td class='num'>{auc}</td><td>{action}</td>"
+            "<td class='evidence'>{evidence}</td>"
             "<td><a href='/reports/{rid}'>HTML</a> <a href='/reports/{rid}.json'>JSON</a></td>"
             "<td class='drawn'>{drawn}</td></tr>".format(
                 cls="drift" if drift else "ok",
@@ -72,10 +86,11 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
                 ),
                 auc="&ndash;" if auc is None else f"{auc:.3f}",
                 action=html.escape(str(r.get("action") or "")) or "&ndash;",
+                evidence=html.escape(evidence_summary(evidence)) if evidence else "&ndash;",
                 drawn=html.escape(drawn),
             )
         )
-    body = "".join(rows) or "<tr><td colspan='13'>No reports yet: a window is still filling.</td></tr>"
+    body = "".join(rows) or "<tr><td colspan='14'>No reports yet: a window is still filling.</td></tr>"
     status = html.escape(
         f"{health['windows_reported']} windows reported of {health['windows_done']} closed, "
         f"{health['rows_pending']} rows in the open window (of {health['window_rows']}), "
@@ -100,7 +115,8 @@ tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{
 <table id="drift-reports"><thead><tr>
 <th>window</th><th>window (event time)</th><th>rows</th><th>model</th><th>dataset drift</th>
 <th>drift share</th><th>drifted columns</th><th>prediction drift</th><th>concept drift</th>
-<th>AUC (blend)</th><th>action</th><th>links</th><th>Evidently report</th></tr></thead>
+<th>AUC (blend)</th><th>action</th><th>champion vs shadow (realized)</th><th>links</th>
+<th>Evidently report</th></tr></thead>
 <tbody>{body}</tbody></table>
 </body></html>
 """
@@ -294,12 +310,88 @@ def window_banner(message: dict[str, Any]) -> str:
     drift = bool(message.get("dataset_drift"))
     columns = ", ".join(message.get("drifted_columns") or []) or "none"
     action = f", action {message['action']}" if message.get("action") else ""
+    evidence = f" Evidence: {evidence_summary(message['evidence'])}." if message.get("evidence") else ""
     return (
         f"Drift window {message.get('report_id')}: {message.get('window_start')} .. "
         f"{message.get('window_end')} (event time), {int(message.get('rows') or 0):,} predictions, model "
         f"{message.get('model_version')}: {'DRIFT' if drift else 'no drift'} "
-        f"(share {float(message.get('drift_share') or 0.0):.0%}: {columns}){action}."
+        f"(share {float(message.get('drift_share') or 0.0):.0%}: {columns}){action}.{evidence}"
     )
+
+
+def evidence_summary(evidence: dict[str, Any]) -> str:
+    """One line of a report's ``evidence``: the versions, the labels, the verdict and the cumulative ROC-AUC
+    of each with the difference and its interval."""
+    cumulative = evidence.get("cumulative") or {}
+    auc = cumulative.get("roc_auc") or {}
+    low, high = auc.get("interval") or (None, None)
+    return (
+        f"shadow {evidence.get('shadow_version')} vs champion {evidence.get('champion_version') or '-'} on "
+        f"{int(cumulative.get('labels') or 0):,} labels: {cumulative.get('verdict') or '-'} (ROC-AUC "
+        f"{_fixed(auc.get('champion'), 3)} vs {_fixed(auc.get('shadow'), 3)}, {_diff(auc.get('difference'))} "
+        f"[{_diff(low)}, {_diff(high)}])"
+    )
+
+
+_EVIDENCE_METRICS = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("alert_value", "alert value"))
+
+
+def _evidence_section(message: dict[str, Any]) -> str:
+    """The window page's evidence table: cumulative, then each week of labelled predictions that overlaps
+    the window (or, while none is labelled yet, the latest labelled week)."""
+    evidence = message.get("evidence")
+    if not evidence:
+        return ""
+    esc = html.escape
+    weeks = list(evidence.get("windows") or [])
+    try:
+        start, end = parse_time(message.get("window_start")), parse_time(message.get("window_end"))
+        own = [w for w in weeks if w.get("start", 0) <= end and w.get("end", 0) > start]
+    except ChurnstreamError:
+        own = []
+    scopes = [("cumulative", evidence.get("cumulative") or {})]
+    scopes += [(f"this window's week {_week(w)}", w) for w in own]
+    if not own and weeks:
+        scopes.append((f"latest labelled week {_week(weeks[-1])} (none of this window's yet)", weeks[-1]))
+    head = "".join(
+        f"<th>{label} champion</th><th>{label} shadow</th><th>{label} difference [interval]</th>"
+        for _, label in _EVIDENCE_METRICS
+    )
+    rows = []
+    for scope, found in scopes:
+        cells = ""
+        for metric, _ in _EVIDENCE_METRICS:
+            m = found.get(metric) or {}
+            low, high = m.get("interval") or (None, None)
+            cells += (
+                f"<td class='num' data-field='{metric}.champion'>{_fixed(m.get('champion'), 3)}</td>"
+                f"<td class='num' data-field='{metric}.shadow'>{_fixed(m.get('shadow'), 3)}</td>"
+                f"<td class='num'>{_diff(m.get('difference'))} [{_diff(low)}, {_diff(high)}]</td>"
+            )
+        rows.append(
+            f"<tr><td>{esc(scope)}</td><td class='num'>{int(found.get('labels') or 0):,} "
+            f"({int(found.get('positives') or 0):,} churned)</td>{cells}"
+            f"<td class='verdict'>{esc(str(found.get('verdict') or '-'))}</td></tr>"
+        )
+    return (
+        f"<h2>Champion {esc(str(evidence.get('champion_version') or '-'))} vs shadow "
+        f"{esc(str(evidence.get('shadow_version')))}</h2>\n"
+        "<p>Realized on the same labelled predictions (batch probabilities); the difference is the shadow's "
+        "minus the champion's, with its bootstrap interval; the alert value is the alert policy replayed on "
+        "each model's priorities.</p>\n"
+        f"<table id='evidence'><thead><tr><th>labelled predictions</th><th>labels</th>{head}"
+        f"<th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _week(found: dict[str, Any]) -> str:
+    if found.get("start") is None or found.get("end") is None:
+        return ""
+    return f"{format_time(int(found['start']))} .. {format_time(int(found['end']))}"
+
+
+def _diff(value: Any) -> str:
+    return f"{value:+.3f}" if isinstance(value, (int, float)) else "-"
 
 
 def render_window_page(message: dict[str, Any], *, note: str) -> str:
@@ -322,6 +414,8 @@ def render_window_page(message: dict[str, Any], *, note: str) -> str:
         ("estimated performance", _performance(message.get("estimated_performance"))),
         ("realized performance", _performance(message.get("realized_performance"))),
     ]
+    if message.get("evidence"):
+        facts.append(("champion vs shadow", evidence_summary(message["evidence"])))
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>drift window {esc(str(message.get("report_id")))}</title>
@@ -338,6 +432,7 @@ th {{ background: #f4f4f4; }} td.drift {{ color: #b00020; font-weight: bold; }}
 <h2>Drift test of each column</h2>
 <table id="columns"><thead><tr><th>column</th><th>test</th><th>score</th><th>threshold</th><th>drift</th>
 </tr></thead><tbody>{"".join(tests)}</tbody></table>
+{_evidence_section(message)}
 </body></html>
 """
 

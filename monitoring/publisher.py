@@ -8,7 +8,8 @@ the others get a light page and run of their own, drifted windows drawn in full 
 shared), the messages published so far (the monitor's pages list them) and the report counters. Each
 message names the window's run in the Evidently UI (``evidently_run``). It publishes through an injected
 ``publish_report`` and tells ``settled`` which windows are reported, so the caller can let their records
-be committed.
+be committed. An injected ``evidence`` (the loop's watch, #24) is asked for the window's champion-vs-shadow
+evidence before its report is drawn, so the message, the window's page and its run all carry it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from churnstream.events import format_time, now_ms
 from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import DriftMonitor, PendingReport
 from churnstream.monitoring.render import Rendered, RenderJob, RenderQueue, ReportRenderer
+from churnstream.monitoring.ui import window_run
 
 # the monitor's log lines keep the name operators know them by
 log = logging.getLogger("churnstream.streams.monitor")
@@ -36,7 +38,7 @@ KEPT_MESSAGES = 1000  # the latest drift_reports messages kept in memory for the
 class ReportPublisher:
     """Draws the reports of closed windows and publishes each window's message; ``max_jobs`` bounds the
     jobs waiting for the report worker (see :class:`RenderQueue`), ``counters`` are those saved before a
-    restart."""
+    restart; ``evidence`` (given the window's action; it may block) returns the window's evidence or None."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class ReportPublisher:
         settled: Callable[[list[int]], None],
         max_jobs: int = 1,
         counters: Mapping[str, int] | None = None,
+        evidence: Callable[[str | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.renderer = renderer
@@ -57,6 +60,7 @@ class ReportPublisher:
         )
         self._publish_report = publish_report
         self._settled = settled
+        self._evidence = evidence
         self._wakeup: asyncio.Event | None = None
         counters = counters or {}
         self.reports: list[dict[str, Any]] = monitor.store.load_messages()
@@ -108,10 +112,31 @@ class ReportPublisher:
                 continue
             self.rendering = job
             try:
+                await self.attach_evidence(job)
                 rendered = await self.render(job)
                 await self.publish(job, rendered)
             finally:
                 self.rendering = None
+
+    async def attach_evidence(self, job: RenderJob) -> None:
+        """Put the window's evidence (when there is one) in its message and run, before they are drawn."""
+        if self._evidence is None:
+            return
+        try:  # reads churn_outcomes and the registry: off the event loop; never stops the report
+            evidence = await asyncio.get_running_loop().run_in_executor(
+                None, self._evidence, job.message.get("action")
+            )
+        except Exception:
+            log.exception("the shadow evidence, auto-promotion or retrain failed for this report")
+            return
+        if evidence is None:
+            return
+        job.message["evidence"] = evidence
+        job.run = window_run(
+            job.message,
+            topic_prefix=self.queue.topic_prefix,
+            mean_probability=job.run.values.get("mean_churn_probability"),
+        )
 
     def _warmed(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -172,6 +197,8 @@ class ReportPublisher:
             evidently_run=rendered.run_id,
             verdict_by="Evidently's default tests, computed in-process",
         )
+        if job.message.get("evidence") is not None:
+            report.extra["evidence"] = job.message["evidence"]
         await self._publish_report(report)
         message = report.to_json()
         self.monitor.store.save_message(report.report_id, message)

@@ -8,7 +8,9 @@ each number is a ``WindowValue``, a custom single-value metric (Evidently's docu
 one-row column and shows as a counter. The monitor has judged the window already (its verdict is
 Evidently's tests, computed in-process), so this light run costs a few hundredths of a second. A window
 whose full drift report is drawn gets that report with the same numbers merged in
-(:func:`with_window_values`), still one run.
+(:func:`with_window_values`), still one run. While a model is in shadow (#24) the run also carries the
+champion's and the shadow's realized ROC-AUC (:data:`SHADOW_VALUES`, from the report's ``evidence``), its
+verdict in tags and metadata, and the dashboard draws both on one panel (:data:`SHADOW_PANEL`).
 
 :func:`ensure_project` creates the project and its dashboard (:func:`dashboard_panels`) once; run again,
 on a restart, it adds only what is missing.
@@ -51,6 +53,14 @@ WINDOW_VALUES: dict[str, str] = {
     "realized_roc_auc": "Realized ROC-AUC (latest window with labels)",
 }
 
+# while a model is in shadow (#24): the champion's and the shadow's realized ROC-AUC on the same labelled
+# predictions (the report's ``evidence``, cumulative), both on one panel; windows without them plot nothing
+SHADOW_VALUES: dict[str, str] = {
+    "champion_roc_auc": "Champion ROC-AUC (realized, on the shadow's predictions)",
+    "shadow_roc_auc": "Shadow ROC-AUC (realized, on the same predictions)",
+}
+SHADOW_PANEL = "Champion vs shadow ROC-AUC"
+
 
 @dataclass(slots=True)
 class WindowRun:
@@ -68,6 +78,9 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
     drift = bool(message.get("dataset_drift"))
     estimated = message.get("estimated_performance") or {}
     realized = message.get("realized_performance") or {}
+    evidence = message.get("evidence") or {}
+    cumulative = evidence.get("cumulative") or {}
+    auc = cumulative.get("roc_auc") or {}
     values: dict[str, Any] = {
         "drift_share": message.get("drift_share"),
         "drifted_columns": len(message.get("drifted_columns") or []),
@@ -75,6 +88,8 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
         "mean_churn_probability": mean_probability,
         "estimated_roc_auc": estimated.get("value"),
         "realized_roc_auc": realized.get("value"),
+        "champion_roc_auc": auc.get("champion"),
+        "shadow_roc_auc": auc.get("shadow"),
     }
     metadata = {
         "report_id": str(message.get("report_id", "")),
@@ -96,17 +111,34 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
             f"{realized['value']} ({realized.get('labels')} labels of the window from "
             f"{realized.get('window_start')} to {realized.get('window_end')})"
         )
+    tags = [f"model:{message.get('model_version', '')}", f"prefix:{topic_prefix or '(none)'}"]
+    tags.append("drift" if drift else "no drift")
+    if evidence:
+        metadata.update(
+            champion_version=str(evidence.get("champion_version") or "-"),
+            shadow_version=str(evidence.get("shadow_version") or "-"),
+            evidence_verdict=str(cumulative.get("verdict") or "-"),
+            evidence_labels=str(cumulative.get("labels", 0)),
+        )
+        for metric in ("roc_auc", "pr_auc", "alert_value"):
+            metadata[f"evidence_{metric}"] = _evidence_text(cumulative.get(metric) or {})
+        tags += [f"shadow:{evidence.get('shadow_version')}", f"evidence:{cumulative.get('verdict') or '-'}"]
     end = parse_time(str(message["window_end"]))
     return WindowRun(
         name=str(message.get("report_id", "")),
         timestamp=dt.datetime.fromtimestamp(end / 1000, tz=dt.UTC).replace(tzinfo=None),
-        tags=[
-            f"model:{message.get('model_version', '')}",
-            f"prefix:{topic_prefix or '(none)'}",
-            "drift" if drift else "no drift",
-        ],
+        tags=tags,
         metadata=metadata,
         values={k: float(v) for k, v in values.items() if _finite(v)},
+    )
+
+
+def _evidence_text(metric: dict[str, Any]) -> str:
+    """``champion C, shadow S, difference D [low, high]`` of one metric of the evidence."""
+    low, high = metric.get("interval") or (None, None)
+    return (
+        f"champion {metric.get('champion')}, shadow {metric.get('shadow')}, "
+        f"difference {metric.get('difference')} [{low}, {high}]"
     )
 
 
@@ -133,7 +165,8 @@ def window_value_metric() -> type:
             return self.result(float(current_data.column(self.metric.column).data.iloc[0]))
 
         def display_name(self) -> str:
-            return WINDOW_VALUES.get(self.metric.column, self.metric.column)
+            column = self.metric.column
+            return WINDOW_VALUES.get(column) or SHADOW_VALUES.get(column, column)
 
     return WindowValue
 
@@ -169,17 +202,24 @@ def with_window_values(snapshot: Any, run: WindowRun) -> Any:
 
 
 def dashboard_panels() -> list[Any]:
-    """The dashboard's panels: one line plot over event time per window number."""
+    """The dashboard's panels: one line plot over event time per window number, then the champion's and
+    the shadow's realized ROC-AUC on one plot (:data:`SHADOW_PANEL`)."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
+    def metric(column: str, legend: str) -> Any:
+        return PanelMetric(legend=legend, metric=WINDOW_VALUE_METRIC, metric_labels={"column": column})
+
     return [
+        *(
+            line_plot_panel(title=title, values=[metric(column, column)], size="half")
+            for column, title in WINDOW_VALUES.items()
+        ),
         line_plot_panel(
-            title=title,
-            values=[PanelMetric(legend=column, metric=WINDOW_VALUE_METRIC, metric_labels={"column": column})],
+            title=SHADOW_PANEL,
+            values=[metric("champion_roc_auc", "champion"), metric("shadow_roc_auc", "shadow")],
             size="half",
-        )
-        for column, title in WINDOW_VALUES.items()
+        ),
     ]
 
 

@@ -215,15 +215,6 @@ class MonitorApp:
         loop_watch = LoopWatch(settings)  # #24: evidence while a model is in shadow, auto-promotion, retrain
 
         async def publish_report(report: DriftReport) -> None:
-            try:  # reads churn_outcomes and the registry: off the event loop; never stops the report
-                evidence = await asyncio.get_running_loop().run_in_executor(
-                    None, loop_watch.on_report, report.action
-                )
-            except Exception:
-                log.exception("the shadow evidence, auto-promotion or retrain failed for this report")
-                evidence = None
-            if evidence is not None:
-                report.extra["evidence"] = evidence
             value = json.dumps(report.to_json(), ensure_ascii=False).encode("utf-8")
             delivery = await reports_topic.send(key=report.model_version.encode("utf-8"), value=value)
             await delivery
@@ -258,6 +249,7 @@ class MonitorApp:
             monitor=monitor,
             publish_report=publish_report,
             publish_dead_letter=publish_dead_letter,
+            evidence=loop_watch.on_report,  # before the window's page and run are drawn, so they show it
             renderer=renderer
             or ReportRenderer(
                 root=monitor.store.root,

@@ -56,7 +56,8 @@ class MonitorService:
     pairs, as the broker has them (for the saved state: a restart checks its offsets were not moved);
     ``max_jobs`` bounds the jobs waiting for the report worker (see
     :class:`~churnstream.monitoring.render.RenderQueue`); ``offsets`` measures the input waiting for the
-    agent (for ``/health`` and ``/ready``; none: never measured).
+    agent (for ``/health`` and ``/ready``; none: never measured); ``evidence`` is the publisher's (the
+    shadow's evidence for a window, see :class:`~churnstream.monitoring.publisher.ReportPublisher`).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class MonitorService:
         max_jobs: int = 1,
         committed: Callable[[list[PartitionId]], Mapping[PartitionId, int]] | None = None,
         offsets: InputOffsets | None = None,
+        evidence: Callable[[str | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.monitor = monitor
@@ -83,6 +85,7 @@ class MonitorService:
             settled=self._settle,
             max_jobs=max_jobs,
             counters=restored.counters if restored else None,
+            evidence=evidence,
         )
         self.uncommitted = UncommittedRecords(
             resume=restored.positions if restored else {}, done_upto=monitor.windows_closed

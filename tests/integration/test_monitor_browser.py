@@ -28,7 +28,7 @@ import pytest
 
 from churnstream.events import parse_time
 from churnstream.messages import MonitoringBatch
-from churnstream.monitoring.ui import WINDOW_VALUES
+from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUES
 from churnstream.settings import DAY_MS, Settings, Topics
 from tests.integration.conftest import produce_raw
 from tests.integration.test_monitor import ROOT, free_port, run_monitor, wait_reports
@@ -194,7 +194,8 @@ def evidently_ui(workspace: Path, log: Path) -> Iterator[str]:
 
 def _panels(dom: str) -> dict[str, str]:
     """The dashboard's panels, by title: the DOM from each title to the next."""
-    titles = sorted((dom.index(t + "</h5>"), t) for t in WINDOW_VALUES.values() if t + "</h5>" in dom)
+    shown = [*WINDOW_VALUES.values(), SHADOW_PANEL]
+    titles = sorted((dom.index(t + "</h5>"), t) for t in shown if t + "</h5>" in dom)
     ends = [at for at, _ in titles[1:]] + [len(dom)]
     return {title: dom[at:end] for (at, title), end in zip(titles, ends, strict=True)}
 
@@ -270,7 +271,8 @@ def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
 
     # the dashboard: a panel per number, one point per window that has it, on an event-time axis
     panels = _panels(dom)
-    assert list(panels) == list(WINDOW_VALUES.values()), list(panels)
+    assert list(panels) == [*WINDOW_VALUES.values(), SHADOW_PANEL], list(panels)
+    assert "MuiMarkElement-root" not in panels[SHADOW_PANEL]  # no model in shadow here: nothing to plot
     expected = {
         "drift_share": len(reports),
         "drifted_columns": len(reports),

@@ -18,7 +18,7 @@ from churnstream.monitoring.reference import FrameSource
 from churnstream.monitoring.render import RenderQueue, ReportRenderer
 from churnstream.monitoring.report import ReportStore, run_drift_report
 from churnstream.monitoring.state import MonitorState
-from churnstream.monitoring.ui import WINDOW_VALUE_METRIC, WINDOW_VALUES, ensure_project
+from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUE_METRIC, WINDOW_VALUES, ensure_project
 
 FEATURES = ["spent_total", "avg_order_value", "tickets_90d", "recency_days", "orders_total"]
 
@@ -174,9 +174,9 @@ def test_monitor_judges_windows_and_the_renderer_writes_files(
     full_run = workspace.get_run(project.id, str(rendered.run_id))
     assert full_run is not None and len(full_run.widgets) > 5  # the drift report itself, not just numbers
     titles = [panel.title for panel in workspace.get_dashboard(project.id).panels]
-    assert titles == list(WINDOW_VALUES.values())
+    assert titles == [*WINDOW_VALUES.values(), SHADOW_PANEL]
     ensure_project(workspace)  # again, as after a restart: nothing doubles
-    assert len(workspace.get_dashboard(project.id).panels) == len(WINDOW_VALUES)
+    assert len(workspace.get_dashboard(project.id).panels) == len(WINDOW_VALUES) + 1
     assert len(workspace.search_project("churnstream")) == 1
 
     # a window drawn again (by a monitor restarted before its records were committed): still one run
