@@ -278,8 +278,9 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     """A failover to a replica that lags by a fifth of the stream: at 15% every key is copied, at 35%
     Redis is replaced by that copy while the worker runs on. Nothing is lost or counted twice; answers
-    replayed over that long a span may differ in what the online model contributes (it learns at batch
-    ends, and the replay is batched differently), never in features or the batch model's probability."""
+    replayed over that long a span may differ in what the online model contributes (allowed here; since
+    learners learn at sweep ticks they are not expected to), never in features or the batch model's
+    probability."""
     url = f"redis://{redis_node.host}:{redis_node.port}/0"
     own = dataclasses.replace(settings, redis_url=url)
     client = redis.Redis.from_url(url)
