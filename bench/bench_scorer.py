@@ -348,10 +348,11 @@ def latency_probe(
 
 def in_process_throughput(settings: Settings, records: list[Any]) -> float:
     """Events/s of one in-process worker draining ``records`` (as the throughput row)."""
-    from churnstream.streams.scorer import build_scorer
+    from churnstream.streams.scorer import build_scorer, settle_heap
 
     produce_backlog(settings, records)
     worker = build_scorer(settings)
+    settle_heap()  # as `churnstream score` does before its first batch
     scorer = worker.handler
     t0 = time.perf_counter()
     while scorer.totals.events < len(records):
@@ -392,7 +393,7 @@ def shadow_cost(
 def run_benchmark(
     args: argparse.Namespace, records: list[Any], model: Any, settings_for: Any, work: Path
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    from churnstream.streams.scorer import build_scorer
+    from churnstream.streams.scorer import build_scorer, settle_heap
 
     if args.only == "shadow":
         return shadow_cost(args, records, settings_for, work)
@@ -402,6 +403,7 @@ def run_benchmark(
         s = settings_for("t")
         produce_backlog(s, records)
         worker = build_scorer(s)
+        settle_heap()  # as `churnstream score` does before its first batch
         scorer = worker.handler
         total = len(records)
         profiler = None

@@ -127,6 +127,7 @@ class Settings:
     batch_size: int = 500
     batch_timeout_ms: int = 20
     state_cache_customers: int = 200_000  # customer states a worker keeps in memory (least recent evicted)
+    state_cache_decoded_customers: int = 20_000  # of those, kept decoded (no decode on the next batch)
     topic_partitions: int = 6
     scorer_group: str = ""  # empty: "<topic prefix>churnstream-scorer" (see consumer_group)
     metrics_port: int = 9108
@@ -186,6 +187,7 @@ class Settings:
         "allowed_lateness_days": "CHURN_ALLOWED_LATENESS_DAYS",
         "batch_size": "CHURN_BATCH_SIZE",
         "state_cache_customers": "CHURN_STATE_CACHE_CUSTOMERS",
+        "state_cache_decoded_customers": "CHURN_STATE_CACHE_DECODED_CUSTOMERS",
         "batch_timeout_ms": "CHURN_BATCH_TIMEOUT_MS",
         "topic_partitions": "CHURN_TOPIC_PARTITIONS",
         "scorer_group": "CHURN_CONSUMER_GROUP",

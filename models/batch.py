@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 # Calibrated probabilities never reach 0 or 1: a log-loss of infinity would break the blender's weights.
 P_MIN, P_MAX = 1e-3, 1.0 - 1e-3
@@ -260,7 +261,8 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
 
     steps = [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
     *transforms, final = steps
-    if not (isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1):
+    trees = _tree_sum(final)
+    if trees is None and not (isinstance(final, LogisticRegression) and final.coef_.shape[0] == 1):
         return None
     ops: list[Callable[[np.ndarray], np.ndarray]] = []
     for step in transforms:
@@ -278,14 +280,19 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
             ops.append(functools.partial(_standardise, mean=mean, scale=scale))
         else:
             return None
-    coef = np.asarray(final.coef_[0], dtype=np.float64)
-    intercept = float(final.intercept_[0])
+    if trees is not None:
+        linear: Callable[[np.ndarray], np.ndarray] = trees
+    else:
+        coef = np.asarray(final.coef_[0], dtype=np.float64)
+        intercept = float(final.intercept_[0])
+
+        def linear(X: np.ndarray) -> np.ndarray:
+            return np.asarray(X @ coef + intercept)
 
     def score(X: np.ndarray) -> np.ndarray:
         for op in ops:
             X = op(X)
-        z = X @ coef + intercept
-        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+        return np.asarray(expit(linear(X)), dtype=np.float64)
 
     # the batch, plus rows that take every branch: all missing, all zero, large negative values
     probe = np.vstack([X, np.full(X.shape[1], np.nan), np.zeros(X.shape[1]), np.full(X.shape[1], -1e3)])
@@ -295,6 +302,41 @@ def _fast_path(estimator: Any, X: np.ndarray) -> Callable[[np.ndarray], np.ndarr
     except Exception:  # any surprise (shapes, dtypes): scikit-learn itself stays in charge
         return None
     return score if agrees else None
+
+
+def _tree_sum(final: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The log-odds of a binary, purely numeric HistGradientBoostingClassifier, tree by tree, or None.
+
+    scikit-learn wraps each tree's prediction in a Python call that allocates its own output and
+    rebuilds the categorical bitsets for every call: ~8 µs a tree, 1.6 ms for our 200 trees whatever
+    the rows (a fifth of the worker's time on a replay). Here each tree's compiled traversal (the
+    same routine scikit-learn calls) writes into one preallocated matrix: ~5 µs a tree. It uses a
+    private routine, so :func:`_fast_path` checks the result against ``predict_proba`` and keeps
+    scikit-learn in charge if anything differs or moved.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if not isinstance(final, HistGradientBoostingClassifier):
+        return None
+    try:
+        from sklearn.ensemble._hist_gradient_boosting._predictor import _predict_from_raw_data
+
+        if final.n_trees_per_iteration_ != 1 or getattr(final, "_preprocessor", None) is not None:
+            return None
+        known_cat_bitsets, f_idx_map = final._bin_mapper.make_known_categories_bitsets()
+        trees = [(p.nodes, p.raw_left_cat_bitsets) for (p,) in final._predictors]
+        baseline = float(np.asarray(final._baseline_prediction).ravel()[0])
+    except Exception:  # a scikit-learn whose internals moved: its own predict_proba then
+        return None
+
+    def log_odds(X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.empty((len(trees), len(X)))
+        for i, (nodes, cat_bitsets) in enumerate(trees):
+            _predict_from_raw_data(nodes, X, cat_bitsets, known_cat_bitsets, f_idx_map, 1, out[i])
+        return np.asarray(out.sum(axis=0) + baseline)
+
+    return log_odds
 
 
 def _standardise(X: np.ndarray, *, mean: Any, scale: Any) -> np.ndarray:

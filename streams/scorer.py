@@ -318,6 +318,7 @@ def open_store(settings: Settings) -> RedisFeatureStore:
         namespace=settings.topic_prefix,
         lateness_ms=settings.lateness_ms,
         cache_size=settings.state_cache_customers,
+        decoded_size=settings.state_cache_decoded_customers,
     )
     store.check_layout(partitions=input_partitions(settings))
     return store
@@ -344,6 +345,28 @@ def build_scorer(
         worker_id=worker_id,
         handler=lambda worker: ChurnScorer(worker=worker, settings=settings, store=store, models=models),
     )
+
+
+# Container allocations (net of frees) between two young-generation collections; CPython's default is
+# 700. A unit of work holds tens of thousands of short-lived objects (decoded states, feature rows,
+# outputs) for a few milliseconds: at 700 they are scanned again and again while alive and then
+# promoted, which triggers full collections. At 20,000 a unit's garbage is mostly freed by reference
+# counting before any collection runs (the 52k-event bench: 4,800 collections, 1.05 s -> 10, 0.07 s).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Set the garbage collector up for a long-running worker, once its models are loaded.
+
+    What is loaded by now (libraries, models) lives as long as the process: it is frozen out of the
+    collector's full passes, which otherwise stall a batch by ~90 ms every so often; and young
+    collections run every :data:`GC_YOUNG_THRESHOLD` net allocations, not every 700. Reference cycles
+    are still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def wait_for_model(settings: Settings, stop: threading.Event) -> bool:
@@ -395,9 +418,7 @@ def cli(args: Any, settings: Settings) -> int:
         settings.consumer_group,
         settings.session_timeout_ms,
     )
-    # What is loaded by now (libraries, models) lives as long as the process: keep it out of the
-    # garbage collector's full passes, which otherwise stall a batch by ~90 ms every so often.
-    gc.freeze()
+    settle_heap()
     worker.run()
     if server is not None:
         server.shutdown()
@@ -417,4 +438,5 @@ __all__ = [
     "open_store",
     "restore_learner",
     "serve",
+    "settle_heap",
 ]

@@ -279,6 +279,38 @@ def test_the_state_cache_keeps_the_most_recent_customers_and_never_serves_a_stal
         client.close()
 
 
+def test_decoded_states_are_handed_out_once_and_a_change_not_written_is_never_served() -> None:
+    """The most recently written states are kept decoded (CHURN_STATE_CACHE_DECODED_CUSTOMERS): the next
+    transaction gets the very object written, without parsing it again. A reader may change it in
+    place, so it leaves the tier; a change that is not committed is then never seen by anyone."""
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS, decoded_size=1)
+    try:
+        store.update([order(1, "a", 0)])
+        store.update([order(2, "b", 1)])
+        store.flush()
+        assert list(store._decoded) == ["b"]  # the cap: a, written first, is JSON only
+        written = store._decoded["b"][1]
+        tx = store.begin({"b": store.partition_of("b")})
+        assert tx.state("b") is written  # not parsed again
+        assert "b" not in store._decoded  # handed out
+        tx.apply(order(3, "b", 2))  # changed in place, then abandoned: never committed
+        f = store.features("b", as_of=T0 + 2 * DAY_MS)
+        assert f is not None and f["orders_total"] == 1  # what was written, not the abandoned change
+        store.update([order(4, "b", 3)])
+        store.flush()
+        f = store.features("b", as_of=T0 + 3 * DAY_MS)
+        assert f is not None and f["orders_total"] == 2
+        reread = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS)
+        assert reread.features("b", as_of=T0 + 3 * DAY_MS) == f  # Redis holds the same
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
 def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
