@@ -51,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -73,10 +74,20 @@ POLICIES = ("value_at_risk", "high_risk")
 def month_of(ms: int) -> str:
     """The period of an event time: its calendar month in UTC.
 
-    >>> month_of(0), month_of(886_291_199_000)
-    ('1970-01', '1998-01')
+    >>> month_of(0), month_of(886_291_199_000), month_of(-1)
+    ('1970-01', '1998-01', '1969-12')
     """
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m")
+    return _month_of_day(ms // _DAY_MS)
+
+
+_DAY_MS = 86_400_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> str:
+    """The calendar month of a UTC day number (the scorer asks for every prediction and alert: a cache,
+    not a date formatted each time, which took 2% of a worker)."""
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m")
 
 
 def is_active(recency_days: float | None) -> bool:
