@@ -124,6 +124,10 @@ class FeatureStore(ABC):
         """Write the transaction, each partition all or nothing. It may still be in flight: :meth:`flush`
         waits.
 
+        The transaction is finished once committed: a store may keep its state objects (the Redis
+        store hands them to the next transaction instead of parsing the JSON again), so nothing may
+        change ``tx`` after this call.
+
         ``after`` runs first and the write happens only if it returns: the scorer passes "every output
         of this batch is acknowledged by Kafka", which an asynchronous store waits for off the caller's
         thread. An exception from it is raised again by :meth:`flush`, and nothing is written.
