@@ -127,12 +127,16 @@ def print_summary(
         reports = sorted(r.drift_reports, key=lambda d: str(d.get("window_start")))
         drifted = sum(1 for d in reports if d.get("dataset_drift"))
         skipped = r.monitor_health.get("windows_skipped", 0)
+        actions = Counter(str(d.get("action") or "-") for d in reports)
+        advice = ", ".join(f"{a} {actions[a]}" for a in ("none", "watch", "retrain") if actions[a])
         say(
             f"  drift         {len(reports)} windows reported ({drifted} with dataset drift"
-            f"{f', {skipped} skipped while reports fell behind' if skipped else ''}):"
+            f"{f', {skipped} skipped while reports fell behind' if skipped else ''}); "
+            f"the monitor advises: {advice or '-'}"
         )
         for d in reports:
             say(f"                {_format_report(d)}")
+            say(f"{' ' * 18}{_format_verdict(d)}")
         say(
             f"{' ' * 16}monitor pages: http://{s.web_host}:{s.web_port}/ (up while the monitor runs: --serve)"
         )
@@ -228,6 +232,25 @@ def _format_report(report: dict[str, Any]) -> str:
         f"share {float(report.get('drift_share') or 0):.2f}"
         f" ({shown or '-'}); prediction drift {prediction}; concept drift {'yes' if concept else 'no'}"
     )
+
+
+def _format_verdict(report: dict[str, Any]) -> str:
+    """The window's action and the performance it rests on: does the drift matter?"""
+    estimated = report.get("estimated_performance") or {}
+    realized = report.get("realized_performance") or {}
+    parts = [f"action {report.get('action') or '-'}"]
+    if estimated.get("value") is not None:
+        interval = ""
+        if estimated.get("lower") is not None and estimated.get("upper") is not None:
+            interval = f" [{float(estimated['lower']):.3f}, {float(estimated['upper']):.3f}]"
+        parts.append(f"estimated ROC-AUC {float(estimated['value']):.3f}{interval}")
+    if realized.get("value") is not None:
+        parts.append(
+            f"realized {float(realized['value']):.3f} on {int(realized.get('labels') or 0):,} labels of "
+            f"{str(realized.get('window_start'))[:10]}..{str(realized.get('window_end'))[:10]}"
+        )
+    reason = report.get("action_reason")
+    return "; ".join(parts) + (f" ({reason})" if reason else "")
 
 
 def _indent(text: str, spaces: int) -> str:

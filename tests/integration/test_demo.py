@@ -91,6 +91,14 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     assert {r["report_id"] for r in reports} == {r["report_id"] for r in result.drift_reports}
     assert all(Path(r["html_path"]).is_file() for r in reports)
     assert f"drift         {len(reports)} windows reported" in text
+    # each window says whether its drift matters: the action, and the performance it rests on
+    actions = Counter(r["action"] for r in reports)
+    advice = ", ".join(f"{a} {actions[a]}" for a in ("none", "watch", "retrain") if actions[a])
+    assert f"the monitor advises: {advice}" in text
+    assert text.count("                  action ") == len(reports)
+    for r in reports:
+        if r.get("estimated_performance"):
+            assert f"estimated ROC-AUC {r['estimated_performance']['value']:.3f}" in text
 
     # The scorer really caught up: its committed offsets are the end offsets of every input topic.
     positions = group_offsets(settings, f"{settings.topic_prefix}churnstream-scorer", topics.inputs)
