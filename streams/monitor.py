@@ -54,6 +54,7 @@ The parts, each in its own module: this one wires the faust app, its pages and t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -76,8 +77,9 @@ from churnstream.monitoring.state import MonitorState
 from churnstream.settings import DAY_MS, Settings
 from churnstream.streams.health import DependencyProbe
 from churnstream.streams.monitor_health import InputOffsets
-from churnstream.streams.monitor_service import MonitorService
+from churnstream.streams.monitor_service import Missed, MonitorService, Record
 from churnstream.streams.monitor_views import PublishedViews
+from churnstream.streams.reading import read_range
 from churnstream.streams.retrain import LoopWatch
 
 log = logging.getLogger(__name__)
@@ -260,6 +262,7 @@ class MonitorApp:
             max_jobs=max_pending,
             committed=offsets.committed,
             offsets=offsets,
+            missed=skipped_records(settings, app, offsets),
         )
 
         @app.agent(batches, name="monitoring-batches", concurrency=1)
@@ -284,6 +287,52 @@ class MonitorApp:
         )
         app.web_server(pages.as_service())
         return cls(app, service, batches)
+
+
+def skipped_records(settings: Settings, app: Any, offsets: InputOffsets) -> Missed:
+    """The records of a partition that faust lost (see
+    :class:`~churnstream.streams.monitor_service.MonitorService`): from ``start`` (None: the group's
+    committed offset) up to ``stop``, the record faust handed over, read by a client of our own and acked
+    through faust's consumer, so its commits go on past them."""
+    from faust.types import Message
+
+    async def missed(
+        tp: tuple[str, int], start: int | None, stop: int
+    ) -> list[tuple[Record, float | None, Any]]:
+        topic, partition = tp
+        if start is None:
+            try:
+                start = (await asyncio.to_thread(offsets.committed, [tp], 10.0)).get(tp)
+            except Exception as exc:  # Kafka did not answer in time: nothing to compare with
+                log.warning("%s[%d]: cannot read the group's committed offset (%s)", topic, partition, exc)
+                return []
+            if start is None or start >= stop:
+                return []
+        found = await asyncio.to_thread(read_range, settings, topic, partition, start, stop)
+        if found:
+            log.warning(
+                "%s[%d]: faust handed over offset %d next, not %d: reading what it skipped from Kafka "
+                "(%d record%s; faust-streaming issue #596)",
+                topic,
+                partition,
+                stop,
+                start,
+                len(found),
+                "" if len(found) == 1 else "s",
+            )
+        records = []
+        for msg in found:
+            offset, (kind, ms) = msg.offset(), msg.timestamp()
+            if offset is None:
+                continue
+            at = ms / 1000 if ms > 0 else None
+            key, value = msg.key(), msg.value()
+            message = Message(topic, partition, offset, at or 0.0, kind, None, key, value, None)
+            ack = functools.partial(app.consumer.ack, message)
+            records.append((Record(key, value, topic, partition, offset), at, ack))
+        return records
+
+    return missed
 
 
 def replication_of(settings: Settings) -> int:

@@ -11,6 +11,12 @@
 changelog faust writes before it commits any offset), so a restart counts each prediction once. A state kept
 in a table is read back when the first record arrives: faust hands records to the agent only once it has
 recovered its tables from their changelog topics.
+
+faust can lose records as it starts: those it fetches while it seeks to the committed offsets after
+recovering its tables are cleared unacked from the agent's queue when its flow resumes, and its fetching
+goes on past them (faust-streaming issue #596). The monitoring topic has no gaps in its offsets (no
+transactions, no compaction), so a record further on than the next one expected (for a partition's first
+record: the group's committed offset) means records were lost: ``missed`` reads them and they go first.
 The stall clock behind ``/health`` and ``/ready`` is :class:`~churnstream.streams.monitor_health.InputWatch`.
 """
 
@@ -39,7 +45,7 @@ from churnstream.streams.monitoring_batches import decode_batch
 log = logging.getLogger("churnstream.streams.monitor")
 
 
-class _Record(NamedTuple):
+class Record(NamedTuple):
     """One record of the monitoring topic as faust's agent hands it over."""
 
     key: bytes | None
@@ -47,6 +53,13 @@ class _Record(NamedTuple):
     topic: str
     partition: int | None
     offset: int | None
+
+
+# the records of a partition faust lost, from start (None: the group's committed offset) up to stop:
+# (record, Kafka timestamp in s, its ack) each
+Missed = Callable[
+    [PartitionId, int | None, int], Awaitable[list[tuple[Record, float | None, Callable[[], Any]]]]
+]
 
 
 class MonitorService:
@@ -57,7 +70,9 @@ class MonitorService:
     ``max_jobs`` bounds the jobs waiting for the report worker (see
     :class:`~churnstream.monitoring.render.RenderQueue`); ``offsets`` measures the input waiting for the
     agent (for ``/health`` and ``/ready``; none: never measured); ``evidence`` is the publisher's (the
-    shadow's evidence for a window, see :class:`~churnstream.monitoring.publisher.ReportPublisher`).
+    shadow's evidence for a window, see :class:`~churnstream.monitoring.publisher.ReportPublisher`);
+    ``missed(partition, start, stop)`` gives the records of a partition from ``start`` (None: the group's
+    committed offset) up to ``stop``, each with its ack (none: faust is trusted).
     """
 
     def __init__(
@@ -72,6 +87,7 @@ class MonitorService:
         committed: Callable[[list[PartitionId]], Mapping[PartitionId, int]] | None = None,
         offsets: InputOffsets | None = None,
         evidence: Callable[[str | None], dict[str, Any] | None] | None = None,
+        missed: Missed | None = None,
     ) -> None:
         self.settings = settings
         self.monitor = monitor
@@ -93,6 +109,7 @@ class MonitorService:
         self.watch = InputWatch(settings=settings, offsets=offsets, read_offsets=self.uncommitted.next_offset)
         self._publish_dead_letter = publish_dead_letter
         self._committed = committed
+        self._missed = missed
         self._detectors: dict[int, bytes] = {}
         self.records = 0
         self.lags: deque[float] = deque(maxlen=100_000)
@@ -120,13 +137,25 @@ class MonitorService:
         """
         self.watch.handling(f"{topic}[{partition}]@{offset}")
         try:
-            await self._handle(_Record(key, value, topic, partition, offset), timestamp, ack)
+            await self._handle(Record(key, value, topic, partition, offset), timestamp, ack)
         finally:
             self.watch.handled()
 
-    async def _handle(self, record: _Record, timestamp: float | None, ack: Callable[[], Any] | None) -> None:
+    async def _handle(self, record: Record, timestamp: float | None, ack: Callable[[], Any] | None) -> None:
         if not self._resumed:
             self._resume()
+        tp = (record.topic, record.partition if record.partition is not None else -1)
+        expected = self.uncommitted.next_offset.get(tp)  # None: the partition's first record here
+        if (
+            self._missed is not None
+            and record.offset is not None
+            and (expected is None or expected < record.offset)
+        ):
+            for missed, missed_at, missed_ack in await self._missed(tp, expected, record.offset):
+                await self._take(missed, missed_at, missed_ack)
+        await self._take(record, timestamp, ack)
+
+    async def _take(self, record: Record, timestamp: float | None, ack: Callable[[], Any] | None) -> None:
         tp = (record.topic, record.partition if record.partition is not None else -1)
         held = self.uncommitted.admit(tp, record.offset, ack)
         if held is None:
@@ -140,7 +169,7 @@ class MonitorService:
         if held.holds is None:
             self.uncommitted.wait_for_ack(tp, held, len(record.key or b"") + len(record.value or b""))
 
-    async def _feed(self, held: HeldRecord, record: _Record) -> None:
+    async def _feed(self, held: HeldRecord, record: Record) -> None:
         try:
             batch = decode_batch(
                 record.value, max_as_of=now_ms() + int(self.settings.max_future_skew_hours * 3_600_000)
@@ -157,7 +186,7 @@ class MonitorService:
             return
         self.lags.append(now_ms() - batch.created_at)
         held.segments, held.holds = added.segments, added.holds
-        self._take(added)
+        self._use(added)
 
     def _resume(self) -> None:
         """Continue from the state in the monitor's table, recovered by faust from its changelog topic."""
@@ -176,7 +205,7 @@ class MonitorService:
         if saved is not None:
             log.info("resuming after window %d, from the state in the monitor's table", saved.seq)
 
-    def _take(self, added: Added) -> None:
+    def _use(self, added: Added) -> None:
         self._detectors.update(added.detectors)
         for pending in added.pending:
             self.publisher.put(pending)
@@ -208,7 +237,7 @@ class MonitorService:
         except Exception:  # only a sharper restart check; never worth failing the write
             return {}
 
-    async def _dead_letter(self, record: _Record, error: EventError) -> None:
+    async def _dead_letter(self, record: Record, error: EventError) -> None:
         self.dead_letters += 1
         topic, partition, offset = record.topic, record.partition, record.offset
         log.warning("dead letter from %s[%s]@%s: %s", topic, partition, offset, str(error)[:300])

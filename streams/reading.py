@@ -3,7 +3,8 @@
 Commands that look at what the service published (``churnstream alerts``, ``churnstream report``, the
 monitor's pages) read this way, so they never move a worker's offsets. :func:`read_to_end` reads every
 partition up to the end it had when reading started, from its beginning or just its last messages;
-:func:`read_messages` can also go on following new messages, like ``tail -f``.
+:func:`read_messages` can also go on following new messages, like ``tail -f``; :func:`read_range` reads one
+partition between two offsets.
 """
 
 from __future__ import annotations
@@ -97,6 +98,49 @@ def read_messages(
             elif not follow:
                 continue
             yield msg
+    finally:
+        consumer.close()
+
+
+def read_range(settings: Settings, topic: str, partition: int, start: int, stop: int) -> list[Message]:
+    """The messages of ``topic``'s ``partition`` at offsets ``start <= offset < stop`` (fewer than
+    ``stop - start`` where some are transaction markers or were compacted away), in offset order.
+
+    Raises :class:`~churnstream.errors.InfraError` when messages known to be there stop coming for
+    :data:`STALL_SECONDS`.
+    """
+    if stop <= start:
+        return []
+    consumer = make_consumer(
+        settings, f"churnstream-reader-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        found: list[Message] = []
+        last_progress = time.monotonic()
+        while True:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                if time.monotonic() - last_progress > STALL_SECONDS:
+                    raise InfraError(
+                        f"no progress reading {topic}[{partition}] at offsets {start}..{stop - 1} for "
+                        f"{STALL_SECONDS:.0f} s; is Kafka still up?"
+                    )
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    return found
+                if error.fatal():
+                    raise KafkaException(error)
+                continue
+            last_progress = time.monotonic()
+            offset = msg.offset()
+            if offset is None or offset >= stop:
+                return found
+            found.append(msg)
+            if offset + 1 >= stop:
+                return found
     finally:
         consumer.close()
 

@@ -22,7 +22,7 @@ from churnstream.monitoring.render import Rendered, RenderJob
 from churnstream.monitoring.report import ReportStore
 from churnstream.monitoring.state import MonitorState, Position
 from churnstream.settings import Settings
-from churnstream.streams.monitor_service import MonitorService
+from churnstream.streams.monitor_service import MonitorService, Record
 from churnstream.streams.monitoring_batches import decode_batch
 
 T0 = 1_717_200_000_000
@@ -70,7 +70,9 @@ class Monitor:
     """A service over a state directory (or a table, as faust's, and the directory ``local``), with what it
     acked and published."""
 
-    def __init__(self, tmp: Path, table: dict[str, bytes] | None = None, local: str = "state") -> None:
+    def __init__(
+        self, tmp: Path, table: dict[str, bytes] | None = None, local: str = "state", missed: Any = None
+    ) -> None:
         reference = pd.DataFrame({"x": np.random.default_rng(0).normal(0, 1, 3000), "churn_probability": 0.5})
         self.monitor = DriftMonitor(
             references=FrameSource(reference),
@@ -94,6 +96,7 @@ class Monitor:
             publish_report=publish_report,
             publish_dead_letter=publish_dead_letter,
             renderer=DrawsNothing(),  # type: ignore[arg-type]
+            missed=missed,
         )
 
     def feed(self, offset: int, value: bytes) -> None:
@@ -203,3 +206,36 @@ def test_a_partition_read_again_late_after_a_restart_keeps_its_position(tmp_path
     assert saved is not None and saved.positions[f"{TOPIC}/1"] == Position(2, 100, None)
     asyncio.run(second.service.on_message(b"v1", record(3), TOPIC, 1, 2, ack=lambda: None))
     assert second.monitor.rows_pending == 200 + 200  # record 13's last 200 rows, record 3's last 200
+
+
+def test_records_faust_lost_are_read_and_fed_in_order(tmp_path: Path) -> None:
+    """faust can hand a partition's records over from later than the group's committed offset after a
+    restart, or leave one out after its first (faust-streaming issue #596): the monitor reads what lies
+    between and feeds it in offset order."""
+    first = Monitor(tmp_path)
+    for k in range(4):
+        first.feed(k, record(k))
+    first.report_all()  # committed: 3; record 3 straddles windows 1 and 2, 100 of its rows reported
+    asked: list[tuple[tuple[str, int], int | None, int]] = []
+
+    async def missed(
+        tp: tuple[str, int], start: int | None, stop: int
+    ) -> list[tuple[Record, float | None, Any]]:
+        asked.append((tp, start, stop))
+        lost = range(3 if start is None else start, stop)  # from the committed offset (3) on
+        return [
+            (Record(b"v1", record(k), TOPIC, 0, k), None, functools.partial(second.acked.append, k))
+            for k in lost
+        ]
+
+    second = Monitor(tmp_path, missed=missed)
+    for k in (4, 6, 7):  # faust starts at offset 4 and leaves out 5
+        second.feed(k, record(k))
+    second.feed(6, record(6))  # delivered twice (a rebalance): ignored, nothing asked
+    second.report_all()
+    window = second.reports[0]
+    assert window.rows == 1000
+    assert (window.window_start, window.window_end) == (T0 + 1000 * 1000, T0 + 1999 * 1000)
+    assert asked == [((TOPIC, 0), None, 4), ((TOPIC, 0), 5, 6)]
+    assert second.acked == [3, 4, 5]  # record 6 (rows 1800..2099) holds rows of the open window
+    assert second.monitor.rows_pending == 100 + ROWS
