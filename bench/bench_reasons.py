@@ -16,15 +16,19 @@ the store's feature code), and the alerts are the customers an alert policy with
   at the end of the year.
 
 For each alert set and each way of forming reasons (the default
-:data:`~churnstream.models.explain.REASON_GROUPS`, or one reason per feature) the table prints the share of
-the total absolute contribution carried by the top three reasons (median, 25th percentile, fraction of
-alerts at or above one half), the largest additivity error ``|base + sum(contributions) - logit p|``, the
-sampling error (median, over the first 300 alerts, of the largest difference from the contributions with
-256 orderings, as a share of the total absolute contribution), and the time per alert of
-:func:`~churnstream.models.explain.explain` over batches of 50 alerts and over single alerts (one thread).
-The explanations are of the batch model: the blend adds the online model's inputs to the same vectorised
-calls. ``--cost`` adds a table of the same times for every model family ``train`` may choose (each fitted,
-for timing only, on the scored customers' own labels). Nothing is asserted.
+:data:`~churnstream.models.explain.REASON_GROUPS`, or one reason per feature) the table prints how many
+reasons an alert shows (``shown``, mean; :func:`~churnstream.models.explain.shown_reasons`: those raising
+the risk first, then what lowers it most), the share of the total absolute contribution they carry (median,
+25th percentile, fraction of alerts at or above one half; ``(3 by size)``: the median for the three largest
+by size, as alerts listed them before), the share of alerts whose reasons shown include one that raises the
+risk (``raising``: something to act on; ``(3 by size)``: the same before), the largest additivity error
+``|base + sum(contributions) - logit p|`` over all reasons, the sampling error (median, over the first 300
+alerts, of the largest difference from the contributions with 256 orderings, as a share of the total
+absolute contribution), the time per alert of :func:`~churnstream.models.explain.explain` over batches of 50
+alerts and over single alerts (one thread), and the lead reason with its sign. The explanations are of the
+batch model: the blend adds the online model's inputs to the same vectorised calls. ``--cost`` adds a table
+of the same times for every model family ``train`` may choose (each fitted, for timing only, on the scored
+customers' own labels). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from churnstream.events import parse_time  # noqa: E402
+from churnstream.models.explain import shown_reasons  # noqa: E402
 from churnstream.settings import DAY_MS, Settings  # noqa: E402
 
 HORIZON_DAYS = 90.0
@@ -51,15 +56,27 @@ BUDGET_SHARE = 0.10
 BATCH = 50
 
 
-def top_share(contributions: Sequence[float], k: int = 3) -> float:
-    """The share of the total absolute contribution carried by the ``k`` largest (1.0 when all are 0).
+def top_share(contributions: Sequence[float], shown: Sequence[int]) -> float:
+    """The share of the total absolute contribution carried by the reasons ``shown`` (indices; 1.0 when all
+    contributions are 0).
 
-    >>> top_share([2.0, -1.0, 0.5, 0.5])
+    >>> top_share([2.0, -1.0, 0.5, 0.5], [0, 1, 2])
     0.875
+    >>> top_share([0.5, 0.5, -1.0, 2.0], [3, 0, 1, 2])
+    1.0
     """
-    sizes = sorted((abs(c) for c in contributions), reverse=True)
-    total = sum(sizes)
-    return 1.0 if total == 0 else sum(sizes[:k]) / total
+    total = sum(abs(c) for c in contributions)
+    return 1.0 if total == 0 else sum(abs(contributions[i]) for i in shown) / total
+
+
+def by_size(contributions: Sequence[float], k: int = 3) -> list[int]:
+    """The ``k`` largest contributions by size: the reasons alerts listed before they listed those raising
+    the risk first (the baseline).
+
+    >>> by_size([0.5, -2.0, 0.1, 1.0])
+    [1, 3, 0]
+    """
+    return [int(i) for i in np.argsort(-np.abs(np.asarray(contributions)), kind="stable")[:k]]
 
 
 def pick_alerts(features: Sequence[dict[str, Any]], p: np.ndarray, *, by: str) -> np.ndarray:
@@ -105,7 +122,11 @@ def measure(
         for e, x in zip(explained, exact, strict=False)  # exact: the first 300
         if _total(x) > 0
     ]
-    shares = np.array([top_share([r.contribution for r in e.reasons]) for e in explained])
+    contributions = [[r.contribution for r in e.reasons] for e in explained]
+    shown = [shown_reasons(c) for c in contributions]
+    before = [by_size(c) for c in contributions]
+    shares = np.array([top_share(c, s) for c, s in zip(contributions, shown, strict=True)])
+    shares_before = np.array([top_share(c, s) for c, s in zip(contributions, before, strict=True)])
     logit = np.log(p / (1 - p))
     error = max(
         (
@@ -114,10 +135,18 @@ def measure(
         ),
         default=0.0,
     )
+    # alerts whose reasons shown include one that raises the risk (something to act on), now and before
+    acting = float(
+        np.mean([any(c[i] > 0 for i in s) for c, s in zip(contributions, shown, strict=True)] or [0])
+    )
+    acting_before = float(
+        np.mean([any(c[i] > 0 for i in s) for c, s in zip(contributions, before, strict=True)] or [0])
+    )
     leads: dict[str, int] = {}
-    for e in explained:
-        lead = f"{e.reasons[0].feature} {'+' if e.reasons[0].contribution > 0 else '-'}"
-        leads[lead] = leads.get(lead, 0) + 1
+    for e, s in zip(explained, shown, strict=True):
+        lead = e.reasons[s[0]]
+        name = f"{lead.feature} {'+' if lead.contribution > 0 else '-'}"
+        leads[name] = leads.get(name, 0) + 1
     return {
         "alerts": len(rows),
         "median": float(np.median(shares)) if len(shares) else float("nan"),
@@ -125,6 +154,10 @@ def measure(
         "half": float(np.mean(shares >= 0.5)) if len(shares) else float("nan"),
         "error": error,
         "sampling": float(np.median(sampling)) if sampling else 0.0,
+        "median_before": float(np.median(shares_before)) if len(shares) else float("nan"),
+        "shown": float(np.mean([len(x) for x in shown])) if shown else float("nan"),
+        "acting": acting,
+        "acting_before": acting_before,
         "batched_ms": batched_ms,
         "single_ms": float(np.median(singles)) if singles else float("nan"),
         "leads": ", ".join(
@@ -143,17 +176,17 @@ def _total(e: Any) -> float:
 
 def format_table(title: str, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> str:
     head = (
-        f"{'alerts picked by':<20} {'reasons':<12} {'alerts':>6} {'top-3 share: median':>20} {'p25':>6} "
-        f"{'>= 0.5':>7} {'max |sum err|':>13} {'sampling':>8} {'ms/alert (50)':>13} {'ms (1)':>7}  "
-        "top reason (sign)"
+        f"{'alerts picked by':<20} {'reasons':<12} {'alerts':>6} {'shown':>5} {'share: median':>13} "
+        f"{'p25':>6} {'>= 0.5':>7} {'(3 by size)':>11} {'raising':>7} {'(3 by size)':>11} "
+        f"{'max |sum err|':>13} {'sampling':>8} {'ms/alert (50)':>13} {'ms (1)':>7}  lead reason (sign)"
     )
     lines = [title, head, "-" * len(head)]
     for picked, reasons, m in rows:
         lines.append(
-            f"{picked:<20} {reasons:<12} {m['alerts']:>6} {m['median']:>20.3f} {m['p25']:>6.3f} "
-            f"{m['half']:>7.1%} {m['error']:>13.1e} {m['sampling']:>8.3f} {m['batched_ms']:>13.3f} "
-            f"{m['single_ms']:>7.2f}  "
-            f"{m['leads']}"
+            f"{picked:<20} {reasons:<12} {m['alerts']:>6} {m['shown']:>5.2f} {m['median']:>13.3f} "
+            f"{m['p25']:>6.3f} {m['half']:>7.1%} {m['median_before']:>11.3f} {m['acting']:>7.1%} "
+            f"{m['acting_before']:>11.1%} {m['error']:>13.1e} {m['sampling']:>8.3f} {m['batched_ms']:>13.3f} "
+            f"{m['single_ms']:>7.2f}  {m['leads']}"
         )
     return "\n".join(lines)
 

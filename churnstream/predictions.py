@@ -152,7 +152,8 @@ class Alert:
         ),
         "top_reasons": OutputField(
             "array",
-            "The features that moved the score most, largest first.",
+            "Why the customer is at risk: the reasons raising the score most, largest first, then the one "
+            "lowering it most (more of those when fewer than three raise it).",
             items=OutputField("object", properties=Reason.FIELDS),
             min_items=3,
         ),

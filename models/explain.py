@@ -73,8 +73,9 @@ REASON_GROUPS: tuple[tuple[str, ...], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Explained:
-    """One customer's explanation: ``reasons`` largest |contribution| first (at least 3), and the ``base``
-    value that all the reasons' contributions add up to the score with, both in ``unit``."""
+    """One customer's explanation: ``reasons`` (at least 3), those that raise the risk first, largest first,
+    then those that lower it most (see :func:`shown_reasons`), and the ``base`` value that all the reasons'
+    contributions add up to the score with, both in ``unit``."""
 
     reasons: list[Reason]
     base: float
@@ -95,7 +96,9 @@ def explain(
     learners: Sequence[tuple[OnlineModel | None, Blender]] | None = None,
     learner_of: Sequence[int] | None = None,
 ) -> list[Explained]:
-    """The ``top_k`` (at least 3) reasons with the largest |contribution| to each row's blended log-odds.
+    """The reasons of each row's blended log-odds an alert lists (:func:`shown_reasons`): the ``top_k`` (at
+    least 3) that raise it most, then the one that lowers it most, so an alert says first why the customer
+    is at risk and then what holds them.
 
     ``X`` holds the rows in ``model.feature_names`` order, ``rows`` the same rows as feature dicts (for the
     online model). See the module docstring for the rule.
@@ -171,7 +174,7 @@ def explain(
 
     explanations: list[Explained] = []
     for r in range(n):
-        order = np.argsort(-np.abs(contributions[:, r]), kind="stable")[:k]
+        order = shown_reasons(contributions[:, r], k)
         reasons = [
             Reason(
                 feature=players[p][0],
@@ -182,6 +185,33 @@ def explain(
         ]
         explanations.append(Explained(reasons=reasons, base=float(f[0, r]), unit=UNIT))
     return explanations
+
+
+def shown_reasons(contributions: Sequence[float] | np.ndarray, top_k: int = MIN_REASONS) -> list[int]:
+    """Which reasons an explanation lists, in its order: the ``top_k`` (at least 3) that raise the risk
+    most, largest first, then the one that lowers it most; fewer raising it leave room for more lowering
+    it, by size, so at least ``top_k`` are listed while there are that many. A team reads first why the
+    customer is at risk, then what holds them (a loyal customer's long record no longer crowds out the
+    silence that raises the risk).
+
+    >>> shown_reasons([-1.7, 0.3, 0.0, 0.9, -0.2])  # two raise it: then the one lowering it most
+    [3, 1, 0]
+    >>> shown_reasons([-1.7, 0.3, 0.0, -0.9, -0.2])  # one raises it: then the two lowering it most
+    [1, 0, 3]
+    >>> shown_reasons([0.5, 0.4, 0.3, 0.2, -0.1, -0.6])  # three of four raising, then one lowering
+    [0, 1, 2, 5]
+    >>> shown_reasons([0.5, 0.4, 0.3, 0.2, 0.0])  # nothing lowers it
+    [0, 1, 2]
+    """
+    c = np.asarray(contributions, dtype=np.float64)
+    k = max(top_k, MIN_REASONS)
+    raising = np.flatnonzero(c > 0)
+    raising = raising[np.argsort(-c[raising], kind="stable")][:k]
+    rest = np.flatnonzero(c <= 0)
+    rest = rest[np.argsort(c[rest], kind="stable")]  # most lowering first, those not moving it last
+    lowering = int(np.count_nonzero(c < 0))
+    extra = max(k - len(raising), min(1, lowering))
+    return [int(i) for i in (*raising, *rest[:extra])]
 
 
 def _players(names: Sequence[str], groups: Sequence[Sequence[str]]) -> list[tuple[str, list[int]]]:
