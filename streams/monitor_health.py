@@ -295,6 +295,11 @@ class MonitorMetrics:
         yield counter("reports", "Evidently reports drawn", h["reports_rendered"])
         yield counter("report_errors", "Evidently reports that could not be drawn", h["report_errors"])
         yield counter("dead_letters", "Records sent to dead_letter", h["dead_letters"])
+        yield counter(
+            "records_read_back",
+            "Records faust skipped as it started, read from Kafka by the monitor itself",
+            h["records_read_back"],
+        )
         yield gauge("rows_pending", "Predictions in the open window", h["rows_pending"])
         yield gauge("reports_waiting", "Closed windows waiting for their report", h["reports_pending"])
         last = reports[-1] if reports else None
@@ -340,6 +345,7 @@ _SAMPLE_HEALTH: dict[str, Any] = {  # doctest data: a /health body
     "reports_rendered": 2,
     "report_errors": 0,
     "dead_letters": 0,
+    "records_read_back": 0,
     "reports_pending": 0,
     "lag": 0,
     "lag_ms": {"p50": 120.0, "p99": 480.0, "max": 500.0},

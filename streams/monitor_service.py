@@ -115,6 +115,7 @@ class MonitorService:
         self.lags: deque[float] = deque(maxlen=100_000)
         self.delays: deque[float] = deque(maxlen=100_000)
         self.dead_letters = 0
+        self.records_read_back = 0  # records faust skipped, read by the monitor itself (see ``missed``)
         self.started_at = now_ms()
         # a state kept in a table is known once faust has recovered it, before the first record
         self._resumed = self.state is None or self.state.table is None
@@ -152,6 +153,7 @@ class MonitorService:
             and (expected is None or expected < record.offset)
         ):
             for missed, missed_at, missed_ack in await self._missed(tp, expected, record.offset):
+                self.records_read_back += 1
                 await self._take(missed, missed_at, missed_ack)
         await self._take(record, timestamp, ack)
 
@@ -274,6 +276,7 @@ class MonitorService:
                 "render_seconds": percentiles(publisher.render_seconds, scale=1.0),
             },
             "dead_letters": self.dead_letters,
+            "records_read_back": self.records_read_back,
             "last_report_at": format_time(publisher.last_report_at) if publisher.last_report_at else None,
             "started_at": format_time(self.started_at),
             "window_rows": self.monitor.config.window_rows,

@@ -197,6 +197,7 @@ def test_metrics_are_named_like_the_scorers_and_follow_the_last_window() -> None
         "reports_rendered": 3,
         "report_errors": 1,
         "dead_letters": 2,
+        "records_read_back": 1,
         "reports_pending": 1,
         "lag": None,
         "lag_ms": None,
@@ -219,6 +220,7 @@ def test_metrics_are_named_like_the_scorers_and_follow_the_last_window() -> None
     assert before[("churn_monitor_reports_total", ())] == 3
     assert before[("churn_monitor_report_errors_total", ())] == 1
     assert before[("churn_monitor_dead_letters_total", ())] == 2
+    assert before[("churn_monitor_records_read_back_total", ())] == 1
     assert before[("churn_monitor_rows_pending", ())] == 200
     assert before[("churn_monitor_reports_waiting", ())] == 1
     assert before[("churn_monitor_stalled_seconds", ())] == 1.5

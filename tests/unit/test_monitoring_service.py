@@ -239,3 +239,5 @@ def test_records_faust_lost_are_read_and_fed_in_order(tmp_path: Path) -> None:
     assert asked == [((TOPIC, 0), None, 4), ((TOPIC, 0), 5, 6)]
     assert second.acked == [3, 4, 5]  # record 6 (rows 1800..2099) holds rows of the open window
     assert second.monitor.rows_pending == 100 + ROWS
+    assert second.service.health()["records_read_back"] == 2
+    assert b"churn_monitor_records_read_back_total 2.0" in second.service.metrics()
