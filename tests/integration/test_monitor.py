@@ -857,6 +857,7 @@ HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests rea
     "delay_ms",
     "uncommitted_records",
     "read_offsets",
+    "records_read_back",
 } | {"status", "stalled_seconds", "stuck_after_seconds", "partitions", "lag", "last_batch_age_seconds"}
 READY_FIELDS = {"status", "reasons", "partitions", "lag", "last_batch_age_seconds", "stalled_seconds"}
 
@@ -892,6 +893,7 @@ def test_ready_once_running_and_both_pages_say_how_far_behind(
     assert samples[("churn_monitor_stalled_seconds", ())] == 0
     assert samples[("churn_monitor_behind_records", ())] == 0
     assert samples[("churn_monitor_records_total", ())] == 3
+    assert samples[("churn_monitor_records_read_back_total", ())] == health["records_read_back"]
     assert samples[("churn_monitor_rows_total", ())] == health["rows_seen"] > 0
     assert samples[("churn_monitor_rows_pending", ())] == health["rows_pending"]
     assert not any(name.startswith("churnstream_") for name, _ in samples)
