@@ -66,7 +66,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from churnstream.dead_letter import DeadLetter, dead_letter_payload
-from churnstream.errors import ChurnstreamError
+from churnstream.errors import ChurnstreamError, InfraError
 from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
 from churnstream.monitoring.pages import render_alerts_page, render_report_list, render_report_page
@@ -289,25 +289,42 @@ class MonitorApp:
         return cls(app, service, batches)
 
 
-def skipped_records(settings: Settings, app: Any, offsets: InputOffsets) -> Missed:
+def skipped_records(settings: Settings, app: Any, offsets: InputOffsets, *, attempts: int = 10) -> Missed:
     """The records of a partition that faust lost (see
-    :class:`~churnstream.streams.monitor_service.MonitorService`): from ``start`` (None: the group's
-    committed offset) up to ``stop``, the record faust handed over, read by a client of our own and acked
-    through faust's consumer, so its commits go on past them."""
+    :class:`~churnstream.streams.monitor_service.MonitorService`) before ``stop``, the record it handed
+    over: from ``start``, the record after the last one handed over (None: none yet), or from the group's
+    committed offset when that is further on (another member read on; never so with one monitor per
+    group), or, without either, from the beginning (faust starts a group without offsets at the earliest).
+    They are read by a Kafka client of our own and acked through faust's consumer, so its commits go on
+    past them. The committed offset is asked ``attempts`` times, a second each (:class:`InputOffsets`
+    holds its lock no longer, so the state saves on the event loop never wait long for it); when Kafka
+    never answers, :class:`~churnstream.errors.InfraError`: better no answer than a count short."""
     from faust.types import Message
+
+    async def committed(tp: tuple[str, int]) -> int | None:
+        failure: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(1.0)  # Kafka did not answer: give it a moment
+            try:
+                return (await asyncio.to_thread(offsets.committed, [tp])).get(tp)
+            except Exception as exc:
+                failure = exc
+        topic, partition = tp
+        raise InfraError(
+            f"{topic}[{partition}]: the group's committed offset is unknown after {attempts} attempts "
+            f"({failure}), so the monitor cannot tell whether faust skipped records"
+        )
 
     async def missed(
         tp: tuple[str, int], start: int | None, stop: int
     ) -> list[tuple[Record, float | None, Any]]:
         topic, partition = tp
-        if start is None:
-            try:
-                start = (await asyncio.to_thread(offsets.committed, [tp], 10.0)).get(tp)
-            except Exception as exc:  # Kafka did not answer in time: nothing to compare with
-                log.warning("%s[%d]: cannot read the group's committed offset (%s)", topic, partition, exc)
-                return []
-            if start is None or start >= stop:
-                return []
+        group = await committed(tp)
+        known = [offset for offset in (start, group) if offset is not None]
+        start = max(known) if known else 0
+        if start >= stop:
+            return []
         found = await asyncio.to_thread(read_range, settings, topic, partition, start, stop)
         if found:
             log.warning(

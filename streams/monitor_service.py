@@ -55,7 +55,7 @@ class Record(NamedTuple):
     offset: int | None
 
 
-# the records of a partition faust lost, from start (None: the group's committed offset) up to stop:
+# the records of a partition faust lost before stop, from start (None: the partition's first record here):
 # (record, Kafka timestamp in s, its ack) each
 Missed = Callable[
     [PartitionId, int | None, int], Awaitable[list[tuple[Record, float | None, Callable[[], Any]]]]
@@ -71,8 +71,8 @@ class MonitorService:
     :class:`~churnstream.monitoring.render.RenderQueue`); ``offsets`` measures the input waiting for the
     agent (for ``/health`` and ``/ready``; none: never measured); ``evidence`` is the publisher's (the
     shadow's evidence for a window, see :class:`~churnstream.monitoring.publisher.ReportPublisher`);
-    ``missed(partition, start, stop)`` gives the records of a partition from ``start`` (None: the group's
-    committed offset) up to ``stop``, each with its ack (none: faust is trusted).
+    ``missed(partition, start, stop)`` gives the records of a partition faust skipped before ``stop``, after
+    ``start`` (None: the partition's first record here), each with its ack (none: faust is trusted).
     """
 
     def __init__(
