@@ -86,19 +86,17 @@ class InputOffsets:
             committed = self._consumer.committed(tps, timeout=self.timeout)
             return {tp.partition: Marks(*marks[(self.topic, tp.partition)], tp.offset) for tp in committed}
 
-    def committed(
-        self, partitions: Iterable[tuple[str, int]], timeout: float | None = None
-    ) -> dict[tuple[str, int], int]:
+    def committed(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The group's committed offsets of ``partitions`` ((topic, partition) pairs), as the broker has
-        them (partitions without one are left out); blocks up to ``timeout`` (default: the instance's) and
-        raises ``KafkaException`` when Kafka does not answer."""
+        them (partitions without one are left out); blocks up to ``timeout`` and raises ``KafkaException``
+        when Kafka does not answer."""
         tps = [TopicPartition(topic, partition) for topic, partition in partitions]
         if not tps:
             return {}
         with self._lock:
             if self._consumer is None:
                 self._consumer = make_consumer(self.settings, self.group)
-            answer = self._consumer.committed(tps, timeout=self.timeout if timeout is None else timeout)
+            answer = self._consumer.committed(tps, timeout=self.timeout)
         return {(tp.topic, tp.partition): tp.offset for tp in answer if tp.offset >= 0}
 
     def close(self) -> None:
