@@ -96,3 +96,27 @@ def test_a_restored_blender_blends_exactly_as_the_original_and_refits_on_the_sam
         original.observe(*p)
         restored.observe(*p)
         assert restored.blend(batch, online).tolist() == original.blend(batch, online).tolist()
+
+
+def test_the_window_keeps_the_last_pairs_oldest_first_once_it_wraps() -> None:
+    """The window is a ring: after more labels than it holds, the checkpoint lists exactly the last
+    ``window`` pairs in the order they came, and the weight is the one the rule gives on those."""
+    window = 300
+    blender = Blender(min_pairs=50, window=window, refit_every=1)
+    rng = np.random.default_rng(7)
+    seen = []
+    for i in range(window * 2 + 17):
+        b, o, y = float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.05, 0.95)), int(rng.random() < 0.5)
+        if i > window:  # the online model turns better half-way: the weight must follow the recent pairs
+            o = 0.9 if y else 0.1
+        blender.observe(b, o, y)
+        seen.append((b, o, y))
+    assert [tuple(p) for p in blender.to_dict()["pairs"]] == seen[-window:]
+    arr = np.array(seen[-window:])
+    grid = np.round(np.arange(0.0, 1.0 + 0.05 / 2, 0.05), 10)
+    blends = np.clip((1 - grid)[:, None] * arr[:, 0] + grid[:, None] * arr[:, 1], 1e-6, 1 - 1e-6)
+    losses = -np.mean(arr[:, 2] * np.log(blends) + (1 - arr[:, 2]) * np.log(1 - blends), axis=1)
+    assert blender.weights()["online"] == float(grid[int(np.argmin(losses))]) > 0.5
+    assert blender.weights()["pairs"] == window
+    with pytest.raises(ValueError, match="window"):
+        Blender(window=0)
