@@ -9,6 +9,7 @@ partition between two offsets.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -49,12 +50,8 @@ def read_messages(
     Raises :class:`~churnstream.errors.InfraError` when a topic does not exist, or when, not following,
     messages known to be there stop coming for :data:`STALL_SECONDS`.
     """
-    # partition EOF: the last offsets below a high watermark may be transaction markers, never delivered
-    consumer = make_consumer(
-        settings, f"churnstream-reader-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
-    )
-    try:
-        pending: dict[tuple[str, int], int] = {}
+    with _reader(settings) as consumer:
+        stops: dict[tuple[str, int], int] = {}
         assignment = []
         for topic in topics:
             for p, (low, high) in sorted(_end_offsets(consumer, topic).items()):
@@ -65,41 +62,12 @@ def read_messages(
                 else:
                     first = offset = max(low, high - start)
                 if high > first:
-                    pending[(topic, p)] = high
+                    stops[(topic, p)] = high
                 if high > first or follow:
                     assignment.append(TopicPartition(topic, p, offset))
-        if not assignment:
-            return
-        consumer.assign(assignment)
-        last_progress = time.monotonic()
-        while follow or pending:
-            msg = consumer.poll(poll_timeout)
-            if msg is None:
-                if not follow and time.monotonic() - last_progress > STALL_SECONDS:
-                    raise InfraError(
-                        f"no progress reading {', '.join(topics)} for {STALL_SECONDS:.0f} s; "
-                        "is Kafka still up?"
-                    )
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.pop((msg.topic() or "", msg.partition() or 0), None)
-                    continue
-                if error.fatal():
-                    raise KafkaException(error)
-                continue
-            last_progress = time.monotonic()
-            key = (msg.topic() or "", msg.partition() or 0)
-            at = msg.offset()
-            if key in pending:
-                if at is not None and at + 1 >= pending[key]:
-                    del pending[key]
-            elif not follow:
-                continue
-            yield msg
-    finally:
-        consumer.close()
+        yield from _read(
+            consumer, assignment, stops, follow=follow, poll_timeout=poll_timeout, what=", ".join(topics)
+        )
 
 
 def read_range(settings: Settings, topic: str, partition: int, start: int, stop: int) -> list[Message]:
@@ -111,38 +79,81 @@ def read_range(settings: Settings, topic: str, partition: int, start: int, stop:
     """
     if stop <= start:
         return []
+    with _reader(settings) as consumer:
+        return list(
+            _read(
+                consumer,
+                [TopicPartition(topic, partition, start)],
+                {(topic, partition): stop},
+                follow=False,
+                poll_timeout=0.5,
+                what=f"{topic}[{partition}] at offsets {start}..{stop - 1}",
+            )
+        )
+
+
+@contextlib.contextmanager
+def _reader(settings: Settings) -> Iterator[Consumer]:
+    """A consumer of its own (a throwaway group, never committing) that reports partition EOF: the last
+    offsets below a high watermark may be transaction markers, never delivered."""
     consumer = make_consumer(
         settings, f"churnstream-reader-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
     )
     try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        found: list[Message] = []
-        last_progress = time.monotonic()
-        while True:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                if time.monotonic() - last_progress > STALL_SECONDS:
-                    raise InfraError(
-                        f"no progress reading {topic}[{partition}] at offsets {start}..{stop - 1} for "
-                        f"{STALL_SECONDS:.0f} s; is Kafka still up?"
-                    )
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    return found
-                if error.fatal():
-                    raise KafkaException(error)
-                continue
-            last_progress = time.monotonic()
-            offset = msg.offset()
-            if offset is None or offset >= stop:
-                return found
-            found.append(msg)
-            if offset + 1 >= stop:
-                return found
+        yield consumer
     finally:
         consumer.close()
+
+
+def _read(
+    consumer: Consumer,
+    assignment: list[TopicPartition],
+    stops: dict[tuple[str, int], int],
+    *,
+    follow: bool,
+    poll_timeout: float,
+    what: str,
+) -> Iterator[Message]:
+    """The messages of ``assignment``: those of each partition in ``stops`` below its stop offset, until
+    every such partition reached its stop or its end; with ``follow``, every message on and on.
+
+    A message at or past its partition's stop (the offsets before it were markers) is not handed out
+    unless following: the monitor's read-back relies on it (a record faust does deliver must not come
+    twice).
+    """
+    if not assignment:
+        return
+    pending = dict(stops)
+    consumer.assign(assignment)
+    last_progress = time.monotonic()
+    while follow or pending:
+        msg = consumer.poll(poll_timeout)
+        if msg is None:
+            if not follow and time.monotonic() - last_progress > STALL_SECONDS:
+                raise InfraError(f"no progress reading {what} for {STALL_SECONDS:.0f} s; is Kafka still up?")
+            continue
+        error = msg.error()
+        key = (msg.topic() or "", msg.partition() or 0)
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                pending.pop(key, None)
+                continue
+            if error.fatal():
+                raise KafkaException(error)
+            continue
+        last_progress = time.monotonic()
+        at = msg.offset()
+        stop = pending.get(key)
+        if stop is None:
+            if not follow:
+                continue
+        elif at is None or at >= stop:
+            del pending[key]
+            if not follow:
+                continue
+        elif at + 1 >= stop:
+            del pending[key]
+        yield msg
 
 
 def read_topic(
