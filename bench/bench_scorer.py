@@ -365,12 +365,12 @@ def drain(worker: Any, total: int) -> float:
     neither row counts the consumer group's join."""
     scorer = worker.handler
     t0 = None
-    while scorer.totals.events < total:  # sweep() finishes its tick before returning
+    while scorer.totals.events < total:  # after_batch() sweeps, finishing its tick before returning
         batch = worker.reader.poll_batch()
         if batch.size:
             t0 = t0 or time.perf_counter()
             scorer.process(batch)
-        scorer.sweep()
+        scorer.after_batch()
     return time.perf_counter() - (t0 or time.perf_counter())
 
 
