@@ -9,11 +9,16 @@ import uuid
 from confluent_kafka import Producer
 
 from churnstream.settings import Settings, Topics
+from churnstream.streams.kafka import end_offsets, make_consumer
 from churnstream.streams.reading import read_messages, read_range, read_to_end
+from tests.integration.conftest import wait_until
 
 
 def produce(settings: Settings, topic: str, values: list[bytes], *, transaction: bool) -> None:
-    """``values`` to partition 0 of ``topic``, in one committed transaction or plainly."""
+    """``values`` to partition 0 of ``topic``, in one committed transaction or plainly. A transaction's
+    commit marker reaches the partition after the commit returns (the coordinator writes it): this waits
+    until it is there, so what is produced next comes after it."""
+    start = end_offset(settings, topic)
     config = settings.kafka_config()
     if transaction:
         config["transactional.id"] = f"test-{uuid.uuid4().hex[:8]}"
@@ -26,6 +31,16 @@ def produce(settings: Settings, topic: str, values: list[bytes], *, transaction:
     if transaction:
         producer.commit_transaction(30)
     assert producer.flush(30) == 0
+    expected = start + len(values) + (1 if transaction else 0)
+    wait_until(lambda: end_offset(settings, topic) == expected, 30, f"{topic}[0] to end at {expected}")
+
+
+def end_offset(settings: Settings, topic: str) -> int:
+    consumer = make_consumer(settings, f"test-ends-{uuid.uuid4().hex[:8]}")
+    try:
+        return end_offsets(consumer, topic)[0][1]
+    finally:
+        consumer.close()
 
 
 def offsets(messages: object) -> list[int]:
