@@ -221,6 +221,12 @@ class Outcome:
         "batch_probability": PROBABILITY,
         "online_probability": OutputField("number", nullable=True, minimum=0.0, maximum=1.0),
         "churn_probability": PROBABILITY,
+        "model_version": OutputField(
+            "string",
+            "The model that made the prediction (the prediction's model_version); absent for a prediction "
+            "made before outcomes carried it.",
+            required=False,
+        ),
         "customer_value": OutputField(
             "number",
             "What the customer was expected to bring over the horizon if they stayed, as of the prediction "
@@ -245,6 +251,7 @@ class Outcome:
     shadow_model_version: str | None = None  # copied from the pending prediction (#24)
     shadow_probability: float | None = None
     customer_value: float | None = None  # churnstream.models.value.value_over_horizon of its features
+    model_version: str | None = None  # the model that made the prediction, as the pending prediction kept it
 
     def to_json(self) -> dict[str, Any]:
         body = {
@@ -259,6 +266,8 @@ class Outcome:
             "churn_probability": self.churn_probability,
             "customer_value": self.customer_value,
         }
+        if self.model_version is not None:
+            body["model_version"] = self.model_version
         if self.shadow_model_version is not None:
             body["shadow_model_version"] = self.shadow_model_version
             body["shadow_probability"] = self.shadow_probability

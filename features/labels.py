@@ -71,7 +71,7 @@ from churnstream.features.state import (
 )
 from churnstream.settings import DAY_MS
 
-P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES, P_SHADOW = range(7)
+P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES, P_SHADOW, P_MODEL = range(8)
 
 # Kept predictions open at once per customer (see add_pending); from half of it on, they are spaced.
 OPEN_LIMIT = 16
@@ -208,6 +208,7 @@ class Resolved:
     churn_probability: float
     features: list[float | None]
     shadow: list[Any] | None = None  # [shadow_model_version, shadow_probability] while a model is in shadow
+    model_version: str | None = None  # the model that made it (None: pending since before this was kept)
 
 
 def add_pending(
@@ -223,9 +224,11 @@ def add_pending(
     lateness_ms: int,
     recency_days: float | None,
     shadow: list[Any] | None = None,
+    model_version: str | None = None,
 ) -> bool:
     """Remember a prediction until its label is known; False when it is already pending or not kept.
-    ``shadow`` ([version, probability], while a model is in shadow) is kept for its outcome.
+    ``shadow`` ([version, probability], while a model is in shadow) and ``model_version`` (the model that
+    made it) are kept for its outcome.
 
     ``recency_days`` is the prediction's own feature (days from the customer's last completed order to
     ``as_of``): kept predictions that order answered are no longer open. Whether a prediction is kept
@@ -268,8 +271,12 @@ def add_pending(
     if take:
         insort(kept, as_of)
         pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
-        if shadow is not None:  # an optional seventh item: pending lists written before stay valid
+        # optional seventh and eighth items (the shadow, or None; the model): pending lists written
+        # before either existed stay valid
+        if shadow is not None or model_version is not None:
             pend[-1].append(shadow)
+        if model_version is not None:
+            pend[-1].append(model_version)
         while len(pend) > MAX_PENDING:
             pend.remove(min(pend, key=_as_of))
     if kept:
@@ -295,6 +302,7 @@ def _resolved(p: list[Any], known: Label) -> Resolved:
         p[P_CHURN],
         p[P_FEATURES],
         p[P_SHADOW] if len(p) > P_SHADOW else None,
+        p[P_MODEL] if len(p) > P_MODEL else None,
     )
 
 

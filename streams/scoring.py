@@ -217,6 +217,7 @@ class BatchScoring:
                     lateness_ms=self.lateness,
                     recency_days=scoring.rows[i]["recency_days"],
                     shadow=shadow,
+                    model_version=version,
                 )
                 # an answer already known after as_of (a late event, a sweep, a label earlier in the
                 # batch) labels it at once
@@ -327,6 +328,7 @@ class BatchScoring:
                     {"spent_total": r.features[spent], "tenure_days": r.features[tenure]},
                     horizon_days=horizon_days,
                 ),
+                model_version=r.model_version,
             )
             if r.shadow is not None:
                 outcome.shadow_model_version, outcome.shadow_probability = r.shadow

@@ -161,6 +161,9 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
         assert o["label"] == (0 if ordered_within else 1), o
         assert o["source"] == ("order" if ordered_within else "inactivity")
     assert len({o["prediction_id"] for o in outcomes}) == len(outcomes)
+    # each outcome names the model that made its prediction
+    model_of = {p["prediction_id"]: p["model_version"] for p in predictions}
+    assert all(o["model_version"] == model_of[o["prediction_id"]] for o in outcomes)
 
     # features in Redis equal the offline builder's at the watermark
     store = RedisFeatureStore(

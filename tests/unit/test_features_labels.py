@@ -165,3 +165,36 @@ def test_online_and_offline_label_every_prediction_alike(monkeypatch: pytest.Mon
             assert online[t] == offline, (t, online[t], offline)
             sources.add(online[t].source)
     assert sources == {"order", "explicit", "inactivity"} and censored > 0
+
+
+def test_an_outcome_names_the_model_and_the_shadow_its_prediction_was_made_with() -> None:
+    """The model version is an optional eighth item of a pending prediction, after the shadow (or None):
+    lists written before either existed still resolve, without them."""
+    state = new_state()
+    common = {"horizon_ms": H, "lateness_ms": LATE, "recency_days": None}
+    add_pending(state, "old", START, 0.5, None, 0.5, [1.0], **common)
+    add_pending(state, "v2", START + 2 * DAY_MS, 0.5, None, 0.5, [1.0], model_version="v0002", **common)
+    add_pending(
+        state,
+        "both",
+        START + 4 * DAY_MS,
+        0.5,
+        None,
+        0.5,
+        [1.0],
+        shadow=["v0003", 0.4],
+        model_version="v0002",
+        **common,
+    )
+    add_pending(state, "shadow", START + 6 * DAY_MS, 0.5, None, 0.5, [1.0], shadow=["v0003", 0.3], **common)
+    assert [len(p) for p in state["scoring"]["pend"]] == [6, 8, 8, 7]
+    found = {
+        r.prediction_id: r
+        for r in resolve_by_time(state, START + 100 * DAY_MS, horizon_ms=H, lateness_ms=LATE)
+    }
+    assert {k: (r.model_version, r.shadow) for k, r in found.items()} == {
+        "old": (None, None),
+        "v2": ("v0002", None),
+        "both": ("v0002", ["v0003", 0.4]),
+        "shadow": (None, ["v0003", 0.3]),
+    }
