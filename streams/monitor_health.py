@@ -88,8 +88,8 @@ class InputOffsets:
 
     def committed(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The group's committed offsets of ``partitions`` ((topic, partition) pairs), as the broker has
-        them (partitions without one are left out); blocks up to ``timeout`` and raises ``KafkaException``
-        when Kafka does not answer."""
+        them (partitions without one are left out); blocks up to this instance's ``timeout`` and raises
+        ``KafkaException`` when Kafka does not answer."""
         tps = [TopicPartition(topic, partition) for topic, partition in partitions]
         if not tps:
             return {}
