@@ -27,7 +27,8 @@ Label(label=1, source='inactivity', labeled_at=10)
 
 Pending predictions live in the scoring part of the customer's state
 (:class:`~churnstream.features.state.ScoringState`, ``"pend"``) as
-``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order), so
+``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order, kept
+in memory as their JSON text until the label comes: :class:`~churnstream.features.state.Packed`), so
 they are written atomically with the features that produced them.
 
 A customer keeps a bounded number of them (:func:`add_pending`): a prediction is kept while fewer than
@@ -67,7 +68,9 @@ from churnstream.features.state import (
     STATUS_CODE,
     CustomerState,
     FeatureState,
+    Packed,
     scoring_state,
+    unpacked,
 )
 from churnstream.settings import DAY_MS
 
@@ -270,7 +273,7 @@ def add_pending(
     )
     if take:
         insort(kept, as_of)
-        pend.append([prediction_id, as_of, batch_p, online_p, churn_p, features])
+        pend.append([prediction_id, as_of, batch_p, online_p, churn_p, Packed(features)])
         # optional seventh and eighth items (the shadow, or None; the model): pending lists written
         # before either existed stay valid
         if shadow is not None or model_version is not None:
@@ -300,7 +303,7 @@ def _resolved(p: list[Any], known: Label) -> Resolved:
         p[P_BATCH],
         p[P_ONLINE],
         p[P_CHURN],
-        p[P_FEATURES],
+        unpacked(p[P_FEATURES]),
         p[P_SHADOW] if len(p) > P_SHADOW else None,
         p[P_MODEL] if len(p) > P_MODEL else None,
     )

@@ -19,7 +19,7 @@ import orjson
 
 from churnstream.errors import StoreError
 from churnstream.features import layout
-from churnstream.features.state import CustomerState, new_state
+from churnstream.features.state import CustomerState, dump_state, new_state
 from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
 
 __all__ = ["MemoryFeatureStore"]
@@ -60,7 +60,7 @@ class MemoryFeatureStore(FeatureStore):
             for cid in w.customers:
                 state = tx.states[cid]
                 tx.versions[cid] = tx.versions.get(cid, 0) + 1
-                self._data[(p, cid)] = (tx.versions[cid], orjson.dumps(state))
+                self._data[(p, cid)] = (tx.versions[cid], dump_state(state))
                 if state["max"] is not None:
                     self._active.setdefault(p, {})[cid] = state["max"]
             meta.update(w.meta)

@@ -19,7 +19,7 @@ from redis.exceptions import AskError, NoScriptError
 from churnstream.errors import ChurnstreamError, StoreError
 from churnstream.features import layout
 from churnstream.features.layout import KeyLayout
-from churnstream.features.state import CustomerState, new_state
+from churnstream.features.state import CustomerState, dump_state, new_state
 from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -184,7 +184,7 @@ class RedisFeatureStore(FeatureStore):
             parts = []
             for cid in w.customers:
                 state = tx.states[cid]
-                body = orjson.dumps(state)
+                body = dump_state(state)
                 version = tx.versions.get(cid, 0)
                 latest = "" if state["max"] is None else str(state["max"])
                 keys.append(self._keys.customer(p, cid))

@@ -28,6 +28,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from typing import Any, Literal, NotRequired, TypedDict
 
+import orjson
+
 from churnstream.errors import ProcessingError
 from churnstream.events import Event, OrderEvent, ProfileEvent, TicketEvent, format_time
 
@@ -85,7 +87,7 @@ class FeatureState(TypedDict):
 class ScoringState(TypedDict, total=False):
     """The scoring worker's part of a customer's state (see :mod:`churnstream.features.labels`)."""
 
-    pend: list[list[Any]]  # pending predictions: [prediction_id, as_of, batch_p, online_p, churn_p, features]
+    pend: list[list[Any]]  # pending predictions (see churnstream.features.labels)
     kept: list[int]  # as_of of the kept predictions still open
     lab: list[list[int]]  # explicit labels remembered: [ts, 0 or 1]
     risk: str  # risk category of the latest prediction
@@ -97,6 +99,51 @@ class CustomerState(FeatureState, total=False):
     """A customer's whole state, one JSON value in the store: features, and the scorer's part apart."""
 
     scoring: ScoringState
+
+
+class Packed:
+    """A value of a state kept as its JSON text: written into the state's JSON as it is, decoded only when
+    read (:func:`unpacked`). The JSON written is the same as for the value itself.
+
+    For what is written many times and read once. A pending prediction's feature vector is rewritten
+    with its customer's state on every change, until its label comes, and read then. As a list, it is
+    ~30 objects, cold in memory by the next write: serializing states was the worker's largest cost
+    (18% of a replay in ``bench/bench_scorer.py``), half of it pending predictions.
+
+    >>> v = Packed([1.5, None, float("nan")])
+    >>> dump_state({"v": v}), unpacked(v), unpacked([2.0])
+    (b'{"v":[1.5,null,null]}', [1.5, None, None], [2.0])
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, value: Any) -> None:
+        self.raw = orjson.dumps(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Packed) and other.raw == self.raw
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Packed({self.raw.decode()})"
+
+
+def unpacked(value: Any) -> Any:
+    """``value`` as decoded JSON: what a :class:`Packed` holds, anything else as it is (a state read back
+    from the store holds plain values)."""
+    return orjson.loads(value.raw) if isinstance(value, Packed) else value
+
+
+def _packed_json(value: Any) -> orjson.Fragment:
+    if isinstance(value, Packed):
+        return orjson.Fragment(value.raw)
+    raise TypeError(f"a customer state holds a {type(value).__name__}, which is not JSON")
+
+
+def dump_state(state: CustomerState | dict[str, Any]) -> bytes:
+    """A state as the JSON the stores keep (the one place states are serialized)."""
+    return orjson.dumps(state, default=_packed_json)
 
 
 def scoring_state(state: CustomerState) -> ScoringState:

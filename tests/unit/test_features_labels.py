@@ -198,3 +198,25 @@ def test_an_outcome_names_the_model_and_the_shadow_its_prediction_was_made_with(
         "both": ("v0002", ["v0003", 0.4]),
         "shadow": (None, ["v0003", 0.3]),
     }
+
+
+def test_a_pending_prediction_s_features_read_the_same_from_memory_and_from_the_stored_json() -> None:
+    """The worker keeps a pending feature vector as its JSON text (`Packed`) while the state stays in
+    memory; what a store writes is the JSON of the list itself, and an outcome resolved from the state
+    read back from that JSON has the same features (NaN -> None) as one resolved from memory."""
+    import orjson
+
+    from churnstream.features.state import dump_state
+
+    vector = [1.5, float("nan"), None, 0.0, 12345.678901]
+    state = new_state()
+    add_pending(state, "p", START, 0.5, None, 0.5, vector, horizon_ms=H, lateness_ms=LATE, recency_days=None)
+    written = dump_state(state)
+    plain = orjson.loads(written)
+    assert plain["scoring"]["pend"][0][labels.P_FEATURES] == [1.5, None, None, 0.0, 12345.678901]
+    assert dump_state(plain) == written  # the same bytes whether the vector is packed or a list
+    later = START + 100 * DAY_MS
+    (from_memory,) = resolve_by_time(state, later, horizon_ms=H, lateness_ms=LATE)
+    (from_json,) = resolve_by_time(plain, later, horizon_ms=H, lateness_ms=LATE)
+    assert from_memory == from_json
+    assert from_memory.features == [1.5, None, None, 0.0, 12345.678901]
