@@ -80,3 +80,26 @@ def test_reading_a_customer_without_a_scoring_part_adds_none() -> None:
     assert "scoring" not in s
     remember_label(s, 4 * DAY_MS, churned=False)
     assert s["scoring"] == {"lab": [[4 * DAY_MS, 0]]}
+
+
+def test_a_written_state_holds_no_more_memory_than_its_json() -> None:
+    """The Redis store keeps the JSON it wrote for every customer it caches. orjson's own output keeps
+    the whole buffer it was written into (tens of KiB for a state of 1-2 KB), so what dump_state returns,
+    and the packed vectors in it, are copies of their own size."""
+    import tracemalloc
+
+    from churnstream.features.state import Packed, dump_state
+
+    state = new_state()
+    state["o"] = [[i * DAY_MS, f"e{i}", 1_000_000, 0] for i in range(60)]
+    state["scoring"] = {"pend": [["p", 0, 0.5, None, 0.5, [0.25] * 30]]}
+    tracemalloc.start()
+    try:
+        vectors = [Packed([float(i)] * 30) for i in range(200)]
+        states = [dump_state(state) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    json_bytes = sum(len(v.raw) for v in vectors) + sum(len(s) for s in states)
+    assert 1_500 < len(states[0]) < 2_500
+    assert held < 1.5 * json_bytes  # untrimmed: ~40x
