@@ -17,8 +17,11 @@ percent hides in the spread between runs; so both revisions drain the same backl
   Outcomes labelled by inactivity come out in a different order from run to run (in whichever unit
   reaches their due time), so the comparison is by content.
 
-Exits 1 when the outputs differ. The older revision must have what this script calls (``build_scorer``,
-``settle_heap`` and the ``bench_scorer`` helpers of this checkout).
+Exits 1 when the outputs differ, 2 when a run failed or an output topic read back empty. The other
+revision must have what this script and this checkout's ``bench_scorer`` import from ``churnstream``
+(``build_scorer``, ``settle_heap``, ``streams.processes``, ``streams.ingest.decode_message``, ...): a
+revision from before 2026-12-04 may not. Its temporary directory, worktree, topics and Redis keys are
+removed at the end (its consumer groups are left; they hold no data).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,8 +86,8 @@ def child(root: Path, work: Path, digest: bool) -> dict[str, Any]:
         model_dir=work / "models",
         metrics_port=-1,
     )
-    create_topics(settings)
     try:
+        create_topics(settings)
         records = bench_scorer.lines_in_time_order(work / "events")
         bench_scorer.produce_backlog(settings, records)
         worker = build_scorer(settings)
@@ -139,10 +143,12 @@ def run_child(root: Path, work: Path, digest: bool) -> dict[str, Any]:
     done = subprocess.run(command + (["--digest"] if digest else []), capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"the run of {root} failed (exit {done.returncode})")
+        print(f"the run of {root} failed (exit {done.returncode})", file=sys.stderr)
+        raise SystemExit(2)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if Path(result["from"]) != root.resolve():
-        raise SystemExit(f"the run meant for {root} imported churnstream from {result['from']}")
+        print(f"the run meant for {root} imported churnstream from {result['from']}", file=sys.stderr)
+        raise SystemExit(2)
     return result
 
 
@@ -178,19 +184,25 @@ def main() -> int:
         ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
     ).stdout
     this = f"{here}{'+changes' if dirty.strip() else ''}"
+    if this == rev:
+        rev, this = f"{rev} (worktree)", f"{this} (checkout)"
     work = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     tree = work / "against"
-    prepare(work, args.customers, args.days)
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True)
     rows: list[tuple[str, int, dict[str, Any]]] = []
     try:
+        prepare(work, args.customers, args.days)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev.split()[0]], check=True
+        )
         for i in range(args.runs):
-            for name, root in ((rev, tree), (this, ROOT)):
+            pair = [(rev, tree), (this, ROOT)]
+            for name, root in pair if i % 2 == 0 else pair[::-1]:  # neither always goes first
                 result = run_child(root, work, digest=i == 0)
                 rows.append((name, i + 1, result))
                 print(f"  {name} run {i + 1}: {result['events_per_s']:,.0f} events/s", file=sys.stderr)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
 
     events = rows[0][2]["events"]
     print(
@@ -205,12 +217,16 @@ def main() -> int:
         rates = sorted(r["events_per_s"] for n, _, r in rows if n == name)
         cpu = sorted(r["cpu_s"] for n, _, r in rows if n == name)
         print(f"{name:18} {'med':>4} {rates[len(rates) // 2]:>10,.0f} {cpu[len(cpu) // 2]:>18.2f}")
-    before, after = rows[0][2]["outputs"], rows[1][2]["outputs"]
+    before = next(r["outputs"] for n, _, r in rows if n == rev)
+    after = next(r["outputs"] for n, _, r in rows if n == this)
     print("\noutputs (messages, sha256 of their content sorted, wall-clock fields left out):")
     for topic in OUTPUTS:
         same = "same" if before[topic] == after[topic] else "DIFFERENT"
         (n0, h0), (n1, h1) = before[topic], after[topic]
         print(f"  {topic:18} {rev}: {n0:,} {h0}   {this}: {n1:,} {h1}   {same}")
+    if not all(before[topic][0] and after[topic][0] for topic in OUTPUTS):
+        print("an output topic read back empty: nothing was compared", file=sys.stderr)
+        return 2
     return 0 if before == after else 1
 
 

@@ -27,9 +27,10 @@ Label(label=1, source='inactivity', labeled_at=10)
 
 Pending predictions live in the scoring part of the customer's state
 (:class:`~churnstream.features.state.ScoringState`, ``"pend"``) as
-``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order, kept
-in memory as their JSON text until the label comes: :class:`~churnstream.features.state.Packed`), so
-they are written atomically with the features that produced them.
+``[prediction_id, as_of, batch_p, online_p, churn_p, features]`` (features in FEATURE_NAMES order; the
+worker that made the prediction keeps them as their JSON text, :class:`~churnstream.features.state.Packed`,
+a state read back from the store as a list), so they are written atomically with the features that
+produced them.
 
 A customer keeps a bounded number of them (:func:`add_pending`): a prediction is kept while fewer than
 :data:`OPEN_LIMIT` of the customer's kept predictions are still *open* — not yet answered by a completed
