@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,9 +215,9 @@ def main() -> int:
     for name, i, r in rows:
         print(f"{name:18} {i:>4} {r['events_per_s']:>10,.0f} {r['cpu_s']:>18.2f}")
     for name in (rev, this):
-        rates = sorted(r["events_per_s"] for n, _, r in rows if n == name)
-        cpu = sorted(r["cpu_s"] for n, _, r in rows if n == name)
-        print(f"{name:18} {'med':>4} {rates[len(rates) // 2]:>10,.0f} {cpu[len(cpu) // 2]:>18.2f}")
+        rate = statistics.median(r["events_per_s"] for n, _, r in rows if n == name)
+        cpu = statistics.median(r["cpu_s"] for n, _, r in rows if n == name)
+        print(f"{name:18} {'med':>4} {rate:>10,.0f} {cpu:>18.2f}")
     before = next(r["outputs"] for n, _, r in rows if n == rev)
     after = next(r["outputs"] for n, _, r in rows if n == this)
     print("\noutputs (messages, sha256 of their content sorted, wall-clock fields left out):")
