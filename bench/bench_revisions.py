@@ -117,26 +117,12 @@ def child(root: Path, work: Path, digest: bool) -> dict[str, Any]:
 
 
 def prepare(work: Path, customers: int, days: int) -> None:
-    """Simulate and train once, with this checkout (both revisions read what is written here)."""
-    sys.path.insert(0, str(ROOT))
-    from churnstream.cli import main as churnstream
-    from churnstream.features.offline import read_events
-    from churnstream.models.train import train
-    from churnstream.settings import DAY_MS, Settings
+    """Simulate and train once, with this checkout (both revisions read what is written here), as
+    ``bench_scorer.py`` does."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_scorer
 
-    events = work / "events"
-    churnstream(
-        ["simulate", "--customers", str(customers), "--days", str(days), "--seed", "3", "--out", str(events)]
-    )
-    print("training the batch model ...", file=sys.stderr)
-    start = read_events(events).start
-    train(
-        events,
-        work / "models",
-        settings=Settings.from_env(),
-        until=start + int(days * 0.6) * DAY_MS,
-        progress=False,
-    )
+    bench_scorer.simulate_and_train(work, customers, days)
 
 
 def run_child(root: Path, work: Path, digest: bool) -> dict[str, Any]:

@@ -68,6 +68,37 @@ def lines_in_time_order(events_dir: Path) -> list[tuple[str, bytes, bytes, int]]
     return out
 
 
+def simulate_and_train(work: Path, customers: int, days: int) -> None:
+    """The benchmark's data: ``customers`` simulated over ``days`` (seed 3) into ``work/events``, and the
+    batch model trained on their first 60% into ``work/models`` (``bench_revisions.py`` uses it too)."""
+    from churnstream.cli import main as churnstream
+    from churnstream.models.train import train
+
+    events_dir = work / "events"
+    churnstream(
+        [
+            "simulate",
+            "--customers",
+            str(customers),
+            "--days",
+            str(days),
+            "--seed",
+            "3",
+            "--out",
+            str(events_dir),
+        ]
+    )
+    start = read_events(events_dir).start
+    print("training the batch model ...", file=sys.stderr)
+    train(
+        events_dir,
+        work / "models",
+        settings=Settings.from_env(),
+        until=start + int(days * 0.6) * DAY_MS,
+        progress=False,
+    )
+
+
 def produce_backlog(settings: Settings, records: list[tuple[str, bytes, bytes, Any]]) -> None:
     producer = make_producer(settings)
     for kind, key, value, _ in records:
@@ -558,35 +589,12 @@ def main() -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
 
-    from churnstream.cli import main as churnstream
     from churnstream.models.registry import ModelRegistry
-    from churnstream.models.train import train
 
     work = Path(tempfile.mkdtemp(prefix="bench-scorer-"))
     events_dir = work / "events"
-    churnstream(
-        [
-            "simulate",
-            "--customers",
-            str(args.customers),
-            "--days",
-            str(args.days),
-            "--seed",
-            "3",
-            "--out",
-            str(events_dir),
-        ]
-    )
+    simulate_and_train(work, args.customers, args.days)
     base = Settings.from_env()
-    start = read_events(events_dir).start
-    print("training the batch model ...", file=sys.stderr)
-    train(
-        events_dir,
-        work / "models",
-        settings=base,
-        until=start + int(args.days * 0.6) * DAY_MS,
-        progress=False,
-    )
     model = ModelRegistry(work / "models").load().model
     records = lines_in_time_order(events_dir)
 
