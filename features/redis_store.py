@@ -19,7 +19,7 @@ from redis.exceptions import AskError, NoScriptError
 from churnstream.errors import ChurnstreamError, StoreError
 from churnstream.features import layout
 from churnstream.features.layout import KeyLayout
-from churnstream.features.state import CustomerState, dump_state, new_state
+from churnstream.features.state import CustomerState, dump_state_parts, new_state
 from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -121,10 +121,11 @@ class RedisFeatureStore(FeatureStore):
         self._cluster = hasattr(client, "mget_nonatomic")
         self._layout_known = False  # checked (and recorded if new) before the first write
         self._count_read = False
-        # customer -> (partition, version, state JSON) as last written. Bytes, not dicts: a cache of a few
-        # hundred thousand states as dicts is millions of objects, and each full garbage collection then
-        # stalls the worker for seconds (1.8 s at 200k customers); a state decodes again in ~7 µs.
-        self._cache: dict[str, tuple[int, int, bytes]] = {}
+        # customer -> (partition, version, state JSON, length of its feature part: see dump_state_parts) as
+        # last written. Bytes, not dicts: a cache of a few hundred thousand states as dicts is millions of
+        # objects, and each full garbage collection then stalls the worker for seconds (1.8 s at 200k
+        # customers); a state decodes again in ~7 µs.
+        self._cache: dict[str, tuple[int, int, bytes, int]] = {}
         self._cache_size = cache_size
         # customer -> (version, state) as last written, least recently written first; at most decoded_size
         self._decoded: dict[str, tuple[int, CustomerState]] = {}
@@ -184,14 +185,19 @@ class RedisFeatureStore(FeatureStore):
             parts = []
             for cid in w.customers:
                 state = tx.states[cid]
-                body = dump_state(state)
                 version = tx.versions.get(cid, 0)
+                hit = self._cache.get(cid)
+                if cid in w.scoring_only and hit is not None and hit[0] == p and hit[1] == version:
+                    # the state was loaded from this JSON and only its scoring part changed since
+                    body, feature_part = dump_state_parts(state, memoryview(hit[2])[: hit[3]])
+                else:
+                    body, feature_part = dump_state_parts(state)
                 latest = "" if state["max"] is None else str(state["max"])
                 keys.append(self._keys.customer(p, cid))
                 customers.append((str(version), str(len(body)), latest, cid))
                 parts.append(body)
                 self._cache.pop(cid, None)
-                self._cache[cid] = (p, version + 1, body)
+                self._cache[cid] = (p, version + 1, body, feature_part)
                 self._decoded.pop(cid, None)
                 self._decoded[cid] = (version + 1, state)
                 tx.versions[cid] = version + 1

@@ -35,6 +35,7 @@ class PartitionWrite:
     blobs: list[tuple[str, bytes, bool]] = field(default_factory=list)  # (name, value, append)
     due: dict[str, int | None] = field(default_factory=dict)
     latest: int | None = None
+    scoring_only: set[str] = field(default_factory=set)  # customers whose feature part is as loaded
 
 
 @dataclass(slots=True)
@@ -46,6 +47,9 @@ class Transaction:
     states: dict[str, CustomerState]
     partitions: dict[str, int]  # customer -> input partition (given to begin)
     changed: set[str] = field(default_factory=set)
+    # customers an event was applied to: their feature part may differ from what was loaded. Only
+    # ``apply`` changes a feature part; every other writer (labels, pending predictions) the scoring part.
+    applied: set[str] = field(default_factory=set)
     due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time (None: none)
     _writes: dict[int, PartitionWrite] = field(default_factory=dict)
 
@@ -54,6 +58,7 @@ class Transaction:
         if isinstance(event, LabelEvent):
             return UpdateResult(event, "applied", None)
         state = self.states[event.customer_id]
+        self.applied.add(event.customer_id)
         try:
             status = apply_event(state, event, lateness_ms=self.lateness_ms)
         except ProcessingError as exc:
@@ -75,7 +80,10 @@ class Transaction:
         return self.states[customer_id]
 
     def touch(self, customer_id: str) -> None:
-        """Mark a customer's state as changed by the caller (e.g. pending predictions added)."""
+        """Mark a customer's scoring part as changed by the caller (e.g. pending predictions added).
+
+        Only :meth:`apply` changes a feature part: a store may write the feature part of a customer
+        without applied events as it was loaded, without serializing it again."""
         self.changed.add(customer_id)
 
     def known(self, customer_id: str) -> bool:
@@ -129,11 +137,14 @@ class Transaction:
     def writes(self) -> dict[int, PartitionWrite]:
         """Everything to write, by partition (what a store commits; one atomic step per partition)."""
         for cid in self.changed:
-            self._write(self.partitions[cid]).customers.append(cid)
+            w = self._write(self.partitions[cid])
+            w.customers.append(cid)
+            if cid not in self.applied:
+                w.scoring_only.add(cid)
         for cid, due in self.due.items():
             self._write(self.partitions[cid]).due[cid] = due
         writes, self._writes = self._writes, {}
-        self.changed, self.due = set(), {}
+        self.changed, self.applied, self.due = set(), set(), {}
         return writes
 
 

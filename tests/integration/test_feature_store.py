@@ -7,7 +7,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -21,6 +21,7 @@ from churnstream.features.offline import replay, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
 from churnstream.features.state import new_state, scoring_state
 from churnstream.features.store import Due, FeatureStore
+from churnstream.features.transaction import Transaction
 from churnstream.settings import DAY_MS, Settings, Topics
 
 LATENESS = 7 * DAY_MS
@@ -305,6 +306,59 @@ def test_decoded_states_are_handed_out_once_and_a_change_not_written_is_never_se
         assert f is not None and f["orders_total"] == 2
         reread = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS)
         assert reread.features("b", as_of=T0 + 3 * DAY_MS) == f  # Redis holds the same
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
+def test_a_state_whose_scoring_part_alone_changed_is_written_without_serializing_its_features_again() -> None:
+    """Most of a worker's writes change only a customer's scoring part (a sweep's pending prediction, a
+    label). The Redis store then writes the feature part as it wrote it last, and serializes only the
+    scoring part; Redis holds the whole state either way, read back alike by a new worker."""
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS, partitions=PARTITIONS)
+    p = store.partition_of("a")
+    key = KeyLayout(namespace).customer(p, "a")
+
+    def stored() -> dict:
+        store.flush()
+        _, _, body = client.get(key).partition(b"|")
+        return json.loads(body)
+
+    def commit(change: Callable[[Transaction], None]) -> dict:
+        tx = store.begin({"a": p})
+        change(tx)
+        expected = json.loads(json.dumps(tx.state("a")))
+        store.commit(tx)
+        return expected
+
+    try:
+        store.update([order(1, "a", 0), ticket(2, "a", 1)])
+
+        def risk(level: str) -> Callable[[Transaction], None]:
+            def change(tx: Transaction) -> None:
+                scoring_state(tx.state("a"))["risk"] = level
+                tx.touch("a")
+
+            return change
+
+        assert commit(risk("HIGH")) == stored()  # the scoring part alone: spliced after the kept feature part
+        assert commit(lambda tx: tx.apply(order(3, "a", 2))) == stored()  # an event: the feature part anew
+        assert commit(risk("LOW")) == stored()
+        reread = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS)
+        assert reread.features("a", as_of=T0 + 2 * DAY_MS) == store.features("a", as_of=T0 + 2 * DAY_MS)
+        reread.close()
+
+        def behind_apply(tx: Transaction) -> None:  # not how features change: only apply changes them
+            tx.state("a")["o"].clear()
+            risk("MEDIUM")(tx)
+
+        commit(behind_apply)
+        # the feature part written is the one written before, not serialized again from the state
+        assert len(stored()["o"]) == 2 and stored()["scoring"] == {"risk": "MEDIUM"}
     finally:
         store.clear()
         store.close()
