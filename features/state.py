@@ -431,6 +431,16 @@ def ticket_summary(events: list[list[Any]]) -> list[Any]:
     if len(events) == 1:
         e = events[0]
         return [e[T_TS], e[T_TS], e[T_RES], e[T_SAT]]
+    if len(events) == 2:  # most tickets (opened, then resolved): the general way below, without a sort
+        a, b = events
+        if (a[T_TS], a[T_ID]) > (b[T_TS], b[T_ID]):
+            a, b = b, a
+        return [
+            a[T_TS],
+            b[T_TS],
+            a[T_RES] if b[T_RES] is None else b[T_RES],
+            a[T_SAT] if b[T_SAT] is None else b[T_SAT],
+        ]
     opened = min(e[T_TS] for e in events)
     last = max(e[T_TS] for e in events)
     res = sat = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from churnstream.events import OrderEvent, TicketEvent
 from churnstream.features.definitions import features_as_of
@@ -103,3 +105,35 @@ def test_a_written_state_holds_no_more_memory_than_its_json() -> None:
     json_bytes = sum(len(v.raw) for v in vectors) + sum(len(s) for s in states)
     assert 1_500 < len(states[0]) < 2_500
     assert held < 1.5 * json_bytes  # untrimmed: ~11x
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # few times: ties are common
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.one_of(st.none(), st.integers(0, 10**9)),
+            st.one_of(st.none(), st.integers(1, 5)),
+        ),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda e: e[1],
+    )
+)
+def test_a_ticket_s_summary_takes_the_latest_values_in_any_order_its_events_come(events: list) -> None:
+    """Opened at its earliest event; resolution and satisfaction from the latest event (by time, then event
+    id) that carries them, however the events are ordered when summarised."""
+    from churnstream.features.state import T_ID, T_RES, T_SAT, T_TS, ticket_summary
+
+    entries = [[ts, eid, "tk", res, sat] for ts, eid, res, sat in events]
+    in_order = sorted(entries, key=lambda e: (e[T_TS], e[T_ID]))
+    resolutions = [e[T_RES] for e in in_order if e[T_RES] is not None]
+    scores = [e[T_SAT] for e in in_order if e[T_SAT] is not None]
+    expected = [
+        in_order[0][T_TS],
+        in_order[-1][T_TS],
+        resolutions[-1] if resolutions else None,
+        scores[-1] if scores else None,
+    ]
+    assert ticket_summary(entries) == expected
+    assert ticket_summary(entries[::-1]) == expected
