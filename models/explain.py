@@ -127,13 +127,16 @@ def explain(
     # The states to score: the reference, the customer, and each ordering's states in between (the first
     # s players of the ordering set to the customer's values).
     steps = np.arange(1, n_players)
-    states = np.vstack(
+    all_states = np.vstack(
         [
             np.zeros((1, n_players), dtype=bool),
             np.ones((1, n_players), dtype=bool),
             (rank[:, None, :] < steps[None, :, None]).reshape(-1, n_players),
         ]
     )
+    # orderings share some states (the same first or last player): each distinct one is scored once
+    # (68 of 74 for the 10 reasons and 8 orderings of churnstream's features)
+    states, state_of = np.unique(all_states, axis=0, return_inverse=True)
     reference = model.median_vector()
     take = states[:, player_of]  # (states, d): which batch columns hold the customer's values
     prob = np.empty((len(states), n))
@@ -162,7 +165,7 @@ def explain(
             online_prob = learner_online.predict_matrix(online_in.reshape(-1, X_online.shape[1]))
             blended = learner_blender.blend(prob[:, cols].reshape(-1), online_prob)
             prob[:, cols] = np.asarray(blended).reshape(len(states), hi - lo)
-    f = _logit(prob)
+    f = _logit(prob)[state_of.reshape(-1)]  # (all_states, n)
 
     # f along each ordering, from the reference (step 0) to the customer (step n_players)
     along = np.empty((m, n_players + 1, n))
