@@ -24,12 +24,10 @@ from typing import Any
 from churnstream.features.state import (
     DAY_MS,
     MICRO,
-    T_TICKET,
-    T_TS,
     FeatureState,
     gap_minutes,
     merge_ticket_summaries,
-    ticket_summary,
+    ticket_summaries,
 )
 from churnstream.messages import REQUIRED_FEATURES
 
@@ -105,18 +103,8 @@ def features_as_of(state: FeatureState, t: int) -> dict[str, float | int | None]
     last_ticket = f["lt"]
     t30 = t90 = 0
     open_tickets = f["op"]
-    groups: dict[str, list[list[Any]]] = {}
-    for entry in state["t"]:
-        if entry[T_TS] > t:
-            break
-        group = groups.get(entry[T_TICKET])
-        if group is None:
-            groups[entry[T_TICKET]] = [entry]
-        else:
-            group.append(entry)
     folded_tickets = state["ft"]
-    for tid, events in groups.items():
-        summary = ticket_summary(events)
+    for tid, summary in ticket_summaries(state["t"], t).items():
         old = folded_tickets.get(tid)
         if old is not None:  # an update of a folded ticket: replace its folded values, count it once
             if old[2] is None:

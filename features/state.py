@@ -26,6 +26,7 @@ both are written in one atomic step but neither reads the other's keys by accide
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Iterable
 from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
@@ -362,18 +363,17 @@ def fold(state: FeatureState, *, lateness_ms: int) -> None:
             newest[e[T_TICKET]] = max(newest.get(e[T_TICKET], e[T_TS]), e[T_TS])
         old = {tid for tid, ts in newest.items() if ts < horizon}
     if old:
-        folded: dict[str, dict[str, Any]] = {}
+        gone = []
         keep = []
         for e in tickets:
             if e[T_TICKET] in old:
-                folded.setdefault(e[T_TICKET], {"events": []})["events"].append(e)
+                gone.append(e)
                 seen[e[T_ID]] = e[T_TS]
             else:
                 keep.append(e)
         state["t"] = keep
         ft = state["ft"]
-        for tid, group in folded.items():
-            summary = ticket_summary(group["events"])
+        for tid, summary in ticket_summaries(gone).items():
             if tid in ft:  # an update to a ticket folded earlier: it was counted then
                 _unfold_ticket_values(f, ft[tid])
                 summary = merge_ticket_summaries(ft[tid], summary)
@@ -422,34 +422,31 @@ def _has_older(state: FeatureState, horizon: int) -> bool:
     return bool((o and o[0][0] < horizon) or (t and t[0][0] < horizon) or (p and p[0][0] < horizon))
 
 
-def ticket_summary(events: list[list[Any]]) -> list[Any]:
-    """``[opened_ts, last_ts, resolution_micros, satisfaction]`` of one ticket from its events.
+def ticket_summaries(log: Iterable[list[Any]], until: int | None = None) -> dict[str, list[Any]]:
+    """Each ticket's ``[opened_ts, last_ts, resolution_micros, satisfaction]`` from ticket events in log
+    order (by time, then event id), those after ``until`` left out.
 
     The ticket opens at its earliest event; resolution and satisfaction come from the latest event that
     carries them (an update with null leaves an earlier value in place).
+
+    >>> ticket_summaries([[1, "a", "t1", None, 4], [2, "b", "t2", 3, None], [5, "c", "t1", 7, None]])
+    {'t1': [1, 5, 7, 4], 't2': [2, 2, 3, None]}
     """
-    if len(events) == 1:
-        e = events[0]
-        return [e[T_TS], e[T_TS], e[T_RES], e[T_SAT]]
-    if len(events) == 2:  # most tickets (opened, then resolved): the general way below, without a sort
-        a, b = events
-        if (a[T_TS], a[T_ID]) > (b[T_TS], b[T_ID]):
-            a, b = b, a
-        return [
-            a[T_TS],
-            b[T_TS],
-            a[T_RES] if b[T_RES] is None else b[T_RES],
-            a[T_SAT] if b[T_SAT] is None else b[T_SAT],
-        ]
-    opened = min(e[T_TS] for e in events)
-    last = max(e[T_TS] for e in events)
-    res = sat = None
-    for e in sorted(events, key=_ts_id):
-        if e[T_RES] is not None:
-            res = e[T_RES]
-        if e[T_SAT] is not None:
-            sat = e[T_SAT]
-    return [opened, last, res, sat]
+    out: dict[str, list[Any]] = {}
+    for e in log:
+        ts = e[T_TS]
+        if until is not None and ts > until:
+            break
+        summary = out.get(e[T_TICKET])
+        if summary is None:
+            out[e[T_TICKET]] = [ts, ts, e[T_RES], e[T_SAT]]
+        else:
+            summary[1] = ts
+            if e[T_RES] is not None:
+                summary[2] = e[T_RES]
+            if e[T_SAT] is not None:
+                summary[3] = e[T_SAT]
+    return out
 
 
 def merge_ticket_summaries(old: list[Any], new: list[Any]) -> list[Any]:

@@ -111,29 +111,32 @@ def test_a_written_state_holds_no_more_memory_than_its_json() -> None:
     st.lists(
         st.tuples(
             st.integers(0, 3),  # few times: ties are common
-            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+            st.sampled_from(["t1", "t2"]),
             st.one_of(st.none(), st.integers(0, 10**9)),
             st.one_of(st.none(), st.integers(1, 5)),
         ),
-        min_size=1,
-        max_size=4,
+        max_size=6,
         unique_by=lambda e: e[1],
-    )
+    ),
+    st.one_of(st.none(), st.integers(0, 3)),
 )
-def test_a_ticket_s_summary_takes_the_latest_values_in_any_order_its_events_come(events: list) -> None:
-    """Opened at its earliest event; resolution and satisfaction from the latest event (by time, then event
-    id) that carries them, however the events are ordered when summarised."""
-    from churnstream.features.state import T_ID, T_RES, T_SAT, T_TS, ticket_summary
+def test_each_ticket_s_summary_takes_its_latest_values(events: list, until: int | None) -> None:
+    """A ticket opens at its earliest event; resolution and satisfaction come from its latest event (by
+    time, then event id) that carries them; events after ``until`` do not count."""
+    from churnstream.features.state import T_ID, T_RES, T_SAT, T_TICKET, T_TS, ticket_summaries
 
-    entries = [[ts, eid, "tk", res, sat] for ts, eid, res, sat in events]
-    in_order = sorted(entries, key=lambda e: (e[T_TS], e[T_ID]))
-    resolutions = [e[T_RES] for e in in_order if e[T_RES] is not None]
-    scores = [e[T_SAT] for e in in_order if e[T_SAT] is not None]
-    expected = [
-        in_order[0][T_TS],
-        in_order[-1][T_TS],
-        resolutions[-1] if resolutions else None,
-        scores[-1] if scores else None,
-    ]
-    assert ticket_summary(entries) == expected
-    assert ticket_summary(entries[::-1]) == expected
+    log = sorted(([list(e) for e in events]), key=lambda e: (e[T_TS], e[T_ID]))  # a state's log order
+    expected = {}
+    for tid in sorted({e[T_TICKET] for e in log}):
+        mine = [e for e in log if e[T_TICKET] == tid and (until is None or e[T_TS] <= until)]
+        resolutions = [e[T_RES] for e in mine if e[T_RES] is not None]
+        scores = [e[T_SAT] for e in mine if e[T_SAT] is not None]
+        if mine:
+            expected[tid] = [
+                mine[0][T_TS],
+                mine[-1][T_TS],
+                resolutions[-1] if resolutions else None,
+                scores[-1] if scores else None,
+            ]
+    assert ticket_summaries(log, until) == expected
