@@ -1,8 +1,8 @@
 """Per-customer state: what must be kept so that features as of any recent time t are exact.
 
-The state keeps a log of the customer's recent events (sorted by event time) and folds events older
-than the longest feature window plus the allowed lateness into running totals, so memory stays
-bounded while features as of any t >= ``max_ts - lateness`` remain exact. Event ids of folded events
+The state keeps a log of the customer's recent events (sorted by event time, then event id) and folds
+events older than the longest feature window plus the allowed lateness into running totals, so memory
+stays bounded while features as of any t >= ``max_ts - lateness`` remain exact. Event ids of folded events
 are kept a while longer so that a redelivered event is still recognised.
 
 Money and hours are summed as integer micro-units, so totals do not depend on the order in which
