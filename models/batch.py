@@ -310,8 +310,9 @@ def _tree_sum(final: Any) -> Callable[[np.ndarray], np.ndarray] | None:
     scikit-learn wraps each tree's prediction in a Python call that allocates its own output, and
     validates the input and rebuilds the categorical bitsets for every call: ~1.1 ms a call for our
     200 trees before the first row (a 175-row batch: 2.0 ms). Here each tree's compiled traversal
-    (the same routine scikit-learn calls) writes into one preallocated matrix: ~0.46 ms a call (1.9
-    ms). It uses a private routine, so :func:`_fast_path` checks the result against
+    (the same routine scikit-learn calls) writes into one preallocated matrix, and consecutive trees
+    are first grafted into product trees (:func:`_merged_trees`), so that routine is called 67 times a
+    batch, not 200. It uses a private routine, so :func:`_fast_path` checks the result against
     ``predict_proba`` and keeps scikit-learn in charge if anything differs or moved.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -325,6 +326,9 @@ def _tree_sum(final: Any) -> Callable[[np.ndarray], np.ndarray] | None:
             return None
         known_cat_bitsets, f_idx_map = final._bin_mapper.make_known_categories_bitsets()
         trees = [(p.nodes, p.raw_left_cat_bitsets) for (p,) in final._predictors]
+        if not any(nodes["is_categorical"].any() for nodes, _ in trees):
+            no_categories = trees[0][1]
+            trees = [(nodes, no_categories) for nodes in _merged_trees([nodes for nodes, _ in trees])]
         baseline = float(np.asarray(final._baseline_prediction).ravel()[0])
     except Exception:  # a scikit-learn whose internals moved: its own predict_proba then
         return None
@@ -337,6 +341,50 @@ def _tree_sum(final: Any) -> Callable[[np.ndarray], np.ndarray] | None:
         return np.asarray(out.sum(axis=0) + baseline)
 
     return log_odds
+
+
+# Leaves of one product tree (:func:`_merged_trees`): our 7-leaf trees merge three at a time (343
+# leaves, ~680 nodes, 38 KB); the default 31-leaf trees stay apart. What a call of the compiled
+# traversal costs whatever the rows (~2.4 us, 0.5 ms for 200 trees) is paid once per product tree,
+# and a row visits as many nodes as before. Measured on the served model (200 trees of 7 leaves):
+# 20 rows 0.58 -> 0.21 ms, 200 rows 1.43 -> 0.91 ms; four at a time (2,401 leaves) gained little more.
+_MERGED_LEAVES = 512
+
+
+def _merged_trees(trees: list[np.ndarray]) -> list[np.ndarray]:
+    """Consecutive numeric trees (scikit-learn's predictor node arrays) grafted into product trees of at
+    most :data:`_MERGED_LEAVES` leaves, whose values sum to the same: exactly, up to float rounding
+    (a leaf now holds the sum of two or three trees' values; log-odds move by ~1e-15)."""
+    out: list[np.ndarray] = []
+    leaves: list[int] = []
+    for nodes in trees:
+        n = int(nodes["is_leaf"].sum())
+        if out and leaves[-1] * n <= _MERGED_LEAVES:
+            out[-1] = _graft(out[-1], nodes)
+            leaves[-1] *= n
+        else:
+            out.append(nodes)
+            leaves.append(n)
+    return out
+
+
+def _graft(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One tree whose value is ``first``'s plus ``second``'s: a copy of ``second`` in place of each of
+    ``first``'s leaves, that leaf's value added to the copy's leaves."""
+    inner = second["is_leaf"] == 0
+    out = [first.copy()]
+    size = len(first)
+    for leaf in np.flatnonzero(first["is_leaf"]):
+        copy = second.copy()
+        # the copy's root takes the leaf's place; its other nodes go at the end
+        where = np.concatenate([[leaf], size + np.arange(len(second) - 1)])
+        for child in ("left", "right"):
+            copy[child][inner] = where[second[child][inner]]
+        copy["value"][~inner] += first["value"][leaf]
+        out[0][leaf] = copy[0]
+        out.append(copy[1:])
+        size += len(second) - 1
+    return np.concatenate(out)
 
 
 def _standardise(X: np.ndarray, *, mean: Any, scale: Any) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from churnstream.models.batch import BatchModel, _fast_path
+from churnstream.models.batch import BatchModel, _fast_path, _merged_trees
 from churnstream.models.candidates import _hgb, _logistic
 
 NAMES = [f"f{i}" for i in range(6)]
@@ -33,9 +33,16 @@ def test_logistic_pipelines_score_in_numpy_exactly_as_scikit_learn(only: list[st
     np.testing.assert_allclose(got, expected[:300], rtol=0, atol=1e-12)
 
 
-def test_gradient_boosting_sums_its_compiled_trees_exactly_as_scikit_learn() -> None:
+@pytest.mark.parametrize(("leaves", "compiled"), [(31, 20), (7, 7), (3, 4)])
+def test_gradient_boosting_scores_exactly_as_scikit_learn(leaves: int, compiled: int) -> None:
+    """Small trees are grafted into product trees (20 trees of 7 leaves: 7 of up to 343 leaves); a graft
+    that sent any row down a wrong branch, or lost a leaf's value, would show in the scores."""
     X, y = _data()
-    estimator = _hgb(max_iter=20, seed=1).fit(X, y)
+    estimator = _hgb(max_iter=20, seed=1, max_leaf_nodes=leaves, min_samples_leaf=20).fit(X, y)
+    final = estimator.steps[-1][1]
+    grown = [int(p.nodes["is_leaf"].sum()) for (p,) in final._predictors]
+    assert len(grown) == 20 and max(grown) == leaves, grown
+    assert len(_merged_trees([p.nodes for (p,) in final._predictors])) == compiled
     assert _fast_path(estimator, X[:50]) is not None, "a numeric binary HistGB should have a tree path"
     model = BatchModel(estimator=estimator, feature_names=NAMES, medians=dict.fromkeys(NAMES, 0.0))
     fresh, _ = _data(seed=2)
