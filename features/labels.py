@@ -348,11 +348,20 @@ def _take_answered(state: CustomerState, answer: Callable[[int], Label | None]) 
 
 
 def next_completed_order(state: FeatureState, t: int) -> int | None:
-    """Time of the customer's first completed order after ``t`` that the state already holds, if any."""
-    for entry in state["o"]:
-        if entry[O_TS] > t and entry[O_STATUS] == _COMPLETED:
-            return int(entry[O_TS])
+    """Time of the customer's first completed order after ``t`` that the state already holds, if any.
+
+    >>> next_completed_order({"o": [[1, "a", 5, 0], [3, "b", 5, 1], [3, "c", 5, 0], [9, "d", 5, 0]]}, 1)
+    3
+    """
+    orders = state["o"]  # in time order: the search starts after t (mostly at the end: t is the latest)
+    for i in range(bisect_right(orders, t, key=_order_time), len(orders)):
+        if orders[i][O_STATUS] == _COMPLETED:
+            return int(orders[i][O_TS])
     return None
+
+
+def _order_time(entry: list[Any]) -> int:
+    return entry[O_TS]  # type: ignore[no-any-return]
 
 
 LABELS_KEPT = 8  # explicit labels a customer's state remembers (the latest by event time)

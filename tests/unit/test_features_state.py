@@ -140,3 +140,15 @@ def test_each_ticket_s_summary_takes_its_latest_values(events: list, until: int 
                 scores[-1] if scores else None,
             ]
     assert ticket_summaries(log, until) == expected
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=8),  # (time, status): ties common
+    st.integers(-1, 5),
+)
+def test_the_next_completed_order_is_the_earliest_after_t(orders: list, t: int) -> None:
+    from churnstream.features.labels import next_completed_order
+
+    log = [[ts, f"e{i}", 1, status] for i, (ts, status) in enumerate(sorted(orders))]
+    later = [ts for ts, _, _, status in log if ts > t and status == 0]
+    assert next_completed_order({"o": log}, t) == (min(later) if later else None)  # type: ignore[typeddict-item]
