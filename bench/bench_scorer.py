@@ -73,23 +73,12 @@ def lines_in_time_order(events_dir: Path) -> list[tuple[str, bytes, bytes, int]]
 def simulate_and_train(work: Path, customers: int, days: int) -> None:
     """The benchmark's data: ``customers`` simulated over ``days`` (seed 3) into ``work/events``, and the
     batch model trained on their first 60% into ``work/models`` (``bench_revisions.py`` uses it too)."""
-    from churnstream.cli import main as churnstream
     from churnstream.models.train import train
+    from churnstream.sources.simulate import SimulationConfig, simulate
 
     events_dir = work / "events"
-    churnstream(
-        [
-            "simulate",
-            "--customers",
-            str(customers),
-            "--days",
-            str(days),
-            "--seed",
-            "3",
-            "--out",
-            str(events_dir),
-        ]
-    )
+    print(f"simulating {customers:,} customers over {days} days ...", file=sys.stderr)
+    simulate(SimulationConfig(customers=customers, days=days, seed=3), events_dir, progress_bar=False)
     start = read_events(events_dir).start
     print("training the batch model ...", file=sys.stderr)
     train(
@@ -588,7 +577,6 @@ def main() -> int:
     args = parser.parse_args()
     # The table and the progress lines are the output. The workers this process runs log every rebalance
     # ("assigned ...", "revoked ...") at INFO: only warnings and errors of the libraries get through.
-    # Set first, so the CLI's own logging.basicConfig (simulate, below) finds it and leaves it alone.
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

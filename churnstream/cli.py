@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tickets then keep customers); with --drift-kind link, the rest (1 - factor) of its hazard "
         "follows ticket outcomes the features do not show",
     )
-    sim.add_argument("--start", default="2024-01-01T00:00:00Z", help="event time of day 0")
+    sim.add_argument("--start", default=None, help="event time of day 0 (default 2024-01-01T00:00:00Z)")
 
     dataset = command(
         "dataset",

@@ -117,6 +117,10 @@ DRIFT_KINDS = {
 LOYALTY_LINK = 0.5
 
 
+# Day 0 of a simulation unless ``--start`` says otherwise.
+DEFAULT_START = "2024-01-01T00:00:00Z"
+
+
 @dataclass(frozen=True, slots=True)
 class SimulationConfig:
     """What to simulate: ``customers`` over ``days`` from ``start_ms``, seeded, with optional drift."""
@@ -124,7 +128,7 @@ class SimulationConfig:
     customers: int
     days: int
     seed: int
-    start_ms: int
+    start_ms: int = parse_time(DEFAULT_START)
     drift_at: int | None = None
     drift_kind: str = "both"
     link_factor: float | None = None  # replaces DRIFT_CHANGES' link factor (negative: tickets keep customers)
@@ -595,7 +599,7 @@ def cli(args: argparse.Namespace, settings: Settings) -> int:
         customers=args.customers,
         days=args.days,
         seed=args.seed,
-        start_ms=parse_time(args.start, "--start"),
+        start_ms=parse_time(args.start or DEFAULT_START, "--start"),
         drift_at=args.drift_at,
         drift_kind=getattr(args, "drift_kind", "both"),
         link_factor=getattr(args, "link_factor", None),

@@ -16,24 +16,9 @@ from tests.integration.conftest import produce_raw
 
 
 def _simulate(out: Path, customers: int, days: int, seed: int) -> None:
-    from churnstream.cli import main
+    from churnstream.sources.simulate import SimulationConfig, simulate
 
-    assert (
-        main(
-            [
-                "simulate",
-                "--customers",
-                str(customers),
-                "--days",
-                str(days),
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    simulate(SimulationConfig(customers=customers, days=days, seed=seed), out, progress_bar=False)
 
 
 def test_online_features_equal_offline_features_for_every_customer(

@@ -42,6 +42,14 @@ def test_every_subcommand_says_what_it_does(name: str, capsys: pytest.CaptureFix
         assert "settings and ports:" in out and "CHURN_" in out
 
 
+def test_simulate_s_help_names_the_day_zero_the_simulator_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    from churnstream.sources.simulate import DEFAULT_START
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert f"(default {DEFAULT_START})" in " ".join(capsys.readouterr().out.split())
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
