@@ -58,9 +58,9 @@ True
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from churnstream.events import Event, LabelEvent, OrderEvent
 from churnstream.features.state import (
@@ -74,6 +74,10 @@ from churnstream.features.state import (
     unpacked,
 )
 from churnstream.settings import DAY_MS
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES, P_SHADOW, P_MODEL = range(8)
 
@@ -222,7 +226,7 @@ def add_pending(
     batch_p: float,
     online_p: float | None,
     churn_p: float,
-    features: list[float | None],
+    features: Sequence[float | None] | NDArray[np.float64],
     *,
     horizon_ms: int,
     lateness_ms: int,

@@ -165,9 +165,11 @@ class BatchScoring:
             budgets: dict[int, Budget] = {}
             if rule.threshold is not None:  # the partitions' counts, as last committed
                 budgets = {p: self.budget(p) for p in set(scoring.partitions)}
-            # the pending vectors: the batch matrix's rows when it is in FEATURE_NAMES order (NaN -> null)
+            # the pending vectors: the batch matrix's rows when it is in FEATURE_NAMES order, packed as
+            # they are (NaN -> null); kept predictions are ~90% of rows
+            vectors: np.ndarray | list[list[Any]]
             if models.loaded.model.feature_names == list(FEATURE_NAMES):
-                vectors = X.tolist()
+                vectors = np.ascontiguousarray(X, dtype=np.float64)
             else:
                 vectors = [[row[name] for name in FEATURE_NAMES] for row in scoring.rows]
             alerts_rows: list[int] = []
