@@ -70,6 +70,7 @@ from churnstream.features.state import (
     CustomerState,
     FeatureState,
     Packed,
+    entry_time,
     scoring_state,
     unpacked,
 )
@@ -358,14 +359,10 @@ def next_completed_order(state: FeatureState, t: int) -> int | None:
     3
     """
     orders = state["o"]  # in time order: the search starts after t (mostly at the end: t is the latest)
-    for i in range(bisect_right(orders, t, key=_order_time), len(orders)):
+    for i in range(bisect_right(orders, t, key=entry_time), len(orders)):
         if orders[i][O_STATUS] == _COMPLETED:
             return int(orders[i][O_TS])
     return None
-
-
-def _order_time(entry: list[Any]) -> int:
-    return entry[O_TS]  # type: ignore[no-any-return]
 
 
 LABELS_KEPT = 8  # explicit labels a customer's state remembers (the latest by event time)

@@ -252,7 +252,7 @@ def is_duplicate(state: FeatureState, event: Event) -> bool:
             raise _conflict(event, f"an event at {format_time(folded)}")
         return True
     log = state[_LOG_OF[type(event)]]
-    i = bisect_left(log, ts, key=_ts)  # the common duplicate carries the same timestamp
+    i = bisect_left(log, ts, key=entry_time)  # the common duplicate carries the same timestamp
     while i < len(log) and log[i][0] == ts:
         if log[i][1] == event_id:
             if log[i] != _entry(event):
@@ -325,7 +325,8 @@ def apply_event(state: FeatureState, event: Event, *, lateness_ms: int) -> str:
     return APPLIED
 
 
-def _ts(entry: list[Any]) -> int:
+def entry_time(entry: list[Any]) -> int:
+    """A log entry's event time (the first item of an order, ticket or profile entry): the logs' sort key."""
     return entry[0]  # type: ignore[no-any-return]
 
 
