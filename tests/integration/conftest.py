@@ -296,15 +296,14 @@ def committed_total(settings: Settings, group: str) -> int:
 
 
 def simulate_world(root: Path, *, customers: int, days: int, train_days: int, seed: int = 21) -> Path:
-    """``root/events`` from ``churnstream simulate`` and, in ``root/models``, a batch model trained on the
-    first ``train_days`` days; returns ``root``."""
-    from churnstream.cli import main as churnstream
+    """``root/events`` simulated (as ``churnstream simulate`` does) and, in ``root/models``, a batch model
+    trained on the first ``train_days`` days; returns ``root``."""
     from churnstream.features.offline import read_events
     from churnstream.models.train import train
+    from churnstream.sources.simulate import SimulationConfig, simulate
 
     events = root / "events"
-    argv = ["simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed)]
-    assert churnstream([*argv, "--out", str(events)]) == 0
+    simulate(SimulationConfig(customers=customers, days=days, seed=seed), events, progress_bar=False)
     start = read_events(events).start
     until = start + train_days * DAY_MS
     train(events, root / "models", settings=Settings.from_env(), until=until, progress=False)
