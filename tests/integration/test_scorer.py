@@ -17,7 +17,7 @@ import redis
 from churnstream.events import parse_time
 from churnstream.features.offline import read_events, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
-from churnstream.settings import Settings, Topics
+from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.publish import publish_file
 from churnstream.streams.scorer import ScoringWorker, build_scorer, restore_learner
 from tests.integration.conftest import (
@@ -304,6 +304,57 @@ def test_a_promoted_model_is_picked_up_without_restart_and_health_and_metrics_an
     assert samples[("churn_alert_value_at_risk_total", ())] == pytest.approx(
         sum(a["value_at_risk"] or 0.0 for a in alerts), rel=1e-4
     )
+
+
+def test_a_gradient_boosting_model_scores_every_event_as_scikit_learn_does(
+    scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path, tmp_path: Path
+) -> None:
+    """The worlds here are small enough that logistic regression wins training; a model of 200 small
+    trees (as the served model on bigger data) is promoted by hand. The worker scores it through grafted
+    product trees (models.batch._merged_trees): each prediction's batch probability is scikit-learn's own
+    for the features it carries."""
+    import shutil
+
+    import numpy as np
+
+    from churnstream.models.batch import BatchModel, _merged_trees
+    from churnstream.models.candidates import _hgb
+    from churnstream.models.registry import ModelRegistry
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(world / "models", models_dir)
+    registry = ModelRegistry(models_dir)
+    loaded = registry.load()
+    names = loaded.model.feature_names
+    log = read_events(world / "events")
+    rows = snapshot(log.events, log.start + TRAIN_DAYS * DAY_MS, lateness_ms=scorer_settings.lateness_ms)
+    X = np.array([[row[n] for n in names] for row in rows.values()], dtype=np.float64)
+    recency = np.nan_to_num(X[:, names.index("recency_days")], nan=120.0)
+    y = (recency / 60 + np.random.default_rng(0).normal(0, 1, len(X)) > 1).astype(int)  # noisy: spread out
+    estimator = _hgb(200, 0, learning_rate=0.05, max_leaf_nodes=7, min_samples_leaf=5).fit(X, y)
+    trees = [p.nodes for (p,) in estimator.steps[-1][1]._predictors]
+    assert len(trees) == 200 and len(_merged_trees(trees)) < 100, "the trees should graft"
+    model = BatchModel(estimator=estimator, feature_names=names, medians=loaded.model.medians, name="hgb")
+    registry.register(model, dict(loaded.metadata), reference=loaded.reference, promote=True)
+    settings = dataclasses.replace(scorer_settings, model_dir=models_dir)
+
+    publish_world(settings, world / "events")
+    gen = run_scorer(settings)
+    scorer = next(gen)
+    try:
+        wait_until(lambda: committed_everything(settings, settings.consumer_group), 240, "every input scored")
+        served_model = scorer.handler.models.loaded.model
+        assert served_model.name == "hgb" and served_model._fast, "the grafted trees should have served"
+    finally:
+        gen.close()
+
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    assert len(predictions) >= len(log.events) // 2
+    features = np.array([[p["features"][n] for n in names] for p in predictions], dtype=np.float64)
+    expected = model.calibration.apply(estimator.predict_proba(features)[:, 1])
+    served = np.array([p["batch_probability"] for p in predictions])
+    assert len(set(served.round(3).tolist())) > 20, "the model should tell customers apart"
+    np.testing.assert_allclose(served, expected, rtol=0, atol=5.1e-7)  # served rounded to 6 decimals
 
 
 def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_double_counting(
