@@ -98,8 +98,9 @@ class OnlineModel:
         self.n_learned = 0  # labels taken in (see learn_matrix: up to chunk_size - 1 wait in a buffer)
         self.n_evaluated = 0
         self._params: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
-        self._buffer_X: list[list[float]] = []
-        self._buffer_y: list[int] = []
+        # labels taken in but not learned yet: raw feature rows and labels (fewer than chunk_size)
+        self._buffer_X = np.empty((0, len(self.feature_names)), dtype=np.float64)
+        self._buffer_y = np.empty(0, dtype=np.int64)
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -180,15 +181,15 @@ class OnlineModel:
         did), and a stream of small batches does not pay River's per-call cost for every few labels.
         """
         X = np.asarray(X, dtype=np.float64).reshape(len(y), len(self.feature_names))
-        self._buffer_X.extend(X.tolist())
-        self._buffer_y.extend(int(v) for v in np.asarray(y).tolist())
+        buffer_X = np.concatenate([self._buffer_X, X])
+        buffer_y = np.concatenate([self._buffer_y, np.asarray(y, dtype=np.int64).reshape(len(y))])
         self.n_learned += len(y)
         size = self.chunk_size
-        while len(self._buffer_y) >= size:
-            chunk_X = np.array(self._buffer_X[:size], dtype=np.float64)
-            chunk_y = np.array(self._buffer_y[:size], dtype=np.int64)
-            del self._buffer_X[:size], self._buffer_y[:size]
-            self._learn_chunk(chunk_X, chunk_y)
+        start = 0
+        while len(buffer_y) - start >= size:
+            self._learn_chunk(buffer_X[start : start + size], buffer_y[start : start + size])
+            start += size
+        self._buffer_X, self._buffer_y = buffer_X[start:].copy(), buffer_y[start:].copy()
 
     @property
     def n_waiting(self) -> int:
@@ -300,8 +301,10 @@ class OnlineModel:
             model.n_evaluated = int(state["n_evaluated"])
             model._recent.extend((int(y), float(p)) for y, p in state["recent"])
             buffer_X, buffer_y = state["buffer"]
-            model._buffer_X = [[np.nan if v is None else float(v) for v in row] for row in buffer_X]
-            model._buffer_y = [int(y) for y in buffer_y]
+            model._buffer_X = np.array(buffer_X, dtype=np.float64).reshape(
+                len(buffer_X), len(model.feature_names)
+            )
+            model._buffer_y = np.array([int(y) for y in buffer_y], dtype=np.int64)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ModelIntegrityError(f"online checkpoint payload has an unexpected shape: {exc!r}") from None
         return model

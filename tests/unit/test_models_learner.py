@@ -50,7 +50,8 @@ def test_snapshot_plus_log_restores_the_same_learner() -> None:
             written["log"] += checkpoint.log
         restored = Learner.restore(written.get("online"), written.get("blender"), written["log"])
         assert restored.online.n_learned == live.online.n_learned, step
-        assert restored.online._buffer_y == live.online._buffer_y, step
+        np.testing.assert_array_equal(restored.online._buffer_y, live.online._buffer_y)
+        np.testing.assert_array_equal(restored.online._buffer_X, live.online._buffer_X)
         assert restored.blender.to_dict() == live.blender.to_dict(), step
         assert restored.blender.online_weight() == live.blender.online_weight(), step
         expected = live.online.predict_matrix(probe)
