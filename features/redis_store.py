@@ -105,6 +105,8 @@ class RedisFeatureStore(FeatureStore):
     back. It costs ~9 KB a customer against ~1.3 KB as JSON, hence its own, smaller cap.
     """
 
+    keeps_feature_parts = True  # serialized as events change them (see Transaction.feature_parts)
+
     def __init__(
         self,
         *,
@@ -190,8 +192,8 @@ class RedisFeatureStore(FeatureStore):
                 if cid in w.scoring_only and hit is not None and hit[0] == p and hit[1] == version:
                     # the state was loaded from this JSON and only its scoring part changed since
                     body, feature_part = dump_state_parts(state, memoryview(hit[2])[: hit[3]])
-                else:
-                    body, feature_part = dump_state_parts(state)
+                else:  # the feature part as ``apply`` serialized it, if it did
+                    body, feature_part = dump_state_parts(state, w.feature_parts.get(cid))
                 latest = "" if state["max"] is None else str(state["max"])
                 keys.append(self._keys.customer(p, cid))
                 customers.append((str(version), str(len(body)), latest, cid))

@@ -174,14 +174,24 @@ def dump_state_parts(
     b'{"o":[[1,"e1",2,0]],"max":1,"scoring":{"risk":"HIGH"}}'
     """
     if feature_part is None:
-        features = {k: v for k, v in state.items() if k != "scoring"}
-        feature_part = orjson.dumps(features, default=_packed_json)[:-1]  # a copy of its own size
+        feature_part = dump_feature_part(state)
     n = len(feature_part)
     scoring = state.get("scoring")
     if scoring is None:
         return b"".join((feature_part, b"}")), n
     key = b',"scoring":' if n > 1 else b'"scoring":'
     return b"".join((feature_part, key, orjson.dumps(scoring, default=_packed_json), b"}")), n
+
+
+def dump_feature_part(state: CustomerState | dict[str, Any]) -> bytes:
+    """The JSON of a state without its scoring part and without the closing brace: the ``json[:n]`` of
+    :func:`dump_state_parts`.
+
+    >>> dump_feature_part({"o": [], "max": 1, "scoring": {"risk": "LOW"}})
+    b'{"o":[],"max":1'
+    """
+    features = {k: v for k, v in state.items() if k != "scoring"}
+    return orjson.dumps(features, default=_packed_json)[:-1]  # a copy of its own size
 
 
 def _kept(written: bytes) -> bytes:

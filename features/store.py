@@ -82,6 +82,10 @@ class FeatureStore(ABC):
     that name only the customer (:meth:`features`); None: as recorded with the layout (1 if none).
     """
 
+    # whether the store writes states as JSON: its transactions then keep the feature parts' JSON as
+    # events change them (Transaction.feature_parts)
+    keeps_feature_parts = False
+
     def __init__(self, *, lateness_ms: int, partitions: int | None = None) -> None:
         self.lateness_ms = lateness_ms
         self.partitions = partitions
@@ -118,6 +122,7 @@ class FeatureStore(ABC):
             versions={cid: v for cid, (v, _) in loaded.items()},
             states={cid: s for cid, (_, s) in loaded.items()},
             partitions=where,
+            feature_parts={} if self.keeps_feature_parts else None,
         )
 
     def commit(self, tx: Transaction, *, after: Callable[[], None] | None = None) -> None:

@@ -365,6 +365,56 @@ def test_a_state_whose_scoring_part_alone_changed_is_written_without_serializing
         client.close()
 
 
+def test_an_applied_event_s_feature_part_is_written_as_apply_serialized_it() -> None:
+    """The Redis store's transactions serialize a customer's feature part as each event changes it (while
+    the state is in the CPU's caches), and the write uses that JSON: after several events, a duplicate and
+    a rejected conflict in one unit, Redis holds the state as it is."""
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS, partitions=PARTITIONS)
+    p = store.partition_of("a")
+    key = KeyLayout(namespace).customer(p, "a")
+
+    def stored() -> dict:
+        store.flush()
+        _, _, body = client.get(key).partition(b"|")
+        return json.loads(body)
+
+    try:
+        store.update([order(1, "a", 0)])
+        tx = store.begin({"a": p})
+        results = [
+            tx.apply(e)
+            for e in (
+                order(2, "a", 1),
+                ticket(3, "a", 2),
+                order(2, "a", 1),  # a duplicate
+                dataclasses.replace(order(2, "a", 1), amount=99.0),  # a conflict: rejected
+                order(4, "a", 3, status="returned"),
+            )
+        ]
+        assert [r.status for r in results] == ["applied", "applied", "duplicate", "rejected", "applied"]
+        assert tx.feature_parts is not None and set(tx.feature_parts) == {"a"}
+        scoring_state(tx.state("a"))["risk"] = "HIGH"
+        tx.touch("a")
+        expected = json.loads(json.dumps(tx.state("a")))
+        assert len(expected["o"]) == 3 and len(expected["t"]) == 1
+        store.commit(tx)
+        assert stored() == expected
+
+        tx = store.begin({"a": p})
+        tx.apply(order(5, "a", 4))
+        tx.state("a")["o"].clear()  # not how features change (only apply changes them), to see the JSON used
+        store.commit(tx)
+        assert len(stored()["o"]) == 4  # the feature part apply serialized, not the state at the write
+        assert MemoryFeatureStore(lateness_ms=LATENESS).begin({"a": 0}).feature_parts is None  # no JSON
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
 def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
