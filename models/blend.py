@@ -149,7 +149,9 @@ class Blender:
         pb, po, y = arr[:, 0], arr[:, 1], arr[:, 2]
         grid = np.round(np.arange(0.0, 1.0 + self.step / 2, self.step), 10)
         blends = np.clip((1.0 - grid)[:, None] * pb[None, :] + grid[:, None] * po[None, :], _EPS, 1 - _EPS)
-        losses = -np.mean(y * np.log(blends) + (1 - y) * np.log(1 - blends), axis=1)
+        # the log of the probability given to what happened: y * log(p) + (1 - y) * log(1 - p) to the
+        # bit for labels of 0 and 1, one log per pair instead of two
+        losses = -np.mean(np.log(np.where(y == 1.0, blends, 1 - blends)), axis=1)
         best = int(np.argmin(losses))  # first minimum: the smallest online weight among ties
         self._w = float(grid[best])
         self._losses = {"batch": float(losses[0]), "online": float(losses[-1]), "blend": float(losses[best])}
@@ -194,4 +196,4 @@ class Blender:
 
 def _mean_log_loss(p: np.ndarray, y: np.ndarray) -> float:
     p = np.clip(p, _EPS, 1 - _EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(-np.mean(np.log(np.where(y == 1.0, p, 1 - p))))  # y is 0 or 1: as in Blender._refit

@@ -36,6 +36,7 @@ apologise and expedite open tickets
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -120,23 +121,8 @@ def explain(
     for i, (_, columns) in enumerate(players):
         player_of[columns] = i
     k = min(max(top_k, MIN_REASONS), n_players)
-    orders = _orderings(n_players, permutations, seed)
-    m = len(orders)
-    rank = np.argsort(orders, axis=1)  # rank[i, p]: the position of player p in ordering i
-
-    # The states to score: the reference, the customer, and each ordering's states in between (the first
-    # s players of the ordering set to the customer's values).
-    steps = np.arange(1, n_players)
-    all_states = np.vstack(
-        [
-            np.zeros((1, n_players), dtype=bool),
-            np.ones((1, n_players), dtype=bool),
-            (rank[:, None, :] < steps[None, :, None]).reshape(-1, n_players),
-        ]
-    )
-    # orderings share some states (the same first or last player): each distinct one is scored once
-    # (68 of 74 for the 10 reasons and 8 orderings of churnstream's features)
-    states, state_of = np.unique(all_states, axis=0, return_inverse=True)
+    rank, states, state_of = _coalitions(n_players, permutations, seed)
+    m = len(rank)
     reference = model.median_vector()
     take = states[:, player_of]  # (states, d): which batch columns hold the customer's values
     prob = np.empty((len(states), n))
@@ -165,7 +151,7 @@ def explain(
             online_prob = learner_online.predict_matrix(online_in.reshape(-1, X_online.shape[1]))
             blended = learner_blender.blend(prob[:, cols].reshape(-1), online_prob)
             prob[:, cols] = np.asarray(blended).reshape(len(states), hi - lo)
-    f = _logit(prob)[state_of.reshape(-1)]  # (all_states, n)
+    f = _logit(prob)[state_of]  # (all_states, n)
 
     # f along each ordering, from the reference (step 0) to the customer (step n_players)
     along = np.empty((m, n_players + 1, n))
@@ -230,6 +216,37 @@ def _players(names: Sequence[str], groups: Sequence[Sequence[str]]) -> list[tupl
             players.append((members[0], [position[g] for g in members]))
     players.extend((name, [j]) for j, name in enumerate(names) if name not in taken)
     return players
+
+
+@functools.lru_cache(maxsize=8)
+def _coalitions(n_players: int, permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What an explanation scores, the same for every call with these arguments (so computed once): each
+    ordering's ``rank`` (``rank[i, p]``: the position of player p in ordering i), the distinct ``states``
+    to score (which players hold the customer's values) and ``state_of``, the index into ``states`` of
+    each of the reference, the customer, and each ordering's states in between (the first s players of
+    the ordering set to the customer's values), in that order. Read-only arrays.
+
+    >>> rank, states, state_of = _coalitions(3, 8, 0)
+    >>> rank.shape, states.shape, state_of.shape  # 6 orderings, 2 + 6 * 2 states, 8 of them distinct
+    ((6, 3), (8, 3), (14,))
+    """
+    orders = _orderings(n_players, permutations, seed)
+    rank = np.argsort(orders, axis=1)
+    steps = np.arange(1, n_players)
+    all_states = np.vstack(
+        [
+            np.zeros((1, n_players), dtype=bool),
+            np.ones((1, n_players), dtype=bool),
+            (rank[:, None, :] < steps[None, :, None]).reshape(-1, n_players),
+        ]
+    )
+    # orderings share some states (the same first or last player): each distinct one is scored once
+    # (68 of 74 for the 10 reasons and 8 orderings of churnstream's features)
+    states, state_of = np.unique(all_states, axis=0, return_inverse=True)
+    state_of = state_of.reshape(-1)
+    for a in (rank, states, state_of):
+        a.setflags(write=False)
+    return rank, states, state_of
 
 
 def _orderings(n_players: int, permutations: int, seed: int) -> np.ndarray:

@@ -120,3 +120,30 @@ def test_the_window_keeps_the_last_pairs_oldest_first_once_it_wraps() -> None:
     assert blender.weights()["pairs"] == window
     with pytest.raises(ValueError, match="window"):
         Blender(window=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_refit_chooses_by_the_mean_log_loss_of_the_blend(seed: int) -> None:
+    """The weight and losses a refit reports are those of the log-loss formula, to the bit: the mean of
+    ``-(y log p + (1 - y) log(1 - p))`` of each blend on the grid, the first minimum chosen."""
+    rng = np.random.default_rng(seed)
+    blender = Blender(min_pairs=50, refit_every=10**6)
+    n = 400
+    batch, online = rng.random(n), rng.random(n)
+    batch[:8], online[8:16] = 0.0, 1.0  # clipped to [1e-6, 1 - 1e-6]
+    labels = (rng.random(n) < np.where(rng.random(n) < 0.5, batch, online)).astype(int)
+    for b, o, y in zip(batch, online, labels, strict=True):
+        blender.observe(float(b), float(o), int(y))
+    weight = blender.online_weight()
+    grid = np.round(np.arange(0.0, 1.0 + 0.05 / 2, 0.05), 10)
+    y = labels.astype(np.float64)
+    losses = []
+    for w in grid:
+        p = np.clip((1.0 - w) * batch + w * online, 1e-6, 1 - 1e-6)
+        losses.append(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    best = int(np.argmin(losses))
+    assert weight == grid[best]
+    found = blender.weights()
+    assert found["online"] == grid[best]
+    logged = (found["batch_log_loss"], found["online_log_loss"], found["blend_log_loss"])
+    assert logged == (losses[0], losses[-1], losses[best])
