@@ -312,21 +312,42 @@ def test_decoded_states_are_handed_out_once_and_a_change_not_written_is_never_se
         client.close()
 
 
-def test_a_state_whose_scoring_part_alone_changed_is_written_without_serializing_its_features_again() -> None:
+@dataclasses.dataclass
+class OneCustomer:
+    """A fresh Redis store, and customer ``a``'s partition in it."""
+
+    store: RedisFeatureStore
+    client: redis.Redis
+    namespace: str
+    partition: int
+
+    def stored(self) -> dict:
+        """Customer ``a``'s state as Redis holds it, once the write in flight is done."""
+        self.store.flush()
+        body = self.client.get(KeyLayout(self.namespace).customer(self.partition, "a"))
+        return json.loads(body.partition(b"|")[2])
+
+
+@pytest.fixture
+def redis_a() -> Iterator[OneCustomer]:
+    client = redis.Redis.from_url(Settings.from_env().redis_url)
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS, partitions=PARTITIONS)
+    try:
+        yield OneCustomer(store, client, namespace, store.partition_of("a"))
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
+def test_a_state_whose_scoring_part_alone_changed_is_written_without_serializing_its_features_again(
+    redis_a: OneCustomer,
+) -> None:
     """Most of a worker's writes change only a customer's scoring part (a sweep's pending prediction, a
     label). The Redis store then writes the feature part as it wrote it last, and serializes only the
     scoring part; Redis holds the whole state either way, read back alike by a new worker."""
-    settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url)
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    store = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS, partitions=PARTITIONS)
-    p = store.partition_of("a")
-    key = KeyLayout(namespace).customer(p, "a")
-
-    def stored() -> dict:
-        store.flush()
-        _, _, body = client.get(key).partition(b"|")
-        return json.loads(body)
+    store, p, stored = redis_a.store, redis_a.partition, redis_a.stored
 
     def commit(change: Callable[[Transaction], None]) -> dict:
         tx = store.begin({"a": p})
@@ -335,84 +356,63 @@ def test_a_state_whose_scoring_part_alone_changed_is_written_without_serializing
         store.commit(tx)
         return expected
 
-    try:
-        store.update([order(1, "a", 0), ticket(2, "a", 1)])
+    store.update([order(1, "a", 0), ticket(2, "a", 1)])
 
-        def risk(level: str) -> Callable[[Transaction], None]:
-            def change(tx: Transaction) -> None:
-                scoring_state(tx.state("a"))["risk"] = level
-                tx.touch("a")
+    def risk(level: str) -> Callable[[Transaction], None]:
+        def change(tx: Transaction) -> None:
+            scoring_state(tx.state("a"))["risk"] = level
+            tx.touch("a")
 
-            return change
+        return change
 
-        assert commit(risk("HIGH")) == stored()  # the scoring part alone: spliced after the kept feature part
-        assert commit(lambda tx: tx.apply(order(3, "a", 2))) == stored()  # an event: the feature part anew
-        assert commit(risk("LOW")) == stored()
-        reread = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS)
-        assert reread.features("a", as_of=T0 + 2 * DAY_MS) == store.features("a", as_of=T0 + 2 * DAY_MS)
-        reread.close()
+    assert commit(risk("HIGH")) == stored()  # the scoring part alone: spliced after the kept feature part
+    assert commit(lambda tx: tx.apply(order(3, "a", 2))) == stored()  # an event: the feature part anew
+    assert commit(risk("LOW")) == stored()
+    reread = RedisFeatureStore(client=redis_a.client, namespace=redis_a.namespace, lateness_ms=LATENESS)
+    assert reread.features("a", as_of=T0 + 2 * DAY_MS) == store.features("a", as_of=T0 + 2 * DAY_MS)
+    reread.close()
 
-        def behind_apply(tx: Transaction) -> None:  # not how features change: only apply changes them
-            tx.state("a")["o"].clear()
-            risk("MEDIUM")(tx)
+    def behind_apply(tx: Transaction) -> None:  # not how features change: only apply changes them
+        tx.state("a")["o"].clear()
+        risk("MEDIUM")(tx)
 
-        commit(behind_apply)
-        # the feature part written is the one written before, not serialized again from the state
-        assert len(stored()["o"]) == 2 and stored()["scoring"] == {"risk": "MEDIUM"}
-    finally:
-        store.clear()
-        store.close()
-        client.close()
+    commit(behind_apply)
+    # the feature part written is the one written before, not serialized again from the state
+    assert len(stored()["o"]) == 2 and stored()["scoring"] == {"risk": "MEDIUM"}
 
 
-def test_an_applied_event_s_feature_part_is_written_as_apply_serialized_it() -> None:
+def test_an_applied_event_s_feature_part_is_written_as_apply_serialized_it(redis_a: OneCustomer) -> None:
     """The Redis store's transactions serialize a customer's feature part as each event changes it (while
     the state is in the CPU's caches), and the write uses that JSON: after several events, a duplicate and
     a rejected conflict in one unit, Redis holds the state as it is."""
-    settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url)
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    store = RedisFeatureStore(client=client, namespace=namespace, lateness_ms=LATENESS, partitions=PARTITIONS)
-    p = store.partition_of("a")
-    key = KeyLayout(namespace).customer(p, "a")
+    store, p, stored = redis_a.store, redis_a.partition, redis_a.stored
+    store.update([order(1, "a", 0)])
+    tx = store.begin({"a": p})
+    results = [
+        tx.apply(e)
+        for e in (
+            order(2, "a", 1),
+            ticket(3, "a", 2),
+            order(2, "a", 1),  # a duplicate
+            dataclasses.replace(order(2, "a", 1), amount=99.0),  # a conflict: rejected
+            order(4, "a", 3, status="returned"),
+        )
+    ]
+    assert [r.status for r in results] == ["applied", "applied", "duplicate", "rejected", "applied"]
+    assert tx.feature_parts is not None and set(tx.feature_parts) == {"a"}
+    scoring_state(tx.state("a"))["risk"] = "HIGH"
+    tx.touch("a")
+    expected = json.loads(json.dumps(tx.state("a")))
+    assert len(expected["o"]) == 3 and len(expected["t"]) == 1
+    store.commit(tx)
+    assert stored() == expected
 
-    def stored() -> dict:
-        store.flush()
-        _, _, body = client.get(key).partition(b"|")
-        return json.loads(body)
-
-    try:
-        store.update([order(1, "a", 0)])
-        tx = store.begin({"a": p})
-        results = [
-            tx.apply(e)
-            for e in (
-                order(2, "a", 1),
-                ticket(3, "a", 2),
-                order(2, "a", 1),  # a duplicate
-                dataclasses.replace(order(2, "a", 1), amount=99.0),  # a conflict: rejected
-                order(4, "a", 3, status="returned"),
-            )
-        ]
-        assert [r.status for r in results] == ["applied", "applied", "duplicate", "rejected", "applied"]
-        assert tx.feature_parts is not None and set(tx.feature_parts) == {"a"}
-        scoring_state(tx.state("a"))["risk"] = "HIGH"
-        tx.touch("a")
-        expected = json.loads(json.dumps(tx.state("a")))
-        assert len(expected["o"]) == 3 and len(expected["t"]) == 1
-        store.commit(tx)
-        assert stored() == expected
-
-        tx = store.begin({"a": p})
-        tx.apply(order(5, "a", 4))
-        tx.state("a")["o"].clear()  # not how features change (only apply changes them), to see the JSON used
-        store.commit(tx)
-        assert len(stored()["o"]) == 4  # the feature part apply serialized, not the state at the write
-        assert MemoryFeatureStore(lateness_ms=LATENESS).begin({"a": 0}).feature_parts is None  # no JSON
-    finally:
-        store.clear()
-        store.close()
-        client.close()
+    tx = store.begin({"a": p})
+    tx.apply(order(5, "a", 4))
+    tx.state("a")["o"].clear()  # not how features change (only apply changes them), to see the JSON used
+    store.commit(tx)
+    assert len(stored()["o"]) == 4  # the feature part apply serialized, not the state at the write
+    assert MemoryFeatureStore(lateness_ms=LATENESS).begin({"a": 0}).feature_parts is None  # no JSON kept
 
 
 def test_a_second_writer_is_detected_instead_of_overwritten() -> None:
