@@ -75,7 +75,9 @@ class Blender:
         self._losses: dict[str, float | None] = {"batch": None, "online": None, "blend": None}
 
     def observe(self, batch_p: float, online_p: float | None, label: int) -> None:
-        """Record a resolved label with the probabilities its prediction carried."""
+        """Record a resolved label (0 or 1) with the probabilities its prediction carried."""
+        if label not in (0, 1):
+            raise ValueError(f"a label is 0 or 1, got {label!r}")
         self.n_observed += 1
         if online_p is None:
             return
@@ -182,6 +184,8 @@ class Blender:
             )
             blender.n_observed = int(data["n_observed"])
             for b, o, y in data["pairs"]:
+                if y not in (0, 1):  # the refit's loss holds for these two only
+                    raise ValueError(f"a pair's label is 0 or 1, got {y!r}")
                 blender._add(float(b), float(o), int(y))
             blender._w = None if data.get("w") is None else float(data["w"])
             blender._since_fit = int(data.get("since_fit", 0))

@@ -147,3 +147,17 @@ def test_the_refit_chooses_by_the_mean_log_loss_of_the_blend(seed: int) -> None:
     assert found["online"] == grid[best]
     logged = (found["batch_log_loss"], found["online_log_loss"], found["blend_log_loss"])
     assert logged == (losses[0], losses[-1], losses[best])
+
+
+def test_a_label_other_than_0_or_1_is_refused_live_and_in_a_checkpoint() -> None:
+    """The refit's log-loss takes the log of the probability given to what happened, which holds for
+    labels of 0 and 1 only: any other is refused, whether observed or read from a checkpoint."""
+    blender = Blender(min_pairs=2)
+    with pytest.raises(ValueError, match="0 or 1"):
+        blender.observe(0.5, 0.5, 2)
+    blender.observe(0.5, 0.6, 1)
+    data = json.loads(json.dumps(blender.to_dict()))
+    assert Blender.from_dict(data).to_dict() == blender.to_dict()
+    data["pairs"][0][2] = 2
+    with pytest.raises(ModelIntegrityError, match="0 or 1"):
+        Blender.from_dict(data)
