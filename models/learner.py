@@ -215,6 +215,8 @@ class Learner:
                 rows = [row[1:] for row in rows] if waits else rows
                 vectors = [row[3:] for row in rows]
                 labels = [int(row[0]) for row in rows]
+                if not set(labels) <= {0, 1}:
+                    raise ValueError(f"labels are 0 or 1, got {sorted(set(labels) - {0, 1})}")
                 batch_p = [float(row[1]) for row in rows]
                 online_p: list[Any] = [None if row[2] is None else float(row[2]) for row in rows]
             except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:

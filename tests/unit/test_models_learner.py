@@ -127,6 +127,11 @@ def test_a_log_is_much_smaller_than_a_snapshot() -> None:
 def test_a_malformed_log_is_a_clear_error() -> None:
     with pytest.raises(ModelIntegrityError, match="learner log"):
         Learner.restore(None, None, b'[["a"], [["x"]]]\n')
+    learner = Learner.restore(None, None, b"")
+    line = learner.wait([[1, "p1"]], [[0.5]], [1], [0.4], [None], feature_names=["a"])
+    assert Learner.restore(None, None, line).waiting  # a label of 1 is read back
+    with pytest.raises(ModelIntegrityError, match="0 or 1"):  # the blender's loss holds for 0 and 1 only
+        Learner.restore(None, None, line.replace(b",1,0.4,", b",2,0.4,"))
 
 
 # --- River's conventions: one dict per event ------------------------------------------------------
