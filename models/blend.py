@@ -145,15 +145,14 @@ class Blender:
             self._w = 0.0
             self._losses = {"batch": None, "online": None, "blend": None}
             if self._count:
-                self._losses["batch"] = _mean_log_loss(arr[:, 0], arr[:, 2])
-                self._losses["online"] = _mean_log_loss(arr[:, 1], arr[:, 2])
+                y = arr[:, 2]
+                self._losses["batch"] = float(_log_loss(np.clip(arr[:, 0], _EPS, 1 - _EPS), y))
+                self._losses["online"] = float(_log_loss(np.clip(arr[:, 1], _EPS, 1 - _EPS), y))
             return
         pb, po, y = arr[:, 0], arr[:, 1], arr[:, 2]
         grid = np.round(np.arange(0.0, 1.0 + self.step / 2, self.step), 10)
         blends = np.clip((1.0 - grid)[:, None] * pb[None, :] + grid[:, None] * po[None, :], _EPS, 1 - _EPS)
-        # the log of the probability given to what happened: y * log(p) + (1 - y) * log(1 - p) to the
-        # bit for labels of 0 and 1, one log per pair instead of two
-        losses = -np.mean(np.log(np.where(y == 1.0, blends, 1 - blends)), axis=1)
+        losses = _log_loss(blends, y, axis=1)
         best = int(np.argmin(losses))  # first minimum: the smallest online weight among ties
         self._w = float(grid[best])
         self._losses = {"batch": float(losses[0]), "online": float(losses[-1]), "blend": float(losses[best])}
@@ -198,6 +197,8 @@ class Blender:
         return f"Blender(online_weight={self.online_weight():.2f}, pairs={self._count})"
 
 
-def _mean_log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return float(-np.mean(np.log(np.where(y == 1.0, p, 1 - p))))  # y is 0 or 1: as in Blender._refit
+def _log_loss(p: np.ndarray, y: np.ndarray, axis: int | None = None) -> Any:
+    """The mean log-loss of probabilities ``p`` (clipped away from 0 and 1) for labels ``y`` of 0 and 1,
+    along ``axis``: the log of the probability given to what happened, which is
+    ``y * log(p) + (1 - y) * log(1 - p)`` to the bit, with one log a pair instead of two."""
+    return -np.mean(np.log(np.where(y == 1.0, p, 1 - p)), axis=axis)

@@ -148,6 +148,17 @@ def test_the_refit_chooses_by_the_mean_log_loss_of_the_blend(seed: int) -> None:
     logged = (found["batch_log_loss"], found["online_log_loss"], found["blend_log_loss"])
     assert logged == (losses[0], losses[-1], losses[best])
 
+    early = Blender(min_pairs=10**6, refit_every=n)  # too few pairs to weigh: the two models' losses alone
+    for b, o, y_ in zip(batch, online, labels, strict=True):
+        early.observe(float(b), float(o), int(y_))
+    found = early.weights()
+    assert found["online"] == 0.0
+    assert (found["batch_log_loss"], found["online_log_loss"], found["blend_log_loss"]) == (
+        losses[0],
+        losses[-1],
+        None,
+    )
+
 
 def test_a_label_other_than_0_or_1_is_refused_live_and_in_a_checkpoint() -> None:
     """The refit's log-loss takes the log of the probability given to what happened, which holds for
