@@ -16,9 +16,10 @@ from typing import Any
 from churnstream.dead_letter import DeadLetter
 from churnstream.message_fields import OutputField
 from churnstream.monitoring_records import OUTCOME_COLUMNS, DriftReport, MonitoringBatch
-from churnstream.predictions import REQUIRED_FEATURES, Alert, Outcome, Prediction, Reason
+from churnstream.predictions import EXPLANATION_DIGITS, REQUIRED_FEATURES, Alert, Outcome, Prediction, Reason
 
 __all__ = [
+    "EXPLANATION_DIGITS",
     "OUTCOME_COLUMNS",
     "OUTPUT_MESSAGES",
     "REQUIRED_FEATURES",

@@ -117,6 +117,11 @@ class Prediction:
         return body
 
 
+# Contributions and the base they add to are written to 6 decimals, as probabilities are: what is past
+# that is the explanation's float noise, not information a retention team can use.
+EXPLANATION_DIGITS = 6
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
     """How much one feature moved a customer's score (one of an alert's ``top_reasons``)."""
@@ -124,7 +129,7 @@ class Reason:
     FIELDS: ClassVar[Mapping[str, OutputField]] = {
         "feature": OutputField("string"),
         "value": OutputField("number", "The feature's value.", nullable=True),
-        "contribution": OutputField("number", "In the unit the alert's explanation names."),
+        "contribution": OutputField("number", "In the unit the alert's explanation names, to 6 decimals."),
     }
 
     feature: str
@@ -132,7 +137,11 @@ class Reason:
     contribution: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+        return {
+            "feature": self.feature,
+            "value": self.value,
+            "contribution": round(self.contribution, EXPLANATION_DIGITS),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ Features in no group are a reason of their own; ``groups=()`` gives one reason p
 customer is worth: a valuable customer with bad tickets gets a call and a goodwill credit, a one-time
 buyer gone quiet a nudge toward a second order.
 
->>> from churnstream.messages import Reason
+>>> from churnstream.messages import EXPLANATION_DIGITS, Reason
 >>> for action in recommended_actions([Reason("recency_ratio", 3.2, 0.21), Reason("open_tickets", 2, 0.08)]):
 ...     print(action)
 win-back offer timed to their usual order rhythm
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from churnstream.messages import Reason
+from churnstream.messages import EXPLANATION_DIGITS, Reason
 from churnstream.models.batch import BatchModel
 from churnstream.models.blend import Blender
 from churnstream.models.online import OnlineModel
@@ -81,6 +81,15 @@ class Explained:
     reasons: list[Reason]
     base: float
     unit: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``explanation`` field of alerts and API answers: the unit, and the base to the digits the
+        contributions are written with.
+
+        >>> Explained([], base=-0.41234567891, unit=UNIT).to_json()
+        {'unit': 'log-odds', 'base': -0.412346}
+        """
+        return {"unit": self.unit, "base": round(self.base, EXPLANATION_DIGITS)}
 
 
 def explain(

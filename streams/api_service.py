@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from churnstream.errors import ChurnstreamError, EventError, ModelNotFoundError
 from churnstream.events import format_time, now_ms, parse_time
@@ -38,6 +38,9 @@ from churnstream.models.value import value_at_risk
 from churnstream.settings import Settings
 from churnstream.streams.feature_lookup import Lookup, lookup
 from churnstream.streams.feature_lookup import reached as partition_reached
+
+if TYPE_CHECKING:
+    from churnstream.models.explain import Explained
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +276,7 @@ class CustomerService:
             partitions = [f.partition for f in found]
             X, batch_p, online_p, churn_p = models.score(rows, partitions)
             which = [i for i, want in enumerate(explain) if want]
-            explained: list[Any] = [None] * len(found)
+            explained: list[Explained | None] = [None] * len(found)
             if which:
                 got = self._explain(
                     models, X[which], [rows[i] for i in which], [partitions[i] for i in which]
@@ -306,8 +309,8 @@ class CustomerService:
                     Scored(
                         prediction=prediction,
                         value_at_risk=value_at_risk(cp, f.features, horizon_days=self.settings.horizon_days),
-                        reasons=None if why is None else list(getattr(why, "reasons", why)),
-                        explanation=_explanation(why),
+                        reasons=None if why is None else list(why.reasons),
+                        explanation=None if why is None else why.to_json(),
                     )
                 )
         except BaseException as exc:
@@ -320,11 +323,11 @@ class CustomerService:
             start += len(lookups)
 
     @staticmethod
-    def _explain(models: ModelSet, X: Any, rows: list[Any], partitions: list[int]) -> list[Any]:
+    def _explain(models: ModelSet, X: Any, rows: list[Any], partitions: list[int]) -> list[Explained | None]:
         from churnstream.models.explain import explain
         from churnstream.models.serving import by_partition
 
-        found: list[Any] = [None] * len(rows)
+        found: list[Explained | None] = [None] * len(rows)
         for p, idx in by_partition(partitions).items():
             learner = models.learner(p)
             got = explain(
@@ -337,12 +340,6 @@ class CustomerService:
 
 def _thresholds(model: Mapping[str, Any] | None) -> Any:
     return None if model is None else model.get("risk_thresholds")
-
-
-def _explanation(why: Any) -> dict[str, Any] | None:
-    if why is None or not hasattr(why, "unit"):
-        return None
-    return {"unit": why.unit, "base": round(float(why.base), 6)}
 
 
 __all__ = [

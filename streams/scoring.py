@@ -430,7 +430,7 @@ class BatchScoring:
                 value_at_risk=p.value_at_risk,
                 priority=p.value_at_risk,
                 policy=rule.describe,
-                explanation={"unit": reasons[i].unit, "base": reasons[i].base},
+                explanation=reasons[i].to_json(),
                 holdout=held_back,
             )
             self.worker.emit(self.topics.churn_alerts, p.customer_id, alert.to_json())

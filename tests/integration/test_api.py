@@ -155,6 +155,8 @@ def test_a_score_as_of_a_predictions_time_has_the_streams_features_and_batch_pro
                 assert answer["risk_category"] == p["risk_category"]
             assert answer["model_version"] == p["model_version"]
             assert answer["event_id"] is None and len(answer["top_reasons"]) >= 3
+            shown = [r["contribution"] for r in answer["top_reasons"]] + [answer["explanation"]["base"]]
+            assert all(round(x, 6) == x for x in shown), shown  # as alerts give them
             # as_of as epoch milliseconds is the same time
             again = client.post(
                 f"/customers/{p['customer_id']}/score", json={"as_of": parse_time(p["as_of"])}

@@ -134,6 +134,10 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     alerts = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_alerts)]
     assert alerts
     assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
+    # contributions and their base to 6 decimals, as the HTTP API gives them, not 17 digits of noise
+    shown = [r["contribution"] for a in alerts for r in a["top_reasons"]]
+    shown += [a["explanation"]["base"] for a in alerts]
+    assert all(round(x, 6) == x for x in shown) and len(set(shown)) > len(alerts)
     sweep_ids = {p["prediction_id"] for p in sweeps}
     truth = {
         json.loads(line)["customer_id"]: json.loads(line)
