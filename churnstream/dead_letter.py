@@ -2,7 +2,7 @@
 dead letters are made and serialised, whichever worker finds them.
 
 - :func:`dead_letter_for_message`: a Kafka message that could not be decoded or validated (its bytes);
-- :func:`dead_letter_for_event`: an event that was decoded but could not be processed (its JSON);
+- :func:`dead_letter_for_event`: an event that was decoded but could not be processed (its message's bytes);
 - :func:`dead_letter_for_bytes`: raw bytes read at a place (the monitor's records);
 - :func:`dead_letter_payload`: the bytes produced to ``dead_letter``, within the topic's
   :data:`TOPIC_MAX_BYTES`.
@@ -22,6 +22,13 @@ The stage (``decode``, ``validate``, ``process``) comes from the error
 ('/w==', 'base64', 'decode')
 >>> dead_letter_payload(letter)[:40]
 b'{"source_topic":"orders","partition":0,"'
+
+A key that is not UTF-8 is given in base64 too, and says so:
+
+>>> Message.key = lambda self: b"\\xfe"
+>>> record = dead_letter_for_message(Message(), DecodeError("not UTF-8"), failed_at=0).to_json()
+>>> record["key"], record["key_encoding"]
+('/g==', 'base64')
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ class DeadLetter:
         "source_topic": OutputField("string", "The topic the message came from."),
         "partition": OutputField("integer", "Its partition.", nullable=True, minimum=0),
         "offset": OutputField("integer", "Its offset.", nullable=True, minimum=0),
-        "key": OutputField("string", "Its key as text.", nullable=True),
+        "key": OutputField("string", "Its key as text, or in base64 (see key_encoding).", nullable=True),
+        "key_encoding": OutputField(
+            "string", "Present when the key was not UTF-8.", required=False, enum=("base64",)
+        ),
         "value": OutputField(
             "string", "Its bytes as text, or in base64 (see value_encoding).", nullable=True
         ),
@@ -77,15 +87,18 @@ class DeadLetter:
     failed_at: int
 
     def to_json(self) -> dict[str, Any]:
+        key, key_encoding = _text(self.key)
         out: dict[str, Any] = {
             "source_topic": self.source_topic,
             "partition": self.partition,
             "offset": self.offset,
-            "key": _text(self.key)[0],
+            "key": key,
             "error": self.error,
             "stage": self.stage,
             "failed_at": format_time(self.failed_at),
         }
+        if key_encoding:
+            out["key_encoding"] = key_encoding
         text, encoding = _text(self.value)
         out["value"] = text
         if encoding:
@@ -156,17 +169,26 @@ def _letter(
 def dead_letter_for_event(
     event: Event, where: Where, error: EventError, *, failed_at: int | None = None
 ) -> DeadLetter:
-    """The dead letter of a decoded event that could not be processed: its JSON, where it was read.
+    """The dead letter of a decoded event that could not be processed, where it was read: the message's
+    original bytes when ``where`` has them (a ``value``, as the readers' coordinates do), else the
+    event's JSON.
 
     >>> from churnstream.errors import ProcessingError
     >>> from churnstream.events import OrderEvent
     >>> from types import SimpleNamespace
-    >>> where = SimpleNamespace(topic="orders", partition=2, offset=40, key=b"c1")
-    >>> letter = dead_letter_for_event(OrderEvent("e1", "c1", 0, "o1", 9.5), where, ProcessingError("no"))
-    >>> letter.partition, letter.offset, letter.stage, letter.value[:30]
-    (2, 40, 'process', b'{"event_id": "e1", "customer_i')
+    >>> order = OrderEvent("e1", "c1", 0, "o1", 9.5)
+    >>> where = SimpleNamespace(topic="orders", partition=2, offset=40, key=b"c1", value=b'{"sent": "so"}')
+    >>> letter = dead_letter_for_event(order, where, ProcessingError("no"))
+    >>> letter.partition, letter.offset, letter.stage, letter.value
+    (2, 40, 'process', b'{"sent": "so"}')
+    >>> del where.value
+    >>> dead_letter_for_event(order, where, ProcessingError("no")).value[:30]
+    b'{"event_id": "e1", "customer_i'
     """
-    return dead_letter_for_bytes(json.dumps(event.to_json()).encode(), where, error, failed_at=failed_at)
+    value = getattr(where, "value", None)
+    if value is None:
+        value = json.dumps(event.to_json()).encode()
+    return dead_letter_for_bytes(value, where, error, failed_at=failed_at)
 
 
 def dead_letter_payload(letter: DeadLetter) -> bytes:

@@ -43,12 +43,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Coordinates:
-    """Where an event came from: topic, partition, offset, and the message key."""
+    """Where an event came from: topic, partition, offset, the message key, and the message's bytes (what
+    the event's dead letter carries if it cannot be processed, as the contract asks: the original)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None = None
+    value: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def decode_message(
@@ -230,7 +232,7 @@ class InputReader:
             assert topic is not None and partition is not None and offset is not None
             event, letter = decode_message(msg, self.settings, now=now)
             if event is not None:
-                batch.events.append((event, Coordinates(topic, partition, offset, msg.key())))
+                batch.events.append((event, Coordinates(topic, partition, offset, msg.key(), msg.value())))
             elif letter is not None:
                 batch.dead_letters.append(letter)
             position = batch.offsets.get((topic, partition), -1)

@@ -145,7 +145,7 @@ class EventTimeReader(InputReader):
             if queue is None:  # a message for a partition revoked meanwhile
                 continue
             event, letter = decode_message(msg, self.settings, now=now)
-            where = Coordinates(topic, partition, offset, msg.key())
+            where = Coordinates(topic, partition, offset, msg.key(), msg.value())
             ts = event.timestamp if event is not None else _NO_TIME
             queue.append((ts, event, letter, where))
             self._next[key] = offset + 1
