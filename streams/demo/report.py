@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,14 @@ from churnstream.streams.demo.config import DemoConfig, DemoResult
 class Outputs:
     """What the summary shows beyond the counts of :class:`DemoResult`."""
 
-    alerts: list[dict[str, Any]] = field(default_factory=list)  # the replayed period's, 2,000 at most
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # the replayed period's top, by priority
     letters: list[dict[str, Any]] = field(default_factory=list)
     messages: int = 0  # read from every output topic
+    value_at_risk: float = 0.0  # of every alert of the replayed period
+    held_back: int = 0  # the replayed period's alerts held back as a control group
+
+
+TOP_ALERTS = 50  # the replayed period's alerts kept for the summary's examples, the highest priority first
 
 
 def read_outputs(settings: Settings, split: int, r: DemoResult) -> Outputs:
@@ -39,7 +45,9 @@ def read_outputs(settings: Settings, split: int, r: DemoResult) -> Outputs:
         r.predictions[p["trigger"]] += 1
         if p["as_of"] >= split_text:
             r.predictions_replay[p["trigger"]] += 1
-    alerts: list[dict[str, Any]] = []
+    top: list[tuple[float, int, dict[str, Any]]] = []  # a heap of the TOP_ALERTS highest priorities
+    at_risk = 0.0
+    held = 0
     alerted: set[str] = set()
     for _key, value in read_topic(settings, topics.churn_alerts):
         a = orjson.loads(value or b"{}")
@@ -48,8 +56,14 @@ def read_outputs(settings: Settings, split: int, r: DemoResult) -> Outputs:
         count += 1
         if a["as_of"] >= split_text:
             r.alerts_replay += 1
-            if len(alerts) < 2000:
-                alerts.append(a)
+            at_risk += float(a.get("value_at_risk") or 0.0)
+            held += bool(a.get("holdout"))
+            # ties: the alert read first wins, as a stable sort by priority would have it
+            item = (float(a.get("priority") or 0.0), -r.alerts_replay, a)
+            if len(top) < TOP_ALERTS:
+                heapq.heappush(top, item)
+            else:
+                heapq.heappushpop(top, item)
     r.alerted_customers = len(alerted)
     letters: list[dict[str, Any]] = []
     for _key, value in read_topic(settings, topics.dead_letter):
@@ -72,7 +86,8 @@ def read_outputs(settings: Settings, split: int, r: DemoResult) -> Outputs:
                 o["churn_probability"],
             )
     r.auc, r.auc_rows = held_out_auc(list(outcomes.values()))
-    return Outputs(alerts=alerts, letters=letters, messages=count)
+    alerts = [a for _, _, a in sorted(top, key=lambda item: item[:2], reverse=True)]
+    return Outputs(alerts=alerts, letters=letters, messages=count, value_at_risk=at_risk, held_back=held)
 
 
 def print_summary(
@@ -101,14 +116,12 @@ def print_summary(
     )
     picked_by = _alerts_policy(outputs.alerts)
     say(f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers; {picked_by}")
-    held = sum(1 for a in outputs.alerts if a.get("holdout"))
-    at_risk = sum(float(a.get("value_at_risk") or 0.0) for a in outputs.alerts)
+    held = outputs.held_back
     say(
-        f"{' ' * 16}{r.alerts_replay:,} in the replayed period, value at risk {at_risk:,.2f}"
+        f"{' ' * 16}{r.alerts_replay:,} in the replayed period, value at risk {outputs.value_at_risk:,.2f}"
         f"{f', {held} held back as a control group' if held else ''}; the highest priorities, for example:"
     )
-    by_priority = sorted(outputs.alerts, key=lambda a: -float(a.get("priority") or 0.0))
-    for alert in pick_alerts(by_priority[:50], 3):
+    for alert in pick_alerts(outputs.alerts, 3):
         say(_indent(_format_alert(alert), 16))
     stages = Counter(str(letter.get("stage")) for letter in outputs.letters)
     by_stage = ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
