@@ -8,6 +8,7 @@ variables) and the only user of this module; its methods with the same names are
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
@@ -88,7 +89,10 @@ def read_env(cls: type[Settings], env: Mapping[str, str]) -> dict[str, Any]:
 def _convert(var: str, raw: str, type_name: str) -> Any:
     try:
         if "float" in type_name:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # "nan", "inf": a duration or share nothing can be computed with
+                raise ConfigError(f"{var}={raw!r} is not a finite number")
+            return value
         if "int" in type_name:
             return int(raw)
         if "Path" in type_name:
@@ -168,6 +172,12 @@ def check(s: Settings) -> None:
         raise ConfigError(f"CHURN_PUBLIC_URL must be an http:// or https:// URL, got {s.public_url!r}")
     if not 0 <= s.api_port <= 65535:
         raise ConfigError(f"CHURN_API_PORT must be a TCP port (0..65535), got {s.api_port}")
+    if not 0 <= s.web_port <= 65535:
+        raise ConfigError(f"CHURN_WEB_PORT must be a TCP port (0..65535), got {s.web_port}")
+    if not -1 <= s.metrics_port <= 65535:
+        raise ConfigError(
+            f"CHURN_METRICS_PORT must be a TCP port (0..65535) or -1 (off), got {s.metrics_port}"
+        )
     if s.worker_id and not WORKER_ID.fullmatch(s.worker_id):
         raise ConfigError(
             "CHURN_WORKER_ID may hold only letters, digits, '.', '_' and '-' (at most 128), "

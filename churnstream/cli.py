@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 from churnstream import __version__
+from churnstream._settings_env import KAFKA_PREFIX
 from churnstream.errors import ChurnstreamError, ConfigError
 from churnstream.settings import Settings
 
@@ -423,6 +425,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        refused = kafka_config_refused(exc)
+        if refused is None:
+            raise
+        print(f"churnstream {args.command}: error: {refused}", file=sys.stderr)
+        return 2
+
+
+def kafka_config_refused(exc: BaseException) -> str | None:
+    """What to tell a user whose ``CHURN_KAFKA_*`` properties librdkafka refused (an unknown name, a value
+    it does not take), naming the variable; None for any other error.
+
+    >>> from confluent_kafka import KafkaError, KafkaException
+    >>> refusal = KafkaError(KafkaError._INVALID_ARG, 'No such configuration property: "bootstrap.server"')
+    >>> said = kafka_config_refused(KafkaException(refusal))
+    >>> said[:69], "(set by CHURN_KAFKA_BOOTSTRAP_SERVER;" in said
+    ('Kafka refused a client property: No such configuration property: "boo', True)
+    >>> kafka_config_refused(ValueError("x")) is None
+    True
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return None
+    error = exc.args[0]
+    if error.code() != KafkaError._INVALID_ARG:
+        return None
+    named = re.search(r'property:? "([a-z0-9._]+)"', error.str())
+    source = f"set by {KAFKA_PREFIX}{named.group(1).upper().replace('.', '_')}; " if named else ""
+    return (
+        f"Kafka refused a client property: {error.str()} ({source}every {KAFKA_PREFIX}* variable is passed "
+        f"to librdkafka as a property, e.g. {KAFKA_PREFIX}SECURITY_PROTOCOL -> security.protocol)"
+    )
 
 
 if __name__ == "__main__":

@@ -105,6 +105,25 @@ def test_usage_and_configuration_errors_exit_2(
     assert main(["config"]) == 2
     assert "CHURN_HORIZON_DAYS='ninety' is not a valid float" in capsys.readouterr().err
     monkeypatch.delenv("CHURN_HORIZON_DAYS")
+    for var, raw, said in [
+        ("CHURN_HORIZON_DAYS", "nan", "CHURN_HORIZON_DAYS='nan' is not a finite number"),
+        ("CHURN_ALERT_BUDGET_SHARE", "inf", "CHURN_ALERT_BUDGET_SHARE='inf' is not a finite number"),
+        ("CHURN_METRICS_PORT", "70000", "CHURN_METRICS_PORT must be a TCP port (0..65535) or -1 (off)"),
+        ("CHURN_WEB_PORT", "-1", "CHURN_WEB_PORT must be a TCP port (0..65535), got -1"),
+    ]:
+        monkeypatch.setenv(var, raw)
+        assert main(["config"]) == 2, var
+        assert said in capsys.readouterr().err
+        monkeypatch.delenv(var)
+    # a librdkafka property it does not know: a message naming the variable, not a traceback
+    monkeypatch.setenv("CHURN_KAFKA_BOOTSTRAP_SERVER", "127.0.0.1:9092")
+    assert main(["topics", "list"]) == 2
+    said = capsys.readouterr().err
+    assert 'No such configuration property: "bootstrap.server" (set by CHURN_KAFKA_BOOTSTRAP_SERVER;' in said
+    monkeypatch.delenv("CHURN_KAFKA_BOOTSTRAP_SERVER")
+    monkeypatch.setenv("CHURN_METRICS_PORT", "-1")  # off: allowed
+    assert main(["config"]) == 0
+    monkeypatch.delenv("CHURN_METRICS_PORT")
     with pytest.raises(SystemExit) as done:
         main(["score", "--no-such-flag"])
     assert done.value.code == 2
