@@ -102,12 +102,16 @@ def _json_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:
 
 
 def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    # utf-8-sig: the byte-order mark of Excel's "CSV UTF-8" is not part of the first column's name.
+    # surrogateescape: a row that is not UTF-8 keeps its bytes, so it is an invalid record with its line
+    # number (as a JSON line would be), not an error that stops the file halfway.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.DictReader(text)
     for row in reader:
         obj = {name: csv_value(name, cell) for name, cell in row.items() if name is not None}
-        payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        yield reader.line_num, payload, len(payload)
+        payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        raw = payload.encode("utf-8", "surrogateescape")
+        yield reader.line_num, raw, len(raw)
 
 
 def _resolve_topic(settings: Settings, topic: str | None) -> str | None:

@@ -156,3 +156,22 @@ def test_forced_topic_validates_against_that_topic(
 def test_missing_topics_fail_with_a_clear_message(settings: Settings) -> None:
     with pytest.raises(InfraError, match="churnstream topics create"):
         publish_file(EVENTS, settings, progress=False)
+
+
+def test_a_csv_saved_by_excel_is_read_and_a_row_that_is_not_utf8_is_an_invalid_record(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark; a row typed in another encoding is one bad
+    record, named by its line, not the end of the file."""
+    rows = ORDERS_CSV.read_bytes().splitlines(keepends=True)
+    latin = "csv-0004,00124,O-9004,2024-04-02T10:00:00Z,5.00,1,Café,completed\r\n".encode("latin-1")
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(rows[:2]) + latin + b"".join(rows[2:]))
+
+    result = publish_file(path, settings, progress=False)
+
+    assert result.sent == 3 and result.invalid == 1 and not result.ok
+    ((line, reason),) = result.invalid_lines
+    assert line == 3 and reason.startswith("not UTF-8"), reason
+    messages = consume_all(settings, topics.orders, expected=3)
+    assert sorted(json.loads(m.value())["event_id"] for m in messages) == ["csv-0001", "csv-0002", "csv-0003"]
