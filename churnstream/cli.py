@@ -371,8 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-until", default=None, help="train before this time (default 1997-10-01)")
     demo.add_argument("--replay-until", default=None, help="stop the replay at this time (default: the end)")
     demo.add_argument("--drift-windows", type=int, default=None, help="drift windows to aim for (default 8)")
-    demo.add_argument("--prefix", default=None, help="topic prefix of the demo (default demo.)")
-    demo.add_argument("--work-dir", default=None, help="the demo's directory (default var/demo)")
+    demo.add_argument(
+        "--prefix",
+        default=None,
+        help="topic prefix of the demo, ending in '.' (default demo.); every topic, consumer group and "
+        "Redis key under it is deleted at the start",
+    )
+    demo.add_argument(
+        "--work-dir",
+        default=None,
+        help="the demo's directory (default var/demo), deleted at the start: a new or empty one, or a "
+        "previous demo's",
+    )
 
     schema = command(
         "schema",

@@ -35,6 +35,20 @@ def stop_leftover_workers(logs: Path) -> list[tuple[str, int]]:
     return stopped
 
 
+DEMO_MARKER = ".churnstream-demo"  # in a demo's work directory: one the next demo may delete
+
+
+def is_demo_dir(path: Path) -> bool:
+    """Whether ``path`` is a demo's work directory (marked, or laid out as demos before the mark were)."""
+    return (path / DEMO_MARKER).is_file() or (path / "cdnow" / "manifest.json").is_file()
+
+
+def mark_demo_dir(path: Path) -> None:
+    """Create ``path`` as the demo's work directory, marked so that the next demo may clear it."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / DEMO_MARKER).write_text("the churnstream demo's work directory: the next demo deletes it\n")
+
+
 def clear_previous(settings: Settings, groups: list[str], work_dir: Path) -> list[str]:
     """Delete the prefix's topics, the groups, the prefix's Redis keys and ``work_dir``; says what went.
 
@@ -48,8 +62,16 @@ def clear_previous(settings: Settings, groups: list[str], work_dir: Path) -> lis
     from churnstream.streams.topics import existing_topics
 
     prefix = settings.topic_prefix
-    if not prefix:
-        raise ConfigError("the demo needs a topic prefix of its own; it deletes the topics under it")
+    if not prefix.endswith("."):  # "demo" would also match demography.orders
+        raise ConfigError(
+            f"the demo's topic prefix must end in '.' (e.g. demo2.), got {prefix!r}: it deletes every "
+            "topic, consumer group and Redis key under it"
+        )
+    if work_dir.is_dir() and not is_demo_dir(work_dir) and any(work_dir.iterdir()):
+        raise ConfigError(
+            f"{work_dir} is not empty and is not a demo's work directory (no {DEMO_MARKER} in it); the demo "
+            "deletes its work directory at the start: give a new or empty one"
+        )
     done = []
     admin = AdminClient(settings.kafka_config())
     doomed = [name for name in existing_topics(settings) if name.startswith(prefix)]

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from churnstream.errors import ChurnstreamError, ConfigError, InfraError
 from churnstream.events import format_time, parse_time
 from churnstream.settings import DAY_MS, Settings
-from churnstream.streams.demo.cleanup import clear_previous, stop_leftover_workers
+from churnstream.streams.demo.cleanup import clear_previous, mark_demo_dir, stop_leftover_workers
 from churnstream.streams.demo.config import (
     DEMO_DIR,
     DEMO_PREFIX,
@@ -62,6 +62,7 @@ class Demo:
             report_dir=work / "reports",
             var_dir=work,
             sweep_milestones_days=config.sweep_milestones_days,
+            scorer_group="",  # the demo's own group under its prefix, whatever CHURN_CONSUMER_GROUP says
         )
         self.outputs = Outputs()
         self.monitor_from: dict[tuple[str, int], int] = {}
@@ -129,6 +130,7 @@ class Demo:
                 self.settings, [self.settings.consumer_group, self.monitor_group], self.config.work_dir
             )
             notes.append("removed the previous demo's " + ", ".join(gone) if gone else "nothing to clear")
+            mark_demo_dir(self.config.work_dir)
             created = create_topics(self.settings)
             notes.append(
                 f"created {len(created.created)} topics {self.config.prefix}* "
