@@ -23,14 +23,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from churnstream.errors import ChurnstreamError, EventError, ModelNotFoundError
 from churnstream.events import format_time, now_ms, parse_time
-from churnstream.features.labels import P_AS_OF, P_BATCH, P_CHURN, P_ID, P_ONLINE
+from churnstream.features.labels import P_AS_OF, P_BATCH, P_CHURN, P_ID, P_MODEL, P_ONLINE
 from churnstream.features.store import FeatureStore
 from churnstream.messages import Prediction
 from churnstream.models.serving import ModelSet, load_models, restore_learner
@@ -107,26 +107,32 @@ class Scored:
 
 
 def latest_prediction(
-    found: Lookup, settings: Settings, model: Mapping[str, Any] | None = None
+    found: Lookup,
+    settings: Settings,
+    metadata_of: Callable[[str | None], Mapping[str, Any] | None] = lambda version: None,
 ) -> dict[str, Any] | None:
     """The newest prediction the customer's state still holds, or None.
 
     The store does not keep every prediction: the scorer keeps a customer's recent predictions until
     their label is known (a bounded, thinned set), so this is the newest of those still open, with its
-    probabilities as the stream emitted them; ``churn_predictions`` holds them all. ``model``: the
-    model's metadata, whose risk thresholds apply where no setting overrides them.
+    probabilities and model as the stream emitted them; ``churn_predictions`` holds them all.
+    ``metadata_of``: the metadata of the model that made it (its version; None for a prediction kept
+    before predictions kept their model), whose risk thresholds apply where no setting overrides them,
+    so its ``risk_category`` is the one the stream gave it, whichever model is current now.
     """
     pending = found.state.get("scoring", {}).get("pend") or []
     if not pending:
         return None
     p = max(pending, key=lambda row: row[P_AS_OF])
+    version = p[P_MODEL] if len(p) > P_MODEL else None
     return {
         "prediction_id": p[P_ID],
         "as_of": format_time(p[P_AS_OF]),
+        "model_version": version,
         "batch_probability": p[P_BATCH],
         "online_probability": p[P_ONLINE],
         "churn_probability": p[P_CHURN],
-        "risk_category": settings.risk_category(p[P_CHURN], _thresholds(model)),
+        "risk_category": settings.risk_category(p[P_CHURN], _thresholds(metadata_of(version))),
         "status": "pending",
     }
 
@@ -148,6 +154,7 @@ class CustomerService:
         )  # scoring, one batch at a time (scikit-learn's thread limits are global)
         self._loading = threading.Lock()
         self._queued: list[tuple[list[Lookup], bool, Future[list[Scored]]]] = []  # see score_many
+        self._metadata: dict[str, Mapping[str, Any]] = {}  # models that made held predictions (see customer)
         self._queued_lock = threading.Lock()
         self._refreshed = time.monotonic()
 
@@ -229,15 +236,26 @@ class CustomerService:
     def customer(self, customer_id: str) -> dict[str, Any]:
         """``{customer_id, as_of, features, latest_prediction}`` as of the partition's event time."""
         found = self.find(customer_id)
-        models = self._models
         return {
             "customer_id": customer_id,
             "as_of": format_time(found.as_of),
             "features": found.features,
-            "latest_prediction": latest_prediction(
-                found, self.settings, None if models is None else models.loaded.metadata
-            ),
+            "latest_prediction": latest_prediction(found, self.settings, self._metadata_of),
         }
+
+    def _metadata_of(self, version: str | None) -> Mapping[str, Any] | None:
+        """The metadata of model ``version`` (read once); the current model's for None or a version no
+        longer in the registry."""
+        models = self._models
+        current = None if models is None else models.loaded.metadata
+        if version is None or models is None or version == models.version:
+            return current
+        if version not in self._metadata:
+            try:
+                self._metadata[version] = models.registry.metadata(version)
+            except ChurnstreamError:  # removed from the registry since: the current model's
+                return current
+        return self._metadata[version]
 
     def score(self, customer_id: str, as_of: int | None = None, *, reasons: bool = True) -> Scored:
         """A fresh prediction of one customer (see :meth:`score_many`)."""

@@ -202,6 +202,8 @@ def test_get_customer_gives_features_at_the_partitions_event_time_and_a_predicti
                     emitted = by_id[held["prediction_id"]]
                     assert held["as_of"] == emitted["as_of"]
                     assert held["churn_probability"] == emitted["churn_probability"]
+                    assert held["risk_category"] == emitted["risk_category"]
+                    assert held["model_version"] == emitted["model_version"]
             assert seen_prediction > 0
     finally:
         store.close()

@@ -105,6 +105,7 @@ def test_get_customer_answers_features_at_the_partitions_time_and_the_newest_hel
     assert body["latest_prediction"] == {
         "prediction_id": "pred-new",
         "as_of": format_time(180 * DAY_MS),
+        "model_version": None,  # kept before predictions kept their model
         "batch_probability": 0.8,
         "online_probability": 0.6,
         "churn_probability": 0.75,
@@ -112,6 +113,28 @@ def test_get_customer_answers_features_at_the_partitions_time_and_the_newest_hel
         "status": "pending",
     }
     assert client.get("/customers/c2").json()["latest_prediction"] is None
+
+
+def test_the_held_prediction_keeps_the_risk_category_its_own_model_gave_it(settings: Settings) -> None:
+    """After a promotion the newest held prediction is still the old model's: its category is the one the
+    stream emitted, by that model's thresholds, not the new model's."""
+    registry = ModelRegistry(settings.model_dir)
+    made_by = registry.current_version()
+    model = registry.load(made_by).model
+    assert "risk_thresholds" not in registry.metadata(made_by)  # the contract's 0.7 / 0.4: 0.75 is HIGH
+    registry.register(model, {"risk_thresholds": {"high": 0.9, "medium": 0.5}}, promote=True)
+    store = _store(settings)
+    tx = store.begin(["c1"])
+    add_pending(tx.state("c1"), "pred-newest", 190 * DAY_MS, 0.8, 0.6, 0.75, [],
+                horizon_ms=settings.horizon_ms, lateness_ms=0, recency_days=None,
+                model_version=made_by)  # fmt: skip
+    tx.touch("c1")
+    store.commit(tx)
+    with _client(settings, store) as client:
+        held = client.get("/customers/c1").json()["latest_prediction"]
+        assert client.post("/customers/c1/score").json()["model_version"] != made_by  # the new one serves
+    assert (held["prediction_id"], held["model_version"]) == ("pred-newest", made_by)
+    assert held["risk_category"] == "HIGH"  # by v0001's thresholds; v0002's make 0.75 MEDIUM
 
 
 def test_a_score_is_a_prediction_of_the_contract_with_the_models_probability(
