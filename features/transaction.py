@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from churnstream.errors import ProcessingError
-from churnstream.events import Event, LabelEvent
+from churnstream.events import Event, LabelEvent, format_time
 from churnstream.features import layout
 from churnstream.features.definitions import features_as_of
 from churnstream.features.layout import fence_field
@@ -181,6 +181,6 @@ def check_servable(state: FeatureState, t: int) -> None:
     fu = state["fu"]
     if fu is not None and t < fu + LONGEST_WINDOW_MS:
         raise ProcessingError(
-            f"as-of time {t} ms is before the retained history of this customer "
-            f"(exact from {fu + LONGEST_WINDOW_MS} ms on)"
+            f"{format_time(t)} is before the retained history of this customer "
+            f"(exact from {format_time(fu + LONGEST_WINDOW_MS)} on)"
         )

@@ -36,8 +36,7 @@ from churnstream.messages import Prediction
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.models.value import value_at_risk
 from churnstream.settings import Settings
-from churnstream.streams.feature_lookup import Lookup, lookup
-from churnstream.streams.feature_lookup import reached as partition_reached
+from churnstream.streams.feature_lookup import Lookup, NotServable, UnknownCustomer, find
 
 if TYPE_CHECKING:
     from churnstream.models.explain import Explained
@@ -200,38 +199,15 @@ class CustomerService:
 
     # -- reads -------------------------------------------------------------------------------------
     def find(self, customer_id: str, as_of: int | None = None) -> Lookup:
-        """The customer's features as of ``as_of`` (default: the event time its partition has reached).
-
-        404 for an unknown customer; 422 for an ``as_of`` the store cannot answer exactly: before the
-        history it still holds for the customer, before the customer's first event, or after the event time
-        its partition has reached (events up to then may not have arrived yet).
-        """
-        if self.store.partitions is None:
-            self.store.check_layout()  # learns the partition count once the scorer recorded it
-        reached = partition_reached(self.store, customer_id)  # the default, as for `churnstream features`
-        if reached is None:
-            raise UnknownCustomerError(
-                f"unknown customer {customer_id!r}: the service has seen no events yet"
-            )
-        t = reached if as_of is None else as_of
-        if t > reached:
-            raise AsOfError(
-                f"as_of {format_time(t)} is after the event time the customer's partition has reached "
-                f"({format_time(reached)}): events up to as_of may not have arrived yet; omit as_of for "
-                "the latest"
-            )
+        """The customer's features as of ``as_of`` (default: the event time its partition has reached), by
+        the rules ``churnstream features`` follows (:func:`~churnstream.streams.feature_lookup.find`):
+        404 for an unknown customer, 422 for an ``as_of`` the store cannot answer exactly."""
         try:
-            found = lookup(self.store, customer_id, t)
-        except EventError as exc:
-            raise AsOfError(f"as_of {format_time(t)}: {exc}") from None
-        if found is None:
-            raise UnknownCustomerError(f"unknown customer {customer_id!r}")
-        first = found.state["first"]
-        if first is not None and t < first:
-            raise AsOfError(
-                f"as_of {format_time(t)} is before the customer's first event ({format_time(first)})"
-            )
-        return found
+            return find(self.store, customer_id, as_of)
+        except UnknownCustomer as exc:
+            raise UnknownCustomerError(str(exc)) from None
+        except NotServable as exc:
+            raise AsOfError(str(exc)) from None
 
     def customer(self, customer_id: str) -> dict[str, Any]:
         """``{customer_id, as_of, features, latest_prediction}`` as of the partition's event time."""

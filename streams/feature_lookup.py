@@ -1,8 +1,9 @@
 """``churnstream features CUSTOMER_ID [--as-of T]``: a customer's online features as JSON.
 
-:func:`lookup` is the one read of a customer's features as of a time from the feature store, shared by
-this command and the HTTP API (:mod:`churnstream.streams.api`): exact or refused, never approximate. Both
-default to the same time, :func:`reached`: the event time the customer's partition has reached.
+:func:`find` is the one read of a customer's features as of a time from the feature store, shared by
+this command and the HTTP API (:mod:`churnstream.streams.api`): exact or refused, never approximate, by
+the same rules (:class:`UnknownCustomer`, :class:`NotServable`). Both default to the same time,
+:func:`reached`: the event time the customer's partition has reached.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from churnstream.errors import ChurnstreamError, StoreError
+from churnstream.errors import ChurnstreamError, EventError, StoreError
 from churnstream.events import format_time, parse_time
 from churnstream.features.definitions import features_as_of
 from churnstream.features.state import CustomerState
@@ -29,6 +30,59 @@ class Lookup:
     as_of: int
     features: Features
     state: CustomerState
+
+
+class UnknownCustomer(ChurnstreamError):
+    """The store knows no such customer (or no events at all yet)."""
+
+
+class NotServable(ChurnstreamError):
+    """Features as of the time asked for cannot be given exactly."""
+
+
+def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Lookup:
+    """The customer's features as of ``as_of`` (default: the event time its partition has reached).
+
+    :class:`UnknownCustomer` for a customer the store does not know; :class:`NotServable` for an
+    ``as_of`` it cannot answer exactly: before the history it still holds for the customer, before the
+    customer's first event, or after the event time its partition has reached (events up to then may
+    not have arrived yet).
+
+    >>> from churnstream.events import OrderEvent
+    >>> from churnstream.features.store import MemoryFeatureStore
+    >>> store = MemoryFeatureStore(lateness_ms=0)
+    >>> _ = store.update([OrderEvent("e1", "c1", 86_400_000, "o1", 20.0)])
+    >>> find(store, "c1").features["orders_total"]
+    1
+    >>> try:
+    ...     find(store, "c1", 2 * 86_400_000)
+    ... except NotServable as exc:
+    ...     print(str(exc)[:65])
+    as_of 1970-01-03T00:00:00Z is after the event time the customer's
+    """
+    if store.partitions is None:
+        store.check_layout()  # learns the partition count once the scorer recorded it
+    latest = reached(store, customer_id)
+    if latest is None:
+        raise UnknownCustomer(f"unknown customer {customer_id!r}: the service has seen no events yet")
+    t = latest if as_of is None else as_of
+    if t > latest:
+        raise NotServable(
+            f"as_of {format_time(t)} is after the event time the customer's partition has reached "
+            f"({format_time(latest)}): events up to as_of may not have arrived yet; omit as_of for the latest"
+        )
+    try:
+        found = lookup(store, customer_id, t)
+    except EventError as exc:
+        raise NotServable(f"as_of {exc}") from None
+    if found is None:
+        raise UnknownCustomer(f"unknown customer {customer_id!r}")
+    first = found.state["first"]
+    if first is not None and t < first:
+        raise NotServable(
+            f"as_of {format_time(t)} is before the customer's first event ({format_time(first)})"
+        )
+    return found
 
 
 def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
@@ -98,14 +152,12 @@ def cli(args: Any, settings: Settings) -> int:
         if args.as_of is not None:
             raw = args.as_of
             as_of = parse_time(int(raw) if raw.lstrip("-").isdigit() else raw, "--as-of")
-        t = reached(store, args.customer_id) if as_of is None else as_of
-        if t is None:
-            raise ChurnstreamError("the service has seen no events yet (is the scorer running?)")
-        found = lookup(store, args.customer_id, t)
-        if found is None:
-            print(f"churnstream features: unknown customer {args.customer_id!r}", file=sys.stderr)
+        try:
+            found = find(store, args.customer_id, as_of)
+        except UnknownCustomer as exc:
+            print(f"churnstream features: {exc}", file=sys.stderr)
             return 1
-        out = {"customer_id": args.customer_id, "as_of": format_time(t), "features": found.features}
+        out = {"customer_id": args.customer_id, "as_of": format_time(found.as_of), "features": found.features}
         print(json.dumps(out, indent=2))
         return 0
     except (redis.RedisError, StoreError) as exc:
