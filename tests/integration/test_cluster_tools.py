@@ -19,6 +19,7 @@ from churnstream.features.redis_store import redis_client
 from churnstream.local_infra import redis_problem
 from churnstream.settings import Settings
 from churnstream.streams.demo import clear_previous
+from churnstream.streams.demo.cleanup import mark_demo_dir
 from tests.integration.conftest import redis_cluster
 
 
@@ -63,7 +64,8 @@ def test_the_demo_clean_start_clears_its_keys_on_every_node(
     per_node = [redis.Redis(port=p).dbsize() for p in ports]
     assert all(n > 0 for n in per_node) and sum(per_node) == 120, per_node
     work = tmp_path / "demo"
-    (work / "logs").mkdir(parents=True)
+    mark_demo_dir(work)  # a previous demo's
+    (work / "logs").mkdir()
 
     done = clear_previous(settings, [f"{prefix}nobody"], work)
 
