@@ -192,7 +192,7 @@ class _Gate:
                 self.in_progress -= 1
                 self.metrics.in_progress.dec()
             route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
+            name = getattr(route, "path_format", None) or "unmatched"  # the template, without ":path"
             self.metrics.requests.labels(name, scope["method"], str(status[0])).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
@@ -329,11 +329,11 @@ def create_app(
         log.exception("answering %s %s failed", request.method, request.url.path)
         return _error(500, "internal_error", "the request failed on the server; its log says why")
 
-    @app.get("/customers/{customer_id}", summary="A customer's features and latest prediction")
+    @app.get("/customers/{customer_id:path}", summary="A customer's features and latest prediction")
     async def get_customer(customer_id: str) -> Response:
         return reply(await blocking(service.customer, customer_id))
 
-    @app.post("/customers/{customer_id}/score", summary="Score a customer now")
+    @app.post("/customers/{customer_id:path}/score", summary="Score a customer now")
     async def score_customer(
         customer_id: str, body: ScoreOne | None = None, reasons: bool = True
     ) -> Response:

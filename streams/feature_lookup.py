@@ -32,6 +32,9 @@ class Lookup:
     state: CustomerState
 
 
+_YEAR_10000 = 253_402_300_800_000  # epoch ms of 10000-01-01: times from here on cannot be written
+
+
 class UnknownCustomer(ChurnstreamError):
     """The store knows no such customer (or no events at all yet)."""
 
@@ -60,6 +63,10 @@ def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Loo
     ...     print(str(exc)[:65])
     as_of 1970-01-03T00:00:00Z is after the event time the customer's
     """
+    if as_of is not None and not 0 <= as_of < _YEAR_10000:  # epoch microseconds by mistake, say
+        raise NotServable(
+            f"as_of {as_of} is not a time between 1970-01-01 and 9999-12-31 (RFC 3339, or epoch milliseconds)"
+        )
     if store.partitions is None:
         store.check_layout()  # learns the partition count once the scorer recorded it
     latest = reached(store, customer_id)

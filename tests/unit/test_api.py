@@ -167,6 +167,10 @@ def test_a_score_is_a_prediction_of_the_contract_with_the_models_probability(
         ("post", "/customers/c1/score", {"as_of": format_time(REACHED + 1)}, 422, "invalid_as_of"),
         ("post", "/customers/c1/score", {"as_of": format_time(50 * DAY_MS)}, 422, "invalid_as_of"),
         ("post", "/customers/c2/score", {"as_of": format_time(20 * DAY_MS)}, 422, "invalid_as_of"),
+        ("post", "/customers/c1/score", {"as_of": 1_714_521_600_000_000}, 422, "invalid_as_of"),  # in us
+        ("post", "/customers/c1/score", {"as_of": "0001-01-01T00:00:00+14:00"}, 422, "invalid_as_of"),
+        ("get", "/customers/a%2Fb", None, 404, "unknown_customer"),  # an id with a slash reaches its handler
+        ("post", "/customers/a%2Fb/score", None, 404, "unknown_customer"),
         ("post", "/score", {"customer_ids": ["c1", "c2", "c1", "c2"]}, 413, "too_many_customers"),
         ("post", "/score", {"customer_ids": []}, 422, "invalid_request"),
         ("post", "/score", {"customer_ids": "c1"}, 422, "invalid_request"),
