@@ -25,8 +25,9 @@ list, the banner and the window's page show it, cumulative and per week of label
 >>> auc = {"champion": 0.8, "shadow": 0.86, "difference": 0.06, "interval": [0.04, 0.08]}
 >>> message["evidence"] = {"champion_version": "v1", "shadow_version": "v2", "cumulative": {"labels": 1200,
 ...     "positives": 300, "roc_auc": auc, "verdict": "better"}, "windows": []}
->>> evidence_summary(message["evidence"])
-'shadow v2 vs champion v1 on 1,200 labels: better (ROC-AUC 0.800 vs 0.860, +0.060 [+0.040, +0.080])'
+>>> print(evidence_summary(message["evidence"]).replace(" (", "\\n("))
+shadow v2 vs champion v1 on 1,200 labels: better
+(ROC-AUC shadow 0.860, champion 0.800, difference +0.060 [+0.040, +0.080])
 """
 
 from __future__ import annotations
@@ -328,8 +329,8 @@ def evidence_summary(evidence: dict[str, Any]) -> str:
     return (
         f"shadow {evidence.get('shadow_version')} vs champion {evidence.get('champion_version') or '-'} on "
         f"{int(cumulative.get('labels') or 0):,} labels: {cumulative.get('verdict') or '-'} (ROC-AUC "
-        f"{_fixed(auc.get('champion'), 3)} vs {_fixed(auc.get('shadow'), 3)}, {_diff(auc.get('difference'))} "
-        f"[{_diff(low)}, {_diff(high)}])"
+        f"shadow {_fixed(auc.get('shadow'), 3)}, champion {_fixed(auc.get('champion'), 3)}, difference "
+        f"{_diff(auc.get('difference'))} [{_diff(low)}, {_diff(high)}])"
     )
 
 

@@ -107,7 +107,8 @@ def test_the_window_page_shows_the_evidence_cumulative_and_the_windows_own_week(
     assert "this window&#x27;s week 2024-06-07T00:00:00Z .. 2024-06-14T00:00:00Z" in rows[1]
     assert "601 (150 churned)" in rows[1] and "undecided" in rows[1] and "0.710" in rows[1]
     summary = (
-        "shadow v7 vs champion v6 on 2,400 labels: better (ROC-AUC 0.801 vs 0.862, +0.061 [+0.010, +0.090])"
+        "shadow v7 vs champion v6 on 2,400 labels: better "
+        "(ROC-AUC shadow 0.862, champion 0.801, difference +0.061 [+0.010, +0.090])"
     )
     assert evidence_summary(message["evidence"]) == summary
     assert summary.replace("'", "&#x27;") in page  # among the window's facts
@@ -148,7 +149,7 @@ def test_the_report_list_shows_each_windows_evidence() -> None:
     assert "<th>champion vs shadow (realized)</th>" in page
     cells = page.split("<td class='evidence'>")[1:]
     assert len(cells) == 2  # newest first: r2, then r1 (before the shadow)
-    assert cells[0].startswith("shadow v7 vs champion v6 on 2,400 labels: better (ROC-AUC 0.801 vs 0.862")
+    assert cells[0].startswith("shadow v7 vs champion v6 on 2,400 labels: better (ROC-AUC shadow 0.862")
     assert cells[1].startswith("&ndash;</td>")
 
 
