@@ -47,7 +47,8 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
         rid = html.escape(str(r.get("report_id", "")))
         concept = r.get("concept_drift") or {}
         prediction = r.get("prediction_drift") or {}
-        auc = (r.get("model_auc") or {}).get("blend")
+        estimated = (r.get("estimated_performance") or {}).get("value")
+        realized = (r.get("realized_performance") or {}).get("value")
         evidence = r.get("evidence") or {}
         drift = bool(r.get("dataset_drift"))
         evidently = r.get("evidently_report") or {}
@@ -85,8 +86,13 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
                     if concept.get("detected")
                     else "&ndash;"
                 ),
-                auc="&ndash;" if auc is None else f"{auc:.3f}",
-                action=html.escape(str(r.get("action") or "")) or "&ndash;",
+                auc=f"{_fixed(estimated, 3)} / {_fixed(realized, 3)}",
+                action=(html.escape(str(r.get("action") or "")) or "&ndash;")
+                + (
+                    f"<br><small>{html.escape(str(r['action_reason']))}</small>"
+                    if r.get("action_reason")
+                    else ""
+                ),
                 evidence=html.escape(evidence_summary(evidence)) if evidence else "&ndash;",
                 drawn=html.escape(drawn),
             )
@@ -116,7 +122,7 @@ tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{
 <table id="drift-reports"><thead><tr>
 <th>window</th><th>window (event time)</th><th>rows</th><th>model</th><th>dataset drift</th>
 <th>drift share</th><th>drifted columns</th><th>prediction drift</th><th>concept drift</th>
-<th>AUC (blend)</th><th>action</th><th>champion vs shadow (realized)</th><th>links</th>
+<th>ROC-AUC estimated / realized</th><th>action (why)</th><th>champion vs shadow (realized)</th><th>links</th>
 <th>Evidently report</th></tr></thead>
 <tbody>{body}</tbody></table>
 </body></html>
@@ -311,6 +317,8 @@ def window_banner(message: dict[str, Any]) -> str:
     drift = bool(message.get("dataset_drift"))
     columns = ", ".join(message.get("drifted_columns") or []) or "none"
     action = f", action {message['action']}" if message.get("action") else ""
+    if message.get("action") and message.get("action_reason"):
+        action += f" ({message['action_reason']})"
     evidence = f" Evidence: {evidence_summary(message['evidence'])}." if message.get("evidence") else ""
     return (
         f"Drift window {message.get('report_id')}: {message.get('window_start')} .. "
@@ -412,6 +420,7 @@ def render_window_page(message: dict[str, Any], *, note: str) -> str:
         ("dataset drift", "DRIFT" if message.get("dataset_drift") else "no drift"),
         ("share of drifted columns", f"{float(message.get('drift_share') or 0.0):.0%}"),
         ("action", str(message.get("action") or "-")),
+        ("why", str(message.get("action_reason") or "-")),
         ("estimated performance", _performance(message.get("estimated_performance"))),
         ("realized performance", _performance(message.get("realized_performance"))),
     ]

@@ -335,28 +335,44 @@ def advise(
     >>> advise(drifted=True, estimated=0.75, estimated_reference=0.81, realized=0.80,
     ...        realized_reference=0.81, thresholds=t)[0]
     'watch'
-    >>> advise(drifted=False, estimated=0.80, estimated_reference=0.81, realized=0.70,
-    ...        realized_reference=0.81, thresholds=t)
-    ('retrain', 'realized ROC-AUC 0.700 is 0.110 below the reference 0.810')
+    >>> action, reason = advise(drifted=False, estimated=0.80, estimated_reference=0.81, realized=0.70,
+    ...                         realized_reference=0.81, thresholds=t)
+    >>> action, reason.split(": ")[0], reason.endswith(RETRAIN_STEP)
+    ('retrain', 'realized ROC-AUC 0.700 is 0.110 below the reference 0.810', True)
+
+    A window with neither an estimate nor labels says so, rather than that performance holds:
+
+    >>> advise(drifted=True, estimated=None, estimated_reference=None, realized=None,
+    ...        realized_reference=None, thresholds=t)
+    ('none', 'drift; performance not measured (no estimate, no labels yet)')
     """
     base = realized_reference if realized_reference is not None else estimated_reference
     if realized is not None and base is not None:
         drop = base - realized
         said = f"realized ROC-AUC {realized:.3f} is {drop:.3f} below the reference {base:.3f}"
         if drop >= thresholds.retrain:
-            return "retrain", said
+            return "retrain", f"{said}: {RETRAIN_STEP}"
         if drop >= thresholds.watch:
-            return "watch", said
+            return "watch", f"{said}: {WATCH_STEP}"
     if drifted and estimated is not None and estimated_reference is not None:
         drop = estimated_reference - estimated
         if drop >= thresholds.watch:
             return "watch", (
                 f"drift, and estimated ROC-AUC {estimated:.3f} is {drop:.3f} below the reference's "
-                f"{estimated_reference:.3f}"
+                f"{estimated_reference:.3f}: {WATCH_STEP}"
             )
+    measured = realized is not None or (estimated is not None and estimated_reference is not None)
+    if not measured:
+        verdict = "drift" if drifted else "no drift"
+        return "none", f"{verdict}; performance not measured (no estimate, no labels yet)"
     if drifted:
         return "none", "drift, but performance holds"
     return "none", "no drift, performance holds"
+
+
+# What a person does about an action (the reason ends with it).
+RETRAIN_STEP = "retrain (churnstream retrain, or CHURN_RETRAIN_ON_ADVICE=1 to let the monitor do it)"
+WATCH_STEP = "watch the next windows' realized ROC-AUC as their labels come in"
 
 
 def _round(value: float | None) -> float | None:
