@@ -11,8 +11,10 @@ malformed ``CHURN_*`` variable), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -435,6 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`churnstream alerts | head`): done, not an error
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # and no second error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         refused = kafka_config_refused(exc)
         if refused is None:
