@@ -144,6 +144,32 @@ class Reason:
         }
 
 
+def reasons_text(alert: Mapping[str, Any]) -> str:
+    """An alert's ``top_reasons`` as people read them (the ``churnstream alerts`` lines, the monitor's
+    alerts page): each feature with its value, and its contribution to 3 significant digits, signed, in
+    the unit the alert's explanation names.
+
+    >>> reasons_text({"explanation": {"unit": "log-odds", "base": -0.4}, "top_reasons": [
+    ...     {"feature": "spent_total", "value": 1234567.5, "contribution": 0.00123456},
+    ...     {"feature": "orders_total", "value": 143, "contribution": -1.7214}]})
+    'spent_total=1,234,567.5 (+0.00123), orders_total=143 (-1.72) in log-odds'
+    """
+    shown = []
+    for reason in alert.get("top_reasons") or []:
+        value = reason.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            value_text = "null" if value is None else str(value)
+        elif isinstance(value, int) or float(value).is_integer():
+            value_text = f"{int(value):,}"
+        else:
+            value_text = f"{value:,.4f}".rstrip("0").rstrip(".")
+        contribution = reason.get("contribution")
+        signed = f"{contribution:+.3g}" if isinstance(contribution, (int, float)) else str(contribution)
+        shown.append(f"{reason.get('feature')}={value_text} ({signed})")
+    unit = (alert.get("explanation") or {}).get("unit")
+    return ", ".join(shown) + (f" in {unit}" if shown and unit else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """A customer the alert policy picked for a retention action (a ``churn_alerts`` message)."""

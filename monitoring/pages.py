@@ -37,6 +37,7 @@ import json
 from typing import Any
 
 from churnstream.errors import ChurnstreamError
+from churnstream.predictions import reasons_text
 from churnstream.timefmt import format_time, parse_time
 
 
@@ -152,16 +153,13 @@ def render_alerts_page(
     ...     "churn_probability": 0.8, "value_at_risk": 120.0, "priority": 120.0, "policy": "value_at_risk",
     ...     "holdout": False, "top_reasons": [{"feature": "recency_days", "value": 60, "contribution": 0.9}],
     ...     "recommended_actions": ["call"]}], scanned=7)
-    >>> "data-customer='C&lt;1&gt;'" in page, "recency_days=60 (+0.90)" in page, "of 7 alerts" in page
+    >>> "data-customer='C&lt;1&gt;'" in page, "recency_days=60 (+0.9)" in page, "of 7 alerts" in page
     (True, True, True)
     """
     esc = html.escape
     rows = []
     for rank, a in enumerate(alerts, 1):
-        reasons = ", ".join(
-            f"{r.get('feature')}={_value(r.get('value'))} ({_signed(r.get('contribution'))})"
-            for r in a.get("top_reasons") or []
-        )
+        reasons = reasons_text(a)
         holdout = bool(a.get("holdout"))
         rows.append(
             f"<tr data-customer='{esc(str(a.get('customer_id')))}' "
@@ -302,14 +300,6 @@ def _cell(name: str, value: Any) -> str:
 
 def _fixed(value: Any, digits: int) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, (int, float)) else "-"
-
-
-def _signed(value: Any) -> str:
-    return f"{value:+.2f}" if isinstance(value, (int, float)) else str(value)
-
-
-def _value(value: Any) -> str:
-    return "null" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def window_banner(message: dict[str, Any]) -> str:

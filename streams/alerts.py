@@ -21,6 +21,7 @@ import orjson
 
 from churnstream.errors import InfraError
 from churnstream.models.alert_policy import month_of
+from churnstream.predictions import reasons_text
 from churnstream.settings import Settings
 from churnstream.streams.reading import read_to_end, read_topic
 from churnstream.streams.topics import existing_topics
@@ -115,20 +116,12 @@ def format_alert(alert: dict[str, Any]) -> str:
         f"{alert.get('customer_id')}{worth}  churn {shown} {alert.get('risk_category', '')}  "
         f"as of {alert.get('as_of')}  (model {alert.get('model_version')})"
     )
-    reasons = []
-    for reason in alert.get("top_reasons") or []:
-        value = reason.get("value")
-        value_text = (
-            "null" if value is None else f"{value:g}" if isinstance(value, (int, float)) else str(value)
-        )
-        contribution = reason.get("contribution")
-        contrib_text = f"{contribution:+.2f}" if isinstance(contribution, (int, float)) else str(contribution)
-        reasons.append(f"{reason.get('feature')}={value_text} ({contrib_text})")
+    reasons = reasons_text(alert)
     lines = [head]
     if alert.get("policy"):
         lines.append(f"  policy: {alert['policy']}")
     if reasons:
-        lines.append("  reasons: " + ", ".join(reasons))
+        lines.append("  reasons: " + reasons)
     actions = alert.get("recommended_actions") or []
     if actions:
         lines.append("  actions: " + "; ".join(str(a) for a in actions))
