@@ -34,7 +34,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import anyio
@@ -141,8 +141,8 @@ class ScoreMany(BaseModel):
     )
 
 
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
 class _Gate:
@@ -322,7 +322,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(exc.status_code, _CODES.get(exc.status_code, "http_error"), str(exc.detail))
+        code = _CODES.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), exc.headers)  # a 405's Allow, say
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
@@ -359,6 +360,8 @@ def create_app(
     @app.get("/health", summary="Liveness")
     async def health() -> Response:
         return reply({"status": "ok", "model_version": service.model_version})
+
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)  # some uptime probes
 
     @app.get("/ready", summary="Readiness: Redis, the model and Kafka, with reasons")
     async def get_ready() -> Response:

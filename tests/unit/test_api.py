@@ -188,6 +188,12 @@ def test_bad_requests_get_a_json_error_and_a_4xx_status(
     assert answer.json()["detail"] and "Traceback" not in answer.text
 
 
+def test_a_wrong_method_says_which_are_allowed_and_health_answers_head(client: TestClient) -> None:
+    wrong = client.delete("/customers/c1")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert client.head("/health").status_code == 200
+
+
 def test_the_422s_say_why(client: TestClient) -> None:
     later = client.post("/customers/c1/score", json={"as_of": format_time(REACHED + 1)}).json()["detail"]
     assert "after the event time the customer's partition has reached" in later
