@@ -41,8 +41,11 @@ from churnstream.predictions import reasons_text
 from churnstream.timefmt import format_time, parse_time
 
 
-def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) -> str:
-    """The report list page: one row per window with its rows, verdict and report, newest first."""
+def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *, base: str = "") -> str:
+    """The report list page: one row per window with its rows, verdict and report, newest first.
+
+    ``base``: the path the pages are served under (the path of ``CHURN_PUBLIC_URL``, e.g. ``/churn``
+    behind a proxy; empty at the site's root): every link of a page starts with it."""
     rows = []
     for r in reversed(reports):
         rid = html.escape(str(r.get("report_id", "")))
@@ -65,14 +68,15 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
             drawn += " \u00b7 Evidently run " + str(r["evidently_run"])[:8]
         rows.append(
             "<tr class='{cls}'>"
-            "<td><a href='/reports/{rid}'>{rid}</a></td>"
+            "<td><a href='{base}/reports/{rid}'>{rid}</a></td>"
             "<td>{start}<br>{end}</td><td class='num'>{rows}</td><td>{model}</td>"
             "<td class='verdict'>{verdict}</td><td class='num'>{share:.0%}</td><td>{cols}</td>"
             "<td>{pred}</td><td>{concept}</td><td class='num'>{auc}</td><td>{action}</td>"
             "<td class='evidence'>{evidence}</td>"
-            "<td><a href='/reports/{rid}'>HTML</a> <a href='/reports/{rid}.json'>JSON</a></td>"
+            "<td><a href='{base}/reports/{rid}'>HTML</a> <a href='{base}/reports/{rid}.json'>JSON</a></td>"
             "<td class='drawn'>{drawn}</td></tr>".format(
                 cls="drift" if drift else "ok",
+                base=html.escape(base),
                 rid=rid,
                 start=html.escape(str(r.get("window_start", ""))),
                 end=html.escape(str(r.get("window_end", ""))),
@@ -108,6 +112,7 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any]) ->
         f"windows are drawn first; none is skipped), {health['reports_pending']} windows waiting for their "
         f"report, last report at {health['last_report_at'] or '-'}"
     )
+    b = html.escape(base)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>churnstream drift reports</title>
 <style>
@@ -118,8 +123,8 @@ th {{ background: #f4f4f4; }} td.num {{ text-align: right; }}
 tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{ color: #1b7f3b; }}
 </style></head><body>
 <h1>churnstream drift reports</h1>
-<p id="status">{status} &middot; <a href="/alerts">top alerts</a> &middot; <a href="/report">daily report</a>
-&middot; <a href="/health">health</a> &middot; <a href="/metrics">metrics</a></p>
+<p id="status">{status} &middot; <a href="{b}/alerts">top alerts</a> &middot; <a href="{b}/report">daily
+report</a> &middot; <a href="{b}/health">health</a> &middot; <a href="{b}/metrics">metrics</a></p>
 <table id="drift-reports"><thead><tr>
 <th>window</th><th>window (event time)</th><th>rows</th><th>model</th><th>dataset drift</th>
 <th>drift share</th><th>drifted columns</th><th>prediction drift</th><th>concept drift</th>
@@ -137,14 +142,22 @@ th, td { border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vert
 th { background: #f4f4f4; } td.num { text-align: right; } p.error { color: #b00020; }
 </style>"""
 
-_NAV = (
-    "<p><a href='/'>drift reports</a> &middot; <a href='/alerts'>top alerts</a> &middot; "
-    "<a href='/report'>daily report</a></p>"
-)
+
+def _nav(base: str) -> str:
+    b = html.escape(base)
+    return (
+        f"<p><a href='{b}/'>drift reports</a> &middot; <a href='{b}/alerts'>top alerts</a> &middot; "
+        f"<a href='{b}/report'>daily report</a></p>"
+    )
 
 
 def render_alerts_page(
-    month: str | None, alerts: list[dict[str, Any]], *, scanned: int, error: str | None = None
+    month: str | None,
+    alerts: list[dict[str, Any]],
+    *,
+    scanned: int,
+    error: str | None = None,
+    base: str = "",
 ) -> str:
     """The current top alerts: ``alerts`` (of event-time ``month``, highest priority first) as a work list,
     one row per customer with what a retention team acts on; ``scanned`` says how many were looked at.
@@ -186,7 +199,7 @@ def render_alerts_page(
 <html lang="en"><head><meta charset="utf-8"><title>churnstream top alerts</title>
 {_STYLE}</head><body>
 <h1>Top alerts{"" if month is None else " of " + esc(month)}</h1>
-{_NAV}
+{_nav(base)}
 {status}
 <table id="top-alerts"><thead><tr><th>#</th><th>customer</th><th>as of</th><th>churn probability</th>
 <th>value at risk</th><th>priority</th><th>policy</th><th>holdout</th><th>top reasons</th><th>actions</th>
@@ -196,7 +209,7 @@ def render_alerts_page(
 
 
 def render_report_page(
-    days: list[dict[str, Any]], *, day: str | None = None, error: str | None = None
+    days: list[dict[str, Any]], *, day: str | None = None, error: str | None = None, base: str = ""
 ) -> str:
     """The daily report: the latest days (newest first, each linking to its own view), or with ``day`` every
     figure of that day; ``days`` are :meth:`DailyReport.days`' records, as ``churnstream report --json``.
@@ -233,7 +246,8 @@ def render_report_page(
             flat = dict(_flatten(d))
             name = esc(str(d.get("day")))
             cells = "".join(_cell(field, flat.get(field, 0)) for field, _ in _REPORT_COLUMNS[1:])
-            rows.append(f"<tr data-day='{name}'><td><a href='/report?day={name}'>{name}</a></td>{cells}</tr>")
+            link = f"<a href='{esc(base)}/report?day={name}'>{name}</a>"
+            rows.append(f"<tr data-day='{name}'><td>{link}</td>{cells}</tr>")
         body = (
             f"<p id='status'>The latest {len(rows)} of {len(days)} days (UTC days of event time), newest "
             "first; a day's link shows all its figures.</p>"
@@ -244,10 +258,10 @@ def render_report_page(
 <html lang="en"><head><meta charset="utf-8"><title>churnstream {title.lower()}</title>
 {_STYLE}</head><body>
 <h1>{title}</h1>
-{_NAV}
+{_nav(base)}
 {body}
 <p>What each figure means: <code>churnstream report --help</code> and docs/monitor.md; the same records
-as JSON: <a href="/report.json{"" if day is None else "?day=" + esc(day)}">report.json</a>.</p>
+as JSON: <a href="{esc(base)}/report.json{"" if day is None else "?day=" + esc(day)}">report.json</a>.</p>
 </body></html>
 """
 

@@ -62,6 +62,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -434,6 +435,8 @@ class MonitorPages:
         from aiohttp import web
 
         service = self.service
+        # the pages' links start with the path they are reached under (CHURN_PUBLIC_URL behind a proxy)
+        base = urlsplit(service.settings.pages_url).path.rstrip("/")
 
         async def health(request: web.Request) -> web.Response:
             service.watch.observe_soon()
@@ -448,7 +451,7 @@ class MonitorPages:
             return web.Response(body=service.metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def report_list(request: web.Request) -> web.Response:
-            page = render_report_list(service.publisher.reports, service.health())
+            page = render_report_list(service.publisher.reports, service.health(), base=base)
             return web.Response(text=page, content_type="text/html")
 
         async def report_page(request: web.Request) -> web.Response:
@@ -473,9 +476,11 @@ class MonitorPages:
             try:
                 found = await views.alerts()
             except ChurnstreamError as exc:
-                page = render_alerts_page(None, [], scanned=0, error=f"cannot read the alerts: {exc}")
+                page = render_alerts_page(
+                    None, [], scanned=0, error=f"cannot read the alerts: {exc}", base=base
+                )
                 return web.Response(text=page, content_type="text/html", status=503)
-            page = render_alerts_page(found["month"], found["alerts"], scanned=found["scanned"])
+            page = render_alerts_page(found["month"], found["alerts"], scanned=found["scanned"], base=base)
             return web.Response(text=page, content_type="text/html")
 
         async def alerts_json(request: web.Request) -> web.Response:
@@ -495,9 +500,10 @@ class MonitorPages:
             try:
                 days = await views.report()
             except ChurnstreamError as exc:
-                page = render_report_page([], day=day, error=f"cannot read the report: {exc}")
+                page = render_report_page([], day=day, error=f"cannot read the report: {exc}", base=base)
                 return web.Response(text=page, content_type="text/html", status=503)
-            return web.Response(text=render_report_page(days, day=day), content_type="text/html")
+            page = render_report_page(days, day=day, base=base)
+            return web.Response(text=page, content_type="text/html")
 
         async def report_json(request: web.Request) -> web.Response:
             day = asked_day(request)

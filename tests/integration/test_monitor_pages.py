@@ -4,6 +4,7 @@ prints (#20, #22)."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import random
@@ -181,7 +182,9 @@ def test_the_pages_list_the_top_alerts_and_the_daily_report_of_what_was_publishe
     assert main(["report", "--day", "2024-05-02", "--json"]) == 0
     printed_day = json.loads(capsys.readouterr().out)
 
-    with run_monitor(settings, tmp_path) as monitor:
+    # served behind a proxy under /churn: the pages' links must start there
+    behind_proxy = dataclasses.replace(settings, public_url="https://drift.example/churn")
+    with run_monitor(behind_proxy, tmp_path) as monitor:
         index = _get(monitor, "/")[1].decode()
         alerts_status, alerts_page = _get(monitor, "/alerts")
         alerts_json = json.loads(_get(monitor, "/alerts.json")[1])
@@ -191,7 +194,10 @@ def test_the_pages_list_the_top_alerts_and_the_daily_report_of_what_was_publishe
         day_json = json.loads(_get(monitor, "/report.json?day=2024-05-02")[1])
         bad_day = _get(monitor, "/report?day=May-2")[0]
 
-    assert 'href="/alerts"' in index and 'href="/report"' in index
+    assert 'href="/churn/alerts"' in index and 'href="/churn/report"' in index
+    for page in (index, alerts_page.decode(), report_page.decode(), day_page):
+        links = re.findall(r"href=[\"']([^\"']*)[\"']", page)
+        assert links and all(link.startswith("/churn/") for link in links), links
 
     # the top 20 of May (April's higher priorities are an older month), one row per customer
     expected = _expected_top(alerts, "2024-05")
