@@ -10,6 +10,7 @@ partition between two offsets.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,10 @@ from churnstream.errors import InfraError
 from churnstream.settings import Settings
 from churnstream.streams.kafka import end_offsets, make_consumer
 
-# Without progress for this long while a topic still has unread messages, something is wrong.
+log = logging.getLogger(__name__)
+
+# Without progress for this long while a topic still has unread messages, something is wrong; following a
+# topic, the broker is then asked whether it still answers (and again every so long).
 STALL_SECONDS = 30.0
 
 Start = Literal["beginning", "end"] | int
@@ -125,12 +129,24 @@ def _read(
         return
     pending = dict(stops)
     consumer.assign(assignment)
-    last_progress = time.monotonic()
+    last_progress = last_check = time.monotonic()
+    unreachable = False  # following: said that Kafka does not answer (and not yet that it does again)
     while follow or pending:
         msg = consumer.poll(poll_timeout)
         if msg is None:
-            if not follow and time.monotonic() - last_progress > STALL_SECONDS:
+            now = time.monotonic()
+            if not follow and now - last_progress > STALL_SECONDS:
                 raise InfraError(f"no progress reading {what} for {STALL_SECONDS:.0f} s; is Kafka still up?")
+            if follow and now - max(last_progress, last_check) > STALL_SECONDS:
+                # a quiet topic and a broker gone look the same from here: ask the broker
+                last_check = now
+                answers = _answers(consumer)
+                if unreachable == answers:
+                    unreachable = not answers
+                    if unreachable:
+                        log.warning("Kafka does not answer; still waiting for %s", what)
+                    else:
+                        log.warning("Kafka answers again; waiting for %s", what)
             continue
         error = msg.error()
         key = (msg.topic() or "", msg.partition() or 0)
@@ -154,6 +170,15 @@ def _read(
         elif at + 1 >= stop:
             del pending[key]
         yield msg
+
+
+def _answers(consumer: Consumer) -> bool:
+    """Whether the cluster answers a metadata request within a few seconds."""
+    try:
+        consumer.list_topics(timeout=5)
+    except KafkaException:
+        return False
+    return True
 
 
 def read_topic(
