@@ -119,10 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         "`create` makes every input and output topic of the contract that does not exist yet (existing\n"
         "ones are left as they are); `list` prints them with their partition counts.",
         _KAFKA,
-        "CHURN_TOPIC_PARTITIONS: partitions of input topics (default 6)",
+        "CHURN_TOPIC_PARTITIONS: partitions of every topic it creates (default 6)",
     )
     topics.add_argument("action", choices=["create", "list"])
-    topics.add_argument("--partitions", type=int, default=None, help="partitions of input topics (default 6)")
+    topics.add_argument(
+        "--partitions", type=int, default=None, help="partitions of every topic it creates (default 6)"
+    )
 
     publish = command(
         "publish",

@@ -92,6 +92,8 @@ def models_cli(args: Any, settings: Settings) -> int:
         return registry_cli(args, settings)
     registry = ModelRegistry(args.model_dir or settings.model_dir)
     version = args.version
+    if version not in registry.versions():  # the registry's own error, without a word on evidence first
+        return registry_cli(args, settings)
     if not _was_shadow(registry, version):
         print(f"{version} was never in shadow: no evidence on live predictions", file=sys.stdout)
         return registry_cli(args, settings)

@@ -157,3 +157,7 @@ def test_models_command_lists_promotes_and_rolls_back(
     assert main(["models", "--model-dir", str(tmp_path), "rollback"]) == 0
     assert registry.current_version() == "v0001"
     assert main(["models", "--model-dir", str(tmp_path), "show", "v0009"]) == 1
+    capsys.readouterr()
+    assert main(["models", "--model-dir", str(tmp_path), "promote", "v0009"]) == 1
+    said = capsys.readouterr()
+    assert "no model version v0009" in said.err and "shadow" not in said.out  # only the real error
