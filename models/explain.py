@@ -27,7 +27,7 @@ Features in no group are a reason of their own; ``groups=()`` gives one reason p
 customer is worth: a valuable customer with bad tickets gets a call and a goodwill credit, a one-time
 buyer gone quiet a nudge toward a second order.
 
->>> from churnstream.messages import EXPLANATION_DIGITS, Reason
+>>> from churnstream.messages import Reason
 >>> for action in recommended_actions([Reason("recency_ratio", 3.2, 0.21), Reason("open_tickets", 2, 0.08)]):
 ...     print(action)
 win-back offer timed to their usual order rhythm
