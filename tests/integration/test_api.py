@@ -232,7 +232,14 @@ def test_bad_requests_get_clear_json_errors(stream: Stream) -> None:
 
             later = client.post(f"/customers/{cid}/score", json={"as_of": "2999-01-01T00:00:00Z"})
             assert later.status_code == 422 and "has reached" in later.json()["detail"]
-            for bad in ({"as_of": "yesterday"}, {"as_of": 1.5}, {"as_of": True}):
+            slash = client.get("/customers/a%2Fb")  # any id of 1..64 characters reaches the handler
+            assert slash.json() == {"error": "unknown_customer", "detail": "unknown customer 'a/b'"}
+            for bad in (
+                {"as_of": "yesterday"},
+                {"as_of": 1.5},
+                {"as_of": True},
+                {"as_of": 1_714_521_600_000_000},
+            ):
                 answer = client.post(f"/customers/{cid}/score", json=bad)
                 assert answer.status_code == 422, bad
                 assert set(answer.json()) == {"error", "detail"}
