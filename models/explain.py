@@ -290,15 +290,21 @@ def _value(x: float) -> float | None:
 HIGH_VALUE_AT_RISK = 50.0
 """The value at risk (in the unit of order amounts) from which a customer is worth a person's time."""
 
+NEW_CUSTOMER_DAYS = 90.0
+"""A customer is new, and onboarding is what they need, for this many days after their first event."""
+
 WIN_BACK = "win-back offer timed to their usual order rhythm"
 PERSONAL_WIN_BACK = "personal call from an account manager with a loyalty offer before they lapse"
 SECOND_ORDER = "second-order nudge: a first-repeat discount on what they bought"
-SENIOR_SUPPORT = "call from a senior support agent about their recent tickets"
-SERVICE_RECOVERY = "service recovery: an account manager settles their tickets and offers a goodwill credit"
+SENIOR_SUPPORT = "call from a senior support agent about their poorly rated tickets"
+SERVICE_RECOVERY = (
+    "service recovery: an account manager follows up on their tickets and offers a goodwill credit"
+)
 EXPEDITE = "apologise and expedite open tickets"
 DISCOUNT = "personalised discount on their usual category"
 RETURNS = "review their recent returns and offer a hassle-free exchange"
 ONBOARDING = "onboarding follow-up: a welcome offer on their next order"
+LOYALTY = "loyalty offer on their next order, thanking them for their custom so far"
 VERIFY = "ask them to confirm their contact details so offers reach them"
 CHECK_IN = "personal check-in from customer success to ask how we can help"
 
@@ -316,7 +322,7 @@ _KIND_OF_FEATURE = {
         ),
         "quiet",
     ),
-    **dict.fromkeys(("orders_total", "tenure_days"), "new"),
+    **dict.fromkeys(("orders_total", "tenure_days"), "relationship"),
     **dict.fromkeys(("spent_total", "spent_90d", "spent_30d", "avg_order_value"), "spend"),
     **dict.fromkeys(
         (
@@ -336,56 +342,102 @@ _KIND_OF_FEATURE = {
 }
 
 
-def _action(kind: str, *, valuable: bool, one_time: bool) -> str:
-    if kind == "quiet":
-        return PERSONAL_WIN_BACK if valuable else SECOND_ORDER if one_time else WIN_BACK
-    if kind == "new":
-        return SECOND_ORDER if one_time else ONBOARDING
-    if kind == "tickets":
-        return SERVICE_RECOVERY if valuable else SENIOR_SUPPORT
-    if kind == "open_tickets":
-        return SERVICE_RECOVERY if valuable else EXPEDITE
-    return {"spend": DISCOUNT, "returns": RETURNS, "contact": VERIFY}[kind]
+@dataclass(frozen=True, slots=True)
+class _Customer:
+    """What the actions depend on besides the reasons; ``None`` where not known."""
+
+    valuable: bool
+    orders_total: float | None
+    tenure_days: float | None
+    negative_tickets: float | None
+    open_tickets: float | None
+    returns_total: float | None
+    verified: bool
+
+    def action(self, kind: str) -> str | None:
+        """The action for a reason of ``kind`` raising the risk, or ``None`` when the customer gives it
+        nothing to act on (no bad or open tickets, no returns, details verified)."""
+        never_ordered = self.orders_total == 0
+        one_time = self.orders_total == 1
+        if kind == "quiet":
+            if never_ordered:
+                return ONBOARDING
+            return PERSONAL_WIN_BACK if self.valuable else SECOND_ORDER if one_time else WIN_BACK
+        if kind == "relationship":
+            if never_ordered or self.tenure_days is None or self.tenure_days < NEW_CUSTOMER_DAYS:
+                return SECOND_ORDER if one_time else ONBOARDING
+            return PERSONAL_WIN_BACK if self.valuable else SECOND_ORDER if one_time else LOYALTY
+        if kind in ("tickets", "open_tickets"):
+            if self.open_tickets != 0 and (kind == "open_tickets" or self.negative_tickets == 0):
+                return SERVICE_RECOVERY if self.valuable else EXPEDITE
+            if self.negative_tickets == 0:
+                return None  # tickets that went well, all closed: nothing to put right
+            return SERVICE_RECOVERY if self.valuable else SENIOR_SUPPORT
+        if kind == "returns":
+            return None if self.returns_total == 0 else RETURNS
+        if kind == "contact":
+            return None if self.verified else VERIFY
+        return DISCOUNT  # spend
 
 
 def recommended_actions(
     reasons: Sequence[Reason],
     *,
     value_at_risk: float | None = None,
-    orders_total: float | None = None,
+    features: Mapping[str, Any] | None = None,
     high_value_at_risk: float = HIGH_VALUE_AT_RISK,
 ) -> list[str]:
     """Actions for the reasons that raise risk, most important first; always at least one.
 
-    What the customer is worth changes the action: with ``value_at_risk`` of at least
-    ``high_value_at_risk`` a person calls (an account manager for a customer going quiet, service recovery
-    with a goodwill credit for one with bad tickets); a one-time buyer (``orders_total`` <= 1) going quiet
-    gets a nudge toward a second order (``orders_total`` defaults to the value of an ``orders_total``
-    reason). Without them, the reasons alone decide.
+    Who the customer is changes the action. ``features`` are the customer's features the reasons come
+    from (a feature missing there is taken from a reason of its name, else not known):
+
+    - with ``value_at_risk`` of at least ``high_value_at_risk`` a person calls: an account manager for a
+      customer going quiet or long-standing, service recovery with a goodwill credit for bad tickets;
+    - a one-time buyer (``orders_total`` 1) going quiet gets a nudge toward a second order, a customer who
+      never ordered an onboarding follow-up;
+    - ``tenure_days`` or ``orders_total`` raising the risk means onboarding for a new customer (first
+      :data:`NEW_CUSTOMER_DAYS` days) and a loyalty offer for a long-standing one;
+    - a ticket reason needs something to put right: poorly rated tickets (a senior support call) or open
+      ones (expedite them); a reason with nothing to act on gives no action: tickets that went well and are
+      closed (what raised the risk is in how the model sees their history, not in anything to fix), returns
+      without returns, contact details already verified.
 
     >>> tickets = [Reason("negative_tickets_total", 3, 1.2), Reason("recency_days", 40, 0.3)]
-    >>> for action in recommended_actions(tickets, value_at_risk=240.0, orders_total=14):
+    >>> for action in recommended_actions(tickets, value_at_risk=240.0, features={"orders_total": 14}):
     ...     print(action)
-    service recovery: an account manager settles their tickets and offers a goodwill credit
+    service recovery: an account manager follows up on their tickets and offers a goodwill credit
     personal call from an account manager with a loyalty offer before they lapse
     >>> quiet = [Reason("recency_days", 200, 1.5), Reason("orders_total", 1, 0.6)]
-    >>> recommended_actions(quiet, value_at_risk=4.5, orders_total=1)
+    >>> recommended_actions(quiet, value_at_risk=4.5, features={"tenure_days": 400})
     ['second-order nudge: a first-repeat discount on what they bought']
+    >>> recommended_actions([Reason("tenure_days", 480, 0.9)], features={"orders_total": 5})
+    ['loyalty offer on their next order, thanking them for their custom so far']
     >>> recommended_actions([])
     ['personal check-in from customer success to ask how we can help']
     """
-    valuable = value_at_risk is not None and value_at_risk >= high_value_at_risk
-    if orders_total is None:
-        orders_total = next((r.value for r in reasons if r.feature == "orders_total"), None)
-    one_time = orders_total is not None and orders_total <= 1
+    given = {r.feature: r.value for r in reasons}
+    known = {**given, **(features or {})}
+
+    def number(name: str) -> float | None:
+        x = known.get(name)
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+    customer = _Customer(
+        valuable=value_at_risk is not None and value_at_risk >= high_value_at_risk,
+        orders_total=number("orders_total"),
+        tenure_days=number("tenure_days"),
+        negative_tickets=number("negative_tickets_total"),
+        open_tickets=number("open_tickets"),
+        returns_total=number("returns_total"),
+        verified=number("email_verified") == 1 and number("phone_verified") in (1, None),
+    )
     actions: list[str] = []
     for reason in reasons:
         if reason.contribution <= 0:
             continue
         kind = _KIND_OF_FEATURE.get(reason.feature)
-        if kind is None:
-            continue
-        action = _action(kind, valuable=valuable, one_time=one_time)
-        if action not in actions:
+        action = None if kind is None else customer.action(kind)
+        if action is not None and action not in actions:
             actions.append(action)
     return actions or [CHECK_IN]

@@ -424,7 +424,7 @@ class BatchScoring:
                 else recommended_actions(
                     top,
                     value_at_risk=p.value_at_risk,
-                    orders_total=scoring.rows[i].get("orders_total"),
+                    features=scoring.rows[i],
                 ),
                 top_reasons=list(top),
                 value_at_risk=p.value_at_risk,

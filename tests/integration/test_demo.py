@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from churnstream.models.explain import EXPEDITE
 from churnstream.settings import Settings
 from churnstream.streams.demo import DemoConfig, DemoResult, clear_previous, run_demo
 from churnstream.streams.kafka import group_offsets
@@ -67,6 +68,15 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     alerts = _values(settings, topics.churn_alerts)
     assert len(alerts) == result.alerts > 0
     assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
+    # the actions fit the customer's facts: none expedites open tickets for a customer with none open
+    none_open = [
+        a
+        for a in alerts
+        if any(
+            r["feature"] == "open_tickets" and r["value"] == 0 < r["contribution"] for r in a["top_reasons"]
+        )
+    ]
+    assert none_open and not any(EXPEDITE in a["recommended_actions"] for a in none_open)
     customers = len({a["customer_id"] for a in alerts})
     assert result.alerted_customers == customers
     assert (

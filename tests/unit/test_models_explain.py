@@ -17,11 +17,16 @@ from churnstream.models.blend import Blender
 from churnstream.models.explain import (
     CHECK_IN,
     EXPEDITE,
+    LOYALTY,
+    NEW_CUSTOMER_DAYS,
+    ONBOARDING,
     PERSONAL_WIN_BACK,
+    RETURNS,
     SECOND_ORDER,
     SENIOR_SUPPORT,
     SERVICE_RECOVERY,
     UNIT,
+    VERIFY,
     WIN_BACK,
     explain,
     recommended_actions,
@@ -230,15 +235,83 @@ def test_recommended_actions_follow_the_reasons() -> None:
 
 def test_recommended_actions_weigh_what_the_customer_is_worth() -> None:
     tickets = [Reason("negative_tickets_total", 3, 1.1), Reason("recency_days", 30.0, 0.4)]
-    assert recommended_actions(tickets, value_at_risk=400.0, orders_total=12) == [
+    regular = {"orders_total": 12, "tickets_total": 5}
+    assert recommended_actions(tickets, value_at_risk=400.0, features=regular) == [
         SERVICE_RECOVERY,
         PERSONAL_WIN_BACK,
     ]
-    assert recommended_actions(tickets, value_at_risk=10.0, orders_total=12) == [SENIOR_SUPPORT, WIN_BACK]
+    assert recommended_actions(tickets, value_at_risk=10.0, features=regular) == [SENIOR_SUPPORT, WIN_BACK]
     quiet = [Reason("recency_days", 200.0, 1.6), Reason("orders_total", 1, 0.5)]
     assert recommended_actions(quiet, value_at_risk=3.0) == [SECOND_ORDER]  # one order, from the reason
-    assert recommended_actions(quiet, value_at_risk=3.0, orders_total=6) != [SECOND_ORDER]
+    assert recommended_actions(quiet, value_at_risk=3.0, features={"orders_total": 6}) != [SECOND_ORDER]
     assert recommended_actions(tickets, value_at_risk=60.0, high_value_at_risk=100.0)[0] == SENIOR_SUPPORT
+
+
+@pytest.mark.parametrize(
+    ("tenure_days", "orders_total", "value_at_risk", "expected"),
+    [
+        (12.0, 3, 5.0, ONBOARDING),
+        (NEW_CUSTOMER_DAYS - 0.5, 3, 500.0, ONBOARDING),
+        (None, 0, 5.0, ONBOARDING),  # no orders yet, tenure not known: new
+        (20.0, 1, 5.0, SECOND_ORDER),
+        (NEW_CUSTOMER_DAYS, 3, 5.0, LOYALTY),
+        (480.0, 7, 5.0, LOYALTY),
+        (480.0, 7, 500.0, PERSONAL_WIN_BACK),
+        (480.0, 1, 5.0, SECOND_ORDER),
+    ],
+)
+def test_tenure_raising_the_risk_means_onboarding_only_for_a_new_customer(
+    tenure_days: float | None, orders_total: int, value_at_risk: float, expected: str
+) -> None:
+    """CDNOW's customers are 450-530 days old when the replay alerts on them, with `tenure_days` leading
+    most alerts: a welcome offer is no action for them."""
+    features = {"tenure_days": tenure_days, "orders_total": orders_total}
+    for lead in (Reason("tenure_days", tenure_days, 0.8), Reason("orders_total", orders_total, 0.8)):
+        assert recommended_actions([lead], value_at_risk=value_at_risk, features=features) == [expected]
+    # the reason's own value when the features are not given
+    alone = [Reason("tenure_days", tenure_days, 0.8), Reason("orders_total", orders_total, 0.1)]
+    assert recommended_actions(alone, value_at_risk=value_at_risk) == [expected]
+
+
+def test_a_reason_with_nothing_to_act_on_gives_no_action() -> None:
+    """A ticket, return or contact reason can raise the risk of a customer whose tickets went well, who
+    returned nothing or whose details are verified: an action about them would read as nonsense."""
+    fine = {
+        "tickets_total": 3,
+        "negative_tickets_total": 0,
+        "open_tickets": 0,
+        "returns_total": 0,
+        "email_verified": 1,
+        "phone_verified": 1,
+        "orders_total": 4,
+        "tenure_days": 300.0,
+    }
+    reasons = [
+        Reason("negative_tickets_total", 0, 0.3),
+        Reason("tickets_total", 3, 0.2),
+        Reason("open_tickets", 0, 0.2),
+        Reason("returns_total", 0, 0.1),
+        Reason("email_verified", 1, 0.1),
+    ]
+    assert recommended_actions(reasons, features=fine) == [CHECK_IN]
+    assert recommended_actions(reasons, value_at_risk=500.0, features=fine) == [CHECK_IN]
+    assert recommended_actions([*reasons, Reason("recency_days", 80.0, 0.05)], features=fine) == [WIN_BACK]
+    # something to act on: a poorly rated ticket, returns, a phone not verified
+    bad = {**fine, "negative_tickets_total": 1, "returns_total": 2, "phone_verified": 0}
+    assert recommended_actions(reasons, features=bad) == [SENIOR_SUPPORT, RETURNS, VERIFY]
+    assert recommended_actions(reasons, value_at_risk=90.0, features=bad)[0] == SERVICE_RECOVERY
+    # open tickets: expedite them, whichever ticket reason raised the risk
+    open_now = {**fine, "open_tickets": 2}
+    assert recommended_actions([Reason("open_tickets", 2, 0.2)], features=open_now) == [EXPEDITE]
+    assert recommended_actions([Reason("tickets_total", 3, 0.2)], features=open_now) == [EXPEDITE]
+    # from the reasons alone, with nothing known against them, a ticket reason is acted on
+    assert recommended_actions([Reason("tickets_total", 3, 0.2)]) == [SENIOR_SUPPORT]
+
+
+def test_a_customer_who_never_ordered_gets_onboarding_not_a_second_order() -> None:
+    never = {"orders_total": 0, "tenure_days": 200.0}
+    for lead in ("recency_days", "orders_total", "tenure_days"):
+        assert recommended_actions([Reason(lead, 0, 0.4)], features=never) == [ONBOARDING]
 
 
 def test_rows_of_several_learners_explained_at_once_are_explained_as_each_alone(models: tuple) -> None:
