@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         "CHURN_ALERT_POLICY (value_at_risk | high_risk), CHURN_ALERT_BUDGET_SHARE (0.1 of the active",
         "customers a month), CHURN_ALERT_HOLDOUT_SHARE (0), CHURN_ALERT_COOLDOWN_DAYS",
         "CHURN_SWEEP_INTERVAL_DAYS, CHURN_SWEEP_MILESTONES_DAYS, CHURN_SWEEP_MAX_SILENCE_DAYS",
+        "CHURN_ALLOWED_LATENESS_DAYS, CHURN_MAX_FUTURE_SKEW_HOURS (which events are late or too far ahead)",
+        "CHURN_MODEL_POLL_SECONDS (how often a new current model is looked for), CHURN_TOPIC_PARTITIONS",
         "port: /metrics, /health, /ready on CHURN_WEB_HOST:CHURN_METRICS_PORT (default 127.0.0.1:9108)",
     )
     command(
@@ -301,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         "CHURN_MONITOR_AUC_DROP_WATCH, CHURN_MONITOR_AUC_DROP_RETRAIN (the verdict), "
         "CHURN_MONITOR_MIN_LABELS, CHURN_HORIZON_DAYS + CHURN_ALLOWED_LATENESS_DAYS (when a window's labels "
         "are all known)",
+        "CHURN_AUTO_PROMOTE_MARGIN, CHURN_AUTO_PROMOTE_MIN_LABELS (promote or roll back a shadow model),",
+        "CHURN_RETRAIN_ON_ADVICE (run `churnstream retrain` when the advice is retrain),",
+        "CHURN_PUBLIC_URL (the base of the links in reports and on the pages)",
         "port: pages, /metrics, /health and /ready on CHURN_WEB_HOST:CHURN_WEB_PORT (default 127.0.0.1:8088)",
     )
     serve = command(
@@ -353,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Clear this deployment's Redis state (keys under CHURN_TOPIC_PREFIX) and rebuild every customer's\n"
         "features by replaying the input topics from their beginning. Stop the scorers first.",
         _KAFKA,
-        _REDIS,
+        f"{_REDIS}; {_MODELS}: the current model (replayed as the scorers would score)",
+        "CHURN_HORIZON_DAYS, CHURN_ALLOWED_LATENESS_DAYS, CHURN_MAX_FUTURE_SKEW_HOURS,",
+        "CHURN_SWEEP_INTERVAL_DAYS, CHURN_SWEEP_MILESTONES_DAYS, CHURN_SWEEP_MAX_SILENCE_DAYS:",
+        "the scorers' values, so the rebuilt state is the one they would have written",
     )
     rebuild.add_argument("--yes", action="store_true", help="do not ask before clearing state")
 
