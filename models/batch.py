@@ -140,8 +140,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
 class BatchModel:
     """A fitted churn classifier over ``feature_names``: ``predict_proba`` gives calibrated P(churn).
 
-    ``medians`` are the reference medians of each feature (from the training rows), used by
-    :func:`churnstream.models.explain.explain` as the "typical customer" a feature is replaced by.
+    ``medians`` are the reference customer's features (NaN for missing): a typical customer who stayed,
+    from the training rows (:func:`churnstream.models.train.typical_customer`), used by
+    :func:`churnstream.models.explain.explain` as the customer a feature is replaced by.
     """
 
     def __init__(

@@ -18,10 +18,13 @@ exact, contributions. The inputs of the batch and the online model move together
 rows is one vectorised ``predict_proba`` per model.
 
 Correlated features share their credit unpredictably, so a reason is a *group* of features that measure
-one thing (:data:`REASON_GROUPS`), named after its lead feature, with the lead feature's value: e.g. the
-reason ``recency_days`` carries how overdue the customer is (days since the last order, and the same
-against their own order rhythm) and ``orders_total`` what they bought in all (orders, spend, order value).
-Features in no group are a reason of their own; ``groups=()`` gives one reason per feature.
+one thing (:data:`REASON_GROUPS`): e.g. the reason ``recency_days`` carries how overdue the customer is
+(days since the last order, and the same against their own order rhythm) and ``orders_total`` what they
+bought in all (orders, spend, order value). A reason is named after the first feature of its group, in the
+group's order, whose value differs from the reference's, and shows that value (the lead feature when none
+differs): a customer whose tickets are all closed but were slow to resolve reads ``avg_resolution_hours=52``,
+not ``open_tickets=0``. Features in no group are a reason of their own; ``groups=()`` gives one reason per
+feature.
 
 :func:`recommended_actions` turns the reasons that raise risk into retention actions, and weighs what the
 customer is worth: a valuable customer with bad tickets gets a call and a goodwill credit, a one-time
@@ -170,16 +173,16 @@ def explain(
     marginal = np.diff(along, axis=1)  # (m, n_players, n): what the ordering's step-th player added
     contributions = marginal[np.arange(m)[:, None], rank].mean(axis=0)  # (n_players, n)
 
+    # a group is named by its first member whose value is not the reference's: what moved the score
+    same = np.equal(X, reference) | (np.isnan(X) & np.isnan(reference))  # (n, d)
+    names = model.feature_names
     explanations: list[Explained] = []
     for r in range(n):
         order = shown_reasons(contributions[:, r], k)
+        shown = [next((c for c in players[p][1] if not same[r, c]), players[p][1][0]) for p in order]
         reasons = [
-            Reason(
-                feature=players[p][0],
-                value=_value(X[r, players[p][1][0]]),
-                contribution=float(contributions[p, r]),
-            )
-            for p in order
+            Reason(feature=names[c], value=_value(X[r, c]), contribution=float(contributions[p, r]))
+            for p, c in zip(order, shown, strict=True)
         ]
         explanations.append(Explained(reasons=reasons, base=float(f[0, r]), unit=UNIT))
     return explanations

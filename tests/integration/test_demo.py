@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from churnstream.models.explain import EXPEDITE
 from churnstream.settings import Settings
 from churnstream.streams.demo import DemoConfig, DemoResult, clear_previous, run_demo
 from churnstream.streams.kafka import group_offsets
@@ -68,15 +67,21 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     alerts = _values(settings, topics.churn_alerts)
     assert len(alerts) == result.alerts > 0
     assert all(len(a["top_reasons"]) >= 3 and a["recommended_actions"] for a in alerts)
-    # the actions fit the customer's facts: none expedites open tickets for a customer with none open
-    none_open = [
+    # a reason names what moved the score: never "open_tickets=0" raising the risk (slow resolution, its
+    # group's other member, did), which told teams to expedite open tickets the customer did not have
+    assert not [
         a
         for a in alerts
         if any(
             r["feature"] == "open_tickets" and r["value"] == 0 < r["contribution"] for r in a["top_reasons"]
         )
     ]
-    assert none_open and not any(EXPEDITE in a["recommended_actions"] for a in none_open)
+    # reasons are measured against a typical customer who stayed: most alerts say what raises the risk
+    # (against the median of all customers, a one-time buyer at 0.97 on CDNOW, half of them did not)
+    raising = [any(r["contribution"] > 0 for r in a["top_reasons"]) for a in alerts]
+    assert sum(raising) >= 0.75 * len(alerts), (
+        f"{sum(raising)} of {len(alerts)} alerts have a reason raising the risk"
+    )
     customers = len({a["customer_id"] for a in alerts})
     assert result.alerted_customers == customers
     assert (

@@ -208,6 +208,31 @@ def test_a_typical_customer_has_no_contributions(models: tuple) -> None:
     assert recommended_actions(e.reasons) == [CHECK_IN]
 
 
+def test_a_group_is_named_after_its_first_member_that_differs_from_the_reference(models: tuple) -> None:
+    """open_tickets=0 raising the risk read as nonsense when slow resolution (another member of its group)
+    moved the score: the reason names the member that differs from the typical customer."""
+    groups = [("open_tickets", "age", "spent_90d")]
+    X = np.array(
+        [
+            [10.0, 0.0, 0.0, 100.0, 25.0],  # open_tickets and spent_90d at the reference: age moved it
+            [10.0, 0.0, 2.0, 100.0, 25.0],  # open_tickets differs: it leads
+            [10.0, 0.0, 0.0, 100.0, 40.0],  # all at the reference: the lead, contributing nothing
+            [10.0, 0.0, 0.0, 100.0, np.nan],  # missing where the reference has a value differs too
+        ]
+    )
+    named = [
+        next(r for r in e.reasons if r.feature in groups[0])
+        for e in explain(*models, X, _rows(X), groups=groups, top_k=3)
+    ]
+    assert [(r.feature, r.value) for r in named] == [
+        ("age", 25),
+        ("open_tickets", 2),
+        ("open_tickets", 0),
+        ("age", None),
+    ]
+    assert named[0].contribution != 0 and named[2].contribution == 0
+
+
 def test_batch_only_explanations_without_an_online_model(models: tuple) -> None:
     batch, _, _ = models
     X = np.array([[70.0, 0.0, 0.0, 100.0, 40.0]])
