@@ -35,10 +35,11 @@ last alert is at least the cooldown behind, in event time. A model trained befor
 existed has none, and then the scorer uses this rule, saying so in the alerts' ``policy``.
 
 A control group (``CHURN_ALERT_HOLDOUT_SHARE``, default 0): a deterministic share of the picked customers
-(by a hash of customer id and month, :func:`is_holdout`) is published with ``holdout: true`` and no
-action; held-back alerts count against the budget like the others. The online model and retraining label
-contacted and held-back customers alike, by what they then do, so a contact that keeps a customer teaches
-the model that such customers stay; comparing the two groups' outcomes measures that effect.
+(by a hash of the customer id, theirs for good, :func:`is_holdout`) is published with ``holdout: true``
+and no action; held-back alerts count against the budget like the others. The online model and
+retraining label contacted and held-back customers alike, by what they then do, so a contact that keeps
+a customer teaches the model that such customers stay; comparing the two groups' outcomes measures that
+effect.
 
 >>> DAY = 86_400_000
 >>> should_alert("HIGH", previous_risk="MEDIUM", last_alerted=None, as_of=DAY, cooldown_ms=7 * DAY)
@@ -251,17 +252,21 @@ def pick_under_budget(
     return picked
 
 
-def is_holdout(customer_id: str, period: str, share: float) -> bool:
-    """Whether a picked customer is held back as a control in ``period``: a hash of both below ``share``.
+def is_holdout(customer_id: str, share: float) -> bool:
+    """Whether a picked customer is held back as a control: a hash of the customer id below ``share``.
 
-    >>> is_holdout("C1", "1998-01", 0.0), is_holdout("C1", "1998-01", 1.0)
+    The assignment is the customer's for good, not redrawn per period: a customer contacted in January and
+    held back in February would carry January's contact into the control group's outcomes and pull the
+    measured difference toward zero.
+
+    >>> is_holdout("C1", 0.0), is_holdout("C1", 1.0)
     (False, True)
-    >>> sum(is_holdout(f"C{i}", "1998-01", 0.2) for i in range(10_000)) / 10_000
-    0.2114
+    >>> sum(is_holdout(f"C{i}", 0.2) for i in range(10_000)) / 10_000
+    0.199
     """
     if share <= 0.0:
         return False
-    digest = hashlib.sha256(f"{customer_id}|{period}".encode()).digest()
+    digest = hashlib.sha256(f"holdout|{customer_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 

@@ -410,7 +410,7 @@ class BatchScoring:
         for i in rows:
             top = reasons[i].reasons
             p = predictions[i]
-            held_back = is_holdout(p.customer_id, month_of(p.as_of), holdout_share)
+            held_back = is_holdout(p.customer_id, holdout_share)
             alert = Alert(
                 alert_id=alert_id_for(p.prediction_id),
                 prediction_id=p.prediction_id,

@@ -124,6 +124,13 @@ def test_value_at_risk_alerts_stay_within_the_budget_and_replay_identically(
     assert held and len(held) < len(first)
     assert all(a["recommended_actions"] == [] for a in held)
     assert all(a["recommended_actions"] for a in first if not a["holdout"])
+    # ... and a customer's for good: one alerted in several months stays in the same group
+    groups: dict[str, set[bool]] = {}
+    for a in first:
+        groups.setdefault(str(a["customer_id"]), set()).add(bool(a["holdout"]))
+    months = Counter(customer for _, customer in per_month)
+    assert any(n > 1 for n in months.values()), "no customer alerted in two months"
+    assert all(len(g) == 1 for g in groups.values()), [c for c, g in groups.items() if len(g) > 1]
 
     # a replay from scratch (a new group over an empty store) gives the very same alerts
     mark = end_of(s, s.topics.churn_alerts)
