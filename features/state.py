@@ -91,7 +91,7 @@ class ScoringState(TypedDict, total=False):
     pend: list[list[Any]]  # pending predictions (see churnstream.features.labels)
     kept: list[int]  # as_of of the kept predictions still open
     lab: list[list[int]]  # explicit labels remembered: [ts, 0 or 1]
-    risk: str  # risk category of the latest prediction
+    risk: str  # risk category of the latest prediction (high_risk: as the alert rule last saw it)
     alerted: int  # as_of of the latest alert
     au: int  # active until (last completed order + 365 d), as the alert budget counted the customer
 

@@ -31,8 +31,9 @@ and a customer who qualifies after the month's budget is spent waits for the nex
 
 ``high_risk`` (``CHURN_ALERT_POLICY=high_risk``, the original rule, :func:`should_alert`): a customer
 raises an alert when their risk turns ``HIGH`` (it was not HIGH at their previous prediction) and their
-last alert is at least the cooldown behind, in event time. A model trained before value thresholds
-existed has none, and then the scorer uses this rule, saying so in the alerts' ``policy``.
+last alert is at least the cooldown behind, in event time; a turn held back by the cooldown raises the
+alert at their first HIGH prediction after it (:func:`step_high_risk`). A model trained before value
+thresholds existed has none, and then the scorer uses this rule, saying so in the alerts' ``policy``.
 
 A control group (``CHURN_ALERT_HOLDOUT_SHARE``, default 0): a deterministic share of the picked customers
 (by a hash of the customer id, theirs for good, :func:`is_holdout`) is published with ``holdout: true``
@@ -112,6 +113,35 @@ def should_alert(
     if risk != "HIGH" or previous_risk == "HIGH":
         return False
     return last_alerted is None or as_of - last_alerted >= cooldown_ms
+
+
+def step_high_risk(held: ScoringState, risk: str, *, as_of: int, cooldown_ms: int) -> bool:
+    """The ``high_risk`` policy over one customer's predictions in time order: whether this one (of risk
+    ``risk`` as of ``as_of``) raises an alert, remembering its risk in ``held`` (the customer's scoring
+    state: ``risk``, and ``alerted``, the last alert's time, which the caller sets).
+
+    A turn to HIGH inside the cooldown is not forgotten: the risk stays remembered as before it, so the
+    customer's first HIGH prediction after the cooldown raises the alert. Before, the turn counted as seen
+    and a customer who stayed HIGH was never alerted again.
+
+    >>> DAY = 86_400_000
+    >>> held = {}
+    >>> alerted = []
+    >>> for day, risk in [(0, "HIGH"), (2, "MEDIUM"), (4, "HIGH"), (6, "HIGH"), (8, "HIGH"), (9, "HIGH")]:
+    ...     if step_high_risk(held, risk, as_of=day * DAY, cooldown_ms=7 * DAY):
+    ...         held["alerted"] = day * DAY
+    ...         alerted.append(day)
+    >>> alerted
+    [0, 8]
+    """
+    previous = held.get("risk")
+    picked = should_alert(
+        risk, previous_risk=previous, last_alerted=held.get("alerted"), as_of=as_of, cooldown_ms=cooldown_ms
+    )
+    if risk == "HIGH" and previous != "HIGH" and not picked:
+        return False  # a turn held back by the cooldown: still to be alerted
+    held["risk"] = risk
+    return picked
 
 
 def picks_by_priority(
@@ -373,5 +403,6 @@ __all__ = [
     "picks_by_priority",
     "risk_thresholds",
     "should_alert",
+    "step_high_risk",
     "threshold_for",
 ]

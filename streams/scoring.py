@@ -36,7 +36,7 @@ from churnstream.models.alert_policy import (
     is_holdout,
     month_of,
     pick_under_budget,
-    should_alert,
+    step_high_risk,
     threshold_for,
 )
 from churnstream.models.serving import ModelSet, by_partition
@@ -233,9 +233,8 @@ class BatchScoring:
                     ]
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
                 held = scoring_state(state)  # the scorer's part of the state: risk, last alert, labels
-                previous = held.get("risk")
-                held["risk"] = risk
                 if rule.threshold is not None:
+                    held["risk"] = risk
                     picked = pick_under_budget(
                         held,
                         budgets[scoring.partitions[i]],
@@ -247,13 +246,7 @@ class BatchScoring:
                         cooldown_ms=self.settings.cooldown_ms,
                     )
                 else:
-                    picked = should_alert(
-                        risk,
-                        previous_risk=previous,
-                        last_alerted=held.get("alerted"),
-                        as_of=as_of,
-                        cooldown_ms=self.settings.cooldown_ms,
-                    )
+                    picked = step_high_risk(held, risk, as_of=as_of, cooldown_ms=self.settings.cooldown_ms)
                 if picked:
                     held["alerted"] = as_of
                     alerts_rows.append(i)

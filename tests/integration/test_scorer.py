@@ -17,6 +17,7 @@ import redis
 from churnstream.events import parse_time
 from churnstream.features.offline import read_events, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
+from churnstream.models.alert_policy import step_high_risk
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.publish import publish_file
 from churnstream.streams.scorer import ScoringWorker, build_scorer, restore_learner
@@ -138,6 +139,20 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     shown = [r["contribution"] for a in alerts for r in a["top_reasons"]]
     shown += [a["explanation"]["base"] for a in alerts]
     assert all(round(x, 6) == x for x in shown) and len(set(shown)) > len(alerts)
+    # the high_risk rule, replayed over each customer's predictions in time order, picks exactly these
+    held: dict[str, dict] = {}
+    expected = set()
+    for p in sorted(predictions, key=lambda p: parse_time(p["as_of"])):
+        t = parse_time(p["as_of"])
+        if step_high_risk(
+            held.setdefault(p["customer_id"], {}),
+            p["risk_category"],
+            as_of=t,
+            cooldown_ms=settings.cooldown_ms,
+        ):
+            held[p["customer_id"]]["alerted"] = t
+            expected.add(p["prediction_id"])
+    assert {a["prediction_id"] for a in alerts} == expected
     sweep_ids = {p["prediction_id"] for p in sweeps}
     truth = {
         json.loads(line)["customer_id"]: json.loads(line)
