@@ -114,6 +114,9 @@ def print_summary(
         f"  outcomes      {r.outcomes:,} labels known "
         f"(no completed order within {s.horizon_days:g} days = churned)"
     )
+    from churnstream.models.registry import ModelRegistry
+
+    say(f"  risk          {risk_line(s, ModelRegistry(s.model_dir).metadata(r.model_version))}")
     picked_by = _alerts_policy(outputs.alerts)
     say(f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers; {picked_by}")
     held = outputs.held_back
@@ -211,6 +214,37 @@ def pick_alerts(alerts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
         if alert not in picked:
             picked.append(alert)
     return picked
+
+
+def risk_line(s: Settings, metadata: dict[str, Any]) -> str:
+    """Where the risk categories start, and who chose the thresholds: a reader of "churn 0.49 LOW" on a
+    data set where most customers churn needs to know that LOW is relative to the model's own deciles.
+
+    >>> meta = {"risk_thresholds": {"high": 0.995481, "medium": 0.95179},
+    ...         "thresholds": {"high_share": 0.1, "high_precision": 0.9997, "medium_share": 0.3171}}
+    >>> print(risk_line(Settings(), meta))  # doctest: +NORMALIZE_WHITESPACE
+    HIGH from 0.995, MEDIUM from 0.952: the model's own (its riskiest 10 % of held-out predictions, of
+    which 99.97 % churned, and the next 22 %); CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD override them
+    >>> print(risk_line(Settings(high_threshold=0.8, medium_threshold=0.5), meta))
+    HIGH from 0.8, MEDIUM from 0.5: set by CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD
+    >>> print(risk_line(Settings(), {}))
+    HIGH from 0.7, MEDIUM from 0.4: the contract's defaults (the model has no thresholds of its own)
+    """
+    own = metadata.get("risk_thresholds")
+    high, medium = s.risk_thresholds(own)
+    where = f"HIGH from {high:.3g}, MEDIUM from {medium:.3g}: "
+    if s.high_threshold is not None or s.medium_threshold is not None:
+        return where + "set by CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD"
+    if not own:
+        return where + "the contract's defaults (the model has no thresholds of its own)"
+    t = metadata.get("thresholds") or {}
+    shares = ""
+    if {"high_share", "high_precision", "medium_share"} <= set(t):
+        shares = (
+            f" (its riskiest {t['high_share']:.0%} of held-out predictions, of which "
+            f"{t['high_precision']:.2%} churned, and the next {t['medium_share'] - t['high_share']:.0%})"
+        ).replace("%", " %")
+    return where + f"the model's own{shares}; CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD override them"
 
 
 def _alerts_policy(alerts: list[dict[str, Any]]) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from churnstream.models.registry import ModelRegistry
 from churnstream.settings import Settings
 from churnstream.streams.demo import DemoConfig, DemoResult, clear_previous, run_demo
 from churnstream.streams.kafka import group_offsets
@@ -48,7 +49,7 @@ def _values(settings: Settings, topic: str) -> list[dict]:
     return [json.loads(m.value() or b"") for m in consume_all(settings, topic)]
 
 
-def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settings]) -> None:
+def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settings], tmp_path: Path) -> None:
     result, text, settings = demo_run
     topics = settings.topics
 
@@ -90,6 +91,11 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     )
     assert all(a["priority"] == a["value_at_risk"] > 0 for a in alerts)
     assert "value at risk" in text and "priority" in text  # the examples show what they are worth
+    # where the risk categories start, so "churn 0.49 LOW" reads as the model's own scale
+    thresholds = ModelRegistry(tmp_path / "demo" / "models").metadata(result.model_version)["risk_thresholds"]
+    assert (
+        f"  risk          HIGH from {thresholds['high']:.3g}, MEDIUM from {thresholds['medium']:.3g}" in text
+    )
 
     letters = _values(settings, topics.dead_letter)
     assert len(letters) == result.dead_letters == result.broken_sent == 4
