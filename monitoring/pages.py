@@ -316,6 +316,11 @@ def _fixed(value: Any, digits: int) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
+BACK_TO_LIST = "<a id='churnstream-back' href='./'>&larr; all drift windows</a>"
+"""A window's page links back to the list: served at ``<base>/reports/<id>``, ``./`` is the list
+``<base>/reports/`` behind any proxy path, with no base to pass down to where pages are rendered."""
+
+
 def window_banner(message: dict[str, Any]) -> str:
     """One line naming a window and its verdict, shown above its Evidently report."""
     drift = bool(message.get("dataset_drift"))
@@ -440,6 +445,7 @@ th, td {{ border-bottom: 1px solid #ddd; padding: 6px 10px; text-align: left; }}
 th {{ background: #f4f4f4; }} td.drift {{ color: #b00020; font-weight: bold; }}
 #churnstream-note {{ background: #fff4ce; border: 1px solid #e0c060; padding: 10px 14px; }}
 </style></head><body>
+<p>{BACK_TO_LIST}</p>
 <h1>Drift window {esc(str(message.get("report_id")))}</h1>
 <p id="churnstream-note">{esc(note)}</p>
 <table id="window">{rows}</table>

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from churnstream.monitoring.pages import BACK_TO_LIST
 from churnstream.monitoring.reference import PreparedReference
 from churnstream.monitoring.stattests import Verdict
 from churnstream.monitoring.ui import PROJECT, WindowRun, ensure_project, light_snapshot, with_window_values
@@ -253,10 +254,11 @@ class ReportStore:
 
 
 def _with_banner(page: str, banner: str) -> str:
-    """``page`` with a note at the top of its body."""
+    """``page`` with a note at the top of its body, and a link back to the list of windows."""
     note = (
         "<div id='churnstream-note' style='font-family:system-ui,sans-serif;background:#fff4ce;"
-        f"border:1px solid #e0c060;padding:10px 14px;margin:8px'>{html_lib.escape(banner)}</div>"
+        f"border:1px solid #e0c060;padding:10px 14px;margin:8px'>{BACK_TO_LIST} &middot; "
+        f"{html_lib.escape(banner)}</div>"
     )
     match = re.search(r"<body[^>]*>", page)
     if match is None:

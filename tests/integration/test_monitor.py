@@ -18,12 +18,14 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -304,6 +306,12 @@ def test_shift_is_flagged_in_the_first_full_window_after_it(
             for path in (f"/reports/{reports[-1]['report_id']}", f"/reports/{reports[-1]['report_id']}.json")
         }
         missing = monitor.get("/reports/no-such-report")[0], monitor.get("/reports/..%2Fmonitor.log")[0]
+        # a window's page links back to the list of windows
+        page_path = f"/reports/{reports[-1]['report_id']}"
+        back = re.findall(r"id='churnstream-back' href='([^']*)'", pages[page_path][1].decode())
+        assert back, "no link back to the list"
+        back_status, back_page = monitor.get(urllib.parse.urljoin(page_path, back[0]))
+        assert back_status == 200 and f"/reports/{reports[-1]['report_id']}" in back_page.decode()
 
     windows = [(parse_time(r["window_start"]), parse_time(r["window_end"]), r) for r in reports]
     full_before = [r for s, e, r in windows if e < shift_at]
