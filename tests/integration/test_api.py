@@ -31,6 +31,7 @@ from fastapi.testclient import TestClient
 from churnstream.events import format_time, parse_time
 from churnstream.features.offline import read_events, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
+from churnstream.models.registry import ModelRegistry
 from churnstream.settings import Settings, child_env
 from churnstream.streams.api import create_app
 from churnstream.streams.api_service import CustomerService
@@ -142,6 +143,7 @@ def test_a_score_as_of_a_predictions_time_has_the_streams_features_and_batch_pro
 ) -> None:
     sample = _sample(stream)
     assert len(sample) >= 30
+    own = ModelRegistry(stream.settings.model_dir).metadata("v0001").get("risk_thresholds")
     with _client(stream.settings) as client:
         for p in sample:
             got = client.post(f"/customers/{p['customer_id']}/score", json={"as_of": p["as_of"]})
@@ -150,6 +152,8 @@ def test_a_score_as_of_a_predictions_time_has_the_streams_features_and_batch_pro
             assert answer["as_of"] == p["as_of"] and answer["trigger"] == "request"
             assert answer["features"] == p["features"], p["customer_id"]
             assert answer["batch_probability"] == p["batch_probability"], p["customer_id"]
+            # whatever the learner learned since, the category follows the model's own thresholds
+            assert answer["risk_category"] == stream.settings.risk_category(answer["churn_probability"], own)
             if answer["churn_probability"] == p["churn_probability"]:  # the learner learned nothing since
                 assert answer["value_at_risk"] == p["value_at_risk"]
                 assert answer["risk_category"] == p["risk_category"]

@@ -123,6 +123,11 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     assert max(by_event.values()) == 1, "an event was scored more than once"
     assert all(p["model_version"] for p in predictions)
     assert all(0.0 <= p["churn_probability"] <= 1.0 for p in predictions)
+    # the categories the settings set (0.7 / 0.4), whatever the model's own
+    for p in predictions:
+        c = p["churn_probability"]
+        assert p["risk_category"] == ("HIGH" if c >= 0.7 else "MEDIUM" if c >= 0.4 else "LOW"), p
+    assert {p["risk_category"] for p in predictions} == {"HIGH", "MEDIUM", "LOW"}
 
     letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
     assert len(letters) == len(invalid)
@@ -161,8 +166,8 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     dropped = {cid for cid, t in truth.items() if t["dropout"] is not None}
     swept_alerts = [a for a in alerts if a["prediction_id"] in sweep_ids]
     assert swept_alerts, "no alert came from a sweep"
-    if dropped:
-        assert any(a["customer_id"] in dropped for a in swept_alerts)
+    assert dropped, "the simulated world has no customer who drops out"
+    assert any(a["customer_id"] in dropped for a in swept_alerts)
 
     # outcomes: labels by the contract's rule, checked against the event log
     outcomes = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_outcomes)]

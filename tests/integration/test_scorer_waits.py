@@ -3,6 +3,7 @@ in a loop under Docker), then scores with the first model promoted."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from churnstream.models.train import train
 from churnstream.settings import Settings, Topics
 from churnstream.streams.processes import start_worker
 from churnstream.streams.publish import publish_file
-from tests.integration.conftest import CHURNSTREAM, committed_everything, wait_until
+from tests.integration.conftest import CHURNSTREAM, committed_everything, consume_all, wait_until
 
 
 def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
@@ -42,6 +43,14 @@ def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
     finally:
         code = worker.stop(60)
     assert code == 0 and not worker.killed, log.read_text()[-2000:]
+    # ... and it scored: one prediction per order, by the model promoted while it waited
+    orders = {json.loads(line)["event_id"] for line in (events / "orders.jsonl").read_text().splitlines()}
+    predictions = [
+        json.loads(m.value() or b"") for m in consume_all(settings, settings.topics.churn_predictions)
+    ]
+    on_events = [p for p in predictions if p["trigger"] == "event"]
+    assert orders and sorted(p["event_id"] for p in on_events) == sorted(orders)
+    assert {p["model_version"] for p in predictions} == {"v0001"}
 
 
 def test_a_scorer_waiting_for_a_model_stops_cleanly_on_sigterm(settings: Settings, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -131,12 +130,16 @@ def test_usage_and_configuration_errors_exit_2(
 
 
 def test_publish_checks_its_file_before_contacting_kafka(tmp_path: Path) -> None:
-    env = {"CHURN_KAFKA_BOOTSTRAP": f"127.0.0.1:{_closed_port()}", "PATH": "/usr/bin:/bin"}
-    started = time.monotonic()
-    proc = subprocess.run(
-        [CHURNSTREAM, "publish", str(tmp_path / "missing.jsonl")], env=env, capture_output=True, text=True
-    )
-    assert time.monotonic() - started < 5  # never waited for the broker
+    with socket.socket() as broker:  # a "broker" that only listens: any connection attempt waits in its queue
+        broker.bind(("127.0.0.1", 0))
+        broker.listen(8)
+        broker.setblocking(False)
+        env = {"CHURN_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker.getsockname()[1]}", "PATH": "/usr/bin:/bin"}
+        proc = subprocess.run(
+            [CHURNSTREAM, "publish", str(tmp_path / "missing.jsonl")], env=env, capture_output=True, text=True
+        )
+        with pytest.raises(BlockingIOError):  # nobody connected: the file was checked first
+            broker.accept()
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         f"churnstream publish: error: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"
