@@ -249,6 +249,7 @@ class DriftMonitor:
             realized=realized["value"] if realized else None,
             realized_reference=baseline["value"] if baseline else None,
             thresholds=Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain),
+            concept=self.concept.state(),
         )
         added.pending.append(
             PendingReport(

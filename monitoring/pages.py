@@ -41,6 +41,45 @@ from churnstream.predictions import reasons_text
 from churnstream.timefmt import format_time, parse_time
 
 
+def headline(reports: list[dict[str, Any]]) -> str:
+    """What to do, first: the newest window's action and why, with its model and bounds (the table below
+    is the evidence). Empty before the first report.
+
+    >>> print(headline([{"report_id": "w1", "window_start": "1998-01-01T00:00:00Z",
+    ...     "window_end": "1998-02-01T00:00:00Z", "model_version": "v0001", "action": "watch",
+    ...     "action_reason": "estimated ROC-AUC 0.74 is 0.03 below 0.77"}]))  # doctest: +NORMALIZE_WHITESPACE
+    <p id="headline" class="watch"><b>Latest window (1998-01-01 .. 1998-02-01, model v0001): watch</b>
+    \u2014 estimated ROC-AUC 0.74 is 0.03 below 0.77</p>
+    """
+    if not reports:
+        return ""
+    r = reports[-1]
+    action = str(r.get("action") or "none")
+    esc = html.escape
+    start, end = str(r.get("window_start", ""))[:10], str(r.get("window_end", ""))[:10]
+    return (
+        f'<p id="headline" class="{esc(action)}"><b>Latest window ({esc(start)} .. {esc(end)}, model '
+        f"{esc(str(r.get('model_version', '')))}): {esc(action)}</b> "
+        f"\u2014 {esc(str(r.get('action_reason') or '-'))}</p>"
+    )
+
+
+def _realized_cell(performance: dict[str, Any] | None) -> str:
+    """A window's realized ROC-AUC is that of an *earlier* window whose labels are all known: named.
+
+    >>> _realized_cell({"value": 0.7841, "window_start": "1998-02-10T00:00:00Z",
+    ...                 "window_end": "1998-03-25T00:00:00Z"})
+    '0.784<br><small>(labels of 1998-02-10 .. 1998-03-25)</small>'
+    >>> _realized_cell(None)
+    '-'
+    """
+    if not performance or performance.get("value") is None:
+        return "-"
+    start = html.escape(str(performance.get("window_start") or "")[:10])
+    end = html.escape(str(performance.get("window_end") or "")[:10])
+    return f"{_fixed(performance['value'], 3)}<br><small>(labels of {start} .. {end})</small>"
+
+
 def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *, base: str = "") -> str:
     """The report list page: one row per window with its rows, verdict and report, newest first.
 
@@ -52,7 +91,6 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
         concept = r.get("concept_drift") or {}
         prediction = r.get("prediction_drift") or {}
         estimated = (r.get("estimated_performance") or {}).get("value")
-        realized = (r.get("realized_performance") or {}).get("value")
         evidence = r.get("evidence") or {}
         drift = bool(r.get("dataset_drift"))
         evidently = r.get("evidently_report") or {}
@@ -64,8 +102,8 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
             drawn = "light page (full report not drawn)"
         else:
             drawn = "full report"
-        if r.get("evidently_run"):
-            drawn += " \u00b7 Evidently run " + str(r["evidently_run"])[:8]
+        if r.get("evidently_run"):  # in full: the ids of a project's runs share their first characters
+            drawn += " \u00b7 Evidently run " + str(r["evidently_run"])
         rows.append(
             "<tr class='{cls}'>"
             "<td><a href='{base}/reports/{rid}'>{rid}</a></td>"
@@ -91,7 +129,7 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
                     if concept.get("detected")
                     else "&ndash;"
                 ),
-                auc=f"{_fixed(estimated, 3)} / {_fixed(realized, 3)}",
+                auc=f"{_fixed(estimated, 3)} / {_realized_cell(r.get('realized_performance'))}",
                 action=(html.escape(str(r.get("action") or "")) or "&ndash;")
                 + (
                     f"<br><small>{html.escape(str(r['action_reason']))}</small>"
@@ -110,7 +148,7 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
         f"{sum(1 for r in reports if (r.get('evidently_report') or {}).get('drawn') == 'light')} of the "
         "windows listed have a light page of their own (they closed faster than reports are drawn; drifted "
         f"windows are drawn first; none is skipped), {health['reports_pending']} windows waiting for their "
-        f"report, last report at {health['last_report_at'] or '-'}"
+        f"report, last report at {health['last_report_at'] or '-'} (wall clock)"
     )
     b = html.escape(base)
     return f"""<!doctype html>
@@ -121,8 +159,12 @@ table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 6px 8px; text-align: left; vertical-align: top; }}
 th {{ background: #f4f4f4; }} td.num {{ text-align: right; }}
 tr.drift td.verdict {{ color: #b00020; font-weight: bold; }} tr.ok td.verdict {{ color: #1b7f3b; }}
+#headline {{ font-size: 18px; padding: 10px 14px; border: 1px solid #ccc; background: #f8f8f8; }}
+#headline.retrain {{ background: #fde7e9; border-color: #b00020; }}
+#headline.watch {{ background: #fff4ce; border-color: #e0c060; }}
 </style></head><body>
 <h1>churnstream drift reports</h1>
+{headline(reports)}
 <p id="status">{status} &middot; <a href="{b}/alerts">top alerts</a> &middot; <a href="{b}/report">daily
 report</a> &middot; <a href="{b}/health">health</a> &middot; <a href="{b}/metrics">metrics</a></p>
 <table id="drift-reports"><thead><tr>
@@ -329,12 +371,36 @@ def window_banner(message: dict[str, Any]) -> str:
     if message.get("action") and message.get("action_reason"):
         action += f" ({message['action_reason']})"
     evidence = f" Evidence: {evidence_summary(message['evidence'])}." if message.get("evidence") else ""
+    concept = message.get("concept_drift") or {}
+    if concept.get("detected"):
+        action = f", concept drift {concept_text(concept)}{action}"
     return (
         f"Drift window {message.get('report_id')}: {message.get('window_start')} .. "
         f"{message.get('window_end')} (event time), {int(message.get('rows') or 0):,} predictions, model "
         f"{message.get('model_version')}: {'DRIFT' if drift else 'no drift'} "
         f"(share {float(message.get('drift_share') or 0.0):.0%}: {columns}){action}.{evidence}"
     )
+
+
+def concept_text(concept: dict[str, Any] | None) -> str:
+    """The concept drift detector's finding in words.
+
+    >>> concept_text({"detected": True, "at": "1998-03-23T18:36:17Z", "error_mean_before": 0.3012,
+    ...               "error_mean": 0.3662})
+    "detected at 1998-03-23T18:36:17Z: the online model's error rose from 0.301 to 0.366"
+    >>> concept_text({"detected": False}), concept_text(None)
+    ('none detected', '-')
+    """
+    if not concept:
+        return "-"
+    if not concept.get("detected"):
+        return "none detected"
+    text = f"detected at {concept.get('at')}"
+    before, after = concept.get("error_mean_before"), concept.get("error_mean")
+    if before is not None and after is not None:
+        moved = "rose" if after > before else "fell"
+        text += f": the online model's error {moved} from {float(before):.3f} to {float(after):.3f}"
+    return text
 
 
 def evidence_summary(evidence: dict[str, Any]) -> str:
@@ -428,6 +494,7 @@ def render_window_page(message: dict[str, Any], *, note: str) -> str:
         ("model version", str(message.get("model_version", ""))),
         ("dataset drift", "DRIFT" if message.get("dataset_drift") else "no drift"),
         ("share of drifted columns", f"{float(message.get('drift_share') or 0.0):.0%}"),
+        ("concept drift", concept_text(message.get("concept_drift"))),
         ("action", str(message.get("action") or "-")),
         ("why", str(message.get("action_reason") or "-")),
         ("estimated performance", _performance(message.get("estimated_performance"))),
@@ -450,7 +517,7 @@ th {{ background: #f4f4f4; }} td.drift {{ color: #b00020; font-weight: bold; }}
 <p id="churnstream-note">{esc(note)}</p>
 <table id="window">{rows}</table>
 <h2>Drift test of each column</h2>
-<table id="columns"><thead><tr><th>column</th><th>test</th><th>score</th><th>threshold</th><th>drift</th>
+<table id="columns"><thead><tr><th>column</th><th>test</th><th>score</th><th>rule</th><th>drift</th>
 </tr></thead><tbody>{"".join(tests)}</tbody></table>
 {_evidence_section(message)}
 </body></html>
@@ -461,9 +528,23 @@ def _test_row(name: str, test: dict[str, Any]) -> str:
     drifted = bool(test.get("drifted"))
     return (
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(test.get('method') or '-'))}</td>"
-        f"<td>{_number(test.get('score'))}</td><td>{_number(test.get('threshold'))}</td>"
+        f"<td>{_number(test.get('score'))}</td><td>{html.escape(drift_rule(test))}</td>"
         f"<td class='{'drift' if drifted else 'ok'}'>{'drift' if drifted else 'no drift'}</td></tr>"
     )
+
+
+def drift_rule(test: dict[str, Any]) -> str:
+    """When a column's score means drift: a p-value *below* its threshold, a distance *at or above* it.
+
+    >>> drift_rule({"method": "K-S p_value", "threshold": 0.05})
+    'drift if p-value < 0.05'
+    >>> drift_rule({"method": "Wasserstein distance (normed)", "threshold": 0.1})
+    'drift if distance >= 0.1'
+    """
+    threshold = _number(test.get("threshold"))
+    if "p_value" in str(test.get("method") or ""):
+        return f"drift if p-value < {threshold}"
+    return f"drift if distance >= {threshold}"
 
 
 def _number(value: Any) -> str:

@@ -315,6 +315,7 @@ def advise(
     realized: float | None,
     realized_reference: float | None,
     thresholds: Thresholds,
+    concept: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """``(action, reason)`` for one window.
 
@@ -326,7 +327,10 @@ def advise(
       reference's estimated one.
     - ``none`` otherwise: feature drift alone, with performance holding, asks for nothing; and without
       labels the monitor never says ``retrain`` (the estimate assumes the relation between features and
-      churn still holds, so only labels can show that it broke).
+      churn still holds, so only labels can show that it broke). A concept drift (``concept``, the detector's
+      state) the reason names, with whether the online model's error rose or fell; it gives no ``watch``
+      of its own: on a stationary simulated shop (``bench/bench_monitor.py``) the error moves while the
+      online model warms up, and a ``watch`` there put five false alarms in its first six windows.
 
     >>> t = Thresholds(watch=0.03, retrain=0.05)
     >>> advise(drifted=True, estimated=0.80, estimated_reference=0.81, realized=None,
@@ -345,6 +349,14 @@ def advise(
     >>> advise(drifted=True, estimated=None, estimated_reference=None, realized=None,
     ...        realized_reference=None, thresholds=t)
     ('none', 'drift; performance not measured (no estimate, no labels yet)')
+
+    Concept drift: whether the errors rose, and whether labels already tell:
+
+    >>> rose = {"detected": True, "error_mean_before": 0.30, "error_mean": 0.36}
+    >>> print(advise(drifted=True, estimated=0.80, estimated_reference=0.81, realized=None,
+    ...        realized_reference=None, thresholds=t, concept=rose)[1])  # doctest: +NORMALIZE_WHITESPACE
+    drift, but performance holds by the estimate; concept drift (the online model's error rose from 0.300
+    to 0.360): the labels will tell
     """
     base = realized_reference if realized_reference is not None else estimated_reference
     if realized is not None and base is not None:
@@ -365,9 +377,29 @@ def advise(
     if not measured:
         verdict = "drift" if drifted else "no drift"
         return "none", f"{verdict}; performance not measured (no estimate, no labels yet)"
-    if drifted:
-        return "none", "drift, but performance holds"
-    return "none", "no drift, performance holds"
+    verdict = "drift, but performance holds" if drifted else "no drift, performance holds"
+    shift = _concept_shift(concept)
+    if shift is None:
+        return "none", verdict
+    before, after = shift
+    change = (
+        f"the online model's error {'rose' if after > before else 'fell'} from {before:.3f} to {after:.3f}"
+    )
+    if after <= before:
+        return "none", f"{verdict}; concept drift ({change}: it predicts better)"
+    if realized is None:  # not watch: the online model's error moves while it warms up (bench_monitor)
+        return "none", f"{verdict} by the estimate; concept drift ({change}): the labels will tell"
+    return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
+
+
+def _concept_shift(concept: dict[str, Any] | None) -> tuple[float, float] | None:
+    """``(error before, error after)`` of a detected concept drift, or None."""
+    if not concept or not concept.get("detected"):
+        return None
+    before, after = concept.get("error_mean_before"), concept.get("error_mean")
+    if before is None or after is None:
+        return None
+    return float(before), float(after)
 
 
 # What a person does about an action (the reason ends with it).

@@ -374,7 +374,19 @@ def test_each_report_estimates_performance_and_names_the_window_whose_labels_are
     with run_monitor(short, tmp_path) as monitor:
         send_batches(short, monitoring_batches(stream))
         reports = wait_reports(short, monitor, 8)  # windows 1 and 2 become the reference
+        listing = monitor.get("/")[1].decode()
     windows = [stream[i * WINDOW_ROWS : (i + 1) * WINDOW_ROWS] for i in range(10)]
+    # the list page leads with the newest window's advice, and names the window a realized ROC-AUC is of
+    newest = reports[-1]
+    headline = re.findall(r'<p id="headline" class="(\w+)"><b>Latest window \(([^ ]+) \.\. ([^,]+),', listing)
+    assert headline == [(newest["action"], newest["window_start"][:10], newest["window_end"][:10])]
+    for report in reports:
+        realized = report["realized_performance"]
+        if realized is not None:
+            assert (
+                f"{realized['value']:.3f}<br><small>(labels of {realized['window_start'][:10]} .. "
+                f"{realized['window_end'][:10]})</small>"
+            ) in listing
     bounds = [(w[0]["as_of"], w[-1]["as_of"]) for w in windows]
     realized_seen = 0
     for i, report in enumerate(reports, start=2):
