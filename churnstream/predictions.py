@@ -6,6 +6,7 @@ The ``churn_predictions``, ``churn_alerts`` and ``churn_outcomes`` messages of t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -146,13 +147,18 @@ class Reason:
 
 def reasons_text(alert: Mapping[str, Any]) -> str:
     """An alert's ``top_reasons`` as people read them (the ``churnstream alerts`` lines, the monitor's
-    alerts page): each feature with its value, and its contribution to 3 significant digits, signed, in
-    the unit the alert's explanation names.
+    alerts page): each feature with its value to about 4 significant digits (``tenure_days=468``, not
+    ``468.0287``), and its contribution to 3 significant digits, signed, in the unit the alert's
+    explanation names.
 
-    >>> reasons_text({"explanation": {"unit": "log-odds", "base": -0.4}, "top_reasons": [
+    >>> print(reasons_text({"explanation": {"unit": "log-odds", "base": -0.4}, "top_reasons": [
     ...     {"feature": "spent_total", "value": 1234567.5, "contribution": 0.00123456},
-    ...     {"feature": "orders_total", "value": 143, "contribution": -1.7214}]})
-    'spent_total=1,234,567.5 (+0.00123), orders_total=143 (-1.72) in log-odds'
+    ...     {"feature": "orders_total", "value": 143, "contribution": -1.7214},
+    ...     {"feature": "recency_days", "value": 90.3471, "contribution": 0.2},
+    ...     {"feature": "return_rate", "value": 0.03125, "contribution": 0.01}]}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    spent_total=1,234,568 (+0.00123), orders_total=143 (-1.72), recency_days=90.35 (+0.2),
+    return_rate=0.0312 (+0.01) in log-odds
     """
     shown = []
     for reason in alert.get("top_reasons") or []:
@@ -162,7 +168,10 @@ def reasons_text(alert: Mapping[str, Any]) -> str:
         elif isinstance(value, int) or float(value).is_integer():
             value_text = f"{int(value):,}"
         else:
-            value_text = f"{value:,.4f}".rstrip("0").rstrip(".")
+            decimals = min(4, max(0, 3 - math.floor(math.log10(abs(value))))) if value else 0
+            value_text = f"{value:,.{decimals}f}"
+            if "." in value_text:
+                value_text = value_text.rstrip("0").rstrip(".")
         contribution = reason.get("contribution")
         signed = f"{contribution:+.3g}" if isinstance(contribution, (int, float)) else str(contribution)
         shown.append(f"{reason.get('feature')}={value_text} ({signed})")

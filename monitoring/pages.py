@@ -210,8 +210,13 @@ def render_alerts_page(
     ...     "recommended_actions": ["call"]}], scanned=7)
     >>> "data-customer='C&lt;1&gt;'" in page, "recency_days=60 (+0.9)" in page, "of 7 alerts" in page
     (True, True, True)
+    >>> "picked by value_at_risk" in page, "<th>priority" in page  # priority is the value at risk here
+    (True, False)
     """
     esc = html.escape
+    # the policy is one for all, nearly always: said once; priority gets a column when it is not the value
+    policies = sorted({str(a.get("policy") or "-") for a in alerts})
+    own_priority = any(a.get("priority") != a.get("value_at_risk") for a in alerts)
     rows = []
     for rank, a in enumerate(alerts, 1):
         reasons = reasons_text(a)
@@ -221,10 +226,10 @@ def render_alerts_page(
             f"data-priority='{esc(str(a.get('priority')))}'>"
             f"<td class='num'>{rank}</td><td>{esc(str(a.get('customer_id')))}</td>"
             f"<td>{esc(str(a.get('as_of')))}</td><td class='num'>{_fixed(a.get('churn_probability'), 3)}</td>"
+            f"<td>{esc(str(a.get('risk_category') or '-'))}</td>"
             f"<td class='num'>{_fixed(a.get('value_at_risk'), 2)}</td>"
-            f"<td class='num'>{_fixed(a.get('priority'), 2)}</td>"
-            f"<td>{esc(str(a.get('policy') or '-'))}</td>"
-            f"<td>{'held back: do not contact' if holdout else 'no'}</td>"
+            + (f"<td class='num'>{_fixed(a.get('priority'), 2)}</td>" if own_priority else "")
+            + f"<td>{'held back: do not contact' if holdout else 'no'}</td>"
             f"<td>{esc(reasons) or '-'}</td>"
             f"<td>{esc('; '.join(str(x) for x in a.get('recommended_actions') or [])) or '-'}</td></tr>"
         )
@@ -235,7 +240,9 @@ def render_alerts_page(
     else:
         status = (
             f"<p id='status'>The {len(alerts)} alerts of highest priority in {esc(month)} (event time), "
-            f"one per customer, of {scanned:,} alerts read from the end of the alerts topic.</p>"
+            f"one per customer, of {scanned:,} alerts read from the end of the alerts topic; picked by "
+            f"{esc('; '.join(policies))}. Value at risk: what the customer is expected to bring over the "
+            "horizon, times the churn probability, in the unit of order amounts.</p>"
         )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>churnstream top alerts</title>
@@ -244,8 +251,8 @@ def render_alerts_page(
 {_nav(base)}
 {status}
 <table id="top-alerts"><thead><tr><th>#</th><th>customer</th><th>as of</th><th>churn probability</th>
-<th>value at risk</th><th>priority</th><th>policy</th><th>holdout</th><th>top reasons</th><th>actions</th>
-</tr></thead><tbody>{"".join(rows)}</tbody></table>
+<th>risk</th><th>value at risk</th>{"<th>priority</th>" if own_priority else ""}<th>holdout</th>
+<th>top reasons</th><th>actions</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
 </body></html>
 """
 

@@ -211,6 +211,10 @@ def test_the_pages_list_the_top_alerts_and_the_daily_report_of_what_was_publishe
     assert "Top alerts of 2024-05" in alerts_page.decode() and f"of {len(alerts)} alerts read" in (
         alerts_page.decode()
     )
+    # the policy said once, the risk on every row, no priority column repeating the value at risk
+    page = alerts_page.decode()
+    assert "picked by value_at_risk budget=0.1/month" in page and "<th>priority</th>" not in page
+    assert page.count("<td>HIGH</td>") == len(expected)
     held = [a for a in expected if a["holdout"]]
     assert held and alerts_page.decode().count("held back: do not contact") == len(held)
     assert alerts_json["month"] == "2024-05" and alerts_json["alerts"] == expected
