@@ -195,23 +195,33 @@ def held_out_auc(
 
 
 def pick_alerts(alerts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """Up to ``n`` alerts whose top reasons differ, spread over the period."""
+    """Up to ``n`` alerts of different customers, whose top reasons differ where they can, spread over the
+    period.
+
+    >>> a = [{"customer_id": c, "top_reasons": [{"feature": f}]} for c, f in
+    ...      [("1", "x"), ("1", "y"), ("2", "x"), ("3", "x")]]
+    >>> [(p["customer_id"], p["top_reasons"][0]["feature"]) for p in pick_alerts(a, 3)]
+    [('1', 'x'), ('2', 'x'), ('3', 'x')]
+    """
     picked: list[dict[str, Any]] = []
     seen: set[str] = set()
+    customers: set[str] = set()
     step = max(len(alerts) // (4 * max(n, 1)), 1)
     for alert in alerts[::step]:
         reasons = alert.get("top_reasons") or [{}]
         top = str(reasons[0].get("feature"))
-        if top in seen:
+        if top in seen or str(alert.get("customer_id")) in customers:
             continue
         seen.add(top)
+        customers.add(str(alert.get("customer_id")))
         picked.append(alert)
         if len(picked) == n:
             return picked
     for alert in alerts:
         if len(picked) == n:
             break
-        if alert not in picked:
+        if str(alert.get("customer_id")) not in customers:
+            customers.add(str(alert.get("customer_id")))
             picked.append(alert)
     return picked
 
