@@ -162,6 +162,7 @@ class ReportStore:
         self.topic_prefix = topic_prefix
         self._workspace: Any = None
         self._project_id: Any = None
+        self._shadow_panel = False
         self._lock = threading.Lock()
 
     def html_path(self, report_id: str) -> Path:
@@ -197,38 +198,41 @@ class ReportStore:
         tmp.replace(html)
         _write_text(self.evidently_json_path(report_id), snapshot.json())
         return self._try_add_run(
-            lambda: snapshot if run is None else with_window_values(snapshot, run), report_id
+            lambda: snapshot if run is None else with_window_values(snapshot, run),
+            report_id,
+            shadow=run is not None and run.has_shadow,
         )
 
     def save_light(self, report_id: str, run: WindowRun, page: str) -> str | None:
         """A window without its full Evidently report: its own ``page`` as its HTML, and its light run (the
         numbers behind the dashboard) in the workspace; the run's id."""
         self.save_page(report_id, page)
-        return self._try_add_run(lambda: light_snapshot(run), report_id)
+        return self._try_add_run(lambda: light_snapshot(run), report_id, shadow=run.has_shadow)
 
     def save_page(self, report_id: str, page: str) -> None:
         """Write a window's own page (HTML) as its ``<report_id>.html``."""
         self.root.mkdir(parents=True, exist_ok=True)
         _write_text(self.html_path(report_id), page)
 
-    def _try_add_run(self, snapshot: Any, name: str) -> str | None:
+    def _try_add_run(self, snapshot: Any, name: str, *, shadow: bool = False) -> str | None:
         if not self.use_workspace:
             return None
         try:
-            return self._add_run(snapshot(), name)
+            return self._add_run(snapshot(), name, shadow=shadow)
         except Exception:  # the workspace is a convenience; the window's page is saved
             log.exception("could not add report %s to the Evidently workspace", name)
             return None
 
-    def _add_run(self, snapshot: Any, name: str) -> str:
+    def _add_run(self, snapshot: Any, name: str, *, shadow: bool = False) -> str:
         with self._lock:
-            if self._workspace is None:
+            if self._workspace is None or (shadow and not self._shadow_panel):
                 from evidently.ui.workspace import Workspace
 
                 self.workspace_path.mkdir(parents=True, exist_ok=True)
-                workspace = Workspace(str(self.workspace_path))
-                self._project_id = ensure_project(workspace, self.project_name)
+                workspace = self._workspace or Workspace(str(self.workspace_path))
+                self._project_id = ensure_project(workspace, self.project_name, shadow=shadow)
                 self._workspace = workspace
+                self._shadow_panel = self._shadow_panel or shadow
             marker = self.root / f"{name}.run"
             if marker.is_file():  # drawn again after a restart: the window keeps one run
                 with contextlib.suppress(Exception):

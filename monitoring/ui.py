@@ -72,6 +72,11 @@ class WindowRun:
     metadata: dict[str, str]
     values: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def has_shadow(self) -> bool:
+        """Whether the run carries a shadow model's numbers (the dashboard then needs its panel)."""
+        return any(column in self.values for column in SHADOW_VALUES)
+
 
 def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: float | None) -> WindowRun:
     """The run of the window whose ``drift_reports`` message is ``message`` (its JSON shape)."""
@@ -201,9 +206,10 @@ def with_window_values(snapshot: Any, run: WindowRun) -> Any:
     return Snapshot.load_model(model)
 
 
-def dashboard_panels() -> list[Any]:
-    """The dashboard's panels: one line plot over event time per window number, then the champion's and
-    the shadow's realized ROC-AUC on one plot (:data:`SHADOW_PANEL`)."""
+def dashboard_panels(*, shadow: bool = True) -> list[Any]:
+    """The dashboard's panels: one line plot over event time per window number, then (``shadow``: once a
+    model has been in shadow; before, the panel would stand empty) the champion's and the shadow's
+    realized ROC-AUC on one plot (:data:`SHADOW_PANEL`)."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
@@ -215,17 +221,24 @@ def dashboard_panels() -> list[Any]:
             line_plot_panel(title=title, values=[metric(column, column)], size="half")
             for column, title in WINDOW_VALUES.items()
         ),
-        line_plot_panel(
-            title=SHADOW_PANEL,
-            values=[metric("champion_roc_auc", "champion"), metric("shadow_roc_auc", "shadow")],
-            size="half",
+        *(
+            [
+                line_plot_panel(
+                    title=SHADOW_PANEL,
+                    values=[metric("champion_roc_auc", "champion"), metric("shadow_roc_auc", "shadow")],
+                    size="half",
+                )
+            ]
+            if shadow
+            else []
         ),
     ]
 
 
-def ensure_project(workspace: Any, name: str = PROJECT) -> Any:
+def ensure_project(workspace: Any, name: str = PROJECT, *, shadow: bool = False) -> Any:
     """The id of project ``name`` in ``workspace``, created with its dashboard if missing; panels
-    missing from an existing project's dashboard are added (never twice)."""
+    missing from an existing project's dashboard are added (never twice); the shadow panel only with
+    ``shadow`` (a run carries a shadow's numbers)."""
     from evidently.sdk.models import DashboardModel, DashboardTabModel
 
     found = workspace.search_project(name)
@@ -236,7 +249,7 @@ def ensure_project(workspace: Any, name: str = PROJECT) -> Any:
     )
     dashboard = workspace.get_dashboard(project.id) or DashboardModel(tabs=[], panels=[])
     have = {panel.title for panel in dashboard.panels}
-    missing = [panel for panel in dashboard_panels() if panel.title not in have]
+    missing = [panel for panel in dashboard_panels(shadow=shadow) if panel.title not in have]
     if missing:
         tab = next((t for t in dashboard.tabs if t.title == DASHBOARD_TAB), None)
         if tab is None:

@@ -174,9 +174,13 @@ def test_monitor_judges_windows_and_the_renderer_writes_files(
     full_run = workspace.get_run(project.id, str(rendered.run_id))
     assert full_run is not None and len(full_run.widgets) > 5  # the drift report itself, not just numbers
     titles = [panel.title for panel in workspace.get_dashboard(project.id).panels]
-    assert titles == [*WINDOW_VALUES.values(), SHADOW_PANEL]
+    assert titles == list(WINDOW_VALUES.values())  # no shadow yet: no empty champion-vs-shadow panel
     ensure_project(workspace)  # again, as after a restart: nothing doubles
-    assert len(workspace.get_dashboard(project.id).panels) == len(WINDOW_VALUES) + 1
+    assert len(workspace.get_dashboard(project.id).panels) == len(WINDOW_VALUES)
+    ensure_project(workspace, shadow=True)  # a run with a shadow's numbers: its panel, once
+    ensure_project(workspace, shadow=True)
+    titles = [panel.title for panel in workspace.get_dashboard(project.id).panels]
+    assert titles == [*WINDOW_VALUES.values(), SHADOW_PANEL]
     assert len(workspace.search_project("churnstream")) == 1
 
     # a window drawn again (by a monitor restarted before its records were committed): still one run
