@@ -119,10 +119,13 @@ def run_through_faults(
     at: tuple[float, ...],
     name: str,
     replayed_long: bool = False,
+    between: int = 0,
     **worker_env: str,
 ) -> None:
     """Stream the world through a worker, call ``fault`` once the worker has committed each fraction
-    ``at`` of the stream, publish the rest, wait until it has committed everything, then check."""
+    ``at`` of the stream (``between``: publishing that many more records after each fault but the last,
+    so the worker has new writes to make before the next), publish the rest, wait until it has committed
+    everything, then check."""
     events_dir = world / "events"
     events = read_events(events_dir).events
     records = event_time_records(settings, events_dir)
@@ -141,8 +144,9 @@ def run_through_faults(
         assert worker.poll() is None, f"the worker exited waiting for {what}:\n{log_tail(log_path)}"
 
     positions = []
+    published = first
     try:
-        for fraction in at:
+        for i, fraction in enumerate(at):
             wait_for(
                 lambda f=fraction: committed_total(settings, group) >= f * total,
                 120,
@@ -151,7 +155,10 @@ def run_through_faults(
             positions.append(committed_total(settings, group))
             fault()
             assert worker.poll() is None, f"the worker exited during the fault:\n{log_tail(log_path)}"
-        produce_records(settings, records[first:], as_they_happen=True)  # read while it is produced
+            if between and i < len(at) - 1:
+                produce_records(settings, records[published : published + between], as_they_happen=True)
+                published += between
+        produce_records(settings, records[published:], as_they_happen=True)  # read while it is produced
         wait_for(lambda: committed_everything(settings, group), 90, "the worker to catch up after the faults")
     finally:
         stop_worker(worker, log_path)
@@ -299,9 +306,14 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
             copy.update(snapshot())
             assert copy, "nothing in Redis yet"
             return
-        # the worker writes Redis before it commits offsets: when it ran ahead of its commits it may have
-        # written everything published before the copy was taken, and going back to it changes nothing
-        went_back.append(snapshot() != copy)
+        # the worker writes Redis before it commits offsets, and may have written all it was given before
+        # the copy was taken; events published since give it more: wait until Redis holds writes the copy
+        # lacks, so going back to the copy really takes them away
+        deadline = time.monotonic() + 60
+        while snapshot() == copy:
+            assert time.monotonic() < deadline, "Redis never moved past the copy"
+            time.sleep(0.2)
+        went_back.append(True)
         pipe = client.pipeline(transaction=True)
         pipe.flushall()
         for key, value in copy.items():
@@ -310,13 +322,20 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
 
     try:
         run_through_faults(
-            own, world, tmp_path / "worker.log", lag, (0.15, 0.35), "Redis back behind", replayed_long=True
+            own,
+            world,
+            tmp_path / "worker.log",
+            lag,
+            (0.15, 0.35),
+            "Redis back behind",
+            replayed_long=True,
+            between=200,  # the worker runs ahead of its commits: new events give it writes the copy lacks
         )
     finally:
         client.close()
     print(f"fault table | Redis back behind | Redis went back: {went_back}")
-    if went_back == [True]:  # it held writes the copy lacks: the worker must have found them gone
-        assert "Redis no longer holds what this worker expects" in (tmp_path / "worker.log").read_text()
+    assert went_back == [True]  # it held writes the copy lacks: the worker must have found them gone
+    assert "Redis no longer holds what this worker expects" in (tmp_path / "worker.log").read_text()
 
 
 def test_a_redis_that_lost_everything_stops_the_worker_with_a_clear_message(
