@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -31,7 +32,9 @@ def test_requests_arriving_together_share_one_read_and_a_fresh_result_is_reused(
         try:
             first = asyncio.ensure_future(views.report())
             second = asyncio.ensure_future(views.report())
+            deadline = time.monotonic() + 30
             while not calls:
+                assert time.monotonic() < deadline, "the report view was never asked"
                 await asyncio.sleep(0.01)
             release.set()
             together = await asyncio.gather(first, second)
