@@ -283,7 +283,9 @@ def render_report_page(
             body = f"<p id='status'>Nothing happened on {esc(day)}.</p>"
         else:
             facts = "".join(
-                f"<tr><th>{esc(name)}</th>{_cell(name, value)}</tr>" for name, value in _flatten(found[0])
+                f"<tr><th>{esc(figure_label(name))}<br><small><code>{esc(name)}</code></small></th>"
+                f"{_cell(name, value)}</tr>"
+                for name, value in _flatten(found[0])
             )
             body = f"<p id='status'>Every figure of {esc(day)}.</p><table id='day'>{facts}</table>"
     elif not days:
@@ -316,6 +318,21 @@ as JSON: <a href="{esc(base)}/report.json{"" if day is None else "?day=" + esc(d
 
 
 REPORT_DAYS = 31  # days listed on the report page; older ones by ?day=
+
+
+def figure_label(name: str) -> str:
+    """A daily report figure's name as people read it (its JSON path stays beside it on the page).
+
+    >>> figure_label("outcomes.realized_roc_auc_so_far"), figure_label("alerts.outcomes.contacted.labelled")
+    ('outcomes: realized ROC-AUC so far', 'alerts: outcomes: contacted: labelled')
+    >>> figure_label("scoring_latency_ms.p50")
+    'scoring latency (ms): p50'
+    """
+    return ": ".join(
+        part.replace("roc_auc", "ROC-AUC").replace("_ms", " (ms)").replace("_", " ")
+        for part in name.split(".")
+    )
+
 
 _REPORT_COLUMNS = [
     ("day", "day"),
