@@ -70,6 +70,14 @@ ACTIVE_DAYS = 365.0
 """A customer is active while their last completed order is at most this many days old."""
 SHARES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 """The budget shares training records a priority threshold for."""
+HIGH_VALUE_AT_RISK = 50.0
+"""The value at risk (in the unit of order amounts) from which a customer is worth a person's time, when
+the model says nothing better: the scorer uses the model's priority threshold of the top
+:data:`PERSONAL_SHARE` of customers, in the shop's own unit and horizon."""
+PERSONAL_SHARE = 0.01
+"""The share of active customers a month worth a person's time: a value at risk at or above the model's
+priority threshold for it gets a personal call among the recommended actions (in the shop's own unit of
+order amounts and horizon; 40.96 on the CDNOW demo)."""
 POLICIES = ("value_at_risk", "high_risk")
 
 
@@ -405,4 +413,6 @@ __all__ = [
     "should_alert",
     "step_high_risk",
     "threshold_for",
+    "HIGH_VALUE_AT_RISK",
+    "PERSONAL_SHARE",
 ]

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from churnstream.messages import EXPLANATION_DIGITS, Reason
+from churnstream.models.alert_policy import HIGH_VALUE_AT_RISK
 from churnstream.models.batch import BatchModel
 from churnstream.models.blend import Blender
 from churnstream.models.online import OnlineModel
@@ -289,9 +290,6 @@ def _value(x: float) -> float | None:
         return None
     return int(x) if float(x).is_integer() else round(float(x), 4)
 
-
-HIGH_VALUE_AT_RISK = 50.0
-"""The value at risk (in the unit of order amounts) from which a customer is worth a person's time."""
 
 NEW_CUSTOMER_DAYS = 90.0
 """A customer is new, and onboarding is what they need, for this many days after their first event."""

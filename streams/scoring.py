@@ -32,6 +32,8 @@ from churnstream.features.store import Transaction
 from churnstream.ids import alert_id_for, prediction_id_for_event, prediction_id_for_sweep
 from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
 from churnstream.models.alert_policy import (
+    HIGH_VALUE_AT_RISK,
+    PERSONAL_SHARE,
     Budget,
     is_holdout,
     month_of,
@@ -81,6 +83,7 @@ class AlertRule:
     name: str  # "value_at_risk" or "high_risk"
     threshold: float | None  # the priority threshold (value_at_risk)
     describe: str  # the alerts' ``policy`` field
+    personal: float = HIGH_VALUE_AT_RISK  # the value at risk from which the actions have a person call
 
     @classmethod
     def of(cls, settings: Settings, metadata: dict[str, Any]) -> AlertRule:
@@ -88,16 +91,21 @@ class AlertRule:
         without one (trained before the budget existed) falls back to ``high_risk``, saying so."""
         cooldown = f"cooldown={settings.alert_cooldown_days:g}d"
         high, _ = settings.risk_thresholds(metadata.get("risk_thresholds"))
+        # a person calls the top PERSONAL_SHARE by value at risk, in the model's own measure of value
+        personal = threshold_for(metadata.get("alert_policy"), PERSONAL_SHARE) or HIGH_VALUE_AT_RISK
         if settings.alert_policy == "value_at_risk":
             share = settings.alert_budget_share
             threshold = threshold_for(metadata.get("alert_policy"), share)
             if threshold is not None:
                 text = f"value_at_risk budget={share:g}/month threshold={threshold:g} {cooldown}"
-                return cls("value_at_risk", threshold, text)
+                return cls("value_at_risk", threshold, text, personal)
             return cls(
-                "high_risk", None, f"high_risk high={high:g} {cooldown} (model has no value threshold)"
+                "high_risk",
+                None,
+                f"high_risk high={high:g} {cooldown} (model has no value threshold)",
+                personal,
             )
-        return cls("high_risk", None, f"high_risk high={high:g} {cooldown}")
+        return cls("high_risk", None, f"high_risk high={high:g} {cooldown}", personal)
 
 
 def add_to(total: BatchReport, part: BatchReport) -> None:
@@ -418,6 +426,7 @@ class BatchScoring:
                     top,
                     value_at_risk=p.value_at_risk,
                     features=scoring.rows[i],
+                    high_value_at_risk=rule.personal,
                 ),
                 top_reasons=list(top),
                 value_at_risk=p.value_at_risk,

@@ -15,7 +15,8 @@ import redis
 
 from churnstream.events import OrderEvent, parse_time
 from churnstream.features.offline import read_events
-from churnstream.models.alert_policy import month_of, threshold_for
+from churnstream.models.alert_policy import PERSONAL_SHARE, month_of, threshold_for
+from churnstream.models.explain import PERSONAL_WIN_BACK, SERVICE_RECOVERY
 from churnstream.models.registry import ModelRegistry
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.kafka import end_offsets, make_consumer
@@ -118,6 +119,12 @@ def test_value_at_risk_alerts_stay_within_the_budget_and_replay_identically(
     alerted = Counter(month for month, _ in per_month)
     for month, count in alerted.items():
         assert count <= 0.1 * len(base[month]), (month, count, len(base[month]))
+
+    # a person calls only at or above the model's value threshold for its top 1 % (the shop's own measure)
+    personal = threshold_for(metadata["alert_policy"], PERSONAL_SHARE)
+    assert personal is not None
+    called = [a for a in first if {PERSONAL_WIN_BACK, SERVICE_RECOVERY} & set(a["recommended_actions"])]  # type: ignore[arg-type]
+    assert called and all(a["value_at_risk"] >= personal for a in called)  # type: ignore[operator]
 
     # the control group: flagged, without actions; the others carry actions
     held = [a for a in first if a["holdout"]]
