@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import Counter
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from churnstream.errors import ChurnstreamError
 from churnstream.events import format_time
 from churnstream.models.evaluation import roc_auc
 from churnstream.settings import Settings
@@ -116,7 +118,9 @@ def print_summary(
     )
     from churnstream.models.registry import ModelRegistry
 
-    say(f"  risk          {risk_line(s, ModelRegistry(s.model_dir).metadata(r.model_version))}")
+    if r.model_version:  # a summary of topics alone (no model of its own) has no thresholds to name
+        with contextlib.suppress(ChurnstreamError):
+            say(f"  risk          {risk_line(s, ModelRegistry(s.model_dir).metadata(r.model_version))}")
     picked_by = _alerts_policy(outputs.alerts)
     say(f"  alerts        {r.alerts:,} for {r.alerted_customers:,} customers; {picked_by}")
     held = outputs.held_back
