@@ -92,7 +92,8 @@ class AlertRule:
         cooldown = f"cooldown={settings.alert_cooldown_days:g}d"
         high, _ = settings.risk_thresholds(metadata.get("risk_thresholds"))
         # a person calls the top PERSONAL_SHARE by value at risk, in the model's own measure of value
-        personal = threshold_for(metadata.get("alert_policy"), PERSONAL_SHARE) or HIGH_VALUE_AT_RISK
+        personal = threshold_for(metadata.get("alert_policy"), PERSONAL_SHARE)
+        personal = HIGH_VALUE_AT_RISK if personal is None else personal
         if settings.alert_policy == "value_at_risk":
             share = settings.alert_budget_share
             threshold = threshold_for(metadata.get("alert_policy"), share)
