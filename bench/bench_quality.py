@@ -650,7 +650,7 @@ def replay_alerts(
     """The alerts the scorer would raise over ``rows`` (in serving order) scored ``probabilities``: its
     decision code and per-customer state (risk, last alert); returns them and the policy's description."""
     from churnstream.features.layout import partition_of
-    from churnstream.models.alert_policy import Budget, pick_under_budget, should_alert
+    from churnstream.models.alert_policy import Budget, pick_under_budget, step_high_risk
     from churnstream.models.value import value_at_risk
     from churnstream.streams.scoring import AlertRule
 
@@ -665,10 +665,8 @@ def replay_alerts(
         risk = settings.risk_category(cp, model_risk)
         var = value_at_risk(cp, row, horizon_days=settings.horizon_days)
         state = held.setdefault(cid, {})
-        previous = state.get("risk")
-        state["risk"] = risk
-        last = state.get("alerted")
         if rule.threshold is not None:
+            state["risk"] = risk
             picked = pick_under_budget(
                 state,
                 budgets[partition_of(cid, settings.topic_partitions)],
@@ -680,9 +678,7 @@ def replay_alerts(
                 cooldown_ms=settings.cooldown_ms,
             )
         else:
-            picked = should_alert(
-                risk, previous_risk=previous, last_alerted=last, as_of=as_of, cooldown_ms=settings.cooldown_ms
-            )
+            picked = step_high_risk(state, risk, as_of=as_of, cooldown_ms=settings.cooldown_ms)
         if picked:
             state["alerted"] = as_of
             alerts.append({"customer_id": cid, "as_of": as_of, "value_at_risk": var, "probability": cp})

@@ -167,6 +167,8 @@ def reasons_text(alert: Mapping[str, Any]) -> str:
             value_text = "null" if value is None else str(value)
         elif isinstance(value, int) or float(value).is_integer():
             value_text = f"{int(value):,}"
+        elif not math.isfinite(value):  # another producer's NaN or inf: shown, not a crash
+            value_text = str(value)
         else:
             decimals = min(4, max(0, 3 - math.floor(math.log10(abs(value))))) if value else 0
             value_text = f"{value:,.{decimals}f}"

@@ -2,7 +2,8 @@
 
 :func:`explain` splits a customer's score into additive contributions, in ``log-odds`` of the *blended*
 probability (the one decisions use): for each row ``x``, with ``f = logit p`` and ``r`` the reference
-customer (every feature at its training median, :meth:`~churnstream.models.batch.BatchModel.median_vector`)::
+customer (a typical customer who stayed: each feature at its median over the training rows labelled 0,
+missing where most of them miss it; :meth:`~churnstream.models.batch.BatchModel.median_vector`)::
 
     base + sum(contributions) == f(x),    base = f(r)
 
@@ -425,7 +426,7 @@ def recommended_actions(
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
     customer = _Customer(
-        valuable=value_at_risk is not None and value_at_risk >= high_value_at_risk,
+        valuable=value_at_risk is not None and value_at_risk > 0 and value_at_risk >= high_value_at_risk,
         orders_total=number("orders_total"),
         tenure_days=number("tenure_days"),
         negative_tickets=number("negative_tickets_total"),

@@ -561,13 +561,13 @@ def drift_rule(test: dict[str, Any]) -> str:
     """When a column's score means drift: a p-value *below* its threshold, a distance *at or above* it.
 
     >>> drift_rule({"method": "K-S p_value", "threshold": 0.05})
-    'drift if p-value < 0.05'
+    'drift if p-value <= 0.05'
     >>> drift_rule({"method": "Wasserstein distance (normed)", "threshold": 0.1})
     'drift if distance >= 0.1'
     """
-    threshold = _number(test.get("threshold"))
-    if "p_value" in str(test.get("method") or ""):
-        return f"drift if p-value < {threshold}"
+    threshold, method = _number(test.get("threshold")), str(test.get("method") or "")
+    if "p_value" in method:  # K-S flags a p-value at its threshold too (monitoring.stattests)
+        return f"drift if p-value {'<=' if method.startswith('K-S') else '<'} {threshold}"
     return f"drift if distance >= {threshold}"
 
 

@@ -241,14 +241,23 @@ def risk_line(s: Settings, metadata: dict[str, Any]) -> str:
     which 99.97 % churned, and the next 22 %); CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD override them
     >>> print(risk_line(Settings(high_threshold=0.8, medium_threshold=0.5), meta))
     HIGH from 0.8, MEDIUM from 0.5: set by CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD
+    >>> print(risk_line(Settings(high_threshold=0.999), meta))
+    HIGH from 0.999, MEDIUM from 0.952: HIGH set by CHURN_HIGH_THRESHOLD, MEDIUM the model's own
     >>> print(risk_line(Settings(), {}))
     HIGH from 0.7, MEDIUM from 0.4: the contract's defaults (the model has no thresholds of its own)
     """
     own = metadata.get("risk_thresholds")
     high, medium = s.risk_thresholds(own)
     where = f"HIGH from {high:.3g}, MEDIUM from {medium:.3g}: "
-    if s.high_threshold is not None or s.medium_threshold is not None:
+    if s.high_threshold is not None and s.medium_threshold is not None:
         return where + "set by CHURN_HIGH_THRESHOLD / CHURN_MEDIUM_THRESHOLD"
+    if s.high_threshold is not None or s.medium_threshold is not None:
+        which = "HIGH" if s.high_threshold is not None else "MEDIUM"
+        other = "MEDIUM" if which == "HIGH" else "HIGH"
+        return where + (
+            f"{which} set by CHURN_{which}_THRESHOLD, {other} the "
+            + ("model's own" if own else "contract's default")
+        )
     if not own:
         return where + "the contract's defaults (the model has no thresholds of its own)"
     t = metadata.get("thresholds") or {}

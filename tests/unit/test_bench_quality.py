@@ -176,3 +176,16 @@ def test_the_simulator_window_ends_a_horizon_before_the_period(bench: ModuleType
     assert len(w.months) == 4 and w.train_until == w.months[0]
     with pytest.raises(SystemExit, match="too short"):
         bench.simulator_window(start, start + 200 * DAY_MS, 90 * DAY_MS)
+
+
+def test_the_alert_replay_follows_the_scorers_high_risk_rule(bench: ModuleType) -> None:
+    """A turn to HIGH held back by the cooldown raises the alert when it ends, as the scorer does
+    (churnstream.models.alert_policy.step_high_risk): the benchmark's figures are the product's."""
+    from churnstream.settings import Settings
+
+    settings = Settings(alert_policy="high_risk", high_threshold=0.7, medium_threshold=0.4)
+    days = [0, 2, 4, 6, 8, 9]
+    rows = [{"customer_id": "c", "as_of": d * DAY_MS, "recency_days": 1.0} for d in days]
+    p = np.array([0.9, 0.5, 0.9, 0.9, 0.9, 0.9])
+    alerts, _ = bench.replay_alerts(rows, p, settings=settings, metadata={})
+    assert [a["as_of"] // DAY_MS for a in alerts] == [0, 8]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ from churnstream.models.explain import (
     recommended_actions,
 )
 from churnstream.models.online import OnlineModel
+from churnstream.predictions import reasons_text
 
 NAMES = ["recency_days", "negative_tickets_total", "open_tickets", "spent_90d", "age"]
 MEDIANS = {
@@ -354,3 +356,25 @@ def test_rows_of_several_learners_explained_at_once_are_explained_as_each_alone(
             (r.feature, pytest.approx(r.contribution, abs=1e-12)) for r in alone.reasons
         ]
     assert together[0].base != pytest.approx(together[1].base)  # the blend, against the batch model alone
+
+
+def test_a_value_at_risk_of_zero_never_calls_for_a_person() -> None:
+    """A model whose top 1 % have no value at risk fits a personal-call threshold of 0: still no call for
+    a customer worth nothing."""
+    quiet = [Reason("recency_days", 200.0, 1.0)]
+    features = {"orders_total": 3, "tenure_days": 400.0}
+    assert recommended_actions(quiet, value_at_risk=0.0, features=features, high_value_at_risk=0.0) == [
+        WIN_BACK
+    ]
+    assert recommended_actions(quiet, value_at_risk=0.5, features=features, high_value_at_risk=0.0) == [
+        PERSONAL_WIN_BACK
+    ]
+
+
+def test_reasons_text_shows_a_value_that_is_not_finite_instead_of_failing() -> None:
+    """Another producer's alert may carry NaN (json.loads reads it): `churnstream alerts` lists it."""
+    alert = json.loads(
+        '{"top_reasons": [{"feature": "avg_satisfaction", "value": NaN, "contribution": 0.3},'
+        ' {"feature": "x", "value": Infinity, "contribution": 0.1}]}'
+    )
+    assert reasons_text(alert) == "avg_satisfaction=nan (+0.3), x=inf (+0.1)"
