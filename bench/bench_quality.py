@@ -650,7 +650,7 @@ def replay_alerts(
     """The alerts the scorer would raise over ``rows`` (in serving order) scored ``probabilities``: its
     decision code and per-customer state (risk, last alert); returns them and the policy's description."""
     from churnstream.features.layout import partition_of
-    from churnstream.models.alert_policy import Budget, pick_under_budget, step_high_risk
+    from churnstream.models.alert_policy import Budget
     from churnstream.models.value import value_at_risk
     from churnstream.streams.scoring import AlertRule
 
@@ -664,23 +664,16 @@ def replay_alerts(
         cid, as_of = row["customer_id"], row["as_of"]
         risk = settings.risk_category(cp, model_risk)
         var = value_at_risk(cp, row, horizon_days=settings.horizon_days)
-        state = held.setdefault(cid, {})
-        if rule.threshold is not None:
-            state["risk"] = risk
-            picked = pick_under_budget(
-                state,
-                budgets[partition_of(cid, settings.topic_partitions)],
-                priority=var,
-                as_of=as_of,
-                recency_days=row["recency_days"],
-                threshold=rule.threshold,
-                share=settings.alert_budget_share,
-                cooldown_ms=settings.cooldown_ms,
-            )
-        else:
-            picked = step_high_risk(state, risk, as_of=as_of, cooldown_ms=settings.cooldown_ms)
-        if picked:
-            state["alerted"] = as_of
+        if rule.picks(
+            held.setdefault(cid, {}),
+            risk,
+            budget=budgets[partition_of(cid, settings.topic_partitions)],
+            priority=var,
+            as_of=as_of,
+            recency_days=row["recency_days"],
+            share=settings.alert_budget_share,
+            cooldown_ms=settings.cooldown_ms,
+        ):
             alerts.append({"customer_id": cid, "as_of": as_of, "value_at_risk": var, "probability": cp})
     return alerts, rule.describe
 

@@ -27,7 +27,7 @@ from churnstream.features.labels import (
     next_answer,
     resolve_by_event,
 )
-from churnstream.features.state import scoring_state
+from churnstream.features.state import ScoringState, scoring_state
 from churnstream.features.store import Transaction
 from churnstream.ids import alert_id_for, prediction_id_for_event, prediction_id_for_sweep
 from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
@@ -107,6 +107,40 @@ class AlertRule:
                 personal,
             )
         return cls("high_risk", None, f"high_risk high={high:g} {cooldown}", personal)
+
+    def picks(
+        self,
+        held: ScoringState,
+        risk: str,
+        *,
+        budget: Budget | None,
+        priority: float,
+        as_of: int,
+        recency_days: float | None,
+        share: float,
+        cooldown_ms: int,
+    ) -> bool:
+        """Whether a customer's prediction (in their time order) raises an alert, recording in ``held`` (their
+        scoring state) its risk and, when picked, the alert's time: the one decision the scorer makes and
+        ``bench/bench_quality.py`` replays. ``budget``: the partition's, for ``value_at_risk``."""
+        if self.threshold is not None:
+            assert budget is not None, "the value_at_risk policy counts against a partition's budget"
+            held["risk"] = risk
+            picked = pick_under_budget(
+                held,
+                budget,
+                priority=priority,
+                as_of=as_of,
+                recency_days=recency_days,
+                threshold=self.threshold,
+                share=share,
+                cooldown_ms=cooldown_ms,
+            )
+        else:
+            picked = step_high_risk(held, risk, as_of=as_of, cooldown_ms=cooldown_ms)
+        if picked:
+            held["alerted"] = as_of
+        return picked
 
 
 def add_to(total: BatchReport, part: BatchReport) -> None:
@@ -242,22 +276,16 @@ class BatchScoring:
                     ]
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
                 held = scoring_state(state)  # the scorer's part of the state: risk, last alert, labels
-                if rule.threshold is not None:
-                    held["risk"] = risk
-                    picked = pick_under_budget(
-                        held,
-                        budgets[scoring.partitions[i]],
-                        priority=var,
-                        as_of=as_of,
-                        recency_days=scoring.rows[i]["recency_days"],
-                        threshold=rule.threshold,
-                        share=share,
-                        cooldown_ms=self.settings.cooldown_ms,
-                    )
-                else:
-                    picked = step_high_risk(held, risk, as_of=as_of, cooldown_ms=self.settings.cooldown_ms)
-                if picked:
-                    held["alerted"] = as_of
+                if rule.picks(
+                    held,
+                    risk,
+                    budget=budgets.get(scoring.partitions[i]),
+                    priority=var,
+                    as_of=as_of,
+                    recency_days=scoring.rows[i]["recency_days"],
+                    share=share,
+                    cooldown_ms=self.settings.cooldown_ms,
+                ):
                     alerts_rows.append(i)
                 tx.touch(cid)
             latest = month_of(max(scoring.as_of))
