@@ -123,5 +123,24 @@ class ModelQuality:
         return {m: len(self._labels[m]) for m in MODELS}
 
 
+def error_shift(state: dict[str, Any] | None) -> tuple[float, float, str] | None:
+    """A detected concept drift (``state``: :meth:`ConceptDriftDetector.state`) as the online model's error
+    before and after, and in words; None without a detection.
+
+    >>> error_shift({"detected": True, "error_mean_before": 0.3012, "error_mean": 0.3662})[2]
+    "the online model's error rose from 0.301 to 0.366"
+    >>> error_shift({"detected": False}) is None, error_shift(None) is None
+    (True, True)
+    """
+    if not state or not state.get("detected"):
+        return None
+    before, after = state.get("error_mean_before"), state.get("error_mean")
+    if before is None or after is None:
+        return None
+    before, after = float(before), float(after)
+    moved = "rose" if after > before else "fell"
+    return before, after, f"the online model's error {moved} from {before:.3f} to {after:.3f}"
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)

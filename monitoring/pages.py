@@ -37,6 +37,7 @@ import json
 from typing import Any
 
 from churnstream.errors import ChurnstreamError
+from churnstream.monitoring.concept import error_shift
 from churnstream.predictions import reasons_text
 from churnstream.timefmt import format_time, parse_time
 
@@ -419,12 +420,8 @@ def concept_text(concept: dict[str, Any] | None) -> str:
         return "-"
     if not concept.get("detected"):
         return "none detected"
-    text = f"detected at {concept.get('at')}"
-    before, after = concept.get("error_mean_before"), concept.get("error_mean")
-    if before is not None and after is not None:
-        moved = "rose" if after > before else "fell"
-        text += f": the online model's error {moved} from {float(before):.3f} to {float(after):.3f}"
-    return text
+    shift = error_shift(concept)
+    return f"detected at {concept.get('at')}" + ("" if shift is None else f": {shift[2]}")
 
 
 def evidence_summary(evidence: dict[str, Any]) -> str:

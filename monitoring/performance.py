@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from churnstream.monitoring.concept import error_shift
+
 log = logging.getLogger(__name__)
 
 METRIC = "roc_auc"
@@ -378,28 +380,15 @@ def advise(
         verdict = "drift" if drifted else "no drift"
         return "none", f"{verdict}; performance not measured (no estimate, no labels yet)"
     verdict = "drift, but performance holds" if drifted else "no drift, performance holds"
-    shift = _concept_shift(concept)
+    shift = error_shift(concept)
     if shift is None:
         return "none", verdict
-    before, after = shift
-    change = (
-        f"the online model's error {'rose' if after > before else 'fell'} from {before:.3f} to {after:.3f}"
-    )
+    before, after, change = shift
     if after <= before:
         return "none", f"{verdict}; concept drift ({change}: it predicts better)"
     if realized is None:  # not watch: the online model's error moves while it warms up (bench_monitor)
         return "none", f"{verdict} by the estimate; concept drift ({change}): the labels will tell"
     return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
-
-
-def _concept_shift(concept: dict[str, Any] | None) -> tuple[float, float] | None:
-    """``(error before, error after)`` of a detected concept drift, or None."""
-    if not concept or not concept.get("detected"):
-        return None
-    before, after = concept.get("error_mean_before"), concept.get("error_mean")
-    if before is None or after is None:
-        return None
-    return float(before), float(after)
 
 
 # What a person does about an action (the reason ends with it).
