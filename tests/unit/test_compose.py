@@ -25,9 +25,37 @@ def _ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in compose["services"].items() if s.get("image") == "churnstream:latest"}
 
 
-def _resolved(environment: dict[str, Any]) -> dict[str, str]:
-    """The environment as compose gives it when the shell sets nothing (``${VAR:-default}`` -> default)."""
-    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in environment.items()}
+# Where the containers find Kafka, Redis, each other and their volumes: all ``environment:`` may pin, since
+# compose lets it win over every env_file, churnstream.env too.
+PINNED = {
+    "CHURN_KAFKA_BOOTSTRAP",
+    "CHURN_REDIS_URL",
+    "CHURN_MODEL_DIR",
+    "CHURN_REPORT_DIR",
+    "CHURN_VAR_DIR",
+    "CHURN_WEB_HOST",
+    "CHURN_API_HOST",
+    "CHURN_API_PORT",
+    "DO_NOT_TRACK",
+}
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and line[0] != "#")
+    return {k: v for k, v in pairs}
+
+
+def _resolved(service: dict[str, Any], user: dict[str, str] | None = None) -> dict[str, str]:
+    """A container's environment as compose gives it: the env files in order (``user``: what
+    churnstream.env holds), then ``environment:`` over them."""
+    env: dict[str, str] = {}
+    for entry in service.get("env_file") or []:
+        path = entry["path"] if isinstance(entry, dict) else entry
+        if path == "churnstream.env":
+            env.update(user or {})
+        else:
+            env.update(_env_file(ROOT / path))
+    return {**env, **{k: str(v) for k, v in (service.get("environment") or {}).items()}}
 
 
 def test_every_service_runs_a_command_the_cli_has(compose: dict[str, Any]) -> None:
@@ -41,9 +69,26 @@ def test_every_service_runs_a_command_the_cli_has(compose: dict[str, Any]) -> No
         assert args.command in ("topics", "score", "monitor", "serve"), name
 
 
+def test_what_churnstream_env_sets_reaches_every_container(compose: dict[str, Any]) -> None:
+    """Before, `environment:` listed the token and the tunable settings as `${VAR:-default}`; compose lets
+    `environment:` win over env files, so a CHURN_API_TOKEN put in churnstream.env (where the file said
+    settings go) was replaced by an empty one, and the API, run with --allow-unauthenticated, served every
+    customer without a token."""
+    user = {"CHURN_API_TOKEN": "s3cret", "CHURN_HORIZON_DAYS": "60", "CHURN_PUBLIC_URL": "https://x/churn"}
+    for name, service in _ours(compose).items():
+        pinned = set(service.get("environment") or {})
+        assert pinned <= PINNED, (name, pinned - PINNED)
+        assert not any("${" in str(v) for v in (service.get("environment") or {}).values()), name
+        files = [e["path"] if isinstance(e, dict) else e for e in service["env_file"]]
+        assert files[-1] == "churnstream.env", name  # the user's file comes last: it wins over the defaults
+        settings = Settings.from_env(_resolved(service, user))
+        assert (settings.api_token, settings.horizon_days) == ("s3cret", 60.0), name
+        assert settings.pages_url == "https://x/churn", name
+
+
 def test_every_variable_is_a_setting_and_the_defaults_are_valid(compose: dict[str, Any]) -> None:
     for service in _ours(compose).values():
-        env = _resolved(service["environment"])
+        env = _resolved(service)
         assert Settings.unknown_variables(env) == []
         settings = Settings.from_env(env)  # raises ConfigError on a malformed value
         assert settings.model_dir == Path("/data/models") and settings.report_dir == Path("/data/reports")
@@ -60,7 +105,7 @@ def test_ports_and_paths_match_the_settings(compose: dict[str, Any]) -> None:
     assert f"127.0.0.1:{defaults.metrics_port}/health" in scorer_check
     assert f"{defaults.web_port}:{defaults.web_port}" in services["monitor"]["ports"]
     ui = services["evidently-ui"]["entrypoint"]
-    settings = Settings.from_env(_resolved(services["monitor"]["environment"]))
+    settings = Settings.from_env(_resolved(services["monitor"]))
     assert ui[ui.index("--workspace") + 1] == str(settings.report_dir / "workspace")
     host_port = services["monitor"]["ports"][0].split(":")[0]
     assert settings.pages_url == f"http://localhost:{host_port}"  # links in messages open the pages
@@ -73,7 +118,7 @@ def test_what_the_monitor_keeps_on_disk_is_on_a_volume(compose: dict[str, Any]) 
     from churnstream.streams.monitor import references_dir
 
     services = _ours(compose)
-    settings = Settings.from_env(_resolved(services["monitor"]["environment"]))
+    settings = Settings.from_env(_resolved(services["monitor"]))
     volumes = dict(v.split(":")[:2] for v in services["monitor"]["volumes"])
     named = set(compose.get("volumes") or {})
     on_volumes = {Path(path) for name, path in volumes.items() if name in named}
@@ -97,9 +142,7 @@ def test_the_api_service_serves_on_its_settings_port_with_a_token_variable(
     api = _ours(compose)["api"]
     args = build_parser().parse_args([str(a) for a in api["command"]])
     assert args.command == "serve"
-    env = _resolved(api["environment"])
-    assert "CHURN_API_TOKEN" in env and "${CHURN_API_TOKEN" in str(api["environment"]["CHURN_API_TOKEN"])
-    settings = Settings.from_env(env)
+    settings = Settings.from_env(_resolved(api))
     assert settings.api_host == "0.0.0.0"  # reachable through the published port
     check_exposure(settings, allow_unauthenticated=args.allow_unauthenticated)  # it starts without a token
     published = api["ports"][0].rsplit(":", 2)
@@ -123,7 +166,7 @@ def test_prometheus_scrapes_every_service_on_its_settings_port(compose: dict[str
     defaults = Settings()
     scorer = jobs["churnstream-scorer"]["dns_sd_configs"][0]
     assert scorer["names"] == ["scorer"] and scorer["port"] == defaults.metrics_port
-    api_env = _resolved(services["api"]["environment"])
+    api_env = _resolved(services["api"])
     assert jobs["churnstream-monitor"]["static_configs"][0]["targets"] == [f"monitor:{defaults.web_port}"]
     assert jobs["churnstream-api"]["static_configs"][0]["targets"] == [f"api:{api_env['CHURN_API_PORT']}"]
     for job in jobs.values():
