@@ -138,13 +138,22 @@ def effective(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str
 
 def check(s: Settings) -> None:
     """Raise :class:`ConfigError` for settings that cannot work together (see ``Settings.check``)."""
-    # unset ones are checked as the contract's defaults (a model's own thresholds are checked at training)
-    medium = 0.4 if s.medium_threshold is None else s.medium_threshold
-    high = 0.7 if s.high_threshold is None else s.high_threshold
-    if not 0.0 < medium <= high <= 1.0:
+    # one set alone pairs with the model's own other threshold (medium is capped at high where they meet:
+    # Settings.risk_thresholds); a model's own thresholds are checked at training
+    for var, value in (
+        ("CHURN_HIGH_THRESHOLD", s.high_threshold),
+        ("CHURN_MEDIUM_THRESHOLD", s.medium_threshold),
+    ):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ConfigError(f"{var} must be in (0, 1], got {value}")
+    if (
+        s.high_threshold is not None
+        and s.medium_threshold is not None
+        and s.medium_threshold > s.high_threshold
+    ):
         raise ConfigError(
-            "need 0 < CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD <= 1, got "
-            f"{s.medium_threshold} and {s.high_threshold}"
+            f"CHURN_MEDIUM_THRESHOLD ({s.medium_threshold}) must not be above CHURN_HIGH_THRESHOLD "
+            f"({s.high_threshold})"
         )
     if s.alert_policy not in ("value_at_risk", "high_risk"):
         raise ConfigError(f"CHURN_ALERT_POLICY must be value_at_risk or high_risk, got {s.alert_policy!r}")

@@ -117,9 +117,12 @@ def test_secrets_are_redacted_in_repr_and_str() -> None:
         ({"CHURN_TOPIC_PARTITIONS": "0"}, "CHURN_TOPIC_PARTITIONS must be positive"),
         ({"CHURN_MAX_FUTURE_SKEW_HOURS": "-1"}, "CHURN_MAX_FUTURE_SKEW_HOURS must not be negative"),
         ({"CHURN_ALERT_COOLDOWN_DAYS": "-0.5"}, "CHURN_ALERT_COOLDOWN_DAYS must not be negative"),
-        ({"CHURN_HIGH_THRESHOLD": "0.3"}, "CHURN_MEDIUM_THRESHOLD <= CHURN_HIGH_THRESHOLD"),
-        ({"CHURN_HIGH_THRESHOLD": "1.5"}, "<= 1"),
-        ({"CHURN_MEDIUM_THRESHOLD": "0"}, "0 < CHURN_MEDIUM_THRESHOLD"),
+        (
+            {"CHURN_HIGH_THRESHOLD": "0.3", "CHURN_MEDIUM_THRESHOLD": "0.5"},
+            "CHURN_MEDIUM_THRESHOLD (0.5) must not be above CHURN_HIGH_THRESHOLD (0.3)",
+        ),
+        ({"CHURN_HIGH_THRESHOLD": "1.5"}, "CHURN_HIGH_THRESHOLD must be in (0, 1], got 1.5"),
+        ({"CHURN_MEDIUM_THRESHOLD": "0"}, "CHURN_MEDIUM_THRESHOLD must be in (0, 1], got 0.0"),
         ({"CHURN_ALERT_POLICY": "loudest"}, "CHURN_ALERT_POLICY must be"),
         ({"CHURN_ALERT_BUDGET_SHARE": "0"}, "CHURN_ALERT_BUDGET_SHARE must be in"),
         ({"CHURN_ALERT_HOLDOUT_SHARE": "1"}, "CHURN_ALERT_HOLDOUT_SHARE must be in"),
@@ -130,6 +133,14 @@ def test_bad_values_raise_config_error(env: dict[str, str], message: str) -> Non
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert message in str(info.value)
+
+
+def test_one_threshold_set_alone_pairs_with_the_models_other() -> None:
+    """Each threshold set wins (README "Settings"); one set alone was checked against the contract's default
+    of the other and refused ("got 0.96 and None") though the model's own thresholds were 0.993 / 0.95."""
+    model = {"high": 0.993, "medium": 0.95}
+    assert Settings.from_env({"CHURN_MEDIUM_THRESHOLD": "0.96"}).risk_thresholds(model) == (0.993, 0.96)
+    assert Settings.from_env({"CHURN_HIGH_THRESHOLD": "0.35"}).risk_thresholds(model) == (0.35, 0.35)
 
 
 def test_redis_url_with_password_is_redacted_in_errors() -> None:
