@@ -51,7 +51,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from churnstream import __version__
@@ -124,6 +124,8 @@ class ApiMetrics:
 class ScoreOne(BaseModel):
     """Body of ``POST /customers/{customer_id}/score`` (optional)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt ``asOf`` is refused, not scored at the default
+
     as_of: StrictStr | StrictInt | None = Field(
         default=None,
         description="RFC 3339 time with an offset or integer epoch ms (default: the event time the "
@@ -135,10 +137,31 @@ class ScoreOne(BaseModel):
 class ScoreMany(BaseModel):
     """Body of ``POST /score``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     customer_ids: list[StrictStr] = Field(min_length=1, description="at most CHURN_API_MAX_BATCH ids")
     as_of: StrictStr | StrictInt | None = Field(
         default=None, description="as for one customer; one time for all of them"
     )
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error in words a caller can act on.
+
+    >>> _problem({"type": "extra_forbidden", "loc": ("body", "asOf"), "msg": "Extra inputs ..."})
+    "body: unknown field 'asOf' (the fields are as_of and, for POST /score, customer_ids)"
+    >>> _problem({"type": "model_attributes_type", "loc": ("body",), "msg": "Input should be ..."})
+    'body: must be a JSON object, sent with Content-Type: application/json'
+    """
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return f"body: unknown field {where!r} (the fields are as_of and, for POST /score, customer_ids)"
+    if kind == "json_invalid":
+        return f"body: not valid JSON ({(error.get('ctx') or {}).get('error', 'cannot be decoded')})"
+    if kind in ("model_attributes_type", "dict_type", "model_type"):
+        return f"{where}: must be a JSON object, sent with Content-Type: application/json"
+    return f"{where}: {error.get('msg')}"
 
 
 def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -314,10 +337,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-            for e in exc.errors()
-        ]
+        problems = [_problem(e) for e in exc.errors()]
         return _error(422, "invalid_request", "; ".join(problems) or "the request body is not valid")
 
     @app.exception_handler(StarletteHTTPException)
@@ -477,7 +497,10 @@ def cli(args: Any, settings: Settings) -> int:
     """Serve the API until SIGTERM/SIGINT (uvicorn finishes the requests in flight, then exits 0)."""
     import uvicorn
 
+    from churnstream.streams.health import listening_socket
+
     check_exposure(settings, allow_unauthenticated=args.allow_unauthenticated)
+    sock = listening_socket(settings.api_host, settings.api_port, setting="CHURN_API_PORT")
     service = build_service(settings)
     app = create_app(service, settings=settings)
     log.info(
@@ -500,7 +523,7 @@ def cli(args: Any, settings: Settings) -> int:
     # found and raises the signal again: these make that a clean exit 0, as for the other workers.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped)
-    uvicorn.Server(config).run()  # exits 1 itself when it cannot listen
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

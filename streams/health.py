@@ -11,12 +11,14 @@ even while the worker's own loop is blocked on it.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from churnstream.errors import ChurnstreamError
 from churnstream.settings import Settings
 
 Answer = tuple[bool, dict[str, Any]]  # (healthy or ready, the JSON body)
@@ -78,6 +80,28 @@ class DependencyProbe:
         return None
 
 
+def listening_socket(host: str, port: int, *, setting: str) -> socket.socket:
+    """A socket listening on ``host:port``; :class:`ChurnstreamError` naming ``setting`` (the variable that
+    chose the port) when it cannot, as when another process holds the port.
+
+    >>> held = listening_socket("127.0.0.1", 0, setting="CHURN_API_PORT")
+    >>> listening_socket("127.0.0.1", held.getsockname()[1], setting="CHURN_API_PORT")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    churnstream.errors.ChurnstreamError: cannot listen on 127.0.0.1:...: address already in use ...; set ...
+    >>> held.close()
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise ChurnstreamError(
+            f"cannot listen on {host}:{port}: {why} (another process may hold the port); set {setting} "
+            "to a free port, or stop what holds it"
+        ) from None
+
+
 def serve_http(
     host: str,
     port: int,
@@ -86,8 +110,10 @@ def serve_http(
     health: Callable[[], Answer],
     ready: Callable[[], Answer],
     name: str = "worker-http",
+    setting: str = "CHURN_METRICS_PORT",
 ) -> ThreadingHTTPServer:
-    """``/metrics``, ``/health`` and ``/ready`` in a daemon thread (see the module docstring)."""
+    """``/metrics``, ``/health`` and ``/ready`` in a daemon thread (see the module docstring); ``setting``
+    names the variable that chose the port, for the error when it is taken."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -110,7 +136,11 @@ def serve_http(
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    sock = listening_socket(host, port, setting=setting)
+    server = ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock  # the address family create_server chose: IPv6 hosts too
+    server.server_name, server.server_port = host, sock.getsockname()[1]
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server

@@ -188,6 +188,24 @@ def test_bad_requests_get_a_json_error_and_a_4xx_status(
     assert answer.json()["detail"] and "Traceback" not in answer.text
 
 
+def test_a_malformed_body_is_refused_with_what_to_send(client: TestClient) -> None:
+    """A misspelt field was ignored (scored at the default time, 200); a body without its content type or
+    not JSON got pydantic's words ("Input should be a valid dictionary...", "0: JSON decode error")."""
+    misspelt = client.post("/customers/c1/score", json={"asOf": format_time(REACHED)})
+    assert misspelt.status_code == 422 and "unknown field 'asOf'" in misspelt.json()["detail"]
+    many = client.post("/score", json={"customer_ids": ["c1"], "asof": 1})
+    assert many.status_code == 422 and "unknown field 'asof'" in many.json()["detail"]
+    untyped = client.post(
+        "/customers/c1/score", content=b'{"as_of": 1}', headers={"content-type": "text/plain"}
+    )
+    assert untyped.status_code == 422
+    assert "Content-Type: application/json" in untyped.json()["detail"]
+    broken = client.post(
+        "/score", content=b'{"customer_ids": [', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and "body: not valid JSON" in broken.json()["detail"]
+
+
 def test_a_wrong_method_says_which_are_allowed_and_health_answers_head(client: TestClient) -> None:
     wrong = client.delete("/customers/c1")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
@@ -389,3 +407,23 @@ def test_past_the_cap_requests_get_a_json_503_at_once_and_probes_still_answer(se
     assert seen["after"].status_code == 200  # the cap frees as requests finish
     assert "churn_api_requests_in_progress 0.0" in seen["metrics"]
     assert 'churn_api_requests_total{method="GET",route="unmatched",status="503"} 1.0' in seen["metrics"]
+
+
+def test_serve_on_a_taken_port_says_which_setting_to_change(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It logged "HTTP API on ...", then uvicorn's errno, and exited 3 (an exit status nobody documents)."""
+    import socket
+
+    from churnstream.cli import main
+
+    held = socket.create_server(("127.0.0.1", 0))
+    try:
+        monkeypatch.setenv("CHURN_API_PORT", str(held.getsockname()[1]))
+        monkeypatch.setenv("CHURN_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: the port comes first
+        assert main(["serve"]) == 1
+    finally:
+        held.close()
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1:" in err and "set CHURN_API_PORT to a free port" in err
+    assert "HTTP API on" not in err
