@@ -264,7 +264,8 @@ class ModelRegistry:
         )
 
     def rollback(self) -> str:
-        """Make the previously current version current again and return it."""
+        """Make the previously current version current again and return it. When it was in shadow (as a
+        model demoted by auto-promotion is), the shadow slot is emptied, as a promotion empties it."""
         with self._lock():
             hist = self._read_history()
             stack: list[str] = hist["stack"]
@@ -273,6 +274,8 @@ class ModelRegistry:
                 if candidate in self.versions() and candidate != self.current_version():
                     self.verify(candidate)
                     self._set_current(candidate, action="rollback", history=hist)
+                    if self.shadow_version() == candidate:
+                        self._set_shadow(None, reason="rolled back to")
                     return candidate
             raise ModelNotFoundError(f"nothing to roll back to in {self.root}: no earlier current version")
 

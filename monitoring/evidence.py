@@ -8,7 +8,15 @@ paired rows :func:`compare` computes, for each model, the ROC-AUC, the PR-AUC (a
 ``as_of``, the top ``share`` of the month's predictions by priority (probability, times the customer's
 value over the horizon where known) are the alerts, and the alert value is the share of them that churned
 (value-weighted where values are known) — and a percentile bootstrap interval on each paired difference
-(shadow minus champion, the same resampled rows for both).
+(shadow minus champion, the same resampled rows for both). The bootstrap resamples whole customers when
+their ids are given: a customer's predictions (one per event and one per sweep) share their features, the
+models' errors and mostly their label, so resampling single rows makes the interval several times too
+narrow, and two equally good models would read ``better`` or ``worse`` in about half of all shops.
+
+Only labels that are final count (:func:`evidence_from_outcomes`): a "stayed" label comes with the
+customer's next order, days after a prediction, a "churned" one only a horizon plus the allowed lateness
+after it. Counting every outcome read so far pairs old churners with non-churners of every age, and any
+drift of a model's scores over time then reads as a difference in ranking.
 
 The verdict reads the ROC-AUC difference: ``better`` when its whole interval lies above ``margin``,
 ``worse`` when it lies below zero, ``undecided`` otherwise, and ``too few labels`` under ``min_labels``
@@ -27,6 +35,7 @@ labels or with one class only.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,9 +120,11 @@ def compare(
     margin: float = 0.0,
     min_labels: int = 100,
     seed: int = 0,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Champion vs shadow on paired rows (see the module docstring): each metric's value for both, the
-    difference (shadow minus champion) and its bootstrap interval at ``level``, and the verdict."""
+    difference (shadow minus champion) and its bootstrap interval at ``level``, and the verdict.
+    ``groups``: each row's customer; the bootstrap then draws customers, each with all their rows."""
     y = np.asarray(labels, dtype=int)
     pc = np.asarray(champion, dtype=float)
     ps = np.asarray(shadow, dtype=float)
@@ -134,7 +145,7 @@ def compare(
     out: dict[str, Any] = {"labels": n, "positives": int(y.sum())}
     everything = np.arange(n)
     rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, n, n) for _ in range(samples)] if n else []
+    draws = _draws(n, groups, samples, rng) if n else []
     tail = (1.0 - level) / 2.0
     for name, metric in metric_of.items():
         c = metric(everything, pc) if n else None
@@ -160,6 +171,29 @@ def compare(
     return out
 
 
+def _draws(n: int, groups: Sequence[Any] | np.ndarray | None, samples: int, rng: Any) -> list[np.ndarray]:
+    """``samples`` bootstrap index sets of ``n`` rows: rows drawn with replacement, or, with ``groups``,
+    as many groups as there are, each with all of its rows.
+
+    >>> rng = np.random.default_rng(0)
+    >>> [sorted(d.tolist()) for d in _draws(5, ["a", "b", "a", "c", "b"], 2, rng)]  # a: 0, 2; b: 1, 4
+    [[1, 1, 3, 4, 4], [0, 0, 0, 2, 2, 2]]
+    """
+    if groups is None:
+        return [rng.integers(0, n, n) for _ in range(samples)]
+    codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1].ravel()
+    order = np.argsort(codes, kind="stable")  # the rows of group g: order[start[g] : start[g] + size[g]]
+    size = np.bincount(codes)
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    out = []
+    for _ in range(samples):
+        picked = rng.integers(0, len(size), len(size))
+        lengths = size[picked]
+        begins = np.r_[0, np.cumsum(lengths)[:-1]]
+        out.append(order[np.arange(int(lengths.sum())) + np.repeat(start[picked] - begins, lengths)])
+    return out
+
+
 def verdict(found: dict[str, Any], *, margin: float = 0.0, min_labels: int = 100) -> str:
     """``better``, ``worse``, ``undecided`` or ``too few labels`` from :func:`compare`'s ROC-AUC entry."""
     auc = found.get("roc_auc") or {}
@@ -179,19 +213,40 @@ def evidence_from_outcomes(
     *,
     shadow_version: str,
     champion_version: str | None = None,
+    final_until: int | None = None,
+    after: int | None = None,
     window_ms: int = 7 * 86_400_000,
     **options: Any,
 ) -> dict[str, Any]:
     """The evidence for ``shadow_version`` from outcome messages (as on ``churn_outcomes``, ``as_of`` in
-    epoch ms): cumulative and per window of ``window_ms`` of ``as_of``. Only outcomes that carry that
-    shadow's probability count; the champion's is their ``batch_probability``."""
-    rows = [
-        o
-        for o in outcomes
-        if o.get("shadow_model_version") == shadow_version and o.get("shadow_probability") is not None
-    ]
+    epoch ms): cumulative and per window of ``window_ms`` of ``as_of``. The champion's probability is an
+    outcome's ``batch_probability``. An outcome counts when it carries that shadow's probability and:
+
+    - its prediction was made by ``champion_version`` (its ``model_version``, where it names one);
+    - every label of its time is final: ``as_of <= final_until`` (the event time up to which predictions
+      have all their labels: the label clock minus the horizon and the allowed lateness);
+    - it was made after ``after`` (the later of the two models' training ends): a model is not judged on
+      the days whose outcomes it learned from.
+
+    ``left_out`` counts the others by reason. The bootstrap draws customers (``customer_id``) when every
+    outcome names one."""
+    left_out: Counter[str] = Counter()
+    rows = []
+    for o in outcomes:
+        if o.get("shadow_model_version") != shadow_version or o.get("shadow_probability") is None:
+            continue
+        made_by = o.get("model_version")
+        if champion_version is not None and made_by is not None and made_by != champion_version:
+            left_out[f"made by {made_by}, not the champion"] += 1
+        elif after is not None and o["as_of"] <= after:
+            left_out["made before a model's training end"] += 1
+        elif final_until is not None and o["as_of"] > final_until:
+            left_out["labels not all known yet"] += 1
+        else:
+            rows.append(o)
     rows.sort(key=lambda o: o["as_of"])
     as_of = np.array([o["as_of"] for o in rows], dtype=np.int64)
+    by_customer = all(o.get("customer_id") is not None for o in rows)
 
     def of(part: list[dict[str, Any]], times: np.ndarray) -> dict[str, Any]:
         return compare(
@@ -200,6 +255,7 @@ def evidence_from_outcomes(
             [o["shadow_probability"] for o in part],
             as_of=times,
             values=[o.get("customer_value") for o in part],  # the policy's priority: probability x value
+            groups=[o["customer_id"] for o in part] if by_customer else None,
             **options,
         )
 
@@ -216,6 +272,9 @@ def evidence_from_outcomes(
         "shadow_version": shadow_version,
         "champion_version": champion_version,
         "probabilities": "batch",
+        "final_until": final_until,
+        "after": after,
+        "left_out": dict(sorted(left_out.items())),
         "cumulative": of(rows, as_of),
         "windows": windows,
     }

@@ -49,7 +49,7 @@ class ReportPublisher:
         settled: Callable[[list[int]], None],
         max_jobs: int = 1,
         counters: Mapping[str, int] | None = None,
-        evidence: Callable[[str | None], dict[str, Any] | None] | None = None,
+        evidence: Callable[[str | None, str | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.renderer = renderer
@@ -124,7 +124,7 @@ class ReportPublisher:
             return
         try:  # reads churn_outcomes and the registry: off the event loop; never stops the report
             evidence = await asyncio.get_running_loop().run_in_executor(
-                None, self._evidence, job.message.get("action")
+                None, self._evidence, job.message.get("action"), job.message.get("window_end")
             )
         except Exception:
             log.exception("the shadow evidence, auto-promotion or retrain failed for this report")

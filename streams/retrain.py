@@ -10,9 +10,15 @@
 - The monitor (:class:`LoopWatch`, called on each drift report): while a model is in shadow it adds the
   evidence to the report (``evidence``), promotes the shadow when ``CHURN_AUTO_PROMOTE_MARGIN`` is set and
   the evidence says better by that margin over ``CHURN_AUTO_PROMOTE_MIN_LABELS`` labels (the demoted model
-  goes into shadow, so the same rule rolls back), and with ``CHURN_RETRAIN_ON_ADVICE=1`` starts
-  ``churnstream retrain`` in a subprocess (one at a time) when the report's action is ``retrain`` and no
-  model is in shadow.
+  goes into shadow, so the same rule rolls back; not before ``churn_outcomes`` was read to its end once),
+  and with ``CHURN_RETRAIN_ON_ADVICE=1`` starts ``churnstream retrain --until <the window's end>`` in a
+  subprocess (one at a time) when the report's action is ``retrain`` and no model is in shadow. With that
+  setting a shadow the evidence says is worse leaves the slot, so the loop goes on; while a shadow is still
+  undecided, a ``retrain`` advice is logged as waiting for it.
+
+The evidence counts the outcomes of predictions the current model made, after both models' training ends,
+whose labels are all final (see :func:`churnstream.monitoring.evidence.evidence_from_outcomes`); the label
+clock is the latest ``labeled_at`` read.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from churnstream.errors import ChurnstreamError, ModelError
 from churnstream.models.registry import ModelRegistry, evidence_text
@@ -40,40 +46,81 @@ from churnstream.timefmt import parse_time
 log = logging.getLogger(__name__)
 
 
-def _outcome(value: bytes | None) -> dict[str, Any] | None:
-    try:
-        obj = orjson.loads(value or b"")
-        if not isinstance(obj, dict) or obj.get("shadow_probability") is None:
-            return None
-        return {
-            "as_of": parse_time(obj["as_of"]),
-            "label": int(obj["label"]),
-            "batch_probability": float(obj["batch_probability"]),
-            "shadow_probability": float(obj["shadow_probability"]),
-            "shadow_model_version": str(obj["shadow_model_version"]),
-        }
-    except Exception:  # not an outcome this reader can use: counted by nobody, like a foreign message
-        return None
+class ShadowOutcomes:
+    """The outcomes that carry a shadow probability, as the evidence reads them, and the label clock: the
+    latest ``labeled_at`` of any outcome read (epoch ms)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.clock: int | None = None
+
+    def add(self, value: bytes | None) -> bool:
+        """Take one ``churn_outcomes`` message; True when it is a row of the evidence."""
+        try:
+            obj = orjson.loads(value or b"")
+            labeled_at = parse_time(obj["labeled_at"])
+            row = None
+            if obj.get("shadow_probability") is not None:
+                value_ = obj.get("customer_value")
+                row = {
+                    "as_of": parse_time(obj["as_of"]),
+                    "label": int(obj["label"]),
+                    "batch_probability": float(obj["batch_probability"]),
+                    "shadow_probability": float(obj["shadow_probability"]),
+                    "shadow_model_version": str(obj["shadow_model_version"]),
+                    "model_version": obj.get("model_version"),
+                    "customer_id": obj.get("customer_id"),
+                    "customer_value": None if value_ is None else float(value_),
+                }
+        except Exception:  # not an outcome this reader can use: counted by nobody, like a foreign message
+            return False
+        if self.clock is None or labeled_at > self.clock:
+            self.clock = labeled_at
+        if row is not None:
+            self.rows.append(row)
+        return row is not None
 
 
-def read_outcomes(settings: Settings) -> list[dict[str, Any]]:
+def read_outcomes(settings: Settings) -> ShadowOutcomes:
     """The outcomes on ``churn_outcomes`` (up to its current end) that carry a shadow probability."""
     from churnstream.streams.reading import read_to_end
 
-    found = []
+    found = ShadowOutcomes()
     for msg in read_to_end(settings, [settings.topics.churn_outcomes]):
-        row = _outcome(msg.value())
-        if row is not None:
-            found.append(row)
+        found.add(msg.value())
     return found
+
+
+def final_until(settings: Settings, clock: int | None) -> int | None:
+    """The latest ``as_of`` whose labels are all final by the label clock ``clock``."""
+    return None if clock is None else clock - settings.horizon_ms - settings.lateness_ms
+
+
+def trained_until(registry: ModelRegistry, *versions: str | None) -> int | None:
+    """The latest training end of ``versions`` (epoch ms), as their metadata records it."""
+    ends = []
+    for version in versions:
+        if version is None:
+            continue
+        try:
+            end = (registry.metadata(version).get("training_window") or {}).get("end")
+        except ModelError:
+            continue
+        if end:
+            ends.append(parse_time(end, "training_window.end"))
+    return max(ends, default=None)
 
 
 def evidence_for(settings: Settings, registry: ModelRegistry, version: str) -> dict[str, Any]:
     """The evidence for ``version`` against the current model, from ``churn_outcomes``."""
+    champion = registry.current_version()
+    found = read_outcomes(settings)
     return evidence_from_outcomes(
-        read_outcomes(settings),
+        found.rows,
         shadow_version=version,
-        champion_version=registry.current_version(),
+        champion_version=champion,
+        final_until=final_until(settings, found.clock),
+        after=trained_until(registry, version, champion),
         margin=0.0,
         min_labels=settings.monitor_min_labels,
         share=settings.alert_budget_share,
@@ -164,42 +211,47 @@ def cli(args: Any, settings: Settings) -> int:
 
 class OutcomeFollower:
     """The outcomes that carry a shadow probability, read incrementally from ``churn_outcomes`` by
-    assignment (no consumer group): each :meth:`poll` adds what was published since the last."""
+    assignment (no consumer group): each :meth:`poll` adds what was published since the last, reading
+    for at most ``max_seconds`` (the first for up to ``FIRST_READ_SECONDS``); ``caught_up`` says whether
+    the last poll reached the end of every partition."""
+
+    FIRST_READ_SECONDS = 60.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.rows: list[dict[str, Any]] = []
+        self.found = ShadowOutcomes()
+        self.caught_up = False
         self._consumer: Any = None
+        self._next: dict[int, int] = {}  # partition -> the next offset to read
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.found.rows
 
     def poll(self, *, max_seconds: float = 5.0) -> int:
+        """Read up to the end each partition had when the poll began; returns the evidence rows added."""
         from churnstream.streams.kafka import end_offsets, make_consumer
 
         topic = self.settings.topics.churn_outcomes
         if self._consumer is None:
-            self._consumer = make_consumer(
-                self.settings,
-                f"churnstream-evidence-{uuid.uuid4().hex[:12]}",
-                **{"enable.partition.eof": True},
-            )
+            self._consumer = make_consumer(self.settings, f"churnstream-evidence-{uuid.uuid4().hex[:12]}")
             marks = end_offsets(self._consumer, topic)
             self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in marks])
+            self._next = {p: low for p, (low, _high) in marks.items()}
+            max_seconds = max(max_seconds, self.FIRST_READ_SECONDS)
+        behind = {p: high for p, (_low, high) in end_offsets(self._consumer, topic).items()}
         added = 0
         deadline = time.monotonic() + max_seconds
-        eof: set[int] = set()
-        partitions = len(self._consumer.assignment())
-        while time.monotonic() < deadline and len(eof) < partitions:
+        while time.monotonic() < deadline:
+            behind = {p: high for p, high in behind.items() if self._next.get(p, 0) < high}
+            if not behind:
+                break
             msg = self._consumer.poll(0.2)
-            if msg is None:
+            if msg is None or msg.error() is not None:
                 continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    eof.add(msg.partition() or 0)
-                continue
-            row = _outcome(msg.value())
-            if row is not None:
-                self.rows.append(row)
-                added += 1
+            self._next[msg.partition() or 0] = (msg.offset() or 0) + 1
+            added += self.found.add(msg.value())
+        self.caught_up = not behind
         return added
 
     def close(self) -> None:
@@ -217,7 +269,7 @@ class LoopWatch:
         settings: Settings,
         *,
         outcomes: Callable[[], list[dict[str, Any]]] | None = None,
-        start_retrain: Callable[[], Any] | None = None,
+        start_retrain: Callable[[str | None], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = ModelRegistry(settings.model_dir)
@@ -226,37 +278,63 @@ class LoopWatch:
         self._start_retrain = start_retrain or self._spawn
         self.retraining: Any = None  # the running retrain process
 
-    def outcomes(self) -> list[dict[str, Any]]:
+    def outcomes(self) -> tuple[list[dict[str, Any]], int | None, bool]:
+        """The evidence rows, the label clock, and whether ``churn_outcomes`` was read to its end."""
         if self._outcomes is not None:
-            return self._outcomes()
+            rows = self._outcomes()
+            return rows, max((r["labeled_at"] for r in rows if "labeled_at" in r), default=None), True
         if self._follower is None:
             self._follower = OutcomeFollower(self.settings)
         self._follower.poll()
-        return self._follower.rows
+        return self._follower.rows, self._follower.found.clock, self._follower.caught_up
 
-    def on_report(self, action: str | None) -> dict[str, Any] | None:
-        """Evidence for the report (None without a shadow); promotes or retrains when the settings say."""
+    def on_report(self, action: str | None, until: str | None = None) -> dict[str, Any] | None:
+        """Evidence for the report (None without a shadow); promotes, retires a worse shadow or retrains
+        when the settings say. ``until``: the report's window end, where a retrain it starts stops reading."""
         shadow = self.registry.shadow_version()
         evidence = None
         if shadow is not None:
             evidence = self.evidence(shadow)
-            self.maybe_promote(evidence)
-        elif action == "retrain" and self.settings.retrain_on_advice:
-            self.maybe_retrain()
+            if self.maybe_promote(evidence) or not self.settings.retrain_on_advice:
+                return evidence
+            verdict = evidence["cumulative"]["verdict"]
+            if verdict != "worse":
+                if action == "retrain":
+                    log.warning(
+                        "the monitor advises retrain, but %s is in shadow and its evidence says %s: a "
+                        "retrain waits until it is promoted or leaves the slot (`churnstream models shadow "
+                        "--clear`)",
+                        shadow,
+                        verdict,
+                    )
+                return evidence
+            self.registry.shadow(
+                None,
+                reason=f"worse than {evidence['champion_version']} on "
+                f"{evidence['cumulative']['labels']} labels (CHURN_RETRAIN_ON_ADVICE)",
+            )
+            log.info("%s is worse than the current model on the evidence: it leaves the shadow slot", shadow)
+        if action == "retrain" and self.settings.retrain_on_advice:
+            self.maybe_retrain(until)
         return evidence
 
     def evidence(self, shadow: str) -> dict[str, Any]:
         s = self.settings
+        rows, clock, read_to_end = self.outcomes()
+        champion = self.registry.current_version()
         evidence = evidence_from_outcomes(
-            self.outcomes(),
+            rows,
             shadow_version=shadow,
-            champion_version=self.registry.current_version(),
+            champion_version=champion,
+            final_until=final_until(s, clock),
+            after=trained_until(self.registry, shadow, champion),
             margin=s.auto_promote_margin or 0.0,
             min_labels=max(
                 s.auto_promote_min_labels if s.auto_promote_margin is not None else 0, s.monitor_min_labels
             ),
             share=s.alert_budget_share,
         )
+        evidence["read_to_end"] = read_to_end
         try:  # for `models list`; the report carries the evidence either way
             self.registry.record_evidence(evidence)
         except OSError as exc:
@@ -268,7 +346,10 @@ class LoopWatch:
         if self.settings.auto_promote_margin is None or evidence["cumulative"]["verdict"] != "better":
             return False
         shadow, champion = evidence["shadow_version"], self.registry.current_version()
-        if shadow != self.registry.shadow_version():
+        if shadow != self.registry.shadow_version() or shadow == champion:
+            return False
+        if not evidence.get("read_to_end", True):
+            log.info("auto-promotion of %s waits until churn_outcomes is read to its end", shadow)
             return False
         log.info(
             "auto-promotion: %s beats %s (ROC-AUC difference %s over %d labels); promoting it",
@@ -282,15 +363,16 @@ class LoopWatch:
             self.registry.shadow(champion, reason="demoted by auto-promotion")
         return True
 
-    def maybe_retrain(self) -> bool:
-        """Start one retrain unless one is running; True when started."""
+    def maybe_retrain(self, until: str | None = None) -> bool:
+        """Start one retrain (on the events before ``until``, when given) unless one is running; True when
+        started."""
         if self.retraining is not None and self.retraining.poll() is None:
             return False
-        log.info("the monitor advises retrain: starting `churnstream retrain`")
-        self.retraining = self._start_retrain()
+        log.info("the monitor advises retrain: starting `churnstream retrain` (until %s)", until or "now")
+        self.retraining = self._start_retrain(until)
         return True
 
-    def _spawn(self) -> Any:
+    def _spawn(self, until: str | None) -> Any:
         return subprocess.Popen(
             [
                 sys.executable,
@@ -299,6 +381,7 @@ class LoopWatch:
                 "retrain",
                 "--model-dir",
                 str(self.settings.model_dir),
+                *(["--until", until] if until else []),
             ]
         )
 

@@ -26,7 +26,7 @@ from tests.integration.test_monitor_browser import (
     evidently_ui,
 )
 from tests.unit.test_models_shadow import _model
-from tests.unit.test_monitoring_evidence import _outcomes
+from tests.unit.test_monitoring_evidence import _outcomes, outcome_messages
 
 __all__ = ["browser"]  # the fixture, shared with the other browser test
 
@@ -44,10 +44,7 @@ def test_every_report_page_and_run_shows_the_shadows_evidence(
     produce_raw(
         settings,
         settings.topics.churn_outcomes,
-        [
-            (f"c{i}".encode(), json.dumps({**o, "as_of": T0 + o["as_of"]}).encode())
-            for i, o in enumerate(outcomes)
-        ],
+        [(m["customer_id"].encode(), json.dumps(m).encode()) for m in outcome_messages(outcomes, t0=T0)],
     )
     batches = [
         dataclasses.replace(b, model_version=champion)

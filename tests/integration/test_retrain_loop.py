@@ -34,7 +34,6 @@ from churnstream.models.train import train
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.retrain import LoopWatch
 from churnstream.streams.scorer import ScoringWorker, build_scorer
-from churnstream.timefmt import format_time
 from tests.integration.conftest import (
     committed_everything,
     consume_all,
@@ -242,7 +241,7 @@ def test_promote_shows_the_evidence_and_refuses_a_worse_shadow_unless_forced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tests.unit.test_models_shadow import _model
-    from tests.unit.test_monitoring_evidence import _outcomes
+    from tests.unit.test_monitoring_evidence import _outcomes, outcome_messages
 
     registry = ModelRegistry(tmp_path / "models")
     registry.register(_model(1), {}, promote=True)
@@ -250,22 +249,7 @@ def test_promote_shows_the_evidence_and_refuses_a_worse_shadow_unless_forced(
     registry.register(_model(3), {})
     registry.shadow("v0002")
     rows = _outcomes(1200, shadow_better=False) + _outcomes(200, shadow_better=True, version="v0009")
-    messages = [
-        {
-            "prediction_id": f"p{i}",
-            "customer_id": f"c{i}",
-            "as_of": format_time(r["as_of"]),
-            "labeled_at": format_time(r["as_of"] + 30 * DAY_MS),
-            "label": r["label"],
-            "source": "inactivity",
-            "batch_probability": r["batch_probability"],
-            "online_probability": None,
-            "churn_probability": r["batch_probability"],
-            "shadow_model_version": r["shadow_model_version"],
-            "shadow_probability": r["shadow_probability"],
-        }
-        for i, r in enumerate(rows)
-    ]
+    messages = outcome_messages(rows)
     produce_raw(
         settings, topics.churn_outcomes, [(m["customer_id"].encode(), orjson.dumps(m)) for m in messages]
     )

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from churnstream.models.registry import ModelRegistry
 from churnstream.monitoring.evidence import compare, evidence_from_outcomes, pr_auc, roc_auc
 from churnstream.settings import Settings
 from churnstream.streams.retrain import LoopWatch
+from churnstream.timefmt import format_time
 from tests.unit.test_models_shadow import _model
 
 DAY_MS = 86_400_000
@@ -33,6 +35,32 @@ def _outcomes(n: int, *, shadow_better: bool, version: str = "v0002", seed: int 
         }
         for i in range(n)
     ]
+
+
+def outcome_messages(rows: list[dict[str, Any]], *, t0: int = 0) -> list[dict[str, Any]]:
+    """``rows`` (as :func:`_outcomes` makes them) as ``churn_outcomes`` messages of predictions made ``t0``
+    on, each labelled by inactivity a horizon (30 d) after it, and one outcome without a shadow 38 days
+    after the last: the label clock past every one of theirs being final."""
+    messages = [
+        {
+            "prediction_id": f"p{i}",
+            "customer_id": f"c{i}",
+            "as_of": format_time(t0 + r["as_of"]),
+            "labeled_at": format_time(t0 + r["as_of"] + 30 * DAY_MS),
+            "label": r["label"],
+            "source": "inactivity",
+            "batch_probability": r["batch_probability"],
+            "online_probability": None,
+            "churn_probability": r["batch_probability"],
+            "shadow_model_version": r["shadow_model_version"],
+            "shadow_probability": r["shadow_probability"],
+        }
+        for i, r in enumerate(rows)
+    ]
+    last = t0 + max(r["as_of"] for r in rows)
+    clock = {**messages[-1], "prediction_id": "p-clock", "labeled_at": format_time(last + 38 * DAY_MS)}
+    clock["shadow_model_version"] = clock["shadow_probability"] = None
+    return [*messages, clock]
 
 
 def test_metrics_equal_scikit_learns_with_ties() -> None:
@@ -125,7 +153,7 @@ def test_retrain_on_advice_starts_one_retrain_at_a_time_without_a_shadow(tmp_pat
     _registry(tmp_path)
     started: list[_Process] = []
 
-    def start() -> _Process:
+    def start(until: str | None) -> _Process:
         started.append(_Process())
         return started[-1]
 
@@ -167,3 +195,182 @@ def test_the_alert_value_replays_the_policy_on_probability_times_the_customers_v
     unknown = [{k: v for k, v in o.items() if k != "customer_value"} for o in outcomes]
     by_probability = evidence_from_outcomes(unknown, shadow_version="v2", share=0.5, samples=10)
     assert by_probability["cumulative"]["alert_value"]["champion"] == 0.5  # rows 0 and 1
+
+
+def _drifting_shadow(clock_day: float) -> list[dict[str, Any]]:
+    """Outcomes known by ``clock_day`` (days of event time) of a shadow that ranks as well as the champion
+    within a day, but whose scores drift down over time, so it ranks worse across days (H = 30 d, lateness
+    7 d: the defaults)."""
+    rng = np.random.default_rng(3)
+    days, per_day = 60, 200
+    as_of = np.repeat(np.arange(days), per_day) + rng.random(days * per_day)
+    rate = np.exp(rng.normal(np.log(1 / 20), 1.0, as_of.size))  # orders a day
+    next_order = rng.exponential(1 / rate)
+    y = (next_order > 30).astype(int)
+    labeled_at = np.where(y == 0, as_of + next_order, as_of + 37)
+    risk = -np.log(rate)
+    champion = 1 / (1 + np.exp(-(risk - 3 + rng.normal(0, 0.7, as_of.size))))
+    shadow = 1 / (1 + np.exp(-(risk - 3 + rng.normal(0, 0.7, as_of.size) - 0.015 * as_of)))
+    return [
+        {
+            "as_of": int(as_of[i] * DAY_MS),
+            "labeled_at": int(labeled_at[i] * DAY_MS),
+            "label": int(y[i]),
+            "batch_probability": float(champion[i]),
+            "shadow_probability": float(shadow[i]),
+            "shadow_model_version": "v0002",
+            "model_version": "v0001",
+            "customer_id": f"c{i}",
+        }
+        for i in np.flatnonzero(labeled_at <= clock_day)
+    ]
+
+
+def test_the_evidence_waits_for_final_labels(tmp_path: Path) -> None:
+    """A "stayed" label comes with the next order, a "churned" one a horizon plus the lateness later: on
+    everything known by day 45 the drifting shadow would read better; on the predictions whose labels are
+    all final it does not, and the monitor does not promote it."""
+    rows = _drifting_shadow(45)
+    assert evidence_from_outcomes(rows, shadow_version="v0002")["cumulative"]["verdict"] == "better"
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    watch = LoopWatch(
+        Settings(model_dir=tmp_path, auto_promote_margin=0.0, auto_promote_min_labels=100),
+        outcomes=lambda: rows,
+    )
+    evidence = watch.on_report("none")
+    assert evidence is not None
+    final = max(r["labeled_at"] for r in rows) - 37 * DAY_MS  # the label clock minus 30 d and 7 d
+    assert evidence["final_until"] == final and 7 * DAY_MS < final <= 8 * DAY_MS
+    assert evidence["left_out"]["labels not all known yet"] == sum(r["as_of"] > final for r in rows)
+    assert evidence["cumulative"]["verdict"] != "better"
+    assert registry.current_version() == "v0001" and registry.shadow_version() == "v0002"
+    known = LoopWatch(Settings(model_dir=tmp_path), outcomes=lambda: _drifting_shadow(200)).on_report("none")
+    assert known is not None and known["cumulative"]["verdict"] == "worse"  # every label final
+
+
+def test_the_bootstrap_draws_customers_so_equal_models_rarely_differ() -> None:
+    """Two equally good models, 150 customers with 10 predictions each (an event and its sweeps share the
+    features, each model's error and mostly the label): resampling rows calls about half of the shops
+    better or worse; resampling customers about the 10% a 90% interval allows."""
+    rng = np.random.default_rng(0)
+    decided = {"rows": 0, "customers": 0}
+    shops, customers, per = 40, 150, 10
+    for shop in range(shops):
+        risk = rng.normal(0, 1.5, customers)
+        churner = (rng.random(customers) < 1 / (1 + np.exp(-risk))).astype(int)
+        y = np.repeat(churner, per)
+        y = np.where(rng.random(y.size) < 0.1, 1 - y, y)
+        champion = 1 / (1 + np.exp(-np.repeat(risk + rng.normal(0, 1, customers), per)))
+        shadow = 1 / (1 + np.exp(-np.repeat(risk + rng.normal(0, 1, customers), per)))
+        groups = np.repeat(np.arange(customers), per)
+        for name, by in (("rows", None), ("customers", groups)):
+            found = compare(y, champion, shadow, groups=by, samples=100, seed=shop)
+            decided[name] += found["verdict"] in ("better", "worse")
+    assert decided["rows"] >= 12, decided  # the flaw this guards against
+    assert decided["customers"] <= 9, decided
+
+
+def test_the_evidence_counts_only_the_champions_predictions_after_both_training_ends() -> None:
+    rows = _outcomes(1500, shadow_better=True)
+    for i, r in enumerate(rows):
+        r["model_version"] = "v0001" if i % 3 else "v0003"
+        r["customer_id"] = f"c{i % 500}"
+        r["customer_value"] = 2.0
+    found = evidence_from_outcomes(
+        rows, shadow_version="v0002", champion_version="v0001", after=rows[300]["as_of"]
+    )
+    assert found["left_out"] == {
+        "made before a model's training end": sum(
+            r["as_of"] <= rows[300]["as_of"] and r["model_version"] == "v0001" for r in rows
+        ),
+        "made by v0003, not the champion": 500,
+    }
+    assert found["cumulative"]["labels"] == sum(
+        r["as_of"] > rows[300]["as_of"] and r["model_version"] == "v0001" for r in rows
+    )
+
+
+def test_with_retrain_on_advice_a_worse_shadow_leaves_the_slot_and_the_retrain_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a candidate that stayed worse or undecided held the shadow slot for good, and every later
+    `retrain` advice did nothing, without a word."""
+    registry = _registry(tmp_path)
+    registry.shadow("v0002", reason="retrain")
+    started: list[str | None] = []
+
+    def start(until: str | None) -> _Process:
+        started.append(until)
+        return _Process()
+
+    settings = Settings(model_dir=tmp_path, retrain_on_advice=1)
+    undecided = _outcomes(1500, shadow_better=True)
+    for r in undecided:
+        r["shadow_probability"] = r["batch_probability"]
+    watch = LoopWatch(settings, outcomes=lambda: undecided, start_retrain=start)
+    with caplog.at_level("WARNING", logger="churnstream.streams.retrain"):
+        assert watch.on_report("retrain", "1998-03-01T00:00:00Z")["cumulative"]["verdict"] == "undecided"  # type: ignore[index]
+    assert started == [] and registry.shadow_version() == "v0002"
+    assert "v0002 is in shadow and its evidence says undecided" in caplog.text
+
+    worse = _outcomes(1500, shadow_better=False)
+    watch = LoopWatch(settings, outcomes=lambda: worse, start_retrain=start)
+    assert watch.on_report("none")["cumulative"]["verdict"] == "worse"  # type: ignore[index]
+    assert registry.shadow_version() is None and started == []
+    assert registry.log()[-1]["reason"] == "worse than v0001 on 1500 labels (CHURN_RETRAIN_ON_ADVICE)"
+    registry.shadow("v0002", reason="retrain")
+    watch.on_report("retrain", "1998-03-01T00:00:00Z")
+    assert registry.shadow_version() is None and started == ["1998-03-01T00:00:00Z"]
+
+
+def test_a_rollback_to_the_shadow_empties_the_slot_and_nothing_promotes_itself(tmp_path: Path) -> None:
+    """After an auto-promotion the demoted model is in shadow; rolling back to it left it both current and
+    shadow, and the monitor then promoted it over itself on every report."""
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    rows = _outcomes(1500, shadow_better=True)
+    watch = LoopWatch(Settings(model_dir=tmp_path, auto_promote_margin=0.0), outcomes=lambda: rows)
+    watch.on_report("none")
+    assert registry.current_version() == "v0002" and registry.shadow_version() == "v0001"
+    assert registry.rollback() == "v0001"
+    assert registry.current_version() == "v0001" and registry.shadow_version() is None
+    registry.shadow("v0001")  # by hand, all the same: the current model never promotes itself
+    promotions = sum(e["action"] == "promote" for e in registry.log())
+    self_rows = _outcomes(1500, shadow_better=True, version="v0001")
+    policy = Settings(model_dir=tmp_path, auto_promote_margin=0.0)
+    LoopWatch(policy, outcomes=lambda: self_rows).on_report("none")
+    assert sum(e["action"] == "promote" for e in registry.log()) == promotions
+
+
+def test_no_auto_promotion_before_the_outcomes_are_read_to_their_end(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    rows = _outcomes(1500, shadow_better=True)
+    watch = LoopWatch(Settings(model_dir=tmp_path, auto_promote_margin=0.0), outcomes=lambda: rows)
+    evidence = watch.evidence("v0002")
+    assert evidence["cumulative"]["verdict"] == "better"
+    assert not watch.maybe_promote({**evidence, "read_to_end": False})
+    assert watch.maybe_promote(evidence) and registry.current_version() == "v0002"
+
+
+def test_the_outcome_reader_keeps_what_the_evidence_filters_on_and_the_label_clock() -> None:
+    import orjson
+
+    from churnstream.streams.retrain import ShadowOutcomes
+
+    found = ShadowOutcomes()
+    base = {"prediction_id": "p", "customer_id": "c1", "as_of": "1998-01-01T00:00:00Z", "label": 1}
+    plain = {**base, "labeled_at": "1998-03-01T00:00:00Z", "batch_probability": 0.5, "model_version": "v1"}
+    shadowed = {
+        **plain,
+        "labeled_at": "1998-02-01T00:00:00Z",
+        "shadow_model_version": "v2",
+        "shadow_probability": 0.25,
+        "customer_value": 12.5,
+    }
+    assert not found.add(orjson.dumps(plain)) and found.add(orjson.dumps(shadowed))
+    assert not found.add(b"not json") and not found.add(orjson.dumps({**plain, "labeled_at": "soon"}))
+    assert found.clock == 888_710_400_000  # 1998-03-01: any outcome moves the label clock
+    (row,) = found.rows
+    assert (row["model_version"], row["customer_id"], row["customer_value"]) == ("v1", "c1", 12.5)

@@ -196,10 +196,10 @@ def test_the_publisher_asks_for_the_evidence_before_the_window_is_drawn(tmp_path
         store=ReportStore(tmp_path / "reports", workspace=False),
         config=MonitorConfig(window_rows=1000),
     )
-    asked: list[str | None] = []
+    asked: list[tuple[str | None, str | None]] = []
 
-    def evidence(action: str | None) -> dict[str, Any] | None:
-        asked.append(action)
+    def evidence(action: str | None, until: str | None) -> dict[str, Any] | None:
+        asked.append((action, until))
         if outcome == "fails":
             raise RuntimeError("churn_outcomes unreadable")
         return _evidence([]) if outcome == "evidence" else None
@@ -233,7 +233,7 @@ def test_the_publisher_asks_for_the_evidence_before_the_window_is_drawn(tmp_path
     asyncio.run(go())
     (report,) = published
     (job,) = renderer.jobs  # what the report worker was given to draw
-    assert asked == [report.action]
+    assert asked == [(report.action, report.to_json()["window_end"])]  # a retrain stops at the window's end
     message = json.loads(json.dumps(report.to_json()))
     if outcome == "evidence":
         assert message["evidence"]["cumulative"]["verdict"] == "better"
