@@ -81,6 +81,10 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES, P_SHADOW, P_MODEL = range(8)
+# The customer's latest prediction, kept after its label is known (ScoringState "last"): id, as_of and
+# the three probabilities at a pending one's places, then its model version and the risk category the
+# stream gave it.
+LATEST_MODEL, LATEST_RISK = 5, 6
 
 # Kept predictions open at once per customer (see add_pending); from half of it on, they are spaced.
 OPEN_LIMIT = 16
@@ -90,6 +94,31 @@ OPEN_LIMIT = 16
 MAX_PENDING = 2 * OPEN_LIMIT
 
 _COMPLETED = STATUS_CODE["completed"]
+
+
+def note_latest(
+    state: CustomerState,
+    prediction_id: str,
+    as_of: int,
+    batch: float,
+    online: float | None,
+    churn: float,
+    model_version: str | None,
+    risk: str,
+) -> None:
+    """Keep ``prediction_id`` as the customer's latest prediction unless a later one is kept: the API
+    answers with it once its label is known and it has left the pending ones.
+
+    >>> s = {}
+    >>> note_latest(s, "p2", 20, 0.5, None, 0.5, "v1", "LOW")
+    >>> note_latest(s, "p1", 10, 0.9, None, 0.9, "v1", "HIGH")  # an earlier one, scored late
+    >>> s["scoring"]["last"]
+    ['p2', 20, 0.5, None, 0.5, 'v1', 'LOW']
+    """
+    held = scoring_state(state)
+    last = held.get("last")
+    if last is None or as_of >= last[P_AS_OF]:
+        held["last"] = [prediction_id, as_of, batch, online, churn, model_version, risk]
 
 
 # -- the rule ------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class ScoringState(TypedDict, total=False):
     risk: str  # risk category of the latest prediction (high_risk: as the alert rule last saw it)
     alerted: int  # as_of of the latest alert
     au: int  # active until (last completed order + 365 d), as the alert budget counted the customer
+    last: list[Any]  # the latest prediction, kept after its label (see churnstream.features.labels)
 
 
 class CustomerState(FeatureState, total=False):

@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 from churnstream.errors import ChurnstreamError, EventError, ModelNotFoundError
 from churnstream.events import format_time, now_ms, parse_time
-from churnstream.features.labels import P_AS_OF, P_BATCH, P_CHURN, P_ID, P_MODEL, P_ONLINE
+from churnstream.features.labels import (
+    LATEST_MODEL,
+    LATEST_RISK,
+    P_AS_OF,
+    P_BATCH,
+    P_CHURN,
+    P_ID,
+    P_MODEL,
+    P_ONLINE,
+)
 from churnstream.features.store import FeatureStore
 from churnstream.messages import Prediction
 from churnstream.models.serving import ModelSet, load_models, restore_learner
@@ -110,28 +119,41 @@ def latest_prediction(
     settings: Settings,
     metadata_of: Callable[[str | None], Mapping[str, Any] | None] = lambda version: None,
 ) -> dict[str, Any] | None:
-    """The newest prediction the customer's state still holds, or None.
+    """The customer's latest prediction as the stream emitted it (its probabilities, model and risk
+    category), or None before the first.
 
-    The store does not keep every prediction: the scorer keeps a customer's recent predictions until
-    their label is known (a bounded, thinned set), so this is the newest of those still open, with its
-    probabilities and model as the stream emitted them; ``churn_predictions`` holds them all.
-    ``metadata_of``: the metadata of the model that made it (its version; None for a prediction kept
-    before predictions kept their model), whose risk thresholds apply where no setting overrides them,
-    so its ``risk_category`` is the one the stream gave it, whichever model is current now.
+    The scorer keeps it apart from the predictions still waiting for their label (``status: "pending"``),
+    so it stays after its label is known (``status: "labelled"``; ``churn_outcomes`` has the outcome).
+    States written before it was kept have only the pending ones: their newest, or None. Its risk category
+    is the one the stream gave it; for a pending one of such a state, the thresholds of the model that
+    made it (``metadata_of`` its version) where no setting overrides them.
     """
-    pending = found.state.get("scoring", {}).get("pend") or []
-    if not pending:
+    held = found.state.get("scoring", {})
+    pending = held.get("pend") or []
+    newest = max(pending, key=lambda row: row[P_AS_OF]) if pending else None
+    last = held.get("last")
+    if last is not None and (newest is None or last[P_AS_OF] >= newest[P_AS_OF]):
+        return {
+            "prediction_id": last[P_ID],
+            "as_of": format_time(last[P_AS_OF]),
+            "model_version": last[LATEST_MODEL],
+            "batch_probability": last[P_BATCH],
+            "online_probability": last[P_ONLINE],
+            "churn_probability": last[P_CHURN],
+            "risk_category": last[LATEST_RISK],
+            "status": "pending" if any(p[P_ID] == last[P_ID] for p in pending) else "labelled",
+        }
+    if newest is None:
         return None
-    p = max(pending, key=lambda row: row[P_AS_OF])
-    version = p[P_MODEL] if len(p) > P_MODEL else None
+    version = newest[P_MODEL] if len(newest) > P_MODEL else None
     return {
-        "prediction_id": p[P_ID],
-        "as_of": format_time(p[P_AS_OF]),
+        "prediction_id": newest[P_ID],
+        "as_of": format_time(newest[P_AS_OF]),
         "model_version": version,
-        "batch_probability": p[P_BATCH],
-        "online_probability": p[P_ONLINE],
-        "churn_probability": p[P_CHURN],
-        "risk_category": settings.risk_category(p[P_CHURN], _thresholds(metadata_of(version))),
+        "batch_probability": newest[P_BATCH],
+        "online_probability": newest[P_ONLINE],
+        "churn_probability": newest[P_CHURN],
+        "risk_category": settings.risk_category(newest[P_CHURN], _thresholds(metadata_of(version))),
         "status": "pending",
     }
 

@@ -25,6 +25,7 @@ from churnstream.features.labels import (
     add_pending,
     due_time,
     next_answer,
+    note_latest,
     resolve_by_event,
 )
 from churnstream.features.state import ScoringState, scoring_state
@@ -275,6 +276,7 @@ class BatchScoring:
                         )
                     ]
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
+                note_latest(state, pid, as_of, bp, op, cp, version, risk)
                 held = scoring_state(state)  # the scorer's part of the state: risk, last alert, labels
                 if rule.picks(
                     held,

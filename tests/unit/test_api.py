@@ -23,7 +23,7 @@ from churnstream.cli import build_parser
 from churnstream.errors import ConfigError
 from churnstream.events import OrderEvent, TicketEvent, format_time
 from churnstream.features.definitions import FEATURE_NAMES, features_as_of
-from churnstream.features.labels import add_pending
+from churnstream.features.labels import add_pending, note_latest
 from churnstream.features.store import MemoryFeatureStore
 from churnstream.models.batch import BatchModel
 from churnstream.models.registry import ModelRegistry
@@ -113,6 +113,32 @@ def test_get_customer_answers_features_at_the_partitions_time_and_the_newest_hel
         "status": "pending",
     }
     assert client.get("/customers/c2").json()["latest_prediction"] is None
+
+
+def test_the_latest_prediction_stays_after_its_label_with_the_category_the_stream_gave(
+    settings: Settings,
+) -> None:
+    """Before, a prediction left the answer with its label: most customers, the silent ones among them,
+    read null. The category is the one kept with it (LOW here, though 0.75 is HIGH by 0.7 / 0.4)."""
+    store = _store(settings)
+    tx = store.begin(["c2"])
+    note_latest(tx.state("c2"), "pred-swept", 200 * DAY_MS, 0.8, None, 0.75, "v0007", "LOW")
+    tx.touch("c2")
+    store.commit(tx)
+    with _client(settings, store) as client:
+        held = client.get("/customers/c2").json()["latest_prediction"]
+        older = client.get("/customers/c1").json()["latest_prediction"]
+    assert held == {
+        "prediction_id": "pred-swept",
+        "as_of": format_time(200 * DAY_MS),
+        "model_version": "v0007",
+        "batch_probability": 0.8,
+        "online_probability": None,
+        "churn_probability": 0.75,
+        "risk_category": "LOW",
+        "status": "labelled",
+    }
+    assert older["prediction_id"] == "pred-new" and older["status"] == "pending"  # a state from before
 
 
 def test_the_held_prediction_keeps_the_risk_category_its_own_model_gave_it(settings: Settings) -> None:
