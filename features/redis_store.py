@@ -364,7 +364,8 @@ class RedisFeatureStore(FeatureStore):
     def _legacy(self) -> bool:
         return bool(self._read(self._redis.exists, self._keys.legacy_meta))
 
-    def _where(self) -> str:
+    def where(self) -> str:
+        """Where this store keeps its state, for messages."""
         return f"Redis (namespace {self._keys.root!r})"
 
     def _active_rows(

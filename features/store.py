@@ -233,7 +233,7 @@ class FeatureStore(ABC):
         with the first write, never by the check itself: a worker that then refuses to start (Redis lost
         the state Kafka says was processed) leaves Redis as it found it."""
         found = self._layout()
-        check_layout(found, legacy=self._legacy(), partitions=partitions, where=self._where())
+        check_layout(found, legacy=self._legacy(), partitions=partitions, where=self.where())
         recorded = None if found is None else found.get("partitions")
         if found is None or recorded is None and partitions is not None:
             self._unrecorded_layout = {"version": layout.LAYOUT_VERSION, "partitions": partitions}
@@ -373,7 +373,8 @@ class FeatureStore(ABC):
         """Whether state of layout 1 (which recorded no layout) is stored."""
         return False
 
-    def _where(self) -> str:
+    def where(self) -> str:
+        """Where this store keeps its state, for messages."""
         return "the feature store"
 
 

@@ -71,6 +71,11 @@ def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Loo
         store.check_layout()  # learns the partition count once the scorer recorded it
     latest = reached(store, customer_id)
     if latest is None:
+        if store.layout_version() is None:  # not one write here: a wrong prefix or Redis, most often
+            raise UnknownCustomer(
+                f"unknown customer {customer_id!r}: {store.where()} holds nothing yet; no scorer has "
+                "written there. Check that CHURN_TOPIC_PREFIX and CHURN_REDIS_URL are the scorer's"
+            )
         raise UnknownCustomer(f"unknown customer {customer_id!r}: the service has seen no events yet")
     t = latest if as_of is None else as_of
     if t > latest:

@@ -215,6 +215,17 @@ def test_get_customer_gives_features_at_the_partitions_event_time_and_a_predicti
         store.close()
 
 
+def test_a_prefix_no_scorer_wrote_under_is_named_in_the_404(stream: Stream) -> None:
+    wrong = dataclasses.replace(stream.settings, topic_prefix=f"{stream.settings.topic_prefix}wrong.")
+    known = sorted(stream.latest)[0]
+    with _client(wrong) as client:
+        answer = client.get(f"/customers/{known}")
+    assert answer.status_code == 404, answer.text
+    detail = answer.json()["detail"]
+    assert f"Redis (namespace 'churn:{wrong.topic_prefix}" in detail and "holds nothing yet" in detail
+    assert "CHURN_TOPIC_PREFIX" in detail
+
+
 def test_bad_requests_get_clear_json_errors(stream: Stream) -> None:
     settings = dataclasses.replace(stream.settings, api_max_batch=3)
     service, store = _service(settings)

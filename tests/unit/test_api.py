@@ -453,3 +453,13 @@ def test_serve_on_a_taken_port_says_which_setting_to_change(
     err = capsys.readouterr().err
     assert "cannot listen on 127.0.0.1:" in err and "set CHURN_API_PORT to a free port" in err
     assert "HTTP API on" not in err
+
+
+def test_an_empty_namespace_says_to_check_the_prefix(settings: Settings) -> None:
+    """A wrong CHURN_TOPIC_PREFIX reads a namespace no scorer ever wrote: it said "the service has seen no
+    events yet", which sends the user looking at their publishers."""
+    with _client(settings, MemoryFeatureStore(lateness_ms=0)) as client:
+        answer = client.get("/customers/356")
+    assert answer.status_code == 404 and answer.json()["error"] == "unknown_customer"
+    assert "the feature store holds nothing yet" in answer.json()["detail"]
+    assert "Check that CHURN_TOPIC_PREFIX and CHURN_REDIS_URL are the scorer's" in answer.json()["detail"]
