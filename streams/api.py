@@ -401,7 +401,65 @@ def create_app(
         metrics=metrics,
     )
     app.state.metrics = metrics
+    _document_errors_and_auth(app, token=bool(settings.api_token))
     return app
+
+
+_ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "a stable code, e.g. unknown_customer, invalid_as_of"},
+        "detail": {"type": "string", "description": "what went wrong and what to do, in words"},
+    },
+}
+_ERRORS = {
+    "401": "no or a wrong bearer token (CHURN_API_TOKEN is set)",
+    "404": "unknown customer",
+    "413": "too many customers or too large a body",
+    "422": "a malformed body or an as_of the store cannot answer for exactly",
+    "503": "no model yet, Redis unavailable, or too many requests in progress (Retry-After)",
+}
+
+
+def _document_errors_and_auth(app: FastAPI, *, token: bool) -> None:
+    """/openapi.json (and so /docs) as the API behaves: errors are ``{error, detail}`` (not FastAPI's
+    validation list), and with a token every path but :data:`OPEN_PATHS` needs the bearer token, which
+    /docs' Authorize button then asks for."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas["Error"] = _ERROR_SCHEMA
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        if token:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path, operations in doc.get("paths", {}).items():
+            if path in OPEN_PATHS:
+                continue
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                codes = ["401"] if token else []
+                codes += (
+                    ["404", "422", "413", "503"] if path.startswith("/customers/") else ["422", "413", "503"]
+                )
+                for code in codes:
+                    responses[code] = {"description": _ERRORS[code], "content": error}
+                if token:
+                    operation["security"] = [{"bearer": []}]
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 def _score_list(

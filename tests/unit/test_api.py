@@ -386,6 +386,38 @@ def test_docs_work_offline_on_files_the_api_serves_itself(settings: Settings) ->
         assert client.get(f"{DOCS_STATIC}/nothing.js").json()["error"] == "not_found"
 
 
+def test_openapi_describes_the_errors_and_the_token_as_the_api_behaves(settings: Settings) -> None:
+    """/openapi.json had FastAPI's validation list as the 422 body (the API sends {error, detail}), no
+    401/404/413/503, and no security scheme: with a token, /docs offered no Authorize button and every
+    "Try it out" got a 401. Each documented error is checked against a real answer."""
+    secured = Settings(model_dir=settings.model_dir, api_token="t0ken", api_max_batch=3)
+    with _client(secured, _store(secured)) as client:
+        doc = client.get("/openapi.json").json()
+        assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+        assert "HTTPValidationError" not in doc["components"]["schemas"]
+        customer = doc["paths"]["/customers/{customer_id}"]["get"]
+        assert customer["security"] == [{"bearer": []}]
+        assert "security" not in doc["paths"]["/health"]["get"]
+        many = doc["paths"]["/score"]["post"]
+        assert {"401", "413", "422", "503"} <= set(many["responses"]) and "404" in customer["responses"]
+        error = customer["responses"]["404"]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/Error"}
+        required = set(doc["components"]["schemas"]["Error"]["required"])
+        auth = {"Authorization": "Bearer t0ken"}
+        for answer in (
+            client.get("/customers/c1"),  # 401
+            client.get("/customers/nobody", headers=auth),  # 404
+            client.post("/score", json={"customer_ids": ["a", "b", "c", "d"]}, headers=auth),  # 413
+            client.post("/score", json={}, headers=auth),  # 422
+        ):
+            assert str(answer.status_code) in many["responses"] or answer.status_code == 404
+            assert set(answer.json()) == required, answer.text
+    with _client(settings, _store(settings)) as client:  # no token: no scheme, no 401
+        doc = client.get("/openapi.json").json()
+        assert "securitySchemes" not in doc["components"]
+        assert "401" not in doc["paths"]["/score"]["post"]["responses"]
+
+
 def test_past_the_cap_requests_get_a_json_503_at_once_and_probes_still_answer(settings: Settings) -> None:
     capped = dataclasses.replace(settings, api_max_connections=2)
     store = _store(capped)
