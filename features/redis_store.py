@@ -25,6 +25,17 @@ from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWri
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
+def redis_failed(redacted_url: str, exc: Exception) -> ChurnstreamError:
+    """The error of a command that could not use Redis, with what to check.
+
+    >>> print(redis_failed("redis://127.0.0.1:1/0", ConnectionError("Error 111")))  # doctest: +ELLIPSIS
+    Redis at redis://127.0.0.1:1/0: Error 111; check that Redis runs there and that CHURN_REDIS_URL ...
+    """
+    return ChurnstreamError(
+        f"Redis at {redacted_url}: {exc}; check that Redis runs there and that CHURN_REDIS_URL names it"
+    )
+
+
 def redis_client(url: str, **options: Any) -> Any:
     """A client for ``url``: ``redis+cluster://`` / ``rediss+cluster://`` (any node of the cluster) make
     a :class:`redis.cluster.RedisCluster`, other URLs a :class:`redis.Redis`."""

@@ -152,7 +152,7 @@ def reached(store: FeatureStore, customer_id: str) -> int | None:
 def cli(args: Any, settings: Settings) -> int:
     import redis
 
-    from churnstream.features.redis_store import RedisFeatureStore, redis_client
+    from churnstream.features.redis_store import RedisFeatureStore, redis_client, redis_failed
 
     client = redis_client(settings.redis_url)
     store = RedisFeatureStore(
@@ -173,7 +173,7 @@ def cli(args: Any, settings: Settings) -> int:
         print(json.dumps(out, indent=2))
         return 0
     except (redis.RedisError, StoreError) as exc:
-        raise ChurnstreamError(f"Redis at {settings.redacted_redis_url}: {exc}") from exc
+        raise redis_failed(settings.redacted_redis_url, exc) from exc
     finally:
         store.close()
         client.close()

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from churnstream.errors import ChurnstreamError, StoreError
+from churnstream.errors import StoreError
 from churnstream.features.store import FeatureStore
 from churnstream.settings import Settings
 
@@ -57,7 +57,7 @@ def forget(store: FeatureStore, settings: Settings, customer_id: str) -> dict[st
 def cli(args: Any, settings: Settings) -> int:
     import redis
 
-    from churnstream.features.redis_store import RedisFeatureStore, redis_client
+    from churnstream.features.redis_store import RedisFeatureStore, redis_client, redis_failed
 
     client = redis_client(settings.redis_url)
     store = RedisFeatureStore(
@@ -67,7 +67,7 @@ def cli(args: Any, settings: Settings) -> int:
         store.check_layout()  # knows how many partitions the state was written for
         done = forget(store, settings, args.customer_id)
     except (redis.RedisError, StoreError) as exc:
-        raise ChurnstreamError(f"Redis at {settings.redacted_redis_url}: {exc}") from exc
+        raise redis_failed(settings.redacted_redis_url, exc) from exc
     finally:
         store.close()
         client.close()

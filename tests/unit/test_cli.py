@@ -163,6 +163,18 @@ def test_publish_with_kafka_unreachable_prints_one_clear_error_and_exits_1() -> 
     assert not any("|FAIL|" in line for line in lines)
 
 
+@pytest.mark.parametrize("command", [["features", "c1"], ["forget", "c1"]])
+def test_with_redis_unreachable_features_and_forget_say_which_setting_to_check(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    monkeypatch.setenv("CHURN_REDIS_URL", url)
+    assert main(command) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"churnstream {command[0]}: error: Redis at {url}:")
+    assert err.endswith("check that Redis runs there and that CHURN_REDIS_URL names it")
+
+
 def test_the_worker_and_monitor_never_import_the_development_tooling() -> None:
     code = (
         "import sys, churnstream.cli, churnstream.streams.scorer, churnstream.streams.monitor; "
