@@ -351,7 +351,9 @@ def create_app(
         return _error(500, "internal_error", "the request failed on the server; its log says why")
 
     @app.get("/customers/{customer_id:path}", summary="A customer's features and latest prediction")
-    async def get_customer(customer_id: str) -> Response:
+    async def get_customer(customer_id: str, request: Request) -> Response:
+        if request.scope.get("raw_path", b"").rstrip(b"/").endswith(b"/score"):  # not an id with %2F
+            return _error(405, "method_not_allowed", "a score is requested with POST", {"Allow": "POST"})
         return reply(await blocking(service.customer, customer_id))
 
     @app.post("/customers/{customer_id:path}/score", summary="Score a customer now")

@@ -202,6 +202,9 @@ def test_a_score_is_a_prediction_of_the_contract_with_the_models_probability(
         ("post", "/score", {"customer_ids": "c1"}, 422, "invalid_request"),
         ("post", "/score", {}, 422, "invalid_request"),
         ("get", "/nowhere", None, 404, "not_found"),
+        ("get", "/customers/c1/score", None, 405, "method_not_allowed"),  # it read "unknown customer"
+        ("get", "/customers/c1/score/", None, 405, "method_not_allowed"),
+        ("get", "/customers/c1%2Fscore", None, 404, "unknown_customer"),  # the id "c1/score"
         ("delete", "/customers/c1", None, 405, "method_not_allowed"),
     ],
 )
