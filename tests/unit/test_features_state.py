@@ -35,7 +35,7 @@ def test_a_new_state_has_exactly_the_keys_its_types_declare() -> None:
     assert set(s) == FeatureState.__required_keys__ == CustomerState.__required_keys__
     assert set(s["f"]) == FoldedTotals.__required_keys__
     assert CustomerState.__optional_keys__ == {"scoring"}
-    assert ScoringState.__optional_keys__ == {"pend", "kept", "lab", "risk", "alerted", "au"}
+    assert ScoringState.__optional_keys__ == {"pend", "kept", "lab", "risk", "alerted", "au", "last"}
     assert orjson.loads(orjson.dumps(s)) == s  # one JSON value per customer in the store
 
 
