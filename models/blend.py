@@ -14,6 +14,28 @@ So the online model earns weight only by having been right on recent outcomes, t
 whichever model has lately predicted better, and on the recent window the blend is never worse than either
 model alone. ``observe`` is called once per resolved label with the probabilities the prediction carried.
 
+3. The pairs are of one batch model: ``version``, the model of the latest prediction observed. A label of a
+   prediction by another model, made later than every pair's, starts the window over on that model (the
+   weight chosen on the old model's probabilities says nothing of the new one's); one made earlier (the
+   old model's predictions labelled after a promotion) is left out. While another batch model serves
+   than the pairs' (``serving``, set by whoever serves), the blend is its batch probability alone: after a
+   promotion the new model serves alone until ``min_pairs`` labels of its own predictions are known.
+
+>>> b = Blender(min_pairs=2, refit_every=1)
+>>> for as_of in (1, 2, 3):
+...     b.observe(0.5, 0.9, 1, version="v1", as_of=as_of)
+>>> b.serving = "v1"; b.online_weight()
+1.0
+>>> b.serving = "v2"; b.online_weight()  # promoted: v2 serves alone
+0.0
+>>> b.observe(0.5, 0.9, 1, version="v1", as_of=4)  # v1's, labelled late: still v1's window
+>>> b.observe(0.2, 0.9, 0, version="v2", as_of=5)  # v2's first: the window starts over
+>>> b.version, b.weights()["pairs"], b.online_weight()
+('v2', 1, 0.0)
+>>> b.observe(0.5, 0.9, 1, version="v1", as_of=3)  # v1's, made before v2's first: left out
+>>> b.weights()["pairs"]
+1
+
 >>> b = Blender(min_pairs=10)
 >>> b.blend(np.array([0.2, 0.8]), [None, None]).tolist()
 [0.2, 0.8]
@@ -73,17 +95,46 @@ class Blender:
         self.n_observed = 0
         self._w: float | None = 0.0
         self._losses: dict[str, float | None] = {"batch": None, "online": None, "blend": None}
+        self.version: str | None = None  # the batch model of the pairs (rule 3)
+        self._latest: int | None = None  # the latest as_of of its predictions observed
+        self.serving: str | None = None  # the batch model serving now, when known: not checkpointed
 
-    def observe(self, batch_p: float, online_p: float | None, label: int) -> None:
-        """Record a resolved label (0 or 1) with the probabilities its prediction carried."""
+    def observe(
+        self,
+        batch_p: float,
+        online_p: float | None,
+        label: int,
+        *,
+        version: str | None = None,
+        as_of: int | None = None,
+    ) -> None:
+        """Record a resolved label (0 or 1) with the probabilities its prediction carried, and the batch
+        model (``version``) that made the prediction at ``as_of`` (rule 3; None: not known)."""
         if label not in (0, 1):
             raise ValueError(f"a label is 0 or 1, got {label!r}")
         self.n_observed += 1
+        if version is not None and version != self.version:
+            earlier = as_of is not None and self._latest is not None and as_of <= self._latest
+            if self.version is not None and earlier:
+                return  # made by a model served before the pairs': nothing on the current one
+            self._start_over(version)
+        if as_of is not None and (self._latest is None or as_of > self._latest):
+            self._latest = as_of
         if online_p is None:
             return
         self._add(float(batch_p), float(online_p), int(label))
         self._since_fit += 1
         if self._since_fit >= self.refit_every or self._count == self.min_pairs:
+            self._w = None
+
+    def _start_over(self, version: str) -> None:
+        """The pairs of ``version`` from now on: the window empties, the weight is 0 until ``min_pairs``
+        of them are known (a blender that never knew its pairs' model keeps them: rule 3 starts there)."""
+        known = self.version is not None
+        self.version = version
+        self._latest = None
+        if known:
+            self._count = self._next = self._since_fit = 0
             self._w = None
 
     @property
@@ -104,9 +155,13 @@ class Blender:
         return np.concatenate((self._ring[self._next :], self._ring[: self._next]))
 
     def online_weight(self) -> float:
+        """The online model's weight in the blend served now: 0 while another batch model serves than
+        the pairs' (rule 3)."""
         if self._w is None:
             self._refit()
         assert self._w is not None
+        if self.serving is not None and self.version is not None and self.serving != self.version:
+            return 0.0
         return self._w
 
     def blend(self, batch_p: np.ndarray, online_p: Sequence[float | None] | np.ndarray) -> np.ndarray:
@@ -170,6 +225,8 @@ class Blender:
             "w": self._w,
             "since_fit": self._since_fit,
             "losses": self._losses,
+            "version": self.version,
+            "latest": self._latest,
         }
 
     @classmethod
@@ -189,6 +246,8 @@ class Blender:
             blender._w = None if data.get("w") is None else float(data["w"])
             blender._since_fit = int(data.get("since_fit", 0))
             blender._losses = dict(data.get("losses") or blender._losses)
+            blender.version = None if data.get("version") is None else str(data["version"])
+            blender._latest = None if data.get("latest") is None else int(data["latest"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelIntegrityError(f"blender checkpoint is malformed: {exc!r}") from None
         return blender

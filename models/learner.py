@@ -71,10 +71,11 @@ class Learner:
     snapshot_every: int = 1024  # labels logged since the last snapshot that call for the next one
     logged: int = 0  # labels in the log since the last snapshot
     # Labels taken in but not learned yet (:meth:`wait`): (key, feature names, vector, label, batch p,
-    # online p), learned in key order by :meth:`learn_waiting`.
-    waiting: list[tuple[list[Any], tuple[str, ...], list[float | None], int, float, float | None]] = field(
-        default_factory=list
-    )
+    # online p, batch model version), learned in key order by :meth:`learn_waiting`; a key starts with
+    # the prediction's as_of.
+    waiting: list[
+        tuple[list[Any], tuple[str, ...], list[float | None], int, float, float | None, str | None]
+    ] = field(default_factory=list)
 
     def learn(
         self,
@@ -104,15 +105,22 @@ class Learner:
         online_p: Sequence[float | None],
         *,
         feature_names: Sequence[str],
+        versions: Sequence[str | None] | None = None,
     ) -> bytes:
         """Take resolved labels in, to be learned by the next :meth:`learn_waiting` in the order of their
-        ``keys`` (whatever order they came in); the log line to append, so a restore has them too."""
+        ``keys`` (``[as_of, prediction id]``, whatever order they came in); ``versions``: the batch model
+        of each prediction, for the blender (see :mod:`churnstream.models.blend`, rule 3). Returns the log
+        line to append, so a restore has them too."""
         names = tuple(feature_names)
+        models = list(versions) if versions is not None else [None] * len(labels)
         rows = []
-        for k, v, y, b, o in zip(keys, vectors, labels, batch_p, online_p, strict=True):
-            self.waiting.append((list(k), names, list(v), int(y), float(b), None if o is None else float(o)))
+        for k, v, y, b, o, m in zip(keys, vectors, labels, batch_p, online_p, models, strict=True):
+            self.waiting.append(
+                (list(k), names, list(v), int(y), float(b), None if o is None else float(o), m)
+            )
             rows.append([list(k), int(y), b, o, *v])
-        return orjson.dumps([WAIT, list(names), rows]) + b"\n"
+        line = [WAIT, list(names), rows] + ([models] if any(m is not None for m in models) else [])
+        return orjson.dumps(line) + b"\n"
 
     def learn_waiting(self) -> Checkpoint:
         """Learn every waiting label, in key order: the same models whichever batches brought them. What
@@ -124,7 +132,13 @@ class Learner:
         for names, run in itertools.groupby(waiting, key=lambda w: w[1]):
             rows = list(run)
             self._apply(
-                [w[2] for w in rows], [w[3] for w in rows], [w[4] for w in rows], [w[5] for w in rows], names
+                [w[2] for w in rows],
+                [w[3] for w in rows],
+                [w[4] for w in rows],
+                [w[5] for w in rows],
+                names,
+                versions=[w[6] for w in rows],
+                as_of=[w[0][0] for w in rows],
             )
         self.logged += len(waiting)
         if self.logged >= self.snapshot_every:
@@ -180,9 +194,14 @@ class Learner:
         batch_p: Sequence[float],
         online_p: Sequence[float | None],
         feature_names: Sequence[str],
+        *,
+        versions: Sequence[str | None] | None = None,
+        as_of: Sequence[int | None] | None = None,
     ) -> None:
-        for b, o, y in zip(batch_p, online_p, labels, strict=True):
-            self.blender.observe(b, o, y)
+        models = versions if versions is not None else [None] * len(labels)
+        times = as_of if as_of is not None else [None] * len(labels)
+        for b, o, y, m, t in zip(batch_p, online_p, labels, models, times, strict=True):
+            self.blender.observe(b, o, y, version=m, as_of=t)
         online = self.online
         if list(online.feature_names) == list(feature_names):
             X = np.array(vectors, dtype=np.float64).reshape(len(labels), len(feature_names))
@@ -210,7 +229,8 @@ class Learner:
                     learner.learn_waiting()
                     continue
                 waits = entry[0] == WAIT
-                names, rows = entry[1:] if waits else entry
+                names, rows = entry[1:3] if waits else entry
+                versions = entry[3] if waits and len(entry) > 3 else None
                 keys = [row[0] for row in rows] if waits else []
                 rows = [row[1:] for row in rows] if waits else rows
                 vectors = [row[3:] for row in rows]
@@ -222,7 +242,7 @@ class Learner:
             except (orjson.JSONDecodeError, TypeError, ValueError, IndexError) as exc:
                 raise ModelIntegrityError(f"learner log line is malformed: {exc!r}") from None
             if waits:
-                learner.wait(keys, vectors, labels, batch_p, online_p, feature_names=names)
+                learner.wait(keys, vectors, labels, batch_p, online_p, feature_names=names, versions=versions)
             else:  # learned as it was logged (the log of a worker before labels waited for ticks)
                 learner._apply(vectors, labels, batch_p, online_p, names)
                 learner.logged += len(labels)

@@ -69,6 +69,8 @@ class ModelSet:
             return False
         self.loaded = self.registry.load(current)
         self.loaded.model.warm_up()
+        for learner in self.learners.values():
+            learner.blender.serving = self.version
         log.info("now scoring with model version %s", current)
         return True
 
@@ -113,6 +115,7 @@ class ModelSet:
         learner = self.learners.get(partition)
         if learner is None:
             learner = self.learners[partition] = self._load_learner(partition)
+            learner.blender.serving = self.version  # the blend of another model's pairs is not served
         return learner
 
     def forget(self, partitions: Iterable[int] | None = None) -> None:

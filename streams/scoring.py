@@ -402,6 +402,7 @@ class BatchScoring:
                     [r.batch_probability for r in done],
                     [r.online_probability for r in done],
                     feature_names=FEATURE_NAMES,
+                    versions=[r.model_version for r in done],
                 ),
             )
         for p in partitions:

@@ -207,3 +207,59 @@ def test_predict_proba_one_is_what_the_worker_serves(tmp_path: Path) -> None:
         assert learner.predict_proba_one(x, batch_p=float(batch_p[i]))[1] == pytest.approx(
             churn_p[i], abs=1e-12
         )
+
+
+def test_after_a_promotion_the_new_model_serves_alone_until_labels_of_its_own_come(tmp_path: Path) -> None:
+    """The blend weight was chosen on the old batch model's probabilities and kept for the new one for a
+    horizon or more; a promotion justified on batch-vs-batch evidence barely moved what was served."""
+    rng = random.Random(5)
+    learner = Learner.restore(None, None, None)
+    lines: list[bytes] = []
+    clock = 0
+
+    def labels(n: int, version: str, *, start: int | None = None) -> None:
+        nonlocal clock
+        vectors, ys, _, _ = _batch(rng, n)
+        first = clock if start is None else start
+        keys = [[first + i, f"{version}-{first + i}"] for i in range(n)]
+        online_p = [0.9 if y else 0.1 for y in ys]  # the online model was right: it earns weight
+        lines.append(
+            learner.wait(
+                keys, vectors, ys, [0.5] * n, online_p, feature_names=FEATURE_NAMES, versions=[version] * n
+            )
+        )
+        lines.append(learner.learn_waiting().log)
+        clock = max(clock, first + n)
+
+    labels(1000, "v0001")
+    X = np.array(_batch(rng, 300)[0], dtype=np.float64)
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=500)).fit(
+        X, rng.choices([0, 1], k=300)
+    )
+    model = BatchModel(
+        estimator=estimator, feature_names=list(FEATURE_NAMES), medians=dict.fromkeys(FEATURE_NAMES, 1.0)
+    )
+    registry = ModelRegistry(tmp_path)
+    registry.register(model, {}, promote=True)
+    models = ModelSet(registry=registry, load_learner=lambda p: learner)
+    rows = _rows(_batch(rng, 50)[0], rng)
+
+    def served() -> tuple[np.ndarray, np.ndarray]:
+        _, batch_p, _, churn_p = models.score(rows, [0] * len(rows))
+        return batch_p, churn_p
+
+    batch_p, churn_p = served()
+    assert learner.blender.online_weight() == 1.0 and not np.allclose(batch_p, churn_p)
+    registry.register(model, {}, promote=True)  # v0002, promoted
+    assert models.maybe_reload()
+    batch_p, churn_p = served()
+    assert np.array_equal(batch_p, churn_p)  # v0002 alone
+    labels(300, "v0001", start=clock - 500)  # v0001's predictions, labelled after the promotion
+    assert learner.blender.version == "v0001" and np.array_equal(*served())
+    labels(150, "v0002")  # v0002's first labels: its own window, not min_pairs yet
+    assert learner.blender.version == "v0002" and np.array_equal(*served())
+    labels(150, "v0002")
+    batch_p, churn_p = served()
+    assert learner.blender.online_weight() > 0.0 and not np.allclose(batch_p, churn_p)
+    restored = Learner.restore(None, None, b"".join(lines))  # the log carries the versions
+    assert restored.blender.to_dict() == learner.blender.to_dict()
