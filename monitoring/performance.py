@@ -220,7 +220,11 @@ class LabelBook:
             oldest = min(self.opened, key=lambda e: e.seq)
             self.opened.remove(oldest)
             log.warning(
-                "labels of window %d are no longer collected: %d windows wait", oldest.seq, self.max_open
+                "labels of window %d are no longer collected: %d windows wait for theirs (a horizon plus "
+                "the lateness): its realized performance will not be known. At this rate, raise "
+                "CHURN_DRIFT_WINDOW_ROWS so that fewer, larger windows wait",
+                oldest.seq,
+                self.max_open,
             )
 
     def add(self, outcomes: dict[str, list[Any]]) -> int:

@@ -306,3 +306,16 @@ def test_every_window_realizes_the_labels_of_its_own_predictions_when_sweeps_arr
     for r in realized:
         window = (r["window_start"], r["window_end"])
         assert r["labels"] == windows[window], window
+
+
+def test_past_the_cap_the_oldest_windows_labels_are_dropped_and_the_log_says_what_to_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    book = LabelBook(delay_ms=10, min_labels=1, max_open=2)
+    with caplog.at_level("WARNING", logger="churnstream.monitoring.performance"):
+        for seq in (1, 2, 3):
+            book.open(seq, "v1", seq * 100, seq * 100 + 5)
+    assert [e.seq for e in book.opened] == [2, 3]
+    assert book.add({"as_of": [101, 201], "label": [1, 0], "churn_probability": [0.9, 0.1]}) == 1
+    assert "labels of window 1 are no longer collected" in caplog.text
+    assert "raise CHURN_DRIFT_WINDOW_ROWS" in caplog.text
