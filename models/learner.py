@@ -118,9 +118,10 @@ class Learner:
             self.waiting.append(
                 (list(k), names, list(v), int(y), float(b), None if o is None else float(o), m)
             )
-            rows.append([list(k), int(y), b, o, *v])
-        line = [WAIT, list(names), rows] + ([models] if any(m is not None for m in models) else [])
-        return orjson.dumps(line) + b"\n"
+            # the version rides at the end of the key: a worker of the release before reads the line
+            # as ever (it only sorts by keys, and the prediction id decides before the version)
+            rows.append([[*k, m] if m is not None else list(k), int(y), b, o, *v])
+        return orjson.dumps([WAIT, list(names), rows]) + b"\n"
 
     def learn_waiting(self) -> Checkpoint:
         """Learn every waiting label, in key order: the same models whichever batches brought them. What
@@ -229,9 +230,9 @@ class Learner:
                     learner.learn_waiting()
                     continue
                 waits = entry[0] == WAIT
-                names, rows = entry[1:3] if waits else entry
-                versions = entry[3] if waits and len(entry) > 3 else None
-                keys = [row[0] for row in rows] if waits else []
+                names, rows = entry[1:] if waits else entry
+                versions = [row[0][2] if len(row[0]) > 2 else None for row in rows] if waits else None
+                keys = [row[0][:2] for row in rows] if waits else []
                 rows = [row[1:] for row in rows] if waits else rows
                 vectors = [row[3:] for row in rows]
                 labels = [int(row[0]) for row in rows]

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -263,3 +264,6 @@ def test_after_a_promotion_the_new_model_serves_alone_until_labels_of_its_own_co
     assert learner.blender.online_weight() > 0.0 and not np.allclose(batch_p, churn_p)
     restored = Learner.restore(None, None, b"".join(lines))  # the log carries the versions
     assert restored.blender.to_dict() == learner.blender.to_dict()
+    # ... at the end of each key, so a line keeps the shape the release before reads: [wait, names, rows]
+    waited = [orjson.loads(line) for line in lines if line.startswith(b'["wait"')]
+    assert all(len(line) == 3 and all(len(row[0]) == 3 for row in line[2]) for line in waited)
