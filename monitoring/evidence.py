@@ -36,7 +36,7 @@ labels or with one class only.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -213,7 +213,7 @@ def evidence_from_outcomes(
     *,
     shadow_version: str,
     champion_version: str | None = None,
-    final_until: int | None = None,
+    final_until: Mapping[int, int] | None = None,
     after: int | None = None,
     window_ms: int = 7 * 86_400_000,
     **options: Any,
@@ -223,8 +223,8 @@ def evidence_from_outcomes(
     outcome's ``batch_probability``. An outcome counts when it carries that shadow's probability and:
 
     - its prediction was made by ``champion_version`` (its ``model_version``, where it names one);
-    - every label of its time is final: ``as_of <= final_until`` (the event time up to which predictions
-      have all their labels: the label clock minus the horizon and the allowed lateness);
+    - every label of its time is final: ``as_of <= final_until[partition]`` (per partition, the event
+      time up to which predictions have all their labels; no entry: none yet);
     - it was made after ``after`` (the later of the two models' training ends): a model is not judged on
       the days whose outcomes it learned from.
 
@@ -240,7 +240,7 @@ def evidence_from_outcomes(
             left_out[f"made by {made_by}, not the champion"] += 1
         elif after is not None and o["as_of"] <= after:
             left_out["made before a model's training end"] += 1
-        elif final_until is not None and o["as_of"] > final_until:
+        elif final_until is not None and o["as_of"] > final_until.get(o.get("partition", 0), o["as_of"] - 1):
             left_out["labels not all known yet"] += 1
         else:
             rows.append(o)
@@ -272,7 +272,7 @@ def evidence_from_outcomes(
         "shadow_version": shadow_version,
         "champion_version": champion_version,
         "probabilities": "batch",
-        "final_until": final_until,
+        "final_until": None if final_until is None else {str(p): t for p, t in sorted(final_until.items())},
         "after": after,
         "left_out": dict(sorted(left_out.items())),
         "cumulative": of(rows, as_of),

@@ -17,8 +17,11 @@
   undecided, a ``retrain`` advice is logged as waiting for it.
 
 The evidence counts the outcomes of predictions the current model made, after both models' training ends,
-whose labels are all final (see :func:`churnstream.monitoring.evidence.evidence_from_outcomes`); the label
-clock is the latest ``labeled_at`` read.
+whose labels are all final (see :func:`churnstream.monitoring.evidence.evidence_from_outcomes`). A
+partition's predictions are final up to the latest ``as_of`` of its "churned" (``inactivity``) outcomes:
+a worker labels those once its event time passed a prediction's time plus the horizon and the lateness, the
+last labels any prediction of that time gets. So a partition behind the others (an idle one holds its
+worker's event time back) counts only what its own labels have settled.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import TopicPartition
 
 from churnstream.errors import ChurnstreamError, ModelError
 from churnstream.models.registry import ModelRegistry, evidence_text
@@ -47,23 +50,24 @@ log = logging.getLogger(__name__)
 
 
 class ShadowOutcomes:
-    """The outcomes that carry a shadow probability, as the evidence reads them, and the label clock: the
-    latest ``labeled_at`` of any outcome read (epoch ms)."""
+    """The outcomes that carry a shadow probability, as the evidence reads them, and ``final``: per
+    partition of ``churn_outcomes``, the latest ``as_of`` of an ``inactivity`` outcome (epoch ms), up to
+    which that partition's predictions have all their labels (see the module docstring)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
-        self.clock: int | None = None
+        self.final: dict[int, int] = {}
 
-    def add(self, value: bytes | None) -> bool:
-        """Take one ``churn_outcomes`` message; True when it is a row of the evidence."""
+    def add(self, value: bytes | None, partition: int = 0) -> bool:
+        """Take one ``churn_outcomes`` message of ``partition``; True when it is a row of the evidence."""
         try:
             obj = orjson.loads(value or b"")
-            labeled_at = parse_time(obj["labeled_at"])
+            as_of = parse_time(obj["as_of"])
             row = None
             if obj.get("shadow_probability") is not None:
                 value_ = obj.get("customer_value")
                 row = {
-                    "as_of": parse_time(obj["as_of"]),
+                    "as_of": as_of,
                     "label": int(obj["label"]),
                     "batch_probability": float(obj["batch_probability"]),
                     "shadow_probability": float(obj["shadow_probability"]),
@@ -71,11 +75,12 @@ class ShadowOutcomes:
                     "model_version": obj.get("model_version"),
                     "customer_id": obj.get("customer_id"),
                     "customer_value": None if value_ is None else float(value_),
+                    "partition": partition,
                 }
         except Exception:  # not an outcome this reader can use: counted by nobody, like a foreign message
             return False
-        if self.clock is None or labeled_at > self.clock:
-            self.clock = labeled_at
+        if obj.get("source") == "inactivity" and as_of > self.final.get(partition, as_of - 1):
+            self.final[partition] = as_of
         if row is not None:
             self.rows.append(row)
         return row is not None
@@ -87,13 +92,19 @@ def read_outcomes(settings: Settings) -> ShadowOutcomes:
 
     found = ShadowOutcomes()
     for msg in read_to_end(settings, [settings.topics.churn_outcomes]):
-        found.add(msg.value())
+        found.add(msg.value(), msg.partition() or 0)
     return found
 
 
-def final_until(settings: Settings, clock: int | None) -> int | None:
-    """The latest ``as_of`` whose labels are all final by the label clock ``clock``."""
-    return None if clock is None else clock - settings.horizon_ms - settings.lateness_ms
+def final_of(rows: list[dict[str, Any]]) -> dict[int, int]:
+    """``ShadowOutcomes.final`` of rows given as they are (tests drive :class:`LoopWatch` with them): the
+    latest ``as_of`` of the ``inactivity`` ones per ``partition`` (0 when they name none)."""
+    final: dict[int, int] = {}
+    for r in rows:
+        if r.get("source") == "inactivity":
+            p = int(r.get("partition", 0))
+            final[p] = max(final.get(p, r["as_of"]), r["as_of"])
+    return final
 
 
 def trained_until(registry: ModelRegistry, *versions: str | None) -> int | None:
@@ -119,7 +130,7 @@ def evidence_for(settings: Settings, registry: ModelRegistry, version: str) -> d
         found.rows,
         shadow_version=version,
         champion_version=champion,
-        final_until=final_until(settings, found.clock),
+        final_until=found.final,
         after=trained_until(registry, version, champion),
         margin=0.0,
         min_labels=settings.monitor_min_labels,
@@ -235,11 +246,12 @@ class OutcomeFollower:
         topic = self.settings.topics.churn_outcomes
         if self._consumer is None:
             self._consumer = make_consumer(self.settings, f"churnstream-evidence-{uuid.uuid4().hex[:12]}")
-            marks = end_offsets(self._consumer, topic)
-            self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in marks])
-            self._next = {p: low for p, (low, _high) in marks.items()}
             max_seconds = max(max_seconds, self.FIRST_READ_SECONDS)
-        behind = {p: high for p, (_low, high) in end_offsets(self._consumer, topic).items()}
+        marks = end_offsets(self._consumer, topic)
+        if any(p not in self._next for p in marks):  # the first poll, or partitions added since
+            self._next = {p: self._next.get(p, low) for p, (low, _high) in marks.items()}
+            self._consumer.assign([TopicPartition(topic, p, at) for p, at in sorted(self._next.items())])
+        behind = {p: high for p, (_low, high) in marks.items()}
         added = 0
         deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
@@ -250,7 +262,7 @@ class OutcomeFollower:
             if msg is None or msg.error() is not None:
                 continue
             self._next[msg.partition() or 0] = (msg.offset() or 0) + 1
-            added += self.found.add(msg.value())
+            added += self.found.add(msg.value(), msg.partition() or 0)
         self.caught_up = not behind
         return added
 
@@ -278,15 +290,16 @@ class LoopWatch:
         self._start_retrain = start_retrain or self._spawn
         self.retraining: Any = None  # the running retrain process
 
-    def outcomes(self) -> tuple[list[dict[str, Any]], int | None, bool]:
-        """The evidence rows, the label clock, and whether ``churn_outcomes`` was read to its end."""
+    def outcomes(self) -> tuple[list[dict[str, Any]], dict[int, int], bool]:
+        """The evidence rows, how far each partition's labels are final (``ShadowOutcomes.final``), and
+        whether ``churn_outcomes`` was read to its end."""
         if self._outcomes is not None:
             rows = self._outcomes()
-            return rows, max((r["labeled_at"] for r in rows if "labeled_at" in r), default=None), True
+            return rows, final_of(rows), True
         if self._follower is None:
             self._follower = OutcomeFollower(self.settings)
         self._follower.poll()
-        return self._follower.rows, self._follower.found.clock, self._follower.caught_up
+        return self._follower.rows, self._follower.found.final, self._follower.caught_up
 
     def on_report(self, action: str | None, until: str | None = None) -> dict[str, Any] | None:
         """Evidence for the report (None without a shadow); promotes, retires a worse shadow or retrains
@@ -298,7 +311,7 @@ class LoopWatch:
             if self.maybe_promote(evidence) or not self.settings.retrain_on_advice:
                 return evidence
             verdict = evidence["cumulative"]["verdict"]
-            if verdict != "worse":
+            if verdict != "worse" or not evidence["read_to_end"]:
                 if action == "retrain":
                     log.warning(
                         "the monitor advises retrain, but %s is in shadow and its evidence says %s: a "
@@ -308,25 +321,28 @@ class LoopWatch:
                         verdict,
                     )
                 return evidence
-            self.registry.shadow(
-                None,
-                reason=f"worse than {evidence['champion_version']} on "
-                f"{evidence['cumulative']['labels']} labels (CHURN_RETRAIN_ON_ADVICE)",
-            )
-            log.info("%s is worse than the current model on the evidence: it leaves the shadow slot", shadow)
+            if self.registry.shadow_version() == shadow:  # not another one put there meanwhile
+                self.registry.shadow(
+                    None,
+                    reason=f"worse than {evidence['champion_version']} on "
+                    f"{evidence['cumulative']['labels']} labels (CHURN_RETRAIN_ON_ADVICE)",
+                )
+                log.info(
+                    "%s is worse than the current model on the evidence: it leaves the shadow slot", shadow
+                )
         if action == "retrain" and self.settings.retrain_on_advice:
             self.maybe_retrain(until)
         return evidence
 
     def evidence(self, shadow: str) -> dict[str, Any]:
         s = self.settings
-        rows, clock, read_to_end = self.outcomes()
+        rows, final, read_to_end = self.outcomes()
         champion = self.registry.current_version()
         evidence = evidence_from_outcomes(
             rows,
             shadow_version=shadow,
             champion_version=champion,
-            final_until=final_until(s, clock),
+            final_until=final,
             after=trained_until(self.registry, shadow, champion),
             margin=s.auto_promote_margin or 0.0,
             min_labels=max(

@@ -32,6 +32,7 @@ def _outcomes(n: int, *, shadow_better: bool, version: str = "v0002", seed: int 
             "batch_probability": float(champion[i]),
             "shadow_probability": float(shadow[i]),
             "shadow_model_version": version,
+            "source": "inactivity",  # as if every label were final (see _drifting_shadow for when not)
         }
         for i in range(n)
     ]
@@ -221,6 +222,7 @@ def _drifting_shadow(clock_day: float) -> list[dict[str, Any]]:
             "shadow_model_version": "v0002",
             "model_version": "v0001",
             "customer_id": f"c{i}",
+            "source": "inactivity" if y[i] else "order",
         }
         for i in np.flatnonzero(labeled_at <= clock_day)
     ]
@@ -240,8 +242,8 @@ def test_the_evidence_waits_for_final_labels(tmp_path: Path) -> None:
     )
     evidence = watch.on_report("none")
     assert evidence is not None
-    final = max(r["labeled_at"] for r in rows) - 37 * DAY_MS  # the label clock minus 30 d and 7 d
-    assert evidence["final_until"] == final and 7 * DAY_MS < final <= 8 * DAY_MS
+    final = max(r["as_of"] for r in rows if r["label"] == 1)  # the latest "churned": day 45 - 30 d - 7 d
+    assert evidence["final_until"] == {"0": final} and 7 * DAY_MS < final <= 8 * DAY_MS
     assert evidence["left_out"]["labels not all known yet"] == sum(r["as_of"] > final for r in rows)
     assert evidence["cumulative"]["verdict"] != "better"
     assert registry.current_version() == "v0001" and registry.shadow_version() == "v0002"
@@ -354,23 +356,110 @@ def test_no_auto_promotion_before_the_outcomes_are_read_to_their_end(tmp_path: P
     assert watch.maybe_promote(evidence) and registry.current_version() == "v0002"
 
 
-def test_the_outcome_reader_keeps_what_the_evidence_filters_on_and_the_label_clock() -> None:
+def test_the_outcome_reader_keeps_what_the_evidence_filters_on_and_how_far_labels_are_final() -> None:
     import orjson
 
     from churnstream.streams.retrain import ShadowOutcomes
 
     found = ShadowOutcomes()
-    base = {"prediction_id": "p", "customer_id": "c1", "as_of": "1998-01-01T00:00:00Z", "label": 1}
-    plain = {**base, "labeled_at": "1998-03-01T00:00:00Z", "batch_probability": 0.5, "model_version": "v1"}
-    shadowed = {
-        **plain,
-        "labeled_at": "1998-02-01T00:00:00Z",
-        "shadow_model_version": "v2",
-        "shadow_probability": 0.25,
-        "customer_value": 12.5,
-    }
-    assert not found.add(orjson.dumps(plain)) and found.add(orjson.dumps(shadowed))
-    assert not found.add(b"not json") and not found.add(orjson.dumps({**plain, "labeled_at": "soon"}))
-    assert found.clock == 888_710_400_000  # 1998-03-01: any outcome moves the label clock
+    base = {"prediction_id": "p", "customer_id": "c1", "labeled_at": "1998-03-01T00:00:00Z", "label": 1}
+    plain = {**base, "as_of": "1998-01-01T00:00:00Z", "batch_probability": 0.5, "model_version": "v1"}
+    shadowed = {**plain, "shadow_model_version": "v2", "shadow_probability": 0.25, "customer_value": 12.5}
+    assert found.add(orjson.dumps({**shadowed, "source": "order"}), 3)
+    assert not found.add(orjson.dumps({**plain, "source": "inactivity"}), 3)  # no shadow: only final
+    assert not found.add(orjson.dumps({**plain, "as_of": "1998-02-01T00:00:00Z", "source": "order"}), 3)
+    assert not found.add(b"not json") and not found.add(orjson.dumps({**plain, "as_of": "soon"}))
+    assert found.final == {3: 883_612_800_000}  # 1998-01-01: partition 3's "churned" labels reach it
     (row,) = found.rows
-    assert (row["model_version"], row["customer_id"], row["customer_value"]) == ("v1", "c1", 12.5)
+    assert (row["model_version"], row["customer_id"], row["customer_value"], row["partition"]) == (
+        "v1",
+        "c1",
+        12.5,
+        3,
+    )
+
+
+def test_a_partition_behind_the_others_counts_only_what_its_own_labels_settled() -> None:
+    """One label clock over all partitions (the latest labeled_at) ran ahead of a partition whose worker's
+    event time an idle partition held back: its young predictions had their "stayed" labels but not
+    their "churned" ones yet."""
+    rows = _outcomes(1000, shadow_better=True)
+    for i, r in enumerate(rows):
+        r["partition"] = i % 2
+    found = evidence_from_outcomes(
+        rows, shadow_version="v0002", final_until={0: rows[-1]["as_of"], 1: rows[499]["as_of"]}
+    )
+    assert found["left_out"] == {"labels not all known yet": 250}  # partition 1's rows after row 499
+    assert found["final_until"] == {"0": rows[-1]["as_of"], "1": rows[499]["as_of"]}
+
+
+def test_a_worse_shadow_stays_until_the_outcomes_are_read_to_their_end(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    rows = _outcomes(1500, shadow_better=False)
+
+    class HalfRead(LoopWatch):
+        def outcomes(self) -> tuple[list[dict[str, Any]], dict[int, int], bool]:
+            return rows, {0: rows[-1]["as_of"]}, False
+
+    watch = HalfRead(Settings(model_dir=tmp_path, retrain_on_advice=1), start_retrain=lambda until: None)
+    assert watch.on_report("retrain")["cumulative"]["verdict"] == "worse"  # type: ignore[index]
+    assert registry.shadow_version() == "v0002"
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        self._p, self._o, self._v = partition, offset, value
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> bytes:
+        return self._v
+
+    def error(self) -> None:
+        return None
+
+
+class _Consumer:
+    """A consumer of churn_outcomes as the follower uses one: assign, poll."""
+
+    def __init__(self, logs: dict[int, list[bytes]]) -> None:
+        self.logs = logs
+        self.at: dict[int, int] = {}
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.at = {tp.partition: tp.offset for tp in partitions}
+
+    def poll(self, timeout: float) -> _Message | None:
+        for p, at in sorted(self.at.items()):
+            if at < len(self.logs[p]):
+                self.at[p] = at + 1
+                return _Message(p, at, self.logs[p][at])
+        return None
+
+    def close(self) -> None: ...
+
+
+def test_the_follower_reads_to_the_end_and_follows_partitions_added_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import orjson
+
+    import churnstream.streams.kafka as kafka
+    from churnstream.streams.retrain import OutcomeFollower
+
+    message = orjson.dumps(outcome_messages(_outcomes(1, shadow_better=True))[0])
+    logs = {0: [message] * 3}
+    consumer = _Consumer(logs)
+    monkeypatch.setattr(kafka, "make_consumer", lambda *a, **k: consumer)
+    monkeypatch.setattr(kafka, "end_offsets", lambda c, topic: {p: (0, len(m)) for p, m in logs.items()})
+    follower = OutcomeFollower(Settings())
+    assert follower.poll() == 3 and follower.caught_up
+    assert follower.poll(max_seconds=0.5) == 0 and follower.caught_up  # nothing new: caught up at once
+    logs[1] = [message] * 2  # a partition added to the topic
+    logs[0].append(message)
+    assert follower.poll() == 3 and follower.caught_up and len(follower.rows) == 6
