@@ -82,9 +82,9 @@ if TYPE_CHECKING:
 
 P_ID, P_AS_OF, P_BATCH, P_ONLINE, P_CHURN, P_FEATURES, P_SHADOW, P_MODEL = range(8)
 # The customer's latest prediction, kept after its label is known (ScoringState "last"): id, as_of and
-# the three probabilities at a pending one's places, then its model version and the risk category the
-# stream gave it.
-LATEST_MODEL, LATEST_RISK = 5, 6
+# the three probabilities at a pending one's places, then its model version, the risk category the
+# stream gave it, and whether it is followed to an outcome (add_pending kept it).
+LATEST_MODEL, LATEST_RISK, LATEST_FOLLOWED = 5, 6, 7
 
 # Kept predictions open at once per customer (see add_pending); from half of it on, they are spaced.
 OPEN_LIMIT = 16
@@ -105,20 +105,23 @@ def note_latest(
     churn: float,
     model_version: str | None,
     risk: str,
+    *,
+    followed: bool,
 ) -> None:
     """Keep ``prediction_id`` as the customer's latest prediction unless a later one is kept: the API
-    answers with it once its label is known and it has left the pending ones.
+    answers with it also once its label is known and it has left the pending ones. ``followed``: whether
+    it is followed to an outcome (:func:`add_pending` kept it; a burst's predictions are thinned).
 
     >>> s = {}
-    >>> note_latest(s, "p2", 20, 0.5, None, 0.5, "v1", "LOW")
-    >>> note_latest(s, "p1", 10, 0.9, None, 0.9, "v1", "HIGH")  # an earlier one, scored late
+    >>> note_latest(s, "p2", 20, 0.5, None, 0.5, "v1", "LOW", followed=True)
+    >>> note_latest(s, "p1", 10, 0.9, None, 0.9, "v1", "HIGH", followed=True)  # an earlier one, scored late
     >>> s["scoring"]["last"]
-    ['p2', 20, 0.5, None, 0.5, 'v1', 'LOW']
+    ['p2', 20, 0.5, None, 0.5, 'v1', 'LOW', True]
     """
     held = scoring_state(state)
     last = held.get("last")
     if last is None or as_of >= last[P_AS_OF]:
-        held["last"] = [prediction_id, as_of, batch, online, churn, model_version, risk]
+        held["last"] = [prediction_id, as_of, batch, online, churn, model_version, risk, followed]
 
 
 # -- the rule ------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class ModelSet:
         self.loaded = self.registry.load(current)
         self.loaded.model.warm_up()
         for learner in self.learners.values():
-            learner.blender.serving = self.version
+            self._serving(learner)
         log.info("now scoring with model version %s", current)
         return True
 
@@ -114,8 +114,15 @@ class ModelSet:
         """Partition ``partition``'s learner, restored from its checkpoint the first time it is needed."""
         learner = self.learners.get(partition)
         if learner is None:
-            learner = self.learners[partition] = self._load_learner(partition)
-            learner.blender.serving = self.version  # the blend of another model's pairs is not served
+            learner = self.learners[partition] = self._serving(self._load_learner(partition))
+        return learner
+
+    def replace_learners(self, learners: dict[int, Learner]) -> None:
+        """Serve with ``learners`` (restored again, say) from now on."""
+        self.learners = {p: self._serving(learner) for p, learner in learners.items()}
+
+    def _serving(self, learner: Learner) -> Learner:
+        learner.blender.serving = self.version  # the blend of another batch model's pairs is not served
         return learner
 
     def forget(self, partitions: Iterable[int] | None = None) -> None:

@@ -31,6 +31,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import re
 import signal
 import threading
 import time
@@ -143,6 +144,10 @@ class ScoreMany(BaseModel):
     as_of: StrictStr | StrictInt | None = Field(
         default=None, description="as for one customer; one time for all of them"
     )
+
+
+# the path of POST /customers/{id}/score (a customer id of its own: at least one character)
+_SCORE_PATH = re.compile(rb"^/customers/[^/].*/score/?$")
 
 
 def _problem(error: Mapping[str, Any]) -> str:
@@ -352,7 +357,7 @@ def create_app(
 
     @app.get("/customers/{customer_id:path}", summary="A customer's features and latest prediction")
     async def get_customer(customer_id: str, request: Request) -> Response:
-        if request.scope.get("raw_path", b"").rstrip(b"/").endswith(b"/score"):  # not an id with %2F
+        if _SCORE_PATH.match(request.scope.get("raw_path") or b""):  # a literal /score, not an id's %2F
             return _error(405, "method_not_allowed", "a score is requested with POST", {"Allow": "POST"})
         return reply(await blocking(service.customer, customer_id))
 
@@ -560,7 +565,15 @@ def cli(args: Any, settings: Settings) -> int:
     from churnstream.streams.health import listening_socket
 
     check_exposure(settings, allow_unauthenticated=args.allow_unauthenticated)
-    sock = listening_socket(settings.api_host, settings.api_port, setting="CHURN_API_PORT")
+    if not settings.api_token and not is_loopback(settings.api_host):  # --allow-unauthenticated
+        log.warning(
+            "serving on %s without a token (--allow-unauthenticated): anyone who reaches this port reads "
+            "every customer; set CHURN_API_TOKEN unless a proxy or a private network guards it",
+            settings.api_host,
+        )
+    sock = listening_socket(
+        settings.api_host, settings.api_port, setting="CHURN_API_PORT", host_setting="CHURN_API_HOST"
+    )
     service = build_service(settings)
     app = create_app(service, settings=settings)
     log.info(

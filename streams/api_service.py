@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from churnstream.errors import ChurnstreamError, EventError, ModelNotFoundError
 from churnstream.events import format_time, now_ms, parse_time
 from churnstream.features.labels import (
+    LATEST_FOLLOWED,
     LATEST_MODEL,
     LATEST_RISK,
     P_AS_OF,
@@ -141,7 +142,7 @@ def latest_prediction(
             "online_probability": last[P_ONLINE],
             "churn_probability": last[P_CHURN],
             "risk_category": last[LATEST_RISK],
-            "status": "pending" if any(p[P_ID] == last[P_ID] for p in pending) else "labelled",
+            "status": _status(last, pending),
         }
     if newest is None:
         return None
@@ -156,6 +157,14 @@ def latest_prediction(
         "risk_category": settings.risk_category(newest[P_CHURN], _thresholds(metadata_of(version))),
         "status": "pending",
     }
+
+
+def _status(last: list[Any], pending: list[list[Any]]) -> str:
+    """``pending`` while its label is not known, ``labelled`` once it is, ``unfollowed`` for a prediction
+    the scorer does not follow to an outcome (of a burst of events, only some predictions are)."""
+    if any(p[P_ID] == last[P_ID] for p in pending):
+        return "pending"
+    return "labelled" if len(last) <= LATEST_FOLLOWED or last[LATEST_FOLLOWED] else "unfollowed"
 
 
 class CustomerService:
@@ -213,7 +222,7 @@ class CustomerService:
         changed = models.maybe_reload()
         fresh = {p: restore_learner(self.store, p) for p in list(models.learners)}
         with self._lock:
-            models.learners = fresh
+            models.replace_learners(fresh)
         return changed
 
     def refresh_due(self) -> bool:

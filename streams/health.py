@@ -10,6 +10,7 @@ even while the worker's own loop is blocked on it.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import threading
@@ -80,26 +81,28 @@ class DependencyProbe:
         return None
 
 
-def listening_socket(host: str, port: int, *, setting: str) -> socket.socket:
-    """A socket listening on ``host:port``; :class:`ChurnstreamError` naming ``setting`` (the variable that
-    chose the port) when it cannot, as when another process holds the port.
+def listening_socket(host: str, port: int, *, setting: str, host_setting: str) -> socket.socket:
+    """A socket listening on ``host:port``; :class:`ChurnstreamError` when it cannot, naming ``setting``
+    (the variable that chose the port) when another process holds the port, else ``host_setting``.
 
-    >>> held = listening_socket("127.0.0.1", 0, setting="CHURN_API_PORT")
-    >>> listening_socket("127.0.0.1", held.getsockname()[1], setting="CHURN_API_PORT")  # doctest: +ELLIPSIS
+    >>> names = {"setting": "CHURN_API_PORT", "host_setting": "CHURN_API_HOST"}
+    >>> held = listening_socket("127.0.0.1", 0, **names)
+    >>> listening_socket("127.0.0.1", held.getsockname()[1], **names)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     churnstream.errors.ChurnstreamError: cannot listen on 127.0.0.1:...: address already in use ...; set ...
     >>> held.close()
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn and http.server choose
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family)
     except OSError as exc:
         why = (exc.strerror or str(exc)).lower()
-        raise ChurnstreamError(
-            f"cannot listen on {host}:{port}: {why} (another process may hold the port); set {setting} "
-            "to a free port, or stop what holds it"
-        ) from None
+        if exc.errno == errno.EADDRINUSE:
+            raise ChurnstreamError(
+                f"cannot listen on {host}:{port}: {why}; set {setting} to a free port, or stop what holds it"
+            ) from None
+        raise ChurnstreamError(f"cannot listen on {host}:{port}: {why}; check {host_setting}") from None
 
 
 def serve_http(
@@ -136,7 +139,7 @@ def serve_http(
         def log_message(self, *args: Any) -> None:
             return None
 
-    sock = listening_socket(host, port, setting=setting)
+    sock = listening_socket(host, port, setting=setting, host_setting="CHURN_WEB_HOST")
     server = ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock  # the address family create_server chose: IPv6 hosts too

@@ -251,7 +251,7 @@ class BatchScoring:
                     prediction.shadow_probability = shadow_list[i]
                 predictions.append(prediction)
                 state = tx.state(cid)
-                add_pending(
+                followed = add_pending(
                     state,
                     pid,
                     as_of,
@@ -276,7 +276,7 @@ class BatchScoring:
                         )
                     ]
                 tx.due[cid] = due_time(state, horizon_ms=self.horizon)
-                note_latest(state, pid, as_of, bp, op, cp, version, risk)
+                note_latest(state, pid, as_of, bp, op, cp, version, risk, followed=followed)
                 held = scoring_state(state)  # the scorer's part of the state: risk, last alert, labels
                 if rule.picks(
                     held,

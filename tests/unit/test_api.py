@@ -122,12 +122,19 @@ def test_the_latest_prediction_stays_after_its_label_with_the_category_the_strea
     read null. The category is the one kept with it (LOW here, though 0.75 is HIGH by 0.7 / 0.4)."""
     store = _store(settings)
     tx = store.begin(["c2"])
-    note_latest(tx.state("c2"), "pred-swept", 200 * DAY_MS, 0.8, None, 0.75, "v0007", "LOW")
+    note_latest(tx.state("c2"), "pred-swept", 200 * DAY_MS, 0.8, None, 0.75, "v0007", "LOW", followed=True)
     tx.touch("c2")
     store.commit(tx)
     with _client(settings, store) as client:
         held = client.get("/customers/c2").json()["latest_prediction"]
         older = client.get("/customers/c1").json()["latest_prediction"]
+    tx = store.begin(["c2"])  # a later one of a burst, which the scorer does not follow to an outcome
+    note_latest(tx.state("c2"), "pred-burst", 201 * DAY_MS, 0.8, None, 0.75, "v0007", "LOW", followed=False)
+    tx.touch("c2")
+    store.commit(tx)
+    with _client(settings, store) as client:
+        burst = client.get("/customers/c2").json()["latest_prediction"]
+    assert (burst["prediction_id"], burst["status"]) == ("pred-burst", "unfollowed")
     assert held == {
         "prediction_id": "pred-swept",
         "as_of": format_time(200 * DAY_MS),
@@ -205,6 +212,7 @@ def test_a_score_is_a_prediction_of_the_contract_with_the_models_probability(
         ("get", "/customers/c1/score", None, 405, "method_not_allowed"),  # it read "unknown customer"
         ("get", "/customers/c1/score/", None, 405, "method_not_allowed"),
         ("get", "/customers/c1%2Fscore", None, 404, "unknown_customer"),  # the id "c1/score"
+        ("get", "/customers/score", None, 404, "unknown_customer"),  # the id "score"
         ("delete", "/customers/c1", None, 405, "method_not_allowed"),
     ],
 )
@@ -498,3 +506,45 @@ def test_an_empty_namespace_says_to_check_the_prefix(settings: Settings) -> None
     assert answer.status_code == 404 and answer.json()["error"] == "unknown_customer"
     assert "the feature store holds nothing yet" in answer.json()["detail"]
     assert "Check that CHURN_TOPIC_PREFIX and CHURN_REDIS_URL are the scorer's" in answer.json()["detail"]
+
+
+def test_after_a_promotion_the_api_blends_as_the_scorer_does(settings: Settings) -> None:
+    """The API restores its learners again on refresh: they missed the serving model, and kept blending
+    with the weight chosen on the old model's probabilities (the scorer served the new model alone)."""
+    import orjson
+
+    from churnstream.models.blend import Blender
+    from churnstream.models.online import OnlineModel
+
+    store = _store(settings)
+    blender = Blender(min_pairs=2, refit_every=1)
+    for t in (1, 2, 3):
+        blender.observe(0.5, 0.9, 1, version="v0001", as_of=t)
+    tx = store.begin([])
+    tx.save_learner(0, OnlineModel().to_bytes(), orjson.dumps(blender.to_dict()))
+    store.commit(tx)
+    registry = ModelRegistry(settings.model_dir)
+    models = ModelSet(registry=registry, load_learner=functools.partial(restore_learner, store))
+    service = CustomerService(settings=settings, store=store, models=models)
+    assert service.models.learner(0).blender.online_weight() == 1.0
+    registry.register(registry.load("v0001").model, {}, promote=True)  # v0002
+    assert service.refresh()
+    assert service.models.learners[0].blender.online_weight() == 0.0  # v0002 alone, as the scorer serves
+
+
+def test_serve_without_a_token_beyond_loopback_warns_in_its_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    from churnstream.cli import main
+
+    held = socket.create_server(("0.0.0.0", 0))  # the port taken: serve stops right after the warning
+    try:
+        monkeypatch.setenv("CHURN_API_HOST", "0.0.0.0")
+        monkeypatch.setenv("CHURN_API_PORT", str(held.getsockname()[1]))
+        with caplog.at_level("WARNING", logger="churnstream.streams.api"):
+            assert main(["serve", "--allow-unauthenticated"]) == 1
+    finally:
+        held.close()
+    assert "serving on 0.0.0.0 without a token" in caplog.text and "set CHURN_API_TOKEN" in caplog.text
