@@ -52,6 +52,7 @@ class MonitorConfig:
 
     window_rows: int = 5000
     max_span_ms: int = 7 * DAY_MS
+    straggle_ms: int = 60_000  # records of a version the window just left (see monitoring.window)
     drift_share: float = 0.5
     max_reference_rows: int = 20_000
     bootstrap_windows: int = 2
@@ -168,7 +169,10 @@ class DriftMonitor:
                     self.labels.delay_ms = self.config.label_delay_ms
                     self.labels.min_labels = self.config.min_labels
         self.window = DriftWindow(
-            max_rows=self.config.window_rows, max_span_ms=self.config.max_span_ms, first_seq=first_seq
+            max_rows=self.config.window_rows,
+            max_span_ms=self.config.max_span_ms,
+            first_seq=first_seq,
+            straggle_ms=self.config.straggle_ms,
         )
         self.windows_closed = first_seq - 1
 
@@ -180,6 +184,11 @@ class DriftMonitor:
     @property
     def model_version(self) -> str | None:
         return self.window.model_version
+
+    @property
+    def rows_straggled(self) -> int:
+        """Predictions of records of a model version the window had just left (see monitoring.window)."""
+        return self.window.straggled
 
     def reference_rows(self, model_version: str) -> int | None:
         prepared = self._prepared.get(model_version)

@@ -5,6 +5,13 @@ lies more than ``max_span_ms`` after the window's first one (so a quiet stream s
 short window), or when the model version changes (a window describes one model). Outcomes (labels
 that became known) ride along with the window that is open when they arrive.
 
+After a promotion each worker picks the new model up on its own poll, so for a few seconds their
+records alternate between the old version and the new. A record of the version the window just left,
+made (``created_at``, the scorer's clock) within ``straggle_ms`` of the record that moved the window on,
+is a straggler: its predictions join no window (``straggled`` counts them), its outcomes ride along as
+any record's. Before, every alternation closed a window: one tiny window, report and Evidently run per
+record for as long as the workers disagreed.
+
 Windows are numbered (``seq``) in the order they open. After each :meth:`DriftWindow.add`,
 ``segments`` says how many of the batch's predictions went into which window (and ``outcomes_seq``
 which window took its outcomes), so the Kafka edge knows when every part of a record has been reported
@@ -19,6 +26,11 @@ and its offset may be committed.
 ([3], 1, [(1, 3), (2, 1)])
 >>> [(c.rows, c.closed_by) for c in w.add(batch([20]))], w.rows
 ([(1, 'time')], 1)
+>>> import dataclasses
+>>> [c.model_version for c in w.add(dataclasses.replace(batch([21]), model_version="v2", created_at=5))]
+['v1']
+>>> w.add(dataclasses.replace(batch([22]), created_at=9)), w.model_version, w.straggled  # v1, lagging
+([], 'v2', 1)
 """
 
 from __future__ import annotations
@@ -96,7 +108,14 @@ class DriftWindow:
     smallest and largest ``as_of`` it holds.
     """
 
-    def __init__(self, *, max_rows: int, max_span_ms: int = 7 * DAY_MS, first_seq: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        max_rows: int,
+        max_span_ms: int = 7 * DAY_MS,
+        first_seq: int = 1,
+        straggle_ms: int = 60_000,
+    ) -> None:
         if max_rows <= 0 or max_span_ms <= 0:
             raise ValueError("max_rows and max_span_ms must be positive")
         self.max_rows = max_rows
@@ -105,6 +124,9 @@ class DriftWindow:
         self._open: _Open | None = None
         self.segments: list[tuple[int, int]] = []
         self.outcomes_seq: int | None = None
+        self.straggle_ms = straggle_ms
+        self.straggled = 0  # predictions of stragglers (see the module docstring)
+        self._left: dict[str, int] = {}  # version -> created_at of the record that moved the window off it
 
     @property
     def rows(self) -> int:
@@ -129,18 +151,27 @@ class DriftWindow:
         closed: list[ClosedWindow] = []
         self.segments = []
         self.outcomes_seq = None
+        straggler = False
         if self._open is None:
             self._open = self._new(batch)
         elif self._open.model_version != batch.model_version:
-            if self._open.rows:
-                closed.append(self._close("model_version"))
-            # the (now empty) open window keeps its number and any outcomes, for the new version
-            self._open.model_version = batch.model_version
-            self._open.feature_names = list(batch.feature_names)
+            left = self._left.get(batch.model_version)
+            straggler = left is not None and batch.created_at <= left + self.straggle_ms
+            if not straggler:
+                self._left[self._open.model_version] = batch.created_at
+                self._left.pop(batch.model_version, None)
+                if self._open.rows:
+                    closed.append(self._close("model_version"))
+                # the (now empty) open window keeps its number and any outcomes, for the new version
+                self._open.model_version = batch.model_version
+                self._open.feature_names = list(batch.feature_names)
         if skip_rows == 0 and any(batch.outcomes.values()):
             _extend(self._open.outcomes, batch.outcomes)
             self.outcomes_seq = self._open.seq
         n = batch.rows
+        if straggler:
+            self.straggled += max(n - skip_rows, 0)
+            return closed
         if n <= skip_rows:
             return closed
         columns = _prediction_arrays(batch, skip_rows)

@@ -117,6 +117,8 @@ def build_monitor(
         config=MonitorConfig(
             window_rows=settings.drift_window_rows,
             max_span_ms=int(settings.drift_window_days * DAY_MS),
+            # workers pick a promoted model up on their own polls: their records disagree that long
+            straggle_ms=max(60_000, int(3 * settings.model_poll_seconds * 1000)),
             drift_share=settings.drift_share,
             label_delay_ms=settings.horizon_ms + settings.lateness_ms,
             min_labels=settings.monitor_min_labels,

@@ -283,6 +283,11 @@ class MonitorMetrics:
 
         yield counter("records", "Monitoring batch records consumed", h["records"])
         yield counter("rows", "Predictions consumed", h["rows_seen"])
+        yield counter(
+            "rows_straggled",
+            "Predictions of workers still on the model version the window had just left (in no window)",
+            h.get("rows_straggled", 0),
+        )
         windows = CounterMetricFamily(
             "churn_monitor_windows", "Drift windows reported, by verdict", labels=["verdict"]
         )
@@ -340,6 +345,7 @@ _SAMPLE_HEALTH: dict[str, Any] = {  # doctest data: a /health body
     "records": 3,
     "rows_seen": 900,
     "rows_pending": 100,
+    "rows_straggled": 0,
     "reports_rendered": 2,
     "report_errors": 0,
     "dead_letters": 0,

@@ -13,7 +13,9 @@ from churnstream.settings import DAY_MS
 HOUR = 3_600_000
 
 
-def batch(times: list[int], *, version: str = "v1", labels: int = 0, start: float = 0.0) -> MonitoringBatch:
+def batch(
+    times: list[int], *, version: str = "v1", labels: int = 0, start: float = 0.0, made: int = 0
+) -> MonitoringBatch:
     n = len(times)
     predictions: dict[str, list[Any]] = {
         "as_of": list(times),
@@ -32,7 +34,7 @@ def batch(times: list[int], *, version: str = "v1", labels: int = 0, start: floa
         "online_probability": [None] * labels,
         "churn_probability": [0.5] * labels,
     }
-    return MonitoringBatch("b", 0, version, ["spent_total"], predictions, outcomes)
+    return MonitoringBatch("b", made, version, ["spent_total"], predictions, outcomes)
 
 
 def test_window_closes_at_exactly_max_rows_and_keeps_the_rest() -> None:
@@ -82,6 +84,25 @@ def test_model_version_change_closes_the_window() -> None:
     closed = window.add(batch([4, 5], version="v2"))
     assert [(c.model_version, c.rows, c.closed_by) for c in closed] == [("v1", 3, "model_version")]
     assert (window.model_version, window.rows) == ("v2", 2)
+
+
+def test_workers_that_pick_a_promoted_model_up_at_different_times_close_one_window() -> None:
+    """Three workers, one on v2 from the first second, two others 4 and 9 s later: their records
+    alternated versions, and each closed a window (one report and Evidently run per record)."""
+    window = DriftWindow(max_rows=10_000, straggle_ms=60_000)
+    for t in range(20):
+        window.add(batch([t * 10, t * 10 + 1], version="v1", made=t * 1000))
+    closed = []
+    for second in range(20, 40):  # a record a second from each worker
+        for lag in (0, 4, 9):
+            version = "v2" if second - 20 >= lag else "v1"
+            closed += window.add(batch([second * 10], version=version, labels=1, made=second * 1000))
+    assert [(c.model_version, c.closed_by) for c in closed] == [("v1", "model_version")]
+    assert (window.model_version, window.rows, window.straggled) == ("v2", 60 - 13, 13)
+    assert window.flush().outcome_rows == 60  # the stragglers' outcomes ride along as any record's
+    # a rollback later than that: v1 serves again, and its records are windows of their own
+    rolled = window.add(batch([1000], version="v1", made=200_000))
+    assert window.model_version == "v1" and window.rows == 1 and rolled == []
 
 
 def test_outcomes_ride_with_the_open_window() -> None:
