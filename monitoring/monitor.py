@@ -159,6 +159,7 @@ class DriftMonitor:
         self.quality = ModelQuality(size=self.config.auc_window)
         self.labels = LabelBook(delay_ms=self.config.label_delay_ms, min_labels=self.config.min_labels)
         first_seq = 1
+        left: dict[str, int] = {}
         if saved is not None:
             first_seq = saved.seq + 1
             if saved.detectors:
@@ -168,12 +169,15 @@ class DriftMonitor:
                     self.labels = detectors[2]
                     self.labels.delay_ms = self.config.label_delay_ms
                     self.labels.min_labels = self.config.min_labels
+                if len(detectors) > 3:  # the versions the window left (its stragglers), if saved with it
+                    left = dict(detectors[3])
         self.window = DriftWindow(
             max_rows=self.config.window_rows,
             max_span_ms=self.config.max_span_ms,
             first_seq=first_seq,
             straggle_ms=self.config.straggle_ms,
         )
+        self.window.left = left
         self.windows_closed = first_seq - 1
 
     @property
@@ -232,7 +236,9 @@ class DriftMonitor:
         self.labels.add(window.outcomes)
         self.labels.advance(window.end)
         if self.state is not None:
-            added.detectors[window.seq] = pickle.dumps((self.concept, self.quality, self.labels))
+            added.detectors[window.seq] = pickle.dumps(
+                (self.concept, self.quality, self.labels, dict(self.window.left))
+            )
         reference = self._reference_for(window, added)
         if reference is None:
             return

@@ -126,7 +126,7 @@ class DriftWindow:
         self.outcomes_seq: int | None = None
         self.straggle_ms = straggle_ms
         self.straggled = 0  # predictions of stragglers (see the module docstring)
-        self._left: dict[str, int] = {}  # version -> created_at of the record that moved the window off it
+        self.left: dict[str, int] = {}  # version -> created_at of the record that moved the window off it
 
     @property
     def rows(self) -> int:
@@ -155,11 +155,11 @@ class DriftWindow:
         if self._open is None:
             self._open = self._new(batch)
         elif self._open.model_version != batch.model_version:
-            left = self._left.get(batch.model_version)
+            left = self.left.get(batch.model_version)
             straggler = left is not None and batch.created_at <= left + self.straggle_ms
             if not straggler:
-                self._left[self._open.model_version] = batch.created_at
-                self._left.pop(batch.model_version, None)
+                self.left[self._open.model_version] = batch.created_at
+                self.left.pop(batch.model_version, None)
                 if self._open.rows:
                     closed.append(self._close("model_version"))
                 # the (now empty) open window keeps its number and any outcomes, for the new version

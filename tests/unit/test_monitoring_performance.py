@@ -319,3 +319,26 @@ def test_past_the_cap_the_oldest_windows_labels_are_dropped_and_the_log_says_wha
     assert book.add({"as_of": [101, 201], "label": [1, 0], "churn_probability": [0.9, 0.1]}) == 1
     assert "labels of window 1 are no longer collected" in caplog.text
     assert "raise CHURN_DRIFT_WINDOW_ROWS" in caplog.text
+
+
+def test_a_restarted_monitor_still_knows_the_stragglers_of_a_promotion(tmp_path: Path) -> None:
+    """The versions the window left are saved with the detectors of the window the promotion closed: a
+    restart inside the straggling minute does not cut a window per record again."""
+    import dataclasses
+
+    days = _world(12)
+    batches = [dataclasses.replace(b, created_at=i * 1000) for i, b in enumerate(days[:8])]
+    batches.append(dataclasses.replace(days[8], model_version="v2", created_at=8_000))  # the promotion
+    straggler = dataclasses.replace(days[9], created_at=9_000)  # a worker still on v1
+    state = MonitorState(tmp_path)
+    first = _monitor(state)
+    detectors: dict[int, bytes] = {}
+    for batch in batches:
+        detectors.update(first.add(batch).detectors)
+    done = first.windows_closed
+    assert first.window.model_version == "v2" and first.window.left == {"v1": 8_000}
+    state.save(positions={}, seq=done, detectors=detectors[done], counters={})
+    again = _monitor(MonitorState(tmp_path))
+    again.add(batches[-1])  # the open window's record, read again
+    assert again.add(straggler).pending == [] and again.window.model_version == "v2"
+    assert again.rows_straggled == straggler.rows
