@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from churnstream.errors import ChurnstreamError, EventError, StoreError
+from churnstream.errors import ChurnstreamError, ConfigError, EventError, StoreError
 from churnstream.events import format_time, parse_time
 from churnstream.features.definitions import features_as_of
 from churnstream.features.state import CustomerState
@@ -154,20 +154,23 @@ def cli(args: Any, settings: Settings) -> int:
 
     from churnstream.features.redis_store import RedisFeatureStore, redis_client, redis_failed
 
+    as_of = None
+    if args.as_of is not None:  # a usage error (exit 2), before Redis is asked anything
+        raw = args.as_of
+        try:
+            as_of = parse_time(int(raw) if raw.lstrip("-").isdigit() else raw, "--as-of")
+        except EventError as exc:
+            raise ConfigError(str(exc)) from None
     client = redis_client(settings.redis_url)
     store = RedisFeatureStore(
         client=client, namespace=settings.topic_prefix, lateness_ms=settings.lateness_ms
     )
     try:
         store.check_layout()  # knows how many partitions the state was written for
-        as_of = None
-        if args.as_of is not None:
-            raw = args.as_of
-            as_of = parse_time(int(raw) if raw.lstrip("-").isdigit() else raw, "--as-of")
         try:
             found = find(store, args.customer_id, as_of)
         except UnknownCustomer as exc:
-            print(f"churnstream features: {exc}", file=sys.stderr)
+            print(f"churnstream features: error: {exc}", file=sys.stderr)
             return 1
         out = {"customer_id": args.customer_id, "as_of": format_time(found.as_of), "features": found.features}
         print(json.dumps(out, indent=2))

@@ -123,6 +123,12 @@ def test_usage_and_configuration_errors_exit_2(
     monkeypatch.delenv("CHURN_KAFKA_BOOTSTRAP_SERVER")
     monkeypatch.setenv("CHURN_METRICS_PORT", "-1")  # off: allowed
     assert main(["config"]) == 0
+    # a malformed --as-of is a usage error, said before Redis is asked (none answers here)
+    monkeypatch.setenv("CHURN_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(["features", "c1", "--as-of", "yesterday"]) == 2
+    assert (
+        "churnstream features: error: --as-of: 'yesterday' is not an RFC 3339 time" in capsys.readouterr().err
+    )
     monkeypatch.delenv("CHURN_METRICS_PORT")
     with pytest.raises(SystemExit) as done:
         main(["score", "--no-such-flag"])
