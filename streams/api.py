@@ -359,6 +359,8 @@ def create_app(
     async def get_customer(customer_id: str, request: Request) -> Response:
         if _SCORE_PATH.match(request.scope.get("raw_path") or b""):  # a literal /score, not an id's %2F
             return _error(405, "method_not_allowed", "a score is requested with POST", {"Allow": "POST"})
+        if not customer_id:
+            return await no_customer()
         return reply(await blocking(service.customer, customer_id))
 
     @app.post("/customers/{customer_id:path}/score", summary="Score a customer now")
@@ -371,6 +373,15 @@ def create_app(
         scored = await blocking(functools.partial(service.score, reasons=reasons), customer_id, as_of)
         metrics.scored.inc()
         return reply(scored.to_json())
+
+    # with a trailing slash too (the customer route above would otherwise answer it 405)
+    app.add_api_route(
+        "/customers/{customer_id:path}/score/", score_customer, methods=["POST"], include_in_schema=False
+    )
+
+    @app.get("/customers", include_in_schema=False)  # not a 307 to /customers/ with an empty body
+    async def no_customer() -> Response:
+        return _error(404, "not_found", "a customer's answer is at GET /customers/{customer_id}")
 
     @app.post("/score", summary="Score several customers as of one time")
     async def score_many(body: ScoreMany, reasons: bool = True) -> Response:

@@ -213,6 +213,8 @@ def test_a_score_is_a_prediction_of_the_contract_with_the_models_probability(
         ("get", "/customers/c1/score/", None, 405, "method_not_allowed"),
         ("get", "/customers/c1%2Fscore", None, 404, "unknown_customer"),  # the id "c1/score"
         ("get", "/customers/score", None, 404, "unknown_customer"),  # the id "score"
+        ("get", "/customers", None, 404, "not_found"),  # was a 307 with an empty body
+        ("get", "/customers/", None, 404, "not_found"),  # was "unknown customer ''"
         ("delete", "/customers/c1", None, 405, "method_not_allowed"),
     ],
 )
@@ -246,6 +248,8 @@ def test_a_malformed_body_is_refused_with_what_to_send(client: TestClient) -> No
 def test_a_wrong_method_says_which_are_allowed_and_health_answers_head(client: TestClient) -> None:
     wrong = client.delete("/customers/c1")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    slash = client.post("/customers/c1/score/")  # was a 405: the customer route took it
+    assert slash.status_code == 200 and slash.json()["customer_id"] == "c1"
     assert client.head("/health").status_code == 200
 
 
