@@ -124,7 +124,8 @@ def latest_prediction(
     category), or None before the first.
 
     The scorer keeps it apart from the predictions still waiting for their label (``status: "pending"``),
-    so it stays after its label is known (``status: "labelled"``; ``churn_outcomes`` has the outcome).
+    so it stays after its label is known (``status: "labelled"``; ``churn_outcomes`` has the outcome), and
+    says when it is one the scorer does not follow to an outcome (``"unfollowed"``: see :func:`_status`).
     States written before it was kept have only the pending ones: their newest, or None. Its risk category
     is the one the stream gave it; for a pending one of such a state, the thresholds of the model that
     made it (``metadata_of`` its version) where no setting overrides them.
