@@ -880,6 +880,7 @@ HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests rea
     "records",
     "rows_seen",
     "rows_pending",
+    "rows_straggled",
     "windows_done",
     "windows_reported",
     "windows_skipped",
@@ -935,4 +936,5 @@ def test_ready_once_running_and_both_pages_say_how_far_behind(
     assert samples[("churn_monitor_records_read_back_total", ())] == health["records_read_back"]
     assert samples[("churn_monitor_rows_total", ())] == health["rows_seen"] > 0
     assert samples[("churn_monitor_rows_pending", ())] == health["rows_pending"]
+    assert samples[("churn_monitor_rows_straggled_total", ())] == health["rows_straggled"] == 0
     assert not any(name.startswith("churnstream_") for name, _ in samples)
