@@ -20,8 +20,11 @@ def _alert(n: int) -> bytes:
     return json.dumps({"alert_id": f"A{n}", "customer_id": f"C{n}", "churn_probability": 0.9}).encode()
 
 
-def _follow(settings: Settings, log: Path, *extra: str, limit: int = 1) -> list[str]:
-    """Run ``alerts --follow --json --limit N`` and keep producing new alerts until it has printed N."""
+def _follow(
+    settings: Settings, log: Path, *extra: str, limit: int = 1, first: int = 100
+) -> tuple[list[str], int]:
+    """Run ``alerts --follow --json --limit N`` and keep producing new alerts (``A<first>`` on) until it
+    has printed N; the ids printed, and how many alerts were produced."""
     proc = start_worker(
         ["alerts", "--follow", "--json", "--limit", str(limit), *extra],
         settings,
@@ -29,7 +32,7 @@ def _follow(settings: Settings, log: Path, *extra: str, limit: int = 1) -> list[
         program=[CHURNSTREAM],
         stdout="pipe",
     )
-    n = 100
+    n = first
     deadline = time.monotonic() + 60
     try:
         while proc.poll() is None and time.monotonic() < deadline:
@@ -41,7 +44,7 @@ def _follow(settings: Settings, log: Path, *extra: str, limit: int = 1) -> list[
                 continue
         assert proc.poll() == 0, log.read_text(errors="replace")
         assert proc.stdout is not None
-        return [json.loads(line)["alert_id"] for line in proc.stdout.read().splitlines()]
+        return [json.loads(line)["alert_id"] for line in proc.stdout.read().splitlines()], n - first
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -56,10 +59,17 @@ def test_alerts_prints_the_topic_then_exits_and_follow_starts_at_the_end(
     snapshot = subprocess.run(
         [CHURNSTREAM, "alerts", "--json"], env=child_env(settings), capture_output=True, text=True, timeout=60
     )
-    followed = _follow(settings, tmp_path / "follow.log")
-    replayed = _follow(settings, tmp_path / "replay.log", "--from-beginning", limit=3)
+    followed, produced = _follow(settings, tmp_path / "follow.log")
+    # from the beginning: every alert already on the topic, then one new. The topic has several
+    # partitions, read in no set order, so the limit covers all of them (with a limit of 3 the replay
+    # could stop before reaching A1's partition)
+    held = 2 + produced
+    replayed, _ = _follow(settings, tmp_path / "replay.log", "--from-beginning", limit=held + 1, first=1000)
 
     assert snapshot.returncode == 0, snapshot.stderr
     assert sorted(json.loads(line)["alert_id"] for line in snapshot.stdout.splitlines()) == ["A1", "A2"]
     assert len(followed) == 1 and followed[0] not in ("A1", "A2")  # like tail -f: only what is new
-    assert len(replayed) == 3 and {"A1", "A2"} <= set(replayed)  # the existing ones as well
+    existing = {"A1", "A2", *(f"A{n}" for n in range(100, 100 + produced))}
+    assert len(replayed) == held + 1 and existing <= set(replayed)  # the existing ones as well
+    (new,) = set(replayed) - existing
+    assert int(new[1:]) >= 1000  # and one produced while it followed
