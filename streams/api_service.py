@@ -135,28 +135,21 @@ def latest_prediction(
     newest = max(pending, key=lambda row: row[P_AS_OF]) if pending else None
     last = held.get("last")
     if last is not None and (newest is None or last[P_AS_OF] >= newest[P_AS_OF]):
-        return {
-            "prediction_id": last[P_ID],
-            "as_of": format_time(last[P_AS_OF]),
-            "model_version": last[LATEST_MODEL],
-            "batch_probability": last[P_BATCH],
-            "online_probability": last[P_ONLINE],
-            "churn_probability": last[P_CHURN],
-            "risk_category": last[LATEST_RISK],
-            "status": _status(last, pending),
-        }
-    if newest is None:
+        row, version, risk, status = last, last[LATEST_MODEL], last[LATEST_RISK], _status(last, pending)
+    elif newest is not None:  # a state written before the latest was kept apart
+        row, version, status = newest, newest[P_MODEL] if len(newest) > P_MODEL else None, "pending"
+        risk = settings.risk_category(newest[P_CHURN], _thresholds(metadata_of(version)))
+    else:
         return None
-    version = newest[P_MODEL] if len(newest) > P_MODEL else None
     return {
-        "prediction_id": newest[P_ID],
-        "as_of": format_time(newest[P_AS_OF]),
+        "prediction_id": row[P_ID],
+        "as_of": format_time(row[P_AS_OF]),
         "model_version": version,
-        "batch_probability": newest[P_BATCH],
-        "online_probability": newest[P_ONLINE],
-        "churn_probability": newest[P_CHURN],
-        "risk_category": settings.risk_category(newest[P_CHURN], _thresholds(metadata_of(version))),
-        "status": "pending",
+        "batch_probability": row[P_BATCH],
+        "online_probability": row[P_ONLINE],
+        "churn_probability": row[P_CHURN],
+        "risk_category": risk,
+        "status": status,
     }
 
 

@@ -79,11 +79,16 @@ class ShadowOutcomes:
                 }
         except Exception:  # not an outcome this reader can use: counted by nobody, like a foreign message
             return False
-        if obj.get("source") == "inactivity" and as_of > self.final.get(partition, as_of - 1):
-            self.final[partition] = as_of
+        self.settle(as_of, obj.get("source"), partition)
         if row is not None:
             self.rows.append(row)
         return row is not None
+
+    def settle(self, as_of: int, source: Any, partition: int) -> None:
+        """An outcome of ``source`` for a prediction ``as_of`` in ``partition``: a "churned" one moves how
+        far that partition's labels are final."""
+        if source == "inactivity" and as_of > self.final.get(partition, as_of - 1):
+            self.final[partition] = as_of
 
 
 def read_outcomes(settings: Settings) -> ShadowOutcomes:
@@ -99,12 +104,10 @@ def read_outcomes(settings: Settings) -> ShadowOutcomes:
 def final_of(rows: list[dict[str, Any]]) -> dict[int, int]:
     """``ShadowOutcomes.final`` of rows given as they are (tests drive :class:`LoopWatch` with them): the
     latest ``as_of`` of the ``inactivity`` ones per ``partition`` (0 when they name none)."""
-    final: dict[int, int] = {}
+    found = ShadowOutcomes()
     for r in rows:
-        if r.get("source") == "inactivity":
-            p = int(r.get("partition", 0))
-            final[p] = max(final.get(p, r["as_of"]), r["as_of"])
-    return final
+        found.settle(r["as_of"], r.get("source"), int(r.get("partition", 0)))
+    return found.final
 
 
 def trained_until(registry: ModelRegistry, *versions: str | None) -> int | None:
