@@ -83,6 +83,13 @@ class DriftReport:
                 "labels": OutputField("integer", minimum=0),
                 "window_start": OutputField("time"),
                 "window_end": OutputField("time"),
+                "windows": OutputField(
+                    "integer",
+                    "How many adjacent windows these labels are of: more than 1 when more windows wait for "
+                    "their labels than the monitor keeps apart (400).",
+                    required=False,
+                    minimum=1,
+                ),
             },
         ),
         "action": OutputField(

@@ -38,6 +38,7 @@ from typing import Any
 
 from churnstream.errors import ChurnstreamError
 from churnstream.monitoring.concept import error_shift
+from churnstream.monitoring.performance import windows_named
 from churnstream.predictions import reasons_text
 from churnstream.timefmt import format_time, parse_time
 
@@ -580,7 +581,8 @@ def _performance(performance: dict[str, Any] | None) -> str:
         text += f" [{float(performance['lower']):.3f}, {float(performance['upper']):.3f}]"
     if performance.get("labels") is not None:
         text += (
-            f" on {performance['labels']} labels of the window from {performance.get('window_start')} to "
+            f" on {performance['labels']} labels of {windows_named(performance)} from "
+            f"{performance.get('window_start')} to "
             f"{performance.get('window_end')}"
         )
     return text

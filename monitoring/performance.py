@@ -123,7 +123,10 @@ def binned_roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float | None
     return float(np.sum(pos * (below + neg / 2.0)) / (n1 * n0))
 
 
-def as_of_spans(as_of: Sequence[int] | np.ndarray, *, limit: int = 32) -> list[tuple[int, int]]:
+SPAN_LIMIT = 32  # spans of as_of a waiting window keeps, merged windows too
+
+
+def as_of_spans(as_of: Sequence[int] | np.ndarray, *, limit: int = SPAN_LIMIT) -> list[tuple[int, int]]:
     """At most ``limit`` disjoint ``(first, last)`` spans, in order, covering every time in ``as_of``
     and as little else as they can: cut at the largest gaps between the sorted distinct times.
 
@@ -146,7 +149,8 @@ def as_of_spans(as_of: Sequence[int] | np.ndarray, *, limit: int = 32) -> list[t
 @dataclass(slots=True)
 class _Open:
     """A closed window whose labels are still arriving: per-bin counts of its labelled predictions, and
-    the spans of ``as_of`` its predictions cover (empty: all of ``start``..``end``)."""
+    the spans of ``as_of`` its predictions cover (empty: all of ``start``..``end``). ``windows``: how many
+    adjacent windows it holds (:meth:`LabelBook.open` merges them past its cap)."""
 
     seq: int
     model_version: str
@@ -155,15 +159,54 @@ class _Open:
     positives: np.ndarray
     negatives: np.ndarray
     spans: np.ndarray | None = None  # (n, 2) int64
+    windows: int = 1
+
+    def covered(self) -> np.ndarray:
+        """The spans, ``[[start, end]]`` when it has none."""
+        spans = getattr(self, "spans", None)  # None in a book saved before spans existed
+        if spans is None or not len(spans):
+            return np.array([[self.start, self.end]], dtype=np.int64)
+        return spans
+
+    def merged(self, later: _Open) -> _Open:
+        """One window holding this one's labels and ``later``'s (of the same model version): over both
+        time ranges, its spans the union of theirs.
+
+        >>> a = _Open(1, "v", 0, 10, np.array([1, 0]), np.array([0, 2]), np.array([[0, 4], [8, 10]]))
+        >>> b = _Open(2, "v", 9, 20, np.array([0, 3]), np.array([1, 0]), np.array([[9, 9], [15, 20]]))
+        >>> m = a.merged(b)
+        >>> m.seq, m.start, m.end, m.windows, m.positives.tolist(), m.negatives.tolist(), m.spans.tolist()
+        (1, 0, 20, 2, [1, 3], [1, 2], [[0, 4], [8, 10], [15, 20]])
+        """
+        spans = np.concatenate([self.covered(), later.covered()])
+        spans = spans[np.argsort(spans[:, 0], kind="stable")]
+        union: list[list[int]] = []
+        for first, last in spans.tolist():
+            if union and first <= union[-1][1]:
+                union[-1][1] = max(union[-1][1], last)
+            else:
+                union.append([first, last])
+        if len(union) > SPAN_LIMIT:  # bridge the smallest gaps: the book's size stays bounded
+            firsts, lasts = np.array(union, dtype=np.int64).T
+            cuts = np.sort(np.argsort(lasts[:-1] - firsts[1:], kind="stable")[: SPAN_LIMIT - 1])
+            kept = np.column_stack([np.r_[firsts[0], firsts[cuts + 1]], np.r_[lasts[cuts], lasts[-1]]])
+            union = kept.tolist()
+        return _Open(
+            min(self.seq, later.seq),
+            self.model_version,
+            min(self.start, later.start),
+            max(self.end, later.end),
+            self.positives + later.positives,
+            self.negatives + later.negatives,
+            np.array(union, dtype=np.int64),
+            getattr(self, "windows", 1) + getattr(later, "windows", 1),
+        )
 
     def widths(self, times: np.ndarray) -> np.ndarray:
         """Per time, the length of this window's span that holds it (int64 max when none does)."""
         out = np.full(times.size, np.iinfo(np.int64).max)
         inside = (times >= self.start) & (times <= self.end)
-        spans = getattr(self, "spans", None)  # None in a book saved before spans existed
-        if spans is None or not len(spans):
-            out[inside] = self.end - self.start
-            return out
+        spans = self.covered()
         i = np.searchsorted(spans[:, 0], times, side="right") - 1
         held = inside & (i >= 0) & (times <= spans[np.maximum(i, 0), 1])
         out[held] = (spans[:, 1] - spans[:, 0])[i[held]]
@@ -196,6 +239,7 @@ class LabelBook:
     max_open: int = 400
     baseline_windows: int = 3
     clock: int = 0
+    merging: bool = False  # past max_open once: windows are merged (logged once)
     opened: list[_Open] = field(default_factory=list)
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -217,15 +261,42 @@ class LabelBook:
         starts = [e.start for e in self.opened]
         self.opened.insert(bisect.bisect_right(starts, start), entry)
         if len(self.opened) > self.max_open:
+            self._merge()
+
+    def _merge(self) -> None:
+        """Past ``max_open`` waiting windows, the two adjacent ones of one model version that together span
+        the least time are counted as one from now on: every label still counts, and the realized
+        performance, once known, is theirs together (``windows`` says how many). So the book stays
+        bounded at any prediction rate; a shop with many windows a horizon gets coarser realized
+        performance, never none."""
+        pairs = [
+            (b.end - a.start, j)
+            for j, (a, b) in enumerate(zip(self.opened, self.opened[1:], strict=False))
+            if a.model_version == b.model_version
+        ]
+        if not pairs:  # every neighbour of another version: nothing merges, the oldest goes
             oldest = min(self.opened, key=lambda e: e.seq)
             self.opened.remove(oldest)
             log.warning(
-                "labels of window %d are no longer collected: %d windows wait for theirs (a horizon plus "
-                "the lateness): its realized performance will not be known. At this rate, raise "
-                "CHURN_DRIFT_WINDOW_ROWS so that fewer, larger windows wait",
+                "labels of window %d are no longer collected: %d windows of alternating model versions "
+                "wait for theirs: its realized performance will not be known",
                 oldest.seq,
                 self.max_open,
             )
+            return
+        _, j = min(pairs)
+        a, b = self.opened[j], self.opened[j + 1]
+        if not getattr(self, "merging", False):  # a book saved before merging existed
+            self.merging = True
+            log.info(
+                "%d windows wait for their labels (a horizon plus the lateness): adjacent windows now share "
+                "one realized ROC-AUC (windows %d and %d first); CHURN_DRIFT_WINDOW_ROWS sets how many "
+                "predictions a window holds",
+                self.max_open + 1,
+                a.seq,
+                b.seq,
+            )
+        self.opened[j : j + 2] = [a.merged(b)]
 
     def add(self, outcomes: dict[str, list[Any]]) -> int:
         """Count outcomes (``as_of``, ``label``, ``churn_probability`` columns) in the windows their
@@ -278,6 +349,7 @@ class LabelBook:
                 "labels": labels,
                 "window_start": entry.start,
                 "window_end": entry.end,
+                "windows": getattr(entry, "windows", 1),
             }
             self.latest[entry.model_version] = realized
             self._pool(entry)
@@ -294,15 +366,27 @@ class LabelBook:
             pool.end = max(pool.end, entry.end)
             pool.positives = pool.positives + entry.positives
             pool.negatives = pool.negatives + entry.negatives
-        self._pooled[version] = (windows + 1, pool)
+        windows += getattr(entry, "windows", 1)
+        self._pooled[version] = (windows, pool)
         self.baseline[version] = {
             "metric": METRIC,
             "value": _round(binned_roc_auc(pool.positives, pool.negatives)),
             "labels": int(pool.positives.sum() + pool.negatives.sum()),
             "window_start": pool.start,
             "window_end": pool.end,
-            "windows": windows + 1,
+            "windows": windows,
         }
+
+
+def windows_named(realized: dict[str, Any]) -> str:
+    """What a realized performance covers, in words: one window, or several adjacent ones the label book
+    counted together (:meth:`LabelBook.open`).
+
+    >>> windows_named({"value": 0.8}), windows_named({"value": 0.8, "windows": 3})
+    ('the window', '3 adjacent windows')
+    """
+    windows = int(realized.get("windows") or 1)
+    return "the window" if windows == 1 else f"{windows} adjacent windows"
 
 
 @dataclass(frozen=True, slots=True)

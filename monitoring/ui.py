@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from churnstream.events import parse_time
+from churnstream.monitoring.performance import windows_named
 
 PROJECT = "churnstream"
 DASHBOARD_TAB = "Drift over event time"
@@ -113,7 +114,7 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
         metadata["estimated_roc_auc"] = f"{estimated['value']}{bounds}"
     if realized.get("value") is not None:
         metadata["realized_roc_auc"] = (
-            f"{realized['value']} ({realized.get('labels')} labels of the window from "
+            f"{realized['value']} ({realized.get('labels')} labels of {windows_named(realized)} from "
             f"{realized.get('window_start')} to {realized.get('window_end')})"
         )
     tags = [f"model:{message.get('model_version', '')}", f"prefix:{topic_prefix or '(none)'}"]

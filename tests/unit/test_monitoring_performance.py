@@ -83,7 +83,7 @@ def test_labels_go_to_the_window_their_prediction_fell_in_and_are_known_after_th
     first = book.latest["v1"]
     exact = roc_auc_score([1, 0, 1, 0, 0], [0.9, 0.1, 0.2, 0.3, 0.05])
     assert first == {"metric": "roc_auc", "value": pytest.approx(exact, abs=0.01), "labels": 5,
-                     "window_start": 0, "window_end": 10}  # fmt: skip
+                     "window_start": 0, "window_end": 10, "windows": 1}  # fmt: skip
     # window 2 has too few labels: known, but not reported; the latest stays window 1's
     assert book.advance(200) == [2]
     assert book.latest["v1"] is first
@@ -308,17 +308,56 @@ def test_every_window_realizes_the_labels_of_its_own_predictions_when_sweeps_arr
         assert r["labels"] == windows[window], window
 
 
-def test_past_the_cap_the_oldest_windows_labels_are_dropped_and_the_log_says_what_to_change(
+def test_past_the_cap_adjacent_windows_share_their_labels_and_none_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shop with more windows a horizon than the book keeps: the two adjacent windows of the shortest
+    time together count as one (every label still counts), once the log said so."""
+    book = LabelBook(delay_ms=10, min_labels=1, max_open=2)
+    with caplog.at_level("INFO", logger="churnstream.monitoring.performance"):
+        book.open(1, "v1", 100, 105)
+        book.open(2, "v1", 200, 205)
+        book.open(3, "v1", 210, 215)  # 2 and 3 span 15 ms together, 1 and 2 105 ms: 2 and 3 merge
+        book.open(4, "v1", 300, 390)  # now 1 + (2, 3) spans 115 ms, (2, 3) + 4 190 ms
+    assert [(e.seq, e.start, e.end, e.windows) for e in book.opened] == [(1, 100, 215, 3), (4, 300, 390, 1)]
+    assert caplog.text.count("adjacent windows now share one realized ROC-AUC") == 1
+    as_of = [101, 201, 211, 212, 301, 150]  # 150: in none of the windows' spans
+    found = book.add(
+        {"as_of": as_of, "label": [1, 0, 1, 0, 1, 1], "churn_probability": [0.9, 0.1, 0.8, 0.2, 0.5, 0.5]}
+    )
+    assert found == 5
+    assert book.advance(225) == [1]
+    assert book.latest["v1"] == {
+        "metric": "roc_auc", "value": 1.0, "labels": 4, "window_start": 100, "window_end": 215, "windows": 3,
+    }  # fmt: skip
+    assert book.baseline["v1"]["windows"] == 3
+
+
+def test_windows_of_alternating_versions_do_not_merge_the_oldest_is_dropped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     book = LabelBook(delay_ms=10, min_labels=1, max_open=2)
     with caplog.at_level("WARNING", logger="churnstream.monitoring.performance"):
-        for seq in (1, 2, 3):
-            book.open(seq, "v1", seq * 100, seq * 100 + 5)
+        for seq, version in ((1, "v1"), (2, "v2"), (3, "v1")):
+            book.open(seq, version, seq * 100, seq * 100 + 5)
     assert [e.seq for e in book.opened] == [2, 3]
-    assert book.add({"as_of": [101, 201], "label": [1, 0], "churn_probability": [0.9, 0.1]}) == 1
     assert "labels of window 1 are no longer collected" in caplog.text
-    assert "raise CHURN_DRIFT_WINDOW_ROWS" in caplog.text
+
+
+def test_a_book_saved_before_merging_existed_merges_after_a_restore() -> None:
+    """A monitor upgraded in place reads its pickled book: windows saved without ``windows`` count one."""
+    import pickle
+
+    book = LabelBook(delay_ms=10, min_labels=1, max_open=2)
+    book.open(1, "v1", 100, 105, [(100, 105)])
+    book.open(2, "v1", 200, 205)
+    old = pickle.loads(pickle.dumps(book))
+    for entry in old.opened:  # what the release before wrote: neither attribute
+        object.__delattr__(entry, "windows")
+    object.__delattr__(old, "merging")
+    old.open(3, "v1", 206, 210)
+    assert [(e.seq, getattr(e, "windows", None)) for e in old.opened] == [(1, None), (2, 2)]
+    assert old.add({"as_of": [103, 201, 207], "label": [1, 0, 1], "churn_probability": [0.9, 0.1, 0.6]}) == 3
 
 
 def test_a_restarted_monitor_still_knows_the_stragglers_of_a_promotion(tmp_path: Path) -> None:
@@ -342,3 +381,44 @@ def test_a_restarted_monitor_still_knows_the_stragglers_of_a_promotion(tmp_path:
     again.add(batches[-1])  # the open window's record, read again
     assert again.add(straggler).pending == [] and again.window.model_version == "v2"
     assert again.rows_straggled == straggler.rows
+
+
+def test_merged_windows_keep_at_most_the_span_limit_and_still_cover_every_prediction() -> None:
+    """Merging never grows a waiting window past SPAN_LIMIT spans (the saved book stays small): the
+    smallest gaps are bridged, so every time either window covered is still covered."""
+    from churnstream.monitoring.performance import SPAN_LIMIT, _Open
+
+    zeros = np.zeros(4, dtype=np.uint32)
+    a_times = [10 * k for k in range(SPAN_LIMIT)]  # points 10 apart
+    b_times = [1_000 + 100 * k for k in range(SPAN_LIMIT)]  # points 100 apart
+    a = _Open(1, "v", 0, a_times[-1], zeros, zeros, np.array([[t, t] for t in a_times]))
+    b = _Open(2, "v", 1_000, b_times[-1], zeros, zeros, np.array([[t, t] for t in b_times]))
+    m = a.merged(b)
+    assert len(m.spans) == SPAN_LIMIT
+    times = np.array(a_times + b_times)
+    assert (m.widths(times) < np.iinfo(np.int64).max).all()
+    # a's 10-wide gaps are bridged first: a is one span, and of b's 31 gaps one more is bridged
+    assert m.spans[0].tolist() == [0, a_times[-1]]
+    assert int((m.widths(np.array(b_times)) == 0).sum()) == SPAN_LIMIT - 2
+
+
+def test_a_monitor_with_more_windows_waiting_than_its_book_keeps_still_realizes_every_label() -> None:
+    """One-day windows whose labels come ten days later: ten wait at once, the book keeps four. Before,
+    the oldest were dropped, so no window's labels were ever all known and ``retrain`` could never be
+    advised; now the realized ROC-AUC comes, of a few adjacent windows, counting every label."""
+    monitor = _monitor()
+    monitor.config = MonitorConfig(window_rows=PER_DAY, label_delay_ms=HORIZON, min_labels=200)
+    monitor.restore(None)
+    monitor.labels.max_open = 4
+    reports = _reports(monitor, _world(40))
+    realized = [r["realized_performance"] for r in reports if r["realized_performance"]]
+    assert len(realized) >= 10
+    assert max(r["windows"] for r in realized) > 1
+    by_window = {(r["window_start"], r["window_end"]): r["rows"] for r in reports}
+    starts = [r["window_start"] for r in reports]
+    for r in realized:  # the labels of exactly the adjacent windows it names
+        first = starts.index(r["window_start"])
+        held = reports[first : first + r["windows"]]
+        assert held[-1]["window_end"] == r["window_end"]
+        assert r["labels"] == sum(by_window[(w["window_start"], w["window_end"])] for w in held)
+        assert abs(r["value"] - 0.8) < 0.1  # calibrated sigmoid(N(0, 1.5)) ranks at about 0.8
