@@ -34,6 +34,7 @@ from churnstream.models.train import train
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.retrain import LoopWatch
 from churnstream.streams.scorer import ScoringWorker, build_scorer
+from churnstream.timefmt import parse_time
 from tests.integration.conftest import (
     committed_everything,
     consume_all,
@@ -178,6 +179,16 @@ def test_a_shift_is_retrained_into_shadow_and_the_better_candidate_promoted(
     expected = shadow_model.predict_proba(shadow_model.vectorize([p["features"] for p in shadowed]))
     assert max(abs(p["shadow_probability"] - e) for p, e in zip(shadowed, expected, strict=True)) < 1e-6
     outcomes = [orjson.loads(m.value()) for m in consume_all(own, own.topics.churn_outcomes)]
+    # the blend after the promotion of v0002 (rule 3 of models/blend.py): v0001's online model had earned
+    # weight, and v0002 serves alone until labels of its own predictions are known
+    warmed = [p for p in predictions if p["model_version"] == "v0001" and p["online_probability"] is not None]
+    assert sum(p["churn_probability"] != p["batch_probability"] for p in warmed) > 100, "no online weight"
+    first_label = min(parse_time(o["labeled_at"]) for o in outcomes if o.get("model_version") == champion)
+    alone = [
+        p for p in predictions if p["model_version"] == champion and parse_time(p["as_of"]) < first_label
+    ]
+    assert len(alone) > 100
+    assert all(p["churn_probability"] == p["batch_probability"] for p in alone)
     carried = [o for o in outcomes if o.get("shadow_model_version") == candidate]
     assert len(carried) > 500
     by_id = {p["prediction_id"]: p for p in shadowed}
