@@ -902,6 +902,29 @@ HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests rea
 READY_FIELDS = {"status", "reasons", "partitions", "lag", "last_batch_age_seconds", "stalled_seconds"}
 
 
+def test_at_a_promotion_records_of_the_version_left_join_no_window_and_every_window_stays_whole(
+    settings: Settings, topics: Topics, worlds: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each scorer picks a promoted model up on its own poll, so for a few seconds the monitor reads
+    records of both versions in turn (they are keyed by version: two partitions). A record of the version
+    the window just left, made within a minute of the one that moved it on, joins no window
+    (``rows_straggled``): before, every such record cut a window, and the next record another, so the old
+    version got reports of one record's rows and the new one a reference of them."""
+    rows = worlds["stationary"][0].rows
+    old = monitoring_batches(rows[:6000], "sim-v1")  # two windows of reference, one reported
+    late = monitoring_batches(rows[6000:7000], "sim-v1")  # a worker still on sim-v1 after the promotion
+    new = monitoring_batches(rows[7000:15000], "sim-v2")  # two windows of reference, two reported
+    order = [*old, new[0], late[0], new[1], late[1], *new[2:]]
+    with run_monitor(settings, tmp_path) as monitor:
+        for k, batch in enumerate(order, 1):  # one at a time, in this order, as the monitor reads them
+            send_batches(settings, [batch])
+            wait_health(monitor, lambda h, k=k: h["records"] == k)
+        reports = wait_reports(settings, monitor, 3)
+        health = monitor.health()
+    assert [(r["model_version"], r["rows"]) for r in reports] == [("sim-v1", 2000), *[("sim-v2", 2000)] * 2]
+    assert health["rows_straggled"] == 1000
+
+
 def test_ready_once_running_and_both_pages_say_how_far_behind(
     settings: Settings, topics: Topics, tmp_path: Path
 ) -> None:
