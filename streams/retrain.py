@@ -13,8 +13,10 @@
   goes into shadow, so the same rule rolls back; not before ``churn_outcomes`` was read to its end once),
   and with ``CHURN_RETRAIN_ON_ADVICE=1`` starts ``churnstream retrain --until <the window's end>`` in a
   subprocess (one at a time) when the report's action is ``retrain`` and no model is in shadow. With that
-  setting a shadow the evidence says is worse leaves the slot, so the loop goes on; while a shadow is still
-  undecided, a ``retrain`` advice is logged as waiting for it.
+  setting a shadow the evidence says is worse leaves the slot, so the loop goes on; so does one still
+  ``undecided`` (on enough final labels) when a report advises ``retrain``: the current model is falling and
+  the shadow is no better, so a candidate trained on newer events replaces it. While the evidence has too
+  few labels, a ``retrain`` advice is logged as waiting for it.
 
 The evidence counts the outcomes of predictions the current model made, after both models' training ends,
 whose labels are all final (see :func:`churnstream.monitoring.evidence.evidence_from_outcomes`). A
@@ -314,7 +316,9 @@ class LoopWatch:
             if self.maybe_promote(evidence) or not self.settings.retrain_on_advice:
                 return evidence
             verdict = evidence["cumulative"]["verdict"]
-            if verdict != "worse" or not evidence["read_to_end"]:
+            # undecided on enough final labels while the current model falls: no remedy, a newer one may be
+            no_remedy = verdict == "undecided" and action == "retrain"
+            if (verdict != "worse" and not no_remedy) or not evidence["read_to_end"]:
                 if action == "retrain":
                     log.warning(
                         "the monitor advises retrain, but %s is in shadow and its evidence says %s: a "
@@ -324,15 +328,13 @@ class LoopWatch:
                         verdict,
                     )
                 return evidence
+            said = f"{'worse' if verdict == 'worse' else 'no better'} than {evidence['champion_version']} on "
+            said += f"{evidence['cumulative']['labels']} labels"
+            if no_remedy:
+                said += " while the monitor advises retrain"
             if self.registry.shadow_version() == shadow:  # not another one put there meanwhile
-                self.registry.shadow(
-                    None,
-                    reason=f"worse than {evidence['champion_version']} on "
-                    f"{evidence['cumulative']['labels']} labels (CHURN_RETRAIN_ON_ADVICE)",
-                )
-                log.info(
-                    "%s is worse than the current model on the evidence: it leaves the shadow slot", shadow
-                )
+                self.registry.shadow(None, reason=f"{said} (CHURN_RETRAIN_ON_ADVICE)")
+                log.info("%s is %s: it leaves the shadow slot", shadow, said)
         if action == "retrain" and self.settings.retrain_on_advice:
             self.maybe_retrain(until)
         return evidence

@@ -297,7 +297,8 @@ def test_with_retrain_on_advice_a_worse_shadow_leaves_the_slot_and_the_retrain_g
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before, a candidate that stayed worse or undecided held the shadow slot for good, and every later
-    `retrain` advice did nothing, without a word."""
+    `retrain` advice did nothing, without a word. One with too few labels still waits: it has not had its
+    chance; an undecided one leaves when the current model falls (a `retrain` advice)."""
     registry = _registry(tmp_path)
     registry.shadow("v0002", reason="retrain")
     started: list[str | None] = []
@@ -307,14 +308,27 @@ def test_with_retrain_on_advice_a_worse_shadow_leaves_the_slot_and_the_retrain_g
         return _Process()
 
     settings = Settings(model_dir=tmp_path, retrain_on_advice=1)
+    few = _outcomes(50, shadow_better=True)
+    watch = LoopWatch(settings, outcomes=lambda: few, start_retrain=start)
+    with caplog.at_level("WARNING", logger="churnstream.streams.retrain"):
+        assert watch.on_report("retrain", "1998-03-01T00:00:00Z")["cumulative"]["verdict"] == "too few labels"  # type: ignore[index]
+    assert started == [] and registry.shadow_version() == "v0002"  # it has not had its chance yet
+    assert "v0002 is in shadow and its evidence says too few labels" in caplog.text
+
     undecided = _outcomes(1500, shadow_better=True)
     for r in undecided:
         r["shadow_probability"] = r["batch_probability"]
     watch = LoopWatch(settings, outcomes=lambda: undecided, start_retrain=start)
-    with caplog.at_level("WARNING", logger="churnstream.streams.retrain"):
-        assert watch.on_report("retrain", "1998-03-01T00:00:00Z")["cumulative"]["verdict"] == "undecided"  # type: ignore[index]
-    assert started == [] and registry.shadow_version() == "v0002"
-    assert "v0002 is in shadow and its evidence says undecided" in caplog.text
+    assert watch.on_report("none")["cumulative"]["verdict"] == "undecided"  # type: ignore[index]
+    assert started == [] and registry.shadow_version() == "v0002"  # the current model holds: no hurry
+    # the current model falls and the shadow is no better on enough final labels: a newer candidate
+    watch.on_report("retrain", "1998-02-01T00:00:00Z")
+    assert registry.shadow_version() is None and started == ["1998-02-01T00:00:00Z"]
+    assert registry.log()[-1]["reason"] == (
+        "no better than v0001 on 1500 labels while the monitor advises retrain (CHURN_RETRAIN_ON_ADVICE)"
+    )
+    started.clear()
+    registry.shadow("v0002", reason="retrain")
 
     worse = _outcomes(1500, shadow_better=False)
     watch = LoopWatch(settings, outcomes=lambda: worse, start_retrain=start)
