@@ -195,17 +195,19 @@ def active_until(as_of: int, recency_days: float | None) -> int | None:
 class Budget:
     """One partition's hard cap: its active customers by the month they leave the active base, and the
     alerts sent per month. An alert in month m is allowed while fewer than ``share`` of the partition's
-    customers active in m (as counted so far) have had one. Kept in the partition's meta record and
-    written in the batch's transaction (:meth:`to_text` / :meth:`from_text`).
+    customers active in m (as counted so far) have had one: the cap is ``share`` of the base rounded up,
+    so a partition of a few customers still gets one alert a month (rounded down, a pilot of fewer than
+    ten active customers a partition got none at 10 %). Kept in the partition's meta record and written in
+    the batch's transaction (:meth:`to_text` / :meth:`from_text`).
 
     >>> b = Budget.from_text(None)
     >>> for cid in range(20):
     ...     b.count_active(None, active_until(0, 1.0))  # 20 customers, active until Dec 1970
-    >>> b.base("1970-01"), b.allows("1970-01", 0.1), b.allows("1970-01", 0.04)
-    (20, True, False)
+    >>> b.base("1970-01"), b.allows("1970-01", 0.1), b.allows("1970-01", 0.04), b.allows("1970-01", 0.0)
+    (20, True, True, False)
     >>> b.spend("1970-01"); b.spend("1970-01")
-    >>> b.allows("1970-01", 0.1), Budget.from_text(b.to_text()).sent
-    (False, {'1970-01': 2})
+    >>> b.allows("1970-01", 0.1), b.allows("1970-01", 0.11), Budget.from_text(b.to_text()).sent
+    (False, True, {'1970-01': 2})
     """
 
     def __init__(self, active: dict[str, int] | None = None, sent: dict[str, int] | None = None) -> None:
@@ -238,7 +240,7 @@ class Budget:
         return sum(n for m, n in self.active.items() if m >= month)
 
     def allows(self, month: str, share: float) -> bool:
-        return self.sent.get(month, 0) < int(share * self.base(month))
+        return self.sent.get(month, 0) < share * self.base(month)
 
     def spend(self, month: str) -> None:
         self.sent[month] = self.sent.get(month, 0) + 1

@@ -176,3 +176,20 @@ def test_the_cap_holds_however_high_the_scores_run() -> None:
         start = [d for d in range(120) if month_of(d * DAY_MS) == month][0] * DAY_MS
         active = sum(1 for cid in last_order if last_order[cid] > start - 365 * DAY_MS)
         assert 0.05 * active < len(customers) <= 0.1 * active, (month, len(customers), active)
+
+
+def test_a_partition_of_a_few_active_customers_still_gets_an_alert_a_month() -> None:
+    """The cap is the share of the partition's active base rounded up. Rounded down, a pilot with fewer
+    than ten active customers in a partition (the README's sample file: at most five) got no alert at 10 %,
+    whatever their value at risk."""
+    budget = Budget()
+    held: list[dict[str, int]] = [{} for _ in range(5)]
+    picked = [
+        pick_under_budget(
+            h, budget, priority=99.0, as_of=DAY_MS, recency_days=1.0, threshold=1.0, share=0.1,
+            cooldown_ms=COOLDOWN,
+        )
+        for h in held
+    ]  # fmt: skip
+    assert picked == [True, False, False, False, False]
+    assert not Budget().allows("1970-01", 0.1)  # no active customer: no alert
