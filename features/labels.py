@@ -62,6 +62,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from churnstream.errors import ProcessingError
 from churnstream.events import Event, LabelEvent, OrderEvent
 from churnstream.features.state import (
     O_STATUS,
@@ -71,10 +72,12 @@ from churnstream.features.state import (
     FeatureState,
     Packed,
     entry_time,
+    event_used_at,
     scoring_state,
     unpacked,
 )
 from churnstream.settings import DAY_MS
+from churnstream.timefmt import format_time
 
 if TYPE_CHECKING:
     import numpy as np
@@ -400,23 +403,57 @@ def next_completed_order(state: FeatureState, t: int) -> int | None:
 LABELS_KEPT = 8  # explicit labels a customer's state remembers (the latest by event time)
 
 
-def remember_label(state: CustomerState, ts: int, churned: bool) -> None:
-    """Keep an explicit label in the scoring state (``"lab"``: ``[ts, 0 or 1]`` sorted, the latest
-    :data:`LABELS_KEPT`), so a prediction made after it arrived gets the same first answer as one made
-    before it (:func:`next_answer`).
+def remember_label(state: CustomerState, label: LabelEvent) -> bool:
+    """Keep an explicit label in the scoring state (``"lab"``: ``[ts, 0 or 1, event_id]`` sorted, the
+    latest :data:`LABELS_KEPT`), so a prediction made after it arrived gets the same first answer as one
+    made before it (:func:`next_answer`). False for a redelivery (the same ``event_id`` and content).
+
+    Raises :class:`ProcessingError` (the caller dead-letters the label) for an ``event_id`` the customer
+    used for another label or another event, and for a label contradicting the one the customer already
+    has at that instant: the first one answered the predictions pending then, so the second would change
+    nothing but what later predictions read. One at the same instant that agrees changes nothing.
 
     >>> from churnstream.features.state import new_state
     >>> s = new_state()
-    >>> for t in (30, 10, 30, 20):
-    ...     remember_label(s, t, churned=t > 15)
+    >>> [remember_label(s, LabelEvent(f"l{t}", "c", t, t > 15)) for t in (30, 10, 30, 20)]
+    [True, True, False, True]
     >>> s["scoring"]["lab"]
-    [[10, 0], [20, 1], [30, 1]]
+    [[10, 0, 'l10'], [20, 1, 'l20'], [30, 1, 'l30']]
+    >>> remember_label(s, LabelEvent("l-fix", "c", 20, False))
+    Traceback (most recent call last):
+    ...
+    churnstream.errors.ProcessingError: customer 'c' already has a churn label at 1970-01-01T00:00:00.020Z \
+(event_id 'l20', churned true): a label at the same instant that says otherwise is not applied
     """
     labels = scoring_state(state).setdefault("lab", [])
-    entry = [ts, int(churned)]
-    if entry not in labels:
-        insort(labels, entry)
-        del labels[:-LABELS_KEPT]
+    ts, value, event_id, customer = label.timestamp, int(label.churned), label.event_id, label.customer_id
+    for entry in labels:
+        if len(entry) > 2 and entry[2] == event_id:
+            if entry[0] == ts and entry[1] == value:
+                return False
+            raise ProcessingError(
+                f"event_id {event_id!r} was already used by a churn label at {format_time(entry[0])} of "
+                f"customer {customer!r}; an event_id may be reused only for the same event (a redelivery)"
+            )
+    for entry in labels:
+        if entry[0] == ts:
+            if entry[1] == value:
+                return True  # another label saying the same: nothing to change
+            by = f"event_id {entry[2]!r}, " if len(entry) > 2 else ""
+            raise ProcessingError(
+                f"customer {customer!r} already has a churn label at {format_time(ts)} ({by}churned "
+                f"{'true' if entry[1] else 'false'}): a label at the same instant that says otherwise is "
+                "not applied"
+            )
+    used = event_used_at(state, event_id)
+    if used is not None:
+        raise ProcessingError(
+            f"event_id {event_id!r} was already used by an event at {format_time(used)} of customer "
+            f"{customer!r}; an event_id may be reused only for the same event (a redelivery)"
+        )
+    insort(labels, [ts, value, event_id])
+    del labels[:-LABELS_KEPT]
+    return True
 
 
 def next_answer(state: CustomerState, t: int) -> tuple[int, bool | None] | None:
@@ -425,13 +462,15 @@ def next_answer(state: CustomerState, t: int) -> tuple[int, bool | None] | None:
 
     >>> from churnstream.features.state import new_state
     >>> s = new_state()
-    >>> remember_label(s, 5, churned=True)
+    >>> remember_label(s, LabelEvent("l1", "c", 5, True))
+    True
     >>> next_answer(s, 0), next_answer(s, 5)
     ((5, True), None)
     """
     order = next_completed_order(state, t)
     best: tuple[int, bool | None] | None = None if order is None else (order, None)
-    for ts, churned in state.get("scoring", {}).get("lab", ()):
+    for entry in state.get("scoring", {}).get("lab", ()):
+        ts, churned = entry[0], entry[1]
         if ts > t:
             if best is None or ts <= best[0]:
                 best = (int(ts), bool(churned))

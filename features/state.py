@@ -90,7 +90,7 @@ class ScoringState(TypedDict, total=False):
 
     pend: list[list[Any]]  # pending predictions (see churnstream.features.labels)
     kept: list[int]  # as_of of the kept predictions still open
-    lab: list[list[int]]  # explicit labels remembered: [ts, 0 or 1]
+    lab: list[list[Any]]  # explicit labels remembered: [ts, 0 or 1, event_id] ([ts, 0 or 1] before ids)
     risk: str  # risk category of the latest prediction (high_risk: as the alert rule last saw it)
     alerted: int  # as_of of the latest alert
     au: int  # active until (last completed order + 365 d), as the alert budget counted the customer
@@ -275,7 +275,32 @@ def is_duplicate(state: FeatureState, event: Event) -> bool:
         for entry in state[kind]:
             if entry[1] == event_id:
                 raise _conflict(event, f"an event at {format_time(entry[0])}")
+    labels: list[list[Any]] = state.get("scoring", {}).get("lab", [])  # type: ignore[attr-defined]
+    for entry in labels:  # ... or an explicit label (see churnstream.features.labels.remember_label)
+        if len(entry) > 2 and entry[2] == event_id:
+            raise _conflict(event, f"a churn label at {format_time(entry[0])}")
     return False
+
+
+def event_used_at(state: FeatureState, event_id: str) -> int | None:
+    """The time of the customer's order, ticket or profile event with this id, while the state remembers
+    it (see :func:`is_duplicate`); None when it does not.
+
+    >>> from churnstream.events import OrderEvent
+    >>> s = new_state()
+    >>> _ = apply_event(s, OrderEvent("e1", "c", 1000, "o", 2.5), lateness_ms=0)
+    >>> event_used_at(s, "e1"), event_used_at(s, "e2")
+    (1000, None)
+    """
+    folded = state["seen"].get(event_id)
+    if folded is not None:
+        return folded
+    kinds: tuple[LogKey, ...] = ("o", "t", "p")
+    for kind in kinds:
+        for entry in state[kind]:
+            if entry[1] == event_id:
+                return int(entry[0])
+    return None
 
 
 def _conflict(event: Event, other: str) -> ProcessingError:

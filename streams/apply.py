@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from churnstream.dead_letter import DeadLetter, dead_letter_for_event
+from churnstream.errors import ProcessingError
 from churnstream.events import Event, LabelEvent
 from churnstream.features.labels import (
     Resolved,
@@ -65,7 +66,14 @@ def apply_events(tx: Transaction, events: Iterable[tuple[Event, Coordinates]], *
         applied.per_topic[where.topic] += 1
         cid = event.customer_id
         if isinstance(event, LabelEvent):
-            remember_label(tx.state(cid), event.timestamp, event.churned)
+            try:
+                fresh = remember_label(tx.state(cid), event)
+            except ProcessingError as exc:
+                applied.dead_letters.append(dead_letter_for_event(event, where, exc))
+                continue
+            if not fresh:
+                applied.duplicates += 1
+                continue
             tx.touch(cid)
         else:
             result = tx.apply(event)

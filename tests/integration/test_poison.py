@@ -121,6 +121,67 @@ def test_a_reused_event_id_with_other_content_is_dead_lettered_naming_the_confli
     assert e1["features"]["spent_total"] == 10.0
 
 
+def _label(event_id: str, day: int, churned: bool, customer: str = "C1") -> tuple[bytes, bytes]:
+    event = {
+        "event_id": event_id,
+        "customer_id": customer,
+        "timestamp": f"2024-09-{day:02d}T10:00:00Z",
+        "churned": churned,
+    }
+    return customer.encode(), json.dumps(event).encode()
+
+
+def test_churn_labels_reusing_an_event_id_or_contradicting_one_at_the_same_instant_are_dead_lettered(
+    settings: Settings, topics: Topics, redis_client: object, world: Path
+) -> None:
+    """Labels skipped the event_id check every other event gets: a label sent again with ``churned``
+    flipped, or one reusing an order's id, was kept silently, and of two contradicting labels at one
+    instant the 'not churned' one won by sort order. Each now goes to dead_letter naming the conflict."""
+    scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
+    order = _order(1, 10.0)  # e1 of C1, 2 Sep
+    first = _label("l1", 10, False)
+    bad = [
+        _label("l1", 10, True),  # the same id, churned flipped
+        _label("l2", 10, True),  # another id, contradicting l1 at the same instant
+        _label("e1", 12, True),  # the order's id
+    ]
+    order_with_label_id = (b"C1", order[1].replace(b'"e1"', b'"l1"').replace(b"2024-09-02", b"2024-09-11"))
+    records = [
+        order,
+        first,
+        first,
+        *bad,
+        _label("l3", 10, False),
+        order_with_label_id,
+        _label("l4", 13, True),
+    ]
+    produce_raw(settings, topics.churn_labels, [r for r in records if b'"churned"' in r[1]])
+    produce_raw(settings, topics.orders, [r for r in records if b'"churned"' not in r[1]])
+    scorer = build_scorer(scorer_settings)
+    thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 90, "every offset committed"
+        )
+    finally:
+        scorer.stop()
+        thread.join(60)
+
+    letters = [json.loads(m.value() or b"") for m in consume_all(settings, topics.dead_letter)]
+    by_value = {d["value"]: d for d in letters}
+    expected = [r[1].decode() for r in (*bad, order_with_label_id)]
+    assert sorted(by_value) == sorted(expected), letters
+    assert all(d["stage"] == "process" for d in letters)
+    assert "event_id 'l1' was already used by a churn label" in by_value[expected[0]]["error"]
+    assert (
+        "already has a churn label at 2024-09-10T10:00:00Z (event_id 'l1', churned false)"
+        in (by_value[expected[1]]["error"])
+    )
+    assert "event_id 'e1' was already used by an event at 2024-09-02" in by_value[expected[2]]["error"]
+    assert "event_id 'l1' was already used by a churn label" in by_value[expected[3]]["error"]
+
+
 def test_a_producer_broken_for_good_is_replaced_and_nothing_is_lost(
     settings: Settings, topics: Topics, redis_client: object, world: Path
 ) -> None:

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from churnstream.events import OrderEvent, TicketEvent
+from churnstream.events import LabelEvent, OrderEvent, TicketEvent
 from churnstream.features.definitions import features_as_of
 from churnstream.features.labels import (
     add_pending,
@@ -57,7 +57,7 @@ def test_the_scorers_part_lives_under_scoring_and_leaves_the_features_alone() ->
     features = features_as_of(s, 3 * DAY_MS)
     feature_part = orjson.dumps({k: v for k, v in s.items() if k != "scoring"})
     assert add_pending(s, "p1", DAY_MS, 0.5, None, 0.5, [1.0], horizon_ms=H, lateness_ms=0, recency_days=1.0)
-    remember_label(s, 2 * DAY_MS, churned=True)
+    remember_label(s, LabelEvent("l1", "c", 2 * DAY_MS, True))
     scoring_state(s)["risk"] = "HIGH"
     assert set(s) == FeatureState.__required_keys__ | {"scoring"}
     assert set(s["scoring"]) == {"pend", "kept", "lab", "risk"}
@@ -80,8 +80,8 @@ def test_reading_a_customer_without_a_scoring_part_adds_none() -> None:
     assert next_answer(s, DAY_MS) == (3 * DAY_MS, None)  # the completed order the feature state holds
     assert orjson.dumps(s) == before
     assert "scoring" not in s
-    remember_label(s, 4 * DAY_MS, churned=False)
-    assert s["scoring"] == {"lab": [[4 * DAY_MS, 0]]}
+    remember_label(s, LabelEvent("l1", "c", 4 * DAY_MS, False))
+    assert s["scoring"] == {"lab": [[4 * DAY_MS, 0, "l1"]]}
 
 
 def test_a_written_state_holds_no_more_memory_than_its_json() -> None:
