@@ -182,7 +182,14 @@ class ModelRegistry:
             if version is None:
                 raise ModelNotFoundError(self._no_current_message())
         data = self.verify(version)
-        model = pickle.loads(data)
+        try:
+            model = pickle.loads(data)
+        except Exception as exc:  # a class or module this release does not have: version skew
+            raise ModelIntegrityError(
+                f"model version {version}: {MODEL_FILE} cannot be loaded by this release of churnstream "
+                f"({type(exc).__name__}: {exc}); was it trained by another release? Retrain it with this "
+                "one, or make a loadable version current (`churnstream models rollback`)"
+            ) from exc
         if not isinstance(model, BatchModel):
             raise ModelIntegrityError(f"model version {version}: {MODEL_FILE} holds a {type(model).__name__}")
         return LoadedModel(

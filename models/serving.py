@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from churnstream.errors import ModelNotFoundError
+from churnstream.errors import ModelError, ModelIntegrityError, ModelNotFoundError
 from churnstream.models.blend import blend
 from churnstream.models.learner import Learner
 from churnstream.models.online import OnlineModel, probabilities
@@ -55,6 +55,7 @@ class ModelSet:
         self.learners: dict[int, Learner] = {}
         self.shadow: Any = None  # shadow (#24): the LoadedModel in the registry's shadow slot, or None
         self._shadow_refused: str | None = None  # a shadow version that failed to load (not retried)
+        self._refused: str | None = None  # a promoted version that failed to load (not retried)
         self._reload_shadow()
 
     @property
@@ -65,10 +66,18 @@ class ModelSet:
         """Load a newly promoted version (and a new shadow); True when the current model changed."""
         self._reload_shadow()
         current = self.registry.current_version()
-        if current is None or current == self.loaded.version:
+        if current is None or current == self.loaded.version or current == self._refused:
             return False
-        self.loaded = self.registry.load(current)
-        self.loaded.model.warm_up()
+        try:
+            loaded = self.registry.load(current)
+            loaded.model.warm_up()
+        except Exception as exc:  # whatever it is, the model being served goes on: said once, not per poll
+            if not isinstance(exc, OSError):  # a file system's hiccup is tried again at the next poll
+                self._refused = current
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelIntegrityError(f"model version {current} cannot be served: {exc!r}") from exc
+        self.loaded = loaded
         for learner in self.learners.values():
             self._serving(learner)
         log.info("now scoring with model version %s", current)

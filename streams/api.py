@@ -290,8 +290,9 @@ def create_app(
             if service.refresh():
                 metrics.reloads.inc()
                 log.info("now serving model version %s", service.model_version)
-        except ChurnstreamError as exc:
-            log.warning("keeping the models as they are: %s", settings.redact(str(exc)))
+        except Exception as exc:  # the refresh thread must outlive any model it cannot load
+            text = str(exc) if isinstance(exc, ChurnstreamError) else repr(exc)
+            log.warning("keeping the models as they are: %s", settings.redact(text))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

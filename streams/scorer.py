@@ -296,8 +296,13 @@ class ChurnScorer:
             self._last_model_check = now
             try:
                 self.models.maybe_reload()
-            except ChurnstreamError as exc:
-                log.error("keeping model %s: the promoted one cannot be loaded: %s", self.models.version, exc)
+            except Exception as exc:  # never the batch's fault: the model being served goes on
+                log.error(
+                    "keeping model %s: the promoted one cannot be loaded: %s (`churnstream models rollback` "
+                    "makes the previous version current again)",
+                    self.models.version,
+                    exc if isinstance(exc, ChurnstreamError) else repr(exc),
+                )
 
 
 ScoringWorker = Worker[ChurnScorer]

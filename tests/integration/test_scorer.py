@@ -381,6 +381,56 @@ def test_a_gradient_boosting_model_scores_every_event_as_scikit_learn_does(
     np.testing.assert_allclose(served, expected, rtol=0, atol=5.1e-7)  # served rounded to 6 decimals
 
 
+def test_a_promoted_model_this_release_cannot_load_dead_letters_nothing_and_the_served_one_goes_on(
+    scorer_settings: Settings,
+    topics: Topics,
+    redis_client: redis.Redis,
+    world: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the unpickling error escaped the scorer's model check into the worker's search for a
+    poison message: every poll it rewound, and valid events were dead-lettered in the model's place."""
+    import shutil
+
+    from churnstream.models.registry import ModelRegistry
+    from tests.unit.test_models_reload import register_unloadable
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(world / "models", models_dir)
+    settings = dataclasses.replace(scorer_settings, model_dir=models_dir, model_poll_seconds=0.2)
+    registry = ModelRegistry(models_dir)
+    served = registry.current_version()
+    broken = register_unloadable(registry)
+    events_dir = world / "events"
+    gen = run_scorer(settings)
+    scorer = next(gen)
+    try:
+        assert publish_file(events_dir / "customer_profiles.jsonl", settings).ok
+        wait_until(
+            lambda: committed_everything(settings, settings.consumer_group), 120, "profiles to be scored"
+        )
+        with caplog.at_level("ERROR", logger="churnstream.streams.scorer"):
+            registry.promote(broken)
+            assert publish_file(events_dir / "orders.jsonl", settings).ok
+            wait_until(
+                lambda: committed_everything(settings, settings.consumer_group), 180, "orders to be scored"
+            )
+        assert scorer.handler.models.version == served
+    finally:
+        gen.close()
+    assert consume_all(settings, settings.topics.dead_letter) == []
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    assert {p["model_version"] for p in predictions} == {served}
+    orders = sum(1 for line in (events_dir / "orders.jsonl").read_text().splitlines() if line.strip())
+    assert (
+        sum(p["trigger"] == "event" and not p["event_id"].startswith("sim-21-p-") for p in predictions)
+        == orders
+    )
+    refused = [r.getMessage() for r in caplog.records if "cannot be loaded" in r.getMessage()]
+    assert len(refused) == 1 and f"keeping model {served}" in refused[0], refused
+
+
 def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_double_counting(
     scorer_settings: Settings, topics: Topics, redis_client: redis.Redis, world: Path
 ) -> None:

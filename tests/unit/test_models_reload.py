@@ -1,0 +1,62 @@
+"""A promoted model this release cannot load (another release's artifact: a class it does not have)
+is refused once, and the model being served goes on; a later promotion is taken up."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from churnstream.errors import ModelIntegrityError
+from churnstream.models.blend import Blender
+from churnstream.models.learner import Learner
+from churnstream.models.online import OnlineModel
+from churnstream.models.registry import HASH_FILE, METADATA_FILE, MODEL_FILE, ModelRegistry, sha256_hex
+from churnstream.models.serving import ModelSet
+from tests.unit.test_models_shadow import _model
+
+
+def register_unloadable(registry: ModelRegistry, *, promote: bool = False) -> str:
+    """A version whose artifact is intact (its sha256 checks) but pickles a class of a module this
+    release does not have, as a model trained by a newer release would."""
+    version = registry.register(_model(7), {})
+    module = types.ModuleType("churnstream_future_release")
+    exec("class GradientBoostedModelV2:\n    pass\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        data = pickle.dumps(module.GradientBoostedModelV2())
+    finally:
+        del sys.modules[module.__name__]
+    vdir = registry.root / version
+    (vdir / MODEL_FILE).write_bytes(data)
+    (vdir / HASH_FILE).write_text(f"{sha256_hex(data)}  {MODEL_FILE}\n", encoding="utf-8")
+    metadata = json.loads((vdir / METADATA_FILE).read_text(encoding="utf-8"))
+    (vdir / METADATA_FILE).write_text(json.dumps(dict(metadata, sha256=sha256_hex(data))), encoding="utf-8")
+    if promote:
+        registry.promote(version)
+    return version
+
+
+def test_a_promoted_model_that_cannot_be_loaded_is_refused_once_and_the_served_one_goes_on(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register(_model(1), {}, promote=True)
+    models = ModelSet(
+        registry=ModelRegistry(tmp_path), load_learner=lambda p: Learner(OnlineModel(), Blender())
+    )
+    broken = register_unloadable(registry, promote=True)
+    with pytest.raises(
+        ModelIntegrityError, match="cannot be loaded by this release of churnstream"
+    ) as caught:
+        models.maybe_reload()
+    assert "ModuleNotFoundError" in str(caught.value) and "churnstream models rollback" in str(caught.value)
+    assert models.maybe_reload() is False  # said once, not at every poll
+    assert models.version == v1
+    v3 = registry.register(_model(3), {}, promote=True)
+    assert models.maybe_reload() is True and models.version == v3
+    assert broken not in (v1, v3)
