@@ -35,6 +35,12 @@ log = logging.getLogger("churnstream.streams.monitor")
 KEPT_MESSAGES = 1000  # the latest drift_reports messages kept in memory for the pages
 
 
+def unwritable(root: Path, exc: OSError) -> str:
+    """What an operator reads when the report directory refuses a write: where, why, which setting."""
+    why = exc.strerror or str(exc)
+    return f"cannot write to {root} ({why}): free space there or point CHURN_REPORT_DIR elsewhere"
+
+
 class ReportPublisher:
     """Draws the reports of closed windows and publishes each window's message; ``max_jobs`` bounds the
     jobs waiting for the report worker (see :class:`RenderQueue`), ``counters`` are those saved before a
@@ -172,13 +178,19 @@ class ReportPublisher:
         return rendered
 
     def _error_page(self, job: RenderJob, error: str) -> Rendered:
-        """The window's own page, saying why its report is missing (no run: Evidently is in the worker)."""
+        """The window's own page, saying why its report is missing (no run: Evidently is in the worker);
+        when not even that page can be written (a full disk), the window is published without a page
+        (``drawn`` none, no ``url``), saying why."""
         store = self.monitor.store
         note = f"This window's report could not be drawn ({error}); this page is the window's own."
-        store.save_page(job.job_id, job.light_page(note))
-        return Rendered(
-            job.job_id, str(store.html_path(job.job_id).resolve()), 0.0, error=error, drawn="light"
-        )
+        path = str(store.html_path(job.job_id).resolve())
+        try:
+            store.save_page(job.job_id, job.light_page(note))
+        except OSError as exc:
+            said = f"{error}; no page either: {unwritable(store.root, exc)}"
+            log.error("drift report %s is published without a page: %s", job.job_id, said)
+            return Rendered(job.job_id, path, 0.0, error=said, drawn="none")
+        return Rendered(job.job_id, path, 0.0, error=error, drawn="light")
 
     async def publish(self, job: RenderJob, rendered: Rendered) -> None:
         """Publish the message of the window of ``job`` with its ``rendered`` page and run; then it is
@@ -192,7 +204,7 @@ class ReportPublisher:
         report = pending.report(
             created_at=now_ms(),
             html_path=rendered.html_path,
-            url=self.monitor.url(pending.report_id),
+            url=self.monitor.url(pending.report_id) if rendered.drawn != "none" else None,
             evidently_report=evidently,
             evidently_run=rendered.run_id,
             verdict_by="Evidently's default tests, computed in-process",
@@ -201,7 +213,10 @@ class ReportPublisher:
             report.extra["evidence"] = job.message["evidence"]
         await self._publish_report(report)
         message = report.to_json()
-        self.monitor.store.save_message(report.report_id, message)
+        try:  # for the pages after a restart; the message itself is on drift_reports already
+            self.monitor.store.save_message(report.report_id, message)
+        except OSError as exc:
+            log.error("drift report %s: %s", report.report_id, unwritable(self.monitor.store.root, exc))
         self.windows_reported += 1
         if rendered.drawn == "light":
             self.windows_light += 1

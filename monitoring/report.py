@@ -191,11 +191,15 @@ class ReportStore:
         self.root.mkdir(parents=True, exist_ok=True)
         html = self.html_path(report_id)
         tmp = html.with_suffix(".html.tmp")
-        snapshot.save_html(str(tmp))
-        if banner:
-            page = tmp.read_text(encoding="utf-8")
-            tmp.write_text(_with_banner(page, banner), encoding="utf-8")
-        tmp.replace(html)
+        try:
+            snapshot.save_html(str(tmp))
+            if banner:
+                page = tmp.read_text(encoding="utf-8")
+                tmp.write_text(_with_banner(page, banner), encoding="utf-8")
+            tmp.replace(html)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half-written page
+            raise
         _write_text(self.evidently_json_path(report_id), snapshot.json())
         return self._try_add_run(
             lambda: snapshot if run is None else with_window_values(snapshot, run),
@@ -272,8 +276,12 @@ def _with_banner(page: str, banner: str) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(value: Any) -> Any:

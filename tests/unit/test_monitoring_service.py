@@ -241,3 +241,47 @@ def test_records_faust_lost_are_read_and_fed_in_order(tmp_path: Path) -> None:
     assert second.monitor.rows_pending == 100 + ROWS
     assert second.service.health()["records_read_back"] == 2
     assert b"churn_monitor_records_read_back_total 2.0" in second.service.metrics()
+
+
+class DiskFull(DrawsNothing):
+    def submit(self, job: RenderJob) -> Future[Rendered]:
+        done: Future[Rendered] = Future()
+        done.set_exception(OSError(28, "No space left on device"))  # as the report worker's save fails
+        return done
+
+
+def test_a_full_report_disk_publishes_the_window_without_a_page_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the error page's own write raised again inside the handler: the monitor's report task died,
+    faust stopped the app, and a restart crashed on the same window: no drift report at all."""
+    full = OSError(28, "No space left on device")
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise full
+
+    monkeypatch.setattr(ReportStore, "save_page", refuse)
+    monkeypatch.setattr(ReportStore, "save_message", refuse)
+    m = Monitor(tmp_path)
+    m.service.publisher.renderer = DiskFull()  # type: ignore[assignment]
+    m.monitor.url_base = "http://monitor.example"
+    for k in range(4):
+        m.feed(k, record(k))
+    with caplog.at_level("ERROR"):
+        m.report_all()
+    (report,) = m.reports
+    message = report.to_json()
+    assert message["url"] is None and message["rows"] == 1000 and message["action"] in ("none", "watch")
+    error = message["evidently_report"]["error"]
+    assert "No space left on device" in error and "CHURN_REPORT_DIR" in error, error
+    assert message["evidently_report"]["drawn"] == "none"
+    assert m.acked == [0, 1, 2]  # settled like any other window
+    assert "published without a page" in caplog.text
+
+
+def test_a_page_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "reports", workspace=False)
+    store.html_path("r1").mkdir(parents=True)  # the page's place is taken: the final rename fails
+    with pytest.raises(OSError):
+        store.save_page("r1", "<html></html>")
+    assert [p.name for p in store.root.iterdir()] == ["r1.html"]
