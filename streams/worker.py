@@ -166,6 +166,7 @@ class Worker(Generic[H]):
         """
         self.store.flush()
         if self._uncommitted:
+            self.status.wrote()
             offsets, self._uncommitted = self._uncommitted, {}
             parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             if wait:  # two calls, not `asynchronous=not wait`: the stubs type each literal separately
@@ -280,13 +281,16 @@ class Worker(Generic[H]):
                 else:
                     self.commit_previous()
                 handler.after_batch()
-                self.status.measure_lag(self.reader.consumer)
+                self.status.measure_lag(self.reader.consumer, self.applied)
                 backoff = 0.5
             except (StoreError, PublishError, KafkaException) as exc:
                 self.metrics.retries.inc()
+                self.status.failed(exc)
                 log.warning(
                     "batch failed, rewinding to the last commit and retrying in %.1fs: %s", backoff, exc
                 )
+                with contextlib.suppress(KafkaException):  # what is behind keeps counting while it fails
+                    self.status.measure_lag(self.reader.consumer, self.applied)
                 self._rewind()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)

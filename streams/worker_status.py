@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from churnstream.streams.worker import Worker
 
 READY_LOOP_SECONDS = 30.0  # a loop that has not turned for this long makes the worker not ready
+# every batch failing on Kafka or Redis for this long (a Redis that answers PING but refuses writes: out of
+# memory, read-only after a failover, a full disk) makes it not ready too
+READY_FAILING_SECONDS = 30.0
 
 
 class WorkerStatus:
@@ -38,6 +41,8 @@ class WorkerStatus:
         self.last_batch_at: float | None = None
         self.lag: int | None = None
         self._lag_measured_at = 0.0
+        self.failing_since: float | None = None  # batches have failed since (monotonic), none written
+        self.last_failure: str | None = None
 
     def loop_turned(self) -> None:
         self.last_loop_at = time.monotonic()
@@ -45,17 +50,31 @@ class WorkerStatus:
     def batch_done(self) -> None:
         self.last_batch_at = time.time()
 
-    def measure_lag(self, consumer: Consumer) -> None:
-        """Messages behind the end of the assigned input partitions (from the client's cached ends)."""
+    def failed(self, exc: BaseException) -> None:
+        """A batch failed on Kafka or Redis and will be retried."""
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_failure = str(exc)
+
+    def wrote(self) -> None:
+        """A unit's state write is durable: the worker makes progress."""
+        self.failing_since = self.last_failure = None
+
+    def measure_lag(self, consumer: Consumer, applied: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Messages behind the end of the assigned input partitions (from the client's cached ends): from
+        what is applied in Redis (``applied``: the next offset per partition), not from the consumer's
+        position, which runs ahead by everything the reader holds and the batch in hand."""
         now = time.monotonic()
         if now - self._lag_measured_at < 5.0:
             return
         self._lag_measured_at = now
+        applied = applied or {}
         behind = 0
         for tp in consumer.position(consumer.assignment()):
             high = consumer.get_watermark_offsets(tp, cached=True)[1]
-            if tp.offset >= 0 and high >= 0:
-                behind += max(0, high - tp.offset)
+            at = applied.get((tp.topic, tp.partition), tp.offset)
+            if at >= 0 and high >= 0:
+                behind += max(0, high - at)
         self.lag = behind
         if self.metrics is not None:
             self.metrics.lag.set(behind)
@@ -77,9 +96,16 @@ class WorkerStatus:
     def ready(self, probe: DependencyProbe, partitions: Collection[int]) -> tuple[bool, dict[str, Any]]:
         """Readiness: Kafka and Redis answer now, and the loop turned within the last 30 s."""
         problems = [why for why in probe.problems().values() if why]
-        age = time.monotonic() - self.last_loop_at
+        now = time.monotonic()
+        age = now - self.last_loop_at
         if age >= READY_LOOP_SECONDS:
             problems.append(f"the worker's loop has not turned for {age:.0f} s")
+        failing = None if self.failing_since is None else now - self.failing_since
+        if failing is not None and failing >= READY_FAILING_SECONDS:
+            problems.append(
+                f"no batch written for {failing:.0f} s: every attempt failed, the last with: "
+                f"{self.last_failure}"
+            )
         last = None if self.last_batch_at is None else round(time.time() - self.last_batch_at, 3)
         return not problems, {
             "status": "ready" if not problems else "not ready",
@@ -103,4 +129,4 @@ def serve(worker: Worker[Any], host: str, port: int, *, name: str = "worker-http
     )
 
 
-__all__ = ["READY_LOOP_SECONDS", "WorkerStatus", "serve"]
+__all__ = ["READY_FAILING_SECONDS", "READY_LOOP_SECONDS", "WorkerStatus", "serve"]

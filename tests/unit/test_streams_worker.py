@@ -221,3 +221,70 @@ def _seek_back(worker: Worker[Any], log: _Log) -> Any:
         log.cursor = 0 if fence is None else fence
 
     return rewind_and_seek
+
+
+# --- what /ready and the lag say -----------------------------------------------------------------------
+
+
+class _Probe:
+    def problems(self) -> dict[str, str | None]:
+        return {"kafka": None, "redis": None}  # both answer PING
+
+
+class _Ahead:
+    """A consumer whose position runs ahead of what was applied (the reader holds what it fetched)."""
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("orders", 0), TopicPartition("orders", 1)]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition("orders", 0, 5000), TopicPartition("orders", 1, 2710)]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return 0, {0: 5000, 1: 2710}[tp.partition]
+
+
+def test_a_worker_whose_every_write_fails_is_not_ready_and_counts_what_is_behind() -> None:
+    """A Redis that answers PING but refuses writes (out of memory, read-only) kept /ready at 'ready', and
+    the lag at 0: the reader had fetched everything, so the consumer's position was at the end."""
+    from churnstream.streams.worker_status import READY_FAILING_SECONDS, WorkerStatus
+
+    status = WorkerStatus(settings=Settings())
+    status.measure_lag(_Ahead(), {("orders", 0): 2410})  # partition 1: nothing applied yet, position used
+    assert status.lag == 2590
+    error = StoreError("writing feature state to Redis failed: OOM command not allowed")
+    status.failed(error)
+    assert status.ready(_Probe(), [0])[0]  # a retry or two is no reason to take the worker out
+    assert status.failing_since is not None
+    status.failing_since -= READY_FAILING_SECONDS
+    status.failed(error)  # the next attempt fails too: still failing since the first
+    ok, body = status.ready(_Probe(), [0])  # type: ignore[arg-type]
+    assert not ok and body["status"] == "not ready"
+    assert body["reasons"] == [f"no batch written for 30 s: every attempt failed, the last with: {error}"]
+    status.wrote()
+    assert status.ready(_Probe(), [0])[0]  # type: ignore[arg-type]
+
+
+def test_the_loop_is_failing_while_redis_refuses_and_not_once_a_write_is_durable() -> None:
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
+    )
+    store = MemoryFeatureStore(lateness_ms=0)
+    events = [OrderEvent(f"e{n}", f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(8)]
+    seen: list[bool] = []
+    log: _Log
+    worker = Worker(
+        settings=settings,
+        store=store,
+        reader=(
+            log := _Log(
+                events, stop=lambda: (seen.append(worker.status.failing_since is None), worker.stop())
+            )
+        ),  # type: ignore[arg-type]
+        quiet=True,
+        handler=_Failing,
+    )
+    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    worker.run()
+    assert worker.handler.store_failed and store.fence("orders", 0) == 8
+    assert seen == [True] and worker.status.last_failure is None
