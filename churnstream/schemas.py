@@ -9,8 +9,9 @@ takes its bounds from; output topics from the ``FIELDS`` declarations beside the
 
 (``tests/unit/test_schemas.py`` fails until you do). Unknown fields are allowed everywhere: inputs ignore
 them, and the contract grows only by extension, so a consumer must accept fields it does not know yet.
-Two rules no JSON Schema can state are only in the descriptions: a time may be at most
-``CHURN_MAX_FUTURE_SKEW_HOURS`` ahead of the wall clock, and a message key must equal ``customer_id``.
+Three rules no JSON Schema can state are only in the descriptions: a time may be at most
+``CHURN_MAX_FUTURE_SKEW_HOURS`` ahead of the wall clock, a time string must name a real date (the pattern
+admits 2024-02-30), and a message key must equal ``customer_id``.
 
 >>> s = schema("orders")
 >>> s["$id"], s["required"][:3], s["properties"]["amount"]["maximum"]
@@ -158,14 +159,15 @@ def _input_time(f: Field) -> dict[str, Any]:
         {
             "type": "integer",
             "minimum": minimum,
-            "description": "Epoch milliseconds, written without a fraction or exponent.",
+            "description": "Epoch milliseconds, a whole number (1714557600000 or 1714557600000.0).",
         },
     ]
     if f.nullable:
         choices.append({"type": "null"})
     description = f"{f.description} An RFC 3339 time with an offset (e.g. 2024-05-01T10:00:00Z) or integer"
     description += " epoch milliseconds; never before 1970-01-01 nor ahead of the wall clock by more than"
-    description += " CHURN_MAX_FUTURE_SKEW_HOURS."
+    description += " CHURN_MAX_FUTURE_SKEW_HOURS. A string must name a real date and time: the pattern lets"
+    description += " 2024-02-30 through, the service refuses it."
     return {"oneOf": choices, "description": description}
 
 

@@ -22,8 +22,8 @@ _RFC3339 = re.compile(TIME_PATTERN)
 def parse_time(value: Any, field: str = "timestamp") -> int:
     """Epoch milliseconds from an RFC 3339 string with offset or an integer of epoch ms.
 
-    >>> parse_time("1970-01-01T00:00:01+00:00"), parse_time(1500)
-    (1000, 1500)
+    >>> parse_time("1970-01-01T00:00:01+00:00"), parse_time(1500), parse_time(1500.0)
+    (1000, 1500, 1500)
     >>> parse_time("2024-05-01 10:00")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -33,6 +33,8 @@ def parse_time(value: Any, field: str = "timestamp") -> int:
         raise ValidationError(f"{field}: a boolean is not a time")
     if isinstance(value, int):
         return value
+    if isinstance(value, float) and value.is_integer():  # 1714557600000.0: an integer to JSON Schema too
+        return int(value)
     if isinstance(value, str):
         if len(value) <= 40 and _RFC3339.match(value):
             text = value[:-1] + "+00:00" if value[-1] in "Zz" else value

@@ -9,6 +9,7 @@ Records that break the contract are not sent; they are reported with their line 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -41,7 +42,6 @@ _TEXT_FIELDS = frozenset(
         "status",
         "channel",
         "city",
-        "signup_date",
     }
 )
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -98,7 +98,10 @@ def csv_value(name: str, cell: str | None) -> Any:
 
 def _json_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:
     for number, raw in enumerate(stream, start=1):
-        yield number, raw.rstrip(b"\r\n"), len(raw)
+        line = raw.rstrip(b"\r\n")
+        if number == 1 and line.startswith(codecs.BOM_UTF8):  # saved by an editor that marks UTF-8
+            line = line[len(codecs.BOM_UTF8) :]
+        yield number, line, len(raw)
 
 
 def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:

@@ -317,3 +317,15 @@ def test_cli_prints_one_topic_or_all(capsys: pytest.CaptureFixture[str]) -> None
 def test_cli_names_the_topics_for_an_unknown_one() -> None:
     with pytest.raises(ConfigError, match="unknown topic 'refunds'.*orders, support_tickets.*dead_letter"):
         cli(argparse.Namespace(topic="refunds"), Settings())
+
+
+@pytest.mark.parametrize("kind", ["orders", "churn_labels"])
+def test_a_whole_number_timestamp_written_with_a_fraction_is_valid_to_both(kind: str) -> None:
+    """JSON Schema counts 1714557600000.0 an integer; the service refused it ("got number")."""
+    obj = dict(BASE[kind], timestamp=1714557600000.0)
+    assert validator(kind).is_valid(obj)
+    assert parse(kind, obj).timestamp == 1714557600000
+    half = dict(obj, timestamp=1714557600000.5)
+    assert not validator(kind).is_valid(half)
+    with pytest.raises(ValidationError, match="^timestamp: "):
+        parse(kind, half)
