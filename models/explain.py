@@ -21,11 +21,12 @@ rows is one vectorised ``predict_proba`` per model.
 Correlated features share their credit unpredictably, so a reason is a *group* of features that measure
 one thing (:data:`REASON_GROUPS`): e.g. the reason ``recency_days`` carries how overdue the customer is
 (days since the last order, and the same against their own order rhythm) and ``orders_total`` what they
-bought in all (orders, spend, order value). A reason is named after the first feature of its group, in the
-group's order, whose value differs from the reference's, and shows that value (the lead feature when none
-differs): a customer whose tickets are all closed but were slow to resolve reads ``avg_resolution_hours=52``,
-not ``open_tickets=0``. Features in no group are a reason of their own; ``groups=()`` gives one reason per
-feature.
+bought in all (orders, spend, order value). A reason is named after the feature of its group that moves the
+score most the way the reason does (of those whose value differs from the reference's; by the batch model:
+see :func:`_leads`), and shows that value (the lead feature when none differs): a customer whose tickets
+are all closed but were slow to resolve reads ``avg_resolution_hours=52``, not ``open_tickets=0``, and one
+who ordered today but buys every two months ``mean_days_between_orders=57.7``, not ``recency_days=0``.
+Features in no group are a reason of their own; ``groups=()`` gives one reason per feature.
 
 :func:`recommended_actions` turns the reasons that raise risk into retention actions, and weighs what the
 customer is worth: a valuable customer with bad tickets gets a call and a goodwill credit, a one-time
@@ -145,6 +146,7 @@ def explain(
         hi = min(n, lo + step)
         batch_in = np.where(take[:, None, :], X[None, lo:hi], reference)
         prob[:, lo:hi] = model.predict_proba(batch_in.reshape(-1, d)).reshape(len(states), hi - lo)
+    batch_full = _logit(prob[state_of[1]].copy())  # the batch model's log-odds of each customer as they are
     for j, (learner_online, learner_blender) in enumerate(learners):
         if learner_online is None or not (learner_online.ready and learner_blender.online_weight() > 0.0):
             continue  # the blend is the batch probability alone
@@ -175,19 +177,62 @@ def explain(
     marginal = np.diff(along, axis=1)  # (m, n_players, n): what the ordering's step-th player added
     contributions = marginal[np.arange(m)[:, None], rank].mean(axis=0)  # (n_players, n)
 
-    # a group is named by its first member whose value is not the reference's: what moved the score
     same = np.equal(X, reference) | (np.isnan(X) & np.isnan(reference))  # (n, d)
     names = model.feature_names
+    orders = [shown_reasons(contributions[:, r], k) for r in range(n)]
+    leads = _leads(model, X, reference, batch_full, same, players, contributions, orders)
     explanations: list[Explained] = []
     for r in range(n):
-        order = shown_reasons(contributions[:, r], k)
-        shown = [next((c for c in players[p][1] if not same[r, c]), players[p][1][0]) for p in order]
+        order = orders[r]
+        shown = [leads[r, p] for p in order]
         reasons = [
             Reason(feature=names[c], value=_value(X[r, c]), contribution=float(contributions[p, r]))
             for p, c in zip(order, shown, strict=True)
         ]
         explanations.append(Explained(reasons=reasons, base=float(f[0, r]), unit=UNIT))
     return explanations
+
+
+def _leads(
+    model: BatchModel,
+    X: np.ndarray,
+    reference: np.ndarray,
+    batch_full: np.ndarray,
+    same: np.ndarray,
+    players: Sequence[tuple[str, list[int]]],
+    contributions: np.ndarray,
+    orders: Sequence[Sequence[int]],
+) -> np.ndarray:
+    """The feature each shown reason is named after, per row (``(n, players)`` column indices): of the
+    group's members whose value is not the reference's, the one that moves the score most the way the
+    reason does (its value taken back to the reference's alone, the batch model's log-odds fall most for
+    a reason raising the risk); the lead feature when no member differs, the one that differs when only
+    one does. Named by the first member that differed, a customer who ordered today and buys every two
+    months read ``recency_days=0`` as the reason raising their risk, and was offered a win-back."""
+    n = X.shape[0]
+    leads = np.array([[columns[0] for _, columns in players]] * n, dtype=np.intp).reshape(n, len(players))
+    asks: list[tuple[int, int, int]] = []  # (row, player, column) whose move back to the reference is scored
+    for r in range(n):
+        for p in orders[r]:
+            differing = [c for c in players[p][1] if not same[r, c]]
+            if len(differing) == 1:
+                leads[r, p] = differing[0]
+            asks.extend((r, p, c) for c in differing if len(differing) > 1)
+    if not asks:
+        return leads
+    rows = np.array([a[0] for a in asks], dtype=np.intp)
+    cols = np.array([a[2] for a in asks], dtype=np.intp)
+    back = X[rows].copy()
+    back[np.arange(len(asks)), cols] = reference[cols]
+    moved = batch_full[rows] - _logit(model.predict_proba(back))  # what each member alone adds
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for (r, p, c), delta in zip(asks, moved.tolist(), strict=True):
+        toward = delta if contributions[p, r] >= 0 else -delta
+        if (r, p) not in best or toward > best[(r, p)][0]:
+            best[(r, p)] = (toward, c)
+    for (r, p), (_, c) in best.items():
+        leads[r, p] = c
+    return leads
 
 
 def shown_reasons(contributions: Sequence[float] | np.ndarray, top_k: int = MIN_REASONS) -> list[int]:
@@ -291,6 +336,10 @@ def _value(x: float) -> float | None:
         return None
     return int(x) if float(x).is_integer() else round(float(x), 4)
 
+
+MATERIAL_SHARE = 0.1
+"""A reason raising the risk by less than this share of the largest one gives no action: a tenure worth
++0.002 log-odds beside silence worth +1.5 does not make a customer one for onboarding."""
 
 NEW_CUSTOMER_DAYS = 90.0
 """A customer is new, and onboarding is what they need, for this many days after their first event."""
@@ -400,6 +449,7 @@ def recommended_actions(
       never ordered an onboarding follow-up;
     - ``tenure_days`` or ``orders_total`` raising the risk means onboarding for a new customer (first
       :data:`NEW_CUSTOMER_DAYS` days) and a loyalty offer for a long-standing one;
+    - only a reason raising the risk by at least :data:`MATERIAL_SHARE` of the largest one gives an action;
     - a ticket reason needs something to put right: poorly rated tickets (a senior support call) or open
       ones (expedite them); a reason with nothing to act on gives no action: tickets that went well and are
       closed (what raised the risk is in how the model sees their history, not in anything to fix), returns
@@ -435,8 +485,9 @@ def recommended_actions(
         verified=number("email_verified") == 1 and number("phone_verified") in (1, None),
     )
     actions: list[str] = []
+    largest = max((r.contribution for r in reasons), default=0.0)
     for reason in reasons:
-        if reason.contribution <= 0:
+        if reason.contribution <= 0 or reason.contribution < MATERIAL_SHARE * largest:
             continue
         kind = _KIND_OF_FEATURE.get(reason.feature)
         action = None if kind is None else customer.action(kind)

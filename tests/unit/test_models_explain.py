@@ -210,7 +210,7 @@ def test_a_typical_customer_has_no_contributions(models: tuple) -> None:
     assert recommended_actions(e.reasons) == [CHECK_IN]
 
 
-def test_a_group_is_named_after_its_first_member_that_differs_from_the_reference(models: tuple) -> None:
+def test_a_group_is_named_after_a_member_that_differs_from_the_reference(models: tuple) -> None:
     """open_tickets=0 raising the risk read as nonsense when slow resolution (another member of its group)
     moved the score: the reason names the member that differs from the typical customer."""
     groups = [("open_tickets", "age", "spent_90d")]
@@ -233,6 +233,22 @@ def test_a_group_is_named_after_its_first_member_that_differs_from_the_reference
         ("age", None),
     ]
     assert named[0].contribution != 0 and named[2].contribution == 0
+
+
+def test_a_group_is_named_after_the_member_that_moves_the_score_its_way(models: tuple) -> None:
+    """A customer who ordered today (recency 0, below the typical 10: it lowers the risk) with three
+    negative tickets (raising it more) has a group raising the risk: it reads negative_tickets_total=3.
+    Named after its first member that differed, it read recency_days=0 (+...), and was offered a
+    win-back at the time of the order they had just placed."""
+    groups = [("recency_days", "negative_tickets_total")]
+    X = np.array([[0.0, 3.0, 0.0, 100.0, 40.0], [0.0, 1.0, 0.0, 100.0, 40.0]])
+    named = [
+        next(r for r in e.reasons if r.feature in groups[0])
+        for e in explain(*models, X, _rows(X), groups=groups, top_k=3)
+    ]
+    assert named[0].contribution > 0 and (named[0].feature, named[0].value) == ("negative_tickets_total", 3)
+    # one negative ticket does not outweigh the fresh order: the group lowers the risk, and says why
+    assert named[1].contribution < 0 and (named[1].feature, named[1].value) == ("recency_days", 0)
 
 
 def test_batch_only_explanations_without_an_online_model(models: tuple) -> None:
@@ -378,3 +394,15 @@ def test_reasons_text_shows_a_value_that_is_not_finite_instead_of_failing() -> N
         ' {"feature": "x", "value": Infinity, "contribution": 0.1}]}'
     )
     assert reasons_text(alert) == "avg_satisfaction=nan (+0.3), x=inf (+0.1)"
+
+
+def test_a_reason_raising_the_risk_by_a_trifle_gives_no_action() -> None:
+    """C002 of the README's sample got an onboarding follow-up from tenure_days worth +0.002 log-odds."""
+    reasons = [
+        Reason("recency_days", 40, 1.5),
+        Reason("tenure_days", 75, 0.002),
+        Reason("open_tickets", 1, 0.2),
+    ]
+    features = {"orders_total": 2, "tenure_days": 75, "open_tickets": 1, "negative_tickets_total": 0}
+    assert recommended_actions(reasons, features=features) == [WIN_BACK, EXPEDITE]
+    assert ONBOARDING in recommended_actions([Reason("tenure_days", 75, 0.002)], features=features)
