@@ -153,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-beginning", action="store_true", help="with --follow, print the existing alerts first"
     )
     alerts.add_argument("--json", action="store_true", help="one JSON object per line")
-    alerts.add_argument("--limit", type=int, default=None, help="stop after this many alerts")
+    alerts.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="this many alerts: the earliest by as_of (with --follow: the first read)",
+    )
 
     sim = command(
         "simulate",

@@ -1,10 +1,10 @@
 """``churnstream alerts``: print the churn alerts on ``churn_alerts``.
 
 It reads by assignment (no consumer group state is left behind), so it never moves a worker's offsets.
-Without ``--follow`` it prints the topic from its beginning and stops at the end as it was when the
-command started; with ``--follow`` it starts at the end, like ``tail -f`` (``--from-beginning`` first
-prints what is there). Reading is :mod:`churnstream.streams.reading`'s, as for every command that reads what
-the service published.
+Without ``--follow`` it prints the topic from its beginning in event time (by ``as_of``; ``--limit N``:
+the N earliest) and stops at the end as it was when the command started; with ``--follow`` it starts at
+the end, like ``tail -f`` (``--from-beginning`` first prints what is there). Reading is
+:mod:`churnstream.streams.reading`'s, as for every command that reads what the service published.
 
 :func:`top_alerts` picks the current top alerts (the latest month's, by priority) that the monitor's
 ``/alerts`` page lists, from the tail of the topic (:func:`recent_alerts`).
@@ -12,14 +12,15 @@ the service published.
 
 from __future__ import annotations
 
+import heapq
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 import orjson
 
-from churnstream.errors import InfraError
+from churnstream.errors import ChurnstreamError, InfraError
 from churnstream.models.alert_policy import month_of
 from churnstream.predictions import reasons_text
 from churnstream.settings import Settings
@@ -130,6 +131,23 @@ def format_alert(alert: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _alerts(messages: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[dict[str, Any]]:
+    for _key, value in messages:
+        try:
+            yield json.loads(value or b"")
+        except ValueError:
+            print(f"skipping a message that is not JSON: {(value or b'')[:80]!r}", file=sys.stderr)
+
+
+def _when(alert: dict[str, Any]) -> tuple[int, str]:
+    """An alert's place in event time (its ``as_of``), then its customer."""
+    try:
+        at = parse_time(alert.get("as_of"), "as_of")
+    except ChurnstreamError:
+        at = 2**62  # not a time: last
+    return at, str(alert.get("customer_id", ""))
+
+
 def print_alerts(
     settings: Settings,
     *,
@@ -150,12 +168,12 @@ def print_alerts(
     printed = 0
     if limit is not None and limit <= 0:
         return 0
-    for _key, value in read_topic(settings, topic, follow=follow, from_beginning=from_beginning):
-        try:
-            alert = json.loads(value or b"")
-        except ValueError:
-            print(f"skipping a message that is not JSON: {(value or b'')[:80]!r}", file=sys.stderr)
-            continue
+    alerts = _alerts(read_topic(settings, topic, follow=follow, from_beginning=from_beginning))
+    if not follow:  # every alert so far, in event time: the partitions are read in no set order
+        alerts = iter(
+            sorted(alerts, key=_when) if limit is None else heapq.nsmallest(limit, alerts, key=_when)
+        )
+    for alert in alerts:
         if as_json:
             stream.write(json.dumps(alert, separators=(",", ":"), ensure_ascii=False) + "\n")
         else:

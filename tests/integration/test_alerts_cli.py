@@ -73,3 +73,37 @@ def test_alerts_prints_the_topic_then_exits_and_follow_starts_at_the_end(
     assert len(replayed) == held + 1 and existing <= set(replayed)  # the existing ones as well
     (new,) = set(replayed) - existing
     assert int(new[1:]) >= 1000  # and one produced while it followed
+
+
+def test_alerts_prints_in_event_time_and_a_limit_takes_the_earliest(
+    settings: Settings, topics: Topics
+) -> None:
+    """The topic's partitions are read in no set order: ``--limit 3`` printed three alerts of whichever
+    partition came first (the review: C001, C004, C011, skipping earlier ones)."""
+    days = [9, 3, 27, 1, 14, 6, 21, 2, 30, 11]
+    records = [
+        (
+            f"C{n}".encode(),
+            json.dumps(
+                {"alert_id": f"A{n}", "customer_id": f"C{n}", "as_of": f"2024-05-{day:02d}T10:00:00Z"}
+            ).encode(),
+        )
+        for n, day in enumerate(days)
+    ]
+    where = produce_raw(settings, topics.churn_alerts, records)
+    assert len({p for p, _ in where}) > 1, "the alerts should spread over several partitions"
+
+    def printed(*extra: str) -> list[str]:
+        done = subprocess.run(
+            [CHURNSTREAM, "alerts", "--json", *extra],
+            env=child_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line)["alert_id"] for line in done.stdout.splitlines()]
+
+    by_time = [f"A{n}" for n in sorted(range(len(days)), key=lambda n: days[n])]
+    assert printed() == by_time
+    assert printed("--limit", "3") == by_time[:3] == ["A3", "A7", "A1"]
