@@ -38,10 +38,16 @@ _NEVER = 2**62
 KNOWN_END_SECONDS = 0.5
 
 
+def _size(where: Coordinates) -> int:
+    return len(where.value or b"") + len(where.key or b"")
+
+
 class EventTimeReader(InputReader):
     """An :class:`InputReader` whose batches follow event time across all assigned partitions.
 
-    ``max_queued`` bounds the messages held per partition; ``idle_ms`` is how long an empty partition
+    ``max_queued`` bounds the messages held per partition, and ``max_queued_bytes`` their bytes over all
+    partitions (each partition its share: the contract lets a message carry fields it ignores, up to the
+    broker's limit, so a count alone bounds nothing); ``idle_ms`` is how long an empty partition
     that may merely be behind holds the others back (see :meth:`_blocks`) before it counts as idle;
     ``fetch_wait_ms`` is how long one that the broker says holds unread messages may (a fetch that slow
     means the broker or the machine is overloaded: waiting is still better than reading months ahead).
@@ -55,11 +61,13 @@ class EventTimeReader(InputReader):
         on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
         max_queued: int = 5000,
+        max_queued_bytes: int = 64 * 1024 * 1024,
         idle_ms: int = 2000,
         fetch_wait_ms: int = 15_000,
         **consumer_config: Any,
     ) -> None:
         self._queues: dict[tuple[str, int], deque[_Item]] = {}
+        self._bytes: dict[tuple[str, int], int] = {}  # what a partition's queue holds of message bytes
         self._next: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
         self._gave_up: set[tuple[str, int]] = set()  # warned: it held the others back for fetch_wait_ms
@@ -73,6 +81,9 @@ class EventTimeReader(InputReader):
         self._user_assign = on_assign
         self._user_revoke = on_revoke
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        # bytes a message, as read lately; at first the broker's default limit, so the first fill fits too
+        self._message_size = 1024 * 1024
         self.idle_ms = idle_ms
         self.fetch_wait_ms = fetch_wait_ms
         consumer_config.setdefault("config", {}).setdefault("fetch.wait.max.ms", 50)
@@ -87,6 +98,7 @@ class EventTimeReader(InputReader):
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._queues[(tp.topic, tp.partition)] = deque()
+            self._bytes[(tp.topic, tp.partition)] = 0
             self._known_end[(tp.topic, tp.partition)] = None
         if self._user_assign is not None:
             self._user_assign(consumer, partitions)
@@ -98,6 +110,7 @@ class EventTimeReader(InputReader):
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self._queues.pop(key, None)
+            self._bytes.pop(key, None)
             self._next.pop(key, None)
             self._paused.discard(key)
             self._waiting_since.pop(key, None)
@@ -110,7 +123,14 @@ class EventTimeReader(InputReader):
 
     def reopen(self) -> None:
         super().reopen()
-        for state in (self._queues, self._next, self._waiting_since, self._known_end, self._last_ts):
+        for state in (
+            self._queues,
+            self._bytes,
+            self._next,
+            self._waiting_since,
+            self._known_end,
+            self._last_ts,
+        ):
             state.clear()
         self._backlog_since.clear()
         self._paused.clear()
@@ -120,6 +140,7 @@ class EventTimeReader(InputReader):
         """Drop everything queued and seek each partition back to its last committed offset."""
         for queue in self._queues.values():
             queue.clear()
+        self._bytes = dict.fromkeys(self._bytes, 0)
         self._next.clear()
         if self._paused:
             self.consumer.resume([TopicPartition(t, p) for t, p in self._paused])
@@ -131,12 +152,16 @@ class EventTimeReader(InputReader):
         key = (topic, partition)
         if key in self._queues:
             self._queues[key].clear()
+            self._bytes[key] = 0
         super().seek(topic, partition, offset)
         self._next[key] = offset
 
     def _fill(self, timeout: float) -> None:
         now = now_ms()
         room = max(1, self.max_queued * max(1, len(self._queues)) - self.queued())
+        # as many as the bytes left take at the messages' size so far: what is consumed must be queued
+        free = max(0, self.max_queued_bytes - self.queued_bytes())
+        room = max(1, min(room, free // self._message_size))
         for msg in consume_messages(self.consumer, min(room, self.settings.batch_size * 4), timeout):
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None
@@ -148,11 +173,15 @@ class EventTimeReader(InputReader):
             where = Coordinates(topic, partition, offset, msg.key(), msg.value())
             ts = event.timestamp if event is not None else _NO_TIME
             queue.append((ts, event, letter, where))
+            size = _size(where)
+            self._bytes[key] += size
+            self._message_size = max(1, (7 * self._message_size + size) // 8)  # a moving average
             self._next[key] = offset + 1
             self._waiting_since.pop(key, None)
             self._backlog_since.pop(key, None)
             self._gave_up.discard(key)
-            if len(queue) >= self.max_queued and key not in self._paused:
+            full = len(queue) >= self.max_queued or self._bytes[key] >= self._byte_share()
+            if full and key not in self._paused:
                 self.consumer.pause([TopicPartition(topic, partition)])
                 self._paused.add(key)
 
@@ -271,6 +300,7 @@ class EventTimeReader(InputReader):
             heapq.heappop(heap)
             queue = self._queues[key]
             _, event, letter, where = queue.popleft()
+            self._bytes[key] -= _size(where)
             if event is not None:
                 batch.events.append((event, where))
                 self._last_ts[key] = max(self._last_ts.get(key, ts), ts)
@@ -282,10 +312,21 @@ class EventTimeReader(InputReader):
             else:
                 empty.append(key)
                 bound = min(bound, self._release_bound(key, now))
-            if key in self._paused and len(queue) < self.max_queued // 2:
+            if (
+                key in self._paused
+                and len(queue) < self.max_queued // 2
+                and self._bytes[key] < self._byte_share() // 2
+            ):
                 self.consumer.resume([TopicPartition(*key)])
                 self._paused.discard(key)
         return batch
 
     def queued(self) -> int:
         return sum(len(q) for q in self._queues.values())
+
+    def queued_bytes(self) -> int:
+        return sum(self._bytes.values())
+
+    def _byte_share(self) -> int:
+        """The bytes one partition may queue: its share of ``max_queued_bytes``."""
+        return self.max_queued_bytes // max(1, len(self._queues))

@@ -86,3 +86,38 @@ def test_a_backlog_waits_for_a_topic_whose_first_events_are_produced_a_moment_la
         reader.close()
     out_of_order = sum(1 for a, b in zip(released, released[1:], strict=False) if b < a)
     assert out_of_order == 0, f"{out_of_order} events released before an older one"
+
+
+def test_the_reader_holds_a_bounded_number_of_bytes_however_large_the_messages(
+    settings: Settings, topics: Topics
+) -> None:
+    """The contract lets a message carry fields the service ignores, up to the broker's limit. Bounded by a
+    count alone (5,000 a partition), 600 orders of 100 KB were all queued (60 MB); now a partition queues
+    its share of ``max_queued_bytes`` and is paused, then resumed as the worker takes its events."""
+    pad = "x" * 100_000
+    records = []
+    for i in range(600):
+        body = {"event_id": f"o-{i}", "customer_id": "c1", "timestamp": START + i, "order_id": f"o{i}"}
+        records.append((b"c1", json.dumps(body | {"amount": 10.0, "note": pad}).encode()))
+    produce_raw(settings, topics.orders, records)  # one customer: one partition
+    budget = 2_000_000
+    reader = EventTimeReader(
+        settings=settings, group=f"merge-{uuid.uuid4().hex[:8]}", idle_ms=0, max_queued_bytes=budget
+    )
+    peaks: list[int] = []
+    fill = reader._fill
+
+    def measured(timeout: float) -> None:  # what the reader holds after each read from the consumer
+        fill(timeout)
+        peaks.append(reader.queued_bytes())
+
+    reader._fill = measured  # type: ignore[method-assign]
+    released = 0
+    try:
+        while released < len(records):
+            batch = reader.poll_batch(timeout=1.0)
+            released += len(batch.events)
+    finally:
+        reader.close()
+    assert released == len(records)
+    assert 1_000_000 < max(peaks) <= budget, max(peaks)  # against 60 MB before
