@@ -239,11 +239,12 @@ class LabelBook:
     max_open: int = 400
     baseline_windows: int = 3
     clock: int = 0
-    merging: bool = False  # past max_open once: windows are merged (logged once)
     opened: list[_Open] = field(default_factory=list)
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
     _pooled: dict[str, tuple[int, _Open]] = field(default_factory=dict)
+    # past max_open once: windows are merged (logged once). Last: a book pickled before it read the same
+    merging: bool = False
 
     def open(
         self,

@@ -345,19 +345,23 @@ def test_windows_of_alternating_versions_do_not_merge_the_oldest_is_dropped_with
 
 
 def test_a_book_saved_before_merging_existed_merges_after_a_restore() -> None:
-    """A monitor upgraded in place reads its pickled book: windows saved without ``windows`` count one."""
+    """A monitor upgraded in place unpickles the book the release before saved. A slots dataclass pickles
+    its fields by name, so that book comes back without ``merging`` and its windows without ``windows``:
+    each window counts one, and nothing else moves."""
     import pickle
 
     book = LabelBook(delay_ms=10, min_labels=1, max_open=2)
     book.open(1, "v1", 100, 105, [(100, 105)])
     book.open(2, "v1", 200, 205)
-    old = pickle.loads(pickle.dumps(book))
-    for entry in old.opened:  # what the release before wrote: neither attribute
+    for entry in book.opened:  # what the release before had: neither attribute
         object.__delattr__(entry, "windows")
-    object.__delattr__(old, "merging")
+    object.__delattr__(book, "merging")
+    old = pickle.loads(pickle.dumps(book))
+    assert not hasattr(old, "merging") and old.max_open == 2 and old.latest == {}
     old.open(3, "v1", 206, 210)
     assert [(e.seq, getattr(e, "windows", None)) for e in old.opened] == [(1, None), (2, 2)]
     assert old.add({"as_of": [103, 201, 207], "label": [1, 0, 1], "churn_probability": [0.9, 0.1, 0.6]}) == 3
+    assert old.advance(300) == [1, 2] and old.latest["v1"]["windows"] == 2
 
 
 def test_a_restarted_monitor_still_knows_the_stragglers_of_a_promotion(tmp_path: Path) -> None:
