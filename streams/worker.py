@@ -103,6 +103,7 @@ class Worker(Generic[H]):
         self.assigned: set[int] = set()
         self.applied: dict[tuple[str, int], int] = {}
         self._uncommitted: dict[tuple[str, int], int] = {}
+        self._unflushed = 0  # units written since the last flush: durable once it returns
         self._stop = threading.Event()
         self._rewound = True  # False while a rewind could not reach the broker or Redis
         self._fenced_at: float | None = None  # when the broker last fenced this worker out of its group
@@ -145,6 +146,7 @@ class Worker(Generic[H]):
         if while_delivering is not None:
             while_delivering()
         self.store.commit(tx, after=self.outbox.acknowledged())
+        self._unflushed += 1
         self.applied.update(offsets)
         self._uncommitted.update(offsets)
 
@@ -164,9 +166,11 @@ class Worker(Generic[H]):
         The commit itself is not waited for (``wait`` on rebalance and shutdown): the applied-offset
         fence in Redis is what makes a replay harmless, so a lost commit only means re-reading a little.
         """
+        written, self._unflushed = self._unflushed, 0
         self.store.flush()
-        if self._uncommitted:
+        if written:
             self.status.wrote()
+        if self._uncommitted:
             offsets, self._uncommitted = self._uncommitted, {}
             parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             if wait:  # two calls, not `asynchronous=not wait`: the stubs type each literal separately
@@ -282,6 +286,8 @@ class Worker(Generic[H]):
                     self.commit_previous()
                 handler.after_batch()
                 self.status.measure_lag(self.reader.consumer, self.applied)
+                if not self._unflushed:  # a turn with nothing left to fail: whatever failed before is over
+                    self.status.wrote()
                 backoff = 0.5
             except (StoreError, PublishError, KafkaException) as exc:
                 self.metrics.retries.inc()
@@ -351,6 +357,7 @@ class Worker(Generic[H]):
         """
         self._rewound = False
         self._uncommitted = {}
+        self._unflushed = 0
         self.outbox.abandon()  # failures of the abandoned batch are not the next batch's
         self.applied.clear()  # what was applied is what Redis says, reloaded below
         self.handler.on_rewind()

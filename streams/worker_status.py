@@ -57,7 +57,8 @@ class WorkerStatus:
         self.last_failure = str(exc)
 
     def wrote(self) -> None:
-        """A unit's state write is durable: the worker makes progress."""
+        """A unit's state write is durable, or a turn ended with nothing left to fail: the worker makes
+        progress (an idle worker after a passing failure is not failing)."""
         self.failing_since = self.last_failure = None
 
     def measure_lag(self, consumer: Consumer, applied: Mapping[tuple[str, int], int] | None = None) -> None:
@@ -71,8 +72,9 @@ class WorkerStatus:
         applied = applied or {}
         behind = 0
         for tp in consumer.position(consumer.assignment()):
-            high = consumer.get_watermark_offsets(tp, cached=True)[1]
-            at = applied.get((tp.topic, tp.partition), tp.offset)
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            # a partition nothing was applied of yet: all of it is behind (as far as the client knows)
+            at = applied.get((tp.topic, tp.partition), low if low >= 0 else tp.offset)
             if at >= 0 and high >= 0:
                 behind += max(0, high - at)
         self.lag = behind

@@ -241,7 +241,7 @@ class _Ahead:
         return [TopicPartition("orders", 0, 5000), TopicPartition("orders", 1, 2710)]
 
     def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
-        return 0, {0: 5000, 1: 2710}[tp.partition]
+        return {0: 0, 1: 100}[tp.partition], {0: 5000, 1: 2710}[tp.partition]
 
 
 def test_a_worker_whose_every_write_fails_is_not_ready_and_counts_what_is_behind() -> None:
@@ -250,8 +250,8 @@ def test_a_worker_whose_every_write_fails_is_not_ready_and_counts_what_is_behind
     from churnstream.streams.worker_status import READY_FAILING_SECONDS, WorkerStatus
 
     status = WorkerStatus(settings=Settings())
-    status.measure_lag(_Ahead(), {("orders", 0): 2410})  # partition 1: nothing applied yet, position used
-    assert status.lag == 2590
+    status.measure_lag(_Ahead(), {("orders", 0): 2410})  # partition 1: nothing applied yet, all behind
+    assert status.lag == 2590 + 2610
     error = StoreError("writing feature state to Redis failed: OOM command not allowed")
     status.failed(error)
     assert status.ready(_Probe(), [0])[0]  # a retry or two is no reason to take the worker out
@@ -288,3 +288,81 @@ def test_the_loop_is_failing_while_redis_refuses_and_not_once_a_write_is_durable
     worker.run()
     assert worker.handler.store_failed and store.fence("orders", 0) == 8
     assert seen == [True] and worker.status.last_failure is None
+
+
+class _RefusingStore(MemoryFeatureStore):
+    """Redis out of memory: every write is refused when flushed (as the Redis store reports it)."""
+
+    def __init__(self) -> None:
+        super().__init__(lateness_ms=0)
+        self.refused = 0
+        self.written = False
+
+    def commit(self, tx: Any, *, after: Any = None) -> None:
+        self.written = True  # not applied: refused at the flush
+
+    def flush(self) -> None:
+        if self.written:
+            self.written = False
+            self.refused += 1
+            raise StoreError("writing feature state to Redis failed: OOM command not allowed")
+
+
+def test_a_worker_whose_writes_are_all_refused_stays_failing_across_its_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each retry's batch is written asynchronously and fails at the next flush: the turns in between end
+    without an exception, and must not count as progress, or /ready would never see 30 s of failing."""
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
+    )
+    store = _RefusingStore()
+    events = [OrderEvent(f"e{n}", f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(8)]
+    log: _Log
+    worker = Worker(
+        settings=settings,
+        store=store,
+        reader=(log := _Log(events, stop=lambda: None)),  # type: ignore[arg-type]
+        quiet=True,
+        handler=_Applier,
+    )
+    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    first: list[float | None] = []
+
+    def wait(seconds: float) -> bool:  # the retry's back-off, without the wait: stop after a few retries
+        first.append(worker.status.failing_since)
+        return store.refused >= 4 or worker._stop.is_set()
+
+    monkeypatch.setattr(worker._stop, "wait", wait)
+    monkeypatch.setattr(worker._stop, "is_set", lambda: store.refused >= 4)
+    worker.run()
+    assert store.refused >= 4 and len(set(first)) == 1 and first[0] is not None  # failing since the first
+
+
+def test_an_idle_worker_is_not_failing_once_a_passing_failure_is_over() -> None:
+    """A sweep (or a poll) that fails once while no input comes: the idle turns after it write nothing,
+    and before this they never cleared the failure: /ready said 503 until traffic came (review)."""
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
+    )
+    idle_turns = []
+
+    class _SweepFailsOnce(_Applier):
+        failed = False
+
+        def after_batch(self) -> None:
+            if not self.failed:
+                self.failed = True
+                raise StoreError("Redis went away (once)")
+
+    log: _Log
+    worker = Worker(
+        settings=settings,
+        store=MemoryFeatureStore(lateness_ms=0),
+        reader=(log := _Log([], stop=lambda: (idle_turns.append(1), len(idle_turns) >= 3 and worker.stop()))),  # type: ignore[arg-type]
+        quiet=True,
+        handler=_SweepFailsOnce,
+    )
+    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    worker.run()
+    assert worker.handler.failed and worker.status.failing_since is None
