@@ -15,7 +15,8 @@
   subprocess (one at a time) when the report's action is ``retrain`` and no model is in shadow. With that
   setting a shadow the evidence says is worse leaves the slot, so the loop goes on; so does one still
   ``undecided`` (on enough final labels) when a report advises ``retrain``: the current model is falling and
-  the shadow is no better, so a candidate trained on newer events replaces it. While the evidence has too
+  the shadow is no better, so a candidate trained on newer events replaces it (one better by less than
+  ``CHURN_AUTO_PROMOTE_MARGIN`` stays). While the evidence has too
   few labels, a ``retrain`` advice is logged as waiting for it.
 
 The evidence counts the outcomes of predictions the current model made, after both models' training ends,
@@ -316,8 +317,10 @@ class LoopWatch:
             if self.maybe_promote(evidence) or not self.settings.retrain_on_advice:
                 return evidence
             verdict = evidence["cumulative"]["verdict"]
-            # undecided on enough final labels while the current model falls: no remedy, a newer one may be
-            no_remedy = verdict == "undecided" and action == "retrain"
+            # undecided on enough final labels while the current model falls, and not better than it at
+            # all (a shadow better, but by less than CHURN_AUTO_PROMOTE_MARGIN, is kept): no remedy
+            interval = (evidence["cumulative"].get("roc_auc") or {}).get("interval") or (0.0, 0.0)
+            no_remedy = verdict == "undecided" and action == "retrain" and interval[0] <= 0.0
             if (verdict != "worse" and not no_remedy) or not evidence["read_to_end"]:
                 if action == "retrain":
                     log.warning(

@@ -340,6 +340,24 @@ def test_with_retrain_on_advice_a_worse_shadow_leaves_the_slot_and_the_retrain_g
     assert registry.shadow_version() is None and started == ["1998-03-01T00:00:00Z"]
 
 
+def test_a_shadow_better_by_less_than_the_auto_promotion_margin_is_kept_on_a_retrain_advice(
+    tmp_path: Path,
+) -> None:
+    """With CHURN_AUTO_PROMOTE_MARGIN the verdict is undecided while the interval's low end lies under the
+    margin, also for a shadow whose whole interval lies above 0: better than the falling champion, it is
+    the one model worth keeping, and the retrain waits (review of the rule's first version)."""
+    registry = _registry(tmp_path)
+    registry.shadow("v0002", reason="retrain")
+    started: list[str | None] = []
+    rows = _outcomes(1500, shadow_better=True)
+    settings = Settings(model_dir=tmp_path, retrain_on_advice=1, auto_promote_margin=0.5)
+    watch = LoopWatch(settings, outcomes=lambda: rows, start_retrain=lambda until: started.append(until))  # type: ignore[arg-type,func-returns-value]
+    evidence = watch.on_report("retrain", "1998-02-01T00:00:00Z")
+    assert evidence is not None and evidence["cumulative"]["verdict"] == "undecided"
+    assert evidence["cumulative"]["roc_auc"]["interval"][0] > 0
+    assert registry.shadow_version() == "v0002" and started == []
+
+
 def test_a_rollback_to_the_shadow_empties_the_slot_and_nothing_promotes_itself(tmp_path: Path) -> None:
     """After an auto-promotion the demoted model is in shadow; rolling back to it left it both current and
     shadow, and the monitor then promoted it over itself on every report."""
