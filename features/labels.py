@@ -73,6 +73,7 @@ from churnstream.features.state import (
     Packed,
     entry_time,
     event_used_at,
+    new_state,
     scoring_state,
     unpacked,
 )
@@ -204,11 +205,36 @@ class AnswerLog:
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> AnswerLog:
-        """The answers in ``events`` (sorted by event time; the last one's time is where the log ends)."""
+        """The answers in ``events`` (sorted by event time; the last one's time is where the log ends).
+
+        A label the workers would dead-letter is left out (:func:`remember_label`'s rules, in log order: an
+        ``event_id`` reused by another label or another event of the customer, a label contradicting the
+        one at the same instant), so training and the stream read the same labels.
+
+        >>> log = AnswerLog.from_events([OrderEvent("e1", "c", 5, "o1", 9.5), LabelEvent("l1", "c", 8, False),
+        ...                              LabelEvent("l2", "c", 8, True), LabelEvent("e1", "c", 9, True)])
+        >>> log.times["c"], log.churned["c"]
+        ([5, 8], [None, False])
+        """
+        events = list(events)
+        labelled = {e.customer_id for e in events if isinstance(e, LabelEvent)}
+        checked: dict[str, CustomerState] = {}  # the label rules' view of a labelled customer
         answers: dict[str, list[tuple[int, bool, bool | None]]] = {}
         end = 0
         for event in events:
             end = event.timestamp
+            if event.customer_id in labelled:
+                state = checked.get(event.customer_id)
+                if state is None:
+                    state = checked[event.customer_id] = new_state()
+                if isinstance(event, LabelEvent):
+                    try:
+                        if not remember_label(state, event):
+                            continue  # the same label again
+                    except ProcessingError:
+                        continue
+                else:
+                    state["seen"].setdefault(event.event_id, event.timestamp)  # ids the labels may not take
             answer = answer_of(event)
             if answer is not None:
                 ts, churned = answer
@@ -406,12 +432,13 @@ LABELS_KEPT = 8  # explicit labels a customer's state remembers (the latest by e
 def remember_label(state: CustomerState, label: LabelEvent) -> bool:
     """Keep an explicit label in the scoring state (``"lab"``: ``[ts, 0 or 1, event_id]`` sorted, the
     latest :data:`LABELS_KEPT`), so a prediction made after it arrived gets the same first answer as one
-    made before it (:func:`next_answer`). False for a redelivery (the same ``event_id`` and content).
+    made before it (:func:`next_answer`). False when it changes nothing: a redelivery (the same
+    ``event_id`` and content), or another label saying the same at the same instant.
 
     Raises :class:`ProcessingError` (the caller dead-letters the label) for an ``event_id`` the customer
     used for another label or another event, and for a label contradicting the one the customer already
     has at that instant: the first one answered the predictions pending then, so the second would change
-    nothing but what later predictions read. One at the same instant that agrees changes nothing.
+    nothing but what later predictions read.
 
     >>> from churnstream.features.state import new_state
     >>> s = new_state()
@@ -438,7 +465,7 @@ def remember_label(state: CustomerState, label: LabelEvent) -> bool:
     for entry in labels:
         if entry[0] == ts:
             if entry[1] == value:
-                return True  # another label saying the same: nothing to change
+                return False  # another label saying the same (or this one, kept before ids were)
             by = f"event_id {entry[2]!r}, " if len(entry) > 2 else ""
             raise ProcessingError(
                 f"customer {customer!r} already has a churn label at {format_time(ts)} ({by}churned "

@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from churnstream.errors import ProcessingError
 from churnstream.events import Event, LabelEvent, OrderEvent, TicketEvent
 from churnstream.features import labels
 from churnstream.features.labels import (
@@ -104,7 +105,12 @@ def _history(rng: random.Random, customer: str) -> tuple[list[Event], list[int]]
         events.append(OrderEvent(f"{customer}o{i}", customer, t, f"o{i}", 9.0, status=status))
     for i in range(rng.randrange(0, 4)):
         t = START + rng.randrange(200 * DAY_MS) // DAY_MS * DAY_MS  # some on the same instant as a sweep
-        events.append(LabelEvent(f"{customer}l{i}", customer, t, rng.random() < 0.5))
+        reused = rng.random() < 0.1 and any(isinstance(e, OrderEvent) for e in events)
+        event_id = f"{customer}o0" if reused else f"{customer}l{i}"  # a producer's bug: dead-lettered
+        events.append(LabelEvent(event_id, customer, t, rng.random() < 0.5))
+    if rng.random() < 0.2 and any(isinstance(e, LabelEvent) for e in events):  # contradicting at one instant
+        first = next(e for e in events if isinstance(e, LabelEvent))
+        events.append(LabelEvent(f"{customer}lx", customer, first.timestamp, not first.churned))
     predictions = sorted(
         {e.timestamp for e in events if isinstance(e, OrderEvent)}
         | {START + d * DAY_MS for d in range(0, 200, rng.choice([1, 3, 7]))}
@@ -131,6 +137,14 @@ def _online(events: list[Event], predictions: list[int], end: int) -> tuple[dict
     for t in instants:
         # an explicit label first at one instant (as the offline log sorts them)
         for e in sorted(by_time.get(t, []), key=lambda e: not isinstance(e, LabelEvent)):
+            if isinstance(e, LabelEvent):  # as the worker: a label it dead-letters answers nothing
+                try:
+                    if not labels.remember_label(state, e):
+                        continue
+                except ProcessingError:
+                    continue
+            else:
+                state["seen"].setdefault(e.event_id, e.timestamp)  # the ids a label may not reuse
             answer = answer_of(e)
             if answer is not None:
                 record(resolve_by_event(state, t, churned=answer[1], horizon_ms=H))
