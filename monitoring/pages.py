@@ -96,7 +96,9 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
         evidence = r.get("evidence") or {}
         drift = bool(r.get("dataset_drift"))
         evidently = r.get("evidently_report") or {}
-        if evidently.get("error"):
+        if evidently.get("drawn") == "none":
+            drawn = "no page: the report directory refused it"
+        elif evidently.get("error"):
             drawn = "not drawn (error): light page"
         elif evidently.get("shared"):  # reports of monitors before one run per window
             drawn = f"shared by {evidently.get('windows')} windows ({evidently.get('window')} of them)"

@@ -15,6 +15,7 @@ evidence before its report is drawn, so the message, the window's page and its r
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections import deque
@@ -38,7 +39,8 @@ KEPT_MESSAGES = 1000  # the latest drift_reports messages kept in memory for the
 def unwritable(root: Path, exc: OSError) -> str:
     """What an operator reads when the report directory refuses a write: where, why, which setting."""
     why = exc.strerror or str(exc)
-    return f"cannot write to {root} ({why}): free space there or point CHURN_REPORT_DIR elsewhere"
+    fix = "free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check that it is writable"
+    return f"cannot write to {root} ({why}): {fix}, or point CHURN_REPORT_DIR elsewhere"
 
 
 class ReportPublisher:
@@ -235,7 +237,7 @@ class ReportPublisher:
             ", ".join(report.drifted_columns) or "-",
             (report.concept_drift or {}).get("detected"),
             message.get("action"),
-            "full Evidently report" if rendered.drawn == "full" else "light page and run",
+            {"full": "full Evidently report", "light": "light page and run"}.get(rendered.drawn, "no page"),
         )
         if len(self.reports) > KEPT_MESSAGES:
             for old in self.reports[:-KEPT_MESSAGES]:
