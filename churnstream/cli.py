@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=int,
         default=None,
-        help="this many alerts: the earliest by as_of (with --follow: the first read)",
+        help="this many alerts: the earliest by as_of (with --follow: the first read). Without --follow "
+        "the alerts are sorted, so they print once the topic is read to its end",
     )
 
     sim = command(

@@ -56,6 +56,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -208,6 +209,9 @@ class Budget:
     >>> b.spend("1970-01"); b.spend("1970-01")
     >>> b.allows("1970-01", 0.1), b.allows("1970-01", 0.11), Budget.from_text(b.to_text()).sent
     (False, True, {'1970-01': 2})
+    >>> b = Budget({"1970-02": 100}, {"1970-01": 7})
+    >>> b.allows("1970-01", 0.07)  # 0.07 * 100 is 7.000000000000001 in floats: the cap is still 7
+    False
     """
 
     def __init__(self, active: dict[str, int] | None = None, sent: dict[str, int] | None = None) -> None:
@@ -240,7 +244,8 @@ class Budget:
         return sum(n for m, n in self.active.items() if m >= month)
 
     def allows(self, month: str, share: float) -> bool:
-        return self.sent.get(month, 0) < share * self.base(month)
+        # rounded up, but 0.07 * 100 (7.000000000000001 in floats) is a cap of 7, not 8
+        return self.sent.get(month, 0) < math.ceil(share * self.base(month) - 1e-9)
 
     def spend(self, month: str) -> None:
         self.sent[month] = self.sent.get(month, 0) + 1

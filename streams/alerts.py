@@ -134,9 +134,13 @@ def format_alert(alert: dict[str, Any]) -> str:
 def _alerts(messages: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[dict[str, Any]]:
     for _key, value in messages:
         try:
-            yield json.loads(value or b"")
+            alert = json.loads(value or b"")
         except ValueError:
-            print(f"skipping a message that is not JSON: {(value or b'')[:80]!r}", file=sys.stderr)
+            alert = None
+        if isinstance(alert, dict):
+            yield alert
+        else:
+            print(f"skipping a message that is not a JSON object: {(value or b'')[:80]!r}", file=sys.stderr)
 
 
 def _when(alert: dict[str, Any]) -> tuple[int, str]:

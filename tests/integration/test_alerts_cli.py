@@ -90,7 +90,7 @@ def test_alerts_prints_in_event_time_and_a_limit_takes_the_earliest(
         )
         for n, day in enumerate(days)
     ]
-    where = produce_raw(settings, topics.churn_alerts, records)
+    where = produce_raw(settings, topics.churn_alerts, [*records, (b"C99", b"[1, 2]")])  # not an alert
     assert len({p for p, _ in where}) > 1, "the alerts should spread over several partitions"
 
     def printed(*extra: str) -> list[str]:
@@ -102,6 +102,7 @@ def test_alerts_prints_in_event_time_and_a_limit_takes_the_earliest(
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
+        assert "skipping a message that is not a JSON object: b'[1, 2]'" in done.stderr
         return [json.loads(line)["alert_id"] for line in done.stdout.splitlines()]
 
     by_time = [f"A{n}" for n in sorted(range(len(days)), key=lambda n: days[n])]
