@@ -87,16 +87,9 @@ def test_a_message_that_fails_alone_is_dead_lettered_and_the_rest_are_scored(
     assert letter["source_topic"] == topics.orders and letter["key"] == "C20"
 
 
-def test_a_reused_event_id_with_other_content_is_dead_lettered_naming_the_conflict(
-    settings: Settings, topics: Topics, redis_client: object, world: Path
-) -> None:
-    scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
-    first = _order(1, 10.0)
-    again = first  # a redelivery: silently the same
-    other_time = (first[0], first[1].replace(b"2024-09-02", b"2024-09-05"))
-    other_amount = (first[0], first[1].replace(b"10.0", b"99.0"))
-    produce_raw(settings, topics.orders, [first, again, other_time, other_amount, _order(2, 3.0)])
-    scorer = build_scorer(scorer_settings)
+def _score_everything(settings: Settings) -> None:
+    """A scorer over what the topics hold, until every offset is committed."""
+    scorer = build_scorer(settings)
     thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
     thread.start()
     try:
@@ -106,6 +99,18 @@ def test_a_reused_event_id_with_other_content_is_dead_lettered_naming_the_confli
     finally:
         scorer.stop()
         thread.join(60)
+
+
+def test_a_reused_event_id_with_other_content_is_dead_lettered_naming_the_conflict(
+    settings: Settings, topics: Topics, redis_client: object, world: Path
+) -> None:
+    scorer_settings = dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
+    first = _order(1, 10.0)
+    again = first  # a redelivery: silently the same
+    other_time = (first[0], first[1].replace(b"2024-09-02", b"2024-09-05"))
+    other_amount = (first[0], first[1].replace(b"10.0", b"99.0"))
+    produce_raw(settings, topics.orders, [first, again, other_time, other_amount, _order(2, 3.0)])
+    _score_everything(scorer_settings)
 
     predictions = [json.loads(m.value() or b"") for m in consume_all(settings, topics.churn_predictions)]
     letters = [json.loads(m.value() or b"") for m in consume_all(settings, topics.dead_letter)]
@@ -157,16 +162,7 @@ def test_churn_labels_reusing_an_event_id_or_contradicting_one_at_the_same_insta
     ]
     produce_raw(settings, topics.churn_labels, [r for r in records if b'"churned"' in r[1]])
     produce_raw(settings, topics.orders, [r for r in records if b'"churned"' not in r[1]])
-    scorer = build_scorer(scorer_settings)
-    thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: committed_everything(settings, settings.consumer_group), 90, "every offset committed"
-        )
-    finally:
-        scorer.stop()
-        thread.join(60)
+    _score_everything(scorer_settings)
 
     letters = [json.loads(m.value() or b"") for m in consume_all(settings, topics.dead_letter)]
     by_value = {d["value"]: d for d in letters}
