@@ -301,7 +301,15 @@ def wrong_type(draw: st.DrawFn) -> Message:
         *((f, st.sampled_from((1.5, "3", True, False)) | containers) for f in integers.get(kind, [])),
         *((f, st.sampled_from((0, 1, "true", "yes")) | containers) for f in booleans.get(kind, [])),
         *((f, st.integers() | st.booleans() | containers) for f in texts.get(kind, [])),
-        *((f, st.floats(0, 2e12, allow_nan=False) | st.booleans() | containers) for f in times_),
+        *(  # a whole number is epoch ms even written 1714557600000.0 (as JSON Schema reads it)
+            (
+                f,
+                st.floats(0, 2e12, allow_nan=False).filter(lambda x: not x.is_integer())
+                | st.booleans()
+                | containers,
+            )
+            for f in times_
+        ),
         *(
             (f, st.sampled_from(("done", "Completed", "COMPLETED", 3, True)) | containers)
             for f in (["status"] if kind == "orders" else [])
