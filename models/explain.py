@@ -352,7 +352,6 @@ SERVICE_RECOVERY = (
     "service recovery: an account manager follows up on their tickets and offers a goodwill credit"
 )
 EXPEDITE = "apologise and expedite open tickets"
-DISCOUNT = "personalised discount on their usual category"
 RETURNS = "review their recent returns and offer a hassle-free exchange"
 ONBOARDING = "onboarding follow-up: a welcome offer on their next order"
 LOYALTY = "loyalty offer on their next order, thanking them for their custom so far"
@@ -374,7 +373,6 @@ _KIND_OF_FEATURE = {
         "quiet",
     ),
     **dict.fromkeys(("orders_total", "tenure_days"), "relationship"),
-    **dict.fromkeys(("spent_total", "spent_90d", "spent_30d", "avg_order_value"), "spend"),
     **dict.fromkeys(
         (
             "negative_tickets_total",
@@ -391,6 +389,9 @@ _KIND_OF_FEATURE = {
     **dict.fromkeys(("returns_total", "return_rate"), "returns"),
     **dict.fromkeys(("email_verified", "phone_verified"), "contact"),
 }
+# A reason is its group, whichever member names it: every member acts as its lead does (``spent_90d=0``
+# naming the reason "what they bought lately" is a customer going quiet, not one for a discount).
+_KIND_OF_FEATURE.update({member: _KIND_OF_FEATURE[group[0]] for group in REASON_GROUPS for member in group})
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,9 +427,7 @@ class _Customer:
             return SERVICE_RECOVERY if self.valuable else SENIOR_SUPPORT
         if kind == "returns":
             return None if self.returns_total == 0 else RETURNS
-        if kind == "contact":
-            return None if self.verified else VERIFY
-        return DISCOUNT  # spend
+        return None if self.verified else VERIFY  # contact
 
 
 def recommended_actions(

@@ -406,3 +406,14 @@ def test_a_reason_raising_the_risk_by_a_trifle_gives_no_action() -> None:
     features = {"orders_total": 2, "tenure_days": 75, "open_tickets": 1, "negative_tickets_total": 0}
     assert recommended_actions(reasons, features=features) == [WIN_BACK, EXPEDITE]
     assert ONBOARDING in recommended_actions([Reason("tenure_days", 75, 0.002)], features=features)
+
+
+def test_a_reason_acts_as_its_group_whichever_member_names_it() -> None:
+    """Since a group is named after the member that moves the score most, 'what they bought lately' may
+    read spent_90d=0 or orders_90d=0: either is a customer going quiet (a discount for one of them and a
+    win-back for the other said the same thing two ways)."""
+    features = {"orders_total": 6, "tenure_days": 400}
+    for member in ("orders_90d", "spent_90d", "spent_30d", "orders_trend"):
+        assert recommended_actions([Reason(member, 0, 0.4)], features=features) == [WIN_BACK], member
+    for member in ("orders_total", "spent_total", "avg_order_value"):
+        assert recommended_actions([Reason(member, 1, 0.4)], features=features) == [LOYALTY], member
