@@ -73,6 +73,7 @@ from churnstream.features.state import (
     Packed,
     entry_time,
     event_used_at,
+    id_conflict,
     new_state,
     scoring_state,
     unpacked,
@@ -458,10 +459,7 @@ def remember_label(state: CustomerState, label: LabelEvent) -> bool:
         if len(entry) > 2 and entry[2] == event_id:
             if entry[0] == ts and entry[1] == value:
                 return False
-            raise ProcessingError(
-                f"event_id {event_id!r} was already used by a churn label at {format_time(entry[0])} of "
-                f"customer {customer!r}; an event_id may be reused only for the same event (a redelivery)"
-            )
+            raise id_conflict(label, f"a churn label at {format_time(entry[0])}")
     for entry in labels:
         if entry[0] == ts:
             if entry[1] == value:
@@ -474,10 +472,7 @@ def remember_label(state: CustomerState, label: LabelEvent) -> bool:
             )
     used = event_used_at(state, event_id)
     if used is not None:
-        raise ProcessingError(
-            f"event_id {event_id!r} was already used by an event at {format_time(used)} of customer "
-            f"{customer!r}; an event_id may be reused only for the same event (a redelivery)"
-        )
+        raise id_conflict(label, f"an event at {format_time(used)}")
     insort(labels, [ts, value, event_id])
     del labels[:-LABELS_KEPT]
     return True

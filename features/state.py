@@ -260,25 +260,23 @@ def is_duplicate(state: FeatureState, event: Event) -> bool:
     folded = state["seen"].get(event_id)
     if folded is not None:
         if folded != ts:
-            raise _conflict(event, f"an event at {format_time(folded)}")
+            raise id_conflict(event, f"an event at {format_time(folded)}")
         return True
     log = state[_LOG_OF[type(event)]]
     i = bisect_left(log, ts, key=entry_time)  # the common duplicate carries the same timestamp
     while i < len(log) and log[i][0] == ts:
         if log[i][1] == event_id:
             if log[i] != _entry(event):
-                raise _conflict(event, "an event with other content at the same time")
+                raise id_conflict(event, "an event with other content at the same time")
             return True
         i += 1
-    kinds: tuple[LogKey, ...] = ("o", "t", "p")
-    for kind in kinds:  # the same id elsewhere: another time or another kind of event
-        for entry in state[kind]:
-            if entry[1] == event_id:
-                raise _conflict(event, f"an event at {format_time(entry[0])}")
+    used = event_used_at(state, event_id)  # the same id elsewhere: another time or another kind of event
+    if used is not None:
+        raise id_conflict(event, f"an event at {format_time(used)}")
     labels: list[list[Any]] = state.get("scoring", {}).get("lab", [])  # type: ignore[attr-defined]
     for entry in labels:  # ... or an explicit label (see churnstream.features.labels.remember_label)
         if len(entry) > 2 and entry[2] == event_id:
-            raise _conflict(event, f"a churn label at {format_time(entry[0])}")
+            raise id_conflict(event, f"a churn label at {format_time(entry[0])}")
     return False
 
 
@@ -303,7 +301,9 @@ def event_used_at(state: FeatureState, event_id: str) -> int | None:
     return None
 
 
-def _conflict(event: Event, other: str) -> ProcessingError:
+def id_conflict(event: Event, other: str) -> ProcessingError:
+    """The error of ``event`` reusing an ``event_id`` that ``other`` (e.g. "an event at <time>") took: the
+    one wording of every kind of event's conflict, labels' too."""
     return ProcessingError(
         f"event_id {event.event_id!r} was already used by {other} of customer {event.customer_id!r}; "
         "an event_id may be reused only for the same event (a redelivery)"
