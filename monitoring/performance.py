@@ -138,12 +138,20 @@ def as_of_spans(as_of: Sequence[int] | np.ndarray, *, limit: int = SPAN_LIMIT) -
     times = np.unique(np.asarray(as_of, dtype=np.int64))
     if times.size == 0:
         return []
-    gaps = np.diff(times)
+    return [(int(a), int(b)) for a, b in _fewest_spans(times, times, limit).tolist()]
+
+
+def _fewest_spans(firsts: np.ndarray, lasts: np.ndarray, limit: int) -> np.ndarray:
+    """Disjoint spans in order (``firsts[i]..lasts[i]``, not empty) as at most ``limit`` spans, ``(k, 2)``:
+    the largest gaps between them stay, the others are bridged.
+
+    >>> _fewest_spans(np.array([0, 8, 15]), np.array([4, 10, 20]), 2).tolist()
+    [[0, 10], [15, 20]]
+    """
+    gaps = firsts[1:] - lasts[:-1]
     cuts = np.sort(np.argsort(-gaps, kind="stable")[: max(limit - 1, 0)])
     cuts = cuts[gaps[cuts] > 0]
-    firsts = np.r_[times[0], times[cuts + 1]]
-    lasts = np.r_[times[cuts], times[-1]]
-    return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
+    return np.column_stack([np.r_[firsts[0], firsts[cuts + 1]], np.r_[lasts[cuts], lasts[-1]]])
 
 
 @dataclass(slots=True)
@@ -186,11 +194,7 @@ class _Open:
                 union[-1][1] = max(union[-1][1], last)
             else:
                 union.append([first, last])
-        if len(union) > SPAN_LIMIT:  # bridge the smallest gaps: the book's size stays bounded
-            firsts, lasts = np.array(union, dtype=np.int64).T
-            cuts = np.sort(np.argsort(lasts[:-1] - firsts[1:], kind="stable")[: SPAN_LIMIT - 1])
-            kept = np.column_stack([np.r_[firsts[0], firsts[cuts + 1]], np.r_[lasts[cuts], lasts[-1]]])
-            union = kept.tolist()
+        firsts, lasts = np.array(union, dtype=np.int64).T
         return _Open(
             min(self.seq, later.seq),
             self.model_version,
@@ -198,7 +202,7 @@ class _Open:
             max(self.end, later.end),
             self.positives + later.positives,
             self.negatives + later.negatives,
-            np.array(union, dtype=np.int64),
+            _fewest_spans(firsts, lasts, SPAN_LIMIT),  # the smallest gaps bridged: the book stays bounded
             getattr(self, "windows", 1) + getattr(later, "windows", 1),
         )
 
