@@ -16,8 +16,8 @@
   setting a shadow the evidence says is worse leaves the slot, so the loop goes on; so does one still
   ``undecided`` (on enough final labels) when a report advises ``retrain``: the current model is falling and
   the shadow is no better, so a candidate trained on newer events replaces it (one better by less than
-  ``CHURN_AUTO_PROMOTE_MARGIN`` stays). While the evidence has too
-  few labels, a ``retrain`` advice is logged as waiting for it.
+  ``CHURN_AUTO_PROMOTE_MARGIN`` stays). While the evidence has too few labels, a ``retrain`` advice is
+  logged as waiting for it.
 
 The evidence counts the outcomes of predictions the current model made, after both models' training ends,
 whose labels are all final (see :func:`churnstream.monitoring.evidence.evidence_from_outcomes`). A
@@ -46,6 +46,7 @@ from churnstream.errors import ChurnstreamError, ModelError
 from churnstream.models.registry import ModelRegistry, evidence_text
 from churnstream.models.registry import cli as registry_cli
 from churnstream.monitoring.evidence import evidence_from_outcomes
+from churnstream.monitoring.evidence import verdict as verdict_of
 from churnstream.settings import Settings
 from churnstream.timefmt import parse_time
 
@@ -319,8 +320,11 @@ class LoopWatch:
             verdict = evidence["cumulative"]["verdict"]
             # undecided on enough final labels while the current model falls, and not better than it at
             # all (a shadow better, but by less than CHURN_AUTO_PROMOTE_MARGIN, is kept): no remedy
-            interval = (evidence["cumulative"].get("roc_auc") or {}).get("interval") or (0.0, 0.0)
-            no_remedy = verdict == "undecided" and action == "retrain" and interval[0] <= 0.0
+            no_remedy = (
+                verdict == "undecided"
+                and action == "retrain"
+                and verdict_of(evidence["cumulative"], margin=0.0, min_labels=0) != "better"
+            )
             if (verdict != "worse" and not no_remedy) or not evidence["read_to_end"]:
                 if action == "retrain":
                     log.warning(
