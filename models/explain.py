@@ -210,14 +210,15 @@ def _leads(
     one does. Named by the first member that differed, a customer who ordered today and buys every two
     months read ``recency_days=0`` as the reason raising their risk, and was offered a win-back."""
     n = X.shape[0]
-    leads = np.array([[columns[0] for _, columns in players]] * n, dtype=np.intp).reshape(n, len(players))
+    leads = np.tile(np.array([columns[0] for _, columns in players], dtype=np.intp), (n, 1))
     asks: list[tuple[int, int, int]] = []  # (row, player, column) whose move back to the reference is scored
     for r in range(n):
         for p in orders[r]:
             differing = [c for c in players[p][1] if not same[r, c]]
             if len(differing) == 1:
                 leads[r, p] = differing[0]
-            asks.extend((r, p, c) for c in differing if len(differing) > 1)
+            elif differing:
+                asks.extend((r, p, c) for c in differing)
     if not asks:
         return leads
     rows = np.array([a[0] for a in asks], dtype=np.intp)
