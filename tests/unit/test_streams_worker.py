@@ -190,25 +190,28 @@ class _Failing(_Applier):
 
 
 def test_the_loop_dead_letters_the_one_message_that_fails_alone_and_retries_what_redis_refused() -> None:
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
-    )
     store = MemoryFeatureStore(lateness_ms=0)
     events = [OrderEvent(f"e{n}", "poison" if n == 6 else f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(11)]
-    log: _Log
-    worker = Worker(
-        settings=settings,
-        store=store,
-        reader=(log := _Log(events, stop=lambda: worker.stop())),  # type: ignore[arg-type]
-        quiet=True,
-        handler=_Failing,
-    )
-    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    worker, log = _looping(events, _Failing, store, lambda w: w.stop())
     worker.run()
     assert worker.handler.dead_lettered == [6]
     assert store.fence("orders", 0) == 11 and log.committed_at == 11
     applied = set(store.customers())
     assert applied == {f"C{n}" for n in range(11) if n != 6}
+
+
+def _looping(
+    events: list[OrderEvent], handler: Any, store: MemoryFeatureStore, at_end: Any
+) -> tuple[Worker[Any], _Log]:
+    """A worker whose loop reads ``events`` as one partition (4 a batch), rewinding as the real reader
+    does; ``at_end(worker)`` is called each time the reader is at the end and idle."""
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
+    )
+    log = _Log(events, stop=lambda: at_end(worker))
+    worker: Worker[Any] = Worker(settings=settings, store=store, reader=log, quiet=True, handler=handler)  # type: ignore[arg-type]
+    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    return worker, log
 
 
 def _seek_back(worker: Worker[Any], log: _Log) -> Any:
@@ -266,25 +269,12 @@ def test_a_worker_whose_every_write_fails_is_not_ready_and_counts_what_is_behind
 
 
 def test_the_loop_is_failing_while_redis_refuses_and_not_once_a_write_is_durable() -> None:
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
-    )
     store = MemoryFeatureStore(lateness_ms=0)
     events = [OrderEvent(f"e{n}", f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(8)]
     seen: list[bool] = []
-    log: _Log
-    worker = Worker(
-        settings=settings,
-        store=store,
-        reader=(
-            log := _Log(
-                events, stop=lambda: (seen.append(worker.status.failing_since is None), worker.stop())
-            )
-        ),  # type: ignore[arg-type]
-        quiet=True,
-        handler=_Failing,
+    worker, _ = _looping(
+        events, _Failing, store, lambda w: (seen.append(w.status.failing_since is None), w.stop())
     )
-    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
     worker.run()
     assert worker.handler.store_failed and store.fence("orders", 0) == 8
     assert seen == [True] and worker.status.last_failure is None
@@ -313,20 +303,9 @@ def test_a_worker_whose_writes_are_all_refused_stays_failing_across_its_retries(
 ) -> None:
     """Each retry's batch is written asynchronously and fails at the next flush: the turns in between end
     without an exception, and must not count as progress, or /ready would never see 30 s of failing."""
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
-    )
     store = _RefusingStore()
     events = [OrderEvent(f"e{n}", f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(8)]
-    log: _Log
-    worker = Worker(
-        settings=settings,
-        store=store,
-        reader=(log := _Log(events, stop=lambda: None)),  # type: ignore[arg-type]
-        quiet=True,
-        handler=_Applier,
-    )
-    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
+    worker, _ = _looping(events, _Applier, store, lambda w: None)
     first: list[float | None] = []
 
     def wait(seconds: float) -> bool:  # the retry's back-off, without the wait: stop after a few retries
@@ -342,9 +321,6 @@ def test_a_worker_whose_writes_are_all_refused_stays_failing_across_its_retries(
 def test_an_idle_worker_is_not_failing_once_a_passing_failure_is_over() -> None:
     """A sweep (or a poll) that fails once while no input comes: the idle turns after it write nothing,
     and before this they never cleared the failure: /ready said 503 until traffic came (review)."""
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1, batch_size=4
-    )
     idle_turns = []
 
     class _SweepFailsOnce(_Applier):
@@ -355,14 +331,9 @@ def test_an_idle_worker_is_not_failing_once_a_passing_failure_is_over() -> None:
                 self.failed = True
                 raise StoreError("Redis went away (once)")
 
-    log: _Log
-    worker = Worker(
-        settings=settings,
-        store=MemoryFeatureStore(lateness_ms=0),
-        reader=(log := _Log([], stop=lambda: (idle_turns.append(1), len(idle_turns) >= 3 and worker.stop()))),  # type: ignore[arg-type]
-        quiet=True,
-        handler=_SweepFailsOnce,
+    store = MemoryFeatureStore(lateness_ms=0)
+    worker, _ = _looping(
+        [], _SweepFailsOnce, store, lambda w: (idle_turns.append(1), len(idle_turns) >= 3 and w.stop())
     )
-    worker._rewind = _seek_back(worker, log)  # type: ignore[method-assign]
     worker.run()
     assert worker.handler.failed and worker.status.failing_since is None
