@@ -217,7 +217,7 @@ class AnswerLog:
         >>> log.times["c"], log.churned["c"]
         ([5, 8], [None, False])
         """
-        events = list(events)
+        events = events if isinstance(events, Sequence) else list(events)  # read twice: no copy of a list
         labelled = {e.customer_id for e in events if isinstance(e, LabelEvent)}
         checked: dict[str, CustomerState] = {}  # the label rules' view of a labelled customer
         answers: dict[str, list[tuple[int, bool, bool | None]]] = {}
