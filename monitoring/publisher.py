@@ -245,18 +245,23 @@ class ReportPublisher:
             del self.reports[:-KEPT_MESSAGES]
         self._settled([pending.window.seq])
 
-    def html_for(self, report_id: str) -> Path | None:
-        """The HTML file of a window's page (its Evidently report or its light page), inside the report
-        directory."""
-        store = self.monitor.store
+    def message_for(self, report_id: str) -> dict[str, Any] | None:
+        """A window's published message: kept in memory, or saved in the report directory (None: unknown)."""
         message = self._by_id.get(report_id)
         if message is None:
-            saved = store.json_path(report_id)
+            saved = self.monitor.store.json_path(report_id)
             if saved.is_file():
                 try:
                     message = json.loads(saved.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     message = None
+        return message
+
+    def html_for(self, report_id: str) -> Path | None:
+        """The HTML file of a window's page (its Evidently report or its light page), inside the report
+        directory."""
+        store = self.monitor.store
+        message = self.message_for(report_id)
         path = (
             Path(message["html_path"]) if message and message.get("html_path") else store.html_path(report_id)
         )

@@ -70,7 +70,12 @@ from churnstream.dead_letter import DeadLetter, dead_letter_payload
 from churnstream.errors import ChurnstreamError, InfraError
 from churnstream.messages import DriftReport
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
-from churnstream.monitoring.pages import render_alerts_page, render_report_list, render_report_page
+from churnstream.monitoring.pages import (
+    render_alerts_page,
+    render_report_list,
+    render_report_page,
+    render_window_page,
+)
 from churnstream.monitoring.reference import ReferenceSource, RegistrySource
 from churnstream.monitoring.render import ReportRenderer
 from churnstream.monitoring.report import ReportStore
@@ -467,10 +472,19 @@ class MonitorPages:
                 if as_json
                 else service.publisher.html_for(report_id)
             )
-            if path is None or not path.is_file():
+            if path is not None and path.is_file():
+                data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+                return web.Response(body=data, content_type="application/json" if as_json else "text/html")
+            # a window published without its files (a full report disk): the list links to it all the
+            # same, so the link shows the window from its message
+            message = service.publisher.message_for(report_id)
+            if message is None:
                 raise web.HTTPNotFound(text=f"no report {report_id}")
-            data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
-            return web.Response(body=data, content_type="application/json" if as_json else "text/html")
+            if as_json:
+                return web.json_response(message)
+            error = (message.get("evidently_report") or {}).get("error")
+            note = f"No page of this window was saved: {error}" if error else "This window's page is no longer in the report directory."
+            return web.Response(text=render_window_page(message, note=note), content_type="text/html")
 
         views = self.views
 

@@ -277,6 +277,30 @@ def test_a_full_report_disk_publishes_the_window_without_a_page_saying_why(
     assert message["evidently_report"]["drawn"] == "none"
     assert m.acked == [0, 1, 2]  # settled like any other window
     assert "published without a page" in caplog.text
+    # the list links the window like any other: the link shows it from its message, not a 404
+    pages = asyncio.run(_get(m, "/", f"/reports/{report.report_id}", f"/reports/{report.report_id}.json"))
+    (status, listing), (html_status, page), (json_status, body) = pages
+    assert status == 200 and f"/reports/{report.report_id}" in listing, listing
+    assert html_status == 200 and f"Drift window {report.report_id}" in page, page
+    assert "No space left on device" in page and "CHURN_REPORT_DIR" in page
+    assert json_status == 200 and json.loads(body) == message
+    assert asyncio.run(_get(m, "/reports/no-such-window"))[0][0] == 404
+
+
+async def _get(m: Monitor, *paths: str) -> list[tuple[int, str]]:
+    """GET ``paths`` from the monitor's own web application (the pages faust serves), in process."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from churnstream.streams.monitor import MonitorPages
+
+    pages = MonitorPages(m.service, probe=None, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+    async with TestClient(TestServer(pages.application())) as client:
+        found = []
+        for path in paths:
+            response = await client.get(path)
+            found.append((response.status, await response.text()))
+    pages.views.close()
+    return found
 
 
 def test_a_page_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) -> None:
