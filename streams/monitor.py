@@ -483,7 +483,11 @@ class MonitorPages:
             if as_json:
                 return web.json_response(message)
             error = (message.get("evidently_report") or {}).get("error")
-            note = f"No page of this window was saved: {error}" if error else "This window's page is no longer in the report directory."
+            note = (
+                f"No page of this window was saved: {error}"
+                if error
+                else "This window's page is no longer in the report directory."
+            )
             return web.Response(text=render_window_page(message, note=note), content_type="text/html")
 
         views = self.views
