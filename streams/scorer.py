@@ -240,9 +240,9 @@ class ChurnScorer:
             _, swept = self.sweeper.chunk(functools.partial(self.store.begin, into=tx))
             for name in ScoringRows.__dataclass_fields__:
                 getattr(scoring, name).extend(getattr(swept, name))
-        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, tick=sweep)
-        for topic, count in applied.per_topic.items():
+        for topic, count in applied.per_topic.items():  # counted with the unit, once it is durable
             self.metrics.events.labels(self.topics.kind_of(topic)).inc(count)
+        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, tick=sweep)
         self._add(report)
         return report
 

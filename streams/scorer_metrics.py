@@ -3,18 +3,66 @@
 The runtime (:mod:`churnstream.streams.worker`) counts batches, retries and lag; the scorer's handler
 counts events, predictions, outcomes, alerts and dead letters. The names are part of the operations
 docs: keep them.
+
+The handler's counts are of units of work: a unit counts once its write is known to be in Redis, so a
+batch retried after a broker or Redis failure (its effects rewound, its events processed again) counts
+once, not once per try. A unit's increments are held (:class:`UnitCounter`) until the worker says it is
+written (:meth:`ScorerMetrics.written`), durable (:meth:`ScorerMetrics.durable`), or rewound
+(:meth:`ScorerMetrics.rewound`): then a write whose answer was lost but which Redis applied (its fences
+say so) counts, and one Redis did not apply is dropped, to be counted when it is processed again.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class UnitCounter:
+    """A Prometheus counter whose increments wait for their unit's write to be durable: ``labels`` and
+    ``inc`` as on the counter itself.
+
+    >>> m = ScorerMetrics()
+    >>> def alerts() -> float | None:
+    ...     return m.registry.get_sample_value("churn_alerts_total")
+    >>> m.alerts.inc(2); m.events.labels("orders").inc(5)
+    >>> alerts(), m.written({("orders", 0): 5}), alerts(), m.durable(), alerts()
+    (0.0, None, 0.0, None, 2.0)
+    >>> m.alerts.inc(); m.written({("orders", 0): 9})  # then its write fails, and Redis's fence says
+    >>> m.rewound({("orders", 0): 5}); alerts()  # not applied: counted when it is processed again
+    2.0
+    >>> m.alerts.inc(); m.written({("orders", 0): 9}); m.rewound({("orders", 0): 9}); alerts()  # applied
+    3.0
+    """
+
+    def __init__(self, counter: Any, staged: list[tuple[Any, float]], labels: tuple[str, ...] = ()) -> None:
+        self._counter = counter
+        self._staged = staged  # the unit's increments, shared by every counter of one ScorerMetrics
+        self._labels = labels
+
+    def labels(self, *values: str) -> UnitCounter:
+        return UnitCounter(self._counter, self._staged, values)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._staged.append((self._counter.labels(*self._labels) if self._labels else self._counter, amount))
 
 
 class ScorerMetrics:
     """Prometheus metrics of one worker (a registry of its own, so tests can run several)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Gauge, Histogram
+        from prometheus_client import Counter as Prometheus
 
         self.registry = CollectorRegistry()
+        self._staged: list[tuple[Any, float]] = []  # increments of the unit being computed
+        # units written, not yet known durable: their next offsets, their increments
+        self._written: list[tuple[dict[tuple[str, int], int], list[tuple[Any, float]]]] = []
+
+        def Counter(name: str, doc: str, labels: Any = (), *, registry: Any) -> UnitCounter:  # noqa: N802
+            """A counter of units of work (see the module docstring)."""
+            return UnitCounter(Prometheus(name, doc, labels, registry=registry), self._staged)
+
         self.events = Counter("churn_events", "Input events processed", ["topic"], registry=self.registry)
         self.predictions = Counter(
             "churn_predictions", "Predictions emitted", ["trigger"], registry=self.registry
@@ -54,9 +102,36 @@ class ScorerMetrics:
         self.watermark = Gauge(
             "churn_event_time_watermark_seconds", "Event-time watermark", registry=self.registry
         )
-        self.retries = Counter(
+        self.retries = Prometheus(  # counted as they fail: not a unit's count
             "churn_retries", "Batches retried after a broker or Redis failure", registry=self.registry
         )
+
+    def written(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """The unit computed since the last call is written, with ``offsets`` (its next offsets) as its
+        fences; the write is not yet known durable."""
+        self._written.append((dict(offsets), list(self._staged)))
+        self._staged.clear()
+
+    def durable(self) -> None:
+        """Every unit written so far is durable: count them."""
+        for _, increments in self._written:
+            self._count(increments)
+        self._written.clear()
+
+    def rewound(self, fences: Mapping[tuple[str, int], int | None]) -> None:
+        """The worker went back to ``fences``, Redis's applied offsets: count each unit written whose
+        fences Redis holds (its write was applied, its answer lost), drop the others and the unit being
+        computed (processed, and counted, again). A unit without offsets (a sweep's chunk) is dropped."""
+        for offsets, increments in self._written:
+            if offsets and all((fences.get(k) or 0) >= o for k, o in offsets.items()):
+                self._count(increments)
+        self._written.clear()
+        self._staged.clear()
+
+    @staticmethod
+    def _count(increments: list[tuple[Any, float]]) -> None:
+        for counter, amount in increments:
+            counter.inc(amount)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -64,4 +139,4 @@ class ScorerMetrics:
         return bytes(generate_latest(self.registry))
 
 
-__all__ = ["ScorerMetrics"]
+__all__ = ["ScorerMetrics", "UnitCounter"]

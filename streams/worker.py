@@ -146,6 +146,7 @@ class Worker(Generic[H]):
         if while_delivering is not None:
             while_delivering()
         self.store.commit(tx, after=self.outbox.acknowledged())
+        self.metrics.written(offsets)
         self._unflushed += 1
         self.applied.update(offsets)
         self._uncommitted.update(offsets)
@@ -168,6 +169,7 @@ class Worker(Generic[H]):
         """
         written, self._unflushed = self._unflushed, 0
         self.store.flush()
+        self.metrics.durable()
         if written:
             self.status.wrote()
         if self._uncommitted:
@@ -370,6 +372,7 @@ class Worker(Generic[H]):
             for (topic, partition), fence in self._fences(consumer, assignment).items():
                 self.applied[(topic, partition)] = fence
                 self.reader.seek(topic, partition, fence)
+            self.metrics.rewound(self.applied)  # a write Redis applied counts; the others count again
             lost = {p: claim for p, claim in self._claims.items() if self.store.claim(p) is None}
             self.store.write_claims(lost)
             self.handler.after_rewind()
