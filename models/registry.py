@@ -175,6 +175,15 @@ class ModelRegistry:
             )
         return data
 
+    def stamp(self, version: str) -> tuple[tuple[str, int, int], ...]:
+        """What changes when ``version``'s files are written again (names, sizes, modification times): a
+        version refused as unloadable is tried again once it changes."""
+        try:
+            files = sorted(p for p in self._version_dir(version).iterdir() if p.is_file())
+            return tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
+        except (OSError, ModelError):
+            return ()
+
     def load(self, version: str | None = None) -> LoadedModel:
         """Verify and unpickle ``version`` (default: the current one)."""
         if version is None:

@@ -54,8 +54,9 @@ class ModelSet:
         self._load_learner = load_learner
         self.learners: dict[int, Learner] = {}
         self.shadow: Any = None  # shadow (#24): the LoadedModel in the registry's shadow slot, or None
-        self._shadow_refused: str | None = None  # a shadow version that failed to load (not retried)
-        self._refused: str | None = None  # a promoted version that failed to load (not retried)
+        # versions that failed to load, with their files' stamp: tried again only once the files change
+        self._shadow_refused: tuple[str, Any] | None = None
+        self._refused: tuple[str, Any] | None = None
         self._reload_shadow()
 
     @property
@@ -66,14 +67,15 @@ class ModelSet:
         """Load a newly promoted version (and a new shadow); True when the current model changed."""
         self._reload_shadow()
         current = self.registry.current_version()
-        if current is None or current == self.loaded.version or current == self._refused:
+        if current is None or current == self.loaded.version or self._still(self._refused, current):
             return False
+        stamp = self.registry.stamp(current)
         try:
             loaded = self.registry.load(current)
             loaded.model.warm_up()
         except Exception as exc:  # whatever it is, the model being served goes on: said once, not per poll
             if not isinstance(exc, OSError):  # a file system's hiccup is tried again at the next poll
-                self._refused = current
+                self._refused = (current, stamp)  # until its files are written again (a copy finished)
             if isinstance(exc, ModelError):
                 raise
             raise ModelIntegrityError(f"model version {current} cannot be served: {exc!r}") from exc
@@ -91,22 +93,27 @@ class ModelSet:
         if wanted == self.loaded.version:
             wanted = None
         if wanted == (self.shadow.version if self.shadow is not None else None) or (
-            wanted is not None and wanted == self._shadow_refused
+            wanted is not None and self._still(self._shadow_refused, wanted)
         ):
             return
         if wanted is None:
             self.shadow = None
             log.info("no model in shadow any more")
             return
+        stamp = self.registry.stamp(wanted)
         try:
             shadow = self.registry.load(wanted)
             shadow.model.warm_up()
         except Exception:  # a broken shadow must never stop the scoring of the current model
             log.exception("cannot load model %s for shadow scoring; scoring without a shadow", wanted)
-            self.shadow, self._shadow_refused = None, wanted
+            self.shadow, self._shadow_refused = None, (wanted, stamp)
             return
         self.shadow = shadow
         log.info("scoring model version %s in shadow", wanted)
+
+    def _still(self, refused: tuple[str, Any] | None, version: str) -> bool:
+        """Whether ``version`` was refused and its files are as they were then."""
+        return refused is not None and refused[0] == version and refused[1] == self.registry.stamp(version)
 
     def shadow_score(self, rows: list[dict[str, Any]], X: np.ndarray) -> np.ndarray | None:
         """The shadow model's batch probabilities for ``rows`` (``X``: the current model's matrix, reused

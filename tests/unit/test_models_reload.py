@@ -1,5 +1,6 @@
 """A promoted model this release cannot load (another release's artifact: a class it does not have)
-is refused once, and the model being served goes on; a later promotion is taken up."""
+is refused once, and the model being served goes on; the version is tried again once its files are
+written again, and a later promotion is taken up."""
 
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ def test_a_promoted_model_that_cannot_be_loaded_is_refused_once_and_the_served_o
     assert "ModuleNotFoundError" in str(caught.value) and "churnstream models rollback" in str(caught.value)
     assert models.maybe_reload() is False  # said once, not at every poll
     assert models.version == v1
+    # the artifact is written again (a copy by hand finished, a fixed artifact): tried again
+    for name in (MODEL_FILE, HASH_FILE, METADATA_FILE):
+        (registry.root / broken / name).write_bytes((registry.root / v1 / name).read_bytes())
+    assert models.maybe_reload() is True and models.version == broken
     v3 = registry.register(_model(3), {}, promote=True)
     assert models.maybe_reload() is True and models.version == v3
     assert broken not in (v1, v3)
