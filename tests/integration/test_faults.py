@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -129,8 +130,7 @@ def run_through_faults(
     everything, then check. ``counted_once``: the worker's Prometheus counters count each event and
     prediction once, however often a batch was retried (a fault that loses no acknowledged write)."""
     if counted_once:
-        metrics_port = free_port()
-        worker_env["CHURN_METRICS_PORT"] = str(metrics_port)
+        metrics_port = int(worker_env.setdefault("CHURN_METRICS_PORT", str(free_port())))
     events_dir = world / "events"
     events = read_events(events_dir).events
     records = event_time_records(settings, events_dir)
@@ -310,6 +310,52 @@ def test_redis_killed_with_sigkill_mid_stream_loses_nothing_and_counts_nothing_t
         assert infra.start_redis(redis_node, url=url).started_now
 
     run_through_faults(own, world, tmp_path / "worker.log", kill_redis, (0.1, 0.3), "Redis SIGKILL (AOF)")
+
+
+def test_a_redis_out_of_memory_turns_ready_to_503_and_once_it_has_room_nothing_is_lost(
+    settings: Settings, topics: Topics, redis_node: infra.RedisNode, tmp_path: Path, world: Path
+) -> None:
+    """A Redis that answers PING but refuses every write (``maxmemory`` reached under ``noeviction``: the
+    same for ``READONLY`` after a failover or ``MISCONF``): the worker retries, ``/ready`` says 503 with
+    the refusal once no batch was written for 30 s, and once Redis has room again the worker catches up
+    with nothing lost, nothing counted twice, and is ready again."""
+    url = f"redis://{redis_node.host}:{redis_node.port}/0"
+    own = dataclasses.replace(settings, redis_url=url)
+    port = free_port()
+    seen: dict[str, object] = {}
+
+    def ready() -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def out_of_memory() -> None:
+        client = redis.Redis.from_url(url)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what it uses: every write refused, reads answered
+        try:
+            assert ready()[0] == 200  # failing for a moment is no reason to leave the load balancer
+            wait_until(lambda: ready()[0] == 503, 90, "/ready to say not ready while Redis refuses writes")
+            seen["not ready"] = ready()[1]
+        finally:
+            client.config_set("maxmemory", "0")
+            client.close()
+        wait_until(lambda: ready()[0] == 200, 90, "/ready to recover once Redis has room")  # a retry's wait
+
+    run_through_faults(
+        own,
+        world,
+        tmp_path / "worker.log",
+        out_of_memory,
+        (0.1,),
+        "Redis out of memory",
+        counted_once=True,
+        CHURN_METRICS_PORT=str(port),
+    )
+    reasons = seen["not ready"]["reasons"]  # type: ignore[index]
+    assert any("no batch written for" in r and "maxmemory" in r for r in reasons), reasons
 
 
 def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
