@@ -123,6 +123,8 @@ def effective(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str
             value = settings.redacted_redis_url
         elif name == "worker_id":
             value = settings.worker_name
+        elif name == "scorer_group":  # the group the scorers join, as they log it
+            value = settings.consumer_group
         elif name == "api_token":
             value = "***" if settings.api_token else ""
         elif getattr(settings, name) is None:

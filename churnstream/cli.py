@@ -76,6 +76,24 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    """A count given on the command line: a whole number of at least 1.
+
+    >>> _positive_int("5")
+    5
+    >>> _positive_int("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: not a whole number of at least 1: '0'
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churnstream",
@@ -123,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics.add_argument("action", choices=["create", "list"])
     topics.add_argument(
-        "--partitions", type=int, default=None, help="partitions of every topic it creates (default 6)"
+        "--partitions",
+        type=_positive_int,
+        default=None,
+        help="partitions of every topic it creates (default 6)",
     )
 
     publish = command(
@@ -155,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--json", action="store_true", help="one JSON object per line")
     alerts.add_argument(
         "--limit",
-        type=int,
+        type=_positive_int,
         default=None,
         help="this many alerts: the earliest by as_of (with --follow: the first read). Without --follow "
         "the alerts are sorted, so they print once the topic is read to its end",
@@ -167,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Write orders.jsonl, support_tickets.jsonl, customer_profiles.jsonl and the ground truth\n"
         "(truth.jsonl, manifest.json) of a simulated shop to --out. Needs neither Kafka nor Redis.",
     )
-    sim.add_argument("--customers", type=int, required=True)
-    sim.add_argument("--days", type=int, required=True)
+    sim.add_argument("--customers", type=_positive_int, required=True)
+    sim.add_argument("--days", type=_positive_int, required=True)
     sim.add_argument("--seed", type=int, required=True)
     sim.add_argument("--out", required=True)
     sim.add_argument("--drift-at", type=int, default=None, help="day from which the world shifts")
@@ -381,14 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"{_REDIS}; CHURN_VAR_DIR",
         "ports: the scorer's and monitor's HTTP ports (free ones near 9108 and 8088)",
     )
-    demo.add_argument("--customers", type=int, default=None, help="use only this many CDNOW customers")
+    demo.add_argument(
+        "--customers", type=_positive_int, default=None, help="use only this many CDNOW customers"
+    )
     demo.add_argument("--keep-running", action="store_true", help="leave Kafka and Redis running at the end")
     demo.add_argument(
         "--serve", action="store_true", help="after the summary, keep the workers up until Ctrl-C"
     )
     demo.add_argument("--train-until", default=None, help="train before this time (default 1997-10-01)")
     demo.add_argument("--replay-until", default=None, help="stop the replay at this time (default: the end)")
-    demo.add_argument("--drift-windows", type=int, default=None, help="drift windows to aim for (default 8)")
+    demo.add_argument(
+        "--drift-windows", type=_positive_int, default=None, help="drift windows to aim for (default 8)"
+    )
     demo.add_argument(
         "--prefix",
         default=None,

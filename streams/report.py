@@ -85,7 +85,7 @@ def cli(args: Any, settings: Settings) -> int:
     days = daily_report(settings, day=args.day)
     if args.json:
         print(json.dumps(days, indent=2))
-    else:
+    elif days or args.day is None:  # an empty day is said once, below: the topics are not empty
         print(render_text(days))
     if args.day is not None and not days:
         print(f"churnstream report: nothing happened on {args.day}", file=sys.stderr)

@@ -200,3 +200,35 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(sys, "stdout", Closed())
     assert main(["schema", "orders"]) == 0
+
+
+def test_config_shows_the_consumer_group_the_scorers_join(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It showed an empty value while the scorers joined '<prefix>churnstream-scorer'."""
+    monkeypatch.setenv("CHURN_TOPIC_PREFIX", "shop1.")
+    assert main(["config", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["CHURN_CONSUMER_GROUP"] == "shop1.churnstream-scorer"
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "x"])
+def test_a_limit_of_no_alerts_is_refused_not_read_as_no_alerts(
+    limit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["alerts", "--limit", limit])
+    assert exited.value.code == 2
+    assert f"not a whole number of at least 1: {limit!r}" in capsys.readouterr().err
+
+
+def test_a_report_of_an_empty_day_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, it also printed 'no predictions, alerts, outcomes or dead letters yet', as if the topics
+    were empty."""
+    from churnstream.streams import report
+
+    monkeypatch.setattr(report, "daily_report", lambda settings, day: [])
+    assert main(["report", "--day", "2023-01-01"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == "churnstream report: nothing happened on 2023-01-01"
