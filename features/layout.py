@@ -29,6 +29,7 @@ SWEEP = "sweep"  # the last sweep tick recorded for the partition
 LATEST = "latest"  # the latest event time the store applied in the partition (see watermark())
 LEARNER_ONLINE, LEARNER_BLENDER, LEARNER_LOG = "learner:online", "learner:blender", "learner:log"
 ALERT_BUDGET = "alerts"  # the alert policy's per-partition counts (churnstream.models.alert_policy.Budget)
+ERASED = "erased"  # how many customers `churnstream forget` removed: a scorer caching them reads them again
 
 
 def fence_field(topic: str) -> str:

@@ -90,12 +90,19 @@ return 1
 """
 _SAVE_SHA = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
 
-# KEYS: the customer's state key, its partition's activity and due indexes (one hash tag, one slot).
-# ARGV[1]: the customer id. Returns how many of the three held the customer.
-_FORGET_LUA = """
+# KEYS: the customer's state key, its partition's activity and due indexes and meta hash (one hash tag,
+# one slot). ARGV[1]: the customer id. Returns how many of the three held the customer; counts the
+# forgetting in the meta hash (see RedisFeatureStore._erasures).
+_FORGET_LUA = (
+    """
 local n = redis.call('DEL', KEYS[1])
-return n + redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
+n = n + redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
+if n > 0 then redis.call('HINCRBY', KEYS[4], '"""
+    + layout.ERASED
+    + """', 1) end
+return n
 """
+)
 
 
 class RedisFeatureStore(FeatureStore):
@@ -143,6 +150,8 @@ class RedisFeatureStore(FeatureStore):
         # customer -> (version, state) as last written, least recently written first; at most decoded_size
         self._decoded: dict[str, tuple[int, CustomerState]] = {}
         self._decoded_size = min(decoded_size, cache_size)
+        # partition -> its count of forgotten customers when this process last looked (see _erasures)
+        self._erased: dict[int, bytes | None] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-store-writer")
         self._pending: list[Future[Any]] = []
         # partition -> customer -> latest event time (None: no event), as the write in flight leaves the
@@ -156,10 +165,30 @@ class RedisFeatureStore(FeatureStore):
             self.partitions = None if found is None else found.get("partitions")
         return super().partition_of(customer_id)
 
+    def _erasures(self, partitions: set[int]) -> None:
+        """Drop the cached customers of each of ``partitions`` where ``churnstream forget`` removed a
+        customer since this process last looked: they are read from Redis again, so a forgotten customer's
+        next event starts from nothing and no output is made from the state forgotten. (Cached, the
+        state was scored, its outputs produced, and only then its write refused: the rewind then answered
+        the same prediction id again, differently.) One read a unit of work; a forgetting between that read
+        and the unit's write still has the write refused."""
+        pipe = self._redis.pipeline(transaction=False)
+        order = sorted(partitions)
+        for p in order:
+            pipe.hget(self._keys.meta(p), layout.ERASED)
+        for p, count in zip(order, self._read(pipe.execute), strict=True):
+            if p in self._erased and self._erased[p] != count:
+                for cid in [cid for cid, hit in self._cache.items() if hit[0] == p]:
+                    del self._cache[cid]
+                    self._decoded.pop(cid, None)
+            self._erased[p] = count
+
     def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         out = {}
         missing = []
         cache = self._cache
+        if customers:  # read before the states: a forgetting after it leaves the write refused
+            self._erasures(set(customers.values()))
         decoded = self._decoded
         for cid, p in customers.items():
             hit = cache.pop(cid, None)  # and put back last: the cache evicts the least recently used
@@ -425,7 +454,8 @@ class RedisFeatureStore(FeatureStore):
         p = self.partition_of(customer_id)
         self._cache.pop(customer_id, None)
         self._decoded.pop(customer_id, None)
-        keys = [self._keys.customer(p, customer_id), self._keys.active(p), self._keys.due(p)]
+        at = self._keys
+        keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p)]
         try:
             removed = self._redis.eval(_FORGET_LUA, len(keys), *keys, customer_id)
         except Exception as exc:  # redis-py raises many types; all mean the same here

@@ -333,9 +333,11 @@ class FeatureStore(ABC):
         predictions, risk and alert cooldown) and its entries in its partition's activity and due indexes,
         in one atomic step. True when there was something to remove.
 
-        Safe while scorers run: a scorer holding the customer in its cache finds its next write of the
-        customer refused (the version it expects is gone), rewinds to its last commit and reads the
-        customer afresh, so a later event of the customer starts from nothing.
+        Safe while scorers run: a scorer holding the customer in its cache sees the partition's count of
+        forgotten customers change at its next unit of work and reads the partition's customers afresh
+        before scoring anything, so a later event of the customer starts from nothing. A forgetting
+        between a unit's read and its write has that write refused (the version it expects is gone): the
+        scorer rewinds and answers the unit again.
         """
 
     # -- what subclasses provide -----------------------------------------------------------------

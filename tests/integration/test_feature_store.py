@@ -547,23 +547,33 @@ def test_a_forgotten_customer_is_gone_everywhere_and_a_later_event_starts_from_n
     assert store.features("kept", as_of=T0 + 5 * DAY_MS)["orders_total"] == 1
 
 
-def test_a_scorer_caching_a_forgotten_customer_rereads_it_instead_of_writing_it_back() -> None:
+def test_a_scorer_caching_a_forgotten_customer_reads_it_afresh_before_using_it() -> None:
+    """Before, the scorer computed the next unit from its cached state, so its outputs (predictions, an
+    alert) came from the forgotten history before the write was refused and the rewind answered again."""
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
     ns = f"test-{uuid.uuid4().hex[:8]}"
     scorer = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
     operator = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
     try:
-        scorer.update([order(1, "c", 0), order(2, "c", 1)])
-        scorer.flush()  # the scorer now caches c at version 1
+        scorer.update([order(1, "c", 0), order(2, "c", 1), order(1, "d", 0)])
+        scorer.flush()  # the scorer now caches c and d
         assert operator.forget("c")
-        scorer.update([order(3, "c", 2)])
-        with pytest.raises(StoreError, match="another writer"):
-            scorer.flush()  # its cached view is refused, not written back over the forgetting
-        scorer.update([order(3, "c", 2)])  # the retry after the rewind reads Redis: nothing
-        scorer.flush()
+        tx = scorer.begin(["c", "d"])  # the next unit of work
+        assert tx.state("c")["o"] == [] and len(tx.state("d")["o"]) == 1  # c from nothing, d as before
+        tx.apply(order(3, "c", 2))
+        scorer.commit(tx)
+        scorer.flush()  # not refused: written over nothing
         f = operator.features("c", as_of=T0 + 2 * DAY_MS)
         assert f is not None and f["orders_total"] == 1
+        # forgotten between a unit's read and its write: the write is refused, not written back
+        tx = scorer.begin(["c"])
+        tx.apply(order(4, "c", 3))
+        assert operator.forget("c")
+        scorer.commit(tx)
+        with pytest.raises(StoreError, match="another writer"):
+            scorer.flush()
+        assert operator.features("c", as_of=T0 + 3 * DAY_MS) is None
     finally:
         scorer.clear()
         scorer.close()
