@@ -77,18 +77,11 @@ class MemoryFeatureStore(FeatureStore):
         if refused:
             raise StoreError(CONFLICT)
 
-    def forget(self, customer_id: str, *, erase: Callable[[bytes], bytes] | None = None) -> bool:
+    def forget(self, customer_id: str) -> bool:
         p = self.partition_of(customer_id)
         found = self._data.pop((p, customer_id), None) is not None
         for index in (self._active, self._due):
             found = index.get(p, {}).pop(customer_id, None) is not None or found
-        while erase is not None:  # as Redis does it: again if the log changed while it was rewritten
-            log = self._blob.get((p, layout.LEARNER_LOG)) or b""
-            kept = erase(log) if log else log
-            if self._blob.get((p, layout.LEARNER_LOG), b"") == log:
-                found = found or kept != log
-                self._blob[(p, layout.LEARNER_LOG)] = kept
-                break
         return found
 
     def watermark(self) -> int | None:

@@ -90,25 +90,19 @@ return 1
 """
 _SAVE_SHA = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
 
-# KEYS: the customer's state key, its partition's activity and due indexes, meta hash and learner log (one
-# hash tag, one slot). ARGV: the customer id; then, to rewrite the learner log, the sha1 of the log it was
-# rewritten from and the log without the customer's rows. Returns how many of the state key, indexes and
-# log held the customer, or -1 when the log changed since it was read (read it again). Counts the
+# KEYS: the customer's state key, its partition's activity and due indexes and meta hash (one hash tag,
+# one slot). ARGV[1]: the customer id. Returns how many of the three held the customer; counts the
 # forgetting in the meta hash (see RedisFeatureStore._erasures).
-_FORGET_LUA = f"""
-if #ARGV > 1 then
-  local cur = redis.call('GET', KEYS[5])
-  if (cur and redis.sha1hex(cur) or '') ~= ARGV[2] then return -1 end
-end
+_FORGET_LUA = (
+    """
 local n = redis.call('DEL', KEYS[1])
 n = n + redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
-if #ARGV > 1 then
-  redis.call('SET', KEYS[5], ARGV[3])
-  n = n + 1
-end
-if n > 0 then redis.call('HINCRBY', KEYS[4], '{layout.ERASED}', 1) end
+if n > 0 then redis.call('HINCRBY', KEYS[4], '"""
+    + layout.ERASED
+    + """', 1) end
 return n
 """
+)
 
 
 class RedisFeatureStore(FeatureStore):
@@ -455,28 +449,18 @@ class RedisFeatureStore(FeatureStore):
         keys = self._read(lambda: list(self._redis.scan_iter(match=pattern, count=1000)))
         return sorted({self._keys.customer_id(k.decode()) for k in keys})
 
-    def forget(self, customer_id: str, *, erase: Callable[[bytes], bytes] | None = None) -> bool:
+    def forget(self, customer_id: str) -> bool:
         self.flush()
         p = self.partition_of(customer_id)
         self._cache.pop(customer_id, None)
         self._decoded.pop(customer_id, None)
         at = self._keys
-        log_key = at.blob(p, layout.LEARNER_LOG)
-        keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p), log_key]
+        keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p)]
         try:
-            for _ in range(100):  # a scorer appending to the log meanwhile: read it again
-                args: list[Any] = [customer_id]
-                if erase is not None:
-                    log = self._redis.get(log_key) or b""
-                    kept = erase(log) if log else log
-                    if kept != log:
-                        args += [hashlib.sha1(log).hexdigest(), kept]
-                removed = int(self._redis.eval(_FORGET_LUA, len(keys), *keys, *args))
-                if removed >= 0:
-                    return removed > 0
+            removed = self._redis.eval(_FORGET_LUA, len(keys), *keys, customer_id)
         except Exception as exc:  # redis-py raises many types; all mean the same here
             raise StoreError(f"forgetting customer {customer_id!r} in Redis failed: {exc}") from exc
-        raise StoreError(f"forgetting customer {customer_id!r}: the learner log kept changing; try again")
+        return int(removed) > 0
 
     def clear(self) -> None:
         self.reset()

@@ -328,11 +328,10 @@ class FeatureStore(ABC):
         """Forget everything, layout included (for rebuilds)."""
 
     @abstractmethod
-    def forget(self, customer_id: str, *, erase: Callable[[bytes], bytes] | None = None) -> bool:
+    def forget(self, customer_id: str) -> bool:
         """Remove everything kept about ``customer_id``: its state (features, remembered event ids, pending
-        predictions, risk and alert cooldown), its entries in its partition's activity and due indexes
-        and, with ``erase`` (the partition's learner log -> the log without the customer's rows), its rows
-        in the learner log, in one atomic step. True when there was something to remove.
+        predictions, risk and alert cooldown) and its entries in its partition's activity and due indexes,
+        in one atomic step. True when there was something to remove.
 
         Safe while scorers run: a scorer holding the customer in its cache sees the partition's count of
         forgotten customers change at its next unit of work and reads the partition's customers afresh

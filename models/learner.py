@@ -106,25 +106,21 @@ class Learner:
         *,
         feature_names: Sequence[str],
         versions: Sequence[str | None] | None = None,
-        customers: Sequence[str] | None = None,
     ) -> bytes:
         """Take resolved labels in, to be learned by the next :meth:`learn_waiting` in the order of their
         ``keys`` (``[as_of, prediction id]``, whatever order they came in); ``versions``: the batch model
-        of each prediction, for the blender (see :mod:`churnstream.models.blend`, rule 3); ``customers``:
-        whose they are, so :func:`erase_customer` can find a customer's rows in the log. Returns the log
+        of each prediction, for the blender (see :mod:`churnstream.models.blend`, rule 3). Returns the log
         line to append, so a restore has them too."""
         names = tuple(feature_names)
         models = list(versions) if versions is not None else [None] * len(labels)
-        whose = list(customers) if customers is not None else [None] * len(labels)
         rows = []
-        for k, v, y, b, o, m, c in zip(keys, vectors, labels, batch_p, online_p, models, whose, strict=True):
+        for k, v, y, b, o, m in zip(keys, vectors, labels, batch_p, online_p, models, strict=True):
             self.waiting.append(
                 (list(k), names, list(v), int(y), float(b), None if o is None else float(o), m)
             )
-            # the version and the customer ride at the end of the key: a worker of the release before
-            # reads the line as ever (it only sorts by keys, and the prediction id decides before them)
-            key = [*k, m, c] if c is not None else [*k, m] if m is not None else list(k)
-            rows.append([key, int(y), b, o, *v])
+            # the version rides at the end of the key: a worker of the release before reads the line
+            # as ever (it only sorts by keys, and the prediction id decides before the version)
+            rows.append([[*k, m] if m is not None else list(k), int(y), b, o, *v])
         return orjson.dumps([WAIT, list(names), rows]) + b"\n"
 
     def learn_waiting(self) -> Checkpoint:
@@ -252,28 +248,3 @@ class Learner:
                 learner._apply(vectors, labels, batch_p, online_p, names)
                 learner.logged += len(labels)
         return learner
-
-
-def erase_customer(log: bytes, customer_id: str) -> bytes:
-    """``log`` (a partition's learner log) without the rows of ``customer_id`` waiting in it (see
-    ``churnstream forget``): their features and labels are gone from Redis, and a learner restored from
-    the log never learns them. Rows logged by a release before this one name no customer and stay.
-
-    >>> learner = Learner(OnlineModel(), Blender())
-    >>> log = learner.wait([[1, "p1"], [2, "p2"]], [[0.5], [1.5]], [1, 0], [0.4, 0.6], [None, None],
-    ...                    feature_names=["x"], customers=["C1", "C2"])
-    >>> erased = erase_customer(log + orjson.dumps([LEARN]) + b"\\n", "C1")
-    >>> [row[0] for row in orjson.loads(erased.splitlines()[0])[2]], erased.splitlines()[1]
-    ([[2, 'p2', None, 'C2']], b'["learn"]')
-    >>> erase_customer(erased, "C9") == erased
-    True
-    """
-    out = []
-    for line in log.splitlines(keepends=True):
-        entry = orjson.loads(line) if line.strip() else None
-        if isinstance(entry, list) and entry and entry[0] == WAIT:
-            rows = [row for row in entry[2] if not (len(row[0]) > 3 and row[0][3] == customer_id)]
-            if len(rows) != len(entry[2]):  # orjson writes floats back exactly as they were read
-                line = orjson.dumps([WAIT, entry[1], rows]) + b"\n"
-        out.append(line)
-    return b"".join(out)

@@ -6,10 +6,8 @@ predictions, risk, alert cooldown) and its place in its partition's activity and
 customer starts from nothing. What the service cannot remove is said, not hidden: the customer's messages
 stay in the Kafka topics until their retention expires (and a ``churnstream rebuild`` replays the input
 topics, so it would restore the customer while their events are still there), the online learners'
-parameters are aggregates of every customer's labels, and drift reports on disk hold samples of windows.
-The customer's rows waiting in its partition's learner log (features and label of each labelled
-prediction, kept to restore the learner exactly) are removed in the same step
-(:func:`~churnstream.models.learner.erase_customer`).
+parameters are aggregates of every customer's labels (and their log in Redis holds the rows labelled since
+the last snapshot, by prediction id, until the next), and drift reports on disk hold samples of windows.
 
 A scorer holding the customer in memory notices at its next unit of work, before it scores anything (see
 :meth:`~churnstream.features.store.FeatureStore.forget`).
@@ -17,14 +15,12 @@ A scorer holding the customer in memory notices at its next unit of work, before
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from typing import Any
 
 from churnstream.errors import StoreError
 from churnstream.features.store import FeatureStore
-from churnstream.models.learner import erase_customer
 from churnstream.settings import Settings
 
 
@@ -39,17 +35,12 @@ def forget(store: FeatureStore, settings: Settings, customer_id: str) -> dict[st
     >>> done["removed"], store.customers(), forget(store, Settings(), "c1")["removed"]
     (True, [], False)
     """
-    removed = store.forget(customer_id, erase=functools.partial(erase_customer, customer_id=customer_id))
+    removed = store.forget(customer_id)
     topics = settings.topics
     return {
         "customer_id": customer_id,
         "removed": removed,
-        "removed_from_redis": [
-            "features and event ids",
-            "pending predictions",
-            "risk and alert cooldown",
-            "rows waiting in the learner log",
-        ]
+        "removed_from_redis": ["features and event ids", "pending predictions", "risk and alert cooldown"]
         if removed
         else [],
         "remains_in_kafka_until_retention": [
@@ -60,8 +51,11 @@ def forget(store: FeatureStore, settings: Settings, customer_id: str) -> dict[st
         "notes": [
             "`churnstream rebuild` replays the input topics and would restore this customer while their "
             "events are still in them; delete or compact them there first if they must not come back",
-            "the online learners' parameters are aggregates over every customer's labels and keep no "
-            "record of this customer; a scorer running now still learns the labels it holds in memory",
+            "the online learners' parameters are aggregates over every customer's labels; until its "
+            "partition's next learner snapshot (at most 1,024 labels of the partition later), the learner "
+            "log in Redis still holds the features and label of each of this customer's predictions "
+            "labelled since the last one, by prediction id (not customer id), to restore the learner "
+            "exactly",
             f"drift reports under {settings.report_dir} hold samples of the windows they judged",
         ],
     }

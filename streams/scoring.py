@@ -403,7 +403,6 @@ class BatchScoring:
                     [r.online_probability for r in done],
                     feature_names=FEATURE_NAMES,
                     versions=[r.model_version for r in done],
-                    customers=[resolved[i][0] for i in idx],
                 ),
             )
         for p in partitions:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import random
 import threading
@@ -546,51 +545,6 @@ def test_a_forgotten_customer_is_gone_everywhere_and_a_later_event_starts_from_n
     assert f is not None and (f["orders_total"], f["spent_total"]) == (1, 7.0)
     assert scoring_state(store.states(["gone"])["gone"]) == {}
     assert store.features("kept", as_of=T0 + 5 * DAY_MS)["orders_total"] == 1
-
-
-def test_forgetting_a_customer_removes_its_rows_from_the_learner_log_even_while_a_scorer_appends(
-    store: FeatureStore,
-) -> None:
-    """The log keeps the features and label of each labelled prediction until the learner's next
-    snapshot (to restore it exactly); before, forget left them there while saying nothing was kept."""
-    import orjson
-
-    from churnstream.models.blend import Blender
-    from churnstream.models.learner import Learner, erase_customer
-    from churnstream.models.online import OnlineModel
-
-    def rows(learner: Learner, whose: list[str], first: int) -> bytes:
-        keys = [[T0 + first + i, f"p{first + i}"] for i in range(len(whose))]
-        vectors = [[float(i)] for i in range(len(whose))]
-        return learner.wait(
-            keys, vectors, [1] * len(whose), [0.5] * len(whose), [None] * len(whose),
-            feature_names=["x"], customers=whose,
-        )  # fmt: skip
-
-    store.update([order(1, "gone", 0), order(2, "kept", 0)])
-    p = store.partition_of("gone")
-    learner = Learner(OnlineModel(), Blender())
-    tx = store.begin([])
-    tx.log_learned(p, rows(learner, ["gone", "kept", "gone"], 0))
-    store.commit(tx)
-    store.flush()
-    appended = []
-
-    def erase_while_a_scorer_appends(log: bytes) -> bytes:
-        if not appended:  # the scorer's next write lands between forget's read and its write
-            tx = store.begin([])
-            tx.log_learned(p, rows(learner, ["kept", "gone"], 10))
-            store.commit(tx)
-            store.flush()
-            appended.append(True)
-        return erase_customer(log, "gone")
-
-    assert store.forget("gone", erase=erase_while_a_scorer_appends)
-    log = store.learner_checkpoint(p).learned or b""
-    kept = [row[0][3] for line in log.splitlines() for row in orjson.loads(line)[2]]
-    assert kept == ["kept", "kept"], kept
-    assert Learner.restore(None, None, log).waiting[0][0] == [T0 + 1, "p1"]
-    assert not store.forget("gone", erase=functools.partial(erase_customer, customer_id="gone"))
 
 
 def test_a_scorer_caching_a_forgotten_customer_reads_it_afresh_before_using_it() -> None:
