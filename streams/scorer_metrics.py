@@ -10,6 +10,10 @@ once, not once per try. A unit's increments are held (:class:`UnitCounter`) unti
 written (:meth:`ScorerMetrics.written`), durable (:meth:`ScorerMetrics.durable`), or rewound
 (:meth:`ScorerMetrics.rewound`): then a write whose answer was lost but which Redis applied (its fences
 say so) counts, and one Redis did not apply is dropped, to be counted when it is processed again.
+
+Two rare cases count short, never twice: a unit over several partitions of which Redis applied some and
+refused others (each partition's write is atomic, the unit is not), and a sweep's chunk (no offsets to
+check) whose write Redis applied while its answer was lost.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ class ScorerMetrics:
         fences Redis holds (its write was applied, its answer lost), drop the others and the unit being
         computed (processed, and counted, again). A unit without offsets (a sweep's chunk) is dropped."""
         for offsets, increments in self._written:
-            if offsets and all((fences.get(k) or 0) >= o for k, o in offsets.items()):
+            # equal, not at least: a fence another worker moved on since is not this unit's write
+            if offsets and all(fences.get(k) == o for k, o in offsets.items()):
                 self._count(increments)
         self._written.clear()
         self._staged.clear()

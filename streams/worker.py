@@ -240,6 +240,10 @@ class Worker(Generic[H]):
             # Not written, not committed: the partitions' next owner starts from the last commit.
             log.warning("last batch before the rebalance was not committed: %s", exc)
             self._uncommitted = {}
+            fences: dict[tuple[str, int], int | None] = {}
+            with contextlib.suppress(StoreError):  # Redis may be what failed
+                fences = {(t, p): self.store.fence(t, p) for t, p in self.applied}
+            self.metrics.rewound(fences)  # applied: counted; not: counted by whoever processes it again
         finally:
             with contextlib.suppress(StoreError):
                 self.store.reset()

@@ -337,3 +337,71 @@ def test_an_idle_worker_is_not_failing_once_a_passing_failure_is_over() -> None:
     )
     worker.run()
     assert worker.handler.failed and worker.status.failing_since is None
+
+
+# --- the counters: a unit counts once its write is in Redis ---------------------------------------------
+
+
+class _DeferredStore(MemoryFeatureStore):
+    """Writes land at the flush; ``fail`` makes the next flush lose them (a connection reset)."""
+
+    def __init__(self) -> None:
+        super().__init__(lateness_ms=0)
+        self.pending: list[tuple[Any, Any, Any]] = []
+        self.fail = False
+
+    def _save(self, tx: Any, writes: Any, after: Any) -> None:
+        self.pending.append((tx, writes, after))
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if self.fail:
+            self.fail = False
+            raise StoreError("writing feature state to Redis failed: Connection reset by peer")
+        for tx, writes, after in pending:
+            MemoryFeatureStore._save(self, tx, writes, after)
+
+
+class _Assigned(_Consumer):
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("orders", 0)]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+
+class _Rewinding(_Reader):
+    def __init__(self) -> None:
+        self.consumer = _Assigned()
+
+    def rewind(self) -> None: ...
+    def seek(self, topic: str, partition: int, offset: int) -> None: ...
+
+
+class _Counting(_Applier):
+    def process(self, batch: Batch) -> object:
+        fresh = [w for _, w in batch.events if not self.worker.written(w.topic, w.partition, w.offset)]
+        self.worker.metrics.events.labels("orders").inc(len(fresh))
+        return super().process(batch)
+
+
+def test_a_unit_lost_in_a_rebalance_is_counted_once_when_processed_again() -> None:
+    """Its flush failed in the revoke callback, which goes on: before, the unit stayed 'written' and the
+    next flush counted it as durable, then its events counted again when processed again (13 for 8)."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1)
+    store = _DeferredStore()
+    worker = Worker(settings=settings, store=store, reader=_Rewinding(), quiet=True, handler=_Counting)  # type: ignore[arg-type]
+
+    def counted() -> float | None:
+        return worker.metrics.registry.get_sample_value("churn_events_total", {"topic": "orders"})
+
+    worker.handler.process(_batch(0, 5))  # in flight
+    store.fail = True  # Redis drops the connection while another partition is revoked
+    worker._on_revoke(worker.reader.consumer, [TopicPartition("orders", 1)])  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        worker.handler.process(_batch(5, 3))  # refused: the fence is not where this worker left it
+        store.flush()
+    worker._rewind()
+    worker.handler.process(_batch(0, 8))  # from the fence in Redis: all 8 again
+    worker.commit_previous()
+    assert store.fence("orders", 0) == 8 and counted() == 8
