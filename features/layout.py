@@ -30,6 +30,7 @@ LATEST = "latest"  # the latest event time the store applied in the partition (s
 LEARNER_ONLINE, LEARNER_BLENDER, LEARNER_LOG = "learner:online", "learner:blender", "learner:log"
 ALERT_BUDGET = "alerts"  # the alert policy's per-partition counts (churnstream.models.alert_policy.Budget)
 ERASED = "erased"  # how many customers `churnstream forget` removed: a scorer caching them reads them again
+ERASED_KEPT = 1000  # the latest forgotten customers' ids kept in a partition's list (KeyLayout.erased)
 
 
 def fence_field(topic: str) -> str:
@@ -103,6 +104,10 @@ class KeyLayout:
 
     def blob(self, p: int, name: str) -> str:
         return f"{self.root}:{{p{p}}}:{name}"
+
+    def erased(self, p: int) -> str:
+        """The list of the latest customers ``churnstream forget`` removed from partition ``p``."""
+        return f"{self.root}:{{p{p}}}:erased"
 
     def customer_id(self, key: str) -> str:
         """The customer of a key from :meth:`customer` (partition tags hold digits only, so the first

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -23,6 +24,7 @@ from churnstream.features.state import CustomerState, dump_state_parts, new_stat
 from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+ERASURES_EVERY = 0.25  # seconds after which a partition's count of forgotten customers is read before use
 
 
 def redis_failed(redacted_url: str, exc: Exception) -> ChurnstreamError:
@@ -50,7 +52,8 @@ def redis_client(url: str, **options: Any) -> Any:
 # ("<version>|<state JSON>"), then one key per blob. ARGV[1]: JSON header; ARGV[2]: the states' JSON and
 # the blobs, concatenated (Redis pays per argument, so a batch travels as two arguments, not four per
 # customer). All numbers in the header are strings.
-_SAVE_LUA = """
+_SAVE_LUA = (
+    """
 local head = cjson.decode(ARGV[1])
 local body = ARGV[2]
 for _, e in ipairs(head['e']) do
@@ -86,23 +89,26 @@ if head['w'] ~= '' then
   local w = redis.call('HGET', KEYS[1], 'latest')
   if (not w) or tonumber(head['w']) > tonumber(w) then redis.call('HSET', KEYS[1], 'latest', head['w']) end
 end
-return 1
-"""
-_SAVE_SHA = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
-
-# KEYS: the customer's state key, its partition's activity and due indexes and meta hash (one hash tag,
-# one slot). ARGV[1]: the customer id. Returns how many of the three held the customer; counts the
-# forgetting in the meta hash (see RedisFeatureStore._erasures).
-_FORGET_LUA = (
-    """
-local n = redis.call('DEL', KEYS[1])
-n = n + redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
-if n > 0 then redis.call('HINCRBY', KEYS[4], '"""
+return {1, redis.call('HGET', KEYS[1], '"""
     + layout.ERASED
-    + """', 1) end
-return n
+    + """') or '0'}
 """
 )
+_SAVE_SHA = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
+
+# KEYS: the customer's state key, its partition's activity and due indexes, meta hash and list of forgotten
+# customers (one hash tag, one slot). ARGV[1]: the customer id. Returns how many of the three held the
+# customer; counts the forgetting in the meta hash and keeps the id (see RedisFeatureStore._noticed).
+_FORGET_LUA = f"""
+local n = redis.call('DEL', KEYS[1])
+n = n + redis.call('ZREM', KEYS[2], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
+if n > 0 then
+  redis.call('HINCRBY', KEYS[4], '{layout.ERASED}', 1)
+  redis.call('RPUSH', KEYS[5], ARGV[1])
+  redis.call('LTRIM', KEYS[5], -{layout.ERASED_KEPT}, -1)
+end
+return n
+"""
 
 
 class RedisFeatureStore(FeatureStore):
@@ -134,6 +140,7 @@ class RedisFeatureStore(FeatureStore):
         partitions: int | None = None,
         cache_size: int = 200_000,
         decoded_size: int = 20_000,
+        erasures_every: float = ERASURES_EVERY,
     ) -> None:
         super().__init__(lateness_ms=lateness_ms, partitions=partitions)
         self._redis = client
@@ -150,8 +157,10 @@ class RedisFeatureStore(FeatureStore):
         # customer -> (version, state) as last written, least recently written first; at most decoded_size
         self._decoded: dict[str, tuple[int, CustomerState]] = {}
         self._decoded_size = min(decoded_size, cache_size)
-        # partition -> its count of forgotten customers when this process last looked (see _erasures)
-        self._erased: dict[int, bytes | None] = {}
+        # partition -> its count of forgotten customers as last read, and when (see _noticed)
+        self._erased: dict[int, int] = {}
+        self._erased_at: dict[int, float] = {}
+        self.erasures_every = erasures_every
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-store-writer")
         self._pending: list[Future[Any]] = []
         # partition -> customer -> latest event time (None: no event), as the write in flight leaves the
@@ -165,30 +174,50 @@ class RedisFeatureStore(FeatureStore):
             self.partitions = None if found is None else found.get("partitions")
         return super().partition_of(customer_id)
 
-    def _erasures(self, partitions: set[int]) -> None:
-        """Drop the cached customers of each of ``partitions`` where ``churnstream forget`` removed a
-        customer since this process last looked: they are read from Redis again, so a forgotten customer's
-        next event starts from nothing and no output is made from the state forgotten. (Cached, the
-        state was scored, its outputs produced, and only then its write refused: the rewind then answered
-        the same prediction id again, differently.) One read a unit of work; a forgetting between that read
-        and the unit's write still has the write refused."""
+    def _erasures(self, customers: Mapping[str, int]) -> None:
+        """Before cached customers are used: look at the count of forgotten customers of each partition
+        whose count this process has not seen for ``erasures_every`` seconds (see :meth:`_noticed`). A busy
+        partition's count comes back with each of its writes, so this read is for the first unit after a
+        pause; a partition with none of ``customers`` cached has nothing to drop."""
+        now, every = time.monotonic(), self.erasures_every
+        seen, cache = self._erased_at, self._cache
+        order = sorted({p for c, p in customers.items() if c in cache and now - seen.get(p, -1e9) >= every})
+        if not order:
+            return
         pipe = self._redis.pipeline(transaction=False)
-        order = sorted(partitions)
         for p in order:
             pipe.hget(self._keys.meta(p), layout.ERASED)
         for p, count in zip(order, self._read(pipe.execute), strict=True):
-            if p in self._erased and self._erased[p] != count:
-                for cid in [cid for cid, hit in self._cache.items() if hit[0] == p]:
-                    del self._cache[cid]
-                    self._decoded.pop(cid, None)
-            self._erased[p] = count
+            self._noticed(p, int(count or 0), now)
+
+    def _noticed(self, p: int, count: int, at: float) -> None:
+        """Partition ``p``'s count of forgotten customers is ``count`` (as of monotonic time ``at``): drop
+        the customers forgotten since the last count from the cache, so they are read from Redis again, a
+        forgotten customer's next event starts from nothing, and no output is made from the state forgotten
+        (cached, the state was scored and its outputs produced before the write was refused). More than
+        the ids kept (``ERASED_KEPT``): the partition's whole cache.
+
+        The count is read atomically with each write (the save script returns it), so the cache's
+        content and the count agree; a forgetting after it and before a unit's write has that write
+        refused, and the unit answered again."""
+        before = self._erased.get(p)
+        self._erased[p], self._erased_at[p] = count, at
+        if before is None or count == before:
+            return
+        gone: set[str] | None = None
+        if 0 < count - before <= layout.ERASED_KEPT:
+            ids = self._read(self._redis.lrange, self._keys.erased(p), before - count, -1)
+            gone = {i.decode() if isinstance(i, bytes) else str(i) for i in ids}
+        for cid in [c for c, hit in self._cache.items() if hit[0] == p and (gone is None or c in gone)]:
+            del self._cache[cid]
+            self._decoded.pop(cid, None)
 
     def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         out = {}
         missing = []
         cache = self._cache
-        if customers:  # read before the states: a forgetting after it leaves the write refused
-            self._erasures(set(customers.values()))
+        if cache:
+            self._erasures(customers)
         decoded = self._decoded
         for cid, p in customers.items():
             hit = cache.pop(cid, None)  # and put back last: the cache evicts the least recently used
@@ -258,10 +287,16 @@ class RedisFeatureStore(FeatureStore):
                 "e": [[name, value] for name, value in w.expect.items()],
             }
             calls.append((keys, [orjson.dumps(head), b"".join(parts)]))
-        self._pending.append(self._writer.submit(self._write, calls, after))
+        self._pending.append(self._writer.submit(self._write, calls, list(writes), after))
 
-    def _write(self, calls: list[tuple[list[str], list[bytes]]], after: Callable[[], None] | None) -> bool:
-        """Run ``after``, then every partition's script in one pipeline; whether all were applied."""
+    def _write(
+        self,
+        calls: list[tuple[list[str], list[bytes]]],
+        partitions: list[int],
+        after: Callable[[], None] | None,
+    ) -> tuple[bool, dict[int, int], float]:
+        """Run ``after``, then every partition's script in one pipeline: whether all were applied, each
+        applied partition's count of forgotten customers, and when it was read."""
         if after is not None:
             after()
         results = self._run(calls, cached=True)
@@ -272,7 +307,9 @@ class RedisFeatureStore(FeatureStore):
         for r in results:
             if isinstance(r, Exception):
                 raise r
-        return all(r == 1 for r in results)
+        applied = [isinstance(r, list) and r[0] == 1 for r in results]
+        counts = {p: int(r[1]) for p, r, ok in zip(partitions, results, applied, strict=True) if ok}
+        return all(applied), counts, time.monotonic()
 
     def _run(self, calls: list[tuple[list[str], list[bytes]]], *, cached: bool) -> list[Any]:
         """Results of the calls: one pipeline per node (redis-py's cluster pipeline refuses scripts)."""
@@ -311,7 +348,10 @@ class RedisFeatureStore(FeatureStore):
         error: BaseException | None = None
         for future in pending:
             try:
-                refused += not future.result()
+                applied, counts, at = future.result()
+                refused += not applied
+                for p, count in counts.items():
+                    self._noticed(p, count, at)
             except Exception as exc:
                 error = exc
         if error is not None or refused:
@@ -455,7 +495,7 @@ class RedisFeatureStore(FeatureStore):
         self._cache.pop(customer_id, None)
         self._decoded.pop(customer_id, None)
         at = self._keys
-        keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p)]
+        keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p), at.erased(p)]
         try:
             removed = self._redis.eval(_FORGET_LUA, len(keys), *keys, customer_id)
         except Exception as exc:  # redis-py raises many types; all mean the same here

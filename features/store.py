@@ -334,9 +334,9 @@ class FeatureStore(ABC):
         in one atomic step. True when there was something to remove.
 
         Safe while scorers run: a scorer holding the customer in its cache sees the partition's count of
-        forgotten customers change at its next unit of work and reads the partition's customers afresh
-        before scoring anything, so a later event of the customer starts from nothing. A forgetting
-        between a unit's read and its write has that write refused (the version it expects is gone): the
+        forgotten customers change (with its next write there, or read before use after a pause) and
+        reads the customer afresh, so a later event of the customer starts from nothing. A forgetting
+        while a unit is computed has that unit's write refused (the version it expects is gone): the
         scorer rewinds and answers the unit again.
         """
 

@@ -553,19 +553,30 @@ def test_a_scorer_caching_a_forgotten_customer_reads_it_afresh_before_using_it()
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
     ns = f"test-{uuid.uuid4().hex[:8]}"
-    scorer = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+    # after a pause (erasures_every 0: always): the count of forgotten customers is read before use
+    scorer = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS, erasures_every=0)
     operator = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS)
+    busy = RedisFeatureStore(client=client, namespace=ns, lateness_ms=LATENESS, erasures_every=3600)
     try:
         scorer.update([order(1, "c", 0), order(2, "c", 1), order(1, "d", 0)])
         scorer.flush()  # the scorer now caches c and d
         assert operator.forget("c")
         tx = scorer.begin(["c", "d"])  # the next unit of work
         assert tx.state("c")["o"] == [] and len(tx.state("d")["o"]) == 1  # c from nothing, d as before
+        assert "d" in scorer._cache  # only the forgotten customer is read again
         tx.apply(order(3, "c", 2))
         scorer.commit(tx)
         scorer.flush()  # not refused: written over nothing
         f = operator.features("c", as_of=T0 + 2 * DAY_MS)
         assert f is not None and f["orders_total"] == 1
+        # busy (never a read of its own): the count comes back with the partition's next write
+        busy.update([order(4, "e", 0), order(5, "f", 0)], partition=0)
+        busy.flush()
+        assert operator.forget("e")
+        busy.update([order(6, "f", 1)], partition=0)  # f's write brings the new count: e is dropped
+        busy.flush()
+        tx = busy.begin({"e": 0})
+        assert tx.state("e")["o"] == []
         # forgotten between a unit's read and its write: the write is refused, not written back
         tx = scorer.begin(["c"])
         tx.apply(order(4, "c", 3))
@@ -578,6 +589,7 @@ def test_a_scorer_caching_a_forgotten_customer_reads_it_afresh_before_using_it()
         scorer.clear()
         scorer.close()
         operator.close()
+        busy.close()
 
 
 def test_a_customer_read_where_it_was_not_written_is_unknown(store: FeatureStore) -> None:
