@@ -71,7 +71,9 @@ class EventTimeReader(InputReader):
         self._next: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
         self._gave_up: set[tuple[str, int]] = set()  # warned: it held the others back for fetch_wait_ms
-        self._waiting_since: dict[tuple[str, int], float] = {}
+        self._waiting_since: dict[tuple[str, int], float] = {}  # empty and behind: since when (idle_ms)
+        # empty while the broker holds unread messages for it: since when (fetch_wait_ms)
+        self._unread_since: dict[tuple[str, int], float] = {}
         # the end the broker gave for a partition not fetched yet, and when it was asked
         self._known_end: dict[tuple[str, int], tuple[int, float] | None] = {}
         self._last_ts: dict[tuple[str, int], int] = {}
@@ -114,6 +116,7 @@ class EventTimeReader(InputReader):
             self._next.pop(key, None)
             self._paused.discard(key)
             self._waiting_since.pop(key, None)
+            self._unread_since.pop(key, None)
             self._known_end.pop(key, None)
             self._last_ts.pop(key, None)
             self._backlog_since.pop(key, None)
@@ -128,6 +131,7 @@ class EventTimeReader(InputReader):
             self._bytes,
             self._next,
             self._waiting_since,
+            self._unread_since,
             self._known_end,
             self._last_ts,
         ):
@@ -178,6 +182,7 @@ class EventTimeReader(InputReader):
             self._message_size = max(1, (7 * self._message_size + size) // 8)  # a moving average
             self._next[key] = offset + 1
             self._waiting_since.pop(key, None)
+            self._unread_since.pop(key, None)
             self._backlog_since.pop(key, None)
             self._gave_up.discard(key)
             full = len(queue) >= self.max_queued or self._bytes[key] >= self._byte_share()
@@ -219,9 +224,10 @@ class EventTimeReader(InputReader):
         """
         if self._queues[key]:
             return False
-        since = self._waiting_since.setdefault(key, now)
-        waited_ms = (now - since) * 1000
         if self._has_more(key):
+            # timed from when the messages were first found waiting, not from an idle spell before them:
+            # after a quiet hour the first publish's other topics would otherwise not wait at all
+            waited_ms = (now - self._unread_since.setdefault(key, now)) * 1000
             if waited_ms < self.fetch_wait_ms:
                 return True
             if key not in self._gave_up:
@@ -233,6 +239,9 @@ class EventTimeReader(InputReader):
                     waited_ms / 1000,
                 )
             return False
+        self._unread_since.pop(key, None)
+        since = self._waiting_since.setdefault(key, now)
+        waited_ms = (now - since) * 1000
         last = self._last_ts.get(key)
         if last is None:
             # Nothing known of it: its first events may be on their way (produced a moment after the

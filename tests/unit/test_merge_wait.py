@@ -51,6 +51,23 @@ def test_a_partition_with_unread_messages_waits_past_the_idle_time() -> None:
     assert not reader._blocks(profiles, ts, now=15.5)  # a fetch this slow: read on (with a warning)
 
 
+def test_after_a_quiet_spell_a_partition_with_new_unread_messages_still_waits_for_them() -> None:
+    """The fetch wait is timed from when the messages were found waiting. It was timed from an idle
+    spell before them: the first events published after 100 quiet seconds went on without the other
+    topic's at once, with a warning of 104 s of waiting that never happened."""
+    reader = _reader({("orders", 3): 100, ("profiles", 3): 14})
+    key = ("profiles", 3)
+    reader._next[key] = 14
+    reader._last_ts[key] = 0
+    assert reader._blocks(key, reader.max_skew_ms + 1, now=0.0)  # caught up and behind: idle after 2 s
+    assert not reader._blocks(key, reader.max_skew_ms + 1, now=2.5)
+    reader.consumer.ends[key] = 20  # 100 s later, new messages for it are published
+    assert reader._blocks(key, 180 * DAY, now=100.0)
+    assert reader._blocks(key, 180 * DAY, now=110.0)
+    assert not reader._blocks(key, 180 * DAY, now=115.5)
+    assert reader._gave_up == {key}
+
+
 def test_a_caught_up_partition_that_never_delivered_holds_a_backlog_only_the_idle_time() -> None:
     """Its first events may be produced a moment after the other topics' (Kafka does not order
     partitions): a backlog's event waits idle_ms for it; a live event (stamped about now) does not."""
