@@ -30,6 +30,8 @@ from churnstream.events import format_time
 from churnstream.messages import DriftReport, MonitoringBatch
 from churnstream.monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
 from churnstream.monitoring.performance import (
+    RETRAIN_ITSELF,
+    RETRAIN_STEP,
     LabelBook,
     Thresholds,
     advise,
@@ -63,6 +65,7 @@ class MonitorConfig:
     min_labels: int = 100
     auc_drop_watch: float = 0.03
     auc_drop_retrain: float = 0.05
+    retrain_on_advice: bool = False  # CHURN_RETRAIN_ON_ADVICE: a retrain advice says the monitor runs it
     estimate_samples: int = 200
 
 
@@ -265,6 +268,7 @@ class DriftMonitor:
             realized_reference=baseline["value"] if baseline else None,
             thresholds=Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain),
             concept=self.concept.state(),
+            retrain_step=RETRAIN_ITSELF if self.config.retrain_on_advice else RETRAIN_STEP,
         )
         added.pending.append(
             PendingReport(

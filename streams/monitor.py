@@ -129,6 +129,7 @@ def build_monitor(
             min_labels=settings.monitor_min_labels,
             auc_drop_watch=settings.monitor_auc_drop_watch,
             auc_drop_retrain=settings.monitor_auc_drop_retrain,
+            retrain_on_advice=bool(settings.retrain_on_advice),
         ),
         url_base=settings.pages_url,
         state=MonitorState(state_dir(settings, name), references=references_dir(settings, name)),

@@ -16,6 +16,8 @@ from churnstream.events import format_time
 from churnstream.messages import OUTCOME_COLUMNS, MonitoringBatch
 from churnstream.monitoring.monitor import DriftMonitor, MonitorConfig
 from churnstream.monitoring.performance import (
+    RETRAIN_ITSELF,
+    RETRAIN_STEP,
     LabelBook,
     Thresholds,
     advise,
@@ -26,6 +28,8 @@ from churnstream.monitoring.performance import (
 from churnstream.monitoring.reference import FrameSource
 from churnstream.monitoring.report import ReportStore
 from churnstream.monitoring.state import MonitorState
+from churnstream.settings import Settings
+from churnstream.streams.monitor import build_monitor
 
 
 def test_the_estimate_matches_the_auc_of_labels_drawn_from_calibrated_probabilities() -> None:
@@ -165,16 +169,15 @@ def _world(days: int, *, break_at: int | None = None, seed: int = 5) -> list[Mon
     return batches
 
 
-def _monitor(state: MonitorState | None = None) -> DriftMonitor:
+def _monitor(state: MonitorState | None = None, *, retrain_on_advice: bool = False) -> DriftMonitor:
     rng = np.random.default_rng(11)
     x = rng.normal(0.0, 1.5, 4000)
     reference = pd.DataFrame({"x": x, "churn_probability": 1 / (1 + np.exp(-x))})
-    return DriftMonitor(
-        references=FrameSource(reference),
-        store=ReportStore(Path(tempfile.mkdtemp())),
-        config=MonitorConfig(window_rows=5 * PER_DAY, label_delay_ms=HORIZON, min_labels=200),
-        state=state,
+    config = MonitorConfig(
+        window_rows=5 * PER_DAY, label_delay_ms=HORIZON, min_labels=200, retrain_on_advice=retrain_on_advice
     )
+    store = ReportStore(Path(tempfile.mkdtemp()))
+    return DriftMonitor(references=FrameSource(reference), store=store, config=config, state=state)
 
 
 def _reports(monitor: DriftMonitor, batches: list[MonitoringBatch]) -> list[dict[str, Any]]:
@@ -229,6 +232,16 @@ def test_when_the_link_breaks_the_labels_say_retrain_and_the_estimate_cannot() -
     # the estimate did not move: it cannot see a broken link
     values = [r["estimated_performance"]["value"] for r in reports]
     assert max(values) - min(values) < 0.05
+
+
+def test_a_retrain_advice_says_who_retrains() -> None:
+    """With CHURN_RETRAIN_ON_ADVICE=1 the advice told the user to set it, while the monitor was already
+    retraining (or waiting for a shadow's evidence)."""
+    batches = _world(60, break_at=25)
+    for on, step in ((False, RETRAIN_STEP), (True, RETRAIN_ITSELF)):
+        advised = [r for r in _reports(_monitor(retrain_on_advice=on), batches) if r["action"] == "retrain"]
+        assert advised and all(r["action_reason"].endswith(step) for r in advised)
+    assert build_monitor(Settings(retrain_on_advice=1)).config.retrain_on_advice
 
 
 def test_a_restarted_monitor_keeps_the_labels_of_open_windows(tmp_path: Path) -> None:
