@@ -54,6 +54,7 @@ The parts, each in its own module: this one wires the faust app, its pages and t
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import logging
@@ -512,9 +513,14 @@ class MonitorPages:
 
         def asked_day(request: web.Request) -> str | None:
             day = request.query.get("day")
-            if day is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
-                raise web.HTTPBadRequest(text=f"day must be YYYY-MM-DD, not {day!r}")
-            return day
+            if day is None:
+                return None
+            try:  # a real day, as `churnstream report --day` takes it (2024-02-30 is not one)
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+                    raise ValueError(day)
+                return dt.date.fromisoformat(day).isoformat()
+            except ValueError:
+                raise web.HTTPBadRequest(text=f"day must be a day, YYYY-MM-DD, not {day!r}") from None
 
         async def report_page_(request: web.Request) -> web.Response:
             day = asked_day(request)

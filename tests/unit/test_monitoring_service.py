@@ -309,3 +309,11 @@ def test_a_page_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path) 
     with pytest.raises(OSError):
         store.save_page("r1", "<html></html>")
     assert [p.name for p in store.root.iterdir()] == ["r1.html"]
+
+
+def test_the_daily_report_pages_refuse_a_day_that_does_not_exist(tmp_path: Path) -> None:
+    """/report?day=2024-02-30 answered 200 'Nothing happened on 2024-02-30' where the CLI says 'not a day'."""
+    m = Monitor(tmp_path)
+    for path in ("/report?day=2024-02-30", "/report.json?day=2024-02-30", "/report?day=May-2"):
+        ((status, text),) = asyncio.run(_get(m, path))
+        assert status == 400 and "YYYY-MM-DD" in text, (path, status, text)
