@@ -258,7 +258,7 @@ class DriftMonitor:
         )
         reference_estimate = self._reference_estimate(reference)
         realized = self.labels.latest.get(window.model_version)
-        baseline = self.labels.baseline.get(window.model_version)
+        baseline = self.labels.reference_of(window.model_version)
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
             drifted=drifted,

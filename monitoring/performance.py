@@ -249,6 +249,9 @@ class LabelBook:
     _pooled: dict[str, tuple[int, _Open]] = field(default_factory=dict)
     # past max_open once: windows are merged (logged once). Last: a book pickled before it read the same
     merging: bool = False
+    # per version: the baseline as it stood before its latest window entered it (None: none stood yet),
+    # what that window is judged against (reference_of); a book saved before it has none
+    compared: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def open(
         self,
@@ -357,8 +360,32 @@ class LabelBook:
                 "windows": getattr(entry, "windows", 1),
             }
             self.latest[entry.model_version] = realized
+            if getattr(self, "compared", None) is None:  # a book saved before it
+                self.compared = {}
+            self.compared[entry.model_version] = self.baseline.get(entry.model_version)
             self._pool(entry)
         return [e.seq for e in done]
+
+    def reference_of(self, version: str) -> dict[str, Any] | None:
+        """The realized reference ``version``'s latest realized window is judged against: its first
+        windows pooled as they stood before that window entered them, so no window is its own reference
+        (None before any: then the reference sample's estimate is, see :func:`advise`).
+
+        >>> book = LabelBook(delay_ms=10, min_labels=2, baseline_windows=2)
+        >>> for seq, start in enumerate((0, 20, 40)):
+        ...     book.open(seq, "v1", start, start + 5)
+        ...     _ = book.add({"as_of": [start + 1, start + 2, start + 3], "label": [0, 1, 1],
+        ...                   "churn_probability": [0.2, 0.9, 0.7]})
+        ...     _ = book.advance(start + 15)
+        ...     print(seq, book.reference_of("v1") and book.reference_of("v1")["windows"])
+        0 None
+        1 1
+        2 2
+        """
+        compared = getattr(self, "compared", None)
+        if compared is None or version not in compared:  # a book saved before: as it judged then
+            return self.baseline.get(version)
+        return compared[version]
 
     def _pool(self, entry: _Open) -> None:
         version = entry.model_version

@@ -234,6 +234,21 @@ def test_when_the_link_breaks_the_labels_say_retrain_and_the_estimate_cannot() -
     assert max(values) - min(values) < 0.05
 
 
+def test_a_model_that_ranks_badly_from_its_first_labels_is_judged_against_the_estimate_not_itself() -> None:
+    """A window's realized ROC-AUC was judged against a realized reference already holding that window:
+    the first labelled one against itself, so a model no better than chance from the start read
+    'performance holds' (a review: realized 0.53 beside a reference estimate of 0.67)."""
+    reports = _reports(_monitor(), _world(40, break_at=0))  # labels never depend on x
+    first = next(i for i, r in enumerate(reports) if r["realized_performance"])
+    judged = reports[first]
+    assert judged["realized_performance"]["value"] < 0.6
+    assert judged["performance_reference"]["realized"] is None  # no realized reference stood before it
+    assert judged["action"] == "retrain", judged["action_reason"]
+    assert "below the reference 0.8" in judged["action_reason"]  # the reference sample's estimate
+    later = reports[first + 1]
+    assert later["performance_reference"]["realized"] is not None  # then: the first windows pooled
+
+
 def test_a_retrain_advice_says_who_retrains() -> None:
     """With CHURN_RETRAIN_ON_ADVICE=1 the advice told the user to set it, while the monitor was already
     retraining (or waiting for a shadow's evidence)."""
