@@ -9,7 +9,8 @@ topics, so it would restore the customer while their events are still there), th
 parameters are aggregates of every customer's labels (and their log in Redis holds the rows labelled since
 the last snapshot, by prediction id, until the next), and drift reports on disk hold samples of windows.
 
-A scorer holding the customer in memory notices at its next unit of work, before it scores anything (see
+A scorer holding the customer in memory reads them afresh before it scores them again; a forgetting while
+a unit is computed has that unit's write refused, and the unit answered again (see
 :meth:`~churnstream.features.store.FeatureStore.forget`).
 """
 

@@ -63,37 +63,30 @@ class ScorerMetrics:
         # units written, not yet known durable: their next offsets, their increments
         self._written: list[tuple[dict[tuple[str, int], int], list[tuple[Any, float]]]] = []
 
-        def Counter(name: str, doc: str, labels: Any = (), *, registry: Any) -> UnitCounter:  # noqa: N802
+        def unit(name: str, doc: str, labels: Any = ()) -> UnitCounter:
             """A counter of units of work (see the module docstring)."""
-            return UnitCounter(Prometheus(name, doc, labels, registry=registry), self._staged)
+            return UnitCounter(Prometheus(name, doc, labels, registry=self.registry), self._staged)
 
-        self.events = Counter("churn_events", "Input events processed", ["topic"], registry=self.registry)
-        self.predictions = Counter(
-            "churn_predictions", "Predictions emitted", ["trigger"], registry=self.registry
-        )
-        self.alerts = Counter("churn_alerts", "Alerts emitted", registry=self.registry)
+        self.events = unit("churn_events", "Input events processed", ["topic"])
+        self.predictions = unit("churn_predictions", "Predictions emitted", ["trigger"])
+        self.alerts = unit("churn_alerts", "Alerts emitted")
         # the daily report's figures for the dashboard: risk categories, mean probability, alerts' value
-        self.predictions_by_risk = Counter(
+        self.predictions_by_risk = unit(
             "churn_predictions_by_risk",
             "Predictions emitted, by risk category",
             ["risk"],
-            registry=self.registry,
         )
-        self.probability = Counter(
+        self.probability = unit(
             "churn_predicted_probability",
             "Sum of the churn probabilities of the predictions emitted (over churn_predictions: the mean)",
-            registry=self.registry,
         )
-        self.alert_value = Counter(
+        self.alert_value = unit(
             "churn_alert_value_at_risk",
             "Sum of the value at risk of the alerts emitted",
-            registry=self.registry,
         )
-        self.outcomes = Counter("churn_outcomes", "Outcomes emitted", ["source"], registry=self.registry)
-        self.dead_letters = Counter("churn_dead_letters", "Dead letters", ["stage"], registry=self.registry)
-        self.duplicates = Counter(
-            "churn_duplicate_events", "Redelivered events ignored", registry=self.registry
-        )
+        self.outcomes = unit("churn_outcomes", "Outcomes emitted", ["source"])
+        self.dead_letters = unit("churn_dead_letters", "Dead letters", ["stage"])
+        self.duplicates = unit("churn_duplicate_events", "Redelivered events ignored")
         self.batch_seconds = Histogram(
             "churn_batch_seconds",
             "Time to process one micro-batch",
