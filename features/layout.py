@@ -31,6 +31,7 @@ LEARNER_ONLINE, LEARNER_BLENDER, LEARNER_LOG = "learner:online", "learner:blende
 ALERT_BUDGET = "alerts"  # the alert policy's per-partition counts (churnstream.models.alert_policy.Budget)
 ERASED = "erased"  # how many customers `churnstream forget` removed: a scorer caching them reads them again
 ERASED_KEPT = 1000  # the latest forgotten customers' ids kept in a partition's list (KeyLayout.erased)
+LEARNER_ERASED = "learner:erased"  # the ERASED count the partition's learner checkpoint was last written at
 
 
 def fence_field(topic: str) -> str:

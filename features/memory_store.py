@@ -82,7 +82,13 @@ class MemoryFeatureStore(FeatureStore):
         found = self._data.pop((p, customer_id), None) is not None
         for index in (self._active, self._due):
             found = index.get(p, {}).pop(customer_id, None) is not None or found
+        if found:
+            meta = self._meta.setdefault(p, {})
+            meta[layout.ERASED] = str(int(meta.get(layout.ERASED, 0)) + 1)
         return found
+
+    def erased_count(self, partition: int) -> int | None:
+        return int(self._meta.get(partition, {}).get(layout.ERASED, 0))
 
     def watermark(self) -> int | None:
         times = [int(m[layout.LATEST]) for m in self._meta.values() if layout.LATEST in m]

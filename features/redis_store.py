@@ -212,6 +212,9 @@ class RedisFeatureStore(FeatureStore):
             del self._cache[cid]
             self._decoded.pop(cid, None)
 
+    def erased_count(self, partition: int) -> int | None:
+        return self._erased.get(partition)
+
     def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         out = {}
         missing = []

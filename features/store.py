@@ -220,6 +220,16 @@ class FeatureStore(ABC):
         """Who holds ``partition`` (see :meth:`write_claims`)."""
         return self._field(partition, layout.CLAIM)
 
+    def erased_count(self, partition: int) -> int | None:
+        """How many customers ``churnstream forget`` has removed from ``partition`` so far, as this store
+        last learned it (with its latest write there); None while it does not know."""
+        return None
+
+    def learner_erased(self, partition: int) -> int:
+        """The count of forgotten customers ``partition``'s learner checkpoint was last written at (see
+        :meth:`Transaction.set_learner_erased`): its log holds no raw row of them."""
+        return int(self._field(partition, layout.LEARNER_ERASED) or 0)
+
     def learner_checkpoint(self, partition: int) -> LearnerCheckpoint:
         """``partition``'s learner as last committed (see :meth:`Transaction.save_learner`)."""
         online, blender, learned = self._blobs(

@@ -135,6 +135,11 @@ class Transaction:
         """Record ``partition``'s alert budget counts (:class:`churnstream.models.alert_policy.Budget`)."""
         self._write(partition).meta[layout.ALERT_BUDGET] = text
 
+    def set_learner_erased(self, partition: int, count: int) -> None:
+        """Record that ``partition``'s learner checkpoint holds no raw row of the first ``count`` customers
+        forgotten in it (see :meth:`FeatureStore.erased_count`)."""
+        self._write(partition).meta[layout.LEARNER_ERASED] = str(count)
+
     def save_learner(self, partition: int, online: bytes, blender: bytes) -> None:
         """Replace ``partition``'s learner snapshot; its log of learned labels starts empty again."""
         self._write(partition).blobs += [

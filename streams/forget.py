@@ -6,8 +6,10 @@ predictions, risk, alert cooldown) and its place in its partition's activity and
 customer starts from nothing. What the service cannot remove is said, not hidden: the customer's messages
 stay in the Kafka topics until their retention expires (and a ``churnstream rebuild`` replays the input
 topics, so it would restore the customer while their events are still there), the online learners'
-parameters are aggregates of every customer's labels (and their log in Redis holds the rows labelled since
-the last snapshot, by prediction id, until the next), and drift reports on disk hold samples of windows.
+parameters are aggregates of every customer's labels, and drift reports on disk hold samples of windows.
+The raw rows a partition's learner log holds (features and label of each labelled prediction, kept to
+restore the learner exactly) are the partition's scorer's to rewrite: it writes its learner again, log
+empty, at its next batch there (:meth:`~churnstream.streams.scoring.BatchScoring.erase_rows`).
 
 A scorer holding the customer in memory reads them afresh before it scores them again; a forgetting while
 a unit is computed has that unit's write refused, and the unit answered again (see
@@ -52,11 +54,10 @@ def forget(store: FeatureStore, settings: Settings, customer_id: str) -> dict[st
         "notes": [
             "`churnstream rebuild` replays the input topics and would restore this customer while their "
             "events are still in them; delete or compact them there first if they must not come back",
-            "the online learners' parameters are aggregates over every customer's labels; until its "
-            "partition's next learner snapshot (at most 1,024 labels of the partition later), the learner "
-            "log in Redis still holds the features and label of each of this customer's predictions "
-            "labelled since the last one, by prediction id (not customer id), to restore the learner "
-            "exactly",
+            "the online learners' parameters are aggregates over every customer's labels; the rows the "
+            "learner log in Redis holds of this customer (features and label, by prediction id) are gone "
+            "once the partition's scorer next writes there, which it does at its next batch of the "
+            "partition (none while no scorer runs)",
             f"drift reports under {settings.report_dir} hold samples of the windows they judged",
         ],
     }

@@ -163,6 +163,8 @@ class BatchScoring:
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
         self.budgets: dict[int, Budget] = {}  # the partitions' alert budgets as this worker last wrote them
+        # partition -> the count of forgotten customers its learner checkpoint was written at (erase_rows)
+        self.erased: dict[int, int] = {}
 
     def budget(self, partition: int) -> Budget:
         """``partition``'s alert budget: read from the store the first time, then kept here as written (so a
@@ -173,8 +175,10 @@ class BatchScoring:
         return budget
 
     def forget_budgets(self) -> None:
-        """Drop the kept budgets (after a failed write or a rebalance they are read again)."""
+        """Drop the kept budgets and erasure counts (after a failed write or a rebalance they are read
+        again)."""
         self.budgets.clear()
+        self.erased.clear()
 
     def finish(
         self,
@@ -412,6 +416,31 @@ class BatchScoring:
                 tx.save_learner(p, *learner.snapshot_bytes())
             elif checkpoint.log:
                 tx.log_learned(p, checkpoint.log)
+        self.erase_rows(tx)
+
+    def erase_rows(self, tx: Transaction) -> None:
+        """Where ``churnstream forget`` removed customers since a partition's learner checkpoint was
+        written, write it again with no raw row in its log: learn what waits now, and write the snapshot
+        (which empties the log). So the features and labels of a forgotten customer leave Redis at this
+        worker's next write of the partition, and a restore still gives the learner this worker has (the
+        labels learned are aggregates, as every customer's are). Only the partition's owner writes its
+        learner, so this is done here, not by ``forget``."""
+        store = self.worker.store
+        for p in list(self.models.learners):
+            count = store.erased_count(p)
+            if count is None:
+                continue
+            done = self.erased.get(p)
+            if done is None:
+                done = self.erased[p] = store.learner_erased(p)
+            if count <= done:
+                continue
+            learner = self.models.learner(p)
+            learner.learn_waiting()  # the snapshot below holds it: no log line
+            learner.logged = 0
+            tx.save_learner(p, *learner.snapshot_bytes())
+            tx.set_learner_erased(p, count)
+            self.erased[p] = count
 
     def alerts(
         self,

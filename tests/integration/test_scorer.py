@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import redis
@@ -614,26 +615,48 @@ def test_a_customer_forgotten_while_the_scorer_runs_is_scored_from_nothing_and_a
     events_dir = world / "events"
     orders = [json.loads(line) for line in (events_dir / "orders.jsonl").read_text().splitlines() if line]
     gen = run_scorer(scorer_settings)
-    next(gen)
+    scorer = next(gen)
+    # as `churnstream forget` does, in a store of its own: the scorer's cache is not its to clear
+    prefix, lateness = scorer_settings.topic_prefix, scorer_settings.lateness_ms
+    operator = RedisFeatureStore(client=redis_client, namespace=prefix, lateness_ms=lateness)
+
+    def rows_in_learner_log(partition: int, ids: set[str]) -> int:  # raw rows (features, label) of ids
+        lines = (operator.learner_checkpoint(partition).learned or b"").splitlines()
+        entries = [orjson.loads(line) for line in lines]
+        return sum(row[0][1] in ids for e in entries if e[0] == "wait" for row in e[2])
+
     try:
         assert publish_file(events_dir / "orders.jsonl", scorer_settings).ok
         group = scorer_settings.consumer_group
         wait_until(lambda: committed_everything(scorer_settings, group), 180, "orders to be scored")
         cid = Counter(o["customer_id"] for o in orders).most_common(1)[0][0]  # cached by the scorer
-        # as `churnstream forget` does, in a store of its own: the scorer's cache is not its to clear
-        prefix, lateness = scorer_settings.topic_prefix, scorer_settings.lateness_ms
-        operator = RedisFeatureStore(client=redis_client, namespace=prefix, lateness_ms=lateness)
         operator.check_layout()
+        p = operator.partition_of(cid)
+        theirs = {
+            a["prediction_id"]
+            for m in consume_all(scorer_settings, scorer_settings.topics.churn_predictions)
+            if (a := orjson.loads(m.value()))["customer_id"] == cid
+        }
+        before = rows_in_learner_log(p, theirs)
         assert forget(operator, scorer_settings, cid)["removed"]
-        operator.close()
         later = max(parse_time(o["timestamp"]) for o in orders) + DAY_MS
         new = {"event_id": "after-forget", "customer_id": cid, "order_id": "O-after", "amount": 40.0}
         path = tmp_path / "new.jsonl"
         path.write_text(json.dumps({**new, "timestamp": later}) + "\n")
         assert publish_file(path, scorer_settings).ok
         wait_until(lambda: committed_everything(scorer_settings, group), 60, "the new order to be scored")
+        # the partition's owner wrote its learner again with its next write there: no raw row of theirs
+        # is left in Redis, and a restore gives the learner the scorer has
+        after = rows_in_learner_log(p, theirs)
+        live = scorer.handler.models.learners[p]
+        restored = restore_learner(operator, p)
+        pairs = zip(live.online.parameters(), restored.online.parameters(), strict=True)
+        same = [np.array_equal(a, b) for a, b in pairs]
     finally:
         gen.close()
+        operator.close()
+    assert before > 0 and after == 0, (before, after)
+    assert all(same) and live.waiting == restored.waiting and live.logged == restored.logged
     answers = [
         p
         for m in consume_all(scorer_settings, scorer_settings.topics.churn_predictions)
