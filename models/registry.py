@@ -513,7 +513,17 @@ def cli(args: Any, settings: Any) -> int:
         print(f"current model is now {args.version}", file=out)
         return 0
     if action == "rollback":
+        left = registry.current_version()
+        evidence = registry.evidence()
         version = registry.rollback()
         print(f"rolled back: current model is now {version}", file=out)
+        if evidence and {evidence.get("shadow_version"), evidence.get("champion_version")} == {left, version}:
+            cumulative = evidence.get("cumulative") or {}
+            print(  # a rollback is the operator's call, so it is said, not refused as promote refuses
+                f"note: the evidence last recorded compared {evidence.get('shadow_version')} (in shadow) "
+                f"with {evidence.get('champion_version')}: {cumulative.get('verdict')} on "
+                f"{cumulative.get('labels')} labels (churnstream models show, or the monitor's pages)",
+                file=out,
+            )
         return 0
     raise ModelError(f"unknown models action {action!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -495,3 +496,22 @@ def test_the_follower_reads_to_the_end_and_follows_partitions_added_later(
     logs[1] = [message] * 2  # a partition added to the topic
     logs[0].append(message)
     assert follower.poll() == 3 and follower.caught_up and len(follower.rows) == 6
+
+
+def test_a_rollback_says_what_the_recorded_evidence_said_of_the_two_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """promote refuses a model the evidence calls worse; rollback, the operator's emergency brake, goes
+    ahead, but it said nothing of the evidence it undid."""
+    from churnstream.models.registry import cli as registry_cli
+
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    rows = _outcomes(1500, shadow_better=True)
+    LoopWatch(Settings(model_dir=tmp_path, auto_promote_margin=0.0), outcomes=lambda: rows).on_report("none")
+    assert registry.current_version() == "v0002"
+    args = argparse.Namespace(action="rollback", version=None, model_dir=str(tmp_path))
+    assert registry_cli(args, Settings(model_dir=tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "current model is now v0001" in out
+    assert "compared v0002 (in shadow) with v0001: better on" in out, out
