@@ -444,6 +444,14 @@ def evidence_summary(evidence: dict[str, Any]) -> str:
 _EVIDENCE_METRICS = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("alert_value", "alert value"))
 
 
+def _ends_by(end: Any, t: int) -> bool:
+    """Whether a window ending at ``end`` (its message's text) ends by time ``t``."""
+    try:
+        return parse_time(end) <= t
+    except ChurnstreamError:
+        return False
+
+
 def _evidence_section(message: dict[str, Any]) -> str:
     """The window page's evidence table: cumulative, then each week of labelled predictions that overlaps
     the window (or, while none is labelled yet, the latest labelled week)."""
@@ -460,7 +468,14 @@ def _evidence_section(message: dict[str, Any]) -> str:
     scopes = [("cumulative", evidence.get("cumulative") or {})]
     scopes += [(f"this window's week {_week(w)}", w) for w in own]
     if not own and weeks:
-        scopes.append((f"latest labelled week {_week(weeks[-1])} (none of this window's yet)", weeks[-1]))
+        after = evidence.get("after")  # predictions up to both models' training end never count
+        never = after is not None and _ends_by(message.get("window_end"), int(after))
+        why = (
+            "this window's predate both models' training: they never count"
+            if never
+            else "none of this window's yet"
+        )
+        scopes.append((f"latest labelled week {_week(weeks[-1])} ({why})", weeks[-1]))
     head = "".join(
         f"<th>{label} champion</th><th>{label} shadow</th><th>{label} difference [interval]</th>"
         for _, label in _EVIDENCE_METRICS

@@ -127,6 +127,16 @@ def test_a_window_none_of_whose_predictions_are_labelled_yet_shows_the_latest_la
     )
 
 
+def test_a_window_before_both_models_training_end_says_its_predictions_never_count() -> None:
+    """It said 'none of this window's yet' for a window whose predictions the evidence leaves out for
+    good (made before the later of the two models' training ends)."""
+    start = parse_time("2024-06-10T00:00:00Z")
+    evidence = {**_evidence([start + 5 * WEEK]), "after": start + 4 * WEEK}
+    page = render_window_page(_message(evidence=evidence), note="")
+    row = page.split("<table id='evidence'>")[1].split("<tbody>")[1].split("</tr>")[1]
+    assert "predate both models&#x27; training: they never count" in row, row
+
+
 def test_without_a_shadow_the_pages_show_no_evidence() -> None:
     message = _message()
     assert "<table id='evidence'>" not in render_window_page(message, note="")
