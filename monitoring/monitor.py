@@ -179,9 +179,18 @@ class DriftMonitor:
             max_span_ms=self.config.max_span_ms,
             first_seq=first_seq,
             straggle_ms=self.config.straggle_ms,
+            current_version=self._current_version,
         )
         self.window.left = left
         self.windows_closed = first_seq - 1
+
+    def _current_version(self) -> str | None:
+        """The version the model registry serves now (None without a registry, or when it cannot say)."""
+        registry = getattr(self.references, "registry", None)
+        try:
+            return None if registry is None else registry.current_version()
+        except Exception:  # the registry's files: the straggler rule then goes by time alone
+            return None
 
     @property
     def rows_pending(self) -> int:

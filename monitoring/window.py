@@ -10,7 +10,10 @@ records alternate between the old version and the new. A record of the version t
 made (``created_at``, the scorer's clock) within ``straggle_ms`` of the record that moved the window on,
 is a straggler: its predictions join no window (``straggled`` counts them), its outcomes ride along as
 any record's. Before, every alternation closed a window: one tiny window, report and Evidently run per
-record for as long as the workers disagreed.
+record for as long as the workers disagreed. A record of the version the registry serves now
+(``current_version``) is never a straggler: a rollback, or a promotion back, within ``straggle_ms`` of
+the last switch is a switch, not workers lagging (before, a one-worker shop lost all of its predictions
+from the monitor).
 
 Windows are numbered (``seq``) in the order they open. After each :meth:`DriftWindow.add`,
 ``segments`` says how many of the batch's predictions went into which window (and ``outcomes_seq``
@@ -35,7 +38,7 @@ and its offset may be committed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +118,7 @@ class DriftWindow:
         max_span_ms: int = 7 * DAY_MS,
         first_seq: int = 1,
         straggle_ms: int = 60_000,
+        current_version: Callable[[], str | None] | None = None,
     ) -> None:
         if max_rows <= 0 or max_span_ms <= 0:
             raise ValueError("max_rows and max_span_ms must be positive")
@@ -127,6 +131,7 @@ class DriftWindow:
         self.straggle_ms = straggle_ms
         self.straggled = 0  # predictions of stragglers (see the module docstring)
         self.left: dict[str, int] = {}  # version -> created_at of the record that moved the window off it
+        self.current_version = current_version  # the version served now (the registry's), if known
 
     @property
     def rows(self) -> int:
@@ -157,6 +162,8 @@ class DriftWindow:
         elif self._open.model_version != batch.model_version:
             left = self.left.get(batch.model_version)
             straggler = left is not None and batch.created_at <= left + self.straggle_ms
+            if straggler and self.current_version is not None:
+                straggler = batch.model_version != self.current_version()
             if not straggler:
                 self.left[self._open.model_version] = batch.created_at
                 self.left.pop(batch.model_version, None)

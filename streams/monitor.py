@@ -160,6 +160,10 @@ class _LazyRegistry:
     def versions(self) -> list[str]:
         return list(self._open().versions())
 
+    def current_version(self) -> str | None:
+        """The version served now (the straggler rule asks it at a switch of versions)."""
+        return self._open().current_version()  # type: ignore[no-any-return]
+
 
 class MonitorApp:
     """The faust app of the monitor and its :class:`MonitorService`; :meth:`build` makes both."""

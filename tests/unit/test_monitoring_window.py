@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from churnstream.messages import MonitoringBatch
 from churnstream.monitoring.window import DriftWindow
-from churnstream.settings import DAY_MS
+from churnstream.settings import DAY_MS, Settings
 
 HOUR = 3_600_000
 
@@ -103,6 +104,32 @@ def test_workers_that_pick_a_promoted_model_up_at_different_times_close_one_wind
     # a rollback later than that: v1 serves again, and its records are windows of their own
     rolled = window.add(batch([1000], version="v1", made=200_000))
     assert window.model_version == "v1" and window.rows == 1 and rolled == []
+
+
+def test_a_switch_back_within_the_straggler_time_is_a_switch_when_the_registry_serves_that_version() -> None:
+    """One worker, rolled back v2 -> v1 and promoted to v2 again within 60 s: every v2 record after the
+    second switch counted as a straggler, so none of them reached a window."""
+    serving = ["v1"]
+    window = DriftWindow(max_rows=10_000, straggle_ms=60_000, current_version=lambda: serving[0])
+    window.add(batch([0, 1], version="v2", made=0))
+    window.add(batch([10], version="v1", made=10_000))  # rolled back (v1 served now)
+    serving[0] = "v2"  # promoted again, 20 s later
+    closed = window.add(batch([20, 21, 22], version="v2", made=30_000))
+    assert window.model_version == "v2" and window.rows == 3 and window.straggled == 0
+    assert [(c.model_version, c.rows) for c in closed] == [("v1", 1)]
+    window.add(batch([23], version="v1", made=31_000))  # a late v1 record: v1 is not served: a straggler
+    assert window.straggled == 1 and window.model_version == "v2"
+
+
+def test_the_monitor_asks_the_registry_which_version_it_serves(tmp_path: Path) -> None:
+    from churnstream.models.registry import ModelRegistry
+    from churnstream.streams.monitor import build_monitor
+    from tests.unit.test_models_shadow import _model
+
+    monitor = build_monitor(Settings(model_dir=tmp_path, report_dir=tmp_path / "reports"))
+    assert monitor._current_version() is None  # no model yet
+    version = ModelRegistry(tmp_path).register(_model(1), {}, promote=True)
+    assert monitor._current_version() == version and monitor.window.current_version is not None
 
 
 def test_outcomes_ride_with_the_open_window() -> None:
