@@ -178,11 +178,10 @@ class RedisFeatureStore(FeatureStore):
         """Before cached customers are used: look at the count of forgotten customers of each partition
         whose count this process has not seen for ``erasures_every`` seconds (see :meth:`_noticed`). A busy
         partition's count comes back with each of its writes, so this read is for the first unit after a
-        pause; a partition with none of ``customers`` cached has nothing to drop."""
-        now, every = time.monotonic(), self.erasures_every
-        seen, cache = self._erased_at, self._cache
-        order = sorted({p for c, p in customers.items() if c in cache and now - seen.get(p, -1e9) >= every})
-        if not order:
+        pause."""
+        now, every, seen = time.monotonic(), self.erasures_every, self._erased_at
+        order = sorted(p for p in set(customers.values()) if now - seen.get(p, -1e9) >= every)
+        if not order:  # the common case: every partition's count came back with a write just now
             return
         pipe = self._redis.pipeline(transaction=False)
         for p in order:

@@ -39,16 +39,19 @@ class UnitCounter:
     3.0
     """
 
-    def __init__(self, counter: Any, staged: list[tuple[Any, float]], labels: tuple[str, ...] = ()) -> None:
-        self._counter = counter
+    def __init__(self, counter: Any, staged: list[tuple[Any, float]]) -> None:
+        self._counter = counter  # a Prometheus counter, or one of its labelled children
         self._staged = staged  # the unit's increments, shared by every counter of one ScorerMetrics
-        self._labels = labels
+        self._children: dict[tuple[str, ...], UnitCounter] = {}
 
     def labels(self, *values: str) -> UnitCounter:
-        return UnitCounter(self._counter, self._staged, values)
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = UnitCounter(self._counter.labels(*values), self._staged)
+        return child
 
     def inc(self, amount: float = 1.0) -> None:
-        self._staged.append((self._counter.labels(*self._labels) if self._labels else self._counter, amount))
+        self._staged.append((self._counter, amount))
 
 
 class ScorerMetrics:
