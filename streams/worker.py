@@ -201,6 +201,9 @@ class Worker(Generic[H]):
             fence = fences.get((tp.topic, tp.partition))
             if fence is not None:
                 self.applied[(tp.topic, tp.partition)] = fence
+                # committed with the next commit: a commit lost before (the worker was fenced, the broker
+                # away) would otherwise leave the group's offsets behind until new events come
+                self._uncommitted[(tp.topic, tp.partition)] = fence
                 tp.offset = fence
         self.handler.on_assign(numbers)  # its partitions' state restored now, not while events wait
         consumer.assign(partitions)  # at the fences
@@ -375,6 +378,7 @@ class Worker(Generic[H]):
             assignment = consumer.assignment()
             for (topic, partition), fence in self._fences(consumer, assignment).items():
                 self.applied[(topic, partition)] = fence
+                self._uncommitted[(topic, partition)] = fence  # what Redis holds, as on assignment
                 self.reader.seek(topic, partition, fence)
             self.metrics.rewound(self.applied)  # a write Redis applied counts; the others count again
             lost = {p: claim for p, claim in self._claims.items() if self.store.claim(p) is None}
