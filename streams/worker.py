@@ -378,7 +378,6 @@ class Worker(Generic[H]):
             assignment = consumer.assignment()
             for (topic, partition), fence in self._fences(consumer, assignment).items():
                 self.applied[(topic, partition)] = fence
-                self._uncommitted[(topic, partition)] = fence  # what Redis holds, as on assignment
                 self.reader.seek(topic, partition, fence)
             self.metrics.rewound(self.applied)  # a write Redis applied counts; the others count again
             lost = {p: claim for p, claim in self._claims.items() if self.store.claim(p) is None}
