@@ -187,7 +187,7 @@ def run_through_faults(
     problems = accounting.problems() + state.problems()
     if counted_once:
         events_counted = sum(v for (name, _), v in counted.items() if name == "churn_events_total")
-        event_predictions = counted.get(("churn_predictions_total", 'trigger="event"'), 0.0)
+        event_predictions = counted.get(("churn_predictions_total", (("trigger", "event"),)), 0.0)
         if (events_counted, event_predictions) != (accounting.events, accounting.scored):
             problems.append(
                 f"/metrics counted {events_counted:g} events and {event_predictions:g} event predictions "
@@ -212,15 +212,15 @@ def run_through_faults(
     assert not problems, "\n".join(problems)
 
 
-def _samples(text: str) -> dict[tuple[str, str], float]:
-    """Prometheus text: (name, labels) -> value."""
-    found = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            head, value = line.rsplit(" ", 1)
-            name, _, labels = head.partition("{")
-            found[(name, labels.rstrip("}"))] = float(value)
-    return found
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text: (name, sorted labels) -> value, as prometheus_client's parser reads it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_the_kafka_broker_restarting_mid_stream_loses_nothing_and_counts_nothing_twice(
