@@ -421,6 +421,15 @@ def windows_named(realized: dict[str, Any]) -> str:
     return "the window" if windows == 1 else f"{windows} adjacent windows"
 
 
+# What a person does about an action (the reason ends with it).
+RETRAIN_STEP = "retrain (churnstream retrain, or CHURN_RETRAIN_ON_ADVICE=1 to let the monitor do it)"
+RETRAIN_ITSELF = (
+    "retrain: the monitor runs churnstream retrain itself (CHURN_RETRAIN_ON_ADVICE=1), once no model in "
+    "shadow waits for its evidence (its log says when one does)"
+)
+WATCH_STEP = "watch the next windows' realized ROC-AUC as their labels come in"
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Drops of ROC-AUC below the reference at which the monitor advises ``watch`` and ``retrain``."""
@@ -438,10 +447,10 @@ def advise(
     realized_reference: float | None,
     thresholds: Thresholds,
     concept: dict[str, Any] | None = None,
-    retrain_step: str | None = None,
+    retrain_step: str = RETRAIN_STEP,
 ) -> tuple[str, str]:
-    """``(action, reason)`` for one window; a ``retrain`` reason ends with ``retrain_step`` (by default
-    :data:`RETRAIN_STEP`; :data:`RETRAIN_ITSELF` when the monitor retrains on its own advice).
+    """``(action, reason)`` for one window; a ``retrain`` reason ends with ``retrain_step`` (what a person
+    does, or :data:`RETRAIN_ITSELF` when the monitor retrains on its own advice).
 
     - ``retrain``: the realized ROC-AUC (labels known) lies ``thresholds.retrain`` or more below the
       realized reference (the first windows of the model version whose labels are known, pooled, or the
@@ -487,7 +496,7 @@ def advise(
         drop = base - realized
         said = f"realized ROC-AUC {realized:.3f} is {drop:.3f} below the reference {base:.3f}"
         if drop >= thresholds.retrain:
-            return "retrain", f"{said}: {retrain_step or RETRAIN_STEP}"
+            return "retrain", f"{said}: {retrain_step}"
         if drop >= thresholds.watch:
             return "watch", f"{said}: {WATCH_STEP}"
     if drifted and estimated is not None and estimated_reference is not None:
@@ -511,15 +520,6 @@ def advise(
     if realized is None:  # not watch: the online model's error moves while it warms up (bench_monitor)
         return "none", f"{verdict} by the estimate; concept drift ({change}): the labels will tell"
     return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
-
-
-# What a person does about an action (the reason ends with it).
-RETRAIN_STEP = "retrain (churnstream retrain, or CHURN_RETRAIN_ON_ADVICE=1 to let the monitor do it)"
-RETRAIN_ITSELF = (
-    "retrain: the monitor runs churnstream retrain itself (CHURN_RETRAIN_ON_ADVICE=1), once no model in "
-    "shadow waits for its evidence (its log says when one does)"
-)
-WATCH_STEP = "watch the next windows' realized ROC-AUC as their labels come in"
 
 
 def _round(value: float | None) -> float | None:
