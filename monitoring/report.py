@@ -27,7 +27,7 @@ from typing import Any
 
 from churnstream.monitoring.pages import BACK_TO_LIST
 from churnstream.monitoring.reference import PreparedReference
-from churnstream.monitoring.stattests import Verdict
+from churnstream.monitoring.stattests import KS, Verdict, evidently_method
 from churnstream.monitoring.ui import PROJECT, WindowRun, ensure_project, light_snapshot, with_window_values
 from churnstream.monitoring.window import PREDICTION_COLUMN
 
@@ -82,9 +82,14 @@ def run_drift_report(
     )
     analysed = tuple(usable + ([prediction_column] if with_prediction and prediction_column else []))
     current_frame = pd.DataFrame({c: current_values[c] for c in analysed})
-    metrics: list[Any] = [DataDriftPreset(columns=list(usable), drift_share=drift_share)]
-    if with_prediction:
-        metrics.append(ValueDrift(column=prediction_column))
+    # a small window's columns by the K-S test, as :func:`~churnstream.monitoring.stattests.column_drift`
+    methods = {c: evidently_method(prepared.stats[c], current_values[c].to_numpy()) for c in analysed}
+    chosen = {c: m for c, m in methods.items() if m is not None and c in usable}
+    metrics: list[Any] = [
+        DataDriftPreset(columns=list(usable), drift_share=drift_share, per_column_method=chosen or None)
+    ]
+    if with_prediction and prediction_column:
+        metrics.append(ValueDrift(column=prediction_column, method=methods[prediction_column]))
     report = Report(metrics, include_tests=True)
     with warnings.catch_warnings():
         # Constant columns make Evidently's correlation widgets divide by a zero deviation.
@@ -117,8 +122,9 @@ def _per_column(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
         config = metric.get("config", {})
         if not str(config.get("type", "")).endswith(":ValueDrift"):
             continue
+        method = config.get("method")
         out[config["column"]] = {
-            "method": config.get("method"),
+            "method": KS if method == "ks" else method,  # the name Evidently shows for a method we chose
             "score": _number(metric.get("value")),
             "threshold": _number(config.get("threshold")),
             "drifted": False,

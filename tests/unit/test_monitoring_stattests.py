@@ -8,7 +8,13 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from churnstream.monitoring.report import run_drift_report
-from churnstream.monitoring.stattests import ColumnReference, ReferenceStats, _wasserstein, window_verdict
+from churnstream.monitoring.stattests import (
+    ColumnReference,
+    ReferenceStats,
+    _wasserstein,
+    column_drift,
+    window_verdict,
+)
 
 COLUMNS = ["amount", "days", "tenure", "tickets", "flag", "level", "mostly_empty", "constant"]
 
@@ -37,7 +43,16 @@ def frame(n: int, seed: int, *, shift: float = 0.0) -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("reference_rows", "current_rows", "shift"),
-    [(3000, 1000, 0.0), (3000, 1000, 0.4), (800, 500, 0.0), (800, 500, 0.4), (20_000, 5000, 0.15)],
+    [
+        (3000, 1000, 0.0),
+        (3000, 1000, 0.4),
+        (800, 500, 0.0),
+        (800, 500, 0.4),
+        (20_000, 5000, 0.15),
+        (3000, 500, 0.0),  # a small window against a large reference: the K-S test on both sides
+        (3000, 500, 0.4),
+        (5000, 3, 0.0),
+    ],
 )
 def test_in_process_verdict_equals_evidently(reference_rows: int, current_rows: int, shift: float) -> None:
     reference = frame(reference_rows, seed=1)
@@ -70,7 +85,7 @@ def test_in_process_verdict_equals_evidently(reference_rows: int, current_rows: 
 def test_the_methods_cover_each_kind_of_column() -> None:
     reference = frame(3000, seed=1)
     verdict = window_verdict(
-        {c: frame(500, seed=3)[c].to_numpy() for c in COLUMNS},
+        {c: frame(1000, seed=3)[c].to_numpy() for c in COLUMNS},
         ReferenceStats({c: reference[c].to_numpy() for c in COLUMNS}),
         COLUMNS,
         prediction_column=None,
@@ -90,6 +105,33 @@ def test_the_methods_cover_each_kind_of_column() -> None:
     methods = {c: v["method"] for c, v in verdict.columns.items()}
     assert methods["amount"] == "K-S p_value" and methods["flag"] == "Z-test p_value"
     assert methods["level"] == "chi-square p_value"
+    verdict = window_verdict(  # a small window against the large reference: the K-S test, whatever the kind
+        {c: frame(500, seed=3)[c].to_numpy() for c in COLUMNS},
+        ReferenceStats({c: reference[c].to_numpy() for c in COLUMNS}),
+        COLUMNS,
+        prediction_column=None,
+        drift_share=0.5,
+    )
+    assert {v["method"] for c, v in verdict.columns.items() if c != "mostly_empty"} == {"K-S p_value"}
+
+
+def test_a_handful_of_rows_from_the_reference_is_not_drift() -> None:
+    """The tail of a model's predictions at a promotion: two rows. By a distance, every column drifted."""
+    reference = frame(5000, seed=1)
+    stats = ReferenceStats({c: reference[c].to_numpy() for c in reference.columns})
+    tails = [frame(5000, seed=s).iloc[:2] for s in range(20)]
+    verdicts = [
+        window_verdict(
+            {c: t[c].to_numpy() for c in t.columns}, stats, COLUMNS, prediction_column=None, drift_share=0.5
+        )
+        for t in tails
+    ]
+    assert not any(v.dataset_drift for v in verdicts)
+    distances = [
+        column_drift(ColumnReference.of(reference["tenure"].to_numpy()), t["tenure"].to_numpy()[:2])
+        for t in tails
+    ]
+    assert all(d is not None and d["method"] == "K-S p_value" for d in distances)
 
 
 def test_a_column_without_values_is_skipped_not_judged() -> None:
