@@ -268,14 +268,22 @@ class DriftMonitor:
         reference_estimate = self._reference_estimate(reference)
         realized = self.labels.latest.get(window.model_version)
         baseline = self.labels.reference_of(window.model_version)
+        thresholds = Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain)
+        standard = baseline["value"] if baseline else None
+        if standard is not None and reference_estimate is not None:
+            # A model that ranked badly from its first labels pools badly ranked windows: held to that
+            # pool, every later window "holds". A pool a retrain below the reference sample's estimate
+            # is no standard; the estimate stays the reference, so the advice stays retrain.
+            if reference_estimate - standard >= thresholds.retrain:
+                standard = None
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
             drifted=drifted,
             estimated=estimated["value"] if estimated else None,
             estimated_reference=reference_estimate,
             realized=realized["value"] if realized else None,
-            realized_reference=baseline["value"] if baseline else None,
-            thresholds=Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain),
+            realized_reference=standard,
+            thresholds=thresholds,
             concept=self.concept.state(),
             retrain_step=RETRAIN_ITSELF if self.config.retrain_on_advice else RETRAIN_STEP,
         )
