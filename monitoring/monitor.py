@@ -270,12 +270,15 @@ class DriftMonitor:
         baseline = self.labels.reference_of(window.model_version)
         thresholds = Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain)
         standard = baseline["value"] if baseline else None
-        if standard is not None and reference_estimate is not None:
-            # A model that ranked badly from its first labels pools badly ranked windows: held to that
-            # pool, every later window "holds". A pool a retrain below the reference sample's estimate
-            # is no standard; the estimate stays the reference, so the advice stays retrain.
-            if reference_estimate - standard >= thresholds.retrain:
-                standard = None
+        # A model that ranked badly from its first labels pools badly ranked windows: held to that pool,
+        # every later window "holds". A pool a retrain below the reference sample's estimate is no
+        # standard; the estimate stays the reference, so the advice stays retrain.
+        if (
+            standard is not None
+            and reference_estimate is not None
+            and reference_estimate - standard >= thresholds.retrain
+        ):
+            standard = None
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
             drifted=drifted,
