@@ -50,6 +50,7 @@ from churnstream.streams.scorer_metrics import ScorerMetrics
 from churnstream.streams.scoring import BatchReport, BatchScoring, ScoringRows, add_to
 from churnstream.streams.sweeper import Sweeper
 from churnstream.streams.worker import Worker, stop_on_signals
+from churnstream.streams.worker_status import Starting
 from churnstream.streams.worker_status import serve as serve_worker
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,7 @@ class ChurnScorer:
 ScoringWorker = Worker[ChurnScorer]
 
 
-def serve(worker: ScoringWorker, host: str, port: int) -> Any:
+def serve(worker: ScoringWorker | Starting, host: str, port: int) -> Any:
     """The worker's ``/metrics``, ``/health`` and ``/ready`` (:mod:`churnstream.streams.health`)."""
     return serve_worker(worker, host, port, name="scorer-http")
 
@@ -399,23 +400,36 @@ def wait_for_model(settings: Settings, stop: threading.Event) -> bool:
 
 
 def cli(args: Any, settings: Settings) -> int:
-    """Run the scoring worker until SIGTERM/SIGINT: finish the batch, commit, exit 0."""
+    """Run the scoring worker until SIGTERM/SIGINT: finish the batch, commit, exit 0.
+
+    ``/health`` answers from the start (alive, "starting" or waiting for a model), ``/ready`` says 503
+    and why until the worker runs; a signal while it starts stops it before it reads anything.
+    """
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    if not wait_for_model(settings, stop):
-        return 0
-    worker = build_scorer(settings, worker_id=settings.worker_name)
-    scorer = worker.handler
-    stop_on_signals(worker)
+    starting = Starting(settings)
     server = None
     if settings.metrics_port >= 0:
         try:
-            server = serve(worker, settings.web_host, settings.metrics_port)
+            server = serve(starting, settings.web_host, settings.metrics_port)
             host, port = server.server_address[:2]
             log.info("metrics on http://%s:%s/metrics, liveness on /health, readiness on /ready", host, port)
         except OSError as exc:
             log.warning("metrics/health endpoint disabled: %s", exc)
+    starting.waiting = (
+        f"no current model in {settings.model_dir} (CHURN_MODEL_DIR) yet: train and promote one"
+    )
+    if not wait_for_model(settings, stop):
+        return _stopped(server, "stopped while waiting for a model")
+    starting.waiting = "starting: opening the topics and Redis, loading the models"
+    worker = build_scorer(settings, worker_id=settings.worker_name)
+    scorer = worker.handler
+    stop_on_signals(worker)
+    if stop.is_set():  # a signal while it was built: leave before joining the group
+        worker.close()
+        return _stopped(server, "stopped while starting")
+    starting.worker = worker
     log.info("scoring with model %s; settings %r", scorer.models.version, settings)
     log.info(
         "worker %s (CHURN_WORKER_ID) of consumer group %s, session timeout %d ms",
@@ -425,9 +439,14 @@ def cli(args: Any, settings: Settings) -> int:
     )
     settle_heap()
     worker.run()
+    _stopped(server, f"stopped: {scorer.totals}")
+    return 0
+
+
+def _stopped(server: Any, said: str) -> int:
     if server is not None:
         server.shutdown()
-    log.info("stopped: %s", scorer.totals)
+    log.info("%s", said)
     return 0
 
 

@@ -118,17 +118,47 @@ class WorkerStatus:
         }
 
 
-def serve(worker: Worker[Any], host: str, port: int, *, name: str = "worker-http") -> ThreadingHTTPServer:
-    """The worker's ``/metrics``, ``/health`` and ``/ready`` (:mod:`churnstream.streams.health`)."""
-    probe = DependencyProbe(worker.settings, redis=True)
+class Starting:
+    """What a worker process says before its worker exists (waiting for a model, opening Redis, loading
+    models): alive, not ready, and why. ``worker`` is set once it exists; from then on it answers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker: Worker[Any] | None = None
+        self.waiting = "starting: opening the topics and Redis, loading the models"
+
+    def metrics(self) -> bytes:
+        return self.worker.metrics.render() if self.worker is not None else b""
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        if self.worker is not None:
+            return self.worker.health()
+        return True, {"status": "starting", "waiting": self.waiting, "partitions": []}
+
+    def ready(self, probe: DependencyProbe) -> tuple[bool, dict[str, Any]]:
+        if self.worker is not None:
+            return self.worker.status.ready(probe, self.worker.assigned)
+        return False, {"status": "not ready", "reasons": [self.waiting], "partitions": [], "lag": None}
+
+
+def serve(
+    worker: Worker[Any] | Starting, host: str, port: int, *, name: str = "worker-http"
+) -> ThreadingHTTPServer:
+    """The worker's ``/metrics``, ``/health`` and ``/ready`` (:mod:`churnstream.streams.health`); given a
+    :class:`Starting`, from before the worker exists."""
+    if not isinstance(worker, Starting):
+        started, worker = worker, Starting(worker.settings)
+        worker.worker = started
+    answers = worker
+    probe = DependencyProbe(answers.settings, redis=True)
     return serve_http(
         host,
         port,
-        metrics=worker.metrics.render,
-        health=worker.health,
-        ready=lambda: worker.status.ready(probe, worker.assigned),
+        metrics=answers.metrics,
+        health=answers.health,
+        ready=lambda: answers.ready(probe),
         name=name,
     )
 
 
-__all__ = ["READY_FAILING_SECONDS", "READY_LOOP_SECONDS", "WorkerStatus", "serve"]
+__all__ = ["READY_FAILING_SECONDS", "READY_LOOP_SECONDS", "Starting", "WorkerStatus", "serve"]

@@ -1,18 +1,34 @@
 """``churnstream score`` started before any model exists waits for one instead of exiting (and restarting
-in a loop under Docker), then scores with the first model promoted."""
+in a loop under Docker), then scores with the first model promoted. While it waits, ``/health`` says it is
+alive (a compose healthcheck passes) and ``/ready`` says why it is not ready; a SIGTERM while it starts
+stops it."""
 
 from __future__ import annotations
 
 import json
+import signal
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 from churnstream.cli import main
 from churnstream.models.train import train
 from churnstream.settings import Settings, Topics
 from churnstream.streams.processes import start_worker
 from churnstream.streams.publish import publish_file
-from tests.integration.conftest import CHURNSTREAM, committed_everything, consume_all, wait_until
+from tests.integration.conftest import CHURNSTREAM, committed_everything, consume_all, free_port, wait_until
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except OSError:
+        return 0, {}
 
 
 def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
@@ -22,20 +38,33 @@ def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
     assert main(["simulate", "--customers", "60", "--days", "120", "--seed", "3", "--out", str(events)]) == 0
     models = tmp_path / "models"
     log = tmp_path / "scorer.log"
+    port = free_port()
     worker = start_worker(
         "score",
         settings,
         log=log,
         worker_id=f"test-{uuid.uuid4().hex[:8]}",
-        env={"CHURN_MODEL_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "0.2", "CHURN_METRICS_PORT": "-1"},
+        env={
+            "CHURN_MODEL_DIR": str(models),
+            "CHURN_MODEL_POLL_SECONDS": "0.2",
+            "CHURN_METRICS_PORT": str(port),
+        },
         program=[CHURNSTREAM],
         stdout="discard",
     )
     try:
         wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
         assert worker.poll() is None  # still running, not exited
+        # alive (a healthcheck on /health passes: the docker-compose file's does), not ready, and why
+        status, health = _get(port, "/health")
+        assert status == 200 and health["status"] == "starting", health
+        assert "CHURN_MODEL_DIR" in health["waiting"]
+        status, ready = _get(port, "/ready")
+        assert status == 503 and str(models) in ready["reasons"][0], ready
         train(events, models, settings=Settings.from_env(), progress=False)
         wait_until(lambda: "scoring with model v0001" in log.read_text(), 60, "the scorer to start scoring")
+        wait_until(lambda: _get(port, "/ready")[0] == 200, 60, "the scorer to be ready once it scores")
+        assert _get(port, "/health")[1]["status"] == "ok"
         assert publish_file(events / "orders.jsonl", settings).ok
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group), 120, "orders to be scored"
@@ -66,3 +95,35 @@ def test_a_scorer_waiting_for_a_model_stops_cleanly_on_sigterm(settings: Setting
     )
     wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
     assert worker.stop(30) == 0 and not worker.killed
+
+
+def test_a_sigterm_while_the_scorer_starts_stops_it(settings: Settings, tmp_path: Path) -> None:
+    """The signal landed while the worker was being built (topics, Redis, models: seconds under load) and
+    was forgotten: the worker joined its group and ran on until a second signal (a review: still running
+    54 s later, holding partitions)."""
+    events = tmp_path / "events"
+    assert main(["simulate", "--customers", "40", "--days", "90", "--seed", "5", "--out", str(events)]) == 0
+    models = tmp_path / "models"
+    log = tmp_path / "scorer.log"
+    worker = start_worker(
+        "score",
+        settings,
+        log=log,
+        worker_id=f"test-{uuid.uuid4().hex[:8]}",
+        env={"CHURN_MODEL_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "0.05", "CHURN_METRICS_PORT": "-1"},
+        program=[CHURNSTREAM],
+        stdout="discard",
+    )
+    try:
+        wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
+        train(events, models, settings=Settings.from_env(), progress=False)
+        # the model is found, and the worker is being built: one SIGTERM now
+        wait_until(lambda: "is current: starting" in log.read_text(), 60, "the scorer to find the model")
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait_or_kill(60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert code == 0 and not worker.killed, log.read_text()[-2000:]
+    assert "stopped while starting" in log.read_text()
+    assert "scoring with model" not in log.read_text()
