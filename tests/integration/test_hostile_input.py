@@ -51,7 +51,10 @@ from churnstream.events import (
     parse_event,
     parse_time,
 )
+from churnstream.features.layout import partition_of
 from churnstream.settings import Settings, Topics
+from churnstream.streams.kafka import make_producer
+from churnstream.streams.topics import input_partitions
 from tests.integration.conftest import (
     committed_everything,
     consume_all,
@@ -554,6 +557,9 @@ def build_corpus() -> tuple[list[Message], list[Message]]:
     return bad, good
 
 
+NO_KEY = "it has no key; key every message by its customer_id"
+
+
 def original_bytes(letter: dict[str, Any]) -> bytes | None:
     if letter["value"] is None:
         return None
@@ -612,8 +618,20 @@ def test_a_thousand_malformed_messages_are_dead_lettered_and_valid_ones_scored(
     letters = [
         orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter, timeout=60)
     ]
-    assert len(letters) == len(bad), f"{len(letters)} dead letters for {len(bad)} malformed messages"
+    # a valid event without a key lands where the producer chose: on another partition than its
+    # customer's, it is dead-lettered (see the test of misplaced events below)
+    count = input_partitions(settings)
+    misplaced = {
+        (topic, partition, offset): m
+        for (topic, partition, offset), m in where.items()
+        if not m.rule
+        and m.key is None
+        and partition != partition_of(json.loads(m.value or b"")["customer_id"], count)
+    }
+    assert misplaced and len(misplaced) < len(valid)
     expected = {coordinates: verdict(m) for coordinates, m in where.items() if m.rule}
+    expected |= {c: ("validate", NO_KEY) for c in misplaced}
+    assert len(letters) == len(expected), f"{len(letters)} dead letters for {len(expected)} expected"
     seen = set()
     for d in letters:
         coordinates = (d["source_topic"], d["partition"], d["offset"])
@@ -621,7 +639,10 @@ def test_a_thousand_malformed_messages_are_dead_lettered_and_valid_ones_scored(
         assert coordinates not in seen, f"two dead letters for one message: {coordinates}"
         seen.add(coordinates)
         stage, reason = expected[coordinates]
-        assert (d["stage"], d["error"]) == (stage, reason), (where[coordinates].rule, d["error"][:300])
+        if reason is NO_KEY:
+            assert d["stage"] == stage and d["error"].endswith(NO_KEY), d["error"]
+        else:
+            assert (d["stage"], d["error"]) == (stage, reason), (where[coordinates].rule, d["error"][:300])
         assert original_bytes(d) == where[coordinates].value, (
             f"not the original bytes: {where[coordinates].rule}"
         )
@@ -630,7 +651,8 @@ def test_a_thousand_malformed_messages_are_dead_lettered_and_valid_ones_scored(
 
     predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
     scored = Counter(p["event_id"] for p in predictions if p["trigger"] == "event")
-    assert set(scored) == {json.loads(m.value or b"")["event_id"] for m in valid}
+    unplaced = {json.loads(m.value or b"")["event_id"] for m in misplaced.values()}
+    assert set(scored) == {json.loads(m.value or b"")["event_id"] for m in valid} - unplaced
     assert max(scored.values()) == 1
 
 
@@ -678,3 +700,40 @@ def test_a_lone_surrogate_escape_in_a_string_field_does_not_stop_the_worker(
         Message("orders", None, encode(dict(base, event_id="s-3", customer_id="c-\ud83d")), "surrogate"),
     ]
     _poison_test(scorer_settings, tmp_path, poison)
+
+
+def test_an_event_on_another_partition_than_its_customers_is_dead_lettered(
+    scorer_settings: Settings,  # noqa: F811
+    topics: Topics,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A producer whose partitioner is not murmur2 (librdkafka's default, ``consistent_random``, or an
+    explicit partition) put a customer's events on another partition than the API and ``forget`` look
+    on: the scorer gave the customer a second state there (a review: a second alert within the cooldown,
+    and ``GET /customers/{id}`` 404). Such an event is the message's dead letter, naming the fix."""
+    settings = scorer_settings
+    count = input_partitions(settings)
+    assert count > 1
+    cid = "split-me"
+    home = partition_of(cid, count)
+    away = (home + 1) % count
+    producer = make_producer(settings)
+    for i, partition in enumerate((home, away, home)):
+        obj = {"event_id": f"split-{i}", "customer_id": cid, "order_id": f"o{i}", "amount": 20}
+        obj["timestamp"] = MARCH_2024[0] + i * 3_600_000
+        producer.produce(settings.topics.orders, key=cid.encode(), value=encode(obj), partition=partition)
+    assert producer.flush(30) == 0
+    run_worker_over(settings, tmp_path, [])
+
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    on_events = sorted(
+        (p["event_id"], p["features"]["orders_total"]) for p in predictions if p["trigger"] == "event"
+    )
+    assert on_events == [("split-0", 1), ("split-2", 2)]  # one state, at home
+    letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
+    assert [(d["partition"], d["stage"]) for d in letters] == [(away, "validate")]
+    assert f"belongs on partition {home} of {count}" in letters[0]["error"]
+    assert "partitioner=murmur2_random" in letters[0]["error"]
+    assert json.loads(original_bytes(letters[0]) or b"")["event_id"] == "split-1"
+    assert not [k for k in redis_client.scan_iter(f"*{{p{away}}}*{cid}*")]  # no second state
