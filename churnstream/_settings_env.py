@@ -37,8 +37,19 @@ _POSITIVE = (
     "api_threads",
     "api_max_connections",
     "api_max_batch",
+    "batch_timeout_ms",  # 0: an idle worker polls without waiting (a core at 100 %)
+    "model_poll_seconds",  # 0: the API and a waiting scorer reload the registry and learners non-stop
+    "sweep_max_silence_days",
+    "monitor_min_labels",
+    "auto_promote_min_labels",
 )
-_NOT_NEGATIVE = ("alert_cooldown_days", "allowed_lateness_days", "max_future_skew_hours")
+_NOT_NEGATIVE = (
+    "alert_cooldown_days",
+    "allowed_lateness_days",
+    "max_future_skew_hours",
+    "state_cache_customers",  # 0: no cache
+    "state_cache_decoded_customers",
+)
 
 
 def is_secret(prop: str) -> bool:
@@ -169,6 +180,9 @@ def check(s: Settings) -> None:
     for name in _NOT_NEGATIVE:
         if getattr(s, name) < 0:
             raise ConfigError(f"{s._ENV[name]} must not be negative, got {getattr(s, name)}")
+    if s.retrain_on_advice not in (0, 1):
+        raise ConfigError(f"CHURN_RETRAIN_ON_ADVICE must be 0 or 1, got {s.retrain_on_advice}")
+    s.sweep_milestones_ms  # noqa: B018 - parsed now: a malformed list is a configuration error at start
     if not 0.0 < s.drift_share <= 1.0:
         raise ConfigError(f"CHURN_DRIFT_SHARE must be in (0, 1], got {s.drift_share}")
     # Extension: redis+cluster:// and rediss+cluster:// name any node of a Redis Cluster

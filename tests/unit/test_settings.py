@@ -127,6 +127,15 @@ def test_secrets_are_redacted_in_repr_and_str() -> None:
         ({"CHURN_ALERT_BUDGET_SHARE": "0"}, "CHURN_ALERT_BUDGET_SHARE must be in"),
         ({"CHURN_ALERT_HOLDOUT_SHARE": "1"}, "CHURN_ALERT_HOLDOUT_SHARE must be in"),
         ({"CHURN_REDIS_URL": "http://x"}, "CHURN_REDIS_URL must start with"),
+        # an operator review: each of these was accepted, and made a process spin or fail later
+        ({"CHURN_MODEL_POLL_SECONDS": "0"}, "CHURN_MODEL_POLL_SECONDS must be positive"),
+        ({"CHURN_BATCH_TIMEOUT_MS": "-5"}, "CHURN_BATCH_TIMEOUT_MS must be positive"),
+        ({"CHURN_STATE_CACHE_CUSTOMERS": "-1"}, "CHURN_STATE_CACHE_CUSTOMERS must not be negative"),
+        ({"CHURN_SWEEP_MAX_SILENCE_DAYS": "0"}, "CHURN_SWEEP_MAX_SILENCE_DAYS must be positive"),
+        ({"CHURN_MONITOR_MIN_LABELS": "0"}, "CHURN_MONITOR_MIN_LABELS must be positive"),
+        ({"CHURN_AUTO_PROMOTE_MIN_LABELS": "-3"}, "CHURN_AUTO_PROMOTE_MIN_LABELS must be positive"),
+        ({"CHURN_RETRAIN_ON_ADVICE": "2"}, "CHURN_RETRAIN_ON_ADVICE must be 0 or 1, got 2"),
+        ({"CHURN_SWEEP_MILESTONES_DAYS": "a,b"}, "CHURN_SWEEP_MILESTONES_DAYS must be comma-separated"),
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str], message: str) -> None:
