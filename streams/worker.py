@@ -107,6 +107,7 @@ class Worker(Generic[H]):
         self._stop = threading.Event()
         self._rewound = True  # False while a rewind could not reach the broker or Redis
         self._fenced_at: float | None = None  # when the broker last fenced this worker out of its group
+        self._rewinds_failed = 0  # failed rewinds in a row (Kafka or Redis still down)
         self.isolation = Isolation(settings.batch_size)
         self.status = WorkerStatus(settings=settings, metrics=self.metrics)
         self.handler = handler(self)
@@ -384,9 +385,16 @@ class Worker(Generic[H]):
             self.store.write_claims(lost)
             self.handler.after_rewind()
             self._rewound = True
+            if self._rewinds_failed:
+                log.info("rewound after %d failed attempts: reading on", self._rewinds_failed)
+                self._rewinds_failed = 0
         except StateLostError:
             raise
         except Exception as exc:  # the broker or Redis may still be down: retried before reading on
+            # a retry as much as a failed batch's: churn_retries_total keeps rising while it lasts
+            self._rewinds_failed += 1
+            self.metrics.retries.inc()
+            self.status.failed(exc)
             log.warning("rewind incomplete (%s); retrying before reading on", exc)
 
     # -- health ----------------------------------------------------------------------------------

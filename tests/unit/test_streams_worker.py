@@ -423,3 +423,34 @@ def test_the_fences_redis_holds_are_committed_to_kafka_after_an_assignment() -> 
     worker._on_assign(consumer, [TopicPartition("orders", 0)])  # type: ignore[arg-type]
     worker.commit_previous()
     assert consumer.commits == [{("orders", 0): 8}]
+
+
+def test_each_failed_rewind_counts_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis down for a while: the batch failed once, then every rewind failed until Redis came back. Only
+    the batch counted, so churn_retries_total stayed at 1 through a 90 s outage (an operator review) and
+    an alert on its increase cleared while Redis was still down."""
+
+    class _Down(MemoryFeatureStore):
+        down = 3  # the next three rewinds fail (at their last step, writing the claims again)
+        failing = False
+
+        def write_claims(self, claims: Any) -> None:
+            if self.down and self.failing:
+                self.down -= 1
+                raise StoreError("writing to Redis failed: Connection refused")
+            super().write_claims(claims)
+
+    class _FailsOnce(_Applier):
+        def process(self, batch: Batch) -> object:
+            if not store.failing and batch.events:
+                store.failing = True
+                raise StoreError("Redis went away")
+            return super().process(batch)
+
+    store = _Down(lateness_ms=0)
+    events = [OrderEvent(f"e{n}", f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(8)]
+    worker, _ = _looping(events, _FailsOnce, store, lambda w: w.stop())
+    monkeypatch.setattr(worker._stop, "wait", lambda seconds: worker._stop.is_set())
+    worker.run()
+    assert store.fence("orders", 0) == 8 and store.down == 0
+    assert worker.metrics.registry.get_sample_value("churn_retries_total") == 1 + 3
