@@ -348,8 +348,16 @@ class LabelBook:
         for entry in sorted(done, key=lambda e: e.seq):
             labels = int(entry.positives.sum() + entry.negatives.sum())
             value = binned_roc_auc(entry.positives, entry.negatives)
-            if labels < self.min_labels or value is None:
+            if labels < self.min_labels:
                 log.info("window %d: %d labels, too few for its realized performance", entry.seq, labels)
+                continue
+            if value is None:
+                log.info(
+                    "window %d: %d labels, all of one class (%s): no realized ROC-AUC",
+                    entry.seq,
+                    labels,
+                    "churned" if entry.positives.sum() else "stayed",
+                )
                 continue
             realized = {
                 "metric": METRIC,

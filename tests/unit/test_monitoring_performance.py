@@ -457,3 +457,16 @@ def test_a_monitor_with_more_windows_waiting_than_its_book_keeps_still_realizes_
         assert held[-1]["window_end"] == r["window_end"]
         assert r["labels"] == sum(by_window[(w["window_start"], w["window_end"])] for w in held)
         assert abs(r["value"] - 0.8) < 0.1  # calibrated sigmoid(N(0, 1.5)) ranks at about 0.8
+
+
+def test_a_window_of_one_class_says_so_not_too_few(caplog: pytest.LogCaptureFixture) -> None:
+    """331 labels, all stayed, logged as "too few" with CHURN_MONITOR_MIN_LABELS=100 (an operator review)."""
+    from churnstream.monitoring.performance import LabelBook
+
+    book = LabelBook(delay_ms=10, min_labels=2, baseline_windows=2)
+    book.open(0, "v1", 0, 5)
+    book.add({"as_of": [1, 2, 3], "label": [0, 0, 0], "churn_probability": [0.2, 0.9, 0.7]})
+    with caplog.at_level("INFO", logger="churnstream.monitoring.performance"):
+        book.advance(20)
+    assert "window 0: 3 labels, all of one class (stayed): no realized ROC-AUC" in caplog.text
+    assert "too few" not in caplog.text
