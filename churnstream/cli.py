@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from churnstream import __version__
 from churnstream._settings_env import KAFKA_PREFIX
-from churnstream.errors import ChurnstreamError, ConfigError
+from churnstream.errors import ChurnstreamError, ConfigError, StoreError
 from churnstream.settings import Settings
 
 log = logging.getLogger("churnstream")
@@ -463,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    settings: Settings | None = None
     try:
         for warning in Settings.unknown_variables():
             log.warning("%s", warning)
@@ -474,7 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"churnstream {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ChurnstreamError as exc:
-        print(f"churnstream {args.command}: error: {exc}", file=sys.stderr)
+        said = str(exc)
+        if isinstance(exc, StoreError) and settings is not None and "CHURN_REDIS_URL" not in said:
+            said += f" (Redis at {settings.redacted_redis_url}, set by CHURN_REDIS_URL)"
+        print(f"churnstream {args.command}: error: {said}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -107,6 +107,17 @@ class _Replay:
         return self.scorer.describe()
 
 
+def preflight(settings: Settings) -> None:
+    """What must hold before anything is deleted: Kafka answers us, and no scorer runs in the group."""
+    from churnstream.streams.topics import existing_topics
+
+    existing_topics(settings)  # InfraError within seconds when Kafka is down or refuses our login
+    if _group_is_active(settings):
+        raise ChurnstreamError(
+            f"consumer group {settings.consumer_group!r} has active members: stop `churnstream score` first"
+        )
+
+
 def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
     """Clear this deployment's Redis state and rebuild it from the input topics; returns totals.
 
@@ -117,14 +128,9 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
     from churnstream.features.redis_store import RedisFeatureStore, redis_client
     from churnstream.models.serving import load_models
     from churnstream.streams.scorer import ChurnScorer, open_store
-    from churnstream.streams.topics import existing_topics
     from churnstream.streams.worker import Worker
 
-    existing_topics(settings)  # InfraError within seconds when Kafka is down or refuses our login
-    if _group_is_active(settings):
-        raise ChurnstreamError(
-            f"consumer group {settings.consumer_group!r} has active members: stop `churnstream score` first"
-        )
+    preflight(settings)
     targets = end_offsets_of_inputs(settings)
     store = RedisFeatureStore(
         client=redis_client(settings.redis_url),
@@ -177,6 +183,7 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
 
 
 def cli(args: Any, settings: Settings) -> int:
+    preflight(settings)  # refused before the question, not after the yes
     if not args.yes:
         answer = input(
             f"This deletes every churnstream key under namespace {settings.topic_prefix!r} in "

@@ -232,3 +232,24 @@ def test_a_report_of_an_empty_day_says_so_once(
     assert main(["report", "--day", "2023-01-01"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == "churnstream report: nothing happened on 2023-01-01"
+
+
+def test_a_redis_failure_names_the_redis_and_its_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`churnstream score` with Redis away said only "Error 111 connecting to 127.0.0.1:16391" (a review),
+    where a Kafka failure names CHURN_KAFKA_BOOTSTRAP."""
+    from churnstream import cli
+    from churnstream.errors import StoreError
+
+    def fails(args: object, settings: object) -> int:
+        raise StoreError(
+            "reading from Redis failed: Error 111 connecting to 127.0.0.1:16391. Connection refused."
+        )
+
+    monkeypatch.setattr(cli, "_HANDLERS", {**cli._HANDLERS, "score": "tests.unit.test_cli:_fails"})
+    monkeypatch.setattr(sys.modules[__name__], "_fails", fails, raising=False)
+    monkeypatch.setenv("CHURN_REDIS_URL", "redis://:pw@127.0.0.1:16391/0")
+    assert cli.main(["score"]) == 1
+    said = capsys.readouterr().err
+    assert "(Redis at redis://:***@127.0.0.1:16391/0, set by CHURN_REDIS_URL)" in said and "pw" not in said
