@@ -380,16 +380,27 @@ def threshold_for(fitted: Mapping[str, Any] | None, share: float) -> float | Non
     return max(fitting)[1] if fitting else None
 
 
-def risk_thresholds(probabilities: np.ndarray) -> dict[str, Any]:
+def risk_thresholds(probabilities: np.ndarray, recent: np.ndarray | None = None) -> dict[str, Any]:
     """Risk categories that mean something on the data a model was trained on: ``HIGH`` is the riskiest
-    decile of held-out scores (from their 90th percentile), ``MEDIUM`` the two deciles below (from the
-    70th).
+    decile of held-out scores of recent customers (``recent`` marks them: an order within the horizon;
+    default every score), from their 90th percentile, ``MEDIUM`` the two deciles below (from the 70th).
+
+    Recent customers, because the population scored at training holds every customer ever seen: on a
+    shop's history most have been silent for longer than the horizon, and the model is all but certain
+    of them (at its cap). The deciles of all scores sat at the cap (a simulated shop: HIGH and MEDIUM both
+    0.999, a third of the scores there), and a customer at 0.95 read ``LOW``; among recent customers the
+    same model's were 0.73 and 0.50.
 
     >>> fitted = risk_thresholds(np.linspace(0.0, 1.0, 101))
     >>> fitted["high"], fitted["medium"]
     (0.9, 0.7)
+    >>> gone = np.concatenate([np.linspace(0.0, 1.0, 101), np.full(300, 0.999)])
+    >>> risk_thresholds(gone)["high"], risk_thresholds(gone, recent=np.arange(401) < 101)["high"]
+    (0.999, 0.9)
     """
     p = np.asarray(probabilities, dtype=float)
+    if recent is not None and np.any(recent):
+        p = p[np.asarray(recent, dtype=bool)]
     p = p[~np.isnan(p)]
     if not len(p):
         return {}
@@ -400,7 +411,10 @@ def risk_thresholds(probabilities: np.ndarray) -> dict[str, Any]:
     return {
         "high": max(high, 1e-6),
         "medium": medium,
-        "chosen_from": "held-out scores: HIGH the riskiest decile, MEDIUM the next two",
+        "chosen_from": (
+            "held-out scores of recent customers (an order within the horizon): HIGH the riskiest decile, "
+            "MEDIUM the next two"
+        ),
     }
 
 
