@@ -346,6 +346,7 @@ NEW_CUSTOMER_DAYS = 90.0
 """A customer is new, and onboarding is what they need, for this many days after their first event."""
 
 WIN_BACK = "win-back offer timed to their usual order rhythm"
+NEXT_ORDER = "an offer on their next order, timed to their usual order rhythm"
 PERSONAL_WIN_BACK = "personal call from an account manager with a loyalty offer before they lapse"
 SECOND_ORDER = "second-order nudge: a first-repeat discount on what they bought"
 SENIOR_SUPPORT = "call from a senior support agent about their poorly rated tickets"
@@ -406,6 +407,7 @@ class _Customer:
     open_tickets: float | None
     returns_total: float | None
     verified: bool
+    overdue: bool = True  # silent for longer than their usual gap between orders (or not known)
 
     def action(self, kind: str) -> str | None:
         """The action for a reason of ``kind`` raising the risk, or ``None`` when the customer gives it
@@ -415,7 +417,11 @@ class _Customer:
         if kind == "quiet":
             if never_ordered:
                 return ONBOARDING
-            return PERSONAL_WIN_BACK if self.valuable else SECOND_ORDER if one_time else WIN_BACK
+            if self.valuable:
+                return PERSONAL_WIN_BACK
+            # a win-back for a customer who ordered days ago, within their usual rhythm, reads as a
+            # mistake (a review: alerts raised by the customer's own order, "win-back" the action)
+            return SECOND_ORDER if one_time else WIN_BACK if self.overdue else NEXT_ORDER
         if kind == "relationship":
             if never_ordered or self.tenure_days is None or self.tenure_days < NEW_CUSTOMER_DAYS:
                 return SECOND_ORDER if one_time else ONBOARDING
@@ -429,6 +435,11 @@ class _Customer:
         if kind == "returns":
             return None if self.returns_total == 0 else RETURNS
         return None if self.verified else VERIFY  # contact
+
+
+def _overdue(recency_days: float | None, mean_gap_days: float | None) -> bool:
+    """Whether a repeat buyer has been silent for longer than their usual gap (True when not known)."""
+    return recency_days is None or mean_gap_days is None or recency_days >= mean_gap_days
 
 
 def recommended_actions(
@@ -446,7 +457,8 @@ def recommended_actions(
     - with ``value_at_risk`` of at least ``high_value_at_risk`` a person calls: an account manager for a
       customer going quiet or long-standing, service recovery with a goodwill credit for bad tickets;
     - a one-time buyer (``orders_total`` 1) going quiet gets a nudge toward a second order, a customer who
-      never ordered an onboarding follow-up;
+      never ordered an onboarding follow-up; a repeat buyer a win-back once silent for longer than their
+      usual gap (``mean_days_between_orders``), before that an offer on their next order;
     - ``tenure_days`` or ``orders_total`` raising the risk means onboarding for a new customer (first
       :data:`NEW_CUSTOMER_DAYS` days) and a loyalty offer for a long-standing one;
     - only a reason raising the risk by at least :data:`MATERIAL_SHARE` of the largest one gives an action;
@@ -467,6 +479,15 @@ def recommended_actions(
     ['loyalty offer on their next order, thanking them for their custom so far']
     >>> recommended_actions([])
     ['personal check-in from customer success to ask how we can help']
+
+    A repeat buyer whose orders slow down but who ordered within their usual rhythm is not won back:
+
+    >>> slowing = [Reason("orders_90d", 1, 0.8)]
+    >>> rhythm = {"orders_total": 6, "mean_days_between_orders": 40}
+    >>> recommended_actions(slowing, features={**rhythm, "recency_days": 2})
+    ['an offer on their next order, timed to their usual order rhythm']
+    >>> recommended_actions(slowing, features={**rhythm, "recency_days": 55})
+    ['win-back offer timed to their usual order rhythm']
     """
     given = {r.feature: r.value for r in reasons}
     known = {**given, **(features or {})}
@@ -483,6 +504,7 @@ def recommended_actions(
         open_tickets=number("open_tickets"),
         returns_total=number("returns_total"),
         verified=number("email_verified") == 1 and number("phone_verified") in (1, None),
+        overdue=_overdue(number("recency_days"), number("mean_days_between_orders")),
     )
     actions: list[str] = []
     largest = max((r.contribution for r in reasons), default=0.0)

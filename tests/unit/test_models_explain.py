@@ -20,6 +20,7 @@ from churnstream.models.explain import (
     EXPEDITE,
     LOYALTY,
     NEW_CUSTOMER_DAYS,
+    NEXT_ORDER,
     ONBOARDING,
     PERSONAL_WIN_BACK,
     RETURNS,
@@ -417,3 +418,13 @@ def test_a_reason_acts_as_its_group_whichever_member_names_it() -> None:
         assert recommended_actions([Reason(member, 0, 0.4)], features=features) == [WIN_BACK], member
     for member in ("orders_total", "spent_total", "avg_order_value"):
         assert recommended_actions([Reason(member, 1, 0.4)], features=features) == [LOYALTY], member
+
+
+def test_a_repeat_buyer_within_their_rhythm_gets_a_next_order_offer_not_a_win_back() -> None:
+    """8 % of a simulated run's alerts came with the customer's own order of that day, the action a
+    win-back (a review): a retention team would call someone who bought minutes ago to win them back."""
+    slowing = [Reason("orders_trend", -1.5, 0.9), Reason("recency_ratio", 0.0, 0.4)]
+    regular = {"orders_total": 27, "mean_days_between_orders": 3.3}
+    assert recommended_actions(slowing, features={**regular, "recency_days": 0.0}) == [NEXT_ORDER]
+    assert recommended_actions(slowing, features={**regular, "recency_days": 5.0}) == [WIN_BACK]
+    assert recommended_actions(slowing, features={"orders_total": 1, "recency_days": 0.0}) == [SECOND_ORDER]
