@@ -452,7 +452,7 @@ class MonitorPages:
         base = urlsplit(service.settings.pages_url).path.rstrip("/")
 
         async def health(request: web.Request) -> web.Response:
-            service.watch.observe_soon()
+            await service.watch.fresh()
             ok, body = service.live()
             return web.json_response(body, status=200 if ok else 503)
 

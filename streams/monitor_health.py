@@ -11,6 +11,7 @@ stuck faust consumer cannot hide it; :class:`InputWatch` keeps the stall clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +34,8 @@ log = logging.getLogger("churnstream.streams.monitor")
 STUCK_SECONDS = 180.0
 READY_STALL_SECONDS = 30.0  # input left waiting this long makes the monitor not ready
 OBSERVE_SECONDS = 5.0  # the input offsets are measured at most this often
+STALE_SECONDS = 2 * OBSERVE_SECONDS  # a measurement this old is taken again before /health answers
+FRESH_WAIT_SECONDS = 2.0  # how long /health waits for it
 
 
 class Marks(NamedTuple):
@@ -183,6 +186,26 @@ class InputWatch:
         """Measure the input waiting in the background (``/health`` answers at once, from the last one)."""
         if self.offsets is not None and (self._observing is None or self._observing.done()):
             self._observing = asyncio.ensure_future(self.observe())
+
+    async def fresh(self, wait: float = FRESH_WAIT_SECONDS) -> None:
+        """For ``/health``: a measurement older than ``STALE_SECONDS`` is taken again before answering (up to
+        ``wait`` seconds; Kafka's answer is ``/ready``'s business), a recent one in the background. Only
+        measured when asked, a rarely probed monitor answered with a lag ten minutes old (a review: 1,226
+        records behind while nothing waited)."""
+        if self.offsets is None:
+            return
+        age = self.lag_age()
+        self.observe_soon()
+        if age is not None and age < STALE_SECONDS or self._observing is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._observing), wait)
+
+    def lag_age(self) -> float | None:
+        """Seconds since the lag was measured (None: never)."""
+        if self._observed_at < 0:
+            return None
+        return time.monotonic() - self._observed_at
 
     async def observe(self) -> None:
         """Measure how far behind the agent is (at most every ``OBSERVE_SECONDS``), in a thread."""

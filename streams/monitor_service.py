@@ -250,6 +250,7 @@ class MonitorService:
         publisher, watch = self.publisher, self.watch
         stalled = watch.stalled_seconds()
         alive = stalled < watch.stuck_after
+        lag_age = watch.lag_age()  # seconds since the lag was measured
         return {
             "ok": alive,
             "status": "ok" if alive else "stuck",
@@ -257,6 +258,7 @@ class MonitorService:
             "stuck_after_seconds": watch.stuck_after,
             "partitions": watch.partitions,
             "lag": watch.lag,
+            "lag_age_seconds": None if lag_age is None else round(lag_age, 3),
             "last_batch_age_seconds": watch.last_batch_age(),
             "model_version": self.monitor.model_version,
             "records": self.records,

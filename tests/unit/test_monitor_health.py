@@ -254,3 +254,19 @@ def test_metrics_are_named_like_the_scorers_and_follow_the_last_window() -> None
     assert actions == {"none": 0, "watch": 0, "retrain": 1}
     assert after[("churn_monitor_behind_records", ())] == 7
     assert after[("churn_monitor_lag_seconds", (("quantile", "0.99"),))] == 0.9
+
+
+def test_health_measures_a_stale_lag_again_before_it_answers(tmp_path: Path) -> None:
+    """Measured only when asked, a monitor probed rarely answered /health with the lag of ten minutes
+    before: 1,226 records behind while nothing waited (an operator review)."""
+    monitor = watched(tmp_path, Offsets({0: Marks(0, 5, 2)}))
+    watch = monitor.service.watch
+    observe(monitor, end=1229)  # ten minutes ago, 1,226 records were waiting
+    watch._observed_at = time.monotonic() - 600
+    assert watch.lag == 1229 and monitor.service.health()["lag_age_seconds"] >= 600
+
+    async def ask() -> None:
+        await watch.fresh()
+
+    asyncio.run(ask())
+    assert watch.lag == 3 and monitor.service.health()["lag_age_seconds"] < 5
