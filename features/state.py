@@ -47,6 +47,13 @@ O_TS, O_ID, O_AMOUNT, O_STATUS = range(4)
 T_TS, T_ID, T_TICKET, T_RES, T_SAT = range(5)
 
 FOLD_STEP_MS = DAY_MS
+MAX_RETAINED_EVENTS = 5_000
+"""The most events one customer's state holds in its logs (orders, tickets and profile events of the
+retained history: the longest window plus the allowed lateness). An event beyond it is refused (its dead
+letter names this), so that one customer cannot slow every other: each event's features read the whole
+log, and a review's bot account at an order a second took a worker from ~660 to ~40 events/s, keeping a
+customer of another partition waiting three minutes. Over a day's fold step, a log may briefly hold more
+(events that have left the window, not yet folded)."""
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 
@@ -347,6 +354,7 @@ def apply_event(state: FeatureState, event: Event, *, lateness_ms: int) -> str:
             f"{format_time(fu)} are folded into totals): an event may be at most 90 days plus "
             "CHURN_ALLOWED_LATENESS_DAYS behind the customer's latest event"
         )
+    _check_room(state, ts, lateness_ms)
     entry = _entry(event)
     log = state[_LOG_OF[kind]]
     if not log or log[-1][0] < ts or (log[-1][0] == ts and log[-1][1] < event.event_id):
@@ -359,6 +367,24 @@ def apply_event(state: FeatureState, event: Event, *, lateness_ms: int) -> str:
         state["max"] = ts
         fold(state, lateness_ms=lateness_ms)
     return APPLIED
+
+
+def _check_room(state: FeatureState, ts: int, lateness_ms: int) -> None:
+    """:class:`ProcessingError` when the customer's logs already hold :data:`MAX_RETAINED_EVENTS` events of
+    the history retained as of this event (those a fold will drop do not count)."""
+    logs = (state["o"], state["t"], state["p"])
+    if sum(map(len, logs)) < MAX_RETAINED_EVENTS:  # the common case: no need to look at times
+        return
+    newest = ts if state["max"] is None else max(ts, state["max"])
+    since = newest - LONGEST_WINDOW_MS - lateness_ms
+    held = sum(len(log) - bisect_left(log, since, key=entry_time) for log in logs)
+    if held >= MAX_RETAINED_EVENTS:
+        raise ProcessingError(
+            f"this customer already has {held:,} events within the retained history (since "
+            f"{format_time(since)}), the most one customer may hold ({MAX_RETAINED_EVENTS:,}): a bot or a "
+            "load test? Its further events are refused until older ones leave the history, so that it "
+            "cannot slow every other customer"
+        )
 
 
 def entry_time(entry: list[Any]) -> int:

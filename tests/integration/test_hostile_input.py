@@ -737,3 +737,38 @@ def test_an_event_on_another_partition_than_its_customers_is_dead_lettered(
     assert "partitioner=murmur2_random" in letters[0]["error"]
     assert json.loads(original_bytes(letters[0]) or b"")["event_id"] == "split-1"
     assert not [k for k in redis_client.scan_iter(f"*{{p{away}}}*{cid}*")]  # no second state
+
+
+def test_a_customer_past_the_most_events_one_may_hold_has_the_rest_refused(
+    scorer_settings: Settings,  # noqa: F811
+    topics: Topics,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A bot at an order a second: each event's features read its whole log, and a review's worker fell
+    from ~660 to ~40 events/s. Past MAX_RETAINED_EVENTS its events are dead letters naming the limit;
+    every other customer is scored as before."""
+    from churnstream.features.state import MAX_RETAINED_EVENTS
+
+    settings = scorer_settings
+    extra = 3
+    messages = []
+    for i in range(MAX_RETAINED_EVENTS + extra):
+        obj = {"event_id": f"bot-{i}", "customer_id": "bot", "order_id": f"o{i}", "amount": 1}
+        obj["timestamp"] = MARCH_2024[0] + i * 1000
+        messages.append(Message("orders", b"bot", encode(obj), ""))
+    human = {"event_id": "human-1", "customer_id": "human", "order_id": "h1", "amount": 30}
+    human["timestamp"] = MARCH_2024[0] + (MAX_RETAINED_EVENTS + extra) * 1000
+    run_worker_over(
+        settings, tmp_path, [*messages, Message("orders", b"human", encode(human), "")], timeout=300
+    )
+
+    letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
+    assert sorted(json.loads(original_bytes(d) or b"")["event_id"] for d in letters) == [
+        f"bot-{MAX_RETAINED_EVENTS + i}" for i in range(extra)
+    ]
+    assert {d["stage"] for d in letters} == {"process"}
+    assert all(f"the most one customer may hold ({MAX_RETAINED_EVENTS:,})" in d["error"] for d in letters)
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    scored = Counter(p["customer_id"] for p in predictions if p["trigger"] == "event")
+    assert scored == {"bot": MAX_RETAINED_EVENTS, "human": 1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -152,3 +153,34 @@ def test_the_next_completed_order_is_the_earliest_after_t(orders: list, t: int) 
     log = [[ts, f"e{i}", 1, status] for i, (ts, status) in enumerate(sorted(orders))]
     later = [ts for ts, _, _, status in log if ts > t and status == 0]
     assert next_completed_order({"o": log}, t) == (min(later) if later else None)  # type: ignore[typeddict-item]
+
+
+def test_one_customer_holds_at_most_max_retained_events_and_takes_more_as_old_ones_leave() -> None:
+    """A bot at an order a second made every event's features read a longer log: a review's worker fell
+    from ~660 to ~40 events/s, and a customer of another partition waited three minutes."""
+    from churnstream.errors import ProcessingError
+    from churnstream.events import OrderEvent, TicketEvent
+    from churnstream.features.state import LONGEST_WINDOW_MS, MAX_RETAINED_EVENTS, apply_event, new_state
+
+    lateness = 7 * 86_400_000
+    state = new_state()
+    t0 = 1_700_000_000_000
+    for i in range(MAX_RETAINED_EVENTS - 1):
+        apply_event(state, OrderEvent(f"o{i}", "bot", t0 + i * 1000, f"o{i}", 1.0), lateness_ms=lateness)
+    apply_event(state, TicketEvent("t0", "bot", t0 + 10**7, "T0"), lateness_ms=lateness)  # every kind counts
+    late = OrderEvent("late", "bot", t0 + 10**7 + 1, "late", 1.0)
+    with pytest.raises(
+        ProcessingError, match=f"the most one customer may hold \\({MAX_RETAINED_EVENTS:,}\\)"
+    ):
+        apply_event(state, late, lateness_ms=lateness)
+    assert len(state["o"]) + len(state["t"]) == MAX_RETAINED_EVENTS  # refused: nothing changed
+    # a redelivery is still a duplicate, not a refusal
+    assert (
+        apply_event(state, OrderEvent("o7", "bot", t0 + 7000, "o7", 1.0), lateness_ms=lateness) == "duplicate"
+    )
+    # once the history has moved past the old events, the customer's events are taken again
+    later = t0 + LONGEST_WINDOW_MS + lateness + 10**7 + 2
+    assert (
+        apply_event(state, OrderEvent("later", "bot", later, "later", 1.0), lateness_ms=lateness) == "applied"
+    )
+    assert len(state["o"]) + len(state["t"]) < MAX_RETAINED_EVENTS
