@@ -33,6 +33,26 @@ REQUIRED_FEATURES = (
     "avg_resolution_hours",
 )
 
+NULL_MEANS = {
+    "avg_order_value": "no order yet",
+    "recency_days": "no order yet",
+    "tenure_days": "no event yet",
+    "mean_days_between_orders": "fewer than two orders",
+    "avg_resolution_hours": "no resolved ticket",
+    "recency_ratio": "fewer than two orders",
+    "days_since_last_ticket": "no ticket",
+    "negative_ticket_share": "no rated ticket",
+    "avg_satisfaction": "no rated ticket",
+    "return_rate": "no order or return",
+    "age": "not given",
+    "email_verified": "not given",
+    "phone_verified": "not given",
+    "order_gap_cv": "fewer than three orders",
+    "recency_gap_z": "fewer than three orders",
+}
+"""What a feature's null says about the customer, as people read it in an alert's reasons (a reason
+``negative_ticket_share=null`` told a retention team nothing: the customer has no rated ticket)."""
+
 _SHADOW = {
     "shadow_model_version": OutputField("string", "The model in shadow.", required=False),
     "shadow_probability": OutputField(
@@ -159,12 +179,23 @@ def reasons_text(alert: Mapping[str, Any]) -> str:
     ... # doctest: +NORMALIZE_WHITESPACE
     spent_total=1,234,568 (+0.00123), orders_total=143 (-1.72), recency_days=90.35 (+0.2),
     return_rate=0.0312 (+0.01) in log-odds
+
+    A null value says what it means for the customer:
+
+    >>> print(reasons_text({"top_reasons": [
+    ...     {"feature": "mean_days_between_orders", "value": None, "contribution": 0.61},
+    ...     {"feature": "negative_ticket_share", "value": None, "contribution": 0.291}]}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    mean_days_between_orders=none (fewer than two orders) (+0.61),
+    negative_ticket_share=none (no rated ticket) (+0.291)
     """
     shown = []
     for reason in alert.get("top_reasons") or []:
         value = reason.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            value_text = "null" if value is None else str(value)
+        if value is None:
+            value_text = f"none ({NULL_MEANS.get(str(reason.get('feature')), 'not defined')})"
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            value_text = str(value)
         elif isinstance(value, int) or float(value).is_integer():
             value_text = f"{int(value):,}"
         elif not math.isfinite(value):  # another producer's NaN or inf: shown, not a crash

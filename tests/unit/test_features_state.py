@@ -184,3 +184,19 @@ def test_one_customer_holds_at_most_max_retained_events_and_takes_more_as_old_on
         apply_event(state, OrderEvent("later", "bot", later, "later", 1.0), lateness_ms=lateness) == "applied"
     )
     assert len(state["o"]) + len(state["t"]) < MAX_RETAINED_EVENTS
+
+
+def test_every_feature_that_can_be_null_says_what_its_null_means() -> None:
+    """An alert's reasons show a null as what it says of the customer (``churnstream alerts``, the
+    monitor's alerts page): every feature null for some customer has its words."""
+    from churnstream.events import ProfileEvent
+    from churnstream.features.state import apply_event, new_state
+    from churnstream.predictions import NULL_MEANS
+
+    nulls = set()
+    for events in ([], [TicketEvent("t", "c", 10, "T1")], [ProfileEvent("p", "c", 10, {})]):
+        state = new_state()
+        for event in events:
+            apply_event(state, event, lateness_ms=0)
+        nulls |= {name for name, value in features_as_of(state, 20).items() if value is None}
+    assert nulls and nulls <= set(NULL_MEANS), nulls - set(NULL_MEANS)
