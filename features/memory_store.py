@@ -37,6 +37,9 @@ class MemoryFeatureStore(FeatureStore):
         self._due: dict[int, dict[str, int]] = {}
         self._layout_record: dict[str, Any] | None = None
 
+    def _holders(self, places: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        return {(cid, p) for cid, p in places if (p, cid) in self._data}
+
     def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         out = {}
         for cid, p in customers.items():
@@ -78,14 +81,16 @@ class MemoryFeatureStore(FeatureStore):
             raise StoreError(CONFLICT)
 
     def forget(self, customer_id: str) -> bool:
-        p = self.partition_of(customer_id)
-        found = self._data.pop((p, customer_id), None) is not None
-        for index in (self._active, self._due):
-            found = index.get(p, {}).pop(customer_id, None) is not None or found
-        if found:
-            meta = self._meta.setdefault(p, {})
-            meta[layout.ERASED] = str(int(meta.get(layout.ERASED, 0)) + 1)
-        return found
+        forgotten = False
+        for p in self._partitions_of(customer_id):
+            found = self._data.pop((p, customer_id), None) is not None
+            for index in (self._active, self._due):
+                found = index.get(p, {}).pop(customer_id, None) is not None or found
+            if found:
+                meta = self._meta.setdefault(p, {})
+                meta[layout.ERASED] = str(int(meta.get(layout.ERASED, 0)) + 1)
+            forgotten = forgotten or found
+        return forgotten
 
     def erased_count(self, partition: int) -> int | None:
         return int(self._meta.get(partition, {}).get(layout.ERASED, 0))

@@ -493,16 +493,26 @@ class RedisFeatureStore(FeatureStore):
 
     def forget(self, customer_id: str) -> bool:
         self.flush()
-        p = self.partition_of(customer_id)
         self._cache.pop(customer_id, None)
         self._decoded.pop(customer_id, None)
         at = self._keys
-        keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p), at.erased(p)]
-        try:
-            removed = self._redis.eval(_FORGET_LUA, len(keys), *keys, customer_id)
-        except Exception as exc:  # redis-py raises many types; all mean the same here
-            raise StoreError(f"forgetting customer {customer_id!r} in Redis failed: {exc}") from exc
-        return int(removed) > 0
+        forgotten = False
+        for p in self._partitions_of(customer_id):
+            keys = [at.customer(p, customer_id), at.active(p), at.due(p), at.meta(p), at.erased(p)]
+            try:
+                removed = self._redis.eval(_FORGET_LUA, len(keys), *keys, customer_id)
+            except Exception as exc:  # redis-py raises many types; all mean the same here
+                raise StoreError(f"forgetting customer {customer_id!r} in Redis failed: {exc}") from exc
+            forgotten = forgotten or int(removed) > 0
+        return forgotten
+
+    def _holders(self, places: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        self.flush()
+        asked = sorted(places)
+        pipe = self._redis.pipeline(transaction=False)
+        for cid, p in asked:
+            pipe.exists(self._keys.customer(p, cid))
+        return {place for place, n in zip(asked, self._read(pipe.execute), strict=True) if n}
 
     def clear(self) -> None:
         self.reset()

@@ -179,9 +179,34 @@ class FeatureStore(ABC):
         self._write_fields({p: {layout.CLAIM: claim} for p, claim in claims.items()})
 
     # -- reading ---------------------------------------------------------------------------------
+    def locate(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Each customer's partition: where its state is. Where producers' murmur2 puts it
+        (:meth:`partition_of`), or, from a producer with another partitioner that keeps each customer on
+        one partition (librdkafka's default, CRC32), whichever partition holds it; an unknown customer's
+        murmur2 one. Readers (the API, ``features``, ``forget``) look here; the scorer files a customer
+        under the partition its events arrive on."""
+        at = {cid: self.partition_of(cid) for cid in customer_ids}
+        count = self.partitions or 1
+        if count > 1 and at:
+            held = self._holders({(cid, p) for cid, p in at.items()})
+            elsewhere = {(cid, p) for cid in at if (cid, at[cid]) not in held for p in range(count)}
+            for cid, p in sorted(self._holders(elsewhere)) if elsewhere else ():
+                if (cid, at[cid]) not in held:
+                    at[cid] = p
+                    held.add((cid, p))
+        return at
+
+    def _partitions_of(self, customer_id: str) -> list[int]:
+        """Every partition holding a state of ``customer_id`` (its murmur2 one first; that one alone when
+        none does): ``forget`` removes them all, even the copies producers with two partitioners made."""
+        home = self.partition_of(customer_id)
+        count = self.partitions or 1
+        held = self._holders({(customer_id, p) for p in range(count)}) if count > 1 else set()
+        return [home] + sorted(p for _, p in held if p != home)
+
     def features(self, customer_id: str, as_of: int | None = None) -> Features | None:
         """Features of one customer as of ``as_of`` (default: the latest event time seen); None if unknown."""
-        version, state = self._load({customer_id: self.partition_of(customer_id)})[customer_id]
+        version, state = self._load(self.locate([customer_id]))[customer_id]
         if version == 0:
             return None
         t = self.watermark() if as_of is None else as_of
@@ -192,12 +217,12 @@ class FeatureStore(ABC):
 
     def features_many(self, customer_ids: Iterable[str], as_of: int) -> dict[str, Features]:
         """Features of several known customers as of one time (for comparisons)."""
-        loaded = self._load({cid: self.partition_of(cid) for cid in customer_ids})
+        loaded = self._load(self.locate(customer_ids))
         return {cid: features_as_of(state, as_of) for cid, (v, state) in loaded.items() if v > 0}
 
     def states(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         """Raw states of known customers (read-only use)."""
-        loaded = self._load({cid: self.partition_of(cid) for cid in customer_ids})
+        loaded = self._load(self.locate(customer_ids))
         return {cid: state for cid, (v, state) in loaded.items() if v > 0}
 
     def fence(self, topic: str, partition: int) -> int | None:
@@ -351,6 +376,10 @@ class FeatureStore(ABC):
         """
 
     # -- what subclasses provide -----------------------------------------------------------------
+    @abstractmethod
+    def _holders(self, places: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Those ``(customer, partition)`` whose state the store holds (as written: not a cache)."""
+
     @abstractmethod
     def _load(self, customers: Mapping[str, int]) -> dict[str, tuple[int, CustomerState]]:
         """``{customer_id: (version, state)}``, version 0 and a new state for unknown customers."""

@@ -111,13 +111,14 @@ def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
     >>> found.features["orders_total"], found.features["recency_days"], lookup(store, "c2", 0)
     (1, 1.0, None)
     """
+    partition = store.locate([customer_id])[customer_id]
     state = store.states([customer_id]).get(customer_id)
     if state is None:
         return None
     check_servable(state, as_of)
     return Lookup(
         customer_id=customer_id,
-        partition=store.partition_of(customer_id),
+        partition=partition,
         as_of=as_of,
         features=features_as_of(state, as_of),
         state=state,
@@ -145,7 +146,7 @@ def reached(store: FeatureStore, customer_id: str) -> int | None:
     >>> reached(store, "c1")
     5000
     """
-    t = store.partition_time(store.partition_of(customer_id))
+    t = store.partition_time(store.locate([customer_id])[customer_id])
     return store.watermark() if t is None else t
 
 

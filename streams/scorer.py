@@ -36,11 +36,9 @@ import threading
 import time
 from typing import Any
 
-from churnstream.dead_letter import dead_letter_for_event
-from churnstream.errors import ChurnstreamError, ValidationError
+from churnstream.errors import ChurnstreamError
 from churnstream.events import Event, LabelEvent
 from churnstream.features.labels import Resolved
-from churnstream.features.layout import partition_of
 from churnstream.features.redis_store import RedisFeatureStore, redis_client
 from churnstream.features.store import FeatureStore, Transaction
 from churnstream.messages import DeadLetter
@@ -199,14 +197,9 @@ class ChurnScorer:
         written = self.worker.written
         report = BatchReport()
         fresh: list[tuple[Event, Coordinates]] = []
-        misplaced: list[DeadLetter] = []
-        count = self.store.partitions  # None: no layout (a store in memory), every partition its own
         for event, where in batch.events:
             if written(where.topic, where.partition, where.offset):
                 report.skipped += 1
-                continue
-            if count is not None and where.partition != partition_of(event.customer_id, count):
-                misplaced.append(dead_letter_for_event(event, where, misplaced_error(event, where, count)))
                 continue
             fresh.append((event, where))
             if not isinstance(event, LabelEvent):
@@ -218,7 +211,6 @@ class ChurnScorer:
             for d in batch.dead_letters
             if d.offset is None or not written(d.source_topic, d.partition or 0, d.offset)
         ]
-        letters += misplaced
         watermark = self.watermark()
         due: dict[str, int] = {}
         if watermark is not None and self.assigned:
@@ -320,23 +312,6 @@ ScoringWorker = Worker[ChurnScorer]
 def serve(worker: ScoringWorker | Starting, host: str, port: int) -> Any:
     """The worker's ``/metrics``, ``/health`` and ``/ready`` (:mod:`churnstream.streams.health`)."""
     return serve_worker(worker, host, port, name="scorer-http")
-
-
-def misplaced_error(event: Event, where: Coordinates, partitions: int) -> ValidationError:
-    """The error of an event read on another partition than its customer's: its customer's state lives
-    with that partition, so processing it would give the customer a second state (a second history, a
-    second alert within the cooldown) that the API and ``forget`` never find."""
-    belongs = partition_of(event.customer_id, partitions)
-    said = (
-        f"customer {event.customer_id!r} belongs on partition {belongs} of {partitions} (the murmur2 hash of "
-        "the key, the Java client's default partitioner), but this message came on partition "
-        f"{where.partition}"
-    )
-    if where.key is None:
-        return ValidationError(f"{said}: it has no key; key every message by its customer_id")
-    return ValidationError(
-        f"{said}; librdkafka-based producers (confluent-kafka, kcat) need partitioner=murmur2_random"
-    )
 
 
 def open_store(settings: Settings) -> RedisFeatureStore:

@@ -85,3 +85,24 @@ def test_overdue_predictions_are_labelled_by_inactivity_and_the_next_due_time_is
     assert tx.due["a"] == 250  # the other prediction's horizon
     assert label_overdue(tx, ["a"], 10**6, horizon_ms=H, lateness_ms=7)[0][1].prediction_id == "p150"
     assert tx.due["a"] is None
+
+
+def test_readers_find_a_customer_on_whichever_partition_holds_it_and_forget_every_copy() -> None:
+    """A producer whose partitioner is not murmur2 keeps a customer on another partition (the scorer
+    files the state where the events arrive); readers looked only on the murmur2 one. Two producers with
+    two partitioners even made two copies, and forget removed one."""
+    from churnstream.features.layout import partition_of
+
+    store = MemoryFeatureStore(lateness_ms=0, partitions=4)
+    home = partition_of("c1", 4)
+    away, other = (home + 1) % 4, (home + 2) % 4
+    tx = store.begin({"c1": away})
+    tx.apply(OrderEvent("e1", "c1", 1000, "o1", 5.0))
+    store.commit(tx)
+    assert store.locate(["c1", "nobody"]) == {"c1": away, "nobody": partition_of("nobody", 4)}
+    assert store.features("c1", 2000)["orders_total"] == 1  # type: ignore[index]
+    tx = store.begin({"c1": other})  # a second producer, another partitioner: a second copy
+    tx.apply(OrderEvent("e2", "c1", 3000, "o2", 5.0))
+    store.commit(tx)
+    assert store.forget("c1") and store.locate(["c1"]) == {"c1": home}
+    assert store.features("c1", 4000) is None and not store.forget("c1")
