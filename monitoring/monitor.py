@@ -273,11 +273,12 @@ class DriftMonitor:
         # A model that ranked badly from its first labels pools badly ranked windows: held to that pool,
         # every later window "holds". A pool a retrain below the reference sample's estimate is no
         # standard; the estimate stays the reference, so the advice stays retrain.
-        if (
+        set_aside = (
             standard is not None
             and reference_estimate is not None
             and reference_estimate - standard >= thresholds.retrain
-        ):
+        )
+        if set_aside:
             standard = None
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
@@ -303,11 +304,18 @@ class DriftMonitor:
                     "model_auc": self.quality.auc(),
                     "model_auc_labels": self.quality.counts(),
                     "reference_source": reference.source,
-                    "action_reason": reason,
+                    "action_reason": reason
+                    + (
+                        f" (the model's first labelled windows, pooled, ranked {baseline['value']:.3f}: no "
+                        "standard to hold it to, so the reference sample's estimate is)"
+                        if set_aside and baseline
+                        else ""
+                    ),
                     "performance_reference": {
                         "metric": "roc_auc",
                         "estimated": reference_estimate,
-                        "realized": baseline["value"] if baseline else None,
+                        "realized": standard,  # the one the advice used: None when set aside
+                        "realized_set_aside": baseline["value"] if set_aside and baseline else None,
                         "realized_window_start": format_time(baseline["window_start"]) if baseline else None,
                         "realized_window_end": format_time(baseline["window_end"]) if baseline else None,
                     },
