@@ -380,6 +380,10 @@ def threshold_for(fitted: Mapping[str, Any] | None, share: float) -> float | Non
     return max(fitting)[1] if fitting else None
 
 
+MIN_RISK_ROWS = 50
+"""Recent customers' held-out scores needed to take risk deciles of them (else every score's)."""
+
+
 def risk_thresholds(probabilities: np.ndarray, recent: np.ndarray | None = None) -> dict[str, Any]:
     """Risk categories that mean something on the data a model was trained on: ``HIGH`` is the riskiest
     decile of held-out scores of recent customers (``recent`` marks them: an order within the horizon;
@@ -397,10 +401,19 @@ def risk_thresholds(probabilities: np.ndarray, recent: np.ndarray | None = None)
     >>> gone = np.concatenate([np.linspace(0.0, 1.0, 101), np.full(300, 0.999)])
     >>> risk_thresholds(gone)["high"], risk_thresholds(gone, recent=np.arange(401) < 101)["high"]
     (0.999, 0.9)
+    >>> print(risk_thresholds(gone, recent=np.arange(401) < 10)["chosen_from"])  # too few recent ones
+    held-out scores (fewer than 50 of recent customers): HIGH the riskiest decile, MEDIUM the next two
     """
     p = np.asarray(probabilities, dtype=float)
-    if recent is not None and np.any(recent):
-        p = p[np.asarray(recent, dtype=bool)]
+    chosen_from = "held-out scores of recent customers (an order within the horizon)"
+    if recent is not None:
+        of_recent = p[np.asarray(recent, dtype=bool)]
+        if np.count_nonzero(~np.isnan(of_recent)) >= MIN_RISK_ROWS:
+            p = of_recent
+        else:  # too few to take deciles of: every held-out score, and the metadata says so
+            chosen_from = f"held-out scores (fewer than {MIN_RISK_ROWS} of recent customers)"
+    else:
+        chosen_from = "held-out scores"
     p = p[~np.isnan(p)]
     if not len(p):
         return {}
@@ -411,10 +424,7 @@ def risk_thresholds(probabilities: np.ndarray, recent: np.ndarray | None = None)
     return {
         "high": max(high, 1e-6),
         "medium": medium,
-        "chosen_from": (
-            "held-out scores of recent customers (an order within the horizon): HIGH the riskiest decile, "
-            "MEDIUM the next two"
-        ),
+        "chosen_from": f"{chosen_from}: HIGH the riskiest decile, MEDIUM the next two",
     }
 
 

@@ -439,7 +439,7 @@ class _Customer:
 
 def _overdue(recency_days: float | None, mean_gap_days: float | None) -> bool:
     """Whether a repeat buyer has been silent for longer than their usual gap (True when not known)."""
-    return recency_days is None or mean_gap_days is None or recency_days >= mean_gap_days
+    return recency_days is None or mean_gap_days is None or recency_days > mean_gap_days
 
 
 def recommended_actions(
@@ -513,6 +513,12 @@ def recommended_actions(
             continue
         kind = _KIND_OF_FEATURE.get(reason.feature)
         action = None if kind is None else customer.action(kind)
-        if action is not None and action not in actions:
-            actions.append(action)
+        second_offer = action in _NEXT_ORDER_OFFERS and not _NEXT_ORDER_OFFERS.isdisjoint(actions)
+        if action is None or action in actions or second_offer:
+            continue  # nothing to do, said already, or a second offer on the same next order
+        actions.append(action)
     return actions or [CHECK_IN]
+
+
+# two offers on the same next order are one too many: the first reason's stands
+_NEXT_ORDER_OFFERS = frozenset((NEXT_ORDER, LOYALTY))

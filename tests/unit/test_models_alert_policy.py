@@ -196,3 +196,17 @@ def test_a_partition_of_a_few_active_customers_still_gets_an_alert_a_month() -> 
     ]  # fmt: skip
     assert picked == [True, False, False, False, False]
     assert not Budget().allows("1970-01", 0.1)  # no active customer: no alert
+
+
+def test_risk_deciles_need_enough_recent_customers_and_say_where_they_came_from() -> None:
+    """One recent row made HIGH and MEDIUM both its score, and none at all fell back without a word
+    (a review)."""
+    scores = np.linspace(0.0, 1.0, 1000)
+    one = np.zeros(1000, dtype=bool)
+    one[500] = True
+    fitted = risk_thresholds(scores, one)
+    assert (fitted["high"], fitted["medium"]) == (0.9, 0.7) and "fewer than 50" in fitted["chosen_from"]
+    none = risk_thresholds(scores, np.zeros(1000, dtype=bool))
+    assert none["high"] == 0.9 and "fewer than 50" in none["chosen_from"]
+    many = risk_thresholds(scores, scores < 0.5)
+    assert many["high"] < 0.5 and many["chosen_from"].startswith("held-out scores of recent customers")

@@ -428,3 +428,14 @@ def test_a_repeat_buyer_within_their_rhythm_gets_a_next_order_offer_not_a_win_ba
     assert recommended_actions(slowing, features={**regular, "recency_days": 0.0}) == [NEXT_ORDER]
     assert recommended_actions(slowing, features={**regular, "recency_days": 5.0}) == [WIN_BACK]
     assert recommended_actions(slowing, features={"orders_total": 1, "recency_days": 0.0}) == [SECOND_ORDER]
+
+
+def test_day_granular_repeat_buyers_on_their_order_day_and_one_offer_per_next_order() -> None:
+    """A review of the rule: a buyer whose orders all fell on one day (CDNOW's day resolution: mean gap 0,
+    recency 0) still got the win-back; and a quiet reason with a relationship one gave two discounts on
+    the same next order."""
+    same_day = {"orders_total": 6, "mean_days_between_orders": 0.0, "recency_days": 0.0}
+    assert recommended_actions([Reason("orders_90d", 1, 0.8)], features=same_day) == [NEXT_ORDER]
+    both = [Reason("orders_90d", 1, 0.8), Reason("tenure_days", 480, 0.5)]
+    regular = {"orders_total": 6, "mean_days_between_orders": 40.0, "recency_days": 3.0}
+    assert recommended_actions(both, features=regular) == [NEXT_ORDER]
