@@ -103,7 +103,9 @@ class ScorerMetrics:
             "churn_event_time_watermark_seconds", "Event-time watermark", registry=self.registry
         )
         self.retries = Prometheus(  # counted as they fail: not a unit's count
-            "churn_retries", "Batches retried after a broker or Redis failure", registry=self.registry
+            "churn_retries",
+            "Batches retried, and rewinds tried again, after a broker or Redis failure",
+            registry=self.registry,
         )
 
     def written(self, offsets: Mapping[tuple[str, int], int]) -> None:
