@@ -381,42 +381,41 @@ def threshold_for(fitted: Mapping[str, Any] | None, share: float) -> float | Non
 
 
 MIN_RISK_ROWS = 50
-"""Recent customers' held-out scores needed to take risk deciles of them (else every score's)."""
+"""Held-out scores below the model's cap needed to take risk deciles of them (see :func:`risk_thresholds`)."""
 
 
-def risk_thresholds(probabilities: np.ndarray, recent: np.ndarray | None = None) -> dict[str, Any]:
+def risk_thresholds(probabilities: np.ndarray) -> dict[str, Any]:
     """Risk categories that mean something on the data a model was trained on: ``HIGH`` is the riskiest
-    decile of held-out scores of recent customers (``recent`` marks them: an order within the horizon;
-    default every score), from their 90th percentile, ``MEDIUM`` the two deciles below (from the 70th).
+    decile of held-out scores (from their 90th percentile), ``MEDIUM`` the two deciles below (from the
+    70th).
 
-    Recent customers, because the population scored at training holds every customer ever seen: on a
-    shop's history most have been silent for longer than the horizon, and the model is all but certain
-    of them (at its cap). The deciles of all scores sat at the cap (a simulated shop: HIGH and MEDIUM both
-    0.999, a third of the scores there), and a customer at 0.95 read ``LOW``; among recent customers the
-    same model's were 0.73 and 0.50.
+    When more than a decile of the scores sits at the highest score (customers long gone, whom the model
+    is all but certain of, at its cap), the deciles are those of the scores below it: HIGH then holds
+    the cap and the riskiest decile of the rest. Taken over every score, HIGH and MEDIUM both sat at the
+    cap (a simulated shop: 0.999 and 0.999, a third of the scores there), and a customer at 0.95 read
+    ``LOW``.
 
     >>> fitted = risk_thresholds(np.linspace(0.0, 1.0, 101))
     >>> fitted["high"], fitted["medium"]
     (0.9, 0.7)
-    >>> gone = np.concatenate([np.linspace(0.0, 1.0, 101), np.full(300, 0.999)])
-    >>> risk_thresholds(gone)["high"], risk_thresholds(gone, recent=np.arange(401) < 101)["high"]
-    (0.999, 0.9)
-    >>> print(risk_thresholds(gone, recent=np.arange(401) < 10)["chosen_from"])  # too few recent ones
-    held-out scores (fewer than 50 of recent customers): HIGH the riskiest decile, MEDIUM the next two
+    >>> gone = np.concatenate([np.linspace(0.0, 0.99, 100), np.full(300, 0.999)])
+    >>> fitted = risk_thresholds(gone)
+    >>> fitted["high"], fitted["medium"], fitted["chosen_from"].split(":")[0]
+    (0.891, 0.693, 'held-out scores below the highest (75% of them sit at 0.999)')
     """
     p = np.asarray(probabilities, dtype=float)
-    chosen_from = "held-out scores of recent customers (an order within the horizon)"
-    if recent is not None:
-        of_recent = p[np.asarray(recent, dtype=bool)]
-        if np.count_nonzero(~np.isnan(of_recent)) >= MIN_RISK_ROWS:
-            p = of_recent
-        else:  # too few to take deciles of: every held-out score, and the metadata says so
-            chosen_from = f"held-out scores (fewer than {MIN_RISK_ROWS} of recent customers)"
-    else:
-        chosen_from = "held-out scores"
     p = p[~np.isnan(p)]
     if not len(p):
         return {}
+    chosen_from = "held-out scores"
+    top = float(p.max())
+    if float(np.quantile(p, 0.9)) >= top:
+        below = p[p < top]
+        if below.size >= MIN_RISK_ROWS:
+            chosen_from = (
+                f"held-out scores below the highest ({1 - below.size / p.size:.0%} of them sit at {top:g})"
+            )
+            p = below
     high = round(float(np.quantile(p, 0.9)), 6)
     medium = round(min(float(np.quantile(p, 0.7)), high), 6)
     if medium <= 0.0:

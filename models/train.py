@@ -205,11 +205,7 @@ def _train(
     reference, alert_fit = _reference(
         event_log.events, reference_from, feature_names, production, config, settings
     )
-    held_out = masks["train"] if plan.kind == NO_PERIOD else masks["test"]  # the rows of held_out_p
-    recency = X[held_out, feature_names.index("recency_days")]
-    # whose risk is in question: an order within the horizon (the rest are mostly gone, at the cap)
-    recent = np.nan_to_num(recency, nan=np.inf) <= settings.horizon_days
-    risk = risk_thresholds(trials[chosen].held_out_p, recent)  # used where CHURN_*_THRESHOLD are unset
+    risk = risk_thresholds(trials[chosen].held_out_p)  # used where CHURN_*_THRESHOLD are unset
     high, medium = settings.risk_thresholds(risk)
     thresholds = threshold_summary(
         replace(settings, high_threshold=high, medium_threshold=medium), held_out_y, trials[chosen].held_out_p

@@ -198,15 +198,13 @@ def test_a_partition_of_a_few_active_customers_still_gets_an_alert_a_month() -> 
     assert not Budget().allows("1970-01", 0.1)  # no active customer: no alert
 
 
-def test_risk_deciles_need_enough_recent_customers_and_say_where_they_came_from() -> None:
-    """One recent row made HIGH and MEDIUM both its score, and none at all fell back without a word
-    (a review)."""
-    scores = np.linspace(0.0, 1.0, 1000)
-    one = np.zeros(1000, dtype=bool)
-    one[500] = True
-    fitted = risk_thresholds(scores, one)
-    assert (fitted["high"], fitted["medium"]) == (0.9, 0.7) and "fewer than 50" in fitted["chosen_from"]
-    none = risk_thresholds(scores, np.zeros(1000, dtype=bool))
-    assert none["high"] == 0.9 and "fewer than 50" in none["chosen_from"]
-    many = risk_thresholds(scores, scores < 0.5)
-    assert many["high"] < 0.5 and many["chosen_from"].startswith("held-out scores of recent customers")
+def test_risk_deciles_step_past_a_mass_of_scores_at_the_cap() -> None:
+    """A third of a simulated shop's held-out scores sat at the model's cap (long-gone customers): HIGH
+    and MEDIUM were both 0.999, and a customer at 0.95 read LOW (a review)."""
+    scores = np.concatenate([np.linspace(0.0, 0.99, 1000), np.full(500, 0.999)])
+    fitted = risk_thresholds(scores)
+    assert fitted["medium"] < fitted["high"] < 0.95  # a customer at 0.95 reads HIGH
+    assert fitted["chosen_from"].startswith("held-out scores below the highest (33% of them sit at 0.999)")
+    few = risk_thresholds(np.concatenate([np.linspace(0.0, 0.99, 20), np.full(500, 0.999)]))
+    assert few["high"] == few["medium"] == 0.999  # too few below the cap to take deciles of
+    assert risk_thresholds(np.linspace(0.0, 1.0, 101))["chosen_from"].startswith("held-out scores:")
