@@ -898,7 +898,15 @@ HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests rea
     "uncommitted_records",
     "read_offsets",
     "records_read_back",
-} | {"status", "stalled_seconds", "stuck_after_seconds", "partitions", "lag", "last_batch_age_seconds"}
+} | {
+    "status",
+    "stalled_seconds",
+    "stuck_after_seconds",
+    "partitions",
+    "lag",
+    "lag_age_seconds",
+    "last_batch_age_seconds",
+}
 READY_FIELDS = {"status", "reasons", "partitions", "lag", "last_batch_age_seconds", "stalled_seconds"}
 
 
