@@ -47,6 +47,7 @@ from tests.integration.conftest import (
     compare_state,
     event_time_records,
     free_port,
+    http_json,
     produce_records,
     simulate_world,
     start_worker,
@@ -476,14 +477,8 @@ def test_ready_turns_not_ready_within_seconds_while_redis_hangs(
     log_path = tmp_path / "worker.log"
     worker = start_worker(own, log_path)
 
-    def get(path: str) -> tuple[int, dict[str, object]]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-        except OSError:
-            return 0, {}
+    def get(path: str) -> tuple[int, dict[str, Any]]:
+        return http_json(port, path)
 
     try:
         wait_until(lambda: worker.poll() is not None or get("/ready")[0] == 200, 60, "the worker to be ready")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,17 +16,27 @@ from churnstream.models.train import train
 from churnstream.settings import Settings, Topics
 from churnstream.streams.processes import start_worker
 from churnstream.streams.publish import publish_file
-from tests.integration.conftest import CHURNSTREAM, committed_everything, consume_all, free_port, wait_until
+from tests.integration.conftest import (
+    CHURNSTREAM,
+    committed_everything,
+    consume_all,
+    free_port,
+    http_json,
+    wait_until,
+)
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except OSError:
-        return 0, {}
+def _scorer(settings: Settings, log: Path, env: dict[str, str]) -> Any:
+    """``churnstream score`` in a process of its own, with ``env`` over ``settings``."""
+    return start_worker(
+        "score",
+        settings,
+        log=log,
+        worker_id=f"test-{uuid.uuid4().hex[:8]}",
+        env=env,
+        program=[CHURNSTREAM],
+        stdout="discard",
+    )
 
 
 def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
@@ -39,32 +47,28 @@ def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
     models = tmp_path / "models"
     log = tmp_path / "scorer.log"
     port = free_port()
-    worker = start_worker(
-        "score",
+    worker = _scorer(
         settings,
-        log=log,
-        worker_id=f"test-{uuid.uuid4().hex[:8]}",
-        env={
+        log,
+        {
             "CHURN_MODEL_DIR": str(models),
             "CHURN_MODEL_POLL_SECONDS": "0.2",
             "CHURN_METRICS_PORT": str(port),
         },
-        program=[CHURNSTREAM],
-        stdout="discard",
     )
     try:
         wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
         assert worker.poll() is None  # still running, not exited
         # alive (a healthcheck on /health passes: the docker-compose file's does), not ready, and why
-        status, health = _get(port, "/health")
+        status, health = http_json(port, "/health")
         assert status == 200 and health["status"] == "starting", health
         assert "CHURN_MODEL_DIR" in health["waiting"]
-        status, ready = _get(port, "/ready")
+        status, ready = http_json(port, "/ready")
         assert status == 503 and str(models) in ready["reasons"][0], ready
         train(events, models, settings=Settings.from_env(), progress=False)
         wait_until(lambda: "scoring with model v0001" in log.read_text(), 60, "the scorer to start scoring")
-        wait_until(lambda: _get(port, "/ready")[0] == 200, 60, "the scorer to be ready once it scores")
-        assert _get(port, "/health")[1]["status"] == "ok"
+        wait_until(lambda: http_json(port, "/ready")[0] == 200, 60, "the scorer to be ready once it scores")
+        assert http_json(port, "/health")[1]["status"] == "ok"
         assert publish_file(events / "orders.jsonl", settings).ok
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group), 120, "orders to be scored"
@@ -84,15 +88,7 @@ def test_a_scorer_started_before_any_model_waits_for_one_then_scores(
 
 def test_a_scorer_waiting_for_a_model_stops_cleanly_on_sigterm(settings: Settings, tmp_path: Path) -> None:
     log = tmp_path / "scorer.log"
-    worker = start_worker(
-        "score",
-        settings,
-        log=log,
-        worker_id=f"test-{uuid.uuid4().hex[:8]}",
-        env={"CHURN_MODEL_DIR": str(tmp_path / "none"), "CHURN_METRICS_PORT": "-1"},
-        program=[CHURNSTREAM],
-        stdout="discard",
-    )
+    worker = _scorer(settings, log, {"CHURN_MODEL_DIR": str(tmp_path / "none"), "CHURN_METRICS_PORT": "-1"})
     wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
     assert worker.stop(30) == 0 and not worker.killed
 
@@ -105,14 +101,10 @@ def test_a_sigterm_while_the_scorer_starts_stops_it(settings: Settings, tmp_path
     assert main(["simulate", "--customers", "40", "--days", "90", "--seed", "5", "--out", str(events)]) == 0
     models = tmp_path / "models"
     log = tmp_path / "scorer.log"
-    worker = start_worker(
-        "score",
+    worker = _scorer(
         settings,
-        log=log,
-        worker_id=f"test-{uuid.uuid4().hex[:8]}",
-        env={"CHURN_MODEL_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "0.05", "CHURN_METRICS_PORT": "-1"},
-        program=[CHURNSTREAM],
-        stdout="discard",
+        log,
+        {"CHURN_MODEL_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "0.05", "CHURN_METRICS_PORT": "-1"},
     )
     try:
         wait_until(lambda: "waiting for one" in log.read_text(), 60, "the scorer to say it waits for a model")
