@@ -439,11 +439,11 @@ def cli(args: Any, settings: Settings) -> int:
     )
     settle_heap()
     worker.run()
-    _stopped(server, f"stopped: {scorer.totals}")
-    return 0
+    return _stopped(server, f"stopped: {scorer.totals}")
 
 
 def _stopped(server: Any, said: str) -> int:
+    """Stop the HTTP server, say why the scorer stopped; exit status 0."""
     if server is not None:
         server.shutdown()
     log.info("%s", said)

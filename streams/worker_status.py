@@ -127,6 +127,13 @@ class Starting:
         self.worker: Worker[Any] | None = None
         self.waiting = "starting: opening the topics and Redis, loading the models"
 
+    @classmethod
+    def running(cls, worker: Worker[Any]) -> Starting:
+        """The answers of a worker that exists already."""
+        answers = cls(worker.settings)
+        answers.worker = worker
+        return answers
+
     def metrics(self) -> bytes:
         return self.worker.metrics.render() if self.worker is not None else b""
 
@@ -146,10 +153,7 @@ def serve(
 ) -> ThreadingHTTPServer:
     """The worker's ``/metrics``, ``/health`` and ``/ready`` (:mod:`churnstream.streams.health`); given a
     :class:`Starting`, from before the worker exists."""
-    if not isinstance(worker, Starting):
-        started, worker = worker, Starting(worker.settings)
-        worker.worker = started
-    answers = worker
+    answers = worker if isinstance(worker, Starting) else Starting.running(worker)
     probe = DependencyProbe(answers.settings, redis=True)
     return serve_http(
         host,
