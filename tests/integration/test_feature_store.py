@@ -592,14 +592,20 @@ def test_a_scorer_caching_a_forgotten_customer_reads_it_afresh_before_using_it()
         busy.close()
 
 
-def test_a_customer_read_where_it_was_not_written_is_unknown(store: FeatureStore) -> None:
-    """State lives with the partition it was read from: reads locate customers as producers do."""
+def test_a_customer_written_on_another_partition_is_found_there(store: FeatureStore) -> None:
+    """State lives with the partition its events were read from; readers find it on whichever partition
+    holds it (a producer whose partitioner is not murmur2 keeps each customer on another one), on its
+    murmur2 one first."""
     home = store.partition_of("c")
-    store.update([order(1, "c", 0)], partition=(home + 1) % PARTITIONS)
-    assert store.features("c", as_of=T0) is None
-    store.update([order(1, "c", 0)], partition=home)
-    assert store.features("c", as_of=T0) is not None
     assert home == partition_of("c", PARTITIONS)
+    away = (home + 1) % PARTITIONS
+    store.update([order(1, "c", 0), order(2, "c", 0, amount=5.0)], partition=away)
+    assert store.locate(["c", "nobody"]) == {"c": away, "nobody": partition_of("nobody", PARTITIONS)}
+    found = store.features("c", as_of=T0)
+    assert found is not None and found["orders_total"] == 2
+    store.update([order(3, "c", 0)], partition=home)  # a second producer, murmur2: a second state
+    assert store.locate(["c"]) == {"c": home}
+    assert store.features("c", as_of=T0)["orders_total"] == 1  # type: ignore[index]
 
 
 def test_a_reused_event_id_with_other_content_changes_nothing_and_is_rejected(store: FeatureStore) -> None:
