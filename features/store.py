@@ -220,9 +220,11 @@ class FeatureStore(ABC):
         loaded = self._load(self.locate(customer_ids))
         return {cid: features_as_of(state, as_of) for cid, (v, state) in loaded.items() if v > 0}
 
-    def states(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
-        """Raw states of known customers (read-only use)."""
-        loaded = self._load(self.locate(customer_ids))
+    def states(
+        self, customer_ids: Iterable[str], at: Mapping[str, int] | None = None
+    ) -> dict[str, CustomerState]:
+        """Raw states of known customers (read-only use); ``at``: their partitions, when located already."""
+        loaded = self._load(self.locate(customer_ids) if at is None else at)
         return {cid: state for cid, (v, state) in loaded.items() if v > 0}
 
     def fence(self, topic: str, partition: int) -> int | None:

@@ -69,7 +69,8 @@ def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Loo
         )
     if store.partitions is None:
         store.check_layout()  # learns the partition count once the scorer recorded it
-    latest = reached(store, customer_id)
+    partition = store.locate([customer_id])[customer_id]  # once: each look is a Redis round trip
+    latest = reached(store, customer_id, partition)
     if latest is None:
         if store.layout_version() is None:  # not one write here: a wrong prefix or Redis, most often
             raise UnknownCustomer(
@@ -84,7 +85,7 @@ def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Loo
             f"({format_time(latest)}): events up to as_of may not have arrived yet; omit as_of for the latest"
         )
     try:
-        found = lookup(store, customer_id, t)
+        found = lookup(store, customer_id, t, partition)
     except EventError as exc:
         raise NotServable(f"as_of {exc}") from None
     if found is None:
@@ -97,8 +98,9 @@ def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Loo
     return found
 
 
-def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
+def lookup(store: FeatureStore, customer_id: str, as_of: int, partition: int | None = None) -> Lookup | None:
     """``customer_id``'s features as of ``as_of`` (one read); None for a customer the store does not know.
+    ``partition``: where the customer's state is, when located already (:meth:`FeatureStore.locate`).
 
     :class:`~churnstream.errors.ProcessingError` when they can no longer be computed exactly (``as_of``
     lies before the history the store still holds for the customer).
@@ -111,8 +113,9 @@ def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
     >>> found.features["orders_total"], found.features["recency_days"], lookup(store, "c2", 0)
     (1, 1.0, None)
     """
-    partition = store.locate([customer_id])[customer_id]
-    state = store.states([customer_id]).get(customer_id)
+    if partition is None:
+        partition = store.locate([customer_id])[customer_id]
+    state = store.states([customer_id], at={customer_id: partition}).get(customer_id)
     if state is None:
         return None
     check_servable(state, as_of)
@@ -125,8 +128,9 @@ def lookup(store: FeatureStore, customer_id: str, as_of: int) -> Lookup | None:
     )
 
 
-def reached(store: FeatureStore, customer_id: str) -> int | None:
-    """The event time ``customer_id``'s partition has reached: the default ``as_of`` of a read.
+def reached(store: FeatureStore, customer_id: str, partition: int | None = None) -> int | None:
+    """The event time ``customer_id``'s partition (``partition``, when located already) has reached: the
+    default ``as_of`` of a read.
 
     The scorer records it per partition; before it has, the latest event time the store applied. None
     before any event. A later time, such as the latest over all partitions, could count on events of the
@@ -146,7 +150,7 @@ def reached(store: FeatureStore, customer_id: str) -> int | None:
     >>> reached(store, "c1")
     5000
     """
-    t = store.partition_time(store.locate([customer_id])[customer_id])
+    t = store.partition_time(store.locate([customer_id])[customer_id] if partition is None else partition)
     return store.watermark() if t is None else t
 
 

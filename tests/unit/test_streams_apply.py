@@ -106,3 +106,21 @@ def test_readers_find_a_customer_on_whichever_partition_holds_it_and_forget_ever
     store.commit(tx)
     assert store.forget("c1") and store.locate(["c1"]) == {"c1": home}
     assert store.features("c1", 4000) is None and not store.forget("c1")
+
+
+def test_a_read_locates_its_customer_once() -> None:
+    """Each look for a customer's partition is a Redis round trip: a read located the customer three
+    times (its partition time, the lookup, the state)."""
+    from churnstream.streams.feature_lookup import find
+
+    class Counting(MemoryFeatureStore):
+        looks = 0
+
+        def _holders(self, places: set[tuple[str, int]]) -> set[tuple[str, int]]:
+            self.looks += 1
+            return super()._holders(places)
+
+    store = Counting(lateness_ms=0, partitions=4)
+    store.update([OrderEvent("e1", "c1", 1000, "o1", 5.0)])
+    assert find(store, "c1").features["orders_total"] == 1
+    assert store.looks == 1  # the customer is on its murmur2 partition: one look
