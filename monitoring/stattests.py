@@ -116,7 +116,7 @@ def column_drift(reference: ColumnReference, current: Any) -> dict[str, Any] | N
         else:
             method, score, threshold = _ks(ref, cur)
             drifted = score <= threshold
-    elif cur.size <= _SMALL_CURRENT:
+    elif _small_window(ref.size, cur.size):
         method, score, threshold = _ks(ref, cur)
         drifted = score <= threshold
     elif n_values <= _FEW_VALUES:
@@ -137,9 +137,13 @@ def column_drift(reference: ColumnReference, current: Any) -> dict[str, Any] | N
 def evidently_method(reference: ColumnReference, current: Any) -> str | None:
     """The method to ask of Evidently for this column, when it is not Evidently's own default: ``"ks"``
     for a small window against a large reference (see the module docstring)."""
-    cur = np.asarray(current, dtype="float64")
-    finite = int(np.isfinite(cur).sum())
-    return "ks" if 0 < finite <= _SMALL_CURRENT and reference.values.size > _SMALL_REFERENCE else None
+    finite = int(np.isfinite(np.asarray(current, dtype="float64")).sum())
+    return "ks" if finite and _small_window(reference.values.size, finite) else None
+
+
+def _small_window(reference_values: int, current_values: int) -> bool:
+    """Whether a column is judged by the K-S test for the window's few values (the module docstring)."""
+    return reference_values > _SMALL_REFERENCE and current_values <= _SMALL_CURRENT
 
 
 def _ks(ref: np.ndarray, cur: np.ndarray) -> tuple[str, float, float]:
@@ -220,7 +224,7 @@ def _stacked_wasserstein(
         if not rows:
             continue
         matrix = np.vstack([np.asarray(current[stack_names[i]], dtype="float64") for i in rows])
-        if matrix.shape[1] <= _SMALL_CURRENT:
+        if _small_window(size, matrix.shape[1]):
             continue  # a small window: the K-S test, column by column
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.any():
