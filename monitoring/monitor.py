@@ -269,17 +269,16 @@ class DriftMonitor:
         realized = self.labels.latest.get(window.model_version)
         baseline = self.labels.reference_of(window.model_version)
         thresholds = Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain)
-        standard = baseline["value"] if baseline else None
+        pooled = baseline["value"] if baseline else None
         # A model that ranked badly from its first labels pools badly ranked windows: held to that pool,
         # every later window "holds". A pool a retrain below the reference sample's estimate is no
         # standard; the estimate stays the reference, so the advice stays retrain.
         set_aside = (
-            standard is not None
+            pooled is not None
             and reference_estimate is not None
-            and reference_estimate - standard >= thresholds.retrain
+            and reference_estimate - pooled >= thresholds.retrain
         )
-        if set_aside:
-            standard = None
+        standard = None if set_aside else pooled
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
             drifted=drifted,
@@ -306,16 +305,16 @@ class DriftMonitor:
                     "reference_source": reference.source,
                     "action_reason": reason
                     + (
-                        f" (the model's first labelled windows, pooled, ranked {baseline['value']:.3f}: no "
+                        f" (the model's first labelled windows, pooled, ranked {pooled:.3f}: no "
                         "standard to hold it to, so the reference sample's estimate is)"
-                        if set_aside and baseline
+                        if set_aside
                         else ""
                     ),
                     "performance_reference": {
                         "metric": "roc_auc",
                         "estimated": reference_estimate,
                         "realized": standard,  # the one the advice used: None when set aside
-                        "realized_set_aside": baseline["value"] if set_aside and baseline else None,
+                        "realized_set_aside": pooled if set_aside else None,
                         "realized_window_start": format_time(baseline["window_start"]) if baseline else None,
                         "realized_window_end": format_time(baseline["window_end"]) if baseline else None,
                     },
