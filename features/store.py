@@ -188,12 +188,13 @@ class FeatureStore(ABC):
         at = {cid: self.partition_of(cid) for cid in customer_ids}
         count = self.partitions or 1
         if count > 1 and at:
-            held = self._holders({(cid, p) for cid, p in at.items()})
-            elsewhere = {(cid, p) for cid in at if (cid, at[cid]) not in held for p in range(count)}
-            for cid, p in sorted(self._holders(elsewhere)) if elsewhere else ():
-                if (cid, at[cid]) not in held:
-                    at[cid] = p
-                    held.add((cid, p))
+            held = self._holders(set(at.items()))
+            missing = [cid for cid, p in at.items() if (cid, p) not in held]
+            found: dict[str, int] = {}
+            if missing:
+                for cid, p in sorted(self._holders({(cid, p) for cid in missing for p in range(count)})):
+                    found.setdefault(cid, p)  # the lowest partition holding it
+            at.update(found)
         return at
 
     def _partitions_of(self, customer_id: str) -> list[int]:
