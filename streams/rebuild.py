@@ -183,8 +183,8 @@ def rebuild(settings: Settings, *, progress: bool = True) -> dict[str, Any]:
 
 
 def cli(args: Any, settings: Settings) -> int:
-    preflight(settings)  # refused before the question, not after the yes
     if not args.yes:
+        preflight(settings)  # refused before the question, not after the yes (rebuild checks again)
         answer = input(
             f"This deletes every churnstream key under namespace {settings.topic_prefix!r} in "
             f"{settings.redacted_redis_url} and rebuilds it from the input topics. Continue? [y/N] "
