@@ -359,6 +359,8 @@ ONBOARDING = "onboarding follow-up: a welcome offer on their next order"
 LOYALTY = "loyalty offer on their next order, thanking them for their custom so far"
 VERIFY = "ask them to confirm their contact details so offers reach them"
 CHECK_IN = "personal check-in from customer success to ask how we can help"
+# two offers on the same next order are one too many: the first reason's stands
+_NEXT_ORDER_OFFERS = frozenset((NEXT_ORDER, LOYALTY))
 
 _KIND_OF_FEATURE = {
     **dict.fromkeys(
@@ -518,7 +520,3 @@ def recommended_actions(
             continue  # nothing to do, said already, or a second offer on the same next order
         actions.append(action)
     return actions or [CHECK_IN]
-
-
-# two offers on the same next order are one too many: the first reason's stands
-_NEXT_ORDER_OFFERS = frozenset((NEXT_ORDER, LOYALTY))

@@ -50,7 +50,7 @@ from churnstream.streams.scorer_metrics import ScorerMetrics
 from churnstream.streams.scoring import BatchReport, BatchScoring, ScoringRows, add_to
 from churnstream.streams.sweeper import Sweeper
 from churnstream.streams.worker import Worker, stop_on_signals
-from churnstream.streams.worker_status import Starting
+from churnstream.streams.worker_status import BUILDING, Starting
 from churnstream.streams.worker_status import serve as serve_worker
 
 log = logging.getLogger(__name__)
@@ -422,7 +422,7 @@ def cli(args: Any, settings: Settings) -> int:
     )
     if not wait_for_model(settings, stop):
         return _stopped(server, "stopped while waiting for a model")
-    starting.waiting = "starting: opening the topics and Redis, loading the models"
+    starting.waiting = BUILDING
     worker = build_scorer(settings, worker_id=settings.worker_name)
     scorer = worker.handler
     stop_on_signals(worker)

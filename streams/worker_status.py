@@ -118,6 +118,9 @@ class WorkerStatus:
         }
 
 
+BUILDING = "starting: opening the topics and Redis, loading the models"
+
+
 class Starting:
     """What a worker process says before its worker exists (waiting for a model, opening Redis, loading
     models): alive, not ready, and why. ``worker`` is set once it exists; from then on it answers."""
@@ -125,7 +128,7 @@ class Starting:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker: Worker[Any] | None = None
-        self.waiting = "starting: opening the topics and Redis, loading the models"
+        self.waiting = BUILDING
 
     @classmethod
     def running(cls, worker: Worker[Any]) -> Starting:
@@ -165,4 +168,4 @@ def serve(
     )
 
 
-__all__ = ["READY_FAILING_SECONDS", "READY_LOOP_SECONDS", "Starting", "WorkerStatus", "serve"]
+__all__ = ["BUILDING", "READY_FAILING_SECONDS", "READY_LOOP_SECONDS", "Starting", "WorkerStatus", "serve"]
