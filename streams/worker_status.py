@@ -30,14 +30,19 @@ READY_LOOP_SECONDS = 30.0  # a loop that has not turned for this long makes the 
 READY_FAILING_SECONDS = 30.0
 
 
+def stuck_after(settings: Settings) -> float:
+    """Seconds without progress after which ``/health`` says stuck (503), so a supervisor restarts the
+    worker: a loop that stopped turning, or a start that hangs (a Redis or Kafka that never answers)."""
+    return max(60.0, 6 * settings.session_timeout_ms / 1000)
+
+
 class WorkerStatus:
     """When the worker's loop last turned and finished a batch, and how far behind its inputs it is."""
 
     def __init__(self, *, settings: Settings, metrics: ScorerMetrics | None = None) -> None:
         self.metrics = metrics
         self.last_loop_at = time.monotonic()  # when the loop last began a turn (liveness)
-        # stuck this long: /health says so, and a supervisor restarts the worker
-        self.stuck_after = max(60.0, 6 * settings.session_timeout_ms / 1000)
+        self.stuck_after = stuck_after(settings)
         self.last_batch_at: float | None = None
         self.lag: int | None = None
         self._lag_measured_at = 0.0
@@ -129,6 +134,17 @@ class Starting:
         self.settings = settings
         self.worker: Worker[Any] | None = None
         self.waiting = BUILDING
+        self.stuck_after = stuck_after(settings)
+
+    @property
+    def waiting(self) -> str:
+        """What the worker waits for; setting it starts its clock."""
+        return self._waiting
+
+    @waiting.setter
+    def waiting(self, what: str) -> None:
+        self._waiting = what
+        self._since = time.monotonic()
 
     @classmethod
     def running(cls, worker: Worker[Any]) -> Starting:
@@ -143,7 +159,11 @@ class Starting:
     def health(self) -> tuple[bool, dict[str, Any]]:
         if self.worker is not None:
             return self.worker.health()
-        return True, {"status": "starting", "waiting": self.waiting, "partitions": []}
+        seconds = round(time.monotonic() - self._since, 1)
+        # waiting for a model may last (the first-run flow: up, then train); building may not
+        if self.waiting == BUILDING and seconds >= self.stuck_after:
+            return False, {"status": "stuck", "waiting": self.waiting, "seconds": seconds, "partitions": []}
+        return True, {"status": "starting", "waiting": self.waiting, "seconds": seconds, "partitions": []}
 
     def ready(self, probe: DependencyProbe) -> tuple[bool, dict[str, Any]]:
         if self.worker is not None:
