@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 # large as an input topic accepts (above the contract's 1 MiB, so that oversized messages get here)
 TOPIC_MAX_BYTES = 4 * 1024 * 1024
 _ROOM = TOPIC_MAX_BYTES - 64 * 1024  # for the value, with room for the envelope around it
+# A dead letter's key, as produced and as text, is the original key's first bytes up to this: a key can
+# be as large as an input topic accepts (a 1.9 MiB key escapes to ~11 MiB of JSON), and a dead letter the
+# topic refuses would stop the worker that found it. Any customer_id fits many times over.
+KEY_MAX_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +70,21 @@ class DeadLetter:
         "key_encoding": OutputField(
             "string", "Present when the key was not UTF-8.", required=False, enum=("base64",)
         ),
+        "key_truncated": OutputField(
+            "boolean",
+            "Present when the key was longer than 1,024 bytes: key holds its start.",
+            required=False,
+        ),
         "value": OutputField(
             "string", "Its bytes as text, or in base64 (see value_encoding).", nullable=True
         ),
         "value_encoding": OutputField(
             "string", "Present when the value was not UTF-8.", required=False, enum=("base64",)
+        ),
+        "value_truncated": OutputField(
+            "boolean",
+            "Present when the value would not fit the topic: value holds its start.",
+            required=False,
         ),
         "error": OutputField("string", "Why it could not be processed."),
         "stage": OutputField("string", "Where it failed.", enum=("decode", "validate", "process")),
@@ -86,8 +100,13 @@ class DeadLetter:
     stage: str
     failed_at: int
 
+    @property
+    def kafka_key(self) -> bytes | None:
+        """The key the dead letter is produced with: the original's first :data:`KEY_MAX_BYTES`."""
+        return None if self.key is None else self.key[:KEY_MAX_BYTES]
+
     def to_json(self) -> dict[str, Any]:
-        key, key_encoding = _text(self.key)
+        key, key_encoding = _text(self.kafka_key)
         out: dict[str, Any] = {
             "source_topic": self.source_topic,
             "partition": self.partition,
@@ -99,6 +118,8 @@ class DeadLetter:
         }
         if key_encoding:
             out["key_encoding"] = key_encoding
+        if self.key is not None and len(self.key) > KEY_MAX_BYTES:
+            out["key_truncated"] = True
         text, encoding = _text(self.value)
         out["value"] = text
         if encoding:
@@ -212,6 +233,7 @@ def dead_letter_payload(letter: DeadLetter) -> bytes:
 
 
 __all__ = [
+    "KEY_MAX_BYTES",
     "TOPIC_MAX_BYTES",
     "DeadLetter",
     "RawMessage",

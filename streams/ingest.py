@@ -272,7 +272,7 @@ class DeadLetterWriter:
         while True:
             try:
                 self.producer.produce(
-                    self.topic, value=payload, key=letter.key, on_delivery=self.tracker.on_delivery
+                    self.topic, value=payload, key=letter.kafka_key, on_delivery=self.tracker.on_delivery
                 )
                 break
             except BufferError:

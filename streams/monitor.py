@@ -237,7 +237,7 @@ class MonitorApp:
 
         async def publish_dead_letter(letter: DeadLetter) -> None:
             # the scorer's cap: a value too large for the topic is cut and marked value_truncated
-            delivery = await dead_topic.send(key=letter.key, value=dead_letter_payload(letter))
+            delivery = await dead_topic.send(key=letter.kafka_key, value=dead_letter_payload(letter))
             await delivery
 
         # the monitor's bookkeeping: one value, in a table whose changelog topic faust creates (compacted)

@@ -326,7 +326,7 @@ class BatchScoring:
             }
         outcome_cols = self.outcomes(tx, resolved, report)
         for letter in letters:
-            emit(self.topics.dead_letter, letter.key, dead_letter_payload(letter))
+            emit(self.topics.dead_letter, letter.kafka_key, dead_letter_payload(letter))
             self.metrics.dead_letters.labels(letter.stage).inc()  # rare: no need to batch
             report.dead_letters += 1
         if n or resolved:

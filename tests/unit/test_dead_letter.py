@@ -87,3 +87,21 @@ def test_the_cap_is_the_dead_letter_topics_and_a_value_is_cut_to_fit_it() -> Non
     record = orjson.loads(payload)
     assert len(payload) <= TOPIC_MAX_BYTES and record["value_truncated"] is True
     assert 0 < len(record["value"]) < 3_000_000 and set(record["value"]) == {'"'}
+
+
+def test_a_huge_key_is_cut_in_the_letter_and_in_the_key_it_is_produced_with() -> None:
+    """A 1.9 MiB key escaped to ~11 MiB of JSON: the topic refused the dead letter, and the worker that
+    found it retried for ever (a review)."""
+    from churnstream.dead_letter import KEY_MAX_BYTES
+
+    class Keyed(_Message):
+        def key(self) -> bytes | None:
+            return b"\x01" * (1900 * 1024)
+
+    letter = dead_letter_for_message(Keyed(b"{}"), ValidationError("key differs"))
+    payload = dead_letter_payload(letter)
+    record = orjson.loads(payload)
+    assert len(payload) < 10_000 and record["key_truncated"] is True
+    assert letter.kafka_key == b"\x01" * KEY_MAX_BYTES and record["key"] == "\x01" * KEY_MAX_BYTES
+    short = orjson.loads(dead_letter_payload(dead_letter_for_message(_Message(b"{}"), DecodeError("x"))))
+    assert short["key"] == "c9" and "key_truncated" not in short
