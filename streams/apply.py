@@ -37,7 +37,7 @@ from churnstream.features.labels import (
     resolve_by_event,
     resolve_by_time,
 )
-from churnstream.features.store import Transaction
+from churnstream.features.store import FeatureStore, Transaction
 from churnstream.streams.ingest import Coordinates
 from churnstream.streams.scoring import ScoringRows
 
@@ -97,6 +97,42 @@ def apply_events(tx: Transaction, events: Iterable[tuple[Event, Coordinates]], *
             found = resolve_by_event(tx.state(cid), ts, churned=churned, horizon_ms=horizon_ms)
             applied.resolved += [(cid, r) for r in found]
     return applied
+
+
+def keyless_misplaced(
+    events: list[tuple[Event, Coordinates]], store: FeatureStore
+) -> tuple[list[tuple[Event, Coordinates]], list[DeadLetter]]:
+    """``events`` without those of messages without a key that came on another partition than the one
+    their customer is kept on, and those as dead letters. Asked before the unit's states are loaded.
+
+    The contract allows messages without a key, but nothing then keeps a customer on one partition: a
+    customer's events spread over partitions would each start a state of their own, with features that
+    count only that partition's events. So a customer is kept where its state is, or, when it has none
+    yet, on the partition its first event of the unit came on (as for keyed messages, whichever
+    partitioner placed them); a keyless message on another partition is refused, saying where the
+    customer is kept. Messages with a key pass as they are, and cost nothing here.
+    """
+    if (store.partitions or 1) < 2 or all(w.key is not None for _, w in events):
+        return events, []
+    first: dict[str, int] = {}
+    for event, where in events:
+        first.setdefault(event.customer_id, where.partition)
+    keyless = {e.customer_id: first[e.customer_id] for e, w in events if w.key is None}
+    kept = {**first, **store.held_elsewhere(keyless)}
+    passed: list[tuple[Event, Coordinates]] = []
+    letters: list[DeadLetter] = []
+    for event, where in events:
+        at = kept[event.customer_id]
+        if where.key is None and at != where.partition:
+            error = ProcessingError(
+                f"a message without a key came on partition {where.partition}, but customer "
+                f"{event.customer_id!r} is kept on partition {at}, where its earlier events came: key "
+                "messages by customer_id, so that a customer's events stay on one partition and in order"
+            )
+            letters.append(dead_letter_for_event(event, where, error))
+        else:
+            passed.append((event, where))
+    return passed, letters
 
 
 def label_overdue(

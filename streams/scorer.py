@@ -44,7 +44,7 @@ from churnstream.features.store import FeatureStore, Transaction
 from churnstream.messages import DeadLetter
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.settings import Settings
-from churnstream.streams.apply import apply_events, label_overdue
+from churnstream.streams.apply import apply_events, keyless_misplaced, label_overdue
 from churnstream.streams.ingest import Batch, Coordinates
 from churnstream.streams.scorer_metrics import ScorerMetrics
 from churnstream.streams.scoring import BatchReport, BatchScoring, ScoringRows, add_to
@@ -206,7 +206,8 @@ class ChurnScorer:
                 p = where.partition
                 if event.timestamp > self.partition_time.get(p, -(2**62)):
                     self.partition_time[p] = event.timestamp
-        letters = [
+        fresh, letters = keyless_misplaced(fresh, self.store)
+        letters += [
             d
             for d in batch.dead_letters
             if d.offset is None or not written(d.source_topic, d.partition or 0, d.offset)

@@ -565,6 +565,17 @@ def original_bytes(letter: dict[str, Any]) -> bytes | None:
     return str(letter["value"]).encode("utf-8")
 
 
+def _customer_partition(value: bytes | None, count: int) -> int | None:
+    """Where a producer of messages without a key that places each customer itself sends this one: its
+    customer's murmur2 partition (a keyless message on another partition than its customer's earlier
+    events is refused: ``test_a_huge_key_and_keyless_messages_...``); None when it names no customer."""
+    try:
+        customer = json.loads(value or b"").get("customer_id")
+        return partition_of(customer, count) if isinstance(customer, str) and customer else None
+    except (ValueError, AttributeError):  # not JSON, not an object, not UTF-8 (UnicodeError is one)
+        return None
+
+
 def run_worker_over(
     settings: Settings, tmp_path: Path, messages: list[Message], timeout: float = 120
 ) -> dict[tuple[str, int, int], Message]:
@@ -575,9 +586,11 @@ def run_worker_over(
     for m in messages:
         by_topic.setdefault(getattr(settings.topics, m.kind), []).append(m)
     where: dict[tuple[str, int, int], Message] = {}
+    count = input_partitions(settings)
     for topic, batch in by_topic.items():
+        placed = [None if m.key is not None else _customer_partition(m.value, count) for m in batch]
         for m, (partition, offset) in zip(
-            batch, produce_raw(settings, topic, [(m.key, m.value) for m in batch]), strict=True
+            batch, produce_raw(settings, topic, [(m.key, m.value) for m in batch], placed), strict=True
         ):
             where[(topic, partition, offset)] = m
     log_path = tmp_path / "worker.log"
@@ -724,6 +737,49 @@ def test_a_customer_kept_on_another_partition_than_murmur2_is_scored_found_and_f
     assert found is not None and found.partition == away and found.features["spent_total"] == 40.0
     assert store.forget(cid) and store.features(cid) is None
     assert not list(redis_client.scan_iter(f"*:c:{cid}"))
+
+
+def test_a_huge_key_and_keyless_messages_off_their_customers_partition_are_dead_letters(
+    scorer_settings: Settings,  # noqa: F811
+    topics: Topics,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Two faults of a review, through real Kafka. A 1.9 MiB key (the input topics take 2 MiB) made a dead
+    letter the topic refused: the worker retried for ever and scored nothing on any partition. And
+    messages without a key, spread over partitions, gave one customer two states."""
+    settings = scorer_settings
+    count = input_partitions(settings)
+    assert count > 1
+    cid = "keyless-customer"
+    home = partition_of(cid, count)
+    away = (home + 1) % count
+    producer = make_producer(settings)
+
+    def order(i: int, customer: str = cid) -> bytes:
+        obj = {"event_id": f"{customer}-{i}", "customer_id": customer, "order_id": f"o{i}", "amount": 20}
+        obj["timestamp"] = MARCH_2024[0] + i * 3_600_000
+        return encode(obj)
+
+    producer.produce(settings.topics.orders, key=b"\x01" * (1900 * 1024), value=order(0, "huge-key"))
+    for i in range(4):  # keyless: the first comes on `home` (it keeps the customer), then one each
+        producer.produce(settings.topics.orders, value=order(i), partition=home if i % 2 == 0 else away)
+    producer.produce(settings.topics.orders, key=b"after", value=order(9, "after"), partition=away)
+    assert producer.flush(30) == 0
+    run_worker_over(settings, tmp_path, [])
+
+    letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
+    by_event = {json.loads(original_bytes(d) or b"")["event_id"]: d for d in letters}
+    assert sorted(by_event) == ["huge-key-0", f"{cid}-1", f"{cid}-3"], sorted(by_event)
+    huge = by_event["huge-key-0"]
+    assert huge["stage"] == "validate" and huge["key_truncated"] is True and len(huge["key"]) == 1024
+    assert f"is kept on partition {home}" in by_event[f"{cid}-1"]["error"]
+    predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
+    on_events = sorted(
+        (p["event_id"], p["features"]["orders_total"]) for p in predictions if p["trigger"] == "event"
+    )
+    assert on_events == [("after-9", 1), (f"{cid}-0", 1), (f"{cid}-2", 2)]
+    assert not list(redis_client.scan_iter(f"*{{p{away}}}:c:{cid}"))
 
 
 def test_a_customer_past_the_most_events_one_may_hold_has_the_rest_refused(

@@ -287,3 +287,13 @@ def test_unknown_kind_is_rejected() -> None:
 def test_times_are_emitted_as_rfc3339_utc(ms: int, text: str) -> None:
     assert format_time(ms) == text
     assert parse("orders", build("orders", timestamp=text)).timestamp == ms
+
+
+@pytest.mark.parametrize("key", [b"\xfe", b"\xfd", b"\xef\xbf\xbd\xff"])
+def test_a_key_that_is_not_utf8_never_passes_for_the_replacement_character(key: bytes) -> None:
+    """Decoded with replacement, b"\\xfe" and b"\\xfd" both read U+FFFD: a review's customer "\\ufffd" had
+    three keys accepted, on two partitions, and two states."""
+    obj = build("orders", customer_id="\ufffd")
+    assert parse("orders", obj, key="\ufffd".encode()).customer_id == "\ufffd"
+    with pytest.raises(ValidationError, match="differs from customer_id"):
+        parse("orders", obj, key=key)
