@@ -255,20 +255,37 @@ class ModelRegistry:
             raise
         return version
 
+    def servable(self, version: str) -> LoadedModel:
+        """``version`` loaded, once it is known that workers can serve it: its artifact verified and
+        unpickled by this release (:meth:`load`), and every feature it reads one that churnstream computes
+        (a model of another release reading a feature this one lacks would score with NaN in its place).
+        :class:`ModelIntegrityError` otherwise: checked before a version is made current, put in shadow or
+        rolled back to, since every worker started afterwards loads it or fails to start."""
+        from churnstream.features.definitions import FEATURE_NAMES
+
+        loaded = self.load(version)
+        unknown = [name for name in loaded.model.feature_names if name not in FEATURE_NAMES]
+        if unknown:
+            raise ModelIntegrityError(
+                f"model version {version} reads features this release of churnstream does not compute: "
+                f"{', '.join(unknown)}; retrain it with this release"
+            )
+        return loaded
+
     def promote(self, version: str) -> None:
-        """Make ``version`` current (after verifying its artifact); the previous one is kept for rollback.
+        """Make ``version`` current (once it is :meth:`servable`); the previous one is kept for rollback.
         Promoting the version in shadow empties the shadow slot (it would shadow itself)."""
-        self.verify(version)
+        self.servable(version)
         with self._lock():
             self._set_current(version, action="promote")
             if self.shadow_version() == version:
                 self._set_shadow(None, reason="promoted")
 
     def shadow(self, version: str | None, *, reason: str | None = None) -> None:
-        """Put ``version`` in shadow (after verifying its artifact), or empty the slot with None; logged in
+        """Put ``version`` in shadow (once it is :meth:`servable`), or empty the slot with None; logged in
         the history like a promotion. Workers score every prediction with it beside the current model."""
         if version is not None:
-            self.verify(version)
+            self.servable(version)
         with self._lock():
             self._set_shadow(version, reason=reason)
 
@@ -288,7 +305,7 @@ class ModelRegistry:
             while stack:
                 candidate = stack.pop()
                 if candidate in self.versions() and candidate != self.current_version():
-                    self.verify(candidate)
+                    self.servable(candidate)
                     self._set_current(candidate, action="rollback", history=hist)
                     if self.shadow_version() == candidate:
                         self._set_shadow(None, reason="rolled back to")

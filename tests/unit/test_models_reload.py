@@ -37,9 +37,29 @@ def register_unloadable(registry: ModelRegistry, *, promote: bool = False) -> st
     (vdir / HASH_FILE).write_text(f"{sha256_hex(data)}  {MODEL_FILE}\n", encoding="utf-8")
     metadata = json.loads((vdir / METADATA_FILE).read_text(encoding="utf-8"))
     (vdir / METADATA_FILE).write_text(json.dumps(dict(metadata, sha256=sha256_hex(data))), encoding="utf-8")
-    if promote:
-        registry.promote(version)
+    if promote:  # as by hand, or by an older release: `promote` itself refuses it (test below)
+        with registry._lock():
+            registry._set_current(version, action="promote")
     return version
+
+
+def test_promote_shadow_and_rollback_refuse_a_version_workers_could_not_serve(tmp_path: Path) -> None:
+    """A review promoted a model this release cannot unpickle: `promote` said it was current, the running
+    scorer kept the old one, and every scorer or API started afterwards exited at start-up. A model
+    reading a feature churnstream does not compute was served with NaN in that column, silently."""
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register(_model(1), {}, promote=True)
+    broken = register_unloadable(registry)
+    with pytest.raises(ModelIntegrityError, match="cannot be loaded by this release"):
+        registry.promote(broken)
+    with pytest.raises(ModelIntegrityError, match="cannot be loaded by this release"):
+        registry.shadow(broken)
+    other = _model(2)
+    other.feature_names = [*other.feature_names[:-1], "recency_days_v2"]
+    renamed = registry.register(other, {})
+    with pytest.raises(ModelIntegrityError, match="does not compute: recency_days_v2"):
+        registry.promote(renamed)
+    assert registry.current_version() == v1 and registry.shadow_version() is None
 
 
 def test_a_promoted_model_that_cannot_be_loaded_is_refused_once_and_the_served_one_goes_on(
