@@ -52,7 +52,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from churnstream import __version__
@@ -144,6 +144,20 @@ class ScoreMany(BaseModel):
     as_of: StrictStr | StrictInt | None = Field(
         default=None, description="as for one customer; one time for all of them"
     )
+
+    @field_validator("customer_ids")
+    @classmethod
+    def _unicode(cls, ids: list[str]) -> list[str]:
+        """JSON may escape a lone surrogate (``"\\udfff"``), which no UTF-8 key can hold: a 422 naming it,
+        not a 500 for the whole list."""
+        for i, cid in enumerate(ids):
+            try:
+                cid.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"customer_ids[{i}] is not valid Unicode (it holds a lone surrogate)"
+                ) from None
+        return ids
 
 
 # the path of POST /customers/{id}/score (a customer id of its own: at least one character)

@@ -90,6 +90,8 @@ from churnstream.streams.reading import read_range
 from churnstream.streams.retrain import LoopWatch
 
 log = logging.getLogger(__name__)
+# what a report id may look like: report_id() gives "<UTC start>-<version>-<hash>" from these characters
+_REPORT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 STATE_TABLE = "monitor-state"  # changelog topic: "<app id>-monitor-state-changelog"
@@ -471,8 +473,8 @@ class MonitorPages:
             report_id = request.match_info["report_id"]
             as_json = report_id.endswith(".json")
             report_id = report_id.removesuffix(".json").removesuffix(".html")
-            if not report_id or any(c in report_id for c in "/\\") or report_id.startswith("."):
-                raise web.HTTPNotFound()
+            if not _REPORT_ID.fullmatch(report_id):  # not a name report_id() gives (a NUL, 7,000 chars)
+                raise web.HTTPNotFound(text=f"no report {report_id[:100]!r}")
             path = (
                 service.monitor.store.json_path(report_id)
                 if as_json

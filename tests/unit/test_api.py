@@ -243,6 +243,11 @@ def test_a_malformed_body_is_refused_with_what_to_send(client: TestClient) -> No
         "/score", content=b'{"customer_ids": [', headers={"content-type": "application/json"}
     )
     assert broken.status_code == 422 and "body: not valid JSON" in broken.json()["detail"]
+    surrogate = client.post(  # was a 500 (UnicodeEncodeError finding its partition), for every id listed
+        "/score", content=b'{"customer_ids": ["c1", "\\udfff"]}', headers={"content-type": "application/json"}
+    )
+    assert surrogate.status_code == 422, surrogate.text
+    assert "customer_ids[1] is not valid Unicode" in surrogate.json()["detail"]
 
 
 def test_a_wrong_method_says_which_are_allowed_and_health_answers_head(client: TestClient) -> None:
