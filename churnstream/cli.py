@@ -296,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--model-dir", "--out", dest="model_dir", default=None, help=model_dir_help)
     retrain.add_argument("--since", default=None, help="only events at or after this time (RFC 3339)")
     retrain.add_argument("--until", default=None, help="only events before this time (RFC 3339)")
+    retrain.add_argument(
+        "--replace-shadow",
+        action="store_true",
+        help="take the place of the model in shadow (without it, a retrain refuses while one is there)",
+    )
 
     command(
         "score",

@@ -43,6 +43,27 @@ def unwritable(root: Path, exc: OSError) -> str:
     return f"cannot write to {root} ({why}): {fix}, or point CHURN_REPORT_DIR elsewhere"
 
 
+def _shadow_first(evidence: dict[str, Any]) -> str:
+    """What a ``retrain`` advice adds while a model is in shadow: a retrain would take its place.
+
+    >>> evidence = {"shadow_version": "v2", "champion_version": "v1",
+    ...             "cumulative": {"verdict": "undecided", "labels": 1416}}
+    >>> print(_shadow_first(evidence))  # doctest: +NORMALIZE_WHITESPACE
+    but v2 is in shadow (undecided against v1 on 1416 labels): a retrain would take its place; promote it
+    (churnstream models promote v2) or clear the slot (churnstream models shadow --clear) first
+    """
+    if evidence.get("left_slot"):
+        return str(evidence["left_slot"])
+    shadow = evidence["shadow_version"]
+    cumulative = evidence.get("cumulative") or {}
+    return (
+        f"but {shadow} is in shadow ({cumulative.get('verdict') or 'no verdict'} against "
+        f"{evidence.get('champion_version')} on {cumulative.get('labels', 0)} labels): a retrain would take "
+        f"its place; promote it (churnstream models promote {shadow}) or clear the slot (churnstream models "
+        "shadow --clear) first"
+    )
+
+
 class ReportPublisher:
     """Draws the reports of closed windows and publishes each window's message; ``max_jobs`` bounds the
     jobs waiting for the report worker (see :class:`RenderQueue`), ``counters`` are those saved before a
@@ -57,7 +78,7 @@ class ReportPublisher:
         settled: Callable[[list[int]], None],
         max_jobs: int = 1,
         counters: Mapping[str, int] | None = None,
-        evidence: Callable[[str | None, str | None], dict[str, Any] | None] | None = None,
+        evidence: Callable[[str | None, str | None, str | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.renderer = renderer
@@ -131,8 +152,13 @@ class ReportPublisher:
         if self._evidence is None:
             return
         try:  # reads churn_outcomes and the registry: off the event loop; never stops the report
+            message = job.message
             evidence = await asyncio.get_running_loop().run_in_executor(
-                None, self._evidence, job.message.get("action"), job.message.get("window_end")
+                None,
+                self._evidence,
+                message.get("action"),
+                message.get("window_end"),
+                message.get("model_version"),
             )
         except Exception:
             log.exception("the shadow evidence, auto-promotion or retrain failed for this report")
@@ -140,6 +166,10 @@ class ReportPublisher:
         if evidence is None:
             return
         job.message["evidence"] = evidence
+        if job.message.get("action") == "retrain" and evidence.get("shadow_version"):
+            job.message["action_reason"] = (
+                f"{job.message.get('action_reason') or 'retrain'}; {_shadow_first(evidence)}"
+            )
         job.run = window_run(
             job.message,
             topic_prefix=self.queue.topic_prefix,

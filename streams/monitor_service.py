@@ -86,7 +86,7 @@ class MonitorService:
         max_jobs: int = 1,
         committed: Callable[[list[PartitionId]], Mapping[PartitionId, int]] | None = None,
         offsets: InputOffsets | None = None,
-        evidence: Callable[[str | None, str | None], dict[str, Any] | None] | None = None,
+        evidence: Callable[[str | None, str | None, str | None], dict[str, Any] | None] | None = None,
         missed: Missed | None = None,
     ) -> None:
         self.settings = settings

@@ -191,12 +191,17 @@ def retrain(
     since: int | None = None,
     until: int | None = None,
     progress: bool = True,
+    replace_shadow: bool = False,
 ) -> str:
-    """Train from the input topics, register (not promoted), put in shadow; returns the new version."""
+    """Train from the input topics, register (not promoted), put in shadow; returns the new version.
+
+    A model already in shadow is not replaced (its evidence would be lost) unless ``replace_shadow``."""
     from churnstream.models.train import train
     from churnstream.streams.train_topics import export_topics
 
     root = Path(model_dir or settings.model_dir)
+    if not replace_shadow:
+        _refuse_over_shadow(ModelRegistry(root))
     log.info("retrain: reading the input topics (since %s, until %s)", since, until)
     with tempfile.TemporaryDirectory(prefix="churnstream-retrain-") as tmp:
         export = export_topics(settings, Path(tmp), since=since, until=until, progress=progress)
@@ -213,16 +218,42 @@ def retrain(
         version = train(tmp, root, settings=settings, promote=False, progress=progress)
     registry = ModelRegistry(root)
     log.info("retrain: registered %s (not promoted; current is %s)", version, registry.current_version())
-    registry.shadow(version, reason="retrain")
+    replaced = registry.shadow_version()
+    if replaced is not None:
+        if not replace_shadow:  # put there while this one trained
+            _refuse_over_shadow(registry, trained=version)
+        log.warning("retrain: %s takes the shadow slot of %s (--replace-shadow)", version, replaced)
+    registry.shadow(version, reason="retrain" if replaced is None else f"retrain, replacing {replaced}")
     log.info("retrain: %s is in shadow; workers score it within CHURN_MODEL_POLL_SECONDS", version)
     return version
 
 
+def _refuse_over_shadow(registry: ModelRegistry, *, trained: str | None = None) -> None:
+    """:class:`ChurnstreamError` when a model is in shadow: a retrain would throw away its evidence."""
+    shadow = registry.shadow_version()
+    if shadow is None:
+        return
+    kept = f"; {trained} is registered, not in shadow" if trained else ""
+    raise ChurnstreamError(
+        f"{shadow} is in shadow, gathering evidence against {registry.current_version()} "
+        f"(`churnstream models list` shows it): a retrain would take its place{kept}. Promote it "
+        f"(`churnstream models promote {shadow}`), clear the slot (`churnstream models shadow --clear`), "
+        "or pass --replace-shadow"
+    )
+
+
 def cli(args: Any, settings: Settings) -> int:
-    """``churnstream retrain [--model-dir D] [--since T] [--until T]``."""
+    """``churnstream retrain [--model-dir D] [--since T] [--until T] [--replace-shadow]``."""
     since = None if args.since is None else parse_time(args.since, "--since")
     until = None if args.until is None else parse_time(args.until, "--until")
-    version = retrain(settings, model_dir=args.model_dir, since=since, until=until, progress=True)
+    version = retrain(
+        settings,
+        model_dir=args.model_dir,
+        since=since,
+        until=until,
+        progress=True,
+        replace_shadow=getattr(args, "replace_shadow", False),
+    )
     print(f"{version} is in shadow; promote it with `churnstream models promote {version}`")
     return 0
 
@@ -308,9 +339,22 @@ class LoopWatch:
         self._follower.poll()
         return self._follower.rows, self._follower.found.final, self._follower.caught_up
 
-    def on_report(self, action: str | None, until: str | None = None) -> dict[str, Any] | None:
+    def on_report(
+        self, action: str | None, until: str | None = None, model_version: str | None = None
+    ) -> dict[str, Any] | None:
         """Evidence for the report (None without a shadow); promotes, retires a worse shadow or retrains
-        when the settings say. ``until``: the report's window end, where a retrain it starts stops reading."""
+        when the settings say. ``until``: the report's window end, where a retrain it starts stops reading.
+        ``model_version``: the model the report is of; advice about a model no longer current (a monitor
+        behind a promotion, or catching up) is not acted on."""
+        current = self.registry.current_version()
+        if model_version is not None and model_version != current and action not in (None, "none"):
+            log.info(
+                "the advice %s is about %s, which is no longer current (%s): not acted on",
+                action,
+                model_version,
+                current,
+            )
+            action = None
         shadow = self.registry.shadow_version()
         evidence = None
         if shadow is not None:
@@ -342,6 +386,9 @@ class LoopWatch:
             if self.registry.shadow_version() == shadow:  # not another one put there meanwhile
                 self.registry.shadow(None, reason=f"{said} (CHURN_RETRAIN_ON_ADVICE)")
                 log.info("%s is %s: it leaves the shadow slot", shadow, said)
+                evidence["left_slot"] = (
+                    f"{shadow} is {said}: it left the shadow slot (CHURN_RETRAIN_ON_ADVICE)"
+                )
         if action == "retrain" and self.settings.retrain_on_advice:
             self.maybe_retrain(until)
         return evidence

@@ -177,6 +177,37 @@ def test_retrain_on_advice_starts_one_retrain_at_a_time_without_a_shadow(tmp_pat
     assert len(started) == 2
 
 
+def test_advice_about_a_model_no_longer_current_is_not_acted_on(tmp_path: Path) -> None:
+    """A review's monitor, catching up on the windows of v0001 after v0003 was promoted, started a retrain
+    on their advice (and would have retired an undecided shadow for it)."""
+    registry = _registry(tmp_path)
+    started: list[_Process] = []
+
+    def start(until: str | None) -> _Process:
+        started.append(_Process())
+        return started[-1]
+
+    watch = LoopWatch(Settings(model_dir=tmp_path, retrain_on_advice=1), outcomes=list, start_retrain=start)
+    watch.on_report("retrain", "2024-06-01T00:00:00Z", "v0002")  # v0001 is current
+    assert started == []
+    watch.on_report("retrain", "2024-06-01T00:00:00Z", "v0001")
+    assert len(started) == 1
+    assert registry.current_version() == "v0001"
+
+
+def test_a_retrain_does_not_take_the_place_of_a_model_in_shadow_unless_told(tmp_path: Path) -> None:
+    """`churnstream retrain`, as a report advised, replaced an undecided shadow and its evidence without a
+    word (a review). It now refuses, before reading the topics, saying what to do."""
+    from churnstream.errors import ChurnstreamError
+    from churnstream.streams.retrain import retrain
+
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    with pytest.raises(ChurnstreamError, match=r"v0002 is in shadow.*--replace-shadow"):
+        retrain(Settings(model_dir=tmp_path, kafka_bootstrap="127.0.0.1:1"), progress=False)
+    assert registry.shadow_version() == "v0002"
+
+
 def test_the_alert_value_replays_the_policy_on_probability_times_the_customers_value() -> None:
     """Outcomes carry customer_value, so the replayed policy picks by value at risk as the real one does:
     a valuable churner with a low probability outranks cheap likely churners."""
