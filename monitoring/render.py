@@ -53,7 +53,7 @@ from churnstream.monitoring.monitor import PendingReport
 from churnstream.monitoring.pages import render_window_page, window_banner
 from churnstream.monitoring.reference import PreparedReference
 from churnstream.monitoring.report import ReportStore, run_drift_report
-from churnstream.monitoring.ui import WindowRun, window_run
+from churnstream.monitoring.ui import PROJECT, WindowRun, window_run
 from churnstream.monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
@@ -211,11 +211,18 @@ class ReportRenderer:
     """
 
     def __init__(
-        self, *, root: Path, drift_share: float, workspace: bool = True, in_thread: bool = False
+        self,
+        *,
+        root: Path,
+        drift_share: float,
+        workspace: bool = True,
+        in_thread: bool = False,
+        project: str = PROJECT,
     ) -> None:
         self.root = Path(root)
         self.drift_share = drift_share
         self.workspace = workspace
+        self.project = project
         self.in_thread = in_thread
         self.restarts = 0
         self._executor: Executor | None = None
@@ -234,7 +241,7 @@ class ReportRenderer:
                     max_workers=1,
                     thread_name_prefix="drift-report",
                     initializer=_init_worker,
-                    initargs=(str(self.root), self.workspace),
+                    initargs=(str(self.root), self.workspace, self.project),
                 )
             else:
                 # spawn, not fork: the monitor runs threads (Kafka client, web server) a fork would copy
@@ -242,7 +249,7 @@ class ReportRenderer:
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_init_worker,
-                    initargs=(str(self.root), self.workspace, os.getpid()),
+                    initargs=(str(self.root), self.workspace, self.project, os.getpid()),
                 )
             self._sent = set()
             self._warm = self._executor.submit(_warm_up)
@@ -292,7 +299,7 @@ class ReportRenderer:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(root: str, workspace: bool, parent: int | None = None) -> None:
+def _init_worker(root: str, workspace: bool, project: str, parent: int | None = None) -> None:
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
         # reports can wait; the monitor's consumption (and the broker, on a small machine) should not
@@ -301,7 +308,7 @@ def _init_worker(root: str, workspace: bool, parent: int | None = None) -> None:
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s report-worker %(levelname)s %(message)s")
     _WORKER.clear()
-    _WORKER.update(store=ReportStore(Path(root), workspace=workspace), references={})
+    _WORKER.update(store=ReportStore(Path(root), workspace=workspace, project=project), references={})
 
 
 def _exit_with(parent: int) -> None:

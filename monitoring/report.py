@@ -28,12 +28,16 @@ from typing import Any
 from churnstream.monitoring.pages import BACK_TO_LIST
 from churnstream.monitoring.reference import PreparedReference
 from churnstream.monitoring.stattests import KS, Verdict, evidently_method
-from churnstream.monitoring.ui import PROJECT, WindowRun, ensure_project, light_snapshot, with_window_values
+from churnstream.monitoring.ui import (
+    WindowRun,
+    ensure_project,
+    light_snapshot,
+    project_for,
+    with_window_values,
+)
 from churnstream.monitoring.window import PREDICTION_COLUMN
 
 log = logging.getLogger(__name__)
-
-WORKSPACE_PROJECT = PROJECT
 
 
 @dataclass(slots=True)
@@ -152,18 +156,19 @@ class ReportStore:
     ``<id>.html``, Evidently's results ``<id>.evidently.json`` when the full report was drawn, and one run
     per window in the Evidently workspace, so ``evidently ui --workspace <root>/workspace`` shows the
     history (``<id>.run`` names it, so a window drawn again after a restart replaces its run).
-    ``topic_prefix`` tags the runs (several deployments may share a workspace)."""
+    ``topic_prefix`` tags the runs and names the project (:func:`project_for`): several deployments may
+    share a workspace, each with a dashboard of its own."""
 
     def __init__(
         self,
         root: Path,
         *,
-        project: str = WORKSPACE_PROJECT,
+        project: str | None = None,
         workspace: bool = True,
         topic_prefix: str = "",
     ) -> None:
         self.root = Path(root)
-        self.project_name = project
+        self.project_name = project or project_for(topic_prefix)
         self.use_workspace = workspace
         self.topic_prefix = topic_prefix
         self._workspace: Any = None
@@ -207,17 +212,28 @@ class ReportStore:
             tmp.unlink(missing_ok=True)  # a full disk keeps no half-written page
             raise
         _write_text(self.evidently_json_path(report_id), snapshot.json())
-        return self._try_add_run(
+        run_id = self._try_add_run(
             lambda: snapshot if run is None else with_window_values(snapshot, run),
             report_id,
             shadow=run is not None and run.has_shadow,
         )
+        self._add_realized(run)
+        return run_id
 
     def save_light(self, report_id: str, run: WindowRun, page: str) -> str | None:
         """A window without its full Evidently report: its own ``page`` as its HTML, and its light run (the
         numbers behind the dashboard) in the workspace; the run's id."""
         self.save_page(report_id, page)
-        return self._try_add_run(lambda: light_snapshot(run), report_id, shadow=run.has_shadow)
+        run_id = self._try_add_run(lambda: light_snapshot(run), report_id, shadow=run.has_shadow)
+        self._add_realized(run)
+        return run_id
+
+    def _add_realized(self, run: WindowRun | None) -> None:
+        """The run of the labelled window ``run``'s report gives the realized ROC-AUC of (see
+        :attr:`WindowRun.realized`): added, or replacing the one an earlier report added for it."""
+        if run is not None and run.realized is not None:
+            realized = run.realized
+            self._try_add_run(lambda: light_snapshot(realized), realized.name)
 
     def save_page(self, report_id: str, page: str) -> None:
         """Write a window's own page (HTML) as its ``<report_id>.html``."""

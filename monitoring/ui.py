@@ -17,13 +17,14 @@ on a restart, it adds only what is missing.
 
 >>> message = {"report_id": "r1", "model_version": "v1", "window_start": "2024-06-01T00:00:00Z",
 ...     "window_end": "2024-06-02T00:00:00Z", "rows": 10, "dataset_drift": True, "drift_share": 0.6,
-...     "drifted_columns": ["a", "b", "c"], "prediction_drift": {"score": 0.2}, "action": "watch",
+...     "drifted_columns": ["a", "b", "c"], "action": "watch",
+...     "prediction_drift": {"method": "Wasserstein distance (normed)", "score": 0.2, "threshold": 0.1},
 ...     "estimated_performance": {"metric": "roc_auc", "value": 0.81, "lower": 0.78, "upper": 0.84}}
 >>> run = window_run(message, topic_prefix="demo.", mean_probability=0.25)
 >>> run.tags, run.timestamp.isoformat()
 (['model:v1', 'prefix:demo.', 'drift'], '2024-06-02T00:00:00')
 >>> list(run.values.items())  # doctest: +NORMALIZE_WHITESPACE
-[('drift_share', 0.6), ('drifted_columns', 3.0), ('prediction_drift', 0.2),
+[('drift_share', 0.6), ('drifted_columns', 3.0), ('prediction_drift_strength', 2.0),
  ('mean_churn_probability', 0.25), ('estimated_roc_auc', 0.81)]
 >>> run.metadata["window_end"], run.metadata["verdict"], run.metadata["action"]
 ('2024-06-02T00:00:00Z', 'drift', 'watch')
@@ -35,7 +36,7 @@ import datetime as dt
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from churnstream.events import parse_time
 from churnstream.monitoring.performance import windows_named
@@ -48,11 +49,18 @@ WINDOW_VALUE_METRIC = "evidently:metric_v2:churnstream.WindowValue"
 WINDOW_VALUES: dict[str, str] = {
     "drift_share": "Share of drifted columns",
     "drifted_columns": "Number of drifted columns",
-    "prediction_drift": "Prediction drift (drift score of churn_probability)",
+    "prediction_drift_strength": "Prediction drift (1 = the test's threshold; above: drifted)",
     "mean_churn_probability": "Mean churn probability",
     "estimated_roc_auc": "Estimated ROC-AUC (without labels)",
-    "realized_roc_auc": "Realized ROC-AUC (latest window with labels)",
+    "realized_roc_auc": "Realized ROC-AUC (at the end of the window its labels are of)",
 }
+# panels of earlier releases, removed from a dashboard when found: "Prediction drift" plotted the test's raw
+# score, a p-value for some windows and a distance for others (one line, opposite meanings); "Realized
+# ROC-AUC" put each window's value at the later window that reported it
+RETIRED_PANELS = (
+    "Prediction drift (drift score of churn_probability)",
+    "Realized ROC-AUC (latest window with labels)",
+)
 
 # while a model is in shadow (#24): the champion's and the shadow's realized ROC-AUC on the same labelled
 # predictions (the report's ``evidence``, cumulative), both on one panel; windows without them plot nothing
@@ -63,15 +71,29 @@ SHADOW_VALUES: dict[str, str] = {
 SHADOW_PANEL = "Champion vs shadow ROC-AUC"
 
 
+def project_for(topic_prefix: str) -> str:
+    """The Evidently project of a deployment: ``churnstream``, or ``churnstream <prefix>`` with a topic
+    prefix, so deployments sharing a workspace do not plot into each other's lines.
+
+    >>> project_for(""), project_for("demo.")
+    ('churnstream', 'churnstream demo.')
+    """
+    return f"{PROJECT} {topic_prefix}" if topic_prefix else PROJECT
+
+
 @dataclass(slots=True)
 class WindowRun:
-    """What a window's run in the Evidently UI says: name, event time, tags, metadata and numbers."""
+    """What a window's run in the Evidently UI says: name, event time, tags, metadata and numbers.
+
+    ``realized``: the run of the earlier window whose realized ROC-AUC this window's report gives, stamped
+    at that window's end (one run per labelled window, replaced when reported again)."""
 
     name: str
     timestamp: dt.datetime
     tags: list[str]
     metadata: dict[str, str]
     values: dict[str, float] = field(default_factory=dict)
+    realized: WindowRun | None = None
 
     @property
     def has_shadow(self) -> bool:
@@ -90,10 +112,9 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
     values: dict[str, Any] = {
         "drift_share": message.get("drift_share"),
         "drifted_columns": len(message.get("drifted_columns") or []),
-        "prediction_drift": (message.get("prediction_drift") or {}).get("score"),
+        "prediction_drift_strength": drift_strength(message.get("prediction_drift") or {}),
         "mean_churn_probability": mean_probability,
         "estimated_roc_auc": estimated.get("value"),
-        "realized_roc_auc": realized.get("value"),
         "champion_roc_auc": auc.get("champion"),
         "shadow_roc_auc": auc.get("shadow"),
     }
@@ -129,14 +150,73 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
         for metric in ("roc_auc", "pr_auc", "alert_value"):
             metadata[f"evidence_{metric}"] = _evidence_text(cumulative.get(metric) or {})
         tags += [f"shadow:{evidence.get('shadow_version')}", f"evidence:{cumulative.get('verdict') or '-'}"]
-    end = parse_time(str(message["window_end"]))
     return WindowRun(
         name=str(message.get("report_id", "")),
-        timestamp=dt.datetime.fromtimestamp(end / 1000, tz=dt.UTC).replace(tzinfo=None),
+        timestamp=_stamp(str(message["window_end"])),
         tags=tags,
         metadata=metadata,
         values={k: float(v) for k, v in values.items() if _finite(v)},
+        realized=_realized_run(message, tags[:2]),
     )
+
+
+def _stamp(time: str) -> dt.datetime:
+    """A run's timestamp: an RFC 3339 time as naive UTC (how Evidently's dashboards order runs)."""
+    return dt.datetime.fromtimestamp(parse_time(time) / 1000, tz=dt.UTC).replace(tzinfo=None)
+
+
+def _realized_run(message: dict[str, Any], tags: list[str]) -> WindowRun | None:
+    """The run of the window whose realized ROC-AUC ``message`` reports: at that window's end, named after
+    it, so the panel shows each value where its window is (beside its estimate) and a value reported by
+    several reports is one point."""
+    realized = message.get("realized_performance") or {}
+    value, start, end = realized.get("value"), realized.get("window_start"), realized.get("window_end")
+    if not _finite(value) or not start or not end:
+        return None
+    version = str(realized.get("model_version") or message.get("model_version") or "")
+    compact = "".join(c for c in f"{start}-{end}" if c.isalnum() or c == "-")
+    return WindowRun(
+        name=f"realized-{compact}-{version}",
+        timestamp=_stamp(str(end)),
+        tags=[*tags, "realized"],
+        metadata={
+            "report": "realized",
+            "window_start": str(start),
+            "window_end": str(end),
+            "labels": str(realized.get("labels", "")),
+            "realized_roc_auc": f"{value} ({realized.get('labels')} labels of {windows_named(realized)})",
+            "reported_by": str(message.get("report_id", "")),
+        },
+        values={"realized_roc_auc": float(cast(float, value))},
+    )
+
+
+def drift_strength(column: dict[str, Any]) -> float | None:
+    """How far a column's drift test is past its threshold, the same way up whatever the test: 1 at the
+    threshold, above it drifted, at most 10. A distance is divided by its threshold; a p-value (drifted
+    below its threshold) gives ``log(p) / log(threshold)``, p taken as at least 1e-12.
+
+    >>> drift_strength({"method": "K-S p_value", "score": 0.05, "threshold": 0.05})
+    1.0
+    >>> drift_strength({"method": "K-S p_value", "score": 0.5, "threshold": 0.05})  # no drift
+    0.231
+    >>> drift_strength({"method": "Wasserstein distance (normed)", "score": 0.033, "threshold": 0.1})
+    0.33
+    >>> drift_strength({"method": "K-S p_value", "score": 0.0, "threshold": 0.05})  # as strong as shown
+    9.223
+    """
+    score, threshold = column.get("score"), column.get("threshold")
+    if not _finite(score) or not _finite(threshold) or threshold <= 0:  # type: ignore[operator]
+        return None
+    score, threshold = float(score), float(threshold)  # type: ignore[arg-type]
+    method = str(column.get("method") or "")
+    if method.endswith("p_value"):
+        if threshold >= 1:
+            return None
+        strength = math.log(max(score, 1e-12)) / math.log(threshold)
+    else:
+        strength = score / threshold
+    return round(min(max(strength, 0.0), 10.0), 3)
 
 
 def _evidence_text(metric: dict[str, Any]) -> str:
@@ -187,7 +267,7 @@ def light_snapshot(run: WindowRun) -> Any:
     report = Report([metric(column=c) for c in columns])
     frame = pd.DataFrame({c: [run.values[c]] for c in columns})
     dataset = Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=columns))
-    metadata = {**run.metadata, "report": "light"}
+    metadata = {"report": "light", **run.metadata}  # a realized run says "realized"
     return report.run(dataset, None, timestamp=run.timestamp, tags=list(run.tags), metadata=metadata)
 
 
@@ -249,6 +329,11 @@ def ensure_project(workspace: Any, name: str = PROJECT, *, shadow: bool = False)
         else workspace.create_project(name, description="churnstream drift windows, one run per window")
     )
     dashboard = workspace.get_dashboard(project.id) or DashboardModel(tabs=[], panels=[])
+    retired = {panel.id for panel in dashboard.panels if panel.title in RETIRED_PANELS}
+    if retired:
+        dashboard.panels = [panel for panel in dashboard.panels if panel.id not in retired]
+        for tab in dashboard.tabs:
+            tab.panels = [panel_id for panel_id in tab.panels if panel_id not in retired]
     have = {panel.title for panel in dashboard.panels}
     missing = [panel for panel in dashboard_panels(shadow=shadow) if panel.title not in have]
     if missing:
@@ -258,5 +343,6 @@ def ensure_project(workspace: Any, name: str = PROJECT, *, shadow: bool = False)
             dashboard.tabs.append(tab)
         dashboard.panels.extend(missing)
         tab.panels.extend(panel.id for panel in missing)
+    if missing or retired:
         workspace.save_dashboard(project.id, dashboard)
     return project.id

@@ -274,6 +274,7 @@ class MonitorApp:
                 drift_share=monitor.config.drift_share,
                 workspace=monitor.store.use_workspace,
                 in_thread=render_in_thread,
+                project=monitor.store.project_name,
             ),
             max_jobs=max_pending,
             committed=offsets.committed,

@@ -96,7 +96,11 @@ class MonitorService:
         self.publisher = ReportPublisher(
             monitor=monitor,
             renderer=renderer
-            or ReportRenderer(root=monitor.store.root, drift_share=monitor.config.drift_share),
+            or ReportRenderer(
+                root=monitor.store.root,
+                drift_share=monitor.config.drift_share,
+                project=monitor.store.project_name,
+            ),
             publish_report=publish_report,
             settled=self._settle,
             max_jobs=max_jobs,

@@ -28,7 +28,7 @@ import pytest
 
 from churnstream.events import parse_time
 from churnstream.messages import MonitoringBatch
-from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUES
+from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUES, drift_strength, project_for
 from churnstream.settings import DAY_MS, Settings, Topics
 from tests.integration.conftest import produce_raw
 from tests.integration.test_monitor import ROOT, free_port, run_monitor, wait_reports
@@ -244,9 +244,20 @@ def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
     from evidently.ui.workspace import Workspace
 
     workspace = Workspace(str(tmp_path / "reports" / "workspace"))
-    (project,) = workspace.search_project("churnstream")
-    runs = {str(i): workspace.get_run(project.id, i) for i in workspace.list_runs(project.id)}
+    (project,) = workspace.search_project(project_for(settings.topic_prefix))
+    every = {str(i): workspace.get_run(project.id, i) for i in workspace.list_runs(project.id)}
+    runs = {i: run for i, run in every.items() if run is not None and run.metadata["report"] != "realized"}
     assert sorted(runs) == sorted(str(r["evidently_run"]) for r in reports)
+    # a labelled window's realized ROC-AUC: one run at that window's end, however many reports gave it
+    labelled = {
+        (p["window_start"], p["window_end"])
+        for r in reports
+        if (p := r.get("realized_performance") or {}).get("value") is not None
+    }
+    realized = sorted(run.timestamp for run in every.values() if run and run.metadata["report"] == "realized")
+    assert realized == sorted(
+        dt.datetime.fromtimestamp(parse_time(end) / 1000, dt.UTC).replace(tzinfo=None) for _, end in labelled
+    )
     for r in reports:
         run = runs[str(r["evidently_run"])]
         assert run is not None and run.name == r["report_id"]
@@ -277,17 +288,16 @@ def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
         "drift_share": len(reports),
         "drifted_columns": len(reports),
         "mean_churn_probability": len(reports),
-        "prediction_drift": sum(
-            1 for r in reports if (r.get("prediction_drift") or {}).get("score") is not None
+        "prediction_drift_strength": sum(
+            1 for r in reports if drift_strength(r.get("prediction_drift") or {}) is not None
         ),
         "estimated_roc_auc": sum(
             1 for r in reports if (r.get("estimated_performance") or {}).get("value") is not None
         ),
-        "realized_roc_auc": sum(
-            1 for r in reports if (r.get("realized_performance") or {}).get("value") is not None
-        ),
+        "realized_roc_auc": len(labelled),
     }
-    first, last = reports[0]["window_end"][:10], reports[-1]["window_end"][:10]
+    first = min([reports[0]["window_end"], *(end for _, end in labelled)])[:10]
+    last = reports[-1]["window_end"][:10]
     for column, title in WINDOW_VALUES.items():
         assert panels[title].count("MuiMarkElement-root") == expected[column], (title, expected[column])
         if expected[column]:

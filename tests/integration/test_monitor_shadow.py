@@ -12,7 +12,7 @@ from pathlib import Path
 
 from churnstream.models.registry import ModelRegistry
 from churnstream.monitoring.pages import evidence_summary
-from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUE_METRIC
+from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUE_METRIC, project_for
 from churnstream.settings import Settings, Topics
 from tests.integration.conftest import produce_raw
 from tests.integration.test_monitor import ROOT, run_monitor, wait_reports
@@ -78,7 +78,7 @@ def test_every_report_page_and_run_shows_the_shadows_evidence(
     from evidently.ui.workspace import Workspace
 
     workspace = Workspace(str(tmp_path / "reports" / "workspace"))
-    (project,) = workspace.search_project("churnstream")
+    (project,) = workspace.search_project(project_for(settings.topic_prefix))
     for r in reports:
         run = workspace.get_run(project.id, str(r["evidently_run"]))
         assert run is not None and run.tags[-2:] == [f"shadow:{shadow}", "evidence:better"]

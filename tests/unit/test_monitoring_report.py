@@ -18,7 +18,13 @@ from churnstream.monitoring.reference import FrameSource
 from churnstream.monitoring.render import RenderQueue, ReportRenderer
 from churnstream.monitoring.report import ReportStore, run_drift_report
 from churnstream.monitoring.state import MonitorState
-from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUE_METRIC, WINDOW_VALUES, ensure_project
+from churnstream.monitoring.ui import (
+    SHADOW_PANEL,
+    WINDOW_VALUE_METRIC,
+    WINDOW_VALUES,
+    drift_strength,
+    ensure_project,
+)
 
 FEATURES = ["spent_total", "avg_order_value", "tickets_90d", "recency_days", "orders_total"]
 
@@ -170,7 +176,8 @@ def test_monitor_judges_windows_and_the_renderer_writes_files(
         }
         assert means["drift_share"] == pytest.approx(queued.message["drift_share"])
         assert means["drifted_columns"] == len(queued.message["drifted_columns"])
-        assert 0 < means["mean_churn_probability"] < 1 and "prediction_drift" in means
+        assert 0 < means["mean_churn_probability"] < 1
+        assert means["prediction_drift_strength"] == drift_strength(queued.message["prediction_drift"])
     full_run = workspace.get_run(project.id, str(rendered.run_id))
     assert full_run is not None and len(full_run.widgets) > 5  # the drift report itself, not just numbers
     titles = [panel.title for panel in workspace.get_dashboard(project.id).panels]
@@ -262,3 +269,74 @@ def test_a_full_queue_draws_later_windows_light_drifted_first_and_samples_above_
     assert full.rendered_rows == 600 and full.sampled and "an even sample of 600" in full.banner()
     assert full.banner().startswith(f"Drift window {full.job_id}: ")
     assert all(len(c) == 600 for c in full.columns.values())
+
+
+def _message(start: str, end: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "report_id": f"{start[:10]}-v1-x",
+        "model_version": "v1",
+        "window_start": start,
+        "window_end": end,
+        "rows": 10,
+        "drift_share": 0.1,
+        "drifted_columns": [],
+        **extra,
+    }
+
+
+def test_realized_auc_is_plotted_at_its_own_window_and_deployments_get_a_project_each(tmp_path: Path) -> None:
+    """A review's dashboard put each realized ROC-AUC at the later window that reported it, two windows
+    from its estimate; a prediction-drift line mixed p-values (low = drift) with distances (high = drift);
+    and two topic prefixes sharing a workspace plotted into one line."""
+    from evidently.ui.workspace import Workspace
+
+    from churnstream.monitoring.ui import RETIRED_PANELS, project_for, window_run
+
+    realized = {"metric": "roc_auc", "value": 0.78, "labels": 900}
+    realized |= {"window_start": "2024-01-01T00:00:00Z", "window_end": "2024-01-08T00:00:00Z"}
+    store = ReportStore(tmp_path, topic_prefix="a.")
+    for start, end in (
+        ("2024-01-15T00:00:00Z", "2024-01-22T00:00:00Z"),
+        ("2024-01-22T00:00:00Z", "2024-01-29T00:00:00Z"),
+    ):
+        ks = {"method": "K-S p_value", "score": 1e-6, "threshold": 0.05, "drifted": True}
+        message = _message(start, end, realized_performance=realized, prediction_drift=ks)
+        store.save_light(
+            message["report_id"], window_run(message, topic_prefix="a.", mean_probability=0.3), "<p>"
+        )
+    ReportStore(tmp_path, topic_prefix="b.").save_light(
+        "other",
+        window_run(
+            _message("2024-01-15T00:00:00Z", "2024-01-22T00:00:00Z"), topic_prefix="b.", mean_probability=0.9
+        ),
+        "<p>",
+    )
+    workspace = Workspace(str(store.workspace_path))
+    (project,) = workspace.search_project(project_for("a."))
+    assert len(workspace.search_project(project_for("b."))) == 1
+    runs = [workspace.get_run(project.id, str(r)) for r in workspace.list_runs(project.id)]
+    values = {
+        (run.name, r.metric_value_location.metric.params["column"]): r.value
+        for run in runs
+        if run is not None
+        for r in run.metric_results.values()
+    }
+    realized_runs = [run for run in runs if run is not None and run.metadata.get("report") == "realized"]
+    assert len(realized_runs) == 1  # reported twice, one point
+    assert realized_runs[0].timestamp == dt.datetime(2024, 1, 8)  # at its own window's end
+    assert [k for k in values if k[1] == "realized_roc_auc"] == [(realized_runs[0].name, "realized_roc_auc")]
+    strengths = [v for (_, column), v in values.items() if column == "prediction_drift_strength"]
+    assert strengths == [pytest.approx(4.612, abs=1e-3)] * 2  # above 1: drifted, as distance windows read
+    # a dashboard of an earlier release: its misleading panels leave it at the next start
+    from evidently.sdk.panels import line_plot_panel
+
+    dashboard = workspace.get_dashboard(project.id)
+    old = line_plot_panel(title=RETIRED_PANELS[0], values=[], size="half")
+    dashboard.panels.append(old)
+    dashboard.tabs[0].panels.append(old.id)
+    workspace.save_dashboard(project.id, dashboard)
+    assert RETIRED_PANELS[0] in {panel.title for panel in workspace.get_dashboard(project.id).panels}
+    ensure_project(workspace, project_for("a."))
+    dashboard = workspace.get_dashboard(project.id)
+    assert [panel.title for panel in dashboard.panels] == list(WINDOW_VALUES.values())
+    assert old.id not in dashboard.tabs[0].panels
