@@ -477,9 +477,14 @@ def advise(
     >>> advise(drifted=True, estimated=0.80, estimated_reference=0.81, realized=None,
     ...        realized_reference=None, thresholds=t)[0]
     'none'
-    >>> advise(drifted=True, estimated=0.75, estimated_reference=0.81, realized=0.80,
-    ...        realized_reference=0.81, thresholds=t)[0]
-    'watch'
+
+    The estimate asks to watch; the labels of an earlier window, which say otherwise, are said too:
+
+    >>> action, reason = advise(drifted=True, estimated=0.75, estimated_reference=0.81, realized=0.80,
+    ...                         realized_reference=0.81, thresholds=t)
+    >>> print(action, reason)  # doctest: +NORMALIZE_WHITESPACE +ELLIPSIS
+    watch drift, and estimated ROC-AUC 0.750 is 0.060 below the reference's 0.810; the latest realized
+    ROC-AUC, 0.800, holds against 0.810: ...
     >>> action, reason = advise(drifted=False, estimated=0.80, estimated_reference=0.81, realized=0.70,
     ...                         realized_reference=0.81, thresholds=t)
     >>> action, reason.split(": ")[0], reason.endswith(RETRAIN_STEP)
@@ -510,9 +515,15 @@ def advise(
     if drifted and estimated is not None and estimated_reference is not None:
         drop = estimated_reference - estimated
         if drop >= thresholds.watch:
+            # the labels of an earlier window may say otherwise: said beside the estimate, not hidden
+            held = (
+                f"; the latest realized ROC-AUC, {realized:.3f}, holds against {base:.3f}"
+                if realized is not None and base is not None
+                else ""
+            )
             return "watch", (
                 f"drift, and estimated ROC-AUC {estimated:.3f} is {drop:.3f} below the reference's "
-                f"{estimated_reference:.3f}: {WATCH_STEP}"
+                f"{estimated_reference:.3f}{held}: {WATCH_STEP}"
             )
     measured = realized is not None or (estimated is not None and estimated_reference is not None)
     if not measured:
