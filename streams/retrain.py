@@ -358,7 +358,7 @@ class LoopWatch:
         shadow = self.registry.shadow_version()
         evidence = None
         if shadow is not None:
-            evidence = self.evidence(shadow)
+            evidence = self.evidence(shadow, until)
             if self.maybe_promote(evidence) or not self.settings.retrain_on_advice:
                 return evidence
             verdict = evidence["cumulative"]["verdict"]
@@ -393,9 +393,15 @@ class LoopWatch:
             self.maybe_retrain(until)
         return evidence
 
-    def evidence(self, shadow: str) -> dict[str, Any]:
+    def evidence(self, shadow: str, until: str | None = None) -> dict[str, Any]:
+        """The evidence for ``shadow``; with ``until`` (a report's window end), as that window's end knew
+        it: only predictions whose labels were all known by then (their horizon and the allowed lateness
+        ended), so a report drawn late (a monitor catching up, a restart) does not show later labels."""
         s = self.settings
         rows, final, read_to_end = self.outcomes()
+        if until is not None:
+            known = parse_time(until, "window_end") - s.horizon_ms - s.lateness_ms
+            final = {p: min(t, known) for p, t in final.items()}
         champion = self.registry.current_version()
         evidence = evidence_from_outcomes(
             rows,

@@ -208,6 +208,26 @@ def test_a_retrain_does_not_take_the_place_of_a_model_in_shadow_unless_told(tmp_
     assert registry.shadow_version() == "v0002"
 
 
+def test_a_report_drawn_late_shows_the_evidence_its_window_end_knew(tmp_path: Path) -> None:
+    """Three reports a review's monitor drew within 8 s while catching up carried the same evidence, with
+    labels from after the earliest one's end. A report's evidence counts the predictions whose labels were
+    all known by its window's end (the horizon and the allowed lateness after them)."""
+    from churnstream.timefmt import format_time
+
+    registry = _registry(tmp_path)
+    registry.shadow("v0002")
+    rows = _outcomes(3000, shadow_better=True)  # as_of 0 .. 300 days
+    settings = Settings(model_dir=tmp_path)
+    watch = LoopWatch(settings, outcomes=lambda: rows)
+    latest = watch.on_report("none")
+    end = 200 * DAY_MS
+    then = watch.on_report("none", format_time(end))
+    known = end - settings.horizon_ms - settings.lateness_ms
+    assert latest is not None and then is not None
+    assert then["cumulative"]["labels"] == sum(1 for r in rows if r["as_of"] <= known)
+    assert then["cumulative"]["labels"] < latest["cumulative"]["labels"] == len(rows)
+
+
 def test_the_alert_value_replays_the_policy_on_probability_times_the_customers_value() -> None:
     """Outcomes carry customer_value, so the replayed policy picks by value at risk as the real one does:
     a valuable churner with a low probability outranks cheap likely churners."""
