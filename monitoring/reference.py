@@ -82,7 +82,17 @@ class RegistrySource:
         except (ChurnstreamError, FileNotFoundError, KeyError) as exc:
             log.warning("no reference for model version %s in the registry: %s", model_version, exc)
             return None
-        frame = getattr(loaded, "reference", None)
+        try:  # read on first use: a truncated or foreign file fails here, and must not cost the batch
+            frame = getattr(loaded, "reference", None)
+        except Exception as exc:
+            log.warning(
+                "model version %s: its reference data cannot be read (%s: %s); the reference is taken from "
+                "the stream instead",
+                model_version,
+                type(exc).__name__,
+                exc,
+            )
+            return None
         if frame is None or len(frame) == 0:
             log.warning("model version %s has no reference data", model_version)
             return None

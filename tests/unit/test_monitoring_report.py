@@ -340,3 +340,19 @@ def test_realized_auc_is_plotted_at_its_own_window_and_deployments_get_a_project
     dashboard = workspace.get_dashboard(project.id)
     assert [panel.title for panel in dashboard.panels] == list(WINDOW_VALUES.values())
     assert old.id not in dashboard.tabs[0].panels
+
+
+def test_a_reference_file_that_cannot_be_read_leaves_the_reference_to_the_stream(tmp_path: Path) -> None:
+    """A review's model had its reference.parquet cut in half: the monitor dead-lettered a batch of 58
+    predictions and 68 outcomes for it (ArrowInvalid), lost to the windows and realized performance."""
+    from churnstream.models.registry import ModelRegistry
+    from churnstream.monitoring.reference import RegistrySource
+    from tests.unit.test_models_shadow import _model
+
+    registry = ModelRegistry(tmp_path)
+    frame = pd.DataFrame({"recency_days": [1.0, 2.0, 3.0], "churn_probability": [0.1, 0.2, 0.3]})
+    version = registry.register(_model(1), {}, reference=frame, promote=True)
+    path = tmp_path / version / "reference.parquet"
+    assert len(RegistrySource(ModelRegistry(tmp_path)).reference(version)) == 3
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert RegistrySource(ModelRegistry(tmp_path)).reference(version) is None
