@@ -77,6 +77,17 @@ class Calibration:
     every customer in a step gets the same probability and the ranking between them is lost (on CDNOW's
     real orders at 1998-03-31, 23,465 of 23,570 customers tied and ROC-AUC fell from 0.8381 to 0.8370).
     Through the steps' centres the map is strictly increasing between the first and last centre.
+
+    A sigmoid fitted with a slope of 0 or less (scores nearly constant on the calibration slice, or ranking
+    against it) would be a decreasing map: a review's random forest went from a test ROC-AUC of 0.92 to a
+    held-out 0.142 through it. The calibration is then the identity, which keeps the estimator's ranking.
+
+    >>> rng = np.random.default_rng(0)
+    >>> scores = rng.random(400)
+    >>> Calibration.fit(scores, (scores < 0.5).astype(int), "sigmoid").method  # labels against the scores
+    'identity'
+    >>> Calibration.fit(scores, (scores > 0.5).astype(int), "sigmoid").method
+    'sigmoid'
     """
 
     method: str = "identity"
@@ -101,7 +112,10 @@ class Calibration:
 
             z = _logit(scores).reshape(-1, 1)
             lr = LogisticRegression(C=1e4, max_iter=1000).fit(z, labels.astype(int))
-            return cls(method="sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+            a = float(lr.coef_[0, 0])
+            if not a > 0:  # the slice ranks against the scores: a map would turn the ranking over (see below)
+                return cls()
+            return cls(method="sigmoid", a=a, b=float(lr.intercept_[0]))
         if method == "identity":
             return cls()
         raise ValueError(f"unknown calibration method {method!r}")
