@@ -57,6 +57,7 @@ class ModelSet:
         # versions that failed to load, with their files' stamp: tried again only once the files change
         self._shadow_refused: tuple[str, Any] | None = None
         self._refused: tuple[str, Any] | None = None
+        self._refused_why = ""
         self._reload_shadow()
 
     @property
@@ -74,16 +75,29 @@ class ModelSet:
             loaded = self.registry.load(current)
             loaded.model.warm_up()
         except Exception as exc:  # whatever it is, the model being served goes on: said once, not per poll
+            error = (
+                exc
+                if isinstance(exc, ModelError)
+                else ModelIntegrityError(f"model version {current} cannot be served: {exc!r}")
+            )
             if not isinstance(exc, OSError):  # a file system's hiccup is tried again at the next poll
                 self._refused = (current, stamp)  # until its files are written again (a copy finished)
-            if isinstance(exc, ModelError):
-                raise
-            raise ModelIntegrityError(f"model version {current} cannot be served: {exc!r}") from exc
-        self.loaded = loaded
+                self._refused_why = str(error)
+            raise error from exc
+        self.loaded, self._refused = loaded, None
         for learner in self.learners.values():
             self._serving(learner)
         log.info("now scoring with model version %s", current)
         return True
+
+    def not_served(self) -> str | None:
+        """Why the registry's current model is not the one served (a version that cannot be loaded, kept
+        out until its files change), while it is current; None when the served one is current. The scorer's
+        ``/health`` shows it, as the registry and the workers would otherwise disagree in silence."""
+        refused = self._refused
+        if refused is None or self.registry.current_version() != refused[0]:
+            return None
+        return f"serving {self.loaded.version}: {self._refused_why}"
 
     # -- shadow (#24): a second batch model scored beside the current one; it decides nothing -----------
 

@@ -134,6 +134,7 @@ class ChurnScorer:
     def describe(self) -> dict[str, Any]:
         return {
             "model_version": self.models.version,
+            "model_not_served": self.models.not_served(),
             "watermark": self.watermark(),
             "online_labels": {
                 p: learner.online.n_learned for p, learner in sorted(self.models.learners.items())

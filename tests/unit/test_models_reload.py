@@ -78,10 +78,12 @@ def test_a_promoted_model_that_cannot_be_loaded_is_refused_once_and_the_served_o
     assert "ModuleNotFoundError" in str(caught.value) and "churnstream models rollback" in str(caught.value)
     assert models.maybe_reload() is False  # said once, not at every poll
     assert models.version == v1
+    # the registry and the served model disagree: the scorer's /health says so while it lasts
+    assert f"serving {v1}: model version {broken}: model.pkl cannot be loaded" in str(models.not_served())
     # the artifact is written again (a copy by hand finished, a fixed artifact): tried again
     for name in (MODEL_FILE, HASH_FILE, METADATA_FILE):
         (registry.root / broken / name).write_bytes((registry.root / v1 / name).read_bytes())
-    assert models.maybe_reload() is True and models.version == broken
+    assert models.maybe_reload() is True and models.version == broken and models.not_served() is None
     v3 = registry.register(_model(3), {}, promote=True)
     assert models.maybe_reload() is True and models.version == v3
     assert broken not in (v1, v3)
