@@ -34,6 +34,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from churnstream.errors import ChurnstreamError
@@ -298,7 +299,8 @@ class ChurnScorer:
         if now - self._last_model_check >= self.settings.model_poll_seconds:
             self._last_model_check = now
             try:
-                self.models.maybe_reload()
+                if self.models.maybe_reload():
+                    warn_other_horizon(self.models.loaded.metadata, self.settings)
             except Exception as exc:  # never the batch's fault: the model being served goes on
                 log.error(
                     "keeping model %s: the promoted one cannot be loaded: %s (`churnstream models rollback` "
@@ -309,6 +311,34 @@ class ChurnScorer:
 
 
 ScoringWorker = Worker[ChurnScorer]
+
+
+def warn_other_horizon(metadata: Mapping[str, Any], settings: Settings) -> bool:
+    """Warn (True) when a model was trained for another horizon than ``CHURN_HORIZON_DAYS``: labels,
+    outcomes, the online model, value at risk and realized ROC-AUC then all count churn over the
+    setting's horizon against probabilities that mean the model's.
+
+    >>> warn_other_horizon({"horizon_days": 30.0}, Settings(horizon_days=30))
+    False
+    >>> warn_other_horizon({"horizon_days": 30.0}, Settings(horizon_days=90))
+    True
+    """
+    trained = metadata.get("horizon_days")
+    if trained is None or float(trained) == float(settings.horizon_days):
+        return False
+    log.warning(
+        "model %s was trained for a churn horizon of %g days, but CHURN_HORIZON_DAYS is %g: its "
+        "probabilities mean churn within %g days while labels, outcomes and value at risk count %g; set "
+        "CHURN_HORIZON_DAYS=%g, or train a model for %g days",
+        metadata.get("version", "(this one)"),
+        float(trained),
+        settings.horizon_days,
+        float(trained),
+        settings.horizon_days,
+        float(trained),
+        settings.horizon_days,
+    )
+    return True
 
 
 def serve(worker: ScoringWorker | Starting, host: str, port: int) -> Any:
@@ -433,6 +463,7 @@ def cli(args: Any, settings: Settings) -> int:
         return _stopped(server, "stopped while starting")
     starting.worker = worker
     log.info("scoring with model %s; settings %r", scorer.models.version, settings)
+    warn_other_horizon(scorer.models.loaded.metadata, settings)
     log.info(
         "worker %s (CHURN_WORKER_ID) of consumer group %s, session timeout %d ms",
         settings.worker_name,
