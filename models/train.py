@@ -92,10 +92,13 @@ def train(
     progress: bool = True,
     config: TrainConfig | None = None,
     out: Any = None,
+    source: dict[str, Any] | None = None,
 ) -> str:
     """Train, evaluate, calibrate and register a batch model from the event files in ``events_dir``.
 
     Returns the registered version. ``until`` (epoch ms or RFC 3339) ignores events at or after it.
+    ``source``: where the events came from when ``events_dir`` is a temporary copy (the input topics:
+    ``train --from-topics``, ``retrain``), recorded in the metadata in its place.
     """
     import sklearn.ensemble  # noqa: F401  (loads OpenMP first: threadpoolctl limits only loaded libraries)
     from threadpoolctl import threadpool_limits
@@ -111,6 +114,7 @@ def train(
             progress=progress,
             config=config,
             out=out,
+            source=source,
         )
 
 
@@ -124,6 +128,7 @@ def _train(
     progress: bool,
     config: TrainConfig,
     out: Any,
+    source: dict[str, Any] | None = None,
 ) -> str:
     from churnstream.features.definitions import FEATURE_NAMES
     from churnstream.features.offline import read_events
@@ -217,7 +222,11 @@ def _train(
         "plan": described,
         "horizon_days": settings.horizon_days,
         "training_window": {"start": format_time(event_log.start), "end": format_time(event_log.end)},
-        "events": {"dir": str(events_dir), "count": len(event_log.events), "invalid": event_log.invalid},
+        "events": {
+            **({"source": source} if source else {"dir": str(events_dir)}),
+            "count": len(event_log.events),
+            "invalid": event_log.invalid,
+        },
         "population": "every customer with any event at or before the cutoff (as the scorer scores)",
         "cutoffs": {
             "step_days": plan.step_ms / DAY_MS,
@@ -412,6 +421,7 @@ def cli(args: Any, settings: Settings) -> int:
         until=args.until,
         promote=not args.no_promote,
         progress=True,
+        source=getattr(args, "source", None),
     )
     log.info("registered model %s in %s", version, root)
     return 0

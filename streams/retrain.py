@@ -197,7 +197,7 @@ def retrain(
 
     A model already in shadow is not replaced (its evidence would be lost) unless ``replace_shadow``."""
     from churnstream.models.train import train
-    from churnstream.streams.train_topics import export_topics
+    from churnstream.streams.train_topics import export_topics, topics_source
 
     root = Path(model_dir or settings.model_dir)
     if not replace_shadow:
@@ -215,7 +215,14 @@ def retrain(
             "retrain: read %s; training",
             ", ".join(f"{n:,} {kind}" for kind, n in sorted(export.written.items())),
         )
-        version = train(tmp, root, settings=settings, promote=False, progress=progress)
+        version = train(
+            tmp,
+            root,
+            settings=settings,
+            promote=False,
+            progress=progress,
+            source=topics_source(settings, since, until, export),
+        )
     registry = ModelRegistry(root)
     log.info("retrain: registered %s (not promoted; current is %s)", version, registry.current_version())
     replaced = registry.shadow_version()

@@ -26,7 +26,7 @@ from churnstream.settings import Settings
 from churnstream.streams.kafka import end_offsets, make_consumer
 from churnstream.streams.reading import read_to_end
 from churnstream.streams.topics import existing_topics, make_admin
-from churnstream.timefmt import parse_time
+from churnstream.timefmt import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,19 @@ def export_topics(
     return export
 
 
+def topics_source(settings: Settings, since: int | None, until: int | None, export: Export) -> dict[str, Any]:
+    """Where a model trained from the topics got its events, for its metadata (the files it read were a
+    temporary copy): the topics, the time range, what was read and what the topics no longer held."""
+    return {
+        "from": "topics",
+        "topics": list(settings.topics.inputs),
+        "since": None if since is None else format_time(since),
+        "until": None if until is None else format_time(until),
+        "read": dict(sorted(export.written.items())),
+        "lost": list(export.lost),
+    }
+
+
 def _retention(settings: Settings, topics: list[str]) -> dict[str, str]:
     """Topic -> ``cleanup.policy=... retention.ms=...`` (empty when the broker does not say)."""
     from confluent_kafka.admin import ConfigResource
@@ -144,8 +157,9 @@ def cli(args: Any, settings: Settings) -> int:
                 "the input topics hold no orders in the chosen time range: nothing to train on"
             )
         args.events = tmp
+        args.source = topics_source(settings, since, until, export)
         args.until = None  # applied while reading
         return training.cli(args, settings)
 
 
-__all__ = ["Export", "cli", "export_topics"]
+__all__ = ["Export", "cli", "export_topics", "topics_source"]

@@ -54,6 +54,11 @@ def test_a_model_trained_from_the_topics_equals_one_trained_from_their_files(
     assert "1 not JSON objects" in caplog.text
     assert main(["train", "--events", str(world), "--out", str(tmp_path / "from_files")]) == 0
     assert _metrics(tmp_path / "from_topics") == _metrics(tmp_path / "from_files")
+    # its metadata says where its events came from, not the temporary directory they were copied to
+    registry = ModelRegistry(tmp_path / "from_topics")
+    events = registry.metadata(registry.versions()[-1])["events"]
+    assert "dir" not in events and events["source"]["from"] == "topics"
+    assert events["source"]["topics"] == list(topics.inputs) and events["source"]["read"]["orders"] > 0
 
 
 def test_since_and_until_keep_events_by_event_time_and_lost_history_is_reported(
