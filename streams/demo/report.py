@@ -15,6 +15,7 @@ import orjson
 from churnstream.errors import ChurnstreamError
 from churnstream.events import format_time
 from churnstream.models.evaluation import roc_auc
+from churnstream.monitoring.ui import project_for
 from churnstream.settings import Settings
 from churnstream.streams.demo.config import DemoConfig, DemoResult
 
@@ -162,7 +163,7 @@ def print_summary(
         )
         say(f"                HTML reports:  {s.report_dir}/*.html")
         ui = f"DO_NOT_TRACK=1 .venv/bin/evidently ui --workspace {s.report_dir}/workspace"
-        say(f"                Evidently UI:  {ui}")
+        say(f"                Evidently UI:  {ui}  (project {project_for(s.topic_prefix)!r})")
     say(
         f"  ROC-AUC       on the outcomes of predictions as of {split} or later (labels the model never saw):"
     )

@@ -206,10 +206,10 @@ def test_the_publisher_asks_for_the_evidence_before_the_window_is_drawn(tmp_path
         store=ReportStore(tmp_path / "reports", workspace=False),
         config=MonitorConfig(window_rows=1000),
     )
-    asked: list[tuple[str | None, str | None]] = []
+    asked: list[tuple[str | None, str | None, str | None]] = []
 
-    def evidence(action: str | None, until: str | None) -> dict[str, Any] | None:
-        asked.append((action, until))
+    def evidence(action: str | None, until: str | None, model: str | None) -> dict[str, Any] | None:
+        asked.append((action, until, model))
         if outcome == "fails":
             raise RuntimeError("churn_outcomes unreadable")
         return _evidence([]) if outcome == "evidence" else None
@@ -243,7 +243,8 @@ def test_the_publisher_asks_for_the_evidence_before_the_window_is_drawn(tmp_path
     asyncio.run(go())
     (report,) = published
     (job,) = renderer.jobs  # what the report worker was given to draw
-    assert asked == [(report.action, report.to_json()["window_end"])]  # a retrain stops at the window's end
+    # a retrain stops at the window's end; the advice is of the window's model
+    assert asked == [(report.action, report.to_json()["window_end"], report.to_json()["model_version"])]
     message = json.loads(json.dumps(report.to_json()))
     if outcome == "evidence":
         assert message["evidence"]["cumulative"]["verdict"] == "better"
