@@ -99,18 +99,20 @@ def apply_events(tx: Transaction, events: Iterable[tuple[Event, Coordinates]], *
     return applied
 
 
-def keyless_misplaced(
+def keyless_elsewhere(
     events: list[tuple[Event, Coordinates]], store: FeatureStore
-) -> tuple[list[tuple[Event, Coordinates]], list[DeadLetter]]:
+) -> tuple[list[tuple[Event, Coordinates]], list[tuple[Event, Coordinates, int]]]:
     """``events`` without those of messages without a key that came on another partition than the one
-    their customer is kept on, and those as dead letters. Asked before the unit's states are loaded.
+    their customer is kept on, and those with that partition. Asked before the unit's states are loaded.
 
     The contract allows messages without a key, but nothing then keeps a customer on one partition: a
-    customer's events spread over partitions would each start a state of their own, with features that
-    count only that partition's events. So a customer is kept where its state is, or, when it has none
-    yet, on the partition its first event of the unit came on (as for keyed messages, whichever
-    partitioner placed them); a keyless message on another partition is refused, saying where the
-    customer is kept. Messages with a key pass as they are, and cost nothing here.
+    producer on librdkafka's default partitioner spreads a customer's keyless events over every
+    partition, and each would start a state of its own, with features counting only that partition's
+    events. So a customer is kept where its state is (for a new one: the partition its first event of
+    the unit came on, as for keyed messages, whichever partitioner placed them), and the scorer sends a
+    keyless message that came elsewhere to that partition again, keyed by its customer (Kafka Streams'
+    repartitioning); it is applied when it comes there, a late event like any other. Messages with a key
+    pass as they are, and cost nothing here.
     """
     if (store.partitions or 1) < 2 or all(w.key is not None for _, w in events):
         return events, []
@@ -120,19 +122,14 @@ def keyless_misplaced(
     keyless = {e.customer_id: first[e.customer_id] for e, w in events if w.key is None}
     kept = {**first, **store.held_elsewhere(keyless)}
     passed: list[tuple[Event, Coordinates]] = []
-    letters: list[DeadLetter] = []
+    moved: list[tuple[Event, Coordinates, int]] = []
     for event, where in events:
         at = kept[event.customer_id]
         if where.key is None and at != where.partition:
-            error = ProcessingError(
-                f"a message without a key came on partition {where.partition}, but customer "
-                f"{event.customer_id!r} is kept on partition {at}, where its earlier events came: key "
-                "messages by customer_id, so that a customer's events stay on one partition and in order"
-            )
-            letters.append(dead_letter_for_event(event, where, error))
+            moved.append((event, where, at))
         else:
             passed.append((event, where))
-    return passed, letters
+    return passed, moved
 
 
 def label_overdue(

@@ -38,13 +38,21 @@ class Outbox:
         self._replaced_producers: list[float] = []
         self.producer = self._new_producer()
         self.tracker = DeliveryTracker()
-        self._queued: list[tuple[str, str | bytes | None, bytes]] = []
+        self._queued: list[tuple[str, str | bytes | None, bytes, int | None]] = []
 
-    def emit(self, topic: str, key: str | bytes | None, value: dict[str, Any] | bytes) -> None:
-        """Queue one output of the batch being finished; :meth:`produce` hands them to the producer."""
+    def emit(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: dict[str, Any] | bytes,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one output of the batch being finished (on ``partition`` when given, else where the
+        producer's partitioner puts its key); :meth:`produce` hands them to the producer."""
         if self.quiet:
             return
-        self._queued.append((topic, key, value if isinstance(value, bytes) else orjson.dumps(value)))
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        self._queued.append((topic, key, payload, partition))
 
     def produce(self) -> None:
         """Produce the queued outputs of this batch.
@@ -56,10 +64,10 @@ class Outbox:
         queued, self._queued = self._queued, []
         produce = self.producer.produce
         on_delivery = self.tracker.on_delivery
-        for topic, key, payload in queued:
+        for topic, key, payload, partition in queued:
             while True:
-                try:
-                    produce(topic, value=payload, key=key, on_delivery=on_delivery)
+                try:  # partition -1: the partitioner's choice (librdkafka's RD_KAFKA_PARTITION_UA)
+                    produce(topic, payload, key, -1 if partition is None else partition, on_delivery)
                     break
                 except BufferError:
                     self.producer.poll(0.05)

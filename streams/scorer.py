@@ -37,6 +37,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from churnstream.errors import ChurnstreamError
 from churnstream.events import Event, LabelEvent
 from churnstream.features.labels import Resolved
@@ -45,7 +47,7 @@ from churnstream.features.store import FeatureStore, Transaction
 from churnstream.messages import DeadLetter
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.settings import Settings
-from churnstream.streams.apply import apply_events, keyless_misplaced, label_overdue
+from churnstream.streams.apply import apply_events, keyless_elsewhere, label_overdue
 from churnstream.streams.ingest import Batch, Coordinates
 from churnstream.streams.scorer_metrics import ScorerMetrics
 from churnstream.streams.scoring import BatchReport, BatchScoring, ScoringRows, add_to
@@ -208,8 +210,14 @@ class ChurnScorer:
                 p = where.partition
                 if event.timestamp > self.partition_time.get(p, -(2**62)):
                     self.partition_time[p] = event.timestamp
-        fresh, letters = keyless_misplaced(fresh, self.store)
-        letters += [
+        fresh, moved = keyless_elsewhere(fresh, self.store)
+        for event, where, kept in moved:  # to its customer's partition, keyed: applied when it comes there
+            original = where.value if where.value is not None else orjson.dumps(event.to_json())
+            self.worker.emit(where.topic, event.customer_id.encode(), original, partition=kept)
+        if moved:
+            report.moved += len(moved)
+            self.metrics.moved.inc(len(moved))
+        letters = [
             d
             for d in batch.dead_letters
             if d.offset is None or not written(d.source_topic, d.partition or 0, d.offset)

@@ -144,13 +144,9 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
 
 
 def produce_raw(
-    settings: Settings,
-    topic: str,
-    records: Iterable[tuple[bytes | None, bytes | None]],
-    partitions: Sequence[int | None] | None = None,
+    settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
 ) -> list[tuple[int, int]]:
-    """Produce each ``(key, value)`` unchanged (on ``partitions[i]`` when given and not None, else where
-    the producer's partitioner puts it); returns ``(partition, offset)`` per record, in order."""
+    """Produce each ``(key, value)`` unchanged; returns ``(partition, offset)`` per record, in order."""
     producer = make_producer(settings)
     where: list[Any] = []
     failures: list[str] = []
@@ -166,9 +162,7 @@ def produce_raw(
 
     for index, (key, value) in enumerate(records):
         where.append(None)
-        chosen = None if partitions is None else partitions[index]
-        extra = {} if chosen is None else {"partition": chosen}
-        producer.produce(topic, key=key, value=value, on_delivery=report(index), **extra)
+        producer.produce(topic, key=key, value=value, on_delivery=report(index))
     remaining = producer.flush(30)
     assert remaining == 0 and not failures, f"produce failed: {failures[:3]} ({remaining} undelivered)"
     return where

@@ -565,17 +565,6 @@ def original_bytes(letter: dict[str, Any]) -> bytes | None:
     return str(letter["value"]).encode("utf-8")
 
 
-def _customer_partition(value: bytes | None, count: int) -> int | None:
-    """Where a producer of messages without a key that places each customer itself sends this one: its
-    customer's murmur2 partition (a keyless message on another partition than its customer's earlier
-    events is refused: ``test_a_huge_key_and_keyless_messages_...``); None when it names no customer."""
-    try:
-        customer = json.loads(value or b"").get("customer_id")
-        return partition_of(customer, count) if isinstance(customer, str) and customer else None
-    except (ValueError, AttributeError):  # not JSON, not an object, not UTF-8 (UnicodeError is one)
-        return None
-
-
 def run_worker_over(
     settings: Settings, tmp_path: Path, messages: list[Message], timeout: float = 120
 ) -> dict[tuple[str, int, int], Message]:
@@ -586,11 +575,9 @@ def run_worker_over(
     for m in messages:
         by_topic.setdefault(getattr(settings.topics, m.kind), []).append(m)
     where: dict[tuple[str, int, int], Message] = {}
-    count = input_partitions(settings)
     for topic, batch in by_topic.items():
-        placed = [None if m.key is not None else _customer_partition(m.value, count) for m in batch]
         for m, (partition, offset) in zip(
-            batch, produce_raw(settings, topic, [(m.key, m.value) for m in batch], placed), strict=True
+            batch, produce_raw(settings, topic, [(m.key, m.value) for m in batch]), strict=True
         ):
             where[(topic, partition, offset)] = m
     log_path = tmp_path / "worker.log"
@@ -739,7 +726,7 @@ def test_a_customer_kept_on_another_partition_than_murmur2_is_scored_found_and_f
     assert not list(redis_client.scan_iter(f"*:c:{cid}"))
 
 
-def test_a_huge_key_and_keyless_messages_off_their_customers_partition_are_dead_letters(
+def test_a_huge_key_is_a_dead_letter_and_keyless_messages_reach_their_customers_partition(
     scorer_settings: Settings,  # noqa: F811
     topics: Topics,
     redis_client: redis.Redis,
@@ -747,7 +734,8 @@ def test_a_huge_key_and_keyless_messages_off_their_customers_partition_are_dead_
 ) -> None:
     """Two faults of a review, through real Kafka. A 1.9 MiB key (the input topics take 2 MiB) made a dead
     letter the topic refused: the worker retried for ever and scored nothing on any partition. And
-    messages without a key, spread over partitions, gave one customer two states."""
+    messages without a key, spread over partitions, gave one customer two states. The keyless orders that
+    came on another partition are sent to the customer's, keyed, and counted there."""
     settings = scorer_settings
     count = input_partitions(settings)
     assert count > 1
@@ -769,16 +757,19 @@ def test_a_huge_key_and_keyless_messages_off_their_customers_partition_are_dead_
     run_worker_over(settings, tmp_path, [])
 
     letters = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.dead_letter)]
-    by_event = {json.loads(original_bytes(d) or b"")["event_id"]: d for d in letters}
-    assert sorted(by_event) == ["huge-key-0", f"{cid}-1", f"{cid}-3"], sorted(by_event)
-    huge = by_event["huge-key-0"]
+    assert [json.loads(original_bytes(d) or b"")["event_id"] for d in letters] == ["huge-key-0"]
+    huge = letters[0]
     assert huge["stage"] == "validate" and huge["key_truncated"] is True and len(huge["key"]) == 1024
-    assert f"is kept on partition {home}" in by_event[f"{cid}-1"]["error"]
+    moved = [m for m in consume_all(settings, settings.topics.orders) if m.key() == cid.encode()]
+    assert sorted((json.loads(m.value())["event_id"], m.partition()) for m in moved) == [
+        (f"{cid}-1", home),
+        (f"{cid}-3", home),
+    ]
     predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
-    on_events = sorted(
-        (p["event_id"], p["features"]["orders_total"]) for p in predictions if p["trigger"] == "event"
-    )
-    assert on_events == [("after-9", 1), (f"{cid}-0", 1), (f"{cid}-2", 2)]
+    on_events = {p["event_id"]: p["features"]["orders_total"] for p in predictions if p["trigger"] == "event"}
+    assert on_events.pop("after-9") == 1
+    assert sorted(on_events) == [f"{cid}-{i}" for i in range(4)]  # every order scored once, on one state
+    assert max(on_events.values()) == 4, on_events
     assert not list(redis_client.scan_iter(f"*{{p{away}}}:c:{cid}"))
 
 
