@@ -166,7 +166,11 @@ class ReportPublisher:
         if evidence is None:
             return
         job.message["evidence"] = evidence
-        if job.message.get("action") == "retrain" and evidence.get("shadow_version"):
+        if (
+            job.message.get("action") == "retrain"
+            and evidence.get("shadow_version")
+            and not evidence.get("demoted")
+        ):
             job.message["action_reason"] = (
                 f"{job.message.get('action_reason') or 'retrain'}; {_shadow_first(evidence)}"
             )

@@ -229,16 +229,17 @@ def retrain(
     if replaced is not None:
         if not replace_shadow:  # put there while this one trained
             _refuse_over_shadow(registry, trained=version)
-        log.warning("retrain: %s takes the shadow slot of %s (--replace-shadow)", version, replaced)
+        log.warning("retrain: %s takes the shadow slot of %s", version, replaced)
     registry.shadow(version, reason="retrain" if replaced is None else f"retrain, replacing {replaced}")
     log.info("retrain: %s is in shadow; workers score it within CHURN_MODEL_POLL_SECONDS", version)
     return version
 
 
 def _refuse_over_shadow(registry: ModelRegistry, *, trained: str | None = None) -> None:
-    """:class:`ChurnstreamError` when a model is in shadow: a retrain would throw away its evidence."""
+    """:class:`ChurnstreamError` when a candidate is in shadow: a retrain would throw away its evidence.
+    A former champion in shadow (auto-promotion puts the demoted one there) is no candidate: replaced."""
     shadow = registry.shadow_version()
-    if shadow is None:
+    if shadow is None or shadow in registry.history():
         return
     kept = f"; {trained} is registered, not in shadow" if trained else ""
     raise ChurnstreamError(
@@ -423,6 +424,7 @@ class LoopWatch:
             share=s.alert_budget_share,
         )
         evidence["read_to_end"] = read_to_end
+        evidence["demoted"] = shadow in self.registry.history()  # a former champion: a retrain replaces it
         try:  # for `models list`; the report carries the evidence either way
             self.registry.record_evidence(evidence)
         except OSError as exc:

@@ -206,6 +206,13 @@ def test_a_retrain_does_not_take_the_place_of_a_model_in_shadow_unless_told(tmp_
     with pytest.raises(ChurnstreamError, match=r"v0002 is in shadow.*--replace-shadow"):
         retrain(Settings(model_dir=tmp_path, kafka_bootstrap="127.0.0.1:1"), progress=False)
     assert registry.shadow_version() == "v0002"
+    # a former champion in shadow, as auto-promotion leaves it, is no candidate: the retrain goes on (to
+    # the topics) instead of advising to promote it back (a second review)
+    from churnstream.streams.retrain import _refuse_over_shadow
+
+    registry.promote("v0002")
+    registry.shadow("v0001")
+    _refuse_over_shadow(registry)  # no error
 
 
 def test_a_report_drawn_late_shows_the_evidence_its_window_end_knew(tmp_path: Path) -> None:
