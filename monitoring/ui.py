@@ -52,11 +52,12 @@ WINDOW_VALUES: dict[str, str] = {
     "prediction_drift_strength": "Prediction drift (1 = the test's threshold; above: drifted)",
     "mean_churn_probability": "Mean churn probability",
     "estimated_roc_auc": "Estimated ROC-AUC (without labels)",
-    "realized_roc_auc": "Realized ROC-AUC (at the end of the window its labels are of)",
+    "window_realized_roc_auc": "Realized ROC-AUC (at the end of the window its labels are of)",
 }
 # panels of earlier releases, removed from a dashboard when found: "Prediction drift" plotted the test's raw
 # score, a p-value for some windows and a distance for others (one line, opposite meanings); "Realized
-# ROC-AUC" put each window's value at the later window that reported it
+# ROC-AUC" put each window's value at the later window that reported it (its column, realized_roc_auc, is
+# in the runs of those releases: the new panel plots another, window_realized_roc_auc)
 RETIRED_PANELS = (
     "Prediction drift (drift score of churn_probability)",
     "Realized ROC-AUC (latest window with labels)",
@@ -174,7 +175,8 @@ def _realized_run(message: dict[str, Any], tags: list[str]) -> WindowRun | None:
     if not _finite(value) or not start or not end:
         return None
     version = str(realized.get("model_version") or message.get("model_version") or "")
-    compact = "".join(c for c in f"{start}-{end}" if c.isalnum() or c == "-")
+    prefix = tags[1].removeprefix("prefix:")  # in the name: deployments may share a report directory
+    compact = "".join(c for c in f"{prefix}-{start}-{end}" if c.isalnum() or c in "-_.")
     return WindowRun(
         name=f"realized-{compact}-{version}",
         timestamp=_stamp(str(end)),
@@ -187,7 +189,7 @@ def _realized_run(message: dict[str, Any], tags: list[str]) -> WindowRun | None:
             "realized_roc_auc": f"{value} ({realized.get('labels')} labels of {windows_named(realized)})",
             "reported_by": str(message.get("report_id", "")),
         },
-        values={"realized_roc_auc": float(cast(float, value))},
+        values={"window_realized_roc_auc": float(cast(float, value))},
     )
 
 

@@ -294,7 +294,7 @@ def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
         "estimated_roc_auc": sum(
             1 for r in reports if (r.get("estimated_performance") or {}).get("value") is not None
         ),
-        "realized_roc_auc": len(labelled),
+        "window_realized_roc_auc": len(labelled),
     }
     first = min([reports[0]["window_end"], *(end for _, end in labelled)])[:10]
     last = reports[-1]["window_end"][:10]

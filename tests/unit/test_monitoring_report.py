@@ -324,7 +324,9 @@ def test_realized_auc_is_plotted_at_its_own_window_and_deployments_get_a_project
     realized_runs = [run for run in runs if run is not None and run.metadata.get("report") == "realized"]
     assert len(realized_runs) == 1  # reported twice, one point
     assert realized_runs[0].timestamp == dt.datetime(2024, 1, 8)  # at its own window's end
-    assert [k for k in values if k[1] == "realized_roc_auc"] == [(realized_runs[0].name, "realized_roc_auc")]
+    assert [k for k in values if k[1] == "window_realized_roc_auc"] == [
+        (realized_runs[0].name, "window_realized_roc_auc")
+    ]
     strengths = [v for (_, column), v in values.items() if column == "prediction_drift_strength"]
     assert strengths == [pytest.approx(4.612, abs=1e-3)] * 2  # above 1: drifted, as distance windows read
     # a dashboard of an earlier release: its misleading panels leave it at the next start
