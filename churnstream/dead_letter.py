@@ -102,8 +102,21 @@ class DeadLetter:
 
     @property
     def kafka_key(self) -> bytes | None:
-        """The key the dead letter is produced with: the original's first :data:`KEY_MAX_BYTES`."""
-        return None if self.key is None else self.key[:KEY_MAX_BYTES]
+        """The key the dead letter is produced with: the original's first :data:`KEY_MAX_BYTES`, cut
+        before a character a UTF-8 key would otherwise lose half of (so it still reads as text).
+
+        >>> DeadLetter("orders", 0, 1, "aé".encode() * 600, None, "x", "decode", 0).kafka_key[-3:]
+        b'\xc3\xa9a'
+        """
+        if self.key is None or len(self.key) <= KEY_MAX_BYTES:
+            return self.key
+        for end in range(KEY_MAX_BYTES, KEY_MAX_BYTES - 4, -1):
+            try:
+                self.key[:end].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            return self.key[:end]
+        return self.key[:KEY_MAX_BYTES]  # not UTF-8 at all: given in base64
 
     def to_json(self) -> dict[str, Any]:
         key, key_encoding = _text(self.kafka_key)

@@ -103,5 +103,12 @@ def test_a_huge_key_is_cut_in_the_letter_and_in_the_key_it_is_produced_with() ->
     record = orjson.loads(payload)
     assert len(payload) < 10_000 and record["key_truncated"] is True
     assert letter.kafka_key == b"\x01" * KEY_MAX_BYTES and record["key"] == "\x01" * KEY_MAX_BYTES
+
+    class Accented(_Message):  # a UTF-8 key cut inside a character read as base64 (a second review)
+        def key(self) -> bytes | None:
+            return ("a" + "\u00e9" * 1000).encode()
+
+    accented = dead_letter_for_message(Accented(b"{}"), ValidationError("key differs")).to_json()
+    assert "key_encoding" not in accented and accented["key"] == "a" + "\u00e9" * 511
     short = orjson.loads(dead_letter_payload(dead_letter_for_message(_Message(b"{}"), DecodeError("x"))))
     assert short["key"] == "c9" and "key_truncated" not in short
