@@ -46,10 +46,16 @@ class Outbox:
         key: str | bytes | None,
         value: dict[str, Any] | bytes,
         partition: int | None = None,
+        *,
+        input_copy: bool = False,
     ) -> None:
         """Queue one output of the batch being finished (on ``partition`` when given, else where the
-        producer's partitioner puts its key); :meth:`produce` hands them to the producer."""
-        if self.quiet:
+        producer's partitioner puts its key); :meth:`produce` hands them to the producer.
+
+        ``input_copy``: an input message sent to another partition (a keyless one, to its customer's),
+        queued even when ``quiet``: a rebuild re-derives state from the inputs, and without the copy the
+        event would be in no state (a copy the live run made already is a duplicate, ignored)."""
+        if self.quiet and not input_copy:
             return
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
         self._queued.append((topic, key, payload, partition))

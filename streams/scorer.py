@@ -213,7 +213,9 @@ class ChurnScorer:
         fresh, moved = keyless_elsewhere(fresh, self.store)
         for event, where, kept in moved:  # to its customer's partition, keyed: applied when it comes there
             original = where.value if where.value is not None else orjson.dumps(event.to_json())
-            self.worker.emit(where.topic, event.customer_id.encode(), original, partition=kept)
+            self.worker.emit(
+                where.topic, event.customer_id.encode(), original, partition=kept, input_copy=True
+            )
         if moved:
             report.moved += len(moved)
             self.metrics.moved.inc(len(moved))
