@@ -506,29 +506,8 @@ class RedisFeatureStore(FeatureStore):
             forgotten = forgotten or int(removed) > 0
         return forgotten
 
-    def held_elsewhere(self, customers: Mapping[str, int]) -> dict[str, int]:
-        """As the store's, without waiting for the write in flight: a customer in the cache is where the
-        cache has it (the states of a write in flight stay cached until it is done, and a failed write
-        empties the cache), and only the others are asked of Redis. So a unit with a keyless message
-        keeps the overlap of the previous unit's write with its own work."""
-        count = self.partitions or 1
-        if count < 2 or not customers:
-            return {}
-        cached = {cid: self._cache[cid][0] for cid in customers if cid in self._cache}
-        found = {cid: q for cid, q in cached.items() if q != customers[cid]}
-        rest = {cid: p for cid, p in customers.items() if cid not in cached}
-        if rest:
-            there = self._holders(set(rest.items()), flush=False)
-            asked = {
-                (cid, q) for cid, p in rest.items() if (cid, p) not in there for q in range(count) if q != p
-            }
-            for cid, q in sorted(self._holders(asked, flush=False) if asked else set()):
-                found.setdefault(cid, q)
-        return found
-
-    def _holders(self, places: set[tuple[str, int]], *, flush: bool = True) -> set[tuple[str, int]]:
-        if flush:
-            self.flush()
+    def _holders(self, places: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        self.flush()
         asked = sorted(places)
         pipe = self._redis.pipeline(transaction=False)
         for cid, p in asked:

@@ -197,22 +197,6 @@ class FeatureStore(ABC):
             at.update(found)
         return at
 
-    def held_elsewhere(self, customers: Mapping[str, int]) -> dict[str, int]:
-        """Of ``{customer: partition}``, those whose state is not on that partition but on another: the
-        lowest such one (two looks, as :meth:`locate`: the given partitions, then the others of those
-        not found there)."""
-        count = self.partitions or 1
-        if count < 2 or not customers:
-            return {}
-        there = self._holders(set(customers.items()))
-        missing = {cid: p for cid, p in customers.items() if (cid, p) not in there}
-        found: dict[str, int] = {}
-        if missing:
-            asked = {(cid, q) for cid, p in missing.items() for q in range(count) if q != p}
-            for cid, q in sorted(self._holders(asked)):
-                found.setdefault(cid, q)
-        return found
-
     def _partitions_of(self, customer_id: str) -> list[int]:
         """Every partition holding a state of ``customer_id`` (its murmur2 one first; that one alone when
         none does): ``forget`` removes them all, even the copies producers with two partitioners made."""

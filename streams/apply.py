@@ -37,7 +37,7 @@ from churnstream.features.labels import (
     resolve_by_event,
     resolve_by_time,
 )
-from churnstream.features.store import FeatureStore, Transaction
+from churnstream.features.store import Transaction
 from churnstream.streams.ingest import Coordinates
 from churnstream.streams.scoring import ScoringRows
 
@@ -97,39 +97,6 @@ def apply_events(tx: Transaction, events: Iterable[tuple[Event, Coordinates]], *
             found = resolve_by_event(tx.state(cid), ts, churned=churned, horizon_ms=horizon_ms)
             applied.resolved += [(cid, r) for r in found]
     return applied
-
-
-def keyless_elsewhere(
-    events: list[tuple[Event, Coordinates]], store: FeatureStore
-) -> tuple[list[tuple[Event, Coordinates]], list[tuple[Event, Coordinates, int]]]:
-    """``events`` without those of messages without a key that came on another partition than the one
-    their customer is kept on, and those with that partition. Asked before the unit's states are loaded.
-
-    The contract allows messages without a key, but nothing then keeps a customer on one partition: a
-    producer on librdkafka's default partitioner spreads a customer's keyless events over every
-    partition, and each would start a state of its own, with features counting only that partition's
-    events. So a customer is kept where its state is (for a new one: the partition its first event of
-    the unit came on, as for keyed messages, whichever partitioner placed them), and the scorer sends a
-    keyless message that came elsewhere to that partition again, keyed by its customer (Kafka Streams'
-    repartitioning); it is applied when it comes there, a late event like any other. Messages with a key
-    pass as they are, and cost nothing here.
-    """
-    if (store.partitions or 1) < 2 or all(w.key is not None for _, w in events):
-        return events, []
-    first: dict[str, int] = {}
-    for event, where in events:
-        first.setdefault(event.customer_id, where.partition)
-    keyless = {e.customer_id: first[e.customer_id] for e, w in events if w.key is None}
-    kept = {**first, **store.held_elsewhere(keyless)}
-    passed: list[tuple[Event, Coordinates]] = []
-    moved: list[tuple[Event, Coordinates, int]] = []
-    for event, where in events:
-        at = kept[event.customer_id]
-        if where.key is None and at != where.partition:
-            moved.append((event, where, at))
-        else:
-            passed.append((event, where))
-    return passed, moved
 
 
 def label_overdue(

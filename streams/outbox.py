@@ -38,27 +38,13 @@ class Outbox:
         self._replaced_producers: list[float] = []
         self.producer = self._new_producer()
         self.tracker = DeliveryTracker()
-        self._queued: list[tuple[str, str | bytes | None, bytes, int | None]] = []
+        self._queued: list[tuple[str, str | bytes | None, bytes]] = []
 
-    def emit(
-        self,
-        topic: str,
-        key: str | bytes | None,
-        value: dict[str, Any] | bytes,
-        partition: int | None = None,
-        *,
-        input_copy: bool = False,
-    ) -> None:
-        """Queue one output of the batch being finished (on ``partition`` when given, else where the
-        producer's partitioner puts its key); :meth:`produce` hands them to the producer.
-
-        ``input_copy``: an input message sent to another partition (a keyless one, to its customer's),
-        queued even when ``quiet``: a rebuild re-derives state from the inputs, and without the copy the
-        event would be in no state (a copy the live run made already is a duplicate, ignored)."""
-        if self.quiet and not input_copy:
+    def emit(self, topic: str, key: str | bytes | None, value: dict[str, Any] | bytes) -> None:
+        """Queue one output of the batch being finished; :meth:`produce` hands them to the producer."""
+        if self.quiet:
             return
-        payload = value if isinstance(value, bytes) else orjson.dumps(value)
-        self._queued.append((topic, key, payload, partition))
+        self._queued.append((topic, key, value if isinstance(value, bytes) else orjson.dumps(value)))
 
     def produce(self) -> None:
         """Produce the queued outputs of this batch.
@@ -70,10 +56,10 @@ class Outbox:
         queued, self._queued = self._queued, []
         produce = self.producer.produce
         on_delivery = self.tracker.on_delivery
-        for topic, key, payload, partition in queued:
+        for topic, key, payload in queued:
             while True:
-                try:  # partition -1: the partitioner's choice (librdkafka's RD_KAFKA_PARTITION_UA)
-                    produce(topic, payload, key, -1 if partition is None else partition, on_delivery)
+                try:
+                    produce(topic, value=payload, key=key, on_delivery=on_delivery)
                     break
                 except BufferError:
                     self.producer.poll(0.05)

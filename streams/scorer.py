@@ -37,8 +37,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from churnstream.errors import ChurnstreamError
 from churnstream.events import Event, LabelEvent
 from churnstream.features.labels import Resolved
@@ -47,7 +45,7 @@ from churnstream.features.store import FeatureStore, Transaction
 from churnstream.messages import DeadLetter
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.settings import Settings
-from churnstream.streams.apply import apply_events, keyless_elsewhere, label_overdue
+from churnstream.streams.apply import apply_events, label_overdue
 from churnstream.streams.ingest import Batch, Coordinates
 from churnstream.streams.scorer_metrics import ScorerMetrics
 from churnstream.streams.scoring import BatchReport, BatchScoring, ScoringRows, add_to
@@ -210,15 +208,6 @@ class ChurnScorer:
                 p = where.partition
                 if event.timestamp > self.partition_time.get(p, -(2**62)):
                     self.partition_time[p] = event.timestamp
-        fresh, moved = keyless_elsewhere(fresh, self.store)
-        for event, where, kept in moved:  # to its customer's partition, keyed: applied when it comes there
-            original = where.value if where.value is not None else orjson.dumps(event.to_json())
-            self.worker.emit(
-                where.topic, event.customer_id.encode(), original, partition=kept, input_copy=True
-            )
-        if moved:
-            report.moved += len(moved)
-            self.metrics.moved.inc(len(moved))
         letters = [
             d
             for d in batch.dead_letters

@@ -90,10 +90,6 @@ class ScorerMetrics:
         self.outcomes = unit("churn_outcomes", "Outcomes emitted", ["source"])
         self.dead_letters = unit("churn_dead_letters", "Dead letters", ["stage"])
         self.duplicates = unit("churn_duplicate_events", "Redelivered events ignored")
-        self.moved = unit(
-            "churn_keyless_moved",
-            "Messages without a key sent again, keyed, to the partition their customer is kept on",
-        )
         self.batch_seconds = Histogram(
             "churn_batch_seconds",
             "Time to process one micro-batch",

@@ -63,7 +63,6 @@ class BatchReport:
     outcomes: int = 0
     alerts: int = 0
     dead_letters: int = 0
-    moved: int = 0  # keyless messages sent again to their customer's partition (apply.keyless_elsewhere)
 
 
 @dataclass(slots=True)

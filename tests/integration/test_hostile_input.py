@@ -726,33 +726,32 @@ def test_a_customer_kept_on_another_partition_than_murmur2_is_scored_found_and_f
     assert not list(redis_client.scan_iter(f"*:c:{cid}"))
 
 
-def test_a_huge_key_is_a_dead_letter_and_keyless_messages_reach_their_customers_partition(
+def test_a_huge_key_is_a_dead_letter_and_the_events_after_it_are_scored(
     scorer_settings: Settings,  # noqa: F811
     topics: Topics,
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> None:
-    """Two faults of a review, through real Kafka. A 1.9 MiB key (the input topics take 2 MiB) made a dead
-    letter the topic refused: the worker retried for ever and scored nothing on any partition. And
-    messages without a key, spread over partitions, gave one customer two states. The keyless orders that
-    came on another partition are sent to the customer's, keyed, and counted there."""
+    """A review published an order with a 1.9 MiB key (the input topics take 2 MiB): its dead letter
+    escaped the key to ~11 MiB of JSON, the topic refused it, and the worker retried for ever, scoring
+    nothing on any partition while /health said ok."""
     settings = scorer_settings
     count = input_partitions(settings)
     assert count > 1
-    cid = "keyless-customer"
-    home = partition_of(cid, count)
-    away = (home + 1) % count
     producer = make_producer(settings)
 
-    def order(i: int, customer: str = cid) -> bytes:
-        obj = {"event_id": f"{customer}-{i}", "customer_id": customer, "order_id": f"o{i}", "amount": 20}
-        obj["timestamp"] = MARCH_2024[0] + i * 3_600_000
+    def order(customer: str) -> bytes:
+        obj = {"event_id": f"{customer}-0", "customer_id": customer, "order_id": "o0", "amount": 20}
+        obj["timestamp"] = MARCH_2024[0]
         return encode(obj)
 
-    producer.produce(settings.topics.orders, key=b"\x01" * (1900 * 1024), value=order(0, "huge-key"))
-    for i in range(4):  # keyless: the first comes on `home` (it keeps the customer), then one each
-        producer.produce(settings.topics.orders, value=order(i), partition=home if i % 2 == 0 else away)
-    producer.produce(settings.topics.orders, key=b"after", value=order(9, "after"), partition=away)
+    producer.produce(
+        settings.topics.orders, key=b"\x01" * (1900 * 1024), value=order("huge-key"), partition=0
+    )
+    for p in range(count):  # one customer after it on every partition, the huge key's one too
+        producer.produce(
+            settings.topics.orders, key=f"after-{p}".encode(), value=order(f"after-{p}"), partition=p
+        )
     assert producer.flush(30) == 0
     run_worker_over(settings, tmp_path, [])
 
@@ -760,17 +759,9 @@ def test_a_huge_key_is_a_dead_letter_and_keyless_messages_reach_their_customers_
     assert [json.loads(original_bytes(d) or b"")["event_id"] for d in letters] == ["huge-key-0"]
     huge = letters[0]
     assert huge["stage"] == "validate" and huge["key_truncated"] is True and len(huge["key"]) == 1024
-    moved = [m for m in consume_all(settings, settings.topics.orders) if m.key() == cid.encode()]
-    assert sorted((json.loads(m.value())["event_id"], m.partition()) for m in moved) == [
-        (f"{cid}-1", home),
-        (f"{cid}-3", home),
-    ]
     predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
-    on_events = {p["event_id"]: p["features"]["orders_total"] for p in predictions if p["trigger"] == "event"}
-    assert on_events.pop("after-9") == 1
-    assert sorted(on_events) == [f"{cid}-{i}" for i in range(4)]  # every order scored once, on one state
-    assert max(on_events.values()) == 4, on_events
-    assert not list(redis_client.scan_iter(f"*{{p{away}}}:c:{cid}"))
+    scored = sorted(p["customer_id"] for p in predictions if p["trigger"] == "event")
+    assert scored == sorted(f"after-{p}" for p in range(count))
 
 
 def test_a_customer_past_the_most_events_one_may_hold_has_the_rest_refused(

@@ -124,33 +124,3 @@ def test_a_read_locates_its_customer_once() -> None:
     store.update([OrderEvent("e1", "c1", 1000, "o1", 5.0)])
     assert find(store, "c1").features["orders_total"] == 1
     assert store.looks == 1  # the customer is on its murmur2 partition: one look
-
-
-def test_a_message_without_a_key_off_its_customers_partition_is_sent_there() -> None:
-    """Messages without a key (the contract allows them) land on any partition: a review's customer had
-    two states, and its sixth order was scored with orders_total 1. The partition holding the customer
-    (for a new one: where its first event of the unit came) keeps it; a keyless message that came on
-    another is sent there again, keyed (a second review: refusing it lost 63% of a keyless producer's
-    orders)."""
-    from churnstream.streams.apply import keyless_elsewhere
-
-    store = MemoryFeatureStore(lateness_ms=0, partitions=4)
-    tx = store.begin({"kept": 2})
-    tx.apply(OrderEvent("e1", "kept", 1000, "o1", 5.0))
-    store.commit(tx)
-
-    def keyless(event: Event, partition: int, offset: int) -> tuple[Event, Coordinates]:
-        return event, Coordinates("orders", partition, offset, None)
-
-    events = [
-        keyless(OrderEvent("e3", "kept", 3000, "o3", 5.0), 0, 0),  # not where it is kept: moved
-        keyless(OrderEvent("e2", "kept", 2000, "o2", 5.0), 2, 0),  # where it is kept: applied
-        keyless(OrderEvent("n1", "new", 3000, "o4", 5.0), 1, 1),  # a new customer: kept where it came
-        keyless(OrderEvent("n2", "new", 4000, "o5", 5.0), 3, 1),  # ... and moved from elsewhere
-        (OrderEvent("k1", "keyed", 4000, "o6", 5.0), Coordinates("orders", 0, 2, b"keyed")),
-    ]
-    passed, moved = keyless_elsewhere(events, store)
-    assert [e.event_id for e, _ in passed] == ["e2", "n1", "k1"]  # "kept" came on 0 first: its state decides
-    assert [(e.event_id, w.partition, to) for e, w, to in moved] == [("e3", 0, 2), ("n2", 3, 1)]
-    one = MemoryFeatureStore(lateness_ms=0, partitions=1)  # one partition: nowhere else to be
-    assert keyless_elsewhere([keyless(OrderEvent("x", "new", 1, "o", 1.0), 0, 0)], one)[1] == []
