@@ -46,10 +46,13 @@ def test_every_report_page_and_run_shows_the_shadows_evidence(
         settings.topics.churn_outcomes,
         [(m["customer_id"].encode(), json.dumps(m).encode()) for m in outcome_messages(outcomes, t0=T0)],
     )
+    # windows after every outcome's label is known (a report's evidence is as its window's end knew it):
+    # the predictions span 150 days from T0, each labelled a horizon later
+    after = T0 + 200 * 86_400_000
     batches = [
         dataclasses.replace(b, model_version=champion)
         for i in range(5)
-        for b in _batches(20 + i, shifted=False, t0=T0 + i * DAYS)
+        for b in _batches(20 + i, shifted=False, t0=after + i * DAYS)
     ]
     with run_monitor(settings, tmp_path, window_rows=ROWS) as monitor:
         produce_raw(
