@@ -49,16 +49,40 @@ class ModelSet:
 
     def __init__(self, *, registry: Any, load_learner: Callable[[int], Learner]) -> None:
         self.registry = registry
-        self.loaded = registry.load()
-        self.loaded.model.warm_up()
-        self._load_learner = load_learner
-        self.learners: dict[int, Learner] = {}
-        self.shadow: Any = None  # shadow (#24): the LoadedModel in the registry's shadow slot, or None
         # versions that failed to load, with their files' stamp: tried again only once the files change
         self._shadow_refused: tuple[str, Any] | None = None
         self._refused: tuple[str, Any] | None = None
         self._refused_why = ""
+        try:
+            self.loaded = registry.load()
+        except ModelIntegrityError as exc:
+            self.loaded = self._earlier(exc)
+        self.loaded.model.warm_up()
+        self._load_learner = load_learner
+        self.learners: dict[int, Learner] = {}
+        self.shadow: Any = None  # shadow (#24): the LoadedModel in the registry's shadow slot, or None
         self._reload_shadow()
+
+    def _earlier(self, error: ModelIntegrityError) -> Any:
+        """The latest earlier current version that loads, when the current one cannot (made current by
+        hand: ``promote`` refuses it): a worker or API restarted meanwhile serves what the running ones
+        kept serving, instead of failing to start; :meth:`not_served` says so. ``error`` when none loads."""
+        current = self.registry.current_version()
+        for version in reversed(self.registry.history()):
+            if version == current:
+                continue
+            try:
+                loaded = self.registry.load(version)
+            except ModelError:
+                continue
+            log.error(
+                "%s; serving %s, the latest earlier current model, until it is fixed or rolled back",
+                error,
+                version,
+            )
+            self._refused, self._refused_why = (current, self.registry.stamp(current)), str(error)
+            return loaded
+        raise error
 
     @property
     def version(self) -> str:

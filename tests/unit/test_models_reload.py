@@ -87,3 +87,22 @@ def test_a_promoted_model_that_cannot_be_loaded_is_refused_once_and_the_served_o
     v3 = registry.register(_model(3), {}, promote=True)
     assert models.maybe_reload() is True and models.version == v3
     assert broken not in (v1, v3)
+
+
+def test_a_worker_started_while_the_current_model_cannot_load_serves_the_earlier_one(tmp_path: Path) -> None:
+    """A review's restarted scorer, and the API, exited at start while the registry's current model could
+    not be loaded, though the running workers kept serving the earlier one. Started now, they serve that
+    one too, and say so; with no earlier model that loads, the start still fails, saying why."""
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register(_model(1), {}, promote=True)
+    broken = register_unloadable(registry, promote=True)  # made current by hand
+    models = ModelSet(
+        registry=ModelRegistry(tmp_path), load_learner=lambda p: Learner(OnlineModel(), Blender())
+    )
+    assert models.version == v1
+    assert f"serving {v1}: model version {broken}: model.pkl cannot be loaded" in str(models.not_served())
+    assert models.maybe_reload() is False  # not tried again until its files change
+    alone = ModelRegistry(tmp_path / "alone")
+    register_unloadable(alone, promote=True)
+    with pytest.raises(ModelIntegrityError, match="cannot be loaded by this release"):
+        ModelSet(registry=alone, load_learner=lambda p: Learner(OnlineModel(), Blender()))
