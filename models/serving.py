@@ -80,7 +80,7 @@ class ModelSet:
                 error,
                 version,
             )
-            self._refused, self._refused_why = (current, self.registry.stamp(current)), str(error)
+            self._refuse(current, self.registry.stamp(current), error)
             return loaded
         raise error
 
@@ -105,14 +105,17 @@ class ModelSet:
                 else ModelIntegrityError(f"model version {current} cannot be served: {exc!r}")
             )
             if not isinstance(exc, OSError):  # a file system's hiccup is tried again at the next poll
-                self._refused = (current, stamp)  # until its files are written again (a copy finished)
-                self._refused_why = str(error)
+                self._refuse(current, stamp, error)  # until its files are written again (a copy finished)
             raise error from exc
         self.loaded, self._refused = loaded, None
         for learner in self.learners.values():
             self._serving(learner)
         log.info("now scoring with model version %s", current)
         return True
+
+    def _refuse(self, version: str, stamp: Any, error: Exception) -> None:
+        """Keep ``version`` out (and say why in :meth:`not_served`) until its files' ``stamp`` changes."""
+        self._refused, self._refused_why = (version, stamp), str(error)
 
     def not_served(self) -> str | None:
         """Why the registry's current model is not the one served (a version that cannot be loaded, kept

@@ -139,7 +139,8 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
             f"{realized['value']} ({realized.get('labels')} labels of {windows_named(realized)} from "
             f"{realized.get('window_start')} to {realized.get('window_end')})"
         )
-    tags = [f"model:{message.get('model_version', '')}", f"prefix:{topic_prefix or '(none)'}"]
+    prefix = topic_prefix or "(none)"
+    tags = [f"model:{message.get('model_version', '')}", f"prefix:{prefix}"]
     tags.append("drift" if drift else "no drift")
     if evidence:
         metadata.update(
@@ -157,7 +158,7 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
         tags=tags,
         metadata=metadata,
         values={k: float(v) for k, v in values.items() if _finite(v)},
-        realized=_realized_run(message, tags[:2]),
+        realized=_realized_run(message, tags[:2], prefix),
     )
 
 
@@ -166,7 +167,7 @@ def _stamp(time: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(parse_time(time) / 1000, tz=dt.UTC).replace(tzinfo=None)
 
 
-def _realized_run(message: dict[str, Any], tags: list[str]) -> WindowRun | None:
+def _realized_run(message: dict[str, Any], tags: list[str], prefix: str) -> WindowRun | None:
     """The run of the window whose realized ROC-AUC ``message`` reports: at that window's end, named after
     it, so the panel shows each value where its window is (beside its estimate) and a value reported by
     several reports is one point."""
@@ -175,7 +176,7 @@ def _realized_run(message: dict[str, Any], tags: list[str]) -> WindowRun | None:
     if not _finite(value) or not start or not end:
         return None
     version = str(realized.get("model_version") or message.get("model_version") or "")
-    prefix = tags[1].removeprefix("prefix:")  # in the name: deployments may share a report directory
+    # the prefix is in the name: deployments may share a report directory
     compact = "".join(c for c in f"{prefix}-{start}-{end}" if c.isalnum() or c in "-_.")
     return WindowRun(
         name=f"realized-{compact}-{version}",

@@ -326,16 +326,15 @@ def warn_other_horizon(metadata: Mapping[str, Any], settings: Settings) -> bool:
     if trained is None or float(trained) == float(settings.horizon_days):
         return False
     log.warning(
-        "model %s was trained for a churn horizon of %g days, but CHURN_HORIZON_DAYS is %g: its "
-        "probabilities mean churn within %g days while labels, outcomes and value at risk count %g; set "
-        "CHURN_HORIZON_DAYS=%g, or train a model for %g days",
-        metadata.get("version", "(this one)"),
-        float(trained),
-        settings.horizon_days,
-        float(trained),
-        settings.horizon_days,
-        float(trained),
-        settings.horizon_days,
+        "model %(model)s was trained for a churn horizon of %(trained)g days, but CHURN_HORIZON_DAYS is "
+        "%(setting)g: its probabilities mean churn within %(trained)g days while labels, outcomes and "
+        "value at risk count %(setting)g; set CHURN_HORIZON_DAYS=%(trained)g, or train a model for "
+        "%(setting)g days",
+        {
+            "model": metadata.get("version", "(this one)"),
+            "trained": float(trained),
+            "setting": settings.horizon_days,
+        },
     )
     return True
 
