@@ -53,6 +53,7 @@ from churnstream.streams.sweeper import Sweeper
 from churnstream.streams.worker import Worker, stop_on_signals
 from churnstream.streams.worker_status import BUILDING, Starting
 from churnstream.streams.worker_status import serve as serve_worker
+from churnstream.timefmt import format_time
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,10 @@ class ChurnScorer:
             fresh.append((event, where))
             if not isinstance(event, LabelEvent):
                 p = where.partition
-                if event.timestamp > self.partition_time.get(p, -(2**62)):
+                before = self.partition_time.get(p, -(2**62))
+                if event.timestamp > before:
+                    if event.timestamp - before > self.horizon and p in self.partition_time:
+                        self._jumped(event, where, before)
                     self.partition_time[p] = event.timestamp
         letters = [
             d
@@ -248,6 +252,26 @@ class ChurnScorer:
         self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, tick=sweep)
         self._add(report)
         return report
+
+    def _jumped(self, event: Event, where: Coordinates, before: int) -> None:
+        """Say that ``event`` moved its partition's event time forward by more than the horizon at once:
+        what a live event does in a partition that a backfill is still loading. Event time is the latest
+        event's (as in Kafka Streams), so once every partition is that far on, each pending prediction due
+        before it is labelled churned by inactivity, and the backfill's later events are late."""
+        self.metrics.time_jumps.inc()
+        log.warning(
+            "event %r (%s partition %d offset %d) moved the partition's event time from %s to %s, more "
+            "than the %g-day horizon at once: predictions due before it will be labelled by inactivity "
+            "and older events after it are late. If a backfill is still loading, publish live events "
+            "after it (or to another CHURN_TOPIC_PREFIX); see the README's 'Backfills and live events'",
+            event.event_id,
+            where.topic,
+            where.partition,
+            where.offset,
+            format_time(before),
+            format_time(event.timestamp),
+            self.settings.horizon_days,
+        )
 
     def sweep(self) -> int:
         """Rescore the customers whose silence reached a milestone by the latest tick; returns predictions.

@@ -90,6 +90,10 @@ class ScorerMetrics:
         self.outcomes = unit("churn_outcomes", "Outcomes emitted", ["source"])
         self.dead_letters = unit("churn_dead_letters", "Dead letters", ["stage"])
         self.duplicates = unit("churn_duplicate_events", "Redelivered events ignored")
+        self.time_jumps = unit(
+            "churn_event_time_jumps",
+            "Events that moved their partition's event time forward by more than the horizon at once",
+        )
         self.batch_seconds = Histogram(
             "churn_batch_seconds",
             "Time to process one micro-batch",

@@ -37,6 +37,7 @@ from churnstream.streams.ingest import Batch, Coordinates
 from churnstream.streams.scorer import BatchReport, ChurnScorer, ModelSet, restore_learner
 from churnstream.streams.scoring import BatchScoring
 from churnstream.streams.worker import Worker
+from churnstream.timefmt import format_time
 
 HOUR = 3_600_000
 H = 30 * DAY_MS
@@ -230,7 +231,8 @@ def _world() -> list[Event]:
     return events
 
 
-def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: bool = False) -> Any:
+def _scorer(settings: Settings, *, lagging: bool = False) -> ChurnScorer:
+    """A scorer of partition 0 over an in-memory store, recording what it labels (``scorer.scoring``)."""
     store = (_LaggingStore if lagging else MemoryFeatureStore)(lateness_ms=settings.lateness_ms)
     models = ModelSet(
         registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
@@ -243,28 +245,40 @@ def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: b
         handler=lambda w: ChurnScorer(worker=w, settings=settings, store=store, models=models),
     )
     scorer = worker.handler
-    recording = scorer.scoring = _RecordingScoring(
+    scorer.scoring = _RecordingScoring(
         settings=settings, models=models, metrics=scorer.metrics, worker=worker
     )
     worker.assigned.add(0)
+    return scorer
+
+
+def _feed(scorer: ChurnScorer, events: list[Event], batch_size: int) -> None:
+    """``events`` on partition 0 of their topics, in batches of ``batch_size``, each followed by a sweep."""
+    topics = scorer.settings.topics
     offsets: dict[str, int] = {}
     for start in range(0, len(events), batch_size):
         batch = Batch()
         for event in events[start : start + batch_size]:
-            topic = (
-                settings.topics.orders if isinstance(event, OrderEvent) else settings.topics.support_tickets
-            )
+            topic = topics.orders if isinstance(event, OrderEvent) else topics.support_tickets
             if isinstance(event, ProfileEvent):
-                topic = settings.topics.customer_profiles
+                topic = topics.customer_profiles
             if isinstance(event, LabelEvent):
-                topic = settings.topics.churn_labels
+                topic = topics.churn_labels
             offsets[topic] = offsets.get(topic, -1) + 1
             batch.events.append((event, Coordinates(topic, 0, offsets[topic])))
             batch.offsets[(topic, 0)] = offsets[topic] + 1
         scorer.process(batch)
         scorer.sweep()
+
+
+def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: bool = False) -> Any:
+    scorer = _scorer(settings, lagging=lagging)
+    _feed(scorer, events, batch_size)
     for _ in range(2):  # polls that find nothing: a due time the index missed is asked for again
         scorer.process(Batch())
+    store = scorer.store
+    recording = scorer.scoring
+    assert isinstance(recording, _RecordingScoring)
     states = store.states(store.customers())
     learner = scorer.models.learner(0)
     return (
@@ -372,3 +386,32 @@ def test_explicit_labels_give_the_same_answers_however_batches_end(model_dir: Pa
             assert (label, at, source) == (1, as_of + settings.horizon_ms, "inactivity")
     for batch_size in (1, 7, 64):
         assert _run(settings, events, batch_size)[0] == labelled, batch_size
+
+
+def test_an_event_moving_event_time_past_the_horizon_at_once_is_named(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live event in a partition a backfill is still loading moves its event time years on at once: the
+    worker says so (log and ``churn_event_time_jumps_total``), naming the event and what to do; the
+    backfill's own steps, however long a customer is silent, are not named."""
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1",
+        kafka_properties={"log_level": "0"},
+        model_dir=model_dir,
+        metrics_port=-1,
+    )
+    scorer = _scorer(settings)
+    history = [OrderEvent(f"h{d}", "c", START + d * DAY_MS, f"h{d}", 10.0) for d in (0, 20, 40)]
+    history.append(
+        OrderEvent("h-quiet", "c", START + 40 * DAY_MS + H, "hq", 10.0)
+    )  # one horizon on: not named
+    live = OrderEvent("live-1", "d", START + 4 * 365 * DAY_MS, "live-1", 10.0)
+    with caplog.at_level("WARNING", logger="churnstream.streams.scorer"):
+        _feed(scorer, [*history, live, OrderEvent("h60", "c", START + 60 * DAY_MS, "h60", 10.0)], 2)
+    named = [r.getMessage() for r in caplog.records if "at once" in r.getMessage()]
+    assert len(named) == 1, named
+    assert "'live-1'" in named[0] and "partition 0 offset 4" in named[0]
+    assert format_time(START + 40 * DAY_MS + H) in named[0] and format_time(live.timestamp) in named[0]
+    assert "CHURN_TOPIC_PREFIX" in named[0]
+    samples = scorer.metrics.registry.get_sample_value("churn_event_time_jumps_total")
+    assert samples == 1.0
