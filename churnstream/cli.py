@@ -152,11 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
         "publish a JSON-lines or CSV file of events",
         "Validate every record of FILE against the contract and publish the valid ones to their input\n"
         "topics, keyed by customer_id; invalid records are reported with their line number and not sent.\n"
+        "Several files are one history: sent in event-time order across the files (publish a history's\n"
+        "topics this way, or all before the scorers start, not one after another while they run).\n"
         "Exits 1 when a record was invalid or not delivered.",
         _KAFKA,
         "CHURN_MAX_FUTURE_SKEW_HOURS: how far ahead of the wall clock a timestamp may be",
     )
-    publish.add_argument("file", help="a .jsonl/.json or .csv file ('-' for JSON lines on stdin)")
+    publish.add_argument(
+        "file",
+        nargs="+",
+        help="a .jsonl/.json or .csv file ('-' for JSON lines on stdin); several: merged by event time",
+    )
     publish.add_argument(
         "--topic", help="topic base name (orders, support_tickets, ...); inferred per record"
     )

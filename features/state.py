@@ -352,7 +352,8 @@ def apply_event(state: FeatureState, event: Event, *, lateness_ms: int) -> str:
         raise ProcessingError(
             f"event at {format_time(ts)} is older than this customer's retained history (events before "
             f"{format_time(fu)} are folded into totals): an event may be at most 90 days plus "
-            "CHURN_ALLOWED_LATENESS_DAYS behind the customer's latest event"
+            "CHURN_ALLOWED_LATENESS_DAYS behind the customer's latest event (a topic of a history loaded "
+            "after the others while the scorer ran? see the README's 'Backfills and live events')"
         )
     _check_room(state, ts, lateness_ms)
     entry = _entry(event)

@@ -5,6 +5,12 @@ JSON lines are published byte for byte (the line without its line ending); CSV r
 columns of the contract stay strings). Each record is keyed by its ``customer_id`` and goes to the topic
 ``--topic`` names or, without it, the one :func:`~churnstream.events.infer_kind` reads from its fields.
 Records that break the contract are not sent; they are reported with their line number and reason.
+
+Several files are published as one history: their valid records are sent in event-time order across the
+files (a stable sort: a file's records of one instant keep their order). The scorer merges its topics by
+event time only over what is already on them, so a history loaded one topic after another while it runs
+finds the later topics' events older than the customers' retained history (see the README's "Backfills
+and live events").
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +65,7 @@ class PublishResult:
     invalid: int = 0
     per_topic: Counter[str] = field(default_factory=Counter)
     invalid_lines: list[tuple[int, str]] = field(default_factory=list)
+    invalid_files: list[str] = field(default_factory=list)  # the file of each of invalid_lines
     delivery_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -127,6 +134,20 @@ def _resolve_topic(settings: Settings, topic: str | None) -> str | None:
     raise ConfigError(f"--topic {topic!r} is not an input topic; use one of {', '.join(KINDS)}")
 
 
+def _open(source: str) -> tuple[IO[bytes], int | None]:
+    """The byte stream of ``source`` (``-``: stdin) and its size when known; :class:`ConfigError` when it
+    cannot be read (a typo in a path is not a network problem)."""
+    if source == "-":
+        return sys.stdin.buffer, None
+    if Path(source).is_dir():
+        raise ConfigError(f"{source} is a directory; give a .jsonl or .csv file of events")
+    try:
+        stream = open(source, "rb")  # noqa: SIM115 - closed by publish_files
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+    return stream, Path(source).stat().st_size
+
+
 def publish_file(
     path: str | Path, settings: Settings, topic: str | None = None, *, progress: bool | None = None
 ) -> PublishResult:
@@ -135,38 +156,48 @@ def publish_file(
     Raises :class:`InfraError` when Kafka does not answer or a needed topic does not exist; invalid records
     and failed deliveries are counted in the result, not raised.
     """
+    return publish_files([path], settings, topic, progress=progress)
+
+
+def publish_files(
+    paths: list[str | Path], settings: Settings, topic: str | None = None, *, progress: bool | None = None
+) -> PublishResult:
+    """:func:`publish_file` of several files as one history: every file is read and checked first, then
+    the valid records are sent in event-time order across the files (one file: as it is read)."""
     forced_kind = _resolve_topic(settings, topic)
-    # The file is checked before Kafka is contacted: a typo in a path is not a network problem.
-    source = str(path)
-    is_csv = source.lower().endswith(".csv")
-    if source == "-":
-        stream: IO[bytes] = sys.stdin.buffer
-        total = None
-    else:
-        if Path(source).is_dir():
-            raise ConfigError(f"{source} is a directory; give a .jsonl or .csv file of events")
-        try:
-            stream = open(source, "rb")  # noqa: SIM115 - closed below or in the finally further down
-        except OSError as exc:
-            raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
-        total = Path(source).stat().st_size
-    rows = _csv_rows(stream) if is_csv else _json_lines(stream)
-
-    needed = [f"{settings.topic_prefix}{forced_kind}"] if forced_kind else list(settings.topics.inputs)
+    sources = [str(path) for path in paths]
+    if sources.count("-") > (len(sources) == 1):
+        raise ConfigError("'-' (stdin) can be published only alone")
+    streams: list[IO[bytes]] = []
     try:
+        totals = []
+        for source in sources:
+            stream, size = _open(source)
+            streams.append(stream)
+            totals.append(size)
+        needed = [f"{settings.topic_prefix}{forced_kind}"] if forced_kind else list(settings.topics.inputs)
         have = existing_topics(settings)
-    except BaseException:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        raise
-    missing = [name for name in needed if name not in have]
-    if missing:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        raise InfraError(
-            f"topic(s) {', '.join(missing)} do not exist; create them with: churnstream topics create"
-        )
+        missing = [name for name in needed if name not in have]
+        if missing:
+            raise InfraError(
+                f"topic(s) {', '.join(missing)} do not exist; create them with: churnstream topics create"
+            )
+        total = None if None in totals else sum(t for t in totals if t is not None)
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="publish", file=sys.stderr, disable=not show)
+        try:
+            return _publish(sources, streams, settings, forced_kind, bar)
+        finally:
+            bar.close()
+    finally:
+        for stream in streams:
+            if stream is not sys.stdin.buffer:
+                stream.close()
 
+
+def _publish(
+    sources: list[str], streams: list[IO[bytes]], settings: Settings, forced_kind: str | None, bar: Any
+) -> PublishResult:
     result = PublishResult()
     tracker = DeliveryTracker()
     # Only failures call back (a Python callback per acked message costs ~10% of the throughput); after
@@ -175,46 +206,49 @@ def publish_file(
     prefix = settings.topic_prefix
     skew = settings.max_future_skew_hours
     started = time.perf_counter()
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="publish", file=sys.stderr, disable=not show)
-    pending_bytes = 0
-    current = now_ms()
-    try:
-        for number, payload, size in rows:
-            pending_bytes += size
-            if number % 2048 == 0:
-                bar.update(pending_bytes)
-                pending_bytes = 0
-                current = now_ms()
-                producer.poll(0)
-            if not payload or payload.isspace():
-                continue
-            result.records += 1
-            try:
-                obj = decode_json(payload)
-                kind = forced_kind or infer_kind(obj)
-                event = parse_event(kind, obj, now_ms=current, max_future_skew_hours=skew)
-            except EventError as exc:
-                result.invalid += 1
-                if len(result.invalid_lines) < SHOW_INVALID:
-                    result.invalid_lines.append((number, str(exc)))
-                continue
-            name = prefix + kind
-            key = event.customer_id.encode("utf-8")
-            while True:
+
+    def valid() -> Iterator[tuple[int, str, bytes, bytes]]:
+        """(event time, topic, key, payload) of each valid record, file after file."""
+        pending_bytes = 0
+        current = now_ms()
+        for source, stream in zip(sources, streams, strict=True):
+            rows = _csv_rows(stream) if source.lower().endswith(".csv") else _json_lines(stream)
+            for number, payload, size in rows:
+                pending_bytes += size
+                if number % 2048 == 0:
+                    bar.update(pending_bytes)
+                    pending_bytes = 0
+                    current = now_ms()
+                    producer.poll(0)
+                if not payload or payload.isspace():
+                    continue
+                result.records += 1
                 try:
-                    producer.produce(name, value=payload, key=key, on_delivery=tracker.on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            result.sent += 1
-            result.per_topic[name] += 1
+                    obj = decode_json(payload)
+                    kind = forced_kind or infer_kind(obj)
+                    event = parse_event(kind, obj, now_ms=current, max_future_skew_hours=skew)
+                except EventError as exc:
+                    result.invalid += 1
+                    if len(result.invalid_lines) < SHOW_INVALID:
+                        result.invalid_lines.append((number, str(exc)))
+                        result.invalid_files.append(source)
+                    continue
+                yield event.timestamp, prefix + kind, event.customer_id.encode("utf-8"), payload
         bar.update(pending_bytes)
-        remaining = flush(producer, 60)
-    finally:
-        bar.close()
-        if stream is not sys.stdin.buffer:
-            stream.close()
+
+    records: Iterable[tuple[int, str, bytes, bytes]] = valid()
+    if len(sources) > 1:  # one history: in event-time order across the files
+        records = sorted(records, key=lambda record: record[0])
+    for _, name, key, payload in records:
+        while True:
+            try:
+                producer.produce(name, value=payload, key=key, on_delivery=tracker.on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        result.sent += 1
+        result.per_topic[name] += 1
+    remaining = flush(producer, 60)
     result.seconds = time.perf_counter() - started
     result.failed = tracker.failed + remaining
     result.delivered = result.sent - result.failed
@@ -223,10 +257,11 @@ def publish_file(
 
 
 def cli(args: Any, settings: Settings) -> int:
-    """``churnstream publish FILE [--topic T]``: exit 0 only when every record was valid and delivered."""
-    result = publish_file(args.file, settings, topic=args.topic)
-    for number, reason in result.invalid_lines:
-        print(f"line {number}: {reason}", file=sys.stderr)
+    """``churnstream publish FILE... [--topic T]``: exit 0 only when every record was valid and delivered."""
+    result = publish_files(args.file, settings, topic=args.topic)
+    several = len(args.file) > 1
+    for source, (number, reason) in zip(result.invalid_files, result.invalid_lines, strict=True):
+        print(f"{source + ' ' if several else ''}line {number}: {reason}", file=sys.stderr)
     if result.invalid > len(result.invalid_lines):
         print(f"... and {result.invalid - len(result.invalid_lines)} more invalid records", file=sys.stderr)
     for error in result.delivery_errors[:5]:

@@ -175,3 +175,25 @@ def test_a_csv_saved_by_excel_is_read_and_a_row_that_is_not_utf8_is_an_invalid_r
     assert line == 3 and reason.startswith("not UTF-8"), reason
     messages = consume_all(settings, topics.orders, expected=3)
     assert sorted(json.loads(m.value())["event_id"] for m in messages) == ["csv-0001", "csv-0002", "csv-0003"]
+
+
+def test_several_files_are_published_as_one_history_and_a_bad_line_names_its_file(
+    settings: Settings, topics: Topics, tmp_path: Path
+) -> None:
+    """``churnstream publish orders.jsonl tickets.jsonl``: every valid record of both delivered to its
+    topic (in event-time order across the files: tests/unit/test_publish_files.py), an invalid one
+    reported with its file and line."""
+    expected = expected_by_kind(EVENTS)
+    orders, tickets = tmp_path / "orders.jsonl", tmp_path / "tickets.jsonl"
+    orders.write_bytes(b"\n".join(expected["orders"]) + b"\n")
+    tickets.write_bytes(b"\n".join([*expected["support_tickets"], b'{"event_id": "x"}']) + b"\n")
+
+    proc = run_cli(settings, "publish", str(orders), str(tickets))
+
+    assert proc.returncode == 1, proc.stderr  # the invalid record
+    sent = len(expected["orders"]) + len(expected["support_tickets"])
+    assert f"{sent + 1} records read, {sent} delivered" in proc.stdout
+    assert f"{tickets} line {len(expected['support_tickets']) + 1}: " in proc.stderr
+    for kind in ("orders", "support_tickets"):
+        messages = consume_all(settings, settings.topic_prefix + kind, expected=len(expected[kind]))
+        assert sorted(m.value() for m in messages) == sorted(expected[kind])
