@@ -70,8 +70,15 @@ class DailyReport:
         self._days: dict[str, _Day] = defaultdict(_Day)
         self._alerted: dict[str, tuple[str, bool]] = {}  # prediction id -> (alert day, held back)
         self._labels: dict[str, int] = {}  # prediction id -> its label, once known
+        # ids counted: a worker's replay after a crash emits a unit's outputs again with the same ids
+        self._predicted: set[str] = set()
 
     def add_prediction(self, prediction: dict[str, Any], *, latency_ms: float | None = None) -> None:
+        pid = prediction.get("prediction_id")
+        if pid:
+            if pid in self._predicted:
+                return
+            self._predicted.add(str(pid))
         day = self._days[day_of(parse_time(prediction["as_of"], "as_of"))]
         day.triggers[str(prediction.get("trigger"))] += 1
         day.risks[str(prediction.get("risk_category"))] += 1
@@ -81,6 +88,8 @@ class DailyReport:
             day.latencies.append(latency_ms)
 
     def add_alert(self, alert: dict[str, Any]) -> None:
+        if alert.get("prediction_id") in self._alerted:  # emitted again by a replay: counted once
+            return
         name = day_of(parse_time(alert["as_of"], "as_of"))
         day = self._days[name]
         if alert.get("prediction_id"):
@@ -90,6 +99,8 @@ class DailyReport:
         day.alert_value += float(alert.get("value_at_risk") or 0.0)
 
     def add_outcome(self, outcome: dict[str, Any]) -> None:
+        if outcome.get("prediction_id") in self._labels:  # emitted again by a replay: counted once
+            return
         day = self._days[day_of(parse_time(outcome["labeled_at"], "labeled_at"))]
         label = int(outcome["label"])
         day.outcomes[label] += 1

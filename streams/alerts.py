@@ -143,6 +143,23 @@ def _alerts(messages: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[d
             print(f"skipping a message that is not a JSON object: {(value or b'')[:80]!r}", file=sys.stderr)
 
 
+def unique(alerts: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``alerts`` without the repeats of an ``alert_id``: a worker's replay after a crash emits the alerts
+    of the unit it had not committed again, with the same ids (a list would name those customers twice).
+
+    >>> [a["n"] for a in unique([{"alert_id": "x", "n": 1}, {"alert_id": "x", "n": 2}, {"n": 3}])]
+    [1, 3]
+    """
+    seen: set[str] = set()
+    for alert in alerts:
+        alert_id = alert.get("alert_id")
+        if alert_id is not None:
+            if alert_id in seen:
+                continue
+            seen.add(str(alert_id))
+        yield alert
+
+
 def _when(alert: dict[str, Any]) -> tuple[int, str]:
     """An alert's place in event time (its ``as_of``), then its customer."""
     try:
@@ -172,7 +189,7 @@ def print_alerts(
     printed = 0
     if limit is not None and limit <= 0:
         return 0
-    alerts = _alerts(read_topic(settings, topic, follow=follow, from_beginning=from_beginning))
+    alerts = unique(_alerts(read_topic(settings, topic, follow=follow, from_beginning=from_beginning)))
     if not follow:  # every alert so far, in event time: the partitions are read in no set order
         alerts = iter(
             sorted(alerts, key=_when) if limit is None else heapq.nsmallest(limit, alerts, key=_when)

@@ -21,7 +21,7 @@ from churnstream.streams.reading import read_to_end
 from churnstream.streams.topics import existing_topics
 from churnstream.timefmt import parse_time
 
-_KEPT = ("as_of", "trigger", "risk_category", "churn_probability", "value_at_risk")
+_KEPT = ("prediction_id", "as_of", "trigger", "risk_category", "churn_probability", "value_at_risk")
 
 
 def daily_report(settings: Settings, *, day: str | None = None) -> list[dict[str, Any]]:

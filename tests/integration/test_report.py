@@ -51,12 +51,14 @@ def test_the_daily_report_adds_up_what_the_service_published(
         _prediction(2, D1 + 86_400_000, trigger="event", risk="MEDIUM", p=0.5, scored_at=arrived + 2 + 40),
         _prediction(3, D1 + 3 * HOUR, trigger="sweep", risk="HIGH", p=0.8, scored_at=arrived + 50),
     ]
-    _produce(settings, topics.churn_predictions, [(p["customer_id"], p, None) for p in predictions])
+    # a worker's replay after a crash emits a unit's outputs again, with their ids: counted once
+    again = [predictions[0], predictions[3]]
+    _produce(settings, topics.churn_predictions, [(p["customer_id"], p, None) for p in predictions + again])
     alerts = [
         {"prediction_id": "p0", "customer_id": "c0", "as_of": format_time(D1 + HOUR), "value_at_risk": 9.0},
         {"prediction_id": "p3", "customer_id": "c3", "as_of": format_time(D1 + 3 * HOUR), "holdout": True},
     ]
-    _produce(settings, topics.churn_alerts, [("c0", a, None) for a in alerts])
+    _produce(settings, topics.churn_alerts, [("c0", a, None) for a in alerts + alerts[:1]])
     outcomes = [
         {"prediction_id": "p3", "customer_id": "c3", "labeled_at": format_time(D1 + 4 * HOUR), "label": 0},
         {
@@ -74,7 +76,7 @@ def test_the_daily_report_adds_up_what_the_service_published(
             "churn_probability": 0.05,
         },
     ]
-    _produce(settings, topics.churn_outcomes, [(o["customer_id"], o, None) for o in outcomes])
+    _produce(settings, topics.churn_outcomes, [(o["customer_id"], o, None) for o in outcomes + outcomes[:2]])
     letter = {
         "source_topic": topics.orders,
         "stage": "validate",
