@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -420,6 +420,17 @@ class RedisFeatureStore(FeatureStore):
             for p, fields in values.items():
                 pipe.hset(self._keys.meta(p), mapping=dict(fields))
             self._read(pipe.execute)
+
+    def probe_write(self, partitions: Iterable[int]) -> None:
+        """One short-lived key in each partition's hash slot (on a cluster: on its master)."""
+        self.flush()
+        pipe = self._redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.set(self._keys.blob(p, "probe"), b"1", px=60_000)
+        try:
+            pipe.execute()
+        except Exception as exc:  # redis-py raises many types; all mean the same here
+            raise StoreError(f"Redis refuses writes: {exc}") from exc
 
     def _blobs(self, partition: int, names: Sequence[str]) -> list[bytes | None]:
         self.flush()

@@ -172,6 +172,13 @@ class FeatureStore(ABC):
         """Forget anything cached in this process (after a rebalance or a failed write)."""
         return None  # nothing cached by default
 
+    def probe_write(self, partitions: Iterable[int]) -> None:
+        """A write that no reader sees, where ``partitions`` are kept: :class:`StoreError` while the store
+        refuses writes (Redis out of memory, a read-only replica after a failover). A worker asks before
+        it reads on after a failed write, so that it does not compute a batch again, and re-emit its
+        outputs, for every retry of a write Redis would refuse."""
+        return None  # a store in this process always takes writes
+
     def write_claims(self, claims: Mapping[int, str]) -> None:
         """Claim partitions (``{partition: claim}``) outside any transaction (see
         :meth:`Transaction.expect_claim`)."""

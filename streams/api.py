@@ -114,6 +114,11 @@ class ApiMetrics:
             "Requests being answered now (at most CHURN_API_MAX_CONNECTIONS; more are answered 503).",
             registry=self.registry,
         )
+        self.model_not_served = Gauge(  # the app sets what it reads at scrape (ModelSet.not_served)
+            "churn_api_model_not_served",
+            "1 while the registry's current model cannot be loaded and an earlier one is served, else 0",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -292,6 +297,12 @@ def create_app(
     """The API over ``service``. ``ready``: the readiness check (default: :func:`readiness` with a
     :class:`~churnstream.streams.health.DependencyProbe` of Kafka and Redis)."""
     metrics = metrics or ApiMetrics()
+
+    def not_served() -> float:  # a model not loaded yet (or none at all) is /ready's to say
+        models = service.loaded_models
+        return 1.0 if models is not None and models.not_served() else 0.0
+
+    metrics.model_not_served.set_function(not_served)
     limiter = anyio.CapacityLimiter(settings.api_threads)
     if ready is None:
         from churnstream.streams.health import DependencyProbe
@@ -521,11 +532,14 @@ def readiness(service: CustomerService, problems: dict[str, str | None]) -> tupl
     except ChurnstreamError as exc:
         version = None
         reasons.append(f"the current model cannot be loaded: {service.settings.redact(str(exc))}")
-    return not reasons, {
+    answer: dict[str, Any] = {
         "status": "ready" if not reasons else "not ready",
         "reasons": reasons,
         "model_version": version,
     }
+    if version is not None:  # still ready: requests are answered, by the model served before
+        answer["model_not_served"] = service.models.not_served()
+    return not reasons, answer
 
 
 def is_loopback(host: str) -> bool:

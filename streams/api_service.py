@@ -201,6 +201,11 @@ class CustomerService:
     def model_version(self) -> str | None:
         return None if self._models is None else self._models.version
 
+    @property
+    def loaded_models(self) -> ModelSet | None:
+        """The models, once loaded (None before: never loads them, unlike :attr:`models`)."""
+        return self._models
+
     def refresh(self) -> bool:
         """Load a newly promoted model and restore the learners again from their latest checkpoints (built
         aside, then swapped in, so requests meanwhile use the previous ones); True when the model changed.

@@ -81,6 +81,8 @@ class ChurnScorer:
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
         self.partition_time: dict[int, int] = {}
+        # read at each scrape: a promotion the workers refused is a page, not a line inside /health
+        self.metrics.model_not_served.set_function(lambda: 1.0 if self.models.not_served() else 0.0)
         self._next_due: int | None = None  # the earliest due time of a pending prediction (None: ask)
         self.totals = BatchReport()
         self._last_model_check = time.monotonic()

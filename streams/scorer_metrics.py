@@ -106,6 +106,11 @@ class ScorerMetrics:
         self.watermark = Gauge(
             "churn_event_time_watermark_seconds", "Event-time watermark", registry=self.registry
         )
+        self.model_not_served = Gauge(  # the scorer sets what it reads (ModelSet.not_served) at scrape
+            "churn_model_not_served",
+            "1 while the registry's current model cannot be loaded and an earlier one is served, else 0",
+            registry=self.registry,
+        )
         self.retries = Prometheus(  # counted as they fail: not a unit's count
             "churn_retries",
             "Batches retried, and rewinds tried again, after a broker or Redis failure",

@@ -57,6 +57,11 @@ from churnstream.streams.worker_status import WorkerStatus
 
 log = logging.getLogger(__name__)
 
+# How long a worker that could not go back to Redis's position waits before it asks again, whatever the
+# backoff: once Redis takes writes again the worker reads on within this, and serves a rebalance (a
+# review waited 25 s after Redis returned, and as long for a departed worker's partitions).
+REWIND_RETRY_SECONDS = 5.0
+
 
 H = TypeVar("H", bound=Handler)
 
@@ -277,7 +282,8 @@ class Worker(Generic[H]):
                 if not self._rewound:  # never read on from where a failed batch left the consumer
                     self._rewind()
                     if not self._rewound:
-                        self._stop.wait(backoff)
+                        # asked again within seconds: reading on waits for nothing but the next try
+                        self._stop.wait(min(backoff, REWIND_RETRY_SECONDS))
                         backoff = min(backoff * 2, 30.0)
                         continue
                 # While a poison message is looked for, one message per batch, each committed at once.
@@ -308,7 +314,7 @@ class Worker(Generic[H]):
                 with contextlib.suppress(KafkaException):  # what is behind keeps counting while it fails
                     self.status.measure_lag(self.reader.consumer, self.applied)
                 self._rewind()
-                self._stop.wait(backoff)
+                self._stop.wait(backoff if self._rewound else min(backoff, REWIND_RETRY_SECONDS))
                 backoff = min(backoff * 2, 30.0)
             except FencedError as exc:
                 self._rejoin(exc)
@@ -383,6 +389,10 @@ class Worker(Generic[H]):
             self.metrics.rewound(self.applied)  # a write Redis applied counts; the others count again
             lost = {p: claim for p, claim in self._claims.items() if self.store.claim(p) is None}
             self.store.write_claims(lost)
+            # Reading Redis is not enough: one that answers but refuses writes (out of memory, read-only)
+            # would have the batch computed, its outputs produced, and its write refused, again at
+            # every retry (a review: one prediction on churn_predictions 12 times in two minutes).
+            self.store.probe_write(sorted(self.assigned))
             self.handler.after_rewind()
             self._rewound = True
             if self._rewinds_failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 from bisect import bisect_right
@@ -412,6 +413,8 @@ def test_a_promoted_model_this_release_cannot_load_dead_letters_nothing_and_the_
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group), 120, "profiles to be scored"
         )
+        not_served = functools.partial(scorer.metrics.registry.get_sample_value, "churn_model_not_served")
+        assert not_served() == 0.0
         with caplog.at_level("ERROR", logger="churnstream.streams.scorer"):
             with pytest.raises(ModelIntegrityError, match="cannot be loaded by this release"):
                 registry.promote(broken)  # refused, since workers could not serve it ...
@@ -422,6 +425,7 @@ def test_a_promoted_model_this_release_cannot_load_dead_letters_nothing_and_the_
                 lambda: committed_everything(settings, settings.consumer_group), 180, "orders to be scored"
             )
         assert scorer.handler.models.version == served
+        assert not_served() == 1.0  # a page on /metrics, not only a line inside /health
     finally:
         gen.close()
     assert consume_all(settings, settings.topics.dead_letter) == []

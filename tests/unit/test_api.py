@@ -557,3 +557,30 @@ def test_serve_without_a_token_beyond_loopback_warns_in_its_log(
     finally:
         held.close()
     assert "serving on 0.0.0.0 without a token" in caplog.text and "set CHURN_API_TOKEN" in caplog.text
+
+
+def test_a_current_model_the_api_cannot_load_is_on_ready_and_metrics_while_the_earlier_one_answers(
+    settings: Settings,
+) -> None:
+    """A review made a version current that no release can load: the API served the earlier one, /ready
+    said ready with nothing about it, and no metric said so (one WARNING line)."""
+    from churnstream.streams.api import readiness
+    from tests.unit.test_models_reload import register_unloadable
+
+    store = _store(settings)
+    models = ModelSet(
+        registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
+    )
+    service = CustomerService(settings=settings, store=store, models=models)
+    served = models.version
+    with TestClient(create_app(service, settings=settings, refresh_in_background=False)) as client:
+        assert "churn_api_model_not_served 0.0" in client.get("/metrics").text
+        assert readiness(service, {})[1]["model_not_served"] is None
+        broken = register_unloadable(ModelRegistry(settings.model_dir), promote=True)
+        with pytest.raises(Exception, match="cannot be loaded"):
+            service.refresh()
+        ok, answer = readiness(service, {})
+        assert ok and answer["model_version"] == served  # requests are still answered
+        assert f"serving {served}: model version {broken}" in answer["model_not_served"]
+        assert "churn_api_model_not_served 1.0" in client.get("/metrics").text
+        assert client.post("/customers/c1/score").json()["model_version"] == served

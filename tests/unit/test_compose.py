@@ -25,11 +25,11 @@ def _ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in compose["services"].items() if s.get("image") == "churnstream:latest"}
 
 
-# Where the containers find Kafka, Redis, each other and their volumes: all ``environment:`` may pin, since
-# compose lets it win over every env_file, churnstream.env too.
+# The containers' paths and ports: all ``environment:`` may pin, since compose lets it win over every
+# env_file, churnstream.env too (Kafka and Redis are defaults a user may replace: deploy/compose.env).
 PINNED = {
-    "CHURN_KAFKA_BOOTSTRAP",
-    "CHURN_REDIS_URL",
+    "CHURN_METRICS_PORT",
+    "CHURN_WEB_PORT",
     "CHURN_MODEL_DIR",
     "CHURN_REPORT_DIR",
     "CHURN_VAR_DIR",
@@ -74,7 +74,12 @@ def test_what_churnstream_env_sets_reaches_every_container(compose: dict[str, An
     `environment:` win over env files, so a CHURN_API_TOKEN put in churnstream.env (where the file said
     settings go) was replaced by an empty one, and the API, run with --allow-unauthenticated, served every
     customer without a token."""
-    user = {"CHURN_API_TOKEN": "s3cret", "CHURN_HORIZON_DAYS": "60", "CHURN_PUBLIC_URL": "https://x/churn"}
+    user = {
+        "CHURN_API_TOKEN": "s3cret",
+        "CHURN_HORIZON_DAYS": "60",
+        "CHURN_PUBLIC_URL": "https://x/churn",
+        "CHURN_REDIS_URL": "rediss://churn:pw@cache.example:6380/0",  # a managed Redis (a review could not)
+    }
     for name, service in _ours(compose).items():
         pinned = set(service.get("environment") or {})
         assert pinned <= PINNED, (name, pinned - PINNED)
@@ -84,6 +89,8 @@ def test_what_churnstream_env_sets_reaches_every_container(compose: dict[str, An
         settings = Settings.from_env(_resolved(service, user))
         assert (settings.api_token, settings.horizon_days) == ("s3cret", 60.0), name
         assert settings.pages_url == "https://x/churn", name
+        assert settings.redis_url == user["CHURN_REDIS_URL"], name
+        assert Settings.from_env(_resolved(service)).redis_url == "redis://redis:6379/0", name
 
 
 def test_every_variable_is_a_setting_and_the_defaults_are_valid(compose: dict[str, Any]) -> None:
@@ -102,7 +109,9 @@ def test_ports_and_paths_match_the_settings(compose: dict[str, Any]) -> None:
     services = _ours(compose)
     defaults = Settings()
     scorer_check = " ".join(services["scorer"]["healthcheck"]["test"])
-    assert f"127.0.0.1:{defaults.metrics_port}/health" in scorer_check
+    scorer = Settings.from_env(_resolved(services["scorer"], {"CHURN_METRICS_PORT": "9999"}))
+    assert f"127.0.0.1:{scorer.metrics_port}/health" in scorer_check  # a user's port cannot move it
+    assert scorer.metrics_port == defaults.metrics_port
     assert f"{defaults.web_port}:{defaults.web_port}" in services["monitor"]["ports"]
     ui = services["evidently-ui"]["entrypoint"]
     settings = Settings.from_env(_resolved(services["monitor"]))
