@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 # review waited 25 s after Redis returned, and as long for a departed worker's partitions).
 REWIND_RETRY_SECONDS = 5.0
 
+# How often an idle worker checks that Redis still holds the fences it wrote (a busy one finds out at its
+# next write, which requires them).
+POSITION_CHECK_SECONDS = 10.0
+
 
 H = TypeVar("H", bound=Handler)
 
@@ -113,6 +117,7 @@ class Worker(Generic[H]):
         self._rewound = True  # False while a rewind could not reach the broker or Redis
         self._fenced_at: float | None = None  # when the broker last fenced this worker out of its group
         self._rewinds_failed = 0  # failed rewinds in a row (Kafka or Redis still down)
+        self._position_checked = time.monotonic()  # when an idle turn last checked Redis's fences
         self.isolation = Isolation(settings.batch_size)
         self.status = WorkerStatus(settings=settings, metrics=self.metrics)
         self.handler = handler(self)
@@ -156,6 +161,26 @@ class Worker(Generic[H]):
         self._unflushed += 1
         self.applied.update(offsets)
         self._uncommitted.update(offsets)
+
+    def _check_position(self) -> None:
+        """Idle, every :data:`POSITION_CHECK_SECONDS`: :class:`StoreError` (so: a rewind, and the lost
+        events applied again) when Redis no longer holds a fence as this worker wrote it. A Redis restored
+        from an older snapshot, or failed over to a replica behind, was found only at the next event: a
+        quiet stream's features (and the API's answers) stayed without the lost writes meanwhile, and
+        ``/ready`` said ready."""
+        now = time.monotonic()
+        if now - self._position_checked < POSITION_CHECK_SECONDS or not self.applied:
+            return
+        self._position_checked = now
+        for (topic, partition), offset in self.applied.items():
+            stored = self.store.fence(topic, partition)
+            if stored != offset:
+                raise StoreError(
+                    f"Redis no longer holds what this worker expects (found while idle): {topic}/{partition} "
+                    f"is applied up to offset {stored} there, this worker wrote {offset}; Redis lost writes "
+                    "it had acknowledged (a restore, a failover) or another worker took the partition: "
+                    "going back to what Redis holds"
+                )
 
     def _expect_position(self, tx: Transaction) -> None:
         """The write happens only while this worker's claims on its partitions hold (see _on_assign) and
@@ -300,6 +325,7 @@ class Worker(Generic[H]):
                         isolation.passed(batch.offsets)
                 else:
                     self.commit_previous()
+                    self._check_position()
                 handler.after_batch()
                 self.status.measure_lag(self.reader.consumer, self.applied)
                 if not self._unflushed:  # a turn with nothing left to fail: whatever failed before is over

@@ -442,6 +442,50 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
     assert "Redis no longer holds what this worker expects" in (tmp_path / "worker.log").read_text()
 
 
+def test_a_redis_that_comes_back_behind_while_the_stream_is_quiet_is_caught_up_without_new_events(
+    settings: Settings,
+    topics: Topics,
+    redis_node: infra.RedisNode,
+    tmp_path: Path,
+    world: Path,
+) -> None:
+    """A review restored an older snapshot into Redis while no events came: the workers said ready, lag
+    0, and Redis (so the API) lacked the last chunk's events until the next event arrived. An idle worker
+    now checks Redis's fences every few seconds, goes back to them, and applies the lost events again."""
+    url = f"redis://{redis_node.host}:{redis_node.port}/0"
+    own = dataclasses.replace(settings, redis_url=url)
+    client = redis.Redis.from_url(url)
+    events_dir = world / "events"
+    events = read_events(events_dir).events
+    records = event_time_records(own, events_dir)
+    half = len(records) // 2
+    log_path = tmp_path / "worker.log"
+    group = own.consumer_group
+    produce_records(own, records[:half])
+    worker = start_worker(own, log_path, CHURN_BATCH_SIZE=BATCH_SIZE)
+    try:
+        wait_until(lambda: committed_everything(own, group), 120, "the first half to be applied")
+        client.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+        try:  # consistent, as a replica's
+            copy = {key: client.dump(key) for key in client.scan_iter(count=1000)}
+        finally:
+            client.execute_command("CLIENT", "UNPAUSE")
+        produce_records(own, records[half:])
+        wait_until(lambda: committed_everything(own, group), 120, "the second half to be applied")
+        pipe = client.pipeline(transaction=True)  # Redis goes back to the copy; no event comes after it
+        pipe.flushall()
+        for key, value in copy.items():
+            pipe.restore(key, 0, value)
+        pipe.execute()
+        assert compare_state(own, events).problems(), "the copy should lack the second half"
+        wait_until(lambda: not compare_state(own, events).problems(), 90, "Redis to be caught up again")
+    finally:
+        stop_worker(worker, log_path)
+        client.close()
+    assert "Redis no longer holds what this worker expects (found while idle)" in log_path.read_text()
+    assert not account_for_events(own, events).problems()
+
+
 def test_a_redis_that_lost_everything_stops_the_worker_with_a_clear_message(
     settings: Settings,
     topics: Topics,
