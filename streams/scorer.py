@@ -21,9 +21,11 @@ Per micro-batch (:meth:`ChurnScorer.process`):
 Exactly once in effect: the offsets written with the state fence replays (see
 :mod:`churnstream.streams.worker`); outputs carry deterministic ids (:mod:`churnstream.ids`).
 
-Silent customers: event time here is the minimum over this worker's partitions of the latest event time
-seen; at every sweep tick, customers whose silence reached one of ``CHURN_SWEEP_MILESTONES_DAYS`` since
-the previous tick are rescored as of the tick (:mod:`churnstream.features.sweep`).
+Silent customers: each partition's event time is the latest event it has carried; at every sweep tick
+it reaches, its customers whose silence reached one of ``CHURN_SWEEP_MILESTONES_DAYS`` since its previous
+tick are rescored as of the tick (:mod:`churnstream.features.sweep`), its pending predictions overdue by
+then are labelled by inactivity, and its learner learns. Each partition goes by its own time, so the
+answers do not depend on which partitions share this worker.
 """
 
 from __future__ import annotations
@@ -83,12 +85,13 @@ class ChurnScorer:
         self.partition_time: dict[int, int] = {}
         # read at each scrape: a promotion the workers refused is a page, not a line inside /health
         self.metrics.model_not_served.set_function(lambda: 1.0 if self.models.not_served() else 0.0)
-        self._next_due: int | None = None  # the earliest due time of a pending prediction (None: ask)
+        # partition -> the earliest due time of a pending prediction there (absent: ask the store)
+        self._next_due: dict[int, int] = {}
         self.totals = BatchReport()
         self._last_model_check = time.monotonic()
         self.scoring = BatchScoring(settings=settings, models=models, metrics=self.metrics, worker=worker)
         self.sweeper = Sweeper(
-            settings=settings, store=store, assigned=worker.assigned, watermark=self.watermark
+            settings=settings, store=store, assigned=worker.assigned, times=lambda: self.partition_time
         )
 
     @property
@@ -98,7 +101,7 @@ class ChurnScorer:
     # -- what the worker tells the handler -------------------------------------------------------
     def on_assign(self, partitions: list[int]) -> None:
         """Partitions taken over: their event time, last sweep tick and learner as Redis holds them."""
-        self._next_due = None
+        self._next_due.clear()
         for p in partitions:
             wm = self.store.partition_time(p)
             if wm is not None:
@@ -115,7 +118,7 @@ class ChurnScorer:
     def on_rewind(self) -> None:
         self.models.forget()  # they may have learned from the batch that was not written
         self.scoring.forget_budgets()  # they may count alerts of the batch that was not written
-        self._next_due = None
+        self._next_due.clear()
         self.sweeper.rewind()
 
     def after_rewind(self) -> None:
@@ -147,7 +150,8 @@ class ChurnScorer:
         }
 
     def watermark(self) -> int | None:
-        """Event time this worker is sure about: the minimum over its partitions of their latest event."""
+        """The earliest of its partitions' event times (each partition's sweeps and labels go by its own:
+        this is what the worker's metrics and ``/health`` show)."""
         times = [self.partition_time[p] for p in self.assigned if p in self.partition_time]
         return min(times) if times else None
 
@@ -155,9 +159,11 @@ class ChurnScorer:
     def process(self, batch: Batch) -> BatchReport:
         """Apply, score and emit one micro-batch, then commit it (see the module docstring).
 
-        A batch is cut where its events move the watermark past a sweep tick, and the tick is swept
-        there: so which customers a tick finds silent depends only on the events, never on where the
-        reader happened to end a batch, and a replay after a crash sweeps the same customers.
+        A batch is cut where an event moves its partition's event time past a sweep tick, and that
+        partition's tick is swept there (its learner learns there): so which customers a tick finds silent,
+        and what the online model knows when, depend only on the partition's events, never on where the
+        reader happened to end a batch or on which partitions share this worker, and a replay after a
+        crash sweeps the same customers.
         """
         total = BatchReport()
         while True:
@@ -178,21 +184,17 @@ class ChurnScorer:
         """How many events to apply before sweeping a tick that this batch's events reach (None: no tick
         is reached)."""
         written = self.worker.written
-        watermark = self.watermark()
-        # None: sweeping starts at the first tick
-        tick = None if watermark is None else self.sweeper.tick(watermark)
-        times = dict(self.partition_time)
-        assigned = self.assigned
-        events = batch.events
-        for i, (event, where) in enumerate(events):
+        tick = self.sweeper.tick
+        times = self.partition_time
+        for i, (event, where) in enumerate(batch.events):
             p = where.partition
-            if isinstance(event, LabelEvent) or event.timestamp <= times.get(p, event.timestamp - 1):
+            before = times.get(p)
+            if isinstance(event, LabelEvent) or (before is not None and event.timestamp <= before):
                 continue
             if written(where.topic, p, where.offset):
                 continue
-            times[p] = event.timestamp
-            moved = min(times[q] for q in assigned if q in times)
-            if tick is None or self.sweeper.tick(moved) > tick:
+            # a partition's first event starts its sweeping; a later one that reaches a new tick sweeps it
+            if before is None or tick(event.timestamp) > tick(before):
                 return i + 1
         return None
 
@@ -219,15 +221,16 @@ class ChurnScorer:
             for d in batch.dead_letters
             if d.offset is None or not written(d.source_topic, d.partition or 0, d.offset)
         ]
-        watermark = self.watermark()
         due: dict[str, int] = {}
-        if watermark is not None and self.assigned:
-            until = watermark - self.lateness
+        for p in sorted(self.assigned):
+            if p not in self.partition_time:
+                continue
+            until = self.partition_time[p] - self.lateness
             # this worker writes every due time of its partitions, so it knows when to ask again
-            if self._next_due is None or self._next_due <= until:
-                found = self.store.due_before(until, partitions=sorted(self.assigned), limit=5000)
-                due = found.customers
-                self._next_due = _NEVER if found.next_due is None else found.next_due
+            if self._next_due.get(p, until) <= until:
+                found = self.store.due_before(until, partitions=[p], limit=5000)
+                due.update(found.customers)
+                self._next_due[p] = _NEVER if found.next_due is None else found.next_due
         where_of = dict(due)  # a customer's partition: whose learner learns it, whose index
         for e, w in fresh:
             where_of.setdefault(e.customer_id, w.partition)
@@ -239,27 +242,31 @@ class ChurnScorer:
             self.metrics.duplicates.inc(applied.duplicates)
         letters += applied.dead_letters
         resolved = applied.resolved
-        if watermark is not None:
-            resolved += label_overdue(tx, due, watermark, horizon_ms=self.horizon, lateness_ms=self.lateness)
+        for p in sorted(set(due.values())):  # by inactivity, as each partition's own event time says
+            overdue = [cid for cid, q in due.items() if q == p]
+            t = self.partition_time[p]
+            resolved += label_overdue(tx, overdue, t, horizon_ms=self.horizon, lateness_ms=self.lateness)
         for p in self.assigned:
             if p in self.partition_time:
                 tx.set_partition_time(p, self.partition_time[p])
         scoring = applied.scoring
+        ticked: list[int] = []
         if sweep and self.sweeper.ready(tx):
+            ticked = self.sweeper.ticked
             _, swept = self.sweeper.chunk(functools.partial(self.store.begin, into=tx))
             for name in ScoringRows.__dataclass_fields__:
                 getattr(scoring, name).extend(getattr(swept, name))
         for topic, count in applied.per_topic.items():  # counted with the unit, once it is durable
             self.metrics.events.labels(self.topics.kind_of(topic)).inc(count)
-        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, tick=sweep)
+        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, ticked=ticked)
         self._add(report)
         return report
 
     def _jumped(self, event: Event, where: Coordinates, before: int) -> None:
         """Say that ``event`` moved its partition's event time forward by more than the horizon at once:
         what a live event does in a partition that a backfill is still loading. Event time is the latest
-        event's (as in Kafka Streams), so once every partition is that far on, each pending prediction due
-        before it is labelled churned by inactivity, and the backfill's later events are late."""
+        event's (as in Kafka Streams), so each pending prediction of the partition due before it is
+        labelled churned by inactivity, and the backfill's later events there are late."""
         self.metrics.time_jumps.inc()
         log.warning(
             "event %r (%s partition %d offset %d) moved the partition's event time from %s to %s, more "
@@ -298,19 +305,20 @@ class ChurnScorer:
         report: BatchReport,
         *,
         offsets: dict[tuple[str, int], int] | None = None,
-        tick: bool = False,
+        ticked: list[int] | None = None,
     ) -> None:
         """Score and queue the unit's outputs, then write it through the worker (learning meanwhile:
-        the resolved labels are taken in, and learned when the unit reached a sweep ``tick``)."""
+        the resolved labels are taken in, and the learners of the partitions whose sweep tick the unit
+        reached, ``ticked``, learn what waits)."""
         resolved = self.scoring.finish(tx, scoring, resolved, letters, report)
-        if self._next_due is not None:
-            self._next_due = min([self._next_due, *(d for d in tx.due.values() if d is not None)])
+        for cid, d in tx.due.items():
+            p = tx.partitions.get(cid)
+            if d is not None and p in self._next_due:
+                self._next_due[p] = min(self._next_due[p], d)
         self.worker.write(
             tx,
             offsets=offsets,
-            while_delivering=functools.partial(
-                self.scoring.learn, tx, resolved, partitions=sorted(self.assigned) if tick else ()
-            ),
+            while_delivering=functools.partial(self.scoring.learn, tx, resolved, partitions=ticked or ()),
         )
 
     def _add(self, report: BatchReport) -> None:

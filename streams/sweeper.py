@@ -13,7 +13,7 @@ last chunk; after a crash the tick is swept again, with the same prediction ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from churnstream.features.definitions import features_as_of
 from churnstream.features.store import FeatureStore, Transaction
@@ -25,7 +25,9 @@ from churnstream.streams.scoring import ScoringRows
 class Sweeper:
     """Which customers of the worker's ``assigned`` partitions are still to be swept, and at which tick.
 
-    ``watermark``: the worker's event time (the minimum over its partitions of their latest event).
+    ``times``: each partition's event time (its latest event). A partition is swept at the ticks its own
+    event time reaches, whichever partitions share its worker: so the same log gives the same sweeps with
+    one worker or several, and a quiet partition holds back no other.
     """
 
     def __init__(
@@ -34,11 +36,11 @@ class Sweeper:
         settings: Settings,
         store: FeatureStore,
         assigned: Collection[int],
-        watermark: Callable[[], int | None],
+        times: Callable[[], Mapping[int, int]],
     ) -> None:
         self.store = store
         self.assigned = assigned
-        self.watermark = watermark
+        self.times = times
         self.chunk_size = settings.batch_size
         self.lateness = settings.lateness_ms
         self.interval = int(settings.sweep_interval_days * DAY_MS)
@@ -48,6 +50,7 @@ class Sweeper:
         self._queue: list[tuple[str, int, int, list[tuple[int, int]]]] = []
         self._done: dict[int, int] = {}  # partition -> tick to record with its last chunk
         self._reload = True
+        self.ticked: list[int] = []  # the partitions whose tick the last plan reached (their learners learn)
 
     def tick(self, watermark: int) -> int:
         """The latest sweep tick that a watermark lets go (the allowed lateness after it has passed)."""
@@ -61,6 +64,7 @@ class Sweeper:
     def ready(self, open_tx: Transaction | None = None) -> bool:
         """:attr:`pending`, planning as if ``open_tx`` (the events that reached the tick, not written
         yet) were written."""
+        self.ticked = []
         if not self._queue:
             self._plan(open_tx)
         return bool(self._queue or self._done)
@@ -116,23 +120,27 @@ class Sweeper:
                 else:
                     self.last_sweep[p] = stored
             self._reload = False
-        watermark = self.watermark()
-        if watermark is None:
-            return
-        plan = plan_sweep(self.assigned, self.last_sweep, self.tick(watermark))
-        tick = plan.tick
-        for p in plan.starting:  # first time: start sweeping from the next tick on, and say so in Redis
-            self.last_sweep[p] = tick
-            self._done[p] = tick
-        for last, partitions in plan.groups:
-            windows = silence_windows(last, tick, self.milestones)
-            # Not waiting for the write in flight, which would serialise Redis and this worker: the store
-            # lays what that write changes over what Redis answers.
-            listed = self.store.active_in(windows, partitions=partitions, wait=False, pending=open_tx)
-            self._queue += [(cid, p, tick, windows) for cid, p in listed.items()]
-        for p in plan.due:
-            self.last_sweep[p] = tick
-            self._done[p] = tick
+        times = self.times()
+        by_tick: dict[int, list[int]] = {}
+        for p in self.assigned:
+            if p in times:
+                by_tick.setdefault(self.tick(times[p]), []).append(p)
+        for tick, assigned in sorted(by_tick.items()):
+            plan = plan_sweep(assigned, self.last_sweep, tick)
+            for p in plan.starting:  # first time: start sweeping from the next tick on, and say so in Redis
+                self.last_sweep[p] = tick
+                self._done[p] = tick
+            for last, partitions in plan.groups:
+                windows = silence_windows(last, tick, self.milestones)
+                # Not waiting for the write in flight, which would serialise Redis and this worker: the
+                # store lays what that write changes over what Redis answers.
+                listed = self.store.active_in(windows, partitions=partitions, wait=False, pending=open_tx)
+                self._queue += [(cid, p, tick, windows) for cid, p in listed.items()]
+            for p in plan.due:
+                self.last_sweep[p] = tick
+                self._done[p] = tick
+            self.ticked += [*plan.starting, *plan.due]
+        self.ticked.sort()
 
 
 __all__ = ["Sweeper"]

@@ -28,7 +28,9 @@ def test_a_tick_is_swept_in_chunks_and_recorded_with_the_last_one() -> None:
             [OrderEvent(f"o{p}{n}", f"C{p}{n}", T0 + n, f"o{p}{n}", 5.0) for n in range(5)], partition=p
         )
     watermark = T0 + DAY_MS
-    sweeper = Sweeper(settings=settings, store=store, assigned={0, 1}, watermark=lambda: watermark)
+    sweeper = Sweeper(
+        settings=settings, store=store, assigned={0, 1}, times=lambda: dict.fromkeys((0, 1), watermark)
+    )
 
     assert _drain(sweeper, store) == [[]]  # the first tick only starts sweeping, and is recorded
     assert store.sweep_tick(0) == store.sweep_tick(1) == T0 + DAY_MS
@@ -52,7 +54,9 @@ def test_a_revoked_partition_is_not_swept_by_this_worker() -> None:
         store.update([OrderEvent(f"o{p}", f"C{p}", T0, f"o{p}", 5.0)], partition=p)
     assigned = {0, 1}
     watermark = T0 + DAY_MS
-    sweeper = Sweeper(settings=settings, store=store, assigned=assigned, watermark=lambda: watermark)
+    sweeper = Sweeper(
+        settings=settings, store=store, assigned=assigned, times=lambda: dict.fromkeys((0, 1), watermark)
+    )
     _drain(sweeper, store)
     watermark = T0 + 9 * DAY_MS
     assigned.discard(1)
