@@ -116,13 +116,18 @@ class Batch:
         return self.size
 
     def split(self, k: int) -> tuple[Batch, Batch]:
-        """The first ``k`` events and the rest, as two batches to be applied one after the other.
+        """The first ``k`` events and the rest, as two batches to be applied one after the other."""
+        return self.split_by([i < k for i in range(len(self.events))])
+
+    def split_by(self, in_head: list[bool]) -> tuple[Batch, Batch]:
+        """The events marked in ``in_head`` and the rest, as two batches to be applied one after the other
+        (in each partition, no event of the head may come after one of the tail).
 
         Each dead letter goes with the events around it, and each part's offsets cover exactly its own
         messages, so committing the first part never skips a message of the second.
         """
-        head = Batch(events=self.events[:k])
-        tail = Batch(events=self.events[k:])
+        head = Batch(events=[e for e, first in zip(self.events, in_head, strict=True) if first])
+        tail = Batch(events=[e for e, first in zip(self.events, in_head, strict=True) if not first])
         first_left: dict[tuple[str, int], int] = {}  # per partition, the first offset left for the tail
         for _, where in tail.events:
             key = (where.topic, where.partition)

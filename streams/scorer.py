@@ -167,27 +167,35 @@ class ChurnScorer:
         """
         total = BatchReport()
         while True:
-            k = self._tick_cut(batch)
-            if k is None:
+            in_head = self._tick_cut(batch)
+            if in_head is None:
                 add_to(total, self._process(batch))
                 return total
-            # The events up to the one reaching the tick, and the tick's first chunk, in one write: the
-            # same wherever the reader ended the batch, so the online model learns in the same order.
-            last = k == len(batch.events)
-            head, batch = (batch, batch) if last else batch.split(k)
+            # Each partition's events up to the one reaching its tick (every event of a partition that
+            # reaches none), and the ticks' first chunk, in one write: the same wherever the reader ended
+            # the batch, so each partition's online model learns in the same order.
+            last = all(in_head)
+            head, batch = (batch, batch) if last else batch.split_by(in_head)
             add_to(total, self._process(head, sweep=True))
             add_to(total, BatchReport(sweeps=self.sweep()))
             if last:
                 return total
 
-    def _tick_cut(self, batch: Batch) -> int | None:
-        """How many events to apply before sweeping a tick that this batch's events reach (None: no tick
-        is reached)."""
+    def _tick_cut(self, batch: Batch) -> list[bool] | None:
+        """Which events to apply before sweeping the ticks this batch's events reach: in each partition,
+        the events up to the first that reaches a tick (None: no partition reaches one). Partitions share
+        nothing (customers, learners, budgets and due times are each a partition's), so one write serves
+        every partition that reaches its tick in the batch, wherever in it."""
         written = self.worker.written
         tick = self.sweeper.tick
         times = self.partition_time
-        for i, (event, where) in enumerate(batch.events):
+        reached: set[int] = set()
+        in_head = []
+        for event, where in batch.events:
             p = where.partition
+            in_head.append(p not in reached)
+            if p in reached:
+                continue
             before = times.get(p)
             if isinstance(event, LabelEvent) or (before is not None and event.timestamp <= before):
                 continue
@@ -195,8 +203,8 @@ class ChurnScorer:
                 continue
             # a partition's first event starts its sweeping; a later one that reaches a new tick sweeps it
             if before is None or tick(event.timestamp) > tick(before):
-                return i + 1
-        return None
+                reached.add(p)
+        return in_head if reached else None
 
     def _process(self, batch: Batch, *, sweep: bool = False) -> BatchReport:
         """Apply, score and write ``batch``; with ``sweep``, the first chunk of the sweep tick its events
