@@ -24,6 +24,7 @@ from churnstream.models.alert_policy import step_high_risk
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.publish import publish_file
 from churnstream.streams.scorer import ScoringWorker, build_scorer, restore_learner
+from churnstream.streams.topics import create_topics
 from tests.integration.conftest import (
     check_every_event_accounted_for,
     check_state_equals_offline,
@@ -487,6 +488,36 @@ def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_doub
     labels: dict[str, int] = {}
     for o in outcomes:
         assert labels.setdefault(o["prediction_id"], o["label"]) == o["label"]
+
+    # The same log through one worker alone: the same answers, every one (each partition sweeps, labels
+    # and learns by its own event time; before, the online model's part and the alerts depended on which
+    # partitions shared a worker)
+    alone = dataclasses.replace(
+        settings, topic_prefix=f"{settings.topic_prefix}one.", scorer_group=f"{settings.consumer_group}-one"
+    )
+    create_topics(alone)
+    produce_records(alone, event_time_records(alone, events_dir))
+    one = run_scorer(alone)
+    next(one)
+    try:
+        wait_until(
+            lambda: committed_everything(alone, alone.consumer_group), 240, "the lone worker to finish"
+        )
+    finally:
+        one.close()
+
+    def answers(where: Settings, topic: str, key: str) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = {}
+        for m in consume_all(where, topic):
+            answer = orjson.loads(m.value())
+            answer.pop("scored_at", None)
+            found.setdefault(answer[key], answer)
+        return found
+
+    for topic, key in (("churn_predictions", "prediction_id"), ("churn_alerts", "alert_id")):
+        shared = answers(settings, getattr(settings.topics, topic), key)
+        assert shared == answers(alone, getattr(alone.topics, topic), key), topic
+        assert shared, topic
 
 
 def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
