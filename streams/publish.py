@@ -239,7 +239,9 @@ def _publish(
     records: Iterable[tuple[int, str, bytes, bytes]] = valid()
     if len(sources) > 1:  # one history: in event-time order across the files
         records = sorted(records, key=lambda record: record[0])
-    for _, name, key, payload in records:
+    for n, (_, name, key, payload) in enumerate(records, start=1):
+        if n % 2048 == 0:
+            producer.poll(0)  # delivery reports (failures) as they come, not all at the flush
         while True:
             try:
                 producer.produce(name, value=payload, key=key, on_delivery=tracker.on_delivery)

@@ -160,12 +160,14 @@ class ChurnScorer:
         """Apply, score and emit one micro-batch, then commit it (see the module docstring).
 
         A batch is cut where an event moves its partition's event time past a sweep tick, and that
-        partition's tick is swept there (its learner learns there): so which customers a tick finds silent,
-        and what the online model knows when, depend only on the partition's events, never on where the
-        reader happened to end a batch or on which partitions share this worker, and a replay after a
-        crash sweeps the same customers.
+        partition's tick is swept there (its learner learns once every row of the tick is scored): so
+        which customers a tick finds silent, and what the online model knows when, depend only on the
+        partition's events, never on where the reader happened to end a batch or on which partitions
+        share this worker, and a replay after a crash sweeps the same customers.
         """
-        total = BatchReport()
+        # a tick a rewind left half swept is finished first: its partition's learner learns once every
+        # sweep row of the tick is scored, and before the events after it (as without the rewind)
+        total = BatchReport(sweeps=self.sweep())
         while True:
             in_head = self._tick_cut(batch)
             if in_head is None:
@@ -258,15 +260,15 @@ class ChurnScorer:
             if p in self.partition_time:
                 tx.set_partition_time(p, self.partition_time[p])
         scoring = applied.scoring
-        ticked: list[int] = []
+        finished: list[int] = []
         if sweep and self.sweeper.ready(tx):
-            ticked = self.sweeper.ticked
             _, swept = self.sweeper.chunk(functools.partial(self.store.begin, into=tx))
+            finished = self.sweeper.finished
             for name in ScoringRows.__dataclass_fields__:
                 getattr(scoring, name).extend(getattr(swept, name))
         for topic, count in applied.per_topic.items():  # counted with the unit, once it is durable
             self.metrics.events.labels(self.topics.kind_of(topic)).inc(count)
-        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, ticked=ticked)
+        self._finish(tx, scoring, resolved, letters, report, offsets=batch.offsets, ticked=finished)
         self._add(report)
         return report
 
@@ -299,7 +301,7 @@ class ChurnScorer:
         while self.sweeper.pending:
             tx, scoring = self.sweeper.chunk(self.store.begin)
             report = BatchReport()
-            self._finish(tx, scoring, [], [], report)
+            self._finish(tx, scoring, [], [], report, ticked=self.sweeper.finished)
             self._add(report)
             made += report.sweeps
         return made
@@ -317,7 +319,7 @@ class ChurnScorer:
     ) -> None:
         """Score and queue the unit's outputs, then write it through the worker (learning meanwhile:
         the resolved labels are taken in, and the learners of the partitions whose sweep tick the unit
-        reached, ``ticked``, learn what waits)."""
+        finishes, ``ticked``, learn what waits)."""
         resolved = self.scoring.finish(tx, scoring, resolved, letters, report)
         for cid, d in tx.due.items():
             p = tx.partitions.get(cid)

@@ -50,7 +50,9 @@ class Sweeper:
         self._queue: list[tuple[str, int, int, list[tuple[int, int]]]] = []
         self._done: dict[int, int] = {}  # partition -> tick to record with its last chunk
         self._reload = True
-        self.ticked: list[int] = []  # the partitions whose tick the last plan reached (their learners learn)
+        # the partitions whose tick the last chunk recorded: every silent customer of theirs is scored, and
+        # their learners learn in that chunk's write (so every sweep row of a tick is scored before)
+        self.finished: list[int] = []
 
     def tick(self, watermark: int) -> int:
         """The latest sweep tick that a watermark lets go (the allowed lateness after it has passed)."""
@@ -64,7 +66,6 @@ class Sweeper:
     def ready(self, open_tx: Transaction | None = None) -> bool:
         """:attr:`pending`, planning as if ``open_tx`` (the events that reached the tick, not written
         yet) were written."""
-        self.ticked = []
         if not self._queue:
             self._plan(open_tx)
         return bool(self._queue or self._done)
@@ -90,7 +91,8 @@ class Sweeper:
         self._reload = True
 
     def chunk(self, begin: Callable[[dict[str, int]], Transaction]) -> tuple[Transaction, ScoringRows]:
-        """The next chunk's transaction (recording the ticks of partitions it finishes) and rows to score."""
+        """The next chunk's transaction (recording the ticks of partitions it finishes: :attr:`finished`)
+        and rows to score."""
         part = self._queue[: self.chunk_size]
         del self._queue[: len(part)]
         tx = begin({cid: p for cid, p, _, _ in part})
@@ -106,7 +108,8 @@ class Sweeper:
             scoring.rows.append(features_as_of(tx.state(cid), tick))
             scoring.partitions.append(p)
         pending = {p for _, p, _, _ in self._queue}
-        for p in [p for p in self._done if p not in pending]:
+        self.finished = sorted(p for p in self._done if p not in pending)
+        for p in self.finished:
             tx.set_sweep_tick(p, self._done.pop(p))
         return tx, scoring
 
@@ -139,8 +142,6 @@ class Sweeper:
             for p in plan.due:
                 self.last_sweep[p] = tick
                 self._done[p] = tick
-            self.ticked += [*plan.starting, *plan.due]
-        self.ticked.sort()
 
 
 __all__ = ["Sweeper"]
