@@ -380,6 +380,24 @@ def test_a_redis_out_of_memory_turns_ready_to_503_and_once_it_has_room_nothing_i
     assert any("no batch written for" in r and "maxmemory" in r for r in reasons), reasons
 
 
+def _snapshot(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key of ``client``'s Redis, consistent as a replica's: no write runs while it is taken."""
+    client.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+    try:
+        return {key: client.dump(key) for key in client.scan_iter(count=1000)}
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+
+
+def _go_back(client: redis.Redis, copy: dict[bytes, bytes]) -> None:
+    """Replace everything in ``client``'s Redis with ``copy`` (a failover to a replica that lags)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.flushall()
+    for key, value in copy.items():
+        pipe.restore(key, 0, value)
+    pipe.execute()
+
+
 def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
     settings: Settings,
     topics: Topics,
@@ -398,31 +416,20 @@ def test_a_redis_that_comes_back_behind_loses_nothing_and_counts_nothing_twice(
     copy: dict[bytes, bytes] = {}
     went_back: list[bool] = []
 
-    def snapshot() -> dict[bytes, bytes]:  # consistent, as a replica's: no write runs while it is taken
-        client.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
-        try:
-            return {key: client.dump(key) for key in client.scan_iter(count=1000)}
-        finally:
-            client.execute_command("CLIENT", "UNPAUSE")
-
     def lag() -> None:
         if not copy:
-            copy.update(snapshot())
+            copy.update(_snapshot(client))
             assert copy, "nothing in Redis yet"
             return
         # the worker writes Redis before it commits offsets, and may have written all it was given before
         # the copy was taken; events published since give it more: wait until Redis holds writes the copy
         # lacks, so going back to the copy really takes them away
         deadline = time.monotonic() + 60
-        while snapshot() == copy:
+        while _snapshot(client) == copy:
             assert time.monotonic() < deadline, "Redis never moved past the copy"
             time.sleep(0.2)
         went_back.append(True)
-        pipe = client.pipeline(transaction=True)
-        pipe.flushall()
-        for key, value in copy.items():
-            pipe.restore(key, 0, value)
-        pipe.execute()
+        _go_back(client, copy)
 
     try:
         run_through_faults(
@@ -465,18 +472,10 @@ def test_a_redis_that_comes_back_behind_while_the_stream_is_quiet_is_caught_up_w
     worker = start_worker(own, log_path, CHURN_BATCH_SIZE=BATCH_SIZE)
     try:
         wait_until(lambda: committed_everything(own, group), 120, "the first half to be applied")
-        client.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
-        try:  # consistent, as a replica's
-            copy = {key: client.dump(key) for key in client.scan_iter(count=1000)}
-        finally:
-            client.execute_command("CLIENT", "UNPAUSE")
+        copy = _snapshot(client)
         produce_records(own, records[half:])
         wait_until(lambda: committed_everything(own, group), 120, "the second half to be applied")
-        pipe = client.pipeline(transaction=True)  # Redis goes back to the copy; no event comes after it
-        pipe.flushall()
-        for key, value in copy.items():
-            pipe.restore(key, 0, value)
-        pipe.execute()
+        _go_back(client, copy)  # and no event comes after it
         assert compare_state(own, events).problems(), "the copy should lack the second half"
         wait_until(lambda: not compare_state(own, events).problems(), 90, "Redis to be caught up again")
     finally:
