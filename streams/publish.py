@@ -166,7 +166,7 @@ def publish_files(
     the valid records are sent in event-time order across the files (one file: as it is read)."""
     forced_kind = _resolve_topic(settings, topic)
     sources = [str(path) for path in paths]
-    if sources.count("-") > (len(sources) == 1):
+    if "-" in sources and len(sources) > 1:
         raise ConfigError("'-' (stdin) can be published only alone")
     streams: list[IO[bytes]] = []
     try:

@@ -232,6 +232,7 @@ class ChurnScorer:
             if d.offset is None or not written(d.source_topic, d.partition or 0, d.offset)
         ]
         due: dict[str, int] = {}
+        overdue: dict[int, list[str]] = {}  # per partition: labelled by inactivity as its own time says
         for p in sorted(self.assigned):
             if p not in self.partition_time:
                 continue
@@ -240,6 +241,7 @@ class ChurnScorer:
             if self._next_due.get(p, until) <= until:
                 found = self.store.due_before(until, partitions=[p], limit=5000)
                 due.update(found.customers)
+                overdue[p] = list(found.customers)
                 self._next_due[p] = _NEVER if found.next_due is None else found.next_due
         where_of = dict(due)  # a customer's partition: whose learner learns it, whose index
         for e, w in fresh:
@@ -252,10 +254,9 @@ class ChurnScorer:
             self.metrics.duplicates.inc(applied.duplicates)
         letters += applied.dead_letters
         resolved = applied.resolved
-        for p in sorted(set(due.values())):  # by inactivity, as each partition's own event time says
-            overdue = [cid for cid, q in due.items() if q == p]
+        for p, customers in overdue.items():
             t = self.partition_time[p]
-            resolved += label_overdue(tx, overdue, t, horizon_ms=self.horizon, lateness_ms=self.lateness)
+            resolved += label_overdue(tx, customers, t, horizon_ms=self.horizon, lateness_ms=self.lateness)
         for p in self.assigned:
             if p in self.partition_time:
                 tx.set_partition_time(p, self.partition_time[p])
