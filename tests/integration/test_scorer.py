@@ -56,6 +56,17 @@ def scorer_settings(settings: Settings, world: Path) -> Settings:
     return dataclasses.replace(settings, model_dir=world / "models", metrics_port=-1)
 
 
+def score_everything(settings: Settings, what: str = "the scorer to commit every input") -> ScoringWorker:
+    """Run a scorer until it has committed every input of ``settings``'s topics, then stop it."""
+    gen = run_scorer(settings)
+    scorer = next(gen)
+    try:
+        wait_until(lambda: committed_everything(settings, settings.consumer_group), 240, what)
+    finally:
+        gen.close()
+    return scorer
+
+
 def run_scorer(settings: Settings) -> Iterator[ScoringWorker]:
     scorer = build_scorer(settings)
     thread = threading.Thread(target=scorer.run, name="scorer", daemon=True)
@@ -110,16 +121,7 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     log = read_events(events_dir)
     valid = {e.event_id for e in log.events}
 
-    gen = run_scorer(settings)
-    scorer = next(gen)
-    try:
-        wait_until(
-            lambda: committed_everything(settings, settings.consumer_group),
-            240,
-            "the scorer to commit every input",
-        )
-    finally:
-        gen.close()
+    scorer = score_everything(settings)
 
     predictions = [orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)]
     by_event = Counter(p["event_id"] for p in predictions if p["trigger"] == "event")
@@ -497,14 +499,7 @@ def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_doub
     )
     create_topics(alone)
     produce_records(alone, event_time_records(alone, events_dir))
-    one = run_scorer(alone)
-    next(one)
-    try:
-        wait_until(
-            lambda: committed_everything(alone, alone.consumer_group), 240, "the lone worker to finish"
-        )
-    finally:
-        one.close()
+    score_everything(alone, "the worker alone to finish")
 
     def answers(where: Settings, topic: str, key: str) -> dict[str, dict[str, object]]:
         found: dict[str, dict[str, object]] = {}
@@ -529,14 +524,7 @@ def test_rebuild_after_redis_loss_restores_state_without_re_emitting(
     settings = scorer_settings
     events_dir = world / "events"
     publish_world(settings, events_dir)
-    gen = run_scorer(settings)
-    next(gen)
-    try:
-        wait_until(
-            lambda: committed_everything(settings, settings.consumer_group), 240, "the scorer to finish"
-        )
-    finally:
-        gen.close()
+    score_everything(settings, "the scorer to finish")
     emitted = len(consume_all(settings, settings.topics.churn_predictions))
 
     def snapshot_state() -> tuple[dict, dict, dict[int, OnlineModel]]:
@@ -611,14 +599,7 @@ def test_sweeps_and_labels_do_not_depend_on_where_batches_end(
     try:
         for settings in (scorer_settings, small):
             publish_world(settings, world / "events")
-            gen = run_scorer(settings)
-            next(gen)
-            try:
-                wait_until(
-                    lambda s=settings: committed_everything(s, s.consumer_group), 240, "the scorer to finish"
-                )
-            finally:
-                gen.close()
+            score_everything(settings, "the scorer to finish")
             predictions = [
                 orjson.loads(m.value()) for m in consume_all(settings, settings.topics.churn_predictions)
             ]
