@@ -131,17 +131,15 @@ class MemoryFeatureStore(FeatureStore):
             )
         return out
 
-    def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
-        customers: dict[str, int] = {}
-        later: list[int] = []
-        for p in partitions:
+    def due_before(self, until: Mapping[int, int], *, limit: int) -> dict[int, Due]:
+        found: dict[int, Due] = {}
+        for p, t in until.items():
             rows = sorted((d, c) for c, d in self._due.get(p, {}).items())
             now = [cid for d, cid in rows if d <= t]
-            customers.update((cid, p) for cid in now[:limit])
-            if len(now) >= limit:
-                later.append(t)  # as Redis answers: it cannot tell "exactly limit" from "more"
-            later += [d for d, _ in rows if d > t][:1]
-        return Due(customers, min(later) if later else None)
+            # as Redis answers: it cannot tell "exactly limit" from "more", so both say "ask again at t"
+            later = [t] if len(now) >= limit else [d for d, _ in rows if d > t][:1]
+            found[p] = Due(now[:limit], later[0] if later else None)
+        return found
 
     def customers(self) -> list[str]:
         return sorted({cid for _, cid in self._data})

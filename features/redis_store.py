@@ -477,24 +477,24 @@ class RedisFeatureStore(FeatureStore):
     def _in_flight_active(self) -> dict[int, dict[str, int | None]]:
         return self._in_flight_active_index
 
-    def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
+    def due_before(self, until: Mapping[int, int], *, limit: int) -> dict[int, Due]:
         # No flush: waiting for the write in flight here would serialise Redis and the next batch. A due
         # entry that write adds is found with the next batch; one it removes is loaded and found not due.
-        pipe = self._redis.pipeline(transaction=False)
-        for p in partitions:
+        if not until:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)  # every partition in one round trip
+        for p, t in until.items():
             key = self._keys.due(p)
             pipe.zrangebyscore(key, "-inf", t, start=0, num=limit)
             pipe.zrangebyscore(key, f"({t}", "+inf", start=0, num=1, withscores=True)
-        found = self._read(pipe.execute)
-        customers: dict[str, int] = {}
-        later: list[int] = []
-        for i, p in enumerate(partitions):
-            now, after = found[2 * i], found[2 * i + 1]
-            customers.update((cid.decode(), p) for cid in now)
-            if len(now) >= limit:
-                later.append(t)  # more are due than were listed: ask again next time
-            later += [int(score) for _, score in after]
-        return Due(customers, min(later) if later else None)
+        found = iter(self._read(pipe.execute))
+        due: dict[int, Due] = {}
+        for p, t in until.items():
+            now, after = next(found), next(found)
+            # more due than listed: ask again at t
+            later = t if len(now) >= limit else (int(after[0][1]) if after else None)
+            due[p] = Due([cid.decode() for cid in now], later)
+        return due
 
     def customers(self) -> list[str]:
         self.flush()

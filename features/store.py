@@ -59,10 +59,10 @@ __all__ = [
 
 @dataclass(slots=True)
 class Due:
-    """What :meth:`FeatureStore.due_before` found: ``{customer: partition}`` due now, and when the next
-    one is due (None: nobody; ``t`` itself when more were due than listed)."""
+    """What :meth:`FeatureStore.due_before` found in one partition: the customers due now, and when the
+    next one is due (None: nobody; the bound itself when more were due than listed)."""
 
-    customers: dict[str, int]
+    customers: list[str]
     next_due: int | None
 
 
@@ -357,9 +357,9 @@ class FeatureStore(ABC):
         return {}
 
     @abstractmethod
-    def due_before(self, t: int, *, partitions: Sequence[int], limit: int) -> Due:
-        """Customers of ``partitions`` whose ``due`` time is <= ``t`` (at most ``limit`` per partition), and
-        the earliest due time after ``t``.
+    def due_before(self, until: Mapping[int, int], *, limit: int) -> dict[int, Due]:
+        """Per partition ``p`` of ``until``: its customers whose ``due`` time is <= ``until[p]`` (at most
+        ``limit``), and its earliest due time after that.
 
         May miss a commit still in flight (it does not wait): callers ask again with the next batch.
         """

@@ -87,6 +87,8 @@ class ChurnScorer:
         self.metrics.model_not_served.set_function(lambda: 1.0 if self.models.not_served() else 0.0)
         # partition -> the earliest due time of a pending prediction there (absent: ask the store)
         self._next_due: dict[int, int] = {}
+        # partition -> the earliest due time the unit last written set (its write may be in flight)
+        self._in_flight_due: dict[int, int] = {}
         self.totals = BatchReport()
         self._last_model_check = time.monotonic()
         self.scoring = BatchScoring(settings=settings, models=models, metrics=self.metrics, worker=worker)
@@ -102,6 +104,7 @@ class ChurnScorer:
     def on_assign(self, partitions: list[int]) -> None:
         """Partitions taken over: their event time, last sweep tick and learner as Redis holds them."""
         self._next_due.clear()
+        self._in_flight_due.clear()
         for p in partitions:
             wm = self.store.partition_time(p)
             if wm is not None:
@@ -119,6 +122,7 @@ class ChurnScorer:
         self.models.forget()  # they may have learned from the batch that was not written
         self.scoring.forget_budgets()  # they may count alerts of the batch that was not written
         self._next_due.clear()
+        self._in_flight_due.clear()
         self.sweeper.rewind()
 
     def after_rewind(self) -> None:
@@ -231,19 +235,22 @@ class ChurnScorer:
             for d in batch.dead_letters
             if d.offset is None or not written(d.source_topic, d.partition or 0, d.offset)
         ]
-        due: dict[str, int] = {}
-        overdue: dict[int, list[str]] = {}  # per partition: labelled by inactivity as its own time says
-        for p in sorted(self.assigned):
-            if p not in self.partition_time:
-                continue
-            until = self.partition_time[p] - self.lateness
-            # this worker writes every due time of its partitions, so it knows when to ask again
-            if self._next_due.get(p, until) <= until:
-                found = self.store.due_before(until, partitions=[p], limit=5000)
-                due.update(found.customers)
-                overdue[p] = list(found.customers)
-                self._next_due[p] = _NEVER if found.next_due is None else found.next_due
-        where_of = dict(due)  # a customer's partition: whose learner learns it, whose index
+        # per partition: labelled by inactivity as its own time says; this worker writes every due time
+        # of its partitions, so it knows when to ask again
+        until = {
+            p: self.partition_time[p] - self.lateness
+            for p in sorted(self.assigned)
+            if p in self.partition_time
+        }
+        ask = {p: t for p, t in until.items() if self._next_due.get(p, t) <= t}
+        overdue = self.store.due_before(ask, limit=5000) if ask else {}
+        where_of: dict[str, int] = {}  # a customer's partition: whose learner learns it, whose index
+        for p, found in overdue.items():
+            where_of.update(dict.fromkeys(found.customers, p))
+            # the unit in flight may have added a due time this answer does not hold yet
+            self._next_due[p] = min(
+                _NEVER if found.next_due is None else found.next_due, self._in_flight_due.get(p, _NEVER)
+            )
         for e, w in fresh:
             where_of.setdefault(e.customer_id, w.partition)
         tx = self.store.begin(where_of)
@@ -254,9 +261,11 @@ class ChurnScorer:
             self.metrics.duplicates.inc(applied.duplicates)
         letters += applied.dead_letters
         resolved = applied.resolved
-        for p, customers in overdue.items():
+        for p, found in overdue.items():
             t = self.partition_time[p]
-            resolved += label_overdue(tx, customers, t, horizon_ms=self.horizon, lateness_ms=self.lateness)
+            resolved += label_overdue(
+                tx, found.customers, t, horizon_ms=self.horizon, lateness_ms=self.lateness
+            )
         for p in self.assigned:
             if p in self.partition_time:
                 tx.set_partition_time(p, self.partition_time[p])
@@ -322,9 +331,13 @@ class ChurnScorer:
         the resolved labels are taken in, and the learners of the partitions whose sweep tick the unit
         finishes, ``ticked``, learn what waits)."""
         resolved = self.scoring.finish(tx, scoring, resolved, letters, report)
+        self._in_flight_due = {}
         for cid, d in tx.due.items():
             p = tx.partitions.get(cid)
-            if d is not None and p in self._next_due:
+            if d is not None and p is not None:
+                self._in_flight_due[p] = min(self._in_flight_due.get(p, _NEVER), d)
+        for p, d in self._in_flight_due.items():
+            if p in self._next_due:
                 self._next_due[p] = min(self._next_due[p], d)
         self.worker.write(
             tx,

@@ -508,10 +508,12 @@ def test_a_transaction_commits_state_partition_records_and_due_together(store: F
         b"one|two|",
     )
     assert store.learner_checkpoint(b).online is None
-    every = [a, b]
-    assert store.due_before(T0 + 20 * DAY_MS, partitions=every, limit=10) == Due({"f": b}, T0 + 30 * DAY_MS)
-    assert store.due_before(T0 + 40 * DAY_MS, partitions=every, limit=10) == Due({"f": b, "a": a}, None)
-    assert store.due_before(T0 + 40 * DAY_MS, partitions=every, limit=1).next_due == T0 + 40 * DAY_MS
+    day = {a: T0 + 20 * DAY_MS, b: T0 + 20 * DAY_MS}
+    assert store.due_before(day, limit=10) == {a: Due([], T0 + 30 * DAY_MS), b: Due(["f"], None)}
+    # each partition up to its own time
+    apart = {a: T0 + 40 * DAY_MS, b: T0}
+    assert store.due_before(apart, limit=10) == {a: Due(["a"], None), b: Due([], T0 + 10 * DAY_MS)}
+    assert store.due_before({a: T0 + 40 * DAY_MS}, limit=1) == {a: Due(["a"], T0 + 40 * DAY_MS)}
     assert store.active_before(T0 + DAY_MS, partitions=[a]) == {"a": a}
     assert store.active_before(T0 + DAY_MS, partitions=[b]) == {}
     assert store.states(["f"])["f"]["scoring"] == {"risk": "HIGH"}
@@ -521,7 +523,7 @@ def test_a_transaction_commits_state_partition_records_and_due_together(store: F
     tx.due["f"] = None
     store.commit(tx)
     store.flush()  # due_before does not wait for writes in flight
-    assert store.due_before(T0 + 20 * DAY_MS, partitions=[b], limit=10) == Due({}, None)
+    assert store.due_before({b: T0 + 20 * DAY_MS}, limit=10) == {b: Due([], None)}
 
 
 def test_a_forgotten_customer_is_gone_everywhere_and_a_later_event_starts_from_nothing(
@@ -538,7 +540,7 @@ def test_a_forgotten_customer_is_gone_everywhere_and_a_later_event_starts_from_n
     assert store.customers() == ["kept"]
     assert store.features("gone") is None
     assert "gone" not in store.active_before(T0 + 100 * DAY_MS, partitions=range(PARTITIONS))
-    assert store.due_before(T0 + 100 * DAY_MS, partitions=[p], limit=10).customers == {}
+    assert store.due_before({p: T0 + 100 * DAY_MS}, limit=10)[p].customers == []
     assert store.forget("gone") is False
     store.update([order(2, "gone", 5, amount=7.0)])  # the same event id again: new, not a duplicate
     f = store.features("gone", as_of=T0 + 5 * DAY_MS)

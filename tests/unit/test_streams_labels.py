@@ -3,6 +3,7 @@ and which ones are kept does not depend on where batches end or on when the due 
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 from bisect import bisect_right
@@ -174,11 +175,11 @@ class _LaggingStore(MemoryFeatureStore):
 
     asked = 0
 
-    def due_before(self, t: int, *, partitions: Any, limit: int) -> Due:
+    def due_before(self, until: Any, *, limit: int) -> dict[int, Due]:
         self.asked += 1
-        if self.asked % 2:
-            return Due({}, t)  # "more than listed": the worker asks again with the next batch
-        return super().due_before(t, partitions=partitions, limit=limit)
+        if self.asked % 2:  # "more than listed": the worker asks again with the next batch
+            return {p: Due([], t) for p, t in until.items()}
+        return super().due_before(until, limit=limit)
 
 
 @pytest.fixture(scope="module")
@@ -232,9 +233,29 @@ def _world() -> list[Event]:
     return events
 
 
-def _scorer(settings: Settings, *, lagging: bool = False) -> ChurnScorer:
+class _BehindStore(MemoryFeatureStore):
+    """A store whose due index answers as it was before the last write, as Redis's does while that write
+    is still in flight (the worker does not wait for it before asking)."""
+
+    _before: dict[int, dict[str, int]] | None = None
+
+    def commit(self, tx: Transaction, *, after: Callable[[], None] | None = None) -> None:
+        self._before = copy.deepcopy(self._due)
+        super().commit(tx, after=after)
+
+    def due_before(self, until: Any, *, limit: int) -> dict[int, Due]:
+        if self._before is None:
+            return super().due_before(until, limit=limit)
+        landed, self._due = self._due, self._before
+        try:
+            return super().due_before(until, limit=limit)
+        finally:
+            self._due, self._before = landed, None  # the write has landed by the next question
+
+
+def _scorer(settings: Settings, store_type: type[MemoryFeatureStore] = MemoryFeatureStore) -> ChurnScorer:
     """A scorer of partition 0 over an in-memory store, recording what it labels (``scorer.scoring``)."""
-    store = (_LaggingStore if lagging else MemoryFeatureStore)(lateness_ms=settings.lateness_ms)
+    store = store_type(lateness_ms=settings.lateness_ms)
     models = ModelSet(
         registry=ModelRegistry(settings.model_dir), load_learner=functools.partial(restore_learner, store)
     )
@@ -254,12 +275,16 @@ def _scorer(settings: Settings, *, lagging: bool = False) -> ChurnScorer:
 
 
 def _feed(
-    scorer: ChurnScorer, events: list[Event], batch_size: int, partition: Callable[[Event], int] = lambda e: 0
+    scorer: ChurnScorer,
+    events: list[Event],
+    batch_size: int,
+    partition: Callable[[Event], int] = lambda e: 0,
+    offsets: dict[tuple[str, int], int] | None = None,
 ) -> None:
     """``events`` on their topics' ``partition`` (default 0), in batches of ``batch_size``, each followed
-    by a sweep."""
+    by a sweep; ``offsets``: the last offset fed per topic and partition (kept across calls)."""
     topics = scorer.settings.topics
-    offsets: dict[tuple[str, int], int] = {}
+    offsets = {} if offsets is None else offsets
     for start in range(0, len(events), batch_size):
         batch = Batch()
         for event in events[start : start + batch_size]:
@@ -277,7 +302,7 @@ def _feed(
 
 
 def _run(settings: Settings, events: list[Event], batch_size: int, *, lagging: bool = False) -> Any:
-    scorer = _scorer(settings, lagging=lagging)
+    scorer = _scorer(settings, _LaggingStore if lagging else MemoryFeatureStore)
     _feed(scorer, events, batch_size)
     for _ in range(2):  # polls that find nothing: a due time the index missed is asked for again
         scorer.process(Batch())
@@ -420,6 +445,37 @@ def test_an_event_moving_event_time_past_the_horizon_at_once_is_named(
     assert "CHURN_TOPIC_PREFIX" in named[0]
     samples = scorer.metrics.registry.get_sample_value("churn_event_time_jumps_total")
     assert samples == 1.0
+
+
+def test_a_due_time_the_write_in_flight_adds_is_asked_for_again_with_the_next_batch(model_dir: Path) -> None:
+    """The worker asks the due index without waiting for the write in flight. A due time that write adds
+    is asked for again with the next batch: an answer that misses it does not put it off until the next
+    due time the index holds (here b's, a horizon after c's and d's events)."""
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1",
+        kafka_properties={"log_level": "0"},
+        model_dir=model_dir,
+        metrics_port=-1,
+        sweep_milestones_days="300",  # no sweep touches a again within the test
+    )
+    step = settings.horizon_ms + settings.lateness_ms + DAY_MS  # b's order: a's prediction is due
+    times = {"a": START, "b": START + step, "c": START + step + DAY_MS, "d": START + step + 2 * DAY_MS}
+    events = [OrderEvent(f"o-{cid}", cid, t, f"o-{cid}", 10.0) for cid, t in times.items()]
+
+    def labelled(store_type: type[MemoryFeatureStore]) -> list[list[str]]:
+        """Who is labelled by inactivity after each of ``events``, one a batch."""
+        scorer = _scorer(settings, store_type)
+        answered = []
+        fed: dict[tuple[str, int], int] = {}
+        for event in events:
+            _feed(scorer, [event], 1, offsets=fed)
+            recording = scorer.scoring
+            assert isinstance(recording, _RecordingScoring)
+            answered.append(sorted({cid for cid, r in recording.labelled if r.source == "inactivity"}))
+        return answered
+
+    assert labelled(MemoryFeatureStore) == [[], ["a"], ["a"], ["a"]]
+    assert labelled(_BehindStore) == [[], [], ["a"], ["a"]]  # one batch later, not a horizon later
 
 
 def test_the_answers_do_not_depend_on_which_partitions_share_a_worker(model_dir: Path) -> None:
