@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 SECRET_WORDS = ("password", "secret", "key", "token", "jaas")
 # What Kafka accepts in a group.instance.id (the scorer's is "<group>-<worker id>"), with room for the group.
 WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+TOPIC_PREFIX = re.compile(r"[A-Za-z0-9._-]{0,200}")
 KAFKA_PREFIX = "CHURN_KAFKA_"  # CHURN_KAFKA_<PROPERTY>: librdkafka properties, dots written as underscores
 _NOT_PROPERTIES = {"CHURN_KAFKA_BOOTSTRAP"}
 _POSITIVE = (
@@ -182,7 +183,23 @@ def check(s: Settings) -> None:
             raise ConfigError(f"{s._ENV[name]} must not be negative, got {getattr(s, name)}")
     if s.retrain_on_advice not in (0, 1):
         raise ConfigError(f"CHURN_RETRAIN_ON_ADVICE must be 0 or 1, got {s.retrain_on_advice}")
-    s.sweep_milestones_ms  # noqa: B018 - parsed now: a malformed list is a configuration error at start
+    if not s.sweep_milestones_ms:  # parsed now: a malformed list is a configuration error at start
+        raise ConfigError(
+            f"CHURN_SWEEP_MILESTONES_DAYS ({s.sweep_milestones_days!r}) names no silence in (0, "
+            f"CHURN_SWEEP_MAX_SILENCE_DAYS={s.sweep_max_silence_days:g}] days: silent customers would never "
+            "be rescored"
+        )
+    if s.auto_promote_margin is not None and not 0.0 <= s.auto_promote_margin < 1.0:
+        raise ConfigError(
+            f"CHURN_AUTO_PROMOTE_MARGIN must be in [0, 1) (a ROC-AUC gain), got {s.auto_promote_margin}: "
+            "below 0 a shadow worse than the current model would be promoted"
+        )
+    watch, retrain = s.monitor_auc_drop_watch, s.monitor_auc_drop_retrain
+    if not 0.0 <= watch <= retrain < 1.0:
+        raise ConfigError(
+            f"CHURN_MONITOR_AUC_DROP_WATCH ({watch}) and CHURN_MONITOR_AUC_DROP_RETRAIN ({retrain}) are "
+            "ROC-AUC drops with 0 <= watch <= retrain < 1"
+        )
     if not 0.0 < s.drift_share <= 1.0:
         raise ConfigError(f"CHURN_DRIFT_SHARE must be in (0, 1], got {s.drift_share}")
     # Extension: redis+cluster:// and rediss+cluster:// name any node of a Redis Cluster
@@ -199,9 +216,19 @@ def check(s: Settings) -> None:
         raise ConfigError(f"CHURN_API_PORT must be a TCP port (0..65535), got {s.api_port}")
     if not 0 <= s.web_port <= 65535:
         raise ConfigError(f"CHURN_WEB_PORT must be a TCP port (0..65535), got {s.web_port}")
+    if s.web_port == 0 and not s.public_url:
+        raise ConfigError(
+            "CHURN_WEB_PORT=0 (any free port) needs CHURN_PUBLIC_URL: drift reports link to the monitor's "
+            "pages, and a port chosen at start cannot be linked to"
+        )
     if not -1 <= s.metrics_port <= 65535:
         raise ConfigError(
             f"CHURN_METRICS_PORT must be a TCP port (0..65535) or -1 (off), got {s.metrics_port}"
+        )
+    if not TOPIC_PREFIX.fullmatch(s.topic_prefix):  # Kafka's rule for topic names; its longest is 249
+        raise ConfigError(
+            "CHURN_TOPIC_PREFIX may hold only letters, digits, '.', '_' and '-' (at most 200), as Kafka "
+            f"topic names do, got {s.topic_prefix!r}"
         )
     if s.worker_id and not WORKER_ID.fullmatch(s.worker_id):
         raise ConfigError(

@@ -4,6 +4,7 @@
 
     ChurnstreamError
     ├── ConfigError                 bad or missing settings
+    │   ├── UsageError              a command given arguments it cannot take (exit 2, as a bad flag)
     │   ├── FencedError             another member took this worker's static group id
     │   └── LayoutError             Redis holds state in another layout (``churnstream rebuild``)
     ├── InfraError                  local Kafka/Redis could not be installed, started or reached
@@ -30,6 +31,11 @@ class ChurnstreamError(Exception):
 
 class ConfigError(ChurnstreamError):
     """A setting is missing or malformed."""
+
+
+class UsageError(ConfigError):
+    """A command was given arguments it cannot take together, or lacks one it needs (exit status 2, as
+    for a flag argparse refuses)."""
 
 
 class FencedError(ConfigError):

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from churnstream.errors import ModelError, ModelIntegrityError, ModelNotFoundError
+from churnstream.errors import ModelError, ModelIntegrityError, ModelNotFoundError, UsageError
 from churnstream.models.batch import BatchModel
 
 MODEL_FILE = "model.pkl"
@@ -500,12 +500,12 @@ def cli(args: Any, settings: Any) -> int:
     if action == "shadow":
         if getattr(args, "clear", False):
             if args.version:
-                raise ModelError("models shadow takes a VERSION or --clear, not both")
+                raise UsageError("models shadow takes a VERSION or --clear, not both")
             registry.shadow(None, reason="cleared")
             print("no model in shadow", file=out)
             return 0
         if not args.version:
-            raise ModelError("models shadow needs a VERSION (or --clear; see `churnstream models list`)")
+            raise UsageError("models shadow needs a VERSION (or --clear; see `churnstream models list`)")
         if args.version == registry.current_version():
             raise ModelError(f"{args.version} is the current model: shadow another version")
         registry.shadow(args.version)
@@ -525,7 +525,7 @@ def cli(args: Any, settings: Any) -> int:
         return 0
     if action == "promote":
         if not args.version:
-            raise ModelError("models promote needs a VERSION (see `churnstream models list`)")
+            raise UsageError("models promote needs a VERSION (see `churnstream models list`)")
         registry.promote(args.version)
         print(f"current model is now {args.version}", file=out)
         return 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from churnstream.errors import ChurnstreamError
+from churnstream.errors import ChurnstreamError, UsageError
 from churnstream.settings import Settings
 from churnstream.streams.kafka import end_offsets, make_consumer
 from churnstream.streams.reading import read_to_end
@@ -138,7 +138,7 @@ def cli(args: Any, settings: Settings) -> int:
 
     if not args.from_topics:
         if args.since is not None:
-            raise ChurnstreamError("--since applies to --from-topics; with --events, trim the files")
+            raise UsageError("--since applies to --from-topics; with --events, trim the files")
         return training.cli(args, settings)
     since = None if args.since is None else parse_time(args.since, "--since")
     until = None if args.until is None else parse_time(args.until, "--until")

@@ -99,7 +99,7 @@ def test_a_misspelt_setting_is_warned_about(
 
 
 def test_usage_and_configuration_errors_exit_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("CHURN_HORIZON_DAYS", "ninety")
     assert main(["config"]) == 2
@@ -129,6 +129,15 @@ def test_usage_and_configuration_errors_exit_2(
     assert (
         "churnstream features: error: --as-of: 'yesterday' is not an RFC 3339 time" in capsys.readouterr().err
     )
+    # arguments a command cannot take, said as argparse says a bad flag (a newcomer's review: exit 1)
+    monkeypatch.setenv("CHURN_MODEL_DIR", str(tmp_path))
+    for argv, said in [
+        (["models", "promote"], "models promote needs a VERSION"),
+        (["models", "shadow"], "models shadow needs a VERSION"),
+        (["train", "--events", str(tmp_path), "--since", "2024-06-01T00:00:00Z"], "--since applies to"),
+    ]:
+        assert main(argv) == 2, argv
+        assert said in capsys.readouterr().err
     monkeypatch.delenv("CHURN_METRICS_PORT")
     with pytest.raises(SystemExit) as done:
         main(["score", "--no-such-flag"])

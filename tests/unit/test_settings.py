@@ -136,6 +136,18 @@ def test_secrets_are_redacted_in_repr_and_str() -> None:
         ({"CHURN_AUTO_PROMOTE_MIN_LABELS": "-3"}, "CHURN_AUTO_PROMOTE_MIN_LABELS must be positive"),
         ({"CHURN_RETRAIN_ON_ADVICE": "2"}, "CHURN_RETRAIN_ON_ADVICE must be 0 or 1, got 2"),
         ({"CHURN_SWEEP_MILESTONES_DAYS": "a,b"}, "CHURN_SWEEP_MILESTONES_DAYS must be comma-separated"),
+        # a newcomer's review: each was accepted, and then promoted a worse model, advised retraining at
+        # every window, never swept, or linked every drift report to port 0
+        ({"CHURN_AUTO_PROMOTE_MARGIN": "-0.05"}, "a shadow worse than the current model would be promoted"),
+        (
+            {"CHURN_MONITOR_AUC_DROP_WATCH": "0.1", "CHURN_MONITOR_AUC_DROP_RETRAIN": "0.05"},
+            "ROC-AUC drops with 0 <= watch <= retrain < 1",
+        ),
+        ({"CHURN_MONITOR_AUC_DROP_RETRAIN": "-1"}, "ROC-AUC drops with 0 <= watch <= retrain < 1"),
+        ({"CHURN_SWEEP_MILESTONES_DAYS": "400"}, "silent customers would never be rescored"),
+        ({"CHURN_SWEEP_MILESTONES_DAYS": "0,-5"}, "silent customers would never be rescored"),
+        ({"CHURN_WEB_PORT": "0"}, "CHURN_WEB_PORT=0 (any free port) needs CHURN_PUBLIC_URL"),
+        ({"CHURN_TOPIC_PREFIX": "shop/"}, "CHURN_TOPIC_PREFIX may hold only letters, digits"),
     ],
 )
 def test_bad_values_raise_config_error(env: dict[str, str], message: str) -> None:
