@@ -204,7 +204,7 @@ class _Gate:
         self, app: ASGIApp, *, token: str, max_body: int, max_in_progress: int, metrics: ApiMetrics
     ) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.expected = token.encode() if token else None
         self.max_body = max_body
         self.max_in_progress = max_in_progress
         self.in_progress = 0  # one event loop runs every request: no lock needed
@@ -257,8 +257,9 @@ class _Gate:
         headers = dict(scope["headers"])
         path = scope["path"]
         if self.expected is not None and path not in OPEN_PATHS and not path.startswith(DOCS_STATIC + "/"):
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+            # the scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(b" "), self.expected):
                 why = "send the API token as 'Authorization: Bearer <token>'"
                 response = _error(401, "unauthorized", why)
                 response.headers["WWW-Authenticate"] = "Bearer"
@@ -619,7 +620,7 @@ def cli(args: Any, settings: Settings) -> int:
     log.info(
         "HTTP API on http://%s:%d (docs on /docs), %s, model %s",
         settings.api_host,
-        settings.api_port,
+        sock.getsockname()[1],  # the port bound: CHURN_API_PORT=0 picks a free one
         "bearer token required" if settings.api_token else "no authentication",
         service.model_version,
     )

@@ -296,7 +296,10 @@ def test_the_token_guards_everything_but_the_probes_metrics_and_docs(settings: S
             assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
             assert refused.headers["www-authenticate"] == "Bearer"
         assert client.post("/score", json={"customer_ids": ["c1"]}).status_code == 401
-        assert client.get("/customers/c1", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        for given in ("Bearer t0ken", "bearer t0ken", "BEARER  t0ken"):  # the scheme in any case
+            assert client.get("/customers/c1", headers={"Authorization": given}).status_code == 200, given
+        for given in ("t0ken", "Basic t0ken", "Bearer t0ke", "Bearer t0ken2", "Bearer"):
+            assert client.get("/customers/c1", headers={"Authorization": given}).status_code == 401, given
         for path in ("/health", "/ready", "/metrics", "/docs", "/openapi.json"):
             assert client.get(path).status_code == 200, path
 
