@@ -357,7 +357,7 @@ class ChurnScorer:
             self._last_model_check = now
             try:
                 if self.models.maybe_reload():
-                    warn_other_horizon(self.models.loaded.metadata, self.settings)
+                    warn_model_settings(self.models.loaded.metadata, self.settings)
             except Exception as exc:  # never the batch's fault: the model being served goes on
                 log.error(
                     "keeping model %s: the promoted one cannot be loaded: %s (`churnstream models rollback` "
@@ -395,6 +395,38 @@ def warn_other_horizon(metadata: Mapping[str, Any], settings: Settings) -> bool:
         },
     )
     return True
+
+
+def warn_no_medium(metadata: Mapping[str, Any], settings: Settings) -> bool:
+    """Warn (True) when one of ``CHURN_HIGH_THRESHOLD`` / ``CHURN_MEDIUM_THRESHOLD`` set alone meets the
+    model's own other one, so no probability is MEDIUM (medium is capped at high).
+
+    >>> warn_no_medium({"risk_thresholds": {"high": 0.99, "medium": 0.97}}, Settings(high_threshold=0.98))
+    False
+    >>> warn_no_medium({"risk_thresholds": {"high": 0.99, "medium": 0.97}}, Settings(high_threshold=0.6))
+    True
+    """
+    own = metadata.get("risk_thresholds") or {}
+    high, medium = settings.risk_thresholds(own)
+    alone = (settings.high_threshold is None) != (settings.medium_threshold is None)
+    if medium < high or not alone:
+        return False
+    log.warning(
+        "no prediction will be MEDIUM: CHURN_%s_THRESHOLD=%g is set alone and meets model %s's own %s "
+        "threshold %g; set CHURN_HIGH_THRESHOLD and CHURN_MEDIUM_THRESHOLD together",
+        "HIGH" if settings.high_threshold is not None else "MEDIUM",
+        high if settings.high_threshold is not None else medium,
+        metadata.get("version", "(this one)"),
+        "medium" if settings.high_threshold is not None else "high",
+        own.get("medium", 0.4) if settings.high_threshold is not None else own.get("high", 0.7),
+    )
+    return True
+
+
+def warn_model_settings(metadata: Mapping[str, Any], settings: Settings) -> None:
+    """Every warning about settings that do not fit the model being served (at start and each switch)."""
+    warn_other_horizon(metadata, settings)
+    warn_no_medium(metadata, settings)
 
 
 def serve(worker: ScoringWorker | Starting, host: str, port: int) -> Any:
@@ -519,7 +551,7 @@ def cli(args: Any, settings: Settings) -> int:
         return _stopped(server, "stopped while starting")
     starting.worker = worker
     log.info("scoring with model %s; settings %r", scorer.models.version, settings)
-    warn_other_horizon(scorer.models.loaded.metadata, settings)
+    warn_model_settings(scorer.models.loaded.metadata, settings)
     log.info(
         "worker %s (CHURN_WORKER_ID) of consumer group %s, session timeout %d ms",
         settings.worker_name,
