@@ -104,6 +104,55 @@ class DriftReport:
             "(churnstream.monitoring.evidence).",
             required=False,
         ),
+        "action_reason": OutputField(
+            "string", "Why the monitor advises this action, in words.", required=False
+        ),
+        "closed_by": OutputField(
+            "string",
+            "What closed the window: CHURN_DRIFT_WINDOW_ROWS predictions, CHURN_DRIFT_WINDOW_DAYS of event "
+            "time, or the monitor flushing it as it stopped.",
+            required=False,
+            enum=("rows", "time", "flush"),
+        ),
+        "outcomes": OutputField(
+            "integer",
+            "Labelled outcomes of predictions in this window received so far.",
+            required=False,
+            minimum=0,
+        ),
+        "model_auc": OutputField(
+            "object",
+            "Model (batch, online, blend) -> its ROC-AUC over its latest labelled outcomes (null "
+            "without both classes).",
+            required=False,
+            values=NUMBER_OR_NULL,
+        ),
+        "model_auc_labels": OutputField(
+            "object",
+            "Model (batch, online, blend) -> how many outcomes model_auc counts.",
+            required=False,
+            values=OutputField("integer", minimum=0),
+        ),
+        "reference_source": OutputField(
+            "string",
+            "Where the reference sample came from: the model registry (the model's training sample) or the "
+            "stream (the model's first windows).",
+            required=False,
+            enum=("registry", "stream"),
+        ),
+        "performance_reference": OutputField(
+            "object",
+            "The ROC-AUC this window's performance is held to (estimated and realized).",
+            required=False,
+            properties={
+                "metric": OutputField("string"),
+                "estimated": NUMBER_OR_NULL,
+                "realized": NUMBER_OR_NULL,
+                "realized_set_aside": NUMBER_OR_NULL,
+                "realized_window_start": OutputField("time", nullable=True),
+                "realized_window_end": OutputField("time", nullable=True),
+            },
+        ),
     }
 
     report_id: str
