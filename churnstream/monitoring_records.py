@@ -80,6 +80,14 @@ class DriftReport:
             properties={
                 "metric": OutputField("string"),
                 "value": NUMBER_OR_NULL,
+                "lower": OutputField(
+                    "number",
+                    "The 95% interval of value, by Hanley and McNeil's standard error: what this many labels "
+                    "can show by chance. A retrain is advised only when its upper end too lies "
+                    "CHURN_MONITOR_AUC_DROP_RETRAIN below the reference.",
+                    required=False,
+                ),
+                "upper": OutputField("number", required=False),
                 "labels": OutputField("integer", minimum=0),
                 "window_start": OutputField("time"),
                 "window_end": OutputField("time"),
@@ -220,7 +228,8 @@ OUTCOME_COLUMNS = (
     "batch_probability",
     "online_probability",
     "churn_probability",
-)  # the columns of MonitoringBatch.outcomes
+    "model_version",
+)  # the columns of MonitoringBatch.outcomes (model_version: the labelled prediction's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +241,8 @@ class MonitoringBatch:
     ``as_of`` (epoch ms), ``customer_id``, ``trigger``, every feature, ``batch_probability``,
     ``online_probability`` (None until learned) and ``churn_probability``. ``outcomes`` holds the labels
     resolved in this batch: the labelled prediction's ``as_of`` (so the monitor finds the window it fell in),
-    ``labeled_at``, ``label``, ``source``, and the three probabilities.
+    ``labeled_at``, ``label``, ``source``, the three probabilities and the labelled prediction's
+    ``model_version`` (records written before it was added lack it)
     """
 
     batch_id: str

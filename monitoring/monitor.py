@@ -289,6 +289,11 @@ class DriftMonitor:
             thresholds=thresholds,
             concept=self.concept.state(),
             retrain_step=RETRAIN_ITSELF if self.config.retrain_on_advice else RETRAIN_STEP,
+            # a book saved before realized values had an interval: judged on the value alone, as then
+            realized_interval=(realized["lower"], realized["upper"])
+            if realized and "upper" in realized
+            else None,
+            realized_labels=realized["labels"] if realized else None,
         )
         added.pending.append(
             PendingReport(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,22 @@ def binned_roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float | None
         return None
     below = np.cumsum(neg) - neg
     return float(np.sum(pos * (below + neg / 2.0)) / (n1 * n0))
+
+
+def roc_auc_interval(value: float, positives: int, negatives: int) -> tuple[float, float]:
+    """A 95% interval of a ROC-AUC of ``value`` measured on ``positives`` and ``negatives`` labels, by
+    Hanley and McNeil's standard error (Radiology 143, 1982), clipped to [0, 1]: what a window of that many
+    labels can show by chance alone.
+
+    >>> [round(x, 3) for x in roc_auc_interval(0.77, 140, 60)]
+    [0.705, 0.835]
+    >>> [round(x, 3) for x in roc_auc_interval(0.77, 3500, 1500)]
+    [0.757, 0.783]
+    """
+    a, n1, n0 = float(value), max(int(positives), 1), max(int(negatives), 1)
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    se = math.sqrt(max(a * (1.0 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0))
+    return max(a - 1.96 * se, 0.0), min(a + 1.96 * se, 1.0)
 
 
 SPAN_LIMIT = 32  # spans of as_of a waiting window keeps, merged windows too
@@ -309,7 +326,9 @@ class LabelBook:
     def add(self, outcomes: dict[str, list[Any]]) -> int:
         """Count outcomes (``as_of``, ``label``, ``churn_probability`` columns) in the windows their
         predictions fell in; returns how many found one (those of older records, without ``as_of``, or of
-        windows no longer collected, do not). When the spans of two windows hold a time (a sweep tick
+        windows no longer collected, do not). An outcome with a ``model_version`` counts only in windows of
+        that version: after a promotion, a partition behind the others still scores with the old version at
+        times the new version's first window spans. When the spans of two windows hold a time (a sweep tick
         inside the previous window's events), the narrower span wins: a tick is a span of its own."""
         as_of, labels = outcomes.get("as_of"), outcomes.get("label")
         probs = outcomes.get("churn_probability")
@@ -320,10 +339,15 @@ class LabelBook:
         if not keep:
             return 0
         times = np.array([as_of[k] for k in keep], dtype=np.int64)
+        made_by = outcomes.get("model_version")
+        versions = None if made_by is None else np.array([made_by[k] for k in keep], dtype=object)
         best = np.full(times.size, -1)
         narrowest = np.full(times.size, np.iinfo(np.int64).max)
         for j, entry in enumerate(self.opened):
             width = entry.widths(times)
+            if versions is not None:  # None: a record written before outcomes named their version
+                other = (versions != entry.model_version) & (versions != None)  # noqa: E711 - elementwise
+                width[other] = np.iinfo(np.int64).max  # never narrower than none
             better = width < narrowest
             best[better], narrowest[better] = j, width[better]
         found = np.flatnonzero(best >= 0)
@@ -359,9 +383,12 @@ class LabelBook:
                     "churned" if entry.positives.sum() else "stayed",
                 )
                 continue
+            lower, upper = roc_auc_interval(value, int(entry.positives.sum()), int(entry.negatives.sum()))
             realized = {
                 "metric": METRIC,
                 "value": _round(value),
+                "lower": _round(lower),
+                "upper": _round(upper),
                 "labels": labels,
                 "window_start": entry.start,
                 "window_end": entry.end,
@@ -456,13 +483,18 @@ def advise(
     thresholds: Thresholds,
     concept: dict[str, Any] | None = None,
     retrain_step: str = RETRAIN_STEP,
+    realized_interval: tuple[float, float] | None = None,
+    realized_labels: int | None = None,
 ) -> tuple[str, str]:
     """``(action, reason)`` for one window; a ``retrain`` reason ends with ``retrain_step`` (what a person
     does, or :data:`RETRAIN_ITSELF` when the monitor retrains on its own advice).
 
     - ``retrain``: the realized ROC-AUC (labels known) lies ``thresholds.retrain`` or more below the
       realized reference (the first windows of the model version whose labels are known, pooled, or the
-      reference estimate before any): the model ranks worse on what really happened.
+      reference estimate before any), and so does the upper end of its 95% interval
+      (``realized_interval``, :func:`roc_auc_interval`): the model ranks worse on what really happened,
+      by more than the window's labels can show by chance. A drop that far whose interval reaches back
+      within the threshold is a ``watch``, its interval said.
     - ``watch``: the realized ROC-AUC lies ``thresholds.watch`` or more below it; or the window drifted
       (dataset or prediction drift) and its estimated ROC-AUC lies ``thresholds.watch`` or more below the
       reference's estimated one.
@@ -507,9 +539,19 @@ def advise(
     base = realized_reference if realized_reference is not None else estimated_reference
     if realized is not None and base is not None:
         drop = base - realized
-        said = f"realized ROC-AUC {realized:.3f} is {drop:.3f} below the reference {base:.3f}"
-        if drop >= thresholds.retrain:
+        span = ""
+        if realized_interval is not None:
+            counted = f", {realized_labels:,} labels" if realized_labels is not None else ""
+            span = f" (95% {realized_interval[0]:.3f}..{realized_interval[1]:.3f}{counted})"
+        said = f"realized ROC-AUC {realized:.3f}{span} is {drop:.3f} below the reference {base:.3f}"
+        sure = realized_interval is None or base - realized_interval[1] >= thresholds.retrain
+        if drop >= thresholds.retrain and sure:
             return "retrain", f"{said}: {retrain_step}"
+        if drop >= thresholds.retrain:
+            return "watch", (
+                f"{said}, but a window of this many labels can fall that far by chance (its interval "
+                f"reaches within {thresholds.retrain:g} of the reference): {WATCH_STEP}"
+            )
         if drop >= thresholds.watch:
             return "watch", f"{said}: {WATCH_STEP}"
     if drifted and estimated is not None and estimated_reference is not None:

@@ -253,5 +253,16 @@ def _prediction_arrays(batch: MonitoringBatch, skip: int) -> dict[str, np.ndarra
 
 
 def _extend(into: dict[str, list[Any]], columns: Mapping[str, Sequence[Any]]) -> None:
-    for name, values in columns.items():
-        into.setdefault(name, []).extend(values)
+    """Append the rows of ``columns`` to ``into``, as None in a column one side lacks (an older scorer's
+    records lack the columns a newer one writes), so every column stays aligned row by row.
+
+    >>> into = {"label": [1], "as_of": [5]}
+    >>> _extend(into, {"label": [0], "as_of": [6], "model_version": ["v2"]}); into["model_version"]
+    [None, 'v2']
+    >>> _extend(into, {"label": [1], "as_of": [7]}); into["model_version"]
+    [None, 'v2', None]
+    """
+    before = max((len(v) for v in into.values()), default=0)
+    added = max((len(v) for v in columns.values()), default=0)
+    for name in [*into, *(n for n in columns if n not in into)]:
+        into.setdefault(name, [None] * before).extend(columns.get(name, [None] * added))

@@ -104,6 +104,10 @@ def decode_batch(value: bytes | None, *, max_as_of: int | None = None) -> Monito
         for name in ("batch_probability", "online_probability", "churn_probability"):
             if name in outcomes:
                 _probabilities(outcomes[name], f"outcome {name}", nullable=True)
+        if "model_version" in outcomes and not all(
+            v is None or (type(v) is str and _VERSION_RE.match(v)) for v in outcomes["model_version"]
+        ):
+            raise ValidationError("outcome model_version must hold model version names")
     return MonitoringBatch.from_json(obj)
 
 

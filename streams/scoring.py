@@ -380,6 +380,7 @@ class BatchScoring:
             cols["batch_probability"].append(r.batch_probability)
             cols["online_probability"].append(r.online_probability)
             cols["churn_probability"].append(r.churn_probability)
+            cols["model_version"].append(r.model_version)
         for cid in {cid for cid, _ in resolved}:
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
         for source, count in sources.items():

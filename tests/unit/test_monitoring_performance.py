@@ -24,6 +24,7 @@ from churnstream.monitoring.performance import (
     as_of_spans,
     binned_roc_auc,
     estimate_roc_auc,
+    roc_auc_interval,
 )
 from churnstream.monitoring.reference import FrameSource
 from churnstream.monitoring.report import ReportStore
@@ -86,12 +87,15 @@ def test_labels_go_to_the_window_their_prediction_fell_in_and_are_known_after_th
     assert book.advance(110) == [1]
     first = book.latest["v1"]
     exact = roc_auc_score([1, 0, 1, 0, 0], [0.9, 0.1, 0.2, 0.3, 0.05])
+    lower, upper = roc_auc_interval(first["value"], 2, 3)
     assert first == {"metric": "roc_auc", "value": pytest.approx(exact, abs=0.01), "labels": 5,
+                     "lower": pytest.approx(lower, abs=1e-3), "upper": pytest.approx(upper, abs=1e-3),
                      "window_start": 0, "window_end": 10, "windows": 1}  # fmt: skip
     # window 2 has too few labels: known, but not reported; the latest stays window 1's
     assert book.advance(200) == [2]
     assert book.latest["v1"] is first
-    assert book.baseline["v1"] == {**first, "windows": 1}  # one window known so far
+    pooled = {k: v for k, v in first.items() if k not in ("lower", "upper")}
+    assert book.baseline["v1"] == {**pooled, "windows": 1}  # one window known so far
     assert book.opened == []
 
 
@@ -164,6 +168,7 @@ def _world(days: int, *, break_at: int | None = None, seed: int = 5) -> list[Mon
             outcomes["batch_probability"] = old_p.tolist()
             outcomes["online_probability"] = [None] * PER_DAY
             outcomes["churn_probability"] = old_p.tolist()
+            outcomes["model_version"] = ["v1"] * PER_DAY
         predictions = {"as_of": as_of, "x": x.tolist(), "churn_probability": p.tolist()}
         batches.append(MonitoringBatch(f"d{day}", 0, "v1", ["x"], predictions, outcomes))
     return batches
@@ -328,6 +333,7 @@ def test_every_window_realizes_the_labels_of_its_own_predictions_when_sweeps_arr
             n = len(outcomes["as_of"])
             outcomes["source"], outcomes["batch_probability"] = ["inactivity"] * n, [None] * n
             outcomes["online_probability"] = [None] * n
+            outcomes["model_version"] = ["v1"] * n
             predictions = {"as_of": as_of, "x": x.tolist(), "churn_probability": p.tolist()}
             batches.append(MonitoringBatch(f"d{day}-{k}", 0, "v1", ["x"], predictions, outcomes))
     monitor = _monitor()
@@ -366,7 +372,8 @@ def test_past_the_cap_adjacent_windows_share_their_labels_and_none_is_lost(
     assert found == 5
     assert book.advance(225) == [1]
     assert book.latest["v1"] == {
-        "metric": "roc_auc", "value": 1.0, "labels": 4, "window_start": 100, "window_end": 215, "windows": 3,
+        "metric": "roc_auc", "value": 1.0, "lower": 1.0, "upper": 1.0, "labels": 4, "window_start": 100,
+        "window_end": 215, "windows": 3,
     }  # fmt: skip
     assert book.baseline["v1"]["windows"] == 3
 
@@ -477,3 +484,70 @@ def test_a_window_of_one_class_says_so_not_too_few(caplog: pytest.LogCaptureFixt
         book.advance(20)
     assert "window 0: 3 labels, all of one class (stayed): no realized ROC-AUC" in caplog.text
     assert "too few" not in caplog.text
+
+
+def test_a_stationary_calibrated_model_is_never_told_to_retrain_by_windows_of_a_few_labels() -> None:
+    """A review ran a model that never changes (labels drawn from its own probabilities) in windows of 200
+    predictions: 3 of 84 reports said retrain, on chance alone. The advice now needs the realized
+    interval's upper end too a retrain below the reference; a real drop of that size is still a retrain."""
+    rng = np.random.default_rng(7)
+    t = Thresholds(watch=0.03, retrain=0.05)
+    book = LabelBook(delay_ms=1, min_labels=100, baseline_windows=3)
+    judged: list[tuple[str, str]] = []  # (with the interval, on the value alone as before)
+    for seq in range(300):
+        start = seq * 10
+        book.open(seq, "v1", start, start + 9)
+        p = rng.beta(2.0, 1.0, 200)
+        book.add(_outcomes([start + 1] * 200, (rng.random(200) < p).astype(int).tolist(), p.tolist()))
+        book.advance(start + 10)
+        realized, base = book.latest.get("v1"), book.reference_of("v1")
+        if realized is None or base is None:
+            continue
+        same = {"drifted": False, "estimated": None, "estimated_reference": None, "thresholds": t,
+                "realized": realized["value"], "realized_reference": base["value"]}  # fmt: skip
+        interval = (realized["lower"], realized["upper"])
+        judged.append(
+            (advise(**same, realized_interval=interval, realized_labels=realized["labels"])[0],
+             advise(**same)[0])
+        )  # fmt: skip
+    assert len(judged) > 250
+    assert "retrain" not in [now for now, _ in judged]
+    assert "retrain" in [before for _, before in judged]  # chance alone, judged as before
+    # a model that really ranks worse by far more than chance, on as many labels, is told to retrain
+    action, reason = advise(
+        drifted=False,
+        estimated=None,
+        estimated_reference=None,
+        realized=0.60,
+        realized_reference=0.77,
+        thresholds=t,
+        realized_interval=roc_auc_interval(0.60, 130, 70),
+        realized_labels=200,
+    )
+    assert action == "retrain" and "(95% 0.5" in reason and "200 labels" in reason
+    # and a drop past the threshold within chance is a watch that says so
+    action, reason = advise(
+        drifted=False,
+        estimated=None,
+        estimated_reference=None,
+        realized=0.70,
+        realized_reference=0.77,
+        thresholds=t,
+        realized_interval=roc_auc_interval(0.70, 130, 70),
+        realized_labels=200,
+    )
+    assert action == "watch" and "by chance" in reason
+
+
+def test_an_outcome_counts_only_in_a_window_of_the_model_version_that_made_its_prediction() -> None:
+    """After a promotion a partition behind the others scores with the old version at times the new
+    version's first window spans: a review's useless v1 was credited with v2's labels (0.567, not 0.5)."""
+    book = LabelBook(delay_ms=100, min_labels=2)
+    book.open(1, "v1", 0, 10)
+    book.open(2, "v2", 5, 20)  # overlaps v1's window in event time
+    mixed = _outcomes([6, 7, 8, 9], [1, 0, 1, 0], [0.9, 0.1, 0.2, 0.8])
+    assert book.add({**mixed, "model_version": ["v1", "v1", "v2", "v2"]}) == 4
+    counted = {e.model_version: (int(e.positives.sum()), int(e.negatives.sum())) for e in book.opened}
+    assert counted == {"v1": (1, 1), "v2": (1, 1)}
+    # a record written before outcomes named their version: counted by time alone, as then
+    assert book.add(_outcomes([6], [1], [0.5])) == 1
