@@ -40,6 +40,7 @@ from churnstream.errors import (
     ConfigError,
     FencedError,
     InfraError,
+    LayoutError,
     PublishError,
     StateLostError,
     StoreError,
@@ -222,11 +223,34 @@ class Worker(Generic[H]):
         claim to hold, so a worker that lost them without noticing can no longer write.
         """
         self.store.reset()
+        fences = self._take_over(consumer, partitions)
+        for tp in partitions:
+            fence = fences.get((tp.topic, tp.partition))
+            if fence is not None:
+                tp.offset = fence
+        consumer.assign(partitions)  # at the fences
+        log.info("assigned %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+
+    def _take_over(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Claim ``partitions`` and restore their state from Redis; their applied-offset fences.
+
+        When Redis fails here (a stall during a rebalance), the consumer has the partitions all the same:
+        the rewind that follows the failure takes over what it finds assigned and not taken over."""
+        count = self.store.partitions
+        beyond = [] if count is None else sorted({tp.partition for tp in partitions if tp.partition >= count})
+        if beyond:
+            topics = sorted({tp.topic for tp in partitions if tp.partition >= (count or 0)})
+            raise LayoutError(
+                f"this worker was assigned partition(s) {beyond} of {topics}, but {self.store.where()} holds "
+                f"state for {count} partitions: partitions were added to the input topics while scorers ran "
+                "(a customer's events now go to another partition than its state). Stop every scorer, then "
+                "run `churnstream rebuild`"
+            )
         fences = self._fences(consumer, partitions)
         claim = f"{self._name}:{uuid.uuid4().hex[:12]}"
         numbers = sorted({tp.partition for tp in partitions})
-        self._claims.update({p: claim for p in numbers})
         self.store.write_claims(dict.fromkeys(numbers, claim))
+        self._claims.update({p: claim for p in numbers})
         for tp in partitions:
             self.assigned.add(tp.partition)
             fence = fences.get((tp.topic, tp.partition))
@@ -235,10 +259,8 @@ class Worker(Generic[H]):
                 # committed with the next commit: a commit lost before (the worker was fenced, the broker
                 # away) would otherwise leave the group's offsets behind until new events come
                 self._uncommitted[(tp.topic, tp.partition)] = fence
-                tp.offset = fence
         self.handler.on_assign(numbers)  # its partitions' state restored now, not while events wait
-        consumer.assign(partitions)  # at the fences
-        log.info("assigned %s", sorted({(tp.topic, tp.partition) for tp in partitions}))
+        return fences
 
     def _fences(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
         """The applied-offset fence in Redis of each partition that has one; :class:`StateLostError` when
@@ -409,6 +431,14 @@ class Worker(Generic[H]):
             consumer = self.reader.consumer
             self.reader.rewind()
             assignment = consumer.assignment()
+            # assigned by the consumer while Redis failed the take-over (a stall during a rebalance):
+            # taken over now, or this worker would read them without its claim, event time or sweeps
+            missed = [tp for tp in assignment if tp.partition not in self.assigned]
+            if missed:
+                log.info(
+                    "taking over %s, assigned while Redis failed", sorted({tp.partition for tp in missed})
+                )
+                self._take_over(consumer, missed)
             for (topic, partition), fence in self._fences(consumer, assignment).items():
                 self.applied[(topic, partition)] = fence
                 self.reader.seek(topic, partition, fence)
@@ -424,7 +454,7 @@ class Worker(Generic[H]):
             if self._rewinds_failed:
                 log.info("rewound after %d failed attempts: reading on", self._rewinds_failed)
                 self._rewinds_failed = 0
-        except StateLostError:
+        except (StateLostError, LayoutError):
             raise
         except Exception as exc:  # the broker or Redis may still be down: retried before reading on
             # a retry as much as a failed batch's: churn_retries_total keeps rising while it lasts

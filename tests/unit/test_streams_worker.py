@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from churnstream.errors import StoreError
+from churnstream.errors import LayoutError, StoreError
 from churnstream.events import OrderEvent
 from churnstream.features.store import MemoryFeatureStore
 from churnstream.settings import Settings
@@ -454,3 +454,63 @@ def test_each_failed_rewind_counts_a_retry(monkeypatch: pytest.MonkeyPatch) -> N
     worker.run()
     assert store.fence("orders", 0) == 8 and store.down == 0
     assert worker.metrics.registry.get_sample_value("churn_retries_total") == 1 + 3
+
+
+class _StallingStore(MemoryFeatureStore):
+    """Reading fences fails while ``stalled`` (a Redis stopped during a rebalance)."""
+
+    def __init__(self, partitions: int | None = None) -> None:
+        super().__init__(lateness_ms=0, partitions=partitions)
+        self.stalled = False
+
+    def fence(self, topic: str, partition: int) -> int | None:
+        if self.stalled:
+            raise StoreError("reading from Redis failed: Timeout reading from socket")
+        return super().fence(topic, partition)
+
+
+class _Recording(_Applier):
+    def __init__(self, worker: Worker[Any]) -> None:
+        super().__init__(worker)
+        self.taken: list[list[int]] = []
+
+    def on_assign(self, partitions: list[int]) -> None:
+        self.taken.append(partitions)
+
+
+def test_partitions_assigned_while_redis_stalls_are_taken_over_by_the_rewind() -> None:
+    """An operator review: Redis stopped while the group rebalanced; the take-over failed, the consumer
+    read the partitions all the same, and the worker never claimed them, restored their event time or
+    swept them (/health: no partitions) until the next rebalance. The rewind after the failure takes
+    over what the consumer has and the worker has not."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1)
+    store = _StallingStore()
+    worker = Worker(settings=settings, store=store, reader=_Rewinding(), quiet=True, handler=_Recording)  # type: ignore[arg-type]
+    store.stalled = True
+    with pytest.raises(StoreError):  # out of the consumer's poll: the loop rewinds
+        worker._on_assign(worker.reader.consumer, [TopicPartition("orders", 0)])  # type: ignore[arg-type]
+    assert worker.assigned == set() and worker.handler.taken == []
+    worker._rewind()  # Redis still stalled: nothing taken over, retried
+    assert worker.assigned == set() and not worker._rewound
+    store.stalled = False
+    worker._rewind()
+    assert worker._rewound and worker.assigned == {0} and worker.handler.taken == [[0]]
+    assert store.claim(0) is not None and store.claim(0) == worker._claims[0]
+    worker.handler.process(_batch(0, 4))  # the claim holds: the write goes through
+    store.flush()
+    assert store.fence("orders", 0) == 4
+
+
+def test_a_partition_beyond_the_count_redis_holds_stops_the_worker_before_it_writes() -> None:
+    """Partitions added to the input topics while scorers ran: a review's workers read the new ones into
+    empty state without a word (134 of 400 customers with wrong features, ids emitted twice with other
+    content). The worker assigned one now stops (exit 2) and says what to do."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1)
+    store = _StallingStore(partitions=2)
+    worker = Worker(settings=settings, store=store, reader=_Rewinding(), quiet=True, handler=_Recording)  # type: ignore[arg-type]
+    with pytest.raises(LayoutError, match=r"partition\(s\) \[3\] of \['orders'\].*churnstream rebuild"):
+        worker._on_assign(
+            worker.reader.consumer,  # type: ignore[arg-type]
+            [TopicPartition("orders", 1), TopicPartition("orders", 3)],
+        )
+    assert worker.assigned == set() and store.claim(1) is None  # nothing claimed, nothing written
