@@ -195,6 +195,7 @@ class InputReader:
         self._consumer_config = dict(consumer_config)  # make_consumer takes from it; reopen needs it whole
         self.consumer = consumer or make_consumer(settings, self._group, **dict(consumer_config))
         self._callbacks: dict[str, Any] = {}
+        self._held = False  # partitions paused by hold()
         if on_assign is not None:
             self._callbacks["on_assign"] = on_assign
         if on_revoke is not None:
@@ -224,6 +225,28 @@ class InputReader:
         if assignment:
             for tp in self.consumer.committed(assignment, timeout=10):
                 self.seek(tp.topic, tp.partition, max(tp.offset, 0))
+
+    def hold(self, timeout: float) -> bool:
+        """Stay in the group for ``timeout`` seconds without reading: pause every assigned partition and
+        poll (rebalance callbacks run; the consumer's ``max.poll.interval.ms`` counts from the last poll).
+        True when the poll handed out a message anyway, which is dropped: read it again by rewinding before
+        reading on. :meth:`release` resumes the partitions."""
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        self._held = True
+        return self.consumer.poll(timeout) is not None
+
+    def release(self) -> None:
+        """Resume what :meth:`hold` paused."""
+        if self._held:
+            self._held = False
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.resume(self._to_resume(assignment))
+
+    def _to_resume(self, assignment: list[TopicPartition]) -> list[TopicPartition]:
+        return assignment
 
     def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
         """Up to ``max_messages`` messages (default ``CHURN_BATCH_SIZE``), waiting at most ``timeout`` seconds

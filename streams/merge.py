@@ -151,6 +151,9 @@ class EventTimeReader(InputReader):
             self._paused.clear()
         super().rewind()
 
+    def _to_resume(self, assignment: list[TopicPartition]) -> list[TopicPartition]:
+        return [tp for tp in assignment if (tp.topic, tp.partition) not in self._paused]  # full: stay
+
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``partition`` of ``topic`` from ``offset`` on, dropping what was queued of it."""
         key = (topic, partition)

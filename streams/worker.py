@@ -330,7 +330,7 @@ class Worker(Generic[H]):
                     self._rewind()
                     if not self._rewound:
                         # asked again within seconds: reading on waits for nothing but the next try
-                        self._stop.wait(min(backoff, REWIND_RETRY_SECONDS))
+                        self._hold(min(backoff, REWIND_RETRY_SECONDS))
                         backoff = min(backoff * 2, 30.0)
                         continue
                 # While a poison message is looked for, one message per batch, each committed at once.
@@ -362,7 +362,7 @@ class Worker(Generic[H]):
                 with contextlib.suppress(KafkaException):  # what is behind keeps counting while it fails
                     self.status.measure_lag(self.reader.consumer, self.applied)
                 self._rewind()
-                self._stop.wait(backoff if self._rewound else min(backoff, REWIND_RETRY_SECONDS))
+                self._hold(backoff if self._rewound else min(backoff, REWIND_RETRY_SECONDS))
                 backoff = min(backoff * 2, 30.0)
             except FencedError as exc:
                 self._rejoin(exc)
@@ -371,6 +371,25 @@ class Worker(Generic[H]):
             except Exception as exc:  # not the infrastructure: something about the batch's messages
                 self._poison(batch, exc)
         self.close()
+
+    def _hold(self, seconds: float) -> None:
+        """Wait ``seconds`` (less once stopped) without reading, polling the consumer all the while: a
+        worker waiting for Redis stays in its group however long Redis is away (before, past
+        ``max.poll.interval.ms``, 5 minutes, every worker left the group, and the partitions went round
+        in rebalances once Redis was back). A message the polls hand out is read again after a rewind."""
+        deadline = time.monotonic() + seconds
+        try:
+            while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                try:
+                    if self.reader.hold(min(left, 1.0)):
+                        self._rewound = False
+                except StoreError:  # a take-over in the poll failed: the rewind takes the partitions over
+                    self._rewound = False
+                except KafkaException:  # the broker is away too: the group waits for it as for us
+                    self._stop.wait(min(left, 1.0))
+        finally:
+            with contextlib.suppress(KafkaException):
+                self.reader.release()
 
     def _rejoin(self, exc: FencedError) -> None:
         """Fenced out of the group: once, rejoin with a fresh consumer (librdkafka fences a static member

@@ -375,9 +375,15 @@ def test_a_redis_out_of_memory_turns_ready_to_503_and_once_it_has_room_nothing_i
         most_reemitted=2 * int(BATCH_SIZE),  # the unit refused (its answers again once it is written)
         most_retries=2,  # then the worker waits for Redis to take a write (before: one per backoff step)
         CHURN_METRICS_PORT=str(port),
+        # Redis refuses for longer than this: the worker waits in its group, polling its paused partitions
+        # (before, it left the group: an operator review, _MAX_POLL_EXCEEDED, then rebalances)
+        CHURN_SESSION_TIMEOUT_MS="6000",
+        CHURN_KAFKA_MAX_POLL_INTERVAL_MS="8000",
     )
     reasons = seen["not ready"]["reasons"]  # type: ignore[index]
     assert any("no batch written for" in r and "maxmemory" in r for r in reasons), reasons
+    said = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "MAX_POLL_EXCEEDED" not in said and said.count("assigned [") == 1, log_tail(tmp_path / "worker.log")
 
 
 def _snapshot(client: redis.Redis) -> dict[bytes, bytes]:

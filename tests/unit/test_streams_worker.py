@@ -7,6 +7,7 @@ a write requires this worker's claims and the fences it wrote last.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -134,6 +135,7 @@ class _Log:
         self.committed_at = 0
         self.stop = stop  # called once the reader is at the end and idle
         self.consumer = self
+        self.held = 0.0  # seconds the worker waited in its group without reading
 
     # the reader
     def poll_batch(self, max_messages: int | None = None, timeout: float | None = None) -> Batch:
@@ -155,6 +157,13 @@ class _Log:
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.cursor = offset
+
+    def hold(self, timeout: float) -> bool:
+        self.held += timeout
+        time.sleep(timeout)  # a poll of paused partitions: nothing comes
+        return False
+
+    def release(self) -> None: ...
 
     # the consumer
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
@@ -308,11 +317,10 @@ def test_a_worker_whose_writes_are_all_refused_stays_failing_across_its_retries(
     worker, _ = _looping(events, _Applier, store, lambda w: None)
     first: list[float | None] = []
 
-    def wait(seconds: float) -> bool:  # the retry's back-off, without the wait: stop after a few retries
+    def hold(seconds: float) -> None:  # the retry's back-off, without the wait: stop after a few retries
         first.append(worker.status.failing_since)
-        return store.refused >= 4 or worker._stop.is_set()
 
-    monkeypatch.setattr(worker._stop, "wait", wait)
+    monkeypatch.setattr(worker, "_hold", hold)
     monkeypatch.setattr(worker._stop, "is_set", lambda: store.refused >= 4)
     worker.run()
     assert store.refused >= 4 and len(set(first)) == 1 and first[0] is not None  # failing since the first
