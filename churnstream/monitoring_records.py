@@ -118,13 +118,13 @@ class DriftReport:
         "closed_by": OutputField(
             "string",
             "What closed the window: CHURN_DRIFT_WINDOW_ROWS predictions, CHURN_DRIFT_WINDOW_DAYS of event "
-            "time, or the monitor flushing it as it stopped.",
+            "time, a new model version, or the monitor flushing it as it stopped.",
             required=False,
-            enum=("rows", "time", "flush"),
+            enum=("rows", "time", "model_version", "flush"),
         ),
         "outcomes": OutputField(
             "integer",
-            "Labelled outcomes of predictions in this window received so far.",
+            "Outcomes that arrived while the window was open (mostly of earlier windows' predictions).",
             required=False,
             minimum=0,
         ),
@@ -140,6 +140,19 @@ class DriftReport:
             "Model (batch, online, blend) -> how many outcomes model_auc counts.",
             required=False,
             values=OutputField("integer", minimum=0),
+        ),
+        "evidently_report": OutputField(
+            "object",
+            "How the Evidently HTML was drawn: drawn (full, light: a page of the verdicts when the renderer "
+            "fell behind, none), rows, and for a full one rendered_rows and sampled; error when it failed.",
+            required=False,
+        ),
+        "verdict_by": OutputField("string", "What computed the drift verdict.", required=False),
+        "skipped_columns": OutputField(
+            "array",
+            "Features without a finite value on either side, not tested.",
+            required=False,
+            items=OutputField("string"),
         ),
         "reference_source": OutputField(
             "string",

@@ -133,11 +133,16 @@ def roc_auc_interval(value: float, positives: int, negatives: int) -> tuple[floa
     [0.705, 0.835]
     >>> [round(x, 3) for x in roc_auc_interval(0.77, 3500, 1500)]
     [0.757, 0.783]
+    >>> [round(x, 3) for x in roc_auc_interval(1.0, 1, 99)]  # one churner ranked first: not certainty
+    [0.429, 1.0]
     """
-    a, n1, n0 = float(value), max(int(positives), 1), max(int(negatives), 1)
+    n1, n0 = max(int(positives), 1), max(int(negatives), 1)
+    # at 0 or 1 the formula's error is 0 whatever the counts: taken half a rank from the end instead
+    edge = 0.5 / min(n1, n0)
+    a = min(max(float(value), edge), 1.0 - edge)
     q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
     se = math.sqrt(max(a * (1.0 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0))
-    return max(a - 1.96 * se, 0.0), min(a + 1.96 * se, 1.0)
+    return max(float(value) - 1.96 * se, 0.0), min(float(value) + 1.96 * se, 1.0)
 
 
 SPAN_LIMIT = 32  # spans of as_of a waiting window keeps, merged windows too

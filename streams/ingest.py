@@ -198,8 +198,16 @@ class InputReader:
         self._held = False  # partitions paused by hold()
         if on_assign is not None:
             self._callbacks["on_assign"] = on_assign
-        if on_revoke is not None:
-            self._callbacks["on_revoke"] = on_revoke
+
+        def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            # librdkafka keeps a pause across a revoke and a later assign: a partition paused here (held,
+            # or its queue full) would never be fetched again once the group hands it back
+            with contextlib.suppress(KafkaException):
+                consumer.resume(partitions)
+            if on_revoke is not None:
+                on_revoke(consumer, partitions)
+
+        self._callbacks["on_revoke"] = revoked
         self.consumer.subscribe(self.topics, **self._callbacks)
 
     def reopen(self) -> None:
@@ -240,10 +248,10 @@ class InputReader:
     def release(self) -> None:
         """Resume what :meth:`hold` paused."""
         if self._held:
-            self._held = False
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.resume(self._to_resume(assignment))
+            self._held = False  # only once resumed: a resume that failed is tried again
 
     def _to_resume(self, assignment: list[TopicPartition]) -> list[TopicPartition]:
         return assignment

@@ -320,9 +320,14 @@ class Worker(Generic[H]):
         batch = Batch()
         handler = self.handler
         isolation = self.isolation
+        backing_off = 0.0  # a failed batch's back-off, waited at the next turn (inside the try)
         while not self._stop.is_set():
             self.status.loop_turned()
             try:
+                if backing_off:
+                    wait, backing_off = backing_off, 0.0
+                    self._hold(wait)
+                    continue
                 if self.outbox.producer_failed is not None:  # reported by librdkafka between batches
                     self._rewind()
                     self.outbox.replace_producer()
@@ -362,7 +367,7 @@ class Worker(Generic[H]):
                 with contextlib.suppress(KafkaException):  # what is behind keeps counting while it fails
                     self.status.measure_lag(self.reader.consumer, self.applied)
                 self._rewind()
-                self._hold(backoff if self._rewound else min(backoff, REWIND_RETRY_SECONDS))
+                backing_off = backoff if self._rewound else min(backoff, REWIND_RETRY_SECONDS)
                 backoff = min(backoff * 2, 30.0)
             except FencedError as exc:
                 self._rejoin(exc)
@@ -383,9 +388,10 @@ class Worker(Generic[H]):
                 try:
                     if self.reader.hold(min(left, 1.0)):
                         self._rewound = False
-                except StoreError:  # a take-over in the poll failed: the rewind takes the partitions over
+                except (StoreError, KafkaException):
+                    # a take-over in the poll failed (Redis, or the broker away too): the rewind takes the
+                    # partitions the consumer has over
                     self._rewound = False
-                except KafkaException:  # the broker is away too: the group waits for it as for us
                     self._stop.wait(min(left, 1.0))
         finally:
             with contextlib.suppress(KafkaException):

@@ -382,8 +382,9 @@ def test_a_redis_out_of_memory_turns_ready_to_503_and_once_it_has_room_nothing_i
     )
     reasons = seen["not ready"]["reasons"]  # type: ignore[index]
     assert any("no batch written for" in r and "maxmemory" in r for r in reasons), reasons
-    said = (tmp_path / "worker.log").read_text(errors="replace")
-    assert "MAX_POLL_EXCEEDED" not in said and said.count("assigned [") == 1, log_tail(tmp_path / "worker.log")
+    log = tmp_path / "worker.log"
+    said = log.read_text(errors="replace")
+    assert "MAX_POLL_EXCEEDED" not in said and said.count("assigned [") == 1, log_tail(log)
 
 
 def _snapshot(client: redis.Redis) -> dict[bytes, bytes]:

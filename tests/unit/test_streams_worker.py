@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from churnstream.errors import LayoutError, StoreError
+from churnstream.errors import FencedError, LayoutError, StoreError
 from churnstream.events import OrderEvent
 from churnstream.features.store import MemoryFeatureStore
 from churnstream.settings import Settings
-from churnstream.streams.ingest import Batch, Coordinates
+from churnstream.streams.ingest import Batch, Coordinates, InputReader
 from churnstream.streams.worker import Worker
 
 T0 = 1_700_000_000_000
@@ -522,3 +522,116 @@ def test_a_partition_beyond_the_count_redis_holds_stops_the_worker_before_it_wri
             [TopicPartition("orders", 1), TopicPartition("orders", 3)],
         )
     assert worker.assigned == set() and store.claim(1) is None  # nothing claimed, nothing written
+
+
+class _Librdkafka:
+    """A consumer whose pauses live on the partition, not on the assignment (as librdkafka's do)."""
+
+    def __init__(self) -> None:
+        self.assigned: list[TopicPartition] = []
+        self.paused: set[tuple[str, int]] = set()
+        self.callbacks: dict[str, Any] = {}
+        self.polls: list[Any] = []  # what each poll does, then what it hands out
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self.assigned)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = list(partitions)
+
+    def poll(self, timeout: float) -> Any:
+        return self.polls.pop(0)(self) if self.polls else None
+
+    def rebalance(self, partitions: list[TopicPartition]) -> None:
+        self.callbacks["on_revoke"](self, self.assigned)
+        self.assigned = []
+        self.callbacks["on_assign"](self, partitions)
+        self.assigned = list(partitions)
+
+
+def _orders(*numbers: int) -> list[TopicPartition]:
+    return [TopicPartition("orders", p) for p in numbers]
+
+
+def test_a_partition_that_moves_away_while_held_is_fetched_again_when_it_comes_back() -> None:
+    """A diff review: librdkafka keeps a pause across a revoke and a later assign, so a partition paused
+    by a hold and moved away in its poll stayed paused for good once the group handed it back."""
+    consumer = _Librdkafka()
+    reader = InputReader(
+        settings=Settings(),
+        consumer=consumer,
+        on_assign=lambda c, p: c.assign(p),
+        on_revoke=lambda c, p: None,
+    )  # type: ignore[arg-type]
+    consumer.assigned = _orders(0, 1)
+    consumer.polls = [lambda c: c.rebalance(_orders(0))]  # another scorer joins while this one waits
+    reader.hold(1.0)
+    reader.release()
+    consumer.rebalance(_orders(0, 1))  # it leaves again: partition 1 comes back
+    assert consumer.paused == set()
+
+
+class _Holding:
+    """A reader whose polls, while the worker holds, do what ``polls`` say (a rebalance, an error)."""
+
+    def __init__(self) -> None:
+        self.consumer = _Assigned()
+        self.polls: list[Any] = []
+
+    def hold(self, timeout: float) -> bool:
+        return bool(self.polls.pop(0)()) if self.polls else False
+
+    def release(self) -> None: ...
+    def rewind(self) -> None: ...
+    def seek(self, topic: str, partition: int, offset: int) -> None: ...
+
+
+def test_what_a_hold_s_polls_hand_out_or_fail_at_makes_the_worker_rewind_before_it_reads_on() -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", kafka_properties={"log_level": "0"}, metrics_port=-1)
+    reader = _Holding()
+    worker = Worker(
+        settings=settings,
+        store=MemoryFeatureStore(lateness_ms=0),
+        reader=reader,
+        quiet=True,
+        handler=_Applier,
+    )  # type: ignore[arg-type]
+
+    def take_over_fails() -> None:  # the broker times out the take-over's committed offsets
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "committed timed out"))
+
+    for poll in (lambda: True, take_over_fails):  # a message handed out (dropped), a take-over failed
+        worker._rewound = True
+        reader.polls = [poll]
+        worker._hold(0.01)
+        assert not worker._rewound
+
+
+def test_a_fence_found_while_backing_off_after_a_failed_batch_rejoins_the_group() -> None:
+    """A diff review: the back-off after a failed batch held inside the except clause, so a FencedError
+    from its poll (a static member fenced after a broker outage) escaped run() instead of rejoining."""
+    store = MemoryFeatureStore(lateness_ms=0)
+    events = [OrderEvent(f"e{n}", f"C{n}", T0 + n, f"o{n}", 5.0) for n in range(8)]
+    worker, log = _looping(events, _Failing, store, lambda w: w.stop())
+    holds: list[float] = []
+
+    def hold(timeout: float) -> bool:
+        holds.append(timeout)
+        if len(holds) == 1:
+            raise FencedError("fenced out of the consumer group")
+        return False
+
+    log.hold = hold  # type: ignore[method-assign]
+    rejoined: list[Exception] = []
+    worker._rejoin = rejoined.append  # type: ignore[method-assign]
+    worker.run()
+    assert len(rejoined) == 1 and store.fence("orders", 0) == 8
