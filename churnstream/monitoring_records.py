@@ -83,8 +83,7 @@ class DriftReport:
                 "lower": OutputField(
                     "number",
                     "The 95% interval of value, by Hanley and McNeil's standard error: what this many labels "
-                    "can show by chance. A retrain is advised only when its upper end too lies "
-                    "CHURN_MONITOR_AUC_DROP_RETRAIN below the reference.",
+                    "can show by chance. A retrain is advised only for a drop beyond chance.",
                     required=False,
                 ),
                 "upper": OutputField("number", required=False),

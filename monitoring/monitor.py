@@ -294,6 +294,12 @@ class DriftMonitor:
             if realized and "upper" in realized
             else None,
             realized_labels=realized["labels"] if realized else None,
+            # the reference's own noise (a pool of the version's first windows; none for the estimate)
+            reference_interval=(
+                (baseline["lower"], baseline["upper"])
+                if standard is not None and baseline and baseline.get("upper") is not None
+                else None
+            ),
         )
         added.pending.append(
             PendingReport(

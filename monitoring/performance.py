@@ -440,9 +440,17 @@ class LabelBook:
             pool.negatives = pool.negatives + entry.negatives
         windows += getattr(entry, "windows", 1)
         self._pooled[version] = (windows, pool)
+        value = binned_roc_auc(pool.positives, pool.negatives)
+        lower, upper = (
+            (None, None)
+            if value is None
+            else roc_auc_interval(value, int(pool.positives.sum()), int(pool.negatives.sum()))
+        )
         self.baseline[version] = {
             "metric": METRIC,
-            "value": _round(binned_roc_auc(pool.positives, pool.negatives)),
+            "value": _round(value),
+            "lower": _round(lower),
+            "upper": _round(upper),
             "labels": int(pool.positives.sum() + pool.negatives.sum()),
             "window_start": pool.start,
             "window_end": pool.end,
@@ -490,16 +498,19 @@ def advise(
     retrain_step: str = RETRAIN_STEP,
     realized_interval: tuple[float, float] | None = None,
     realized_labels: int | None = None,
+    reference_interval: tuple[float, float] | None = None,
 ) -> tuple[str, str]:
     """``(action, reason)`` for one window; a ``retrain`` reason ends with ``retrain_step`` (what a person
     does, or :data:`RETRAIN_ITSELF` when the monitor retrains on its own advice).
 
     - ``retrain``: the realized ROC-AUC (labels known) lies ``thresholds.retrain`` or more below the
       realized reference (the first windows of the model version whose labels are known, pooled, or the
-      reference estimate before any), and so does the upper end of its 95% interval
-      (``realized_interval``, :func:`roc_auc_interval`): the model ranks worse on what really happened,
-      by more than the window's labels can show by chance. A drop that far whose interval reaches back
-      within the threshold is a ``watch``, its interval said.
+      reference estimate before any), and the drop is beyond chance: at least 2.33 standard errors (one
+      sided, 99%) of the window's value (``realized_interval``) and of the reference's
+      (``reference_interval``), :func:`roc_auc_interval`. One window's drop that far within chance is a
+      ``watch`` that says so. A review's model that never changes, judged on its value alone in windows
+      of 200 labels, was told to retrain in 3 of 84 reports (rates in ``tests/unit/
+      test_monitoring_performance.py``).
     - ``watch``: the realized ROC-AUC lies ``thresholds.watch`` or more below it; or the window drifted
       (dataset or prediction drift) and its estimated ROC-AUC lies ``thresholds.watch`` or more below the
       reference's estimated one.
@@ -549,13 +560,16 @@ def advise(
             counted = f", {realized_labels:,} labels" if realized_labels is not None else ""
             span = f" (95% {realized_interval[0]:.3f}..{realized_interval[1]:.3f}{counted})"
         said = f"realized ROC-AUC {realized:.3f}{span} is {drop:.3f} below the reference {base:.3f}"
-        sure = realized_interval is None or base - realized_interval[1] >= thresholds.retrain
-        if drop >= thresholds.retrain and sure:
+        # beyond chance: the drop is 2.33 standard errors (one-sided 99%) of the window's value and of
+        # the reference's own (a pool of the version's first windows) above nothing
+        se_base = 0.0 if reference_interval is None else _se(reference_interval)
+        chance = 0.0 if realized_interval is None else 2.33 * math.hypot(_se(realized_interval), se_base)
+        if drop >= thresholds.retrain and drop >= chance:
             return "retrain", f"{said}: {retrain_step}"
         if drop >= thresholds.retrain:
             return "watch", (
-                f"{said}, but a window of this many labels can fall that far by chance (its interval "
-                f"reaches within {thresholds.retrain:g} of the reference): {WATCH_STEP}"
+                f"{said}, but a window of this many labels, against a reference of its own noise, can fall "
+                f"that far by chance: {WATCH_STEP}"
             )
         if drop >= thresholds.watch:
             return "watch", f"{said}: {WATCH_STEP}"
@@ -586,6 +600,11 @@ def advise(
     if realized is None:  # not watch: the online model's error moves while it warms up (bench_monitor)
         return "none", f"{verdict} by the estimate; concept drift ({change}): the labels will tell"
     return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
+
+
+def _se(interval: tuple[float, float] | Sequence[float]) -> float:
+    """The standard error a 95% interval of :func:`roc_auc_interval` stands for."""
+    return (float(interval[1]) - float(interval[0])) / (2 * 1.96)
 
 
 def _round(value: float | None) -> float | None:

@@ -94,8 +94,7 @@ def test_labels_go_to_the_window_their_prediction_fell_in_and_are_known_after_th
     # window 2 has too few labels: known, but not reported; the latest stays window 1's
     assert book.advance(200) == [2]
     assert book.latest["v1"] is first
-    pooled = {k: v for k, v in first.items() if k not in ("lower", "upper")}
-    assert book.baseline["v1"] == {**pooled, "windows": 1}  # one window known so far
+    assert book.baseline["v1"] == {**first, "windows": 1}  # one window known so far
     assert book.opened == []
 
 
@@ -486,33 +485,42 @@ def test_a_window_of_one_class_says_so_not_too_few(caplog: pytest.LogCaptureFixt
     assert "too few" not in caplog.text
 
 
-def test_a_stationary_calibrated_model_is_never_told_to_retrain_by_windows_of_a_few_labels() -> None:
+def test_a_stationary_calibrated_model_is_rarely_told_to_retrain_by_windows_of_a_few_labels() -> None:
     """A review ran a model that never changes (labels drawn from its own probabilities) in windows of 200
-    predictions: 3 of 84 reports said retrain, on chance alone. The advice now needs the realized
-    interval's upper end too a retrain below the reference; a real drop of that size is still a retrain."""
-    rng = np.random.default_rng(7)
+    predictions: 3 of 84 reports said retrain, on chance alone. Retrain now needs the drop beyond chance
+    (2.33 standard errors of the window's value and of the reference's); a real drop still retrains.
+    Here (5 shops of 300 windows) 63 of 1,495 windows retrain on the value alone, 2 now. Over 10 shops:
+    249 and 29 of 2,990; with 500 labels a window, 113 and 73: what is left is mostly the reference's own
+    noise (a pool of 3 windows that came out high flags many windows after it)."""
     t = Thresholds(watch=0.03, retrain=0.05)
-    book = LabelBook(delay_ms=1, min_labels=100, baseline_windows=3)
-    judged: list[tuple[str, str]] = []  # (with the interval, on the value alone as before)
-    for seq in range(300):
-        start = seq * 10
-        book.open(seq, "v1", start, start + 9)
-        p = rng.beta(2.0, 1.0, 200)
-        book.add(_outcomes([start + 1] * 200, (rng.random(200) < p).astype(int).tolist(), p.tolist()))
-        book.advance(start + 10)
-        realized, base = book.latest.get("v1"), book.reference_of("v1")
-        if realized is None or base is None:
-            continue
-        same = {"drifted": False, "estimated": None, "estimated_reference": None, "thresholds": t,
-                "realized": realized["value"], "realized_reference": base["value"]}  # fmt: skip
-        interval = (realized["lower"], realized["upper"])
-        judged.append(
-            (advise(**same, realized_interval=interval, realized_labels=realized["labels"])[0],
-             advise(**same)[0])
-        )  # fmt: skip
-    assert len(judged) > 250
-    assert "retrain" not in [now for now, _ in judged]
-    assert "retrain" in [before for _, before in judged]  # chance alone, judged as before
+    now = before = judged = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        book = LabelBook(delay_ms=1, min_labels=100, baseline_windows=3)
+        for seq in range(300):
+            start = seq * 10
+            book.open(seq, "v1", start, start + 9)
+            p = rng.beta(2.0, 1.0, 200)
+            book.add(_outcomes([start + 1] * 200, (rng.random(200) < p).astype(int).tolist(), p.tolist()))
+            book.advance(start + 10)
+            realized, base = book.latest.get("v1"), book.reference_of("v1")
+            if realized is None or base is None:
+                continue
+            same = {"drifted": False, "estimated": None, "estimated_reference": None, "thresholds": t,
+                    "realized": realized["value"], "realized_reference": base["value"]}  # fmt: skip
+            judged += 1
+            now += (
+                advise(
+                    **same,
+                    realized_interval=(realized["lower"], realized["upper"]),
+                    realized_labels=realized["labels"],
+                    reference_interval=(base["lower"], base["upper"]),
+                )[0]
+                == "retrain"
+            )
+            before += advise(**same)[0] == "retrain"
+    assert judged == 5 * 299
+    assert before > 0.03 * judged and now < 0.005 * judged, (before, now, judged)
     # a model that really ranks worse by far more than chance, on as many labels, is told to retrain
     action, reason = advise(
         drifted=False,
@@ -523,6 +531,7 @@ def test_a_stationary_calibrated_model_is_never_told_to_retrain_by_windows_of_a_
         thresholds=t,
         realized_interval=roc_auc_interval(0.60, 130, 70),
         realized_labels=200,
+        reference_interval=roc_auc_interval(0.77, 400, 200),
     )
     assert action == "retrain" and "(95% 0.5" in reason and "200 labels" in reason
     # and a drop past the threshold within chance is a watch that says so
@@ -535,6 +544,7 @@ def test_a_stationary_calibrated_model_is_never_told_to_retrain_by_windows_of_a_
         thresholds=t,
         realized_interval=roc_auc_interval(0.70, 130, 70),
         realized_labels=200,
+        reference_interval=roc_auc_interval(0.77, 400, 200),
     )
     assert action == "watch" and "by chance" in reason
 
