@@ -237,9 +237,9 @@ class Worker(Generic[H]):
         When Redis fails here (a stall during a rebalance), the consumer has the partitions all the same:
         the rewind that follows the failure takes over what it finds assigned and not taken over."""
         count = self.store.partitions
-        beyond = [] if count is None else sorted({tp.partition for tp in partitions if tp.partition >= count})
-        if beyond:
-            topics = sorted({tp.topic for tp in partitions if tp.partition >= (count or 0)})
+        outside = [tp for tp in partitions if count is not None and tp.partition >= count]
+        if outside:
+            beyond, topics = sorted({tp.partition for tp in outside}), sorted({tp.topic for tp in outside})
             raise LayoutError(
                 f"this worker was assigned partition(s) {beyond} of {topics}, but {self.store.where()} holds "
                 f"state for {count} partitions: partitions were added to the input topics while scorers ran "
