@@ -456,13 +456,13 @@ def test_a_second_worker_joining_mid_stream_shares_the_work_without_loss_or_doub
     records = event_time_records(settings, events_dir)
     half = len(records) // 2
     try:
-        produce_records(settings, records[:half])
+        produce_records(settings, records[:half], as_they_happen=True)  # read while produced (see there)
         wait_until(lambda: a.handler.totals.events > 0, 120, "the first worker to start scoring")
         second = run_scorer(settings)
         b = next(second)
         wait_until(lambda: bool(b.assigned) and len(a.assigned) < 6, 120, "the partitions to be shared")
         assert a.assigned.isdisjoint(b.assigned)
-        produce_records(settings, records[half:])
+        produce_records(settings, records[half:], as_they_happen=True)
         wait_until(
             lambda: committed_everything(settings, settings.consumer_group), 240, "both workers to finish"
         )
