@@ -562,8 +562,9 @@ def advise(
         said = f"realized ROC-AUC {realized:.3f}{span} is {drop:.3f} below the reference {base:.3f}"
         # beyond chance: the drop is 2.33 standard errors (one-sided 99%) of the window's value and of
         # the reference's own (a pool of the version's first windows) above nothing
-        se_base = 0.0 if reference_interval is None else _se(reference_interval)
-        chance = 0.0 if realized_interval is None else 2.33 * math.hypot(_se(realized_interval), se_base)
+        se_base = 0.0 if reference_interval is None else _se(base, reference_interval)
+        se = 0.0 if realized_interval is None else _se(realized, realized_interval)
+        chance = 2.33 * math.hypot(se, se_base) if realized_interval is not None else 0.0
         if drop >= thresholds.retrain and drop >= chance:
             return "retrain", f"{said}: {retrain_step}"
         if drop >= thresholds.retrain:
@@ -602,9 +603,15 @@ def advise(
     return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
 
 
-def _se(interval: tuple[float, float] | Sequence[float]) -> float:
-    """The standard error a 95% interval of :func:`roc_auc_interval` stands for."""
-    return (float(interval[1]) - float(interval[0])) / (2 * 1.96)
+def _se(value: float, interval: tuple[float, float] | Sequence[float]) -> float:
+    """The standard error the 95% interval of :func:`roc_auc_interval` around ``value`` stands for: its
+    wider side, as the interval is clipped to [0, 1] (near an AUC of 1 its width alone understates it).
+
+    >>> lower, upper = roc_auc_interval(0.99, 30, 30)
+    >>> round(upper, 3), round(_se(0.99, (lower, upper)), 4), round((upper - lower) / 3.92, 4)
+    (1.0, 0.017, 0.011)
+    """
+    return max(float(value) - float(interval[0]), float(interval[1]) - float(value)) / 1.96
 
 
 def _round(value: float | None) -> float | None:
