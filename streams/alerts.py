@@ -143,21 +143,32 @@ def _alerts(messages: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[d
             print(f"skipping a message that is not a JSON object: {(value or b'')[:80]!r}", file=sys.stderr)
 
 
-def unique(alerts: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def unique(alerts: Iterable[dict[str, Any]], *, keep: int | None = None) -> Iterator[dict[str, Any]]:
     """``alerts`` without the repeats of an ``alert_id``: a worker's replay after a crash emits the alerts
     of the unit it had not committed again, with the same ids (a list would name those customers twice).
+    ``keep``: remember only the latest that many ids (a replay repeats one unit's alerts, so following a
+    topic for months needs no more than that).
 
     >>> [a["n"] for a in unique([{"alert_id": "x", "n": 1}, {"alert_id": "x", "n": 2}, {"n": 3}])]
     [1, 3]
+    >>> [a["alert_id"] for a in unique([{"alert_id": i} for i in "abab"], keep=1)]
+    ['a', 'b', 'a', 'b']
     """
-    seen: set[str] = set()
+    seen: dict[str, None] = {}  # in the order first seen, to forget the oldest first
     for alert in alerts:
         alert_id = alert.get("alert_id")
         if alert_id is not None:
-            if alert_id in seen:
+            if str(alert_id) in seen:
                 continue
-            seen.add(str(alert_id))
+            seen[str(alert_id)] = None
+            if keep is not None and len(seen) > keep:
+                del seen[next(iter(seen))]
         yield alert
+
+
+# ids `churnstream alerts --follow` remembers to drop repeats: far more than one unit's alerts (a batch of
+# at most CHURN_BATCH_SIZE events per partition), a few MB
+FOLLOW_KEEP = 100_000
 
 
 def _when(alert: dict[str, Any]) -> tuple[int, str]:
@@ -189,7 +200,8 @@ def print_alerts(
     printed = 0
     if limit is not None and limit <= 0:
         return 0
-    alerts = unique(_alerts(read_topic(settings, topic, follow=follow, from_beginning=from_beginning)))
+    read = read_topic(settings, topic, follow=follow, from_beginning=from_beginning)
+    alerts = unique(_alerts(read), keep=FOLLOW_KEEP if follow else None)
     if not follow:  # every alert so far, in event time: the partitions are read in no set order
         alerts = iter(
             sorted(alerts, key=_when) if limit is None else heapq.nsmallest(limit, alerts, key=_when)
