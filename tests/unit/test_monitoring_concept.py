@@ -41,8 +41,29 @@ def test_errors_use_online_probability_and_fall_back_to_the_blend() -> None:
         "churn_probability": [0.9, 0.25, 0.9],
     }
     errors, times = outcome_errors(outcomes)
-    assert times == [10, 20, 30]
-    assert errors == [0.25, 0.5, 0.25]
+    assert sorted(zip(times, errors, strict=True)) == [(10, 0.25), (20, 0.5), (30, 0.25)]
+    shuffled = {k: [v[i] for i in (2, 0, 1)] for k, v in outcomes.items()}
+    assert outcome_errors(shuffled) == (errors, times)  # whatever order the batches brought them in
+
+
+def test_labels_that_come_in_a_daily_rhythm_are_no_concept_drift() -> None:
+    """The demo's shop: inactivity labels (the customer churned, mostly rightly predicted: small errors)
+    all at the sweep tick, midnight; order labels (stayed: larger errors) through the day. In the order
+    they were labelled ADWIN found a change in every window; the model never changed."""
+    rng = np.random.default_rng(3)
+    detector = ConceptDriftDetector()
+    day = 86_400_000
+    for window in range(6):
+        outcomes: dict[str, list[float]] = {"labeled_at": [], "label": [], "churn_probability": []}
+        for d in range(window * 30, (window + 1) * 30):
+            swept = rng.uniform(0.55, 0.9, 150)  # churned: label 1, error 1 - p
+            ordered = rng.uniform(0.4, 0.75, 50)  # stayed: label 0, error p
+            times = [d * day] * 150 + sorted((d * day + rng.integers(1, day, 50)).tolist())
+            outcomes["labeled_at"] += times
+            outcomes["label"] += [1] * 150 + [0] * 50
+            outcomes["churn_probability"] += swept.tolist() + ordered.tolist()
+        assert detector.update(*outcome_errors(outcomes)) == [], window
+    assert detector.detections_total == 0
 
 
 def test_rolling_auc_per_model() -> None:
