@@ -70,6 +70,14 @@ class DriftReport:
                 "value": NUMBER_OR_NULL,
                 "lower": NUMBER_OR_NULL,
                 "upper": NUMBER_OR_NULL,
+                "calibrated_on": OutputField(
+                    "object",
+                    "The labels of the model version's first windows the probabilities were read through "
+                    "(what a probability turned out to mean) before estimating; null: taken as served.",
+                    required=False,
+                    nullable=True,
+                    properties={"labels": OutputField("integer"), "windows": OutputField("integer")},
+                ),
             },
         ),
         "realized_performance": OutputField(

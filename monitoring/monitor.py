@@ -262,10 +262,7 @@ class DriftMonitor:
             prediction_column=PREDICTION_COLUMN,
             drift_share=self.config.drift_share,
         )
-        estimated = estimate_roc_auc(
-            window.predictions.get(PREDICTION_COLUMN, ()), samples=self.config.estimate_samples
-        )
-        reference_estimate = self._reference_estimate(reference)
+        reference_estimate = self._reference_estimate(reference)  # as the model promised: uncalibrated
         realized = self.labels.latest.get(window.model_version)
         baseline = self.labels.reference_of(window.model_version)
         thresholds = Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain)
@@ -279,11 +276,29 @@ class DriftMonitor:
             and reference_estimate - pooled >= thresholds.retrain
         )
         standard = None if set_aside else pooled
+        # The estimate trusts the probabilities as served until the version's first windows have labels;
+        # then it reads them as those labels showed them to mean (Calibration), and is compared with what
+        # those labels realized, on one scale. Not from a pool that is no standard (set aside): calibrated
+        # on it, a useless model's estimate would hold against its own uselessness.
+        pool = self.labels.baseline.get(window.model_version)
+        usable = (
+            pool is not None
+            and pool.get("value") is not None
+            and not set_aside
+            and (reference_estimate is None or reference_estimate - pool["value"] < thresholds.retrain)
+        )
+        calibration = self.labels.calibration(window.model_version) if usable else None
+        estimated = estimate_roc_auc(
+            window.predictions.get(PREDICTION_COLUMN, ()),
+            samples=self.config.estimate_samples,
+            calibration=calibration,
+        )
+        estimate_base = pool["value"] if calibration is not None and pool else reference_estimate
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
             drifted=drifted,
             estimated=estimated["value"] if estimated else None,
-            estimated_reference=reference_estimate,
+            estimated_reference=estimate_base,
             realized=realized["value"] if realized else None,
             realized_reference=standard,
             thresholds=thresholds,

