@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from churnstream.errors import ChurnstreamError, ConfigError, EventError, StoreError
+from churnstream.event_fields import CUSTOMER_ID
 from churnstream.events import format_time, parse_time
 from churnstream.features.definitions import features_as_of
 from churnstream.features.state import CustomerState
@@ -63,6 +64,11 @@ def find(store: FeatureStore, customer_id: str, as_of: int | None = None) -> Loo
     ...     print(str(exc)[:65])
     as_of 1970-01-03T00:00:00Z is after the event time the customer's
     """
+    if CUSTOMER_ID.max_len is not None and len(customer_id) > CUSTOMER_ID.max_len:  # never echoed whole
+        raise UnknownCustomer(
+            f"unknown customer {customer_id[:24]!r}... ({len(customer_id):,} characters): customer ids have "
+            f"at most {CUSTOMER_ID.max_len}"
+        )
     if as_of is not None and not 0 <= as_of < _YEAR_10000:  # epoch microseconds by mistake, say
         raise NotServable(
             f"as_of {as_of} is not a time between 1970-01-01 and 9999-12-31 (RFC 3339, or epoch milliseconds)"

@@ -267,6 +267,12 @@ def test_the_422s_say_why(client: TestClient) -> None:
     assert "before the retained history" in folded
 
 
+def test_an_id_longer_than_any_customer_can_have_is_not_echoed_whole(client: TestClient) -> None:
+    answer = client.get("/customers/" + "x" * 20_000)
+    assert answer.status_code == 404 and answer.json()["error"] == "unknown_customer"
+    assert len(answer.text) < 300 and "at most 64" in answer.json()["detail"], answer.text[:300]
+
+
 def test_score_many_answers_in_request_order_with_errors_in_place(client: TestClient) -> None:
     answer = client.post("/score", json={"customer_ids": ["c2", "nobody", "c1"]})
     assert answer.status_code == 200
