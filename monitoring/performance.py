@@ -618,8 +618,8 @@ def advise(
     >>> rose = {"detected": True, "error_mean_before": 0.30, "error_mean": 0.36}
     >>> print(advise(drifted=True, estimated=0.80, estimated_reference=0.81, realized=None,
     ...        realized_reference=None, thresholds=t, concept=rose)[1])  # doctest: +NORMALIZE_WHITESPACE
-    drift, but performance holds by the estimate; concept drift (the online model's error rose from 0.300
-    to 0.360): the labels will tell
+    drift, but performance holds (estimated ROC-AUC 0.800 against 0.810); concept drift (the online
+    model's error rose from 0.300 to 0.360): the labels will tell
     """
     base = realized_reference if realized_reference is not None else estimated_reference
     if realized is not None and base is not None:
@@ -661,6 +661,10 @@ def advise(
         verdict = "drift" if drifted else "no drift"
         return "none", f"{verdict}; performance not measured (no estimate, no labels yet)"
     verdict = "drift, but performance holds" if drifted else "no drift, performance holds"
+    if realized is not None and base is not None:  # the numbers it holds by, however close to a line
+        verdict += f" (realized ROC-AUC {realized:.3f} against {base:.3f})"
+    elif estimated is not None and estimated_reference is not None:
+        verdict += f" (estimated ROC-AUC {estimated:.3f} against {estimated_reference:.3f})"
     shift = error_shift(concept)
     if shift is None:
         return "none", verdict
@@ -668,7 +672,7 @@ def advise(
     if after <= before:
         return "none", f"{verdict}; concept drift ({change}: it predicts better)"
     if realized is None:  # not watch: the online model's error moves while it warms up (bench_monitor)
-        return "none", f"{verdict} by the estimate; concept drift ({change}): the labels will tell"
+        return "none", f"{verdict}; concept drift ({change}): the labels will tell"
     return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
 
 
