@@ -241,9 +241,14 @@ class Alert:
         "policy": OutputField("string", "The alert policy that chose it, with its settings.", required=False),
         "explanation": OutputField(
             "object",
-            "The unit of the contributions and the base value they add to.",
+            "The unit of the contributions and the base value they add to; with `other`, the reasons not "
+            "listed, summed: base + listed contributions + other = the score.",
             required=False,
-            properties={"unit": OutputField("string"), "base": OutputField("number")},
+            properties={
+                "unit": OutputField("string"),
+                "base": OutputField("number"),
+                "other": OutputField("number", "The reasons not listed, summed.", required=False),
+            },
         ),
         "holdout": OutputField("boolean", "A control customer who must not be contacted.", required=False),
     }

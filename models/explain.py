@@ -87,15 +87,21 @@ class Explained:
     reasons: list[Reason]
     base: float
     unit: str
+    other: float = 0.0  # the contributions of the reasons not listed, summed
 
     def to_json(self) -> dict[str, Any]:
-        """The ``explanation`` field of alerts and API answers: the unit, and the base to the digits the
-        contributions are written with.
+        """The ``explanation`` field of alerts and API answers: the unit, the base and the reasons not
+        listed (``other``), to the digits the contributions are written with: ``base`` + the listed
+        contributions + ``other`` is the score, so a consumer can check what the list leaves out.
 
-        >>> Explained([], base=-0.41234567891, unit=UNIT).to_json()
-        {'unit': 'log-odds', 'base': -0.412346}
+        >>> Explained([], base=-0.41234567891, unit=UNIT, other=0.25).to_json()
+        {'unit': 'log-odds', 'base': -0.412346, 'other': 0.25}
         """
-        return {"unit": self.unit, "base": round(self.base, EXPLANATION_DIGITS)}
+        return {
+            "unit": self.unit,
+            "base": round(self.base, EXPLANATION_DIGITS),
+            "other": round(self.other, EXPLANATION_DIGITS),
+        }
 
 
 def explain(
@@ -189,7 +195,8 @@ def explain(
             Reason(feature=names[c], value=_value(X[r, c]), contribution=float(contributions[p, r]))
             for p, c in zip(order, shown, strict=True)
         ]
-        explanations.append(Explained(reasons=reasons, base=float(f[0, r]), unit=UNIT))
+        other = float(contributions[:, r].sum()) - sum(reason.contribution for reason in reasons)
+        explanations.append(Explained(reasons=reasons, base=float(f[0, r]), unit=UNIT, other=other))
     return explanations
 
 

@@ -128,6 +128,19 @@ def test_contributions_and_base_add_up_to_the_blended_log_odds(models: tuple) ->
         assert e.base + sum(r.contribution for r in e.reasons) == pytest.approx(log_odds, abs=1e-9)
 
 
+def test_the_reasons_not_listed_are_summed_so_a_listed_few_still_add_up(models: tuple) -> None:
+    """An alert lists 3-4 reasons; a team checking base + contributions against the score found up to
+    1.77 log-odds missing and no word of it. ``other`` carries the rest."""
+    explained = explain(*models, ROWS, _rows(ROWS), top_k=1)
+    for e, log_odds in zip(explained, _log_odds(models, ROWS), strict=True):
+        assert len(e.reasons) < len(NAMES)
+        listed = e.base + sum(r.contribution for r in e.reasons)
+        assert listed + e.other == pytest.approx(log_odds, abs=1e-9)
+        written = e.to_json()
+        assert written["other"] == round(e.other, 6)
+    assert any(abs(e.other) > 0.01 for e in explained)  # the listed few alone do not add up
+
+
 def test_with_every_ordering_the_contributions_are_exact_shapley_values(models: tuple) -> None:
     explained = explain(*models, ROWS, _rows(ROWS), top_k=len(NAMES), groups=(), permutations=120)
     for e, x in zip(explained, ROWS, strict=True):
