@@ -69,9 +69,9 @@ def headline(reports: list[dict[str, Any]]) -> str:
 def _realized_cell(performance: dict[str, Any] | None) -> str:
     """A window's realized ROC-AUC is that of an *earlier* window whose labels are all known: named.
 
-    >>> _realized_cell({"value": 0.7841, "window_start": "1998-02-10T00:00:00Z",
-    ...                 "window_end": "1998-03-25T00:00:00Z"})
-    '0.784<br><small>(labels of 1998-02-10 .. 1998-03-25)</small>'
+    >>> _realized_cell({"value": 0.7841, "lower": 0.76, "upper": 0.81, "labels": 6090,
+    ...                 "window_start": "1998-02-10T00:00:00Z", "window_end": "1998-03-25T00:00:00Z"})
+    '0.784 [0.760, 0.810]<br><small>(6,090 labels of 1998-02-10 .. 1998-03-25)</small>'
     >>> _realized_cell(None)
     '-'
     """
@@ -79,7 +79,12 @@ def _realized_cell(performance: dict[str, Any] | None) -> str:
         return "-"
     start = html.escape(str(performance.get("window_start") or "")[:10])
     end = html.escape(str(performance.get("window_end") or "")[:10])
-    return f"{_fixed(performance['value'], 3)}<br><small>(labels of {start} .. {end})</small>"
+    interval = ""
+    if performance.get("lower") is not None and performance.get("upper") is not None:
+        interval = f" [{_fixed(performance['lower'], 3)}, {_fixed(performance['upper'], 3)}]"
+    labels = performance.get("labels")
+    counted = f"{int(labels):,} labels" if isinstance(labels, int) else "labels"
+    return f"{_fixed(performance['value'], 3)}{interval}<br><small>({counted} of {start} .. {end})</small>"
 
 
 def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *, base: str = "") -> str:

@@ -133,10 +133,14 @@ def window_run(message: dict[str, Any], *, topic_prefix: str, mean_probability: 
         metadata["action"] = str(message["action"])
     if estimated.get("value") is not None:
         bounds = f" [{estimated.get('lower')}, {estimated.get('upper')}]" if estimated.get("lower") else ""
+        calibrated = estimated.get("calibrated_on") or {}
+        if calibrated.get("labels"):
+            bounds += f", probabilities read through {calibrated['labels']} labels"
         metadata["estimated_roc_auc"] = f"{estimated['value']}{bounds}"
     if realized.get("value") is not None:
+        bounds = f" [{realized.get('lower')}, {realized.get('upper')}]" if realized.get("upper") else ""
         metadata["realized_roc_auc"] = (
-            f"{realized['value']} ({realized.get('labels')} labels of {windows_named(realized)} from "
+            f"{realized['value']}{bounds} ({realized.get('labels')} labels of {windows_named(realized)} from "
             f"{realized.get('window_start')} to {realized.get('window_end')})"
         )
     prefix = topic_prefix or "(none)"
