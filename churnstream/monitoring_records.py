@@ -90,8 +90,8 @@ class DriftReport:
                 "value": NUMBER_OR_NULL,
                 "lower": OutputField(
                     "number",
-                    "The 95% interval of value, by Hanley and McNeil's standard error: what this many labels "
-                    "can show by chance. A retrain is advised only for a drop beyond chance.",
+                    "The 95% interval of value, by DeLong's variance over its labels: what they can show by "
+                    "chance. A retrain is advised only for a drop beyond chance.",
                     required=False,
                 ),
                 "upper": OutputField("number", required=False),

@@ -100,7 +100,7 @@ class Explained:
         return {
             "unit": self.unit,
             "base": round(self.base, EXPLANATION_DIGITS),
-            "other": round(self.other, EXPLANATION_DIGITS),
+            "other": round(self.other, EXPLANATION_DIGITS) + 0.0,  # never -0.0
         }
 
 

@@ -30,6 +30,7 @@ from churnstream.events import format_time
 from churnstream.messages import DriftReport, MonitoringBatch
 from churnstream.monitoring.concept import ConceptDriftDetector, ModelQuality, outcome_errors
 from churnstream.monitoring.performance import (
+    BASELINE_WINDOWS,
     RETRAIN_ITSELF,
     RETRAIN_STEP,
     LabelBook,
@@ -160,7 +161,11 @@ class DriftMonitor:
         self.restored = saved
         self.concept = ConceptDriftDetector(delta=self.config.adwin_delta)
         self.quality = ModelQuality(size=self.config.auc_window)
-        self.labels = LabelBook(delay_ms=self.config.label_delay_ms, min_labels=self.config.min_labels)
+        self.labels = LabelBook(
+            delay_ms=self.config.label_delay_ms,
+            min_labels=self.config.min_labels,
+            apart_drop=self.config.auc_drop_retrain,
+        )
         first_seq = 1
         left: dict[str, int] = {}
         if saved is not None:
@@ -172,6 +177,9 @@ class DriftMonitor:
                     self.labels = detectors[2]
                     self.labels.delay_ms = self.config.label_delay_ms
                     self.labels.min_labels = self.config.min_labels
+                    self.labels.apart_drop = self.config.auc_drop_retrain
+                    # a book of the release before pooled 3 windows; one still pooling takes up to 6 now
+                    self.labels.baseline_windows = BASELINE_WINDOWS
                 if len(detectors) > 3:  # the versions the window left (its stragglers), if saved with it
                     left = dict(detectors[3])
         self.window = DriftWindow(
@@ -276,29 +284,28 @@ class DriftMonitor:
             and reference_estimate - pooled >= thresholds.retrain
         )
         standard = None if set_aside else pooled
-        # The estimate trusts the probabilities as served until the version's first windows have labels;
-        # then it reads them as those labels showed them to mean (Calibration), and is compared with what
-        # those labels realized, on one scale. Not from a pool that is no standard (set aside): calibrated
-        # on it, a useless model's estimate would hold against its own uselessness.
-        pool = self.labels.baseline.get(window.model_version)
-        usable = (
-            pool is not None
-            and pool.get("value") is not None
-            and not set_aside
-            and (reference_estimate is None or reference_estimate - pool["value"] < thresholds.retrain)
-        )
-        calibration = self.labels.calibration(window.model_version) if usable else None
+        # The estimate trusts the probabilities as served until the version's first windows have labels
+        # enough; then it reads them as those labels showed them to mean (Calibration), and is compared
+        # with the estimate of those labelled predictions read the same way (so the map's fit to its own
+        # labels cancels). Not from a pool that is no standard (set aside): calibrated on it, a useless
+        # model's estimate would hold against its own uselessness.
+        calibration = None if set_aside else self.labels.calibration(window.model_version)
+        if calibration is not None and reference_estimate is not None:
+            pooled_now = self.labels.baseline.get(window.model_version) or {}
+            if reference_estimate - (pooled_now.get("value") or 0.0) >= thresholds.retrain:
+                calibration = None  # the pool ranks a retrain below the model's promise: no standard either
         estimated = estimate_roc_auc(
             window.predictions.get(PREDICTION_COLUMN, ()),
             samples=self.config.estimate_samples,
             calibration=calibration,
         )
-        estimate_base = pool["value"] if calibration is not None and pool else reference_estimate
+        calibrated_base = None if calibration is None else calibration.pool_estimate
         drifted = verdict.dataset_drift or bool((verdict.prediction_drift or {}).get("drifted"))
         action, reason = advise(
             drifted=drifted,
             estimated=estimated["value"] if estimated else None,
-            estimated_reference=estimate_base,
+            estimated_reference=reference_estimate,
+            estimate_base=calibrated_base,
             realized=realized["value"] if realized else None,
             realized_reference=standard,
             thresholds=thresholds,

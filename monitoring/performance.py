@@ -116,27 +116,32 @@ class Calibration:
     y: tuple[float, ...]  # the isotonic share of churned there
     labels: int
     windows: int
+    # the estimate of the labelled predictions themselves read through the map: what a window's estimate
+    # is compared with (the map fits its own labels a little too well, more the fewer they are; compared
+    # with the pool's realized value, a pool of 100 labels read +0.03 high, the watch line)
+    pool_estimate: float | None = None
 
     @classmethod
-    def fit(cls, positives: np.ndarray, negatives: np.ndarray, *, windows: int) -> Calibration | None:
-        """From per-bin counts (bins of equal width over [0, 1]); None without both classes."""
+    def fit(
+        cls, positives: np.ndarray, negatives: np.ndarray, *, windows: int, min_labels: int = 0
+    ) -> Calibration | None:
+        """From per-bin counts (bins of equal width over [0, 1]); None without both classes or with fewer
+        than ``min_labels`` labels."""
         from sklearn.isotonic import IsotonicRegression
 
         pos, neg = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
         counts = pos + neg
-        if pos.sum() == 0 or neg.sum() == 0:
+        if pos.sum() == 0 or neg.sum() == 0 or counts.sum() < min_labels:
             return None
         used = np.flatnonzero(counts)
         centres = (used + 0.5) / len(counts)
         fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit(
             centres, pos[used] / counts[used], sample_weight=counts[used]
         )
-        return cls(
-            tuple(float(v) for v in centres),
-            tuple(float(v) for v in fitted.predict(centres)),
-            int(counts.sum()),
-            windows,
-        )
+        x = tuple(float(v) for v in centres)
+        y = tuple(float(v) for v in fitted.predict(centres))
+        own = expected_roc_auc(np.repeat(np.asarray(y), counts[used].astype(np.int64)))
+        return cls(x, y, int(counts.sum()), windows, None if own is None else round(own, 4))
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         """``p`` mapped (linearly between bin centres, flat beyond the outer ones)."""
@@ -236,6 +241,9 @@ def binned_roc_auc_interval(positives: np.ndarray, negatives: np.ndarray) -> tup
         return roc_auc_interval(auc, int(n1), int(n0))
     return max(auc - 1.96 * se, 0.0), min(auc + 1.96 * se, 1.0)
 
+
+BASELINE_WINDOWS = 6  # windows of a version pooled as its realized reference (see LabelBook)
+CALIBRATION_LABELS = 1000  # labels a version's pool needs before its map is trusted (fewer: too rough)
 
 SPAN_LIMIT = 32  # spans of as_of a waiting window keeps, merged windows too
 
@@ -358,7 +366,9 @@ class LabelBook:
     min_labels: int = 100
     bins: int = 200
     max_open: int = 400
-    baseline_windows: int = 6
+    baseline_windows: int = BASELINE_WINDOWS
+    # a window this far or more below the pool, and beyond chance, is not pooled (the retrain drop)
+    apart_drop: float = 0.05
     clock: int = 0
     opened: list[_Open] = field(default_factory=list)
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -528,7 +538,7 @@ class LabelBook:
         windows, pool = self._pooled.get(version, (0, None))
         if pool is None:
             return None
-        return Calibration.fit(pool.positives, pool.negatives, windows=windows)
+        return Calibration.fit(pool.positives, pool.negatives, windows=windows, min_labels=CALIBRATION_LABELS)
 
     def _pool(self, entry: _Open, realized: dict[str, Any]) -> None:
         version = entry.model_version
@@ -537,16 +547,17 @@ class LabelBook:
             return
         standing = self.baseline.get(version)
         if pool is not None and standing and standing.get("upper") is not None:
-            # a window that ranks unlike the pool beyond chance (a model that broke meanwhile) would make
-            # the reference of what came after it; it is judged against the pool, never pooled
-            apart = abs(realized["value"] - standing["value"])
+            # a window a retrain below the pool and beyond chance (a model that broke meanwhile) would
+            # make the reference of what came after it; it is judged against the pool, never pooled. Only
+            # then: windows whose true value varies (a weekly mix of customers) all belong in the pool
+            below = standing["value"] - realized["value"]
             chance = 2.33 * math.hypot(
                 _se(realized["value"], (realized["lower"], realized["upper"])),
                 _se(standing["value"], (standing["lower"], standing["upper"])),
             )
-            if apart > chance:
+            if below >= max(chance, getattr(self, "apart_drop", 0.05)):
                 log.info(
-                    "window %d ranks %.3f, the pool of %s's first windows %.3f: beyond chance, not pooled",
+                    "window %d ranks %.3f, a retrain below the pool of %s's first windows (%.3f): not pooled",
                     entry.seq,
                     realized["value"],
                     version,
@@ -618,6 +629,7 @@ def advise(
     realized_interval: tuple[float, float] | None = None,
     realized_labels: int | None = None,
     reference_interval: tuple[float, float] | None = None,
+    estimate_base: float | None = None,
 ) -> tuple[str, str]:
     """``(action, reason)`` for one window; a ``retrain`` reason ends with ``retrain_step`` (what a person
     does, or :data:`RETRAIN_ITSELF` when the monitor retrains on its own advice).
@@ -626,13 +638,14 @@ def advise(
       realized reference (the first windows of the model version whose labels are known, pooled, or the
       reference estimate before any), and the drop is beyond chance: at least 2.33 standard errors (one
       sided, 99%) of the window's value (``realized_interval``) and of the reference's
-      (``reference_interval``), :func:`roc_auc_interval`. One window's drop that far within chance is a
+      (``reference_interval``), :func:`binned_roc_auc_interval`. One window's drop that far within chance is a
       ``watch`` that says so. A review's model that never changes, judged on its value alone in windows
       of 200 labels, was told to retrain in 3 of 84 reports (rates in ``tests/unit/
       test_monitoring_performance.py``).
     - ``watch``: the realized ROC-AUC lies ``thresholds.watch`` or more below it; or the window drifted
       (dataset or prediction drift) and its estimated ROC-AUC lies ``thresholds.watch`` or more below the
-      reference's estimated one.
+      reference's estimated one (``estimate_base`` when given: a calibrated estimate's pool, read the same
+      way).
     - ``none`` otherwise: feature drift alone, with performance holding, asks for nothing; and without
       labels the monitor never says ``retrain`` (the estimate assumes the relation between features and
       churn still holds, so only labels can show that it broke). A concept drift (``concept``, the detector's
@@ -693,6 +706,9 @@ def advise(
             )
         if drop >= thresholds.watch:
             return "watch", f"{said}: {WATCH_STEP}"
+    # a calibrated estimate compares with its pool read the same way (estimate_base), else with the
+    # reference sample's estimate
+    estimated_reference = estimate_base if estimate_base is not None else estimated_reference
     if drifted and estimated is not None and estimated_reference is not None:
         drop = estimated_reference - estimated
         if drop >= thresholds.watch:

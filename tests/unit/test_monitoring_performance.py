@@ -296,6 +296,18 @@ def test_a_model_that_ranks_badly_from_its_first_labels_is_judged_against_the_es
         assert "no standard to hold it to" in r["action_reason"]
 
 
+def test_a_first_labelled_window_between_the_watch_and_retrain_lines_is_a_watch() -> None:
+    """The calibrated estimate's base (the version's pool) also stood in for the realized reference of the
+    first labelled window, which the pool already holds: judged against itself, 0.04 below the reference
+    sample's estimate read 'performance holds' (the diff review)."""
+    reports = _reports(_monitor(), _world(40, sharper=0.75))
+    first = next(r for r in reports if r["realized_performance"])
+    drop = first["performance_reference"]["estimated"] - first["realized_performance"]["value"]
+    assert 0.03 <= drop < 0.05
+    assert first["action"] == "watch", first["action_reason"]
+    assert f"below the reference {first['performance_reference']['estimated']:.3f}" in first["action_reason"]
+
+
 def test_a_retrain_advice_says_who_retrains() -> None:
     """With CHURN_RETRAIN_ON_ADVICE=1 the advice told the user to set it, while the monitor was already
     retraining (or waiting for a shadow's evidence)."""
