@@ -536,8 +536,8 @@ def test_a_stationary_calibrated_model_is_rarely_told_to_retrain_by_windows_of_a
     (2.33 standard errors of the window's value and of the reference's); a real drop still retrains.
     Here (5 shops of 300 windows) 63 of 1,495 windows retrain on the value alone. Over 10 shops: 249 of
     2,990 on the value alone, 29 with the gate and a pool of 3 windows (Hanley-McNeil errors), 19 with
-    DeLong's errors, a pool of 6 and no window pooled that ranks unlike it beyond chance; with 500 labels a
-    window, 113, 73 and 19 (what was left was mostly one shop whose small pool came out high)."""
+    DeLong's errors, a pool of 6 and no window pooled a retrain below it beyond chance; with 500 labels a
+    window, 113, 73 and 20 (what was left was mostly one shop whose small pool came out high)."""
     t = Thresholds(watch=0.03, retrain=0.05)
     now = before = judged = 0
     for seed in range(5):
