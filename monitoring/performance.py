@@ -349,8 +349,9 @@ class LabelBook:
     performance of its most recent window whose labels are known; ``baseline`` that of its first
     ``baseline_windows`` such windows pooled (the realized reference: one window alone is noisy, and so
     is a pool of three: on a simulated model that never changes, 10 shops of 300 windows of 500 labels,
-    59 windows were told to retrain against a pool of 3, 20 against 6 (15 and 24 at 200 labels), most
-    of them in the one shop whose small pool came out high; 10 windows gained nothing more).
+    59 windows were told to retrain against a pool of 3, 20 against a pool of 6 with windows a retrain
+    below it left out (24 and 19 at 200 labels), most of the 59 in the one shop whose small pool came out
+    high; 10 windows gained nothing more).
 
     >>> book = LabelBook(delay_ms=10, min_labels=2)
     >>> book.open(1, "v1", 0, 5)
