@@ -275,25 +275,25 @@ class DriftMonitor:
         baseline = self.labels.reference_of(window.model_version)
         thresholds = Thresholds(watch=self.config.auc_drop_watch, retrain=self.config.auc_drop_retrain)
         pooled = baseline["value"] if baseline else None
+
         # A model that ranked badly from its first labels pools badly ranked windows: held to that pool,
         # every later window "holds". A pool a retrain below the reference sample's estimate is no
         # standard; the estimate stays the reference, so the advice stays retrain.
-        set_aside = (
-            pooled is not None
-            and reference_estimate is not None
-            and reference_estimate - pooled >= thresholds.retrain
-        )
+        def below_promise(value: float | None) -> bool:
+            return value is None or (
+                reference_estimate is not None and reference_estimate - value >= thresholds.retrain
+            )
+
+        set_aside = pooled is not None and below_promise(pooled)
         standard = None if set_aside else pooled
         # The estimate trusts the probabilities as served until the version's first windows have labels
         # enough; then it reads them as those labels showed them to mean (Calibration), and is compared
         # with the estimate of those labelled predictions read the same way (so the map's fit to its own
         # labels cancels). Not from a pool that is no standard (set aside): calibrated on it, a useless
         # model's estimate would hold against its own uselessness.
-        calibration = None if set_aside else self.labels.calibration(window.model_version)
-        if calibration is not None and reference_estimate is not None:
-            pooled_now = self.labels.baseline.get(window.model_version) or {}
-            if reference_estimate - (pooled_now.get("value") or 0.0) >= thresholds.retrain:
-                calibration = None  # the pool ranks a retrain below the model's promise: no standard either
+        pooled_now = (self.labels.baseline.get(window.model_version) or {}).get("value")
+        usable = not set_aside and not below_promise(pooled_now)  # the pool as it stands now, too
+        calibration = self.labels.calibration(window.model_version) if usable else None
         estimated = estimate_roc_auc(
             window.predictions.get(PREDICTION_COLUMN, ()),
             samples=self.config.estimate_samples,

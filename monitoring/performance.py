@@ -552,9 +552,11 @@ class LabelBook:
             # make the reference of what came after it; it is judged against the pool, never pooled. Only
             # then: windows whose true value varies (a weekly mix of customers) all belong in the pool
             below = standing["value"] - realized["value"]
-            chance = 2.33 * math.hypot(
-                _se(realized["value"], (realized["lower"], realized["upper"])),
-                _se(standing["value"], (standing["lower"], standing["upper"])),
+            chance = _chance(
+                realized["value"],
+                (realized["lower"], realized["upper"]),
+                standing["value"],
+                (standing["lower"], standing["upper"]),
             )
             if below >= max(chance, getattr(self, "apart_drop", 0.05)):
                 log.info(
@@ -693,11 +695,7 @@ def advise(
             counted = f", {realized_labels:,} labels" if realized_labels is not None else ""
             span = f" (95% {realized_interval[0]:.3f}..{realized_interval[1]:.3f}{counted})"
         said = f"realized ROC-AUC {realized:.3f}{span} is {drop:.3f} below the reference {base:.3f}"
-        # beyond chance: the drop is 2.33 standard errors (one-sided 99%) of the window's value and of
-        # the reference's own (a pool of the version's first windows) above nothing
-        se_base = 0.0 if reference_interval is None else _se(base, reference_interval)
-        se = 0.0 if realized_interval is None else _se(realized, realized_interval)
-        chance = 2.33 * math.hypot(se, se_base) if realized_interval is not None else 0.0
+        chance = _chance(realized, realized_interval, base, reference_interval)
         if drop >= thresholds.retrain and drop >= chance:
             return "retrain", f"{said}: {retrain_step}"
         if drop >= thresholds.retrain:
@@ -741,6 +739,22 @@ def advise(
     if realized is None:  # not watch: the online model's error moves while it warms up (bench_monitor)
         return "none", f"{verdict}; concept drift ({change}): the labels will tell"
     return "none", f"{verdict}; concept drift ({change}), but the realized ROC-AUC holds"
+
+
+def _chance(
+    value: float,
+    interval: tuple[float, float] | None,
+    reference: float,
+    reference_interval: tuple[float, float] | None,
+) -> float:
+    """How far below ``reference`` a window's ``value`` can fall by chance alone: 2.33 standard errors
+    (one-sided 99%) of the value and of the reference's own (a pool of the version's first windows),
+    each from its 95% interval; 0 without the value's interval (judged on the value alone), the
+    reference's counting 0 without its own."""
+    if interval is None:
+        return 0.0
+    se_reference = 0.0 if reference_interval is None else _se(reference, reference_interval)
+    return 2.33 * math.hypot(_se(value, interval), se_reference)
 
 
 def _se(value: float, interval: tuple[float, float] | Sequence[float]) -> float:
