@@ -79,9 +79,7 @@ def _realized_cell(performance: dict[str, Any] | None) -> str:
         return "-"
     start = html.escape(str(performance.get("window_start") or "")[:10])
     end = html.escape(str(performance.get("window_end") or "")[:10])
-    interval = ""
-    if performance.get("lower") is not None and performance.get("upper") is not None:
-        interval = f" [{_fixed(performance['lower'], 3)}, {_fixed(performance['upper'], 3)}]"
+    interval = _interval(performance)
     labels = performance.get("labels")
     counted = f"{int(labels):,} labels" if isinstance(labels, int) else "labels"
     return f"{_fixed(performance['value'], 3)}{interval}<br><small>({counted} of {start} .. {end})</small>"
@@ -595,12 +593,17 @@ def _number(value: Any) -> str:
     return "-" if value is None else f"{float(value):.4g}"
 
 
+def _interval(performance: dict[str, Any]) -> str:
+    """`` [lower, upper]`` of a performance, or nothing without both ends."""
+    if performance.get("lower") is None or performance.get("upper") is None:
+        return ""
+    return f" [{float(performance['lower']):.3f}, {float(performance['upper']):.3f}]"
+
+
 def _performance(performance: dict[str, Any] | None) -> str:
     if not performance or performance.get("value") is None:
         return "-"
-    text = f"{performance.get('metric', 'roc_auc')} {float(performance['value']):.3f}"
-    if performance.get("lower") is not None and performance.get("upper") is not None:
-        text += f" [{float(performance['lower']):.3f}, {float(performance['upper']):.3f}]"
+    text = f"{performance.get('metric', 'roc_auc')} {float(performance['value']):.3f}{_interval(performance)}"
     calibrated = performance.get("calibrated_on") or {}
     if calibrated.get("labels"):
         text += f" (probabilities read through {int(calibrated['labels']):,} labels)"
