@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import threading
 from bisect import bisect_right
 from collections import Counter
@@ -150,6 +151,11 @@ def test_every_event_is_scored_once_and_outcomes_follow_the_label_rule(
     shown = [r["contribution"] for a in alerts for r in a["top_reasons"]]
     shown += [a["explanation"]["base"] for a in alerts]
     assert all(round(x, 6) == x for x in shown) and len(set(shown)) > len(alerts)
+    # and they add up: base + the listed reasons + the rest (explanation.other) is the alert's score
+    for a in alerts:
+        log_odds = a["explanation"]["base"] + a["explanation"]["other"]
+        log_odds += sum(r["contribution"] for r in a["top_reasons"])
+        assert 1 / (1 + math.exp(-log_odds)) == pytest.approx(a["churn_probability"], abs=1e-5), a
     # the high_risk rule, replayed over each customer's predictions in time order, picks exactly these
     held: dict[str, dict] = {}
     expected = set()
