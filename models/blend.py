@@ -154,15 +154,28 @@ class Blender:
             return self._ring[: self._count]
         return np.concatenate((self._ring[self._next :], self._ring[: self._next]))
 
-    def online_weight(self) -> float:
-        """The online model's weight in the blend served now: 0 while another batch model serves than
-        the pairs' (rule 3)."""
+    def chosen_weight(self) -> float:
+        """The online weight chosen on the pairs (rules 1-2), whichever batch model serves now."""
         if self._w is None:
             self._refit()
         assert self._w is not None
+        return self._w
+
+    def online_weight(self) -> float:
+        """The online model's weight in the blend served now: 0 while another batch model serves than
+        the pairs' (rule 3)."""
+        w = self.chosen_weight()
         if self.serving is not None and self.version is not None and self.serving != self.version:
             return 0.0
-        return self._w
+        return w
+
+    @classmethod
+    def fixed(cls, weight: float, version: str | None) -> Blender:
+        """A blender that blends with ``weight`` chosen on pairs of batch model ``version`` and observes
+        nothing more: a past learner's blend (:meth:`churnstream.models.learner.Learner.serving_only`)."""
+        blender = cls()
+        blender._w, blender.version = float(weight), version
+        return blender
 
     def blend(self, batch_p: np.ndarray, online_p: Sequence[float | None] | np.ndarray) -> np.ndarray:
         """Blended P(churn) per row: batch alone where ``online_p`` is None, else the weighted mean."""

@@ -77,6 +77,11 @@ class Learner:
         tuple[list[Any], tuple[str, ...], list[float | None], int, float, float | None, str | None]
     ] = field(default_factory=list)
 
+    @property
+    def has_learned(self) -> bool:
+        """Whether any label reached the online model or the blender (waiting ones do not count)."""
+        return self.online.n_learned > 0 or self.blender.n_observed > 0
+
     def learn(
         self,
         vectors: Sequence[Sequence[float | None]],
@@ -215,6 +220,60 @@ class Learner:
     def snapshot_bytes(self) -> tuple[bytes, bytes]:
         """The online model's and the blender's checkpoints."""
         return self.online.to_bytes(), orjson.dumps(self.blender.to_dict())
+
+    def serving_bytes(self) -> bytes:
+        """What this learner's predictions rest on, no label and no row: the online model's parameters
+        and readiness, and the blend weight with its pairs' batch model. The store keeps these as the
+        learner's history, one per sweep tick that taught it something
+        (:meth:`~churnstream.features.store.Transaction.record_learner`), so the HTTP API scores a past
+        ``as_of`` with the online part the stream had then (:meth:`serving_only`)."""
+        online = self.online
+        means, stds, weights, intercept = online.parameters()
+        return orjson.dumps(
+            {
+                "format": 1,
+                "names": online.feature_names,
+                "ready": online.ready,
+                "means": means,
+                "stds": stds,
+                "weights": weights,
+                "intercept": intercept,
+                "weight": self.blender.chosen_weight(),
+                "version": self.blender.version,
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+
+    @classmethod
+    def serving_only(cls, data: bytes | None) -> Learner:
+        """A learner that predicts (and explains) as the one whose :meth:`serving_bytes` these are, and
+        learns nothing; None: as a learner that has learned nothing yet.
+
+        >>> from churnstream.models.blend import Blender
+        >>> learner = Learner(OnlineModel(feature_names=["a"], min_learned=2, chunk_size=2), Blender())
+        >>> _ = learner.learn([[1.0], [9.0]], [0, 1], [0.3, 0.6], [None, None], feature_names=["a"])
+        >>> past = Learner.serving_only(learner.serving_bytes())
+        >>> past.online.predict_many([{"a": 5.0}]) == learner.online.predict_many([{"a": 5.0}])
+        True
+        >>> Learner.serving_only(None).online.predict_many([{"a": 5.0}])
+        [None]
+        """
+        if data is None:
+            return cls(online=OnlineModel(), blender=Blender())
+        try:
+            state = orjson.loads(data)
+            if state.get("format") != 1:
+                raise ValueError(f"format {state.get('format')!r}")
+            online = OnlineModel.frozen(
+                [str(n) for n in state["names"]],
+                (state["means"], state["stds"], state["weights"], float(state["intercept"])),
+                ready=bool(state["ready"]),
+            )
+            version = state["version"]
+            blender = Blender.fixed(float(state["weight"]), None if version is None else str(version))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelIntegrityError(f"a learner's serving state is malformed: {exc!r}") from None
+        return cls(online=online, blender=blender)
 
     @classmethod
     def restore(cls, online: bytes | None, blender: bytes | None, log: bytes | None) -> Learner:

@@ -102,12 +102,31 @@ class OnlineModel:
         self._buffer_X = np.empty((0, len(self.feature_names)), dtype=np.float64)
         self._buffer_y = np.empty(0, dtype=np.int64)
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window)
+        self._frozen = False  # see frozen(): predicts only
 
     # -- scoring ---------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         return self.n_learned - self.n_waiting >= self.min_learned
+
+    @classmethod
+    def frozen(
+        cls, feature_names: Sequence[str], parameters: tuple[Any, Any, Any, float], *, ready: bool
+    ) -> OnlineModel:
+        """A model that predicts with ``parameters`` (as :meth:`parameters` gives them) and learns
+        nothing: a past learner's online model (:meth:`churnstream.models.learner.Learner.serving_only`).
+        ``ready``: whether it answers at all (None for every row when not)."""
+        model = cls(feature_names=feature_names, min_learned=0 if ready else 1)
+        means, stds, weights, intercept = parameters
+        model._params = (
+            np.asarray(means, dtype=np.float64),
+            np.asarray(stds, dtype=np.float64),
+            np.asarray(weights, dtype=np.float64),
+            float(intercept),
+        )
+        model._frozen = True
+        return model
 
     def vectorize(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Feature dicts to a float64 matrix in ``feature_names`` order, NaN for None or absent."""
@@ -180,6 +199,8 @@ class OnlineModel:
         depend on how a stream was cut into micro-batches (a rebuild learns exactly what the live worker
         did), and a stream of small batches does not pay River's per-call cost for every few labels.
         """
+        if self._frozen:
+            raise TypeError("a frozen online model (a past learner's) predicts only; it learns nothing")
         X = np.asarray(X, dtype=np.float64).reshape(len(y), len(self.feature_names))
         buffer_X = np.concatenate([self._buffer_X, X])
         buffer_y = np.concatenate([self._buffer_y, np.asarray(y, dtype=np.int64).reshape(len(y))])

@@ -210,6 +210,44 @@ def test_predict_proba_one_is_what_the_worker_serves(tmp_path: Path) -> None:
         )
 
 
+def test_a_learner_s_serving_state_scores_and_explains_exactly_as_it_did(tmp_path: Path) -> None:
+    """What the learner history keeps: a learner restored from it gives the scorer's probabilities and
+    reasons bit for bit at every step, long after the live learner learned on, and learns nothing."""
+    from churnstream.models.explain import explain
+
+    rng = random.Random(3)
+    live = Learner.restore(None, None, None)
+    vectors, labels, _, _ = _batch(rng, 300)
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression(C=0.01, max_iter=500)).fit(
+        np.array(vectors, dtype=np.float64), labels
+    )
+    model = BatchModel(
+        estimator=estimator, feature_names=list(FEATURE_NAMES), medians=dict.fromkeys(FEATURE_NAMES, 1.0)
+    )
+    ModelRegistry(tmp_path).register(model, {}, promote=True)
+    models = ModelSet(registry=ModelRegistry(tmp_path), load_learner=lambda p: live)
+    rows = _rows(_batch(rng, 40)[0], rng)
+    kept = []
+    for _ in range(12):  # not ready, then ready, then weighted: each state kept with what it served
+        _, _, online_p, churn_p = models.score(rows, [0] * len(rows))
+        X = model.vectorize(rows)
+        reasons = explain(model, live.online, live.blender, X, rows, top_k=3)
+        kept.append((live.serving_bytes(), online_p, churn_p, reasons))
+        live.learn(*_batch(rng, 60), feature_names=FEATURE_NAMES)
+    assert kept[0][1][0] is None and kept[-1][1][0] is not None
+    assert len({state for state, *_ in kept}) >= 3  # a state changes once a chunk of 256 is learned
+    for state, online_p, churn_p, reasons in kept:
+        past = Learner.serving_only(state)
+        _, _, again_online, again_churn = models.score(rows, [7] * len(rows), learners={7: past})
+        assert again_online == online_p
+        np.testing.assert_array_equal(again_churn, churn_p)
+        assert explain(model, past.online, past.blender, model.vectorize(rows), rows, top_k=3) == reasons
+    with pytest.raises(TypeError, match="learns nothing"):
+        past.learn(*_batch(rng, 300), feature_names=FEATURE_NAMES)
+    with pytest.raises(ModelIntegrityError, match="serving state is malformed"):
+        Learner.serving_only(b'{"format": 1, "names": ["a"]}')
+
+
 def test_after_a_promotion_the_new_model_serves_alone_until_labels_of_its_own_come(tmp_path: Path) -> None:
     """The blend weight was chosen on the old batch model's probabilities and kept for the new one for a
     horizon or more; a promotion justified on batch-vs-batch evidence barely moved what was served."""
