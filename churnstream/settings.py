@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import socket
@@ -251,6 +252,18 @@ class Settings:
     def check(self) -> None:
         """Raise :class:`ConfigError` for settings that cannot work together."""
         env_vars.check(self)
+
+    @property
+    def learner_history_kept(self) -> int:
+        """How many past states of each partition's online learner the store keeps (one at most per sweep
+        tick), so the HTTP API scores a past ``as_of`` with the online part the stream had then: the
+        ticks of the longest silence swept plus a horizon (after which that prediction's outcome is known).
+
+        >>> Settings().learner_history_kept  # 365 days of silence + a 30-day horizon, a tick a day
+        396
+        """
+        ticks = (self.sweep_max_silence_days + self.horizon_days) / max(self.sweep_interval_days, 1e-9)
+        return math.ceil(ticks) + 1
 
     @property
     def sweep_milestones_ms(self) -> tuple[int, ...]:

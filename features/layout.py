@@ -32,6 +32,11 @@ ALERT_BUDGET = "alerts"  # the alert policy's per-partition counts (churnstream.
 ERASED = "erased"  # how many customers `churnstream forget` removed: a scorer caching them reads them again
 ERASED_KEPT = 1000  # the latest forgotten customers' ids kept in a partition's list (KeyLayout.erased)
 LEARNER_ERASED = "learner:erased"  # the ERASED count the partition's learner checkpoint was last written at
+LEARNER_HISTORY = (
+    "learner:history"  # sorted set: the learner's serving state by the event time it took effect
+)
+# the meta field holding the time the learner history is known from (absent: from the partition's start)
+LEARNER_HISTORY_FROM = "learner:history_from"
 
 
 def fence_field(topic: str) -> str:

@@ -20,7 +20,7 @@ import orjson
 from churnstream.errors import StoreError
 from churnstream.features import layout
 from churnstream.features.state import CustomerState, dump_state, new_state
-from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
+from churnstream.features.store import CONFLICT, Due, FeatureStore, LearnerRecord, PartitionWrite, Transaction
 
 __all__ = ["MemoryFeatureStore"]
 
@@ -35,6 +35,7 @@ class MemoryFeatureStore(FeatureStore):
         self._blob: dict[tuple[int, str], bytes] = {}
         self._active: dict[int, dict[str, int]] = {}
         self._due: dict[int, dict[str, int]] = {}
+        self._history: dict[int, dict[int, LearnerRecord]] = {}  # partition -> {time: learner record}
         self._layout_record: dict[str, Any] | None = None
 
     def _holders(self, places: set[tuple[str, int]]) -> set[tuple[str, int]]:
@@ -69,6 +70,15 @@ class MemoryFeatureStore(FeatureStore):
             meta.update(w.meta)
             for name, value, append in w.blobs:
                 self._blob[(p, name)] = (self._blob.get((p, name), b"") if append else b"") + value
+            for record in w.history:
+                history = self._history.setdefault(p, {})
+                if not history and not record.complete:
+                    meta[layout.LEARNER_HISTORY_FROM] = str(record.at)
+                history[record.at] = LearnerRecord(record.at, record.event_id, record.state)
+                if len(history) > record.keep:
+                    for at in sorted(history)[: len(history) - record.keep]:
+                        del history[at]
+                    meta[layout.LEARNER_HISTORY_FROM] = str(min(history))
             due = self._due.setdefault(p, {})
             for cid, t in w.due.items():
                 if t is None:
@@ -108,6 +118,21 @@ class MemoryFeatureStore(FeatureStore):
 
     def _blobs(self, partition: int, names: Sequence[str]) -> list[bytes | None]:
         return [self._blob.get((partition, name)) for name in names]
+
+    def _learner_history(
+        self, pairs: Sequence[tuple[int, int]]
+    ) -> list[tuple[list[LearnerRecord] | None, int | None]]:
+        out: list[tuple[list[LearnerRecord] | None, int | None]] = []
+        for p, before in pairs:
+            history = self._history.get(p)
+            known_from = self._meta.get(p, {}).get(layout.LEARNER_HISTORY_FROM)
+            found = (
+                None
+                if not history
+                else [history[at] for at in sorted(history, reverse=True) if at < before][:2]
+            )
+            out.append((found, None if known_from is None else int(known_from)))
+        return out
 
     def _layout(self) -> dict[str, Any] | None:
         return self._layout_record

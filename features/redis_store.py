@@ -21,7 +21,7 @@ from churnstream.errors import ChurnstreamError, StoreError
 from churnstream.features import layout
 from churnstream.features.layout import KeyLayout
 from churnstream.features.state import CustomerState, dump_state_parts, new_state
-from churnstream.features.store import CONFLICT, Due, FeatureStore, PartitionWrite, Transaction
+from churnstream.features.store import CONFLICT, Due, FeatureStore, LearnerRecord, PartitionWrite, Transaction
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 ERASURES_EVERY = 0.25  # seconds after which a partition's count of forgotten customers is read before use
@@ -51,7 +51,7 @@ def redis_client(url: str, **options: Any) -> Any:
 # KEYS: the partition's meta hash, activity index, due index, then one state key per changed customer
 # ("<version>|<state JSON>"), then one key per blob. ARGV[1]: JSON header; ARGV[2]: the states' JSON and
 # the blobs, concatenated (Redis pays per argument, so a batch travels as two arguments, not four per
-# customer). All numbers in the header are strings.
+# customer). All numbers in the header are strings. Last, when the header has "h", the learner history.
 _SAVE_LUA = (
     """
 local head = cjson.decode(ARGV[1])
@@ -80,6 +80,27 @@ for i, b in ipairs(head['b']) do
   local len = tonumber(b[1])
   redis.call(b[2], KEYS[3 + #customers + i], string.sub(body, pos, pos + len - 1))
   pos = pos + len
+end
+local h = head['h']
+if h then
+  local key = KEYS[4 + #customers + #head['b']]
+  for _, r in ipairs(h) do
+    local len = tonumber(r[2])
+    local empty = redis.call('EXISTS', key) == 0
+    redis.call('ZREMRANGEBYSCORE', key, r[1], r[1])
+    redis.call('ZADD', key, r[1], r[1] .. '|' .. string.sub(body, pos, pos + len - 1))
+    pos = pos + len
+    if empty and r[4] == '0' then redis.call('HSET', KEYS[1], '"""
+    + layout.LEARNER_HISTORY_FROM
+    + """', r[1]) end
+    local over = redis.call('ZCARD', key) - tonumber(r[3])
+    if over > 0 then
+      redis.call('ZREMRANGEBYRANK', key, 0, over - 1)
+      redis.call('HSET', KEYS[1], '"""
+    + layout.LEARNER_HISTORY_FROM
+    + """', redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+    end
+  end
 end
 for name, value in pairs(head['m']) do redis.call('HSET', KEYS[1], name, value) end
 for _, d in ipairs(head['d']) do
@@ -280,6 +301,9 @@ class RedisFeatureStore(FeatureStore):
                 keys.append(self._keys.blob(p, name))
                 blobs.append((str(len(value)), "APPEND" if append else "SET"))
                 parts.append(value)
+            if w.history:
+                keys.append(self._keys.blob(p, layout.LEARNER_HISTORY))
+                parts += [r.payload() for r in w.history]
             head = {
                 "c": customers,
                 "b": blobs,
@@ -288,6 +312,11 @@ class RedisFeatureStore(FeatureStore):
                 "w": "" if w.latest is None else str(w.latest),
                 "e": [[name, value] for name, value in w.expect.items()],
             }
+            if w.history:  # the learner's history: (time, length, records kept, complete)
+                head["h"] = [
+                    (str(r.at), str(len(part)), str(r.keep), "1" if r.complete else "0")
+                    for r, part in zip(w.history, parts[-len(w.history) :], strict=True)
+                ]
             calls.append((keys, [orjson.dumps(head), b"".join(parts)]))
         self._pending.append(self._writer.submit(self._write, calls, list(writes), after))
 
@@ -436,6 +465,27 @@ class RedisFeatureStore(FeatureStore):
         self.flush()
         keys = [self._keys.blob(partition, name) for name in names]
         return list(self._read(self._redis.mget, keys))  # one partition: one slot
+
+    def _learner_history(
+        self, pairs: Sequence[tuple[int, int]]
+    ) -> list[tuple[list[LearnerRecord] | None, int | None]]:
+        self.flush()
+        pipe = self._redis.pipeline(transaction=False)  # every pair in one round trip
+        for p, before in pairs:
+            key = self._keys.blob(p, layout.LEARNER_HISTORY)
+            pipe.zrevrangebyscore(key, f"({before}", "-inf", start=0, num=2)
+            pipe.exists(key)
+            pipe.hget(self._keys.meta(p), layout.LEARNER_HISTORY_FROM)
+        found = iter(self._read(pipe.execute))
+        out: list[tuple[list[LearnerRecord] | None, int | None]] = []
+        for _ in pairs:
+            members, exists, known_from = next(found), next(found), next(found)
+            records = []
+            for member in members:  # "<time>|<payload>"
+                at, _, payload = member.partition(b"|")
+                records.append(LearnerRecord.of_payload(int(at), payload))
+            out.append((records if exists else None, None if known_from is None else int(known_from)))
+        return out
 
     def _layout(self) -> dict[str, Any] | None:
         raw = self._read(self._redis.get, self._keys.layout)

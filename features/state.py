@@ -388,6 +388,19 @@ def _check_room(state: FeatureState, ts: int, lateness_ms: int) -> None:
         )
 
 
+def event_ids_at(state: FeatureState, t: int) -> list[str]:
+    """The ids of the customer's events (orders, ticket updates, profile changes) at exactly ``t``, of
+    those its logs still hold (every event after its folded-until time).
+
+    >>> state = new_state()
+    >>> state["o"] = [[5, "o1", 10.0, 0], [7, "o2", 20.0, 0]]
+    >>> state["p"] = [[7, "p1", {}]]
+    >>> event_ids_at(state, 7), event_ids_at(state, 6)
+    (['o2', 'p1'], [])
+    """
+    return [e[1] for log in (state["o"], state["t"], state["p"]) for e in log if e[0] == t]
+
+
 def entry_time(entry: list[Any]) -> int:
     """A log entry's event time (the first item of an order, ticket or profile entry): the logs' sort key."""
     return entry[0]  # type: ignore[no-any-return]

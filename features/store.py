@@ -37,6 +37,7 @@ from churnstream.features.layout import check_layout, fence_field, partition_of
 from churnstream.features.state import CustomerState
 from churnstream.features.transaction import (
     Features,
+    LearnerRecord,
     PartitionWrite,
     Transaction,
     UpdateResult,
@@ -49,6 +50,8 @@ __all__ = [
     "FeatureStore",
     "Features",
     "LearnerCheckpoint",
+    "LearnerHistory",
+    "LearnerRecord",
     "PartitionWrite",
     "Transaction",
     "UpdateResult",
@@ -73,6 +76,24 @@ class LearnerCheckpoint:
     online: bytes | None
     blender: bytes | None
     learned: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerHistory:
+    """The latest records of a partition's learner history before a time, newest first (at most two),
+    and the time its records are kept from (None: every record since the learner knew nothing)."""
+
+    records: list[LearnerRecord]
+    known_from: int | None
+
+    def served(self, *, before_latest: bool = False) -> tuple[bool, bytes | None]:
+        """``(known, state)``: the learner's serving state before the time asked (``before_latest``: before
+        the latest record's own time); state None: the learner had learned nothing yet. ``known`` False:
+        the history kept does not reach back so far."""
+        i = 1 if before_latest else 0
+        if i < len(self.records):
+            return True, self.records[i].state
+        return self.known_from is None, None
 
 
 class FeatureStore(ABC):
@@ -272,6 +293,20 @@ class FeatureStore(ABC):
         )
         return LearnerCheckpoint(online, blender, learned)
 
+    def learner_history(
+        self, wanted: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], LearnerHistory | None]:
+        """For each ``(partition, before)``, the latest records of the partition's learner history from
+        before ``before`` (:meth:`Transaction.record_learner`), in one round trip: what the stream served
+        predictions with then. None where the partition has no history (nothing learned yet, or a store
+        written by a release before histories): its current learner serves.
+        """
+        pairs = sorted(set(wanted))
+        return {
+            pair: None if records is None else LearnerHistory(records, known_from)
+            for pair, (records, known_from) in zip(pairs, self._learner_history(pairs), strict=True)
+        }
+
     def check_layout(self, *, partitions: int | None = None) -> None:
         """Refuse (:class:`LayoutError`) state in another layout or for another partition count. When
         nothing is recorded yet, this layout (with ``partitions``, the input topics' count) is recorded
@@ -412,6 +447,14 @@ class FeatureStore(ABC):
     @abstractmethod
     def _blobs(self, partition: int, names: Sequence[str]) -> list[bytes | None]:
         """Blobs of a partition (sees every commit so far)."""
+
+    @abstractmethod
+    def _learner_history(
+        self, pairs: Sequence[tuple[int, int]]
+    ) -> list[tuple[list[LearnerRecord] | None, int | None]]:
+        """Per ``(partition, before)``: the latest two learner records before ``before``, newest first
+        (None: the partition has none at all), and the time the history is known from (see
+        :data:`layout.LEARNER_HISTORY_FROM`; None: from the start)."""
 
     @abstractmethod
     def _layout(self) -> dict[str, Any] | None:

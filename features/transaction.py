@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
+
 from churnstream.errors import ProcessingError
 from churnstream.events import Event, LabelEvent, format_time
 from churnstream.features import layout
@@ -32,6 +34,30 @@ class UpdateResult:
     as_of: int | None = None  # the time ``features`` are valid at: the event's own time when exact
 
 
+@dataclass(frozen=True, slots=True)
+class LearnerRecord:
+    """A learner's serving state (``Learner.serving_bytes``) from its partition's event time ``at`` on: it
+    learned at a sweep tick once ``event_id`` (None: not known) brought the partition there, after that
+    event was scored. Its partition's history keeps the latest ``keep`` records. ``complete``: the learner
+    had learned nothing before, so before the history's first record the learner knew nothing (else the
+    history is known from its first record on)."""
+
+    at: int
+    event_id: str | None
+    state: bytes
+    keep: int = 1
+    complete: bool = True
+
+    def payload(self) -> bytes:
+        """The event id and the state as one value (what a store keeps beside the time)."""
+        return orjson.dumps(self.event_id) + b"\n" + self.state
+
+    @classmethod
+    def of_payload(cls, at: int, payload: bytes) -> LearnerRecord:
+        event, _, state = payload.partition(b"\n")  # JSON escapes a newline in the id
+        return cls(at, orjson.loads(event), state)
+
+
 @dataclass(slots=True)
 class PartitionWrite:
     """What a transaction writes to one partition, and what must still hold there for it to happen."""
@@ -40,6 +66,7 @@ class PartitionWrite:
     meta: dict[str, str] = field(default_factory=dict)
     expect: dict[str, str | None] = field(default_factory=dict)  # None: absent
     blobs: list[tuple[str, bytes, bool]] = field(default_factory=list)  # (name, value, append)
+    history: list[LearnerRecord] = field(default_factory=list)
     due: dict[str, int | None] = field(default_factory=dict)
     latest: int | None = None
     scoring_only: set[str] = field(default_factory=set)  # customers whose feature part is as loaded
@@ -147,6 +174,11 @@ class Transaction:
             (layout.LEARNER_BLENDER, blender, False),
             (layout.LEARNER_LOG, b"", False),
         ]
+
+    def record_learner(self, partition: int, record: LearnerRecord) -> None:
+        """Add ``record`` to ``partition``'s learner history (replacing one at the same time): what
+        :meth:`FeatureStore.learners_as_of` reads."""
+        self._write(partition).history.append(record)
 
     def log_learned(self, partition: int, log: bytes) -> None:
         """Append to ``partition``'s log of what its learner learned since the snapshot."""

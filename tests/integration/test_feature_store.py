@@ -20,7 +20,7 @@ from churnstream.features.memory_store import MemoryFeatureStore
 from churnstream.features.offline import replay, snapshot
 from churnstream.features.redis_store import RedisFeatureStore
 from churnstream.features.state import new_state, scoring_state
-from churnstream.features.store import Due, FeatureStore
+from churnstream.features.store import Due, FeatureStore, LearnerRecord
 from churnstream.features.transaction import Transaction
 from churnstream.settings import DAY_MS, Settings, Topics
 
@@ -524,6 +524,46 @@ def test_a_transaction_commits_state_partition_records_and_due_together(store: F
     store.commit(tx)
     store.flush()  # due_before does not wait for writes in flight
     assert store.due_before({b: T0 + 20 * DAY_MS}, limit=10) == {b: Due([], None)}
+
+
+def test_a_learner_history_answers_each_time_with_the_records_before_it(store: FeatureStore) -> None:
+    a, b, c = 0, 1, 2
+
+    def record(p: int, day: int, state: bytes, *, event: str | None = "e", complete: bool = True) -> None:
+        tx = store.begin({})
+        tx.record_learner(p, LearnerRecord(T0 + day * DAY_MS, event, state, keep=3, complete=complete))
+        store.commit(tx)
+
+    def served(p: int, day: int, *, before_latest: bool = False) -> tuple[bool, bytes | None] | None:
+        history = store.learner_history([(p, T0 + day * DAY_MS)])[(p, T0 + day * DAY_MS)]
+        return None if history is None else history.served(before_latest=before_latest)
+
+    assert served(a, 1) is None  # no history: the current learner serves
+    record(a, 1, b"one|x")  # a '|' in a state is kept whole
+    record(a, 2, b"two", event='an "id"|\nwith | and a newline')
+    record(a, 2, b"two again", event='an "id"|\nwith | and a newline')  # the same time: replaced
+    record(a, 4, b"two again", event=None)  # the same state at another time: a record of its own
+    record(a, 5, b"five")
+    # three kept, the oldest (day 1) dropped: the history is known from day 2 on (exclusive)
+    assert [served(a, d) for d in (2, 3, 5, 6)] == [
+        (False, None),
+        (True, b"two again"),
+        (True, b"two again"),  # records before day 5: day 4's
+        (True, b"five"),
+    ]
+    assert served(a, 5, before_latest=True) == (True, b"two again")  # day 2's
+    assert served(a, 3, before_latest=True) == (False, None)
+    got = store.learner_history([(a, T0 + 3 * DAY_MS)])[(a, T0 + 3 * DAY_MS)]
+    assert got is not None and got.records == [
+        LearnerRecord(T0 + 2 * DAY_MS, 'an "id"|\nwith | and a newline', b"two again")
+    ]
+    assert got.known_from == T0 + 2 * DAY_MS
+    # a history that starts untaught: before its first record, the learner that knew nothing
+    record(b, 3, b"first")
+    assert served(b, 1) == (True, None) and served(b, 4, before_latest=True) == (True, None)
+    # one that starts with a learner taught before (a store of an earlier release): known from its first
+    record(c, 3, b"taught", complete=False)
+    assert (served(c, 3), served(c, 4)) == ((False, None), (True, b"taught"))
 
 
 def test_a_forgotten_customer_is_gone_everywhere_and_a_later_event_starts_from_nothing(
