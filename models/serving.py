@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -190,10 +190,16 @@ class ModelSet:
             self.learners.pop(p, None)
 
     def score(
-        self, rows: list[dict[str, Any]], partitions: list[int]
+        self,
+        rows: list[dict[str, Any]],
+        partitions: list[int],
+        *,
+        learners: Mapping[int, Learner] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[float | None], np.ndarray]:
         """Score rows (each of its partition's learner) with the batch model, the online models and the
         blend: one matrix, and one pass over all partitions' online models (:func:`probabilities`).
+        ``learners``: the learner of each value of ``partitions`` instead of the partitions' own (the
+        HTTP API's past learners, :meth:`Learner.serving_only`; the values then name them).
 
         Returns the batch model's matrix, its probabilities, the online ones (None where the partition's
         online model is not ready) and the blended ones.
@@ -205,7 +211,7 @@ class ModelSet:
         weight = np.zeros(len(rows))
         shared: list[tuple[list[int], OnlineModel]] = []
         for p, idx in by_partition(partitions).items():
-            learner = self.learner(p)
+            learner = self.learner(p) if learners is None else self._serving(learners[p])
             if not learner.online.ready:
                 continue
             weight[idx] = learner.blender.online_weight()

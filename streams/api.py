@@ -518,7 +518,15 @@ def _score_list(
             found[cid] = service.find(cid, as_of)
         except RequestError as exc:
             failed[cid] = {"customer_id": cid, "error": exc.code, "detail": str(exc)}
-    scored = dict(zip(found, service.score_many(list(found.values()), reasons=reasons), strict=True))
+    learners = service.learners_at(list(found.values()))
+    for cid, learner in zip(list(found), learners, strict=True):
+        if isinstance(learner, RequestError):  # a time before the learner history kept
+            failed[cid] = {"customer_id": cid, "error": learner.code, "detail": str(learner)}
+            del found[cid]
+    kept = [learner for learner in learners if not isinstance(learner, RequestError)]
+    scored = dict(
+        zip(found, service.score_many(list(found.values()), reasons=reasons, learners=kept), strict=True)
+    )
     return [scored[cid].to_json() if cid in scored else failed[cid] for cid in customer_ids]
 
 

@@ -4,9 +4,10 @@
 writes either. Features come from :func:`churnstream.streams.feature_lookup.lookup` (the one read of
 features as of a time, shared with ``churnstream features``), probabilities from
 :meth:`ModelSet.score <churnstream.models.serving.ModelSet.score>` with each partition's online learner
-restored read-only from its committed checkpoint, so a score as of the time of one of the stream's
-predictions carries the same features and batch probability as that prediction (the online part is
-today's learner's). :mod:`churnstream.streams.api` puts HTTP around it.
+as it served at the time asked (the store keeps each partition's learner history: one state per sweep
+tick that taught it something), so a score as of the time of one of the stream's predictions carries the
+same features and probabilities as that prediction while the model that made it still serves.
+:mod:`churnstream.streams.api` puts HTTP around it.
 
 Errors a caller can fix are :class:`RequestError` subclasses carrying their HTTP status::
 
@@ -41,17 +42,26 @@ from churnstream.features.labels import (
     P_MODEL,
     P_ONLINE,
 )
+from churnstream.features.state import event_ids_at
 from churnstream.features.store import FeatureStore
 from churnstream.messages import Prediction
+from churnstream.models.learner import Learner
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.models.value import value_at_risk
-from churnstream.settings import Settings
+from churnstream.settings import DAY_MS, Settings
 from churnstream.streams.feature_lookup import Lookup, NotServable, UnknownCustomer, find
 
 if TYPE_CHECKING:
     from churnstream.models.explain import Explained
 
 log = logging.getLogger(__name__)
+
+
+PAST_LEARNERS_KEPT = 64  # past learners a service keeps decoded (each ~20 KB)
+
+# a queued request: its lookups, the learner of each (None: its partition's current one), whether to
+# explain, and the future its answers go to
+Queued = tuple[list["Lookup"], list["Learner | None"], bool, Future[list["Scored"]]]
 
 
 class RequestError(ChurnstreamError):
@@ -177,7 +187,8 @@ class CustomerService:
             threading.Lock()
         )  # scoring, one batch at a time (scikit-learn's thread limits are global)
         self._loading = threading.Lock()
-        self._queued: list[tuple[list[Lookup], bool, Future[list[Scored]]]] = []  # see score_many
+        self._queued: list[Queued] = []  # see score_many
+        self._past: dict[bytes | None, Learner] = {}  # see _past_learner
         self._metadata: dict[str, Mapping[str, Any]] = {}  # models that made held predictions (see customer)
         self._queued_lock = threading.Lock()
         self._refreshed = time.monotonic()
@@ -267,9 +278,56 @@ class CustomerService:
         """A fresh prediction of one customer (see :meth:`score_many`)."""
         return self.score_many([self.find(customer_id, as_of)], reasons=reasons)[0]
 
-    def score_many(self, found: Sequence[Lookup], *, reasons: bool = True) -> list[Scored]:
+    def learners_at(self, found: Sequence[Lookup]) -> list[Learner | None | AsOfError]:
+        """The online learner the stream scored each lookup's customer with at its time (one Redis round
+        trip for all; :func:`where_scored`): None where the partition keeps no history (its current
+        learner serves), an :class:`AsOfError` for a time before the history the store still keeps."""
+        asked = [where_scored(f, self.settings) for f in found]
+        history = self.store.learner_history(
+            (f.partition, bound) for f, (bound, _) in zip(found, asked, strict=True)
+        )
+        out: list[Learner | None | AsOfError] = []
+        for f, (bound, sole) in zip(found, asked, strict=True):
+            h = history[(f.partition, bound)]
+            if h is None:
+                out.append(None)
+                continue
+            # the record learned right after this very event was scored: the one before it served it
+            after_it = bool(h.records) and h.records[0].at == f.as_of and h.records[0].event_id == sole
+            known, state = h.served(before_latest=sole is not None and after_it)
+            if known:
+                out.append(self._past_learner(state))
+            else:
+                out.append(
+                    AsOfError(
+                        f"as_of {format_time(f.as_of)} is before the online model's history the store "
+                        "still keeps for this customer's partition (exact after "
+                        f"{format_time(h.known_from or 0)}; it keeps "
+                        f"{self.settings.learner_history_kept} sweep ticks' states)"
+                    )
+                )
+        return out
+
+    def _past_learner(self, state: bytes | None) -> Learner:
+        """:meth:`Learner.serving_only` of ``state``, the last few kept (requests ask about few times)."""
+        with self._queued_lock:  # request threads share it
+            held = self._past.pop(state, None) or Learner.serving_only(state)
+            self._past[state] = held
+            while len(self._past) > PAST_LEARNERS_KEPT:
+                del self._past[next(iter(self._past))]
+        return held
+
+    def score_many(
+        self,
+        found: Sequence[Lookup],
+        *,
+        reasons: bool = True,
+        learners: Sequence[Learner | None | AsOfError] | None = None,
+    ) -> list[Scored]:
         """Predictions shaped like ``churn_predictions`` (``trigger`` = ``request``, a random
-        ``prediction_id``: a request is not an event and is never replayed).
+        ``prediction_id``: a request is not an event and is never replayed), each with the online learner
+        of its time (``learners``, from :meth:`learners_at`; read here when not given). An
+        :class:`AsOfError` for a time before the learner history kept.
 
         Requests arriving together are scored together: each joins a queue, and whichever thread holds
         the scoring lock next scores everything queued in one pass of the models (a model pass costs
@@ -279,9 +337,15 @@ class CustomerService:
         if not found:
             return []
         models = self.models
+        given = self.learners_at(found) if learners is None else learners
+        for learner in given:
+            if isinstance(learner, AsOfError):
+                raise learner
         mine: Future[list[Scored]] = Future()
         with self._queued_lock:
-            self._queued.append((list(found), reasons, mine))
+            self._queued.append(
+                (list(found), [g for g in given if not isinstance(g, AsOfError)], reasons, mine)
+            )
         with self._lock:
             if not mine.done():
                 with self._queued_lock:
@@ -289,22 +353,24 @@ class CustomerService:
                 self._score_batch(models, batch)
         return mine.result()
 
-    def _score_batch(
-        self, models: ModelSet, batch: list[tuple[list[Lookup], bool, Future[list[Scored]]]]
-    ) -> None:
+    def _score_batch(self, models: ModelSet, batch: list[Queued]) -> None:
         """Score every queued request in one pass and answer each (its error, should scoring fail)."""
-        found = [f for lookups, _, _ in batch for f in lookups]
-        explain = [want for lookups, want, _ in batch for _ in lookups]
+        found = [f for lookups, _, _, _ in batch for f in lookups]
+        explain = [want for lookups, _, want, _ in batch for _ in lookups]
         try:
             rows = [f.features for f in found]
-            partitions = [f.partition for f in found]
-            X, batch_p, online_p, churn_p = models.score(rows, partitions)
+            # each row's learner: its time's from the history, else its partition's current one
+            chosen = [
+                models.learner(f.partition) if past is None else past
+                for f, past in zip(found, (p for _, pasts, _, _ in batch for p in pasts), strict=True)
+            ]
+            keys = _keys(chosen)
+            learners = dict(zip(keys, chosen, strict=True))
+            X, batch_p, online_p, churn_p = models.score(rows, keys, learners=learners)
             which = [i for i, want in enumerate(explain) if want]
             explained: list[Explained | None] = [None] * len(found)
             if which:
-                got = self._explain(
-                    models, X[which], [rows[i] for i in which], [partitions[i] for i in which]
-                )
+                got = self._explain(models, X[which], [rows[i] for i in which], [chosen[i] for i in which])
                 for i, e in zip(which, got, strict=True):
                     explained[i] = e
             version = models.version
@@ -338,28 +404,57 @@ class CustomerService:
                     )
                 )
         except BaseException as exc:
-            for _, _, future in batch:
+            for _, _, _, future in batch:
                 future.set_exception(exc)
             return
         start = 0
-        for lookups, _, future in batch:
+        for lookups, _, _, future in batch:
             future.set_result(out[start : start + len(lookups)])
             start += len(lookups)
 
     @staticmethod
-    def _explain(models: ModelSet, X: Any, rows: list[Any], partitions: list[int]) -> list[Explained | None]:
+    def _explain(
+        models: ModelSet, X: Any, rows: list[Any], learners: list[Learner]
+    ) -> list[Explained | None]:
         from churnstream.models.explain import explain
         from churnstream.models.serving import by_partition
 
         found: list[Explained | None] = [None] * len(rows)
-        for p, idx in by_partition(partitions).items():
-            learner = models.learner(p)
+        for idx in by_partition(_keys(learners)).values():
+            learner = learners[idx[0]]
             got = explain(
                 models.loaded.model, learner.online, learner.blender, X[idx], [rows[i] for i in idx], top_k=3
             )
             for i, e in zip(idx, got, strict=True):
                 found[i] = e
         return found
+
+
+def where_scored(found: Lookup, settings: Settings) -> tuple[int, str | None]:
+    """Where in its partition's learner history the stream scored ``found``'s customer as of its time:
+    the records before the bound returned served it, and the customer's one event at that time (None: none,
+    or several), after which the record of the same time was learned (the event that reached a sweep
+    tick is scored before the tick's learning, every later event after it).
+
+    A time holding an event of the customer is that event's prediction: scored by what was learned up to
+    then. A sweep tick without one is the sweep's: scored once the partition's time reached the tick plus
+    the allowed lateness (:func:`~churnstream.features.sweep.sweep_tick`), by what was learned before.
+    No prediction of the stream holds another time: the learner as of then answers. Not exact for a late
+    event (scored with what was learned up to the time it arrived) or several events of one customer in
+    one millisecond of a tick's learning."""
+    at = found.as_of
+    ids = event_ids_at(found.state, at)
+    if ids:
+        return at + 1, ids[0] if len(ids) == 1 else None
+    if at % int(settings.sweep_interval_days * DAY_MS) == 0:
+        return at + settings.lateness_ms, None
+    return at + 1, None
+
+
+def _keys(learners: Sequence[Learner]) -> list[int]:
+    """A number per learner object, the same for the same object: rows to group by learner."""
+    numbers: dict[int, int] = {}
+    return [numbers.setdefault(id(learner), len(numbers)) for learner in learners]
 
 
 def _thresholds(model: Mapping[str, Any] | None) -> Any:
@@ -376,4 +471,5 @@ __all__ = [
     "UnknownCustomerError",
     "latest_prediction",
     "parse_as_of",
+    "where_scored",
 ]

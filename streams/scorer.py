@@ -83,6 +83,7 @@ class ChurnScorer:
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
         self.partition_time: dict[int, int] = {}
+        self.reached_by: dict[int, str] = {}  # partition -> the event that brought it to its time, if known
         # read at each scrape: a promotion the workers refused is a page, not a line inside /health
         self.metrics.model_not_served.set_function(lambda: 1.0 if self.models.not_served() else 0.0)
         # partition -> the earliest due time of a pending prediction there (absent: ask the store)
@@ -107,8 +108,9 @@ class ChurnScorer:
         self._in_flight_due.clear()
         for p in partitions:
             wm = self.store.partition_time(p)
-            if wm is not None:
-                self.partition_time[p] = max(self.partition_time.get(p, 0), wm)
+            if wm is not None and wm > self.partition_time.get(p, -(2**62)):  # another worker's time
+                self.partition_time[p] = wm
+                self.reached_by.pop(p, None)
         self.sweeper.assign(partitions)
         for p in partitions:
             self.models.learner(p)  # restored now, not while the first events wait
@@ -131,6 +133,8 @@ class ChurnScorer:
         differ from the first pass."""
         for p in self.assigned:
             stored = self.store.partition_time(p)
+            if stored != self.partition_time.get(p):  # which event brought it there: not known
+                self.reached_by.pop(p, None)
             if stored is None:
                 self.partition_time.pop(p, None)
             else:
@@ -230,6 +234,7 @@ class ChurnScorer:
                     if event.timestamp - before > self.horizon and p in self.partition_time:
                         self._jumped(event, where, before)
                     self.partition_time[p] = event.timestamp
+                    self.reached_by[p] = event.event_id
         letters = [
             d
             for d in batch.dead_letters
@@ -342,7 +347,14 @@ class ChurnScorer:
         self.worker.write(
             tx,
             offsets=offsets,
-            while_delivering=functools.partial(self.scoring.learn, tx, resolved, partitions=ticked or ()),
+            while_delivering=functools.partial(
+                self.scoring.learn,
+                tx,
+                resolved,
+                partitions=ticked or (),
+                times=self.partition_time,
+                reached_by=self.reached_by,
+            ),
         )
 
     def _add(self, report: BatchReport) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from churnstream.features.labels import (
     resolve_by_event,
 )
 from churnstream.features.state import ScoringState, scoring_state
-from churnstream.features.store import Transaction
+from churnstream.features.store import LearnerRecord, Transaction
 from churnstream.ids import alert_id_for, prediction_id_for_event, prediction_id_for_sweep
 from churnstream.messages import OUTCOME_COLUMNS, Alert, DeadLetter, MonitoringBatch, Outcome, Prediction
 from churnstream.models.alert_policy import (
@@ -48,6 +48,7 @@ from churnstream.settings import Settings
 from churnstream.streams.scorer_metrics import ScorerMetrics
 
 if TYPE_CHECKING:
+    from churnstream.models.learner import Learner
     from churnstream.streams.worker import Worker
 
 
@@ -165,6 +166,7 @@ class BatchScoring:
         self.budgets: dict[int, Budget] = {}  # the partitions' alert budgets as this worker last wrote them
         # partition -> the count of forgotten customers its learner checkpoint was written at (erase_rows)
         self.erased: dict[int, int] = {}
+        self.recorded: dict[int, bytes] = {}  # partition -> the learner state this worker recorded last
 
     def budget(self, partition: int) -> Budget:
         """``partition``'s alert budget: read from the store the first time, then kept here as written (so a
@@ -175,10 +177,11 @@ class BatchScoring:
         return budget
 
     def forget_budgets(self) -> None:
-        """Drop the kept budgets and erasure counts (after a failed write or a rebalance they are read
-        again)."""
+        """Drop the kept budgets, erasure counts and recorded learner states (after a failed write or a
+        rebalance they are read again)."""
         self.budgets.clear()
         self.erased.clear()
+        self.recorded.clear()
 
     def finish(
         self,
@@ -388,12 +391,21 @@ class BatchScoring:
         return cols
 
     def learn(
-        self, tx: Transaction, resolved: list[tuple[str, Resolved]], *, partitions: Iterable[int] = ()
+        self,
+        tx: Transaction,
+        resolved: list[tuple[str, Resolved]],
+        *,
+        partitions: Iterable[int] = (),
+        times: Mapping[int, int] | None = None,
+        reached_by: Mapping[int, str] | None = None,
     ) -> None:
         """Hand each partition's learner its resolved labels (logged in ``tx``), and let the learners of
-        ``partitions`` learn what waits (the unit of work that reached a sweep tick passes every assigned
-        partition): so the online model learns at ticks of event time, in the labels' own order, and
-        answers the same whichever batches the stream came in."""
+        ``partitions`` (those whose sweep tick the unit finished) learn what waits: so the online model
+        learns at ticks of event time, in the labels' own order, and answers the same whichever batches
+        the stream came in. What a learner serves from then on joins its history at its partition's event
+        time (``times``, the scorer's, and ``reached_by``, the event that brought each partition there;
+        :meth:`_record`)."""
+        times, reached_by = times or {}, reached_by or {}
         where = [tx.partitions[cid] for cid, _ in resolved]
         for p, idx in by_partition(where).items():
             learner = self.models.learner(p)
@@ -412,14 +424,38 @@ class BatchScoring:
             )
         for p in partitions:
             learner = self.models.learner(p)
+            untaught = not learner.has_learned
             checkpoint = learner.learn_waiting()
             if checkpoint.snapshot:
                 tx.save_learner(p, *learner.snapshot_bytes())
             elif checkpoint.log:
                 tx.log_learned(p, checkpoint.log)
-        self.erase_rows(tx)
+            if (checkpoint.snapshot or checkpoint.log) and p in times:
+                self._record(tx, p, times[p], reached_by.get(p), learner, complete=untaught)
+        self.erase_rows(tx, times)
 
-    def erase_rows(self, tx: Transaction) -> None:
+    def _record(
+        self,
+        tx: Transaction,
+        partition: int,
+        at: int,
+        event_id: str | None,
+        learner: Learner,
+        *,
+        complete: bool,
+    ) -> None:
+        """Add what ``learner`` serves from event time ``at`` on (after ``event_id``, the event that
+        brought the partition there) to its partition's history, unless it is what this worker recorded
+        last there (most ticks teach fewer labels than a learning step takes: the parameters stay).
+        ``complete``: it had learned nothing before, so the history starts with it."""
+        state = learner.serving_bytes()
+        if self.recorded.get(partition) == state:
+            return
+        self.recorded[partition] = state
+        keep = self.settings.learner_history_kept
+        tx.record_learner(partition, LearnerRecord(at, event_id, state, keep=keep, complete=complete))
+
+    def erase_rows(self, tx: Transaction, times: Mapping[int, int] | None = None) -> None:
         """Where ``churnstream forget`` removed customers since a partition's learner checkpoint was
         written, write it again with no raw row in its log: learn what waits now, and write the snapshot
         (which empties the log). So the features and labels of a forgotten customer leave Redis at this
@@ -437,11 +473,14 @@ class BatchScoring:
             if count <= done:
                 continue
             learner = self.models.learner(p)
+            untaught = not learner.has_learned
             learner.learn_waiting()  # the snapshot below holds it: no log line
             learner.logged = 0
             tx.save_learner(p, *learner.snapshot_bytes())
             tx.set_learner_erased(p, count)
             self.erased[p] = count
+            if times and p in times:  # it serves so from the partition's time on
+                self._record(tx, p, times[p], None, learner, complete=untaught)
 
     def alerts(
         self,

@@ -151,12 +151,11 @@ def test_a_score_as_of_a_predictions_time_has_the_streams_features_and_batch_pro
             answer = got.json()
             assert answer["as_of"] == p["as_of"] and answer["trigger"] == "request"
             assert answer["features"] == p["features"], p["customer_id"]
-            assert answer["batch_probability"] == p["batch_probability"], p["customer_id"]
-            # whatever the learner learned since, the category follows the model's own thresholds
+            # the online learner as it served then, from the partition's learner history
+            for name in ("batch_probability", "online_probability", "churn_probability", "value_at_risk"):
+                assert answer[name] == p[name], (p["customer_id"], name)
+            assert answer["risk_category"] == p["risk_category"]
             assert answer["risk_category"] == stream.settings.risk_category(answer["churn_probability"], own)
-            if answer["churn_probability"] == p["churn_probability"]:  # the learner learned nothing since
-                assert answer["value_at_risk"] == p["value_at_risk"]
-                assert answer["risk_category"] == p["risk_category"]
             assert answer["model_version"] == p["model_version"]
             assert answer["event_id"] is None and len(answer["top_reasons"]) >= 3
             shown = [r["contribution"] for r in answer["top_reasons"]] + [answer["explanation"]["base"]]
@@ -179,6 +178,35 @@ def test_a_score_as_of_a_predictions_time_has_the_streams_features_and_batch_pro
             assert "error" not in item, item
             assert item["as_of"] == one["as_of"] and item["features"] == one["features"]
             assert item["batch_probability"] == one["batch_probability"]
+
+
+def test_a_score_as_of_any_prediction_s_time_gives_the_stream_s_probabilities(stream: Stream) -> None:
+    """Predictions of every kind and time, the online model's included: the API scores a past time with
+    the learner the stream served then (its partition's history), not today's."""
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for p in stream.predictions:
+        by_customer.setdefault(p["customer_id"], []).append(p)
+    # a customer's predictions in one time, not yet folded out of its history, that were not late (a
+    # late event is scored by the learner of the time it arrived, after its own)
+    sample = [p for cid in sorted(by_customer)[:60] for p in by_customer[cid][-8:]]
+    online = [p for p in sample if p["online_probability"] is not None]
+    assert len(online) >= 100, "the online model should serve most of these predictions"
+    compared = differ = 0
+    with _client(stream.settings) as client:
+        for p in sample:
+            got = client.post(
+                f"/customers/{p['customer_id']}/score?reasons=false", json={"as_of": p["as_of"]}
+            )
+            if got.status_code == 422:  # folded out of the customer's retained history
+                continue
+            assert got.status_code == 200, got.text
+            answer = got.json()
+            assert answer["features"] == p["features"], p
+            compared += 1
+            names = ("batch_probability", "online_probability", "churn_probability")
+            differ += any(answer[n] != p[n] for n in names)
+    assert compared >= 300
+    assert differ == 0, f"{differ} of {compared} re-scored predictions differ from the stream's"
 
 
 def test_get_customer_gives_features_at_the_partitions_event_time_and_a_prediction_of_the_stream(

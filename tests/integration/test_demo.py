@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from churnstream.events import parse_time
 from churnstream.models.registry import ModelRegistry
 from churnstream.settings import Settings
 from churnstream.streams.demo import DemoConfig, DemoResult, clear_previous, run_demo
@@ -122,6 +123,43 @@ def test_demo_summary_matches_the_topics(demo_run: tuple[DemoResult, str, Settin
     for r in estimated:
         assert f"estimated ROC-AUC {r['estimated_performance']['value']:.3f}" in text
 
+    # The HTTP API re-scores a stream prediction as of its time with the stream's probabilities, the online
+    # learner's of then included
+    _rescored_as_the_stream_scored(
+        dataclasses.replace(settings, model_dir=tmp_path / "demo" / "models"), predictions
+    )
+
     # The scorer really caught up: its committed offsets are the end offsets of every input topic.
     positions = group_offsets(settings, f"{settings.topic_prefix}churnstream-scorer", topics.inputs)
     assert positions and all(committed == end for committed, end in positions.values()), positions
+
+
+def _rescored_as_the_stream_scored(settings: Settings, predictions: list[dict]) -> None:
+    from churnstream.streams.api import build_service
+    from churnstream.streams.api_service import AsOfError
+
+    by_customer: dict[str, list[dict]] = {}
+    for p in predictions:
+        by_customer.setdefault(p["customer_id"], []).append(p)
+    sample = [p for cid in sorted(by_customer)[:150] for p in by_customer[cid][-4:]]
+    service = build_service(settings)
+    compared: Counter[str] = Counter()
+    differ = []
+    try:
+        for p in sample:
+            try:
+                got = service.score(p["customer_id"], parse_time(p["as_of"]), reasons=False)
+            except AsOfError:  # folded out of the customer's retained history
+                continue
+            answer = got.prediction.to_json()
+            if answer["features"] != p["features"]:  # a sign-up, scored before its first order's millisecond
+                compared["same millisecond"] += 1
+                continue
+            compared[p["trigger"]] += 1
+            names = ("batch_probability", "online_probability", "churn_probability")
+            if any(answer[n] != p[n] for n in names):
+                differ.append((p["trigger"], p["as_of"], [(answer[n], p[n]) for n in names]))
+    finally:
+        service.store.close()
+    assert compared["event"] >= 100 and compared["sweep"] >= 100, compared
+    assert not differ, f"{len(differ)} of {compared} differ from the stream's: {differ[:5]}"

@@ -593,3 +593,51 @@ def test_a_current_model_the_api_cannot_load_is_on_ready_and_metrics_while_the_e
         assert f"serving {served}: model version {broken}" in answer["model_not_served"]
         assert "churn_api_model_not_served 1.0" in client.get("/metrics").text
         assert client.post("/customers/c1/score").json()["model_version"] == served
+
+
+def test_a_time_is_answered_with_the_learner_the_stream_scored_it_with() -> None:
+    """Which records of the learner history served the stream's prediction of a customer at a time."""
+    from churnstream.features.state import new_state
+    from churnstream.streams.api_service import where_scored
+    from churnstream.streams.feature_lookup import Lookup
+
+    settings = Settings()  # a tick a day, 7 days of allowed lateness
+    tick = 400 * DAY_MS
+    state = new_state()
+    state["o"] = [[tick, "o1", 10.0, 0], [tick + 5, "o2", 10.0, 0], [tick + 5, "o3", 10.0, 0]]
+
+    def at(t: int) -> tuple[int, str | None]:
+        return where_scored(Lookup("c", 0, t, {}, state), settings)
+
+    assert at(tick) == (tick + 1, "o1")  # an event's: what was learned up to its time, maybe after it
+    assert at(tick + 5) == (tick + 6, None)  # two events in one millisecond: the later one's
+    assert at(tick + DAY_MS) == (tick + 8 * DAY_MS, None)  # a sweep's, once the tick's lateness passed
+    assert at(tick + 7) == (tick + 8, None)  # no prediction: the learner as of then
+
+
+def test_a_score_is_refused_before_the_learner_history_kept(settings: Settings) -> None:
+    """A time whose online learner the store no longer knows is a 422 that says from when it does; a
+    later time is scored with the learner recorded then, not today's."""
+    from churnstream.features.store import LearnerRecord
+    from churnstream.models.learner import Learner
+
+    store = _store(settings)
+    taught = Learner.restore(None, None, None)
+    taught.online.min_learned = 0  # ready: the record's online model answers
+    tx = store.begin({})
+    kept_from = 190 * DAY_MS
+    early = 185 * DAY_MS + 3_600_000  # no event, not a sweep tick: the learner as of then
+    record = LearnerRecord(kept_from, None, taught.serving_bytes(), keep=1, complete=False)
+    tx.record_learner(store.partition_of("c1"), record)
+    store.commit(tx)
+    with _client(settings, store) as client:
+        got = client.post("/customers/c1/score", json={"as_of": format_time(early)})
+        assert got.status_code == 422, got.text
+        assert "before the online model's history" in got.json()["detail"]
+        assert format_time(kept_from) in got.json()["detail"]
+        many = client.post("/score", json={"customer_ids": ["c1", "x"], "as_of": format_time(early)})
+        assert many.status_code == 200  # each customer's error in its place
+        assert [a.get("error") for a in many.json()] == ["invalid_as_of", "unknown_customer"]
+        later = client.post("/customers/c1/score", json={"as_of": format_time(early + 10 * DAY_MS)}).json()
+        assert later["online_probability"] == 0.5  # the recorded learner, untaught but ready
+        assert client.post("/customers/c2/score").json()["online_probability"] is None  # today's
