@@ -179,6 +179,34 @@ class DriftReport:
                 "realized_set_aside": NUMBER_OR_NULL,
                 "realized_window_start": OutputField("time", nullable=True),
                 "realized_window_end": OutputField("time", nullable=True),
+                "realized_interval": OutputField(
+                    "array", "The realized reference's 95% interval.", required=False, items=NUMBER_OR_NULL
+                ),
+                "realized_windows": OutputField(
+                    "integer", "How many windows the realized reference pools.", required=False
+                ),
+                "realized_labels": OutputField(
+                    "integer", "How many labels the realized reference pools.", required=False, nullable=True
+                ),
+                "realized_left_out_count": OutputField(
+                    "integer",
+                    "How many windows after the pool's first it does not hold: each ranked a retrain below "
+                    "it and beyond chance (a model that broke meanwhile), so it was judged, not pooled.",
+                    required=False,
+                ),
+                "realized_left_out": OutputField(
+                    "array",
+                    "The latest (at most 5) of those windows.",
+                    required=False,
+                    items=OutputField(
+                        "object",
+                        properties={
+                            "window_start": OutputField("time"),
+                            "window_end": OutputField("time"),
+                            "realized": OutputField("number"),
+                        },
+                    ),
+                ),
             },
         ),
     }

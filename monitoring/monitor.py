@@ -350,6 +350,7 @@ class DriftMonitor:
                         "realized_set_aside": pooled if set_aside else None,
                         "realized_window_start": format_time(baseline["window_start"]) if baseline else None,
                         "realized_window_end": format_time(baseline["window_end"]) if baseline else None,
+                        **(_pool_described(baseline) if baseline else {}),
                     },
                 },
                 estimated_performance=estimated,
@@ -419,3 +420,23 @@ def report_id(window: ClosedWindow) -> str:
     version = _UNSAFE.sub("_", window.model_version)[:40] or "model"
     digest = hashlib.sha1(f"{window.model_version}|{window.first_row}".encode()).hexdigest()
     return f"{start}-{version}-{digest[:8]}"
+
+
+def _pool_described(baseline: dict[str, Any]) -> dict[str, Any]:
+    """What the realized reference pools: how many windows and labels, its interval, and the windows
+    after its first that were left out (each a retrain below it and beyond chance): how many, and the
+    latest few."""
+    return {
+        "realized_interval": [baseline.get("lower"), baseline.get("upper")],
+        "realized_windows": baseline.get("windows", 1),
+        "realized_labels": baseline.get("labels"),
+        "realized_left_out_count": baseline.get("left_out_count", 0),
+        "realized_left_out": [
+            {
+                "window_start": format_time(left["window_start"]),
+                "window_end": format_time(left["window_end"]),
+                "realized": left["value"],
+            }
+            for left in baseline.get("left_out", ())
+        ],
+    }

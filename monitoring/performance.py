@@ -243,6 +243,7 @@ def binned_roc_auc_interval(positives: np.ndarray, negatives: np.ndarray) -> tup
 
 
 BASELINE_WINDOWS = 6  # windows of a version pooled as its realized reference (see LabelBook)
+LEFT_OUT_SHOWN = 5  # the latest windows left out of a pool that a report names
 CALIBRATION_LABELS = 1000  # labels a version's pool needs before its map is trusted (fewer: too rough)
 
 SPAN_LIMIT = 32  # spans of as_of a waiting window keeps, merged windows too
@@ -566,6 +567,14 @@ class LabelBook:
                     version,
                     standing["value"],
                 )
+                # said with the pool (a new dict: the one a window was judged against stays as it was):
+                # how many, and the latest few (a model that stays broken leaves out every window)
+                left = {"window_start": entry.start, "window_end": entry.end, "value": realized["value"]}
+                self.baseline[version] = {
+                    **standing,
+                    "left_out": [*standing.get("left_out", ()), left][-LEFT_OUT_SHOWN:],
+                    "left_out_count": standing.get("left_out_count", 0) + 1,
+                }
                 return
         if pool is None:
             pool = _Open(entry.seq, version, entry.start, entry.end, entry.positives, entry.negatives)
@@ -589,6 +598,9 @@ class LabelBook:
             "window_end": pool.end,
             "windows": windows,
         }
+        if standing and standing.get("left_out"):  # windows between its first and last, not pooled
+            self.baseline[version]["left_out"] = list(standing["left_out"])
+            self.baseline[version]["left_out_count"] = standing["left_out_count"]
 
 
 def windows_named(realized: dict[str, Any]) -> str:

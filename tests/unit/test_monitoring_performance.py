@@ -247,6 +247,18 @@ def test_when_the_link_breaks_the_labels_say_retrain_and_the_estimate_cannot() -
     for r in reports[first_broken + 2 :]:
         reference = r["performance_reference"]
         assert reference["realized"] > 0.78 and reference["realized_set_aside"] is None, reference
+        # and says so: which windows it left out, and what it holds
+        left = reference["realized_left_out"]
+        count = reference["realized_left_out_count"]
+        assert [w["window_start"] for w in left] == [
+            x["window_start"] for x in reports[first_broken : first_broken + count][-5:]
+        ]
+        assert all(w["realized"] < reference["realized"] - 0.05 for w in left)
+        assert len(left) == min(reference["realized_left_out_count"], 5) and reference["realized_labels"] > 0
+        low, high = reference["realized_interval"]
+        assert low < reference["realized"] < high
+    assert reports[-1]["performance_reference"]["realized_left_out"], "the broken windows are named"
+    assert not reports[first_broken + 1]["performance_reference"].get("realized_left_out")
     assert all(r["dataset_drift"] is False for r in reports)
     # the estimate did not move: it cannot see a broken link
     values = [r["estimated_performance"]["value"] for r in reports]
