@@ -277,7 +277,8 @@ OUTCOME_COLUMNS = (
     "online_probability",
     "churn_probability",
     "model_version",
-)  # the columns of MonitoringBatch.outcomes (model_version: the labelled prediction's)
+    "prediction_id",
+)  # the columns of MonitoringBatch.outcomes (model_version, prediction_id: the labelled prediction's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +287,12 @@ class MonitoringBatch:
 
     One record per micro-batch on the ``churnstream.monitoring_batches`` topic keeps the monitor's
     per-message cost independent of the scoring rate. ``predictions`` holds equal-length columns:
-    ``as_of`` (epoch ms), ``customer_id``, ``trigger``, every feature, ``batch_probability``,
-    ``online_probability`` (None until learned) and ``churn_probability``. ``outcomes`` holds the labels
-    resolved in this batch: the labelled prediction's ``as_of`` (so the monitor finds the window it fell in),
-    ``labeled_at``, ``label``, ``source``, the three probabilities and the labelled prediction's
-    ``model_version`` (records written before it was added lack it)
+    ``prediction_id``, ``as_of`` (epoch ms), ``customer_id``, ``trigger``, every feature,
+    ``batch_probability``, ``online_probability`` (None until learned) and ``churn_probability``.
+    ``outcomes`` holds the labels resolved in this batch: the labelled prediction's ``as_of`` (so the
+    monitor finds the window it fell in), ``labeled_at``, ``label``, ``source``, the three probabilities and
+    the labelled prediction's ``model_version`` and ``prediction_id`` (records written before they were
+    added lack them). The ids let the monitor leave out rows of a unit a restarted scorer answered again.
     """
 
     batch_id: str

@@ -38,6 +38,7 @@ and its offset may be committed.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ from churnstream.settings import DAY_MS
 
 PREDICTION_COLUMN = "churn_probability"
 PROBABILITY_COLUMNS = ("batch_probability", "online_probability", PREDICTION_COLUMN)
+SEEN_KEPT = 200_000  # ids remembered to leave out rows delivered again (see _Seen)
 
 
 @dataclass(slots=True)
@@ -132,6 +134,9 @@ class DriftWindow:
         self.straggled = 0  # predictions of stragglers (see the module docstring)
         self.left: dict[str, int] = {}  # version -> created_at of the record that moved the window off it
         self.current_version = current_version  # the version served now (the registry's), if known
+        self._seen_rows, self._seen_labels = _Seen(SEEN_KEPT), _Seen(SEEN_KEPT)
+        self.repeated = 0  # predictions delivered again, left out (see _Seen)
+        self.repeated_labels = 0  # labels delivered again, left out
 
     @property
     def rows(self) -> int:
@@ -173,7 +178,16 @@ class DriftWindow:
                 self._open.model_version = batch.model_version
                 self._open.feature_names = list(batch.feature_names)
         if skip_rows == 0 and any(batch.outcomes.values()):
-            _extend(self._open.outcomes, batch.outcomes)
+            outcomes = batch.outcomes
+            labelled = outcomes.get("prediction_id")
+            if labelled:  # a label delivered again (see _Seen) is left out
+                keep = self._seen_labels.fresh(labelled)
+                if not keep.all():
+                    self.repeated_labels += int(len(keep) - keep.sum())
+                    outcomes = {
+                        k: [v for v, y in zip(vs, keep, strict=True) if y] for k, vs in outcomes.items()
+                    }
+            _extend(self._open.outcomes, outcomes)
             self.outcomes_seq = self._open.seq
         n = batch.rows
         if straggler:
@@ -182,8 +196,13 @@ class DriftWindow:
         if n <= skip_rows:
             return closed
         columns = _prediction_arrays(batch, skip_rows)
+        fresh = self._seen_rows.fresh((batch.predictions.get("prediction_id") or [None] * n)[skip_rows:])
+        delivered = n - skip_rows
+        if not fresh.all():  # rows delivered again: each is counted with the window of the row before it
+            self.repeated += int(delivered - fresh.sum())
+            columns = {name: values[fresh] for name, values in columns.items()}
         as_of = columns["as_of"]
-        n -= skip_rows
+        n = len(as_of)
         i = 0
         while i < n:
             window = self._open
@@ -191,7 +210,8 @@ class DriftWindow:
             if window.rows == 0:
                 window.anchor = int(as_of[i])
                 window.start = window.end = window.anchor
-                window.first_row = f"{batch.batch_id}:{skip_rows + i}"
+                raw = i if n == delivered else int(np.flatnonzero(fresh)[i])  # its place in the record
+                window.first_row = f"{batch.batch_id}:{skip_rows + raw}"
             room = self.max_rows - window.rows
             beyond = np.flatnonzero(as_of[i : i + room] > window.anchor + self.max_span_ms)
             take = int(beyond[0]) if beyond.size else min(room, n - i)
@@ -208,6 +228,8 @@ class DriftWindow:
                 closed.append(self._close("rows"))
             elif beyond.size:
                 closed.append(self._close("time"))
+        if n < delivered:
+            self.segments = _with_repeats(self.segments, fresh, self.open_seq)
         return closed
 
     def flush(self) -> ClosedWindow | None:
@@ -238,6 +260,67 @@ class DriftWindow:
             seq=window.seq,
             first_row=window.first_row,
         )
+
+
+class _Seen:
+    """The latest ``kept`` ids (prediction ids, or the labelled predictions' ids), to leave out rows
+    delivered again: a scorer that stops after its unit's outputs reached Kafka and before its state did
+    answers that unit again, with the same ids (predictions are deterministic), and a window counting
+    both would hold those customers twice. Hashes, not the ids: a set of 200,000 ints takes ~15 MB."""
+
+    def __init__(self, kept: int) -> None:
+        self._order: deque[int] = deque()
+        self._ids: set[int] = set()
+        self.kept = kept
+
+    def fresh(self, ids: Sequence[Any]) -> np.ndarray:
+        """Which of ``ids`` were not seen (a None id always is), remembering them.
+
+        >>> seen = _Seen(2)
+        >>> seen.fresh(["a", "b", "a", None]).tolist(), seen.fresh(["b", "c"]).tolist()
+        ([True, True, False, True], [False, True])
+        >>> seen.fresh(["a"]).tolist()  # forgotten: only the latest two are kept
+        [True]
+        """
+        out = np.ones(len(ids), dtype=bool)
+        order, known = self._order, self._ids
+        for i, pid in enumerate(ids):
+            if pid is None:
+                continue
+            h = hash(pid)
+            if h in known:
+                out[i] = False
+                continue
+            if len(order) >= self.kept:
+                known.discard(order.popleft())
+            order.append(h)
+            known.add(h)
+        return out
+
+
+def _with_repeats(segments: list[tuple[int, int]], fresh: np.ndarray, open_seq: int) -> list[tuple[int, int]]:
+    """The segments of a batch's rows (window, rows) counting the rows delivered again (``fresh`` False)
+    with the window of the fresh row before them (the first fresh row's, or the open window's when none
+    is): so a record is committable once the windows of its fresh rows are reported, and a restarted
+    monitor skips the same count of its rows.
+
+    >>> _with_repeats([(1, 2), (2, 1)], np.array([False, True, True, False, True, False]), 3)
+    [(1, 4), (2, 2)]
+    >>> _with_repeats([], np.array([False, False]), 3)
+    [(3, 2)]
+    """
+    if not segments:
+        return [(open_seq, len(fresh))]
+    out = [[seq, 0] for seq, _ in segments]
+    left = [rows for _, rows in segments]
+    k = 0
+    for is_fresh in fresh.tolist():
+        if is_fresh:
+            while left[k] == 0:
+                k += 1
+            left[k] -= 1
+        out[k][1] += 1
+    return [(seq, rows) for seq, rows in out]
 
 
 def _prediction_arrays(batch: MonitoringBatch, skip: int) -> dict[str, np.ndarray]:

@@ -311,6 +311,11 @@ class MonitorMetrics:
             "Predictions of workers still on the model version the window had just left (in no window)",
             h.get("rows_straggled", 0),
         )
+        yield counter(
+            "rows_repeated",
+            "Predictions delivered again by a scorer that answered a unit twice (left out of the windows)",
+            h.get("rows_repeated", 0),
+        )
         windows = CounterMetricFamily(
             "churn_monitor_windows", "Drift windows reported, by verdict", labels=["verdict"]
         )
@@ -369,6 +374,7 @@ _SAMPLE_HEALTH: dict[str, Any] = {  # doctest data: a /health body
     "rows_seen": 900,
     "rows_pending": 100,
     "rows_straggled": 0,
+    "rows_repeated": 0,
     "reports_rendered": 2,
     "report_errors": 0,
     "dead_letters": 0,

@@ -269,6 +269,7 @@ class MonitorService:
             "rows_seen": self.monitor.rows_seen,
             "rows_pending": self.monitor.rows_pending,
             "rows_straggled": self.monitor.rows_straggled,
+            "rows_repeated": self.monitor.window.repeated,
             "windows_done": self.monitor.windows_closed,
             "windows_reported": publisher.windows_reported,
             "windows_skipped": 0,  # never: windows that close while reports are drawn share a report

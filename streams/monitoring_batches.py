@@ -88,6 +88,7 @@ def decode_batch(value: bytes | None, *, max_as_of: int | None = None) -> Monito
             for name, values in zip(names, features, strict=True):
                 _numbers(values, name, nullable=True)  # names the column
         _probabilities(predictions["churn_probability"], "churn_probability", nullable=False)
+        _ids(predictions.get("prediction_id"), "prediction_id")
         for name in ("batch_probability", "online_probability"):
             if name in predictions:
                 _probabilities(predictions[name], name, nullable=True)
@@ -104,6 +105,7 @@ def decode_batch(value: bytes | None, *, max_as_of: int | None = None) -> Monito
         for name in ("batch_probability", "online_probability", "churn_probability"):
             if name in outcomes:
                 _probabilities(outcomes[name], f"outcome {name}", nullable=True)
+        _ids(outcomes.get("prediction_id"), "outcome prediction_id")
         if "model_version" in outcomes and not all(
             v is None or (type(v) is str and _VERSION_RE.match(v)) for v in outcomes["model_version"]
         ):
@@ -138,6 +140,12 @@ def _probabilities(values: list[Any], name: str, *, nullable: bool) -> None:
     array = np.array(values, dtype="float64")
     if np.any((array < 0) | (array > 1)):
         raise ValidationError(f"{name} must lie in [0, 1]")
+
+
+def _ids(values: list[Any] | None, name: str) -> None:
+    """An optional column of ids (records written before it was added lack it): strings of 1..128."""
+    if values is not None and not all(v is None or (type(v) is str and 0 < len(v) <= 128) for v in values):
+        raise ValidationError(f"{name} must hold ids of 1..128 characters")
 
 
 def _epoch_ms(values: list[Any], name: str, upto: int | None) -> None:

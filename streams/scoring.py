@@ -319,6 +319,7 @@ class BatchScoring:
             if alerts_rows:
                 self.alerts(X, alerts_rows, predictions, scoring, report, rule)
             monitoring_cols = {
+                "prediction_id": [p.prediction_id for p in predictions],  # a unit answered again: same ids
                 "as_of": list(scoring.as_of),
                 "customer_id": list(scoring.customer_ids),
                 "trigger": list(scoring.triggers),
@@ -384,6 +385,7 @@ class BatchScoring:
             cols["online_probability"].append(r.online_probability)
             cols["churn_probability"].append(r.churn_probability)
             cols["model_version"].append(r.model_version)
+            cols["prediction_id"].append(r.prediction_id)
         for cid in {cid for cid, _ in resolved}:
             tx.due[cid] = due_time(tx.state(cid), horizon_ms=self.horizon)
         for source, count in sources.items():

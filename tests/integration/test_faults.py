@@ -178,6 +178,7 @@ def run_through_faults(
 
     accounting = account_for_events(settings, events)
     state = compare_state(settings, events)
+    monitored = _monitored_once(settings)
     retries = log_path.read_text(errors="replace").count("batch failed, rewinding")
     print(
         f"\nfault table | {name} | faults {len(at)}, worker had committed {positions} of {first} published | "
@@ -187,9 +188,12 @@ def run_through_faults(
         f"{len(accounting.changed)} answers changed; "
         f"{accounting.sweeps} sweeps, {accounting.alerts} alerts) | "
         f"mismatches {len(state.mismatches)} of {state.customers} customers, online model learned "
-        f"{state.learned} of {state.labels} labels | worker retries {retries}"
+        f"{state.learned} of {state.labels} labels | worker retries {retries} | monitor rows "
+        f"{monitored[0]} delivered, {monitored[1]} kept, {monitored[2]} predictions"
     )
     problems = accounting.problems() + state.problems()
+    if monitored[1] != monitored[2]:  # a drift window counts each prediction once, however delivered
+        problems.append(f"the drift monitor kept {monitored[1]} rows of {monitored[2]} predictions")
     if counted_once:
         events_counted = sum(v for (name, _), v in counted.items() if name == "churn_events_total")
         event_predictions = counted.get(("churn_predictions_total", (("trigger", "event"),)), 0.0)
@@ -227,6 +231,24 @@ def run_through_faults(
     if accounting.dead_lettered:
         problems.append(f"{accounting.dead_lettered} valid events of an in-order stream were dead-lettered")
     assert not problems, "\n".join(problems)
+
+
+def _monitored_once(settings: Settings) -> tuple[int, int, int]:
+    """The monitoring records on Kafka through a drift window: rows delivered, rows it kept, and distinct
+    predictions (a unit the worker answered again after a fault comes with the same prediction ids)."""
+    import orjson
+
+    from churnstream.messages import MonitoringBatch
+    from churnstream.monitoring.window import DriftWindow
+    from tests.integration.conftest import consume_all
+
+    records = consume_all(settings, settings.topics.monitoring_batches)
+    batches = [MonitoringBatch.from_json(orjson.loads(m.value() or b"")) for m in records]
+    window = DriftWindow(max_rows=10**9, max_span_ms=10**15)
+    for batch in batches:
+        window.add(batch)
+    ids = {pid for b in batches for pid in b.predictions.get("prediction_id", ())}
+    return sum(b.rows for b in batches), window.rows, len(ids)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

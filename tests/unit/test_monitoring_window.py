@@ -179,3 +179,37 @@ def test_a_new_model_version_reuses_the_empty_window_number() -> None:
     window.add(batch([], labels=2, version="v1"))  # outcomes only: window 1 is open, without predictions
     window.add(batch([1, 2], version="v2"))
     assert window.open_seq == 1 and window.model_version == "v2" and window.segments == [(1, 2)]
+
+
+def test_rows_and_labels_a_restarted_scorer_delivers_again_are_counted_once() -> None:
+    """A scorer that stops after a unit's outputs reached Kafka and before its state did answers the unit
+    again: the same prediction ids (and labels of the same predictions) in another record. Counted twice,
+    a window held those customers twice; its records still commit (every row is accounted to a window)."""
+
+    def with_ids(b: MonitoringBatch, ids: list[str], labelled: list[str] | None = None) -> MonitoringBatch:
+        b.predictions["prediction_id"] = ids
+        if labelled is not None:
+            b.outcomes["prediction_id"] = labelled
+        return b
+
+    window = DriftWindow(max_rows=1000)
+    window.add(with_ids(batch(list(range(600)), labels=2), [f"p{i}" for i in range(600)], ["x", "y"]))
+    # the last 200 again, then 300 new ones, in one record; one label again and one new
+    ids = [f"p{i}" for i in range(400, 600)] + [f"p{i}" for i in range(600, 900)]
+    again = with_ids(batch(list(range(400, 900)), labels=2, start=400), ids, ["y", "z"])
+    closed = window.add(again)
+    assert closed == [] and window.rows == 900 and window.repeated == 200
+    assert window.segments == [(1, 500)]  # every row of the record accounted for
+    assert window.repeated_labels == 1
+    closed = window.add(
+        with_ids(batch(list(range(900, 1100)), start=900), [f"p{i}" for i in range(900, 1100)])
+    )
+    assert [c.rows for c in closed] == [1000] and window.segments == [(1, 100), (2, 100)]
+    frame = closed[0].frame()
+    assert list(frame["as_of"]) == list(range(1000))  # each prediction once, in order
+    assert closed[0].outcome_rows == 3
+    # a record of repeats alone: accounted to the open window
+    assert window.add(with_ids(batch([5, 6]), ["p5", "p6"])) == [] and window.segments == [(2, 2)]
+    # records of a scorer before ids: kept as ever
+    window.add(batch(list(range(1100, 1110))))
+    assert window.rows == 110 and window.repeated == 202
