@@ -30,6 +30,7 @@ from churnstream import _settings_env as env_vars
 from churnstream.errors import ConfigError
 
 DAY_MS = 86_400_000
+LEARNER_HISTORY_MOST = 1000  # learner states a partition keeps at most (see Settings.learner_history_kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +258,14 @@ class Settings:
     def learner_history_kept(self) -> int:
         """How many past states of each partition's online learner the store keeps (one at most per sweep
         tick), so the HTTP API scores a past ``as_of`` with the online part the stream had then: the
-        ticks of the longest silence swept plus a horizon (after which that prediction's outcome is known).
+        ticks of the longest silence swept plus a horizon (after which that prediction's outcome is known),
+        at most 1,000 (~2.6 MB a partition, however short the sweep interval).
 
         >>> Settings().learner_history_kept  # 365 days of silence + a 30-day horizon, a tick a day
         396
         """
         ticks = (self.sweep_max_silence_days + self.horizon_days) / max(self.sweep_interval_days, 1e-9)
-        return math.ceil(ticks) + 1
+        return min(math.ceil(ticks) + 1, LEARNER_HISTORY_MOST)
 
     @property
     def sweep_milestones_ms(self) -> tuple[int, ...]:

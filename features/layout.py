@@ -25,6 +25,7 @@ LAYOUT_VERSION = 3
 # Fields of a partition's meta hash.
 CLAIM = "claim"  # the worker holding the partition, and its assignment
 TIME = "time"  # the scorer's latest event time of the partition
+TIME_BY = "time_by"  # the fingerprint of the event that brought the partition to its time ("": not known)
 SWEEP = "sweep"  # the last sweep tick recorded for the partition
 LATEST = "latest"  # the latest event time the store applied in the partition (see watermark())
 LEARNER_ONLINE, LEARNER_BLENDER, LEARNER_LOG = "learner:online", "learner:blender", "learner:log"

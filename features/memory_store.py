@@ -74,7 +74,7 @@ class MemoryFeatureStore(FeatureStore):
                 history = self._history.setdefault(p, {})
                 if not history and not record.complete:
                     meta[layout.LEARNER_HISTORY_FROM] = str(record.at)
-                history[record.at] = LearnerRecord(record.at, record.event_id, record.state)
+                history[record.at] = LearnerRecord(record.at, record.reached_by, record.state)
                 if len(history) > record.keep:
                     for at in sorted(history)[: len(history) - record.keep]:
                         del history[at]

@@ -264,6 +264,11 @@ class FeatureStore(ABC):
         """The event time last recorded with :meth:`Transaction.set_partition_time`."""
         return _int(self._field(partition, layout.TIME))
 
+    def partition_reached_by(self, partition: int) -> str | None:
+        """The fingerprint of the event that brought ``partition`` to its time (see
+        :meth:`Transaction.set_partition_time`; None: not known)."""
+        return self._field(partition, layout.TIME_BY) or None
+
     def sweep_tick(self, partition: int) -> int | None:
         """The sweep tick last recorded with :meth:`Transaction.set_sweep_tick`."""
         return _int(self._field(partition, layout.SWEEP))

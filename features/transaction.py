@@ -37,24 +37,25 @@ class UpdateResult:
 @dataclass(frozen=True, slots=True)
 class LearnerRecord:
     """A learner's serving state (``Learner.serving_bytes``) from its partition's event time ``at`` on: it
-    learned at a sweep tick once ``event_id`` (None: not known) brought the partition there, after that
-    event was scored. Its partition's history keeps the latest ``keep`` records. ``complete``: the learner
-    had learned nothing before, so before the history's first record the learner knew nothing (else the
-    history is known from its first record on)."""
+    learned at a sweep tick once the event of fingerprint ``reached_by`` (:func:`churnstream.ids.
+    event_fingerprint`; None: not known) brought the partition there, after that event was scored. Its
+    partition's history keeps the latest ``keep`` records. ``complete``: the learner had learned nothing
+    before, so before the history's first record the learner knew nothing (else the history is known from
+    its first record on)."""
 
     at: int
-    event_id: str | None
+    reached_by: str | None
     state: bytes
     keep: int = 1
     complete: bool = True
 
     def payload(self) -> bytes:
-        """The event id and the state as one value (what a store keeps beside the time)."""
-        return orjson.dumps(self.event_id) + b"\n" + self.state
+        """The fingerprint and the state as one value (what a store keeps beside the time)."""
+        return orjson.dumps(self.reached_by) + b"\n" + self.state
 
     @classmethod
     def of_payload(cls, at: int, payload: bytes) -> LearnerRecord:
-        event, _, state = payload.partition(b"\n")  # JSON escapes a newline in the id
+        event, _, state = payload.partition(b"\n")  # JSON escapes a newline
         return cls(at, orjson.loads(event), state)
 
 
@@ -150,9 +151,12 @@ class Transaction:
         """Write ``partition`` only while ``claim`` holds it (see :meth:`FeatureStore.write_claims`)."""
         self._write(partition).expect[layout.CLAIM] = claim
 
-    def set_partition_time(self, partition: int, t: int) -> None:
-        """Record the caller's latest event time of ``partition``."""
-        self._write(partition).meta[layout.TIME] = str(t)
+    def set_partition_time(self, partition: int, t: int, reached_by: str | None = None) -> None:
+        """Record the caller's latest event time of ``partition``, and the fingerprint of the event that
+        brought it there (:func:`churnstream.ids.event_fingerprint`; None: not known)."""
+        meta = self._write(partition).meta
+        meta[layout.TIME] = str(t)
+        meta[layout.TIME_BY] = reached_by or ""
 
     def set_sweep_tick(self, partition: int, t: int) -> None:
         """Record the last sweep tick done in ``partition``."""
@@ -177,7 +181,7 @@ class Transaction:
 
     def record_learner(self, partition: int, record: LearnerRecord) -> None:
         """Add ``record`` to ``partition``'s learner history (replacing one at the same time): what
-        :meth:`FeatureStore.learners_as_of` reads."""
+        :meth:`FeatureStore.learner_history` reads."""
         self._write(partition).history.append(record)
 
     def log_learned(self, partition: int, log: bytes) -> None:

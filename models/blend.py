@@ -173,7 +173,7 @@ class Blender:
     def fixed(cls, weight: float, version: str | None) -> Blender:
         """A blender that blends with ``weight`` chosen on pairs of batch model ``version`` and observes
         nothing more: a past learner's blend (:meth:`churnstream.models.learner.Learner.serving_only`)."""
-        blender = cls()
+        blender = cls(window=1)  # it keeps no pairs
         blender._w, blender.version = float(weight), version
         return blender
 

@@ -44,6 +44,7 @@ from churnstream.features.labels import (
 )
 from churnstream.features.state import event_ids_at
 from churnstream.features.store import FeatureStore
+from churnstream.ids import event_fingerprint
 from churnstream.messages import Prediction
 from churnstream.models.learner import Learner
 from churnstream.models.serving import ModelSet, load_models, restore_learner
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-PAST_LEARNERS_KEPT = 64  # past learners a service keeps decoded (each ~20 KB)
+PAST_LEARNERS_KEPT = 64  # past learners a service keeps decoded (each a few KB)
 
 # a queued request: its lookups, the learner of each (None: its partition's current one), whether to
 # explain, and the future its answers go to
@@ -293,7 +294,7 @@ class CustomerService:
                 out.append(None)
                 continue
             # the record learned right after this very event was scored: the one before it served it
-            after_it = bool(h.records) and h.records[0].at == f.as_of and h.records[0].event_id == sole
+            after_it = bool(h.records) and h.records[0].at == f.as_of and h.records[0].reached_by == sole
             known, state = h.served(before_latest=sole is not None and after_it)
             if known:
                 out.append(self._past_learner(state))
@@ -432,9 +433,9 @@ class CustomerService:
 
 def where_scored(found: Lookup, settings: Settings) -> tuple[int, str | None]:
     """Where in its partition's learner history the stream scored ``found``'s customer as of its time:
-    the records before the bound returned served it, and the customer's one event at that time (None: none,
-    or several), after which the record of the same time was learned (the event that reached a sweep
-    tick is scored before the tick's learning, every later event after it).
+    the records before the bound returned served it, and the fingerprint of the customer's one event at
+    that time (None: none, or several), after which the record of the same time was learned (the event that
+    reached a sweep tick is scored before the tick's learning, every later event after it).
 
     A time holding an event of the customer is that event's prediction: scored by what was learned up to
     then. A sweep tick without one is the sweep's: scored once the partition's time reached the tick plus
@@ -445,7 +446,7 @@ def where_scored(found: Lookup, settings: Settings) -> tuple[int, str | None]:
     at = found.as_of
     ids = event_ids_at(found.state, at)
     if ids:
-        return at + 1, ids[0] if len(ids) == 1 else None
+        return at + 1, event_fingerprint(ids[0]) if len(ids) == 1 else None
     if at % int(settings.sweep_interval_days * DAY_MS) == 0:
         return at + settings.lateness_ms, None
     return at + 1, None

@@ -44,6 +44,7 @@ from churnstream.events import Event, LabelEvent
 from churnstream.features.labels import Resolved
 from churnstream.features.redis_store import RedisFeatureStore, redis_client
 from churnstream.features.store import FeatureStore, Transaction
+from churnstream.ids import event_fingerprint
 from churnstream.messages import DeadLetter
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.settings import Settings
@@ -83,7 +84,8 @@ class ChurnScorer:
         self.horizon = settings.horizon_ms
         self.lateness = settings.lateness_ms
         self.partition_time: dict[int, int] = {}
-        self.reached_by: dict[int, str] = {}  # partition -> the event that brought it to its time, if known
+        # partition -> the fingerprint of the event that brought it to its time, if known
+        self.reached_by: dict[int, str] = {}
         # read at each scrape: a promotion the workers refused is a page, not a line inside /health
         self.metrics.model_not_served.set_function(lambda: 1.0 if self.models.not_served() else 0.0)
         # partition -> the earliest due time of a pending prediction there (absent: ask the store)
@@ -110,7 +112,7 @@ class ChurnScorer:
             wm = self.store.partition_time(p)
             if wm is not None and wm > self.partition_time.get(p, -(2**62)):  # another worker's time
                 self.partition_time[p] = wm
-                self.reached_by.pop(p, None)
+                self._reached_by_stored(p)
         self.sweeper.assign(partitions)
         for p in partitions:
             self.models.learner(p)  # restored now, not while the first events wait
@@ -133,12 +135,20 @@ class ChurnScorer:
         differ from the first pass."""
         for p in self.assigned:
             stored = self.store.partition_time(p)
-            if stored != self.partition_time.get(p):  # which event brought it there: not known
-                self.reached_by.pop(p, None)
             if stored is None:
                 self.partition_time.pop(p, None)
             else:
                 self.partition_time[p] = stored
+            self._reached_by_stored(p)
+
+    def _reached_by_stored(self, p: int) -> None:
+        """Which event brought partition ``p`` to its time, as Redis holds it (a tick left half swept
+        learns with it, so the learner history says it)."""
+        by = self.store.partition_reached_by(p)
+        if by is None:
+            self.reached_by.pop(p, None)
+        else:
+            self.reached_by[p] = by
 
     def before_batch(self) -> None:
         self._check_model()
@@ -234,7 +244,7 @@ class ChurnScorer:
                     if event.timestamp - before > self.horizon and p in self.partition_time:
                         self._jumped(event, where, before)
                     self.partition_time[p] = event.timestamp
-                    self.reached_by[p] = event.event_id
+                    self.reached_by[p] = event_fingerprint(event.event_id)
         letters = [
             d
             for d in batch.dead_letters
@@ -273,7 +283,7 @@ class ChurnScorer:
             )
         for p in self.assigned:
             if p in self.partition_time:
-                tx.set_partition_time(p, self.partition_time[p])
+                tx.set_partition_time(p, self.partition_time[p], self.reached_by.get(p))
         scoring = applied.scoring
         finished: list[int] = []
         if sweep and self.sweeper.ready(tx):

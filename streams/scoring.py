@@ -441,13 +441,14 @@ class BatchScoring:
         tx: Transaction,
         partition: int,
         at: int,
-        event_id: str | None,
+        reached_by: str | None,
         learner: Learner,
         *,
         complete: bool,
     ) -> None:
-        """Add what ``learner`` serves from event time ``at`` on (after ``event_id``, the event that
-        brought the partition there) to its partition's history, unless it is what this worker recorded
+        """Add what ``learner`` serves from event time ``at`` on (after the event of fingerprint
+        ``reached_by`` that brought the partition there) to its partition's history, unless it is what this
+        worker recorded
         last there (most ticks teach fewer labels than a learning step takes: the parameters stay).
         ``complete``: it had learned nothing before, so the history starts with it."""
         state = learner.serving_bytes()
@@ -455,7 +456,7 @@ class BatchScoring:
             return
         self.recorded[partition] = state
         keep = self.settings.learner_history_kept
-        tx.record_learner(partition, LearnerRecord(at, event_id, state, keep=keep, complete=complete))
+        tx.record_learner(partition, LearnerRecord(at, reached_by, state, keep=keep, complete=complete))
 
     def erase_rows(self, tx: Transaction, times: Mapping[int, int] | None = None) -> None:
         """Where ``churnstream forget`` removed customers since a partition's learner checkpoint was
@@ -481,8 +482,8 @@ class BatchScoring:
             tx.save_learner(p, *learner.snapshot_bytes())
             tx.set_learner_erased(p, count)
             self.erased[p] = count
-            if times and p in times:  # it serves so from the partition's time on
-                self._record(tx, p, times[p], None, learner, complete=untaught)
+            if times and p in times:  # it serves so after the predictions of the partition's time
+                self._record(tx, p, times[p] + 1, None, learner, complete=untaught)
 
     def alerts(
         self,

@@ -186,8 +186,8 @@ def test_a_score_as_of_any_prediction_s_time_gives_the_stream_s_probabilities(st
     by_customer: dict[str, list[dict[str, Any]]] = {}
     for p in stream.predictions:
         by_customer.setdefault(p["customer_id"], []).append(p)
-    # a customer's predictions in one time, not yet folded out of its history, that were not late (a
-    # late event is scored by the learner of the time it arrived, after its own)
+    # each customer's latest predictions (not yet folded out of its history); the world is produced in
+    # event-time order, so no event is late (a late one is scored by the learner of the time it arrived)
     sample = [p for cid in sorted(by_customer)[:60] for p in by_customer[cid][-8:]]
     online = [p for p in sample if p["online_probability"] is not None]
     assert len(online) >= 100, "the online model should serve most of these predictions"

@@ -179,6 +179,7 @@ def run_through_faults(
     accounting = account_for_events(settings, events)
     state = compare_state(settings, events)
     monitored = _monitored_once(settings)
+    rescored = _rescored_as_streamed(settings)
     retries = log_path.read_text(errors="replace").count("batch failed, rewinding")
     print(
         f"\nfault table | {name} | faults {len(at)}, worker had committed {positions} of {first} published | "
@@ -189,9 +190,12 @@ def run_through_faults(
         f"{accounting.sweeps} sweeps, {accounting.alerts} alerts) | "
         f"mismatches {len(state.mismatches)} of {state.customers} customers, online model learned "
         f"{state.learned} of {state.labels} labels | worker retries {retries} | monitor rows "
-        f"{monitored[0]} delivered, {monitored[1]} kept, {monitored[2]} predictions"
+        f"{monitored[0]} delivered, {monitored[1]} kept, {monitored[2]} predictions | API re-scored "
+        f"{rescored[0]} as the stream scored them, {len(rescored[1])} not"
     )
     problems = accounting.problems() + state.problems()
+    if rescored[1] and not replayed_long:  # a replay far behind may have learned otherwise (see LEARNED)
+        problems.append(f"the API re-scored {len(rescored[1])} predictions otherwise, e.g. {rescored[1][:3]}")
     if monitored[1] != monitored[2]:  # a drift window counts each prediction once, however delivered
         problems.append(f"the drift monitor kept {monitored[1]} rows of {monitored[2]} predictions")
     if counted_once:
@@ -231,6 +235,43 @@ def run_through_faults(
     if accounting.dead_lettered:
         problems.append(f"{accounting.dead_lettered} valid events of an in-order stream were dead-lettered")
     assert not problems, "\n".join(problems)
+
+
+def _rescored_as_streamed(settings: Settings, most: int = 300) -> tuple[int, list[Any]]:
+    """The HTTP API's answers as of the times of the stream's latest predictions (up to ``most``): how many
+    gave the stream's probabilities, and those that did not. Faults rewind and restart the worker mid-tick
+    (batches of ten: a tick is swept in several chunks), and the learner history must still say which
+    learner scored what."""
+    import orjson
+
+    from churnstream.events import parse_time
+    from churnstream.streams.api import build_service
+    from churnstream.streams.api_service import AsOfError
+    from tests.integration.conftest import consume_all
+
+    latest: dict[str, dict[str, Any]] = {}
+    for m in consume_all(settings, settings.topics.churn_predictions):
+        p = orjson.loads(m.value() or b"")
+        latest[p["prediction_id"]] = p
+    names = ("batch_probability", "online_probability", "churn_probability")
+    service = build_service(settings)
+    same, other = 0, []
+    try:
+        for p in sorted(latest.values(), key=lambda p: p["prediction_id"])[:most]:
+            try:
+                got = service.score(p["customer_id"], parse_time(p["as_of"]), reasons=False)
+            except AsOfError:  # folded out of the customer's history
+                continue
+            answer = got.prediction.to_json()
+            if answer["features"] != p["features"]:  # several events of one millisecond
+                continue
+            if all(answer[n] == p[n] for n in names):
+                same += 1
+            else:
+                other.append((p["trigger"], p["as_of"], [(p[n], answer[n]) for n in names]))
+    finally:
+        service.store.close()
+    return same, other
 
 
 def _monitored_once(settings: Settings) -> tuple[int, int, int]:

@@ -598,6 +598,7 @@ def test_a_current_model_the_api_cannot_load_is_on_ready_and_metrics_while_the_e
 def test_a_time_is_answered_with_the_learner_the_stream_scored_it_with() -> None:
     """Which records of the learner history served the stream's prediction of a customer at a time."""
     from churnstream.features.state import new_state
+    from churnstream.ids import event_fingerprint
     from churnstream.streams.api_service import where_scored
     from churnstream.streams.feature_lookup import Lookup
 
@@ -609,7 +610,7 @@ def test_a_time_is_answered_with_the_learner_the_stream_scored_it_with() -> None
     def at(t: int) -> tuple[int, str | None]:
         return where_scored(Lookup("c", 0, t, {}, state), settings)
 
-    assert at(tick) == (tick + 1, "o1")  # an event's: what was learned up to its time, maybe after it
+    assert at(tick) == (tick + 1, event_fingerprint("o1"))  # an event's: learned up to then, maybe after it
     assert at(tick + 5) == (tick + 6, None)  # two events in one millisecond: the later one's
     assert at(tick + DAY_MS) == (tick + 8 * DAY_MS, None)  # a sweep's, once the tick's lateness passed
     assert at(tick + 7) == (tick + 8, None)  # no prediction: the learner as of then
