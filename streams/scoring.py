@@ -447,10 +447,9 @@ class BatchScoring:
         complete: bool,
     ) -> None:
         """Add what ``learner`` serves from event time ``at`` on (after the event of fingerprint
-        ``reached_by`` that brought the partition there) to its partition's history, unless it is what this
-        worker recorded
-        last there (most ticks teach fewer labels than a learning step takes: the parameters stay).
-        ``complete``: it had learned nothing before, so the history starts with it."""
+        ``reached_by`` that brought the partition there) to its partition's history, unless it is what
+        this worker recorded last there (most ticks teach fewer labels than a learning step takes: the
+        parameters stay). ``complete``: it had learned nothing before, so the history starts with it."""
         state = learner.serving_bytes()
         if self.recorded.get(partition) == state:
             return
