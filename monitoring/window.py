@@ -196,7 +196,10 @@ class DriftWindow:
         if n <= skip_rows:
             return closed
         columns = _prediction_arrays(batch, skip_rows)
-        fresh = self._seen_rows.fresh((batch.predictions.get("prediction_id") or [None] * n)[skip_rows:])
+        ids = _row_ids(batch.predictions, n)
+        if skip_rows:  # reported before a restart: still rows a scorer may deliver again
+            self._seen_rows.fresh(ids[:skip_rows])
+        fresh = self._seen_rows.fresh(ids[skip_rows:])
         delivered = n - skip_rows
         if not fresh.all():  # rows delivered again: each is counted with the window of the row before it
             self.repeated += int(delivered - fresh.sum())
@@ -262,11 +265,23 @@ class DriftWindow:
         )
 
 
+def _row_ids(predictions: Mapping[str, Sequence[Any]], n: int) -> list[Any]:
+    """Each row's identity: its prediction id with its customer (two customers' events may share an
+    event id, and then a prediction id); None for records written before ids were."""
+    ids = predictions.get("prediction_id")
+    if not ids:
+        return [None] * n
+    customers = predictions.get("customer_id") or [None] * n
+    return [None if pid is None else (pid, cid) for pid, cid in zip(ids, customers, strict=True)]
+
+
 class _Seen:
-    """The latest ``kept`` ids (prediction ids, or the labelled predictions' ids), to leave out rows
-    delivered again: a scorer that stops after its unit's outputs reached Kafka and before its state did
-    answers that unit again, with the same ids (predictions are deterministic), and a window counting
-    both would hold those customers twice. Hashes, not the ids: a set of 200,000 ints takes ~15 MB."""
+    """The latest ``kept`` ids (rows' :func:`_row_ids`, or the labelled predictions' ids), to leave out
+    rows delivered again: a scorer that stops after its unit's outputs reached Kafka and before its state
+    did answers that unit again, with the same ids (predictions are deterministic), and a window counting
+    both would hold those customers twice. Hashes, not the ids: 200,000 take ~17 MB. Kept in memory
+    only: a monitor restarted between a unit and its repeat (both uncommitted) counts the repeat; rows
+    of a record it re-reads are remembered, those of records committed before it are not."""
 
     def __init__(self, kept: int) -> None:
         self._order: deque[int] = deque()

@@ -316,6 +316,11 @@ class MonitorMetrics:
             "Predictions delivered again by a scorer that answered a unit twice (left out of the windows)",
             h.get("rows_repeated", 0),
         )
+        yield counter(
+            "labels_repeated",
+            "Labels delivered again by a scorer that answered a unit twice (left out of the windows)",
+            h.get("labels_repeated", 0),
+        )
         windows = CounterMetricFamily(
             "churn_monitor_windows", "Drift windows reported, by verdict", labels=["verdict"]
         )
@@ -375,6 +380,7 @@ _SAMPLE_HEALTH: dict[str, Any] = {  # doctest data: a /health body
     "rows_pending": 100,
     "rows_straggled": 0,
     "rows_repeated": 0,
+    "labels_repeated": 0,
     "reports_rendered": 2,
     "report_errors": 0,
     "dead_letters": 0,

@@ -20,6 +20,7 @@ MAX_BATCH_ROWS = 200_000
 MAX_FEATURES = 1000
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
 _RESERVED = {
+    "prediction_id",
     "as_of",
     "customer_id",
     "trigger",

@@ -890,6 +890,7 @@ HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests rea
     "rows_pending",
     "rows_straggled",
     "rows_repeated",
+    "labels_repeated",
     "windows_done",
     "windows_reported",
     "windows_skipped",
@@ -978,4 +979,5 @@ def test_ready_once_running_and_both_pages_say_how_far_behind(
     assert samples[("churn_monitor_rows_pending", ())] == health["rows_pending"]
     assert samples[("churn_monitor_rows_straggled_total", ())] == health["rows_straggled"] == 0
     assert samples[("churn_monitor_rows_repeated_total", ())] == health["rows_repeated"] == 0
+    assert samples[("churn_monitor_labels_repeated_total", ())] == health["labels_repeated"] == 0
     assert not any(name.startswith("churnstream_") for name, _ in samples)

@@ -188,6 +188,7 @@ def test_rows_and_labels_a_restarted_scorer_delivers_again_are_counted_once() ->
 
     def with_ids(b: MonitoringBatch, ids: list[str], labelled: list[str] | None = None) -> MonitoringBatch:
         b.predictions["prediction_id"] = ids
+        b.predictions["customer_id"] = [f"c{pid[1:]}" for pid in ids]  # one customer a prediction
         if labelled is not None:
             b.outcomes["prediction_id"] = labelled
         return b
@@ -213,3 +214,36 @@ def test_rows_and_labels_a_restarted_scorer_delivers_again_are_counted_once() ->
     # records of a scorer before ids: kept as ever
     window.add(batch(list(range(1100, 1110))))
     assert window.rows == 110 and window.repeated == 202
+
+
+def test_a_restarted_monitor_remembers_the_rows_it_skips_and_names_a_window_by_its_first_fresh_row() -> None:
+    import dataclasses
+
+    def record(name: str, ids: list[int], times: list[int]) -> MonitoringBatch:
+        b = dataclasses.replace(batch(times), batch_id=name)
+        b.predictions["prediction_id"] = [f"p{i}" for i in ids]
+        b.predictions["customer_id"] = [f"c{i}" for i in ids]
+        return b
+
+    first = record("h", list(range(10)), list(range(10)))
+    again = record("j", list(range(10)) + [10, 11], list(range(12)))  # the unit again, then two new
+    uninterrupted = DriftWindow(max_rows=6)
+    closed = uninterrupted.add(first) + uninterrupted.add(again)
+    # a monitor restarted after window 1 was reported re-reads h from its seventh row
+    restarted = DriftWindow(max_rows=6, first_seq=2)
+    closed_again = restarted.add(first, skip_rows=6) + restarted.add(again)
+    assert [list(c.predictions["as_of"]) for c in closed] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
+    assert [list(c.predictions["as_of"]) for c in closed_again] == [[6, 7, 8, 9, 10, 11]]
+    assert closed_again[0].first_row == closed[1].first_row == "h:6"
+    # a window whose first row comes after repeats is named by that row's place in its record
+    window = DriftWindow(max_rows=100)
+    window.add(record("a", [1, 2], [1, 2]))
+    window.flush()
+    window.add(record("b", [1, 2, 3], [1, 2, 3]))
+    assert window.flush().first_row == "b:2"  # type: ignore[union-attr]
+    # the same prediction id of two customers (their events shared an id) is two predictions
+    both = DriftWindow(max_rows=100)
+    b = record("x", [1, 1], [1, 2])
+    b.predictions["customer_id"] = ["c1", "c2"]
+    both.add(b)
+    assert both.rows == 2 and both.repeated == 0
