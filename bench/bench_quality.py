@@ -327,7 +327,7 @@ def online_and_blend(
             S + 1,
             lateness_ms=settings.lateness_ms,
             milestones_ms=settings.sweep_milestones_ms,
-            tick_ms=int(settings.sweep_interval_days * DAY_MS),
+            tick_ms=settings.sweep_interval_ms,
         )
     )
     parts = settings.topic_partitions
@@ -873,7 +873,7 @@ def alert_tables(
             end,
             lateness_ms=settings.lateness_ms,
             milestones_ms=settings.sweep_milestones_ms,
-            tick_ms=int(settings.sweep_interval_days * DAY_MS),
+            tick_ms=settings.sweep_interval_ms,
         )
     )
     p = model.predict_proba(model.vectorize(rows))

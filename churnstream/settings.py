@@ -343,6 +343,11 @@ class Settings:
         return int(self.allowed_lateness_days * DAY_MS)
 
     @property
+    def sweep_interval_ms(self) -> int:
+        """The sweep ticks' spacing of event time: a tick is every multiple of it since the epoch."""
+        return int(self.sweep_interval_days * DAY_MS)
+
+    @property
     def redacted_redis_url(self) -> str:
         return env_vars.redact_url(self.redis_url)
 

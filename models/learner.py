@@ -259,7 +259,7 @@ class Learner:
         [None]
         """
         if data is None:
-            return cls(online=OnlineModel(), blender=Blender())
+            return cls.restore(None, None, None)
         try:
             state = orjson.loads(data)
             if state.get("format") != 1:

@@ -380,7 +380,7 @@ def _reference(
             events[-1].timestamp + 1,
             lateness_ms=settings.lateness_ms,
             milestones_ms=settings.sweep_milestones_ms,
-            tick_ms=int(settings.sweep_interval_days * 86_400_000),
+            tick_ms=settings.sweep_interval_ms,
         )
     )
     held_out = pd.DataFrame(rows, columns=names)

@@ -214,6 +214,16 @@ class DriftMonitor:
         """Predictions of records of a model version the window had just left (see monitoring.window)."""
         return self.window.straggled
 
+    @property
+    def rows_repeated(self) -> int:
+        """Predictions a scorer delivered again, left out of the windows (see monitoring.window)."""
+        return self.window.repeated
+
+    @property
+    def labels_repeated(self) -> int:
+        """Labels a scorer delivered again, left out of the windows."""
+        return self.window.repeated_labels
+
     def reference_rows(self, model_version: str) -> int | None:
         prepared = self._prepared.get(model_version)
         return prepared.rows if prepared is not None else None

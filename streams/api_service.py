@@ -49,7 +49,7 @@ from churnstream.messages import Prediction
 from churnstream.models.learner import Learner
 from churnstream.models.serving import ModelSet, load_models, restore_learner
 from churnstream.models.value import value_at_risk
-from churnstream.settings import DAY_MS, Settings
+from churnstream.settings import Settings
 from churnstream.streams.feature_lookup import Lookup, NotServable, UnknownCustomer, find
 
 if TYPE_CHECKING:
@@ -371,7 +371,9 @@ class CustomerService:
             which = [i for i, want in enumerate(explain) if want]
             explained: list[Explained | None] = [None] * len(found)
             if which:
-                got = self._explain(models, X[which], [rows[i] for i in which], [chosen[i] for i in which])
+                got = self._explain(
+                    models, X[which], [rows[i] for i in which], [keys[i] for i in which], learners
+                )
                 for i, e in zip(which, got, strict=True):
                     explained[i] = e
             version = models.version
@@ -415,14 +417,15 @@ class CustomerService:
 
     @staticmethod
     def _explain(
-        models: ModelSet, X: Any, rows: list[Any], learners: list[Learner]
+        models: ModelSet, X: Any, rows: list[Any], keys: list[int], learners: Mapping[int, Learner]
     ) -> list[Explained | None]:
+        """Each row's reasons, by the learner its key names (one pass per learner)."""
         from churnstream.models.explain import explain
         from churnstream.models.serving import by_partition
 
         found: list[Explained | None] = [None] * len(rows)
-        for idx in by_partition(_keys(learners)).values():
-            learner = learners[idx[0]]
+        for key, idx in by_partition(keys).items():
+            learner = learners[key]
             got = explain(
                 models.loaded.model, learner.online, learner.blender, X[idx], [rows[i] for i in idx], top_k=3
             )
@@ -447,7 +450,7 @@ def where_scored(found: Lookup, settings: Settings) -> tuple[int, str | None]:
     ids = event_ids_at(found.state, at)
     if ids:
         return at + 1, event_fingerprint(ids[0]) if len(ids) == 1 else None
-    if at % int(settings.sweep_interval_days * DAY_MS) == 0:
+    if at % settings.sweep_interval_ms == 0:
         return at + settings.lateness_ms, None
     return at + 1, None
 

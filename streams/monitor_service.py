@@ -269,8 +269,8 @@ class MonitorService:
             "rows_seen": self.monitor.rows_seen,
             "rows_pending": self.monitor.rows_pending,
             "rows_straggled": self.monitor.rows_straggled,
-            "rows_repeated": self.monitor.window.repeated,
-            "labels_repeated": self.monitor.window.repeated_labels,
+            "rows_repeated": self.monitor.rows_repeated,
+            "labels_repeated": self.monitor.labels_repeated,
             "windows_done": self.monitor.windows_closed,
             "windows_reported": publisher.windows_reported,
             "windows_skipped": 0,  # never: windows that close while reports are drawn share a report

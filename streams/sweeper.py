@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from churnstream.features.definitions import features_as_of
 from churnstream.features.store import FeatureStore, Transaction
 from churnstream.features.sweep import crossed_milestone, plan_sweep, silence_windows, sweep_tick
-from churnstream.settings import DAY_MS, Settings
+from churnstream.settings import Settings
 from churnstream.streams.scoring import ScoringRows
 
 
@@ -43,7 +43,7 @@ class Sweeper:
         self.times = times
         self.chunk_size = settings.batch_size
         self.lateness = settings.lateness_ms
-        self.interval = int(settings.sweep_interval_days * DAY_MS)
+        self.interval = settings.sweep_interval_ms
         self.milestones = settings.sweep_milestones_ms
         self.last_sweep: dict[int, int] = {}
         # (customer, partition, tick, the tick's silence windows of the customer's partition group)
