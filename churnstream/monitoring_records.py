@@ -151,7 +151,10 @@ class DriftReport:
         "evidently_report": OutputField(
             "object",
             "How the Evidently HTML was drawn: drawn (full, light: a page of the verdicts when the renderer "
-            "fell behind, none), rows, and for a full one rendered_rows and sampled; error when it failed.",
+            "fell behind, none), rows, and for a full one rendered_rows and sampled; error when it failed. "
+            "A window published light may be drawn in full once the monitor caught up, behind the same url: "
+            "its saved message (the monitor's /reports/<id>.json) then says drawn full, drawn_later true and "
+            "drawn_later_at.",
             required=False,
         ),
         "verdict_by": OutputField("string", "What computed the drift verdict.", required=False),

@@ -107,6 +107,8 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
             drawn = f"shared by {evidently.get('windows')} windows ({evidently.get('window')} of them)"
         elif evidently.get("drawn") == "light":
             drawn = "light page (full report not drawn)"
+        elif evidently.get("drawn_later"):
+            drawn = "full report (drawn once the monitor caught up; light when published)"
         else:
             drawn = "full report"
         if r.get("evidently_run"):  # in full: the ids of a project's runs share their first characters
@@ -154,7 +156,8 @@ def render_report_list(reports: list[dict[str, Any]], health: dict[str, Any], *,
         f"{health['reports_rendered']} Evidently reports drawn, "
         f"{sum(1 for r in reports if (r.get('evidently_report') or {}).get('drawn') == 'light')} of the "
         "windows listed have a light page of their own (they closed faster than reports are drawn; drifted "
-        f"windows are drawn first; none is skipped), {health['reports_pending']} windows waiting for their "
+        f"windows are drawn first; none is skipped; {health.get('windows_drawn_later', 0)} light windows "
+        f"drawn in full since the monitor caught up), {health['reports_pending']} windows waiting for their "
         f"report, last report at {health['last_report_at'] or '-'} (wall clock)"
     )
     b = html.escape(base)

@@ -5,7 +5,9 @@ order.
 :class:`ReportPublisher` owns the queue of closed windows
 (:class:`~churnstream.monitoring.render.RenderQueue`: when windows close faster than full reports are drawn,
 the others get a light page and run of their own, drifted windows drawn in full first; none is dropped or
-shared), the messages published so far (the monitor's pages list them) and the report counters. Each
+shared; once none waits, the latest light windows are drawn in full after all, replacing their light page
+and run, and their saved message says so), the messages published so far (the monitor's pages list them)
+and the report counters. Each
 message names the window's run in the Evidently UI (``evidently_run``). It publishes through an injected
 ``publish_report`` and tells ``settled`` which windows are reported, so the caller can let their records
 be committed. An injected ``evidence`` (the loop's watch, #24) is asked for the window's champion-vs-shadow
@@ -91,17 +93,13 @@ class ReportPublisher:
         self._settled = settled
         self._evidence = evidence
         self._wakeup: asyncio.Event | None = None
-        counters = counters or {}
         self.reports: list[dict[str, Any]] = monitor.store.load_messages()
         self._by_id = {r["report_id"]: r for r in self.reports}
         self.render_seconds: deque[float] = deque(maxlen=1000)
-        self.windows_reported = int(counters.get("windows_reported", 0))
-        self.reports_rendered = int(counters.get("reports_rendered", 0))
-        self.windows_merged = int(counters.get("windows_merged", 0))  # by monitors before one run per window
-        self.windows_light = int(counters.get("windows_light", 0))
-        self.report_errors = int(counters.get("report_errors", 0))
+        self.restore_counters(counters or {})
         self.last_report_at: int | None = None
         self.rendering: RenderJob | None = None
+        self.drawing_later: RenderJob | None = None
         self.warmed_up = False
 
     @property
@@ -119,6 +117,10 @@ class ReportPublisher:
         """Closed windows waiting for their report, the one being drawn included."""
         return self.queue.windows + (len(self.rendering.windows) if self.rendering else 0)
 
+    def awaiting_full_report(self) -> int:
+        """Light windows whose full report is still to be drawn (kept in memory), the one drawn included."""
+        return self.queue.kept + (self.drawing_later is not None)
+
     def counters(self) -> dict[str, int]:
         """The counters a restart keeps (saved with the monitor's state)."""
         return {
@@ -126,8 +128,18 @@ class ReportPublisher:
             "reports_rendered": self.reports_rendered,
             "windows_merged": self.windows_merged,
             "windows_light": self.windows_light,
+            "windows_drawn_later": self.windows_drawn_later,
             "report_errors": self.report_errors,
         }
+
+    def restore_counters(self, counters: Mapping[str, int]) -> None:
+        """Take up the :meth:`counters` saved before a restart."""
+        self.windows_reported = int(counters.get("windows_reported", 0))
+        self.reports_rendered = int(counters.get("reports_rendered", 0))
+        self.windows_merged = int(counters.get("windows_merged", 0))  # by monitors before one run per window
+        self.windows_light = int(counters.get("windows_light", 0))  # drawn light when published
+        self.windows_drawn_later = int(counters.get("windows_drawn_later", 0))  # ... of them in full since
+        self.report_errors = int(counters.get("report_errors", 0))
 
     async def run(self) -> None:
         """Draw queued reports one job at a time in the report worker and publish their windows, forever."""
@@ -136,6 +148,10 @@ class ReportPublisher:
         while True:
             job = self.queue.take()
             if job is None:
+                later = self.queue.take_later()
+                if later is not None:  # caught up: a light window's full report, after all
+                    await self.draw_later(later)
+                    continue
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
@@ -213,6 +229,42 @@ class ReportPublisher:
             self.reports_rendered += 1
         return rendered
 
+    async def draw_later(self, job: RenderJob) -> None:
+        """Draw the full report of a window published light: it replaces the window's page and run, and
+        its saved message says so (``evidently_report.drawn`` ``full``, ``drawn_later`` true, the new
+        ``evidently_run``); the message on drift_reports stays as it was, its link now showing the full
+        report. A window that fails to draw keeps its light page (the error is logged and counted)."""
+        started = now_ms()
+        self.drawing_later = job
+        try:
+            rendered = await self.render(job)
+        finally:
+            self.drawing_later = None
+        message = self.message_for(job.job_id)
+        if rendered.error or rendered.drawn != "full":
+            log.warning("drift report %s stays light: %s", job.job_id, rendered.error or "not drawn")
+            if message is not None and rendered.error:  # its page says why now; so does its message
+                message["evidently_report"] = {
+                    **(message.get("evidently_report") or {}),
+                    "error": rendered.error,
+                }
+                self._save_message(job.job_id, message)
+            return
+        self.windows_drawn_later += 1
+        if message is None:  # its saved message is gone (the report directory was emptied): only the page
+            return
+        message["evidently_report"] = {
+            **(message.get("evidently_report") or {}),
+            "drawn": "full",
+            "rendered_rows": job.rendered_rows,
+            "sampled": job.sampled,
+            "drawn_later": True,
+            "drawn_later_at": format_time(started),
+        }
+        message["evidently_run"] = rendered.run_id
+        self._save_message(job.job_id, message)
+        log.info("drift report %s: full Evidently report drawn later, replacing its light page", job.job_id)
+
     def _error_page(self, job: RenderJob, error: str) -> Rendered:
         """The window's own page, saying why its report is missing (no run: Evidently is in the worker);
         when not even that page can be written (a full disk), the window is published without a page
@@ -249,10 +301,7 @@ class ReportPublisher:
             report.extra["evidence"] = job.message["evidence"]
         await self._publish_report(report)
         message = report.to_json()
-        try:  # for the pages after a restart; the message itself is on drift_reports already
-            self.monitor.store.save_message(report.report_id, message)
-        except OSError as exc:
-            log.error("drift report %s: %s", report.report_id, unwritable(self.monitor.store.root, exc))
+        self._save_message(report.report_id, message)  # the message itself is on drift_reports already
         self.windows_reported += 1
         if rendered.drawn == "light":
             self.windows_light += 1
@@ -278,6 +327,13 @@ class ReportPublisher:
                 self._by_id.pop(old["report_id"], None)
             del self.reports[:-KEPT_MESSAGES]
         self._settled([pending.window.seq])
+
+    def _save_message(self, report_id: str, message: dict[str, Any]) -> None:
+        """Save a window's message for the pages after a restart; a refusing directory is logged."""
+        try:
+            self.monitor.store.save_message(report_id, message)
+        except OSError as exc:
+            log.error("drift report %s: %s", report_id, unwritable(self.monitor.store.root, exc))
 
     def message_for(self, report_id: str) -> dict[str, Any] | None:
         """A window's published message: kept in memory, or saved in the report directory (None: unknown)."""

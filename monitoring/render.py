@@ -11,7 +11,10 @@ Evidently report; the others are *light*: the window's run in the Evidently UI (
 dashboard, milliseconds) and a page of its own with its verdict and every column's test. Drifted windows
 are drawn in full first: a drifted window that closes while the queue is full takes the place of the
 latest non-drifted window waiting. Above ``max_rows`` predictions a window's report draws an even sample.
-Every window keeps its own verdict, ``drift_reports`` message, page and run.
+Every window keeps its own verdict, ``drift_reports`` message, page and run. The columns of the latest
+``later`` light windows are kept, and once no window waits (the monitor has caught up) they are drawn in
+full after all, drifted ones first, then the newest: the full report replaces the window's light page
+and its run (:meth:`RenderQueue.take_later`), so the link a message gave shows the full report.
 
 >>> from monitoring.window import ClosedWindow
 >>> from monitoring.stattests import Verdict
@@ -59,10 +62,13 @@ from churnstream.monitoring.window import PREDICTION_COLUMN
 log = logging.getLogger(__name__)
 
 LIGHT_NOTE = (
-    "The full Evidently report of this window was not drawn: windows closed faster than reports are drawn, "
-    "and drifted windows are drawn first. This page and the window's run in the Evidently UI are its own; "
-    "its verdict comes from Evidently's tests, computed in-process."
+    "The full Evidently report of this window was not drawn yet: windows closed faster than reports are "
+    "drawn, and drifted windows are drawn first. Once the monitor has caught up it draws the latest light "
+    "windows in full (drifted ones first), and this page becomes the window's Evidently report; a "
+    "restart, or newer light windows, may leave it as it is. This page and the window's run in the "
+    "Evidently UI are its own; its verdict comes from Evidently's tests, computed in-process."
 )
+LATER_WINDOWS = 8  # light windows whose columns are kept to draw in full later (each <= max_rows rows)
 
 
 @dataclass(slots=True)
@@ -77,6 +83,9 @@ class RenderJob:
     rows: int
     sampled: bool = False
     queued_at: float = field(default_factory=time.monotonic)
+    # a light job's columns (sampled as a full job's), kept to draw it in full later; None: not kept
+    deferred: dict[str, np.ndarray] | None = None
+    later: bool = False  # drawn in full after its light page was published
 
     @property
     def job_id(self) -> str:
@@ -112,9 +121,10 @@ class RenderJob:
     def light_page(self, note: str = LIGHT_NOTE) -> str:
         return render_window_page(self.message, note=note)
 
-    def lighten(self) -> None:
-        """Draw this window light: its predictions are no longer needed (nor kept)."""
-        self.full, self.columns, self.sampled = False, {}, False
+    def lighten(self, keep: dict[str, np.ndarray] | None = None) -> None:
+        """Draw this window light; ``keep``: its columns, kept to draw it in full later (the window's own
+        predictions are dropped either way)."""
+        self.full, self.columns, self.sampled, self.deferred = False, {}, False, keep
         window = self.pending.window
         self.pending.window = dataclasses.replace(window, predictions={}, outcomes={})
 
@@ -124,18 +134,28 @@ class RenderQueue:
 
     A window that closes while ``max_jobs`` full jobs wait is drawn light, unless it drifted and a
     non-drifted window waits in full: that one is drawn light instead. A full job keeps at most
-    ``max_rows`` predictions, an even sample beyond that. ``topic_prefix`` tags the windows' runs.
+    ``max_rows`` predictions, an even sample beyond that. ``topic_prefix`` tags the windows' runs. The
+    columns of at most ``later`` light windows are kept (beyond that the oldest non-drifted window, or
+    else the oldest, is left light), to draw them in full once nothing waits (:meth:`take_later`).
     """
 
     def __init__(
-        self, *, max_jobs: int = 1, max_rows: int = 50_000, seed: int = 0, topic_prefix: str = ""
+        self,
+        *,
+        max_jobs: int = 1,
+        max_rows: int = 50_000,
+        seed: int = 0,
+        topic_prefix: str = "",
+        later: int = LATER_WINDOWS,
     ) -> None:
-        if max_jobs < 1 or max_rows < 1:
-            raise ValueError("max_jobs and max_rows must be positive")
+        if max_jobs < 1 or max_rows < 1 or later < 0:
+            raise ValueError("max_jobs and max_rows must be positive, later not negative")
         self.max_jobs = max_jobs
         self.max_rows = max_rows
         self.topic_prefix = topic_prefix
+        self.later = later
         self._jobs: deque[RenderJob] = deque()
+        self._kept: list[RenderJob] = []  # light jobs keeping their columns
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -149,6 +169,11 @@ class RenderQueue:
     def jobs(self) -> list[RenderJob]:
         """The waiting jobs, oldest first."""
         return list(self._jobs)
+
+    @property
+    def kept(self) -> int:
+        """Light windows whose columns are kept to draw them in full later."""
+        return len(self._kept)
 
     def put(self, pending: PendingReport) -> bool:
         """Queue a judged window; True when a window (this one or a waiting one) is drawn light for it."""
@@ -167,18 +192,44 @@ class RenderQueue:
             columns=pending.window.columns(),
             rows=pending.window.rows,
         )
+        if job.rendered_rows > self.max_rows:
+            job.columns, job.sampled = self._sample(job.columns, self.max_rows), True
         full = [j for j in self._jobs if j.full]
         lightened = len(full) >= self.max_jobs
         if lightened:
             instead = next((j for j in reversed(full) if not j.drifted), None) if job.drifted else None
-            (instead or job).lighten()
-        if job.full and job.rendered_rows > self.max_rows:
-            job.columns, job.sampled = self._sample(job.columns, self.max_rows), True
+            self._keep(instead or job)
         self._jobs.append(job)
         return lightened
 
     def take(self) -> RenderJob | None:
         return self._jobs.popleft() if self._jobs else None
+
+    def take_later(self) -> RenderJob | None:
+        """A light window to draw in full now that none waits (drifted first, then the newest), or None.
+        Its light page and run are published already; its full report replaces them."""
+        if self._jobs or not self._kept:
+            return None
+        drifted = [j for j in self._kept if j.drifted]
+        job = max(drifted or self._kept, key=lambda j: j.pending.window.seq)
+        self._kept.remove(job)
+        assert job.deferred is not None
+        job.full, job.columns, job.deferred, job.later = True, job.deferred, None, True
+        job.sampled = job.rendered_rows < job.rows
+        return job
+
+    def _keep(self, job: RenderJob) -> None:
+        """Draw ``job`` light, keeping its columns for later within the bound ``later``."""
+        if self.later == 0:
+            job.lighten()
+            return
+        job.lighten(keep=job.columns)
+        self._kept.append(job)
+        if len(self._kept) > self.later:
+            calm = [j for j in self._kept if not j.drifted]
+            old = min(calm or self._kept, key=lambda j: j.pending.window.seq)
+            self._kept.remove(old)
+            old.deferred = None
 
     def _sample(self, columns: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         size = len(next(iter(columns.values())))

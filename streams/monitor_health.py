@@ -330,6 +330,16 @@ class MonitorMetrics:
         yield windows
         yield counter("reports", "Evidently reports drawn", h["reports_rendered"])
         yield counter("report_errors", "Evidently reports that could not be drawn", h["report_errors"])
+        yield counter(
+            "windows_light",
+            "Windows published with a light page (reports fell behind)",
+            h.get("windows_light", 0),
+        )
+        yield counter(
+            "windows_drawn_later",
+            "Windows published light whose full Evidently report was drawn once the monitor caught up",
+            h.get("windows_drawn_later", 0),
+        )
         yield counter("dead_letters", "Records sent to dead_letter", h["dead_letters"])
         yield counter(
             "records_read_back",

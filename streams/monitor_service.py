@@ -201,13 +201,7 @@ class MonitorService:
         saved = self.state.load()
         self.monitor.restore(saved)
         self.uncommitted.resume_from(saved.positions if saved else {}, self.monitor.windows_closed)
-        counters = saved.counters if saved else {}
-        publisher = self.publisher
-        publisher.windows_reported = int(counters.get("windows_reported", 0))
-        publisher.reports_rendered = int(counters.get("reports_rendered", 0))
-        publisher.windows_merged = int(counters.get("windows_merged", 0))
-        publisher.windows_light = int(counters.get("windows_light", 0))
-        publisher.report_errors = int(counters.get("report_errors", 0))
+        self.publisher.restore_counters(saved.counters if saved else {})
         if saved is not None:
             log.info("resuming after window %d, from the state in the monitor's table", saved.seq)
 
@@ -277,6 +271,9 @@ class MonitorService:
             "windows_merged": publisher.windows_merged,
             "reports_rendered": publisher.reports_rendered,
             "reports_pending": publisher.waiting(),
+            "windows_light": publisher.windows_light,
+            "windows_drawn_later": publisher.windows_drawn_later,
+            "windows_awaiting_full_report": publisher.awaiting_full_report(),
             "report_errors": publisher.report_errors,
             "report_worker": {
                 "mode": publisher.renderer.mode,

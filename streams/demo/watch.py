@@ -91,7 +91,12 @@ def monitor_caught_up(
                 done,
                 f"{state.get('windows_reported', 0)} reports, {state.get('reports_pending', '?')} pending",
             )
-            idle = bool(state) and state.get("reports_pending") == 0
+            # idle: every window reported, and those published light drawn in full since
+            idle = (
+                bool(state)
+                and state.get("reports_pending") == 0
+                and not state.get("windows_awaiting_full_report")
+            )
             stable = stable + 1 if done >= total and idle else 0
             if stable >= 2:
                 break

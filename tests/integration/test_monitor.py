@@ -48,7 +48,7 @@ from churnstream.messages import MonitoringBatch
 from churnstream.monitoring.performance import estimate_roc_auc
 from churnstream.settings import DAY_MS, Settings, Topics
 from churnstream.streams.processes import WorkerProcess, start_worker
-from tests.integration.conftest import consume_all, produce_raw
+from tests.integration.conftest import consume_all, produce_raw, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHURNSTREAM = str(Path(sys.executable).with_name("churnstream"))
@@ -275,6 +275,22 @@ def wait_reports(
             f"{len(messages)} of {count} drift reports; health {monitor.health()}\n{monitor.log_tail()}"
         )
     return sorted((json.loads(m.value()) for m in messages), key=lambda r: r["window_start"])
+
+
+def settled_reports(
+    monitor: RunningMonitor, reports: list[dict[str, Any]], timeout: float = 300
+) -> list[dict[str, Any]]:
+    """``reports``' messages as the monitor serves them (``/reports/<id>.json``) once no window waits for
+    its report and no light window for its full one (drawn once the monitor caught up: the message says
+    so, and its page and run are the full report's)."""
+
+    def caught_up() -> bool:
+        assert monitor.process.poll() is None, f"monitor died:\n{monitor.log_tail()}"
+        health = monitor.health()
+        return health["reports_pending"] == 0 and health["windows_awaiting_full_report"] == 0
+
+    wait_until(caught_up, timeout, "the monitor to draw every window it can in full")
+    return [json.loads(monitor.get(f"/reports/{r['report_id']}.json")[1]) for r in reports]
 
 
 def test_shift_is_flagged_in_the_first_full_window_after_it(
@@ -897,6 +913,9 @@ HEALTH_FIELDS = {  # what /health has always said (the demo, bench and tests rea
     "windows_merged",
     "reports_rendered",
     "reports_pending",
+    "windows_light",
+    "windows_drawn_later",
+    "windows_awaiting_full_report",
     "report_errors",
     "report_worker",
     "dead_letters",

@@ -31,7 +31,7 @@ from churnstream.messages import MonitoringBatch
 from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUES, drift_strength, project_for
 from churnstream.settings import DAY_MS, Settings, Topics
 from tests.integration.conftest import produce_raw
-from tests.integration.test_monitor import ROOT, free_port, run_monitor, wait_reports
+from tests.integration.test_monitor import ROOT, free_port, run_monitor, settled_reports, wait_reports
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -223,21 +223,34 @@ def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
             settings.topics.monitoring_batches,
             [(b.model_version.encode(), json.dumps(b.to_json()).encode()) for b in batches],
         )
-        reports = wait_reports(settings, monitor, len(shifted))
+        published = wait_reports(settings, monitor, len(shifted))  # as on drift_reports
+        reports = settled_reports(monitor, published)  # once it caught up: light windows drawn in full
         pages = {
             r["report_id"]: chromium("--virtual-time-budget=3000", "--dump-dom", r["url"]) for r in reports
         }
     assert [r["dataset_drift"] for r in reports] == shifted
 
-    # every link shows its own window: its bounds, and the full report or a page of its own
-    drawn = {r["report_id"]: r["evidently_report"]["drawn"] for r in reports}
-    assert set(drawn.values()) <= {"full", "light"} and drawn[reports[1]["report_id"]] == "full"
+    # six windows at once: the report worker draws the first two in full (the drifted one taking the
+    # place of a waiting one) and the rest light; once it caught up it draws those in full after all
+    drawn = {r["report_id"]: r["evidently_report"]["drawn"] for r in published}
+    assert set(drawn.values()) == {"full", "light"} and drawn[reports[1]["report_id"]] == "full"
+    for r in reports:
+        later = drawn[r["report_id"]] == "light"
+        assert (
+            r["evidently_report"]["drawn"] == "full"
+            and bool(r["evidently_report"].get("drawn_later")) == later
+        )
+        assert r["url"] == next(p["url"] for p in published if p["report_id"] == r["report_id"])
+
+    # every link shows its own window: its bounds, and the full report
     for r in reports:
         page = pages[r["report_id"]]
         assert f"{r['window_start']} .. {r['window_end']}" in page, r["report_id"]
         others = [o for o in reports if o is not r]
         assert not any(f"{o['window_start']} .. {o['window_end']}" in page for o in others)
-        assert ("was not drawn" in page) == (drawn[r["report_id"]] == "light")
+        assert "was not drawn" not in page and "churnstream-note" in page, r[
+            "report_id"
+        ]  # the report's banner
         assert Path(r["html_path"]).name == f"{r['report_id']}.html"
 
     # every window is one run of the Evidently project, stamped with its end in event time

@@ -15,7 +15,7 @@ from churnstream.monitoring.pages import evidence_summary
 from churnstream.monitoring.ui import SHADOW_PANEL, WINDOW_VALUE_METRIC, project_for
 from churnstream.settings import Settings, Topics
 from tests.integration.conftest import produce_raw
-from tests.integration.test_monitor import ROOT, run_monitor, wait_reports
+from tests.integration.test_monitor import ROOT, run_monitor, settled_reports, wait_reports
 from tests.integration.test_monitor_browser import (
     ROWS,
     T0,
@@ -60,7 +60,7 @@ def test_every_report_page_and_run_shows_the_shadows_evidence(
             settings.topics.monitoring_batches,
             [(b.model_version.encode(), json.dumps(b.to_json()).encode()) for b in batches],
         )
-        reports = wait_reports(settings, monitor, 3)
+        reports = settled_reports(monitor, wait_reports(settings, monitor, 3))  # light ones drawn in full
         status, listing = monitor.get("/")
         pages = {r["report_id"]: monitor.get(f"/reports/{r['report_id']}") for r in reports}
     assert status == 200

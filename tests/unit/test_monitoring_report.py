@@ -270,6 +270,54 @@ def test_a_full_queue_draws_later_windows_light_drifted_first_and_samples_above_
     assert full.banner().startswith(f"Drift window {full.job_id}: ")
     assert all(len(c) == 600 for c in full.columns.values())
 
+    # the light windows' columns are kept (sampled as a full report's) and drawn in full once none waits,
+    # the newest first (none of them drifted)
+    assert queue.kept == 4 and queue.take_later() is None  # windows still wait
+    while queue.take() is not None:
+        pass
+    later = []
+    while (job := queue.take_later()) is not None:
+        later.append(job)
+    assert [j.job_id for j in later] == [pending[i].report_id for i in (5, 3, 2, 1)] and queue.kept == 0
+    assert all(
+        j.full and j.later and j.sampled and j.deferred is None and j.rendered_rows == 600 for j in later
+    )
+
+
+def test_light_windows_kept_for_later_are_bounded_drifted_ones_kept_and_drawn_first(
+    reference: pd.DataFrame,
+) -> None:
+    monitor = DriftMonitor(
+        references=FrameSource(reference),
+        store=ReportStore(Path("/nonexistent"), workspace=False),
+        config=MonitorConfig(window_rows=1000),
+    )
+    shifted = {"spent_total": 1.6, "avg_order_value": 1.6, "tickets_90d": 2.5}
+    drifting = (2, 3)
+    frames = [frame(1000, seed=s, shift=shifted if s in drifting else None) for s in range(7)]
+    pending = []
+    for batch in _batches(pd.concat(frames), "v1", 0):
+        pending += monitor.add(batch).pending
+    assert [p.verdict.dataset_drift for p in pending] == [s in drifting for s in range(7)]
+    queue = RenderQueue(max_jobs=1, later=3)
+    for p in pending:
+        queue.put(p)
+    jobs = queue.jobs()
+    # window 1 closed behind window 0, window 2 (drifted) took window 0's place, 3..6 closed behind it
+    assert [j.full for j in jobs] == [False, False, True, False, False, False, False]
+    assert queue.kept == 3  # of the six light ones: the drifted one, then the newest
+    kept = [j.job_id for j in jobs if j.deferred is not None]
+    assert kept == [pending[i].report_id for i in (3, 5, 6)]
+    assert all(j.columns == {} for j in jobs if j.deferred is None and not j.full)
+    while queue.take() is not None:
+        pass
+    order = [job.job_id for job in iter(queue.take_later, None)]
+    assert order == [pending[i].report_id for i in (3, 6, 5)]
+    nothing = RenderQueue(max_jobs=1, later=0)
+    for p in pending[:3]:
+        nothing.put(p)
+    assert nothing.kept == 0 and all(j.deferred is None for j in nothing.jobs())
+
 
 def _message(start: str, end: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -358,3 +406,84 @@ def test_a_reference_file_that_cannot_be_read_leaves_the_reference_to_the_stream
     assert len(RegistrySource(ModelRegistry(tmp_path)).reference(version)) == 3
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert RegistrySource(ModelRegistry(tmp_path)).reference(version) is None
+
+
+def test_a_window_published_light_is_drawn_in_full_once_the_monitor_caught_up(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """Three windows at once with one full report waiting at most: two are published light; once none
+    waits, their full reports replace their pages and runs, and their saved messages say so (the link a
+    message gave now shows the full report)."""
+    import asyncio
+
+    from evidently.ui.workspace import Workspace
+
+    from churnstream.monitoring.publisher import ReportPublisher
+
+    store = ReportStore(tmp_path / "reports")
+    monitor = DriftMonitor(
+        references=FrameSource(reference),
+        store=store,
+        config=MonitorConfig(window_rows=1000),
+        url_base="http://127.0.0.1:8088",
+    )
+    shifted = {"spent_total": 1.6, "avg_order_value": 1.6, "tickets_90d": 2.5}
+    frames = [frame(1000, seed=20 + s, shift=shifted if s == 1 else None) for s in range(3)]
+    pending = []
+    for batch in _batches(pd.concat(frames), "v1", 1_700_000_000_000):
+        pending += monitor.add(batch).pending
+    published: list[dict[str, Any]] = []
+
+    async def publish_report(report: Any) -> None:
+        published.append(report.to_json())
+
+    renderer = ReportRenderer(root=store.root, drift_share=0.5, in_thread=True)
+    publisher = ReportPublisher(
+        monitor=monitor, renderer=renderer, publish_report=publish_report, settled=lambda seqs: None
+    )
+
+    async def drive() -> None:
+        loop = asyncio.get_running_loop()
+        for p in pending:
+            publisher.put(p)
+        assert publisher.awaiting_full_report() == 2
+        task = asyncio.create_task(publisher.run())
+        deadline = loop.time() + 300
+        try:
+            while publisher.windows_drawn_later < 2 or publisher.awaiting_full_report():
+                assert not task.done() and loop.time() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(drive())
+    finally:
+        renderer.close()
+    assert [m["evidently_report"]["drawn"] for m in published] == ["light", "full", "light"]
+    saved = {m["report_id"]: json.loads(store.json_path(m["report_id"]).read_text()) for m in published}
+    for m in published:
+        now = saved[m["report_id"]]
+        assert now == publisher.message_for(m["report_id"]) and now["url"] == m["url"]
+        page = store.html_path(m["report_id"]).read_text()
+        assert f"{m['window_start']} .. {m['window_end']}" in page and "was not drawn" not in page
+        assert len(page) > 100_000 and store.evidently_json_path(m["report_id"]).is_file()
+        if m["evidently_report"]["drawn"] == "light":
+            assert now["evidently_report"] | {"drawn_later_at": None} == {
+                "drawn": "full",
+                "rows": 1000,
+                "rendered_rows": 1000,
+                "sampled": False,
+                "drawn_later": True,
+                "drawn_later_at": None,
+            }
+            assert now["evidently_run"] != m["evidently_run"]
+        else:
+            assert now == m
+    workspace = Workspace(str(store.workspace_path))
+    (project,) = workspace.search_project("churnstream")
+    runs = {str(r): workspace.get_run(project.id, r) for r in workspace.list_runs(project.id)}
+    assert sorted(runs) == sorted(str(m["evidently_run"]) for m in saved.values())  # the light runs replaced
+    assert all(run is not None and run.metadata["report"] == "full" for run in runs.values())
+    assert (publisher.windows_light, publisher.windows_drawn_later, publisher.reports_rendered) == (2, 2, 3)
+    assert publisher.counters()["windows_drawn_later"] == 2
