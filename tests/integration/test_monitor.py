@@ -314,7 +314,7 @@ def test_shift_is_flagged_in_the_first_full_window_after_it(
         bad = [(b"x", b"{not json"), (b"y", json.dumps({"batch_id": "b"}).encode())]
         produce_raw(settings, settings.topics.monitoring_batches, bad)
         send_batches(settings, monitoring_batches(stream))
-        reports = wait_reports(settings, monitor, expected)
+        reports = settled_reports(monitor, wait_reports(settings, monitor, expected))  # pages as served
         health = monitor.health()
         listing = monitor.get("/")[1].decode()
         pages = {
