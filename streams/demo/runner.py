@@ -321,10 +321,12 @@ class Demo:
                 timeout_s=self.config.timeout_s,
             )
             self.result.monitor_health = state
+            light, later = state.get("windows_light", 0), state.get("windows_drawn_later", 0)
             notes.append(
                 f"{state.get('windows_reported', 0)} windows reported, "
                 f"{state.get('windows_skipped', 0)} skipped, "
-                f"{state.get('rows_pending', 0):,} predictions in the window still open"
+                + (f"{light} published light ({later} drawn in full since), " if light else "")
+                + f"{state.get('rows_pending', 0):,} predictions in the window still open"
             )
 
     def _serve(self) -> None:
