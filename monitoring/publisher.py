@@ -69,7 +69,8 @@ def _shadow_first(evidence: dict[str, Any]) -> str:
 class ReportPublisher:
     """Draws the reports of closed windows and publishes each window's message; ``max_jobs`` bounds the
     jobs waiting for the report worker (see :class:`RenderQueue`), ``counters`` are those saved before a
-    restart; ``evidence`` (given the window's action; it may block) returns the window's evidence or None."""
+    restart; ``evidence`` (given the window's action; it may block) returns the window's evidence or None;
+    ``recounted`` saves the :meth:`counters` once a later draw changed them (no window settles then)."""
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class ReportPublisher:
         max_jobs: int = 1,
         counters: Mapping[str, int] | None = None,
         evidence: Callable[[str | None, str | None, str | None], dict[str, Any] | None] | None = None,
+        recounted: Callable[[], None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.renderer = renderer
@@ -92,6 +94,7 @@ class ReportPublisher:
         self._publish_report = publish_report
         self._settled = settled
         self._evidence = evidence
+        self._recounted = recounted
         self._wakeup: asyncio.Event | None = None
         self.reports: list[dict[str, Any]] = monitor.store.load_messages()
         self._by_id = {r["report_id"]: r for r in self.reports}
@@ -236,32 +239,39 @@ class ReportPublisher:
         report. A window that fails to draw keeps its light page (the error is logged and counted)."""
         started = now_ms()
         self.drawing_later = job
+        self.queue.drawing_later = True
         try:
             rendered = await self.render(job)
         finally:
             self.drawing_later = None
+            self.queue.drawing_later = False
         message = self.message_for(job.job_id)
-        if rendered.error or rendered.drawn != "full":
+        drawn = not rendered.error and rendered.drawn == "full"
+        if drawn:
+            self.windows_drawn_later += 1
+        if self._recounted is not None:  # reports_rendered, report_errors, windows_drawn_later
+            try:
+                self._recounted()
+            except Exception:
+                log.exception("the monitor's counters could not be saved")
+        if not drawn:
             log.warning("drift report %s stays light: %s", job.job_id, rendered.error or "not drawn")
-            if message is not None and rendered.error:  # its page says why now; so does its message
-                message["evidently_report"] = {
-                    **(message.get("evidently_report") or {}),
-                    "error": rendered.error,
-                }
-                self._save_message(job.job_id, message)
-            return
-        self.windows_drawn_later += 1
         if message is None:  # its saved message is gone (the report directory was emptied): only the page
             return
-        message["evidently_report"] = {
-            **(message.get("evidently_report") or {}),
-            "drawn": "full",
-            "rendered_rows": job.rendered_rows,
-            "sampled": job.sampled,
-            "drawn_later": True,
-            "drawn_later_at": format_time(started),
-        }
-        message["evidently_run"] = rendered.run_id
+        evidently = {k: v for k, v in (message.get("evidently_report") or {}).items() if k != "error"}
+        if drawn:
+            evidently |= {
+                "drawn": "full",
+                "rendered_rows": job.rendered_rows,
+                "sampled": job.sampled,
+                "drawn_later": True,
+                "drawn_later_at": format_time(started),
+            }
+        elif rendered.error:  # its page says why now (an error page replaced the light one); so does this
+            evidently["error"] = rendered.error
+        message["evidently_report"] = evidently
+        if rendered.run_id is not None:  # the window's run was replaced
+            message["evidently_run"] = rendered.run_id
         self._save_message(job.job_id, message)
         log.info("drift report %s: full Evidently report drawn later, replacing its light page", job.job_id)
 

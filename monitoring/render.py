@@ -154,6 +154,7 @@ class RenderQueue:
         self.max_rows = max_rows
         self.topic_prefix = topic_prefix
         self.later = later
+        self.drawing_later = False  # set by the publisher while a later draw holds the report worker
         self._jobs: deque[RenderJob] = deque()
         self._kept: list[RenderJob] = []  # light jobs keeping their columns
         self._rng = np.random.default_rng(seed)
@@ -176,7 +177,9 @@ class RenderQueue:
         return len(self._kept)
 
     def put(self, pending: PendingReport) -> bool:
-        """Queue a judged window; True when a window (this one or a waiting one) is drawn light for it."""
+        """Queue a judged window; True when a window (this one or a waiting one) is drawn light for it.
+        While a later draw holds the report worker one more full job may wait: it took the place of the
+        job that would be drawing."""
         message = pending.report(created_at=0, html_path="", url=None).to_json()
         probabilities = pending.window.predictions.get(PREDICTION_COLUMN)
         mean = (
@@ -195,7 +198,7 @@ class RenderQueue:
         if job.rendered_rows > self.max_rows:
             job.columns, job.sampled = self._sample(job.columns, self.max_rows), True
         full = [j for j in self._jobs if j.full]
-        lightened = len(full) >= self.max_jobs
+        lightened = len(full) >= self.max_jobs + self.drawing_later
         if lightened:
             instead = next((j for j in reversed(full) if not j.drifted), None) if job.drifted else None
             self._keep(instead or job)
@@ -216,6 +219,7 @@ class RenderQueue:
         assert job.deferred is not None
         job.full, job.columns, job.deferred, job.later = True, job.deferred, None, True
         job.sampled = job.rendered_rows < job.rows
+        job.run.realized = None  # added with its light run already
         return job
 
     def _keep(self, job: RenderJob) -> None:

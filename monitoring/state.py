@@ -164,6 +164,16 @@ class MonitorState:
             )
         self.table[STATE_KEY] = value
 
+    def save_counters(self, counters: dict[str, Any]) -> bool:
+        """Replace the saved state's counters, the rest as it is (counts that change between windows, as
+        a light window drawn in full later); False when nothing is saved yet (the next :meth:`save`
+        carries them)."""
+        saved = self.load()
+        if saved is None:
+            return False
+        self.save(positions=saved.positions, seq=saved.seq, detectors=saved.detectors, counters=counters)
+        return True
+
     def _load_file(self) -> dict[str, Any] | None:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))

@@ -332,7 +332,7 @@ class MonitorMetrics:
         yield counter("report_errors", "Evidently reports that could not be drawn", h["report_errors"])
         yield counter(
             "windows_light",
-            "Windows published with a light page (reports fell behind)",
+            "Windows published with a light page (reports fell behind, or the report failed)",
             h.get("windows_light", 0),
         )
         yield counter(

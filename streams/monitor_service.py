@@ -106,6 +106,7 @@ class MonitorService:
             max_jobs=max_jobs,
             counters=restored.counters if restored else None,
             evidence=evidence,
+            recounted=self._save_counters,
         )
         self.uncommitted = UncommittedRecords(
             resume=restored.positions if restored else {}, done_upto=monitor.windows_closed
@@ -228,6 +229,11 @@ class MonitorService:
         for seq in [s for s in self._detectors if s <= done_upto]:
             del self._detectors[seq]
         self.uncommitted.release_all()
+
+    def _save_counters(self) -> None:
+        """Save the publisher's counters beside the state (a later draw changes them between windows)."""
+        if self.state is not None:
+            self.state.save_counters(self.publisher.counters())
 
     def _committed_offsets(self) -> Mapping[PartitionId, int]:
         if self._committed is None:

@@ -487,3 +487,121 @@ def test_a_window_published_light_is_drawn_in_full_once_the_monitor_caught_up(
     assert all(run is not None and run.metadata["report"] == "full" for run in runs.values())
     assert (publisher.windows_light, publisher.windows_drawn_later, publisher.reports_rendered) == (2, 2, 3)
     assert publisher.counters()["windows_drawn_later"] == 2
+
+
+class _Scripted:
+    """A report worker that draws nothing: each job's answer comes from ``answer`` (or it raises)."""
+
+    mode = "fake"
+    restarts = 0
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.jobs: list[Any] = []
+
+    def start(self) -> Any:
+        from concurrent.futures import Future
+
+        done: Future[float] = Future()
+        done.set_result(0.0)
+        return done
+
+    def submit(self, job: Any) -> Any:
+        from concurrent.futures import Future
+
+        self.jobs.append((job.job_id, job.full, job.later))
+        done: Future[Any] = Future()
+        done.set_result(self.answer(job))
+        return done
+
+    def restart(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_a_later_draw_keeps_a_full_slot_and_the_saved_message_says_what_the_page_shows(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """A review's findings: a later draw holding the worker pushed the next windows onto light pages; a
+    light page that failed kept its error once drawn in full; a later draw that failed left the message
+    naming a run it had replaced; the counters it changed were saved only with the next window."""
+    import asyncio
+
+    from churnstream.monitoring.publisher import ReportPublisher
+    from churnstream.monitoring.render import Rendered
+
+    store = ReportStore(tmp_path / "reports", workspace=False)
+    monitor = DriftMonitor(
+        references=FrameSource(reference), store=store, config=MonitorConfig(window_rows=1000)
+    )
+    pending = []
+    for batch in _batches(pd.concat([frame(1000, seed=40 + s) for s in range(4)]), "v1", 0):
+        pending += monitor.add(batch).pending
+    assert len(pending) == 4
+
+    queue = RenderQueue(max_jobs=1)
+    queue.drawing_later = True  # one more full job may wait: it took the place of the one drawing
+    assert [queue.put(p) for p in pending[:3]] == [False, False, True]
+
+    answers: dict[str, list[Any]] = {}
+
+    def answer(job: Any) -> Rendered:
+        said = answers[job.job_id].pop(0)
+        if isinstance(said, Exception):
+            raise said
+        return Rendered(job.job_id, str(store.html_path(job.job_id)), 0.0, **said)
+
+    published: list[dict[str, Any]] = []
+    recounted: list[dict[str, int]] = []
+
+    async def publish_report(report: Any) -> None:
+        published.append(report.to_json())
+
+    renderer = _Scripted(answer)
+    publisher = ReportPublisher(
+        monitor=monitor,
+        renderer=renderer,  # type: ignore[arg-type]
+        publish_report=publish_report,
+        settled=lambda seqs: None,
+        recounted=lambda: recounted.append(publisher.counters()),
+    )
+    first, second, third, fourth = (p.report_id for p in pending)
+    answers[first] = [{"run_id": "run-1"}]
+    answers[second] = [RuntimeError("worker unreachable"), {"run_id": "run-2-full"}]  # light: error page
+    answers[third] = [
+        {"run_id": "run-3", "drawn": "light"},
+        {"run_id": "run-3-error", "error": "boom", "drawn": "light"},
+    ]
+    answers[fourth] = [{"run_id": "run-4", "drawn": "light"}, {"run_id": "run-4-full"}]
+
+    async def drive() -> None:
+        for p in pending:
+            publisher.put(p)
+        while (job := publisher.queue.take()) is not None:
+            await publisher.publish(job, await publisher.render(job))
+        while (later := publisher.queue.take_later()) is not None:
+            await publisher.draw_later(later)
+
+    asyncio.run(drive())
+    assert [m["evidently_report"].get("error") is not None for m in published] == [False, True, False, False]
+    # drawn later newest first: the fourth and the second in full, the third failed
+    assert renderer.jobs[-3:] == [(w, True, True) for w in (fourth, third, second)]
+    saved = {m["report_id"]: json.loads(store.json_path(m["report_id"]).read_text()) for m in published}
+    for window, run in ((second, "run-2-full"), (fourth, "run-4-full")):
+        evidently = saved[window]["evidently_report"]
+        assert evidently["drawn"] == "full" and evidently["drawn_later"] and "error" not in evidently
+        assert saved[window]["evidently_run"] == run
+    # the failed later draw: the error page replaced the light page and its run; the message says both
+    evidently = saved[third]["evidently_report"]
+    assert evidently["drawn"] == "light" and evidently["error"] == "boom" and "drawn_later" not in evidently
+    assert saved[third]["evidently_run"] == "run-3-error"
+    assert [c["windows_drawn_later"] for c in recounted] == [1, 1, 2]
+    assert recounted[-1]["report_errors"] == 2  # the unreachable worker and the failed later draw
+
+    state = MonitorState(tmp_path / "state")
+    assert state.save_counters({"windows_drawn_later": 1}) is False  # nothing saved yet
+    state.save(positions={}, seq=3, detectors=b"d", counters={"windows_drawn_later": 0})
+    assert state.save_counters({"windows_drawn_later": 1}) is True
+    again = state.load()
+    assert again is not None
+    assert (again.seq, again.detectors, again.counters) == (3, b"d", {"windows_drawn_later": 1})
