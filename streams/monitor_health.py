@@ -371,8 +371,9 @@ class MonitorMetrics:
             "churn_monitor_lag_seconds", "Record created_at to consumption", labels=["quantile"]
         )
         for q, value in (h["lag_ms"] or {}).items():
-            if q in ("p50", "p99"):
-                lag.add_metric([f"0.{q[1:]}"], value / 1000)
+            quantile = {"p50": "0.5", "p99": "0.99"}.get(q)  # as Prometheus' summaries write them
+            if quantile is not None:
+                lag.add_metric([quantile], value / 1000)
         yield lag
         yield gauge("stalled_seconds", "How long input has waited for the agent", h["stalled_seconds"])
 

@@ -254,6 +254,7 @@ def test_metrics_are_named_like_the_scorers_and_follow_the_last_window() -> None
     assert actions == {"none": 0, "watch": 0, "retrain": 1}
     assert after[("churn_monitor_behind_records", ())] == 7
     assert after[("churn_monitor_lag_seconds", (("quantile", "0.99"),))] == 0.9
+    assert ("churn_monitor_lag_seconds", (("quantile", "0.5"),)) in after  # not "0.50": what PromQL asks for
 
 
 def test_health_measures_a_stale_lag_again_before_it_answers(tmp_path: Path) -> None:
