@@ -273,12 +273,20 @@ def run(mode: str, base: Settings, args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.5)
         cpu_after, worker_after = cpu_seconds(monitor.pid)
         wall = time.monotonic() - started
+        drained_at = time.monotonic()
+        caught_up = drained  # then the light windows it kept are drawn in full, one at a time
+        while caught_up and (get_json(health_url) or {}).get("windows_awaiting_full_report"):
+            caught_up = time.monotonic() < deadline
+            time.sleep(0.5)
+        later = get_json(health_url) or health
         return {
             "mode": mode,
             **produced,
             "consumed_at_end": at_end.get("records", 0),
-            "drain_s": time.monotonic() - ended if drained else None,
+            "drain_s": drained_at - ended if drained else None,
+            "later_s": time.monotonic() - drained_at if caught_up else None,
             "health": health,
+            "later": later,
             "monitor_cpu": (cpu_after - cpu_before) / wall,
             "worker_cpu": (worker_after - worker_before) / wall,
             "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
@@ -341,7 +349,7 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
     print("\nwindows")
     header = (
         f"{'reports in':<10} {'closed':>7} {'reported':>9} {'drawn':>6} {'shared':>7} {'skipped':>8} "
-        f"{'s/report':>9} {'drained':>8}"
+        f"{'s/report':>9} {'drained':>8} {'light':>6} {'in full later':>14}"
     )
     print(header)
     print("-" * len(header))
@@ -349,10 +357,15 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         h = r["health"]
         render = (h.get("report_worker") or {}).get("render_seconds") or {}
         drained = f"{r['drain_s']:.1f} s" if r["drain_s"] is not None else "no"
+        later = r["later"]
+        in_full = f"{later.get('windows_drawn_later', 0):,}" + (
+            f" in {r['later_s']:.0f} s" if r["later_s"] is not None else " (not all)"
+        )
         print(
             f"{r['mode']:<10} {h.get('windows_done', 0):>7,} {h.get('windows_reported', 0):>9,} "
             f"{h.get('reports_rendered', 0):>6,} {h.get('windows_merged', 0):>7,} "
-            f"{h.get('windows_skipped', 0):>8,} {render.get('p50', nan):>8.1f}s {drained:>8}"
+            f"{h.get('windows_skipped', 0):>8,} {render.get('p50', nan):>8.1f}s {drained:>8} "
+            f"{later.get('windows_light', 0):>6,} {in_full:>14}"
         )
     print(
         "\nbehind: records not yet consumed once the producer had flushed; CPU main / worker: the monitor's "
@@ -361,7 +374,9 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         "per window); drawn: Evidently HTML reports;\nshared: windows whose HTML covers more than one "
         "window; "
         "s/report: median time to draw one; drained: time after\nthe producer stopped until every record "
-        "was consumed and every window reported."
+        "was consumed and every window reported; light: windows published with a light page;\nin full "
+        "later: of them, drawn in full once the monitor had caught up (the latest are kept for it, up to 64\n"
+        "MiB), and how long after it had drained."
     )
 
 

@@ -12,9 +12,9 @@ dashboard, milliseconds) and a page of its own with its verdict and every column
 are drawn in full first: a drifted window that closes while the queue is full takes the place of the
 latest non-drifted window waiting. Above ``max_rows`` predictions a window's report draws an even sample.
 Every window keeps its own verdict, ``drift_reports`` message, page and run. The columns of the latest
-``later`` light windows are kept, and once no window waits (the monitor has caught up) they are drawn in
-full after all, drifted ones first, then the newest: the full report replaces the window's light page
-and its run (:meth:`RenderQueue.take_later`), so the link a message gave shows the full report.
+light windows are kept, up to ``later_bytes``, and once no window waits (the monitor has caught up) they
+are drawn in full after all, drifted ones first, then the newest: the full report replaces the window's
+light page and its run (:meth:`RenderQueue.take_later`), so the link a message gave shows the full report.
 
 >>> from monitoring.window import ClosedWindow
 >>> from monitoring.stattests import Verdict
@@ -68,7 +68,9 @@ LIGHT_NOTE = (
     "restart, or newer light windows, may leave it as it is. This page and the window's run in the "
     "Evidently UI are its own; its verdict comes from Evidently's tests, computed in-process."
 )
-LATER_WINDOWS = 8  # light windows whose columns are kept to draw in full later (each <= max_rows rows)
+# the columns of light windows kept to draw them in full later: 64 MiB hold ~55 windows of 5,000 rows (29
+# columns of float64, ~1.2 MB each), 5 of the largest a full report draws (50,000 rows)
+LATER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -135,7 +137,7 @@ class RenderQueue:
     A window that closes while ``max_jobs`` full jobs wait is drawn light, unless it drifted and a
     non-drifted window waits in full: that one is drawn light instead. A full job keeps at most
     ``max_rows`` predictions, an even sample beyond that. ``topic_prefix`` tags the windows' runs. The
-    columns of at most ``later`` light windows are kept (beyond that the oldest non-drifted window, or
+    columns of light windows are kept up to ``later_bytes`` (beyond that the oldest non-drifted window, or
     else the oldest, is left light), to draw them in full once nothing waits (:meth:`take_later`).
     """
 
@@ -146,14 +148,15 @@ class RenderQueue:
         max_rows: int = 50_000,
         seed: int = 0,
         topic_prefix: str = "",
-        later: int = LATER_WINDOWS,
+        later_bytes: int = LATER_BYTES,
     ) -> None:
-        if max_jobs < 1 or max_rows < 1 or later < 0:
-            raise ValueError("max_jobs and max_rows must be positive, later not negative")
+        if max_jobs < 1 or max_rows < 1 or later_bytes < 0:
+            raise ValueError("max_jobs and max_rows must be positive, later_bytes not negative")
         self.max_jobs = max_jobs
         self.max_rows = max_rows
         self.topic_prefix = topic_prefix
-        self.later = later
+        self.later_bytes = later_bytes
+        self.kept_bytes = 0  # the columns kept for later draws
         self.drawing_later = False  # set by the publisher while a later draw holds the report worker
         self._jobs: deque[RenderJob] = deque()
         self._kept: list[RenderJob] = []  # light jobs keeping their columns
@@ -217,22 +220,27 @@ class RenderQueue:
         job = max(drifted or self._kept, key=lambda j: j.pending.window.seq)
         self._kept.remove(job)
         assert job.deferred is not None
+        self.kept_bytes -= _nbytes(job.deferred)
         job.full, job.columns, job.deferred, job.later = True, job.deferred, None, True
         job.sampled = job.rendered_rows < job.rows
         job.run.realized = None  # added with its light run already
         return job
 
     def _keep(self, job: RenderJob) -> None:
-        """Draw ``job`` light, keeping its columns for later within the bound ``later``."""
-        if self.later == 0:
+        """Draw ``job`` light, keeping its columns for later within ``later_bytes``."""
+        size = _nbytes(job.columns)
+        if size > self.later_bytes:
             job.lighten()
             return
         job.lighten(keep=job.columns)
         self._kept.append(job)
-        if len(self._kept) > self.later:
+        self.kept_bytes += size
+        while self.kept_bytes > self.later_bytes:
             calm = [j for j in self._kept if not j.drifted]
             old = min(calm or self._kept, key=lambda j: j.pending.window.seq)
             self._kept.remove(old)
+            assert old.deferred is not None
+            self.kept_bytes -= _nbytes(old.deferred)
             old.deferred = None
 
     def _sample(self, columns: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -241,6 +249,10 @@ class RenderQueue:
             return columns
         index = np.sort(self._rng.choice(size, size=n, replace=False))
         return {c: values[index] for c, values in columns.items()}
+
+
+def _nbytes(columns: dict[str, np.ndarray]) -> int:
+    return sum(int(np.asarray(values).nbytes) for values in columns.values())
 
 
 @dataclass(frozen=True, slots=True)

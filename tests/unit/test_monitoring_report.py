@@ -287,25 +287,30 @@ def test_a_full_queue_draws_later_windows_light_drifted_first_and_samples_above_
 def test_light_windows_kept_for_later_are_bounded_drifted_ones_kept_and_drawn_first(
     reference: pd.DataFrame,
 ) -> None:
-    monitor = DriftMonitor(
-        references=FrameSource(reference),
-        store=ReportStore(Path("/nonexistent"), workspace=False),
-        config=MonitorConfig(window_rows=1000),
-    )
     shifted = {"spent_total": 1.6, "avg_order_value": 1.6, "tickets_90d": 2.5}
     drifting = (2, 3)
     frames = [frame(1000, seed=s, shift=shifted if s in drifting else None) for s in range(7)]
-    pending = []
-    for batch in _batches(pd.concat(frames), "v1", 0):
-        pending += monitor.add(batch).pending
+
+    def judged() -> list[Any]:  # the windows, judged afresh (a queue drops a light window's rows)
+        monitor = DriftMonitor(
+            references=FrameSource(reference),
+            store=ReportStore(Path("/nonexistent"), workspace=False),
+            config=MonitorConfig(window_rows=1000),
+        )
+        return [p for batch in _batches(pd.concat(frames), "v1", 0) for p in monitor.add(batch).pending]
+
+    pending = judged()
     assert [p.verdict.dataset_drift for p in pending] == [s in drifting for s in range(7)]
-    queue = RenderQueue(max_jobs=1, later=3)
+    probe = RenderQueue(max_jobs=1)
+    probe.put(pending[0])
+    size = sum(values.nbytes for values in probe.jobs()[0].columns.values())  # each window's columns
+    queue = RenderQueue(max_jobs=1, later_bytes=3 * size + size // 2)  # room for three and a half
     for p in pending:
         queue.put(p)
     jobs = queue.jobs()
     # window 1 closed behind window 0, window 2 (drifted) took window 0's place, 3..6 closed behind it
     assert [j.full for j in jobs] == [False, False, True, False, False, False, False]
-    assert queue.kept == 3  # of the six light ones: the drifted one, then the newest
+    assert queue.kept == 3 and queue.kept_bytes == 3 * size  # of the six light: the drifted, the newest
     kept = [j.job_id for j in jobs if j.deferred is not None]
     assert kept == [pending[i].report_id for i in (3, 5, 6)]
     assert all(j.columns == {} for j in jobs if j.deferred is None and not j.full)
@@ -313,8 +318,9 @@ def test_light_windows_kept_for_later_are_bounded_drifted_ones_kept_and_drawn_fi
         pass
     order = [job.job_id for job in iter(queue.take_later, None)]
     assert order == [pending[i].report_id for i in (3, 6, 5)]
-    nothing = RenderQueue(max_jobs=1, later=0)
-    for p in pending[:3]:
+    assert queue.kept_bytes == 0
+    nothing = RenderQueue(max_jobs=1, later_bytes=size - 1)  # no window fits
+    for p in judged()[:3]:
         nothing.put(p)
     assert nothing.kept == 0 and all(j.deferred is None for j in nothing.jobs())
 
