@@ -163,6 +163,35 @@ def test_the_report_list_shows_each_windows_evidence() -> None:
     assert cells[1].startswith("&ndash;</td>")
 
 
+def test_the_report_list_says_how_each_window_was_drawn() -> None:
+    health = {
+        "windows_reported": 3,
+        "windows_done": 3,
+        "rows_pending": 0,
+        "window_rows": 1000,
+        "reports_rendered": 2,
+        "windows_merged": 0,
+        "reports_pending": 0,
+        "windows_drawn_later": 1,
+        "last_report_at": None,
+    }
+    drawn = [
+        {"drawn": "full", "rows": 1000},
+        {"drawn": "light", "rows": 1000},
+        {"drawn": "full", "rows": 1000, "drawn_later": True, "drawn_later_at": "2024-06-01T00:00:00Z"},
+    ]
+    page = render_report_list(
+        [_message(report_id=f"r{i}", evidently_report=e) for i, e in enumerate(drawn)], health
+    )
+    cells = [c.split("</td>")[0] for c in page.split("<td class='drawn'>")[1:]]
+    assert cells == [  # newest first
+        "full report (drawn once the monitor caught up; light when published)",
+        "light page (full report not drawn)",
+        "full report",
+    ]
+    assert "1 of the windows listed have a light page" in page and "1 light windows drawn in full" in page
+
+
 def test_each_run_carries_both_roc_aucs_and_the_verdict() -> None:
     run = window_run(_message(evidence=_evidence([])), topic_prefix="t.", mean_probability=0.3)
     assert run.values["champion_roc_auc"] == 0.801 and run.values["shadow_roc_auc"] == 0.862
