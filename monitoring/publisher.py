@@ -236,7 +236,8 @@ class ReportPublisher:
         """Draw the full report of a window published light: it replaces the window's page and run, and
         its saved message says so (``evidently_report.drawn`` ``full``, ``drawn_later`` true, the new
         ``evidently_run``); the message on drift_reports stays as it was, its link now showing the full
-        report. A window that fails to draw keeps its light page (the error is logged and counted)."""
+        report. When Evidently fails, the window's page becomes its error page and the message says why
+        (``error``; logged and counted)."""
         started = now_ms()
         self.drawing_later = job
         self.queue.drawing_later = True
