@@ -102,7 +102,6 @@ class ReportPublisher:
         self.restore_counters(counters or {})
         self.last_report_at: int | None = None
         self.rendering: RenderJob | None = None
-        self.drawing_later: RenderJob | None = None
         self.warmed_up = False
 
     @property
@@ -122,7 +121,7 @@ class ReportPublisher:
 
     def awaiting_full_report(self) -> int:
         """Light windows whose full report is still to be drawn (kept in memory), the one drawn included."""
-        return self.queue.kept + (self.drawing_later is not None)
+        return self.queue.kept + (self.queue.drawing_later is not None)
 
     def counters(self) -> dict[str, int]:
         """The counters a restart keeps (saved with the monitor's state)."""
@@ -239,13 +238,11 @@ class ReportPublisher:
         report. When Evidently fails, the window's page becomes its error page and the message says why
         (``error``; logged and counted)."""
         started = now_ms()
-        self.drawing_later = job
-        self.queue.drawing_later = True
+        self.queue.drawing_later = job
         try:
             rendered = await self.render(job)
         finally:
-            self.drawing_later = None
-            self.queue.drawing_later = False
+            self.queue.drawing_later = None
         message = self.message_for(job.job_id)
         drawn = not rendered.error and rendered.drawn == "full"
         if drawn:

@@ -157,7 +157,7 @@ class RenderQueue:
         self.topic_prefix = topic_prefix
         self.later_bytes = later_bytes
         self.kept_bytes = 0  # the columns kept for later draws
-        self.drawing_later = False  # set by the publisher while a later draw holds the report worker
+        self.drawing_later: RenderJob | None = None  # set by the publisher while it holds the report worker
         self._jobs: deque[RenderJob] = deque()
         self._kept: list[RenderJob] = []  # light jobs keeping their columns
         self._rng = np.random.default_rng(seed)
@@ -201,7 +201,7 @@ class RenderQueue:
         if job.rendered_rows > self.max_rows:
             job.columns, job.sampled = self._sample(job.columns, self.max_rows), True
         full = [j for j in self._jobs if j.full]
-        lightened = len(full) >= self.max_jobs + self.drawing_later
+        lightened = len(full) >= self.max_jobs + (self.drawing_later is not None)
         if lightened:
             instead = next((j for j in reversed(full) if not j.drifted), None) if job.drifted else None
             self._keep(instead or job)

@@ -546,7 +546,9 @@ def test_a_later_draw_keeps_a_full_slot_and_the_saved_message_says_what_the_page
     assert len(pending) == 4
 
     queue = RenderQueue(max_jobs=1)
-    queue.drawing_later = True  # one more full job may wait: it took the place of the one drawing
+    drawing = RenderQueue(max_jobs=1)
+    drawing.put(pending[3])
+    queue.drawing_later = drawing.take()  # one more full job may wait: it took the place of the one drawing
     assert [queue.put(p) for p in pending[:3]] == [False, False, True]
 
     answers: dict[str, list[Any]] = {}
