@@ -17,7 +17,13 @@ Same run, same data, same model, same Kafka and Redis:
 * a ceiling, the "Kafka + JSON floor": the same backlog consumed and validated, and as many output
   messages of a prediction's size produced (and acknowledged) as the worker emitted — no Redis, no
   features, no models. No worker on this machine can beat it. It takes about a second, so a hiccup of
-  the machine moves it by half: the row is the median of three runs (each printed on stderr).
+  the machine moves it by half: the row is the median of three runs (each printed on stderr);
+* a second ceiling, "+ Redis + models floor": the Kafka + JSON floor plus what any design of the worker
+  must also do, at the worker's own volumes from the throughput run: as many bytes written to Redis per
+  event (its ``total_net_input_bytes`` over the worker's drain), as many rows scored by the batch model
+  (the served fast path) and the online model, as many labels learned by an online model. What lies
+  between this row and the worker is the worker's own logic (features, the label book, sweeps, alerts,
+  explanations, ids, messages); the per-event figures under the table say how much of it a goal leaves.
 
 Prints a table; peak RSS of this process (both workers run in it, one after the other).
 """
@@ -157,13 +163,12 @@ class NaiveWorker:
         self.store.close()
 
 
-def io_floor(settings: Settings, total: int, outputs: int) -> float:
-    """Events/s of consuming and validating ``total`` events and producing ``outputs`` prediction-sized
-    messages for them (acknowledged per batch of 500): Kafka and JSON only, the ceiling of any worker."""
+def prediction_template() -> dict[str, Any]:
+    """A prediction message of the usual size: what the floors produce for each of the worker's outputs."""
     from churnstream.features.definitions import FEATURE_NAMES
     from churnstream.messages import Prediction
 
-    template = Prediction(
+    return Prediction(
         prediction_id=str(uuid.uuid4()),
         customer_id="c",
         as_of=1_700_000_000_000,
@@ -177,6 +182,12 @@ def io_floor(settings: Settings, total: int, outputs: int) -> float:
         risk_category="LOW",
         features={name: 12.345678 for name in FEATURE_NAMES},
     ).to_json()
+
+
+def io_floor(settings: Settings, total: int, outputs: int) -> float:
+    """Events/s of consuming and validating ``total`` events and producing ``outputs`` prediction-sized
+    messages for them (acknowledged per batch of 500): Kafka and JSON only, the ceiling of any worker."""
+    template = prediction_template()
     consumer = make_consumer(settings, f"floor-{uuid.uuid4().hex[:6]}")
     consumer.subscribe(list(settings.topics.inputs))
     producer = make_producer(settings)
@@ -202,6 +213,93 @@ def io_floor(settings: Settings, total: int, outputs: int) -> float:
         consumer.commit(asynchronous=True)
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
     consumer.close()
+    return total / elapsed
+
+
+def redis_input_bytes(settings: Settings) -> int:
+    """Bytes Redis has read from its clients since it started (``INFO stats``)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.info("stats")["total_net_input_bytes"])
+    finally:
+        client.close()
+
+
+def stack_floor(
+    settings: Settings, total: int, volumes: dict[str, int], model: Any, redis_bytes: int
+) -> float:
+    """Events/s of the Kafka + JSON floor plus what no design of the worker can leave out, at the
+    worker's own volumes: per batch of 500 events, one pipeline writing each event's customer key with
+    as many bytes as the worker sent Redis per event (in a background thread, one write in flight, as
+    the worker's store does; plain SETs, lighter for Redis than the worker's script), the batch model
+    scoring as many rows as the worker scored (``volumes["scored"]``, through the served fast path) and the
+    online model predicting them, and an online model learning as many labels as the worker resolved
+    (``volumes["labels"]``). No features, no label book, no sweeps, alerts, explanations or ids: what is
+    left between this row and the worker is the worker's own logic."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import numpy as np
+
+    from churnstream.models.online import OnlineModel
+
+    consumer = make_consumer(settings, f"stack-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe(list(settings.topics.inputs))
+    producer = make_producer(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    writer = ThreadPoolExecutor(1)
+    in_flight: Future[Any] | None = None
+    template = prediction_template()
+    online = OnlineModel(feature_names=model.feature_names)
+    rng = np.random.default_rng(0)
+    width = len(model.feature_names)
+    blob = b"x" * max(1, redis_bytes // total)
+    topic = settings.topics.churn_predictions
+    done = made = scored = learned = 0
+    t0 = None
+
+    def write(keys: list[str]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, blob)
+        pipe.execute()
+
+    while done < total:
+        messages = consumer.consume(num_messages=500, timeout=0.5)
+        if not messages:
+            continue
+        t0 = t0 or time.perf_counter()
+        keys = []
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            event, _ = decode_message(msg, settings)
+            done += 1
+            if event is not None:
+                keys.append(f"churn:{settings.topic_prefix}stack:{event.customer_id}")
+            owed = done * volumes["outputs"] // total - made
+            for _ in range(owed):
+                body = dict(template, event_id=None if event is None else event.event_id)
+                producer.produce(topic, key=msg.key(), value=orjson.dumps(body))
+            made += owed
+        rows = done * volumes["scored"] // total - scored
+        X = rng.random((rows, width)) * 100
+        model.predict_proba(X)
+        online.predict_matrix(X)
+        scored += rows
+        labels = done * volumes["labels"] // total - learned
+        online.learn_matrix(rng.random((labels, width)) * 100, rng.integers(0, 2, labels))
+        learned += labels
+        if in_flight is not None:
+            in_flight.result()
+        in_flight = writer.submit(write, keys)
+        producer.flush(30)
+        consumer.commit(asynchronous=True)
+    if in_flight is not None:
+        in_flight.result()
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    writer.shutdown()
+    consumer.close()
+    client.close()
     return total / elapsed
 
 
@@ -253,6 +351,7 @@ def drain_with_processes(settings: Settings, records: list[Any], n: int, log_pat
 
 REDIS_PER_CUSTOMER: list[tuple[int, float]] = []  # (customers, bytes each) after the x1 run
 PEAK_RSS_MB: dict[int, float] = {}  # workers in the group -> the largest worker's peak RSS (MB)
+PER_EVENT_US: dict[str, float] = {}  # the throughput rows per event: floor, stack floor, worker
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -443,7 +542,9 @@ def run_benchmark(
 
             profiler = cProfile.Profile()
             profiler.enable()
+        redis_before = redis_input_bytes(s)
         elapsed = drain(worker, total)
+        redis_bytes = redis_input_bytes(s) - redis_before
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -463,6 +564,27 @@ def run_benchmark(
                 "throughput",
                 {"events": total, "events_per_s": statistics.median(floors), "outputs": outputs},
             )
+        )
+        # the floor plus Redis and the models at the worker's volumes: what is left is the worker's logic
+        volumes = {"outputs": outputs, "scored": t.predictions + t.sweeps, "labels": t.outcomes}
+        stacks = [stack_floor(s, total, volumes, model, redis_bytes) for _ in range(3)]
+        print(
+            f"  Kafka + JSON + Redis + models floor: {', '.join(f'{f:,.0f}' for f in stacks)} events/s "
+            f"({redis_bytes / total:,.0f} bytes to Redis an event, {volumes['scored']:,} rows scored, "
+            f"{volumes['labels']:,} labels learned)",
+            file=sys.stderr,
+        )
+        rows.append(
+            (
+                "+ Redis + models floor",
+                "throughput",
+                {"events": total, "events_per_s": statistics.median(stacks)},
+            )
+        )
+        PER_EVENT_US.update(
+            worker=1e6 * elapsed / total,
+            floor=1e6 / statistics.median(floors),
+            stack=1e6 / statistics.median(stacks),
         )
 
         # -- scale-out: the same backlog drained by 1 and by 2 `churnstream score` processes in one group
@@ -632,6 +754,14 @@ def main() -> int:
     for customers, each in REDIS_PER_CUSTOMER:
         print(
             f"Redis memory per customer (x1 run, every key / {customers:,} customers): {each / 1024:.1f} KiB"
+        )
+    if PER_EVENT_US:
+        us = PER_EVENT_US
+        print(
+            f"per event (throughput rows): Kafka + JSON {us['floor']:.0f} us, + Redis + models "
+            f"{us['stack']:.0f} us, the worker {us['worker']:.0f} us, so its own logic "
+            f"{us['worker'] - us['stack']:.0f} us; 30% of the floor is {us['floor'] / 0.3:.0f} us an "
+            f"event, which leaves the logic {us['floor'] / 0.3 - us['stack']:.0f} us"
         )
     print("latency rows: events = predictions that arrived within the probe (+ drain time) of those sent")
     print(f"  after {args.warmup:g} s of warm-up at the same rate;")
