@@ -377,23 +377,32 @@ class DriftMonitor:
             self._reference_estimates[reference.key] = found["value"] if found else None
         return self._reference_estimates[reference.key]
 
+    def prepared_reference(self, version: str) -> PreparedReference | None:
+        """Model ``version``'s reference: prepared already, or looked up once (the registry's, else one the
+        stream gave it before a restart); None when it has none (yet)."""
+        prepared = self._prepared.get(version)
+        if prepared is not None or version in self._looked_up:
+            return prepared
+        self._looked_up.add(version)
+        frame, source = self.references.reference(version), "registry"
+        if frame is None and self.state is not None:
+            frame, source = self.state.load_reference(version), "stream"
+        if frame is None:
+            return None
+        prepared = PreparedReference(
+            frame, model_version=version, source=source, max_rows=self.config.max_reference_rows
+        )
+        self._prepared[version] = prepared
+        log.info("reference of model %s (%s): %d rows", version, source, prepared.rows)
+        return prepared
+
     def _reference_for(self, window: ClosedWindow, added: Added) -> PreparedReference | None:
         version = window.model_version
-        prepared = self._prepared.get(version)
+        looked_up = version in self._looked_up
+        prepared = self.prepared_reference(version)
         if prepared is not None:
             return prepared
-        if version not in self._looked_up:
-            self._looked_up.add(version)
-            frame, source = self.references.reference(version), "registry"
-            if frame is None and self.state is not None:
-                frame, source = self.state.load_reference(version), "stream"
-            if frame is not None:
-                prepared = PreparedReference(
-                    frame, model_version=version, source=source, max_rows=self.config.max_reference_rows
-                )
-                self._prepared[version] = prepared
-                log.info("reference of model %s (%s): %d rows", version, source, prepared.rows)
-                return prepared
+        if not looked_up:
             log.warning(
                 "model %s has no reference data; its first %d window(s) become the reference",
                 version,

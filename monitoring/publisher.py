@@ -103,6 +103,82 @@ class ReportPublisher:
         self.last_report_at: int | None = None
         self.rendering: RenderJob | None = None
         self.warmed_up = False
+        self._later_saved: set[str] = set()  # light windows whose columns are saved (see restore_later)
+        self.restore_later()
+
+    def restore_later(self) -> int:
+        """Keep, to draw in full later, the light windows whose columns the monitor saved before a restart
+        and whose saved message still says light; returns how many are kept (within the queue's budget).
+        The others' files are removed."""
+        state = self.monitor.state
+        if state is None:
+            return 0
+        self._later_saved = state.later_ids()
+        restored = 0
+        for report_id, columns, meta in state.load_later():
+            message = self.message_for(report_id)
+            evidently = (message or {}).get("evidently_report") or {}
+            reference = (
+                self.monitor.prepared_reference(str(message.get("model_version")))
+                if message is not None and evidently.get("drawn") == "light"
+                else None
+            )
+            if message is None or reference is None or not columns:
+                continue  # drawn in full since, gone, or its model has no reference: dropped below
+            try:
+                feature_names, seq = [str(c) for c in meta["feature_names"]], int(meta["seq"])
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring the light window %s saved without its feature names", report_id)
+                continue
+            job = RenderJob(
+                pending=None,
+                message=message,
+                run=window_run(
+                    message,
+                    topic_prefix=self.queue.topic_prefix,
+                    mean_probability=meta.get("mean_probability"),
+                ),
+                full=False,
+                columns={},
+                rows=int(message.get("rows") or 0),
+                reference=reference,
+                feature_names=feature_names,
+                seq=seq,
+                deferred=columns,
+            )
+            restored += self.queue.restore(job)
+        self._sync_later()
+        if restored:
+            log.info(
+                "%d light window(s) saved before the restart will be drawn in full once caught up", restored
+            )
+        return restored
+
+    def _sync_later(self) -> None:
+        """Save the columns of the published light windows kept to draw in full later, and remove those no
+        longer kept (drawn, or left light by the budget): a restart then draws what this monitor would."""
+        state = self.monitor.state
+        if state is None:
+            return
+        kept = {job.job_id: job for job in self.queue.kept_jobs()}
+        drawing = self.queue.drawing_later
+        keep = kept.keys() | ({drawing.job_id} if drawing is not None else set())
+        try:
+            for report_id in sorted(self._later_saved - keep):
+                state.drop_later(report_id)
+                self._later_saved.discard(report_id)
+            for report_id, job in kept.items():
+                if report_id in self._later_saved or report_id not in self._by_id or job.deferred is None:
+                    continue  # saved already, or not published yet
+                meta = {
+                    "feature_names": job.feature_names,
+                    "seq": job.seq,
+                    "mean_probability": job.mean_probability,
+                }
+                state.save_later(report_id, job.deferred, meta)
+                self._later_saved.add(report_id)
+        except OSError as exc:  # the window stays kept in memory; a restart leaves it light
+            log.error("light windows to draw later: %s", unwritable(state.later, exc))
 
     @property
     def wakeup(self) -> asyncio.Event:
@@ -195,7 +271,7 @@ class ReportPublisher:
         job.run = window_run(
             job.message,
             topic_prefix=self.queue.topic_prefix,
-            mean_probability=job.run.values.get("mean_churn_probability"),
+            mean_probability=job.mean_probability,
         )
 
     def _warmed(self, future: asyncio.Future[Any]) -> None:
@@ -255,6 +331,7 @@ class ReportPublisher:
         if not drawn:
             log.warning("drift report %s stays light: %s", job.job_id, rendered.error or "not drawn")
         if message is None:  # its saved message is gone (the report directory was emptied): only the page
+            self._sync_later()
             return
         evidently = {k: v for k, v in (message.get("evidently_report") or {}).items() if k != "error"}
         if drawn:
@@ -271,6 +348,7 @@ class ReportPublisher:
         if rendered.run_id is not None:  # the window's run was replaced
             message["evidently_run"] = rendered.run_id
         self._save_message(job.job_id, message)
+        self._sync_later()  # its columns' file goes once the message says what the page shows
         log.info("drift report %s: full Evidently report drawn later, replacing its light page", job.job_id)
 
     def _error_page(self, job: RenderJob, error: str) -> Rendered:
@@ -292,6 +370,7 @@ class ReportPublisher:
         """Publish the message of the window of ``job`` with its ``rendered`` page and run; then it is
         settled."""
         pending = job.pending
+        assert pending is not None, "a window restored after a restart is published already"
         evidently: dict[str, Any] = {"drawn": rendered.drawn, "rows": job.rows}
         if rendered.drawn == "full":
             evidently.update(rendered_rows=job.rendered_rows, sampled=job.sampled)
@@ -334,6 +413,7 @@ class ReportPublisher:
             for old in self.reports[:-KEPT_MESSAGES]:
                 self._by_id.pop(old["report_id"], None)
             del self.reports[:-KEPT_MESSAGES]
+        self._sync_later()  # a light window kept for later: its columns saved; windows left light: removed
         self._settled([pending.window.seq])
 
     def _save_message(self, report_id: str, message: dict[str, Any]) -> None:

@@ -64,9 +64,10 @@ log = logging.getLogger(__name__)
 LIGHT_NOTE = (
     "The full Evidently report of this window was not drawn yet: windows closed faster than reports are "
     "drawn, and drifted windows are drawn first. Once the monitor has caught up it draws the latest light "
-    "windows in full (drifted ones first), and this page becomes the window's Evidently report; a "
-    "restart, or newer light windows, may leave it as it is. This page and the window's run in the "
-    "Evidently UI are its own; its verdict comes from Evidently's tests, computed in-process."
+    "windows in full (drifted ones first), also after a restart, and this page becomes the window's "
+    "Evidently report; when many newer windows are light too, it may stay as it is. This page and the "
+    "window's run in the Evidently UI are its own; its verdict comes from Evidently's tests, computed "
+    "in-process."
 )
 # the columns of light windows kept to draw them in full later: 64 MiB hold ~55 windows of 5,000 rows (29
 # columns of float64, ~1.2 MB each), 5 of the largest a full report draws (50,000 rows)
@@ -75,14 +76,21 @@ LATER_BYTES = 64 * 1024 * 1024
 
 @dataclass(slots=True)
 class RenderJob:
-    """One window's report: the full Evidently report (``full``), or its light run and page."""
+    """One window's report: the full Evidently report (``full``), or its light run and page.
 
-    pending: PendingReport
+    ``pending`` is the judged window, to publish; None for a light window restored after a restart
+    (:meth:`RenderQueue.restore`): it is published already and only drawn in full later.
+    """
+
+    pending: PendingReport | None
     message: dict[str, Any]
     run: WindowRun
     full: bool
     columns: dict[str, np.ndarray]
     rows: int
+    reference: PreparedReference
+    feature_names: list[str]
+    seq: int  # the window's number: later draws go newest first
     sampled: bool = False
     queued_at: float = field(default_factory=time.monotonic)
     # a light job's columns (sampled as a full job's), kept to draw it in full later; None: not kept
@@ -91,19 +99,17 @@ class RenderJob:
 
     @property
     def job_id(self) -> str:
-        return self.pending.report_id
+        return str(self.message["report_id"])
 
     @property
     def windows(self) -> list[PendingReport]:
-        return [self.pending]
+        return [] if self.pending is None else [self.pending]
 
     @property
-    def reference(self) -> PreparedReference:
-        return self.pending.reference
-
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self.pending.window.feature_names)
+    def mean_probability(self) -> float | None:
+        """The window's mean churn probability (its run shows it)."""
+        value = self.run.values.get("mean_churn_probability")
+        return None if value is None else float(value)
 
     @property
     def rendered_rows(self) -> int:
@@ -127,8 +133,9 @@ class RenderJob:
         """Draw this window light; ``keep``: its columns, kept to draw it in full later (the window's own
         predictions are dropped either way)."""
         self.full, self.columns, self.sampled, self.deferred = False, {}, False, keep
-        window = self.pending.window
-        self.pending.window = dataclasses.replace(window, predictions={}, outcomes={})
+        if self.pending is not None:
+            window = self.pending.window
+            self.pending.window = dataclasses.replace(window, predictions={}, outcomes={})
 
 
 class RenderQueue:
@@ -197,6 +204,9 @@ class RenderQueue:
             full=True,
             columns=pending.window.columns(),
             rows=pending.window.rows,
+            reference=pending.reference,
+            feature_names=list(pending.window.feature_names),
+            seq=pending.window.seq,
         )
         if job.rendered_rows > self.max_rows:
             job.columns, job.sampled = self._sample(job.columns, self.max_rows), True
@@ -217,7 +227,7 @@ class RenderQueue:
         if self._jobs or not self._kept:
             return None
         drifted = [j for j in self._kept if j.drifted]
-        job = max(drifted or self._kept, key=lambda j: j.pending.window.seq)
+        job = max(drifted or self._kept, key=lambda j: j.seq)
         self._kept.remove(job)
         assert job.deferred is not None
         self.kept_bytes -= _nbytes(job.deferred)
@@ -226,18 +236,34 @@ class RenderQueue:
         job.run.realized = None  # added with its light run already
         return job
 
+    def kept_jobs(self) -> list[RenderJob]:
+        """The light windows whose columns are kept to draw them in full later."""
+        return list(self._kept)
+
+    def restore(self, job: RenderJob) -> bool:
+        """Keep a light window published before a restart (its columns in ``job.deferred``) to draw it in
+        full later, within ``later_bytes`` as any other; False when it is left light at once."""
+        assert job.deferred is not None and not job.full
+        self._hold(job)
+        return job.deferred is not None
+
     def _keep(self, job: RenderJob) -> None:
         """Draw ``job`` light, keeping its columns for later within ``later_bytes``."""
-        size = _nbytes(job.columns)
-        if size > self.later_bytes:
-            job.lighten()
-            return
         job.lighten(keep=job.columns)
+        self._hold(job)
+
+    def _hold(self, job: RenderJob) -> None:
+        """Keep a light job's columns (``deferred``), the oldest calm ones left light beyond the budget."""
+        assert job.deferred is not None
+        size = _nbytes(job.deferred)
+        if size > self.later_bytes:
+            job.deferred = None
+            return
         self._kept.append(job)
         self.kept_bytes += size
         while self.kept_bytes > self.later_bytes:
             calm = [j for j in self._kept if not j.drifted]
-            old = min(calm or self._kept, key=lambda j: j.pending.window.seq)
+            old = min(calm or self._kept, key=lambda j: j.seq)
             self._kept.remove(old)
             assert old.deferred is not None
             self.kept_bytes -= _nbytes(old.deferred)

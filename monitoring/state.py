@@ -17,7 +17,9 @@ table, :data:`STATE_KEY`; a monitor on a fresh machine reads it back from Kafka)
 A model version whose reference was taken from its first windows keeps it as a Parquet file in the
 ``references`` directory (the running monitor's is beside its reports, ``<report dir>/references/<app
 id>/``; never in the table: a reference is far larger than a Kafka message), so a restart does not spend two
-more windows on a new one.
+more windows on a new one. So are the columns of windows published light while their full Evidently report is
+still to be drawn (``<report dir>/later/<app id>/<report id>.arrow``, removed once drawn): a restarted
+monitor draws them in full too.
 
 The value is zlib-compressed JSON: the rolling AUCs hold at most 3 x 5,000 outcomes (about 170 KiB
 pickled, 130 KiB in the value when full), the concept-drift detector about 2 KiB and the label book a few
@@ -92,7 +94,8 @@ class SavedState:
 class MonitorState:
     """Reads and writes the state of one monitor (one consumer group): in ``table`` (a mapping of bytes,
     such as a faust table backed by a changelog topic) when given, else in ``directory``; its references in
-    ``references`` (default: ``directory/references``)."""
+    ``references`` (default: ``directory/references``), the columns of light windows still to be drawn in
+    full in ``later`` (default: ``directory/later``)."""
 
     def __init__(
         self,
@@ -100,10 +103,12 @@ class MonitorState:
         *,
         table: MutableMapping[str, bytes] | None = None,
         references: Path | None = None,
+        later: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.table = table
         self.references = Path(references) if references is not None else self.directory / "references"
+        self.later = Path(later) if later is not None else self.directory / "later"
 
     @property
     def path(self) -> Path:
@@ -205,6 +210,56 @@ class MonitorState:
         except (OSError, ValueError) as exc:
             log.warning("ignoring the unreadable reference %s: %s", path, exc)
             return None
+
+    # -- light windows still to be drawn in full ---------------------------------------------------
+    def later_path(self, report_id: str) -> Path:
+        return self.later / f"{_UNSAFE.sub('_', report_id)}.arrow"
+
+    def later_ids(self) -> set[str]:
+        """The report ids whose columns are saved to draw them in full later."""
+        if not self.later.is_dir():
+            return set()
+        return {p.stem for p in self.later.glob("*.arrow")}
+
+    def save_later(self, report_id: str, columns: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Save a light window's columns (numeric arrays of one length) and what drawing it needs besides
+        its saved message (``meta``, JSON), replacing the file atomically. Arrow's file format, uncompressed:
+        ~2.5 ms for 5,000 rows of 29 columns, 16 ms for 50,000 (Parquet: 13 and 150 ms), on the monitor's
+        event loop."""
+        import pyarrow as pa
+        import pyarrow.feather as feather
+
+        path = self.later_path(report_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.table(dict(columns)).replace_schema_metadata({LATER_META: json.dumps(meta)})
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        feather.write_feather(table, tmp, compression="uncompressed")
+        os.replace(tmp, path)
+
+    def load_later(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Every saved light window: (report id, columns as numpy arrays, meta); unreadable files are
+        logged and removed."""
+        import pyarrow.feather as feather
+
+        out = []
+        for report_id in sorted(self.later_ids()):
+            path = self.later_path(report_id)
+            try:
+                table = feather.read_table(path)
+                meta = json.loads((table.schema.metadata or {})[LATER_META.encode()])
+                columns = {name: table.column(name).to_numpy() for name in table.column_names}
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring the unreadable light window %s: %s", path, exc)
+                self.drop_later(report_id)
+                continue
+            out.append((report_id, columns, meta))
+        return out
+
+    def drop_later(self, report_id: str) -> None:
+        self.later_path(report_id).unlink(missing_ok=True)
+
+
+LATER_META = "churnstream.later"  # the Parquet metadata key of a light window's meta
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -113,6 +113,12 @@ def references_dir(settings: Settings, name: str | None = None) -> Path:
     return settings.report_dir / "references" / (name or app_id(settings))
 
 
+def later_dir(settings: Settings, name: str | None = None) -> Path:
+    """Where the monitor keeps the columns of light windows whose full report is still to be drawn, so a
+    restart draws them too: beside the reports, like the references."""
+    return settings.report_dir / "later" / (name or app_id(settings))
+
+
 def build_monitor(
     settings: Settings, *, references: ReferenceSource | None = None, name: str | None = None
 ) -> DriftMonitor:
@@ -135,7 +141,11 @@ def build_monitor(
             retrain_on_advice=bool(settings.retrain_on_advice),
         ),
         url_base=settings.pages_url,
-        state=MonitorState(state_dir(settings, name), references=references_dir(settings, name)),
+        state=MonitorState(
+            state_dir(settings, name),
+            references=references_dir(settings, name),
+            later=later_dir(settings, name),
+        ),
     )
 
 

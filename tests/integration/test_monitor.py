@@ -227,9 +227,12 @@ class RunningMonitor:
 
 
 @contextlib.contextmanager
-def run_monitor(settings: Settings, tmp: Path, window_rows: int = WINDOW_ROWS) -> Iterator[RunningMonitor]:
-    """``churnstream monitor`` in a subprocess until the block ends; then SIGTERM, which must exit 0."""
-    port = free_port()
+def run_monitor(
+    settings: Settings, tmp: Path, window_rows: int = WINDOW_ROWS, port: int | None = None
+) -> Iterator[RunningMonitor]:
+    """``churnstream monitor`` in a subprocess until the block ends; then SIGTERM, which must exit 0.
+    ``port``: its web server's (so a restarted monitor keeps the links it published); default a free one."""
+    port = port or free_port()
     own = dataclasses.replace(
         settings,
         report_dir=tmp / "reports",

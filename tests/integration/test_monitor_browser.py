@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -224,14 +225,32 @@ def test_evidently_ui_shows_one_point_per_window_and_every_link_its_own_window(
             [(b.model_version.encode(), json.dumps(b.to_json()).encode()) for b in batches],
         )
         published = wait_reports(settings, monitor, len(shifted))  # as on drift_reports
+        # stopped while light windows wait for their full report (each takes seconds): a restart
+        monitor.process.send_signal(signal.SIGTERM)
+        assert monitor.process.wait(timeout=60) == 0, monitor.log_tail()
+    later = tmp_path / "reports" / "later"
+    saved = {
+        p["report_id"]: json.loads((tmp_path / "reports" / f"{p['report_id']}.json").read_text())
+        for p in published
+    }
+    waiting = {rid for rid, m in saved.items() if m["evidently_report"]["drawn"] == "light"}
+    assert (
+        waiting and {f.stem for f in later.rglob("*.arrow")} == waiting
+    )  # their columns, beside the reports
+    port = int(published[0]["url"].split(":")[2].split("/")[0])  # the links published stay valid
+    with run_monitor(settings, tmp_path, window_rows=ROWS, port=port) as monitor:
+        # the saved windows are kept to draw (a draw done since counts out)
+        assert 0 < monitor.health()["windows_awaiting_full_report"] <= len(waiting)
         reports = settled_reports(monitor, published)  # once it caught up: light windows drawn in full
         pages = {
             r["report_id"]: chromium("--virtual-time-budget=3000", "--dump-dom", r["url"]) for r in reports
         }
+    assert not list(later.rglob("*.arrow"))
     assert [r["dataset_drift"] for r in reports] == shifted
 
     # six windows at once: the report worker draws the first two in full (the drifted one taking the
-    # place of a waiting one) and the rest light; once it caught up it draws those in full after all
+    # place of a waiting one) and the rest light; once it caught up it draws those in full after all,
+    # those the first monitor had not drawn yet by the monitor after the restart
     drawn = {r["report_id"]: r["evidently_report"]["drawn"] for r in published}
     assert set(drawn.values()) == {"full", "light"} and drawn[reports[1]["report_id"]] == "full"
     for r in reports:

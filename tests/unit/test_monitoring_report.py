@@ -613,3 +613,114 @@ def test_a_later_draw_keeps_a_full_slot_and_the_saved_message_says_what_the_page
     again = state.load()
     assert again is not None
     assert (again.seq, again.detectors, again.counters) == (3, b"d", {"windows_drawn_later": 1})
+
+
+def test_light_windows_saved_before_a_restart_are_drawn_in_full_after_it(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """A monitor stopped while light windows still wait for their full report leaves their columns beside
+    the reports; the next monitor draws them in full (real Evidently), their saved messages then say so and
+    the files go. A file whose window's message says full already (left by a stop just after the message
+    was updated) is removed, not drawn again."""
+    import asyncio
+
+    from churnstream.monitoring.publisher import ReportPublisher
+    from churnstream.monitoring.render import Rendered
+
+    store = ReportStore(tmp_path / "reports")
+    state = MonitorState(tmp_path / "state", later=tmp_path / "reports" / "later" / "app")
+
+    def monitor() -> DriftMonitor:
+        return DriftMonitor(
+            references=FrameSource(reference),
+            store=store,
+            config=MonitorConfig(window_rows=1000),
+            url_base="http://127.0.0.1:8088",
+            state=state,
+        )
+
+    first = monitor()
+    pending = []
+    for batch in _batches(pd.concat([frame(1000, seed=60 + s) for s in range(3)]), "v1", 1_700_000_000_000):
+        pending += first.add(batch).pending
+    assert len(pending) == 3
+
+    def answer(job: Any) -> Rendered:  # the first monitor is stopped before any later draw
+        drawn = "full" if job.full else "light"
+        return Rendered(job.job_id, str(store.html_path(job.job_id)), 0.0, run_id=f"run-{drawn}", drawn=drawn)
+
+    published: list[dict[str, Any]] = []
+
+    async def publish_report(report: Any) -> None:
+        published.append(report.to_json())
+
+    before = ReportPublisher(
+        monitor=first,
+        renderer=_Scripted(answer),  # type: ignore[arg-type]
+        publish_report=publish_report,
+        settled=lambda seqs: None,
+    )
+
+    async def publish_all() -> None:
+        for p in pending:
+            before.put(p)
+        while (job := before.queue.take()) is not None:
+            await before.publish(job, await before.render(job))
+
+    asyncio.run(publish_all())
+    drawn = {m["report_id"]: m["evidently_report"]["drawn"] for m in published}
+    light = {rid for rid, how in drawn.items() if how == "light"}
+    (full,) = set(drawn) - light
+    assert len(light) == 2 and state.later_ids() == light and before.awaiting_full_report() == 2
+    stale = pending[0].window.columns() if pending[0].report_id == full else pending[1].window.columns()
+    state.save_later(full, stale, {"feature_names": FEATURES, "seq": 99, "mean_probability": 0.5})
+
+    second = monitor()
+    renderer = ReportRenderer(root=store.root, drift_share=0.5, in_thread=True)
+    after = ReportPublisher(
+        monitor=second, renderer=renderer, publish_report=publish_report, settled=lambda seqs: None
+    )
+    assert after.awaiting_full_report() == 2 and state.later_ids() == light  # the stale file is gone
+
+    async def catch_up() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(after.run())
+        deadline = loop.time() + 300
+        try:
+            while after.windows_drawn_later < 2 or after.awaiting_full_report():
+                assert not task.done() and loop.time() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(catch_up())
+    finally:
+        renderer.close()
+    assert len(published) == 3  # nothing published again: the drift_reports messages stay one per window
+    assert state.later_ids() == set()
+    for rid in light:
+        saved = json.loads(store.json_path(rid).read_text())
+        assert saved["evidently_report"]["drawn"] == "full" and saved["evidently_report"]["drawn_later"]
+        assert saved["evidently_report"]["rendered_rows"] == 1000 and not saved["evidently_report"]["sampled"]
+        page = store.html_path(rid).read_text()
+        assert f"{saved['window_start']} .. {saved['window_end']}" in page and len(page) > 100_000
+    assert json.loads(store.json_path(full).read_text())["evidently_report"]["drawn"] == "full"
+    assert not store.html_path(full).exists()  # the scripted worker drew no page; none drawn since either
+
+
+def test_saved_light_window_columns_round_trip_and_an_unreadable_file_is_dropped(tmp_path: Path) -> None:
+    state = MonitorState(tmp_path / "state", later=tmp_path / "later")
+    assert state.later_ids() == set() and state.load_later() == []
+    columns = {"spent_total": np.array([1.5, np.nan, 3.0]), "churn_probability": np.array([0.1, 0.2, 0.3])}
+    meta = {"feature_names": ["spent_total"], "seq": 7, "mean_probability": 0.2}
+    state.save_later("20240101T000000Z-v1-abc", columns, meta)
+    (tmp_path / "later" / "broken.arrow").write_bytes(b"not arrow")
+    assert state.later_ids() == {"20240101T000000Z-v1-abc", "broken"}
+    ((rid, loaded, loaded_meta),) = state.load_later()
+    assert rid == "20240101T000000Z-v1-abc" and loaded_meta == meta and list(loaded) == list(columns)
+    for name, values in columns.items():
+        np.testing.assert_array_equal(loaded[name], values)
+    assert state.later_ids() == {rid}  # the unreadable one removed
+    state.drop_later(rid)
+    assert state.later_ids() == set() and not list((tmp_path / "later").iterdir())
