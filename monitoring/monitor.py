@@ -377,16 +377,19 @@ class DriftMonitor:
             self._reference_estimates[reference.key] = found["value"] if found else None
         return self._reference_estimates[reference.key]
 
-    def prepared_reference(self, version: str) -> PreparedReference | None:
+    def prepared_reference(self, version: str, *, final: bool = True) -> PreparedReference | None:
         """Model ``version``'s reference: prepared already, or looked up once (the registry's, else one the
-        stream gave it before a restart); None when it has none (yet)."""
+        stream gave it before a restart); None when it has none (yet). ``final=False``: a lookup that finds
+        nothing is not remembered (the version's first window looks again, and says it found none)."""
         prepared = self._prepared.get(version)
         if prepared is not None or version in self._looked_up:
             return prepared
-        self._looked_up.add(version)
         frame, source = self.references.reference(version), "registry"
         if frame is None and self.state is not None:
             frame, source = self.state.load_reference(version), "stream"
+        if frame is None and not final:
+            return None
+        self._looked_up.add(version)
         if frame is None:
             return None
         prepared = PreparedReference(

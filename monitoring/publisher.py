@@ -104,7 +104,10 @@ class ReportPublisher:
         self.rendering: RenderJob | None = None
         self.warmed_up = False
         self._later_saved: set[str] = set()  # light windows whose columns are saved (see restore_later)
-        self.restore_later()
+        try:
+            self.restore_later()
+        except Exception:  # best effort: never keeps the monitor from starting
+            log.exception("the light windows saved before the restart could not be restored; they stay light")
 
     def restore_later(self) -> int:
         """Keep, to draw in full later, the light windows whose columns the monitor saved before a restart
@@ -114,17 +117,18 @@ class ReportPublisher:
         if state is None:
             return 0
         self._later_saved = state.later_ids()
-        restored = 0
         for report_id, columns, meta in state.load_later():
             message = self.message_for(report_id)
-            evidently = (message or {}).get("evidently_report") or {}
-            reference = (
-                self.monitor.prepared_reference(str(message.get("model_version")))
-                if message is not None and evidently.get("drawn") == "light"
-                else None
-            )
-            if message is None or reference is None or not columns:
-                continue  # drawn in full since, gone, or its model has no reference: dropped below
+            if (
+                not isinstance(message, dict)
+                or (message.get("evidently_report") or {}).get("drawn") != "light"
+            ):
+                continue  # drawn in full since, or gone: its file is removed below
+            reference = self.monitor.prepared_reference(str(message.get("model_version")), final=False)
+            if reference is None or message.get("reference_source") not in (None, reference.source):
+                continue  # not the reference it was judged against: it stays light
+            if not columns:
+                continue
             try:
                 feature_names, seq = [str(c) for c in meta["feature_names"]], int(meta["seq"])
             except (KeyError, TypeError, ValueError):
@@ -146,8 +150,9 @@ class ReportPublisher:
                 seq=seq,
                 deferred=columns,
             )
-            restored += self.queue.restore(job)
+            self.queue.restore(job)
         self._sync_later()
+        restored = self.queue.kept
         if restored:
             log.info(
                 "%d light window(s) saved before the restart will be drawn in full once caught up", restored
@@ -179,6 +184,8 @@ class ReportPublisher:
                 self._later_saved.add(report_id)
         except OSError as exc:  # the window stays kept in memory; a restart leaves it light
             log.error("light windows to draw later: %s", unwritable(state.later, exc))
+        except Exception:  # never stops a window from settling
+            log.exception("light windows to draw later could not be saved; a restart leaves them light")
 
     @property
     def wakeup(self) -> asyncio.Event:

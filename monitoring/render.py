@@ -190,6 +190,7 @@ class RenderQueue:
         """Queue a judged window; True when a window (this one or a waiting one) is drawn light for it.
         While a later draw holds the report worker one more full job may wait: it took the place of the
         job that would be drawing."""
+        self._forget(pending.report_id)  # rebuilt after a restart: this window replaces the one restored
         message = pending.report(created_at=0, html_path="", url=None).to_json()
         probabilities = pending.window.predictions.get(PREDICTION_COLUMN)
         mean = (
@@ -244,8 +245,18 @@ class RenderQueue:
         """Keep a light window published before a restart (its columns in ``job.deferred``) to draw it in
         full later, within ``later_bytes`` as any other; False when it is left light at once."""
         assert job.deferred is not None and not job.full
+        if any(j.job_id == job.job_id for j in (*self._jobs, *self._kept)):
+            return False
         self._hold(job)
         return job.deferred is not None
+
+    def _forget(self, job_id: str) -> None:
+        """Stop keeping the columns of ``job_id``'s window (it is queued again)."""
+        for job in [j for j in self._kept if j.job_id == job_id]:
+            self._kept.remove(job)
+            assert job.deferred is not None
+            self.kept_bytes -= _nbytes(job.deferred)
+            job.deferred = None
 
     def _keep(self, job: RenderJob) -> None:
         """Draw ``job`` light, keeping its columns for later within ``later_bytes``."""

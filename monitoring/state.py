@@ -248,7 +248,9 @@ class MonitorState:
                 table = feather.read_table(path)
                 meta = json.loads((table.schema.metadata or {})[LATER_META.encode()])
                 columns = {name: table.column(name).to_numpy() for name in table.column_names}
-            except (OSError, ValueError, KeyError) as exc:
+                if not isinstance(meta, dict):
+                    raise ValueError("its meta is not an object")
+            except Exception as exc:  # anything pyarrow may raise on a file it did not write
                 log.warning("ignoring the unreadable light window %s: %s", path, exc)
                 self.drop_later(report_id)
                 continue
@@ -256,10 +258,14 @@ class MonitorState:
         return out
 
     def drop_later(self, report_id: str) -> None:
-        self.later_path(report_id).unlink(missing_ok=True)
+        """Remove a light window's file; one that cannot be removed is logged (a read-only volume)."""
+        try:
+            self.later_path(report_id).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", self.later_path(report_id), exc)
 
 
-LATER_META = "churnstream.later"  # the Parquet metadata key of a light window's meta
+LATER_META = "churnstream.later"  # the Arrow schema's metadata key of a light window's meta
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -724,3 +724,58 @@ def test_saved_light_window_columns_round_trip_and_an_unreadable_file_is_dropped
     assert state.later_ids() == {rid}  # the unreadable one removed
     state.drop_later(rid)
     assert state.later_ids() == set() and not list((tmp_path / "later").iterdir())
+
+
+def test_a_window_rebuilt_after_a_restart_replaces_the_light_window_restored(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """A monitor stopped after publishing a light window but before its records were committed re-reads
+    them and rebuilds the same window (same report id) while the saved columns are restored too: the
+    window is kept once (or not at all when it now gets its full report), its bytes counted once."""
+    from churnstream.monitoring.render import RenderJob
+
+    def judged() -> list[Any]:
+        store = ReportStore(tmp_path / "reports", workspace=False)
+        monitor = DriftMonitor(
+            references=FrameSource(reference), store=store, config=MonitorConfig(window_rows=1000)
+        )
+        out = []
+        for batch in _batches(pd.concat([frame(1000, seed=80 + s) for s in range(3)]), "v1", 0):
+            out += monitor.add(batch).pending
+        return out
+
+    before = RenderQueue(max_jobs=1)
+    assert [before.put(p) for p in judged()] == [False, True, True]  # one full report waits: two light
+    saved = before.kept_jobs()
+    assert len(saved) == 2
+
+    def restored(job: RenderJob) -> RenderJob:
+        return RenderJob(
+            pending=None,
+            message=job.message,
+            run=job.run,
+            full=False,
+            columns={},
+            rows=job.rows,
+            reference=job.reference,
+            feature_names=job.feature_names,
+            seq=job.seq,
+            deferred=job.deferred,
+        )
+
+    after = RenderQueue(max_jobs=1)
+    assert all(after.restore(restored(job)) for job in saved)
+    assert not after.restore(restored(saved[0]))  # one per window
+    size = after.kept_bytes
+    assert after.kept == 2 and size == before.kept_bytes > 0
+    again = judged()
+    assert [p.report_id for p in again] == [j.job_id for j in before.jobs()]
+    assert [after.put(p) for p in again] == [False, True, True]
+    assert sorted(j.job_id for j in after.kept_jobs()) == sorted(j.job_id for j in saved)
+    assert after.kept_bytes == size
+
+    # rebuilt with room to spare, the window gets its full report: nothing is kept for it any more
+    roomy = RenderQueue(max_jobs=3)
+    assert all(roomy.restore(restored(job)) for job in saved)
+    assert [roomy.put(p) for p in judged()] == [False, False, False]
+    assert roomy.kept == 0 and roomy.kept_bytes == 0 and roomy.take_later() is None
