@@ -153,7 +153,7 @@ def serve(mode: str) -> int:
     from churnstream.monitoring.reference import FrameSource
     from churnstream.monitoring.report import ReportStore
     from churnstream.monitoring.state import MonitorState
-    from churnstream.streams.monitor import MonitorApp, state_dir
+    from churnstream.streams.monitor import MonitorApp, later_dir, references_dir, state_dir
 
     settings = Settings.from_env()
     ref = synthetic_rows(20_000, seed=2)
@@ -162,7 +162,9 @@ def serve(mode: str) -> int:
         references=FrameSource(reference),
         store=ReportStore(settings.report_dir),
         config=MonitorConfig(window_rows=settings.drift_window_rows, drift_share=settings.drift_share),
-        state=MonitorState(state_dir(settings)),
+        state=MonitorState(
+            state_dir(settings), references=references_dir(settings), later=later_dir(settings)
+        ),
     )
     built = MonitorApp.build(
         settings,
