@@ -229,10 +229,7 @@ class RenderQueue:
             return None
         drifted = [j for j in self._kept if j.drifted]
         job = max(drifted or self._kept, key=lambda j: j.seq)
-        self._kept.remove(job)
-        assert job.deferred is not None
-        self.kept_bytes -= _nbytes(job.deferred)
-        job.full, job.columns, job.deferred, job.later = True, job.deferred, None, True
+        job.full, job.columns, job.later = True, self._release(job), True
         job.sampled = job.rendered_rows < job.rows
         job.run.realized = None  # added with its light run already
         return job
@@ -253,10 +250,7 @@ class RenderQueue:
     def _forget(self, job_id: str) -> None:
         """Stop keeping the columns of ``job_id``'s window (it is queued again)."""
         for job in [j for j in self._kept if j.job_id == job_id]:
-            self._kept.remove(job)
-            assert job.deferred is not None
-            self.kept_bytes -= _nbytes(job.deferred)
-            job.deferred = None
+            self._release(job)
 
     def _keep(self, job: RenderJob) -> None:
         """Draw ``job`` light, keeping its columns for later within ``later_bytes``."""
@@ -274,11 +268,15 @@ class RenderQueue:
         self.kept_bytes += size
         while self.kept_bytes > self.later_bytes:
             calm = [j for j in self._kept if not j.drifted]
-            old = min(calm or self._kept, key=lambda j: j.seq)
-            self._kept.remove(old)
-            assert old.deferred is not None
-            self.kept_bytes -= _nbytes(old.deferred)
-            old.deferred = None
+            self._release(min(calm or self._kept, key=lambda j: j.seq))
+
+    def _release(self, job: RenderJob) -> dict[str, np.ndarray]:
+        """Stop keeping a kept job's columns; returns them."""
+        self._kept.remove(job)
+        columns, job.deferred = job.deferred, None
+        assert columns is not None
+        self.kept_bytes -= _nbytes(columns)
+        return columns
 
     def _sample(self, columns: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         size = len(next(iter(columns.values())))
