@@ -184,9 +184,10 @@ def prediction_template() -> dict[str, Any]:
     ).to_json()
 
 
-def io_floor(settings: Settings, total: int, outputs: int) -> float:
+def io_floor(settings: Settings, total: int, outputs: int, extra: StackWork | None = None) -> float:
     """Events/s of consuming and validating ``total`` events and producing ``outputs`` prediction-sized
-    messages for them (acknowledged per batch of 500): Kafka and JSON only, the ceiling of any worker."""
+    messages for them (acknowledged per batch of 500): Kafka and JSON only, the ceiling of any worker.
+    ``extra``: more work per batch, inside the clock (:class:`StackWork`: the second ceiling)."""
     template = prediction_template()
     consumer = make_consumer(settings, f"floor-{uuid.uuid4().hex[:6]}")
     consumer.subscribe(list(settings.topics.inputs))
@@ -199,18 +200,25 @@ def io_floor(settings: Settings, total: int, outputs: int) -> float:
         if not messages:
             continue
         t0 = t0 or time.perf_counter()
+        customers = []
         for msg in messages:
             if msg.error() is not None:
                 continue
             event, _ = decode_message(msg, settings)
             done += 1
+            if event is not None:
+                customers.append(event.customer_id)
             owed = done * outputs // total - made  # spread the outputs evenly over the events
             for _ in range(owed):
                 body = dict(template, event_id=None if event is None else event.event_id)
                 producer.produce(topic, key=msg.key(), value=orjson.dumps(body))
             made += owed
+        if extra is not None:
+            extra.batch(done, customers)
         producer.flush(30)
         consumer.commit(asynchronous=True)
+    if extra is not None:
+        extra.finish()
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
     consumer.close()
     return total / elapsed
@@ -225,82 +233,61 @@ def redis_input_bytes(settings: Settings) -> int:
         client.close()
 
 
-def stack_floor(
-    settings: Settings, total: int, volumes: dict[str, int], model: Any, redis_bytes: int
-) -> float:
-    """Events/s of the Kafka + JSON floor plus what no design of the worker can leave out, at the
-    worker's own volumes: per batch of 500 events, one pipeline writing each event's customer key with
-    as many bytes as the worker sent Redis per event (in a background thread, one write in flight, as
-    the worker's store does; plain SETs, lighter for Redis than the worker's script), the batch model
-    scoring as many rows as the worker scored (``volumes["scored"]``, through the served fast path) and the
-    online model predicting them, and an online model learning as many labels as the worker resolved
-    (``volumes["labels"]``). No features, no label book, no sweeps, alerts, explanations or ids: what is
-    left between this row and the worker is the worker's own logic."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+class StackWork:
+    """What no design of the worker can leave out, at the worker's own volumes, per batch of the floor
+    (:func:`io_floor`): one pipeline writing each event's customer key with as many bytes as the worker
+    sent Redis per event (in a background thread, one write in flight, as the worker's store does; plain
+    SETs, lighter for Redis than the worker's script), the batch model scoring as many rows as the worker
+    scored (``volumes["scored"]``, through the served fast path) and the online model predicting them, and
+    an online model learning as many labels as the worker resolved (``volumes["labels"]``). No features,
+    no label book, no sweeps, alerts, explanations or ids: what is left between the second ceiling and the
+    worker is the worker's own logic."""
 
-    import numpy as np
+    def __init__(
+        self, settings: Settings, total: int, volumes: dict[str, int], model: Any, redis_bytes: int
+    ) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
 
-    from churnstream.models.online import OnlineModel
+        import numpy as np
 
-    consumer = make_consumer(settings, f"stack-{uuid.uuid4().hex[:6]}")
-    consumer.subscribe(list(settings.topics.inputs))
-    producer = make_producer(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    writer = ThreadPoolExecutor(1)
-    in_flight: Future[Any] | None = None
-    template = prediction_template()
-    online = OnlineModel(feature_names=model.feature_names)
-    rng = np.random.default_rng(0)
-    width = len(model.feature_names)
-    blob = b"x" * max(1, redis_bytes // total)
-    topic = settings.topics.churn_predictions
-    done = made = scored = learned = 0
-    t0 = None
+        from churnstream.models.online import OnlineModel
 
-    def write(keys: list[str]) -> None:
-        pipe = client.pipeline(transaction=False)
+        self.prefix = f"churn:{settings.topic_prefix}stack:"
+        self.client = redis.Redis.from_url(settings.redis_url)
+        self.writer = ThreadPoolExecutor(1)
+        self.in_flight: Future[Any] | None = None
+        self.model = model
+        self.online = OnlineModel(feature_names=model.feature_names)
+        self.rng = np.random.default_rng(0)
+        self.width = len(model.feature_names)
+        self.blob = b"x" * max(1, redis_bytes // total)
+        self.total, self.volumes = total, volumes
+        self.scored = self.learned = 0
+
+    def batch(self, done: int, customers: list[str]) -> None:
+        rows = done * self.volumes["scored"] // self.total - self.scored
+        X = self.rng.random((rows, self.width)) * 100
+        self.model.predict_proba(X)
+        self.online.predict_matrix(X)
+        self.scored += rows
+        labels = done * self.volumes["labels"] // self.total - self.learned
+        self.online.learn_matrix(self.rng.random((labels, self.width)) * 100, self.rng.integers(0, 2, labels))
+        self.learned += labels
+        if self.in_flight is not None:
+            self.in_flight.result()
+        self.in_flight = self.writer.submit(self._write, [self.prefix + c for c in customers])
+
+    def _write(self, keys: list[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.set(key, blob)
+            pipe.set(key, self.blob)
         pipe.execute()
 
-    while done < total:
-        messages = consumer.consume(num_messages=500, timeout=0.5)
-        if not messages:
-            continue
-        t0 = t0 or time.perf_counter()
-        keys = []
-        for msg in messages:
-            if msg.error() is not None:
-                continue
-            event, _ = decode_message(msg, settings)
-            done += 1
-            if event is not None:
-                keys.append(f"churn:{settings.topic_prefix}stack:{event.customer_id}")
-            owed = done * volumes["outputs"] // total - made
-            for _ in range(owed):
-                body = dict(template, event_id=None if event is None else event.event_id)
-                producer.produce(topic, key=msg.key(), value=orjson.dumps(body))
-            made += owed
-        rows = done * volumes["scored"] // total - scored
-        X = rng.random((rows, width)) * 100
-        model.predict_proba(X)
-        online.predict_matrix(X)
-        scored += rows
-        labels = done * volumes["labels"] // total - learned
-        online.learn_matrix(rng.random((labels, width)) * 100, rng.integers(0, 2, labels))
-        learned += labels
-        if in_flight is not None:
-            in_flight.result()
-        in_flight = writer.submit(write, keys)
-        producer.flush(30)
-        consumer.commit(asynchronous=True)
-    if in_flight is not None:
-        in_flight.result()
-    elapsed = time.perf_counter() - (t0 or time.perf_counter())
-    writer.shutdown()
-    consumer.close()
-    client.close()
-    return total / elapsed
+    def finish(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.result()
+        self.writer.shutdown()
+        self.client.close()
 
 
 def start_workers(settings: Settings, log_path: Path, n: int = 1) -> list[WorkerProcess]:
@@ -567,7 +554,9 @@ def run_benchmark(
         )
         # the floor plus Redis and the models at the worker's volumes: what is left is the worker's logic
         volumes = {"outputs": outputs, "scored": t.predictions + t.sweeps, "labels": t.outcomes}
-        stacks = [stack_floor(s, total, volumes, model, redis_bytes) for _ in range(3)]
+        stacks = [
+            io_floor(s, total, outputs, StackWork(s, total, volumes, model, redis_bytes)) for _ in range(3)
+        ]
         print(
             f"  Kafka + JSON + Redis + models floor: {', '.join(f'{f:,.0f}' for f in stacks)} events/s "
             f"({redis_bytes / total:,.0f} bytes to Redis an event, {volumes['scored']:,} rows scored, "
